@@ -1,0 +1,59 @@
+"""Rendering helpers for the CLI: consoles, JSON, errors. Imported lazily (rich is not free)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import traceback
+from datetime import datetime, timezone
+from functools import lru_cache
+from typing import Any
+
+from rich.console import Console
+
+from kohya_wrap.errors import KohyaWrapError
+from kohya_wrap.fsutil import user_cache_dir
+
+
+@lru_cache(maxsize=None)
+def console() -> Console:
+    return Console()
+
+
+@lru_cache(maxsize=None)
+def err_console() -> Console:
+    return Console(stderr=True)
+
+
+def print_json(obj: Any) -> None:
+    """Machine output: plain JSON on stdout, never wrapped or coloured."""
+    sys.stdout.write(json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def print_error(e: KohyaWrapError) -> None:
+    con = err_console()
+    con.print(f"[bold red]error:[/bold red] {e.message}", markup=True, highlight=False, soft_wrap=True)
+    if e.hint:
+        con.print(f"[yellow]hint:[/yellow] {e.hint}", markup=True, highlight=False, soft_wrap=True)
+
+
+def report_unexpected(e: BaseException) -> None:
+    log = user_cache_dir() / "last-error.log"
+    try:
+        from kohya_wrap import __version__
+
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.write_text(
+            f"kohya-wrap {__version__} at {datetime.now(timezone.utc).isoformat()}\n"
+            f"argv: {sys.argv}\npython: {sys.version}\n\n" + "".join(traceback.format_exception(e)),
+            encoding="utf-8",
+        )
+        where = str(log)
+    except OSError:
+        where = "(could not write the log)"
+    err_console().print(
+        f"[bold red]unexpected error:[/bold red] {type(e).__name__}: {e}\n"
+        f"This is a bug in kohya-wrap; details in {where}",
+        markup=True, highlight=False, soft_wrap=True,
+    )

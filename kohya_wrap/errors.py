@@ -1,0 +1,50 @@
+"""One error family. Raised where the problem is; reported once, by the CLI (cli/__init__.py)."""
+
+from __future__ import annotations
+
+import enum
+
+
+class ExitCode(enum.IntEnum):
+    """Exit codes of every command. Documented in README.md ("Exit codes")."""
+
+    OK = 0
+    ERROR = 1  # a KohyaWrapError: bad input, bad config, missing trainer
+    USAGE = 2  # click's own code for bad command-line usage
+    UNEXPECTED = 3  # a bug in kohya-wrap: details in the last-error log
+    WARNINGS = 4  # --strict and there were warnings
+    INTERRUPTED = 130
+
+
+class KohyaWrapError(Exception):
+    """An error the user can act on: `message` says what is wrong and where, `hint` what to do."""
+
+    exit_code: int = ExitCode.ERROR
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message if not self.hint else f"{self.message}\n{self.hint}"
+
+
+class TrainerNotFound(KohyaWrapError):
+    """The sd-scripts checkout (or a package it needs) is missing."""
+
+
+class PresetError(KohyaWrapError):
+    """A preset file, or a --set override, is invalid."""
+
+
+class DatasetError(KohyaWrapError):
+    """A source folder or a dataset folder cannot be used."""
+
+
+class ModelError(KohyaWrapError):
+    """A base model or tokenizer cannot be found, read or downloaded."""
+
+
+class RunDirError(KohyaWrapError):
+    """A run directory is missing, unfinished, or would be overwritten."""

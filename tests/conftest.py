@@ -1,0 +1,79 @@
+"""Test tiers.
+
+- unit (tests/unit): pure Python, everywhere.
+- process (tests/process): subprocesses of our fake trainer (tests/fakes), everywhere.
+- real (tests/real): the real sd-scripts checkout and the [train] extra; skipped, with the
+  reason printed, where either is absent (CI). `pytest --real-only` (or `-m real`) runs only them.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+import pytest
+
+TESTS = Path(__file__).parent
+TRAIN_MODULES = ("torch", "torchvision", "accelerate", "diffusers", "transformers", "safetensors", "voluptuous", "toml")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--real-only", action="store_true", help="run only the real-trainer tier")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    real_only = config.getoption("--real-only")
+    selected, deselected = [], []
+    for item in items:
+        tier = Path(str(item.fspath)).relative_to(TESTS).parts[0]
+        if tier in ("process", "real"):
+            item.add_marker(getattr(pytest.mark, tier))
+        if real_only and tier != "real":
+            deselected.append(item)
+        else:
+            selected.append(item)
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = selected
+
+
+def real_trainer_missing() -> str | None:
+    """Why the real tier cannot run here, or None."""
+    from kohya_wrap.errors import TrainerNotFound
+    from kohya_wrap.sdscripts.checkout import locate
+
+    try:
+        locate()
+    except TrainerNotFound as e:
+        return f"real tier skipped: {e.message}"
+    missing = [m for m in TRAIN_MODULES if importlib.util.find_spec(m) is None]
+    if missing:
+        return f"real tier skipped: the [train] extra is not installed (missing {', '.join(missing)})"
+    return None
+
+
+@pytest.fixture(autouse=True)
+def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> None:
+    """No test touches the user's caches or reaches a model hub."""
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    if request.node.get_closest_marker("real") is None:
+        monkeypatch.setenv("KOHYA_WRAP_HOME", str(tmp_path / "kw-home"))
+        monkeypatch.delenv("KOHYA_WRAP_SD_SCRIPTS", raising=False)
+
+
+@pytest.fixture(autouse=True)
+def _skip_real_without_trainer(request: pytest.FixtureRequest) -> None:
+    if request.node.get_closest_marker("real") is not None:
+        reason = real_trainer_missing()
+        if reason:
+            pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def real_cache_dir() -> Path:
+    """Models the real tier builds (the 2 GB smoke base model) survive between test sessions."""
+    path = Path(os.environ.get("KOHYA_WRAP_TEST_CACHE", Path.home() / ".cache" / "kohya-wrap-tests"))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
