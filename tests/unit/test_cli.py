@@ -1,0 +1,51 @@
+import json
+import subprocess
+import sys
+
+from click.testing import CliRunner
+
+from kohya_wrap import __version__
+from kohya_wrap.cli import COMMANDS, cli
+from kohya_wrap.sdscripts import PINNED_COMMIT, PINNED_TAG
+
+HEAVY = ("torch", "torchvision", "diffusers", "transformers", "accelerate", "PIL", "numpy", "cv2", "safetensors")
+
+
+def test_version_names_ours_and_the_pinned_trainer():
+    result = CliRunner().invoke(cli, ["--version"])
+    assert result.exit_code == 0
+    assert result.output.strip() == f"kohya-wrap {__version__} (sd-scripts {PINNED_TAG}, {PINNED_COMMIT[:12]})"
+
+
+def test_help_lists_every_registered_command_that_exists():
+    result = CliRunner().invoke(cli, ["--help"])
+    assert result.exit_code == 0
+    assert "doctor" in result.output
+    for name in COMMANDS:
+        module, _ = COMMANDS[name].split(":")
+        try:
+            __import__(f"kohya_wrap.cli.{module}")
+        except ModuleNotFoundError:
+            continue
+        assert name in result.output
+
+
+def _modules_loaded_by(code: str) -> set[str]:
+    out = subprocess.run([sys.executable, "-c", code + "\nimport sys, json; print(json.dumps(sorted(sys.modules)))"],
+                         capture_output=True, text=True, check=True)
+    return set(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def test_importing_the_cli_imports_no_training_or_imaging_package():
+    loaded = _modules_loaded_by("import kohya_wrap.cli")
+    assert not loaded & set(HEAVY)
+
+
+def test_help_of_every_command_imports_no_heavy_package():
+    for name in COMMANDS:
+        code = (
+            "import sys\nfrom kohya_wrap.cli import cli\n"
+            f"try:\n    cli(['{name}', '--help'], prog_name='kohya-wrap')\nexcept SystemExit:\n    pass"
+        )
+        loaded = _modules_loaded_by(code)
+        assert not loaded & set(HEAVY), f"`kohya-wrap {name} --help` imported {sorted(loaded & set(HEAVY))}"
