@@ -13,6 +13,15 @@ class ExitCode(enum.IntEnum):
     USAGE = 2  # click's own code for bad command-line usage
     UNEXPECTED = 3  # a bug in kohya-wrap: details in the last-error log
     WARNINGS = 4  # --strict and there were warnings
+    TRAIN_OOM = 10  # train: the GPU ran out of memory
+    TRAIN_MODEL_MISSING = 11  # train: the base model is missing or unreadable
+    TRAIN_NO_DATA = 12  # train: the trainer found no images ("No data found"; sd-scripts itself exits 0)
+    TRAIN_CONFIG_REJECTED = 13  # train: the trainer rejected its configuration
+    TRAIN_MISSING_PACKAGE = 14  # train: a Python package the trainer imports is missing
+    TRAIN_NAN = 15  # train: the loss became NaN or infinite and the run was stopped
+    TRAIN_CRASHED = 16  # train: the trainer failed some other way
+    TRAIN_KILLED = 17  # train: the trainer was killed by a signal (e.g. the kernel's out-of-memory killer)
+    TRAIN_VERIFY_FAILED = 18  # train: the trainer finished but its LoRA file failed verification
     INTERRUPTED = 130
 
 

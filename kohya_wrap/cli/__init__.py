@@ -23,6 +23,11 @@ COMMANDS: dict[str, str] = {
     "train": "train_cmd:train",
     "run": "train_cmd:run",
     "smoke": "smoke_cmd:smoke",
+    "status": "status_cmd:status",
+    "report": "report_cmd:report",
+    "sample": "report_cmd:sample",
+    "inspect": "report_cmd:inspect_",
+    "runs": "report_cmd:runs",
 }
 
 

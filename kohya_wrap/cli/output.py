@@ -32,10 +32,12 @@ def print_json(obj: Any) -> None:
 
 
 def print_error(e: KohyaWrapError) -> None:
+    from rich.markup import escape  # messages quote TOML tables like [network]: not markup
+
     con = err_console()
-    con.print(f"[bold red]error:[/bold red] {e.message}", markup=True, highlight=False, soft_wrap=True)
+    con.print(f"[bold red]error:[/bold red] {escape(e.message)}", markup=True, highlight=False, soft_wrap=True)
     if e.hint:
-        con.print(f"[yellow]hint:[/yellow] {e.hint}", markup=True, highlight=False, soft_wrap=True)
+        con.print(f"[yellow]hint:[/yellow] {escape(e.hint)}", markup=True, highlight=False, soft_wrap=True)
 
 
 def report_unexpected(e: BaseException) -> None:

@@ -1,0 +1,60 @@
+"""`kohya-wrap plan`: a preset plus a prepared dataset become a run directory, validated before anything runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from kohya_wrap.cli.options import json_option, sd_scripts_option
+
+
+@click.command()
+@click.argument("dataset_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--preset", required=True, help="A shipped preset name (`kohya-wrap presets list`) or a preset file.")
+@click.option("--base-model", "base_model", required=True,
+              help="SD 1.5 checkpoint: a .safetensors file, or a Hugging Face repo id (downloaded once into its cache).")
+@click.option("-o", "--output", "run_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="The run directory to write (a new one; a finished run is never overwritten).")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a preset value, e.g. --set network_dim=16 (repeatable; checked like preset values).")
+@click.option("--gpus", type=int, default=None, help="GPUs to train on (default 1).")
+@click.option("--tokenizer-cache-dir", "tokenizer_cache_dir", type=click.Path(file_okay=False, path_type=Path),
+              default=None, help="Folder holding the CLIP tokenizer for sd-scripts (default: kohya-wrap's cache).")
+@click.option("--allow-pickle", is_flag=True, help="Accept a .ckpt/.pt/.bin base model (loading it runs code in it).")
+@sd_scripts_option
+@json_option
+def plan(dataset_dir: Path, preset: str, base_model: str, run_dir: Path, overrides: tuple[str, ...], gpus: int | None,
+         tokenizer_cache_dir: Path | None, allow_pickle: bool, sd_scripts: str | None, as_json: bool) -> None:
+    """Write RUN_DIR: config.toml, dataset.toml, sample_prompts.txt and plan.json for DATASET_DIR."""
+    from kohya_wrap.plan import make_plan, write_plan
+
+    result = make_plan(dataset_dir, preset=preset, base_model=base_model, run_dir=run_dir, overrides=overrides,
+                       gpus=gpus, tokenizer_cache_dir=tokenizer_cache_dir, allow_pickle=allow_pickle,
+                       sd_scripts=sd_scripts)
+    write_plan(result)
+    if as_json:
+        from kohya_wrap.cli.output import print_json
+
+        print_json(result.to_json())
+        return
+    render_plan(result)
+
+
+def render_plan(result) -> None:  # type: ignore[no-untyped-def]
+    """The plan as a person reads it (also used by `train --dry-run`)."""
+    from rich.markup import escape
+
+    from kohya_wrap.cli.output import console, err_console
+
+    con = console()
+    con.print(f"[bold]run[/bold] {escape(str(result.run_dir))}  (preset {escape(result.preset_name)})", highlight=False)
+    for s in result.subsets:
+        kind = "reg " if s.is_reg else ""
+        con.print(f"  {kind}{escape(s.dir)}: {s.images} images x {s.repeats} repeats", highlight=False)
+    con.print(f"[bold]steps[/bold] {escape(result.steps['arithmetic'])}", highlight=False)
+    con.print(f"[bold]model[/bold] {escape(result.base_model['path'])}", highlight=False)
+    con.print(f"[bold]output[/bold] {escape(str(result.lora_file))}", highlight=False)
+    con.print("[bold]command[/bold] " + escape(" ".join(result.argv)), highlight=False, soft_wrap=True)
+    for w in result.warnings:
+        err_console().print(f"[yellow]warning:[/yellow] {escape(w)}", highlight=False, soft_wrap=True)

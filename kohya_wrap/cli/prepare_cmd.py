@@ -1,0 +1,83 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from kohya_wrap.cli.options import json_option
+from kohya_wrap.errors import ExitCode
+
+# Kept here, not imported from kohya_wrap.prepare, so that --help does not import PIL.
+_SIZES = ("512", "768")
+_DEFAULT_CAPTION = "photo of {token} {class}"
+
+
+@click.command()
+@click.argument("src_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("-o", "--output", "dataset_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Dataset folder to write (img/, reg/, prepare.json).")
+@click.option("--token", required=True, help="The rare word that will mean this face, e.g. ohwx.")
+@click.option("--class", "class_word", required=True, help="What the subject is, e.g. man, woman, person.")
+@click.option("--size", type=click.Choice(_SIZES), default="512", show_default=True, help="Output side in pixels.")
+@click.option("--crop", type=click.Choice(("face", "center")), default="face", show_default=True,
+              help="Square around the detected face, or the centre square (no detection).")
+@click.option("--caption", "caption", default=_DEFAULT_CAPTION, show_default=True,
+              help="Caption template; placeholders {token} and {class}.")
+@click.option("--repeats", type=click.IntRange(min=1), default=None,
+              help="Repeats in the folder name. Default: 1, and `plan` chooses them.")
+@click.option("--reg", "reg_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Regularization photos of the class, prepared into reg/.")
+@click.option("--allow-upscale", is_flag=True, help="Keep photos whose crop is smaller than --size (upscaled).")
+@click.option("--skip-multiple-faces", is_flag=True, help="Skip photos with several faces instead of cropping the largest.")
+@click.option("--strict", is_flag=True, help=f"Exit {int(ExitCode.WARNINGS)} when there are warnings.")
+@click.option("--force", is_flag=True, help="Use a non-empty output folder prepare did not make (its img/ and reg/ are moved aside).")
+@click.option("--jobs", type=click.IntRange(min=1), default=None, help="Worker processes. Default: every core.")
+@json_option
+def prepare(src_dir: Path, dataset_dir: Path, token: str, class_word: str, size: str, crop: str, caption: str,
+            repeats: int | None, reg_dir: Path | None, allow_upscale: bool, skip_multiple_faces: bool, strict: bool,
+            force: bool, jobs: int | None, as_json: bool) -> None:
+    """Turn a folder of face photos into a Kohya training set in DATASET_DIR (-o).
+
+    Photos are found recursively, oriented, cropped square (around the face by default), resized,
+    and written as img/{repeats}_{token} {class}/0001.png + 0001.txt. Problems are listed; with
+    --strict they make the exit code 4. A second run reuses unchanged outputs.
+    """
+    from kohya_wrap.prepare import PrepareOptions, prepare_dataset
+
+    result = prepare_dataset(PrepareOptions(
+        src_dir=src_dir, dataset_dir=dataset_dir, token=token, class_word=class_word, size=int(size),
+        crop=crop, caption=caption, repeats=repeats, reg_dir=reg_dir,  # type: ignore[arg-type]
+        allow_upscale=allow_upscale, skip_multiple_faces=skip_multiple_faces, force=force, jobs=jobs))
+    if as_json:
+        from kohya_wrap.cli.output import print_json
+
+        print_json(result.to_json())
+    else:
+        _render(result)
+    raise SystemExit(ExitCode.WARNINGS if strict and result.warnings else ExitCode.OK)
+
+
+def _render(result) -> None:  # type: ignore[no-untyped-def]
+    from rich.markup import escape
+    from rich.table import Table
+
+    from kohya_wrap.cli.output import console
+
+    con = console()
+    if result.findings:
+        table = Table(title="prepare: findings", padding=(0, 1))
+        table.add_column("level", no_wrap=True)
+        table.add_column("file", overflow="fold")
+        table.add_column("finding", overflow="fold")
+        table.add_column("what to do", overflow="fold")
+        style = {"warning": "[yellow]warning[/yellow]", "info": "[dim]info[/dim]"}
+        for f in result.findings:
+            table.add_row(style[f.level], escape(f.file or "(the set)"), escape(f.message), escape(f.action))
+        con.print(table)
+    for subset in result.subsets:
+        con.print(f"{escape(str(result.dataset_dir / subset.dir))}: {subset.images} images, "
+                  f"{subset.repeats} repeats, class tokens {escape(repr(subset.class_tokens))}", highlight=False)
+    con.print(f"{result.processed} processed, {result.reused} reused, {result.skipped} skipped, "
+              f"{result.removed} removed; {len(result.warnings)} warnings. "
+              f"Face detection: {escape(result.face_detection)}", highlight=False)
+    con.print(f"manifest: {escape(str(result.manifest_path))}", highlight=False)

@@ -1,0 +1,162 @@
+"""`kohya-wrap presets`: list, show, diff, validate and export presets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from kohya_wrap.cli.options import json_option
+
+
+@click.group()
+def presets() -> None:
+    """Presets: sparse TOML files of sd-scripts settings (see `presets show likeness-sd15`)."""
+
+
+@presets.command("list")
+@json_option
+def list_(as_json: bool) -> None:
+    """The presets kohya-wrap ships."""
+    from kohya_wrap.preset import load_preset, shipped_names
+
+    rows = [(name, load_preset(name)) for name in shipped_names()]
+    if as_json:
+        from kohya_wrap.cli.output import print_json
+
+        print_json([{"name": n, "description": p.description, "extends": [f.stem for f in p.files[1:]]} for n, p in rows])
+        return
+    from rich.table import Table
+
+    from kohya_wrap.cli.output import console
+
+    table = Table(box=None, padding=(0, 2))
+    table.add_column("preset", no_wrap=True, style="bold")
+    table.add_column("extends", no_wrap=True)
+    table.add_column("description")
+    for name, p in rows:
+        table.add_row(name, " -> ".join(f.stem for f in p.files[1:]) or "-", p.description)
+    console().print(table)
+
+
+@presets.command()
+@click.argument("name")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a value (repeatable).")
+@click.option("--all", "show_all", is_flag=True, help="Also list every sd-scripts argument left at its default.")
+@json_option
+def show(name: str, overrides: tuple[str, ...], show_all: bool, as_json: bool) -> None:
+    """Every value a preset resolves to, and where it came from (default, which preset, --set)."""
+    from kohya_wrap.preset import all_values, load_preset
+
+    preset = load_preset(name, overrides)
+    values = all_values(preset) if show_all else sorted(preset.values.items())
+    if as_json:
+        from kohya_wrap.cli.output import print_json
+
+        doc = preset.to_json()
+        doc["values"] = {k: {"value": s.value, "source": s.source} for k, s in values}
+        print_json(doc)
+        return
+    from rich.table import Table
+
+    from kohya_wrap.cli.output import console
+
+    con = console()
+    con.print(f"[bold]{preset.name}[/bold]: {preset.description}", highlight=False)
+    con.print("files: " + " -> ".join(str(f) for f in preset.files), highlight=False)
+    for title, rows in (("sd-scripts arguments", values), ("[kohya_wrap]", sorted(preset.ours.items()))):
+        table = Table(title=title, title_justify="left", box=None, padding=(0, 2))
+        table.add_column("key", no_wrap=True)
+        table.add_column("value")
+        table.add_column("source", no_wrap=True, style="dim")
+        for key, setting in rows:
+            table.add_row(key, _fmt(setting.value), setting.source)
+        con.print(table)
+
+
+@presets.command()
+@click.argument("a")
+@click.argument("b")
+@json_option
+def diff(a: str, b: str, as_json: bool) -> None:
+    """The values that differ between presets A and B."""
+    from kohya_wrap.preset import diff as preset_diff
+    from kohya_wrap.preset import load_preset
+
+    pa, pb = load_preset(a), load_preset(b)
+    diffs = preset_diff(pa, pb)
+    if as_json:
+        from kohya_wrap.cli.output import print_json
+
+        print_json([{"key": d.key, "a": d.a.value if d.a else None, "b": d.b.value if d.b else None,
+                     "a_source": d.a.source if d.a else "default", "b_source": d.b.source if d.b else "default"}
+                    for d in diffs])
+        return
+    from rich.table import Table
+
+    from kohya_wrap.cli.output import console
+
+    if not diffs:
+        console().print(f"{pa.name} and {pb.name} resolve to the same values.")
+        return
+    table = Table(box=None, padding=(0, 2))
+    table.add_column("key", no_wrap=True)
+    table.add_column(pa.name)
+    table.add_column(pb.name)
+    for d in diffs:
+        table.add_row(d.key, _fmt(d.a.value) if d.a else "[dim](default)[/dim]", _fmt(d.b.value) if d.b else "[dim](default)[/dim]")
+    console().print(table)
+
+
+@presets.command()
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@json_option
+def validate(file: Path, as_json: bool) -> None:
+    """Check a preset file: every key, type and choice, the forbidden keys, and sd-scripts' conflicts."""
+    from kohya_wrap.preset import load_preset, warnings_of
+
+    preset = load_preset(str(file) if str(file).endswith(".toml") or "/" in str(file) else f"./{file}")
+    warnings = warnings_of(preset)
+    if as_json:
+        from kohya_wrap.cli.output import print_json
+
+        print_json({"valid": True, "name": preset.name, "files": [str(f) for f in preset.files], "warnings": warnings})
+        return
+    from kohya_wrap.cli.output import console
+
+    con = console()
+    for w in warnings:
+        con.print(f"[yellow]warning:[/yellow] {w}", highlight=False)
+    con.print(f"[green]valid:[/green] {file} ({len(preset.values)} sd-scripts values, extends "
+              f"{' -> '.join(f.stem for f in preset.files[1:]) or 'nothing'})", highlight=False)
+
+
+@presets.command()
+@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("-o", "--output", "output", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="The preset file to write (refused if it exists).")
+def export(run_dir: Path, output: Path) -> None:
+    """A shareable preset from a run's plan.json: no paths, no secrets, with the sd-scripts commit."""
+    from kohya_wrap.cli.output import console
+    from kohya_wrap.errors import PresetError
+    from kohya_wrap.fsutil import atomic_write_text
+    from kohya_wrap.plan import load_plan
+    from kohya_wrap.preset import export_text
+
+    if output.exists():
+        raise PresetError(f"{output} exists; export never overwrites a file", "choose another -o FILE")
+    plan = load_plan(run_dir)
+    text = export_text(
+        plan.values, plan.ours, name=plan.run_dir.name,
+        comment_lines=[f"Exported by kohya-wrap from run {plan.run_dir.name} (preset {plan.preset_name}).",
+                       f"sd-scripts commit: {plan.sd_scripts.get('commit') or 'unknown'}"],
+    )
+    atomic_write_text(output, text)
+    console().print(f"wrote {output}", highlight=False)
+
+
+def _fmt(value: Any) -> str:
+    from rich.markup import escape
+
+    return escape(repr(value) if isinstance(value, str) else str(value).lower() if isinstance(value, bool) else str(value))

@@ -1,0 +1,214 @@
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from kohya_wrap.cli.options import json_option
+from kohya_wrap.errors import ExitCode
+
+# Without a terminal, --follow prints a progress line at most this often (events that matter at once).
+PLAIN_PROGRESS_EVERY_S = 10.0
+
+
+@click.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--follow", "-f", is_flag=True,
+              help="Keep reading events.jsonl until the run finishes; exit with the run's own exit code.")
+@click.option("--stale-after", type=click.FloatRange(min=0), default=600.0, show_default=True, metavar="SECONDS",
+              help="A run with no event and no trainer output for this long, and no 'finished' event, "
+                   "is reported as stalled (its process died or hangs).")
+@click.option("--interval", type=click.FloatRange(min=0.05), default=1.0, show_default=True, metavar="SECONDS",
+              help="With --follow: how often to look for new events.")
+@json_option
+def status(run_dir: Path, follow: bool, stale_after: float, interval: float, as_json: bool) -> None:
+    """Where a run stands: phase, step, speed, ETA, loss, last checkpoint, outcome.
+
+    Reads RUN_DIR/events.jsonl, which `kohya-wrap train` writes as it goes, so it works from another
+    shell, after a disconnect, or on a copied run folder. Exit 0 when the status was read; with
+    --follow, the exit code of the run (0 finished, else the failure's code; 130 on Ctrl-C).
+    """
+    from kohya_wrap import status as status_mod
+
+    if not follow:
+        result = status_mod.read_status(run_dir, stale_after_s=stale_after)
+        if as_json:
+            from kohya_wrap.cli.output import print_json
+
+            print_json(result.to_json())
+        else:
+            from kohya_wrap.cli.output import console
+
+            console().print(_table(result))
+        return
+
+    renderer = _JsonLines() if as_json else (_LiveView() if sys.stdout.isatty() else _PlainLines())
+    try:
+        with renderer:
+            final = status_mod.follow(run_dir, renderer.update, poll_s=interval, stale_after_s=stale_after)
+    except KeyboardInterrupt:
+        from kohya_wrap.cli.output import err_console
+
+        err_console().print("stopped following; the run itself is not affected")
+        raise SystemExit(ExitCode.INTERRUPTED) from None
+    raise SystemExit(final.exit_code if final.exit_code is not None else ExitCode.ERROR)
+
+
+def _table(s: Any) -> Any:
+    from rich.table import Table
+
+    from kohya_wrap.status import format_duration
+
+    colour = {"finished": "green", "running": "cyan", "stalled": "yellow", "interrupted": "yellow",
+              "failed": "bold red", "planned": "white"}[s.state]
+    table = Table(show_header=False, box=None, padding=(0, 1))
+    table.add_column("what", style="bold", no_wrap=True)
+    table.add_column("value", overflow="fold")
+    table.add_row("run", f"{s.run_dir}" + (f"  (preset {s.preset})" if s.preset else ""))
+    state = f"[{colour}]{s.state}[/{colour}]"
+    if s.state == "stalled":
+        state += (f" (stalled or stopped: no event for {format_duration(s.seconds_since_last_event)} "
+                  "and no 'finished' event)")
+    elif s.outcome is not None:
+        state += f" (outcome {s.outcome}, exit code {s.exit_code})"
+    table.add_row("state", state)
+    table.add_row("phase", s.phase or "-")
+    table.add_row("step", _progress_text(s))
+    table.add_row("loss", "-" if s.avr_loss is None else f"{s.avr_loss:.4g}")
+    if s.epoch is not None:
+        table.add_row("epoch", f"{s.epoch}/{s.epochs}" if s.epochs is not None else str(s.epoch))
+    if s.last_checkpoint:
+        table.add_row("checkpoint", _saved_text(s.last_checkpoint))
+    if s.last_state:
+        table.add_row("saved state", _saved_text(s.last_state))
+    if s.samples:
+        table.add_row("samples", f"{s.samples}, last {s.last_sample.path}")
+    if s.last_warning:
+        table.add_row("last warning", f"[yellow]{_escape(s.last_warning)}[/yellow] ({s.warnings} in all)")
+    if s.last_error:
+        table.add_row("error", f"[red]{_escape(s.last_error)}[/red]")
+    if s.last_event_at:
+        table.add_row("last event", f"{s.last_event_at} ({format_duration(s.seconds_since_last_event)} ago)")
+    if s.segments > 1:
+        table.add_row("resumed", f"{s.segments - 1} time(s)")
+    if s.lora_file and s.lora_exists:
+        table.add_row("LoRA", s.lora_file)
+    if s.resume_command:
+        table.add_row("resume with", f"[cyan]{_escape(s.resume_command)}[/cyan]")
+    if s.unreadable_lines:
+        table.add_row("events.jsonl", f"[yellow]{s.unreadable_lines} unreadable line(s) skipped[/yellow]")
+    return table
+
+
+def _progress_text(s: Any) -> str:
+    from kohya_wrap.status import format_duration
+
+    if s.step is None:
+        return "-" if s.total_steps is None else f"0/{s.total_steps}"
+    parts = [f"{s.step}/{s.total_steps}" if s.total_steps is not None else str(s.step)]
+    if s.percent is not None:
+        parts[0] += f" ({s.percent:.0f}%)"
+    if s.rate is not None:
+        parts.append(f"{s.rate:.2f} {s.rate_unit}")
+    if s.state == "running" and s.eta_s is not None:
+        parts.append(f"ETA {format_duration(s.eta_s)}")
+    return "  ".join(parts)
+
+
+def _saved_text(saved: Any) -> str:
+    return saved.path if saved.step is None else f"{saved.path} (step {saved.step})"
+
+
+def _escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)
+
+
+def _one_line(s: Any) -> str:
+    parts = [s.state if s.phase is None or s.done else f"{s.state}/{s.phase}", _progress_text(s)]
+    if s.avr_loss is not None:
+        parts.append(f"loss {s.avr_loss:.4g}")
+    if s.epoch is not None and s.epochs is not None:
+        parts.append(f"epoch {s.epoch}/{s.epochs}")
+    return "  ".join(parts)
+
+
+class _JsonLines:
+    """--follow --json: one compact status object per line whenever it changes; the last is final."""
+
+    def __enter__(self) -> _JsonLines:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def update(self, s: Any, _new: list[Any]) -> None:
+        sys.stdout.write(json.dumps(s.to_json(), ensure_ascii=False) + "\n")
+        sys.stdout.flush()
+
+
+class _PlainLines:
+    """--follow without a terminal (nohup, a notebook, a log file): events that matter, progress now and then."""
+
+    def __init__(self) -> None:
+        self._last_progress = 0.0
+
+    def __enter__(self) -> _PlainLines:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def update(self, s: Any, new: list[Any]) -> None:
+        notable = [_event_text(e) for e in new]
+        for text in filter(None, notable):
+            click.echo(text)
+        now = time.monotonic()
+        if not new or any(notable) or now - self._last_progress >= PLAIN_PROGRESS_EVERY_S or s.done:
+            click.echo(_one_line(s))
+            self._last_progress = now
+
+
+def _event_text(e: Any) -> str | None:
+    kind = e.type
+    if kind == "phase":
+        return f"phase: {e.phase}"
+    if kind == "epoch":
+        return f"epoch {e.epoch}/{e.total}"
+    if kind == "checkpoint":
+        return f"checkpoint saved: {e.path}"
+    if kind == "state_saved":
+        return f"state saved: {e.path}"
+    if kind == "sample":
+        return f"sample written: {e.path}"
+    if kind == "warning":
+        return f"warning: {e.message}"
+    if kind == "error":
+        return f"error: {e.message}"
+    if kind == "finished":
+        return f"finished: {e.outcome} (exit code {e.exit_code})"
+    return None
+
+
+class _LiveView:
+    """--follow on a terminal: the status table, redrawn in place."""
+
+    def __enter__(self) -> _LiveView:
+        from rich.live import Live
+
+        from kohya_wrap.cli.output import console
+
+        self._live = Live(console=console(), auto_refresh=False)
+        self._live.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._live.__exit__(None, None, None)
+
+    def update(self, s: Any, _new: list[Any]) -> None:
+        self._live.update(_table(s), refresh=True)

@@ -1,0 +1,121 @@
+"""A prepared dataset folder (written by `prepare`, see CONTRACTS.md), read into frozen records for `plan`."""
+
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+from kohya_wrap.errors import DatasetError
+from kohya_wrap.fsutil import sha256_file
+from kohya_wrap.sdscripts.layout import IMAGE_EXTENSIONS, REG_DIR, TRAIN_DIR, parse_subset_dir_name, subset_dir_name
+
+MANIFEST = "prepare.json"
+
+
+@dataclass(frozen=True)
+class Subset:
+    dir: Path
+    images: int
+    repeats: int  # as the folder name says
+    class_tokens: str
+    is_reg: bool
+    size: tuple[int, int] | None  # (width, height) of the first image, from its header; None if unreadable
+
+
+@dataclass(frozen=True)
+class Dataset:
+    dir: Path
+    subsets: tuple[Subset, ...]
+    manifest_sha256: str | None
+    repeats_explicit: bool  # prepare was given --repeats: plan keeps them and chooses only epochs
+    token: str | None  # from prepare.json parameters
+    class_word: str | None
+    size: int | None  # prepare's target size
+
+    @property
+    def train_subsets(self) -> tuple[Subset, ...]:
+        return tuple(s for s in self.subsets if not s.is_reg)
+
+    @property
+    def reg_subsets(self) -> tuple[Subset, ...]:
+        return tuple(s for s in self.subsets if s.is_reg)
+
+    @property
+    def train_images(self) -> int:
+        return sum(s.images for s in self.train_subsets)
+
+
+def _image_size(path: Path) -> tuple[int, int] | None:
+    """(width, height) from the file header. PNG is read directly: importing PIL's PNG plugin costs
+    more than the rest of planning."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(24)
+    except OSError:
+        return None
+    if head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR":
+        return struct.unpack(">II", head[16:24])
+    from PIL import Image  # only the header is read
+
+    try:
+        with Image.open(path) as im:
+            return im.size
+    except OSError:
+        return None
+
+
+def _scan(base: Path, is_reg: bool) -> list[Subset]:
+    out = []
+    if not base.is_dir():
+        return out
+    for child in sorted(base.iterdir()):
+        if not child.is_dir():
+            continue
+        parsed = parse_subset_dir_name(child.name)
+        if parsed is None or parsed.repeats < 1:
+            example = subset_dir_name(10, "ohwx man" if not is_reg else "man")
+            raise DatasetError(
+                f"{child}: folder name is not '<repeats>_<class tokens>' (for example '{example}')",
+                "run `kohya-wrap prepare` to make a dataset folder, or rename the folder",
+            )
+        images = sorted(p for p in child.iterdir() if p.is_file() and p.suffix in IMAGE_EXTENSIONS and not p.name.startswith("."))
+        if not images:
+            raise DatasetError(f"{child}: no images ({', '.join(IMAGE_EXTENSIONS)})",
+                               "remove the empty folder or run `kohya-wrap prepare` again")
+        out.append(Subset(dir=child.resolve(), images=len(images), repeats=parsed.repeats,
+                          class_tokens=parsed.class_tokens, is_reg=is_reg, size=_image_size(images[0])))
+    return out
+
+
+def scan_dataset(dataset_dir: str | Path) -> Dataset:
+    """Read DATASET_DIR/img/<repeats>_<tokens>/, DATASET_DIR/reg/... and prepare.json."""
+    root = Path(dataset_dir).expanduser()
+    if not root.is_dir():
+        raise DatasetError(f"dataset folder {root} does not exist", "give the folder `kohya-wrap prepare` wrote")
+    if not (root / TRAIN_DIR).is_dir():
+        raise DatasetError(f"{root} has no {TRAIN_DIR}/ folder: it is not a prepared dataset",
+                           f"run `kohya-wrap prepare PHOTOS -o {root}` first")
+    train = _scan(root / TRAIN_DIR, is_reg=False)
+    if not train:
+        raise DatasetError(f"{root / TRAIN_DIR} has no '<repeats>_<class tokens>' folders with images",
+                           "run `kohya-wrap prepare` to fill it")
+    reg = _scan(root / REG_DIR, is_reg=True)
+    manifest = root / MANIFEST
+    sha = params = None
+    if manifest.is_file():
+        sha = sha256_file(manifest)
+        try:
+            params = json.loads(manifest.read_text(encoding="utf-8")).get("parameters") or {}
+        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as e:
+            raise DatasetError(f"{manifest} is not valid JSON: {e}", "run `kohya-wrap prepare` again") from None
+    params = params or {}
+    size = params.get("size")
+    return Dataset(
+        dir=root.resolve(), subsets=tuple(train + reg), manifest_sha256=sha,
+        repeats_explicit=bool(params.get("repeats_explicit", False)),
+        token=params.get("token") if isinstance(params.get("token"), str) else None,
+        class_word=params.get("class") if isinstance(params.get("class"), str) else None,
+        size=size if isinstance(size, int) and not isinstance(size, bool) else None,
+    )

@@ -1,0 +1,219 @@
+"""Training events: typed records of what the trainer did, and their JSON Lines form.
+
+The train stage turns the trainer's console into these; events.jsonl holds one per line; report
+and status read them back with read_events(). Nothing here knows sd-scripts. The format is the
+events contract in docs (CONTRACTS.md): every object has "t" (ISO-8601 UTC, ms) and "type".
+
+A non-finite loss is written as the string "nan", "inf" or "-inf" (strict JSON has no NaN).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import asdict, dataclass, field, fields
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import IO, Any, Iterator, Literal, Union
+
+PHASES = ("preparing", "loading_model", "caching_latents", "training", "sampling", "saving", "finished")
+OUTCOMES = (
+    "finished", "oom", "model_missing", "no_data", "config_rejected", "missing_package",
+    "nan", "crashed", "killed", "interrupted", "verify_failed",
+)
+# What an error event is about; the runner classifies a run's outcome from these.
+ERROR_KINDS = (
+    "oom", "model_missing", "no_data", "config_rejected", "missing_package", "nan",
+    "killed", "interrupted", "launcher", "exception", "log",
+)
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass(frozen=True)
+class Phase:
+    phase: str
+    t: str = field(default_factory=now_iso, compare=False)
+    type: Literal["phase"] = field(default="phase", init=False)
+
+
+@dataclass(frozen=True)
+class Summary:
+    train_images: int | None
+    reg_images: int | None
+    batches_per_epoch: int | None
+    epochs: int | None
+    batch_size: str | None  # one entry per dataset, comma-separated, as the trainer prints it
+    grad_accum: int | None
+    total_steps: int | None
+    t: str = field(default_factory=now_iso, compare=False)
+    type: Literal["summary"] = field(default="summary", init=False)
+
+
+@dataclass(frozen=True)
+class Epoch:
+    epoch: int
+    total: int
+    t: str = field(default_factory=now_iso, compare=False)
+    type: Literal["epoch"] = field(default="epoch", init=False)
+
+
+@dataclass(frozen=True)
+class Progress:
+    step: int
+    total: int
+    rate: float | None  # None while the trainer shows "?"
+    rate_unit: str  # "it/s" or "s/it"
+    elapsed_s: float
+    eta_s: float | None
+    avr_loss: float | None
+    lr: float | None = None
+    t: str = field(default_factory=now_iso, compare=False)
+    type: Literal["progress"] = field(default="progress", init=False)
+
+    @property
+    def seconds_per_step(self) -> float | None:
+        if not self.rate:
+            return None
+        return self.rate if self.rate_unit == "s/it" else 1.0 / self.rate
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    path: str
+    step: int | None
+    t: str = field(default_factory=now_iso, compare=False)
+    type: Literal["checkpoint"] = field(default="checkpoint", init=False)
+
+
+@dataclass(frozen=True)
+class StateSaved:
+    path: str
+    step: int | None
+    t: str = field(default_factory=now_iso, compare=False)
+    type: Literal["state_saved"] = field(default="state_saved", init=False)
+
+
+@dataclass(frozen=True)
+class Sample:
+    path: str
+    step: int | None
+    prompt_index: int | None
+    t: str = field(default_factory=now_iso, compare=False)
+    type: Literal["sample"] = field(default="sample", init=False)
+
+
+@dataclass(frozen=True)
+class Warning_:  # noqa: N801  "Warning" is a builtin; the JSON type is "warning"
+    message: str
+    t: str = field(default_factory=now_iso, compare=False)
+    type: Literal["warning"] = field(default="warning", init=False)
+
+
+@dataclass(frozen=True)
+class Error:
+    message: str
+    kind: str = "log"  # one of ERROR_KINDS
+    t: str = field(default_factory=now_iso, compare=False)
+    type: Literal["error"] = field(default="error", init=False)
+
+
+@dataclass(frozen=True)
+class Finished:
+    outcome: str  # one of OUTCOMES
+    exit_code: int  # kohya-wrap's exit code for this outcome
+    returncode: int | None  # the trainer's; None when it never started
+    t: str = field(default_factory=now_iso, compare=False)
+    type: Literal["finished"] = field(default="finished", init=False)
+
+
+Event = Union[Phase, Summary, Epoch, Progress, Checkpoint, StateSaved, Sample, Warning_, Error, Finished]
+EVENT_TYPES: dict[str, type] = {
+    "phase": Phase, "summary": Summary, "epoch": Epoch, "progress": Progress, "checkpoint": Checkpoint,
+    "state_saved": StateSaved, "sample": Sample, "warning": Warning_, "error": Error, "finished": Finished,
+}
+
+
+def _encode_float(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    return value
+
+
+_FLOAT_FIELDS = frozenset({"avr_loss", "rate", "lr", "elapsed_s", "eta_s"})
+
+
+def _decode_float(key: str, value: Any) -> Any:
+    if key in _FLOAT_FIELDS and value in ("nan", "inf", "-inf"):
+        return float(value)
+    return value
+
+
+def to_dict(event: Event) -> dict[str, Any]:
+    data = asdict(event)
+    out: dict[str, Any] = {"t": data.pop("t"), "type": data.pop("type")}
+    out.update({k: _encode_float(v) for k, v in data.items()})
+    return out
+
+
+def to_json(event: Event) -> str:
+    return json.dumps(to_dict(event), ensure_ascii=False, allow_nan=False)
+
+
+def from_dict(data: dict[str, Any]) -> Event:
+    """The event a dict describes; unknown keys (from a newer kohya-wrap) are ignored."""
+    kind = data.get("type")
+    cls = EVENT_TYPES.get(kind)  # type: ignore[arg-type]
+    if cls is None:
+        raise ValueError(f"unknown event type {kind!r}")
+    names = {f.name for f in fields(cls) if f.init}
+    kwargs = {k: _decode_float(k, v) for k, v in data.items() if k in names}
+    return cls(**kwargs)
+
+
+def from_json(line: str) -> Event:
+    return from_dict(json.loads(line))
+
+
+class EventWriter:
+    """Appends events to a JSON Lines file, one flushed line each, so a crash loses nothing written."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file: IO[str] | None = open(self.path, "a", encoding="utf-8")  # noqa: SIM115  closed in close()
+
+    def write(self, event: Event) -> None:
+        if self._file is None:
+            raise ValueError(f"{self.path} is closed")
+        self._file.write(to_json(event) + "\n")
+        self._file.flush()
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
+            self._file = None
+
+    def __enter__(self) -> EventWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def read_events(path: Path) -> Iterator[Event]:
+    """Events of an events.jsonl. A torn last line (the writer was killed mid-write) is skipped."""
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                yield from_json(line)
+            except (ValueError, TypeError):
+                continue

@@ -1,0 +1,202 @@
+"""The base model and the CLIP tokenizer a run needs, found locally or fetched from the Hugging Face Hub.
+
+Only safetensors files are accepted without asking: sd-scripts loads any other checkpoint with
+torch.load(weights_only=False), which runs whatever code the pickle holds (SPEC 9). A diffusers folder is
+allowed with a warning, because diffusers imports the classes its model_index.json names.
+Everything fetched goes to the Hugging Face cache, so once cached a run needs no network.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+from kohya_wrap.errors import ModelError
+from kohya_wrap.fsutil import user_cache_dir
+from kohya_wrap.sdscripts.configs import TOKENIZER_FILES, TOKENIZER_REPO, TOKENIZER_REQUIRED_FILES, tokenizer_subdir
+
+PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
+# Repositories whose single-file checkpoint we know; others must have exactly one top-level .safetensors.
+KNOWN_SINGLE_FILES = {
+    "stable-diffusion-v1-5/stable-diffusion-v1-5": "v1-5-pruned-emaonly.safetensors",
+    "runwayml/stable-diffusion-v1-5": "v1-5-pruned-emaonly.safetensors",
+}
+OFFLINE_HINT = ("download it once with network access (unset HF_HUB_OFFLINE), or give a local file: "
+                "--base-model /path/to/model.safetensors")
+
+
+@dataclass(frozen=True)
+class BaseModel:
+    source: str  # as the user gave it
+    path: Path
+    kind: str  # "file", "folder" (diffusers) or "hub"
+    warnings: tuple[str, ...] = ()
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _looks_like_path(source: str) -> bool:
+    return (source.startswith(("/", ".", "~")) or "\\" in source or Path(source).suffix.lower() in (".safetensors", *PICKLE_SUFFIXES)
+            and source.count("/") != 2)
+
+
+def _check_safetensors(path: Path) -> None:
+    """A safetensors file starts with an 8-byte little-endian header length and a JSON header."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(9)
+    except OSError as e:
+        raise ModelError(f"base model {path} cannot be read: {e}") from None
+    if len(head) < 9 or head[8:9] != b"{" or struct.unpack("<Q", head[:8])[0] > path.stat().st_size:
+        raise ModelError(f"base model {path} is not a safetensors file (bad header)",
+                         "download it again; an interrupted download leaves a broken file")
+
+
+def _check_file(path: Path, source: str, allow_pickle: bool, kind: str) -> BaseModel:
+    suffix = path.suffix.lower()
+    if suffix == ".safetensors":
+        _check_safetensors(path)
+        return BaseModel(source, path, kind)
+    if suffix in PICKLE_SUFFIXES:
+        if not allow_pickle:
+            raise ModelError(
+                f"base model {path} is a pickle checkpoint ({suffix}): loading it runs any code it contains",
+                "use a .safetensors file, or pass --allow-pickle if you trust where it came from")
+        return BaseModel(source, path, kind, (f"{path.name} is a pickle checkpoint, loaded because of --allow-pickle",))
+    raise ModelError(f"base model {path} is not a .safetensors file", "give an SD 1.5 checkpoint in safetensors format")
+
+
+def resolve_base_model(source: str, *, allow_pickle: bool = False) -> BaseModel:
+    """A local file or diffusers folder, or a Hugging Face repo id (fetched into the Hub cache)."""
+    path = Path(source).expanduser()
+    if path.exists():
+        path = path.resolve()
+        if path.is_dir():
+            if not (path / "model_index.json").is_file():
+                raise ModelError(f"base model {path} is a folder but not a diffusers model (no model_index.json)",
+                                 "give a .safetensors file or a diffusers model folder")
+            return BaseModel(source, path, "folder", (
+                f"{path} is a diffusers folder: loading it imports the classes its model_index.json names; "
+                "use it only if you trust where it came from",))
+        return _check_file(path, source, allow_pickle, "file")
+    if _looks_like_path(source):
+        raise ModelError(f"base model {path} does not exist", "check the path, or give a Hugging Face repo id")
+    return _from_hub(source, allow_pickle)
+
+
+def _split_repo(source: str) -> tuple[str, str | None]:
+    parts = source.strip("/").split("/")
+    if len(parts) < 2 or not all(parts):
+        raise ModelError(f"base model {source!r} is neither an existing file nor a Hugging Face repo id (owner/name)")
+    repo = "/".join(parts[:2])
+    filename = "/".join(parts[2:]) or KNOWN_SINGLE_FILES.get(repo)
+    return repo, filename
+
+
+def _hub_error(e: Exception, what: str, repo: str) -> ModelError:
+    from huggingface_hub import errors
+
+    if isinstance(e, errors.GatedRepoError):
+        return ModelError(f"{what}: {repo} is gated on the Hugging Face Hub",
+                          f"accept its terms at https://huggingface.co/{repo}, then log in (`hf auth login` or HF_TOKEN)")
+    if isinstance(e, errors.RepositoryNotFoundError):
+        return ModelError(f"{what}: repository {repo} not found on the Hugging Face Hub (or private)",
+                          "check the repo id; for a private repo, log in (`hf auth login` or HF_TOKEN)")
+    if isinstance(e, (errors.EntryNotFoundError, errors.RevisionNotFoundError)):
+        return ModelError(f"{what}: {e}", f"check the file name in https://huggingface.co/{repo}/tree/main")
+    if isinstance(e, (errors.OfflineModeIsEnabled, errors.LocalEntryNotFoundError)) or _offline():
+        return ModelError(f"{what}: {repo} is not in the Hugging Face cache and the Hub cannot be reached", OFFLINE_HINT)
+    return ModelError(f"{what}: download from {repo} failed: {type(e).__name__}: {e}",
+                      "check the network connection, then run again (downloads resume)")
+
+
+def _hub_file(repo: str, filename: str, what: str) -> Path:
+    """The cached file, without network if it is cached; else a download with a progress bar."""
+    import huggingface_hub
+
+    try:
+        return Path(huggingface_hub.hf_hub_download(repo, filename, local_files_only=True))
+    except Exception:  # noqa: BLE001  not cached (any reason): try the network below
+        pass
+    if _offline():
+        raise ModelError(f"{what}: {repo}/{filename} is not in the Hugging Face cache and HF_HUB_OFFLINE is set", OFFLINE_HINT)
+    try:
+        return Path(huggingface_hub.hf_hub_download(repo, filename))
+    except Exception as e:  # noqa: BLE001  every failure becomes a message naming the repo
+        raise _hub_error(e, what, repo) from None
+
+
+def _from_hub(source: str, allow_pickle: bool) -> BaseModel:
+    repo, filename = _split_repo(source)
+    if filename is None:
+        filename = _single_safetensors(repo)
+    path = _hub_file(repo, filename, "base model")
+    model = _check_file(path, source, allow_pickle, "hub")
+    return model
+
+
+def _single_safetensors(repo: str) -> str:
+    import huggingface_hub
+
+    if _offline():
+        raise ModelError(f"base model: cannot list the files of {repo} with HF_HUB_OFFLINE set",
+                         f"name the file: --base-model {repo}/<file>.safetensors")
+    try:
+        files = huggingface_hub.list_repo_files(repo)
+    except Exception as e:  # noqa: BLE001
+        raise _hub_error(e, "base model", repo) from None
+    top = [f for f in files if "/" not in f and f.endswith(".safetensors")]
+    if len(top) != 1:
+        listed = ", ".join(top) or "none"
+        raise ModelError(f"base model: {repo} has {len(top)} top-level .safetensors files ({listed})",
+                         f"name one: --base-model {repo}/<file>.safetensors")
+    return top[0]
+
+
+def default_tokenizer_cache_dir() -> Path:
+    return user_cache_dir() / "tokenizers"
+
+
+def _has_tokenizer(cache_dir: Path) -> bool:
+    sub = tokenizer_subdir(cache_dir)
+    return all((sub / f).is_file() for f in TOKENIZER_REQUIRED_FILES)
+
+
+def resolve_tokenizer(cache_dir: str | Path | None = None) -> Path:
+    """A tokenizer_cache_dir holding sd-scripts' CLIP tokenizer folder, so the trainer needs no network.
+
+    cache_dir: the user's folder; it must already hold the tokenizer, or it is filled from the Hub.
+    None: kohya-wrap's own cache, filled from the Hub the first time.
+    """
+    target = Path(cache_dir).expanduser().resolve() if cache_dir else default_tokenizer_cache_dir()
+    if _has_tokenizer(target):
+        return target
+    if all((target / f).is_file() for f in TOKENIZER_REQUIRED_FILES):
+        raise ModelError(f"tokenizer cache {target} holds tokenizer files directly",
+                         f"give its parent folder, with the tokenizer in {tokenizer_subdir(target).name}/ "
+                         f"(the layout sd-scripts reads), or move the files into {tokenizer_subdir(target)}")
+    downloaded = []
+    for name in TOKENIZER_FILES:
+        try:
+            downloaded.append(_hub_file(TOKENIZER_REPO, name, "CLIP tokenizer"))
+        except ModelError as e:
+            raise ModelError(
+                f"CLIP tokenizer: {tokenizer_subdir(target)} does not exist and {TOKENIZER_REPO} cannot be fetched ({e.message})",
+                f"run once with network access, or give --tokenizer-cache-dir DIR where DIR/{tokenizer_subdir(target).name}/ "
+                "holds a saved CLIPTokenizer (vocab.json, merges.txt)") from None
+    sub = tokenizer_subdir(target)
+    tmp = sub.with_name(sub.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for src in downloaded:
+        shutil.copyfile(src, tmp / src.name)
+    if sub.exists():
+        shutil.rmtree(sub)
+    os.replace(tmp, sub)
+    return target
+

@@ -1,0 +1,369 @@
+"""plan: a preset and a prepared dataset become a run directory: sd-scripts' configs, validated, plus plan.json.
+
+make_plan() decides everything (values and where each came from, repeats and epochs, the command line)
+and returns a frozen Plan; write_plan() writes RUN_DIR atomically; load_plan() reads it back.
+The run directory layout and plan.json are specified in notes/CONTRACTS.md ("Run directory").
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Mapping, Sequence
+
+from kohya_wrap import __version__
+from kohya_wrap.dataset import Dataset, scan_dataset
+from kohya_wrap.errors import KohyaWrapError, PresetError, RunDirError
+from kohya_wrap.fsutil import atomic_write_json, atomic_write_text
+from kohya_wrap.models import BaseModel, resolve_base_model, resolve_tokenizer
+from kohya_wrap.preset import Preset, Setting, load_preset
+from kohya_wrap.sdscripts import PINNED_TAG, arguments, configs, steps
+from kohya_wrap.sdscripts.checkout import Checkout, locate
+from kohya_wrap.sdscripts.command import Launch, build_argv, build_env
+
+PLAN_SCHEMA = 1
+PLAN_JSON = "plan.json"
+CONFIG_TOML = "config.toml"
+DATASET_TOML = "dataset.toml"
+SAMPLE_PROMPTS = "sample_prompts.txt"
+OUTPUT_DIR = "output"
+PLAN_FILES = (CONFIG_TOML, DATASET_TOML, SAMPLE_PROMPTS, PLAN_JSON)
+# Files a started run leaves (CONTRACTS.md): a folder holding any of them is never planned over.
+RUN_FILES = ("run.json", "train.log", "events.jsonl")
+
+
+@dataclass(frozen=True)
+class GpuInfo:
+    count: int
+    bf16: bool  # every visible GPU computes bf16 natively (compute capability 8.0 or later)
+    names: tuple[str, ...] = ()
+
+
+def detect_gpus() -> GpuInfo:
+    """CUDA GPUs from nvidia-smi: planning must not import torch (it takes seconds)."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None and visible.strip() in ("", "-1"):
+        return GpuInfo(0, False)
+    exe = shutil.which("nvidia-smi")
+    if exe is None:
+        return GpuInfo(0, False)
+    try:
+        out = subprocess.run([exe, "--query-gpu=name,compute_cap", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=10, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return GpuInfo(0, False)
+    rows = [[c.strip() for c in line.split(",")] for line in out.splitlines() if line.strip()]
+    if visible is not None:
+        rows = rows[:len([v for v in visible.split(",") if v.strip()])]
+    try:
+        bf16 = bool(rows) and all(float(r[1]) >= 8.0 for r in rows)
+    except (IndexError, ValueError):
+        bf16 = False
+    return GpuInfo(len(rows), bf16, tuple(r[0] for r in rows))
+
+
+@dataclass(frozen=True)
+class PlanSubset:
+    dir: str
+    images: int
+    repeats: int
+    class_tokens: str
+    is_reg: bool
+
+
+@dataclass(frozen=True)
+class Plan:
+    run_dir: Path
+    created_at: str
+    preset_name: str
+    preset_sha256: str
+    preset_files: tuple[str, ...]
+    dataset_dir: str
+    manifest_sha256: str | None
+    subsets: tuple[PlanSubset, ...]
+    base_model: Mapping[str, str]  # source, path, kind
+    tokenizer_cache_dir: str | None
+    values: Mapping[str, Any]  # sd-scripts argument -> the value written to config.toml
+    sources: Mapping[str, str]  # sd-scripts argument -> "default", "preset:<name>", "--set" or "plan"
+    ours: Mapping[str, Any]
+    steps: Mapping[str, Any]
+    argv: tuple[str, ...]
+    env: Mapping[str, str]
+    cwd: Path
+    output_dir: Path
+    output_name: str
+    lora_file: Path
+    sd_scripts: Mapping[str, Any]  # path, commit, matches_pin
+    warnings: tuple[str, ...] = ()
+    files: Mapping[str, str] = field(default_factory=dict)  # file name in RUN_DIR -> its text
+
+    @property
+    def max_train_steps(self) -> int:
+        return int(self.values["max_train_steps"])
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "schema": PLAN_SCHEMA,
+            "kohya_wrap_version": __version__,
+            "created_at": self.created_at,
+            "preset": {"name": self.preset_name, "sha256": self.preset_sha256, "files": list(self.preset_files)},
+            "dataset": {"dir": self.dataset_dir, "manifest_sha256": self.manifest_sha256,
+                        "subsets": [{"dir": s.dir, "images": s.images, "repeats": s.repeats,
+                                     "class_tokens": s.class_tokens, "is_reg": s.is_reg} for s in self.subsets]},
+            "base_model": dict(self.base_model),
+            "tokenizer_cache_dir": self.tokenizer_cache_dir,
+            "values": {k: {"value": v, "source": self.sources[k]} for k, v in self.values.items()},
+            "ours": dict(self.ours),
+            "steps": dict(self.steps),
+            "launch": {"argv": list(self.argv), "env": dict(self.env), "cwd": str(self.cwd)},
+            "output": {"dir": str(self.output_dir), "name": self.output_name, "lora_file": str(self.lora_file)},
+            "sd_scripts": dict(self.sd_scripts),
+            "warnings": list(self.warnings),
+        }
+
+
+def check_run_dir(run_dir: Path) -> None:
+    """Refuse a folder that holds a run (finished or started) or anything that is not ours."""
+    if not run_dir.exists():
+        return
+    if not run_dir.is_dir():
+        raise RunDirError(f"{run_dir} exists and is not a folder", "choose a new run directory with -o")
+    started = [name for name in RUN_FILES if (run_dir / name).exists()]
+    output = run_dir / OUTPUT_DIR
+    if output.is_dir() and any(output.iterdir()):
+        started.append(f"{OUTPUT_DIR}/")
+    if started:
+        raise RunDirError(f"{run_dir} holds a run ({', '.join(started)}); a run directory is never overwritten",
+                          "choose a new run directory with -o")
+    foreign = sorted(p.name for p in run_dir.iterdir() if p.name not in PLAN_FILES and p.name != OUTPUT_DIR
+                     and not p.name.startswith("."))
+    if foreign:
+        raise RunDirError(f"{run_dir} is not empty ({', '.join(foreign[:5])}) and is not a kohya-wrap run directory",
+                          "choose a new or empty run directory with -o")
+
+
+_NAME_RE = re.compile(r"[^A-Za-z0-9_-]+")
+
+
+def _output_name(preset: Preset, dataset: Dataset) -> str:
+    word = dataset.token or dataset.train_subsets[0].class_tokens.split(" ")[0]
+    name = _NAME_RE.sub("_", word).strip("_") or "lora"
+    return name
+
+
+def _subject_words(dataset: Dataset) -> dict[str, str]:
+    subject = dataset.train_subsets[0].class_tokens
+    first, _, rest = subject.partition(" ")
+    return {"subject": subject, "token": dataset.token or first, "class": dataset.class_word or rest or first}
+
+
+def _sample_prompts(preset: Preset, dataset: Dataset, resolution: str) -> list[configs.SamplePrompt]:
+    ours = {k: s.value for k, s in preset.ours.items()}
+    sides = [int(p) for p in resolution.split(",")]
+    width, height = (ours["sample_size"], ours["sample_size"]) if ours["sample_size"] else (sides[0], sides[-1])
+    words = _subject_words(dataset)
+    out = []
+    for i, template in enumerate(ours["prompts"]):
+        try:
+            text = template.format(**words)
+        except (KeyError, IndexError, ValueError) as e:
+            raise PresetError(f"[kohya_wrap] prompts: {template!r} has an unknown placeholder {e}",
+                              "use {subject}, {token} or {class}") from None
+        out.append(configs.SamplePrompt(text, ours["negative_prompt"], width, height, ours["sample_seed"] + i,
+                                        ours["sample_steps"], ours["sample_scale"]))
+    return out
+
+
+def _bucket_key(subset: Any, enable_bucket: bool) -> object:
+    # Without bucketing there is one bucket; with it, images of one aspect ratio share a bucket.
+    if not enable_bucket or subset.size is None:
+        return "single"
+    return round(subset.size[0] / subset.size[1], 3)
+
+
+def make_plan(
+    dataset_dir: str | Path, *, preset: str | Path, base_model: str, run_dir: str | Path,
+    overrides: Sequence[str] = (), gpus: int | None = None, tokenizer_cache_dir: str | Path | None = None,
+    allow_pickle: bool = False, sd_scripts: str | Path | None = None, gpu_info: GpuInfo | None = None,
+) -> Plan:
+    """Everything a run needs, decided and validated; nothing is written."""
+    run = Path(run_dir).expanduser().resolve()
+    check_run_dir(run)
+    chosen = load_preset(preset, overrides)
+    dataset = scan_dataset(dataset_dir)
+    checkout: Checkout = locate(sd_scripts)
+    model: BaseModel = resolve_base_model(base_model, allow_pickle=allow_pickle)
+    tokenizer = resolve_tokenizer(tokenizer_cache_dir)
+    hardware = gpu_info if gpu_info is not None else detect_gpus()
+    warnings: list[str] = list(model.warnings)
+
+    cuda = hardware.count > 0
+    num_processes = gpus if gpus is not None else 1
+    if num_processes < 1:
+        raise KohyaWrapError(f"--gpus {num_processes}: must be at least 1")
+    if cuda and num_processes > hardware.count:
+        raise KohyaWrapError(f"--gpus {num_processes}: only {hardware.count} CUDA GPU(s) visible",
+                             f"use --gpus {hardware.count} or fewer")
+    if not cuda and num_processes > 1:
+        raise KohyaWrapError(f"--gpus {num_processes}: no CUDA GPU found, so training runs on the CPU in one process",
+                             "leave out --gpus, or run on a machine with GPUs")
+
+    settings: dict[str, Setting] = dict(chosen.values)
+    ours = {k: s.value for k, s in chosen.ours.items()}
+
+    def plan_value(key: str, value: Any, source: str = "plan") -> None:
+        settings[key] = Setting(arguments.convert(key, value), source)
+
+    if "mixed_precision" not in settings:
+        if ours["auto_mixed_precision"]:
+            plan_value("mixed_precision", ("bf16" if hardware.bf16 else "fp16") if cuda else "no")
+        else:
+            plan_value("mixed_precision", "no", "default")
+    if not cuda and settings["mixed_precision"].value != "no":
+        warnings.append(f"mixed_precision {settings['mixed_precision'].value!r} on a machine without a CUDA GPU: "
+                        "the CPU run may fail; --set mixed_precision=no trains in fp32")
+    for key in ("train_batch_size", "gradient_accumulation_steps"):
+        if key not in settings:
+            plan_value(key, arguments.argparse_default(key), "default")
+    resolution = settings["resolution"].value if "resolution" in settings else str(ours["size"])
+    if "resolution" not in settings:
+        plan_value("resolution", resolution)
+    enable_bucket = bool(settings["enable_bucket"].value) if "enable_bucket" in settings else False
+
+    # Steps: repeats and epochs landing in the preset's range (or what the user pinned with --set).
+    step_subsets = [steps.StepSubset(s.images, s.repeats, s.is_reg, _bucket_key(s, enable_bucket)) for s in dataset.subsets]
+    fixed_steps = settings["max_train_steps"].value if "max_train_steps" in settings else None
+    fixed_epochs = settings["max_train_epochs"].value if "max_train_epochs" in settings else None
+    target = steps.StepTarget(ours["target_steps"], ours["min_steps"], ours["max_steps"],
+                              ours["preferred_epochs"], ours["max_repeats"])
+    sp = steps.plan_steps(
+        step_subsets, target, batch_size=settings["train_batch_size"].value,
+        grad_accum=settings["gradient_accumulation_steps"].value, num_processes=num_processes,
+        choose_repeats=not dataset.repeats_explicit, fixed_steps=fixed_steps, fixed_epochs=fixed_epochs)
+    warnings.extend(sp.warnings)
+    if "max_train_steps" not in settings:
+        plan_value("max_train_steps", sp.max_train_steps)
+
+    out_dir = run / OUTPUT_DIR
+    output_name = settings["output_name"].value if "output_name" in settings else _output_name(chosen, dataset)
+    plan_value("pretrained_model_name_or_path", str(model.path))
+    plan_value("tokenizer_cache_dir", str(tokenizer))
+    plan_value("output_dir", str(out_dir))
+    if "output_name" not in settings:
+        plan_value("output_name", output_name)
+    plan_value("dataset_config", str(run / DATASET_TOML))
+
+    prompts = _sample_prompts(chosen, dataset, resolution)
+    sampling = any(k in settings for k in ("sample_every_n_steps", "sample_every_n_epochs", "sample_at_first"))
+    if prompts:
+        plan_value("sample_prompts", str(run / SAMPLE_PROMPTS))
+    elif sampling:
+        warnings.append("the preset asks for samples but has no [kohya_wrap] prompts; no samples will be made")
+
+    values = {k: s.value for k, s in settings.items()}
+    problems = arguments.cross_checks(values)
+    errors = [p for p in problems if p.severity == "error"]
+    if errors:
+        first = errors[0]
+        source = settings[first.keys[0]].source if first.keys[0] in settings else "default"
+        raise PresetError(f"{first.keys[0]} ({source}): {first.message}", first.hint)
+    warnings.extend(p.message for p in problems if p.severity == "warning")
+    if dataset.size is not None and str(dataset.size) not in resolution.split(","):
+        warnings.append(f"the dataset was prepared at {dataset.size} px but the resolution is {resolution}; "
+                        "images will be resized" if enable_bucket else
+                        f"the dataset was prepared at {dataset.size} px but the resolution is {resolution}")
+
+    final_repeats = sp.repeats
+    subsets = tuple(PlanSubset(str(s.dir), s.images, r, s.class_tokens, s.is_reg)
+                    for s, r in zip(dataset.subsets, final_repeats))
+    launch = Launch(num_processes=num_processes, mixed_precision=values["mixed_precision"], cpu=not cuda)
+    argv = build_argv(checkout.path, run / CONFIG_TOML, run / DATASET_TOML, launch)
+    header = (f"Written by kohya-wrap {__version__} `plan` from preset {chosen.name} for sd-scripts {PINNED_TAG}.\n"
+              "Regenerate it with `kohya-wrap plan`; edits here are not checked.")
+    files = {
+        CONFIG_TOML: configs.render_config_toml(values, header=header + "\nsd-scripts reads it with --config_file."),
+        DATASET_TOML: configs.render_dataset_toml(
+            [configs.DatasetSubset(s.dir, s.repeats, s.class_tokens, s.is_reg) for s in subsets],
+            resolution=resolution, batch_size=values["train_batch_size"], enable_bucket=enable_bucket,
+            header=header + "\nsd-scripts reads it with --dataset_config."),
+    }
+    if prompts:
+        try:
+            files[SAMPLE_PROMPTS] = configs.render_sample_prompts(prompts, header=header)
+        except ValueError as e:
+            raise PresetError(f"[kohya_wrap] prompts: {e}") from None
+    count = sp.count
+    step_info = {
+        "train_images_x_repeats": count.train_images_x_repeats,
+        "reg_images_x_repeats": count.reg_images_x_repeats,
+        "batch_size": count.batch_size, "grad_accum": count.grad_accum, "num_processes": count.num_processes,
+        "steps_per_epoch": count.steps_per_epoch, "epochs": sp.epochs, "max_train_steps": values["max_train_steps"],
+        "arithmetic": sp.arithmetic,
+    }
+    return Plan(
+        run_dir=run, created_at=datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z"),
+        preset_name=chosen.name, preset_sha256=chosen.sha256, preset_files=tuple(str(f) for f in chosen.files),
+        dataset_dir=str(dataset.dir), manifest_sha256=dataset.manifest_sha256, subsets=subsets,
+        base_model=MappingProxyType({"source": model.source, "path": str(model.path), "kind": model.kind}),
+        tokenizer_cache_dir=str(tokenizer), values=MappingProxyType(values),
+        sources=MappingProxyType({k: s.source for k, s in settings.items()}), ours=MappingProxyType(ours),
+        steps=MappingProxyType(step_info), argv=tuple(argv), env=MappingProxyType(build_env(offline=True)), cwd=run,
+        output_dir=out_dir, output_name=values["output_name"],
+        lora_file=out_dir / f"{values['output_name']}.{values.get('save_model_as', 'safetensors')}",
+        sd_scripts=MappingProxyType({"path": str(checkout.path), "commit": checkout.commit, "matches_pin": checkout.matches_pin}),
+        warnings=tuple(warnings), files=MappingProxyType(files),
+    )
+
+
+def write_plan(plan: Plan) -> Path:
+    """Write RUN_DIR: the configs first, plan.json last (its presence means the plan is complete)."""
+    check_run_dir(plan.run_dir)
+    plan.run_dir.mkdir(parents=True, exist_ok=True)
+    stale = plan.run_dir / SAMPLE_PROMPTS
+    if SAMPLE_PROMPTS not in plan.files and stale.exists():
+        stale.unlink()
+    for name, text in plan.files.items():
+        atomic_write_text(plan.run_dir / name, text)
+    atomic_write_json(plan.run_dir / PLAN_JSON, plan.to_json())
+    return plan.run_dir / PLAN_JSON
+
+
+def load_plan(run_dir: str | Path) -> Plan:
+    run = Path(run_dir).expanduser().resolve()
+    path = run / PLAN_JSON
+    if not path.is_file():
+        raise RunDirError(f"{run} has no {PLAN_JSON}: it is not a planned run directory",
+                          "make one with `kohya-wrap plan DATASET_DIR --preset NAME --base-model MODEL -o RUN_DIR`")
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise RunDirError(f"{path} is not valid JSON: {e}", "plan the run again into a new directory") from None
+    if doc.get("schema") != PLAN_SCHEMA:
+        raise RunDirError(f"{path} has plan schema {doc.get('schema')!r}; this kohya-wrap reads {PLAN_SCHEMA}",
+                          "plan the run again with this kohya-wrap")
+    try:
+        files = {name: (run / name).read_text(encoding="utf-8") for name in (CONFIG_TOML, DATASET_TOML, SAMPLE_PROMPTS)
+                 if (run / name).is_file()}
+        return Plan(
+            run_dir=run, created_at=doc["created_at"], preset_name=doc["preset"]["name"],
+            preset_sha256=doc["preset"]["sha256"], preset_files=tuple(doc["preset"]["files"]),
+            dataset_dir=doc["dataset"]["dir"], manifest_sha256=doc["dataset"]["manifest_sha256"],
+            subsets=tuple(PlanSubset(**s) for s in doc["dataset"]["subsets"]),
+            base_model=MappingProxyType(doc["base_model"]), tokenizer_cache_dir=doc["tokenizer_cache_dir"],
+            values=MappingProxyType({k: v["value"] for k, v in doc["values"].items()}),
+            sources=MappingProxyType({k: v["source"] for k, v in doc["values"].items()}),
+            ours=MappingProxyType(doc["ours"]), steps=MappingProxyType(doc["steps"]),
+            argv=tuple(doc["launch"]["argv"]), env=MappingProxyType(doc["launch"]["env"]), cwd=Path(doc["launch"]["cwd"]),
+            output_dir=Path(doc["output"]["dir"]), output_name=doc["output"]["name"],
+            lora_file=Path(doc["output"]["lora_file"]), sd_scripts=MappingProxyType(doc["sd_scripts"]),
+            warnings=tuple(doc.get("warnings", ())), files=MappingProxyType(files),
+        )
+    except (KeyError, TypeError) as e:
+        raise RunDirError(f"{path} is missing {e}", "plan the run again with this kohya-wrap") from None

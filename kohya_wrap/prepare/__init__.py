@@ -1,0 +1,22 @@
+"""The `prepare` stage: a folder of face photos -> Kohya's DreamBooth dataset folder + prepare.json.
+
+sources (discovery) -> worker (decode, detect, crop, resize, PNG; in a process pool) -> pipeline
+(names, captions, layout, atomic swap) -> lint (findings) -> manifest (prepare.json, reuse index).
+"""
+
+from kohya_wrap.prepare.pipeline import prepare_dataset, render_caption
+from kohya_wrap.prepare.records import (
+    DEFAULT_CAPTION,
+    DEFAULT_SIZE,
+    SIZES,
+    Finding,
+    OutputImage,
+    PrepareOptions,
+    PrepareResult,
+    Subset,
+)
+
+__all__ = [
+    "DEFAULT_CAPTION", "DEFAULT_SIZE", "SIZES", "Finding", "OutputImage", "PrepareOptions", "PrepareResult",
+    "Subset", "prepare_dataset", "render_caption",
+]

@@ -1,0 +1,108 @@
+"""Face detection for face-centred crops: OpenCV's Haar cascades, from the optional [faces] extra.
+
+Why this detector: it must work offline from what a package ships, with no model download at run
+time. OpenCV 4.x wheels (opencv-python-headless<5, also what sd-scripts' own requirements install)
+bundle the Haar cascade XML files under cv2.data.haarcascades; OpenCV 5 no longer ships them, hence
+the pin. Haar cascades are fast on a small copy (longest side DETECT_SIDE px, a few tens of ms),
+deterministic and need no GPU; they find frontal faces well and profiles less well, which is what a
+likeness dataset mostly holds. Heavier detectors (DNN weights in a wheel) would weigh down the light
+install for little gain here. cv2 is imported only when detection runs; without it every image is
+centre-cropped and reported (FACES_UNAVAILABLE), never an error.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from functools import lru_cache
+from typing import Any
+
+from PIL import Image
+
+from kohya_wrap.prepare.records import Box
+
+DETECT_SIDE = 512
+FACES_UNAVAILABLE = "face detection unavailable: pip install 'kohya-wrap[faces]'"
+_FRONTAL = "haarcascade_frontalface_default.xml"
+_PROFILE = "haarcascade_profileface.xml"
+# Smallest face searched for, as a fraction of the small copy's short side.
+_MIN_FACE_FRACTION = 0.08
+# Other faces count (for "several faces") from this fraction of the largest face's side; smaller
+# detections are background people or the cascade's false positives on texture.
+SIGNIFICANT_FACE = 0.4
+
+
+def detector_name() -> str | None:
+    """What detects faces here (it is part of the manifest's reuse key), or None without OpenCV."""
+    if importlib.util.find_spec("cv2") is None:
+        return None
+    import cv2
+
+    return f"opencv-haar {cv2.__version__}"
+
+
+@lru_cache(maxsize=None)
+def _cascades() -> tuple[Any, Any]:
+    import cv2
+
+    # Parallelism comes from prepare's process pool; OpenCV's own threads would only contend.
+    cv2.setNumThreads(1)
+    frontal = cv2.CascadeClassifier(cv2.data.haarcascades + _FRONTAL)
+    profile = cv2.CascadeClassifier(cv2.data.haarcascades + _PROFILE)
+    if frontal.empty() or profile.empty():
+        raise RuntimeError(f"OpenCV's Haar cascades are missing from {cv2.data.haarcascades}")
+    return frontal, profile
+
+
+def detect_faces(image: Image.Image, source_scale: float = 1.0) -> list[Box]:
+    """Faces in `image`, largest first, as boxes in source pixels (image pixels x source_scale)."""
+    import cv2
+    import numpy as np
+
+    frontal, profile = _cascades()
+    small = image.convert("L")
+    shrink = max(small.size) / DETECT_SIDE
+    if shrink > 1:
+        small = small.resize((max(1, round(small.width / shrink)), max(1, round(small.height / shrink))),
+                             Image.Resampling.BOX)
+    else:
+        shrink = 1.0
+    grey = cv2.equalizeHist(np.asarray(small))
+    side = max(24, round(min(grey.shape) * _MIN_FACE_FRACTION))
+    # Coarser than OpenCV's 1.1 scale step: 2-3x faster, and the crop does not need a tight box.
+    params = {"scaleFactor": 1.15, "minNeighbors": 5, "minSize": (side, side)}
+    found = [tuple(int(v) for v in box) for box in frontal.detectMultiScale(grey, **params)]
+    if not found:
+        found = [tuple(int(v) for v in box) for box in profile.detectMultiScale(grey, **params)]
+        # The profile cascade finds faces turned one way only; the mirror image finds the other.
+        width = grey.shape[1]
+        mirrored = profile.detectMultiScale(np.ascontiguousarray(grey[:, ::-1]), **params)
+        found += [(width - int(x) - int(w), int(y), int(w), int(h)) for x, y, w, h in mirrored]
+    factor = shrink * source_scale
+    boxes = [
+        (round(x * factor), round(y * factor), round((x + w) * factor), round((y + h) * factor))
+        for x, y, w, h in found
+    ]
+    kept: list[Box] = []
+    for box in sorted(set(boxes), key=lambda b: (-_area(b), b)):
+        # One face seen by both profile passes, or twice by one cascade, is still one face.
+        if all(_overlap(box, other) < 0.3 for other in kept):
+            kept.append(box)
+    return kept
+
+
+def _area(box: Box) -> int:
+    return max(0, box[2] - box[0]) * max(0, box[3] - box[1])
+
+
+def _overlap(a: Box, b: Box) -> float:
+    """Intersection over the smaller box's area."""
+    inter = _area((max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3])))
+    return inter / max(1, min(_area(a), _area(b)))
+
+
+def significant(boxes: list[Box]) -> list[Box]:
+    """The faces that count: the largest, and those at least SIGNIFICANT_FACE of its side."""
+    if not boxes:
+        return []
+    largest = max(boxes[0][2] - boxes[0][0], boxes[0][3] - boxes[0][1])
+    return [b for b in boxes if max(b[2] - b[0], b[3] - b[1]) >= SIGNIFICANT_FACE * largest]

@@ -1,0 +1,124 @@
+"""Checks on the prepared set. Measures are taken from each output image; findings only from records,
+so a reused image is linted exactly like a freshly processed one.
+
+Stated thresholds:
+- count: RECOMMENDED_MIN..RECOMMENDED_MAX training images.
+- near duplicates: a 64-bit difference hash (dHash: a 9x8 grey thumbnail, one bit per horizontal
+  neighbour comparison); two outputs within NEAR_DUPLICATE_BITS differing bits are near duplicates.
+  Exact duplicates (the same source bytes) never get this far: the later copy is skipped.
+- blurred: the variance of the 4-neighbour Laplacian of the output's grey values, measured at 512 px on
+  the face box (on the whole crop where there is none), below BLUR_THRESHOLD. For scale: a sharp
+  portrait scores several hundred; a Gaussian blur of sigma 1 px drops it to about 70, 1.5 px to about 20.
+- tiny face: the face box side under TINY_FACE_FRACTION of the crop side (under 128 px at 512).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from PIL import Image
+
+from kohya_wrap.prepare.faces import FACES_UNAVAILABLE
+from kohya_wrap.prepare.records import Box, Finding, OutputImage
+
+RECOMMENDED_MIN = 50
+RECOMMENDED_MAX = 100
+NEAR_DUPLICATE_BITS = 6
+BLUR_THRESHOLD = 50.0
+SHARPNESS_SIDE = 512
+TINY_FACE_FRACTION = 0.25
+
+
+def dhash(image: Image.Image) -> str:
+    import numpy as np
+
+    grey = np.asarray(image.convert("L").resize((9, 8), Image.Resampling.BOX), dtype=np.int16)
+    bits = (grey[:, 1:] > grey[:, :-1]).flatten()
+    return f"{int(''.join('1' if b else '0' for b in bits), 2):016x}"
+
+
+def reg_label(rel: str) -> str:
+    """How findings name a regularization source file."""
+    return f"[reg] {rel}" if rel else "[reg]"
+
+
+def _label(image: OutputImage) -> str:
+    return reg_label(image.source) if image.is_reg else image.source
+
+
+def hamming(a: str, b: str) -> int:
+    return (int(a, 16) ^ int(b, 16)).bit_count()
+
+
+def sharpness(image: Image.Image, region: Box | None = None) -> float:
+    """Laplacian variance at SHARPNESS_SIDE px of `image` (an output), within `region` (output pixels)."""
+    import numpy as np
+
+    grey = image.convert("L")
+    factor = SHARPNESS_SIDE / grey.width
+    if grey.width != SHARPNESS_SIDE:
+        grey = grey.resize((SHARPNESS_SIDE, round(grey.height * factor)), Image.Resampling.BOX)
+    if region is not None:
+        box = tuple(round(v * factor) for v in region)
+        if box[2] - box[0] >= 8 and box[3] - box[1] >= 8:
+            grey = grey.crop(box)
+    a = np.asarray(grey, dtype=np.float32)
+    lap = a[1:-1, :-2] + a[1:-1, 2:] + a[:-2, 1:-1] + a[2:, 1:-1] - 4 * a[1:-1, 1:-1]
+    return round(float(lap.var()), 2)
+
+
+def lint(images: Sequence[OutputImage], detector: str | None, crop_mode: str) -> list[Finding]:
+    findings: list[Finding] = []
+    train = [i for i in images if not i.is_reg]
+    if len(train) < RECOMMENDED_MIN:
+        findings.append(Finding(
+            "count_low", "warning", "",
+            f"{len(train)} training images; {RECOMMENDED_MIN}-{RECOMMENDED_MAX} are recommended for a likeness",
+            "add more varied photos of the face (angles, light, expressions)"))
+    elif len(train) > RECOMMENDED_MAX:
+        findings.append(Finding(
+            "count_high", "warning", "",
+            f"{len(train)} training images; {RECOMMENDED_MIN}-{RECOMMENDED_MAX} are recommended",
+            "keep the best and most varied ones; more images make each epoch longer"))
+    for i, a in enumerate(images):
+        for b in images[i + 1:]:
+            if a.is_reg == b.is_reg and (bits := hamming(a.phash, b.phash)) <= NEAR_DUPLICATE_BITS:
+                findings.append(Finding(
+                    "near_duplicate", "warning", _label(b),
+                    f"near duplicate of {_label(a)} ({bits} of 64 hash bits differ)",
+                    "keep the better of the two; near duplicates weigh one look twice"))
+    for image in images:
+        findings.extend(_image_findings(image, detector, crop_mode))
+    return findings
+
+
+def _image_findings(image: OutputImage, detector: str | None, crop_mode: str) -> list[Finding]:
+    found: list[Finding] = []
+    if image.frames > 1:
+        found.append(Finding("animated", "info", _label(image),
+                             f"animated image ({image.frames} frames); the first frame was used",
+                             "nothing to do, or export the frame you want as a still"))
+    if image.sharpness < BLUR_THRESHOLD:
+        found.append(Finding("blurred", "warning", _label(image),
+                             f"looks blurred (sharpness {image.sharpness:g} < {BLUR_THRESHOLD:g})",
+                             "replace it with a sharper photo, or remove it"))
+    if crop_mode != "face" or image.is_reg:
+        return found
+    if detector is None:
+        found.append(Finding("faces_unavailable", "warning", _label(image),
+                             f"{FACES_UNAVAILABLE}; centre-cropped", "install the extra, or check the crop"))
+    elif image.faces == 0:
+        found.append(Finding("no_face", "warning", _label(image), "no face found; centre-cropped",
+                             "check the crop, or remove the photo"))
+    elif image.faces is not None and image.faces > 1:
+        found.append(Finding("several_faces", "warning", _label(image),
+                             f"{image.faces} faces found; cropped around the largest",
+                             "check the crop is the right person, or use --skip-multiple-faces"))
+    if image.face_box is not None:
+        face_side = max(image.face_box[2] - image.face_box[0], image.face_box[3] - image.face_box[1])
+        crop_side = image.crop_box[2] - image.crop_box[0]
+        if face_side < TINY_FACE_FRACTION * crop_side:
+            found.append(Finding("tiny_face", "warning", _label(image),
+                                 f"face is small in the crop ({face_side} px of {crop_side} px)",
+                                 "use a closer photo of the face"))
+    return found

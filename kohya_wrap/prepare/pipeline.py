@@ -1,0 +1,295 @@
+"""prepare_dataset: sources -> staged outputs (in a process pool) -> Kohya's layout, swapped in whole.
+
+Safety: sources are only read. Every output is first written under the hidden staging folder
+DATASET_DIR/.kohya-wrap-prepare/ (which sd-scripts never scans), then the finished img/ and reg/
+trees replace the old ones by directory renames, and prepare.json is written last, atomically.
+An interrupted run leaves the previous dataset, or none, never a half-written image under a final name.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import re
+import shutil
+import string
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kohya_wrap.errors import DatasetError
+from kohya_wrap.fsutil import atomic_write_bytes, atomic_write_json, atomic_write_text, sha256_file
+from kohya_wrap.prepare import faces, lint, manifest, sources, worker
+from kohya_wrap.prepare.records import SIZES, Finding, OutputImage, PrepareOptions, PrepareResult, Subset
+from kohya_wrap.sdscripts import layout
+
+STAGING_NAME = ".kohya-wrap-prepare"
+OUTPUT_EXTENSION = ".png"  # one of layout.IMAGE_EXTENSIONS, lower case
+REG_REPEATS = 1
+CAPTION_FIELDS = ("token", "class")
+_BAD_NAME = re.compile(r"[/\\\x00\n\r\t]")
+
+
+@dataclass(frozen=True)
+class _Group:
+    is_reg: bool
+    src_dir: Path
+    subset_dir: str  # relative to the dataset folder
+    class_tokens: str
+    repeats: int
+    caption: str
+    files: tuple[sources.SourceFile, ...]
+
+
+def render_caption(template: str, token: str, class_word: str) -> str:
+    """The caption for `template`, or DatasetError naming an unknown or malformed placeholder."""
+    allowed = ", ".join("{" + f + "}" for f in CAPTION_FIELDS)
+    try:
+        fields = [(name, spec, conv) for _, name, spec, conv in string.Formatter().parse(template) if name is not None]
+    except ValueError as e:
+        raise DatasetError(f"caption template {template!r} is malformed: {e}",
+                           f"Use the placeholders {allowed}; write {{{{ and }}}} for literal braces.") from None
+    for name, spec, conv in fields:
+        if name not in CAPTION_FIELDS or spec or conv:
+            shown = "{" + name + (f"!{conv}" if conv else "") + (f":{spec}" if spec else "") + "}"
+            raise DatasetError(f"caption template {template!r} has an unknown placeholder {shown}",
+                               f"The placeholders are {allowed}.")
+    caption = " ".join(template.format(token=token, **{"class": class_word}).split())
+    if not caption:
+        raise DatasetError(f"caption template {template!r} gives an empty caption",
+                           "sd-scripts refuses empty caption files; put some words in the template.")
+    return caption
+
+
+def prepare_dataset(options: PrepareOptions) -> PrepareResult:
+    src_dir, reg_dir, dataset_dir = _check_paths(options)
+    _check_words(options)
+    caption = render_caption(options.caption, options.token, options.class_word)
+    reg_caption = render_caption(options.caption, "", options.class_word)
+    if options.size not in SIZES:
+        raise DatasetError(f"--size {options.size} is not supported", f"Use one of {', '.join(map(str, SIZES))}.")
+    if options.repeats is not None and options.repeats < 1:
+        raise DatasetError(f"--repeats {options.repeats} must be at least 1", "Leave it out to let `plan` choose.")
+
+    old = manifest.load(dataset_dir) if dataset_dir.is_dir() else None
+    _check_dataset_dir(dataset_dir, old, options.force)
+    repeats = options.repeats if options.repeats is not None else layout.DEFAULT_REPEATS
+    parameters: dict[str, Any] = {
+        "token": options.token,
+        "class": options.class_word,
+        "size": options.size,
+        "crop": options.crop,
+        "repeats": repeats,
+        "repeats_explicit": options.repeats is not None,
+        "caption": options.caption,
+        "allow_upscale": options.allow_upscale,
+        "skip_multiple_faces": options.skip_multiple_faces,
+        "reg": reg_dir is not None,
+    }
+    detector = faces.detector_name() if options.crop == "face" else None
+    key = manifest.image_key(parameters, detector)
+    reuse_index = manifest.reusable(old, dataset_dir, key)
+
+    train_found = sources.discover(src_dir, exclude=dataset_dir)
+    groups = [_Group(False, src_dir, f"{layout.TRAIN_DIR}/{layout.subset_dir_name(repeats, f'{options.token} {options.class_word}')}",
+                     f"{options.token} {options.class_word}", repeats, caption, train_found.files)]
+    findings: list[Finding] = list(train_found.findings)
+    if reg_dir is not None:
+        reg_found = sources.discover(reg_dir, exclude=dataset_dir)
+        groups.append(_Group(True, reg_dir, f"{layout.REG_DIR}/{layout.subset_dir_name(REG_REPEATS, options.class_word)}",
+                             options.class_word, REG_REPEATS, reg_caption, reg_found.files))
+        findings += [_as_reg(f) for f in reg_found.findings]
+
+    staging = dataset_dir / STAGING_NAME
+    if staging.exists():
+        shutil.rmtree(staging)  # left by an interrupted run; ours, hidden, never a final output
+    (staging / "work").mkdir(parents=True)
+
+    tasks: list[worker.Task] = []
+    for group in groups:
+        reusable = frozenset(sha for (is_reg, sha) in reuse_index if is_reg == group.is_reg)
+        for source in group.files:
+            tasks.append(worker.Task(
+                index=len(tasks), path=str(source.path), rel=source.rel, is_reg=group.is_reg, size=options.size,
+                crop=options.crop, detector=detector, allow_upscale=options.allow_upscale,
+                staged=str(staging / "work" / f"{len(tasks):06d}{OUTPUT_EXTENSION}"), reusable=reusable))
+    outcomes = _run(tasks, options.jobs)
+
+    images: list[OutputImage] = []
+    skipped: list[Finding] = []
+    subsets: list[Subset] = []
+    processed = reused = 0
+    for group in groups:
+        kept: list[tuple[worker.Task, worker.Outcome]] = []
+        first_of: dict[str, str] = {}
+        for task in (t for t in tasks if t.is_reg == group.is_reg):
+            outcome = outcomes[task.index]
+            if outcome.status == "reuse":
+                outcome = _reuse_or_redo(task, outcome, reuse_index[(group.is_reg, outcome.sha256)])  # type: ignore[index]
+            skip = outcome.skip
+            if skip is None and outcome.sha256 in first_of:
+                skip = Finding("skipped_duplicate", "warning", task.rel,
+                               f"exact duplicate of {first_of[outcome.sha256]}", "nothing to do; remove one copy")
+            if skip is None and options.skip_multiple_faces and (outcome.faces or 0) > 1:
+                skip = Finding("skipped_several_faces", "warning", task.rel,
+                               f"{outcome.faces} faces found; skipped (--skip-multiple-faces)",
+                               "crop the photo to one person, or leave out --skip-multiple-faces")
+            if skip is not None:
+                skipped.append(_as_reg(skip) if group.is_reg else skip)
+                continue
+            first_of[outcome.sha256] = task.rel  # type: ignore[index]
+            kept.append((task, outcome))
+        width = max(4, len(str(len(kept))))
+        for number, (task, outcome) in enumerate(kept, 1):
+            stem = f"{group.subset_dir}/{number:0{width}d}"
+            output, caption_file = stem + OUTPUT_EXTENSION, stem + layout.CAPTION_EXTENSION
+            (staging / output).parent.mkdir(parents=True, exist_ok=True)
+            if outcome.status == "reuse":
+                reused += 1
+                atomic_write_bytes(staging / output, (dataset_dir / outcome.reuse_from).read_bytes())
+            else:
+                processed += 1
+                os.replace(task.staged, staging / output)
+            atomic_write_text(staging / caption_file, group.caption + "\n")
+            images.append(OutputImage(
+                output=output, caption_file=caption_file, caption=group.caption, is_reg=group.is_reg,
+                source=task.rel, source_sha256=outcome.sha256 or "", source_bytes=outcome.nbytes,
+                source_size=outcome.source_size, crop_box=outcome.crop_box, face_box=outcome.face_box,
+                faces=outcome.faces, output_sha256=outcome.output_sha256, phash=outcome.phash,
+                sharpness=outcome.sharpness, frames=outcome.frames, reused=outcome.status == "reuse"))
+        subsets.append(Subset(dir=group.subset_dir, is_reg=group.is_reg, repeats=group.repeats,
+                              class_tokens=group.class_tokens, images=len(kept)))
+
+    kept_keys = {(i.is_reg, i.source_sha256) for i in images}
+    removed = sum(1 for k in reuse_index if k not in kept_keys) if old is not None else 0
+    lint_findings = lint.lint(images, detector, options.crop)
+    findings += skipped + lint_findings
+    findings += _swap_in(dataset_dir, staging, old is not None)
+    detection = detector if detector is not None else ("not asked (--crop center)" if options.crop == "center"
+                                                        else faces.FACES_UNAVAILABLE)
+    document = manifest.build(parameters=parameters, image_key_value=key, detector=detection, src_dir=src_dir,
+                              reg_dir=reg_dir, subsets=subsets, images=images, skipped=skipped, findings=findings)
+    manifest_path = dataset_dir / manifest.MANIFEST_NAME
+    atomic_write_json(manifest_path, document)
+    shutil.rmtree(staging, ignore_errors=True)
+    return PrepareResult(dataset_dir=dataset_dir, manifest_path=manifest_path, subsets=tuple(subsets),
+                         images=tuple(images), findings=tuple(findings), processed=processed, reused=reused,
+                         skipped=len(skipped), removed=removed, face_detection=detection)
+
+
+def _run(tasks: list[worker.Task], jobs: int | None) -> list[worker.Outcome]:
+    workers = min(jobs or _cpu_count(), len(tasks))
+    if workers <= 1:
+        worker.init_worker()
+        return [worker.process(t) for t in tasks]
+    from concurrent.futures import ProcessPoolExecutor
+
+    # fork: workers start at once with the modules already imported; they hold one image each at a time.
+    context = multiprocessing.get_context("fork") if "fork" in multiprocessing.get_all_start_methods() else None
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=worker.init_worker) as pool:
+        return list(pool.map(worker.process, tasks))
+
+
+def _cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def _reuse_or_redo(task: worker.Task, outcome: worker.Outcome, earlier: manifest.Reusable) -> worker.Outcome:
+    """The earlier output's record, if its file is intact; else the image made again."""
+    entry = earlier.entry
+    try:
+        intact = earlier.output.is_file() and sha256_file(earlier.output) == entry["output_sha256"]
+        if intact:
+            return worker.Outcome(
+                index=task.index, status="reuse", sha256=outcome.sha256, nbytes=outcome.nbytes,
+                source_size=tuple(entry["source_size"]), crop_box=tuple(entry["crop_box"]),  # type: ignore[arg-type]
+                face_box=tuple(entry["face_box"]) if entry["face_box"] is not None else None,  # type: ignore[arg-type]
+                faces=entry["faces"], output_sha256=entry["output_sha256"], phash=entry["phash"],
+                sharpness=float(entry["sharpness"]), frames=int(entry["frames"]),
+                reuse_from=str(entry["output"]))
+    except (KeyError, TypeError, ValueError, OSError):
+        pass
+    return worker.process(worker.Task(**{**task.__dict__, "reusable": frozenset()}))
+
+
+def _swap_in(dataset_dir: Path, staging: Path, ours: bool) -> list[Finding]:
+    """Replace img/ and reg/ with the staged trees. A folder prepare did not make is moved aside, not deleted."""
+    notes: list[Finding] = []
+    for top in (layout.TRAIN_DIR, layout.REG_DIR):
+        final, new = dataset_dir / top, staging / top
+        if final.exists() or final.is_symlink():
+            if ours:
+                os.replace(final, staging / f"old-{top}")
+            else:
+                aside = _free_name(dataset_dir / f"{top}.before-prepare")
+                os.replace(final, aside)
+                notes.append(Finding("moved_aside", "info", "", f"the existing {final} was moved to {aside}",
+                                     "delete it when you no longer need it"))
+        if new.exists():
+            os.replace(new, final)
+    return notes
+
+
+def _free_name(path: Path) -> Path:
+    candidate, n = path, 1
+    while candidate.exists():
+        n += 1
+        candidate = path.with_name(f"{path.name}-{n}")
+    return candidate
+
+
+def _as_reg(finding: Finding) -> Finding:
+    return Finding(finding.code, finding.level, lint.reg_label(finding.file), finding.message, finding.action)
+
+
+def _check_paths(options: PrepareOptions) -> tuple[Path, Path | None, Path]:
+    src_dir = _existing_dir(options.src_dir, "SRC_DIR")
+    reg_dir = _existing_dir(options.reg_dir, "--reg") if options.reg_dir is not None else None
+    dataset_dir = Path(os.path.abspath(options.dataset_dir))
+    if dataset_dir.exists() and not dataset_dir.is_dir():
+        raise DatasetError(f"dataset folder {dataset_dir} exists and is not a folder",
+                           "Choose another -o/--output path.")
+    real_dataset = Path(os.path.realpath(dataset_dir))
+    for name, folder in (("SRC_DIR", src_dir), ("--reg", reg_dir)):
+        if folder is not None and (Path(os.path.realpath(folder)) == real_dataset
+                                   or real_dataset in Path(os.path.realpath(folder)).parents):
+            raise DatasetError(f"{name} {folder} is inside the dataset folder {dataset_dir}",
+                               "prepare replaces the dataset folder's contents; choose an -o/--output "
+                               "outside your photos.")
+    return src_dir, reg_dir, dataset_dir
+
+
+def _existing_dir(path: Path, what: str) -> Path:
+    path = Path(os.path.abspath(path))
+    if not path.is_dir():
+        state = "does not exist" if not path.exists() else "is not a folder"
+        raise DatasetError(f"{what} {path} {state}", "Give the folder that holds the photos.")
+    return path
+
+
+def _check_words(options: PrepareOptions) -> None:
+    for flag, value in (("--token", options.token), ("--class", options.class_word)):
+        if not value.strip():
+            raise DatasetError(f"{flag} is empty", f"Give {flag} a word, e.g. --token ohwx --class man.")
+        if _BAD_NAME.search(value) or value != value.strip():
+            raise DatasetError(f"{flag} {value!r} cannot be part of a folder name (slash, tab, newline, or "
+                               "leading/trailing space)", f"Give {flag} plain words.")
+    if any(ch.isspace() for ch in options.token):
+        raise DatasetError(f"--token {options.token!r} contains a space",
+                           "The token is one rare word (e.g. ohwx); put the rest in --class.")
+
+
+def _check_dataset_dir(dataset_dir: Path, old: dict[str, Any] | None, force: bool) -> None:
+    if old is not None or force or not dataset_dir.is_dir():
+        return
+    contents = [p.name for p in dataset_dir.iterdir() if p.name != STAGING_NAME]
+    if contents:
+        shown = ", ".join(sorted(contents)[:5]) + (", ..." if len(contents) > 5 else "")
+        raise DatasetError(
+            f"dataset folder {dataset_dir} is not empty ({shown}) and has no {manifest.MANIFEST_NAME}: "
+            "prepare did not make it",
+            "Choose a new or empty -o/--output folder, or add --force to replace its img/ and reg/ "
+            "(they are moved aside, not deleted).")

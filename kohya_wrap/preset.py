@@ -1,0 +1,405 @@
+"""Presets: sparse TOML files of sd-scripts argument values plus our own [kohya_wrap] table.
+
+A preset from someone else is untrusted input: every key and value is checked against sd-scripts'
+argument table (names, types, choices), keys that read or write paths, import code or upload are
+refused (sdscripts.arguments.check_trust), and sd-scripts' run-time conflicts are found at load time.
+The user's own `--set key=value` overrides are checked the same way but may carry paths.
+
+    schema = 1                    # the preset format version
+    extends = "likeness-sd15"     # a shipped preset name, or a sibling file "mine.toml"
+    description = "..."
+    [network]                     # any table name: tables only group keys for readers
+    network_dim = 32
+    [kohya_wrap]                  # our settings (OUR_KEYS)
+    target_steps = 3000
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+from kohya_wrap.errors import PresetError
+from kohya_wrap.fsutil import sha256_bytes
+from kohya_wrap.sdscripts import arguments
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib  # type: ignore[no-redef]
+
+CURRENT_SCHEMA = 1
+OLDEST_SCHEMA = 1
+# schema N -> the function that turns an N document into an N+1 document. Applied in turn on load.
+MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
+
+OURS_TABLE = "kohya_wrap"
+TOP_LEVEL_KEYS = ("schema", "extends", "description")
+PRESETS_PACKAGE = "kohya_wrap.presets"
+
+
+@dataclass(frozen=True)
+class OurKey:
+    name: str
+    kind: str  # "int", "float", "str", "bool", "str_list"
+    default: Any
+    help: str
+    choices: tuple[Any, ...] | None = None
+    minimum: float | None = None
+
+
+OUR_KEYS: Mapping[str, OurKey] = MappingProxyType({k.name: k for k in (
+    OurKey("target_steps", "int", 3000, "total optimization steps plan aims for", minimum=1),
+    OurKey("min_steps", "int", 2000, "fewest total steps plan accepts", minimum=1),
+    OurKey("max_steps", "int", 5000, "most total steps plan accepts", minimum=1),
+    OurKey("preferred_epochs", "int", 10, "among equally near totals, plan picks about this many epochs", minimum=1),
+    OurKey("max_repeats", "int", 100, "the most repeats plan gives a folder", minimum=1),
+    OurKey("size", "int", 512, "prepare: the side of the square training images, in pixels", minimum=64),
+    OurKey("crop", "str", "face", "prepare: how a photo is cropped to a square", choices=("face", "center")),
+    OurKey("auto_mixed_precision", "bool", False,
+           "when mixed_precision is not set: bf16 on GPUs that support it, else fp16; no on a CPU"),
+    OurKey("prompts", "str_list", [], "sample prompts; {subject} is the class tokens ('ohwx man'), "
+           "{token} the trigger word, {class} the class word"),
+    OurKey("negative_prompt", "str", "", "negative prompt for every sample"),
+    OurKey("sample_steps", "int", 28, "sampling steps per sample image", minimum=1),
+    OurKey("sample_scale", "float", 7.0, "classifier-free guidance scale of the samples", minimum=0),
+    OurKey("sample_seed", "int", 1234, "seed of the first sample prompt; the next ones count up", minimum=0),
+    OurKey("sample_size", "int", 0, "side of the sample images in pixels; 0: the training resolution", minimum=0),
+)})
+
+
+@dataclass(frozen=True)
+class Setting:
+    value: Any
+    source: str  # "default", "preset:<name>", "--set"
+    file: str | None = None  # the file it was read from
+    table: str | None = None
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    files: tuple[Path, ...]  # the chain, the named preset first, the root of its `extends` last
+    description: str
+    schema: int
+    values: Mapping[str, Setting]  # sd-scripts arguments the chain (and --set) set
+    ours: Mapping[str, Setting]  # every OUR_KEYS entry, defaults included
+    sha256: str  # of the chain's resolved values, before --set
+
+    def value(self, key: str, default: Any = None) -> Any:
+        if key in self.values:
+            return self.values[key].value
+        if key in self.ours:
+            return self.ours[key].value
+        return default
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "files": [str(f) for f in self.files], "description": self.description,
+            "schema": self.schema, "sha256": self.sha256,
+            "values": {k: {"value": s.value, "source": s.source} for k, s in self.values.items()},
+            "ours": {k: {"value": s.value, "source": s.source} for k, s in self.ours.items()},
+        }
+
+
+def shipped_dir() -> Path:
+    return Path(str(resources.files(PRESETS_PACKAGE)))
+
+
+def shipped_names() -> list[str]:
+    return sorted(p.stem for p in shipped_dir().glob("*.toml") if not p.name.startswith("_"))
+
+
+def _is_path(ref: str) -> bool:
+    return ref.endswith(".toml") or "/" in ref or "\\" in ref
+
+
+def find(ref: str | Path) -> Path:
+    """A preset name (shipped) or a path to a TOML file given by the user."""
+    ref_s = str(ref)
+    if _is_path(ref_s):
+        path = Path(ref_s).expanduser()
+        if not path.is_file():
+            raise PresetError(f"preset file {path} does not exist")
+        return path.resolve()
+    path = shipped_dir() / f"{ref_s}.toml"
+    if not path.is_file():
+        hint = arguments.did_you_mean(ref_s, shipped_names())
+        raise PresetError(f"no preset named {ref_s!r}", (hint + " " if hint else "") + "presets: " + ", ".join(shipped_names()))
+    return path
+
+
+def _where(path: Path, table: str | None, key: str | None) -> str:
+    where = str(path)
+    if table:
+        where += f": [{table}]"
+    if key:
+        where += f" {key}"
+    return where
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as e:
+        raise PresetError(f"{path}: not valid TOML: {e}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise PresetError(f"{path}: cannot be read: {e}") from None
+    return migrate(doc, path)
+
+
+def migrate(doc: dict[str, Any], path: Path) -> dict[str, Any]:
+    """Bring a document of an older schema to CURRENT_SCHEMA, one step at a time."""
+    schema = doc.get("schema")
+    if schema is None:
+        raise PresetError(f"{path}: no `schema` number", f"add `schema = {CURRENT_SCHEMA}` as the first line")
+    if not isinstance(schema, int) or isinstance(schema, bool):
+        raise PresetError(f"{_where(path, None, 'schema')}: must be an integer, got {schema!r}")
+    if schema > CURRENT_SCHEMA:
+        raise PresetError(
+            f"{path}: preset uses schema {schema}; this kohya-wrap understands up to {CURRENT_SCHEMA}",
+            "upgrade kohya-wrap (pip install --upgrade kohya-wrap)")
+    if schema < OLDEST_SCHEMA:
+        raise PresetError(
+            f"{path}: preset uses schema {schema}, which kohya-wrap no longer reads (it reads {OLDEST_SCHEMA}-{CURRENT_SCHEMA})",
+            f"rewrite it for schema {CURRENT_SCHEMA}: start from `kohya-wrap presets show likeness-sd15` and see docs/presets.md")
+    while schema < CURRENT_SCHEMA:
+        doc = MIGRATIONS[schema](dict(doc))
+        schema += 1
+        doc["schema"] = schema
+    return doc
+
+
+def convert_ours(key: str, value: Any, *, from_text: bool = False) -> Any:
+    spec = OUR_KEYS[key]
+    bad = arguments.ArgumentError(key, f"{key} must be {_our_type_name(spec.kind)}, got {value!r}")
+    if from_text:
+        text = str(value).strip()
+        if spec.kind == "str":
+            value = str(value)
+        elif spec.kind == "str_list":
+            if text.startswith("["):
+                try:
+                    value = tomllib.loads(f"v = {text}")["v"]
+                except tomllib.TOMLDecodeError:
+                    raise bad from None
+            else:
+                value = [str(value)]
+        else:
+            try:
+                value = tomllib.loads(f"v = {text}")["v"]
+            except tomllib.TOMLDecodeError:
+                raise bad from None
+    if spec.kind == "bool":
+        ok = isinstance(value, bool)
+    elif spec.kind == "int":
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif spec.kind == "float":
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    elif spec.kind == "str":
+        ok = isinstance(value, str)
+    else:
+        ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
+    if not ok:
+        raise bad
+    if spec.choices is not None and value not in spec.choices:
+        raise arguments.ArgumentError(key, f"{key} = {value!r} is not one of " + ", ".join(map(repr, spec.choices)))
+    if spec.minimum is not None and value < spec.minimum:
+        raise arguments.ArgumentError(key, f"{key} must be at least {spec.minimum:g}, got {value!r}")
+    return value
+
+
+def _our_type_name(kind: str) -> str:
+    return {"int": "an integer", "float": "a number", "str": "a string", "bool": "true or false",
+            "str_list": "a list of strings"}[kind]
+
+
+def _layer(path: Path, doc: dict[str, Any], source: str) -> tuple[dict[str, Setting], dict[str, Setting]]:
+    """One file's settings, every key validated. Errors name the file, the table and the key."""
+    values: dict[str, Setting] = {}
+    ours: dict[str, Setting] = {}
+    for key, item in doc.items():
+        if key in TOP_LEVEL_KEYS:
+            continue
+        if not isinstance(item, dict):
+            hint = "put sd-scripts arguments in a table such as [training]"
+            if key in OUR_KEYS:
+                hint = f"put it in the [{OURS_TABLE}] table"
+            elif key not in arguments.table():
+                hint = arguments.did_you_mean(key, list(arguments.table()) + list(TOP_LEVEL_KEYS)) or hint
+            raise PresetError(f"{_where(path, None, key)}: unknown top-level key (top level holds only "
+                              f"{', '.join(TOP_LEVEL_KEYS)} and tables)", hint)
+        for sub, value in item.items():
+            where = _where(path, key, sub)
+            try:
+                if key == OURS_TABLE:
+                    if sub not in OUR_KEYS:
+                        raise arguments.ArgumentError(sub, f"unknown [{OURS_TABLE}] key {sub!r}",
+                                                      arguments.did_you_mean(sub, OUR_KEYS))
+                    ours[sub] = Setting(convert_ours(sub, value), source, str(path), key)
+                    continue
+                if sub in OUR_KEYS and sub not in arguments.table():
+                    raise arguments.ArgumentError(sub, f"{sub!r} is a kohya-wrap setting", f"move it to the [{OURS_TABLE}] table")
+                if isinstance(value, dict):
+                    raise arguments.ArgumentError(sub, "tables nest one level only (sd-scripts flattens one level)")
+                converted = arguments.convert(sub, value)
+                arguments.check_trust(sub, converted, trusted=False)
+            except arguments.ArgumentError as e:
+                raise PresetError(f"{where}: {e.message}", e.hint) from None
+            if sub in values:
+                raise PresetError(f"{where}: also set in [{values[sub].table}] of the same file", "keep one")
+            values[sub] = Setting(converted, source, str(path), key)
+    return values, ours
+
+
+def _chain(start: Path) -> list[tuple[Path, dict[str, Any]]]:
+    chain: list[tuple[Path, dict[str, Any]]] = []
+    seen: list[Path] = []
+    path = start
+    while True:
+        if path in seen:
+            cycle = " -> ".join(p.name for p in seen + [path])
+            raise PresetError(f"{start}: `extends` forms a cycle: {cycle}", "make one preset the root (no extends)")
+        seen.append(path)
+        doc = _read(path)
+        chain.append((path, doc))
+        parent = doc.get("extends")
+        if parent is None:
+            return chain
+        if not isinstance(parent, str) or not parent:
+            raise PresetError(f"{_where(path, None, 'extends')}: must be a preset name, got {parent!r}")
+        if parent.endswith(".toml"):
+            if "/" in parent or "\\" in parent:
+                raise PresetError(f"{_where(path, None, 'extends')}: {parent!r} must be a file in the same folder, without a path")
+            path = path.parent / parent
+            if not path.is_file():
+                raise PresetError(f"{_where(path, None, 'extends')}: {path} does not exist")
+        else:
+            try:
+                path = find(parent)
+            except PresetError as e:
+                raise PresetError(f"{_where(chain[-1][0], None, 'extends')}: {e.message}", e.hint) from None
+
+
+def _name_of(path: Path) -> str:
+    return path.stem
+
+
+def parse_override(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise PresetError(f"--set {text!r}: expected key=value", "for example --set network_dim=32")
+    if key.startswith(f"{OURS_TABLE}."):
+        key = key[len(OURS_TABLE) + 1:]
+    return key, value
+
+
+def load_preset(ref: str | Path, overrides: Sequence[str] = ()) -> Preset:
+    """The preset `ref` (a shipped name or a file) resolved through its `extends` chain, then --set overrides."""
+    chain = _chain(find(ref))
+    values: dict[str, Setting] = {}
+    ours: dict[str, Setting] = {k: Setting(spec.default, "default") for k, spec in OUR_KEYS.items()}
+    for path, doc in reversed(chain):  # the root first, so children win
+        layer_values, layer_ours = _layer(path, doc, f"preset:{_name_of(path)}")
+        values.update(layer_values)
+        ours.update(layer_ours)
+    name = _name_of(chain[0][0])
+    canonical = json.dumps({"values": {k: s.value for k, s in sorted(values.items())},
+                            "ours": {k: s.value for k, s in sorted(ours.items())}}, sort_keys=True, separators=(",", ":"))
+    sha = sha256_bytes(canonical.encode("utf-8"))
+    for text in overrides:
+        key, raw = parse_override(text)
+        try:
+            if key in OUR_KEYS and key not in arguments.table():
+                ours[key] = Setting(convert_ours(key, raw, from_text=True), "--set")
+                continue
+            converted = arguments.convert(key, raw, from_text=True)
+            arguments.check_trust(key, converted, trusted=True)
+        except arguments.ArgumentError as e:
+            hint = e.hint
+            if key not in arguments.table() and key not in OUR_KEYS:
+                hint = arguments.did_you_mean(key, list(arguments.table()) + list(OUR_KEYS))
+            raise PresetError(f"--set {text}: {e.message}", hint) from None
+        values[key] = Setting(converted, "--set")
+    description = next((d.get("description") for _, d in chain if isinstance(d.get("description"), str)), "") or ""
+    preset = Preset(name=name, files=tuple(p for p, _ in chain), description=description, schema=CURRENT_SCHEMA,
+                    values=MappingProxyType(values), ours=MappingProxyType(ours), sha256=sha)
+    _check(preset)
+    return preset
+
+
+def _check(preset: Preset) -> None:
+    o = {k: s.value for k, s in preset.ours.items()}
+    if not o["min_steps"] <= o["target_steps"] <= o["max_steps"]:
+        where = preset.ours["target_steps"].file or preset.ours["min_steps"].file or preset.name
+        raise PresetError(f"{where}: [{OURS_TABLE}] needs min_steps <= target_steps <= max_steps, "
+                          f"got {o['min_steps']} <= {o['target_steps']} <= {o['max_steps']}")
+    errors = [p for p in arguments.cross_checks({k: s.value for k, s in preset.values.items()}) if p.severity == "error"]
+    if errors:
+        first = errors[0]
+        key = first.keys[0]
+        setting = preset.values.get(key)
+        where = _where(Path(setting.file), setting.table, key) if setting and setting.file else (
+            "--set" if setting else f"preset {preset.name}")
+        more = f" (and {len(errors) - 1} more: " + "; ".join(p.message for p in errors[1:]) + ")" if len(errors) > 1 else ""
+        raise PresetError(f"{where}: {first.message}{more}", first.hint)
+
+
+def warnings_of(preset: Preset, extra: Mapping[str, Any] | None = None) -> list[str]:
+    values = {k: s.value for k, s in preset.values.items()}
+    values.update(extra or {})
+    return [p.message for p in arguments.cross_checks(values) if p.severity == "warning"]
+
+
+@dataclass(frozen=True)
+class Difference:
+    key: str
+    a: Setting | None
+    b: Setting | None
+
+
+def diff(a: Preset, b: Preset) -> list[Difference]:
+    out = []
+    for table_a, table_b in ((a.values, b.values), (a.ours, b.ours)):
+        for key in sorted(set(table_a) | set(table_b)):
+            sa, sb = table_a.get(key), table_b.get(key)
+            if (sa.value if sa else None) != (sb.value if sb else None):
+                out.append(Difference(key, sa, sb))
+    return out
+
+
+def all_values(preset: Preset) -> list[tuple[str, Setting]]:
+    """Every sd-scripts argument: set by the preset, or sd-scripts' own default."""
+    return [(k, preset.values[k] if k in preset.values else Setting(a.default, "default"))
+            for k, a in sorted(arguments.table().items())]
+
+
+def export_text(values: Mapping[str, Any], ours: Mapping[str, Any], *, name: str, comment_lines: Iterable[str]) -> str:
+    """A shareable preset (schema CURRENT_SCHEMA) from resolved values: whatever a preset may not carry is left out."""
+    import tomli_w
+
+    kept: dict[str, dict[str, Any]] = {}
+    dropped: list[str] = []
+    for key, value in sorted(values.items()):
+        if value is None:
+            continue
+        try:
+            arguments.convert(key, value)
+            arguments.check_trust(key, value, trusted=False)
+        except arguments.ArgumentError:
+            dropped.append(key)
+            continue
+        kept.setdefault(arguments.table()[key].category.replace("/", "_"), {})[key] = value
+    doc: dict[str, Any] = {"schema": CURRENT_SCHEMA, "description": f"exported from run {name}"}
+    doc.update(kept)
+    doc[OURS_TABLE] = {k: v for k, v in ours.items() if k in OUR_KEYS}
+    header = list(comment_lines)
+    if dropped:
+        header.append("left out (paths, code, uploads or planned per run): " + ", ".join(dropped))
+    return "".join(f"# {line}\n" for line in header) + "\n" + tomli_w.dumps(doc)

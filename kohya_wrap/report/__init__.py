@@ -1,0 +1,1 @@
+"""The last stage: look at what a run made (report.html, runs table), test it (sample), read any LoRA (inspect)."""

@@ -1,0 +1,353 @@
+"""`sample`: images from a LoRA, or from each checkpoint of a run, with sd-scripts' own generator.
+
+Each call makes a new session folder, never touching an earlier one:
+RUN_DIR/samples/<YYYYmmdd-HHMMSS>/ holds prompts.txt, gen.log, one folder of images per LoRA file,
+and samples.json (what each image is: LoRA, step, prompt, seed), which the report reads to draw a
+grid with one row per checkpoint and one column per prompt.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Sequence
+
+from kohya_wrap.errors import KohyaWrapError, ModelError, RunDirError
+from kohya_wrap.fsutil import atomic_write_json, atomic_write_text
+
+SAMPLES_DIR = "samples"
+MANIFEST_FILE = "samples.json"
+PROMPTS_FILE = "prompts.txt"
+LOG_FILE = "gen.log"
+
+
+class SampleError(KohyaWrapError):
+    """Sample images could not be made."""
+
+
+@dataclass(frozen=True)
+class SampleImage:
+    path: Path
+    lora_file: str | None
+    lora_name: str  # the LoRA file's name without extension, or "base model"
+    step: int | None
+    prompt_index: int
+    image_index: int
+    seed: int
+
+
+@dataclass(frozen=True)
+class SampleSession:
+    folder: Path
+    created_at: str
+    base_model: str
+    prompts: tuple[str, ...]
+    weight: float
+    seed: int
+    width: int
+    height: int
+    sampler_steps: int
+    images: tuple[SampleImage, ...]
+
+
+@dataclass(frozen=True)
+class SampleOptions:
+    prompts: tuple[str, ...]
+    weight: float = 0.8
+    seed: int | None = None  # None: a random seed, recorded in samples.json
+    count: int = 1
+    width: int = 512
+    height: int = 512
+    sampler_steps: int = 30
+    scale: float = 7.5
+    sampler: str = "euler_a"
+    steps_of: str = "all"  # "all", "last", or comma-separated step numbers
+
+
+@dataclass(frozen=True)
+class LoraTarget:
+    path: Path | None  # None: the base model without a LoRA
+    step: int | None
+
+
+@dataclass(frozen=True)
+class SampleContext:
+    run_dir: Path | None
+    base_model: Path
+    tokenizer_cache_dir: Path | None
+    targets: tuple[LoraTarget, ...]
+    sessions_dir: Path
+
+
+# -- reading sessions back (the report) -------------------------------------------------------
+
+def _session_from_json(folder: Path, data: dict[str, Any]) -> SampleSession:
+    images = []
+    for item in data.get("images", []):
+        images.append(SampleImage(
+            path=folder / item["file"],
+            lora_file=item.get("lora_file"),
+            lora_name=item.get("lora_name", ""),
+            step=item.get("step"),
+            prompt_index=int(item["prompt_index"]),
+            image_index=int(item.get("image_index", 0)),
+            seed=int(item["seed"]),
+        ))
+    return SampleSession(
+        folder=folder,
+        created_at=str(data.get("created_at", "")),
+        base_model=str(data.get("base_model", "")),
+        prompts=tuple(data.get("prompts", [])),
+        weight=float(data.get("weight", 0.0)),
+        seed=int(data.get("seed", 0)),
+        width=int(data.get("width", 0)),
+        height=int(data.get("height", 0)),
+        sampler_steps=int(data.get("sampler_steps", 0)),
+        images=tuple(i for i in images if i.path.is_file()),
+    )
+
+
+def load_sessions(run_dir: Path) -> list[SampleSession]:
+    """The sample sessions of a run, oldest first; an unreadable manifest is skipped, not fatal."""
+    root = Path(run_dir) / SAMPLES_DIR
+    if not root.is_dir():
+        return []
+    sessions = []
+    for manifest in sorted(root.glob(f"*/{MANIFEST_FILE}")):
+        try:
+            data = json.loads(manifest.read_text(encoding="utf-8"))
+            sessions.append(_session_from_json(manifest.parent, data))
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return sessions
+
+
+# -- what to sample ---------------------------------------------------------------------------
+
+def _checkpoint_step(path: Path) -> int | None:
+    from kohya_wrap.report.inspect import read_header
+    from kohya_wrap.sdscripts.lora_metadata import training_step
+    from kohya_wrap.sdscripts.output import step_from_file_name
+
+    try:
+        step = training_step(read_header(path).metadata)
+    except KohyaWrapError:
+        step = None
+    return step if step is not None else step_from_file_name(path.name)
+
+
+def select_targets(candidates: Sequence[LoraTarget], steps_of: str) -> tuple[LoraTarget, ...]:
+    if not candidates:
+        return ()
+    ordered = sorted(candidates, key=lambda t: (t.step is None, t.step or 0))
+    spec = steps_of.strip().lower()
+    if spec == "all":
+        return tuple(ordered)
+    if spec == "last":
+        return (ordered[-1],)
+    try:
+        wanted = [int(s) for s in spec.split(",") if s.strip()]
+    except ValueError:
+        raise SampleError(f"--steps-of {steps_of!r} is not 'all', 'last' or a list of step numbers.",
+                          "Use for example --steps-of 500,1000 or --steps-of last.") from None
+    by_step = {t.step: t for t in ordered if t.step is not None}
+    missing = [s for s in wanted if s not in by_step]
+    if missing:
+        have = ", ".join(str(s) for s in sorted(by_step)) or "none"
+        raise SampleError(f"no checkpoint at step {', '.join(map(str, missing))}; checkpoints exist at steps: {have}.",
+                          "Pick steps from that list, or use --steps-of all.")
+    return tuple(by_step[s] for s in wanted)
+
+
+def _plan_json(run_dir: Path) -> dict[str, Any]:
+    from kohya_wrap.report.summary import PLAN_FILE
+
+    try:
+        return json.loads((run_dir / PLAN_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise RunDirError(f"{run_dir / PLAN_FILE} cannot be read: {e}", "Plan the run again.") from e
+
+
+def resolve(target: Path, *, steps_of: str, base_model: Path | None, tokenizer_cache_dir: Path | None,
+            out_dir: Path | None) -> SampleContext:
+    """Which base model, tokenizer and LoRA files a `sample` call uses, and where its images go."""
+    from kohya_wrap.report.summary import is_run_dir
+    from kohya_wrap.sdscripts.samples import checkpoint_files
+
+    target = Path(target).expanduser().resolve()
+    run_dir: Path | None = None
+    if target.is_dir():
+        if not is_run_dir(target):
+            raise RunDirError(f"{target} is not a kohya-wrap run (no plan.json).",
+                              "Give a run folder made by `kohya-wrap plan`, or a LoRA .safetensors file.")
+        run_dir = target
+    elif target.is_file():
+        if is_run_dir(target.parent.parent):
+            run_dir = target.parent.parent
+    else:
+        raise SampleError(f"{target} does not exist.", "Give a run folder or a LoRA .safetensors file.")
+
+    plan = _plan_json(run_dir) if run_dir is not None else {}
+    model = base_model or (Path(plan["base_model"]["path"]) if (plan.get("base_model") or {}).get("path") else None)
+    if model is None:
+        raise SampleError(f"no base model known for {target}: it is not inside a kohya-wrap run.",
+                          "Give the SD1.5 checkpoint it was trained on with --base-model PATH.")
+    if not model.exists():
+        raise ModelError(f"base model {model} does not exist.", "Give an existing SD1.5 checkpoint with --base-model PATH.")
+    tokenizer = tokenizer_cache_dir or (Path(plan["tokenizer_cache_dir"]) if plan.get("tokenizer_cache_dir") else None)
+
+    if target.is_file():
+        targets: tuple[LoraTarget, ...] = (LoraTarget(target, _checkpoint_step(target)),)
+    else:
+        output = plan.get("output") or {}
+        files = checkpoint_files(Path(output.get("dir", run_dir / "output")), output.get("name"))
+        if not files:
+            raise SampleError(f"{run_dir} has no LoRA files yet.", "Train it first: `kohya-wrap train RUN_DIR`.")
+        final_step = (plan.get("steps") or {}).get("max_train_steps")
+
+        def step_of(f: Path) -> int | None:
+            step = _checkpoint_step(f)
+            # the final file is saved at the end of training, whether or not its metadata says so
+            if step is None and f.stem == output.get("name") and isinstance(final_step, int):
+                return final_step
+            return step
+
+        targets = select_targets([LoraTarget(f, step_of(f)) for f in files], steps_of)
+
+    if out_dir is not None:
+        sessions_dir = Path(out_dir)
+    elif run_dir is not None:
+        sessions_dir = run_dir / SAMPLES_DIR
+    else:
+        sessions_dir = target.parent / f"{target.stem}-{SAMPLES_DIR}"
+    return SampleContext(run_dir, model, tokenizer, targets, sessions_dir)
+
+
+# -- running the generator --------------------------------------------------------------------
+
+def _new_session_folder(sessions_dir: Path) -> Path:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    for n in range(1000):
+        folder = sessions_dir / (stamp if n == 0 else f"{stamp}-{n}")
+        try:
+            folder.mkdir(parents=True)
+            return folder
+        except FileExistsError:
+            continue
+    raise SampleError(f"could not make a new session folder in {sessions_dir}.", "Remove old sessions there.")
+
+
+def _manifest(folder: Path, ctx: SampleContext, opts: SampleOptions, seed: int, images: list[SampleImage],
+              created_at: str) -> dict[str, Any]:
+    return {
+        "schema": 1,
+        "created_at": created_at,
+        "base_model": str(ctx.base_model),
+        "prompts": list(opts.prompts),
+        "weight": opts.weight,
+        "seed": seed,
+        "count": opts.count,
+        "width": opts.width,
+        "height": opts.height,
+        "sampler_steps": opts.sampler_steps,
+        "scale": opts.scale,
+        "sampler": opts.sampler,
+        "images": [
+            {"file": str(i.path.relative_to(folder)), "lora_file": i.lora_file, "lora_name": i.lora_name,
+             "step": i.step, "prompt_index": i.prompt_index, "image_index": i.image_index, "seed": i.seed}
+            for i in images
+        ],
+    }
+
+
+def _validate(opts: SampleOptions) -> None:
+    from kohya_wrap.sdscripts.gen_command import SAMPLERS
+
+    if not opts.prompts:
+        raise SampleError("no prompt given.", "Add --prompt TEXT (repeat it for several prompts).")
+    if opts.count < 1:
+        raise SampleError(f"-n {opts.count}: the image count must be at least 1.", "Use -n 1 or more.")
+    for name, size in (("width", opts.width), ("height", opts.height)):
+        if size < 64 or size % 8:
+            raise SampleError(f"{name} {size} is not a multiple of 8 of at least 64.", "Use for example --size 512.")
+    if opts.sampler_steps < 1:
+        raise SampleError(f"--sampler-steps {opts.sampler_steps} must be at least 1.", "Use for example --sampler-steps 30.")
+    if opts.sampler not in SAMPLERS:
+        raise SampleError(f"unknown sampler {opts.sampler!r}.", f"Use one of: {', '.join(SAMPLERS)}.")
+
+
+def sample(target: Path, opts: SampleOptions, *, base_model: Path | None = None, tokenizer_cache_dir: Path | None = None,
+           out_dir: Path | None = None, sd_scripts: str | None = None, python: str | None = None,
+           on_line: Any = None) -> SampleSession:
+    """Generate the images; then, for a run, rewrite its report.html with them."""
+    from kohya_wrap.process import child_env, stream
+    from kohya_wrap.sdscripts.checkout import locate
+    from kohya_wrap.sdscripts.gen_command import (
+        GenRequest, build_argv, build_env, expected_outputs, render_prompts_file,
+    )
+
+    _validate(opts)
+    ctx = resolve(target, steps_of=opts.steps_of, base_model=base_model, tokenizer_cache_dir=tokenizer_cache_dir,
+                  out_dir=out_dir)
+    checkout = locate(sd_scripts)
+    seed = opts.seed if opts.seed is not None else secrets.randbelow(2**31)
+    seeds = [seed + k for k in range(opts.count)]
+    try:
+        prompts_text = render_prompts_file(opts.prompts, [seeds] * len(opts.prompts))
+    except ValueError as e:
+        raise SampleError(str(e), "Write each prompt on one line; give seeds with --seed.") from None
+
+    folder = _new_session_folder(ctx.sessions_dir)
+    created_at = datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+    prompts_file = folder / PROMPTS_FILE
+    atomic_write_text(prompts_file, prompts_text)
+    log_path = folder / LOG_FILE
+    images: list[SampleImage] = []
+    tail: list[str] = []
+
+    def keep_tail(_stream: str, data: bytes) -> None:
+        for line in data.decode("utf-8", "replace").replace("\r", "\n").splitlines():
+            if line.strip():
+                tail.append(line.rstrip())
+                if on_line is not None:
+                    on_line(line.rstrip())
+        del tail[:-40]
+
+    offline = os.environ.get("HF_HUB_OFFLINE") == "1" or ctx.tokenizer_cache_dir is not None
+    for lora in ctx.targets:
+        name = lora.path.stem if lora.path is not None else "base model"
+        lora_out = folder / (lora.path.stem if lora.path is not None else "base-model")
+        req = GenRequest(
+            checkout=checkout.path, base_model=ctx.base_model, lora_file=lora.path, weight=opts.weight,
+            prompts_file=prompts_file, out_dir=lora_out, images_per_prompt=opts.count,
+            width=opts.width, height=opts.height, steps=opts.sampler_steps, scale=opts.scale,
+            sampler=opts.sampler, tokenizer_cache_dir=ctx.tokenizer_cache_dir,
+        )
+        tail.clear()
+        result = stream(build_argv(req, python), env=child_env(build_env(offline=offline)), cwd=checkout.path,
+                        log_path=log_path, on_output=keep_tail)
+        if result.stop_reason == "interrupt":
+            raise KeyboardInterrupt
+        missing = [f for _, _, f in expected_outputs(len(opts.prompts), opts.count) if not (lora_out / f).is_file()]
+        if result.returncode != 0 or missing:
+            last = "\n".join(tail[-12:])
+            raise SampleError(
+                f"sd-scripts' generator failed for {lora.path or ctx.base_model} (exit code {result.returncode}, "
+                f"{len(missing)} images missing). Its last lines:\n{last}",
+                f"Full output: {log_path}",
+            )
+        for p, k, file_name in expected_outputs(len(opts.prompts), opts.count):
+            images.append(SampleImage(lora_out / file_name, str(lora.path) if lora.path else None, name, lora.step,
+                                      p, k, seeds[k]))
+        # written after every LoRA, so an interrupted session keeps what it made
+        atomic_write_json(folder / MANIFEST_FILE, _manifest(folder, ctx, opts, seed, images, created_at))
+
+    if ctx.run_dir is not None:
+        from kohya_wrap.report.html import write_report
+
+        write_report(ctx.run_dir)
+    return _session_from_json(folder, _manifest(folder, ctx, opts, seed, images, created_at))

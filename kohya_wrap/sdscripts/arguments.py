@@ -1,0 +1,414 @@
+"""The arguments of sd-scripts v0.10.1 train_network.py: names, types, choices, defaults, and which are unsafe.
+
+The table (data/train_network_args.json) was produced by running the real `add_argument` calls. sd-scripts
+applies no type conversion and no choices check to `--config_file` values (SPEC 2), so every value we
+write goes through `convert()` first, and the checks sd-scripts makes only at run time (SPEC 1.5) are
+made by `cross_checks()` before anything launches.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+from typing import Any, Iterable, Mapping
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib  # type: ignore[no-redef]
+
+# The network modules shipped in v0.10.1 that train SD1.x: networks/lora_flux.py, lora_sd3.py and the
+# other architecture-specific modules build networks for models train_network.py does not load.
+NETWORK_MODULE_ALLOWLIST = ("networks.lora", "networks.dylora", "networks.lora_fa", "networks.oft")
+
+# TU:get_optimizer, compared lower-cased. Anything else without a dot is looked up in torch.optim.
+KNOWN_OPTIMIZERS = (
+    "AdamW", "AdamW8bit", "PagedAdamW", "PagedAdamW8bit", "PagedAdamW32bit", "Lion", "Lion8bit", "PagedLion8bit",
+    "SGDNesterov", "SGDNesterov8bit", "DAdaptation", "DAdaptAdamPreprint", "DAdaptAdaGrad", "DAdaptAdam",
+    "DAdaptAdan", "DAdaptAdanIP", "DAdaptLion", "DAdaptSGD", "Prodigy", "Adafactor",
+    "RAdamScheduleFree", "AdamWScheduleFree", "SGDScheduleFree",
+)
+# TU:get_scheduler_fix: transformers' SchedulerType (4.54.1), diffusers' piecewise_constant, "adafactor:<lr>".
+KNOWN_LR_SCHEDULERS = (
+    "linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
+    "inverse_sqrt", "reduce_lr_on_plateau", "cosine_with_min_lr", "cosine_warmup_with_min_lr",
+    "warmup_stable_decay", "piecewise_constant",
+)
+_SCHEDULERS_WITHOUT_WARMUP = ("constant",)
+
+# Secrets never belong in a file we write (plan.json, config.toml) nor in a shared preset.
+SECRET_KEYS = {
+    "huggingface_token": "the Hugging Face libraries read HF_TOKEN from the environment",
+    "wandb_api_key": "wandb reads WANDB_API_KEY from the environment",
+}
+
+# Set by `plan` from the dataset, the run directory and the trusted command line; nobody else sets them.
+MANAGED_KEYS = {
+    "pretrained_model_name_or_path": "the base model comes from --base-model",
+    "tokenizer_cache_dir": "the tokenizer cache comes from --tokenizer-cache-dir",
+    "output_dir": "the output goes to RUN_DIR/output (-o RUN_DIR)",
+    "dataset_config": "plan writes RUN_DIR/dataset.toml from the dataset folder",
+    "config_file": "plan writes RUN_DIR/config.toml",
+    "output_config": "it makes sd-scripts write a config and exit without training",
+    "train_data_dir": "the dataset comes from DATASET_DIR (written to dataset.toml)",
+    "reg_data_dir": "regularization images come from DATASET_DIR/reg (written to dataset.toml)",
+    "in_json": "fine-tuning metadata datasets are not used for LoRA likeness training",
+    "dataset_repeats": "repeats are chosen by plan and written per subset to dataset.toml",
+    "caption_extension": "the prepared captions are .txt files (written to dataset.toml)",
+    "caption_extention": "a misspelt alias of caption_extension; captions are .txt (dataset.toml)",
+    "sample_prompts": "plan writes RUN_DIR/sample_prompts.txt from the preset's sample prompts",
+    "debug_dataset": "it shows the dataset in a window and never ends on Linux",
+}
+# Steps are planned from the dataset ([kohya_wrap] target_steps); the user's command line may pin them.
+STEP_KEYS = ("max_train_steps", "max_train_epochs")
+
+# Allowed from the user's own command line (--set), refused in a preset file: each reads or writes a
+# path, imports code, or sends data somewhere (SPEC 9).
+PRESET_FORBIDDEN = {
+    "vae": "it names a file to load (a non-.safetensors VAE is unpickled)",
+    "network_weights": "it names a file to load (a non-.safetensors file is unpickled)",
+    "base_weights": "it names files to load (non-.safetensors files are unpickled)",
+    "resume": "it names a state folder to load",
+    "dataset_class": "it imports and runs a Python class",
+    "metadata_thumbnail": "it reads any file and embeds it into every saved LoRA",
+    "console_log_file": "it truncates and writes any file",
+    "logging_dir": "it writes to a folder outside the run directory",
+    "log_with": "wandb uploads metrics, config and samples",
+    "log_tracker_config": "it reads a file",
+    "log_tracker_name": "it names a tracker run (wandb uploads)",
+    "wandb_run_name": "it configures a wandb upload",
+    "log_config": "it sends the whole config to the tracker",
+    "conditioning_data_dir": "it reads a folder",
+    "offload_optimizer_nvme_path": "it writes to a folder",
+    "offload_param_nvme_path": "it writes to a folder",
+    "huggingface_repo_id": "it uploads every checkpoint to the Hugging Face Hub",
+    "huggingface_repo_type": "it configures a Hugging Face upload",
+    "huggingface_path_in_repo": "it configures a Hugging Face upload",
+    "huggingface_repo_visibility": "it configures a Hugging Face upload",
+    "save_state_to_huggingface": "it uploads training states to the Hugging Face Hub",
+    "resume_from_huggingface": "it downloads a state from the Hugging Face Hub",
+    "async_upload": "it configures a Hugging Face upload",
+}
+
+
+@dataclass(frozen=True)
+class Argument:
+    name: str  # the dest: the key in config.toml, the option is --name
+    kind: str  # "str", "int", "float", "bool", "int_or_float", "path"
+    is_list: bool  # nargs="*": a TOML array
+    default: Any
+    choices: tuple[Any, ...] | None
+    help: str
+    category: str
+    dataset_key: str | None  # the dataset.toml key this argument is the fallback for
+    security: tuple[str, ...]
+
+    @property
+    def is_flag(self) -> bool:
+        return self.kind == "bool"
+
+
+class ArgumentError(ValueError):
+    """A key or value sd-scripts would not accept (or we do not let through). `key` names it."""
+
+    def __init__(self, key: str, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key
+        self.message = message
+        self.hint = hint
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A cross-argument check that failed: `keys` are the arguments involved, the first is the one to change."""
+
+    keys: tuple[str, ...]
+    message: str
+    hint: str | None = None
+    severity: str = "error"  # "error" stops the plan, "warning" is reported
+
+
+_KIND = {"str": "str", "bool": "bool", "int": "int", "float": "float", "pathlib.Path": "path"}
+
+
+@lru_cache(maxsize=1)
+def table() -> Mapping[str, Argument]:
+    raw = json.loads(resources.files("kohya_wrap.sdscripts").joinpath("data/train_network_args.json").read_text("utf-8"))
+    out: dict[str, Argument] = {}
+    for a in raw["arguments"]:
+        kind = "int_or_float" if a["type"].startswith("int_or_float") else _KIND[a["type"]]
+        out[a["dest"]] = Argument(
+            name=a["dest"], kind=kind, is_list=a["nargs"] == "*", default=a["default"],
+            choices=tuple(a["choices"]) if a["choices"] is not None else None, help=a["help"] or "",
+            category=a["category"], dataset_key=a["dataset_config_fallback_for"], security=tuple(a["security"]),
+        )
+    return out
+
+
+def lookup(key: str) -> Argument:
+    """The argument named `key`, or an ArgumentError with a "did you mean"."""
+    args = table()
+    if key in args:
+        return args[key]
+    raise ArgumentError(key, f"unknown sd-scripts argument {key!r}", did_you_mean(key, args))
+
+
+def did_you_mean(key: str, names: Iterable[str]) -> str | None:
+    close = difflib.get_close_matches(key.replace("-", "_").lower(), list(names), n=3, cutoff=0.6)
+    if not close:
+        return None
+    return "did you mean " + " or ".join(repr(c) for c in close) + "?"
+
+
+def _type_name(kind: str) -> str:
+    return {"str": "a string", "int": "an integer", "float": "a number", "bool": "true or false",
+            "int_or_float": "an integer step count or a fraction below 1", "path": "a path"}[kind]
+
+
+def _convert_scalar(arg: Argument, value: Any, from_text: bool) -> Any:
+    kind = arg.kind
+    bad = ArgumentError(arg.name, f"{arg.name} must be {_type_name(kind)}, got {value!r}")
+    if from_text:
+        # The argparse conversion, as if the value were given on sd-scripts' own command line.
+        text = str(value).strip()
+        if kind in ("str", "path"):
+            return str(value)
+        if kind == "bool":
+            low = text.lower()
+            if low in ("true", "1", "yes", "on"):
+                return True
+            if low in ("false", "0", "no", "off"):
+                return False
+            raise bad
+        if kind == "int":
+            try:
+                return int(text)
+            except ValueError:
+                raise bad from None
+        if kind == "float":
+            try:
+                return float(text)
+            except ValueError:
+                raise bad from None
+        return int_or_float(arg.name, text)
+    if kind in ("str", "path"):
+        if isinstance(value, str):
+            return value
+        raise bad
+    if isinstance(value, bool):
+        if kind == "bool":
+            return value
+        raise bad
+    if kind == "int":
+        if isinstance(value, int):
+            return value
+        raise bad
+    if kind == "float":
+        if isinstance(value, (int, float)):
+            return float(value)
+        raise bad
+    if kind == "int_or_float":
+        if isinstance(value, int) and value >= 0:
+            return value
+        if isinstance(value, float) and 0 <= value < 1:
+            return value
+        if isinstance(value, str):
+            return int_or_float(arg.name, value)
+        raise bad
+    raise bad
+
+
+def int_or_float(name: str, text: str) -> int | float:
+    """TU:add_optimizer_arguments.int_or_float: "N%" -> N/100, >= 1 -> an int step count, < 1 -> a ratio."""
+    bad = ArgumentError(name, f"{name} must be {_type_name('int_or_float')} (or 'N%'), got {text!r}")
+    try:
+        if text.endswith("%"):
+            return float(text[:-1]) / 100.0
+        f = float(text)
+        if f >= 1:
+            return int(text)
+        return f
+    except ValueError:
+        raise bad from None
+
+
+def convert(key: str, value: Any, *, from_text: bool = False) -> Any:
+    """`value` as the exact Python type sd-scripts' argparse would have produced for `key`.
+
+    from_text: the value is a command-line string (--set), converted the way argparse converts it;
+    otherwise it is a TOML value, which must already have the right type (ints widen to floats).
+    """
+    arg = lookup(key)
+    if value is None:
+        raise ArgumentError(key, f"{key} cannot be empty")
+    if arg.is_list:
+        if from_text:
+            text = str(value).strip()
+            if text.startswith("["):
+                try:
+                    value = tomllib.loads(f"v = {text}")["v"]
+                except tomllib.TOMLDecodeError:
+                    raise ArgumentError(key, f"{key}: {text!r} is not a TOML array") from None
+                out_list = [_convert_scalar(arg, v, from_text=isinstance(v, str)) for v in value]
+            else:
+                out_list = [_convert_scalar(arg, text, from_text=True)]
+            _check_value(key, out_list)
+            return out_list
+        if not isinstance(value, list):
+            value = [value]
+        out_list = [_convert_scalar(arg, v, from_text=False) for v in value]
+        _check_value(key, out_list)
+        return out_list
+    if isinstance(value, list):
+        raise ArgumentError(key, f"{key} takes one value, got a list {value!r}")
+    if key == "resolution" and not from_text and isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)  # sd-scripts splits the string ("512" or "512,768"); an int crashes it (SPEC 2)
+    out = _convert_scalar(arg, value, from_text)
+    if arg.choices is not None and out not in arg.choices:
+        allowed = ", ".join(repr(c) for c in arg.choices if c is not None)
+        raise ArgumentError(key, f"{key} = {out!r} is not one of {allowed}",
+                            did_you_mean(str(out), [str(c) for c in arg.choices if c is not None]) or f"use one of {allowed}")
+    _check_value(key, out)
+    return out
+
+
+def _check_value(key: str, value: Any) -> None:
+    """Per-value rules sd-scripts checks late (SPEC 1.5, 2)."""
+    if key == "resolution":
+        parts = value.split(",")
+        if len(parts) not in (1, 2) or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
+            raise ArgumentError(key, f"resolution must be 'N' or 'W,H' with positive integers, got {value!r}")
+    elif key == "face_crop_aug_range":
+        try:
+            lo, hi = (float(p) for p in value.split(","))
+        except ValueError:
+            raise ArgumentError(key, f"face_crop_aug_range must be 'lo,hi' (two numbers), got {value!r}") from None
+        if lo > hi:
+            raise ArgumentError(key, f"face_crop_aug_range {value!r}: lo must not exceed hi")
+    elif key == "lr_scheduler":
+        if value not in KNOWN_LR_SCHEDULERS and not value.startswith("adafactor:"):
+            raise ArgumentError(key, f"lr_scheduler {value!r} is not a scheduler sd-scripts knows",
+                                did_you_mean(value, KNOWN_LR_SCHEDULERS) or "one of: " + ", ".join(KNOWN_LR_SCHEDULERS))
+    elif key in ("optimizer_args", "lr_scheduler_args", "network_args"):
+        for item in value:
+            if "=" not in item:
+                raise ArgumentError(key, f"{key} items are 'name=value', got {item!r}")
+
+
+def check_trust(key: str, value: Any, *, trusted: bool) -> None:
+    """Refuse what a preset file may not carry (trusted=False), and what nobody may set.
+
+    trusted: the value comes from the user's own command line (--set), which may carry paths.
+    """
+    if key in SECRET_KEYS:
+        raise ArgumentError(key, f"{key} is a secret and is never written to a preset or a run directory",
+                            f"leave it out: {SECRET_KEYS[key]}")
+    if key in MANAGED_KEYS:
+        raise ArgumentError(key, f"{key} is set by kohya-wrap: {MANAGED_KEYS[key]}")
+    if key in STEP_KEYS and not trusted:
+        raise ArgumentError(key, f"{key} is planned from the dataset, so a preset cannot fix it",
+                            "set target_steps, min_steps and max_steps in the [kohya_wrap] table, "
+                            f"or pin it for one run with --set {key}=N")
+    if trusted:
+        return
+    if key in PRESET_FORBIDDEN:
+        raise ArgumentError(key, f"{key} is not allowed in a preset: {PRESET_FORBIDDEN[key]}",
+                            f"pass it on your own command line with --set {key}=... if you trust it")
+    if key == "network_module" and value not in NETWORK_MODULE_ALLOWLIST:
+        raise ArgumentError(key, f"network_module {value!r} is not allowed in a preset: sd-scripts imports and runs it",
+                            "use one of " + ", ".join(NETWORK_MODULE_ALLOWLIST))
+    if key in ("optimizer_type", "lr_scheduler_type") and isinstance(value, str) and "." in value:
+        raise ArgumentError(key, f"{key} {value!r} is not allowed in a preset: a dotted name makes sd-scripts import and run a module",
+                            f"use a built-in name, or pass it on your own command line with --set {key}=...")
+
+
+def cross_checks(values: Mapping[str, Any]) -> list[Problem]:
+    """The conflicts sd-scripts finds only at run time (SPEC 1.5), found now. `values` holds what is set."""
+    def v(key: str) -> Any:
+        return values[key] if key in values else table()[key].default
+
+    out: list[Problem] = []
+
+    def err(keys: tuple[str, ...], message: str, hint: str | None = None, severity: str = "error") -> None:
+        out.append(Problem(keys, message, hint, severity))
+
+    if v("adaptive_noise_scale") is not None and v("noise_offset") is None:
+        err(("adaptive_noise_scale", "noise_offset"), "adaptive_noise_scale needs noise_offset", "set noise_offset too")
+    if v("scale_v_pred_loss_like_noise_pred") and not v("v_parameterization"):
+        err(("scale_v_pred_loss_like_noise_pred",), "scale_v_pred_loss_like_noise_pred needs v_parameterization (SD 2.x v-models)")
+    if v("v_pred_like_loss") is not None and v("v_parameterization"):
+        err(("v_pred_like_loss", "v_parameterization"), "v_pred_like_loss cannot be combined with v_parameterization")
+    if v("cache_latents") or v("cache_latents_to_disk"):
+        for aug in ("color_aug", "random_crop"):
+            if v(aug):
+                err((aug, "cache_latents"), f"{aug} cannot be used when latents are cached (cache_latents / cache_latents_to_disk)",
+                    f"turn {aug} off, or turn latent caching off")
+    if v("enable_bucket"):
+        steps = v("bucket_reso_steps")
+        if steps is not None and steps % 64 != 0:
+            err(("bucket_reso_steps",), f"bucket_reso_steps is {steps}; train_network.py needs a multiple of 64")
+        res = v("resolution")
+        if res is not None:
+            sides = [int(p) for p in str(res).split(",")]
+            if not v("bucket_no_upscale"):
+                if min(sides) < v("min_bucket_reso"):
+                    err(("min_bucket_reso", "resolution"), f"min_bucket_reso {v('min_bucket_reso')} is above the resolution {res}")
+                if max(sides) > v("max_bucket_reso"):
+                    err(("max_bucket_reso", "resolution"), f"max_bucket_reso {v('max_bucket_reso')} is below the resolution {res}")
+    mp = v("mixed_precision")
+    if v("full_fp16") and mp != "fp16":
+        err(("full_fp16", "mixed_precision"), "full_fp16 needs mixed_precision = 'fp16'")
+    if v("full_bf16") and mp != "bf16":
+        err(("full_bf16", "mixed_precision"), "full_bf16 needs mixed_precision = 'bf16'")
+    for fp8 in ("fp8_base", "fp8_base_unet"):
+        if v(fp8) and mp == "no":
+            err((fp8, "mixed_precision"), f"{fp8} needs mixed precision (fp16 or bf16)")
+    initial = v("initial_step")
+    if initial is not None and "max_train_steps" in values and values["max_train_steps"] <= initial:
+        err(("max_train_steps", "initial_step"), f"max_train_steps {values['max_train_steps']} must exceed initial_step {initial}")
+    legacy = [k for k in ("use_8bit_adam", "use_lion_optimizer") if v(k)]
+    if len(legacy) > 1 or (legacy and v("optimizer_type")):
+        err(tuple(legacy) + ("optimizer_type",), "use_8bit_adam, use_lion_optimizer and optimizer_type are mutually exclusive",
+            "set only optimizer_type")
+    optimizer = (v("optimizer_type") or "AdamW").lower()
+    if v("fused_backward_pass"):
+        if optimizer != "adafactor":
+            err(("fused_backward_pass", "optimizer_type"), "fused_backward_pass works only with optimizer_type Adafactor")
+        if v("gradient_accumulation_steps") != 1:
+            err(("fused_backward_pass", "gradient_accumulation_steps"), "fused_backward_pass needs gradient_accumulation_steps = 1")
+    scheduler = v("lr_scheduler")
+    warmup = v("lr_warmup_steps")
+    if (scheduler in _SCHEDULERS_WITHOUT_WARMUP or str(scheduler).startswith("adafactor") or v("lr_scheduler_type")) and warmup not in (0, None):
+        err(("lr_warmup_steps", "lr_scheduler"), f"lr_scheduler {scheduler!r} takes no warmup, but lr_warmup_steps is {warmup!r}",
+            "use lr_scheduler = 'constant_with_warmup', or set lr_warmup_steps = 0")
+    if str(scheduler).startswith("adafactor") and optimizer != "adafactor":
+        err(("lr_scheduler", "optimizer_type"), "the adafactor lr_scheduler needs optimizer_type Adafactor")
+    if v("log_with") in ("tensorboard", "all") and not v("logging_dir"):
+        err(("log_with", "logging_dir"), f"log_with {v('log_with')!r} needs logging_dir")
+    if v("persistent_data_loader_workers") and v("max_data_loader_n_workers") == 0:
+        err(("persistent_data_loader_workers", "max_data_loader_n_workers"),
+            "persistent_data_loader_workers needs max_data_loader_n_workers > 0")
+    if v("cpu_offload_checkpointing") and v("gradient_checkpointing"):
+        err(("cpu_offload_checkpointing",), "cpu_offload_checkpointing crashes SD 1.5 training with gradient_checkpointing")
+    attention = [k for k in ("mem_eff_attn", "xformers", "sdpa") if v(k)]
+    if len(attention) > 1:
+        err(tuple(attention), f"{' and '.join(attention)} are all set; sd-scripts uses only {attention[0]}",
+            "set just one attention implementation", severity="warning")
+    if v("network_dim") is None and "network_module" in values:
+        err(("network_dim",), "network_dim is not set; networks.lora silently uses 4", "set network_dim", severity="warning")
+    for key in ("sample_every_n_steps", "sample_every_n_epochs", "save_every_n_steps", "save_every_n_epochs"):
+        n = v(key)
+        if n is not None and n <= 0:
+            err((key,), f"{key} is {n}; sd-scripts treats values <= 0 as unset", f"remove {key}", severity="warning")
+    lr = v("learning_rate")
+    if isinstance(lr, float) and (math.isnan(lr) or lr <= 0):
+        err(("learning_rate",), f"learning_rate must be positive, got {lr}")
+    return out
+
+
+def argparse_default(key: str) -> Any:
+    return lookup(key).default

@@ -1,0 +1,80 @@
+"""The command line that starts train_network.py: `accelerate launch` with every flag explicit (SPEC 1.1).
+
+Without --num_processes accelerate uses every visible GPU, and missing flags print a warning of
+defaults; so all are passed. The launcher's --mixed_precision does not change training precision
+(sd-scripts passes its own), but is kept equal to the script's to avoid confusion.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from kohya_wrap.sdscripts import TRAIN_SCRIPT
+
+ACCELERATE_MODULE = "accelerate.commands.launch"
+
+
+@dataclass(frozen=True)
+class Launch:
+    num_processes: int = 1
+    mixed_precision: str = "no"
+    cpu: bool = False  # no CUDA device: accelerate --cpu
+    num_machines: int = 1
+    machine_rank: int = 0
+    main_process_ip: str | None = None
+    main_process_port: int | None = None
+    cpu_threads: int | None = None  # OMP_NUM_THREADS of the trainer; None: chosen from the core count
+
+
+def default_cpu_threads(num_processes: int, cpu: bool) -> int:
+    """A CPU run computes with OpenMP threads, so it gets every core; GPU processes share the cores,
+    which the data loader workers also need."""
+    cores = os.cpu_count() or 1
+    if cpu:
+        return cores
+    return max(1, min(4, cores // max(1, num_processes)))
+
+
+def build_argv(checkout: Path, config_toml: Path, dataset_toml: Path, launch: Launch, python: str | None = None) -> list[str]:
+    """The argv (never a shell string) that trains with these configs."""
+    threads = launch.cpu_threads or default_cpu_threads(launch.num_processes, launch.cpu)
+    argv = [
+        python or sys.executable, "-m", ACCELERATE_MODULE,
+        "--num_processes", str(launch.num_processes),
+        "--num_machines", str(launch.num_machines),
+        "--mixed_precision", launch.mixed_precision,
+        "--dynamo_backend", "no",
+        "--num_cpu_threads_per_process", str(threads),
+    ]
+    if launch.cpu:
+        argv.append("--cpu")
+    elif launch.num_processes > 1:
+        argv.append("--multi_gpu")
+    if launch.num_machines > 1:
+        if not launch.main_process_ip or not launch.main_process_port:
+            raise ValueError("a multi-machine launch needs main_process_ip and main_process_port")
+        argv += ["--machine_rank", str(launch.machine_rank), "--main_process_ip", launch.main_process_ip,
+                 "--main_process_port", str(launch.main_process_port)]
+    argv += [str(Path(checkout) / TRAIN_SCRIPT), "--config_file", str(config_toml), "--dataset_config", str(dataset_toml)]
+    return argv
+
+
+def build_env(*, offline: bool) -> dict[str, str]:
+    """Only the variables we set; the caller adds them to its own environment.
+
+    offline: the model and tokenizer are local files, so the run must never wait on the Hub.
+    """
+    env = {
+        # stdout is block-buffered through a pipe; the progress we parse must arrive live.
+        "PYTHONUNBUFFERED": "1",
+        # rich wraps every log record at 80 columns when stderr is not a terminal.
+        "COLUMNS": "1000",
+        # sd-scripts logs English/Japanese text; a non-UTF-8 locale would make print() raise.
+        "PYTHONIOENCODING": "utf-8",
+    }
+    if offline:
+        env["HF_HUB_OFFLINE"] = "1"
+    return env

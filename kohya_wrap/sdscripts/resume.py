@@ -1,0 +1,78 @@
+"""Resuming train_network.py from a saved state (SPEC 7.1, 7.2, 8.8).
+
+State folders in output_dir: `NAME-step00000500-state` (every N steps), `NAME-000003-state` (every
+N epochs) and `NAME-state` (the end of training); each holds train_state.json
+{"current_epoch": e, "current_step": s}. `--resume DIR` alone restarts the step counter at 0 and
+trains every step again; `--skip_until_initial_step` skips the steps already done. Past epoch 1
+sd-scripts still records a relative step (SPEC 8.8), so a caller that knows the true step of a state
+(from its own events) passes it in `known_steps`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+STATE_SUFFIX = "-state"
+TRAIN_STATE_FILE = "train_state.json"
+_STEP_STATE = re.compile(r"-step(\d{8})-state$")
+_EPOCH_STATE = re.compile(r"-(\d{6})-state$")
+
+
+@dataclass(frozen=True)
+class SavedState:
+    path: Path
+    step: int  # optimization steps done when it was saved
+    epoch: int | None
+    is_final: bool  # NAME-state: written at the end of training
+
+
+def resume_args(state_dir: Path, initial_step: int | None = None) -> list[str]:
+    """Arguments that continue a run from state_dir with the step counter right.
+
+    initial_step: the true step when train_state.json holds a relative one (SPEC 8.8); it then
+    overrides the state's step (sd-scripts warns "steps from the state is ignored").
+    """
+    args = ["--resume", str(state_dir), "--skip_until_initial_step"]
+    if initial_step is not None:
+        args += ["--initial_step", str(initial_step)]
+    return args
+
+
+def final_state_name(output_name: str) -> str:
+    return f"{output_name}{STATE_SUFFIX}"
+
+
+def read_state(path: Path, known_steps: dict[str, int] | None = None) -> SavedState | None:
+    """The state saved in path, or None when it is not a complete state folder."""
+    train_state = path / TRAIN_STATE_FILE
+    try:
+        data = json.loads(train_state.read_text(encoding="utf-8"))
+        step = int(data["current_step"])
+        epoch = int(data["current_epoch"]) if data.get("current_epoch") is not None else None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if known_steps and str(path) in known_steps:
+        step = known_steps[str(path)]
+    final = not _STEP_STATE.search(path.name) and not _EPOCH_STATE.search(path.name)
+    return SavedState(path=path, step=step, epoch=epoch, is_final=final)
+
+
+def saved_states(output_dir: Path, output_name: str, known_steps: dict[str, int] | None = None) -> list[SavedState]:
+    """Every usable state of this output name, oldest step first."""
+    if not output_dir.is_dir():
+        return []
+    states = []
+    for path in output_dir.iterdir():
+        if path.is_dir() and path.name.startswith(output_name) and path.name.endswith(STATE_SUFFIX):
+            state = read_state(path, known_steps)
+            if state is not None:
+                states.append(state)
+    return sorted(states, key=lambda s: (s.step, s.path.stat().st_mtime))
+
+
+def latest_state(output_dir: Path, output_name: str, known_steps: dict[str, int] | None = None) -> SavedState | None:
+    states = saved_states(output_dir, output_name, known_steps)
+    return states[-1] if states else None

@@ -1,0 +1,96 @@
+"""Sample images sd-scripts writes while training: where they go and what their names mean.
+
+train_util.sample_image_inference (v0.10.1) saves each image as
+`<output_dir>/sample/[<output_name>_]<num>_<i:02d>_<YYYYmmddHHMMSS>[_<seed>].png`, where <num> is
+`e<epoch:06d>` for epoch-triggered samples (`e000000` for --sample_at_first) or `<step:06d>` for
+step-triggered ones, and <i> is the prompt's index in the prompt file (SPEC 7.6).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+SAMPLE_DIR_NAME = "sample"
+
+# Fixed-width fields are matched from the end, so an output_name containing "_" stays intact.
+_SAMPLE_NAME = re.compile(
+    r"^(?:(?P<name>.+)_)?(?P<num>e\d{6}|\d{6})_(?P<index>\d{2,})_(?P<stamp>\d{14})(?:_(?P<seed>\d+))?\.png$"
+)
+
+
+@dataclass(frozen=True)
+class SampleName:
+    """What a training sample's file name says."""
+
+    output_name: str | None
+    step: int | None  # None for epoch-triggered samples
+    epoch: int | None  # None for step-triggered samples
+    prompt_index: int
+    timestamp: str  # YYYYmmddHHMMSS, local time of the trainer
+    seed: int | None
+
+
+def parse_sample_name(file_name: str) -> SampleName | None:
+    """The meaning of a sample file name, or None when sd-scripts did not name it."""
+    m = _SAMPLE_NAME.match(file_name)
+    if m is None:
+        return None
+    num = m["num"]
+    return SampleName(
+        output_name=m["name"],
+        step=None if num.startswith("e") else int(num),
+        epoch=int(num[1:]) if num.startswith("e") else None,
+        prompt_index=int(m["index"]),
+        timestamp=m["stamp"],
+        seed=int(m["seed"]) if m["seed"] is not None else None,
+    )
+
+
+def sample_dir(output_dir: Path) -> Path:
+    return Path(output_dir) / SAMPLE_DIR_NAME
+
+
+def find_samples(output_dir: Path, output_name: str | None = None) -> list[tuple[Path, SampleName]]:
+    """The training samples in an output folder, oldest name first; other PNGs there are ignored."""
+    folder = sample_dir(output_dir)
+    if not folder.is_dir():
+        return []
+    found = []
+    for path in sorted(folder.glob("*.png")):
+        parsed = parse_sample_name(path.name)
+        if parsed is None:
+            continue
+        if output_name is not None and parsed.output_name not in (output_name, None):
+            continue
+        found.append((path, parsed))
+    return found
+
+
+def read_prompt_texts(prompt_file: Path) -> list[str]:
+    """The prompt of each entry of a .txt prompt file, in the order that gives its sample index.
+
+    sd-scripts skips empty lines and lines starting with `#`, and cuts options at ` --` (SPEC 10).
+    """
+    path = Path(prompt_file)
+    if not path.is_file():
+        return []
+    texts = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        texts.append(line.split(" --", 1)[0].strip())
+    return texts
+
+
+def checkpoint_files(output_dir: Path, output_name: str | None) -> list[Path]:
+    """The LoRA files a run saved (SPEC 7.1): `<name>-step<8 digits>`, `<name>-<6 digits>` (epochs)
+    and the final `<name>`, all `.safetensors`; other files of the folder are left out."""
+    folder = Path(output_dir)
+    if not folder.is_dir():
+        return []
+    if output_name is None:
+        return sorted(p for p in folder.glob("*.safetensors") if p.is_file())
+    pattern = re.compile(rf"^{re.escape(output_name)}(?:-step\d{{8}}|-\d{{6}})?\.safetensors$")
+    return sorted(p for p in folder.iterdir() if p.is_file() and pattern.match(p.name))

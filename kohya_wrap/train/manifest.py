@@ -1,0 +1,135 @@
+"""RUN_DIR/run.json: what was trained, with what, on what, and what came out.
+
+Versions are read from package metadata of the Python that runs the trainer (a short subprocess:
+it may not be ours), never by importing torch. The CUDA version comes from torch's version.py.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from kohya_wrap import __version__
+from kohya_wrap.fsutil import atomic_write_json, sha256_file, user_cache_dir
+from kohya_wrap.process import capture
+
+PACKAGES = ("torch", "accelerate", "diffusers", "transformers", "safetensors", "numpy")
+
+_PROBE = r"""
+import importlib.metadata as md, importlib.util, json, platform, re, sys
+out = {"python": platform.python_version(), "executable": sys.executable}
+for name in %r:
+    try:
+        out[name] = md.version(name)
+    except md.PackageNotFoundError:
+        out[name] = None
+cuda = None
+spec = importlib.util.find_spec("torch")
+if spec and spec.origin:
+    import os
+    try:
+        text = open(os.path.join(os.path.dirname(spec.origin), "version.py")).read()
+        m = re.search(r"^cuda\s*[:=].*?['\"]([^'\"]+)['\"]", text, re.M)
+        cuda = m.group(1) if m else None
+    except OSError:
+        pass
+out["cuda"] = cuda
+print(json.dumps(out))
+""" % (PACKAGES,)
+
+
+def trainer_python(argv: tuple[str, ...]) -> str:
+    """The interpreter the launch command starts (argv[0] when it is a Python), else ours."""
+    if argv and Path(argv[0]).name.startswith("python"):
+        return argv[0]
+    return sys.executable
+
+
+def environment(python: str) -> dict[str, Any]:
+    info: dict[str, Any] = {"python": None, "cuda": None, **{p: None for p in PACKAGES}}
+    probe = capture([python, "-c", _PROBE], timeout_s=60)
+    if probe is not None and probe.returncode == 0:
+        try:
+            info.update(json.loads(probe.stdout.strip().splitlines()[-1]))
+        except (ValueError, IndexError):
+            pass
+    info["gpu"] = gpu_names()
+    return info
+
+
+def gpu_names() -> list[str]:
+    smi = shutil.which("nvidia-smi")
+    if not smi:
+        return []
+    done = capture([smi, "--query-gpu=name", "--format=csv,noheader"], timeout_s=15)
+    if done is None or done.returncode != 0:
+        return []
+    return [line.strip() for line in done.stdout.splitlines() if line.strip()]
+
+
+class FileHasher:
+    """sha256 of a (large) file computed on a thread while training runs, cached by size and mtime."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self.result: str | None = None
+        self._thread: threading.Thread | None = None
+        if path is not None and path.is_file():
+            self._thread = threading.Thread(target=self._run, daemon=True)
+            self._thread.start()
+
+    def _cache_file(self) -> Path:
+        return user_cache_dir() / "hashes.json"
+
+    def _run(self) -> None:
+        assert self.path is not None
+        try:
+            stat = self.path.stat()
+            key = f"{self.path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
+            cache_file = self._cache_file()
+            try:
+                cache = json.loads(cache_file.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                cache = {}
+            if key in cache:
+                self.result = cache[key]
+                return
+            self.result = sha256_file(self.path)
+            cache[key] = self.result
+            try:
+                atomic_write_json(cache_file, cache)
+            except OSError:
+                pass
+        except OSError:
+            self.result = None
+
+    def wait(self) -> str | None:
+        if self._thread is not None:
+            self._thread.join()
+        return self.result
+
+
+def file_entry(path: Path, step: int | None) -> dict[str, Any]:
+    entry: dict[str, Any] = {"path": str(path), "step": step, "exists": path.is_file()}
+    if path.is_file():
+        entry["bytes"] = path.stat().st_size
+        entry["sha256"] = sha256_file(path)
+    return entry
+
+
+def write_manifest(path: Path, manifest: dict[str, Any]) -> None:
+    manifest = {"schema": 1, "kohya_wrap_version": __version__, **manifest}
+    atomic_write_json(path, manifest)
+
+
+def read_manifest(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+

@@ -1,0 +1,1 @@
+"""The presets kohya-wrap ships (TOML files), found with importlib.resources."""

@@ -1,0 +1,234 @@
+import json
+import struct
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from kohya_wrap.cli import cli
+from kohya_wrap.dataset import scan_dataset
+from kohya_wrap.errors import DatasetError, KohyaWrapError, PresetError, RunDirError
+from kohya_wrap.plan import GpuInfo, load_plan, make_plan, write_plan
+
+CPU = GpuInfo(0, False)
+
+
+def make_dataset(root: Path, images: int = 20, repeats: int = 1, explicit: bool = False, reg: int = 0, size: int = 512) -> Path:
+    sub = root / "img" / f"{repeats}_ohwx man"
+    sub.mkdir(parents=True)
+    for i in range(images):
+        Image.new("RGB", (size, size), (i, i, i)).save(sub / f"{i:04d}.png")
+        (sub / f"{i:04d}.txt").write_text("ohwx man\n")
+    if reg:
+        rsub = root / "reg" / "1_man"
+        rsub.mkdir(parents=True)
+        for i in range(reg):
+            Image.new("RGB", (size, size)).save(rsub / f"r{i:04d}.png")
+    (root / "prepare.json").write_text(json.dumps({"kohya_wrap_version": "0.1.0", "parameters": {
+        "token": "ohwx", "class": "man", "size": size, "crop": "face", "repeats": repeats, "repeats_explicit": explicit}}))
+    return root
+
+
+@pytest.fixture
+def env(tmp_path):
+    header = json.dumps({"__metadata__": {}}).encode()
+    model = tmp_path / "sd15.safetensors"
+    model.write_bytes(struct.pack("<Q", len(header)) + header)
+    tok = tmp_path / "tok" / "openai_clip-vit-large-patch14"
+    tok.mkdir(parents=True)
+    (tok / "vocab.json").write_text("{}")
+    (tok / "merges.txt").write_text("")
+    checkout = tmp_path / "sd-scripts"
+    checkout.mkdir()
+    (checkout / "train_network.py").write_text("")
+
+    def plan(dataset: Path, run: str = "run", **kw):
+        kw.setdefault("preset", "likeness-sd15")
+        kw.setdefault("gpu_info", CPU)
+        return make_plan(dataset, base_model=str(model), run_dir=tmp_path / run, tokenizer_cache_dir=tmp_path / "tok",
+                         sd_scripts=checkout, **kw)
+    plan.model, plan.tok, plan.checkout, plan.root = model, tmp_path / "tok", checkout, tmp_path
+    return plan
+
+
+def test_plan_json_has_every_contract_key_with_exact_types(env, tmp_path):
+    p = env(make_dataset(tmp_path / "ds"))
+    doc = p.to_json()
+    assert list(doc) == ["schema", "kohya_wrap_version", "created_at", "preset", "dataset", "base_model",
+                         "tokenizer_cache_dir", "values", "ours", "steps", "launch", "output", "sd_scripts", "warnings"]
+    assert doc["schema"] == 1 and doc["created_at"].endswith("Z")
+    assert doc["preset"]["name"] == "likeness-sd15" and len(doc["preset"]["sha256"]) == 64
+    assert [Path(f).name for f in doc["preset"]["files"]] == ["likeness-sd15.toml", "base.toml"]
+    assert doc["dataset"]["subsets"] == [{"dir": str((tmp_path / "ds/img/1_ohwx man").resolve()), "images": 20,
+                                          "repeats": doc["dataset"]["subsets"][0]["repeats"], "class_tokens": "ohwx man",
+                                          "is_reg": False}]
+    assert doc["dataset"]["manifest_sha256"] and doc["base_model"] == {"source": str(env.model), "path": str(env.model), "kind": "file"}
+    assert doc["tokenizer_cache_dir"] == str(env.tok.resolve())
+    assert doc["values"]["network_dim"] == {"value": 32, "source": "preset:likeness-sd15"}
+    assert doc["values"]["max_train_steps"] == {"value": 3000, "source": "plan"}
+    assert doc["values"]["mixed_precision"] == {"value": "no", "source": "plan"}  # auto on a CPU
+    assert doc["values"]["gradient_accumulation_steps"] == {"value": 1, "source": "default"}
+    assert doc["ours"]["target_steps"] == 3000
+    steps = doc["steps"]
+    assert steps["max_train_steps"] == 3000 == steps["epochs"] * steps["steps_per_epoch"]
+    assert steps["train_images_x_repeats"] == 20 * doc["dataset"]["subsets"][0]["repeats"]
+    assert steps["arithmetic"].endswith("= 3000 steps")
+    run = (tmp_path / "run").resolve()
+    assert doc["launch"]["argv"] == [
+        sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "--num_machines", "1",
+        "--mixed_precision", "no", "--dynamo_backend", "no", "--num_cpu_threads_per_process",
+        doc["launch"]["argv"][12], "--cpu", str(env.checkout.resolve() / "train_network.py"),
+        "--config_file", str(run / "config.toml"), "--dataset_config", str(run / "dataset.toml")]
+    assert doc["launch"]["env"]["PYTHONUNBUFFERED"] == "1" and doc["launch"]["env"]["COLUMNS"] == "1000"
+    assert doc["launch"]["cwd"] == str(run)
+    assert doc["output"] == {"dir": str(run / "output"), "name": "ohwx", "lora_file": str(run / "output/ohwx.safetensors")}
+    assert doc["sd_scripts"] == {"path": str(env.checkout.resolve()), "commit": None, "matches_pin": False}
+    assert p.max_train_steps == 3000 and p.values["network_dim"] == 32 and p.output_name == "ohwx"
+
+
+def test_written_configs_match_the_plan(env, tmp_path):
+    p = env(make_dataset(tmp_path / "ds"))
+    write_plan(p)
+    run = p.run_dir
+    assert sorted(x.name for x in run.iterdir()) == ["config.toml", "dataset.toml", "plan.json", "sample_prompts.txt"]
+    config = tomllib.loads((run / "config.toml").read_text())
+    flat = {k: v for section in config.values() for k, v in section.items()}
+    assert flat == dict(p.values)
+    assert flat["resolution"] == "512" and flat["max_train_steps"] == 3000 and flat["flip_aug"] is False
+    assert flat["dataset_config"] == str(run / "dataset.toml") and flat["sample_prompts"] == str(run / "sample_prompts.txt")
+    dataset = tomllib.loads((run / "dataset.toml").read_text())
+    assert dataset["general"] == {"caption_extension": ".txt"}
+    assert dataset["datasets"][0]["resolution"] == 512 and dataset["datasets"][0]["batch_size"] == 2
+    assert dataset["datasets"][0]["subsets"][0]["num_repeats"] == p.subsets[0].repeats
+    prompts = [line for line in (run / "sample_prompts.txt").read_text().splitlines() if not line.startswith("#")]
+    assert len(prompts) == 3 and all("ohwx man" in line and " --d " in line for line in prompts)
+    assert [line.split(" --d ")[1].split()[0] for line in prompts] == ["1234", "1235", "1236"]
+    assert load_plan(run).to_json() == p.to_json()
+    assert load_plan(run).files["config.toml"] == (run / "config.toml").read_text()
+
+
+def test_explicit_repeats_are_kept(env, tmp_path):
+    p = env(make_dataset(tmp_path / "ds", repeats=10, explicit=True))
+    assert p.subsets[0].repeats == 10
+    assert p.steps["arithmetic"] == "20 images x 10 repeats / batch 2 = 100 steps per epoch; x 30 epochs = 3000 steps"
+
+
+def test_regularization_images_go_to_dataset_toml(env, tmp_path):
+    p = env(make_dataset(tmp_path / "ds", reg=50))
+    reg = [s for s in p.subsets if s.is_reg]
+    assert reg and reg[0].repeats == 1 and reg[0].class_tokens == "man"
+    assert p.steps["reg_images_x_repeats"] >= p.steps["train_images_x_repeats"]
+    assert p.max_train_steps == 3000
+
+
+def test_set_overrides_reach_the_config(env, tmp_path):
+    p = env(make_dataset(tmp_path / "ds"), overrides=["network_dim=16", "max_train_steps=500", "caption_dropout_rate=0.0"])
+    assert p.values["network_dim"] == 16 and p.sources["network_dim"] == "--set"
+    assert p.values["max_train_steps"] == 500 and p.sources["max_train_steps"] == "--set"
+    assert p.values["caption_dropout_rate"] == 0.0
+    with pytest.raises(PresetError, match="unknown sd-scripts argument"):
+        env(make_dataset(tmp_path / "ds2"), run="r2", overrides=["netwrk_dim=4"])
+
+
+def test_gpus_choose_precision_and_launch_flags(env, tmp_path):
+    ds = make_dataset(tmp_path / "ds")
+    one = env(ds, run="a", gpu_info=GpuInfo(1, True))
+    assert one.values["mixed_precision"] == "bf16" and "--cpu" not in one.argv and "--multi_gpu" not in one.argv
+    old = env(ds, run="b", gpu_info=GpuInfo(1, False))
+    assert old.values["mixed_precision"] == "fp16"
+    two = env(ds, run="c", gpu_info=GpuInfo(2, True), gpus=2)
+    assert two.argv[two.argv.index("--num_processes") + 1] == "2" and "--multi_gpu" in two.argv
+    assert two.steps["num_processes"] == 2 and two.max_train_steps == 3000
+    with pytest.raises(KohyaWrapError, match="only 1 CUDA GPU"):
+        env(ds, run="d", gpu_info=GpuInfo(1, True), gpus=2)
+    pinned = env(ds, run="e", gpu_info=GpuInfo(1, True), overrides=["mixed_precision=fp16"])
+    assert pinned.values["mixed_precision"] == "fp16" and pinned.sources["mixed_precision"] == "--set"
+    assert pinned.argv[pinned.argv.index("--mixed_precision") + 1] == "fp16"
+
+
+def test_smoke_preset_plans_four_steps(env, tmp_path):
+    p = env(make_dataset(tmp_path / "ds", images=4, size=64), preset="smoke")
+    assert p.max_train_steps == 4 and p.values["mixed_precision"] == "no" and p.values["resolution"] == "64"
+    assert "--w 64 --h 64" in p.files["sample_prompts.txt"] and " --s 4 " in p.files["sample_prompts.txt"]
+
+
+def test_finished_runs_are_never_overwritten(env, tmp_path):
+    ds = make_dataset(tmp_path / "ds")
+    p = env(ds)
+    write_plan(p)
+    write_plan(env(ds))  # planning again over a plan that never ran is fine
+    (p.run_dir / "run.json").write_text("{}")
+    with pytest.raises(RunDirError, match="holds a run"):
+        env(ds)
+    with pytest.raises(RunDirError, match="holds a run"):
+        write_plan(p)
+    out = tmp_path / "run2" / "output"
+    out.mkdir(parents=True)
+    (out / "x.safetensors").write_text("")
+    with pytest.raises(RunDirError, match="output/"):
+        env(ds, run="run2")
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    with pytest.raises(RunDirError, match="is not a kohya-wrap run directory"):
+        env(ds, run="other")
+
+
+def test_load_plan_errors(tmp_path):
+    with pytest.raises(RunDirError, match="has no plan.json"):
+        load_plan(tmp_path)
+    (tmp_path / "plan.json").write_text('{"schema": 99}')
+    with pytest.raises(RunDirError, match="plan schema 99"):
+        load_plan(tmp_path)
+
+
+def test_dataset_errors(tmp_path):
+    with pytest.raises(DatasetError, match="does not exist"):
+        scan_dataset(tmp_path / "nope")
+    (tmp_path / "photos").mkdir()
+    with pytest.raises(DatasetError, match="has no img/ folder"):
+        scan_dataset(tmp_path / "photos")
+    (tmp_path / "d" / "img" / "ohwx man").mkdir(parents=True)
+    with pytest.raises(DatasetError, match="folder name is not '<repeats>_<class tokens>'"):
+        scan_dataset(tmp_path / "d")
+    (tmp_path / "e" / "img" / "1_ohwx man").mkdir(parents=True)
+    with pytest.raises(DatasetError, match="no images"):
+        scan_dataset(tmp_path / "e")
+    (tmp_path / "f" / "img").mkdir(parents=True)
+    with pytest.raises(DatasetError, match="has no '<repeats>_<class tokens>' folders"):
+        scan_dataset(tmp_path / "f")
+
+
+def test_dataset_scan_reads_the_manifest(tmp_path):
+    ds = scan_dataset(make_dataset(tmp_path / "ds", images=3, repeats=5, explicit=True, reg=2))
+    assert [(s.images, s.repeats, s.class_tokens, s.is_reg) for s in ds.subsets] == [(3, 5, "ohwx man", False), (2, 1, "man", True)]
+    assert ds.repeats_explicit and ds.token == "ohwx" and ds.class_word == "man" and ds.size == 512
+    assert len(ds.manifest_sha256) == 64 and ds.subsets[0].size == (512, 512)
+
+
+def test_plan_command_json_and_errors(env, tmp_path):
+    ds = make_dataset(tmp_path / "ds", images=4, size=64)
+    args = ["plan", str(ds), "--preset", "smoke", "--base-model", str(env.model), "--tokenizer-cache-dir", str(env.tok),
+            "--sd-scripts", str(env.checkout)]
+    result = CliRunner().invoke(cli, args + ["-o", str(tmp_path / "r1"), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["values"]["max_train_steps"]["value"] == 4
+    assert (tmp_path / "r1" / "plan.json").is_file()
+    bad = CliRunner().invoke(cli, args + ["-o", str(tmp_path / "r2"), "--set", "network_dimm=8"])
+    assert bad.exit_code == 1
+    assert "unknown sd-scripts argument 'network_dimm'" in bad.output and "did you mean" in bad.output
+    assert not (tmp_path / "r2").exists()
+
+
+def test_planning_imports_no_torch(env, tmp_path):
+    ds = make_dataset(tmp_path / "ds", images=2)
+    code = (
+        "import sys\nfrom kohya_wrap.plan import make_plan, GpuInfo\n"
+        f"make_plan({str(ds)!r}, preset='likeness-sd15', base_model={str(env.model)!r}, run_dir={str(tmp_path / 'r')!r},"
+        f" tokenizer_cache_dir={str(env.tok)!r}, sd_scripts={str(env.checkout)!r}, gpu_info=GpuInfo(0, False))\n"
+        "print(sorted(m for m in ('torch', 'transformers', 'diffusers', 'accelerate') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
