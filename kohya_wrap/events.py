@@ -74,12 +74,6 @@ class Progress:
     t: str = field(default_factory=now_iso, compare=False)
     type: Literal["progress"] = field(default="progress", init=False)
 
-    @property
-    def seconds_per_step(self) -> float | None:
-        if not self.rate:
-            return None
-        return self.rate if self.rate_unit == "s/it" else 1.0 / self.rate
-
 
 @dataclass(frozen=True)
 class Checkpoint:

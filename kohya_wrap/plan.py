@@ -20,11 +20,12 @@ from typing import Any, Mapping, Sequence
 
 from kohya_wrap import __version__
 from kohya_wrap.dataset import Dataset, scan_dataset
-from kohya_wrap.errors import KohyaWrapError, PresetError, RunDirError
+from kohya_wrap.errors import DatasetError, KohyaWrapError, PresetError, RunDirError
 from kohya_wrap.fsutil import atomic_write_json, atomic_write_text
 from kohya_wrap.models import BaseModel, resolve_base_model, resolve_tokenizer
 from kohya_wrap.preset import Preset, Setting, load_preset
 from kohya_wrap.sdscripts import PINNED_TAG, arguments, configs, steps
+from kohya_wrap.sdscripts import values as sdvalues
 from kohya_wrap.sdscripts.checkout import Checkout, locate
 from kohya_wrap.sdscripts.command import Launch, build_argv, build_env
 
@@ -106,7 +107,7 @@ class Plan:
 
     @property
     def max_train_steps(self) -> int:
-        return int(self.values["max_train_steps"])
+        return int(self.steps["max_train_steps"])
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -152,7 +153,7 @@ def check_run_dir(run_dir: Path) -> None:
 _NAME_RE = re.compile(r"[^A-Za-z0-9_-]+")
 
 
-def _output_name(preset: Preset, dataset: Dataset) -> str:
+def _output_name(dataset: Dataset) -> str:
     word = dataset.token or dataset.train_subsets[0].class_tokens.split(" ")[0]
     name = _NAME_RE.sub("_", word).strip("_") or "lora"
     return name
@@ -164,10 +165,9 @@ def _subject_words(dataset: Dataset) -> dict[str, str]:
     return {"subject": subject, "token": dataset.token or first, "class": dataset.class_word or rest or first}
 
 
-def _sample_prompts(preset: Preset, dataset: Dataset, resolution: str) -> list[configs.SamplePrompt]:
+def _sample_prompts(preset: Preset, dataset: Dataset, shape: sdvalues.Shape) -> list[configs.SamplePrompt]:
     ours = {k: s.value for k, s in preset.ours.items()}
-    sides = [int(p) for p in resolution.split(",")]
-    width, height = (ours["sample_size"], ours["sample_size"]) if ours["sample_size"] else (sides[0], sides[-1])
+    width, height = (ours["sample_size"], ours["sample_size"]) if ours["sample_size"] else (shape.width, shape.height)
     words = _subject_words(dataset)
     out = []
     for i, template in enumerate(ours["prompts"]):
@@ -179,13 +179,6 @@ def _sample_prompts(preset: Preset, dataset: Dataset, resolution: str) -> list[c
         out.append(configs.SamplePrompt(text, ours["negative_prompt"], width, height, ours["sample_seed"] + i,
                                         ours["sample_steps"], ours["sample_scale"]))
     return out
-
-
-def _bucket_key(subset: Any, enable_bucket: bool) -> object:
-    # Without bucketing there is one bucket; with it, images of one aspect ratio share a bucket.
-    if not enable_bucket or subset.size is None:
-        return "single"
-    return round(subset.size[0] / subset.size[1], 3)
 
 
 def make_plan(
@@ -218,54 +211,39 @@ def make_plan(
     settings: dict[str, Setting] = dict(chosen.values)
     ours = {k: s.value for k, s in chosen.ours.items()}
 
-    def plan_value(key: str, value: Any, source: str = "plan") -> None:
+    def decide(key: str, value: Any, source: str = "plan") -> None:
         settings[key] = Setting(arguments.convert(key, value), source)
 
-    if "mixed_precision" not in settings:
-        if ours["auto_mixed_precision"]:
-            plan_value("mixed_precision", ("bf16" if hardware.bf16 else "fp16") if cuda else "no")
-        else:
-            plan_value("mixed_precision", "no", "default")
-    if not cuda and settings["mixed_precision"].value != "no":
-        warnings.append(f"mixed_precision {settings['mixed_precision'].value!r} on a machine without a CUDA GPU: "
-                        "the CPU run may fail; --set mixed_precision=no trains in fp32")
-    for key in ("train_batch_size", "gradient_accumulation_steps"):
-        if key not in settings:
-            plan_value(key, arguments.argparse_default(key), "default")
-    resolution = settings["resolution"].value if "resolution" in settings else str(ours["size"])
-    if "resolution" not in settings:
-        plan_value("resolution", resolution)
-    enable_bucket = bool(settings["enable_bucket"].value) if "enable_bucket" in settings else False
+    precision = sdvalues.precision_for(cuda, hardware.bf16) if ours["auto_mixed_precision"] else None
+    for key, (value, source) in sdvalues.filled_in(settings, size=ours["size"], precision=precision).items():
+        decide(key, value, source)
+    shape = sdvalues.read_shape({k: s.value for k, s in settings.items()})
+    if not cuda and shape.mixed_precision != "no":
+        warnings.append(f"mixed precision {shape.mixed_precision!r} on a machine without a CUDA GPU: "
+                        "the CPU run may fail; fp32 (no mixed precision) is what CPUs train in")
 
     # Steps: repeats and epochs landing in the preset's range (or what the user pinned with --set).
-    step_subsets = [steps.StepSubset(s.images, s.repeats, s.is_reg, _bucket_key(s, enable_bucket)) for s in dataset.subsets]
-    fixed_steps = settings["max_train_steps"].value if "max_train_steps" in settings else None
-    fixed_epochs = settings["max_train_epochs"].value if "max_train_epochs" in settings else None
+    step_subsets = [steps.StepSubset(s.images, s.repeats, s.is_reg, sdvalues.bucket_key(s.size, shape.enable_bucket))
+                    for s in dataset.subsets]
     target = steps.StepTarget(ours["target_steps"], ours["min_steps"], ours["max_steps"],
                               ours["preferred_epochs"], ours["max_repeats"])
     sp = steps.plan_steps(
-        step_subsets, target, batch_size=settings["train_batch_size"].value,
-        grad_accum=settings["gradient_accumulation_steps"].value, num_processes=num_processes,
-        choose_repeats=not dataset.repeats_explicit, fixed_steps=fixed_steps, fixed_epochs=fixed_epochs)
+        step_subsets, target, batch_size=shape.batch_size, grad_accum=shape.grad_accum, num_processes=num_processes,
+        choose_repeats=not dataset.repeats_explicit, fixed_steps=shape.pinned_steps, fixed_epochs=shape.pinned_epochs)
     warnings.extend(sp.warnings)
-    if "max_train_steps" not in settings:
-        plan_value("max_train_steps", sp.max_train_steps)
 
-    out_dir = run / OUTPUT_DIR
-    output_name = settings["output_name"].value if "output_name" in settings else _output_name(chosen, dataset)
-    plan_value("pretrained_model_name_or_path", str(model.path))
-    plan_value("tokenizer_cache_dir", str(tokenizer))
-    plan_value("output_dir", str(out_dir))
-    if "output_name" not in settings:
-        plan_value("output_name", output_name)
-    plan_value("dataset_config", str(run / DATASET_TOML))
-
-    prompts = _sample_prompts(chosen, dataset, resolution)
-    sampling = any(k in settings for k in ("sample_every_n_steps", "sample_every_n_epochs", "sample_at_first"))
-    if prompts:
-        plan_value("sample_prompts", str(run / SAMPLE_PROMPTS))
-    elif sampling:
+    prompts = _sample_prompts(chosen, dataset, shape)
+    if not prompts and shape.wants_samples:
         warnings.append("the preset asks for samples but has no [kohya_wrap] prompts; no samples will be made")
+    out_dir = run / OUTPUT_DIR
+    output_name = shape.output_name or _output_name(dataset)
+    managed = sdvalues.run_values(
+        model=model.path, tokenizer_cache_dir=tokenizer, output_dir=out_dir,
+        output_name=None if shape.output_name else output_name, dataset_config=run / DATASET_TOML,
+        sample_prompts=run / SAMPLE_PROMPTS if prompts else None,
+        max_train_steps=None if shape.pinned_steps is not None else sp.max_train_steps)
+    for key, value in managed.items():
+        decide(key, value)
 
     values = {k: s.value for k, s in settings.items()}
     problems = arguments.cross_checks(values)
@@ -275,15 +253,18 @@ def make_plan(
         source = settings[first.keys[0]].source if first.keys[0] in settings else "default"
         raise PresetError(f"{first.keys[0]} ({source}): {first.message}", first.hint)
     warnings.extend(p.message for p in problems if p.severity == "warning")
-    if dataset.size is not None and str(dataset.size) not in resolution.split(","):
-        warnings.append(f"the dataset was prepared at {dataset.size} px but the resolution is {resolution}; "
-                        "images will be resized" if enable_bucket else
-                        f"the dataset was prepared at {dataset.size} px but the resolution is {resolution}")
+    for s in dataset.subsets:
+        if s.size is not None and s.size != (shape.width, shape.height):
+            if not shape.resizes_images:
+                raise DatasetError(
+                    f"{s.dir}: images are {s.size[0]}x{s.size[1]} px but the training resolution is {shape.resolution}, "
+                    "and with bucketing and latent caching off sd-scripts refuses images of another size",
+                    f"prepare the dataset at {shape.width} px, or --set enable_bucket=true")
+            warnings.append(f"{s.dir.name}: images are {s.size[0]}x{s.size[1]} px, trained at {shape.resolution} (resized)")
+            break
 
-    final_repeats = sp.repeats
-    subsets = tuple(PlanSubset(str(s.dir), s.images, r, s.class_tokens, s.is_reg)
-                    for s, r in zip(dataset.subsets, final_repeats))
-    launch = Launch(num_processes=num_processes, mixed_precision=values["mixed_precision"], cpu=not cuda)
+    subsets = tuple(PlanSubset(str(s.dir), s.images, r, s.class_tokens, s.is_reg) for s, r in zip(dataset.subsets, sp.repeats))
+    launch = Launch(num_processes=num_processes, mixed_precision=shape.mixed_precision, cpu=not cuda)
     argv = build_argv(checkout.path, run / CONFIG_TOML, run / DATASET_TOML, launch)
     header = (f"Written by kohya-wrap {__version__} `plan` from preset {chosen.name} for sd-scripts {PINNED_TAG}.\n"
               "Regenerate it with `kohya-wrap plan`; edits here are not checked.")
@@ -291,7 +272,7 @@ def make_plan(
         CONFIG_TOML: configs.render_config_toml(values, header=header + "\nsd-scripts reads it with --config_file."),
         DATASET_TOML: configs.render_dataset_toml(
             [configs.DatasetSubset(s.dir, s.repeats, s.class_tokens, s.is_reg) for s in subsets],
-            resolution=resolution, batch_size=values["train_batch_size"], enable_bucket=enable_bucket,
+            resolution=shape.resolution, batch_size=shape.batch_size, enable_bucket=shape.enable_bucket,
             header=header + "\nsd-scripts reads it with --dataset_config."),
     }
     if prompts:
@@ -304,7 +285,7 @@ def make_plan(
         "train_images_x_repeats": count.train_images_x_repeats,
         "reg_images_x_repeats": count.reg_images_x_repeats,
         "batch_size": count.batch_size, "grad_accum": count.grad_accum, "num_processes": count.num_processes,
-        "steps_per_epoch": count.steps_per_epoch, "epochs": sp.epochs, "max_train_steps": values["max_train_steps"],
+        "steps_per_epoch": count.steps_per_epoch, "epochs": sp.epochs, "max_train_steps": sp.max_train_steps,
         "arithmetic": sp.arithmetic,
     }
     return Plan(
@@ -315,8 +296,7 @@ def make_plan(
         tokenizer_cache_dir=str(tokenizer), values=MappingProxyType(values),
         sources=MappingProxyType({k: s.source for k, s in settings.items()}), ours=MappingProxyType(ours),
         steps=MappingProxyType(step_info), argv=tuple(argv), env=MappingProxyType(build_env(offline=True)), cwd=run,
-        output_dir=out_dir, output_name=values["output_name"],
-        lora_file=out_dir / f"{values['output_name']}.{values.get('save_model_as', 'safetensors')}",
+        output_dir=out_dir, output_name=output_name, lora_file=out_dir / f"{output_name}{shape.model_suffix}",
         sd_scripts=MappingProxyType({"path": str(checkout.path), "commit": checkout.commit, "matches_pin": checkout.matches_pin}),
         warnings=tuple(warnings), files=MappingProxyType(files),
     )

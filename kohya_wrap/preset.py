@@ -38,7 +38,8 @@ OLDEST_SCHEMA = 1
 MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
 
 OURS_TABLE = "kohya_wrap"
-TOP_LEVEL_KEYS = ("schema", "extends", "description")
+# sd_scripts_commit: informational, written by `presets export`: the sd-scripts commit the values ran on.
+TOP_LEVEL_KEYS = ("schema", "extends", "description", "sd_scripts_commit")
 PRESETS_PACKAGE = "kohya_wrap.presets"
 
 
@@ -166,7 +167,7 @@ def migrate(doc: dict[str, Any], path: Path) -> dict[str, Any]:
     if schema < OLDEST_SCHEMA:
         raise PresetError(
             f"{path}: preset uses schema {schema}, which kohya-wrap no longer reads (it reads {OLDEST_SCHEMA}-{CURRENT_SCHEMA})",
-            f"rewrite it for schema {CURRENT_SCHEMA}: start from `kohya-wrap presets show likeness-sd15` and see docs/presets.md")
+            f"rewrite it for schema {CURRENT_SCHEMA}: compare it with `kohya-wrap presets show likeness-sd15`")
     while schema < CURRENT_SCHEMA:
         doc = MIGRATIONS[schema](dict(doc))
         schema += 1
@@ -223,6 +224,9 @@ def _layer(path: Path, doc: dict[str, Any], source: str) -> tuple[dict[str, Sett
     """One file's settings, every key validated. Errors name the file, the table and the key."""
     values: dict[str, Setting] = {}
     ours: dict[str, Setting] = {}
+    for key in ("description", "sd_scripts_commit"):
+        if key in doc and not isinstance(doc[key], str):
+            raise PresetError(f"{_where(path, None, key)}: must be a string, got {doc[key]!r}")
     for key, item in doc.items():
         if key in TOP_LEVEL_KEYS:
             continue
@@ -380,7 +384,8 @@ def all_values(preset: Preset) -> list[tuple[str, Setting]]:
             for k, a in sorted(arguments.table().items())]
 
 
-def export_text(values: Mapping[str, Any], ours: Mapping[str, Any], *, name: str, comment_lines: Iterable[str]) -> str:
+def export_text(values: Mapping[str, Any], ours: Mapping[str, Any], *, name: str, comment_lines: Iterable[str],
+                sd_scripts_commit: str | None = None) -> str:
     """A shareable preset (schema CURRENT_SCHEMA) from resolved values: whatever a preset may not carry is left out."""
     import tomli_w
 
@@ -397,6 +402,8 @@ def export_text(values: Mapping[str, Any], ours: Mapping[str, Any], *, name: str
             continue
         kept.setdefault(arguments.table()[key].category.replace("/", "_"), {})[key] = value
     doc: dict[str, Any] = {"schema": CURRENT_SCHEMA, "description": f"exported from run {name}"}
+    if sd_scripts_commit:
+        doc["sd_scripts_commit"] = sd_scripts_commit
     doc.update(kept)
     doc[OURS_TABLE] = {k: v for k, v in ours.items() if k in OUR_KEYS}
     header = list(comment_lines)

@@ -148,7 +148,7 @@ def export(run_dir: Path, output: Path) -> None:
         raise PresetError(f"{output} exists; export never overwrites a file", "choose another -o FILE")
     plan = load_plan(run_dir)
     text = export_text(
-        plan.values, plan.ours, name=plan.run_dir.name,
+        plan.values, plan.ours, name=plan.run_dir.name, sd_scripts_commit=plan.sd_scripts.get("commit"),
         comment_lines=[f"Exported by kohya-wrap from run {plan.run_dir.name} (preset {plan.preset_name}).",
                        f"sd-scripts commit: {plan.sd_scripts.get('commit') or 'unknown'}"],
     )

@@ -9,6 +9,7 @@ import click
 
 from kohya_wrap.cli.options import json_option, sd_scripts_option
 from kohya_wrap.errors import ExitCode
+from kohya_wrap.sdscripts.gen_command import SAMPLERS
 
 
 @click.command()
@@ -27,7 +28,7 @@ def report(run_dir: Path, out: Path | None) -> None:
 @click.command()
 @click.argument("target", type=click.Path(path_type=Path))
 @click.option("--prompt", "prompts", multiple=True, required=True,
-              help="What to draw; repeat for several prompts. sd-scripts prompt options such as ' --n negative' work.")
+              help="What to draw; repeat for several prompts. sd-scripts' own prompt options (a negative prompt, ...) work.")
 @click.option("--steps-of", default="all", show_default=True,
               help="Which checkpoints of a run: all, last, or step numbers like 500,1000.")
 @click.option("--weight", type=float, default=0.8, show_default=True, help="LoRA strength.")
@@ -36,7 +37,8 @@ def report(run_dir: Path, out: Path | None) -> None:
 @click.option("--size", type=int, default=512, show_default=True, help="Width and height in pixels (multiple of 8).")
 @click.option("--sampler-steps", type=int, default=30, show_default=True, help="Denoising steps per image.")
 @click.option("--scale", type=float, default=7.5, show_default=True, help="Classifier-free guidance scale.")
-@click.option("--sampler", default="euler_a", show_default=True, help="Sampler of sd-scripts' generator.")
+@click.option("--sampler", type=click.Choice(SAMPLERS), default="euler_a", show_default=True,
+              help="Sampler of sd-scripts' generator.")
 @click.option("--base-model", type=click.Path(path_type=Path), default=None,
               help="SD1.5 checkpoint (default: the run's base model from plan.json).")
 @click.option("--tokenizer-cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None,

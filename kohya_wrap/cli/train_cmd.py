@@ -17,7 +17,7 @@ _COMMON = [
                  show_default=True, help="Where new run directories are made (one per run)."),
     click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a preset value (repeatable)."),
     click.option("--gpus", type=click.IntRange(min=1), default=None,
-                 help="GPUs to train on (data parallel with accelerate). Multi-node: see docs."),
+                 help="GPUs to train on (data parallel with accelerate). Several machines: see `train --help`."),
     click.option("--tokenizer-cache-dir", "tokenizer_cache_dir", type=click.Path(file_okay=False, path_type=Path),
                  default=None, help="Folder holding the CLIP tokenizer (offline use)."),
     click.option("--dry-run", is_flag=True, help="Print the command line, its environment and both configs; start nothing."),
@@ -51,6 +51,12 @@ def train(dataset_dir: Path | None, resume_dir: Path | None, preset: str | None,
     Exit codes: 0 finished, 10 out of GPU memory, 11 base model missing, 12 no images found,
     13 configuration rejected, 14 package missing, 15 NaN loss, 16 crashed, 17 killed,
     18 LoRA failed verification, 130 interrupted.
+
+    Ctrl-C stops the trainer (its whole process group) and prints the resume command; a second
+    Ctrl-C kills it. --gpus N trains data parallel on N GPUs of this machine. Several machines:
+    print the command with --dry-run --gpus <total GPUs> and run it on each machine with
+    --num_machines M --machine_rank R --main_process_ip IP --main_process_port PORT added to the
+    accelerate part (--num_processes counts the GPUs of all machines).
     """
     if resume_dir is not None:
         if dataset_dir is not None or preset or base_model:
@@ -80,11 +86,16 @@ def train(dataset_dir: Path | None, resume_dir: Path | None, preset: str | None,
 @click.option("--class", "class_word", required=True, help="What the subject is, e.g. man, woman, person.")
 @click.option("--crop", type=click.Choice(("face", "center")), default="face", show_default=True)
 @click.option("--size", type=click.Choice(("512", "768")), default="512", show_default=True)
+@click.option("--allow-upscale", is_flag=True, help="Keep photos whose crop is smaller than --size (upscaled).")
 @_common
-def run(src_photos: Path, token: str, class_word: str, crop: str, size: str, preset: str | None,
+def run(src_photos: Path, token: str, class_word: str, crop: str, size: str, allow_upscale: bool, preset: str | None,
         base_model: str | None, runs_dir: Path, overrides: tuple[str, ...], gpus: int | None,
         tokenizer_cache_dir: Path | None, dry_run: bool, allow_nan: bool, sd_scripts: str | None, as_json: bool) -> None:
-    """Prepare SRC_PHOTOS, plan and train in one go: RUNS_DIR/<time>-<token>/{dataset,run}."""
+    """Prepare SRC_PHOTOS, plan and train in one go: RUNS_DIR/<time>-<token>/{dataset,run}.
+
+    With --dry-run the dataset is prepared (the plan counts its images) but nothing is planned on
+    disk and no trainer starts. Exit codes as for `train`.
+    """
     if not preset or not base_model:
         raise click.UsageError("give --preset and --base-model")
     from kohya_wrap.plan import make_plan, write_plan
@@ -92,7 +103,8 @@ def run(src_photos: Path, token: str, class_word: str, crop: str, size: str, pre
 
     root = _new_run_dir(runs_dir, token)
     prepared = prepare_dataset(PrepareOptions(src_dir=src_photos, dataset_dir=root / "dataset", token=token,
-                                              class_word=class_word, size=int(size), crop=crop))  # type: ignore[arg-type]
+                                              class_word=class_word, size=int(size), crop=crop,  # type: ignore[arg-type]
+                                              allow_upscale=allow_upscale))
     plan = make_plan(prepared.dataset_dir, preset=preset, base_model=base_model, run_dir=root / "run",
                      overrides=overrides, gpus=gpus, tokenizer_cache_dir=tokenizer_cache_dir, sd_scripts=sd_scripts)
     if dry_run:

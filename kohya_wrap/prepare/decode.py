@@ -26,6 +26,8 @@ MAX_PIXELS = 2 * Image.MAX_IMAGE_PIXELS
 BACKGROUND = (128, 128, 128)
 _ORIENTATION_TAG = 0x0112
 _ALPHA_MODES = {"RGBA", "LA", "La", "RGBa", "PA"}
+# JPEG, PNG, GIF, BMP, TIFF (both byte orders); WebP is RIFF....WEBP.
+_IMAGE_SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF8", b"BM", b"II*\x00", b"MM\x00*")
 _WIDE_GREY_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 
 
@@ -60,6 +62,9 @@ def open_checked(data: bytes) -> Image.Image:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             im = Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
+        if data.startswith(_IMAGE_SIGNATURES) or data[8:12] == b"WEBP":
+            raise BadImage("skipped_corrupt", "starts like an image but its header is damaged",
+                           "re-export or remove it") from None
         raise BadImage("skipped_not_image", "not an image Pillow can read", "remove it from the folder") from None
     except Image.DecompressionBombError as e:
         raise BadImage("skipped_too_large", f"too many pixels ({e}); refused as a possible decompression bomb",
@@ -83,12 +88,6 @@ def decode(data: bytes, min_short_side: int | None = None) -> Decoded:
     # MPO (many phone JPEGs) stores depth maps and previews as extra frames: not an animation.
     frames = 1 if im.format == "MPO" else int(getattr(im, "n_frames", 1) or 1)
     width, height = im.size
-    try:
-        orientation = int(im.getexif().get(_ORIENTATION_TAG, 1))
-    except Exception:  # noqa: BLE001  a broken EXIF block must not lose the photo; treat as upright
-        orientation = 1
-    if orientation not in range(1, 9):
-        orientation = 1
     if min_short_side and im.format in ("JPEG", "MPO"):
         short = min(width, height)
         if short >= 2 * min_short_side:
@@ -107,6 +106,13 @@ def decode(data: bytes, min_short_side: int | None = None) -> Decoded:
         raise BadImage("skipped_corrupt", f"corrupt image data ({e})", "re-export or remove it") from None
     except (SyntaxError, ValueError, EOFError, IndexError, MemoryError) as e:
         raise BadImage("skipped_corrupt", f"corrupt image data ({type(e).__name__}: {e})", "re-export or remove it") from None
+    try:
+        # After load(): PNG keeps its EXIF after the pixel data, and reading it would load the image.
+        orientation = int(im.getexif().get(_ORIENTATION_TAG, 1))
+    except Exception:  # noqa: BLE001  a broken EXIF block must not lose the photo; treat as upright
+        orientation = 1
+    if orientation not in range(1, 9):
+        orientation = 1
     icc = im.info.get("icc_profile")
     oriented = _orient(im, orientation)
     rgb = to_srgb(oriented, icc)

@@ -13,6 +13,8 @@ import os
 import re
 import shutil
 import string
+import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,8 @@ STAGING_NAME = ".kohya-wrap-prepare"
 OUTPUT_EXTENSION = ".png"  # one of layout.IMAGE_EXTENSIONS, lower case
 REG_REPEATS = 1
 CAPTION_FIELDS = ("token", "class")
+MIN_SIZE = 64
+SIZE_STEP = 8
 _BAD_NAME = re.compile(r"[/\\\x00\n\r\t]")
 
 
@@ -54,7 +58,8 @@ def render_caption(template: str, token: str, class_word: str) -> str:
             shown = "{" + name + (f"!{conv}" if conv else "") + (f":{spec}" if spec else "") + "}"
             raise DatasetError(f"caption template {template!r} has an unknown placeholder {shown}",
                                f"The placeholders are {allowed}.")
-    caption = " ".join(template.format(token=token, **{"class": class_word}).split())
+    # Whitespace collapsed, and separators left at the ends by an empty token (reg captions) dropped.
+    caption = " ".join(template.format(token=token, **{"class": class_word}).split()).strip(" ,;:")
     if not caption:
         raise DatasetError(f"caption template {template!r} gives an empty caption",
                            "sd-scripts refuses empty caption files; put some words in the template.")
@@ -66,8 +71,10 @@ def prepare_dataset(options: PrepareOptions) -> PrepareResult:
     _check_words(options)
     caption = render_caption(options.caption, options.token, options.class_word)
     reg_caption = render_caption(options.caption, "", options.class_word)
-    if options.size not in SIZES:
-        raise DatasetError(f"--size {options.size} is not supported", f"Use one of {', '.join(map(str, SIZES))}.")
+    # The CLI offers SIZES; the stage takes any multiple of 8 (the VAE's factor) from 64 px, for `smoke`.
+    if options.size < MIN_SIZE or options.size % SIZE_STEP:
+        raise DatasetError(f"--size {options.size} is not supported: sizes are multiples of {SIZE_STEP} from {MIN_SIZE}",
+                           f"Use one of {', '.join(map(str, SIZES))}.")
     if options.repeats is not None and options.repeats < 1:
         raise DatasetError(f"--repeats {options.repeats} must be at least 1", "Leave it out to let `plan` choose.")
 
@@ -91,14 +98,18 @@ def prepare_dataset(options: PrepareOptions) -> PrepareResult:
     reuse_index = manifest.reusable(old, dataset_dir, key)
 
     train_found = sources.discover(src_dir, exclude=dataset_dir)
-    groups = [_Group(False, src_dir, f"{layout.TRAIN_DIR}/{layout.subset_dir_name(repeats, f'{options.token} {options.class_word}')}",
-                     f"{options.token} {options.class_word}", repeats, caption, train_found.files)]
-    findings: list[Finding] = list(train_found.findings)
+    class_tokens = f"{options.token} {options.class_word}"
+    groups = [_Group(False, src_dir, f"{layout.TRAIN_DIR}/{layout.subset_dir_name(repeats, class_tokens)}",
+                     class_tokens, repeats, caption, train_found.files)]
+    discovered: list[Finding] = list(train_found.findings)
     if reg_dir is not None:
         reg_found = sources.discover(reg_dir, exclude=dataset_dir)
-        groups.append(_Group(True, reg_dir, f"{layout.REG_DIR}/{layout.subset_dir_name(REG_REPEATS, options.class_word)}",
-                             options.class_word, REG_REPEATS, reg_caption, reg_found.files))
-        findings += [_as_reg(f) for f in reg_found.findings]
+        reg_subset = f"{layout.REG_DIR}/{layout.subset_dir_name(REG_REPEATS, options.class_word)}"
+        groups.append(_Group(True, reg_dir, reg_subset, options.class_word, REG_REPEATS, reg_caption, reg_found.files))
+        discovered += [_as_reg(f) for f in reg_found.findings]
+    # Every file left out, with its reason, is "skipped"; the rest of discovery's findings are notes.
+    skipped = [f for f in discovered if f.code.startswith("skipped_")]
+    findings = [f for f in discovered if not f.code.startswith("skipped_")]
 
     staging = dataset_dir / STAGING_NAME
     if staging.exists():
@@ -116,49 +127,16 @@ def prepare_dataset(options: PrepareOptions) -> PrepareResult:
     outcomes = _run(tasks, options.jobs)
 
     images: list[OutputImage] = []
-    skipped: list[Finding] = []
     subsets: list[Subset] = []
-    processed = reused = 0
     for group in groups:
-        kept: list[tuple[worker.Task, worker.Outcome]] = []
-        first_of: dict[str, str] = {}
-        for task in (t for t in tasks if t.is_reg == group.is_reg):
-            outcome = outcomes[task.index]
-            if outcome.status == "reuse":
-                outcome = _reuse_or_redo(task, outcome, reuse_index[(group.is_reg, outcome.sha256)])  # type: ignore[index]
-            skip = outcome.skip
-            if skip is None and outcome.sha256 in first_of:
-                skip = Finding("skipped_duplicate", "warning", task.rel,
-                               f"exact duplicate of {first_of[outcome.sha256]}", "nothing to do; remove one copy")
-            if skip is None and options.skip_multiple_faces and (outcome.faces or 0) > 1:
-                skip = Finding("skipped_several_faces", "warning", task.rel,
-                               f"{outcome.faces} faces found; skipped (--skip-multiple-faces)",
-                               "crop the photo to one person, or leave out --skip-multiple-faces")
-            if skip is not None:
-                skipped.append(_as_reg(skip) if group.is_reg else skip)
-                continue
-            first_of[outcome.sha256] = task.rel  # type: ignore[index]
-            kept.append((task, outcome))
-        width = max(4, len(str(len(kept))))
-        for number, (task, outcome) in enumerate(kept, 1):
-            stem = f"{group.subset_dir}/{number:0{width}d}"
-            output, caption_file = stem + OUTPUT_EXTENSION, stem + layout.CAPTION_EXTENSION
-            (staging / output).parent.mkdir(parents=True, exist_ok=True)
-            if outcome.status == "reuse":
-                reused += 1
-                atomic_write_bytes(staging / output, (dataset_dir / outcome.reuse_from).read_bytes())
-            else:
-                processed += 1
-                os.replace(task.staged, staging / output)
-            atomic_write_text(staging / caption_file, group.caption + "\n")
-            images.append(OutputImage(
-                output=output, caption_file=caption_file, caption=group.caption, is_reg=group.is_reg,
-                source=task.rel, source_sha256=outcome.sha256 or "", source_bytes=outcome.nbytes,
-                source_size=outcome.source_size, crop_box=outcome.crop_box, face_box=outcome.face_box,
-                faces=outcome.faces, output_sha256=outcome.output_sha256, phash=outcome.phash,
-                sharpness=outcome.sharpness, frames=outcome.frames, reused=outcome.status == "reuse"))
+        placed, group_skipped = _place(group, [t for t in tasks if t.is_reg == group.is_reg], outcomes, reuse_index,
+                                       dataset_dir, staging, options.skip_multiple_faces)
+        images += placed
+        skipped += group_skipped
         subsets.append(Subset(dir=group.subset_dir, is_reg=group.is_reg, repeats=group.repeats,
-                              class_tokens=group.class_tokens, images=len(kept)))
+                              class_tokens=group.class_tokens, images=len(placed)))
+    reused = sum(1 for i in images if i.reused)
+    processed = len(images) - reused
 
     kept_keys = {(i.is_reg, i.source_sha256) for i in images}
     removed = sum(1 for k in reuse_index if k not in kept_keys) if old is not None else 0
@@ -177,6 +155,50 @@ def prepare_dataset(options: PrepareOptions) -> PrepareResult:
                          skipped=len(skipped), removed=removed, face_detection=detection)
 
 
+def _place(group: _Group, tasks: list[worker.Task], outcomes: list[worker.Outcome],
+           reuse_index: dict[tuple[bool, str], manifest.Reusable], dataset_dir: Path, staging: Path,
+           skip_multiple_faces: bool) -> tuple[list[OutputImage], list[Finding]]:
+    """One subset's outputs, numbered in source order, with captions, under `staging`; and what was left out."""
+    kept: list[tuple[worker.Task, worker.Outcome]] = []
+    skipped: list[Finding] = []
+    first_of: dict[str | None, str] = {}
+    for task in tasks:
+        outcome = outcomes[task.index]
+        if outcome.status == "reuse":
+            outcome = _reuse_or_redo(task, outcome, reuse_index[(group.is_reg, outcome.sha256 or "")])
+        skip = outcome.skip
+        if skip is None and outcome.sha256 in first_of:
+            skip = Finding("skipped_duplicate", "warning", task.rel,
+                           f"exact duplicate of {first_of[outcome.sha256]}", "nothing to do; remove one copy")
+        if skip is None and skip_multiple_faces and (outcome.faces or 0) > 1:
+            skip = Finding("skipped_several_faces", "warning", task.rel,
+                           f"{outcome.faces} faces found; skipped (--skip-multiple-faces)",
+                           "crop the photo to one person, or leave out --skip-multiple-faces")
+        if skip is not None:
+            skipped.append(_as_reg(skip) if group.is_reg else skip)
+            continue
+        first_of[outcome.sha256] = task.rel
+        kept.append((task, outcome))
+    images: list[OutputImage] = []
+    width = max(4, len(str(len(kept))))
+    for number, (task, outcome) in enumerate(kept, 1):
+        stem = f"{group.subset_dir}/{number:0{width}d}"
+        output, caption_file = stem + OUTPUT_EXTENSION, stem + layout.CAPTION_EXTENSION
+        (staging / output).parent.mkdir(parents=True, exist_ok=True)
+        if outcome.status == "reuse":
+            atomic_write_bytes(staging / output, (dataset_dir / outcome.reuse_from).read_bytes())
+        else:
+            os.replace(task.staged, staging / output)
+        atomic_write_text(staging / caption_file, group.caption + "\n")
+        images.append(OutputImage(
+            output=output, caption_file=caption_file, caption=group.caption, is_reg=group.is_reg,
+            source=task.rel, source_sha256=outcome.sha256 or "", source_bytes=outcome.nbytes,
+            source_size=outcome.source_size, crop_box=outcome.crop_box, face_box=outcome.face_box,
+            faces=outcome.faces, output_sha256=outcome.output_sha256, phash=outcome.phash,
+            sharpness=outcome.sharpness, frames=outcome.frames, reused=outcome.status == "reuse"))
+    return images, skipped
+
+
 def _run(tasks: list[worker.Task], jobs: int | None) -> list[worker.Outcome]:
     workers = min(jobs or _cpu_count(), len(tasks))
     if workers <= 1:
@@ -184,10 +206,21 @@ def _run(tasks: list[worker.Task], jobs: int | None) -> list[worker.Outcome]:
         return [worker.process(t) for t in tasks]
     from concurrent.futures import ProcessPoolExecutor
 
-    # fork: workers start at once with the modules already imported; they hold one image each at a time.
-    context = multiprocessing.get_context("fork") if "fork" in multiprocessing.get_all_start_methods() else None
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=worker.init_worker) as pool:
+    # Each worker holds one image at a time, so memory does not grow with the number of images.
+    with ProcessPoolExecutor(max_workers=workers, mp_context=_pool_context(), initializer=worker.init_worker) as pool:
         return list(pool.map(worker.process, tasks))
+
+
+def _pool_context() -> multiprocessing.context.BaseContext:
+    """fork where it is safe (workers start at once, modules already imported), else forkserver/spawn.
+
+    fork copies a process whose other threads vanish mid-whatever; once torch is loaded (its thread
+    pools) or any thread runs, a fresh interpreter is the safe start.
+    """
+    methods = multiprocessing.get_all_start_methods()
+    if "fork" in methods and threading.active_count() == 1 and "torch" not in sys.modules:
+        return multiprocessing.get_context("fork")
+    return multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
 
 
 def _cpu_count() -> int:

@@ -12,6 +12,7 @@ import base64
 import html
 import json
 import math
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -331,8 +332,6 @@ def manifest_section(summary: RunSummary) -> str:
         out.append("</table>")
     launch = plan.get("launch") or {}
     if launch.get("argv"):
-        import shlex
-
         out.append(f"<h3>command</h3><pre>{_e(shlex.join(str(a) for a in launch['argv']))}</pre>")
     out.append("<h3>run.json</h3>")
     if summary.run is None:

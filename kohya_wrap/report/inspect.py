@@ -76,7 +76,7 @@ def read_header(path: Path) -> Header:
                 raise LoraFileError(
                     f"{path} is a pickled PyTorch file (.ckpt/.pt), not safetensors.",
                     "kohya-wrap reads only .safetensors: the pickle format carries no metadata and loading it can run code. "
-                    "Convert it with a trusted tool, or train with save_model_as = safetensors.",
+                    "Convert it to .safetensors with a tool you trust, or train it again saving .safetensors.",
                 )
             if path.suffix.lower() != ".safetensors":
                 raise LoraFileError(f"{path} is not a safetensors file (its first bytes are no safetensors header).",
@@ -172,19 +172,23 @@ class LoraInspection:
 
 
 def _modules(keys: list[str], naming: str) -> tuple[int, int]:
+    """(U-Net modules, text-encoder modules) named by the keys."""
     from kohya_wrap.sdscripts.lora_file import TEXT_ENCODER_PREFIX, UNET_PREFIX
 
-    unet, te = set(), set()
+    unet: set[str] = set()
+    te: set[str] = set()
     for k in keys:
         if naming == KOHYA:
             module = k.split(".", 1)[0]
-            (unet if module.startswith(UNET_PREFIX) else te if module.startswith(TEXT_ENCODER_PREFIX.rstrip("_")) else set()).add(module)
-        else:
-            for marker in (".lora_A.", ".lora_B.", ".lora.", ".lora_linear_layer.", "_lora."):
-                if marker in k:
-                    module = k.split(marker, 1)[0]
-                    (te if "text_encoder" in module or "te." in module else unet).add(module)
-                    break
+            if module.startswith(UNET_PREFIX):
+                unet.add(module)
+            elif module.startswith(TEXT_ENCODER_PREFIX.rstrip("_")):  # lora_te_ and SDXL's lora_te1_/lora_te2_
+                te.add(module)
+            continue
+        marker = next((m for m in (".lora_A.", ".lora_B.", ".lora.", ".lora_linear_layer.", "_lora.") if m in k), None)
+        if marker is not None:
+            module = k.split(marker, 1)[0]
+            (te if "text_encoder" in module else unet).add(module)
     return len(unet), len(te)
 
 

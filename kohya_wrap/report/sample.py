@@ -14,7 +14,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from kohya_wrap.errors import KohyaWrapError, ModelError, RunDirError
 from kohya_wrap.fsutil import atomic_write_json, atomic_write_text
@@ -72,6 +72,7 @@ class SampleOptions:
 class LoraTarget:
     path: Path | None  # None: the base model without a LoRA
     step: int | None
+    final: bool = False  # the run's last file (`<name>.safetensors`)
 
 
 @dataclass(frozen=True)
@@ -143,7 +144,15 @@ def _checkpoint_step(path: Path) -> int | None:
 def select_targets(candidates: Sequence[LoraTarget], steps_of: str) -> tuple[LoraTarget, ...]:
     if not candidates:
         return ()
-    ordered = sorted(candidates, key=lambda t: (t.step is None, t.step or 0))
+    # the final file is the same weights as the step checkpoint saved with it: sample it once, as the final
+    by_step_final: dict[int, LoraTarget] = {}
+    rest = []
+    for t in sorted(candidates, key=lambda t: t.final):
+        if t.step is None:
+            rest.append(t)
+        else:
+            by_step_final[t.step] = t
+    ordered = sorted(by_step_final.values(), key=lambda t: t.step or 0) + rest
     spec = steps_of.strip().lower()
     if spec == "all":
         return tuple(ordered)
@@ -216,7 +225,7 @@ def resolve(target: Path, *, steps_of: str, base_model: Path | None, tokenizer_c
                 return final_step
             return step
 
-        targets = select_targets([LoraTarget(f, step_of(f)) for f in files], steps_of)
+        targets = select_targets([LoraTarget(f, step_of(f), final=f.stem == output.get("name")) for f in files], steps_of)
 
     if out_dir is not None:
         sessions_dir = Path(out_dir)
@@ -282,7 +291,7 @@ def _validate(opts: SampleOptions) -> None:
 
 def sample(target: Path, opts: SampleOptions, *, base_model: Path | None = None, tokenizer_cache_dir: Path | None = None,
            out_dir: Path | None = None, sd_scripts: str | None = None, python: str | None = None,
-           on_line: Any = None) -> SampleSession:
+           on_line: Callable[[str], None] | None = None) -> SampleSession:
     """Generate the images; then, for a run, rewrite its report.html with them."""
     from kohya_wrap.process import child_env, stream
     from kohya_wrap.sdscripts.checkout import locate

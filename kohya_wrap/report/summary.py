@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from kohya_wrap.errors import RunDirError
-from kohya_wrap.events import Error, Finished, Progress, Sample, Summary, Warning_, read_events
+from kohya_wrap.events import Error, Finished, Progress, Summary, Warning_, read_events
 
 PLAN_FILE = "plan.json"
 RUN_FILE = "run.json"
@@ -54,7 +54,6 @@ class RunSummary:
     loss: tuple[LossPoint, ...]
     warnings: tuple[str, ...]
     errors: tuple[str, ...]
-    sample_events: tuple[Sample, ...] = field(default=())
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -96,7 +95,6 @@ def load_run(run_dir: Path) -> RunSummary:
     loss: list[LossPoint] = []
     warnings: list[str] = []
     errors: list[str] = []
-    samples: list[Sample] = []
     first_progress: Progress | None = None
     last_progress: Progress | None = None
     summary: Summary | None = None
@@ -113,8 +111,6 @@ def load_run(run_dir: Path) -> RunSummary:
                 warnings.append(event.message)
             elif isinstance(event, Error):
                 errors.append(event.message)
-            elif isinstance(event, Sample):
-                samples.append(event)
             elif isinstance(event, Summary):
                 summary = event
             elif isinstance(event, Finished):
@@ -173,7 +169,6 @@ def load_run(run_dir: Path) -> RunSummary:
         loss=tuple(loss),
         warnings=tuple(warnings),
         errors=tuple(errors),
-        sample_events=tuple(samples),
     )
 
 

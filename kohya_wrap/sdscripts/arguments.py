@@ -60,7 +60,7 @@ MANAGED_KEYS = {
     "dataset_repeats": "repeats are chosen by plan and written per subset to dataset.toml",
     "caption_extension": "the prepared captions are .txt files (written to dataset.toml)",
     "caption_extention": "a misspelt alias of caption_extension; captions are .txt (dataset.toml)",
-    "sample_prompts": "plan writes RUN_DIR/sample_prompts.txt from the preset's sample prompts",
+    "sample_prompts": "plan writes RUN_DIR/sample_prompts.txt from the [kohya_wrap] prompts",
     "debug_dataset": "it shows the dataset in a window and never ends on Linux",
 }
 # Steps are planned from the dataset ([kohya_wrap] target_steps); the user's command line may pin them.

@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import re
 import unicodedata
+from collections import deque
 from dataclasses import dataclass
 from pathlib import PurePath
 
@@ -67,6 +68,10 @@ MODEL_MISSING_PATTERNS = (
     "Error no file named",
     "does not appear to have a file named",
 )
+# --set overrides that address a failure class (advice text is written in kohya_wrap.train.outcome)
+OOM_REMEDIES = ("train_batch_size=1", "gradient_checkpointing=true", "optimizer_type=AdamW8bit")
+NAN_REMEDIES = ("mixed_precision=bf16", "learning_rate=5e-5")
+
 NO_DATA = "No data found"
 INVALID_USER_CONFIG = "Invalid user config"
 
@@ -129,7 +134,7 @@ def classify_exception(line: str) -> str:
     return "exception"
 
 
-@dataclass
+@dataclass(slots=True)
 class _Record:
     level: str
     parts: list[str]
@@ -211,7 +216,7 @@ class OutputParser:
         self.skipped_steps = 0  # --skip_until_initial_step: steps already done before this run
         self._skipped_epochs = 0
         self.last_step: int | None = None
-        self.recent_lines: list[str] = []  # the last lines, for a crash report
+        self._recent: deque[str] = deque(maxlen=200)  # the last lines, for a crash report
 
     # -- public ------------------------------------------------------------------------------
 
@@ -253,18 +258,17 @@ class OutputParser:
 
     # -- lines -------------------------------------------------------------------------------
 
-    def _remember(self, line: str) -> None:
-        recent = self.recent_lines
-        recent.append(line)
-        if len(recent) > 200:
-            del recent[:100]
+    @property
+    def recent_lines(self) -> list[str]:
+        return list(self._recent)
 
     def _line(self, stream: str, raw: str, events: list[Event]) -> None:
-        line = strip_ansi(raw) if "\x1b" in raw else raw
+        line = _ANSI.sub("", raw) if "\x1b" in raw else raw
         if stream == STDOUT:
-            if line.strip():
-                self._remember(line.rstrip())
-            self._stdout_line(line.rstrip(), events)
+            line = line.rstrip()
+            if line:
+                self._recent.append(line)
+            self._stdout_line(line, events)
             return
         self._stderr_line(line, events)
 
@@ -323,7 +327,7 @@ class OutputParser:
             total_steps=self.total_steps,
         ))
 
-    def _stderr_line(self, line: str, events: list[Event]) -> None:
+    def _stderr_line(self, line: str, events: list[Event], after_bar: bool = False) -> None:
         # tqdm bar first: a log record may be glued right after it.
         if line.startswith("steps:"):
             m = _BAR.match(line)
@@ -332,32 +336,35 @@ class OutputParser:
                 self._bar(m, events)
                 rest = line[m.end():]
                 if rest.strip():
-                    self._stderr_line(rest, events)
+                    self._stderr_line(rest, events, after_bar=True)
                 return
+        record = self._record
+        if record is not None and not after_bar and line.startswith(_CONTINUATION_PREFIX):
+            width = record.width
+            fragment = (line[_MSG_COL:_MSG_COL + width] if width > 0 else line[_MSG_COL:]).strip()
+            if fragment:
+                if record.folded:
+                    record.parts[-1] += fragment
+                else:
+                    record.parts.append(fragment)
+                record.folded = self._is_fold(fragment, width)
+            return
         first = line[:1]
         if first == " " or first.isdigit():
             head = self._record_head(line)
             if head is not None:
-                self._end_record(events)
-                self._end_traceback(None, events)
+                if self._record is not None:
+                    self._end_record(events)
+                if self._traceback is not None:
+                    self._end_traceback(None, events)
                 level, msg_start, path_start = head
                 message = line[msg_start:path_start].strip()
                 width = path_start - 1 - msg_start
                 self._record = _Record(level=level, parts=[message], width=width,
                                        folded=self._is_fold(message, width))
                 return
-            record = self._record
-            if record is not None and line.startswith(_CONTINUATION_PREFIX):
-                width = record.width
-                fragment = (line[_MSG_COL:_MSG_COL + width] if width > 0 else line[_MSG_COL:]).strip()
-                if fragment:
-                    if record.folded:
-                        record.parts[-1] += fragment
-                    else:
-                        record.parts.append(fragment)
-                    record.folded = self._is_fold(fragment, width)
-                return
-        self._end_record(events)
+        if self._record is not None:
+            self._end_record(events)
         stripped = line.strip()
         if not stripped:
             return
@@ -369,7 +376,7 @@ class OutputParser:
                 if rest.strip():
                     self._stderr_line(rest, events)
                 return
-        self._remember(stripped)
+        self._recent.append(line.rstrip())
         self._plain_stderr(line, stripped, events)
 
     @staticmethod
@@ -482,8 +489,8 @@ class OutputParser:
         if record is None:
             return
         self._record = None
-        message = " ".join(p for p in record.parts if p)
-        self._remember(f"{record.level} {message}")
+        message = " ".join(record.parts).strip()
+        self._recent.append(f"{record.level} {message}")
         self._record_event(record.level, message, events)
 
     def _record_event(self, level: str, message: str, events: list[Event]) -> None:

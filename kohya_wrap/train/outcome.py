@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from kohya_wrap.errors import ExitCode, KohyaWrapError
 from kohya_wrap.events import Error
+from kohya_wrap.sdscripts.output import NAN_REMEDIES, OOM_REMEDIES
 
 EXIT_CODES: dict[str, int] = {
     "finished": ExitCode.OK,
@@ -36,9 +37,8 @@ EXIT_CODES: dict[str, int] = {
 
 ADVICE: dict[str, str] = {
     "finished": "",
-    "oom": "The GPU ran out of memory. Lower the batch size (--set train_batch_size=1), turn on "
-           "gradient checkpointing (--set gradient_checkpointing=true), or use an 8-bit optimizer "
-           "(--set optimizer_type=AdamW8bit).",
+    "oom": "The GPU ran out of memory. Lower the batch size (--set {0}), turn on gradient checkpointing "
+           "(--set {1}), or use an 8-bit optimizer (--set {2}).".format(*OOM_REMEDIES),
     "model_missing": "The base model could not be loaded. Check the --base-model path (a .safetensors/.ckpt "
                      "file or a Diffusers folder) and that the file is complete.",
     "no_data": "The trainer found no images. Check that the dataset folder holds img/<repeats>_<token> <class>/ "
@@ -47,8 +47,8 @@ ADVICE: dict[str, str] = {
                        "or the --set value and plan again.",
     "missing_package": "A package the trainer needs is missing. Install the training extra: "
                        "pip install 'kohya-wrap[train]' (and torch for your GPU).",
-    "nan": "The loss became NaN or infinite. Try --set mixed_precision=bf16 (if the GPU supports it) or a "
-           "lower learning rate; --allow-nan keeps training anyway.",
+    "nan": "The loss became NaN or infinite. Try bf16 (--set {0}, if the GPU supports it) or a lower "
+           "learning rate (--set {1}); --allow-nan keeps training anyway.".format(*NAN_REMEDIES),
     "crashed": "The trainer failed. The last lines of its output are above; the full log is in train.log.",
     "killed": "The trainer was killed by a signal. If nobody killed it, the kernel's out-of-memory killer "
               "probably did (see `dmesg`): close other programs or lower the batch size.",
@@ -65,8 +65,11 @@ def classify(returncode: int, stop_reason: str | None, errors: list[Error], lora
     kinds = {e.kind for e in errors}
     if stop_reason == "nan":
         return "nan"
-    if stop_reason in ("interrupt", "orphaned"):
+    if stop_reason == "interrupt":
         return "interrupted"
+    if stop_reason == "orphaned":
+        # the launcher died (not by our hand) and left its trainer running: we stopped that one
+        return "killed"
     for kind in _PRIORITY:
         if kind in kinds:
             return kind

@@ -170,6 +170,7 @@ def run_training(
     result: ProcessResult | None = None
     outcome = "crashed"
     verification: LoraReport | None = None
+    completed = False
     try:
         streamer = Streamer(argv, env=child_env(job.env), cwd=job.cwd, log_path=job.log_path,
                             on_output=on_output, on_idle=on_idle, on_signal=on_signal)
@@ -184,12 +185,17 @@ def run_training(
             verification = verify_run(job, hasher.wait())
             if not verification.ok:
                 outcome = "verify_failed"
+        completed = True
     except KeyboardInterrupt:
         outcome = "interrupted"
         raise
     finally:
         exit_code = int(EXIT_CODES[outcome])
-        emit(Finished(outcome=outcome, exit_code=exit_code, returncode=result.returncode if result else None))
+        finished = Finished(outcome=outcome, exit_code=exit_code, returncode=result.returncode if result else None)
+        if completed:
+            emit(finished)
+        else:
+            writer.write(finished)  # an exception is on its way: record the end, but do not render it
         writer.close()
         ended_at = datetime.now(timezone.utc)
         last = latest_state(job.output_dir, job.output_name, _known_state_steps(job.events_path))

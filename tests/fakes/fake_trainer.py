@@ -32,8 +32,12 @@ import struct
 import subprocess
 import sys
 import time
-import tomllib
 import zlib
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib  # type: ignore[no-redef]
 from datetime import datetime
 from pathlib import Path
 
@@ -275,7 +279,7 @@ def train(args: argparse.Namespace, cfg: dict) -> int:
         loss = sum(losses) / len(losses)
         done = step - initial
         bar(done, total - initial, time.monotonic() - started, None if done == 1 and loss is None else loss)
-        if every and step % int(every) == 0 and step < total:
+        if every and step % int(every) == 0:
             ckpt = out_dir / f"{name}-step{step:08d}.safetensors"
             out(f"\nsaving checkpoint: {ckpt}")
             write_lora(ckpt, cfg, step, 1, zero_up=args.zero_up, nan=False)

@@ -43,9 +43,9 @@ def test_finished_run_emits_every_event_kind_and_writes_everything(tmp_path):
     assert of(events, Progress)[-1].step == 4 and of(events, Progress)[-1].total == 4
     out = run_dir / "output"
     assert [(Path(c.path).name, c.step) for c in of(events, Checkpoint)] == [
-        ("face-step00000002.safetensors", 2), ("face.safetensors", None)]
+        ("face-step00000002.safetensors", 2), ("face-step00000004.safetensors", 4), ("face.safetensors", None)]
     assert [(Path(s.path).name, s.step) for s in of(events, StateSaved)] == [
-        ("face-step00000002-state", 2), ("face-state", 4)]
+        ("face-step00000002-state", 2), ("face-step00000004-state", 4), ("face-state", 4)]
     assert sorted((s.step, s.prompt_index) for s in of(events, Sample)) == [(2, 0), (4, 0)]
     assert all(Path(s.path).is_file() for s in of(events, Sample))
     assert of(events, Warning_) == [Warning_(message="no regularization images")]
@@ -63,7 +63,8 @@ def test_finished_run_emits_every_event_kind_and_writes_everything(tmp_path):
     assert len(manifest["base_model"]["sha256"]) == 64
     assert manifest["environment"]["python"] == ".".join(map(str, sys.version_info[:3]))
     assert "torch" in manifest["environment"] and "gpu" in manifest["environment"]
-    assert [Path(c["path"]).name for c in manifest["checkpoints"]] == ["face-step00000002.safetensors", "face.safetensors"]
+    assert [Path(c["path"]).name for c in manifest["checkpoints"]] == [
+        "face-step00000002.safetensors", "face-step00000004.safetensors", "face.safetensors"]
     assert all(len(c["sha256"]) == 64 for c in manifest["checkpoints"])
     assert manifest["lora"]["path"] == str(out / "face.safetensors")
     assert manifest["final_loss"] == pytest.approx(of(events, Progress)[-1].avr_loss)

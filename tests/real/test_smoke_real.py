@@ -1,11 +1,12 @@
 """The smoke builders against the real sd-scripts: its own loader takes the full-size random model
-with every key matched, and a 2-step training runs on it with the offline tokenizer and drawn faces.
+with every key matched, and `kohya-wrap smoke` trains on it end to end and verifies the LoRA.
 
 The base model is built once into real_cache_dir (about 45 s, 4 GB peak) and reused by later sessions.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -44,39 +45,25 @@ def test_sd_scripts_loader_matches_every_key(smoke_model: Path) -> None:
         assert ALL_KEYS_MATCHED in line, f"{component}: {line!r}"
 
 
-def test_two_step_training_on_the_smoke_builds(smoke_model: Path, tmp_path: Path) -> None:
-    from kohya_wrap.smoke.images import write_face_images
-    from kohya_wrap.smoke.tokenizer import write_tokenizer
-
-    checkout = locate()
-    images = tmp_path / "data" / "10_ohwx man"
-    write_face_images(images, count=4)
-    tokenizer_cache = tmp_path / "tokenizer_cache"
-    tokenizer_dir = write_tokenizer(tokenizer_cache)
-    out = tmp_path / "out"
-    (tmp_path / "prompts.txt").write_text("a photo of ohwx man --w 64 --h 64 --s 2 --d 1\n")
-    (tmp_path / "dataset.toml").write_text(
-        "[[datasets]]\nresolution = 64\nbatch_size = 1\nenable_bucket = false\n"
-        f"[[datasets.subsets]]\nimage_dir = '{images}'\nclass_tokens = 'ohwx man'\nnum_repeats = 1\n"
-    )
-    (tmp_path / "train.toml").write_text(
-        f"pretrained_model_name_or_path = '{smoke_model}'\n"
-        f"tokenizer_cache_dir = '{tokenizer_cache}'\n"
-        f"dataset_config = '{tmp_path / 'dataset.toml'}'\n"
-        "cache_latents = true\nnetwork_module = 'networks.lora'\nnetwork_dim = 4\nnetwork_alpha = 1\n"
-        "optimizer_type = 'AdamW'\nlearning_rate = 1e-4\nmax_train_steps = 2\nseed = 42\n"
-        f"save_model_as = 'safetensors'\noutput_dir = '{out}'\noutput_name = 'smoke'\n"
-        f"sample_every_n_steps = 2\nsample_prompts = '{tmp_path / 'prompts.txt'}'\n"
-    )
-    argv = [
-        sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "1", "--num_machines", "1",
-        "--mixed_precision", "no", "--dynamo_backend", "no", "--num_cpu_threads_per_process", "2",
-        str(checkout.train_script), "--config_file", str(tmp_path / "train.toml"),
-    ]
-    result = _run(argv, checkout.path, timeout=900)
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output[-4000:]
-    assert f"load tokenizer from cache: {tokenizer_dir}" in output
-    assert output.count(ALL_KEYS_MATCHED) == 3
-    assert (out / "smoke.safetensors").is_file()
-    assert len(list((out / "sample").glob("*.png"))) == 1
+def test_smoke_command_end_to_end(smoke_model: Path, real_cache_dir: Path, tmp_path: Path) -> None:
+    """`kohya-wrap smoke --json` as CI runs it: the cached model reused, a verified LoRA, exit 0."""
+    keep = tmp_path / "keep"
+    env = {**os.environ, "KOHYA_WRAP_HOME": str(real_cache_dir)}
+    env.pop("KOHYA_WRAP_SD_SCRIPTS", None)
+    result = subprocess.run([sys.executable, "-m", "kohya_wrap", "smoke", "--json", "--keep", str(keep)],
+                            env=env, capture_output=True, text=True, timeout=900, check=False)
+    assert result.returncode == 0, result.stderr[-4000:]
+    doc = json.loads(result.stdout)  # stdout holds the one object and nothing else
+    assert doc["verdict"] == "ok" and doc["exit_code"] == 0 and doc["failure"] is None
+    assert list(doc["stages"]) == ["base_model", "images", "prepare", "plan", "train", "verify"]
+    assert all(seconds >= 0 for seconds in doc["stages"].values())
+    assert doc["base_model"]["path"] == str(smoke_model) and doc["base_model"]["built"] is False
+    lora = doc["lora"]
+    assert lora["verified"] is True and all(check["ok"] for check in lora["checks"])
+    assert lora["modules"] == 264 and lora["steps"] == 4
+    assert Path(lora["path"]).is_file() and Path(lora["path"]).is_relative_to(keep)
+    assert doc["kept"] is True and doc["work_dir"] == str(keep)
+    run = json.loads((Path(doc["run_dir"]) / "run.json").read_text())
+    assert run["outcome"] == "finished" and run["steps"]["reached"] == 4
+    assert run["base_model"]["sha256"] == doc["base_model"]["sha256"]
+    assert "[training]" in result.stderr  # the plain training view goes to stderr under --json

@@ -232,3 +232,30 @@ def test_planning_imports_no_torch(env, tmp_path):
         "print(sorted(m for m in ('torch', 'transformers', 'diffusers', 'accelerate') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_images_of_another_size_without_resizing_are_refused(env, tmp_path):
+    ds = make_dataset(tmp_path / "ds", images=2, size=128)
+    with pytest.raises(DatasetError, match="sd-scripts refuses images of another size"):
+        env(ds, preset="smoke", overrides=["cache_latents=false"])
+    p = env(ds, preset="smoke", run="ok")  # cached latents are resized
+    assert any("128x128 px, trained at 64" in w for w in p.warnings)
+
+
+def test_gpus_are_detected_with_nvidia_smi_not_torch(tmp_path, monkeypatch):
+    from kohya_wrap.plan import detect_gpus
+
+    fake = tmp_path / "bin" / "nvidia-smi"
+    fake.parent.mkdir()
+    fake.write_text("#!/bin/sh\nprintf 'NVIDIA H100 80GB HBM3, 9.0\\nTesla T4, 7.5\\n'\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", str(fake.parent))
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert detect_gpus() == GpuInfo(2, False, ("NVIDIA H100 80GB HBM3", "Tesla T4"))
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
+    assert detect_gpus() == GpuInfo(1, True, ("NVIDIA H100 80GB HBM3",))
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert detect_gpus().count == 0
+    monkeypatch.setenv("PATH", str(tmp_path / "nowhere"))
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    assert detect_gpus().count == 0

@@ -254,7 +254,8 @@ def test_export_leaves_out_paths_and_planned_values(tmp_path):
     values = {"network_dim": 16, "caption_dropout_rate": 0.0, "vae": "/m/vae.safetensors", "output_dir": "/runs/x/output",
               "max_train_steps": 3000, "network_module": "networks.lora", "sample_prompts": "/runs/x/p.txt"}
     text = export_text(values, {"target_steps": 3000, "min_steps": 2000, "max_steps": 5000}, name="x",
-                       comment_lines=["sd-scripts commit: abc"])
+                       comment_lines=["sd-scripts commit: abc"], sd_scripts_commit="ae72efb92babe89ff8e70f057e42db68440e8d61")
+    assert 'sd_scripts_commit = "ae72efb92babe89ff8e70f057e42db68440e8d61"' in text
     assert "/m/" not in text and "/runs/" not in text
     assert "caption_dropout_rate = 0.0" in text
     path = write(tmp_path, "exported.toml", text)

@@ -14,7 +14,7 @@ from report_run_fixture import PROMPTS, loss_event_count, make_run
 
 from kohya_wrap.cli import cli
 from kohya_wrap.errors import RunDirError
-from kohya_wrap.events import EventWriter, Finished, Progress, Warning_
+from kohya_wrap.events import EventWriter, Progress, Warning_
 from kohya_wrap.report.html import render_report, write_report
 from kohya_wrap.report.sample import load_sessions
 from kohya_wrap.report.summary import format_duration, load_run, moving_average
@@ -194,3 +194,35 @@ def test_sample_names_and_prompts(tmp_path: Path) -> None:
     assert [p.name for p in checkpoint_files(out, "face")] == [
         "face-000002.safetensors", "face-step00000100.safetensors", "face.safetensors"]
     assert PROMPTS[0] == "a photo of ohwx man"
+
+
+def test_gen_command_and_target_selection(tmp_path: Path) -> None:
+    from kohya_wrap.report.sample import LoraTarget, SampleError, select_targets
+    from kohya_wrap.sdscripts.gen_command import GenRequest, build_argv, expected_outputs, prompt_line
+
+    assert prompt_line("ohwx man --n blurry", [3, 4]) == "ohwx man --n blurry --d 3,4"
+    for bad in ("", "# comment", "two\nlines", "x --d 5"):
+        with pytest.raises(ValueError):
+            prompt_line(bad, [1])
+    assert expected_outputs(2, 2) == [(0, 0, "im_000001.png"), (0, 1, "im_000002.png"),
+                                      (1, 0, "im_000003.png"), (1, 1, "im_000004.png")]
+    req = GenRequest(checkout=Path("/sd"), base_model=Path("/m.safetensors"), lora_file=Path("/l.safetensors"),
+                     weight=0.0, prompts_file=Path("/p.txt"), out_dir=Path("/o"), images_per_prompt=2, width=64,
+                     height=64, steps=2, scale=7.5, sampler="euler_a", tokenizer_cache_dir=None)
+    argv = build_argv(req, python="py")
+    assert argv[:2] == ["py", "/sd/gen_img.py"]
+    assert argv[argv.index("--network_mul") + 1] == "0.0" and "--tokenizer_cache_dir" not in argv
+    assert "--seed" not in argv  # seeds travel in the prompt file (gen_img.py's --seed bug)
+
+    targets = [LoraTarget(Path("c.safetensors"), None), LoraTarget(Path("b.safetensors"), 20),
+               LoraTarget(Path("a.safetensors"), 10)]
+    assert [t.step for t in select_targets(targets, "all")] == [10, 20, None]
+    assert [t.step for t in select_targets(targets, "last")] == [None]
+    assert [t.step for t in select_targets(targets, "20, 10")] == [20, 10]
+    with pytest.raises(SampleError, match="checkpoints exist at steps: 10, 20"):
+        select_targets(targets, "30")
+    with pytest.raises(SampleError, match="not 'all', 'last'"):
+        select_targets(targets, "most")
+    final = LoraTarget(Path("face.safetensors"), 20, final=True)
+    chosen = select_targets([*targets, final], "all")
+    assert [t.path.name for t in chosen] == ["a.safetensors", "face.safetensors", "c.safetensors"]

@@ -1,0 +1,99 @@
+"""The train_network.py arguments `plan` decides, and what it needs to read from the resolved values.
+
+plan works in its own terms (batch size, resolution, precision, paths); this module maps them to and
+from sd-scripts' argument names, so no other package spells them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+from kohya_wrap.sdscripts.arguments import argparse_default
+
+
+@dataclass(frozen=True)
+class Shape:
+    """What the resolved values mean for planning."""
+
+    batch_size: int
+    grad_accum: int
+    resolution: str  # "512" or "512,768", as config.toml carries it
+    width: int
+    height: int
+    enable_bucket: bool
+    resizes_images: bool  # sd-scripts resizes images of another size (bucketing or latent caching, SPEC 4.4)
+    mixed_precision: str
+    pinned_steps: int | None  # max_train_steps set by the user for this run
+    pinned_epochs: int | None
+    output_name: str | None
+    wants_samples: bool
+    model_suffix: str  # of the saved LoRA file
+
+
+def precision_for(cuda: bool, bf16: bool) -> str:
+    """Automatic mixed precision: bf16 where the GPU computes it natively, else fp16; fp32 on a CPU."""
+    if not cuda:
+        return "no"
+    return "bf16" if bf16 else "fp16"
+
+
+def filled_in(values: Mapping[str, Any], *, size: int, precision: str | None) -> dict[str, tuple[Any, str]]:
+    """Values written although the preset left them out, as (value, source "plan" or "default").
+
+    precision: the automatic choice, or None to keep sd-scripts' default ("no").
+    """
+    out: dict[str, tuple[Any, str]] = {}
+    if "mixed_precision" not in values:
+        out["mixed_precision"] = (precision, "plan") if precision else (argparse_default("mixed_precision"), "default")
+    for key in ("train_batch_size", "gradient_accumulation_steps"):  # the step count depends on them
+        if key not in values:
+            out[key] = (argparse_default(key), "default")
+    if "resolution" not in values:
+        out["resolution"] = (str(size), "plan")
+    return out
+
+
+def read_shape(values: Mapping[str, Any]) -> Shape:
+    def get(key: str) -> Any:
+        return values[key] if key in values else argparse_default(key)
+
+    resolution = get("resolution")
+    sides = [int(p) for p in resolution.split(",")]
+    enable_bucket = bool(get("enable_bucket"))
+    return Shape(
+        batch_size=get("train_batch_size"), grad_accum=get("gradient_accumulation_steps"), resolution=resolution,
+        width=sides[0], height=sides[-1], enable_bucket=enable_bucket,
+        resizes_images=enable_bucket or bool(get("cache_latents")) or bool(get("cache_latents_to_disk")),
+        mixed_precision=get("mixed_precision"), pinned_steps=values.get("max_train_steps"),
+        pinned_epochs=values.get("max_train_epochs"), output_name=values.get("output_name"),
+        wants_samples=any(values.get(k) for k in ("sample_every_n_steps", "sample_every_n_epochs", "sample_at_first")),
+        model_suffix="." + (get("save_model_as") or "safetensors"),
+    )
+
+
+def run_values(*, model: Path, tokenizer_cache_dir: Path, output_dir: Path, output_name: str | None,
+               dataset_config: Path, sample_prompts: Path | None, max_train_steps: int | None) -> dict[str, Any]:
+    """The paths and counts only plan sets (never a preset). None: leave the value as it is."""
+    out: dict[str, Any] = {
+        "pretrained_model_name_or_path": str(model),
+        "tokenizer_cache_dir": str(tokenizer_cache_dir),
+        "output_dir": str(output_dir),
+        "dataset_config": str(dataset_config),
+    }
+    if output_name is not None:
+        out["output_name"] = output_name
+    if sample_prompts is not None:
+        out["sample_prompts"] = str(sample_prompts)
+    if max_train_steps is not None:
+        out["max_train_steps"] = max_train_steps
+    return out
+
+
+def bucket_key(size: tuple[int, int] | None, enable_bucket: bool) -> object:
+    """Images sharing a key share a bucket: one bucket without bucketing, else one per aspect ratio
+    (exact for the square images prepare writes; sd-scripts' bucket list is not reproduced)."""
+    if not enable_bucket or size is None:
+        return "single"
+    return round(size[0] / size[1], 3)

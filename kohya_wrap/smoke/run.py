@@ -1,0 +1,292 @@
+"""run_smoke: the whole chain, offline, on generated data: a verdict with the time each stage took.
+
+base model (the cached random SD1.5, built once) -> images (drawn faces) -> prepare -> plan (the
+`smoke` preset) -> train (the real sd-scripts) -> verify (the LoRA against the plan).
+
+Everything that can be checked cheaply (the sd-scripts checkout, the [train] packages, the --keep
+folder) is checked before the 2 GB base model is built. A stage that fails ends the run with a
+failed result naming the stage; only bugs and Ctrl-C propagate as exceptions.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kohya_wrap.errors import ExitCode, KohyaWrapError, RunDirError, TrainerNotFound
+from kohya_wrap.events import Event
+from kohya_wrap.smoke.basemodel import SmokeModel
+
+PRESET = "smoke"
+TOKEN = "ohwx"
+CLASS_WORD = "man"
+IMAGE_COUNT = 6
+INSTALL_TRAIN = "pip install -e '.[train]'"
+# Modules the base model builder and the trainer import that the light install lacks.
+TRAIN_MODULES = ("torch", "torchvision", "diffusers", "transformers", "accelerate", "safetensors")
+
+# Stage ids, in order; also the keys of SmokeResult.to_json()["stages"].
+SETUP, BASE_MODEL, IMAGES, PREPARE, PLAN, TRAIN, VERIFY = "setup", "base_model", "images", "prepare", "plan", "train", "verify"
+STAGES = (BASE_MODEL, IMAGES, PREPARE, PLAN, TRAIN, VERIFY)
+STAGE_LABELS = {SETUP: "setup", BASE_MODEL: "base model", IMAGES: "images", PREPARE: "prepare", PLAN: "plan",
+                TRAIN: "train", VERIFY: "verify"}
+
+
+@dataclass(frozen=True)
+class LoraSummary:
+    path: Path
+    ok: bool
+    unet_modules: int
+    text_encoder_modules: int
+    steps: int | None  # the steps the plan asked for and the file's metadata was checked against
+    checks: tuple[tuple[str, bool, str], ...]  # (name, ok, detail)
+
+    @property
+    def modules(self) -> int:
+        return self.unet_modules + self.text_encoder_modules
+
+
+@dataclass(frozen=True)
+class SmokeResult:
+    ok: bool
+    exit_code: int
+    seconds: float  # wall time of the whole run, the base model build included
+    stage_seconds: tuple[tuple[str, float], ...]  # (stage id, seconds) for each stage that ran, in order
+    base_model: SmokeModel | None
+    work_dir: Path | None  # None: the run stopped before it had one
+    kept: bool  # False: work_dir was a temporary folder and is gone
+    run_dir: Path | None
+    lora: LoraSummary | None
+    device: str | None  # "cpu" or "cuda": what the plan trains on
+    failed_stage: str | None = None
+    message: str | None = None
+    hint: str | None = None
+    trainer_tail: tuple[str, ...] = ()  # the trainer's last output lines when training failed
+    warnings: tuple[str, ...] = ()  # the plan's
+
+    @property
+    def verdict(self) -> str:
+        return "ok" if self.ok else "failed"
+
+    @property
+    def build_seconds(self) -> float:
+        """Time spent building the base model: outside smoke's time budget."""
+        if self.base_model is None or not self.base_model.built:
+            return 0.0
+        return self.base_model.build_seconds or 0.0
+
+    @property
+    def budget_seconds(self) -> float:
+        return self.seconds - self.build_seconds
+
+    def to_json(self) -> dict[str, Any]:
+        model = self.base_model
+        return {
+            "verdict": self.verdict,
+            "exit_code": self.exit_code,
+            "seconds": round(self.seconds, 2),
+            "seconds_without_model_build": round(self.budget_seconds, 2),
+            "stages": {name: round(seconds, 2) for name, seconds in self.stage_seconds},
+            "base_model": None if model is None else {
+                "path": str(model.path), "sha256": model.sha256, "bytes": model.size, "built": model.built,
+                "build_reason": model.build_reason,
+                "build_seconds": None if model.build_seconds is None else round(model.build_seconds, 2),
+                "check_seconds": round(model.check_seconds, 2),
+            },
+            "device": self.device,
+            "lora": None if self.lora is None else {
+                "path": str(self.lora.path), "verified": self.lora.ok, "modules": self.lora.modules,
+                "unet_modules": self.lora.unet_modules, "text_encoder_modules": self.lora.text_encoder_modules,
+                "steps": self.lora.steps,
+                "checks": [{"name": name, "ok": ok, "detail": detail} for name, ok, detail in self.lora.checks],
+            },
+            "work_dir": None if self.work_dir is None else str(self.work_dir),
+            "kept": self.kept,
+            "run_dir": None if self.run_dir is None else str(self.run_dir),
+            "warnings": list(self.warnings),
+            "failure": None if self.ok else {
+                "stage": self.failed_stage, "message": self.message, "hint": self.hint,
+                "trainer_tail": list(self.trainer_tail),
+            },
+        }
+
+
+class _StageFailed(Exception):
+    """Ends the run at a stage: a failed result is returned, nothing is raised to the caller."""
+
+    def __init__(self, stage: str, message: str, hint: str | None, exit_code: int, tail: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.stage, self.message, self.hint, self.exit_code, self.tail = stage, message, hint, exit_code, tail
+
+
+def check_train_packages() -> None:
+    """TrainerNotFound naming the install command when the [train] extra (or torch) is missing."""
+    missing = [name for name in TRAIN_MODULES if importlib.util.find_spec(name) is None]
+    if missing:
+        raise TrainerNotFound(
+            f"smoke trains with the real sd-scripts, which needs the [train] extra; missing: {', '.join(missing)}.",
+            f"Install torch for your platform, then the training extra: {INSTALL_TRAIN} in your kohya-wrap clone.",
+        )
+
+
+def _work_dir(keep: Path | None) -> Path:
+    if keep is None:
+        return Path(tempfile.mkdtemp(prefix="kohya-wrap-smoke-"))
+    folder = Path(os.path.abspath(keep))
+    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+        raise RunDirError(f"--keep {folder} exists and is not an empty folder; smoke never writes over files",
+                          "give a new or empty folder to --keep")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def run_smoke(
+    steps: int | None = None,
+    keep: Path | None = None,
+    on_event: Callable[[Event], None] | None = None,
+    *,
+    sd_scripts: str | os.PathLike[str] | None = None,
+    on_stage: Callable[[str], None] | None = None,
+    on_signal: Callable[[int, int], None] | None = None,
+) -> SmokeResult:
+    """Run the chain once. `steps`: train this many steps instead of the preset's; `keep`: a new or
+    empty folder that keeps everything (else a temporary folder, removed at the end).
+
+    on_event gets the training events (for a live view), on_stage each stage id as it starts,
+    on_signal the trainer's stop requests (as for `train`).
+    """
+    started = time.monotonic()
+    timings: list[tuple[str, float]] = []
+    model: SmokeModel | None = None
+    work: Path | None = None
+    run_dir: Path | None = None
+    lora: LoraSummary | None = None
+    device: str | None = None
+    warnings: tuple[str, ...] = ()
+
+    @contextmanager
+    def stage(name: str) -> Iterator[None]:
+        if on_stage is not None:
+            on_stage(name)
+        began = time.monotonic()
+        try:
+            yield
+        except KohyaWrapError as e:
+            raise _StageFailed(name, e.message, e.hint, int(e.exit_code)) from e
+        finally:
+            timings.append((name, time.monotonic() - began))
+
+    def result(failure: _StageFailed | None = None) -> SmokeResult:
+        ok = failure is None
+        return SmokeResult(
+            ok=ok, exit_code=ExitCode.OK if ok else failure.exit_code,  # type: ignore[union-attr]
+            seconds=time.monotonic() - started, stage_seconds=tuple(timings), base_model=model,
+            work_dir=work, kept=keep is not None and work is not None,
+            run_dir=run_dir, lora=lora, device=device,
+            failed_stage=None if ok else failure.stage, message=None if ok else failure.message,  # type: ignore[union-attr]
+            hint=None if ok else failure.hint, trainer_tail=() if ok else failure.tail,  # type: ignore[union-attr]
+            warnings=warnings,
+        )
+
+    try:
+        try:
+            from kohya_wrap.sdscripts.checkout import locate
+
+            if steps is not None and steps < 1:
+                raise KohyaWrapError(f"--steps {steps}: must be at least 1")
+            checkout = locate(sd_scripts)
+            check_train_packages()
+            work = _work_dir(keep)
+        except KohyaWrapError as e:
+            raise _StageFailed(SETUP, e.message, e.hint, int(e.exit_code)) from e
+
+        with stage(BASE_MODEL):
+            from kohya_wrap.smoke.basemodel import ensure_base_model
+
+            model = ensure_base_model()
+
+        with stage(IMAGES):
+            from kohya_wrap.smoke.images import write_face_images
+
+            photos = work / "photos"
+            write_face_images(photos, count=IMAGE_COUNT)
+
+        with stage(PREPARE):
+            from kohya_wrap.prepare import PrepareOptions, prepare_dataset
+            from kohya_wrap.preset import load_preset
+
+            ours = load_preset(PRESET).ours
+            # One process: the images are tiny, and forking after the model build imported torch is unsafe.
+            prepared = prepare_dataset(PrepareOptions(
+                src_dir=photos, dataset_dir=work / "dataset", token=TOKEN, class_word=CLASS_WORD,
+                size=int(ours["size"].value), crop=ours["crop"].value, jobs=1))
+
+        with stage(PLAN):
+            from kohya_wrap.plan import detect_gpus, make_plan, write_plan
+            from kohya_wrap.smoke.tokenizer import write_tokenizer
+
+            tokenizer_cache = work / "tokenizer"
+            write_tokenizer(tokenizer_cache)
+            overrides = [] if steps is None else [f"{key}={steps}" for key in ("target_steps", "min_steps", "max_steps")]
+            gpus = detect_gpus()
+            plan = make_plan(prepared.dataset_dir, preset=PRESET, base_model=str(model.path), run_dir=work / "run",
+                             overrides=overrides, tokenizer_cache_dir=tokenizer_cache, sd_scripts=checkout.path,
+                             gpu_info=gpus)
+            write_plan(plan)
+            run_dir, warnings = plan.run_dir, plan.warnings
+            device = "cuda" if gpus.count else "cpu"
+
+        with stage(TRAIN):
+            from kohya_wrap.train.runner import TrainOptions, run_training
+
+            trained = run_training(run_dir, TrainOptions(verify=False), on_event=on_event, on_signal=on_signal)
+            if trained.outcome != "finished":
+                message = f"training {trained.outcome}"
+                if trained.last_step is not None:
+                    message += f" at step {trained.last_step}/{trained.total_steps}"
+                raise _StageFailed(TRAIN, message, _with_keep_hint(trained.advice, keep), trained.exit_code,
+                                   trained.tail)
+
+        with stage(VERIFY):
+            from kohya_wrap.train.job import load_job
+            from kohya_wrap.train.verify import verify_run
+
+            job = load_job(run_dir)
+            report = verify_run(job, model.sha256)
+            lora = LoraSummary(path=job.lora_file, ok=report.ok, unet_modules=report.unet_modules,
+                               text_encoder_modules=report.text_encoder_modules, steps=job.max_train_steps,
+                               checks=tuple((c.name, c.ok, c.detail) for c in report.checks))
+            if not report.ok:
+                failed = "; ".join(f"{c.name}: {c.detail}" for c in report.failed)
+                raise _StageFailed(VERIFY, f"the LoRA {job.lora_file} failed verification: {failed}",
+                                   "This points at a change in sd-scripts or its packages; compare with `kohya-wrap doctor`.",
+                                   ExitCode.TRAIN_VERIFY_FAILED)
+        return result()
+    except _StageFailed as failure:
+        return result(failure)
+    finally:
+        if keep is None and work is not None:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def _with_keep_hint(advice: str, keep: Path | None) -> str:
+    if keep is not None:
+        return advice
+    return (advice + " " if advice else "") + "Run again with --keep DIR to keep the trainer's full log (train.log)."
+
+
+class SmokeFailed(KohyaWrapError):
+    """Raised by the CLI after a failed smoke run; carries the failed stage's exit code."""
+
+    def __init__(self, result: SmokeResult) -> None:
+        stage = STAGE_LABELS.get(result.failed_stage or "", result.failed_stage)
+        super().__init__(f"smoke failed at {stage}: {result.message}", result.hint)
+        self.exit_code = result.exit_code

@@ -1,0 +1,126 @@
+"""`kohya-wrap train` as a user runs it: --json event stream, plain output off a terminal, exit codes, --dry-run."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "fakes"))
+
+from run_dir import make_run_dir  # noqa: E402
+
+from kohya_wrap.errors import ExitCode  # noqa: E402
+from kohya_wrap.events import from_json  # noqa: E402
+
+ROOT = Path(__file__).parents[2]
+
+
+def kohya_wrap(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200"}
+    return subprocess.run([sys.executable, "-m", "kohya_wrap", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=120, check=False)
+
+
+def test_json_streams_events_on_stdout(tmp_path):
+    run_dir = make_run_dir(tmp_path, sample_every_n_steps=2)
+    done = kohya_wrap("train", str(run_dir), "--json")
+    assert done.returncode == 0, done.stderr
+    events = [from_json(line) for line in done.stdout.splitlines()]  # every line is one event
+    assert events[0].type == "phase" and events[-1].type == "finished" and events[-1].outcome == "finished"
+    assert {e.type for e in events} >= {"summary", "progress", "checkpoint", "state_saved", "sample", "epoch"}
+    assert done.stdout.splitlines() == (run_dir / "events.jsonl").read_text().splitlines()
+
+
+def test_plain_output_and_where_the_lora_goes(tmp_path):
+    run_dir = make_run_dir(tmp_path)
+    done = kohya_wrap("train", str(run_dir))
+    assert done.returncode == 0, done.stderr
+    text = " ".join((done.stdout + done.stderr).split())
+    assert "step 4/4" in text and "checkpoint:" in text
+    assert "models/Lora/" in text and "models/loras/" in text and "<lora:face:0.8>" in text
+    assert "ok trained" in text
+
+
+def test_no_data_fails_with_its_own_exit_code(tmp_path):
+    run_dir = make_run_dir(tmp_path, fake_args=("--replay", "F2_empty_data"))
+    done = kohya_wrap("train", str(run_dir))
+    assert done.returncode == ExitCode.TRAIN_NO_DATA
+    assert "training no_data" in done.stderr and "train.log" in done.stderr
+    assert "prepare" in done.stderr  # the advice
+
+
+def test_crash_shows_the_tail_and_the_log(tmp_path):
+    run_dir = make_run_dir(tmp_path, fake_args=("--replay", "F3b_train_wrong_type"))
+    done = kohya_wrap("train", str(run_dir))
+    assert done.returncode == ExitCode.TRAIN_CRASHED
+    output = done.stdout + done.stderr
+    assert "TypeError: unsupported operand type(s) for -: 'str' and 'int'" in output
+    assert str(run_dir / "train.log") in " ".join(output.split()).replace(" ", "") or "train.log" in output
+
+
+def test_resume_needs_a_saved_state(tmp_path):
+    run_dir = make_run_dir(tmp_path, fake_args=("--crash-at", "1"))
+    kohya_wrap("train", str(run_dir))
+    done = kohya_wrap("train", "--resume", str(run_dir))
+    assert done.returncode == ExitCode.ERROR and "no saved state" in done.stderr
+
+
+def test_dry_run_prints_command_env_and_configs_and_starts_nothing(tmp_path):
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    from kohya_wrap.sdscripts.layout import TRAIN_DIR, subset_dir_name
+    from kohya_wrap.smoke.images import write_face_images
+    from kohya_wrap.smoke.tokenizer import write_tokenizer
+
+    dataset = tmp_path / "dataset"
+    for image in write_face_images(dataset / TRAIN_DIR / subset_dir_name(1, "ohwx man"), count=4):
+        image.with_suffix(".txt").write_text("a photo of ohwx man\n")
+    model = tmp_path / "model.safetensors"
+    save_file({"x": np.zeros(1, np.float32)}, str(model))
+    write_tokenizer(tmp_path / "tok")
+    checkout = tmp_path / "sd-scripts"
+    checkout.mkdir()
+    (checkout / "train_network.py").write_text("")
+    runs = tmp_path / "runs"
+    done = kohya_wrap("train", str(dataset), "--preset", "smoke", "--base-model", str(model), "-o", str(runs),
+                      "--tokenizer-cache-dir", str(tmp_path / "tok"), "--sd-scripts", str(checkout), "--dry-run")
+    assert done.returncode == 0, done.stderr
+    assert "train_network.py" in done.stdout and "--config_file" in done.stdout
+    assert "PYTHONUNBUFFERED=1" in done.stdout
+    assert "config.toml" in done.stdout and "dataset.toml" in done.stdout and "[[datasets]]" in done.stdout
+    assert not runs.exists()  # nothing written, nothing started
+    as_json = kohya_wrap("train", str(dataset), "--preset", "smoke", "--base-model", str(model), "-o", str(runs),
+                         "--tokenizer-cache-dir", str(tmp_path / "tok"), "--sd-scripts", str(checkout), "--dry-run", "--json")
+    data = json.loads(as_json.stdout)
+    assert "--config_file" in data["argv"] and "config.toml" in data["files"] and data["env"]["PYTHONUNBUFFERED"] == "1"
+    assert not runs.exists()
+
+
+def test_run_prepares_plans_and_dry_runs(tmp_path):
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    from kohya_wrap.smoke.images import write_face_images
+    from kohya_wrap.smoke.tokenizer import write_tokenizer
+
+    photos = tmp_path / "photos"
+    write_face_images(photos, count=4)
+    model = tmp_path / "model.safetensors"
+    save_file({"x": np.zeros(1, np.float32)}, str(model))
+    write_tokenizer(tmp_path / "tok")
+    checkout = tmp_path / "sd-scripts"
+    checkout.mkdir()
+    (checkout / "train_network.py").write_text("")
+    runs = tmp_path / "runs"
+    done = kohya_wrap("run", str(photos), "--token", "ohwx", "--class", "man", "--crop", "center", "--allow-upscale",
+                      "--preset", "smoke", "--base-model", str(model), "-o", str(runs),
+                      "--tokenizer-cache-dir", str(tmp_path / "tok"), "--sd-scripts", str(checkout), "--dry-run")
+    assert done.returncode == 0, done.stderr
+    assert "train_network.py" in done.stdout and "[[datasets]]" in done.stdout
+    (root,) = runs.iterdir()
+    assert (root / "dataset" / "prepare.json").is_file()  # prepared: the plan needs a dataset to count
+    assert not (root / "run").exists()  # but nothing planned on disk, nothing started

@@ -1,0 +1,89 @@
+"""`kohya-wrap prepare` through click: JSON output, exit codes, errors, light imports."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+from click.testing import CliRunner
+from PIL import Image
+
+from kohya_wrap.cli import cli
+from kohya_wrap.errors import ExitCode
+from kohya_wrap.sdscripts import layout
+
+
+def make_src(folder: Path, count: int = 2) -> Path:
+    folder.mkdir(parents=True)
+    for n in range(count):
+        rng = np.random.default_rng(n)
+        base = np.asarray(Image.fromarray(rng.integers(0, 255, (9, 12, 3), np.uint8)).resize((800, 600)), np.int16)
+        noisy = np.clip(base + rng.integers(-25, 25, base.shape), 0, 255).astype(np.uint8)
+        Image.fromarray(noisy).save(folder / f"p{n}.jpg", quality=92)
+    return folder
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(cli, ["prepare", *args], catch_exceptions=False)
+
+
+def test_json_output_and_layout(tmp_path: Path) -> None:
+    src = make_src(tmp_path / "photos")
+    out = tmp_path / "dataset"
+    result = invoke(str(src), "-o", str(out), "--token", "ohwx", "--class", "woman", "--crop", "center",
+                    "--repeats", "3", "--jobs", "1", "--json")
+    assert result.exit_code == ExitCode.OK, result.output
+    data = json.loads(result.stdout)
+    subset = f"{layout.TRAIN_DIR}/{layout.subset_dir_name(3, 'ohwx woman')}"
+    assert data["subsets"] == [{"dir": subset, "is_reg": False, "repeats": 3, "class_tokens": "ohwx woman", "images": 2}]
+    assert data["counts"]["images"] == 2 and data["counts"]["processed"] == 2 and data["counts"]["reused"] == 0
+    assert data["manifest"] == str(out / "prepare.json")
+    assert {f["code"] for f in data["findings"]} == {"count_low"}
+    assert (out / subset / "0002.txt").read_text() == "photo of ohwx woman\n"
+    again = json.loads(invoke(str(src), "-o", str(out), "--token", "ohwx", "--class", "woman", "--crop", "center",
+                              "--repeats", "3", "--jobs", "1", "--json").stdout)
+    assert again["counts"]["reused"] == 2 and again["counts"]["processed"] == 0
+
+
+def test_strict_turns_warnings_into_exit_4(tmp_path: Path) -> None:
+    src = make_src(tmp_path / "photos")
+    args = [str(src), "-o", str(tmp_path / "out"), "--token", "ohwx", "--class", "man", "--crop", "center", "--jobs", "1"]
+    assert invoke(*args).exit_code == ExitCode.OK
+    strict = invoke(*args, "--strict")
+    assert strict.exit_code == ExitCode.WARNINGS == 4
+    assert "2 training images" in strict.output and "warnings" in strict.output
+
+
+def test_user_errors_exit_1_with_message_and_hint(tmp_path: Path) -> None:
+    src = make_src(tmp_path / "photos")
+    bad = invoke(str(src), "-o", str(tmp_path / "out"), "--token", "ohwx", "--class", "man", "--caption", "a {tokn}")
+    assert bad.exit_code == ExitCode.ERROR
+    assert "unknown placeholder {tokn}" in bad.output and "hint:" in bad.output
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "x.txt").write_text("mine")
+    refused = invoke(str(src), "-o", str(foreign), "--token", "ohwx", "--class", "man")
+    assert refused.exit_code == ExitCode.ERROR and "--force" in refused.output
+    assert (foreign / "x.txt").read_text() == "mine"
+    missing = invoke(str(tmp_path / "nope"), "-o", str(tmp_path / "o2"), "--token", "ohwx", "--class", "man")
+    assert missing.exit_code == ExitCode.ERROR and "does not exist" in missing.output
+
+
+def test_usage_errors_are_click_usage_errors(tmp_path: Path) -> None:
+    src = make_src(tmp_path / "photos", 1)
+    assert invoke(str(src), "-o", str(tmp_path / "o"), "--token", "x", "--class", "y", "--size", "640").exit_code == 2
+    assert invoke(str(src), "--token", "x", "--class", "y").exit_code == 2  # no -o
+
+
+def test_help_and_import_stay_light() -> None:
+    help_text = CliRunner().invoke(cli, ["prepare", "--help"]).output
+    for option in ("--token", "--class", "--size", "--crop", "--caption", "--repeats", "--reg", "--allow-upscale",
+                   "--skip-multiple-faces", "--strict", "--force", "--json"):
+        assert option in help_text
+    code = ("import sys; from kohya_wrap.cli import cli; cli.get_command(None, 'prepare'); "
+            "heavy = [m for m in ('PIL', 'numpy', 'cv2', 'torch') if m in sys.modules]; "
+            "assert not heavy, heavy")
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -1,0 +1,126 @@
+"""`kohya-wrap smoke` where CI runs it: without an sd-scripts checkout it fails fast, with the
+"get sd-scripts" message, before building anything. The full run is in tests/real/test_smoke_real.py."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from kohya_wrap.cli import cli
+from kohya_wrap.errors import ExitCode
+
+
+def _cache_files() -> list[Path]:
+    home = Path(os.environ["KOHYA_WRAP_HOME"])
+    return sorted(p for p in home.rglob("*")) if home.exists() else []
+
+
+@pytest.fixture()
+def no_checkout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    empty = tmp_path / "sd-scripts"
+    empty.mkdir()
+    monkeypatch.setenv("KOHYA_WRAP_SD_SCRIPTS", str(empty))
+    return empty
+
+
+def test_without_the_trainer_it_fails_with_the_get_it_message_and_builds_nothing(no_checkout: Path) -> None:
+    result = CliRunner().invoke(cli, ["smoke"])
+    assert result.exit_code == ExitCode.ERROR
+    assert "sd-scripts not found" in result.stderr and str(no_checkout) in result.stderr
+    assert "git submodule update --init" in result.stderr
+    assert "Traceback" not in result.output + result.stderr
+    assert _cache_files() == []
+
+
+def test_json_on_the_same_failure_is_one_object_on_stdout(no_checkout: Path) -> None:
+    result = CliRunner().invoke(cli, ["smoke", "--json"])
+    assert result.exit_code == ExitCode.ERROR
+    doc = json.loads(result.stdout)  # the whole of stdout is the one object
+    assert doc["verdict"] == "failed" and doc["exit_code"] == ExitCode.ERROR
+    assert doc["failure"]["stage"] == "setup"
+    assert "sd-scripts not found" in doc["failure"]["message"]
+    assert "git submodule update --init" in doc["failure"]["hint"]
+    assert doc["stages"] == {} and doc["base_model"] is None and doc["lora"] is None
+    assert doc["work_dir"] is None and doc["kept"] is False
+    assert "git submodule update --init" in result.stderr
+    assert _cache_files() == []
+
+
+def test_sd_scripts_option_is_used_before_the_environment(tmp_path: Path) -> None:
+    missing = tmp_path / "not-here"
+    result = CliRunner().invoke(cli, ["smoke", "--json", "--sd-scripts", str(missing)])
+    assert result.exit_code == ExitCode.ERROR
+    doc = json.loads(result.stdout)
+    assert f"{missing} (from --sd-scripts) does not exist" in doc["failure"]["message"]
+    assert _cache_files() == []
+
+
+def test_keep_folder_with_files_is_refused_before_the_model_is_built(tmp_path: Path) -> None:
+    from kohya_wrap.smoke import run as smoke_run
+    from kohya_wrap.sdscripts.checkout import locate
+    from kohya_wrap.errors import TrainerNotFound
+
+    try:
+        locate()
+        smoke_run.check_train_packages()
+    except TrainerNotFound as e:
+        pytest.skip(f"the keep check runs after the trainer checks: {e.message}")
+    keep = tmp_path / "keep"
+    keep.mkdir()
+    (keep / "mine.txt").write_text("not smoke's")
+    result = CliRunner().invoke(cli, ["smoke", "--json", "--keep", str(keep)])
+    assert result.exit_code == ExitCode.ERROR
+    doc = json.loads(result.stdout)
+    assert doc["failure"]["stage"] == "setup" and "--keep" in doc["failure"]["message"]
+    assert (keep / "mine.txt").read_text() == "not smoke's"
+    assert sorted(p.name for p in keep.iterdir()) == ["mine.txt"]
+    assert _cache_files() == []
+
+
+def test_missing_train_packages_name_the_install_command(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    from kohya_wrap.errors import TrainerNotFound
+    from kohya_wrap.smoke import run as smoke_run
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name in ("torch", "diffusers") else real_find_spec(name, *a))
+    with pytest.raises(TrainerNotFound) as e:
+        smoke_run.check_train_packages()
+    assert "torch, diffusers" in e.value.message
+    assert "pip install -e '.[train]'" in (e.value.hint or "")
+
+
+def test_steps_below_one_are_a_usage_error(no_checkout: Path) -> None:
+    result = CliRunner().invoke(cli, ["smoke", "--steps", "0"])
+    assert result.exit_code == ExitCode.USAGE
+    assert _cache_files() == []
+
+
+def test_verdict_line_names_every_stage_and_the_lora() -> None:
+    from kohya_wrap.cli.smoke_cmd import verdict_line
+    from kohya_wrap.smoke.basemodel import SmokeModel
+    from kohya_wrap.smoke.run import LoraSummary, SmokeResult
+
+    reused = SmokeModel(Path("/c/m.safetensors"), "ab" * 32, 2_000_000_000, False, None, None, 3.8)
+    stages = (("base_model", 3.8), ("images", 0.1), ("prepare", 0.4), ("plan", 0.1), ("train", 64.0), ("verify", 0.3))
+    lora = LoraSummary(Path("/w/run/output/ohwx.safetensors"), True, 192, 72, 4, (("opens", True, "x"),))
+    result = SmokeResult(ok=True, exit_code=0, seconds=71.2, stage_seconds=stages, base_model=reused,
+                         work_dir=Path("/w"), kept=False, run_dir=Path("/w/run"), lora=lora, device="cpu")
+    assert verdict_line(result) == (
+        "smoke ok in 71.2 s: base model reused 3.8 s | images 0.1 s | prepare 0.4 s | plan 0.1 s | "
+        "train 64.0 s | verify 0.3 s; LoRA verified: 264 modules, 4 steps")
+    doc = result.to_json()
+    assert doc["stages"] == dict(stages) and doc["failure"] is None and doc["lora"]["modules"] == 264
+
+    built = SmokeModel(reused.path, reused.sha256, reused.size, True, "missing", 45.0, 0.0)
+    first = SmokeResult(ok=True, exit_code=0, seconds=116.2, stage_seconds=(("base_model", 45.0), *stages[1:]),
+                        base_model=built, work_dir=None, kept=False, run_dir=None, lora=lora, device="cpu")
+    assert verdict_line(first).startswith("smoke ok in 116.2 s (71.2 s without building the base model): "
+                                          "base model built 45.0 s | images")
+    assert first.to_json()["seconds_without_model_build"] == 71.2
