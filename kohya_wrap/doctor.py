@@ -162,8 +162,8 @@ def check_accelerate_config() -> Check:
     path = accelerate_config_path()
     if path.is_file():
         return Check("accelerate config", OK,
-                     f"saved config at {path}; kohya-wrap passes every launch setting explicitly, so it cannot change a run")
-    return Check("accelerate config", OK, f"none saved ({path}); not needed: kohya-wrap passes every launch setting")
+                     f"saved config at {path}; not used: each run passes its own (RUN_DIR/accelerate.yaml)")
+    return Check("accelerate config", OK, f"none saved ({path}); not needed: each run passes its own")
 
 
 def check_sd_scripts(explicit: str | None) -> Check:

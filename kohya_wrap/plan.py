@@ -27,7 +27,7 @@ from kohya_wrap.preset import Preset, Setting, load_preset
 from kohya_wrap.sdscripts import PINNED_TAG, arguments, configs, steps
 from kohya_wrap.sdscripts import values as sdvalues
 from kohya_wrap.sdscripts.checkout import Checkout, locate
-from kohya_wrap.sdscripts.command import Launch, build_argv, build_env
+from kohya_wrap.sdscripts.command import ACCELERATE_CONFIG, Launch, build_argv, build_env, render_accelerate_config
 
 PLAN_SCHEMA = 1
 PLAN_JSON = "plan.json"
@@ -35,7 +35,7 @@ CONFIG_TOML = "config.toml"
 DATASET_TOML = "dataset.toml"
 SAMPLE_PROMPTS = "sample_prompts.txt"
 OUTPUT_DIR = "output"
-PLAN_FILES = (CONFIG_TOML, DATASET_TOML, SAMPLE_PROMPTS, PLAN_JSON)
+PLAN_FILES = (CONFIG_TOML, DATASET_TOML, SAMPLE_PROMPTS, ACCELERATE_CONFIG, PLAN_JSON)
 # Files a started run leaves (CONTRACTS.md): a folder holding any of them is never planned over.
 RUN_FILES = ("run.json", "train.log", "events.jsonl")
 
@@ -274,6 +274,7 @@ def make_plan(
             [configs.DatasetSubset(s.dir, s.repeats, s.class_tokens, s.is_reg) for s in subsets],
             resolution=shape.resolution, batch_size=shape.batch_size, enable_bucket=shape.enable_bucket,
             header=header + "\nsd-scripts reads it with --dataset_config."),
+        ACCELERATE_CONFIG: render_accelerate_config(launch),
     }
     if prompts:
         try:

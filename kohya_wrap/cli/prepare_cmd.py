@@ -28,9 +28,11 @@ _DEFAULT_CAPTION = "photo of {token} {class}"
 @click.option("--reg", "reg_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Regularization photos of the class, prepared into reg/.")
 @click.option("--allow-upscale", is_flag=True, help="Keep photos whose crop is smaller than --size (upscaled).")
-@click.option("--skip-multiple-faces", is_flag=True, help="Skip photos with several faces instead of cropping the largest.")
+@click.option("--skip-multiple-faces", is_flag=True,
+              help="Skip photos with several faces instead of cropping the largest.")
 @click.option("--strict", is_flag=True, help=f"Exit {int(ExitCode.WARNINGS)} when there are warnings.")
-@click.option("--force", is_flag=True, help="Use a non-empty output folder prepare did not make (its img/ and reg/ are moved aside).")
+@click.option("--force", is_flag=True,
+              help="Use a non-empty output folder prepare did not make (its img/ and reg/ are moved aside).")
 @click.option("--jobs", type=click.IntRange(min=1), default=None, help="Worker processes. Default: every core.")
 @json_option
 def prepare(src_dir: Path, dataset_dir: Path, token: str, class_word: str, size: str, crop: str, caption: str,
@@ -42,12 +44,21 @@ def prepare(src_dir: Path, dataset_dir: Path, token: str, class_word: str, size:
     and written as img/{repeats}_{token} {class}/0001.png + 0001.txt. Problems are listed; with
     --strict they make the exit code 4. A second run reuses unchanged outputs.
     """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from kohya_wrap.cli.output import err_console
     from kohya_wrap.prepare import PrepareOptions, prepare_dataset
 
-    result = prepare_dataset(PrepareOptions(
+    options = PrepareOptions(
         src_dir=src_dir, dataset_dir=dataset_dir, token=token, class_word=class_word, size=int(size),
         crop=crop, caption=caption, repeats=repeats, reg_dir=reg_dir,  # type: ignore[arg-type]
-        allow_upscale=allow_upscale, skip_multiple_faces=skip_multiple_faces, force=force, jobs=jobs))
+        allow_upscale=allow_upscale, skip_multiple_faces=skip_multiple_faces, force=force, jobs=jobs)
+    # On stderr, and only on a terminal (rich turns it off otherwise): stdout stays clean for --json.
+    with Progress(TextColumn("preparing"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=err_console(), transient=True) as progress:
+        bar = progress.add_task("photos", total=None)
+        result = prepare_dataset(options, on_progress=lambda done, total: progress.update(bar, completed=done,
+                                                                                           total=total))
     if as_json:
         from kohya_wrap.cli.output import print_json
 

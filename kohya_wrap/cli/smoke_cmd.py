@@ -43,7 +43,7 @@ def smoke(steps: int | None, keep: Path | None, sd_scripts: str | None, as_json:
     view = PlainView() if as_json else make_view(False, console())
 
     def on_stage(name: str) -> None:
-        notes.print(f"[dim]{_STAGE_NOTES.get(name, name)}[/dim]", highlight=False)
+        notes.print(f"[dim]{_STAGE_NOTES.get(name, name)}[/dim]", highlight=False, soft_wrap=True)
 
     def on_signal(_signum: int, count: int) -> None:
         if count == 1:

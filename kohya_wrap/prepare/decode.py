@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from PIL import Image, ImageCms, UnidentifiedImageError
 
-MAX_PIXELS = 2 * Image.MAX_IMAGE_PIXELS
+MAX_PIXELS = 2 * (Image.MAX_IMAGE_PIXELS or 89_478_485)  # Pillow's error threshold, 2 x its default
 BACKGROUND = (128, 128, 128)
 _ORIENTATION_TAG = 0x0112
 _ALPHA_MODES = {"RGBA", "LA", "La", "RGBa", "PA"}
@@ -102,10 +102,12 @@ def decode(data: bytes, min_short_side: int | None = None) -> Decoded:
             im.load()
     except OSError as e:
         if "truncated" in str(e):
-            raise BadImage("skipped_truncated", f"truncated file ({e})", "copy the photo again from its origin") from None
+            raise BadImage("skipped_truncated", f"truncated file ({e})",
+                           "copy the photo again from its origin") from None
         raise BadImage("skipped_corrupt", f"corrupt image data ({e})", "re-export or remove it") from None
     except (SyntaxError, ValueError, EOFError, IndexError, MemoryError) as e:
-        raise BadImage("skipped_corrupt", f"corrupt image data ({type(e).__name__}: {e})", "re-export or remove it") from None
+        raise BadImage("skipped_corrupt", f"corrupt image data ({type(e).__name__}: {e})",
+                       "re-export or remove it") from None
     try:
         # After load(): PNG keeps its EXIF after the pixel data, and reading it would load the image.
         orientation = int(im.getexif().get(_ORIENTATION_TAG, 1))

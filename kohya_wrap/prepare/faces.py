@@ -35,8 +35,10 @@ def detector_name() -> str | None:
     """What detects faces here (it is part of the manifest's reuse key), or None without OpenCV."""
     if importlib.util.find_spec("cv2") is None:
         return None
-    import cv2
-
+    try:
+        import cv2
+    except ImportError:  # e.g. opencv-python (not -headless) on a server without libGL
+        return None
     return f"opencv-haar {cv2.__version__}"
 
 
@@ -46,10 +48,11 @@ def _cascades() -> tuple[Any, Any]:
 
     # Parallelism comes from prepare's process pool; OpenCV's own threads would only contend.
     cv2.setNumThreads(1)
-    frontal = cv2.CascadeClassifier(cv2.data.haarcascades + _FRONTAL)
-    profile = cv2.CascadeClassifier(cv2.data.haarcascades + _PROFILE)
+    cascades = cv2.data.haarcascades  # type: ignore[attr-defined]  # not in OpenCV's type stubs
+    frontal = cv2.CascadeClassifier(cascades + _FRONTAL)
+    profile = cv2.CascadeClassifier(cascades + _PROFILE)
     if frontal.empty() or profile.empty():
-        raise RuntimeError(f"OpenCV's Haar cascades are missing from {cv2.data.haarcascades}")
+        raise RuntimeError(f"OpenCV's Haar cascades are missing from {cascades}")
     return frontal, profile
 
 

@@ -59,9 +59,9 @@ def sharpness(image: Image.Image, region: Box | None = None) -> float:
     if grey.width != SHARPNESS_SIDE:
         grey = grey.resize((SHARPNESS_SIDE, round(grey.height * factor)), Image.Resampling.BOX)
     if region is not None:
-        box = tuple(round(v * factor) for v in region)
-        if box[2] - box[0] >= 8 and box[3] - box[1] >= 8:
-            grey = grey.crop(box)
+        left, top, right, bottom = (round(v * factor) for v in region)
+        if right - left >= 8 and bottom - top >= 8:
+            grey = grey.crop((left, top, right, bottom))
     a = np.asarray(grey, dtype=np.float32)
     lap = a[1:-1, :-2] + a[1:-1, 2:] + a[:-2, 1:-1] + a[2:, 1:-1] - 4 * a[1:-1, 1:-1]
     return round(float(lap.var()), 2)

@@ -69,7 +69,8 @@ def reusable(manifest: dict[str, Any] | None, dataset_dir: Path, key: str) -> di
 
 
 def build(*, parameters: dict[str, Any], image_key_value: str, detector: str, src_dir: Path, reg_dir: Path | None,
-          subsets: list[Subset], images: list[OutputImage], skipped: list[Finding], findings: list[Finding]) -> dict[str, Any]:
+          subsets: list[Subset], images: list[OutputImage], skipped: list[Finding],
+          findings: list[Finding]) -> dict[str, Any]:
     return {
         "schema": SCHEMA,
         "kohya_wrap_version": __version__,

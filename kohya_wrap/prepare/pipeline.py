@@ -15,6 +15,7 @@ import shutil
 import string
 import sys
 import threading
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,14 +67,16 @@ def render_caption(template: str, token: str, class_word: str) -> str:
     return caption
 
 
-def prepare_dataset(options: PrepareOptions) -> PrepareResult:
+def prepare_dataset(options: PrepareOptions, on_progress: Callable[[int, int], None] | None = None) -> PrepareResult:
+    """Build (or bring up to date) options.dataset_dir; on_progress(done, total) after each source photo."""
     src_dir, reg_dir, dataset_dir = _check_paths(options)
     _check_words(options)
     caption = render_caption(options.caption, options.token, options.class_word)
     reg_caption = render_caption(options.caption, "", options.class_word)
     # The CLI offers SIZES; the stage takes any multiple of 8 (the VAE's factor) from 64 px, for `smoke`.
     if options.size < MIN_SIZE or options.size % SIZE_STEP:
-        raise DatasetError(f"--size {options.size} is not supported: sizes are multiples of {SIZE_STEP} from {MIN_SIZE}",
+        raise DatasetError(f"--size {options.size} is not supported: sizes are multiples of {SIZE_STEP} "
+                           f"from {MIN_SIZE}",
                            f"Use one of {', '.join(map(str, SIZES))}.")
     if options.repeats is not None and options.repeats < 1:
         raise DatasetError(f"--repeats {options.repeats} must be at least 1", "Leave it out to let `plan` choose.")
@@ -124,7 +127,7 @@ def prepare_dataset(options: PrepareOptions) -> PrepareResult:
                 index=len(tasks), path=str(source.path), rel=source.rel, is_reg=group.is_reg, size=options.size,
                 crop=options.crop, detector=detector, allow_upscale=options.allow_upscale,
                 staged=str(staging / "work" / f"{len(tasks):06d}{OUTPUT_EXTENSION}"), reusable=reusable))
-    outcomes = _run(tasks, options.jobs)
+    outcomes = _run(tasks, options.jobs, on_progress)
 
     images: list[OutputImage] = []
     subsets: list[Subset] = []
@@ -138,8 +141,9 @@ def prepare_dataset(options: PrepareOptions) -> PrepareResult:
     reused = sum(1 for i in images if i.reused)
     processed = len(images) - reused
 
-    kept_keys = {(i.is_reg, i.source_sha256) for i in images}
-    removed = sum(1 for k in reuse_index if k not in kept_keys) if old is not None else 0
+    current = {(t.is_reg, t.rel) for t in tasks}
+    removed = sum(1 for e in (old or {}).get("images", [])
+                  if isinstance(e, dict) and (e.get("is_reg"), e.get("source")) not in current)
     lint_findings = lint.lint(images, detector, options.crop)
     findings += skipped + lint_findings
     findings += _swap_in(dataset_dir, staging, old is not None)
@@ -199,16 +203,26 @@ def _place(group: _Group, tasks: list[worker.Task], outcomes: list[worker.Outcom
     return images, skipped
 
 
-def _run(tasks: list[worker.Task], jobs: int | None) -> list[worker.Outcome]:
+def _run(tasks: list[worker.Task], jobs: int | None,
+         on_progress: Callable[[int, int], None] | None) -> list[worker.Outcome]:
     workers = min(jobs or _cpu_count(), len(tasks))
+    outcomes: list[worker.Outcome] = []
+
+    def collect(results: Iterable[worker.Outcome]) -> list[worker.Outcome]:
+        for outcome in results:
+            outcomes.append(outcome)
+            if on_progress is not None:
+                on_progress(len(outcomes), len(tasks))
+        return outcomes
+
     if workers <= 1:
         worker.init_worker()
-        return [worker.process(t) for t in tasks]
+        return collect(worker.process(t) for t in tasks)
     from concurrent.futures import ProcessPoolExecutor
 
     # Each worker holds one image at a time, so memory does not grow with the number of images.
     with ProcessPoolExecutor(max_workers=workers, mp_context=_pool_context(), initializer=worker.init_worker) as pool:
-        return list(pool.map(worker.process, tasks))
+        return collect(pool.map(worker.process, tasks))
 
 
 def _pool_context() -> multiprocessing.context.BaseContext:

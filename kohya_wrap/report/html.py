@@ -35,8 +35,8 @@ h1{font-size:1.5rem;margin-bottom:.2rem}h2{font-size:1.2rem;margin-top:2rem;bord
 table{border-collapse:collapse}td,th{padding:.25rem .6rem;text-align:left;vertical-align:top;border-bottom:1px solid #eee}
 th{font-weight:600}
 .kv th{color:#555;font-weight:500;white-space:nowrap}
-.outcome-finished{color:#16794a;font-weight:600}.outcome-bad{color:#b42318;font-weight:600}
-.grid td,.grid th{text-align:center;border:1px solid #e5e5e5}.grid img{display:block;width:192px;height:auto;margin:2px auto}
+.outcome-finished{color:#16794a;font-weight:600}.outcome-bad{color:#b42318;font-weight:600}.outcome-open{color:#555;font-weight:600}
+.grid td,.grid th{text-align:center;border:1px solid #e5e5e5}.grid td{white-space:nowrap}.grid img{display:inline-block;width:160px;height:auto;margin:2px}
 .grid th.prompt{max-width:200px;font-weight:500;font-size:.85rem}
 svg{background:#fcfcfc;border:1px solid #e5e5e5}
 svg .axis{stroke:#999;stroke-width:1}svg .tick{fill:#555;font-size:11px}
@@ -284,7 +284,7 @@ def summary_rows(summary: RunSummary) -> list[tuple[str, str]]:
     if summary.reg_images:
         dataset += f", {summary.reg_images} regularization images"
     steps = f"{_num(summary.last_step)} of {_num(summary.total_steps)}"
-    css = "outcome-finished" if summary.outcome == "finished" else "outcome-bad"
+    css = {"finished": "outcome-finished", "planned": "outcome-open", "unfinished": "outcome-open"}.get(summary.outcome, "outcome-bad")
     outcome = f'<span class="{css}">{_e(summary.outcome)}</span>'
     if summary.exit_code is not None:
         outcome += f" (exit code {summary.exit_code})"

@@ -21,6 +21,8 @@ from kohya_wrap.fsutil import sha256_file
 MAX_HEADER_BYTES = 100 * 1024 * 1024
 _DTYPE_SIZES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1,
                 "F8_E4M3": 1, "F8_E5M2": 1, "U16": 2, "U32": 4, "U64": 8}
+_NUMPY_DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "I64": "<i8", "I32": "<i4", "I16": "<i2", "I8": "i1",
+                 "U8": "u1", "U16": "<u2", "U32": "<u4", "U64": "<u8", "BOOL": "?"}
 METADATA_KEY = "__metadata__"
 RUN_MANIFEST = "run.json"
 
@@ -208,9 +210,10 @@ def _array(header: Header, name: str) -> Any:
         raw = f.read(t.end - t.begin)
     if t.dtype == "BF16":
         return (np.frombuffer(raw, dtype="<u2").astype(np.uint32) << 16).view(np.float32).reshape(t.shape)
-    dtype = {"F32": "<f4", "F16": "<f2", "F64": "<f8"}.get(t.dtype)
+    # an integer alpha is stored as an integer tensor (sd-scripts with network_alpha = 1, not 1.0)
+    dtype = _NUMPY_DTYPES.get(t.dtype)
     if dtype is None:
-        raise LoraFileError(f"{header.path}: tensor {name!r} has dtype {t.dtype}, not a float.",
+        raise LoraFileError(f"{header.path}: tensor {name!r} has dtype {t.dtype}, which kohya-wrap cannot read.",
                             "This is not a LoRA kohya-wrap can check.")
     return np.frombuffer(raw, dtype=dtype).astype(np.float32).reshape(t.shape)
 

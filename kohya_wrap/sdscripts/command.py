@@ -38,11 +38,44 @@ def default_cpu_threads(num_processes: int, cpu: bool) -> int:
     return max(1, min(4, cores // max(1, num_processes)))
 
 
+ACCELERATE_CONFIG = "accelerate.yaml"
+
+
+def render_accelerate_config(launch: Launch) -> str:
+    """accelerate's own config file for this run.
+
+    Without --config_file, `accelerate launch` reads the user's saved default config
+    (~/.cache/huggingface/accelerate/default_config.yaml) and takes from it whatever the command
+    line does not say, such as DeepSpeed or FSDP. Our own file, passed explicitly, shuts that out.
+    """
+    if launch.cpu:
+        distributed = "NO"
+    elif launch.num_processes > 1 or launch.num_machines > 1:
+        distributed = "MULTI_GPU"
+    else:
+        distributed = "NO"
+    lines = [
+        "# Written by kohya-wrap: accelerate reads this instead of any saved default config.",
+        "compute_environment: LOCAL_MACHINE",
+        f"distributed_type: '{distributed}'",
+        f"num_processes: {launch.num_processes}",
+        f"num_machines: {launch.num_machines}",
+        f"machine_rank: {launch.machine_rank}",
+        f"mixed_precision: '{launch.mixed_precision}'",
+        f"use_cpu: {'true' if launch.cpu else 'false'}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
 def build_argv(checkout: Path, config_toml: Path, dataset_toml: Path, launch: Launch, python: str | None = None) -> list[str]:
-    """The argv (never a shell string) that trains with these configs."""
+    """The argv (never a shell string) that trains with these configs.
+
+    The accelerate config (render_accelerate_config) is expected beside config_toml.
+    """
     threads = launch.cpu_threads or default_cpu_threads(launch.num_processes, launch.cpu)
     argv = [
         python or sys.executable, "-m", ACCELERATE_MODULE,
+        "--config_file", str(Path(config_toml).parent / ACCELERATE_CONFIG),
         "--num_processes", str(launch.num_processes),
         "--num_machines", str(launch.num_machines),
         "--mixed_precision", launch.mixed_precision,

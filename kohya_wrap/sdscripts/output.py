@@ -216,6 +216,7 @@ class OutputParser:
         self.skipped_steps = 0  # --skip_until_initial_step: steps already done before this run
         self._skipped_epochs = 0
         self.last_step: int | None = None
+        self._pending_state: StateSaved | None = None
         self._recent: deque[str] = deque(maxlen=200)  # the last lines, for a crash report
 
     # -- public ------------------------------------------------------------------------------
@@ -289,6 +290,7 @@ class OutputParser:
         if not line:
             return
         if line.startswith(_SAVING_CHECKPOINT):
+            self._emit_pending_state(events)
             path = line[len(_SAVING_CHECKPOINT):].strip()
             self._set_phase("saving", events)
             events.append(Checkpoint(path=path, step=self._absolute_file_step(step_from_file_name(path))))
@@ -305,6 +307,11 @@ class OutputParser:
             return
         if line.startswith("NaN found in latents"):
             events.append(Warning_(message=line))
+
+    def _emit_pending_state(self, events: list[Event]) -> None:
+        if self._pending_state is not None:
+            events.append(self._pending_state)
+            self._pending_state = None
 
     def _emit_summary(self, events: list[Event]) -> None:
         s = self._summary or {}
@@ -411,6 +418,8 @@ class OutputParser:
         if text == self._last_bar:
             return
         self._last_bar = text
+        if self._pending_state is not None:  # training went on, so that save completed
+            self._emit_pending_state(events)
         if self._phase != "finished":
             self._set_phase("training", events)
         avr_loss: float | None = None
@@ -521,11 +530,16 @@ class OutputParser:
         elif text.startswith(("saving state at", "saving last state")):
             self._set_phase("saving", events)
         elif text.startswith("model saved."):
+            self._emit_pending_state(events)
             self._set_phase("finished", events)
         elif text.startswith("save train state to"):
+            # written first; accelerate then writes the weights, optimizer, ... and the random
+            # states last: the state is only complete (and reported) after that
             m = _SAVE_TRAIN_STATE.match(text)
             if m:
-                events.append(StateSaved(path=m.group(1), step=self._absolute_file_step(int(m.group(3)))))
+                self._pending_state = StateSaved(path=m.group(1), step=self._absolute_file_step(int(m.group(3))))
+        elif text.startswith("Random states saved in"):
+            self._emit_pending_state(events)
         elif text.startswith("skipping"):
             m = _SKIPPING_STEPS.match(text)
             if m:

@@ -17,6 +17,10 @@ from pathlib import Path
 
 STATE_SUFFIX = "-state"
 TRAIN_STATE_FILE = "train_state.json"
+# train_state.json is written first (a pre-save hook), then accelerate writes these, random states
+# last: a folder without them was cut short (Ctrl-C while saving) and cannot be resumed from.
+COMPLETE_STATE_FILES = ("model.safetensors", "optimizer.bin", "scheduler.bin")
+COMPLETE_STATE_LAST = "random_states_*.pkl"
 _STEP_STATE = re.compile(r"-step(\d{8})-state$")
 _EPOCH_STATE = re.compile(r"-(\d{6})-state$")
 
@@ -47,6 +51,8 @@ def final_state_name(output_name: str) -> str:
 
 def read_state(path: Path, known_steps: dict[str, int] | None = None) -> SavedState | None:
     """The state saved in path, or None when it is not a complete state folder."""
+    if not all((path / name).is_file() for name in COMPLETE_STATE_FILES) or not any(path.glob(COMPLETE_STATE_LAST)):
+        return None
     train_state = path / TRAIN_STATE_FILE
     try:
         data = json.loads(train_state.read_text(encoding="utf-8"))

@@ -184,8 +184,9 @@ def save_state(log: Log, out_dir: Path, name: str, epoch: int, step: int) -> Non
     state.mkdir(parents=True, exist_ok=True)
     log.record("INFO", f"save train state to {state}/train_state.json at epoch {epoch} step {step}", "train_network.py:946")
     (state / "train_state.json").write_text(json.dumps({"current_epoch": epoch, "current_step": step}))
-    (state / "model.safetensors").write_bytes(b"")
-    (state / "optimizer.bin").write_bytes(b"")
+    for name in ("model.safetensors", "optimizer.bin", "scheduler.bin", "random_states_0.pkl"):
+        (state / name).write_bytes(b"")
+    log.record("INFO", f"Random states saved in {state}/random_states_0.pkl", "checkpointing.py:170")
 
 
 # -- the run --------------------------------------------------------------------------------

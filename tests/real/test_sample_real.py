@@ -108,3 +108,16 @@ def test_sample_one_lora_file_with_the_base_model_given(smoke_run: Path, tmp_pat
     made = json.loads(result.stdout)
     assert [(i["step"], i["prompt_index"], i["seed"]) for i in made["images"]] == [(2, 0, 9), (2, 1, 9)]
     assert Path(made["folder"]).parent == tmp_path / "elsewhere-samples"
+
+
+def test_inspect_a_lora_sd_scripts_trained(smoke_run: Path) -> None:
+    lora = smoke_run / "output" / "smoke.safetensors"
+    result = _run([sys.executable, "-m", "kohya_wrap", "inspect", str(lora), "--json", "--strict"], Path.cwd(), timeout=120)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    data = json.loads(result.stdout)
+    assert (data["naming"], data["unet_modules"], data["text_encoder_modules"]) == ("kohya", 192, 72)
+    assert data["healthy"] is True and data["ranks"] == [4] and data["alphas"] == [1.0]
+    training = data["training"]
+    assert (training["network_module"], training["network_dim"], training["steps"]) == ("networks.lora", 4, 2)
+    assert training["base_model_name"] == "sd15-random-fp16.safetensors"
+    assert training["dataset_dirs"] == [{"name": "1_ohwx man", "repeats": 1, "images": 2}]

@@ -159,6 +159,14 @@ def test_bf16_alpha_is_read(tmp_path: Path) -> None:
     assert r.alphas == (1.0,) and r.dtypes == ("BF16", "F32")
 
 
+def test_integer_alpha_is_read(tmp_path: Path) -> None:
+    # sd-scripts saves `network_alpha = 1` (an int) as an int64 tensor
+    tensors = {k: (np.array(1, dtype=np.int64) if k.endswith(".alpha") else v) for k, v in kohya_tensors().items()}
+    save_file(tensors, str(tmp_path / "int-alpha.safetensors"))
+    r = inspect_lora(tmp_path / "int-alpha.safetensors")
+    assert r.alphas == (1.0,) and r.dtypes == ("F32", "I64") and r.healthy
+
+
 def _diffusers_tensors(zero_up: bool = False) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(1)
     out = {}

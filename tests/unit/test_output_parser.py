@@ -202,9 +202,21 @@ def test_resume_past_epoch_one_corrects_file_steps():
 def test_unwrapped_records_with_wide_columns():
     line = ("2026-11-25 09:39:51 INFO     save train state to /very/long/output/dir/with a space/face-step00000500-state/"
             "train_state.json at epoch 3 step 500" + " " * 20 + "train_network.py:946\n")
+    done = ("                    INFO     Random states saved in /very/long/output/dir/with a space/face-step00000500-state"
+            "/random_states_0.pkl   checkpointing.py:170\n")
     parser = OutputParser()
-    events = parser.feed("stderr", line.encode()) + parser.close()
+    events = parser.feed("stderr", line.encode()) + parser.flush()
+    assert of(events, StateSaved) == []  # train_state.json comes first; the state is not complete yet
+    events = parser.feed("stderr", done.encode()) + parser.close()
     assert of(events, StateSaved) == [StateSaved(path="/very/long/output/dir/with a space/face-step00000500-state", step=500)]
+
+
+def test_a_state_save_cut_short_is_not_reported():
+    text = ("2026-11-25 09:39:51 INFO     save train state to /o/face-step00000002-state/train_state.json at epoch 1 "
+            "step 2   train_network.py:946\nTraceback (most recent call last):\n  File \"x.py\", line 1\nKeyboardInterrupt\n")
+    parser = OutputParser()
+    events = parser.feed("stderr", text.encode()) + parser.close()
+    assert of(events, StateSaved) == [] and of(events, Error)[0].kind == "interrupted"
 
 
 def test_crlf_split_across_reads_and_redraw_without_newline():

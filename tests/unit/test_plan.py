@@ -1,4 +1,5 @@
 import json
+import os
 import struct
 import subprocess
 import sys
@@ -79,9 +80,10 @@ def test_plan_json_has_every_contract_key_with_exact_types(env, tmp_path):
     assert steps["arithmetic"].endswith("= 3000 steps")
     run = (tmp_path / "run").resolve()
     assert doc["launch"]["argv"] == [
-        sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "--num_machines", "1",
+        sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(run / "accelerate.yaml"),
+        "--num_processes", "1", "--num_machines", "1",
         "--mixed_precision", "no", "--dynamo_backend", "no", "--num_cpu_threads_per_process",
-        doc["launch"]["argv"][12], "--cpu", str(env.checkout.resolve() / "train_network.py"),
+        doc["launch"]["argv"][14], "--cpu", str(env.checkout.resolve() / "train_network.py"),
         "--config_file", str(run / "config.toml"), "--dataset_config", str(run / "dataset.toml")]
     assert doc["launch"]["env"]["PYTHONUNBUFFERED"] == "1" and doc["launch"]["env"]["COLUMNS"] == "1000"
     assert doc["launch"]["cwd"] == str(run)
@@ -94,7 +96,8 @@ def test_written_configs_match_the_plan(env, tmp_path):
     p = env(make_dataset(tmp_path / "ds"))
     write_plan(p)
     run = p.run_dir
-    assert sorted(x.name for x in run.iterdir()) == ["config.toml", "dataset.toml", "plan.json", "sample_prompts.txt"]
+    assert sorted(x.name for x in run.iterdir()) == [
+        "accelerate.yaml", "config.toml", "dataset.toml", "plan.json", "sample_prompts.txt"]
     config = tomllib.loads((run / "config.toml").read_text())
     flat = {k: v for section in config.values() for k, v in section.items()}
     assert flat == dict(p.values)
@@ -259,3 +262,26 @@ def test_gpus_are_detected_with_nvidia_smi_not_torch(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path / "nowhere"))
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
     assert detect_gpus().count == 0
+
+
+def test_a_saved_accelerate_config_cannot_change_the_run(env, tmp_path, monkeypatch):
+    """accelerate reads ~/.cache/huggingface/accelerate/default_config.yaml unless given its own."""
+    import subprocess
+
+    pytest.importorskip("accelerate")
+    hf_home = tmp_path / "hf"
+    (hf_home / "accelerate").mkdir(parents=True)
+    (hf_home / "accelerate" / "default_config.yaml").write_text(
+        "compute_environment: LOCAL_MACHINE\ndistributed_type: MULTI_GPU\nnum_processes: 8\nuse_cpu: false\n")
+    monkeypatch.setenv("HF_HOME", str(hf_home))
+    p = env(make_dataset(tmp_path / "ds"))
+    write_plan(p)
+    probe = tmp_path / "probe.py"
+    probe.write_text("import os; print('WORLD', os.environ.get('WORLD_SIZE', '1'))\n")
+    argv = list(p.argv)
+    script = next(i for i, a in enumerate(argv) if a.endswith("train_network.py"))
+    argv = argv[:script] + [str(probe)]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=120, env={**os.environ, **p.env})
+    assert out.returncode == 0, out.stderr
+    assert "WORLD 1" in out.stdout
+    assert "were not passed" not in out.stderr

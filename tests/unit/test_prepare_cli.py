@@ -87,3 +87,13 @@ def test_help_and_import_stay_light() -> None:
             "heavy = [m for m in ('PIL', 'numpy', 'cv2', 'torch') if m in sys.modules]; "
             "assert not heavy, heavy")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_progress_is_reported_per_photo(tmp_path: Path) -> None:
+    from kohya_wrap.prepare import PrepareOptions, prepare_dataset
+
+    src = make_src(tmp_path / "photos", 3)
+    seen: list[tuple[int, int]] = []
+    prepare_dataset(PrepareOptions(src_dir=src, dataset_dir=tmp_path / "out", token="ohwx", class_word="man",
+                                   crop="center", jobs=2), on_progress=lambda done, total: seen.append((done, total)))
+    assert seen == [(1, 3), (2, 3), (3, 3)]

@@ -302,7 +302,7 @@ def test_second_run_reuses_and_follows_changes(tmp_path: Path) -> None:
     save(src / "IMG_001.jpg", photo(101, (1000, 800)))  # changed content
     (src / "IMG_002.jpg").unlink()  # removed
     changed = prepare(src, out)
-    assert (changed.processed, changed.reused, changed.removed) == (1, 2, 2)
+    assert (changed.processed, changed.reused, changed.removed) == (1, 2, 1)  # IMG_001 changed, IMG_002 gone
     assert [i.source for i in changed.images] == ["IMG_000.jpg", "IMG_001.jpg", "IMG_003.jpg"]
     assert sorted(p.name for p in (out / SUBSET).iterdir()) == ["0001.png", "0001.txt", "0002.png", "0002.txt",
                                                                "0003.png", "0003.txt"]
@@ -318,8 +318,9 @@ def test_second_run_reuses_and_follows_changes(tmp_path: Path) -> None:
     new_subset = out / layout.TRAIN_DIR / layout.subset_dir_name(5, "sks man")
     assert (new_subset / "0001.txt").read_text() == "photo of sks man\n"
 
+    (src / "IMG_003.jpg").unlink()
     bigger = prepare(src, out, size=768)
-    assert (bigger.processed, bigger.reused) == (3, 0)
+    assert (bigger.processed, bigger.reused, bigger.removed) == (2, 0, 1)
 
 
 def test_damaged_earlier_output_is_made_again(tmp_path: Path) -> None:

@@ -41,9 +41,11 @@ def test_every_outcome_has_a_distinct_exit_code_and_advice():
     assert e.exit_code == ExitCode.TRAIN_OOM and e.outcome == "oom"
 
 
-def _state(out, name, step, epoch=1):
+def _state(out, name, step, epoch=1, complete=True):
     (out / name).mkdir(parents=True)
     (out / name / "train_state.json").write_text(json.dumps({"current_epoch": epoch, "current_step": step}))
+    for file in ("model.safetensors", "optimizer.bin", "scheduler.bin", "random_states_0.pkl")[:4 if complete else 1]:
+        (out / name / file).write_bytes(b"")
 
 
 def test_latest_state_and_resume_args(tmp_path):
@@ -52,6 +54,7 @@ def test_latest_state_and_resume_args(tmp_path):
     _state(out, "face-step00000004-state", 4)
     _state(out, "other-step00000009-state", 9)  # another output name
     (out / "face-step00000006-state").mkdir()  # interrupted while saving: no train_state.json
+    _state(out, "face-step00000008-state", 8, complete=False)  # Ctrl-C after train_state.json, before the rest
     state = latest_state(out, "face")
     assert state.path.name == "face-step00000004-state" and state.step == 4 and not state.is_final
     assert resume_args(state.path) == ["--resume", str(state.path), "--skip_until_initial_step"]
