@@ -24,7 +24,7 @@ from kohya_wrap.process import ProcessResult, Streamer, child_env
 from kohya_wrap.sdscripts.lora_file import LoraReport
 from kohya_wrap.sdscripts.output import OutputParser
 from kohya_wrap.sdscripts.samples import SAMPLE_DIR_NAME, parse_sample_name
-from kohya_wrap.sdscripts.resume import SavedState, latest_state, resume_args
+from kohya_wrap.sdscripts.resume import SavedState, latest_state, read_state, resume_args
 from kohya_wrap.train import manifest as manifest_mod
 from kohya_wrap.train.job import TrainJob, load_job
 from kohya_wrap.train.outcome import ADVICE, EXIT_CODES, classify
@@ -222,8 +222,6 @@ def run_training(
 
 
 def _state_file_step(path: Path) -> int | None:
-    from kohya_wrap.sdscripts.resume import read_state
-
     state = read_state(path)
     return state.step if state else None
 
