@@ -75,6 +75,22 @@ def _peak_rss_kb(pid: int) -> int:
     return 0
 
 
+def _descendants(root: int) -> list[int]:
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parents[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+    found, frontier = [], [root]
+    while frontier:
+        parent = frontier.pop()
+        children = [pid for pid, ppid in parents.items() if ppid == parent]
+        found += children
+        frontier += children
+    return found
+
+
 def _run_watched(argv: list[str], env: dict[str, str], cwd: Path, log: Path) -> tuple[float, int, int]:
     """(wall seconds, peak RSS of the process itself in kB, peak RSS of its largest descendant in kB)."""
     import subprocess
@@ -85,13 +101,8 @@ def _run_watched(argv: list[str], env: dict[str, str], cwd: Path, log: Path) -> 
         own = child = 0
         while proc.poll() is None:
             own = max(own, _peak_rss_kb(proc.pid))
-            for stat in Path("/proc").glob("[0-9]*/stat"):
-                try:
-                    fields = stat.read_text().rsplit(")", 1)[1].split()
-                except (OSError, IndexError):
-                    continue
-                if int(fields[1]) == proc.pid or int(fields[2]) == proc.pid:  # child, or in its group
-                    child = max(child, _peak_rss_kb(int(stat.parent.name)))
+            for pid in _descendants(proc.pid):  # the trainer runs in its own session under kohya-wrap
+                child = max(child, _peak_rss_kb(pid))
             time.sleep(0.2)
     return time.perf_counter() - start, own, child
 

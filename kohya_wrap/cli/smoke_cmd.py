@@ -40,9 +40,21 @@ def smoke(steps: int | None, keep: Path | None, sd_scripts: str | None, as_json:
     from kohya_wrap.smoke.run import SmokeFailed, run_smoke
 
     notes = err_console()
-    view = PlainView() if as_json else make_view(False, console())
+    # The training view starts with the first training event and ends before the next stage's note,
+    # so a live panel never has other lines printed into it.
+    view: Any = None
+
+    def on_event(event: Any) -> None:
+        nonlocal view
+        if view is None:
+            view = PlainView() if as_json else make_view(False, console())
+        view(event)
 
     def on_stage(name: str) -> None:
+        nonlocal view
+        if view is not None:
+            view.close()
+            view = None
         notes.print(f"[dim]{_STAGE_NOTES.get(name, name)}[/dim]", highlight=False, soft_wrap=True)
 
     def on_signal(_signum: int, count: int) -> None:
@@ -52,9 +64,10 @@ def smoke(steps: int | None, keep: Path | None, sd_scripts: str | None, as_json:
             notes.print("[red]killing the trainer[/red]")
 
     try:
-        result = run_smoke(steps, keep, view, sd_scripts=sd_scripts, on_stage=on_stage, on_signal=on_signal)
+        result = run_smoke(steps, keep, on_event, sd_scripts=sd_scripts, on_stage=on_stage, on_signal=on_signal)
     finally:
-        view.close()
+        if view is not None:
+            view.close()
     if as_json:
         print_json(result.to_json())
     else:
@@ -85,7 +98,8 @@ def verdict_line(result: Any) -> str:
         head += f" ({result.budget_seconds:.1f} s without building the base model)"
     line = head + (": " + " | ".join(parts) if parts else "")
     if result.lora is not None and result.lora.ok:
-        line += f"; LoRA verified: {result.lora.modules} modules, {result.lora.steps} steps"
+        steps = result.lora.steps
+        line += f"; LoRA verified: {result.lora.modules} modules, {steps} step{'' if steps == 1 else 's'}"
     return line
 
 

@@ -71,6 +71,22 @@ def gpu_names() -> list[str]:
     return [line.strip() for line in done.stdout.splitlines() if line.strip()]
 
 
+class EnvironmentProbe:
+    """environment() on a thread, started with the run so that it costs no time at the end."""
+
+    def __init__(self, python: str) -> None:
+        self.result: dict[str, Any] | None = None
+        self._thread = threading.Thread(target=self._run, args=(python,), daemon=True)
+        self._thread.start()
+
+    def _run(self, python: str) -> None:
+        self.result = environment(python)
+
+    def wait(self) -> dict[str, Any]:
+        self._thread.join()
+        return self.result or {}
+
+
 class FileHasher:
     """sha256 of a (large) file computed on a thread while training runs, cached by size and mtime."""
 

@@ -143,6 +143,7 @@ def run_training(
     follow = _Follow(seen_samples=_existing_samples(job.output_dir))
     parser = OutputParser()
     hasher = manifest_mod.FileHasher(job.base_model_path)
+    probe = manifest_mod.EnvironmentProbe(manifest_mod.trainer_python(job.argv))
     started_at = datetime.now(timezone.utc)
     writer = EventWriter(job.events_path)
     streamer: Streamer | None = None
@@ -200,7 +201,7 @@ def run_training(
         ended_at = datetime.now(timezone.utc)
         last = latest_state(job.output_dir, job.output_name, _known_state_steps(job.events_path))
         manifest = _manifest(job, argv, prior, state, follow, outcome, exit_code, result,
-                             started_at, ended_at, hasher, verification, parser)
+                             started_at, ended_at, hasher, probe, verification, parser)
         manifest_mod.write_manifest(job.manifest_path, manifest)
 
     last_progress = follow.last_progress
@@ -285,7 +286,8 @@ def _finite(value: float | None) -> float | str | None:
 def _manifest(job: TrainJob, argv: list[str], prior: dict[str, Any] | None, state: SavedState | None,
               follow: _Follow, outcome: str, exit_code: int, result: ProcessResult | None,
               started_at: datetime, ended_at: datetime, hasher: manifest_mod.FileHasher,
-              verification: LoraReport | None, parser: OutputParser) -> dict[str, Any]:
+              probe: manifest_mod.EnvironmentProbe, verification: LoraReport | None,
+              parser: OutputParser) -> dict[str, Any]:
     attempt = {
         "started_at": started_at.isoformat(), "ended_at": ended_at.isoformat(),
         "duration_s": round((ended_at - started_at).total_seconds(), 3),
@@ -318,7 +320,7 @@ def _manifest(job: TrainJob, argv: list[str], prior: dict[str, Any] | None, stat
         "base_model": {"path": str(job.base_model_path) if job.base_model_path else
                        (job.plan.get("base_model") or {}).get("source"), "sha256": base_sha},
         "sd_scripts": {"path": job.sd_scripts_path, "commit": job.sd_scripts_commit},
-        "environment": manifest_mod.environment(manifest_mod.trainer_python(job.argv)),
+        "environment": probe.wait(),
         "steps": {"planned": job.max_train_steps, "reached": last.step if last else None,
                   "trainer_total": parser.total_steps},
         "mean_it_per_s": round(_mean_rate(follow), 4) if _mean_rate(follow) else None,

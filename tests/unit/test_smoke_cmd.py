@@ -124,3 +124,24 @@ def test_verdict_line_names_every_stage_and_the_lora() -> None:
     assert verdict_line(first).startswith("smoke ok in 116.2 s (71.2 s without building the base model): "
                                           "base model built 45.0 s | images")
     assert first.to_json()["seconds_without_model_build"] == 71.2
+
+
+def test_drawn_faces_prepare_at_the_smoke_presets_size(tmp_path: Path) -> None:
+    """The prepare stage takes the smoke preset's 64 px (the CLI offers only 512 and 768)."""
+    from PIL import Image
+
+    from kohya_wrap.prepare import PrepareOptions, prepare_dataset
+    from kohya_wrap.preset import load_preset
+    from kohya_wrap.smoke.images import write_face_images
+    from kohya_wrap.smoke.run import CLASS_WORD, IMAGE_COUNT, TOKEN
+
+    ours = load_preset("smoke").ours
+    size = ours["size"].value
+    assert size == 64
+    write_face_images(tmp_path / "photos", count=IMAGE_COUNT)
+    result = prepare_dataset(PrepareOptions(src_dir=tmp_path / "photos", dataset_dir=tmp_path / "dataset", token=TOKEN,
+                                            class_word=CLASS_WORD, size=size, crop=ours["crop"].value, jobs=1))
+    assert len(result.images) == IMAGE_COUNT and result.skipped == 0
+    for image in result.images:
+        with Image.open(tmp_path / "dataset" / image.output) as opened:
+            assert opened.size == (size, size)
