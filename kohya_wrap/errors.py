@@ -55,5 +55,11 @@ class ModelError(KohyaWrapError):
     """A base model or tokenizer cannot be found, read or downloaded."""
 
 
+class ModelGone(ModelError):
+    """train: the model a plan named is no longer there; found before the trainer starts."""
+
+    exit_code = ExitCode.TRAIN_MODEL_MISSING
+
+
 class RunDirError(KohyaWrapError):
     """A run directory is missing, unfinished, or would be overwritten."""

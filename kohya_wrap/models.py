@@ -14,7 +14,7 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-from kohya_wrap.errors import ModelError
+from kohya_wrap.errors import ModelError, ModelGone
 from kohya_wrap.fsutil import user_cache_dir
 from kohya_wrap.sdscripts.configs import TOKENIZER_FILES, TOKENIZER_REPO, TOKENIZER_REQUIRED_FILES, tokenizer_subdir
 
@@ -87,6 +87,38 @@ def resolve_base_model(source: str, *, allow_pickle: bool = False) -> BaseModel:
     if _looks_like_path(source):
         raise ModelError(f"base model {path} does not exist", "check the path, or give a Hugging Face repo id")
     return _from_hub(source, allow_pickle)
+
+
+def ensure_base_model(source: str, path: Path, kind: str) -> Path:
+    """The model file a plan resolved, still there before training starts.
+
+    A hub model whose cached file is gone (a new Colab runtime, a cleared cache) is fetched again,
+    possibly to another snapshot path; a local file or folder that is gone cannot be replaced.
+    """
+    if path.exists():
+        return path
+    if kind == "hub":
+        try:
+            # the plan already accepted this file type (a pickle only with --allow-pickle)
+            return resolve_base_model(source, allow_pickle=path.suffix.lower() in PICKLE_SUFFIXES).path
+        except ModelError as e:
+            raise ModelGone(f"base model {source}: its cached file {path} is gone and it cannot be fetched again "
+                            f"({e.message})", e.hint) from None
+    raise ModelGone(f"base model {path} (planned from {source!r}) no longer exists",
+                    "put the file back where it was, or plan a new run with --base-model")
+
+
+def ensure_tokenizer(cache_dir: Path) -> Path:
+    """The tokenizer a plan resolved, still there; kohya-wrap's own cache is filled again if it was cleared."""
+    if _has_tokenizer(cache_dir):
+        return cache_dir
+    if cache_dir == default_tokenizer_cache_dir():
+        try:
+            return resolve_tokenizer(None)
+        except ModelError as e:
+            raise ModelGone(e.message, e.hint) from None
+    raise ModelGone(f"CLIP tokenizer: {tokenizer_subdir(cache_dir)} (planned with --tokenizer-cache-dir) no longer exists",
+                    "put the tokenizer folder back, or plan a new run")
 
 
 def _split_repo(source: str) -> tuple[str, str | None]:

@@ -71,6 +71,31 @@ def detect_gpus() -> GpuInfo:
 
 
 @dataclass(frozen=True)
+class Machines:
+    """Several machines training one run together (accelerate's multi-node data parallel launch).
+
+    Every machine runs the same plan with its own rank; rank 0 is the main process at main_ip:main_port.
+    """
+
+    count: int = 1
+    rank: int = 0
+    main_ip: str | None = None
+    main_port: int = 29500
+
+    def check(self) -> None:
+        if self.count < 1:
+            raise KohyaWrapError(f"--num-machines {self.count}: must be at least 1")
+        if not 0 <= self.rank < self.count:
+            raise KohyaWrapError(f"--machine-rank {self.rank}: must be 0 to {self.count - 1} for {self.count} machine(s)",
+                                 "give rank 0 on the main machine and 1, 2, ... on the others")
+        if self.count > 1 and not self.main_ip:
+            raise KohyaWrapError(f"--num-machines {self.count} needs --main-process-ip",
+                                 "give the address of the rank-0 machine, reachable from every machine")
+        if not 0 < self.main_port < 65536:
+            raise KohyaWrapError(f"--main-process-port {self.main_port}: not a TCP port")
+
+
+@dataclass(frozen=True)
 class PlanSubset:
     dir: str
     images: int
@@ -185,8 +210,13 @@ def make_plan(
     dataset_dir: str | Path, *, preset: str | Path, base_model: str, run_dir: str | Path,
     overrides: Sequence[str] = (), gpus: int | None = None, tokenizer_cache_dir: str | Path | None = None,
     allow_pickle: bool = False, sd_scripts: str | Path | None = None, gpu_info: GpuInfo | None = None,
+    machines: Machines = Machines(),
 ) -> Plan:
-    """Everything a run needs, decided and validated; nothing is written."""
+    """Everything a run needs, decided and validated; nothing is written.
+
+    gpus: GPUs of this machine; with several machines every machine has as many, and the step
+    arithmetic counts the processes of all of them.
+    """
     run = Path(run_dir).expanduser().resolve()
     check_run_dir(run)
     chosen = load_preset(preset, overrides)
@@ -198,15 +228,20 @@ def make_plan(
     warnings: list[str] = list(model.warnings)
 
     cuda = hardware.count > 0
-    num_processes = gpus if gpus is not None else 1
-    if num_processes < 1:
-        raise KohyaWrapError(f"--gpus {num_processes}: must be at least 1")
-    if cuda and num_processes > hardware.count:
-        raise KohyaWrapError(f"--gpus {num_processes}: only {hardware.count} CUDA GPU(s) visible",
+    local_gpus = gpus if gpus is not None else 1
+    if local_gpus < 1:
+        raise KohyaWrapError(f"--gpus {local_gpus}: must be at least 1")
+    if cuda and local_gpus > hardware.count:
+        raise KohyaWrapError(f"--gpus {local_gpus}: only {hardware.count} CUDA GPU(s) visible",
                              f"use --gpus {hardware.count} or fewer")
-    if not cuda and num_processes > 1:
-        raise KohyaWrapError(f"--gpus {num_processes}: no CUDA GPU found, so training runs on the CPU in one process",
+    if not cuda and local_gpus > 1:
+        raise KohyaWrapError(f"--gpus {local_gpus}: no CUDA GPU found, so training runs on the CPU in one process",
                              "leave out --gpus, or run on a machine with GPUs")
+    machines.check()
+    if not cuda and machines.count > 1:
+        raise KohyaWrapError(f"--num-machines {machines.count}: no CUDA GPU found on this machine",
+                             "multi-machine training needs GPUs on every machine")
+    num_processes = local_gpus * machines.count
 
     settings: dict[str, Setting] = dict(chosen.values)
     ours = {k: s.value for k, s in chosen.ours.items()}
@@ -264,7 +299,9 @@ def make_plan(
             break
 
     subsets = tuple(PlanSubset(str(s.dir), s.images, r, s.class_tokens, s.is_reg) for s, r in zip(dataset.subsets, sp.repeats))
-    launch = Launch(num_processes=num_processes, mixed_precision=shape.mixed_precision, cpu=not cuda)
+    launch = Launch(num_processes=num_processes, mixed_precision=shape.mixed_precision, cpu=not cuda,
+                    num_machines=machines.count, machine_rank=machines.rank, main_process_ip=machines.main_ip,
+                    main_process_port=machines.main_port)
     argv = build_argv(checkout.path, run / CONFIG_TOML, run / DATASET_TOML, launch)
     header = (f"Written by kohya-wrap {__version__} `plan` from preset {chosen.name} for sd-scripts {PINNED_TAG}.\n"
               "Regenerate it with `kohya-wrap plan`; edits here are not checked.")

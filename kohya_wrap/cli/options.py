@@ -9,3 +9,14 @@ sd_scripts_option = click.option(
     help="sd-scripts checkout to use (else $KOHYA_WRAP_SD_SCRIPTS, else the submodule third_party/sd-scripts).",
 )
 json_option = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
+
+# Several machines training one run (docs/multi-gpu.md); every machine runs the same command with its own rank.
+machine_options = [
+    click.option("--num-machines", "num_machines", type=click.IntRange(min=1), default=1, show_default=True,
+                 help="Machines training this run together (each with --gpus GPUs)."),
+    click.option("--machine-rank", "machine_rank", type=click.IntRange(min=0), default=0, show_default=True,
+                 help="This machine's rank: 0 on the main machine, 1, 2, ... on the others."),
+    click.option("--main-process-ip", "main_process_ip", default=None, help="Address of the rank-0 machine."),
+    click.option("--main-process-port", "main_process_port", type=click.IntRange(1, 65535), default=29500,
+                 show_default=True, help="Port of the rank-0 machine."),
+]

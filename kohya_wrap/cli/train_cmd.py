@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import click
 
-from kohya_wrap.cli.options import json_option, sd_scripts_option
+from kohya_wrap.cli.options import json_option, machine_options, sd_scripts_option
 
 _COMMON = [
     click.option("--preset", help="Preset name or .toml file."),
@@ -17,7 +18,8 @@ _COMMON = [
                  show_default=True, help="Where new run directories are made (one per run)."),
     click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a preset value (repeatable)."),
     click.option("--gpus", type=click.IntRange(min=1), default=None,
-                 help="GPUs to train on (data parallel with accelerate). Several machines: see `train --help`."),
+                 help="GPUs of this machine to train on (data parallel with accelerate)."),
+    *machine_options,
     click.option("--tokenizer-cache-dir", "tokenizer_cache_dir", type=click.Path(file_okay=False, path_type=Path),
                  default=None, help="Folder holding the CLIP tokenizer (offline use)."),
     click.option("--dry-run", is_flag=True, help="Print the command line, its environment and both configs; start nothing."),
@@ -28,9 +30,18 @@ _COMMON = [
 
 
 def _common(f: Any) -> Any:
+    """The shared options; the four machine options arrive as one `machines` argument."""
+
+    @functools.wraps(f)
+    def wrapper(*args: Any, num_machines: int, machine_rank: int, main_process_ip: str | None,
+                main_process_port: int, **kwargs: Any) -> Any:
+        from kohya_wrap.plan import Machines
+
+        return f(*args, machines=Machines(num_machines, machine_rank, main_process_ip, main_process_port), **kwargs)
+
     for option in reversed(_COMMON):
-        f = option(f)
-    return f
+        wrapper = option(wrapper)
+    return wrapper
 
 
 def _new_run_dir(runs_dir: Path, label: str) -> Path:
@@ -44,7 +55,7 @@ def _new_run_dir(runs_dir: Path, label: str) -> Path:
               help="Continue the stopped run in this run directory from its last saved state.")
 @_common
 def train(dataset_dir: Path | None, resume_dir: Path | None, preset: str | None, base_model: str | None,
-          runs_dir: Path, overrides: tuple[str, ...], gpus: int | None, tokenizer_cache_dir: Path | None,
+          runs_dir: Path, overrides: tuple[str, ...], gpus: int | None, machines: Any, tokenizer_cache_dir: Path | None,
           dry_run: bool, allow_nan: bool, sd_scripts: str | None, as_json: bool) -> None:
     """Plan a run of DATASET_DIR and train it; train a RUN_DIR `plan` made; or continue one with --resume RUN_DIR.
 
@@ -53,26 +64,32 @@ def train(dataset_dir: Path | None, resume_dir: Path | None, preset: str | None,
     18 LoRA failed verification, 130 interrupted.
 
     Ctrl-C stops the trainer (its whole process group) and prints the resume command; a second
-    Ctrl-C kills it. --gpus N trains data parallel on N GPUs of this machine. Several machines:
-    print the command with --dry-run --gpus <total GPUs> and run it on each machine with
-    --num_machines M --machine_rank R --main_process_ip IP --main_process_port PORT added to the
-    accelerate part (--num_processes counts the GPUs of all machines).
+    Ctrl-C kills it. --gpus N trains data parallel on N GPUs of this machine. Several machines
+    (docs/multi-gpu.md): run the same command on each with --num-machines M --machine-rank R
+    --main-process-ip IP of the rank-0 machine.
     """
+    from kohya_wrap.plan import Machines
+
+    planned = resume_dir is not None or (dataset_dir is not None and (dataset_dir / "plan.json").is_file())
+    if planned and (overrides or gpus is not None or machines != Machines() or tokenizer_cache_dir is not None):
+        raise click.UsageError("a planned run trains as planned: --set, --gpus, --tokenizer-cache-dir and the machine "
+                               "options apply when planning (give DATASET_DIR, --preset and --base-model)")
     if resume_dir is not None:
         if dataset_dir is not None or preset or base_model:
             raise click.UsageError("--resume continues an existing run: give no DATASET_DIR, --preset or --base-model")
-        _train_run_dir(resume_dir, resume=True, allow_nan=allow_nan, as_json=as_json)
+        _train_run_dir(resume_dir, resume=True, allow_nan=allow_nan, as_json=as_json, dry_run=dry_run)
         return
     if dataset_dir is not None and (dataset_dir / "plan.json").is_file() and not preset and not base_model:
         # a run directory `kohya-wrap plan` made: train it as planned
-        _train_run_dir(dataset_dir, resume=False, allow_nan=allow_nan, as_json=as_json)
+        _train_run_dir(dataset_dir, resume=False, allow_nan=allow_nan, as_json=as_json, dry_run=dry_run)
         return
     if dataset_dir is None or not preset or not base_model:
         raise click.UsageError("give DATASET_DIR, --preset and --base-model (or a planned RUN_DIR, or --resume RUN_DIR)")
     from kohya_wrap.plan import make_plan, write_plan
 
     plan = make_plan(dataset_dir, preset=preset, base_model=base_model, run_dir=_new_run_dir(runs_dir, Path(preset).stem),
-                     overrides=overrides, gpus=gpus, tokenizer_cache_dir=tokenizer_cache_dir, sd_scripts=sd_scripts)
+                     overrides=overrides, gpus=gpus, tokenizer_cache_dir=tokenizer_cache_dir, sd_scripts=sd_scripts,
+                     machines=machines)
     if dry_run:
         _print_dry_run(plan, as_json)
         return
@@ -89,7 +106,7 @@ def train(dataset_dir: Path | None, resume_dir: Path | None, preset: str | None,
 @click.option("--allow-upscale", is_flag=True, help="Keep photos whose crop is smaller than --size (upscaled).")
 @_common
 def run(src_photos: Path, token: str, class_word: str, crop: str, size: str, allow_upscale: bool, preset: str | None,
-        base_model: str | None, runs_dir: Path, overrides: tuple[str, ...], gpus: int | None,
+        base_model: str | None, runs_dir: Path, overrides: tuple[str, ...], gpus: int | None, machines: Any,
         tokenizer_cache_dir: Path | None, dry_run: bool, allow_nan: bool, sd_scripts: str | None, as_json: bool) -> None:
     """Prepare SRC_PHOTOS, plan and train in one go: RUNS_DIR/<time>-<token>/{dataset,run}.
 
@@ -106,7 +123,8 @@ def run(src_photos: Path, token: str, class_word: str, crop: str, size: str, all
                                               class_word=class_word, size=int(size), crop=crop,  # type: ignore[arg-type]
                                               allow_upscale=allow_upscale))
     plan = make_plan(prepared.dataset_dir, preset=preset, base_model=base_model, run_dir=root / "run",
-                     overrides=overrides, gpus=gpus, tokenizer_cache_dir=tokenizer_cache_dir, sd_scripts=sd_scripts)
+                     overrides=overrides, gpus=gpus, tokenizer_cache_dir=tokenizer_cache_dir, sd_scripts=sd_scripts,
+                     machines=machines)
     if dry_run:
         _print_dry_run(plan, as_json)
         return
@@ -114,11 +132,16 @@ def run(src_photos: Path, token: str, class_word: str, crop: str, size: str, all
     _train_run_dir(plan.run_dir, resume=False, allow_nan=allow_nan, as_json=as_json)
 
 
-def _train_run_dir(run_dir: Path, *, resume: bool, allow_nan: bool, as_json: bool) -> None:
+def _train_run_dir(run_dir: Path, *, resume: bool, allow_nan: bool, as_json: bool, dry_run: bool = False) -> None:
     from kohya_wrap.cli.output import console, err_console
     from kohya_wrap.cli.train_view import make_view, render_result
+    from kohya_wrap.report.html import write_report
     from kohya_wrap.train.outcome import TrainingFailed
-    from kohya_wrap.train.runner import TrainOptions, run_training
+    from kohya_wrap.train.runner import TrainOptions, prepare_run, run_training
+
+    if dry_run:
+        _print_prepared(prepare_run(run_dir, resume=resume, fetch_models=False), as_json)
+        return
 
     out = err_console() if as_json else console()
     view = make_view(as_json, out)
@@ -130,7 +153,9 @@ def _train_run_dir(run_dir: Path, *, resume: bool, allow_nan: bool, as_json: boo
             err_console().print("[red]killing the trainer[/red]")
 
     try:
-        result = run_training(run_dir, TrainOptions(allow_nan=allow_nan, resume=resume), on_event=view, on_signal=on_signal)
+        # the report is rewritten at every checkpoint and at the end, so a stopped run has one too
+        result = run_training(run_dir, TrainOptions(allow_nan=allow_nan, resume=resume), on_event=view,
+                              on_signal=on_signal, on_saved=write_report)
     finally:
         view.close()
     render_result(result, out)
@@ -142,24 +167,39 @@ def _train_run_dir(run_dir: Path, *, resume: bool, allow_nan: bool, as_json: boo
         raise TrainingFailed(result.outcome, message, result.advice or None)
 
 
-def _print_dry_run(plan: Any, as_json: bool) -> None:
+def _print_dry_run(plan: Any, as_json: bool, argv: Any = None, notes: Any = (), ending: str | None = None) -> None:
     import shlex
+
+    from rich.markup import escape
 
     from kohya_wrap.cli.output import console, print_json
 
+    argv = list(argv if argv is not None else plan.argv)
     if as_json:
-        print_json({"argv": list(plan.argv), "env": dict(plan.env), "cwd": str(plan.cwd), "files": dict(plan.files),
-                    "plan": plan.to_json()})
+        print_json({"argv": argv, "env": dict(plan.env), "cwd": str(plan.cwd), "files": dict(plan.files),
+                    "notes": list(notes), "plan": plan.to_json()})
         return
     con = console()
     con.print("[bold]command[/bold]", highlight=False)
-    con.print(shlex.join(plan.argv), highlight=False, soft_wrap=True, markup=False)
+    con.print(shlex.join(argv), highlight=False, soft_wrap=True, markup=False)
     con.print("[bold]environment[/bold] (added to yours)", highlight=False)
     for key, value in plan.env.items():
         con.print(f"{key}={shlex.quote(str(value))}", highlight=False, markup=False)
-    con.print(f"[bold]working directory[/bold] {plan.cwd}", highlight=False)
+    con.print(f"[bold]working directory[/bold] {escape(str(plan.cwd))}", highlight=False)
     for name, text in plan.files.items():
         con.print(f"[bold]{name}[/bold]", highlight=False)
         con.print(text, highlight=False, markup=False, soft_wrap=True)
-    con.print(f"[dim]dry run: nothing written, nothing started ({plan.run_dir} would be the run directory)[/dim]",
+    for note in notes:
+        con.print(f"[yellow]note:[/yellow] {escape(note)}", highlight=False)
+    con.print(f"[dim]{escape(ending or f'dry run: nothing written, nothing started ({plan.run_dir} would be the run directory)')}[/dim]",
               highlight=False)
+
+
+def _print_prepared(prepared: Any, as_json: bool) -> None:
+    """`train RUN_DIR --dry-run` and `train --resume RUN_DIR --dry-run`: the command that would run."""
+    state = prepared.state
+    notes = list(prepared.notes)
+    if state is not None:
+        notes.insert(0, f"resumes from {state.path} at step {state.step}")
+    _print_dry_run(prepared.job.plan, as_json, argv=prepared.argv, notes=notes,
+                   ending=f"dry run: nothing started; {prepared.job.run_dir} is unchanged")

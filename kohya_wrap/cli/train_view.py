@@ -221,7 +221,7 @@ def render_result(result: Any, console: Console) -> None:
         console.print(f"[dim]last {len(result.tail)} lines of the trainer's output:[/dim]")
         for line in result.tail:
             console.print(f"  {escape(line)}", highlight=False, soft_wrap=True)
-    if result.outcome in ("interrupted", "nan", "crashed", "killed", "oom") :
+    if result.outcome in ("interrupted", "nan", "crashed", "killed", "oom"):
         if result.last_checkpoint:
             console.print(f"last checkpoint: {escape(result.last_checkpoint)}", highlight=False)
         if result.last_state is not None:
@@ -230,5 +230,10 @@ def render_result(result: Any, console: Console) -> None:
             console.print(f"resume with: [bold]{escape(result.resume_command)}[/bold]", highlight=False)
         else:
             console.print("no state was saved yet, so this run cannot be resumed; start it again.")
+    for warning in result.warnings:
+        console.print(f"[yellow]warning[/yellow]: {escape(warning)}", highlight=False)
+    report = result.run_dir / "report.html"
+    if report.is_file():
+        console.print(f"report: {escape(str(report))}", highlight=False)
     console.print(f"[dim]log: {escape(str(result.log_path))}   events: {escape(str(result.events_path))}   "
                   f"manifest: {escape(str(result.manifest_path))}[/dim]", highlight=False)

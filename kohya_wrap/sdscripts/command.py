@@ -29,13 +29,14 @@ class Launch:
     cpu_threads: int | None = None  # OMP_NUM_THREADS of the trainer; None: chosen from the core count
 
 
-def default_cpu_threads(num_processes: int, cpu: bool) -> int:
+def default_cpu_threads(num_processes: int, cpu: bool, num_machines: int = 1) -> int:
     """A CPU run computes with OpenMP threads, so it gets every core; GPU processes share the cores,
     which the data loader workers also need."""
     cores = os.cpu_count() or 1
     if cpu:
         return cores
-    return max(1, min(4, cores // max(1, num_processes)))
+    local = max(1, num_processes // max(1, num_machines))
+    return max(1, min(4, cores // local))
 
 
 ACCELERATE_CONFIG = "accelerate.yaml"
@@ -61,6 +62,8 @@ def render_accelerate_config(launch: Launch) -> str:
         f"num_processes: {launch.num_processes}",
         f"num_machines: {launch.num_machines}",
         f"machine_rank: {launch.machine_rank}",
+        *([f"main_process_ip: {launch.main_process_ip}", f"main_process_port: {launch.main_process_port}"]
+          if launch.num_machines > 1 else []),
         f"mixed_precision: '{launch.mixed_precision}'",
         f"use_cpu: {'true' if launch.cpu else 'false'}",
     ]
@@ -72,7 +75,7 @@ def build_argv(checkout: Path, config_toml: Path, dataset_toml: Path, launch: La
 
     The accelerate config (render_accelerate_config) is expected beside config_toml.
     """
-    threads = launch.cpu_threads or default_cpu_threads(launch.num_processes, launch.cpu)
+    threads = launch.cpu_threads or default_cpu_threads(launch.num_processes, launch.cpu, launch.num_machines)
     argv = [
         python or sys.executable, "-m", ACCELERATE_MODULE,
         "--config_file", str(Path(config_toml).parent / ACCELERATE_CONFIG),
@@ -84,7 +87,7 @@ def build_argv(checkout: Path, config_toml: Path, dataset_toml: Path, launch: La
     ]
     if launch.cpu:
         argv.append("--cpu")
-    elif launch.num_processes > 1:
+    elif launch.num_processes > 1 or launch.num_machines > 1:
         argv.append("--multi_gpu")
     if launch.num_machines > 1:
         if not launch.main_process_ip or not launch.main_process_port:
@@ -93,6 +96,12 @@ def build_argv(checkout: Path, config_toml: Path, dataset_toml: Path, launch: La
                  "--main_process_port", str(launch.main_process_port)]
     argv += [str(Path(checkout) / TRAIN_SCRIPT), "--config_file", str(config_toml), "--dataset_config", str(dataset_toml)]
     return argv
+
+
+def base_model_args(path: Path) -> list[str]:
+    """Arguments that point the trainer at another copy of its base model; sd-scripts lets the
+    command line override --config_file values (SPEC 2)."""
+    return ["--pretrained_model_name_or_path", str(path)]
 
 
 def build_env(*, offline: bool) -> dict[str, str]:

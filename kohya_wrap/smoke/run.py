@@ -247,8 +247,9 @@ def run_smoke(
         with stage(TRAIN):
             from kohya_wrap.train.runner import TrainOptions, run_training
 
-            trained = run_training(run_dir, TrainOptions(verify=False), on_event=on_event, on_signal=on_signal)
-            if trained.outcome != "finished":
+            # the runner verifies the LoRA (and records it in run.json); the verify stage reports it
+            trained = run_training(run_dir, TrainOptions(verify=True), on_event=on_event, on_signal=on_signal)
+            if trained.outcome not in ("finished", "verify_failed"):
                 message = f"training {trained.outcome}"
                 if trained.last_step is not None:
                     message += f" at step {trained.last_step}/{trained.total_steps}"
@@ -256,17 +257,17 @@ def run_smoke(
                                    trained.tail)
 
         with stage(VERIFY):
-            from kohya_wrap.train.job import load_job
-            from kohya_wrap.train.verify import verify_run
-
-            job = load_job(run_dir)
-            report = verify_run(job, model.sha256)
-            lora = LoraSummary(path=job.lora_file, ok=report.ok, unet_modules=report.unet_modules,
-                               text_encoder_modules=report.text_encoder_modules, steps=job.max_train_steps,
+            report = trained.verification
+            lora_file = trained.lora_file or plan.lora_file
+            if report is None:
+                raise _StageFailed(VERIFY, f"the trainer wrote no LoRA file ({lora_file})",
+                                   _with_keep_hint("", keep), ExitCode.TRAIN_VERIFY_FAILED)
+            lora = LoraSummary(path=lora_file, ok=report.ok, unet_modules=report.unet_modules,
+                               text_encoder_modules=report.text_encoder_modules, steps=trained.total_steps,
                                checks=tuple((c.name, c.ok, c.detail) for c in report.checks))
             if not report.ok:
                 failed = "; ".join(f"{c.name}: {c.detail}" for c in report.failed)
-                raise _StageFailed(VERIFY, f"the LoRA {job.lora_file} failed verification: {failed}",
+                raise _StageFailed(VERIFY, f"the LoRA {lora_file} failed verification: {failed}",
                                    "This points at a change in sd-scripts or its packages; compare with `kohya-wrap doctor`.",
                                    ExitCode.TRAIN_VERIFY_FAILED)
         return result()

@@ -18,9 +18,11 @@ from typing import Any, Callable
 
 from kohya_wrap.errors import RunDirError
 from kohya_wrap.events import (
-    Checkpoint, Error, Event, EventWriter, Finished, Phase, Progress, Sample, StateSaved, read_events, to_dict,
+    Checkpoint, Error, Event, EventWriter, Finished, Phase, Progress, Sample, StateSaved, Warning_, read_events, to_dict,
 )
+from kohya_wrap.models import ensure_base_model, ensure_tokenizer
 from kohya_wrap.process import ProcessResult, Streamer, child_env
+from kohya_wrap.sdscripts.command import base_model_args
 from kohya_wrap.sdscripts.lora_file import LoraReport
 from kohya_wrap.sdscripts.output import OutputParser
 from kohya_wrap.sdscripts.samples import SAMPLE_DIR_NAME, parse_sample_name
@@ -63,6 +65,19 @@ class TrainResult:
     events_path: Path
     manifest_path: Path
     output_name: str
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class PreparedRun:
+    """Everything decided before the trainer starts: what `--dry-run` prints and run_training launches."""
+
+    job: TrainJob
+    argv: tuple[str, ...]
+    state: SavedState | None  # the state a resume continues from
+    prior: dict[str, Any] | None  # run.json of earlier attempts
+    base_model_path: Path | None  # the file sd-scripts loads (a hub model may have been fetched again)
+    notes: tuple[str, ...] = ()  # what changed since the plan, said before the run starts
 
 
 def resume_command(run_dir: Path) -> str:
@@ -110,6 +125,48 @@ def check_run_dir(job: TrainJob, resume: bool) -> tuple[SavedState | None, dict[
     return state, prior
 
 
+def _models(job: TrainJob, fetch: bool) -> tuple[list[str], Path | None, list[str]]:
+    """Arguments for a model that moved since the plan, the model file, and notes.
+
+    A hub model or kohya-wrap's tokenizer cache that was cleared (a new Colab runtime) is fetched
+    again; a local file that is gone stops the run before it starts (exit 11).
+    """
+    args: list[str] = []
+    notes: list[str] = []
+    base = job.plan.base_model
+    path = job.base_model_path
+    if path is not None and not path.exists():
+        source, kind = str(base.get("source")), str(base.get("kind"))
+        if fetch or kind != "hub":
+            new = ensure_base_model(source, path, kind)
+            if new != path:
+                args += base_model_args(new)
+                notes.append(f"base model {source} fetched again: {new}")
+            path = new
+        else:
+            notes.append(f"base model {source}: its cached file {path} is gone; train fetches it again")
+    tokenizer = job.plan.tokenizer_cache_dir
+    if tokenizer and fetch:
+        ensure_tokenizer(Path(tokenizer))
+    return args, path, notes
+
+
+def prepare_run(run_dir: Path, *, resume: bool = False, fetch_models: bool = True) -> PreparedRun:
+    """Check the run directory and the models, and build the exact command; nothing is started.
+
+    fetch_models=False (a dry run) only says what would be fetched again.
+    """
+    job = load_job(run_dir)
+    state, prior = check_run_dir(job, resume)
+    argv = list(job.argv)
+    if state is not None:
+        recorded = _state_file_step(state.path)
+        argv += resume_args(state.path, initial_step=state.step if recorded != state.step else None)
+    model_args, base_path, notes = _models(job, fetch_models)
+    argv += model_args
+    return PreparedRun(job=job, argv=tuple(argv), state=state, prior=prior, base_model_path=base_path, notes=tuple(notes))
+
+
 @dataclass
 class _Follow:
     """What the runner learns from the events of this attempt."""
@@ -131,18 +188,20 @@ def run_training(
     options: TrainOptions = TrainOptions(),
     on_event: Callable[[Event], None] | None = None,
     on_signal: Callable[[int, int], None] | None = None,
+    on_saved: Callable[[Path], None] | None = None,
 ) -> TrainResult:
-    job = load_job(run_dir)
-    state, prior = check_run_dir(job, options.resume)
-    argv = list(job.argv)
-    if state is not None:
-        recorded = _state_file_step(state.path)
-        argv += resume_args(state.path, initial_step=state.step if recorded != state.step else None)
+    """Train a planned run directory.
+
+    on_saved(run_dir) runs after each checkpoint and once more after run.json is written (the CLI
+    writes the report there); its failure becomes a warning, never a failed run.
+    """
+    prepared = prepare_run(run_dir, resume=options.resume)
+    job, state, prior, argv = prepared.job, prepared.state, prepared.prior, list(prepared.argv)
     job.output_dir.mkdir(parents=True, exist_ok=True)
 
     follow = _Follow(seen_samples=_existing_samples(job.output_dir))
     parser = OutputParser()
-    hasher = manifest_mod.FileHasher(job.base_model_path)
+    hasher = manifest_mod.FileHasher(prepared.base_model_path)
     probe = manifest_mod.EnvironmentProbe(manifest_mod.trainer_python(job.argv))
     started_at = datetime.now(timezone.utc)
     writer = EventWriter(job.events_path)
@@ -153,6 +212,13 @@ def run_training(
         _learn(follow, event)
         if on_event is not None:
             on_event(event)
+        if isinstance(event, Checkpoint) and on_saved is not None:
+            problem = _call_saved_hook(on_saved, job.run_dir)
+            if problem:
+                emit(Warning_(message=problem))
+
+    for note in prepared.notes:
+        emit(Warning_(message=note))
 
     def handle(events: list[Event]) -> None:
         for event in events:
@@ -204,6 +270,11 @@ def run_training(
                              started_at, ended_at, hasher, probe, verification, parser)
         manifest_mod.write_manifest(job.manifest_path, manifest)
 
+    warnings = list(prepared.notes)
+    if on_saved is not None:
+        problem = _call_saved_hook(on_saved, job.run_dir)
+        if problem:
+            warnings.append(problem)
     last_progress = follow.last_progress
     return TrainResult(
         run_dir=job.run_dir, outcome=outcome, exit_code=exit_code,
@@ -218,8 +289,16 @@ def run_training(
         resumed_from=str(state.path) if state else None,
         errors=tuple(follow.errors), tail=tuple(parser.recent_lines[-TAIL_LINES:]),
         log_path=job.log_path, events_path=job.events_path, manifest_path=job.manifest_path,
-        output_name=job.output_name,
+        output_name=job.output_name, warnings=tuple(warnings),
     )
+
+
+def _call_saved_hook(hook: Callable[[Path], None], run_dir: Path) -> str | None:
+    try:
+        hook(run_dir)
+    except Exception as e:  # noqa: BLE001  a report that cannot be written must not fail the training
+        return f"after saving: {type(e).__name__}: {e}"
+    return None
 
 
 def _state_file_step(path: Path) -> int | None:
@@ -307,19 +386,20 @@ def _manifest(job: TrainJob, argv: list[str], prior: dict[str, Any] | None, stat
     last = follow.last_progress
     started_first = attempts[0]["started_at"]
     base_sha = hasher.wait() if outcome not in ("interrupted",) else hasher.result
+    base_path = hasher.path
     return {
         "run_dir": str(job.run_dir),
         "outcome": outcome,
         "exit_code": exit_code,
         "started_at": started_first,
         "ended_at": ended_at.isoformat(),
-        "preset": {"name": job.preset_name, "sha256": job.preset_sha256},
+        "preset": {"name": job.plan.preset_name, "sha256": job.plan.preset_sha256},
         "values": job.values,
         "value_sources": job.value_sources,
-        "dataset_manifest_sha256": job.dataset_manifest_sha256,
-        "base_model": {"path": str(job.base_model_path) if job.base_model_path else
-                       (job.plan.get("base_model") or {}).get("source"), "sha256": base_sha},
-        "sd_scripts": {"path": job.sd_scripts_path, "commit": job.sd_scripts_commit},
+        "dataset_manifest_sha256": job.plan.manifest_sha256,
+        "base_model": {"path": str(base_path) if base_path else
+                       job.plan.base_model.get("source"), "sha256": base_sha},
+        "sd_scripts": {"path": job.plan.sd_scripts.get("path"), "commit": job.plan.sd_scripts.get("commit")},
         "environment": probe.wait(),
         "steps": {"planned": job.max_train_steps, "reached": last.step if last else None,
                   "trainer_total": parser.total_steps},

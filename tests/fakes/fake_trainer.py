@@ -322,6 +322,7 @@ def main() -> int:
     ap.add_argument("--dataset_config")
     ap.add_argument("--resume")
     ap.add_argument("--skip_until_initial_step", action="store_true")
+    ap.add_argument("--pretrained_model_name_or_path")
     args, _unknown = ap.parse_known_args()
     if args.pid_file:
         with open(args.pid_file, "a") as f:
@@ -337,7 +338,10 @@ def main() -> int:
         return 0
     if args.replay:
         return replay(args.replay)
-    return train(args, load_config(args.config_file))
+    cfg = load_config(args.config_file)
+    if args.pretrained_model_name_or_path:  # the command line overrides the config file (SPEC 2)
+        cfg["pretrained_model_name_or_path"] = args.pretrained_model_name_or_path
+    return train(args, cfg)
 
 
 if __name__ == "__main__":

@@ -15,11 +15,12 @@ def recorded_lines() -> list[str]:
 
 
 def copy_recorded_run(run_dir: Path, *, events: int | None = None, age_s: float | None = None,
-                      with_files: bool = False) -> Path:
+                      with_files: bool = False, base_model: Path | None = None) -> Path:
     """The recorded run in run_dir, its first `events` events only when given.
 
     age_s: shift the timestamps so that the last event copied happened age_s seconds ago.
     with_files: also create the sample PNGs, LoRA files and state folders the events name (stand-ins).
+    base_model: the plan's base model becomes this file (the recorded one is not on this machine).
     """
     run_dir.mkdir(parents=True, exist_ok=True)
     for name in ("plan.json", "events.jsonl"):
@@ -27,6 +28,10 @@ def copy_recorded_run(run_dir: Path, *, events: int | None = None, age_s: float 
         if name == "events.jsonl":
             lines = text.splitlines(keepends=True)[:events]
             text = "".join(_shifted(lines, age_s) if age_s is not None else lines)
+        if name == "plan.json" and base_model is not None:
+            plan = json.loads(text)
+            plan["base_model"].update(source=str(base_model), path=str(base_model))
+            text = json.dumps(plan, indent=2)
         (run_dir / name).write_text(text, encoding="utf-8")
     if with_files:
         from PIL import Image
@@ -42,6 +47,9 @@ def copy_recorded_run(run_dir: Path, *, events: int | None = None, age_s: float 
                 Path(event["path"]).mkdir(parents=True, exist_ok=True)
                 Path(event["path"], "train_state.json").write_text(
                     json.dumps({"current_epoch": 1, "current_step": event["step"]}), encoding="utf-8")
+                # and what accelerate writes after it: a state folder without these was cut short
+                for name in ("model.safetensors", "optimizer.bin", "scheduler.bin", "random_states_0.pkl"):
+                    Path(event["path"], name).write_bytes(b"stand-in")
             elif event["type"] == "checkpoint":
                 Path(event["path"]).parent.mkdir(parents=True, exist_ok=True)
                 Path(event["path"]).write_bytes(b"stand-in")

@@ -159,12 +159,11 @@ def test_notebook_runs_in_test_mode(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 
 
 @needs_all_commands
-@pytest.mark.xfail(strict=True, reason="`train --resume RUN_DIR --dry-run` ignores --dry-run and launches the "
-                   "trainer of the recorded plan (/opt/sdenv/bin/python not found); owner: train")
 def test_rerun_after_a_disconnect_resumes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     drive = _test_mode_env(tmp_path, monkeypatch)
     # a run on Drive that saved its state at step 2, then the runtime died: no "finished" event
-    stopped = copy_recorded_run(drive / "runs" / "A_cli", events=17, age_s=5, with_files=True)
+    stopped = copy_recorded_run(drive / "runs" / "A_cli", events=17, age_s=5, with_files=True,
+                                base_model=Path(os.environ["KOHYA_WRAP_NOTEBOOK_BASE_MODEL"]))
     nb = _notebook()
     train_cell = next(i for i, c in enumerate(nb.cells) if '"train", "--resume"' in c.source)
     nb.cells = nb.cells[: train_cell + 1]
@@ -172,6 +171,10 @@ def test_rerun_after_a_disconnect_resumes(tmp_path: Path, monkeypatch: pytest.Mo
     assert f"resuming {stopped} from {stopped}/output/tinylora-step00000002-state" in text
     assert f"$ kohya-wrap train --resume '{stopped}' --dry-run" in text or \
         f"$ kohya-wrap train --resume {stopped} --dry-run" in text
+    # the dry run named the state and the exact continuation, and started nothing
+    assert f"--resume {stopped}/output/tinylora-step00000002-state --skip_until_initial_step" in text
+    assert "resumes from" in text and "at step 2" in text and "nothing started" in text
+    assert not (stopped / "train.log").exists()
 
 
 def test_missing_commands_are_what_the_xfail_says() -> None:

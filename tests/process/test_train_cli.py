@@ -124,3 +124,55 @@ def test_run_prepares_plans_and_dry_runs(tmp_path):
     (root,) = runs.iterdir()
     assert (root / "dataset" / "prepare.json").is_file()  # prepared: the plan needs a dataset to count
     assert not (root / "run").exists()  # but nothing planned on disk, nothing started
+
+
+def test_train_writes_the_report_and_names_it(tmp_path):
+    run_dir = make_run_dir(tmp_path, sample_every_n_steps=2)
+    done = kohya_wrap("train", str(run_dir))
+    assert done.returncode == 0, done.stderr
+    report = run_dir / "report.html"
+    assert report.is_file() and "report:" in done.stdout
+    page = report.read_text()
+    assert 'data-outcome="finished"' in page and "data:image/png;base64," in page
+
+
+def test_a_stopped_run_has_a_report_too(tmp_path):
+    run_dir = make_run_dir(tmp_path, max_train_steps=6, fake_args=("--crash-at", "5"))
+    done = kohya_wrap("train", str(run_dir))
+    assert done.returncode == ExitCode.TRAIN_CRASHED
+    assert 'data-outcome="crashed"' in (run_dir / "report.html").read_text()
+
+
+def test_dry_run_of_a_planned_run_dir_and_of_a_resume_starts_nothing(tmp_path):
+    run_dir = make_run_dir(tmp_path, max_train_steps=6, fake_args=("--crash-at", "5"))
+    planned = kohya_wrap("train", str(run_dir), "--dry-run")
+    assert planned.returncode == 0, planned.stderr
+    assert "fake_trainer.py" in planned.stdout and "nothing started" in planned.stdout
+    assert not (run_dir / "train.log").exists() and not (run_dir / "events.jsonl").exists()
+    kohya_wrap("train", str(run_dir))  # crashes at step 5 after saving the state of step 4
+    log = (run_dir / "train.log").read_bytes()
+    resume = kohya_wrap("train", "--resume", str(run_dir), "--dry-run")
+    assert resume.returncode == 0, resume.stderr
+    state = run_dir / "output" / "face-step00000004-state"
+    assert f"--resume {state} --skip_until_initial_step" in resume.stdout
+    assert f"resumes from {state} at step 4" in " ".join(resume.stdout.split())
+    as_json = json.loads(kohya_wrap("train", "--resume", str(run_dir), "--dry-run", "--json").stdout)
+    assert as_json["argv"][-3:] == ["--resume", str(state), "--skip_until_initial_step"]
+    assert (run_dir / "train.log").read_bytes() == log  # nothing ran
+
+
+def test_resume_with_the_base_model_gone_exits_11_before_launch(tmp_path):
+    run_dir = make_run_dir(tmp_path, max_train_steps=6, fake_args=("--crash-at", "5"))
+    kohya_wrap("train", str(run_dir))
+    (tmp_path / "base.safetensors").unlink()
+    done = kohya_wrap("train", "--resume", str(run_dir))
+    assert done.returncode == ExitCode.TRAIN_MODEL_MISSING
+    assert "base.safetensors" in done.stderr and "no longer exists" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_planning_options_are_refused_for_a_planned_run(tmp_path):
+    run_dir = make_run_dir(tmp_path)
+    for extra in (["--set", "network_dim=8"], ["--gpus", "2"], ["--num-machines", "2"]):
+        done = kohya_wrap("train", str(run_dir), *extra)
+        assert done.returncode == 2 and "trains as planned" in done.stderr, extra
+    assert not (run_dir / "train.log").exists()

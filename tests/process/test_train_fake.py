@@ -202,5 +202,93 @@ def test_missing_executable_is_a_clear_error(tmp_path):
 
 
 def test_not_a_planned_run_dir(tmp_path):
-    with pytest.raises(RunDirError, match="plan.json is missing"):
+    with pytest.raises(RunDirError, match="has no plan.json"):
         run_training(tmp_path)
+
+
+def test_after_saving_hook_runs_at_each_checkpoint_and_at_the_end(tmp_path):
+    run_dir = make_run_dir(tmp_path, max_train_steps=4, save_every_n_steps=2)
+    calls = []
+
+    def hook(path):
+        # what the run has recorded by then: run.json exists only for the last call
+        calls.append(((path / "events.jsonl").read_text().count('"checkpoint"'), (path / "run.json").exists()))
+
+    result = run_training(run_dir, on_saved=hook)
+    assert result.outcome == "finished" and result.warnings == ()
+    checkpoints = len(of(events_of(run_dir), Checkpoint))
+    assert checkpoints == 3  # steps 2 and 4, and the final file
+    assert calls == [(i, False) for i in range(1, checkpoints + 1)] + [(checkpoints, True)]
+
+
+def test_a_failing_hook_is_a_warning_not_a_failed_run(tmp_path):
+    run_dir = make_run_dir(tmp_path)
+
+    def hook(path):
+        raise OSError("disk full")
+
+    result = run_training(run_dir, on_saved=hook)
+    assert result.outcome == "finished"
+    assert result.warnings == ("after saving: OSError: disk full",)
+    assert any("disk full" in w.message for w in of(events_of(run_dir), Warning_))
+
+
+def _crash_then_fix(run_dir: Path) -> None:
+    plan = json.loads((run_dir / "plan.json").read_text())
+    plan["launch"]["argv"] = [a for a in plan["launch"]["argv"] if a not in ("--crash-at", "3")]
+    (run_dir / "plan.json").write_text(json.dumps(plan))
+
+
+def test_resume_when_the_local_base_model_is_gone_stops_before_launch(tmp_path):
+    from kohya_wrap.errors import ModelGone
+
+    run_dir = make_run_dir(tmp_path, fake_args=("--crash-at", "3"))
+    assert run_training(run_dir).outcome == "crashed"
+    _crash_then_fix(run_dir)
+    (tmp_path / "base.safetensors").unlink()
+    log_size = (run_dir / "train.log").stat().st_size
+    with pytest.raises(ModelGone, match="no longer exists") as e:
+        run_training(run_dir, TrainOptions(resume=True))
+    assert e.value.exit_code == ExitCode.TRAIN_MODEL_MISSING == 11
+    assert (run_dir / "train.log").stat().st_size == log_size  # nothing was launched
+
+
+def test_resume_fetches_a_hub_model_whose_cached_file_is_gone(tmp_path, monkeypatch):
+    """A new Colab runtime has an empty Hugging Face cache; the run folder on Drive names the old file."""
+    import kohya_wrap.models as models
+
+    run_dir = make_run_dir(tmp_path, fake_args=("--crash-at", "3"))
+    plan = json.loads((run_dir / "plan.json").read_text())
+    old = tmp_path / "hf-cache" / "snapshots" / "aaa" / "v1-5.safetensors"
+    plan["base_model"] = {"source": "stable-diffusion-v1-5/stable-diffusion-v1-5", "path": str(old), "kind": "hub"}
+    (run_dir / "plan.json").write_text(json.dumps(plan))
+    old.parent.mkdir(parents=True)
+    old.write_bytes(_tiny_safetensors())
+    assert run_training(run_dir).outcome == "crashed"
+    _crash_then_fix(run_dir)
+    old.unlink()  # the runtime was recycled: the cache is gone
+    fresh = tmp_path / "hf-cache" / "snapshots" / "bbb" / "v1-5.safetensors"
+    fetched = []
+
+    def fake_hub_file(repo, filename, what):  # the network boundary
+        fetched.append((repo, filename))
+        fresh.parent.mkdir(parents=True)
+        fresh.write_bytes(_tiny_safetensors())
+        return fresh
+
+    monkeypatch.setattr(models, "_hub_file", fake_hub_file)
+    result = run_training(run_dir, TrainOptions(resume=True))
+    assert result.outcome == "finished", result.tail
+    assert fetched == [("stable-diffusion-v1-5/stable-diffusion-v1-5", "v1-5-pruned-emaonly.safetensors")]
+    manifest = json.loads((run_dir / "run.json").read_text())
+    argv = manifest["attempts"][-1]["argv"]
+    assert argv[argv.index("--pretrained_model_name_or_path") + 1] == str(fresh)
+    assert manifest["base_model"]["path"] == str(fresh)
+    assert any("fetched again" in w.message for w in of(events_of(run_dir), Warning_))
+
+
+def _tiny_safetensors() -> bytes:
+    import struct
+
+    header = json.dumps({"__metadata__": {}}).encode()
+    return struct.pack("<Q", len(header)) + header

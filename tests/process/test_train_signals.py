@@ -45,6 +45,11 @@ def wait_for(predicate, timeout=60.0):
     return False
 
 
+def state_saved(run_dir: Path) -> bool:
+    events = run_dir / "events.jsonl"
+    return events.is_file() and '"state_saved"' in events.read_text()
+
+
 def progressed(run_dir: Path) -> bool:
     events = run_dir / "events.jsonl"
     return events.is_file() and any(isinstance(e, Progress) and e.step >= 1 for e in read_events(events))
@@ -62,7 +67,8 @@ def test_ctrl_c_stops_the_whole_group_and_says_how_to_resume(tmp_path):
     run_dir = make_run_dir(tmp_path, max_train_steps=200, save_every_n_steps=1,
                            fake_args=("--step-delay", "0.1", "--pid-file", str(pid_file)))
     cli = start_cli(run_dir)
-    assert wait_for(lambda: progressed(run_dir) and (run_dir / "output/face-step00000001-state").is_dir())
+    # a complete state (the trainer said so), not a folder still being written when the signal lands
+    assert wait_for(lambda: progressed(run_dir) and state_saved(run_dir))
     pids, pgid = trainer_processes(pid_file)
     assert len(pids) == 2 and pgid == pids[0] != cli.pid  # launcher + trainer, in their own group
     cli.send_signal(signal.SIGINT)

@@ -1,5 +1,6 @@
 import json
 import os
+import re
 import struct
 import subprocess
 import sys
@@ -285,3 +286,64 @@ def test_a_saved_accelerate_config_cannot_change_the_run(env, tmp_path, monkeypa
     assert out.returncode == 0, out.stderr
     assert "WORLD 1" in out.stdout
     assert "were not passed" not in out.stderr
+
+
+def test_several_machines_launch_every_process_with_its_rank(env, tmp_path):
+    from kohya_wrap.plan import Machines
+
+    ds = make_dataset(tmp_path / "ds")
+    p = env(ds, run="m", gpu_info=GpuInfo(2, True), gpus=2, machines=Machines(2, 1, "10.0.0.5", 29555))
+    argv = list(p.argv)
+
+    def flag(name: str) -> str:
+        return argv[argv.index(name) + 1]
+
+    # accelerate counts the processes of all machines; the steps are planned for all of them
+    assert flag("--num_processes") == "4" and flag("--num_machines") == "2" and "--multi_gpu" in argv
+    assert flag("--machine_rank") == "1" and flag("--main_process_ip") == "10.0.0.5" and flag("--main_process_port") == "29555"
+    assert p.steps["num_processes"] == 4
+    accelerate_yaml = p.files["accelerate.yaml"]
+    for line in ("distributed_type: 'MULTI_GPU'", "num_processes: 4", "num_machines: 2", "machine_rank: 1",
+                 "main_process_ip: 10.0.0.5", "main_process_port: 29555"):
+        assert line in accelerate_yaml.splitlines(), line
+    # accelerate's own parser accepts the launcher part exactly as written
+    accelerate_launch = pytest.importorskip("accelerate.commands.launch")
+    script = next(i for i, a in enumerate(argv) if a.endswith("train_network.py"))
+    parsed = accelerate_launch.launch_command_parser().parse_args(argv[3:script + 1])
+    assert (parsed.num_processes, parsed.num_machines, parsed.machine_rank) == (4, 2, 1)
+    assert (parsed.main_process_ip, parsed.main_process_port, parsed.multi_gpu) == ("10.0.0.5", 29555, True)
+    # one machine with one GPU names no rank or address
+    single = env(ds, run="s", gpu_info=GpuInfo(1, True))
+    assert "--machine_rank" not in single.argv and "main_process_ip" not in single.files["accelerate.yaml"]
+
+
+@pytest.mark.parametrize("machines, gpu_info, message", [
+    ((2, 0, None), GpuInfo(1, True), "needs --main-process-ip"),
+    ((2, 2, "10.0.0.5"), GpuInfo(1, True), "--machine-rank 2: must be 0 to 1"),
+    ((2, 0, "10.0.0.5"), CPU, "no CUDA GPU found on this machine"),
+])
+def test_several_machines_are_checked(env, tmp_path, machines, gpu_info, message):
+    from kohya_wrap.plan import Machines
+
+    with pytest.raises(KohyaWrapError, match=re.escape(message)):
+        env(make_dataset(tmp_path / "ds"), gpu_info=gpu_info, machines=Machines(*machines))
+    assert not (tmp_path / "run").exists()
+
+
+def test_plan_command_takes_the_machine_options(env, tmp_path):
+    ds = make_dataset(tmp_path / "ds", images=4, size=64)
+    args = ["plan", str(ds), "--preset", "smoke", "--base-model", str(env.model), "--tokenizer-cache-dir", str(env.tok),
+            "--sd-scripts", str(env.checkout), "-o", str(tmp_path / "r")]
+    result = CliRunner().invoke(cli, args + ["--num-machines", "2"])
+    assert result.exit_code == 1 and "--main-process-ip" in result.output
+    result = CliRunner().invoke(cli, args + ["--machine-rank", "-1"])
+    assert result.exit_code == 2
+
+
+def test_likeness_presets_save_state_with_each_checkpoint(env, tmp_path):
+    ds = make_dataset(tmp_path / "ds")
+    for i, preset in enumerate(("likeness-sd15", "likeness-sd15-768")):
+        p = env(ds, run=f"r{i}", preset=preset, overrides=["resolution=512"] if preset.endswith("768") else [])
+        assert p.values["save_state"] is True and p.values["save_every_n_steps"] == 250
+        assert p.values["save_last_n_steps_state"] == 500
+        assert "save_state = true" in p.files["config.toml"]
