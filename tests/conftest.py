@@ -25,10 +25,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     real_only = config.getoption("--real-only")
     selected, deselected = [], []
+    skip_real: str | None = None
     for item in items:
         tier = Path(str(item.fspath)).relative_to(TESTS).parts[0]
         if tier in ("process", "real"):
             item.add_marker(getattr(pytest.mark, tier))
+        if tier == "real":
+            # skipped here, at collection, so that no module-scoped fixture of the tier starts first
+            skip_real = skip_real if skip_real is not None else (real_trainer_missing() or "")
+            if skip_real:
+                item.add_marker(pytest.mark.skip(reason=skip_real))
         if real_only and tier != "real":
             deselected.append(item)
         else:
@@ -61,14 +67,6 @@ def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pyt
     if request.node.get_closest_marker("real") is None:
         monkeypatch.setenv("KOHYA_WRAP_HOME", str(tmp_path / "kw-home"))
         monkeypatch.delenv("KOHYA_WRAP_SD_SCRIPTS", raising=False)
-
-
-@pytest.fixture(autouse=True)
-def _skip_real_without_trainer(request: pytest.FixtureRequest) -> None:
-    if request.node.get_closest_marker("real") is not None:
-        reason = real_trainer_missing()
-        if reason:
-            pytest.skip(reason)
 
 
 @pytest.fixture(scope="session")

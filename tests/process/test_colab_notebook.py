@@ -114,6 +114,11 @@ def _test_mode_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("KOHYA_WRAP_NOTEBOOK_PHOTOS", str(_photos(tmp_path / "photos on drive")))
     monkeypatch.setenv("KOHYA_WRAP_NOTEBOOK_DRIVE", str(drive))
     monkeypatch.setenv("KOHYA_WRAP_NOTEBOOK_BASE_MODEL", str(_stand_in_base_model(tmp_path / "models" / "sd15.safetensors")))
+    # `train --dry-run` plans, and planning names the trainer's script: a stand-in checkout (CI has none)
+    checkout = tmp_path / "sd-scripts"
+    checkout.mkdir()
+    (checkout / "train_network.py").write_text("")
+    monkeypatch.setenv("KOHYA_WRAP_SD_SCRIPTS", str(checkout))
     monkeypatch.setenv("KOHYA_WRAP_NOTEBOOK_RECORDED_RUN",
                        str(copy_recorded_run(tmp_path / "recorded run", with_files=True)))
     # the kernel runs this interpreter, so `python -m kohya_wrap` is the kohya-wrap under test
