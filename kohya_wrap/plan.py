@@ -27,6 +27,7 @@ from kohya_wrap.preset import Preset, Setting, load_preset
 from kohya_wrap.sdscripts import PINNED_TAG, arguments, configs, steps
 from kohya_wrap.sdscripts import values as sdvalues
 from kohya_wrap.sdscripts.checkout import Checkout, locate
+from kohya_wrap.sdscripts.resume import resume_limit_warning
 from kohya_wrap.sdscripts.command import ACCELERATE_CONFIG, Launch, build_argv, build_env, render_accelerate_config
 
 PLAN_SCHEMA = 1
@@ -261,11 +262,15 @@ def make_plan(
     step_subsets = [steps.StepSubset(s.images, s.repeats, s.is_reg, sdvalues.bucket_key(s.size, shape.enable_bucket))
                     for s in dataset.subsets]
     target = steps.StepTarget(ours["target_steps"], ours["min_steps"], ours["max_steps"],
-                              ours["preferred_epochs"], ours["max_repeats"])
+                              ours["preferred_epochs"], ours["max_repeats"], ours["single_epoch"])
     sp = steps.plan_steps(
         step_subsets, target, batch_size=shape.batch_size, grad_accum=shape.grad_accum, num_processes=num_processes,
         choose_repeats=not dataset.repeats_explicit, fixed_steps=shape.pinned_steps, fixed_epochs=shape.pinned_epochs)
     warnings.extend(sp.warnings)
+    if settings.get("save_state") is not None and settings["save_state"].value:
+        limit = resume_limit_warning(sp.epochs, sp.count.steps_per_epoch)
+        if limit:
+            warnings.append(limit)
 
     prompts = _sample_prompts(chosen, dataset, shape)
     if not prompts and shape.wants_samples:

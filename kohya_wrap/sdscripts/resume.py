@@ -45,6 +45,29 @@ def resume_args(state_dir: Path, initial_step: int | None = None) -> list[str]:
     return args
 
 
+def resume_problem(state: SavedState, steps_per_epoch: int) -> str | None:
+    """Why sd-scripts v0.10.1 would not continue correctly from this state, or None.
+
+    Past the first epoch, --skip_until_initial_step sets global_step to the step *within* the epoch
+    (train_network.py L1340-1344; SPEC 8.8): the checkpoints after the resume get the names of earlier
+    ones and overwrite them, and the LoRA's ss_steps metadata is wrong. Within epoch 1 it is exact.
+    """
+    if steps_per_epoch <= 0 or state.step < steps_per_epoch:
+        return None
+    return (f"its last state ({state.path.name}, step {state.step}) is past the first epoch ({steps_per_epoch} steps), "
+            "where sd-scripts v0.10.1 restarts its step counter inside the epoch: the checkpoints after a resume "
+            "would overwrite earlier ones and carry wrong step metadata")
+
+
+def resume_limit_warning(epochs: int, steps_per_epoch: int) -> str | None:
+    """The plan-time warning for a run that saves state over several epochs (see resume_problem)."""
+    if epochs <= 1:
+        return None
+    return (f"this run trains {epochs} epochs of {steps_per_epoch} steps; sd-scripts v0.10.1 resumes correctly only "
+            f"from a state saved in the first epoch (before step {steps_per_epoch}), so `train --resume` refuses later "
+            "states. Without --repeats or max_train_epochs, plan chooses one epoch")
+
+
 def final_state_name(output_name: str) -> str:
     return f"{output_name}{STATE_SUFFIX}"
 

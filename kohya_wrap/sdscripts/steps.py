@@ -99,6 +99,9 @@ class StepTarget:
     max_steps: int
     preferred_epochs: int = 10  # tie-break among equally near totals: about this many epochs
     max_repeats: int = 100
+    # One epoch holding every step (repeats do the work of epochs), ending exactly at the target:
+    # sd-scripts resumes correctly only inside the first epoch (resume.resume_problem).
+    single_epoch: bool = False
 
 
 @dataclass(frozen=True)
@@ -129,6 +132,10 @@ def plan_steps(
     kw = {"batch_size": batch_size, "grad_accum": grad_accum, "num_processes": num_processes}
     repeat_options = range(1, target.max_repeats + 1) if choose_repeats else [None]
     warnings: list[str] = []
+    if target.single_epoch and choose_repeats and fixed_steps is None and fixed_epochs is None:
+        one = _single_epoch(subsets, target, kw)
+        if one is not None:
+            return one
 
     def lo_hi(total: int) -> bool:
         return target.min_steps <= total <= target.max_steps
@@ -181,6 +188,21 @@ def plan_steps(
     )
 
 
+def _single_epoch(subsets: Sequence[StepSubset], target: StepTarget, kw: dict[str, int]) -> StepPlan | None:
+    """The fewest repeats whose one epoch holds the target; None when max_repeats cannot reach it."""
+    for r in range(1, target.max_repeats + 1):
+        chosen = _with_repeats(subsets, r)
+        count = count_steps(chosen, **kw)
+        if count.steps_per_epoch == 0:
+            return None
+        if count.steps_per_epoch >= target.target:
+            whole = count.steps_per_epoch == target.target
+            return StepPlan(repeats=tuple(s.repeats for s in chosen), count=count, epochs=1,
+                            max_train_steps=target.target, whole_epochs=whole, in_range=True,
+                            arithmetic=arithmetic(chosen, count, 1, target.target, whole))
+    return None
+
+
 def arithmetic(subsets: Sequence[StepSubset], count: StepCount, epochs: int, total: int, whole: bool) -> str:
     """The step count as a sentence: images x repeats / batch = steps per epoch; x epochs = total."""
     train = [s for s in subsets if not s.is_reg and s.repeats >= 1 and s.images > 0]
@@ -202,7 +224,7 @@ def arithmetic(subsets: Sequence[StepSubset], count: StepCount, epochs: int, tot
         text += f" / {count.grad_accum} accumulation steps"
     text += f" = {count.steps_per_epoch} steps per epoch"
     if whole:
-        text += f"; x {epochs} epochs = {total} steps"
+        text += f"; x {epochs} epoch{'s' if epochs != 1 else ''} = {total} steps"
     else:
         text += f"; stops at {total} steps, in epoch {epochs}"
     return text

@@ -26,7 +26,7 @@ from kohya_wrap.sdscripts.command import base_model_args
 from kohya_wrap.sdscripts.lora_file import LoraReport
 from kohya_wrap.sdscripts.output import OutputParser
 from kohya_wrap.sdscripts.samples import SAMPLE_DIR_NAME, parse_sample_name
-from kohya_wrap.sdscripts.resume import SavedState, latest_state, read_state, resume_args
+from kohya_wrap.sdscripts.resume import SavedState, latest_state, read_state, resume_args, resume_problem
 from kohya_wrap.train import manifest as manifest_mod
 from kohya_wrap.train.job import TrainJob, load_job
 from kohya_wrap.train.outcome import ADVICE, EXIT_CODES, classify
@@ -121,6 +121,13 @@ def check_run_dir(job: TrainJob, resume: bool) -> tuple[SavedState | None, dict[
         raise RunDirError(
             f"{job.run_dir} finished training already ({state.path.name} is the end-of-training state).",
             "Nothing to resume; plan a new run to train again.",
+        )
+    problem = resume_problem(state, int(job.plan.steps.get("steps_per_epoch") or 0))
+    if problem:
+        raise RunDirError(
+            f"{job.run_dir} cannot be resumed: {problem}.",
+            "Its checkpoints so far stay in output/; plan a new run to train again. kohya-wrap's presets plan "
+            "one epoch so that their runs resume safely; this one has several (--repeats or max_train_epochs).",
         )
     return state, prior
 

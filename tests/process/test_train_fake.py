@@ -292,3 +292,18 @@ def _tiny_safetensors() -> bytes:
 
     header = json.dumps({"__metadata__": {}}).encode()
     return struct.pack("<Q", len(header)) + header
+
+
+def test_resume_past_the_first_epoch_is_refused_and_nothing_is_overwritten(tmp_path):
+    run_dir = make_run_dir(tmp_path, max_train_steps=6, save_every_n_steps=2, fake_args=("--crash-at", "5"))
+    plan = json.loads((run_dir / "plan.json").read_text())
+    plan["steps"].update(steps_per_epoch=3, epochs=2)  # the state of step 4 is in epoch 2
+    (run_dir / "plan.json").write_text(json.dumps(plan))
+    assert run_training(run_dir).outcome == "crashed"
+    before = {p.name: p.stat().st_mtime_ns for p in (run_dir / "output").iterdir()}
+    log_size = (run_dir / "train.log").stat().st_size
+    with pytest.raises(RunDirError, match="past the first epoch") as e:
+        run_training(run_dir, TrainOptions(resume=True))
+    assert "face-step00000004-state, step 4" in e.value.message and "plan a new run" in e.value.hint
+    assert {p.name: p.stat().st_mtime_ns for p in (run_dir / "output").iterdir()} == before
+    assert (run_dir / "train.log").stat().st_size == log_size

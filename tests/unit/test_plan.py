@@ -347,3 +347,14 @@ def test_likeness_presets_save_state_with_each_checkpoint(env, tmp_path):
         assert p.values["save_state"] is True and p.values["save_every_n_steps"] == 250
         assert p.values["save_last_n_steps_state"] == 500
         assert "save_state = true" in p.files["config.toml"]
+
+
+def test_presets_plan_one_epoch_so_runs_resume(env, tmp_path):
+    chosen = env(make_dataset(tmp_path / "ds", images=37))
+    assert (chosen.steps["epochs"], chosen.max_train_steps, chosen.subsets[0].repeats) == (1, 3000, 163)
+    assert not any("epochs of" in w for w in chosen.warnings)
+    # explicit repeats leave the epochs to plan: several, and a warning that resuming stops at epoch 1
+    several = env(make_dataset(tmp_path / "ds10", images=20, repeats=10, explicit=True), run="r10")
+    assert several.steps["epochs"] == 30
+    assert any("resumes correctly only from a state saved in the first epoch (before step 100)" in w
+               for w in several.warnings)

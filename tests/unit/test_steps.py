@@ -111,3 +111,24 @@ def test_pinned_steps_and_epochs():
     epochs = plan_steps([StepSubset(20, 1)], StepTarget(3000, 2000, 5000), batch_size=2, fixed_epochs=5)
     assert epochs.epochs == 5 and epochs.max_train_steps == 5 * epochs.count.steps_per_epoch
     assert abs(epochs.max_train_steps - 3000) <= epochs.count.steps_per_epoch
+
+
+@pytest.mark.parametrize("subsets, repeats", [
+    ([StepSubset(100, 1)], (60,)),  # 100 x 60 / 2 = 3000: one whole epoch
+    ([StepSubset(37, 1)], (163,)),  # 37 x 163 / 2 = 3016 batches: the epoch stops at 3000
+    ([StepSubset(20, 1), StepSubset(50, 1, is_reg=True)], (150, 1)),  # regularization balanced to 3000
+])
+def test_single_epoch_holds_every_step_and_ends_at_the_target(subsets, repeats):
+    target = StepTarget(3000, 2000, 5000, max_repeats=1000, single_epoch=True)
+    plan = plan_steps(subsets, target, batch_size=2)
+    assert (plan.epochs, plan.max_train_steps, plan.repeats) == (1, 3000, repeats)
+    assert plan.count.steps_per_epoch >= 3000 and plan.warnings == ()
+    assert plan.whole_epochs == (plan.count.steps_per_epoch == 3000)
+
+
+def test_single_epoch_gives_way_to_what_the_user_pinned_or_to_max_repeats():
+    one = StepTarget(3000, 2000, 5000, single_epoch=True)
+    explicit = plan_steps([StepSubset(20, 10)], one, batch_size=2, choose_repeats=False)
+    assert explicit.repeats == (10,) and explicit.epochs == 30
+    capped = plan_steps([StepSubset(20, 1)], StepTarget(3000, 2000, 5000, max_repeats=100, single_epoch=True), batch_size=2)
+    assert capped.epochs > 1 and capped.max_train_steps == 3000  # 100 repeats cannot hold 3000 steps in one epoch
