@@ -143,7 +143,8 @@ class PlainView:
         self.state = _State()
         self.stream = stream or sys.stderr
         self.interval = interval
-        self._last_print = 0.0
+        self._last_print: float | None = None  # the first progress line is always printed
+        self._last_phase: str | None = None
 
     def _print(self, text: str) -> None:
         self.stream.write(text + "\n")
@@ -152,16 +153,17 @@ class PlainView:
     def __call__(self, event: Event) -> None:
         self.state.update(event)
         if isinstance(event, Phase):
+            self._last_phase = event.phase
             self._print(f"[{PHASE_LABELS.get(event.phase, event.phase)}]")
         elif isinstance(event, Progress):
             now = time.monotonic()
-            if now - self._last_print >= self.interval or event.step == event.total:
+            if self._last_print is None or now - self._last_print >= self.interval or event.step == event.total:
                 self._last_print = now
                 loss = "" if event.avr_loss is None else f" loss {event.avr_loss:.4g}"
                 self._print(f"step {event.step}/{event.total} {_speed(event)} ETA {_clock(event.eta_s)}{loss}")
         elif isinstance(event, Summary):
             self._print(f"{event.total_steps} steps: {event.train_images} images x repeats, "
-                        f"{event.epochs} epochs, batch {event.batch_size}")
+                        f"{event.epochs} epoch{'' if event.epochs == 1 else 's'}, batch {event.batch_size}")
         elif isinstance(event, Epoch):
             self._print(f"epoch {event.epoch}/{event.total}")
         elif isinstance(event, Checkpoint):
@@ -174,7 +176,8 @@ class PlainView:
             self._print(f"warning: {event.message}")
         elif isinstance(event, Error):
             self._print(f"error: {event.message}")
-        elif isinstance(event, Finished):
+        elif isinstance(event, Finished) and event.outcome != self._last_phase:
+            # the trainer's own "finished" phase line already said it
             self._print(f"[{event.outcome}]")
 
     def close(self) -> None:

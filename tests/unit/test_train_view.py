@@ -1,0 +1,30 @@
+"""The plain (not a terminal) view of a training run: one line per change, said once."""
+
+from __future__ import annotations
+
+import io
+
+from kohya_wrap.cli.train_view import PlainView
+from kohya_wrap.events import Checkpoint, Finished, Phase, Progress
+
+
+def test_plain_view_says_each_change_once():
+    out = io.StringIO()
+    view = PlainView(out, interval=3600)
+    for event in (Phase("training"), Progress(step=1, total=2, rate=1.5, rate_unit="s/it", elapsed_s=1.5, eta_s=1.5, avr_loss=None),
+                  Progress(step=2, total=2, rate=1.5, rate_unit="s/it", elapsed_s=3.0, eta_s=0.0, avr_loss=0.25),
+                  Checkpoint(path="/r/output/face.safetensors", step=2), Phase("finished"),
+                  Finished(outcome="finished", exit_code=0, returncode=0)):
+        view(event)
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "[training]" and lines[1].startswith("step 1/2")  # the first step, then every interval
+    assert lines[2].startswith("step 2/2") and lines[2].endswith("loss 0.25")  # the last step always
+    assert lines[3:] == ["checkpoint: /r/output/face.safetensors", "[finished]"]
+
+
+def test_an_outcome_the_trainer_did_not_announce_is_printed():
+    out = io.StringIO()
+    view = PlainView(out)
+    view(Phase("training"))
+    view(Finished(outcome="interrupted", exit_code=130, returncode=-2))
+    assert out.getvalue().splitlines() == ["[training]", "[interrupted]"]
