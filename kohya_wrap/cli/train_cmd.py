@@ -70,18 +70,16 @@ def train(dataset_dir: Path | None, resume_dir: Path | None, preset: str | None,
     """
     from kohya_wrap.plan import Machines
 
-    planned = resume_dir is not None or (dataset_dir is not None and (dataset_dir / "plan.json").is_file())
-    if planned and (overrides or gpus is not None or machines != Machines() or tokenizer_cache_dir is not None):
-        raise click.UsageError("a planned run trains as planned: --set, --gpus, --tokenizer-cache-dir and the machine "
-                               "options apply when planning (give DATASET_DIR, --preset and --base-model)")
-    if resume_dir is not None:
-        if dataset_dir is not None or preset or base_model:
-            raise click.UsageError("--resume continues an existing run: give no DATASET_DIR, --preset or --base-model")
-        _train_run_dir(resume_dir, resume=True, allow_nan=allow_nan, as_json=as_json, dry_run=dry_run)
-        return
-    if dataset_dir is not None and (dataset_dir / "plan.json").is_file() and not preset and not base_model:
-        # a run directory `kohya-wrap plan` made: train it as planned
-        _train_run_dir(dataset_dir, resume=False, allow_nan=allow_nan, as_json=as_json, dry_run=dry_run)
+    if resume_dir is not None and (dataset_dir is not None or preset or base_model):
+        raise click.UsageError("--resume continues an existing run: give no DATASET_DIR, --preset or --base-model")
+    # a run directory to train as it was planned: --resume RUN_DIR, or a RUN_DIR `kohya-wrap plan` wrote
+    planned = resume_dir or (dataset_dir if dataset_dir is not None and (dataset_dir / "plan.json").is_file()
+                             and not preset and not base_model else None)
+    if planned is not None:
+        if overrides or gpus is not None or machines != Machines() or tokenizer_cache_dir is not None:
+            raise click.UsageError("a planned run trains as planned: --set, --gpus, --tokenizer-cache-dir and the "
+                                   "machine options apply when planning (give DATASET_DIR, --preset and --base-model)")
+        _train_run_dir(planned, resume=resume_dir is not None, allow_nan=allow_nan, as_json=as_json, dry_run=dry_run)
         return
     if dataset_dir is None or not preset or not base_model:
         raise click.UsageError("give DATASET_DIR, --preset and --base-model (or a planned RUN_DIR, or --resume RUN_DIR)")
