@@ -62,9 +62,9 @@ class TrainJob:
 
     @property
     def base_model_path(self) -> Path | None:
-        """The local file sd-scripts loads (a hub id is resolved to its cached file by plan)."""
-        base = self.plan.base_model
-        return Path(base["path"]) if base.get("path") and base.get("kind", "file") in ("file", "hub") else None
+        """What sd-scripts loads: a file, a diffusers folder, or a hub model's cached file (plan resolved it)."""
+        path = self.plan.base_model.get("path")
+        return Path(path) if path else None
 
     @property
     def events_path(self) -> Path:

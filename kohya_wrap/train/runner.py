@@ -76,7 +76,7 @@ class PreparedRun:
     argv: tuple[str, ...]
     state: SavedState | None  # the state a resume continues from
     prior: dict[str, Any] | None  # run.json of earlier attempts
-    base_model_path: Path | None  # the file sd-scripts loads (a hub model may have been fetched again)
+    base_model_path: Path | None  # what sd-scripts loads (a hub model may have been fetched again)
     notes: tuple[str, ...] = ()  # what changed since the plan, said before the run starts
 
 

@@ -191,3 +191,44 @@ def test_tokenizer_is_fetched_once_into_our_cache(hub, monkeypatch):
     assert sorted(p.name for p in (root / "openai_clip-vit-large-patch14").iterdir()) == sorted(files)
     assert sorted(f for _, f in fake.downloads) == sorted(files)
     assert resolve_tokenizer(None) == root and len(fake.downloads) == len(files)
+
+
+def test_a_planned_local_model_that_is_gone_stops_with_exit_11(tmp_path):
+    from kohya_wrap.errors import ExitCode, ModelGone
+    from kohya_wrap.models import ensure_base_model
+
+    path = safetensors_file(tmp_path / "sd15.safetensors")
+    assert ensure_base_model(str(path), path, "file") == path
+    path.unlink()
+    with pytest.raises(ModelGone, match="no longer exists") as e:
+        ensure_base_model(str(path), path, "file")
+    assert e.value.exit_code == ExitCode.TRAIN_MODEL_MISSING
+
+
+def test_a_hub_model_whose_cache_was_cleared_is_fetched_again(tmp_path, hub, monkeypatch):
+    from kohya_wrap.errors import ModelGone
+    from kohya_wrap.models import ensure_base_model
+
+    repo = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+    gone = tmp_path / "old-cache" / "v1-5-pruned-emaonly.safetensors"
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    fake = hub(remote={f"{repo}/v1-5-pruned-emaonly.safetensors"})
+    fresh = ensure_base_model(repo, gone, "hub")
+    assert fresh.is_file() and fresh != gone and fake.downloads == [(repo, "v1-5-pruned-emaonly.safetensors")]
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    hub()  # an empty cache, offline
+    with pytest.raises(ModelGone, match="cannot be fetched again"):
+        ensure_base_model(repo, gone, "hub")
+
+
+def test_a_cleared_tokenizer_cache_is_filled_again_but_a_users_folder_is_not(tmp_path, hub, monkeypatch):
+    from kohya_wrap.errors import ModelGone
+    from kohya_wrap.models import default_tokenizer_cache_dir, ensure_tokenizer
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    hub(remote={f"openai/clip-vit-large-patch14/{n}" for n in
+                ("vocab.json", "merges.txt", "tokenizer_config.json", "special_tokens_map.json")})
+    ours = default_tokenizer_cache_dir()
+    assert ensure_tokenizer(ours) == ours and (ours / "openai_clip-vit-large-patch14" / "vocab.json").is_file()
+    with pytest.raises(ModelGone, match="no longer exists"):
+        ensure_tokenizer(tmp_path / "my-tokenizer")
