@@ -91,7 +91,7 @@ def test_report_of_recorded_run(tmp_path: Path) -> None:
     assert len(page.images) == 2 * len(PROMPTS)
     for src in page.images:  # every image is a real PNG inside the page
         head, data = src.split(",", 1)
-        assert head == "data:image/png;base64"
+        assert head == "data:image/jpeg;base64"
         assert Image.open(io.BytesIO(base64.b64decode(data))).size == (64, 64)
     assert all(url.startswith("data:") for url in page.urls)
 

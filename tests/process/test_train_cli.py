@@ -133,7 +133,7 @@ def test_train_writes_the_report_and_names_it(tmp_path):
     report = run_dir / "report.html"
     assert report.is_file() and "report:" in done.stdout
     page = report.read_text()
-    assert 'data-outcome="finished"' in page and "data:image/png;base64," in page
+    assert 'data-outcome="finished"' in page and "data:image/jpeg;base64," in page
 
 
 def test_a_stopped_run_has_a_report_too(tmp_path):

@@ -93,7 +93,7 @@ def test_sample_each_checkpoint_of_a_run(smoke_run: Path) -> None:
     assert (session / "samples.json").is_file() and (session / "gen.log").is_file()
     page = (smoke_run / "report.html").read_text(encoding="utf-8")
     assert 'id="sample-session-0" data-rows="2" data-columns="1"' in page
-    assert page.count("data:image/png;base64,") == 4
+    assert page.count("data:image/jpeg;base64,") == 4
 
 
 def test_sample_one_lora_file_with_the_base_model_given(smoke_run: Path, tmp_path: Path) -> None:

@@ -51,7 +51,7 @@ def test_report_content(tmp_path: Path) -> None:
     grid = re.search(r'<table class="grid" id="training-samples" data-rows="(\d+)" data-columns="(\d+)">', page)
     assert grid and grid.groups() == ("2", "2")
     assert re.findall(r'<tr class="grid-row" data-step="(\d+)">', page) == ["2", "4"]
-    assert page.count('src="data:image/png;base64,') == 4
+    assert page.count('src="data:image/jpeg;base64,') == 4
     assert "ohwx man &lt;on&gt; a beach &amp; &quot;sunset&quot;" in page  # prompts are escaped
     assert "no regularization images" in page
     assert "ae72efb92babe89ff8e70f057e42db68440e8d61" in page
@@ -146,7 +146,7 @@ def test_sample_sessions_become_grids(tmp_path: Path) -> None:
     page = render_report(load_run(run_dir), sessions)
     assert re.search(r'id="sample-session-0" data-rows="2" data-columns="2"', page)
     assert "weight 0.0, seed 7, 64x64, 4 sampler steps" in page
-    assert page.count("data:image/png;base64,") == 8
+    assert page.count("data:image/jpeg;base64,") == 8
 
 
 def test_write_report_and_cli(tmp_path: Path) -> None:
@@ -226,3 +226,22 @@ def test_gen_command_and_target_selection(tmp_path: Path) -> None:
     final = LoraTarget(Path("face.safetensors"), 20, final=True)
     chosen = select_targets([*targets, final], "all")
     assert [t.path.name for t in chosen] == ["a.safetensors", "face.safetensors", "c.safetensors"]
+
+
+def test_samples_are_embedded_as_jpeg_no_larger_than_768_px(tmp_path):
+    import base64
+    import io
+
+    from PIL import Image
+
+    from kohya_wrap.report.html import EMBED_MAX_SIDE, image_uri
+
+    big = tmp_path / "big.png"
+    Image.new("RGB", (1024, 512), (200, 120, 90)).save(big)
+    head, _, data = image_uri(big).partition(",")
+    assert head == "data:image/jpeg;base64"
+    with Image.open(io.BytesIO(base64.b64decode(data))) as shown:
+        assert shown.format == "JPEG" and shown.size == (EMBED_MAX_SIDE, 384)
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not a png")
+    assert image_uri(broken) == "data:image/png;base64," + base64.b64encode(b"not a png").decode()
