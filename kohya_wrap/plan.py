@@ -27,8 +27,8 @@ from kohya_wrap.preset import Preset, Setting, load_preset
 from kohya_wrap.sdscripts import PINNED_TAG, arguments, configs, steps
 from kohya_wrap.sdscripts import values as sdvalues
 from kohya_wrap.sdscripts.checkout import Checkout, locate
-from kohya_wrap.sdscripts.resume import resume_limit_warning
 from kohya_wrap.sdscripts.command import ACCELERATE_CONFIG, Launch, build_argv, build_env, render_accelerate_config
+from kohya_wrap.sdscripts.resume import resume_limit_warning
 
 PLAN_SCHEMA = 1
 PLAN_JSON = "plan.json"

@@ -3,16 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
 from kohya_wrap.cli.options import json_option, machine_options, sd_scripts_option
-
-
-def _with_machine_options(f):  # type: ignore[no-untyped-def]
-    for option in reversed(machine_options):
-        f = option(f)
-    return f
 
 
 @click.command()
@@ -25,22 +20,20 @@ def _with_machine_options(f):  # type: ignore[no-untyped-def]
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a preset value, e.g. --set network_dim=16 (repeatable; checked like preset values).")
 @click.option("--gpus", type=click.IntRange(min=1), default=None, help="GPUs of this machine to train on (default 1).")
-@_with_machine_options
+@machine_options
 @click.option("--tokenizer-cache-dir", "tokenizer_cache_dir", type=click.Path(file_okay=False, path_type=Path),
               default=None, help="Folder holding the CLIP tokenizer for sd-scripts (default: kohya-wrap's cache).")
 @click.option("--allow-pickle", is_flag=True, help="Accept a .ckpt/.pt/.bin base model (loading it runs code in it).")
 @sd_scripts_option
 @json_option
 def plan(dataset_dir: Path, preset: str, base_model: str, run_dir: Path, overrides: tuple[str, ...], gpus: int | None,
-         num_machines: int, machine_rank: int, main_process_ip: str | None, main_process_port: int,
-         tokenizer_cache_dir: Path | None, allow_pickle: bool, sd_scripts: str | None, as_json: bool) -> None:
+         machines: Any, tokenizer_cache_dir: Path | None, allow_pickle: bool, sd_scripts: str | None, as_json: bool) -> None:
     """Write RUN_DIR: config.toml, dataset.toml, sample_prompts.txt and plan.json for DATASET_DIR."""
-    from kohya_wrap.plan import Machines, make_plan, write_plan
+    from kohya_wrap.plan import make_plan, write_plan
 
     result = make_plan(dataset_dir, preset=preset, base_model=base_model, run_dir=run_dir, overrides=overrides,
                        gpus=gpus, tokenizer_cache_dir=tokenizer_cache_dir, allow_pickle=allow_pickle,
-                       sd_scripts=sd_scripts,
-                       machines=Machines(num_machines, machine_rank, main_process_ip, main_process_port))
+                       sd_scripts=sd_scripts, machines=machines)
     write_plan(result)
     if as_json:
         from kohya_wrap.cli.output import print_json

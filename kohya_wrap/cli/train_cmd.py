@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ _COMMON = [
     click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a preset value (repeatable)."),
     click.option("--gpus", type=click.IntRange(min=1), default=None,
                  help="GPUs of this machine to train on (data parallel with accelerate)."),
-    *machine_options,
+    machine_options,
     click.option("--tokenizer-cache-dir", "tokenizer_cache_dir", type=click.Path(file_okay=False, path_type=Path),
                  default=None, help="Folder holding the CLIP tokenizer (offline use)."),
     click.option("--dry-run", is_flag=True, help="Print the command line, its environment and both configs; start nothing."),
@@ -30,18 +29,9 @@ _COMMON = [
 
 
 def _common(f: Any) -> Any:
-    """The shared options; the four machine options arrive as one `machines` argument."""
-
-    @functools.wraps(f)
-    def wrapper(*args: Any, num_machines: int, machine_rank: int, main_process_ip: str | None,
-                main_process_port: int, **kwargs: Any) -> Any:
-        from kohya_wrap.plan import Machines
-
-        return f(*args, machines=Machines(num_machines, machine_rank, main_process_ip, main_process_port), **kwargs)
-
     for option in reversed(_COMMON):
-        wrapper = option(wrapper)
-    return wrapper
+        f = option(f)
+    return f
 
 
 def _new_run_dir(runs_dir: Path, label: str) -> Path:
