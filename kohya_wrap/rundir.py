@@ -1,0 +1,209 @@
+"""The run directory: the one module that names its files, and the lock that gives it one writer.
+
+RUN_DIR is made by `plan` and filled by `train`, `sample`, `score` and `report`; its layout is
+described in docs/run-directory.md. Every other module asks here for a path instead of spelling a
+file name, so a renamed file is renamed in one place.
+
+The lock is an OS file lock (flock) on RUN_DIR/.lock, held for a trainer's whole life: the kernel
+frees it when the process ends, a crash and `kill -9` included, so it is never stale. The file
+also says who holds it (pid, since when, what) for the refusal message and for `status`.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import socket
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from types import TracebackType
+
+from kohya_wrap.errors import RunDirError
+
+# What `plan` writes; plan.json last, so its presence means the plan is complete.
+CONFIG_TOML = "config.toml"
+DATASET_TOML = "dataset.toml"
+SAMPLE_PROMPTS = "sample_prompts.txt"
+PLAN_JSON = "plan.json"
+PLAN_FILES = (CONFIG_TOML, DATASET_TOML, SAMPLE_PROMPTS, PLAN_JSON)
+# What `train` writes: accelerate.yaml is resolved for the machine at each launch.
+ACCELERATE_CONFIG = "accelerate.yaml"
+TRAIN_LOG = "train.log"
+EVENTS_JSONL = "events.jsonl"
+RUN_JSON = "run.json"
+OUTPUT_DIR = "output"  # the trainer's output_dir: checkpoints, states, output/sample/
+TENSORBOARD_DIR = "logs"  # the trainer's logging_dir
+# Files a started run leaves: a folder holding any of them is never planned over.
+RUN_FILES = (RUN_JSON, TRAIN_LOG, EVENTS_JSONL)
+# What the later stages write.
+REPORT_HTML = "report.html"
+SAMPLES_DIR = "samples"  # one folder per `kohya-wrap sample` session
+SCORE_JSON = "score.json"
+LOCK_FILE = ".lock"
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """Where each file of one run directory lives."""
+
+    run_dir: Path
+
+    @property
+    def plan_json(self) -> Path:
+        return self.run_dir / PLAN_JSON
+
+    @property
+    def config_toml(self) -> Path:
+        return self.run_dir / CONFIG_TOML
+
+    @property
+    def dataset_toml(self) -> Path:
+        return self.run_dir / DATASET_TOML
+
+    @property
+    def sample_prompts(self) -> Path:
+        return self.run_dir / SAMPLE_PROMPTS
+
+    @property
+    def accelerate_config(self) -> Path:
+        return self.run_dir / ACCELERATE_CONFIG
+
+    @property
+    def train_log(self) -> Path:
+        return self.run_dir / TRAIN_LOG
+
+    @property
+    def events(self) -> Path:
+        return self.run_dir / EVENTS_JSONL
+
+    @property
+    def run_json(self) -> Path:
+        return self.run_dir / RUN_JSON
+
+    @property
+    def output_dir(self) -> Path:
+        return self.run_dir / OUTPUT_DIR
+
+    @property
+    def tensorboard_dir(self) -> Path:
+        return self.run_dir / TENSORBOARD_DIR
+
+    @property
+    def report_html(self) -> Path:
+        return self.run_dir / REPORT_HTML
+
+    @property
+    def samples_dir(self) -> Path:
+        return self.run_dir / SAMPLES_DIR
+
+    @property
+    def score_json(self) -> Path:
+        return self.run_dir / SCORE_JSON
+
+    @property
+    def lock(self) -> Path:
+        return self.run_dir / LOCK_FILE
+
+
+def paths(run_dir: str | os.PathLike[str]) -> RunPaths:
+    return RunPaths(Path(run_dir))
+
+
+def is_planned(run_dir: str | os.PathLike[str]) -> bool:
+    return (Path(run_dir) / PLAN_JSON).is_file()
+
+
+@dataclass(frozen=True)
+class LockHolder:
+    pid: int | None
+    since: str | None
+    what: str | None
+    host: str | None
+
+    def describe(self) -> str:
+        who = f"pid {self.pid}" if self.pid is not None else "another process"
+        if self.host and self.host != socket.gethostname():
+            who += f" on {self.host}"
+        if self.what:
+            who += f" ({self.what})"
+        return who + (f", since {self.since}" if self.since else "")
+
+
+class RunBusy(RunDirError):
+    """Another process holds the run directory's lock."""
+
+
+def _read_holder(path: Path) -> LockHolder:
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8") or "{}")
+    except (OSError, ValueError):
+        doc = {}
+    pid = doc.get("pid")
+    return LockHolder(pid if isinstance(pid, int) else None, doc.get("since"), doc.get("what"), doc.get("host"))
+
+
+class RunLock:
+    """An exclusive lock on one run directory, held from acquire() to release() (or the process's end)."""
+
+    def __init__(self, run_dir: str | os.PathLike[str], what: str) -> None:
+        self.run_dir = Path(run_dir)
+        self.what = what
+        self._fd: int | None = None
+
+    def acquire(self) -> RunLock:
+        path = paths(self.run_dir).lock
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            holder = _read_holder(path)
+            raise RunBusy(
+                f"{self.run_dir} is in use by {holder.describe()}; one run directory has one writer at a time",
+                "wait for it to end (`kohya-wrap status RUN_DIR` shows it), or stop it first",
+            ) from None
+        since = datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+        record = json.dumps({"pid": os.getpid(), "since": since, "what": self.what, "host": socket.gethostname()})
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, (record + "\n").encode("utf-8"), 0)
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        fd, self._fd = self._fd, None
+        try:
+            os.ftruncate(fd, 0)
+        finally:
+            os.close(fd)  # closing the descriptor drops the flock
+
+    def __enter__(self) -> RunLock:
+        return self.acquire()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.release()
+
+
+def lock_holder(run_dir: str | os.PathLike[str]) -> LockHolder | None:
+    """Who holds the run directory's lock now, or None when nobody does (a dead holder holds nothing)."""
+    path = paths(run_dir).lock
+    if not path.is_file():
+        return None
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return _read_holder(path)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
