@@ -121,11 +121,13 @@ def bench_smoke() -> None:
     if reason or not model.is_file():
         print(f"smoke overhead: skipped ({reason or f'no smoke base model at {model}; run the real test tier once'})")
         return
-    from kohya_wrap.plan import make_plan, write_plan
+    from kohya_wrap.plan import make_plan
+    from kohya_wrap.rundir import write_plan
     from kohya_wrap.process import child_env
     from kohya_wrap.sdscripts.layout import TRAIN_DIR, subset_dir_name
     from kohya_wrap.smoke.images import write_face_images
     from kohya_wrap.smoke.tokenizer import write_tokenizer
+    from kohya_wrap.train.runner import prepare_run
 
     work = Path(tempfile.mkdtemp(prefix="kw-bench-"))
     try:
@@ -140,7 +142,10 @@ def bench_smoke() -> None:
             write_plan(plan)
             runs.append(plan)
         direct, wrapped = runs
-        wall_d, _, peak_d = _run_watched(list(direct.argv), child_env(direct.env), direct.cwd, work / "direct.log")
+        # the command train would launch for the direct run, on this machine
+        launch = prepare_run(direct.run_dir)
+        launch.files.accelerate_config.write_text(launch.accelerate_config)
+        wall_d, _, peak_d = _run_watched(list(launch.argv), child_env(launch.env), direct.run_dir, work / "direct.log")
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         wall_w, own_w, peak_w = _run_watched([sys.executable, "-m", "kohya_wrap", "train", str(wrapped.run_dir)],
                                              env, ROOT, work / "wrapped.log")

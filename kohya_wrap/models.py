@@ -31,7 +31,7 @@ OFFLINE_HINT = ("download it once with network access (unset HF_HUB_OFFLINE), or
 @dataclass(frozen=True)
 class BaseModel:
     source: str  # as the user gave it
-    path: Path
+    path: Path | None  # None: a hub model, fetched by train on the machine that trains
     kind: str  # "file", "folder" (diffusers) or "hub"
     warnings: tuple[str, ...] = ()
 
@@ -71,6 +71,33 @@ def _check_file(path: Path, source: str, allow_pickle: bool, kind: str) -> BaseM
     raise ModelError(f"base model {path} is not a .safetensors file", "give an SD 1.5 checkpoint in safetensors format")
 
 
+def check_base_model(source: str, *, allow_pickle: bool = False) -> BaseModel:
+    """plan's check, which never touches the network: a local file or folder is checked where it is;
+    a Hugging Face repo id is checked for its form, and train fetches it (ensure_base_model)."""
+    if Path(source).expanduser().exists() or _looks_like_path(source):
+        return resolve_base_model(source, allow_pickle=allow_pickle)
+    repo, filename = _split_repo(source)
+    if filename is not None and Path(filename).suffix.lower() in PICKLE_SUFFIXES and not allow_pickle:
+        raise ModelError(
+            f"base model {source} is a pickle checkpoint ({Path(filename).suffix}): loading it runs any code it contains",
+            "use a .safetensors file, or pass --allow-pickle if you trust where it came from")
+    return BaseModel(source, None, "hub")
+
+
+def check_tokenizer_dir(cache_dir: str | Path) -> Path:
+    """A --tokenizer-cache-dir must hold sd-scripts' CLIP tokenizer folder already (plan fetches nothing)."""
+    target = Path(cache_dir).expanduser().resolve()
+    if _has_tokenizer(target):
+        return target
+    if all((target / f).is_file() for f in TOKENIZER_REQUIRED_FILES):
+        raise ModelError(f"tokenizer cache {target} holds tokenizer files directly",
+                         f"give its parent folder, with the tokenizer in {tokenizer_subdir(target).name}/ "
+                         f"(the layout sd-scripts reads), or move the files into {tokenizer_subdir(target)}")
+    raise ModelError(f"CLIP tokenizer: {tokenizer_subdir(target)} does not exist (--tokenizer-cache-dir {target})",
+                     f"give a folder whose {tokenizer_subdir(target).name}/ holds a saved CLIPTokenizer "
+                     "(vocab.json, merges.txt), or leave the option out: train then fills kohya-wrap's own cache")
+
+
 def resolve_base_model(source: str, *, allow_pickle: bool = False) -> BaseModel:
     """A local file or diffusers folder, or a Hugging Face repo id (fetched into the Hub cache)."""
     path = Path(source).expanduser()
@@ -89,27 +116,33 @@ def resolve_base_model(source: str, *, allow_pickle: bool = False) -> BaseModel:
     return _from_hub(source, allow_pickle)
 
 
-def ensure_base_model(source: str, path: Path, kind: str) -> Path:
-    """The model file a plan resolved, still there before training starts.
+def ensure_base_model(source: str, path: Path | None, kind: str) -> Path:
+    """train's pre-flight: the model file to load, on this machine, before the trainer starts.
 
-    A hub model whose cached file is gone (a new Colab runtime, a cleared cache) is fetched again,
-    possibly to another snapshot path; a local file or folder that is gone cannot be replaced.
+    A hub model is taken from the Hugging Face cache or downloaded (with a progress bar), possibly to
+    another snapshot path than before (a new Colab runtime, a cleared cache); a local file or folder
+    that is gone cannot be replaced. Failures are ModelGone (exit 11), raised within seconds offline.
     """
-    if path.exists():
+    if path is not None and path.exists():
         return path
     if kind == "hub":
         try:
             # the plan already accepted this file type (a pickle only with --allow-pickle)
-            return resolve_base_model(source, allow_pickle=path.suffix.lower() in PICKLE_SUFFIXES).path
+            fetched = resolve_base_model(source, allow_pickle=True).path
         except ModelError as e:
-            raise ModelGone(f"base model {source}: its cached file {path} is gone and it cannot be fetched again "
-                            f"({e.message})", e.hint) from None
+            what = f"its cached file {path} is gone and it cannot be fetched again" if path is not None else \
+                "it is not in the Hugging Face cache and cannot be fetched"
+            raise ModelGone(f"base model {source}: {what} ({e.message})", e.hint) from None
+        assert fetched is not None
+        return fetched
     raise ModelGone(f"base model {path} (planned from {source!r}) no longer exists",
                     "put the file back where it was, or plan a new run with --base-model")
 
 
-def ensure_tokenizer(cache_dir: Path) -> Path:
-    """The tokenizer a plan resolved, still there; kohya-wrap's own cache is filled again if it was cleared."""
+def ensure_tokenizer(cache_dir: Path | None) -> Path:
+    """train's pre-flight: the tokenizer folder to pass; kohya-wrap's own cache (None) is filled when empty."""
+    if cache_dir is None:
+        cache_dir = default_tokenizer_cache_dir()
     if _has_tokenizer(cache_dir):
         return cache_dir
     if cache_dir == default_tokenizer_cache_dir():

@@ -1,24 +1,35 @@
-"""The one chain of stages: prepare -> plan -> train (-> score). `train`, `run`, `smoke` and `sweep` call it.
+"""The one chain of stages: prepare -> plan -> train (-> verify). `train`, `run`, `smoke` and `sweep` call it.
 
-Each function takes a typed request and returns the stage's own record; failures are the stages'
-KohyaWrapErrors, shaped once by the CLI.
+Each stage takes the typed record the previous one made. Every failure, a stage's KohyaWrapError or a
+training that did not finish, is shaped here into one StageFailure (the stage, what went wrong, what to
+do, the exit code, the trainer's last lines), which the CLI renders, smoke reports and sweep records.
 """
 
 from __future__ import annotations
 
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING, Sequence
+
+from kohya_wrap.errors import ExitCode, KohyaWrapError
+from kohya_wrap.rundir import Machines, Plan
 
 if TYPE_CHECKING:
     from kohya_wrap.events import Event
-    from kohya_wrap.plan import Machines, Plan
+    from kohya_wrap.prepare import PrepareOptions, PrepareResult
+    from kohya_wrap.train.machine import GpuInfo
     from kohya_wrap.train.runner import TrainResult
+
+PREPARE, PLAN, TRAIN, VERIFY = "prepare", "plan", "train", "verify"
 
 
 @dataclass(frozen=True)
 class PlanRequest:
-    """What to train: everything `plan` needs besides the machine."""
+    """What to train: everything `plan` needs (nothing about the machine that will train it)."""
 
     dataset_dir: Path
     preset: str
@@ -29,7 +40,7 @@ class PlanRequest:
     tokenizer_cache_dir: Path | None = None
     sd_scripts: str | None = None
     allow_pickle: bool = False
-    machines: Machines | None = None
+    machines: Machines = Machines()
 
 
 @dataclass(frozen=True)
@@ -39,37 +50,189 @@ class TrainRequest:
     run_dir: Path
     resume: bool = False
     allow_nan: bool = False
+    verify: bool = True
     sd_scripts: str | None = None
+    gpu_info: GpuInfo | None = None  # the GPUs found (tests); None: detected
     on_event: Callable[[Event], None] | None = field(default=None, compare=False)
     on_signal: Callable[[int, int], None] | None = field(default=None, compare=False)
     on_saved: Callable[[Path], None] | None = field(default=None, compare=False)
 
 
+@dataclass(frozen=True)
+class StageFailure:
+    stage: str
+    message: str
+    hint: str | None
+    exit_code: int
+    tail: tuple[str, ...] = ()  # the trainer's last output lines when training failed
+
+    def error(self) -> PipelineFailed:
+        return PipelineFailed(self)
+
+
+class PipelineFailed(KohyaWrapError):
+    """A stage failed; carries its StageFailure and exit code (a training outcome's 10-18 included)."""
+
+    def __init__(self, failure: StageFailure) -> None:
+        super().__init__(failure.message, failure.hint)
+        self.failure = failure
+        self.exit_code = failure.exit_code
+
+
+class Stages:
+    """Runs named stages, times them, and shapes any KohyaWrapError inside one into a PipelineFailed."""
+
+    def __init__(self, on_stage: Callable[[str], None] | None = None) -> None:
+        self.on_stage = on_stage
+        self.timings: list[tuple[str, float]] = []
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        if self.on_stage is not None:
+            self.on_stage(name)
+        began = time.monotonic()
+        try:
+            yield
+        except PipelineFailed:
+            raise
+        except KohyaWrapError as e:
+            raise PipelineFailed(StageFailure(name, e.message, e.hint, int(e.exit_code))) from e
+        finally:
+            spent = time.monotonic() - began
+            if self.timings and self.timings[-1][0] == name:  # a stage entered twice in a row counts once
+                spent += self.timings.pop()[1]
+            self.timings.append((name, spent))
+
+
 def make_plan(request: PlanRequest) -> Plan:
     """Decide and validate a plan; nothing is written."""
-    from kohya_wrap.plan import Machines
     from kohya_wrap.plan import make_plan as _make_plan
 
     return _make_plan(
         request.dataset_dir, preset=request.preset, base_model=request.base_model, run_dir=request.run_dir,
         overrides=request.overrides, gpus=request.gpus, tokenizer_cache_dir=request.tokenizer_cache_dir,
-        allow_pickle=request.allow_pickle, sd_scripts=request.sd_scripts,
-        machines=request.machines or Machines(),
+        allow_pickle=request.allow_pickle, sd_scripts=request.sd_scripts, machines=request.machines,
     )
 
 
 def plan_run(request: PlanRequest) -> Plan:
     """Plan and write the run directory."""
-    from kohya_wrap.plan import write_plan
+    from kohya_wrap.rundir import write_plan
 
     plan = make_plan(request)
     write_plan(plan)
     return plan
 
 
+def check_plan_inputs(request: PlanRequest) -> None:
+    """What can be checked before a dataset exists (the preset, --set, the base model, the machine
+    options), so that `run` refuses a typo before it prepares a single photo."""
+    from kohya_wrap.models import check_base_model, check_tokenizer_dir
+    from kohya_wrap.preset import load_preset
+    from kohya_wrap.rundir import check_new_run_dir
+
+    check_new_run_dir(Path(request.run_dir).expanduser().resolve())
+    load_preset(request.preset, request.overrides)
+    check_base_model(request.base_model, allow_pickle=request.allow_pickle)
+    if request.tokenizer_cache_dir is not None:
+        check_tokenizer_dir(request.tokenizer_cache_dir)
+    request.machines.check()
+
+
 def train_run(request: TrainRequest) -> TrainResult:
     """Train a planned run directory (or resume it) and return how it ended."""
     from kohya_wrap.train.runner import TrainOptions, run_training
 
-    return run_training(request.run_dir, TrainOptions(allow_nan=request.allow_nan, resume=request.resume),
-                        on_event=request.on_event, on_signal=request.on_signal, on_saved=request.on_saved)
+    options = TrainOptions(allow_nan=request.allow_nan, resume=request.resume, verify=request.verify,
+                           sd_scripts=request.sd_scripts, gpu_info=request.gpu_info)
+    return run_training(request.run_dir, options, on_event=request.on_event, on_signal=request.on_signal,
+                        on_saved=request.on_saved)
+
+
+def training_failure(result: TrainResult) -> StageFailure | None:
+    """How a training that did not finish is told: None when it finished and its LoRA was verified."""
+    if result.outcome == "finished":
+        return None
+    message = f"training {result.outcome}"
+    if result.last_step is not None:
+        message += f" at step {result.last_step}/{result.total_steps}"
+    message += f"; full output: {result.log_path}"
+    if result.outcome == "verify_failed" and result.verification is not None:
+        failed = "; ".join(f"{c.name}: {c.detail}" for c in result.verification.failed)
+        message = f"the LoRA {result.lora_file} failed verification: {failed}"
+    stage = VERIFY if result.outcome == "verify_failed" else TRAIN
+    return StageFailure(stage, message, result.advice or None, result.exit_code, result.tail)
+
+
+@dataclass(frozen=True)
+class PipelineRequest:
+    """prepare (optional) -> plan (optional) -> train. Without `plan`, train.run_dir is planned already."""
+
+    train: TrainRequest
+    plan: PlanRequest | None = None
+    prepare: PrepareOptions | None = None  # its dataset_dir is the plan's dataset_dir
+    remove_on_failure: Path | None = None  # a folder this call creates, removed if prepare or plan fails
+    on_prepare_progress: Callable[[int, int], None] | None = field(default=None, compare=False)
+    after_prepare: Callable[[PrepareResult], None] | None = field(default=None, compare=False)  # may raise to stop
+
+
+@dataclass(frozen=True)
+class PipelineResult:
+    run_dir: Path
+    plan: Plan | None
+    prepared: PrepareResult | None
+    trained: TrainResult | None
+    stage_seconds: tuple[tuple[str, float], ...]
+    failure: StageFailure | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.failure is None
+
+    @property
+    def exit_code(self) -> int:
+        return int(ExitCode.OK) if self.failure is None else self.failure.exit_code
+
+
+def run_pipeline(request: PipelineRequest, stages: Stages | None = None) -> PipelineResult:
+    """Run the stages in order; a failure ends the chain and is returned, never raised (Ctrl-C and bugs are)."""
+    from kohya_wrap.rundir import read_plan, write_plan
+
+    stages = stages or Stages()
+    created = request.remove_on_failure
+    if created is not None and created.exists():
+        created = None  # never remove what was there before
+    prepared: PrepareResult | None = None
+    plan: Plan | None = None
+    trained: TrainResult | None = None
+
+    def result(failure: StageFailure | None) -> PipelineResult:
+        return PipelineResult(request.train.run_dir, plan, prepared, trained, tuple(stages.timings), failure)
+
+    try:
+        if request.prepare is not None:
+            from kohya_wrap.prepare import prepare_dataset
+
+            with stages.stage(PREPARE):
+                if request.plan is not None:
+                    check_plan_inputs(request.plan)  # before a single photo is prepared
+                prepared = prepare_dataset(request.prepare, on_progress=request.on_prepare_progress)
+                if request.after_prepare is not None:
+                    request.after_prepare(prepared)
+        if request.plan is not None:
+            with stages.stage(PLAN):
+                plan = make_plan(request.plan)
+                write_plan(plan)
+        else:
+            with stages.stage(TRAIN):
+                plan = read_plan(request.train.run_dir)
+    except PipelineFailed as failed:
+        if created is not None:
+            shutil.rmtree(created, ignore_errors=True)
+        return result(failed.failure)
+    try:
+        with stages.stage(TRAIN):
+            trained = train_run(request.train)
+    except PipelineFailed as failed:
+        return result(failed.failure)
+    return result(training_failure(trained))

@@ -104,8 +104,10 @@ class Streamer:
         on_idle: Callable[[], None] | None = None,
         idle_s: float = 0.5,
         on_signal: Callable[[int, int], None] | None = None,
+        pass_fds: Sequence[int] = (),
     ) -> None:
         self.argv = [str(a) for a in argv]
+        self.pass_fds = tuple(pass_fds)  # descriptors the child keeps (the run directory's lock)
         self.env = dict(env)
         self.cwd = Path(cwd)
         self.log_path = Path(log_path)
@@ -161,6 +163,7 @@ class Streamer:
                     self._proc = subprocess.Popen(
                         self.argv, env=self.env, cwd=self.cwd, stdin=subprocess.DEVNULL,
                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True, close_fds=True,
+                        pass_fds=self.pass_fds,
                     )
                 except FileNotFoundError as e:
                     raise TrainerNotFound(

@@ -1,19 +1,17 @@
 """`kohya-wrap status`: the state of a run, read from its folder while it runs or after it ended.
 
-Everything comes from RUN_DIR/events.jsonl (what train streamed), plan.json (what was planned)
-and the modification time of train.log (the trainer's raw output, which moves even in phases that
-emit no event). A run with no `finished` event whose last sign of life is older than `stale_after_s`
-is reported as "stalled": the process died (a Colab disconnect, a lost SSH session, kill -9) or hangs.
-
-`events.jsonl` may hold several segments: a run that stopped and was resumed appends to it. A
-`finished` event ends a segment; any event after it means the run is going again.
+The run's events are folded by kohya_wrap.rundir.RunFold (as train, the report and the live view
+fold them); plan.json says what was planned. Whether a run without a `finished` event is still
+going is read from the run directory's lock: train holds it for the trainer's whole life and the
+kernel frees it when the process dies (a Colab disconnect, a lost SSH session, kill -9), so a free
+lock means "stalled" at once. A run directory without a lock file (written by another machine or an
+older kohya-wrap) falls back to the age of its last sign of life: events.jsonl or train.log older
+than `stale_after_s`.
 """
 
 from __future__ import annotations
 
-import json
 import math
-import shlex
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -22,12 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from kohya_wrap import events as ev
+from kohya_wrap import rundir
 from kohya_wrap.errors import RunDirError
-
-EVENTS_FILE = "events.jsonl"
-PLAN_FILE = "plan.json"
-RUN_MANIFEST_FILE = "run.json"
-TRAIN_LOG_FILE = "train.log"
+from kohya_wrap.rundir import EVENTS_JSONL, PLAN_JSON, Plan, RunFold, SavedFile, format_duration, resume_command
 
 # Loading SD1.5 and caching latents can be silent for minutes, and train.log is checked too,
 # so ten minutes without a line of output is well past anything a live run does.
@@ -40,12 +35,6 @@ PLANNED, RUNNING, STALLED, FINISHED, INTERRUPTED, FAILED = (
 )
 # outcomes (the `finished` event) after which `train --resume` can continue from a saved state
 STOPPED_OUTCOMES = frozenset({"interrupted", "killed", "oom", "crashed", "nan"})
-
-
-@dataclass(frozen=True)
-class SavedFile:
-    path: str
-    step: int | None
 
 
 @dataclass(frozen=True)
@@ -86,6 +75,8 @@ class RunStatus:
     resumable: bool
     resume_command: str | None
     unreadable_lines: int
+    held_by: str | None = None  # who holds the run directory's lock (pid, since when), while it runs
+    lock_file: bool = False  # the run directory has a lock file: running or stopped is read from the lock
 
     @property
     def done(self) -> bool:
@@ -106,86 +97,20 @@ class RunStatus:
 
 
 @dataclass
-class _Fold:
-    """The running summary of a stream of events; `feed` them in file order."""
+class _Fold(RunFold):
+    """RunFold, plus the lines of events.jsonl that could not be read."""
 
-    phase: str | None = None
-    step: int | None = None
-    total_steps: int | None = None
-    rate: float | None = None
-    rate_unit: str | None = None
-    elapsed_s: float | None = None
-    eta_s: float | None = None
-    avr_loss: float | None = None
-    lr: float | None = None
-    epoch: int | None = None
-    epochs: int | None = None
-    last_checkpoint: SavedFile | None = None
-    last_state: SavedFile | None = None
-    last_sample: SavedFile | None = None
-    samples: int = 0
-    last_warning: str | None = None
-    warnings: int = 0
-    last_error: str | None = None
-    outcome: str | None = None
-    exit_code: int | None = None
-    returncode: int | None = None
-    segments: int = 0
-    started_at: str | None = None
-    last_event_at: str | None = None
     unreadable_lines: int = 0
-    _after_finished: bool = field(default=True, repr=False)
-
-    def feed(self, event: ev.Event) -> None:
-        if self._after_finished:
-            # the first event, or the first one of a resumed segment
-            self.segments += 1
-            self._after_finished = False
-            self.outcome = self.exit_code = self.returncode = None
-            self.last_error = None
-        self.started_at = self.started_at or event.t
-        self.last_event_at = event.t
-        if isinstance(event, ev.Phase):
-            self.phase = event.phase
-        elif isinstance(event, ev.Summary):
-            self.total_steps = _first(event.total_steps, self.total_steps)
-            self.epochs = _first(event.epochs, self.epochs)
-        elif isinstance(event, ev.Epoch):
-            self.epoch, self.epochs = event.epoch, event.total
-        elif isinstance(event, ev.Progress):
-            self.step, self.total_steps = event.step, event.total
-            if event.rate is not None:
-                self.rate, self.rate_unit = event.rate, event.rate_unit
-            self.elapsed_s, self.eta_s = event.elapsed_s, event.eta_s
-            self.avr_loss = _first(event.avr_loss, self.avr_loss)
-            self.lr = _first(event.lr, self.lr)
-        elif isinstance(event, ev.Checkpoint):
-            self.last_checkpoint = SavedFile(event.path, event.step)
-        elif isinstance(event, ev.StateSaved):
-            self.last_state = SavedFile(event.path, event.step)
-        elif isinstance(event, ev.Sample):
-            self.last_sample = SavedFile(event.path, event.step)
-            self.samples += 1
-        elif isinstance(event, ev.Warning_):
-            self.last_warning = event.message
-            self.warnings += 1
-        elif isinstance(event, ev.Error):
-            self.last_error = event.message
-        elif isinstance(event, ev.Finished):
-            self.outcome, self.exit_code, self.returncode = event.outcome, event.exit_code, event.returncode
-            self.phase = "finished"
-            self._after_finished = True
 
 
 def read_status(run_dir: Path, *, now: float | None = None, stale_after_s: float = DEFAULT_STALE_AFTER_S) -> RunStatus:
     """The state of the run in `run_dir` now (`now`: a time.time() value, for tests)."""
     run_dir = _check_run_dir(run_dir)
     fold = _Fold()
-    reader = EventTail(run_dir / EVENTS_FILE)
-    for event in reader.read_new():
-        fold.feed(event)
+    reader = EventTail(rundir.paths(run_dir).events)
+    fold.feed_all(reader.read_new())
     fold.unreadable_lines = reader.unreadable_lines
-    return _snapshot(run_dir, fold, _load_json(run_dir / PLAN_FILE), now=now, stale_after_s=stale_after_s)
+    return _snapshot(run_dir, fold, _load_plan(run_dir), now=now, stale_after_s=stale_after_s)
 
 
 def follow(
@@ -205,8 +130,8 @@ def follow(
     """
     run_dir = _check_run_dir(run_dir)
     fold = _Fold()
-    reader = EventTail(run_dir / EVENTS_FILE)
-    plan = _load_json(run_dir / PLAN_FILE)
+    reader = EventTail(rundir.paths(run_dir).events)
+    plan = _load_plan(run_dir)
     first = True
     last_state: str | None = None
     while True:
@@ -215,7 +140,7 @@ def follow(
             fold.feed(event)
         fold.unreadable_lines = reader.unreadable_lines
         if plan is None and new:
-            plan = _load_json(run_dir / PLAN_FILE)
+            plan = _load_plan(run_dir)
         status = _snapshot(run_dir, fold, plan, now=None, stale_after_s=stale_after_s)
         if first or new or status.state != last_state:
             on_update(status, new)
@@ -260,83 +185,93 @@ class EventTail:
                 self.unreadable_lines += 1
 
 
-def _snapshot(run_dir: Path, fold: _Fold, plan: dict[str, Any] | None, *, now: float | None,
+def _snapshot(run_dir: Path, fold: _Fold, plan: Plan | None, *, now: float | None,
               stale_after_s: float) -> RunStatus:
     now = time.time() if now is None else now
+    files = rundir.paths(run_dir)
     since_event = None
     if fold.last_event_at is not None and (t := _parse_time(fold.last_event_at)) is not None:
         since_event = max(0.0, now - t)
     since_output = None
     try:
-        since_output = max(0.0, now - (run_dir / TRAIN_LOG_FILE).stat().st_mtime)
+        since_output = max(0.0, now - files.train_log.stat().st_mtime)
     except OSError:
         pass
 
+    holder = rundir.lock_holder(run_dir)
+    outcome = fold.outcome
     if fold.segments == 0:
-        state = PLANNED
-    elif fold.outcome is None:
-        quiet = [s for s in (since_event, since_output) if s is not None]
-        state = STALLED if quiet and min(quiet) > stale_after_s else RUNNING
-    elif fold.outcome == "finished":
+        state = RUNNING if holder is not None else PLANNED
+    elif outcome is None:
+        if holder is not None:
+            state = RUNNING
+        elif files.lock.exists():
+            state = STALLED  # the lock is free: no process trains this run any more
+        else:
+            quiet = [s for s in (since_event, since_output) if s is not None]
+            state = STALLED if quiet and min(quiet) > stale_after_s else RUNNING
+    elif outcome == "finished":
         state = FINISHED
-    elif fold.outcome in ("interrupted", "killed"):
+    elif outcome in ("interrupted", "killed"):
         state = INTERRUPTED
     else:
         state = FAILED
 
-    output = (plan or {}).get("output") or {}
-    lora_file = _str(output.get("lora_file"))
+    lora_file = str(plan.lora_file) if plan is not None else None
     total = fold.total_steps
-    if total is None:
-        total = _int(((plan or {}).get("steps") or {}).get("max_train_steps"), None)
+    if total is None and plan is not None:
+        total = plan.steps.get("max_train_steps")
+    seconds_per_step = fold.seconds_per_step
+    progress = fold.last_progress
+    step = progress.step if progress else None
+    eta = progress.eta_s if progress else None
+    if eta is None and seconds_per_step is not None and step is not None and total is not None:
+        eta = max(0, total - step) * seconds_per_step
 
-    seconds_per_step = None
-    if fold.rate:
-        seconds_per_step = fold.rate if fold.rate_unit == "s/it" else 1.0 / fold.rate
-    eta = fold.eta_s
-    if eta is None and seconds_per_step is not None and fold.step is not None and total is not None:
-        eta = max(0, total - fold.step) * seconds_per_step
-
-    can_resume = fold.last_state is not None and (
-        state in (STALLED, INTERRUPTED) or (state == FAILED and fold.outcome in STOPPED_OUTCOMES)
+    last_state = fold.last_state
+    can_resume = last_state is not None and (
+        state in (STALLED, INTERRUPTED) or (state == FAILED and outcome in STOPPED_OUTCOMES)
     )
+    finished = fold.finished
     return RunStatus(
         run_dir=str(run_dir),
         state=state,
         phase=fold.phase,
-        step=fold.step,
+        step=step,
         total_steps=total,
         rate=fold.rate,
         rate_unit=fold.rate_unit,
         seconds_per_step=seconds_per_step,
-        elapsed_s=fold.elapsed_s,
+        elapsed_s=progress.elapsed_s if progress else None,
         eta_s=eta,
         avr_loss=fold.avr_loss,
         lr=fold.lr,
         epoch=fold.epoch,
         epochs=fold.epochs,
         last_checkpoint=fold.last_checkpoint,
-        last_state=fold.last_state,
+        last_state=last_state,
         last_sample=fold.last_sample,
-        samples=fold.samples,
-        last_warning=fold.last_warning,
-        warnings=fold.warnings,
-        last_error=fold.last_error,
-        outcome=fold.outcome,
-        exit_code=fold.exit_code,
-        returncode=fold.returncode,
+        samples=len(fold.samples),
+        last_warning=fold.warnings[-1] if fold.warnings else None,
+        warnings=len(fold.warnings),
+        last_error=fold.errors[-1].message if fold.errors else None,
+        outcome=outcome,
+        exit_code=finished.exit_code if finished else None,
+        returncode=finished.returncode if finished else None,
         segments=fold.segments,
         started_at=fold.started_at,
         last_event_at=fold.last_event_at,
         seconds_since_last_event=since_event,
         seconds_since_output=since_output,
         stale_after_s=stale_after_s,
-        preset=_str(((plan or {}).get("preset") or {}).get("name")),
+        preset=plan.preset_name if plan is not None else None,
         lora_file=lora_file,
         lora_exists=bool(lora_file) and Path(lora_file).is_file(),
         resumable=can_resume,
-        resume_command=f"kohya-wrap train --resume {shlex.quote(str(run_dir))}" if can_resume else None,
+        resume_command=resume_command(run_dir) if can_resume else None,
         unreadable_lines=fold.unreadable_lines,
+        held_by=holder.describe() if holder is not None else None,
+        lock_file=files.lock.exists(),
     )
 
 
@@ -345,45 +280,26 @@ def _check_run_dir(run_dir: Path) -> Path:
     if not run_dir.is_dir():
         raise RunDirError(f"{run_dir}: no such run directory",
                           "give the folder `kohya-wrap train` printed when it started (RUNS_DIR/<run name>)")
-    if not (run_dir / EVENTS_FILE).exists() and not (run_dir / PLAN_FILE).exists():
-        raise RunDirError(f"{run_dir} is not a run directory: it holds neither {PLAN_FILE} nor {EVENTS_FILE}",
+    if not (run_dir / EVENTS_JSONL).exists() and not (run_dir / PLAN_JSON).exists():
+        raise RunDirError(f"{run_dir} is not a run directory: it holds neither {PLAN_JSON} nor {EVENTS_JSONL}",
                           "give the folder `kohya-wrap train` printed when it started (RUNS_DIR/<run name>)")
     return run_dir
 
 
-def _load_json(path: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
+def _load_plan(run_dir: Path) -> Plan | None:
+    """The plan, or None before plan.json exists; a damaged one is an error (status never writes)."""
+    if not rundir.is_planned(run_dir):
         return None
-    except (OSError, ValueError) as e:
-        raise RunDirError(f"{path}: cannot be read as JSON ({e})",
-                          "the run directory is damaged; `kohya-wrap status` reads it, never writes it") from e
-    return data if isinstance(data, dict) else None
+    try:
+        return rundir.read_plan(run_dir)
+    except RunDirError as e:
+        raise RunDirError(e.message, "the run directory is damaged; `kohya-wrap status` reads it, never writes it") from None
 
 
 def _finite_or_name(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
     return value
-
-
-def _first(value: Any, fallback: Any) -> Any:
-    return fallback if value is None else value
-
-
-def _str(v: Any) -> str | None:
-    return v if isinstance(v, str) else None
-
-
-def _int(v: Any, default: int | None) -> int | None:
-    if isinstance(v, bool):
-        return default
-    if isinstance(v, int):
-        return v
-    if isinstance(v, str) and v.strip().isdigit():
-        return int(v)
-    return default
 
 
 def _parse_time(t: str) -> float | None:
@@ -396,14 +312,4 @@ def _parse_time(t: str) -> float | None:
     return dt.timestamp()
 
 
-def format_duration(seconds: float | None) -> str:
-    """1h02m, 4m05s, 12s; '?' when unknown."""
-    if seconds is None:
-        return "?"
-    s = int(round(seconds))
-    if s >= 3600:
-        return f"{s // 3600}h{s % 3600 // 60:02d}m"
-    if s >= 60:
-        return f"{s // 60}m{s % 60:02d}s"
-    return f"{s}s"
-
+__all__ = ["RunStatus", "SavedFile", "format_duration", "follow", "read_status", "EventTail"]

@@ -26,12 +26,12 @@ _MACHINE_OPTIONS = [
 
 
 def machine_options(f: Any) -> Any:
-    """The four machine options, handed to the command as one `machines` argument (plan.Machines)."""
+    """The four machine options, handed to the command as one `machines` argument (rundir.Machines)."""
 
     @functools.wraps(f)
     def wrapper(*args: Any, num_machines: int, machine_rank: int, main_process_ip: str | None,
                 main_process_port: int, **kwargs: Any) -> Any:
-        from kohya_wrap.plan import Machines
+        from kohya_wrap.rundir import Machines
 
         return f(*args, machines=Machines(num_machines, machine_rank, main_process_ip, main_process_port), **kwargs)
 

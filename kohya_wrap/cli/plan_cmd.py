@@ -28,13 +28,16 @@ from kohya_wrap.cli.options import json_option, machine_options, sd_scripts_opti
 @json_option
 def plan(dataset_dir: Path, preset: str, base_model: str, run_dir: Path, overrides: tuple[str, ...], gpus: int | None,
          machines: Any, tokenizer_cache_dir: Path | None, allow_pickle: bool, sd_scripts: str | None, as_json: bool) -> None:
-    """Write RUN_DIR: config.toml, dataset.toml, sample_prompts.txt and plan.json for DATASET_DIR."""
-    from kohya_wrap.plan import make_plan, write_plan
+    """Write RUN_DIR: config.toml, dataset.toml, sample_prompts.txt and plan.json for DATASET_DIR.
 
-    result = make_plan(dataset_dir, preset=preset, base_model=base_model, run_dir=run_dir, overrides=overrides,
-                       gpus=gpus, tokenizer_cache_dir=tokenizer_cache_dir, allow_pickle=allow_pickle,
-                       sd_scripts=sd_scripts, machines=machines)
-    write_plan(result)
+    plan says what to train and never touches the network: a hub model and kohya-wrap's tokenizer
+    cache are fetched by `train` on the machine that trains, which also chooses the device flags and,
+    unless the preset sets it, the mixed precision. `train RUN_DIR --dry-run` shows that command.
+    """
+    from kohya_wrap.pipeline import PlanRequest, plan_run
+
+    result = plan_run(PlanRequest(dataset_dir, preset, base_model, run_dir, overrides, gpus, tokenizer_cache_dir,
+                                  sd_scripts, allow_pickle, machines))
     if as_json:
         from kohya_wrap.cli.output import print_json
 
@@ -43,8 +46,10 @@ def plan(dataset_dir: Path, preset: str, base_model: str, run_dir: Path, overrid
     render_plan(result)
 
 
-def render_plan(result) -> None:  # type: ignore[no-untyped-def]
-    """The plan as a person reads it (also used by `train --dry-run`)."""
+def render_plan(result: Any) -> None:
+    """The plan as a person reads it."""
+    import shlex
+
     from rich.markup import escape
 
     from kohya_wrap.cli.output import console, err_console
@@ -55,8 +60,9 @@ def render_plan(result) -> None:  # type: ignore[no-untyped-def]
         kind = "reg " if s.is_reg else ""
         con.print(f"  {kind}{escape(s.dir)}: {s.images} images x {s.repeats} repeats", highlight=False)
     con.print(f"[bold]steps[/bold] {escape(result.steps['arithmetic'])}", highlight=False)
-    con.print(f"[bold]model[/bold] {escape(result.base_model['path'])}", highlight=False)
+    con.print(f"[bold]model[/bold] {escape(result.base_model['path'] or result.base_model['source'])}", highlight=False)
     con.print(f"[bold]output[/bold] {escape(str(result.lora_file))}", highlight=False)
-    con.print("[bold]command[/bold] " + escape(" ".join(result.argv)), highlight=False, soft_wrap=True)
+    con.print(f"[bold]train it[/bold] kohya-wrap train {escape(shlex.quote(str(result.run_dir)))}"
+              f"   (the exact command: add --dry-run)", highlight=False, soft_wrap=True)
     for w in result.warnings:
         err_console().print(f"[yellow]warning:[/yellow] {escape(w)}", highlight=False, soft_wrap=True)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -64,11 +65,12 @@ def prepare(src_dir: Path, dataset_dir: Path, token: str, class_word: str, size:
 
         print_json(result.to_json())
     else:
-        _render(result)
+        render_summary(result)
     raise SystemExit(ExitCode.WARNINGS if strict and result.warnings else ExitCode.OK)
 
 
-def _render(result) -> None:  # type: ignore[no-untyped-def]
+def render_summary(result: Any) -> None:
+    """What prepare found, for a person (also shown by `run`)."""
     from rich.markup import escape
     from rich.table import Table
 

@@ -141,12 +141,12 @@ def export(run_dir: Path, output: Path) -> None:
     from kohya_wrap.cli.output import console
     from kohya_wrap.errors import PresetError
     from kohya_wrap.fsutil import atomic_write_text
-    from kohya_wrap.plan import load_plan
+    from kohya_wrap.rundir import read_plan
     from kohya_wrap.preset import export_text
 
     if output.exists():
         raise PresetError(f"{output} exists; export never overwrites a file", "choose another -o FILE")
-    plan = load_plan(run_dir)
+    plan = read_plan(run_dir)
     text = export_text(
         plan.values, plan.ours, name=plan.run_dir.name, sd_scripts_commit=plan.sd_scripts.get("commit"),
         comment_lines=[f"Exported by kohya-wrap from run {plan.run_dir.name} (preset {plan.preset_name}).",

@@ -52,14 +52,15 @@ def sample(target: Path, prompts: tuple[str, ...], steps_of: str, weight: float,
            tokenizer_cache_dir: Path | None, out_dir: Path | None, sd_scripts: str | None, as_json: bool) -> None:
     """Generate images with a LoRA (TARGET a .safetensors file) or each checkpoint of a run (TARGET a run folder)."""
     from kohya_wrap.cli.output import console, err_console, print_json
-    from kohya_wrap.report.sample import SampleOptions
-    from kohya_wrap.report.sample import sample as run_sample
+    from kohya_wrap.report.html import write_report
+    from kohya_wrap.sample.generate import SampleOptions
+    from kohya_wrap.sample.generate import sample as run_sample
 
     opts = SampleOptions(prompts=prompts, weight=weight, seed=seed, count=count, width=size, height=size,
                          sampler_steps=sampler_steps, scale=scale, sampler=sampler, steps_of=steps_of)
     err = err_console()
     session = run_sample(target, opts, base_model=base_model, tokenizer_cache_dir=tokenizer_cache_dir,
-                         out_dir=out_dir, sd_scripts=sd_scripts,
+                         out_dir=out_dir, sd_scripts=sd_scripts, on_done=write_report,
                          on_line=None if as_json else lambda line: err.print(f"[dim]{line}[/dim]", highlight=False,
                                                                               markup=True, soft_wrap=True))
     if as_json:
@@ -104,7 +105,7 @@ def _render_inspection(r: Any, show_metadata: bool) -> None:  # r: LoraInspectio
     from rich.table import Table
 
     from kohya_wrap.cli.output import console
-    from kohya_wrap.report.summary import format_duration
+    from kohya_wrap.rundir import format_duration
 
     con = console()
     t = Table(title=escape(str(r.path)), show_header=False, box=None, padding=(0, 1))

@@ -70,9 +70,14 @@ def _table(s: Any) -> Any:
     table.add_column("value", overflow="fold")
     table.add_row("run", f"{s.run_dir}" + (f"  (preset {s.preset})" if s.preset else ""))
     state = f"[{colour}]{s.state}[/{colour}]"
-    if s.state == "stalled":
+    if s.state == "stalled" and s.lock_file:
+        state += (f" (stopped: no process holds the run and there is no 'finished' event; last event "
+                  f"{format_duration(s.seconds_since_last_event)} ago)")
+    elif s.state == "stalled":
         state += (f" (stalled or stopped: no event for {format_duration(s.seconds_since_last_event)} "
                   "and no 'finished' event)")
+    elif s.state == "running" and s.held_by:
+        state += f" ({s.held_by})"
     elif s.outcome is not None:
         state += f" (outcome {s.outcome}, exit code {s.exit_code})"
     table.add_row("state", state)

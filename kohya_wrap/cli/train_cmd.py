@@ -1,4 +1,8 @@
-"""`kohya-wrap train` (plan + train, or --resume) and `kohya-wrap run` (prepare + plan + train)."""
+"""`kohya-wrap train` (plan + train, or a planned RUN_DIR, or --resume) and `kohya-wrap run` (prepare + plan + train).
+
+Both build one kohya_wrap.pipeline request and render its result; `-o` is the run directory, as for
+`plan` (`--runs-dir` is where a run directory is made when -o is not given).
+"""
 
 from __future__ import annotations
 
@@ -13,14 +17,17 @@ from kohya_wrap.cli.options import json_option, machine_options, sd_scripts_opti
 _COMMON = [
     click.option("--preset", help="Preset name or .toml file."),
     click.option("--base-model", "base_model", help="SD1.5 base model: a .safetensors file, a Diffusers folder or a hub id."),
-    click.option("-o", "--runs-dir", "runs_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("runs"),
-                 show_default=True, help="Where new run directories are made (one per run)."),
+    click.option("-o", "--output", "run_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+                 help="The run directory to make (as for `plan`); default RUNS_DIR/<date>-<time>-<name>."),
+    click.option("--runs-dir", "runs_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("runs"),
+                 show_default=True, help="Where a run directory is made when -o is not given."),
     click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a preset value (repeatable)."),
     click.option("--gpus", type=click.IntRange(min=1), default=None,
-                 help="GPUs of this machine to train on (data parallel with accelerate)."),
+                 help="GPUs of each machine to train on (data parallel with accelerate)."),
     machine_options,
     click.option("--tokenizer-cache-dir", "tokenizer_cache_dir", type=click.Path(file_okay=False, path_type=Path),
                  default=None, help="Folder holding the CLIP tokenizer (offline use)."),
+    click.option("--allow-pickle", is_flag=True, help="Accept a .ckpt/.pt/.bin base model (loading it runs code in it)."),
     click.option("--dry-run", is_flag=True, help="Print the command line, its environment and both configs; start nothing."),
     click.option("--allow-nan", is_flag=True, help="Keep training when the loss becomes NaN or infinite."),
     sd_scripts_option,
@@ -45,94 +52,121 @@ def _new_run_dir(runs_dir: Path, label: str) -> Path:
               help="Continue the stopped run in this run directory from its last saved state.")
 @_common
 def train(dataset_dir: Path | None, resume_dir: Path | None, preset: str | None, base_model: str | None,
-          runs_dir: Path, overrides: tuple[str, ...], gpus: int | None, machines: Any, tokenizer_cache_dir: Path | None,
-          dry_run: bool, allow_nan: bool, sd_scripts: str | None, as_json: bool) -> None:
+          run_dir: Path | None, runs_dir: Path, overrides: tuple[str, ...], gpus: int | None, machines: Any,
+          tokenizer_cache_dir: Path | None, allow_pickle: bool, dry_run: bool, allow_nan: bool, sd_scripts: str | None,
+          as_json: bool) -> None:
     """Plan a run of DATASET_DIR and train it; train a RUN_DIR `plan` made; or continue one with --resume RUN_DIR.
 
     Exit codes: 0 finished, 10 out of GPU memory, 11 base model missing, 12 no images found,
     13 configuration rejected, 14 package missing, 15 NaN loss, 16 crashed, 17 killed,
     18 LoRA failed verification, 130 interrupted.
 
+    The run directory is locked while it trains: a second train, resume or sample of it is refused.
     Ctrl-C stops the trainer (its whole process group) and prints the resume command; a second
     Ctrl-C kills it. --gpus N trains data parallel on N GPUs of this machine. Several machines
     (docs/multi-gpu.md): run the same command on each with --num-machines M --machine-rank R
     --main-process-ip IP of the rank-0 machine.
     """
-    from kohya_wrap.plan import Machines
+    from kohya_wrap.pipeline import PipelineRequest, PlanRequest
+    from kohya_wrap.rundir import Machines, is_planned
 
     if resume_dir is not None and (dataset_dir is not None or preset or base_model):
         raise click.UsageError("--resume continues an existing run: give no DATASET_DIR, --preset or --base-model")
     # a run directory to train as it was planned: --resume RUN_DIR, or a RUN_DIR `kohya-wrap plan` wrote
-    planned = resume_dir or (dataset_dir if dataset_dir is not None and (dataset_dir / "plan.json").is_file()
+    planned = resume_dir or (dataset_dir if dataset_dir is not None and is_planned(dataset_dir)
                              and not preset and not base_model else None)
     if planned is not None:
-        if overrides or gpus is not None or machines != Machines() or tokenizer_cache_dir is not None:
-            raise click.UsageError("a planned run trains as planned: --set, --gpus, --tokenizer-cache-dir and the "
+        if overrides or gpus is not None or machines != Machines() or tokenizer_cache_dir is not None or run_dir:
+            raise click.UsageError("a planned run trains as planned: --set, --gpus, --tokenizer-cache-dir, -o and the "
                                    "machine options apply when planning (give DATASET_DIR, --preset and --base-model)")
-        _train_run_dir(planned, resume=resume_dir is not None, allow_nan=allow_nan, as_json=as_json, dry_run=dry_run)
+        _run(PipelineRequest(train=_train_request(planned, resume_dir is not None, allow_nan, sd_scripts)),
+             as_json=as_json, dry_run=dry_run)
         return
     if dataset_dir is None or not preset or not base_model:
         raise click.UsageError("give DATASET_DIR, --preset and --base-model (or a planned RUN_DIR, or --resume RUN_DIR)")
-    from kohya_wrap.plan import make_plan, write_plan
-
-    plan = make_plan(dataset_dir, preset=preset, base_model=base_model, run_dir=_new_run_dir(runs_dir, Path(preset).stem),
-                     overrides=overrides, gpus=gpus, tokenizer_cache_dir=tokenizer_cache_dir, sd_scripts=sd_scripts,
-                     machines=machines)
-    if dry_run:
-        _print_dry_run(plan, as_json)
-        return
-    write_plan(plan)
-    _train_run_dir(plan.run_dir, resume=False, allow_nan=allow_nan, as_json=as_json)
+    target = run_dir or _new_run_dir(runs_dir, Path(preset).stem)
+    plan = PlanRequest(dataset_dir, preset, base_model, target, overrides, gpus, tokenizer_cache_dir, sd_scripts,
+                       allow_pickle, machines)
+    _run(PipelineRequest(train=_train_request(target, False, allow_nan, sd_scripts), plan=plan),
+         as_json=as_json, dry_run=dry_run)
 
 
 @click.command()
 @click.argument("src_photos", type=click.Path(file_okay=False, exists=True, path_type=Path))
 @click.option("--token", required=True, help="The rare word that will mean this face, e.g. ohwx.")
 @click.option("--class", "class_word", required=True, help="What the subject is, e.g. man, woman, person.")
-@click.option("--crop", type=click.Choice(("face", "center")), default="face", show_default=True)
-@click.option("--size", type=click.Choice(("512", "768")), default="512", show_default=True)
+@click.option("--crop", type=click.Choice(("face", "center")), default="face", show_default=True,
+              help="Square around the detected face, or the centre square (no detection).")
+@click.option("--size", type=click.Choice(("512", "768")), default="512", show_default=True,
+              help="Side of the prepared images in pixels.")
+@click.option("--caption", default="photo of {token} {class}", show_default=True,
+              help="Caption template; placeholders {token} and {class}.")
+@click.option("--repeats", type=click.IntRange(min=1), default=None,
+              help="Repeats in the folder name. Default: plan chooses them (one epoch).")
+@click.option("--reg", "reg_dir", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None,
+              help="Regularization photos of the class, prepared into the dataset's reg/.")
 @click.option("--allow-upscale", is_flag=True, help="Keep photos whose crop is smaller than --size (upscaled).")
+@click.option("--strict", is_flag=True, help="Stop before training when prepare finds anything to warn about.")
 @_common
-def run(src_photos: Path, token: str, class_word: str, crop: str, size: str, allow_upscale: bool, preset: str | None,
-        base_model: str | None, runs_dir: Path, overrides: tuple[str, ...], gpus: int | None, machines: Any,
-        tokenizer_cache_dir: Path | None, dry_run: bool, allow_nan: bool, sd_scripts: str | None, as_json: bool) -> None:
-    """Prepare SRC_PHOTOS, plan and train in one go: RUNS_DIR/<time>-<token>/{dataset,run}.
+def run(src_photos: Path, token: str, class_word: str, crop: str, size: str, caption: str, repeats: int | None,
+        reg_dir: Path | None, allow_upscale: bool, strict: bool, preset: str | None, base_model: str | None,
+        run_dir: Path | None, runs_dir: Path, overrides: tuple[str, ...], gpus: int | None, machines: Any,
+        tokenizer_cache_dir: Path | None, allow_pickle: bool, dry_run: bool, allow_nan: bool, sd_scripts: str | None,
+        as_json: bool) -> None:
+    """Prepare SRC_PHOTOS, plan and train in one go: the run directory (-o, default RUNS_DIR/<time>-<token>)
+    holds the prepared dataset in dataset/.
 
-    With --dry-run the dataset is prepared (the plan counts its images) but nothing is planned on
-    disk and no trainer starts. Exit codes as for `train`.
+    The preset, --set and the base model are checked before any photo is prepared; if prepare or plan
+    fails, the run directory is removed. With --dry-run the photos are prepared into a temporary
+    folder (the plan counts its images), nothing is kept and no trainer starts. Exit codes as for `train`.
     """
+    from kohya_wrap.pipeline import PipelineRequest, PlanRequest
+    from kohya_wrap.prepare import PrepareOptions
+    from kohya_wrap.rundir import paths
+
     if not preset or not base_model:
         raise click.UsageError("give --preset and --base-model")
-    from kohya_wrap.plan import make_plan, write_plan
-    from kohya_wrap.prepare import PrepareOptions, prepare_dataset
-
-    root = _new_run_dir(runs_dir, token)
-    prepared = prepare_dataset(PrepareOptions(src_dir=src_photos, dataset_dir=root / "dataset", token=token,
-                                              class_word=class_word, size=int(size), crop=crop,  # type: ignore[arg-type]
-                                              allow_upscale=allow_upscale))
-    plan = make_plan(prepared.dataset_dir, preset=preset, base_model=base_model, run_dir=root / "run",
-                     overrides=overrides, gpus=gpus, tokenizer_cache_dir=tokenizer_cache_dir, sd_scripts=sd_scripts,
-                     machines=machines)
-    if dry_run:
-        _print_dry_run(plan, as_json)
-        return
-    write_plan(plan)
-    _train_run_dir(plan.run_dir, resume=False, allow_nan=allow_nan, as_json=as_json)
+    target = run_dir or _new_run_dir(runs_dir, token)
+    dataset = paths(target).dataset_dir
+    prepare = PrepareOptions(src_dir=src_photos, dataset_dir=dataset, token=token, class_word=class_word,
+                             size=int(size), crop=crop, caption=caption, repeats=repeats,  # type: ignore[arg-type]
+                             reg_dir=reg_dir, allow_upscale=allow_upscale)
+    plan = PlanRequest(dataset, preset, base_model, target, overrides, gpus, tokenizer_cache_dir, sd_scripts,
+                       allow_pickle, machines)
+    request = PipelineRequest(train=_train_request(target, False, allow_nan, sd_scripts), plan=plan, prepare=prepare,
+                              remove_on_failure=target)
+    _run(request, as_json=as_json, dry_run=dry_run, strict=strict)
 
 
-def _train_run_dir(run_dir: Path, *, resume: bool, allow_nan: bool, as_json: bool, dry_run: bool = False) -> None:
+def _train_request(run_dir: Path, resume: bool, allow_nan: bool, sd_scripts: str | None) -> Any:
+    from kohya_wrap.pipeline import TrainRequest
+
+    return TrainRequest(run_dir=run_dir, resume=resume, allow_nan=allow_nan, sd_scripts=sd_scripts)
+
+
+def _run(request: Any, *, as_json: bool, dry_run: bool, strict: bool = False) -> None:
+    """Run the pipeline with a view of its stages and of the training; a failure exits with its stage's code."""
+    import dataclasses
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
     from kohya_wrap.cli.output import console, err_console
+    from kohya_wrap.cli.prepare_cmd import render_summary
     from kohya_wrap.cli.train_view import make_view, render_result
+    from kohya_wrap.errors import ExitCode, KohyaWrapError
+    from kohya_wrap.pipeline import PREPARE, Stages, run_pipeline
     from kohya_wrap.report.html import write_report
-    from kohya_wrap.train.outcome import TrainingFailed
-    from kohya_wrap.train.runner import TrainOptions, prepare_run, run_training
 
     if dry_run:
-        _print_prepared(prepare_run(run_dir, resume=resume, fetch_models=False), as_json)
+        _dry_run(request, as_json)
         return
-
     out = err_console() if as_json else console()
-    view = make_view(as_json, out)
+    views: list[Any] = []
+
+    def on_event(event: Any) -> None:
+        if not views:
+            views.append(make_view(as_json, out))
+        views[0](event)
 
     def on_signal(_signum: int, count: int) -> None:
         if count == 1:
@@ -140,54 +174,102 @@ def _train_run_dir(run_dir: Path, *, resume: bool, allow_nan: bool, as_json: boo
         else:
             err_console().print("[red]killing the trainer[/red]")
 
+    # On stderr, and only on a terminal (rich turns it off otherwise): stdout stays clean for --json.
+    progress = Progress(TextColumn("preparing"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                        console=err_console(), transient=True)
+    bar = progress.add_task("photos", total=None)
+
+    def on_stage(name: str) -> None:
+        if name == PREPARE:
+            progress.start()
+
+    def after_prepare(prepared: Any) -> None:
+        progress.stop()
+        if not as_json:
+            render_summary(prepared)
+        if strict and prepared.warnings:
+            error = KohyaWrapError(f"--strict: prepare found {len(prepared.warnings)} warning(s); nothing was trained",
+                                   "fix the photos, or leave out --strict")
+            error.exit_code = ExitCode.WARNINGS
+            raise error
+
+    # the report is rewritten at every checkpoint and at the end, so a stopped run has one too
+    train = dataclasses.replace(request.train, on_event=on_event, on_signal=on_signal, on_saved=write_report)
+    request = dataclasses.replace(request, train=train, after_prepare=after_prepare,
+                                  on_prepare_progress=lambda done, total: progress.update(bar, completed=done,
+                                                                                          total=total))
     try:
-        # the report is rewritten at every checkpoint and at the end, so a stopped run has one too
-        result = run_training(run_dir, TrainOptions(allow_nan=allow_nan, resume=resume), on_event=view,
-                              on_signal=on_signal, on_saved=write_report)
+        result = run_pipeline(request, Stages(on_stage))
     finally:
-        view.close()
-    render_result(result, out)
-    if result.outcome != "finished":
-        message = f"training {result.outcome}"
-        if result.last_step is not None:
-            message += f" at step {result.last_step}/{result.total_steps}"
-        message += f"; full output: {result.log_path}"
-        raise TrainingFailed(result.outcome, message, result.advice or None)
+        progress.stop()
+        for view in views:
+            view.close()
+    if result.trained is not None:
+        render_result(result.trained, out)
+    if result.failure is not None:
+        raise result.failure.error()
 
 
-def _print_dry_run(plan: Any, as_json: bool, argv: Any = None, notes: Any = (), ending: str | None = None) -> None:
+def _dry_run(request: Any, as_json: bool) -> None:
+    """The exact command that would run on this machine, with both configs; nothing is kept or started."""
+    import dataclasses
+    import shutil
+    import tempfile
+
+    from kohya_wrap.pipeline import check_plan_inputs, make_plan
+    from kohya_wrap.prepare import prepare_dataset
+    from kohya_wrap.train.runner import prepare_launch, prepare_run
+
+    if request.plan is None:
+        prepared = prepare_run(request.train.run_dir, resume=request.train.resume, fetch_models=False,
+                               sd_scripts=request.train.sd_scripts)
+        notes = list(prepared.notes)
+        if prepared.state is not None:
+            notes.insert(0, f"resumes from {prepared.state.path} at step {prepared.state.step}")
+        _print_dry_run(prepared, as_json, notes=notes,
+                       ending=f"dry run: nothing started; {prepared.plan.run_dir} is unchanged")
+        return
+    check_plan_inputs(request.plan)
+    scratch: Path | None = None
+    try:
+        plan_request = request.plan
+        if request.prepare is not None:
+            scratch = Path(tempfile.mkdtemp(prefix="kohya-wrap-dry-run-"))
+            options = dataclasses.replace(request.prepare, dataset_dir=scratch / "dataset")
+            prepare_dataset(options)
+            plan_request = dataclasses.replace(plan_request, dataset_dir=options.dataset_dir)
+        plan = make_plan(plan_request)
+        launch = prepare_launch(plan, resume=False, fetch_models=False, sd_scripts=request.train.sd_scripts)
+        _print_dry_run(launch, as_json, notes=list(launch.notes),
+                       ending=f"dry run: nothing written, nothing started ({plan.run_dir} would be the run directory)")
+    finally:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _print_dry_run(prepared: Any, as_json: bool, notes: list[str], ending: str) -> None:
     import shlex
 
     from rich.markup import escape
 
     from kohya_wrap.cli.output import console, print_json
 
-    argv = list(argv if argv is not None else plan.argv)
+    plan = prepared.plan
+    files = {**dict(plan.files), "accelerate.yaml": prepared.accelerate_config}
     if as_json:
-        print_json({"argv": argv, "env": dict(plan.env), "cwd": str(plan.cwd), "files": dict(plan.files),
-                    "notes": list(notes), "plan": plan.to_json()})
+        print_json({"argv": list(prepared.argv), "env": dict(prepared.env), "cwd": str(plan.run_dir), "files": files,
+                    "machine": prepared.machine.to_json(), "notes": notes, "plan": plan.to_json()})
         return
     con = console()
     con.print("[bold]command[/bold]", highlight=False)
-    con.print(shlex.join(argv), highlight=False, soft_wrap=True, markup=False)
+    con.print(shlex.join(prepared.argv), highlight=False, soft_wrap=True, markup=False)
     con.print("[bold]environment[/bold] (added to yours)", highlight=False)
-    for key, value in plan.env.items():
+    for key, value in prepared.env.items():
         con.print(f"{key}={shlex.quote(str(value))}", highlight=False, markup=False)
-    con.print(f"[bold]working directory[/bold] {escape(str(plan.cwd))}", highlight=False)
-    for name, text in plan.files.items():
+    con.print(f"[bold]working directory[/bold] {escape(str(plan.run_dir))}", highlight=False)
+    for name, text in files.items():
         con.print(f"[bold]{name}[/bold]", highlight=False)
         con.print(text, highlight=False, markup=False, soft_wrap=True)
     for note in notes:
         con.print(f"[yellow]note:[/yellow] {escape(note)}", highlight=False)
-    con.print(f"[dim]{escape(ending or f'dry run: nothing written, nothing started ({plan.run_dir} would be the run directory)')}[/dim]",
-              highlight=False)
-
-
-def _print_prepared(prepared: Any, as_json: bool) -> None:
-    """`train RUN_DIR --dry-run` and `train --resume RUN_DIR --dry-run`: the command that would run."""
-    state = prepared.state
-    notes = list(prepared.notes)
-    if state is not None:
-        notes.insert(0, f"resumes from {state.path} at step {state.step}")
-    _print_dry_run(prepared.job.plan, as_json, argv=prepared.argv, notes=notes,
-                   ending=f"dry run: nothing started; {prepared.job.run_dir} is unchanged")
+    con.print(f"[dim]{escape(ending)}[/dim]", highlight=False)

@@ -1,5 +1,6 @@
 """Rendering a training run: a rich live view on a terminal, plain periodic lines otherwise, or
-JSON Lines events on stdout (--json). Each view is an on_event callback plus close()."""
+JSON Lines events on stdout (--json). Each view is an on_event callback plus close(); what they
+show is folded from the events by kohya_wrap.rundir.RunFold, as status and the report fold them."""
 
 from __future__ import annotations
 
@@ -17,20 +18,12 @@ from rich.text import Text
 from kohya_wrap.events import (
     Checkpoint, Epoch, Error, Event, Finished, Phase, Progress, Sample, StateSaved, Summary, Warning_, to_json,
 )
+from kohya_wrap.rundir import RunFold, format_duration
 
 PHASE_LABELS = {
     "preparing": "preparing", "loading_model": "loading the base model", "caching_latents": "caching latents",
     "training": "training", "sampling": "generating samples", "saving": "saving", "finished": "finished",
 }
-
-
-def _clock(seconds: float | None) -> str:
-    if seconds is None:
-        return "?"
-    seconds = int(seconds)
-    h, rest = divmod(seconds, 3600)
-    m, s = divmod(rest, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
 
 
 def _speed(p: Progress) -> str:
@@ -39,61 +32,11 @@ def _speed(p: Progress) -> str:
     return f"{p.rate:.2f} {p.rate_unit}"
 
 
-class _State:
-    """What every view shows, folded from the events."""
-
-    def __init__(self) -> None:
-        self.phase: str | None = None
-        self.progress: Progress | None = None
-        self.losses: list[float] = []
-        self.epoch: Epoch | None = None
-        self.total: int | None = None
-        self.checkpoint: str | None = None
-        self.state: str | None = None
-        self.warning: str | None = None
-        self.error: str | None = None
-        self.samples = 0
-
-    def update(self, event: Event) -> None:
-        if isinstance(event, Phase):
-            self.phase = event.phase
-        elif isinstance(event, Progress):
-            self.progress = event
-            self.total = event.total
-            if event.avr_loss is not None and (not self.losses or self.losses[-1] != event.avr_loss):
-                self.losses.append(event.avr_loss)
-        elif isinstance(event, Summary):
-            self.total = event.total_steps
-        elif isinstance(event, Epoch):
-            self.epoch = event
-        elif isinstance(event, Checkpoint):
-            self.checkpoint = event.path
-        elif isinstance(event, StateSaved):
-            self.state = event.path
-        elif isinstance(event, Warning_):
-            self.warning = event.message
-        elif isinstance(event, Error):
-            self.error = event.message
-        elif isinstance(event, Sample):
-            self.samples += 1
-
-    def trend(self) -> str:
-        """The loss now against a tenth of the run ago: falling, flat or rising."""
-        if len(self.losses) < 3:
-            return ""
-        back = self.losses[-max(2, len(self.losses) // 10)]
-        now = self.losses[-1]
-        if back != back or now != now:  # NaN
-            return "NaN"
-        change = (now - back) / back if back else 0.0
-        return "falling" if change < -0.01 else "rising" if change > 0.01 else "flat"
-
-
 class LiveView:
     """A rich Live panel, redrawn at most 4 times a second."""
 
     def __init__(self, console: Console) -> None:
-        self.state = _State()
+        self.state = RunFold()
         self.console = console
         self.live = Live(self._render(), console=console, refresh_per_second=4, transient=False)
         self.live.start()
@@ -104,30 +47,31 @@ class LiveView:
         table.add_column(style="bold", no_wrap=True)
         table.add_column(overflow="fold")
         table.add_row("phase", PHASE_LABELS.get(s.phase or "", s.phase or "starting"))
-        p = s.progress
+        p = s.last_progress
         if p is not None:
             total = p.total or 1
             table.add_row("step", Group(ProgressBar(total=total, completed=p.step, width=40),
                                         Text(f"{p.step}/{p.total}")))
-            table.add_row("speed", f"{_speed(p)}   elapsed {_clock(p.elapsed_s)}   ETA {_clock(p.eta_s)}")
-            if s.losses:
-                table.add_row("loss", f"{s.losses[-1]:.4g}  {s.trend()}")
+            table.add_row("speed", f"{_speed(p)}   elapsed {format_duration(p.elapsed_s)}   "
+                                   f"ETA {format_duration(p.eta_s)}")
+            if s.loss:
+                table.add_row("loss", f"{s.loss[-1].loss:.4g}  {s.trend()}")
         if s.epoch is not None:
-            table.add_row("epoch", f"{s.epoch.epoch}/{s.epoch.total}")
-        if s.checkpoint:
-            table.add_row("checkpoint", escape(s.checkpoint))
-        if s.state:
-            table.add_row("state", escape(s.state))
+            table.add_row("epoch", f"{s.epoch}/{s.epochs}")
+        if s.last_checkpoint:
+            table.add_row("checkpoint", escape(s.last_checkpoint.path))
+        if s.last_state:
+            table.add_row("state", escape(s.last_state.path))
         if s.samples:
-            table.add_row("samples", str(s.samples))
-        if s.warning:
-            table.add_row("[yellow]warning[/yellow]", escape(s.warning))
-        if s.error:
-            table.add_row("[red]error[/red]", escape(s.error))
+            table.add_row("samples", str(len(s.samples)))
+        if s.warnings:
+            table.add_row("[yellow]warning[/yellow]", escape(s.warnings[-1]))
+        if s.errors:
+            table.add_row("[red]error[/red]", escape(s.errors[-1].message))
         return table
 
     def __call__(self, event: Event) -> None:
-        self.state.update(event)
+        self.state.feed(event)
         self.live.update(self._render())
 
     def close(self) -> None:
@@ -140,7 +84,7 @@ class PlainView:
     progress line at most every `interval` seconds (and at the last step)."""
 
     def __init__(self, stream: Any = None, interval: float = 30.0) -> None:
-        self.state = _State()
+        self.state = RunFold()
         self.stream = stream or sys.stderr
         self.interval = interval
         self._last_print: float | None = None  # the first progress line is always printed
@@ -151,7 +95,7 @@ class PlainView:
         self.stream.flush()
 
     def __call__(self, event: Event) -> None:
-        self.state.update(event)
+        self.state.feed(event)
         if isinstance(event, Phase):
             self._last_phase = event.phase
             self._print(f"[{PHASE_LABELS.get(event.phase, event.phase)}]")
@@ -160,7 +104,7 @@ class PlainView:
             if self._last_print is None or now - self._last_print >= self.interval or event.step == event.total:
                 self._last_print = now
                 loss = "" if event.avr_loss is None else f" loss {event.avr_loss:.4g}"
-                self._print(f"step {event.step}/{event.total} {_speed(event)} ETA {_clock(event.eta_s)}{loss}")
+                self._print(f"step {event.step}/{event.total} {_speed(event)} ETA {format_duration(event.eta_s)}{loss}")
         elif isinstance(event, Summary):
             self._print(f"{event.total_steps} steps: {event.train_images} images x repeats, "
                         f"{event.epochs} epoch{'' if event.epochs == 1 else 's'}, batch {event.batch_size}")
@@ -235,8 +179,7 @@ def render_result(result: Any, console: Console) -> None:
             console.print("no state was saved yet, so this run cannot be resumed; start it again.")
     for warning in result.warnings:
         console.print(f"[yellow]warning[/yellow]: {escape(warning)}", highlight=False)
-    report = result.run_dir / "report.html"
-    if report.is_file():
-        console.print(f"report: {escape(str(report))}", highlight=False)
+    if result.report_path is not None:
+        console.print(f"report: {escape(str(result.report_path))}", highlight=False)
     console.print(f"[dim]log: {escape(str(result.log_path))}   events: {escape(str(result.events_path))}   "
                   f"manifest: {escape(str(result.manifest_path))}[/dim]", highlight=False)

@@ -17,10 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from kohya_wrap import __version__
+from kohya_wrap import __version__, rundir
 from kohya_wrap.fsutil import atomic_write_text
-from kohya_wrap.report.sample import SampleSession, load_sessions
-from kohya_wrap.report.summary import REPORT_FILE, RunSummary, format_duration, load_run, moving_average
+from kohya_wrap.sample.session import SampleSession, load_sessions
+from kohya_wrap.report.summary import RunSummary, load_run, moving_average
+from kohya_wrap.rundir import format_duration
 from kohya_wrap.sdscripts.samples import find_samples, read_prompt_texts
 
 PROMPTS_FILE = "sample_prompts.txt"
@@ -223,7 +224,7 @@ def training_grid(summary: RunSummary) -> Grid | None:
     found = find_samples(summary.output_dir, summary.output_name)
     if not found:
         return None
-    steps_per_epoch = (summary.plan.get("steps") or {}).get("steps_per_epoch")
+    steps_per_epoch = summary.plan.steps.get("steps_per_epoch")
     rows: dict[tuple[int, str], dict[int, list[Path]]] = {}
     labels: dict[tuple[int, str], tuple[str, int | None]] = {}
     for path, name in found:
@@ -343,7 +344,7 @@ def _json_cell(value: Any) -> str:
 
 
 def manifest_section(summary: RunSummary) -> str:
-    plan = summary.plan
+    plan = summary.plan.to_json()
     out = ["<h2>Manifest</h2>", "<h3>plan.json</h3>"]
     skip = {"values", "launch"}
     out.append(_kv_table([(k, _json_cell(v)) for k, v in _flatten({k: v for k, v in plan.items() if k not in skip})],
@@ -356,9 +357,9 @@ def manifest_section(summary: RunSummary) -> str:
             out.append(f"<tr><td><code>{_e(name)}</code></td><td>{_json_cell(entry.get('value'))}</td>"
                        f"<td>{_e(entry.get('source', ''))}</td></tr>")
         out.append("</table>")
-    launch = plan.get("launch") or {}
-    if launch.get("argv"):
-        out.append(f"<h3>command</h3><pre>{_e(shlex.join(str(a) for a in launch['argv']))}</pre>")
+    attempts = summary.manifest.attempts if summary.manifest is not None else ()
+    if attempts and attempts[-1].argv:
+        out.append(f"<h3>command</h3><pre>{_e(shlex.join(attempts[-1].argv))}</pre>")
     out.append("<h3>run.json</h3>")
     if summary.run is None:
         out.append("<p>No run.json yet: the run has not ended.</p>")
@@ -406,6 +407,6 @@ def write_report(run_dir: Path, out: Path | None = None) -> Path:
     """Write the run's report (RUN_DIR/report.html unless `out` is given) and return its path."""
     summary = load_run(run_dir)
     page = render_report(summary, load_sessions(summary.run_dir))
-    target = Path(out) if out is not None else summary.run_dir / REPORT_FILE
+    target = Path(out) if out is not None else rundir.paths(summary.run_dir).report_html
     atomic_write_text(target, page)
     return target

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from kohya_wrap import rundir
 from kohya_wrap.errors import KohyaWrapError
 from kohya_wrap.fsutil import sha256_file
 
@@ -24,7 +25,6 @@ _DTYPE_SIZES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I1
 _NUMPY_DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "I64": "<i8", "I32": "<i4", "I16": "<i2", "I8": "i1",
                  "U8": "u1", "U16": "<u2", "U32": "<u4", "U64": "<u8", "BOOL": "?"}
 METADATA_KEY = "__metadata__"
-RUN_MANIFEST = "run.json"
 
 # Kohya (sd-scripts, A1111, ComfyUI) / diffusers attention processors / PEFT adapters.
 KOHYA, DIFFUSERS, PEFT = "kohya", "diffusers", "peft"
@@ -267,14 +267,9 @@ def _kohya_checks(header: Header) -> list[HealthCheck]:
 
 def _run_manifest(path: Path) -> tuple[dict[str, Any] | None, Path | None]:
     """Our run.json, when the file sits in a kohya-wrap run's output folder (RUN_DIR/output/x.safetensors)."""
-    candidate = path.resolve().parent.parent / RUN_MANIFEST
-    if not candidate.is_file():
-        return None, None
-    try:
-        data = json.loads(candidate.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None, None
-    return (data, candidate) if isinstance(data, dict) else (None, None)
+    candidate = rundir.paths(path.resolve().parent.parent).run_json
+    data = rundir.read_manifest_json(candidate)
+    return (data, candidate) if data is not None else (None, None)
 
 
 def inspect_lora(path: Path) -> LoraInspection:

@@ -1,8 +1,10 @@
-"""The command line that starts train_network.py: `accelerate launch` with every flag explicit (SPEC 1.1).
+"""The command line that starts train_network.py: `accelerate launch` with every flag explicit
+(docs/sd-scripts.md, "Launching").
 
 Without --num_processes accelerate uses every visible GPU, and missing flags print a warning of
 defaults; so all are passed. The launcher's --mixed_precision does not change training precision
-(sd-scripts passes its own), but is kept equal to the script's to avoid confusion.
+(sd-scripts passes its own), but is kept equal to the script's to avoid confusion. Everything here
+is resolved for the machine that trains, at launch; nothing of it is in plan.json.
 """
 
 from __future__ import annotations
@@ -39,9 +41,6 @@ def default_cpu_threads(num_processes: int, cpu: bool, num_machines: int = 1) ->
     return max(1, min(4, cores // local))
 
 
-ACCELERATE_CONFIG = "accelerate.yaml"
-
-
 def render_accelerate_config(launch: Launch) -> str:
     """accelerate's own config file for this run.
 
@@ -70,15 +69,16 @@ def render_accelerate_config(launch: Launch) -> str:
     return "\n".join(lines) + "\n"
 
 
-def build_argv(checkout: Path, config_toml: Path, dataset_toml: Path, launch: Launch, python: str | None = None) -> list[str]:
+def build_argv(checkout: Path, config_toml: Path, dataset_toml: Path, accelerate_config: Path, launch: Launch,
+               python: str | None = None) -> list[str]:
     """The argv (never a shell string) that trains with these configs.
 
-    The accelerate config (render_accelerate_config) is expected beside config_toml.
+    accelerate_config: where render_accelerate_config's text is written before the launch.
     """
     threads = launch.cpu_threads or default_cpu_threads(launch.num_processes, launch.cpu, launch.num_machines)
     argv = [
         python or sys.executable, "-m", ACCELERATE_MODULE,
-        "--config_file", str(Path(config_toml).parent / ACCELERATE_CONFIG),
+        "--config_file", str(accelerate_config),
         "--num_processes", str(launch.num_processes),
         "--num_machines", str(launch.num_machines),
         "--mixed_precision", launch.mixed_precision,
@@ -99,9 +99,19 @@ def build_argv(checkout: Path, config_toml: Path, dataset_toml: Path, launch: La
 
 
 def base_model_args(path: Path) -> list[str]:
-    """Arguments that point the trainer at another copy of its base model; sd-scripts lets the
-    command line override --config_file values (SPEC 2)."""
+    """Arguments that point the trainer at the base model file on this machine; sd-scripts lets the
+    command line override --config_file values (docs/sd-scripts.md, "Config file merging")."""
     return ["--pretrained_model_name_or_path", str(path)]
+
+
+def tokenizer_args(cache_dir: Path) -> list[str]:
+    """The tokenizer folder on this machine (the plan left kohya-wrap's own cache to train)."""
+    return ["--tokenizer_cache_dir", str(cache_dir)]
+
+
+def precision_args(mixed_precision: str) -> list[str]:
+    """The precision train chose for the GPUs it found (the plan left it open)."""
+    return ["--mixed_precision", mixed_precision]
 
 
 def build_env(*, offline: bool) -> dict[str, str]:

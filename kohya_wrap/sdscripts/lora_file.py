@@ -62,11 +62,18 @@ class LoraReport:
 
 
 def read_metadata(path: Path) -> dict[str, str]:
-    """The __metadata__ of a safetensors header, read directly (8-byte length + JSON)."""
+    """The __metadata__ of a safetensors header, read directly (8-byte length + JSON).
+
+    ValueError when the file is not a safetensors file (its length field cannot be right)."""
     with open(path, "rb") as f:
-        size = struct.unpack("<Q", f.read(8))[0]
+        head = f.read(8)
+        if len(head) < 8:
+            raise ValueError(f"{path}: too short for a safetensors file")
+        size = struct.unpack("<Q", head)[0]
+        if size > Path(path).stat().st_size - 8:
+            raise ValueError(f"{path}: its header length {size} exceeds the file")
         header = json.loads(f.read(size))
-    return dict(header.get("__metadata__") or {})
+    return dict(header.get("__metadata__") or {}) if isinstance(header, dict) else {}
 
 
 def _read_bf16(path: Path, key: str):  # type: ignore[no-untyped-def]

@@ -142,7 +142,7 @@ class _Record:
     folded: bool = False
 
 
-class _LineSplitter:
+class LineSplitter:
     """Bytes -> text lines. `\\n`, `\\r\\n` and a lone `\\r` (a tqdm redraw) each end a line.
 
     A `\\r` at the end of a read ends its line at once (no waiting for the next redraw); a `\\n`
@@ -203,7 +203,7 @@ class OutputParser:
     """Stateful, pure parser of both streams of one train_network.py run."""
 
     def __init__(self) -> None:
-        self._splitters = {STDOUT: _LineSplitter(), STDERR: _LineSplitter()}
+        self._splitters = {STDOUT: LineSplitter(), STDERR: LineSplitter()}
         self._record: _Record | None = None
         self._traceback: list[str] | None = None
         self._phase: str | None = None

@@ -39,14 +39,15 @@ def precision_for(cuda: bool, bf16: bool) -> str:
     return "bf16" if bf16 else "fp16"
 
 
-def filled_in(values: Mapping[str, Any], *, size: int, precision: str | None) -> dict[str, tuple[Any, str]]:
+def filled_in(values: Mapping[str, Any], *, size: int, auto_precision: bool) -> dict[str, tuple[Any, str]]:
     """Values written although the preset left them out, as (value, source "plan" or "default").
 
-    precision: the automatic choice, or None to keep sd-scripts' default ("no").
+    auto_precision: mixed_precision is left out, for train to choose on the machine it finds
+    (precision_for); else sd-scripts' default ("no") is written.
     """
     out: dict[str, tuple[Any, str]] = {}
-    if "mixed_precision" not in values:
-        out["mixed_precision"] = (precision, "plan") if precision else (argparse_default("mixed_precision"), "default")
+    if "mixed_precision" not in values and not auto_precision:
+        out["mixed_precision"] = (argparse_default("mixed_precision"), "default")
     for key in ("train_batch_size", "gradient_accumulation_steps"):  # the step count depends on them
         if key not in values:
             out[key] = (argparse_default(key), "default")
@@ -73,15 +74,19 @@ def read_shape(values: Mapping[str, Any]) -> Shape:
     )
 
 
-def run_values(*, model: Path, tokenizer_cache_dir: Path, output_dir: Path, output_name: str | None,
+def run_values(*, model: Path | str, tokenizer_cache_dir: Path | None, output_dir: Path, output_name: str | None,
                dataset_config: Path, sample_prompts: Path | None, max_train_steps: int | None) -> dict[str, Any]:
-    """The paths and counts only plan sets (never a preset). None: leave the value as it is."""
+    """The paths and counts only plan sets (never a preset). None: leave the value as it is.
+
+    tokenizer_cache_dir None: kohya-wrap's own cache, which train passes on the command line.
+    """
     out: dict[str, Any] = {
         "pretrained_model_name_or_path": str(model),
-        "tokenizer_cache_dir": str(tokenizer_cache_dir),
         "output_dir": str(output_dir),
         "dataset_config": str(dataset_config),
     }
+    if tokenizer_cache_dir is not None:
+        out["tokenizer_cache_dir"] = str(tokenizer_cache_dir)
     if output_name is not None:
         out["output_name"] = output_name
     if sample_prompts is not None:

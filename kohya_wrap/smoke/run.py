@@ -15,8 +15,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -119,14 +118,6 @@ class SmokeResult:
         }
 
 
-class _StageFailed(Exception):
-    """Ends the run at a stage: a failed result is returned, nothing is raised to the caller."""
-
-    def __init__(self, stage: str, message: str, hint: str | None, exit_code: int, tail: tuple[str, ...] = ()) -> None:
-        super().__init__(message)
-        self.stage, self.message, self.hint, self.exit_code, self.tail = stage, message, hint, exit_code, tail
-
-
 def check_train_packages() -> None:
     """TrainerNotFound naming the install command when the [train] extra (or torch) is missing."""
     missing = [name for name in TRAIN_MODULES if importlib.util.find_spec(name) is None]
@@ -163,8 +154,11 @@ def run_smoke(
     on_event gets the training events (for a live view), on_stage each stage id as it starts,
     on_signal the trainer's stop requests (as for `train`).
     """
+    from kohya_wrap.pipeline import PipelineFailed, PipelineRequest, PlanRequest, Stages, StageFailure, TrainRequest
+    from kohya_wrap.pipeline import run_pipeline
+
     started = time.monotonic()
-    timings: list[tuple[str, float]] = []
+    stages = Stages(on_stage)
     model: SmokeModel | None = None
     work: Path | None = None
     run_dir: Path | None = None
@@ -172,27 +166,14 @@ def run_smoke(
     device: str | None = None
     warnings: tuple[str, ...] = ()
 
-    @contextmanager
-    def stage(name: str) -> Iterator[None]:
-        if on_stage is not None:
-            on_stage(name)
-        began = time.monotonic()
-        try:
-            yield
-        except KohyaWrapError as e:
-            raise _StageFailed(name, e.message, e.hint, int(e.exit_code)) from e
-        finally:
-            timings.append((name, time.monotonic() - began))
-
-    def result(failure: _StageFailed | None = None) -> SmokeResult:
-        ok = failure is None
+    def result(failure: StageFailure | None = None) -> SmokeResult:
         return SmokeResult(
-            ok=ok, exit_code=ExitCode.OK if ok else failure.exit_code,  # type: ignore[union-attr]
-            seconds=time.monotonic() - started, stage_seconds=tuple(timings), base_model=model,
+            ok=failure is None, exit_code=ExitCode.OK if failure is None else failure.exit_code,
+            seconds=time.monotonic() - started, stage_seconds=tuple(stages.timings), base_model=model,
             work_dir=work, kept=keep is not None and work is not None,
             run_dir=run_dir, lora=lora, device=device,
-            failed_stage=None if ok else failure.stage, message=None if ok else failure.message,  # type: ignore[union-attr]
-            hint=None if ok else failure.hint, trainer_tail=() if ok else failure.tail,  # type: ignore[union-attr]
+            failed_stage=failure.stage if failure else None, message=failure.message if failure else None,
+            hint=failure.hint if failure else None, trainer_tail=failure.tail if failure else (),
             warnings=warnings,
         )
 
@@ -206,73 +187,71 @@ def run_smoke(
             check_train_packages()
             work = _work_dir(keep)
         except KohyaWrapError as e:
-            raise _StageFailed(SETUP, e.message, e.hint, int(e.exit_code)) from e
+            raise PipelineFailed(StageFailure(SETUP, e.message, e.hint, int(e.exit_code))) from e
 
-        with stage(BASE_MODEL):
+        with stages.stage(BASE_MODEL):
             from kohya_wrap.smoke.basemodel import ensure_base_model
 
             model = ensure_base_model()
 
-        with stage(IMAGES):
+        with stages.stage(IMAGES):
             from kohya_wrap.smoke.images import write_face_images
+            from kohya_wrap.smoke.tokenizer import write_tokenizer
 
             photos = work / "photos"
             write_face_images(photos, count=IMAGE_COUNT)
-
-        with stage(PREPARE):
-            from kohya_wrap.prepare import PrepareOptions, prepare_dataset
-            from kohya_wrap.preset import load_preset
-
-            ours = load_preset(PRESET).ours
-            # One process: the images are tiny, and forking after the model build imported torch is unsafe.
-            prepared = prepare_dataset(PrepareOptions(
-                src_dir=photos, dataset_dir=work / "dataset", token=TOKEN, class_word=CLASS_WORD,
-                size=int(ours["size"].value), crop=ours["crop"].value, jobs=1))
-
-        with stage(PLAN):
-            from kohya_wrap.plan import detect_gpus, make_plan, write_plan
-            from kohya_wrap.smoke.tokenizer import write_tokenizer
-
             tokenizer_cache = work / "tokenizer"
             write_tokenizer(tokenizer_cache)
-            overrides = [] if steps is None else [f"{key}={steps}" for key in ("target_steps", "min_steps", "max_steps")]
-            gpus = detect_gpus()
-            plan = make_plan(prepared.dataset_dir, preset=PRESET, base_model=str(model.path), run_dir=work / "run",
-                             overrides=overrides, tokenizer_cache_dir=tokenizer_cache, sd_scripts=checkout.path,
-                             gpu_info=gpus)
-            write_plan(plan)
-            run_dir, warnings = plan.run_dir, plan.warnings
-            device = "cuda" if gpus.count else "cpu"
 
-        with stage(TRAIN):
-            from kohya_wrap.train.runner import TrainOptions, run_training
+        from kohya_wrap.prepare import PrepareOptions
+        from kohya_wrap.preset import load_preset
+        from kohya_wrap.train.machine import detect_gpus
 
+        ours = load_preset(PRESET).ours
+        run_dir = work / "run"
+        overrides = [] if steps is None else [f"{key}={steps}" for key in ("target_steps", "min_steps", "max_steps")]
+        gpus = detect_gpus()
+        device = "cuda" if gpus.count else "cpu"
+        request = PipelineRequest(
+            # One process: the images are tiny, and forking after the model build imported torch is unsafe.
+            prepare=PrepareOptions(src_dir=photos, dataset_dir=work / "dataset", token=TOKEN, class_word=CLASS_WORD,
+                                   size=int(ours["size"].value), crop=ours["crop"].value, jobs=1),
+            plan=PlanRequest(work / "dataset", PRESET, str(model.path), run_dir, tuple(overrides),
+                             tokenizer_cache_dir=tokenizer_cache, sd_scripts=str(checkout.path)),
             # the runner verifies the LoRA (and records it in run.json); the verify stage reports it
-            trained = run_training(run_dir, TrainOptions(verify=True), on_event=on_event, on_signal=on_signal)
-            if trained.outcome not in ("finished", "verify_failed"):
-                message = f"training {trained.outcome}"
-                if trained.last_step is not None:
-                    message += f" at step {trained.last_step}/{trained.total_steps}"
-                raise _StageFailed(TRAIN, message, _with_keep_hint(trained.advice, keep), trained.exit_code,
-                                   trained.tail)
+            train=TrainRequest(run_dir, verify=True, sd_scripts=str(checkout.path), gpu_info=gpus, on_event=on_event,
+                               on_signal=on_signal),
+        )
+        done = run_pipeline(request, stages)
+        if done.plan is not None:
+            warnings = done.plan.warnings
+        trained = done.trained
+        if done.failure is not None and (trained is None or trained.outcome != "verify_failed"):
+            failure = done.failure
+            if failure.stage == TRAIN:
+                failure = StageFailure(TRAIN, failure.message.split("; full output:")[0],
+                                       _with_keep_hint(failure.hint or "", keep), failure.exit_code, failure.tail)
+            return result(failure)
+        assert trained is not None and done.plan is not None
 
-        with stage(VERIFY):
+        with stages.stage(VERIFY):
             report = trained.verification
-            lora_file = trained.lora_file or plan.lora_file
+            lora_file = trained.lora_file or done.plan.lora_file
             if report is None:
-                raise _StageFailed(VERIFY, f"the trainer wrote no LoRA file ({lora_file})",
-                                   _with_keep_hint("", keep), ExitCode.TRAIN_VERIFY_FAILED)
+                raise PipelineFailed(StageFailure(VERIFY, f"the trainer wrote no LoRA file ({lora_file})",
+                                                  _with_keep_hint("", keep), ExitCode.TRAIN_VERIFY_FAILED))
             lora = LoraSummary(path=lora_file, ok=report.ok, unet_modules=report.unet_modules,
                                text_encoder_modules=report.text_encoder_modules, steps=trained.total_steps,
                                checks=tuple((c.name, c.ok, c.detail) for c in report.checks))
             if not report.ok:
                 failed = "; ".join(f"{c.name}: {c.detail}" for c in report.failed)
-                raise _StageFailed(VERIFY, f"the LoRA {lora_file} failed verification: {failed}",
-                                   "This points at a change in sd-scripts or its packages; compare with `kohya-wrap doctor`.",
-                                   ExitCode.TRAIN_VERIFY_FAILED)
+                raise PipelineFailed(StageFailure(
+                    VERIFY, f"the LoRA {lora_file} failed verification: {failed}",
+                    "This points at a change in sd-scripts or its packages; compare with `kohya-wrap doctor`.",
+                    ExitCode.TRAIN_VERIFY_FAILED))
         return result()
-    except _StageFailed as failure:
-        return result(failure)
+    except PipelineFailed as failed:
+        return result(failed.failure)
     finally:
         if keep is None and work is not None:
             shutil.rmtree(work, ignore_errors=True)

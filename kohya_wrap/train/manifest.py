@@ -1,19 +1,18 @@
-"""RUN_DIR/run.json: what was trained, with what, on what, and what came out.
+"""What run.json records of the machine and the base model, gathered on threads while training runs.
 
-Versions are read from package metadata of the Python that runs the trainer (a short subprocess:
-it may not be ours), never by importing torch. The CUDA version comes from torch's version.py.
+Versions are read from package metadata of the Python that runs the trainer (a short subprocess),
+never by importing torch. The CUDA version comes from torch's version.py. The record itself is
+kohya_wrap.rundir.RunManifest.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
-import sys
 import threading
 from pathlib import Path
 from typing import Any
 
-from kohya_wrap import __version__
 from kohya_wrap.fsutil import atomic_write_json, sha256_file, user_cache_dir
 from kohya_wrap.process import capture
 
@@ -40,13 +39,6 @@ if spec and spec.origin:
 out["cuda"] = cuda
 print(json.dumps(out))
 """ % (PACKAGES,)
-
-
-def trainer_python(argv: tuple[str, ...]) -> str:
-    """The interpreter the launch command starts (argv[0] when it is a Python), else ours."""
-    if argv and Path(argv[0]).name.startswith("python"):
-        return argv[0]
-    return sys.executable
 
 
 def environment(python: str) -> dict[str, Any]:
@@ -127,25 +119,3 @@ class FileHasher:
         if self._thread is not None:
             self._thread.join()
         return self.result
-
-
-def file_entry(path: Path, step: int | None) -> dict[str, Any]:
-    entry: dict[str, Any] = {"path": str(path), "step": step, "exists": path.is_file()}
-    if path.is_file():
-        entry["bytes"] = path.stat().st_size
-        entry["sha256"] = sha256_file(path)
-    return entry
-
-
-def write_manifest(path: Path, manifest: dict[str, Any]) -> None:
-    manifest = {"schema": 1, "kohya_wrap_version": __version__, **manifest}
-    atomic_write_json(path, manifest)
-
-
-def read_manifest(path: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from kohya_wrap.rundir import Plan
 from kohya_wrap.sdscripts.lora_file import LoraReport, expectation_from_values, verify_lora
-from kohya_wrap.train.job import TrainJob
 
 
-def verify_run(job: TrainJob, base_model_sha256: str | None) -> LoraReport:
-    expect = expectation_from_values(job.values, job.max_train_steps, base_model_sha256)
-    return verify_lora(job.lora_file, expect)
+def verify_run(plan: Plan, base_model_sha256: str | None) -> LoraReport:
+    expect = expectation_from_values(dict(plan.values), plan.max_train_steps, base_model_sha256)
+    return verify_lora(plan.lora_file, expect)

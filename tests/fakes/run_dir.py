@@ -1,15 +1,26 @@
-"""A planned run directory whose launch command is the fake trainer (tests/fakes/fake_trainer.py).
+"""A planned run directory that trains with the fake trainer (tests/fakes/fake_trainer.py).
 
-It follows the plan.json contract (CONTRACTS.md) so the train stage reads it like a real plan.
+plan.json follows the run-directory format (docs/run-directory.md), so the train stage reads it like a
+real plan and builds the real launch command; the plan's environment puts a stand-in `accelerate`
+(tests/fakes/launcher) on the trainer's PYTHONPATH, which runs the fake trainer with `fake_args`.
+The process tier's conftest points $KOHYA_WRAP_SD_SCRIPTS at FAKE_CHECKOUT.
 """
 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
-FAKE_TRAINER = Path(__file__).resolve().parent / "fake_trainer.py"
+FAKES = Path(__file__).resolve().parent
+FAKE_TRAINER = FAKES / "fake_trainer.py"
+FAKE_LAUNCHER = FAKES / "launcher"
+FAKE_CHECKOUT = FAKES / "sd-scripts"
+
+
+def fake_env(fake_args: tuple[str, ...] | list[str] = (), launcher: bool = True) -> dict[str, str]:
+    """The trainer's environment that makes `accelerate launch` run the fake trainer with these options."""
+    return {"PYTHONPATH": str(FAKE_LAUNCHER), "FAKE_TRAINER_ARGS": json.dumps(list(fake_args)),
+            "FAKE_LAUNCHER": "1" if launcher else "0"}
 
 
 def make_run_dir(
@@ -53,24 +64,42 @@ def make_run_dir(
         lines.append(f"{key} = {json.dumps(value) if not isinstance(value, bool) else str(value).lower()}")
     (run_dir / "config.toml").write_text("\n".join(lines) + "\n")
     (run_dir / "dataset.toml").write_text("[general]\n")
-    argv = [sys.executable, str(FAKE_TRAINER)] + (["--launcher"] if launcher else []) + list(fake_args)
-    argv += ["--config_file", str(run_dir / "config.toml"), "--dataset_config", str(run_dir / "dataset.toml")]
     plan = {
-        "schema": 1,
+        "schema": 2,
         "kohya_wrap_version": "0.1.0",
         "created_at": "2026-11-25T10:00:00.000Z",
         "preset": {"name": "test-preset", "sha256": "0" * 64, "files": []},
         "dataset": {"dir": str(root / "dataset"), "manifest_sha256": "1" * 64, "subsets": []},
         "base_model": {"source": str(base_model), "path": str(base_model), "kind": "file"},
-        "tokenizer_cache_dir": None,
+        "tokenizer_cache_dir": str(_tokenizer(root)),
         "values": {k: {"value": v, "source": "preset:test-preset"} for k, v in values.items()},
         "ours": {},
         "steps": {"train_images_x_repeats": 40, "reg_images_x_repeats": 0, "batch_size": 1, "grad_accum": 1,
                   "num_processes": 1, "steps_per_epoch": 40, "epochs": 1, "max_train_steps": max_train_steps,
                   "arithmetic": ""},
-        "launch": {"argv": argv, "env": {"PYTHONUNBUFFERED": "1", **(env or {})}, "cwd": str(run_dir)},
+        "launch": {"gpus": 1, "num_machines": 1, "machine_rank": 0, "main_process_ip": None, "main_process_port": 29500,
+                   "env": {"PYTHONUNBUFFERED": "1", **fake_env(fake_args, launcher), **(env or {})}},
         "output": {"dir": str(output), "name": "face", "lora_file": str(output / "face.safetensors")},
-        "sd_scripts": {"path": "/nonexistent/sd-scripts", "commit": None, "matches_pin": False},
+        "sd_scripts": {"commit": None, "matches_pin": False},
     }
     (run_dir / "plan.json").write_text(json.dumps(plan, indent=2))
     return run_dir
+
+
+def _tokenizer(root: Path) -> Path:
+    """A tokenizer folder in the layout sd-scripts reads (the fake trainer never opens it)."""
+    from kohya_wrap.sdscripts.configs import TOKENIZER_REQUIRED_FILES, tokenizer_subdir
+
+    cache = root / "tokenizer"
+    sub = tokenizer_subdir(cache)
+    sub.mkdir(parents=True, exist_ok=True)
+    for name in TOKENIZER_REQUIRED_FILES:
+        (sub / name).write_text("{}\n" if name.endswith(".json") else "")
+    return cache
+
+
+def set_fake_args(run_dir: Path, fake_args: tuple[str, ...] | list[str]) -> None:
+    """Change the fake trainer's options in a planned run, as a user would fix a cause before resuming."""
+    plan = json.loads((run_dir / "plan.json").read_text())
+    plan["launch"]["env"]["FAKE_TRAINER_ARGS"] = json.dumps(list(fake_args))
+    (run_dir / "plan.json").write_text(json.dumps(plan))

@@ -76,7 +76,7 @@ def test_report_of_recorded_run(tmp_path: Path) -> None:
     assert page.summary["preset"] == "smoke"
     assert page.summary["dataset"] == "4 images (40 with repeats)"
     assert page.summary["steps"] == "4 of 4"
-    assert page.summary["training time"] == "0:13"
+    assert page.summary["training time"] == "13s"
     assert page.summary["mean it/s"] == "0.308"
     assert page.summary["final loss"] == "1.12"
     assert page.summary["outcome"].startswith("finished")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "fakes"))
 
-from run_dir import make_run_dir  # noqa: E402
+from run_dir import FAKE_CHECKOUT, make_run_dir  # noqa: E402
 
 from kohya_wrap.errors import ExitCode  # noqa: E402
 from kohya_wrap.events import from_json  # noqa: E402
@@ -117,13 +117,12 @@ def test_run_prepares_plans_and_dry_runs(tmp_path):
     (checkout / "train_network.py").write_text("")
     runs = tmp_path / "runs"
     done = kohya_wrap("run", str(photos), "--token", "ohwx", "--class", "man", "--crop", "center", "--allow-upscale",
-                      "--preset", "smoke", "--base-model", str(model), "-o", str(runs),
+                      "--preset", "smoke", "--base-model", str(model), "--runs-dir", str(runs),
                       "--tokenizer-cache-dir", str(tmp_path / "tok"), "--sd-scripts", str(checkout), "--dry-run")
     assert done.returncode == 0, done.stderr
     assert "train_network.py" in done.stdout and "[[datasets]]" in done.stdout
-    (root,) = runs.iterdir()
-    assert (root / "dataset" / "prepare.json").is_file()  # prepared: the plan needs a dataset to count
-    assert not (root / "run").exists()  # but nothing planned on disk, nothing started
+    # prepared into a scratch folder (the plan needs a dataset to count), then nothing kept, nothing started
+    assert not runs.exists()
 
 
 def test_train_writes_the_report_and_names_it(tmp_path):
@@ -147,7 +146,7 @@ def test_dry_run_of_a_planned_run_dir_and_of_a_resume_starts_nothing(tmp_path):
     run_dir = make_run_dir(tmp_path, max_train_steps=6, fake_args=("--crash-at", "5"))
     planned = kohya_wrap("train", str(run_dir), "--dry-run")
     assert planned.returncode == 0, planned.stderr
-    assert "fake_trainer.py" in planned.stdout and "nothing started" in planned.stdout
+    assert str(FAKE_CHECKOUT / "train_network.py") in planned.stdout and "nothing started" in planned.stdout
     assert not (run_dir / "train.log").exists() and not (run_dir / "events.jsonl").exists()
     kohya_wrap("train", str(run_dir))  # crashes at step 5 after saving the state of step 4
     log = (run_dir / "train.log").read_bytes()

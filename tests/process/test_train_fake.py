@@ -11,7 +11,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "fakes"))
 
-from run_dir import make_run_dir  # noqa: E402
+from run_dir import FAKE_CHECKOUT, make_run_dir, set_fake_args  # noqa: E402
 
 from kohya_wrap.errors import ExitCode, RunDirError, TrainerNotFound  # noqa: E402
 from kohya_wrap.events import (  # noqa: E402
@@ -151,9 +151,7 @@ def test_resume_continues_to_the_right_final_step(tmp_path):
     assert first.last_state is not None and first.last_state.step == 4
     assert first.resume_command == f"kohya-wrap train --resume {run_dir}"
     # the second attempt must not crash: take the fault out of the plan, as a user would fix a cause
-    plan = json.loads((run_dir / "plan.json").read_text())
-    plan["launch"]["argv"] = [a for a in plan["launch"]["argv"] if a not in ("--crash-at", "5")]
-    (run_dir / "plan.json").write_text(json.dumps(plan))
+    set_fake_args(run_dir, ())
     second = run_training(run_dir, TrainOptions(resume=True))
     assert second.outcome == "finished", second.tail
     assert second.resumed_from == str(run_dir / "output" / "face-step00000004-state")
@@ -192,13 +190,12 @@ def test_resume_without_a_saved_state_says_so(tmp_path):
         run_training(run_dir, TrainOptions(resume=True))
 
 
-def test_missing_executable_is_a_clear_error(tmp_path):
+def test_missing_trainer_is_a_clear_error(tmp_path, monkeypatch):
     run_dir = make_run_dir(tmp_path)
-    plan = json.loads((run_dir / "plan.json").read_text())
-    plan["launch"]["argv"][0] = str(tmp_path / "no-such-python")
-    (run_dir / "plan.json").write_text(json.dumps(plan))
-    with pytest.raises(TrainerNotFound, match="no-such-python not found"):
+    monkeypatch.setenv("KOHYA_WRAP_SD_SCRIPTS", str(tmp_path / "no-such-checkout"))
+    with pytest.raises(TrainerNotFound, match="no-such-checkout"):
         run_training(run_dir)
+    assert not (run_dir / "train.log").exists()  # refused before anything started
 
 
 def test_not_a_planned_run_dir(tmp_path):
@@ -234,9 +231,7 @@ def test_a_failing_hook_is_a_warning_not_a_failed_run(tmp_path):
 
 
 def _crash_then_fix(run_dir: Path) -> None:
-    plan = json.loads((run_dir / "plan.json").read_text())
-    plan["launch"]["argv"] = [a for a in plan["launch"]["argv"] if a not in ("--crash-at", "3")]
-    (run_dir / "plan.json").write_text(json.dumps(plan))
+    set_fake_args(run_dir, ())
 
 
 def test_resume_when_the_local_base_model_is_gone_stops_before_launch(tmp_path):

@@ -22,7 +22,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from kohya_wrap.plan import load_plan, make_plan, write_plan
+from kohya_wrap.plan import make_plan
+from kohya_wrap.rundir import read_plan, write_plan
 from kohya_wrap.sdscripts.checkout import locate
 
 PROBE = r'''
@@ -97,7 +98,7 @@ def test_sd_scripts_accepts_our_configs_and_counts_the_same_batches(tmp_path):
         plan = make_plan(case["dataset"], preset=case["preset"], base_model=str(model), run_dir=tmp_path / f"run-{name}",
                          overrides=case["overrides"], tokenizer_cache_dir=tok)
         write_plan(plan)
-        plans[str(plan.run_dir / "config.toml")] = load_plan(plan.run_dir)
+        plans[str(plan.run_dir / "config.toml")] = read_plan(plan.run_dir)
     out = subprocess.run([sys.executable, "-c", PROBE, *plans], cwd=checkout.path, capture_output=True, text=True,
                          env={**os.environ, "PYTHONPATH": str(checkout.path), "COLUMNS": "1000"}, timeout=300)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-6000:]

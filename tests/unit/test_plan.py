@@ -14,7 +14,10 @@ from PIL import Image
 from kohya_wrap.cli import cli
 from kohya_wrap.dataset import scan_dataset
 from kohya_wrap.errors import DatasetError, KohyaWrapError, PresetError, RunDirError
-from kohya_wrap.plan import GpuInfo, load_plan, make_plan, write_plan
+from kohya_wrap.plan import make_plan
+from kohya_wrap.rundir import Machines, read_plan, write_plan
+from kohya_wrap.train.machine import GpuInfo
+from kohya_wrap.train.runner import prepare_launch
 
 CPU = GpuInfo(0, False)
 
@@ -50,10 +53,13 @@ def env(tmp_path):
 
     def plan(dataset: Path, run: str = "run", **kw):
         kw.setdefault("preset", "likeness-sd15")
-        kw.setdefault("gpu_info", CPU)
         return make_plan(dataset, base_model=str(model), run_dir=tmp_path / run, tokenizer_cache_dir=tmp_path / "tok",
                          sd_scripts=checkout, **kw)
-    plan.model, plan.tok, plan.checkout, plan.root = model, tmp_path / "tok", checkout, tmp_path
+
+    def launch(dataset: Path, run: str = "run", gpu_info: GpuInfo = CPU, **kw):
+        """The plan, and the command train resolves for it on a machine with these GPUs."""
+        return prepare_launch(plan(dataset, run, **kw), fetch_models=False, sd_scripts=str(checkout), gpu_info=gpu_info)
+    plan.model, plan.tok, plan.checkout, plan.root, plan.launch = model, tmp_path / "tok", checkout, tmp_path, launch
     return plan
 
 
@@ -62,7 +68,7 @@ def test_plan_json_has_every_contract_key_with_exact_types(env, tmp_path):
     doc = p.to_json()
     assert list(doc) == ["schema", "kohya_wrap_version", "created_at", "preset", "dataset", "base_model",
                          "tokenizer_cache_dir", "values", "ours", "steps", "launch", "output", "sd_scripts", "warnings"]
-    assert doc["schema"] == 1 and doc["created_at"].endswith("Z")
+    assert doc["schema"] == 2 and doc["created_at"].endswith("Z")
     assert doc["preset"]["name"] == "likeness-sd15" and len(doc["preset"]["sha256"]) == 64
     assert [Path(f).name for f in doc["preset"]["files"]] == ["likeness-sd15.toml", "base.toml"]
     assert doc["dataset"]["subsets"] == [{"dir": str((tmp_path / "ds/img/1_ohwx man").resolve()), "images": 20,
@@ -72,7 +78,7 @@ def test_plan_json_has_every_contract_key_with_exact_types(env, tmp_path):
     assert doc["tokenizer_cache_dir"] == str(env.tok.resolve())
     assert doc["values"]["network_dim"] == {"value": 32, "source": "preset:likeness-sd15"}
     assert doc["values"]["max_train_steps"] == {"value": 3000, "source": "plan"}
-    assert doc["values"]["mixed_precision"] == {"value": "no", "source": "plan"}  # auto on a CPU
+    assert "mixed_precision" not in doc["values"]  # automatic: train chooses it for the GPUs it finds
     assert doc["values"]["gradient_accumulation_steps"] == {"value": 1, "source": "default"}
     assert doc["ours"]["target_steps"] == 3000
     steps = doc["steps"]
@@ -80,25 +86,36 @@ def test_plan_json_has_every_contract_key_with_exact_types(env, tmp_path):
     assert steps["train_images_x_repeats"] == 20 * doc["dataset"]["subsets"][0]["repeats"]
     assert steps["arithmetic"].endswith("= 3000 steps")
     run = (tmp_path / "run").resolve()
-    assert doc["launch"]["argv"] == [
+    # what to train, never where: no interpreter, checkout path, device flag or thread count
+    assert doc["launch"] == {"gpus": 1, "num_machines": 1, "machine_rank": 0, "main_process_ip": None,
+                             "main_process_port": 29500, "env": doc["launch"]["env"]}
+    assert doc["launch"]["env"]["PYTHONUNBUFFERED"] == "1" and doc["launch"]["env"]["COLUMNS"] == "1000"
+    assert doc["output"] == {"dir": str(run / "output"), "name": "ohwx", "lora_file": str(run / "output/ohwx.safetensors")}
+    assert doc["sd_scripts"] == {"commit": None, "matches_pin": False}
+    assert sys.executable not in json.dumps(doc) and "--cpu" not in json.dumps(doc)
+    assert p.max_train_steps == 3000 and p.values["network_dim"] == 32 and p.output_name == "ohwx"
+
+
+def test_train_resolves_the_command_on_the_machine_it_finds(env, tmp_path):
+    launch = env.launch(make_dataset(tmp_path / "ds"))
+    run = (tmp_path / "run").resolve()
+    assert list(launch.argv) == [
         sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(run / "accelerate.yaml"),
         "--num_processes", "1", "--num_machines", "1",
         "--mixed_precision", "no", "--dynamo_backend", "no", "--num_cpu_threads_per_process",
-        doc["launch"]["argv"][14], "--cpu", str(env.checkout.resolve() / "train_network.py"),
-        "--config_file", str(run / "config.toml"), "--dataset_config", str(run / "dataset.toml")]
-    assert doc["launch"]["env"]["PYTHONUNBUFFERED"] == "1" and doc["launch"]["env"]["COLUMNS"] == "1000"
-    assert doc["launch"]["cwd"] == str(run)
-    assert doc["output"] == {"dir": str(run / "output"), "name": "ohwx", "lora_file": str(run / "output/ohwx.safetensors")}
-    assert doc["sd_scripts"] == {"path": str(env.checkout.resolve()), "commit": None, "matches_pin": False}
-    assert p.max_train_steps == 3000 and p.values["network_dim"] == 32 and p.output_name == "ohwx"
+        launch.argv[14], "--cpu", str(env.checkout.resolve() / "train_network.py"),
+        "--config_file", str(run / "config.toml"), "--dataset_config", str(run / "dataset.toml"),
+        "--mixed_precision", "no"]
+    assert launch.machine.to_json()["python"] == sys.executable and launch.machine.device == "cpu"
+    assert launch.env["PYTHONUNBUFFERED"] == "1"
+    assert "use_cpu: true" in launch.accelerate_config
 
 
 def test_written_configs_match_the_plan(env, tmp_path):
     p = env(make_dataset(tmp_path / "ds"))
     write_plan(p)
     run = p.run_dir
-    assert sorted(x.name for x in run.iterdir()) == [
-        "accelerate.yaml", "config.toml", "dataset.toml", "plan.json", "sample_prompts.txt"]
+    assert sorted(x.name for x in run.iterdir()) == ["config.toml", "dataset.toml", "plan.json", "sample_prompts.txt"]
     config = tomllib.loads((run / "config.toml").read_text())
     flat = {k: v for section in config.values() for k, v in section.items()}
     assert flat == dict(p.values)
@@ -111,8 +128,8 @@ def test_written_configs_match_the_plan(env, tmp_path):
     prompts = [line for line in (run / "sample_prompts.txt").read_text().splitlines() if not line.startswith("#")]
     assert len(prompts) == 3 and all("ohwx man" in line and " --d " in line for line in prompts)
     assert [line.split(" --d ")[1].split()[0] for line in prompts] == ["1234", "1235", "1236"]
-    assert load_plan(run).to_json() == p.to_json()
-    assert load_plan(run).files["config.toml"] == (run / "config.toml").read_text()
+    assert read_plan(run).to_json() == p.to_json()
+    assert read_plan(run).files["config.toml"] == (run / "config.toml").read_text()
 
 
 def test_explicit_repeats_are_kept(env, tmp_path):
@@ -138,20 +155,29 @@ def test_set_overrides_reach_the_config(env, tmp_path):
         env(make_dataset(tmp_path / "ds2"), run="r2", overrides=["netwrk_dim=4"])
 
 
+def _flag(argv, name: str) -> str:
+    return argv[argv.index(name) + 1]
+
+
 def test_gpus_choose_precision_and_launch_flags(env, tmp_path):
     ds = make_dataset(tmp_path / "ds")
-    one = env(ds, run="a", gpu_info=GpuInfo(1, True))
-    assert one.values["mixed_precision"] == "bf16" and "--cpu" not in one.argv and "--multi_gpu" not in one.argv
-    old = env(ds, run="b", gpu_info=GpuInfo(1, False))
-    assert old.values["mixed_precision"] == "fp16"
-    two = env(ds, run="c", gpu_info=GpuInfo(2, True), gpus=2)
-    assert two.argv[two.argv.index("--num_processes") + 1] == "2" and "--multi_gpu" in two.argv
-    assert two.steps["num_processes"] == 2 and two.max_train_steps == 3000
+    one = env.launch(ds, run="a", gpu_info=GpuInfo(1, True))
+    assert one.machine.launch.mixed_precision == "bf16" and "--cpu" not in one.argv and "--multi_gpu" not in one.argv
+    assert one.argv[-2:] == ("--mixed_precision", "bf16")  # for train_network.py: the config file leaves it open
+    old = env.launch(ds, run="b", gpu_info=GpuInfo(1, False))
+    assert old.machine.launch.mixed_precision == "fp16"
+    two = env.launch(ds, run="c", gpu_info=GpuInfo(2, True), gpus=2)
+    assert _flag(two.argv, "--num_processes") == "2" and "--multi_gpu" in two.argv
+    assert two.plan.steps["num_processes"] == 2 and two.plan.max_train_steps == 3000
     with pytest.raises(KohyaWrapError, match="only 1 CUDA GPU"):
-        env(ds, run="d", gpu_info=GpuInfo(1, True), gpus=2)
-    pinned = env(ds, run="e", gpu_info=GpuInfo(1, True), overrides=["mixed_precision=fp16"])
-    assert pinned.values["mixed_precision"] == "fp16" and pinned.sources["mixed_precision"] == "--set"
-    assert pinned.argv[pinned.argv.index("--mixed_precision") + 1] == "fp16"
+        env.launch(ds, run="d", gpu_info=GpuInfo(1, True), gpus=2)
+    with pytest.raises(KohyaWrapError, match="no CUDA GPU found, so training runs on the CPU"):
+        env.launch(ds, run="d2", gpu_info=CPU, gpus=2)
+    pinned = env.launch(ds, run="e", gpu_info=GpuInfo(1, True), overrides=["mixed_precision=fp16"])
+    assert pinned.plan.values["mixed_precision"] == "fp16" and pinned.plan.sources["mixed_precision"] == "--set"
+    assert _flag(pinned.argv, "--mixed_precision") == "fp16" and pinned.argv[-2:] != ("--mixed_precision", "fp16")
+    cpu_fp16 = env.launch(ds, run="f", gpu_info=CPU, overrides=["mixed_precision=fp16"])
+    assert any("on a machine without a CUDA GPU" in n for n in cpu_fp16.notes)
 
 
 def test_smoke_preset_plans_four_steps(env, tmp_path):
@@ -183,10 +209,10 @@ def test_finished_runs_are_never_overwritten(env, tmp_path):
 
 def test_load_plan_errors(tmp_path):
     with pytest.raises(RunDirError, match="has no plan.json"):
-        load_plan(tmp_path)
+        read_plan(tmp_path)
     (tmp_path / "plan.json").write_text('{"schema": 99}')
     with pytest.raises(RunDirError, match="plan schema 99"):
-        load_plan(tmp_path)
+        read_plan(tmp_path)
 
 
 def test_dataset_errors(tmp_path):
@@ -230,9 +256,9 @@ def test_plan_command_json_and_errors(env, tmp_path):
 def test_planning_imports_no_torch(env, tmp_path):
     ds = make_dataset(tmp_path / "ds", images=2)
     code = (
-        "import sys\nfrom kohya_wrap.plan import make_plan, GpuInfo\n"
+        "import sys\nfrom kohya_wrap.plan import make_plan\n"
         f"make_plan({str(ds)!r}, preset='likeness-sd15', base_model={str(env.model)!r}, run_dir={str(tmp_path / 'r')!r},"
-        f" tokenizer_cache_dir={str(env.tok)!r}, sd_scripts={str(env.checkout)!r}, gpu_info=GpuInfo(0, False))\n"
+        f" tokenizer_cache_dir={str(env.tok)!r}, sd_scripts={str(env.checkout)!r})\n"
         "print(sorted(m for m in ('torch', 'transformers', 'diffusers', 'accelerate') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
@@ -247,7 +273,7 @@ def test_images_of_another_size_without_resizing_are_refused(env, tmp_path):
 
 
 def test_gpus_are_detected_with_nvidia_smi_not_torch(tmp_path, monkeypatch):
-    from kohya_wrap.plan import detect_gpus
+    from kohya_wrap.train.machine import detect_gpus
 
     fake = tmp_path / "bin" / "nvidia-smi"
     fake.parent.mkdir()
@@ -275,8 +301,9 @@ def test_a_saved_accelerate_config_cannot_change_the_run(env, tmp_path, monkeypa
     (hf_home / "accelerate" / "default_config.yaml").write_text(
         "compute_environment: LOCAL_MACHINE\ndistributed_type: MULTI_GPU\nnum_processes: 8\nuse_cpu: false\n")
     monkeypatch.setenv("HF_HOME", str(hf_home))
-    p = env(make_dataset(tmp_path / "ds"))
-    write_plan(p)
+    p = env.launch(make_dataset(tmp_path / "ds"))
+    write_plan(p.plan)
+    (p.files.accelerate_config).write_text(p.accelerate_config)
     probe = tmp_path / "probe.py"
     probe.write_text("import os; print('WORLD', os.environ.get('WORLD_SIZE', '1'))\n")
     argv = list(p.argv)
@@ -289,10 +316,8 @@ def test_a_saved_accelerate_config_cannot_change_the_run(env, tmp_path, monkeypa
 
 
 def test_several_machines_launch_every_process_with_its_rank(env, tmp_path):
-    from kohya_wrap.plan import Machines
-
     ds = make_dataset(tmp_path / "ds")
-    p = env(ds, run="m", gpu_info=GpuInfo(2, True), gpus=2, machines=Machines(2, 1, "10.0.0.5", 29555))
+    p = env.launch(ds, run="m", gpu_info=GpuInfo(2, True), gpus=2, machines=Machines(2, 1, "10.0.0.5", 29555))
     argv = list(p.argv)
 
     def flag(name: str) -> str:
@@ -301,8 +326,8 @@ def test_several_machines_launch_every_process_with_its_rank(env, tmp_path):
     # accelerate counts the processes of all machines; the steps are planned for all of them
     assert flag("--num_processes") == "4" and flag("--num_machines") == "2" and "--multi_gpu" in argv
     assert flag("--machine_rank") == "1" and flag("--main_process_ip") == "10.0.0.5" and flag("--main_process_port") == "29555"
-    assert p.steps["num_processes"] == 4
-    accelerate_yaml = p.files["accelerate.yaml"]
+    assert p.plan.steps["num_processes"] == 4
+    accelerate_yaml = p.accelerate_config
     for line in ("distributed_type: 'MULTI_GPU'", "num_processes: 4", "num_machines: 2", "machine_rank: 1",
                  "main_process_ip: 10.0.0.5", "main_process_port: 29555"):
         assert line in accelerate_yaml.splitlines(), line
@@ -313,8 +338,8 @@ def test_several_machines_launch_every_process_with_its_rank(env, tmp_path):
     assert (parsed.num_processes, parsed.num_machines, parsed.machine_rank) == (4, 2, 1)
     assert (parsed.main_process_ip, parsed.main_process_port, parsed.multi_gpu) == ("10.0.0.5", 29555, True)
     # one machine with one GPU names no rank or address
-    single = env(ds, run="s", gpu_info=GpuInfo(1, True))
-    assert "--machine_rank" not in single.argv and "main_process_ip" not in single.files["accelerate.yaml"]
+    single = env.launch(ds, run="s", gpu_info=GpuInfo(1, True))
+    assert "--machine_rank" not in single.argv and "main_process_ip" not in single.accelerate_config
 
 
 @pytest.mark.parametrize("machines, gpu_info, message", [
@@ -323,10 +348,8 @@ def test_several_machines_launch_every_process_with_its_rank(env, tmp_path):
     ((2, 0, "10.0.0.5"), CPU, "no CUDA GPU found on this machine"),
 ])
 def test_several_machines_are_checked(env, tmp_path, machines, gpu_info, message):
-    from kohya_wrap.plan import Machines
-
     with pytest.raises(KohyaWrapError, match=re.escape(message)):
-        env(make_dataset(tmp_path / "ds"), gpu_info=gpu_info, machines=Machines(*machines))
+        env.launch(make_dataset(tmp_path / "ds"), gpu_info=gpu_info, machines=Machines(*machines))
     assert not (tmp_path / "run").exists()
 
 

@@ -6,7 +6,8 @@ from click.testing import CliRunner
 from PIL import Image
 
 from kohya_wrap.cli import cli
-from kohya_wrap.plan import GpuInfo, make_plan, write_plan
+from kohya_wrap.plan import make_plan
+from kohya_wrap.rundir import write_plan
 from kohya_wrap.preset import load_preset
 
 
@@ -76,7 +77,7 @@ def test_export_makes_a_shareable_preset_from_a_run(tmp_path):
     (checkout / "train_network.py").write_text("")
     plan = make_plan(tmp_path / "ds", preset="smoke", base_model=str(model), run_dir=tmp_path / "run",
                      overrides=["vae=/secret/place/vae.safetensors", "network_dim=8"], tokenizer_cache_dir=tmp_path / "tok",
-                     sd_scripts=checkout, gpu_info=GpuInfo(0, False))
+                     sd_scripts=checkout)
     write_plan(plan)
     out = tmp_path / "shared.toml"
     result = run("presets", "export", str(tmp_path / "run"), "-o", str(out))

@@ -16,8 +16,9 @@ from kohya_wrap.cli import cli
 from kohya_wrap.errors import RunDirError
 from kohya_wrap.events import EventWriter, Progress, Warning_
 from kohya_wrap.report.html import render_report, write_report
-from kohya_wrap.report.sample import load_sessions
-from kohya_wrap.report.summary import format_duration, load_run, moving_average
+from kohya_wrap.sample.session import load_sessions
+from kohya_wrap.report.summary import load_run, moving_average
+from kohya_wrap.rundir import format_duration
 from kohya_wrap.sdscripts.samples import checkpoint_files, parse_sample_name, read_prompt_texts
 
 
@@ -46,7 +47,7 @@ def test_report_content(tmp_path: Path) -> None:
     assert polyline_points(page, "loss-line") == loss_event_count(run_dir) == 8
     assert polyline_points(page, "loss-average") == 8
     summary = page[page.index('id="summary"'):page.index("</table>", page.index('id="summary"'))]
-    for expected in ("smoke", "4 images (40 with repeats)", "4 of 4", "0:13", "1:14", "0.308", "1.12", "finished"):
+    for expected in ("smoke", "4 images (40 with repeats)", "4 of 4", "13s", "1m14s", "0.308", "1.12", "finished"):
         assert expected in summary
     grid = re.search(r'<table class="grid" id="training-samples" data-rows="(\d+)" data-columns="(\d+)">', page)
     assert grid and grid.groups() == ("2", "2")
@@ -173,7 +174,8 @@ def test_not_a_run(tmp_path: Path) -> None:
 
 def test_moving_average_and_duration() -> None:
     assert moving_average([1.0, 3.0, 5.0, math.nan, 7.0], 2) == [1.0, 2.0, 4.0, 5.0, 7.0]
-    assert format_duration(None) == "—" and format_duration(0.0) == "0:00" and format_duration(3725) == "1:02:05"
+    # one duration format across status, the report and the live view
+    assert format_duration(None) == "?" and format_duration(0.0) == "0s" and format_duration(3725) == "1h02m"
 
 
 def test_sample_names_and_prompts(tmp_path: Path) -> None:
@@ -197,7 +199,7 @@ def test_sample_names_and_prompts(tmp_path: Path) -> None:
 
 
 def test_gen_command_and_target_selection(tmp_path: Path) -> None:
-    from kohya_wrap.report.sample import LoraTarget, SampleError, select_targets
+    from kohya_wrap.sample.generate import LoraTarget, SampleError, select_targets
     from kohya_wrap.sdscripts.gen_command import GenRequest, build_argv, expected_outputs, prompt_line
 
     assert prompt_line("ohwx man --n blurry", [3, 4]) == "ohwx man --n blurry --d 3,4"

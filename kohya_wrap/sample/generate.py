@@ -1,57 +1,31 @@
 """`sample`: images from a LoRA, or from each checkpoint of a run, with sd-scripts' own generator.
 
-Each call makes a new session folder, never touching an earlier one:
-RUN_DIR/samples/<YYYYmmdd-HHMMSS>/ holds prompts.txt, gen.log, one folder of images per LoRA file,
-and samples.json (what each image is: LoRA, step, prompt, seed), which the report reads to draw a
-grid with one row per checkpoint and one column per prompt.
+A stage of its own, after train: it reads the run's plan and checkpoints, holds the run
+directory's lock while it generates (never beside a trainer), makes a new session folder
+(kohya_wrap.sample.session), and calls on_done(run_dir) at the end, where the CLI rewrites the
+report, as train's on_saved does.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, ContextManager, Sequence
 
+from kohya_wrap import rundir
 from kohya_wrap.errors import KohyaWrapError, ModelError, RunDirError
 from kohya_wrap.fsutil import atomic_write_json, atomic_write_text
-
-SAMPLES_DIR = "samples"
-MANIFEST_FILE = "samples.json"
-PROMPTS_FILE = "prompts.txt"
-LOG_FILE = "gen.log"
+from kohya_wrap.sample.session import (
+    LOG_FILE, MANIFEST_FILE, PROMPTS_FILE, SampleImage, SampleSession, session_from_json,
+)
 
 
 class SampleError(KohyaWrapError):
     """Sample images could not be made."""
-
-
-@dataclass(frozen=True)
-class SampleImage:
-    path: Path
-    lora_file: str | None
-    lora_name: str  # the LoRA file's name without extension, or "base model"
-    step: int | None
-    prompt_index: int
-    image_index: int
-    seed: int
-
-
-@dataclass(frozen=True)
-class SampleSession:
-    folder: Path
-    created_at: str
-    base_model: str
-    prompts: tuple[str, ...]
-    weight: float
-    seed: int
-    width: int
-    height: int
-    sampler_steps: int
-    images: tuple[SampleImage, ...]
 
 
 @dataclass(frozen=True)
@@ -84,59 +58,16 @@ class SampleContext:
     sessions_dir: Path
 
 
-# -- reading sessions back (the report) -------------------------------------------------------
-
-def _session_from_json(folder: Path, data: dict[str, Any]) -> SampleSession:
-    images = []
-    for item in data.get("images", []):
-        images.append(SampleImage(
-            path=folder / item["file"],
-            lora_file=item.get("lora_file"),
-            lora_name=item.get("lora_name", ""),
-            step=item.get("step"),
-            prompt_index=int(item["prompt_index"]),
-            image_index=int(item.get("image_index", 0)),
-            seed=int(item["seed"]),
-        ))
-    return SampleSession(
-        folder=folder,
-        created_at=str(data.get("created_at", "")),
-        base_model=str(data.get("base_model", "")),
-        prompts=tuple(data.get("prompts", [])),
-        weight=float(data.get("weight", 0.0)),
-        seed=int(data.get("seed", 0)),
-        width=int(data.get("width", 0)),
-        height=int(data.get("height", 0)),
-        sampler_steps=int(data.get("sampler_steps", 0)),
-        images=tuple(i for i in images if i.path.is_file()),
-    )
-
-
-def load_sessions(run_dir: Path) -> list[SampleSession]:
-    """The sample sessions of a run, oldest first; an unreadable manifest is skipped, not fatal."""
-    root = Path(run_dir) / SAMPLES_DIR
-    if not root.is_dir():
-        return []
-    sessions = []
-    for manifest in sorted(root.glob(f"*/{MANIFEST_FILE}")):
-        try:
-            data = json.loads(manifest.read_text(encoding="utf-8"))
-            sessions.append(_session_from_json(manifest.parent, data))
-        except (OSError, ValueError, KeyError, TypeError):
-            continue
-    return sessions
-
-
 # -- what to sample ---------------------------------------------------------------------------
 
 def _checkpoint_step(path: Path) -> int | None:
-    from kohya_wrap.report.inspect import read_header
+    from kohya_wrap.sdscripts.lora_file import read_metadata
     from kohya_wrap.sdscripts.lora_metadata import training_step
     from kohya_wrap.sdscripts.output import step_from_file_name
 
     try:
-        step = training_step(read_header(path).metadata)
-    except KohyaWrapError:
+        step = training_step(read_metadata(path))
+    except (OSError, ValueError):
         step = None
     return step if step is not None else step_from_file_name(path.name)
 
@@ -172,67 +103,60 @@ def select_targets(candidates: Sequence[LoraTarget], steps_of: str) -> tuple[Lor
     return tuple(by_step[s] for s in wanted)
 
 
-def _plan_json(run_dir: Path) -> dict[str, Any]:
-    from kohya_wrap.report.summary import PLAN_FILE
-
-    try:
-        return json.loads((run_dir / PLAN_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise RunDirError(f"{run_dir / PLAN_FILE} cannot be read: {e}", "Plan the run again.") from e
-
-
 def resolve(target: Path, *, steps_of: str, base_model: Path | None, tokenizer_cache_dir: Path | None,
             out_dir: Path | None) -> SampleContext:
     """Which base model, tokenizer and LoRA files a `sample` call uses, and where its images go."""
-    from kohya_wrap.report.summary import is_run_dir
     from kohya_wrap.sdscripts.samples import checkpoint_files
 
     target = Path(target).expanduser().resolve()
     run_dir: Path | None = None
     if target.is_dir():
-        if not is_run_dir(target):
+        if not rundir.is_planned(target):
             raise RunDirError(f"{target} is not a kohya-wrap run (no plan.json).",
                               "Give a run folder made by `kohya-wrap plan`, or a LoRA .safetensors file.")
         run_dir = target
     elif target.is_file():
-        if is_run_dir(target.parent.parent):
+        if rundir.is_planned(target.parent.parent):
             run_dir = target.parent.parent
     else:
         raise SampleError(f"{target} does not exist.", "Give a run folder or a LoRA .safetensors file.")
 
-    plan = _plan_json(run_dir) if run_dir is not None else {}
-    model = base_model or (Path(plan["base_model"]["path"]) if (plan.get("base_model") or {}).get("path") else None)
+    plan = rundir.read_plan(run_dir) if run_dir is not None else None
+    model = base_model or (plan.base_model_path if plan is not None else None)
     if model is None:
         raise SampleError(f"no base model known for {target}: it is not inside a kohya-wrap run.",
                           "Give the SD1.5 checkpoint it was trained on with --base-model PATH.")
     if not model.exists():
         raise ModelError(f"base model {model} does not exist.", "Give an existing SD1.5 checkpoint with --base-model PATH.")
-    tokenizer = tokenizer_cache_dir or (Path(plan["tokenizer_cache_dir"]) if plan.get("tokenizer_cache_dir") else None)
+    tokenizer = tokenizer_cache_dir or (
+        Path(plan.tokenizer_cache_dir) if plan is not None and plan.tokenizer_cache_dir else None)
 
-    if target.is_file():
+    if plan is None:
         targets: tuple[LoraTarget, ...] = (LoraTarget(target, _checkpoint_step(target)),)
+    elif target.is_file():
+        targets = (LoraTarget(target, _checkpoint_step(target)),)
     else:
-        output = plan.get("output") or {}
-        files = checkpoint_files(Path(output.get("dir", run_dir / "output")), output.get("name"))
+        files = checkpoint_files(plan.output_dir, plan.output_name)
         if not files:
             raise SampleError(f"{run_dir} has no LoRA files yet.", "Train it first: `kohya-wrap train RUN_DIR`.")
-        final_step = (plan.get("steps") or {}).get("max_train_steps")
+        final_step = plan.steps.get("max_train_steps")
+        name = plan.output_name
 
         def step_of(f: Path) -> int | None:
             step = _checkpoint_step(f)
             # the final file is saved at the end of training, whether or not its metadata says so
-            if step is None and f.stem == output.get("name") and isinstance(final_step, int):
+            if step is None and f.stem == name and isinstance(final_step, int):
                 return final_step
             return step
 
-        targets = select_targets([LoraTarget(f, step_of(f), final=f.stem == output.get("name")) for f in files], steps_of)
+        targets = select_targets([LoraTarget(f, step_of(f), final=f.stem == name) for f in files], steps_of)
 
     if out_dir is not None:
         sessions_dir = Path(out_dir)
     elif run_dir is not None:
-        sessions_dir = run_dir / SAMPLES_DIR
+        sessions_dir = rundir.paths(run_dir).samples_dir
     else:
-        sessions_dir = target.parent / f"{target.stem}-{SAMPLES_DIR}"
+        sessions_dir = target.parent / f"{target.stem}-{rundir.SAMPLES_DIR}"
     return SampleContext(run_dir, model, tokenizer, targets, sessions_dir)
 
 
@@ -291,17 +215,29 @@ def _validate(opts: SampleOptions) -> None:
 
 def sample(target: Path, opts: SampleOptions, *, base_model: Path | None = None, tokenizer_cache_dir: Path | None = None,
            out_dir: Path | None = None, sd_scripts: str | None = None, python: str | None = None,
-           on_line: Callable[[str], None] | None = None) -> SampleSession:
-    """Generate the images; then, for a run, rewrite its report.html with them."""
+           on_line: Callable[[str], None] | None = None,
+           on_done: Callable[[Path], Any] | None = None) -> SampleSession:
+    """Generate the images; then, for a run, call on_done(run_dir) (the CLI rewrites the report there)."""
+    _validate(opts)
+    ctx = resolve(target, steps_of=opts.steps_of, base_model=base_model, tokenizer_cache_dir=tokenizer_cache_dir,
+                  out_dir=out_dir)
+    lock: ContextManager[object] = rundir.RunLock(ctx.run_dir, "sample") if ctx.run_dir is not None else nullcontext()
+    with lock:
+        session = _generate(ctx, opts, sd_scripts=sd_scripts, python=python, on_line=on_line)
+    if ctx.run_dir is not None and on_done is not None:
+        on_done(ctx.run_dir)
+    return session
+
+
+def _generate(ctx: SampleContext, opts: SampleOptions, *, sd_scripts: str | None, python: str | None,
+              on_line: Callable[[str], None] | None) -> SampleSession:
     from kohya_wrap.process import child_env, stream
     from kohya_wrap.sdscripts.checkout import locate
     from kohya_wrap.sdscripts.gen_command import (
         GenRequest, build_argv, build_env, expected_outputs, render_prompts_file,
     )
+    from kohya_wrap.sdscripts.output import LineSplitter
 
-    _validate(opts)
-    ctx = resolve(target, steps_of=opts.steps_of, base_model=base_model, tokenizer_cache_dir=tokenizer_cache_dir,
-                  out_dir=out_dir)
     checkout = locate(sd_scripts)
     seed = opts.seed if opts.seed is not None else secrets.randbelow(2**31)
     seeds = [seed + k for k in range(opts.count)]
@@ -317,9 +253,10 @@ def sample(target: Path, opts: SampleOptions, *, base_model: Path | None = None,
     log_path = folder / LOG_FILE
     images: list[SampleImage] = []
     tail: list[str] = []
+    splitters = {"stdout": LineSplitter(), "stderr": LineSplitter()}
 
-    def keep_tail(_stream: str, data: bytes) -> None:
-        for line in data.decode("utf-8", "replace").replace("\r", "\n").splitlines():
+    def keep_tail(stream_name: str, data: bytes) -> None:
+        for line in splitters[stream_name].feed(data):
             if line.strip():
                 tail.append(line.rstrip())
                 if on_line is not None:
@@ -355,8 +292,4 @@ def sample(target: Path, opts: SampleOptions, *, base_model: Path | None = None,
         # written after every LoRA, so an interrupted session keeps what it made
         atomic_write_json(folder / MANIFEST_FILE, _manifest(folder, ctx, opts, seed, images, created_at))
 
-    if ctx.run_dir is not None:
-        from kohya_wrap.report.html import write_report
-
-        write_report(ctx.run_dir)
-    return _session_from_json(folder, _manifest(folder, ctx, opts, seed, images, created_at))
+    return session_from_json(folder, _manifest(folder, ctx, opts, seed, images, created_at))

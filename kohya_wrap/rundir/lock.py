@@ -1,12 +1,8 @@
-"""The run directory: the one module that names its files, and the lock that gives it one writer.
+"""The lock that gives a run directory one writer.
 
-RUN_DIR is made by `plan` and filled by `train`, `sample`, `score` and `report`; its layout is
-described in docs/run-directory.md. Every other module asks here for a path instead of spelling a
-file name, so a renamed file is renamed in one place.
-
-The lock is an OS file lock (flock) on RUN_DIR/.lock, held for a trainer's whole life: the kernel
-frees it when the process ends, a crash and `kill -9` included, so it is never stale. The file
-also says who holds it (pid, since when, what) for the refusal message and for `status`.
+An OS file lock (flock) on RUN_DIR/.lock, held for a trainer's whole life: the kernel frees it when
+the process ends, a crash and `kill -9` included, so it is never stale. The file also says who holds
+it (pid, since when, what) for the refusal message and for `status`.
 """
 
 from __future__ import annotations
@@ -21,98 +17,7 @@ from pathlib import Path
 from types import TracebackType
 
 from kohya_wrap.errors import RunDirError
-
-# What `plan` writes; plan.json last, so its presence means the plan is complete.
-CONFIG_TOML = "config.toml"
-DATASET_TOML = "dataset.toml"
-SAMPLE_PROMPTS = "sample_prompts.txt"
-PLAN_JSON = "plan.json"
-PLAN_FILES = (CONFIG_TOML, DATASET_TOML, SAMPLE_PROMPTS, PLAN_JSON)
-# What `train` writes: accelerate.yaml is resolved for the machine at each launch.
-ACCELERATE_CONFIG = "accelerate.yaml"
-TRAIN_LOG = "train.log"
-EVENTS_JSONL = "events.jsonl"
-RUN_JSON = "run.json"
-OUTPUT_DIR = "output"  # the trainer's output_dir: checkpoints, states, output/sample/
-TENSORBOARD_DIR = "logs"  # the trainer's logging_dir
-# Files a started run leaves: a folder holding any of them is never planned over.
-RUN_FILES = (RUN_JSON, TRAIN_LOG, EVENTS_JSONL)
-# What the later stages write.
-REPORT_HTML = "report.html"
-SAMPLES_DIR = "samples"  # one folder per `kohya-wrap sample` session
-SCORE_JSON = "score.json"
-LOCK_FILE = ".lock"
-
-
-@dataclass(frozen=True)
-class RunPaths:
-    """Where each file of one run directory lives."""
-
-    run_dir: Path
-
-    @property
-    def plan_json(self) -> Path:
-        return self.run_dir / PLAN_JSON
-
-    @property
-    def config_toml(self) -> Path:
-        return self.run_dir / CONFIG_TOML
-
-    @property
-    def dataset_toml(self) -> Path:
-        return self.run_dir / DATASET_TOML
-
-    @property
-    def sample_prompts(self) -> Path:
-        return self.run_dir / SAMPLE_PROMPTS
-
-    @property
-    def accelerate_config(self) -> Path:
-        return self.run_dir / ACCELERATE_CONFIG
-
-    @property
-    def train_log(self) -> Path:
-        return self.run_dir / TRAIN_LOG
-
-    @property
-    def events(self) -> Path:
-        return self.run_dir / EVENTS_JSONL
-
-    @property
-    def run_json(self) -> Path:
-        return self.run_dir / RUN_JSON
-
-    @property
-    def output_dir(self) -> Path:
-        return self.run_dir / OUTPUT_DIR
-
-    @property
-    def tensorboard_dir(self) -> Path:
-        return self.run_dir / TENSORBOARD_DIR
-
-    @property
-    def report_html(self) -> Path:
-        return self.run_dir / REPORT_HTML
-
-    @property
-    def samples_dir(self) -> Path:
-        return self.run_dir / SAMPLES_DIR
-
-    @property
-    def score_json(self) -> Path:
-        return self.run_dir / SCORE_JSON
-
-    @property
-    def lock(self) -> Path:
-        return self.run_dir / LOCK_FILE
-
-
-def paths(run_dir: str | os.PathLike[str]) -> RunPaths:
-    return RunPaths(Path(run_dir))
-
-
-def is_planned(run_dir: str | os.PathLike[str]) -> bool:
-    return (Path(run_dir) / PLAN_JSON).is_file()
+from kohya_wrap.rundir.layout import paths
 
 
 @dataclass(frozen=True)
@@ -171,6 +76,13 @@ class RunLock:
         os.pwrite(fd, (record + "\n").encode("utf-8"), 0)
         self._fd = fd
         return self
+
+    def fileno(self) -> int:
+        """The locked descriptor: a trainer that inherits it keeps the run locked until it ends too,
+        so a trainer orphaned by a killed kohya-wrap still counts as running."""
+        if self._fd is None:
+            raise ValueError("the lock is not held")
+        return self._fd
 
     def release(self) -> None:
         if self._fd is None:
