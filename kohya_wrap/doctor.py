@@ -17,9 +17,7 @@ from importlib import metadata
 from pathlib import Path
 
 from kohya_wrap.errors import TrainerNotFound
-from kohya_wrap.sdscripts import PINNED_COMMIT, PINNED_TAG
-from kohya_wrap.sdscripts.checkout import locate
-from kohya_wrap.sdscripts.requirements import TORCH_MINIMUM, TORCH_SUGGESTED, TRAIN_REQUIREMENTS
+from kohya_wrap.sdscripts import PINNED_COMMIT, PINNED_TAG, TORCH_MINIMUM, TORCH_SUGGESTED, TRAIN_REQUIREMENTS, locate
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 INSTALL_TRAIN = "pip install -e '.[train]'"

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from kohya_wrap.errors import ModelError, ModelGone
 from kohya_wrap.fsutil import user_cache_dir
-from kohya_wrap.sdscripts.configs import TOKENIZER_FILES, TOKENIZER_REPO, TOKENIZER_REQUIRED_FILES, tokenizer_subdir
+from kohya_wrap.sdscripts import TOKENIZER_FILES, TOKENIZER_REPO, TOKENIZER_REQUIRED_FILES, tokenizer_subdir
 
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
 # Repositories whose single-file checkpoint we know; others must have exactly one top-level .safetensors.

@@ -22,11 +22,11 @@ from kohya_wrap.preset import Preset, Setting, load_preset
 from kohya_wrap.rundir import (
     CONFIG_TOML, DATASET_TOML, SAMPLE_PROMPTS, LaunchRequest, Machines, Plan, PlanSubset, check_new_run_dir, paths,
 )
-from kohya_wrap.sdscripts import PINNED_TAG, arguments, configs, steps
-from kohya_wrap.sdscripts import values as sdvalues
-from kohya_wrap.sdscripts.checkout import locate
-from kohya_wrap.sdscripts.command import build_env
-from kohya_wrap.sdscripts.resume import resume_limit_warning
+from kohya_wrap.sdscripts import (
+    PINNED_TAG, DatasetSubset, SamplePrompt, Shape, StepSubset, StepTarget, bucket_key, build_env, check_image_sizes,
+    convert, cross_checks, filled_in, locate, plan_steps, read_shape, render_config_toml, render_dataset_toml,
+    render_sample_prompts, resume_limit_warning, run_values, saves_state,
+)
 
 _NAME_RE = re.compile(r"[^A-Za-z0-9_-]+")
 
@@ -43,7 +43,7 @@ def _subject_words(dataset: Dataset) -> dict[str, str]:
     return {"subject": subject, "token": dataset.token or first, "class": dataset.class_word or rest or first}
 
 
-def _sample_prompts(preset: Preset, dataset: Dataset, shape: sdvalues.Shape) -> list[configs.SamplePrompt]:
+def _sample_prompts(preset: Preset, dataset: Dataset, shape: Shape) -> list[SamplePrompt]:
     ours = {k: s.value for k, s in preset.ours.items()}
     width, height = (ours["sample_size"], ours["sample_size"]) if ours["sample_size"] else (shape.width, shape.height)
     words = _subject_words(dataset)
@@ -54,7 +54,7 @@ def _sample_prompts(preset: Preset, dataset: Dataset, shape: sdvalues.Shape) -> 
         except (KeyError, IndexError, ValueError) as e:
             raise PresetError(f"[kohya_wrap] prompts: {template!r} has an unknown placeholder {e}",
                               "use {subject}, {token} or {class}") from None
-        out.append(configs.SamplePrompt(text, ours["negative_prompt"], width, height, ours["sample_seed"] + i,
+        out.append(SamplePrompt(text, ours["negative_prompt"], width, height, ours["sample_seed"] + i,
                                         ours["sample_steps"], ours["sample_scale"]))
     return out
 
@@ -85,24 +85,24 @@ def make_plan(
     ours = {k: s.value for k, s in chosen.ours.items()}
 
     def decide(key: str, value: Any, source: str = "plan") -> None:
-        settings[key] = Setting(arguments.convert(key, value), source)
+        settings[key] = Setting(convert(key, value), source)
 
-    for key, (value, source) in sdvalues.filled_in(settings, size=ours["size"],
+    for key, (value, source) in filled_in(settings, size=ours["size"],
                                                    auto_precision=bool(ours["auto_mixed_precision"])).items():
         decide(key, value, source)
-    shape = sdvalues.read_shape({k: s.value for k, s in settings.items()})
+    shape = read_shape({k: s.value for k, s in settings.items()})
 
     # Steps: repeats and epochs landing in the preset's range (or what the user pinned with --set).
-    step_subsets = [steps.StepSubset(s.images, s.repeats, s.is_reg, sdvalues.bucket_key(s.size, shape.enable_bucket))
+    step_subsets = [StepSubset(s.images, s.repeats, s.is_reg, bucket_key(s.size, shape.enable_bucket))
                     for s in dataset.subsets]
-    target = steps.StepTarget(ours["target_steps"], ours["min_steps"], ours["max_steps"],
+    target = StepTarget(ours["target_steps"], ours["min_steps"], ours["max_steps"],
                               ours["preferred_epochs"], ours["max_repeats"], ours["single_epoch"])
-    sp = steps.plan_steps(
+    sp = plan_steps(
         step_subsets, target, batch_size=shape.batch_size, grad_accum=shape.grad_accum,
         num_processes=launch.num_processes, choose_repeats=not dataset.repeats_explicit,
         fixed_steps=shape.pinned_steps, fixed_epochs=shape.pinned_epochs)
     warnings.extend(sp.warnings)
-    if settings.get("save_state") is not None and settings["save_state"].value:
+    if saves_state({k: s.value for k, s in settings.items()}):
         limit = resume_limit_warning(sp.epochs, sp.count.steps_per_epoch)
         if limit:
             warnings.append(limit)
@@ -112,7 +112,7 @@ def make_plan(
         warnings.append("the preset asks for samples but has no [kohya_wrap] prompts; no samples will be made")
     files_at = paths(run)
     output_name = shape.output_name or _output_name(dataset)
-    managed = sdvalues.run_values(
+    managed = run_values(
         model=model.path if model.path is not None else model.source, tokenizer_cache_dir=tokenizer,
         output_dir=files_at.output_dir, output_name=None if shape.output_name else output_name,
         dataset_config=files_at.dataset_toml, sample_prompts=files_at.sample_prompts if prompts else None,
@@ -121,7 +121,7 @@ def make_plan(
         decide(key, value)
 
     values = {k: s.value for k, s in settings.items()}
-    problems = arguments.cross_checks(values)
+    problems = cross_checks(values)
     errors = [p for p in problems if p.severity == "error"]
     if errors:
         first = errors[0]
@@ -135,15 +135,15 @@ def make_plan(
     header = (f"Written by kohya-wrap {__version__} `plan` from preset {chosen.name} for sd-scripts {PINNED_TAG}.\n"
               "Regenerate it with `kohya-wrap plan`; edits here are not checked.")
     files = {
-        CONFIG_TOML: configs.render_config_toml(values, header=header + "\nsd-scripts reads it with --config_file."),
-        DATASET_TOML: configs.render_dataset_toml(
-            [configs.DatasetSubset(s.dir, s.repeats, s.class_tokens, s.is_reg) for s in subsets],
+        CONFIG_TOML: render_config_toml(values, header=header + "\nsd-scripts reads it with --config_file."),
+        DATASET_TOML: render_dataset_toml(
+            [DatasetSubset(s.dir, s.repeats, s.class_tokens, s.is_reg) for s in subsets],
             resolution=shape.resolution, batch_size=shape.batch_size, enable_bucket=shape.enable_bucket,
             header=header + "\nsd-scripts reads it with --dataset_config."),
     }
     if prompts:
         try:
-            files[SAMPLE_PROMPTS] = configs.render_sample_prompts(prompts, header=header)
+            files[SAMPLE_PROMPTS] = render_sample_prompts(prompts, header=header)
         except ValueError as e:
             raise PresetError(f"[kohya_wrap] prompts: {e}") from None
     count = sp.count
@@ -170,16 +170,11 @@ def make_plan(
     )
 
 
-def _resolution_warnings(dataset: Dataset, shape: sdvalues.Shape) -> list[str]:
-    for s in dataset.subsets:
-        if s.size is not None and s.size != (shape.width, shape.height):
-            if not shape.resizes_images:
-                raise DatasetError(
-                    f"{s.dir}: images are {s.size[0]}x{s.size[1]} px but the training resolution is {shape.resolution}, "
-                    "and with bucketing and latent caching off sd-scripts refuses images of another size",
-                    f"prepare the dataset at {shape.width} px, or --set enable_bucket=true")
-            return [f"{s.dir.name}: images are {s.size[0]}x{s.size[1]} px, trained at {shape.resolution} (resized)"]
-    return []
+def _resolution_warnings(dataset: Dataset, shape: Shape) -> list[str]:
+    try:
+        return check_image_sizes([(str(s.dir), s.size) for s in dataset.subsets], shape)
+    except ValueError as e:
+        raise DatasetError(str(e), f"prepare the dataset at {shape.width} px, or --set enable_bucket=true") from None
 
 
 def _planned_against(sd_scripts: str | Path | None) -> dict[str, Any]:

@@ -24,10 +24,10 @@ from kohya_wrap.errors import DatasetError
 from kohya_wrap.fsutil import atomic_write_bytes, atomic_write_json, atomic_write_text, sha256_file
 from kohya_wrap.prepare import faces, lint, manifest, sources, worker
 from kohya_wrap.prepare.records import SIZES, Finding, OutputImage, PrepareOptions, PrepareResult, Subset
-from kohya_wrap.sdscripts import layout
+from kohya_wrap.sdscripts import CAPTION_EXTENSION, DEFAULT_REPEATS, REG_DIR, TRAIN_DIR, subset_dir_name
 
 STAGING_NAME = ".kohya-wrap-prepare"
-OUTPUT_EXTENSION = ".png"  # one of layout.IMAGE_EXTENSIONS, lower case
+OUTPUT_EXTENSION = ".png"  # one of sd-scripts' IMAGE_EXTENSIONS, lower case
 REG_REPEATS = 1
 CAPTION_FIELDS = ("token", "class")
 MIN_SIZE = 64
@@ -83,7 +83,7 @@ def prepare_dataset(options: PrepareOptions, on_progress: Callable[[int, int], N
 
     old = manifest.load(dataset_dir) if dataset_dir.is_dir() else None
     _check_dataset_dir(dataset_dir, old, options.force)
-    repeats = options.repeats if options.repeats is not None else layout.DEFAULT_REPEATS
+    repeats = options.repeats if options.repeats is not None else DEFAULT_REPEATS
     parameters: dict[str, Any] = {
         "token": options.token,
         "class": options.class_word,
@@ -102,12 +102,12 @@ def prepare_dataset(options: PrepareOptions, on_progress: Callable[[int, int], N
 
     train_found = sources.discover(src_dir, exclude=dataset_dir)
     class_tokens = f"{options.token} {options.class_word}"
-    groups = [_Group(False, src_dir, f"{layout.TRAIN_DIR}/{layout.subset_dir_name(repeats, class_tokens)}",
+    groups = [_Group(False, src_dir, f"{TRAIN_DIR}/{subset_dir_name(repeats, class_tokens)}",
                      class_tokens, repeats, caption, train_found.files)]
     discovered: list[Finding] = list(train_found.findings)
     if reg_dir is not None:
         reg_found = sources.discover(reg_dir, exclude=dataset_dir)
-        reg_subset = f"{layout.REG_DIR}/{layout.subset_dir_name(REG_REPEATS, options.class_word)}"
+        reg_subset = f"{REG_DIR}/{subset_dir_name(REG_REPEATS, options.class_word)}"
         groups.append(_Group(True, reg_dir, reg_subset, options.class_word, REG_REPEATS, reg_caption, reg_found.files))
         discovered += [_as_reg(f) for f in reg_found.findings]
     # Every file left out, with its reason, is "skipped"; the rest of discovery's findings are notes.
@@ -187,7 +187,7 @@ def _place(group: _Group, tasks: list[worker.Task], outcomes: list[worker.Outcom
     width = max(4, len(str(len(kept))))
     for number, (task, outcome) in enumerate(kept, 1):
         stem = f"{group.subset_dir}/{number:0{width}d}"
-        output, caption_file = stem + OUTPUT_EXTENSION, stem + layout.CAPTION_EXTENSION
+        output, caption_file = stem + OUTPUT_EXTENSION, stem + CAPTION_EXTENSION
         (staging / output).parent.mkdir(parents=True, exist_ok=True)
         if outcome.status == "reuse":
             atomic_write_bytes(staging / output, (dataset_dir / outcome.reuse_from).read_bytes())
@@ -265,7 +265,7 @@ def _reuse_or_redo(task: worker.Task, outcome: worker.Outcome, earlier: manifest
 def _swap_in(dataset_dir: Path, staging: Path, ours: bool) -> list[Finding]:
     """Replace img/ and reg/ with the staged trees. A folder prepare did not make is moved aside, not deleted."""
     notes: list[Finding] = []
-    for top in (layout.TRAIN_DIR, layout.REG_DIR):
+    for top in (TRAIN_DIR, REG_DIR):
         final, new = dataset_dir / top, staging / top
         if final.exists() or final.is_symlink():
             if ours:

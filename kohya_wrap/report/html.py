@@ -22,7 +22,7 @@ from kohya_wrap.fsutil import atomic_write_text
 from kohya_wrap.sample.session import SampleSession, load_sessions
 from kohya_wrap.report.summary import RunSummary, load_run, moving_average
 from kohya_wrap.rundir import format_duration
-from kohya_wrap.sdscripts.samples import find_samples, read_prompt_texts
+from kohya_wrap.sdscripts import find_samples, read_prompt_texts
 
 PROMPTS_FILE = "sample_prompts.txt"
 _MIME = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".webp": "image/webp"}

@@ -115,7 +115,7 @@ def read_header(path: Path) -> Header:
 
 def naming_of(keys: list[str]) -> str | None:
     """Which LoRA key convention a file uses, or None when no key looks like a LoRA's."""
-    from kohya_wrap.sdscripts.lora_file import TEXT_ENCODER_PREFIX, UNET_PREFIX
+    from kohya_wrap.sdscripts import TEXT_ENCODER_PREFIX, UNET_PREFIX
 
     prefixes = (UNET_PREFIX, TEXT_ENCODER_PREFIX.rstrip("_"))
     if any(k.startswith(prefixes) for k in keys):
@@ -175,7 +175,7 @@ class LoraInspection:
 
 def _modules(keys: list[str], naming: str) -> tuple[int, int]:
     """(U-Net modules, text-encoder modules) named by the keys."""
-    from kohya_wrap.sdscripts.lora_file import TEXT_ENCODER_PREFIX, UNET_PREFIX
+    from kohya_wrap.sdscripts import TEXT_ENCODER_PREFIX, UNET_PREFIX
 
     unet: set[str] = set()
     te: set[str] = set()
@@ -252,8 +252,8 @@ def _foreign_checks(header: Header, naming: str) -> list[HealthCheck]:
 
 
 def _kohya_checks(header: Header) -> list[HealthCheck]:
-    from kohya_wrap.sdscripts.lora_file import TEXT_ENCODER_PREFIX, UNET_PREFIX, Expectation, verify_lora
-    from kohya_wrap.sdscripts.lora_metadata import conv_network
+    from kohya_wrap.sdscripts import TEXT_ENCODER_PREFIX, UNET_PREFIX, Expectation, verify_lora
+    from kohya_wrap.sdscripts import conv_network
 
     keys = list(header.tensors)
     expect = Expectation(
@@ -273,7 +273,7 @@ def _run_manifest(path: Path) -> tuple[dict[str, Any] | None, Path | None]:
 
 
 def inspect_lora(path: Path) -> LoraInspection:
-    from kohya_wrap.sdscripts.lora_metadata import interpret
+    from kohya_wrap.sdscripts import interpret
 
     path = Path(path).expanduser()
     header = read_header(path)

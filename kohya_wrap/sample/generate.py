@@ -61,9 +61,9 @@ class SampleContext:
 # -- what to sample ---------------------------------------------------------------------------
 
 def _checkpoint_step(path: Path) -> int | None:
-    from kohya_wrap.sdscripts.lora_file import read_metadata
-    from kohya_wrap.sdscripts.lora_metadata import training_step
-    from kohya_wrap.sdscripts.output import step_from_file_name
+    from kohya_wrap.sdscripts import read_metadata
+    from kohya_wrap.sdscripts import training_step
+    from kohya_wrap.sdscripts import step_from_file_name
 
     try:
         step = training_step(read_metadata(path))
@@ -106,7 +106,7 @@ def select_targets(candidates: Sequence[LoraTarget], steps_of: str) -> tuple[Lor
 def resolve(target: Path, *, steps_of: str, base_model: Path | None, tokenizer_cache_dir: Path | None,
             out_dir: Path | None) -> SampleContext:
     """Which base model, tokenizer and LoRA files a `sample` call uses, and where its images go."""
-    from kohya_wrap.sdscripts.samples import checkpoint_files
+    from kohya_wrap.sdscripts import checkpoint_files
 
     target = Path(target).expanduser().resolve()
     run_dir: Path | None = None
@@ -198,7 +198,7 @@ def _manifest(folder: Path, ctx: SampleContext, opts: SampleOptions, seed: int, 
 
 
 def _validate(opts: SampleOptions) -> None:
-    from kohya_wrap.sdscripts.gen_command import SAMPLERS
+    from kohya_wrap.sdscripts import SAMPLERS
 
     if not opts.prompts:
         raise SampleError("no prompt given.", "Add --prompt TEXT (repeat it for several prompts).")
@@ -232,11 +232,9 @@ def sample(target: Path, opts: SampleOptions, *, base_model: Path | None = None,
 def _generate(ctx: SampleContext, opts: SampleOptions, *, sd_scripts: str | None, python: str | None,
               on_line: Callable[[str], None] | None) -> SampleSession:
     from kohya_wrap.process import child_env, stream
-    from kohya_wrap.sdscripts.checkout import locate
-    from kohya_wrap.sdscripts.gen_command import (
-        GenRequest, build_argv, build_env, expected_outputs, render_prompts_file,
-    )
-    from kohya_wrap.sdscripts.output import LineSplitter
+    from kohya_wrap.sdscripts import locate
+    from kohya_wrap.sdscripts import GenRequest, build_gen_argv, expected_outputs, gen_env, render_prompts_file
+    from kohya_wrap.sdscripts import LineSplitter
 
     checkout = locate(sd_scripts)
     seed = opts.seed if opts.seed is not None else secrets.randbelow(2**31)
@@ -274,7 +272,7 @@ def _generate(ctx: SampleContext, opts: SampleOptions, *, sd_scripts: str | None
             sampler=opts.sampler, tokenizer_cache_dir=ctx.tokenizer_cache_dir,
         )
         tail.clear()
-        result = stream(build_argv(req, python), env=child_env(build_env(offline=offline)), cwd=checkout.path,
+        result = stream(build_gen_argv(req, python), env=child_env(gen_env(offline=offline)), cwd=checkout.path,
                         log_path=log_path, on_output=keep_tail)
         if result.stop_reason == "interrupt":
             raise KeyboardInterrupt

@@ -36,3 +36,7 @@ TRAIN_REQUIREMENTS: tuple[Requirement, ...] = (
 # torch is the user's choice of build; sd-scripts' README installs 2.6.0, and --fp8_base needs >= 2.1.
 TORCH_MINIMUM = "2.1"
 TORCH_SUGGESTED = "2.6.0"
+
+# The modules train_network.py imports first: without any of them it cannot start (smoke checks them
+# before it builds a model; run.json records their versions).
+TRAIN_MODULES = ("torch", "torchvision", "accelerate", "diffusers", "transformers", "safetensors")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from kohya_wrap.sdscripts.arguments import argparse_default
 
@@ -102,3 +102,22 @@ def bucket_key(size: tuple[int, int] | None, enable_bucket: bool) -> object:
     if not enable_bucket or size is None:
         return "single"
     return round(size[0] / size[1], 3)
+
+
+def saves_state(values: Mapping[str, Any]) -> bool:
+    """The run saves a training state with its checkpoints (what `train --resume` continues from)."""
+    return bool(values.get("save_state"))
+
+
+def check_image_sizes(sizes: Sequence[tuple[str, tuple[int, int] | None]], shape: Shape) -> list[str]:
+    """Warnings for images of another size than the training resolution; ValueError where sd-scripts
+    would refuse them (bucketing and latent caching off: library/train_util.py, BaseDataset
+    make_buckets, requires every image at the resolution). sizes: (folder name, (width, height))."""
+    for name, size in sizes:
+        if size is not None and size != (shape.width, shape.height):
+            if not shape.resizes_images:
+                raise ValueError(
+                    f"{name}: images are {size[0]}x{size[1]} px but the training resolution is {shape.resolution}, "
+                    "and with bucketing and latent caching off sd-scripts refuses images of another size")
+            return [f"{Path(name).name}: images are {size[0]}x{size[1]} px, trained at {shape.resolution} (resized)"]
+    return []

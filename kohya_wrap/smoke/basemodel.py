@@ -29,16 +29,10 @@ from typing import Any
 from kohya_wrap import __version__
 from kohya_wrap.errors import ModelError, TrainerNotFound
 from kohya_wrap.fsutil import atomic_write_json, sha256_file, user_cache_dir
-from kohya_wrap.sdscripts.sd15 import (
-    SD15,
-    TEXT_ENCODER_PREFIX,
-    UNET_PREFIX,
-    VAE_PREFIX,
-    Sd15Architecture,
-    TextEncoderShape,
-    UNetShape,
-    VaeShape,
-)
+from kohya_wrap.sdscripts import CHECKPOINT_TEXT_ENCODER_PREFIX as TEXT_ENCODER_PREFIX
+from kohya_wrap.sdscripts import CHECKPOINT_UNET_PREFIX as UNET_PREFIX
+from kohya_wrap.sdscripts import CHECKPOINT_VAE_PREFIX as VAE_PREFIX
+from kohya_wrap.sdscripts import SD15, Sd15Architecture, TextEncoderShape, UNetShape, VaeShape
 
 # Bump when the builder's output changes for the same architecture and seed: cached files rebuild.
 BUILD_FORMAT = 1

@@ -22,6 +22,7 @@ from typing import Any
 
 from kohya_wrap.errors import ExitCode, KohyaWrapError, RunDirError, TrainerNotFound
 from kohya_wrap.events import Event
+from kohya_wrap.sdscripts import TRAIN_MODULES
 from kohya_wrap.smoke.basemodel import SmokeModel
 
 PRESET = "smoke"
@@ -30,7 +31,6 @@ CLASS_WORD = "man"
 IMAGE_COUNT = 6
 INSTALL_TRAIN = "pip install -e '.[train]'"
 # Modules the base model builder and the trainer import that the light install lacks.
-TRAIN_MODULES = ("torch", "torchvision", "diffusers", "transformers", "accelerate", "safetensors")
 
 # Stage ids, in order; also the keys of SmokeResult.to_json()["stages"].
 SETUP, BASE_MODEL, IMAGES, PREPARE, PLAN, TRAIN, VERIFY = "setup", "base_model", "images", "prepare", "plan", "train", "verify"
@@ -179,7 +179,7 @@ def run_smoke(
 
     try:
         try:
-            from kohya_wrap.sdscripts.checkout import locate
+            from kohya_wrap.sdscripts import locate
 
             if steps is not None and steps < 1:
                 raise KohyaWrapError(f"--steps {steps}: must be at least 1")

@@ -12,8 +12,7 @@ import json
 from pathlib import Path
 
 from kohya_wrap.fsutil import atomic_write_json, atomic_write_text
-from kohya_wrap.sdscripts.configs import tokenizer_subdir
-from kohya_wrap.sdscripts.sd15 import TEXT_ENCODER_VOCAB_SIZE, TOKENIZER_MAX_LENGTH
+from kohya_wrap.sdscripts import TEXT_ENCODER_VOCAB_SIZE, TOKENIZER_MAX_LENGTH, tokenizer_subdir
 
 START_TOKEN = "<|startoftext|>"
 END_TOKEN = "<|endoftext|>"

@@ -17,9 +17,7 @@ from typing import Any
 
 from kohya_wrap.errors import KohyaWrapError
 from kohya_wrap.rundir import Plan
-from kohya_wrap.sdscripts.checkout import Checkout, locate
-from kohya_wrap.sdscripts.command import Launch, default_cpu_threads
-from kohya_wrap.sdscripts.values import precision_for
+from kohya_wrap.sdscripts import Checkout, Launch, default_cpu_threads, locate, precision_for
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,9 @@ from typing import Any
 
 from kohya_wrap.fsutil import atomic_write_json, sha256_file, user_cache_dir
 from kohya_wrap.process import capture
+from kohya_wrap.sdscripts import TRAIN_MODULES
 
-PACKAGES = ("torch", "accelerate", "diffusers", "transformers", "safetensors", "numpy")
+PACKAGES = (*TRAIN_MODULES, "numpy")
 
 _PROBE = r"""
 import importlib.metadata as md, importlib.util, json, platform, re, sys

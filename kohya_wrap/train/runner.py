@@ -23,11 +23,10 @@ from kohya_wrap.events import (
 from kohya_wrap.models import ensure_base_model, ensure_tokenizer
 from kohya_wrap.process import ProcessResult, Streamer, child_env
 from kohya_wrap.rundir import Attempt, FileEntry, Plan, RunFold, RunManifest, RunPaths, resume_command
-from kohya_wrap.sdscripts.command import base_model_args, build_argv, precision_args, render_accelerate_config, tokenizer_args
-from kohya_wrap.sdscripts.lora_file import LoraReport
-from kohya_wrap.sdscripts.output import OutputParser
-from kohya_wrap.sdscripts.resume import SavedState, latest_state, read_state, resume_args, resume_problem
-from kohya_wrap.sdscripts.samples import checkpoint_files, find_samples
+from kohya_wrap.sdscripts import (
+    LoraReport, OutputParser, SavedState, base_model_args, build_argv, checkpoint_files, find_samples, latest_state,
+    precision_args, read_state, render_accelerate_config, resume_args, resume_problem, tokenizer_args,
+)
 from kohya_wrap.train import manifest as manifest_mod
 from kohya_wrap.train.machine import GpuInfo, Machine, resolve_machine
 from kohya_wrap.train.outcome import ADVICE, EXIT_CODES, classify

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from kohya_wrap.rundir import Plan
-from kohya_wrap.sdscripts.lora_file import LoraReport, expectation_from_values, verify_lora
+from kohya_wrap.sdscripts import LoraReport, expectation_from_values, verify_lora
 
 
 def verify_run(plan: Plan, base_model_sha256: str | None) -> LoraReport:
