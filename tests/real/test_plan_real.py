@@ -24,6 +24,7 @@ from PIL import Image
 
 from kohya_wrap.plan import make_plan
 from kohya_wrap.rundir import read_plan, write_plan
+from kohya_wrap.train.runner import prepare_run
 from kohya_wrap.sdscripts.checkout import locate
 
 PROBE = r'''
@@ -113,7 +114,8 @@ def test_sd_scripts_accepts_our_configs_and_counts_the_same_batches(tmp_path):
         assert r["batches_per_epoch"] == steps["steps_per_epoch"], r  # one process, no accumulation
         assert r["max_train_steps"] == plan.max_train_steps
         assert r["learning_rate"] == plan.values["learning_rate"] and type(r["network_alpha"]) is float
-        assert r["mixed_precision"] == plan.values["mixed_precision"]
+        # an automatic precision is train's, on its command line; the config alone gives sd-scripts' default
+        assert r["mixed_precision"] == plan.values.get("mixed_precision", "no")
         assert len(r["prompts"]) == len(plan.ours["prompts"])
         for i, p in enumerate(r["prompts"]):
             side = int(plan.values["resolution"].split(",")[0])
@@ -133,8 +135,10 @@ def test_smoke_plan_starts_real_training_with_the_planned_total(tmp_path, real_c
     write_face_images(dataset / "img" / "1_ohwx man", count=4)
     plan = make_plan(dataset, preset="smoke", base_model=str(model.path), run_dir=tmp_path / "run", tokenizer_cache_dir=tok)
     write_plan(plan)
+    launch = prepare_run(plan.run_dir)  # the command train resolves on this machine
+    launch.files.accelerate_config.write_text(launch.accelerate_config)
 
-    proc = subprocess.Popen(list(plan.argv), cwd=plan.cwd, env={**os.environ, **plan.env}, stdout=subprocess.PIPE,
+    proc = subprocess.Popen(list(launch.argv), cwd=plan.run_dir, env={**os.environ, **launch.env}, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
     summary: dict[str, int] = {}
     seen: list[str] = []
