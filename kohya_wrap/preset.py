@@ -222,13 +222,27 @@ def _our_type_name(kind: str) -> str:
             "str_list": "a list of strings"}[kind]
 
 
-def _layer(path: Path, doc: dict[str, Any], source: str) -> tuple[dict[str, Setting], dict[str, Setting]]:
-    """One file's settings, every key validated. Errors name the file, the table and the key."""
+class PresetErrors(PresetError):
+    """Every problem found in a preset (and its --set overrides), not only the first; `problems` lists them."""
+
+    def __init__(self, problems: Sequence[PresetError]) -> None:
+        self.problems = tuple(problems)
+        if len(problems) == 1:
+            super().__init__(problems[0].message, problems[0].hint)
+        else:
+            lines = [f"{len(problems)} problems:"] + [
+                f"  - {p.message}" + (f" ({p.hint})" if p.hint else "") for p in problems]
+            super().__init__("\n".join(lines), "fix each one; `kohya-wrap presets validate FILE` lists them all")
+
+
+def _layer(path: Path, doc: dict[str, Any], source: str,
+           errors: list[PresetError]) -> tuple[dict[str, Setting], dict[str, Setting]]:
+    """One file's settings, every key validated; each problem (naming the file, table and key) goes to `errors`."""
     values: dict[str, Setting] = {}
     ours: dict[str, Setting] = {}
     for key in ("description", "sd_scripts_commit"):
         if key in doc and not isinstance(doc[key], str):
-            raise PresetError(f"{_where(path, None, key)}: must be a string, got {doc[key]!r}")
+            errors.append(PresetError(f"{_where(path, None, key)}: must be a string, got {doc[key]!r}"))
     for key, item in doc.items():
         if key in TOP_LEVEL_KEYS:
             continue
@@ -237,9 +251,10 @@ def _layer(path: Path, doc: dict[str, Any], source: str) -> tuple[dict[str, Sett
             if key in OUR_KEYS:
                 hint = f"put it in the [{OURS_TABLE}] table"
             elif key not in arguments.table():
-                hint = arguments.did_you_mean(key, list(arguments.table()) + list(TOP_LEVEL_KEYS)) or hint
-            raise PresetError(f"{_where(path, None, key)}: unknown top-level key (top level holds only "
-                              f"{', '.join(TOP_LEVEL_KEYS)} and tables)", hint)
+                hint = arguments.unknown_key_hint(key, list(arguments.table()) + list(TOP_LEVEL_KEYS)) or hint
+            errors.append(PresetError(f"{_where(path, None, key)}: unknown top-level key (top level holds only "
+                                      f"{', '.join(TOP_LEVEL_KEYS)} and tables)", hint))
+            continue
         for sub, value in item.items():
             where = _where(path, key, sub)
             try:
@@ -256,9 +271,11 @@ def _layer(path: Path, doc: dict[str, Any], source: str) -> tuple[dict[str, Sett
                 converted = arguments.convert(sub, value)
                 arguments.check_trust(sub, converted, trusted=False)
             except arguments.ArgumentError as e:
-                raise PresetError(f"{where}: {e.message}", e.hint) from None
+                errors.append(PresetError(f"{where}: {e.message}", e.hint))
+                continue
             if sub in values:
-                raise PresetError(f"{where}: also set in [{values[sub].table}] of the same file", "keep one")
+                errors.append(PresetError(f"{where}: also set in [{values[sub].table}] of the same file", "keep one"))
+                continue
             values[sub] = Setting(converted, source, str(path), key)
     return values, ours
 
@@ -311,8 +328,9 @@ def load_preset(ref: str | Path, overrides: Sequence[str] = ()) -> Preset:
     chain = _chain(find(ref))
     values: dict[str, Setting] = {}
     ours: dict[str, Setting] = {k: Setting(spec.default, "default") for k, spec in OUR_KEYS.items()}
+    errors: list[PresetError] = []
     for path, doc in reversed(chain):  # the root first, so children win
-        layer_values, layer_ours = _layer(path, doc, f"preset:{_name_of(path)}")
+        layer_values, layer_ours = _layer(path, doc, f"preset:{_name_of(path)}", errors)
         values.update(layer_values)
         ours.update(layer_ours)
     name = _name_of(chain[0][0])
@@ -320,7 +338,11 @@ def load_preset(ref: str | Path, overrides: Sequence[str] = ()) -> Preset:
                             "ours": {k: s.value for k, s in sorted(ours.items())}}, sort_keys=True, separators=(",", ":"))
     sha = sha256_bytes(canonical.encode("utf-8"))
     for text in overrides:
-        key, raw = parse_override(text)
+        try:
+            key, raw = parse_override(text)
+        except PresetError as e:
+            errors.append(e)
+            continue
         try:
             if key in OUR_KEYS and key not in arguments.table():
                 ours[key] = Setting(convert_ours(key, raw, from_text=True), "--set")
@@ -330,31 +352,35 @@ def load_preset(ref: str | Path, overrides: Sequence[str] = ()) -> Preset:
         except arguments.ArgumentError as e:
             hint = e.hint
             if key not in arguments.table() and key not in OUR_KEYS:
-                hint = arguments.did_you_mean(key, list(arguments.table()) + list(OUR_KEYS))
-            raise PresetError(f"--set {text}: {e.message}", hint) from None
+                hint = arguments.unknown_key_hint(key, list(arguments.table()) + list(OUR_KEYS))
+            errors.append(PresetError(f"--set {text}: {e.message}", hint))
+            continue
         values[key] = Setting(converted, "--set")
     description = next((d.get("description") for _, d in chain if isinstance(d.get("description"), str)), "") or ""
     preset = Preset(name=name, files=tuple(p for p, _ in chain), description=description, schema=CURRENT_SCHEMA,
                     values=MappingProxyType(values), ours=MappingProxyType(ours), sha256=sha)
-    _check(preset)
+    errors.extend(_check(preset))
+    if errors:
+        raise PresetErrors(errors)
     return preset
 
 
-def _check(preset: Preset) -> None:
+def _check(preset: Preset) -> list[PresetError]:
+    """The conflicts between values, each naming where its first key was set. Packages are plan's check."""
+    out: list[PresetError] = []
     o = {k: s.value for k, s in preset.ours.items()}
     if not o["min_steps"] <= o["target_steps"] <= o["max_steps"]:
         where = preset.ours["target_steps"].file or preset.ours["min_steps"].file or preset.name
-        raise PresetError(f"{where}: [{OURS_TABLE}] needs min_steps <= target_steps <= max_steps, "
-                          f"got {o['min_steps']} <= {o['target_steps']} <= {o['max_steps']}")
-    errors = [p for p in arguments.cross_checks({k: s.value for k, s in preset.values.items()}) if p.severity == "error"]
-    if errors:
-        first = errors[0]
-        key = first.keys[0]
+        out.append(PresetError(f"{where}: [{OURS_TABLE}] needs min_steps <= target_steps <= max_steps, "
+                               f"got {o['min_steps']} <= {o['target_steps']} <= {o['max_steps']}"))
+    problems = arguments.cross_checks({k: s.value for k, s in preset.values.items()}, packages=False)
+    for problem in (p for p in problems if p.severity == "error"):
+        key = problem.keys[0]
         setting = preset.values.get(key)
         where = _where(Path(setting.file), setting.table, key) if setting and setting.file else (
             "--set" if setting else f"preset {preset.name}")
-        more = f" (and {len(errors) - 1} more: " + "; ".join(p.message for p in errors[1:]) + ")" if len(errors) > 1 else ""
-        raise PresetError(f"{where}: {first.message}{more}", first.hint)
+        out.append(PresetError(f"{where}: {problem.message}", problem.hint))
+    return out
 
 
 def warnings_of(preset: Preset, extra: Mapping[str, Any] | None = None) -> list[str]:

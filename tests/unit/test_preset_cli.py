@@ -1,9 +1,8 @@
 import json
-import struct
-from pathlib import Path
 
 from click.testing import CliRunner
 from PIL import Image
+from sd15_stub import write_sd15_stub
 
 from kohya_wrap.cli import cli
 from kohya_wrap.plan import GpuInfo, make_plan, write_plan
@@ -64,9 +63,7 @@ def test_export_makes_a_shareable_preset_from_a_run(tmp_path):
     sub.mkdir(parents=True)
     for i in range(4):
         Image.new("RGB", (64, 64)).save(sub / f"{i}.png")
-    header = b'{"__metadata__":{}}'
-    model = tmp_path / "m.safetensors"
-    model.write_bytes(struct.pack("<Q", len(header)) + header)
+    model = write_sd15_stub(tmp_path / "m.safetensors")
     tok = tmp_path / "tok" / "openai_clip-vit-large-patch14"
     tok.mkdir(parents=True)
     (tok / "vocab.json").write_text("{}")
