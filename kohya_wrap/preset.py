@@ -412,15 +412,33 @@ def all_values(preset: Preset) -> list[tuple[str, Setting]]:
             for k, a in sorted(arguments.table().items())]
 
 
+# Sources of a value the user chose (a preset file or --set); "plan" and "default" are decided per run and machine.
+CHOSEN_SOURCES = ("preset:", "--set")
+
+
+def is_chosen(source: str) -> bool:
+    return source.startswith(CHOSEN_SOURCES)
+
+
 def export_text(values: Mapping[str, Any], ours: Mapping[str, Any], *, name: str, comment_lines: Iterable[str],
-                sd_scripts_commit: str | None = None) -> str:
-    """A shareable preset (schema CURRENT_SCHEMA) from resolved values: whatever a preset may not carry is left out."""
+                sources: Mapping[str, str] | None = None, sd_scripts_commit: str | None = None) -> str:
+    """A shareable preset (schema CURRENT_SCHEMA) from resolved values: whatever a preset may not carry is left out.
+
+    sources: each value's source (plan.json); only what the user chose is exported, so the automatic
+    choices (mixed_precision from this machine's GPU, the resolution from [kohya_wrap] size, the
+    paths of this run) are made again wherever the preset is used.
+    """
     import tomli_w
 
     kept: dict[str, dict[str, Any]] = {}
     dropped: list[str] = []
+    decided: list[str] = []
     for key, value in sorted(values.items()):
         if value is None:
+            continue
+        if sources is not None and not is_chosen(sources.get(key, "plan")):
+            if sources.get(key, "plan") != "default":
+                decided.append(key)
             continue
         try:
             arguments.convert(key, value)
@@ -435,6 +453,8 @@ def export_text(values: Mapping[str, Any], ours: Mapping[str, Any], *, name: str
     doc.update(kept)
     doc[OURS_TABLE] = {k: v for k, v in ours.items() if k in OUR_KEYS}
     header = list(comment_lines)
+    if decided:
+        header.append("decided again by each plan (machine, dataset, run directory): " + ", ".join(decided))
     if dropped:
         header.append("left out (paths, code, uploads or planned per run): " + ", ".join(dropped))
     return "".join(f"# {line}\n" for line in header) + "\n" + tomli_w.dumps(doc)
