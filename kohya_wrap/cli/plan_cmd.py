@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +58,6 @@ def render_plan(result) -> None:  # type: ignore[no-untyped-def]
     con.print(f"[bold]steps[/bold] {escape(result.steps['arithmetic'])}", highlight=False)
     con.print(f"[bold]model[/bold] {escape(result.base_model['path'])}", highlight=False)
     con.print(f"[bold]output[/bold] {escape(str(result.lora_file))}", highlight=False)
-    con.print("[bold]command[/bold] " + escape(" ".join(result.argv)), highlight=False, soft_wrap=True)
+    con.print("[bold]command[/bold] " + escape(shlex.join(result.argv)), highlight=False, soft_wrap=True)
     for w in result.warnings:
         err_console().print(f"[yellow]warning:[/yellow] {escape(w)}", highlight=False, soft_wrap=True)

@@ -1,0 +1,64 @@
+"""Small defects of issue 12: file modes, hints, exit codes."""
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from kohya_wrap.cli import cli
+from kohya_wrap.dataset import scan_dataset
+from kohya_wrap.errors import DatasetError, TrainerNotFound
+from kohya_wrap.fsutil import atomic_write_text
+from kohya_wrap.sdscripts.checkout import locate
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)])
+def test_written_files_keep_the_umasks_mode(tmp_path, umask, mode):
+    old = os.umask(umask)
+    try:
+        atomic_write_text(tmp_path / "f.txt", "x")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "f.txt").stat().st_mode) == mode
+
+
+def test_a_bad_sd_scripts_variable_says_fix_the_variable(tmp_path, monkeypatch):
+    monkeypatch.setenv("KOHYA_WRAP_SD_SCRIPTS", str(tmp_path / "nope"))
+    with pytest.raises(TrainerNotFound) as e:
+        locate()
+    assert "fix the variable" in e.value.hint and "KOHYA_WRAP_SD_SCRIPTS" in e.value.hint
+    assert "submodule update" not in e.value.hint
+
+
+def test_doctor_names_the_variable_too(tmp_path, monkeypatch):
+    from kohya_wrap.doctor import check_sd_scripts
+
+    (tmp_path / "empty").mkdir()
+    monkeypatch.setenv("KOHYA_WRAP_SD_SCRIPTS", str(tmp_path / "empty"))
+    check = check_sd_scripts(None)
+    assert "fix the variable" in check.fix
+
+
+def test_planning_a_photo_folder_suggests_preparing_into_a_new_folder(tmp_path):
+    photos = tmp_path / "my photos"
+    photos.mkdir()
+    Image.new("RGB", (8, 8)).save(photos / "IMG_1.jpg")
+    with pytest.raises(DatasetError) as e:
+        scan_dataset(photos)
+    assert f"kohya-wrap prepare '{photos}' -o 'data/my photos'" in e.value.hint
+
+
+def test_status_and_report_give_the_same_exit_code_for_a_missing_folder(tmp_path):
+    missing = str(tmp_path / "gone")
+    status = CliRunner().invoke(cli, ["status", missing])
+    report = CliRunner().invoke(cli, ["report", missing])
+    assert status.exit_code == report.exit_code == 1, (status.output, report.output)
+
+
+def test_plan_prints_its_command_shell_quoted():
+    from kohya_wrap.cli import plan_cmd
+
+    assert "shlex.join(result.argv)" in Path(plan_cmd.__file__).read_text()
