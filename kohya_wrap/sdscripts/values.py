@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Container, Mapping
 
+from kohya_wrap.rundir import TENSORBOARD_DIR
 from kohya_wrap.sdscripts.arguments import argparse_default
 
 
@@ -73,9 +74,19 @@ def read_shape(values: Mapping[str, Any]) -> Shape:
     )
 
 
+# TensorBoard is the tracker every run logs to unless the user's --set chooses (sd-scripts' requirements.txt
+# ships it; train_util.prepare_accelerator passes log_with and logging_dir to accelerate).
+DEFAULT_LOG_WITH = "tensorboard"
+
+
 def run_values(*, model: Path, tokenizer_cache_dir: Path, output_dir: Path, output_name: str | None,
-               dataset_config: Path, sample_prompts: Path | None, max_train_steps: int | None) -> dict[str, Any]:
-    """The paths and counts only plan sets (never a preset). None: leave the value as it is."""
+               dataset_config: Path, sample_prompts: Path | None, max_train_steps: int | None,
+               run_dir: Path | None = None, chosen: Container[str] = ()) -> dict[str, Any]:
+    """The paths and counts only plan sets (never a preset). None: leave the value as it is.
+
+    run_dir: the run directory; its logs folder (rundir.TENSORBOARD_DIR) becomes logging_dir and log_with
+    is "tensorboard", each unless `chosen` (the keys the preset or --set set) holds it.
+    """
     out: dict[str, Any] = {
         "pretrained_model_name_or_path": str(model),
         "tokenizer_cache_dir": str(tokenizer_cache_dir),
@@ -88,6 +99,11 @@ def run_values(*, model: Path, tokenizer_cache_dir: Path, output_dir: Path, outp
         out["sample_prompts"] = str(sample_prompts)
     if max_train_steps is not None:
         out["max_train_steps"] = max_train_steps
+    if run_dir is not None:
+        if "log_with" not in chosen:
+            out["log_with"] = DEFAULT_LOG_WITH
+        if "logging_dir" not in chosen:
+            out["logging_dir"] = str(run_dir / TENSORBOARD_DIR)
     return out
 
 
