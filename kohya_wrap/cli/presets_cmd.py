@@ -161,7 +161,8 @@ def export(run_dir: Path, output: Path) -> None:
         raise PresetError(f"{output} exists; export never overwrites a file", "choose another -o FILE")
     plan = load_plan(run_dir)
     text = export_text(
-        plan.values, plan.ours, name=plan.run_dir.name, sources=plan.sources, sd_scripts_commit=plan.sd_scripts.get("commit"),
+        plan.values, plan.ours, name=plan.run_dir.name, sources=plan.sources,
+        sd_scripts_commit=plan.sd_scripts.get("commit"),
         comment_lines=[f"Exported by kohya-wrap from run {plan.run_dir.name} (preset {plan.preset_name}).",
                        f"sd-scripts commit: {plan.sd_scripts.get('commit') or 'unknown'}"],
     )

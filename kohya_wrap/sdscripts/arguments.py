@@ -317,7 +317,9 @@ def optimizer_names() -> tuple[str, ...]:
 
 def _check_optimizer(value: str) -> None:
     """TU:get_optimizer: its own names compared lower-cased, else torch.optim by exact name, else a dotted import."""
-    if value == "" or "." in value or value.lower() in (n.lower() for n in KNOWN_OPTIMIZERS) or value in TORCH_OPTIMIZERS:
+    if value == "" or "." in value or value in TORCH_OPTIMIZERS:
+        return
+    if value.lower() in (n.lower() for n in KNOWN_OPTIMIZERS):
         return
     names = optimizer_names()
     close = difflib.get_close_matches(value.lower(), [n.lower() for n in names], n=3, cutoff=0.6)
@@ -421,8 +423,8 @@ def package_problems(values: Mapping[str, Any]) -> list[Problem]:
             key = why.split(" ")[0]
             out.append(Problem((key,), f"{why} needs the Python package {package!r} (module {module}), which is not "
                                f"installed in {sys.executable}",
-                               f"pip install {package} into the Python that trains (kohya-wrap plans and trains with the "
-                               "same one), or choose another optimizer_type, e.g. AdamW"))
+                               f"pip install {package} into the Python that trains (kohya-wrap plans and trains "
+                               "with the same one), or choose another optimizer_type, e.g. AdamW"))
     return out
 
 

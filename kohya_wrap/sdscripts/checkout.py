@@ -69,7 +69,7 @@ def git_commit(path: Path) -> str | None:
 
 
 def fix_hint(source: str) -> str:
-    """What to do about a bad checkout, by where its path came from: a variable or option is fixed, not the submodule."""
+    """What to do about a bad checkout, by where its path came from: a bad variable is fixed, not the submodule."""
     if source == f"${ENV_VAR}":
         return (f"fix the variable: point {ENV_VAR} at a checkout of sd-scripts {PINNED_TAG} (the folder holding "
                 f"{TRAIN_SCRIPT}), or unset it to use the submodule")

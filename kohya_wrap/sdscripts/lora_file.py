@@ -25,7 +25,8 @@ SUFFIXES = (".lora_down.weight", ".lora_up.weight", ".alpha")
 # and the CLIP attention and MLP projections of the 12 text-encoder layers.
 SD15_UNET_MODULES = 192
 SD15_TEXT_ENCODER_MODULES = 72
-_KEY = re.compile(r"^(lora_unet|lora_te|lora_te1|lora_te2)_[A-Za-z0-9_]+(\.lora_down\.weight|\.lora_up\.weight|\.alpha)$")
+_KEY = re.compile(r"^(lora_unet|lora_te|lora_te1|lora_te2)_[A-Za-z0-9_]+"
+                  r"(\.lora_down\.weight|\.lora_up\.weight|\.alpha)$")
 
 
 def is_kohya_key(key: str) -> bool:

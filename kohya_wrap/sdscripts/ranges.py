@@ -136,7 +136,8 @@ RANGES: Mapping[str, Range] = MappingProxyType({
 UNRANGED: Mapping[str, str] = MappingProxyType({
     "sample_every_n_steps": "sd-scripts resets values <= 0 to None; cross_checks warns",
     "sample_every_n_epochs": "sd-scripts resets values <= 0 to None; cross_checks warns",
-    "adaptive_noise_scale": "may be negative: noise_offset + scale * mean is clamped at 0 (train_util.apply_noise_offset)",
+    "adaptive_noise_scale": "may be negative: noise_offset + scale * mean is clamped at 0 "
+                            "(train_util.apply_noise_offset)",
     "base_weights_multiplier": "a merge multiplier; any finite number",
     "max_token_length": "argparse choices: None, 150 or 225",
     "zero_stage": "argparse choices: 0 to 3",

@@ -25,8 +25,8 @@ def test_tensorboard_ships_in_the_train_extra():
 
 
 def _values(tmp_path: Path, chosen=()) -> dict:
-    return run_values(model=tmp_path / "m.safetensors", tokenizer_cache_dir=tmp_path / "tok", output_dir=tmp_path / "out",
-                      output_name="ohwx", dataset_config=tmp_path / "dataset.toml", sample_prompts=None,
+    return run_values(model=tmp_path / "m.safetensors", tokenizer_cache_dir=tmp_path / "tok",
+                      output_dir=tmp_path / "out", output_name="ohwx", dataset_config=tmp_path / "dataset.toml", sample_prompts=None,
                       max_train_steps=10, run_dir=tmp_path / "run", chosen=chosen)
 
 

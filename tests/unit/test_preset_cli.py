@@ -141,7 +141,8 @@ def test_validate_reports_every_error_not_the_first(tmp_path):
 
 
 def test_gui_names_point_to_the_sd_scripts_argument():
-    for text, target in (("epoch=10", "max_train_epochs"), ("lr=1e-4", "learning_rate"), ("batch_size=2", "train_batch_size"),
-                         ("dim=16", "network_dim"), ("alpha=8", "network_alpha"), ("steps=100", "max_train_steps")):
+    for text, target in (("epoch=10", "max_train_epochs"), ("lr=1e-4", "learning_rate"),
+                         ("batch_size=2", "train_batch_size"), ("dim=16", "network_dim"), ("alpha=8", "network_alpha"),
+                         ("steps=100", "max_train_steps")):
         result = run("presets", "show", "likeness-sd15", "--set", text)
         assert result.exit_code == 1 and f"sd-scripts calls it '{target}'" in result.output, (text, result.output)

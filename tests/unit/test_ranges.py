@@ -90,7 +90,8 @@ def test_an_optimizer_whose_package_is_missing_is_refused_by_the_plan_check(monk
     import importlib.util
 
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "bitsandbytes" else real(name, *a))
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "bitsandbytes" else real(name, *a))
     values = {"optimizer_type": "AdamW8bit"}
     problems = [p for p in arguments.cross_checks(values) if p.severity == "error"]
     assert problems and problems[0].keys == ("optimizer_type",)
