@@ -89,14 +89,29 @@ def _scan(base: Path, is_reg: bool) -> list[Subset]:
     return out
 
 
+def _prepare_hint(root: Path) -> str:
+    """A folder of photos is prepared into a new dataset folder, never into itself (prepare never touches photos)."""
+    import shlex
+
+    photos = any(p.is_file() and p.suffix.lower() in _PHOTO_SUFFIXES for p in root.iterdir())
+    if photos:
+        name = root.resolve().name or "dataset"
+        return ("it holds photos: prepare them into a dataset folder first, then plan that: "
+                + shlex.join(["kohya-wrap", "prepare", str(root), "-o", f"data/{name}"]))
+    return "run " + shlex.join(["kohya-wrap", "prepare", "PHOTOS", "-o", str(root)]) + " first"
+
+
+# What a folder of photos holds (a hint only: prepare's own list of readable formats decides).
+_PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".heic", ".heif", ".avif", ".bmp", ".tif", ".tiff")
+
+
 def scan_dataset(dataset_dir: str | Path) -> Dataset:
     """Read DATASET_DIR/img/<repeats>_<tokens>/, DATASET_DIR/reg/... and prepare.json."""
     root = Path(dataset_dir).expanduser()
     if not root.is_dir():
         raise DatasetError(f"dataset folder {root} does not exist", "give the folder `kohya-wrap prepare` wrote")
     if not (root / TRAIN_DIR).is_dir():
-        raise DatasetError(f"{root} has no {TRAIN_DIR}/ folder: it is not a prepared dataset",
-                           f"run `kohya-wrap prepare PHOTOS -o {root}` first")
+        raise DatasetError(f"{root} has no {TRAIN_DIR}/ folder: it is not a prepared dataset", _prepare_hint(root))
     train = _scan(root / TRAIN_DIR, is_reg=False)
     if not train:
         raise DatasetError(f"{root / TRAIN_DIR} has no '<repeats>_<class tokens>' folders with images",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shlex
 import shutil
 import subprocess
 import sys
@@ -175,7 +176,9 @@ def check_sd_scripts(explicit: str | None) -> Check:
     if not co.matches_pin:
         return Check("sd-scripts", WARN, f"{co.path} (from {co.source}) at {co.commit[:12]}, not the pinned "
                                          f"{PINNED_TAG} ({PINNED_COMMIT[:12]})",
-                     f"git -C {co.path} checkout {PINNED_TAG}  (or `git submodule update` in kohya-wrap)")
+                     f"git -C {shlex.quote(str(co.path))} checkout {PINNED_TAG}" + (
+                         "  (or `git submodule update` in kohya-wrap)" if co.source == "submodule" else
+                         f"  (or fix {co.source} to point at a {PINNED_TAG} checkout)"))
     return Check("sd-scripts", OK, f"{co.path} (from {co.source}) at {PINNED_TAG} ({co.commit[:12]})")
 
 

@@ -16,7 +16,9 @@ from pathlib import Path
 
 from kohya_wrap.errors import ModelError, ModelGone
 from kohya_wrap.fsutil import user_cache_dir
-from kohya_wrap.sdscripts import TOKENIZER_FILES, TOKENIZER_REPO, TOKENIZER_REQUIRED_FILES, tokenizer_subdir
+from kohya_wrap.sdscripts import (
+    TOKENIZER_FILES, TOKENIZER_REPO, TOKENIZER_REQUIRED_FILES, read_safetensors_keys, sd15_key_problem, tokenizer_subdir,
+)
 
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
 # Repositories whose single-file checkpoint we know; others must have exactly one top-level .safetensors.
@@ -46,7 +48,11 @@ def _looks_like_path(source: str) -> bool:
 
 
 def _check_safetensors(path: Path) -> None:
-    """A safetensors file starts with an 8-byte little-endian header length and a JSON header."""
+    """A safetensors file (an 8-byte little-endian header length, a JSON header) whose tensor names are SD1.5's.
+
+    Only the header is read (sdscripts.sd15: the keys library/model_util.py loads), so a 4 GB model is
+    checked in milliseconds and a file of the wrong architecture is refused before any run starts.
+    """
     try:
         with open(path, "rb") as f:
             head = f.read(9)
@@ -55,6 +61,16 @@ def _check_safetensors(path: Path) -> None:
     if len(head) < 9 or head[8:9] != b"{" or struct.unpack("<Q", head[:8])[0] > path.stat().st_size:
         raise ModelError(f"base model {path} is not a safetensors file (bad header)",
                          "download it again; an interrupted download leaves a broken file")
+    try:
+        keys = read_safetensors_keys(path)
+    except (OSError, ValueError) as e:
+        raise ModelError(f"base model {path} is not a safetensors file ({e})",
+                         "download it again; an interrupted download leaves a broken file") from None
+    problem = sd15_key_problem(keys)
+    if problem:
+        raise ModelError(f"base model {path} is not a Stable Diffusion 1.5 checkpoint: {problem}",
+                         "give an SD 1.5 single-file checkpoint (.safetensors), e.g. "
+                         "stable-diffusion-v1-5/stable-diffusion-v1-5; kohya-wrap trains SD 1.5 LoRAs only")
 
 
 def _check_file(path: Path, source: str, allow_pickle: bool, kind: str) -> BaseModel:
@@ -172,10 +188,12 @@ def _hub_error(e: Exception, what: str, repo: str) -> ModelError:
     if isinstance(e, errors.RepositoryNotFoundError):
         return ModelError(f"{what}: repository {repo} not found on the Hugging Face Hub (or private)",
                           "check the repo id; for a private repo, log in (`hf auth login` or HF_TOKEN)")
+    # Offline first: LocalEntryNotFoundError is an EntryNotFoundError, and offline a missing file is not a wrong name.
+    if isinstance(e, (errors.OfflineModeIsEnabled, errors.LocalEntryNotFoundError)) or _offline():
+        why = "HF_HUB_OFFLINE is set" if _offline() else "this machine is offline (the Hub cannot be reached)"
+        return ModelError(f"{what}: {repo} is not in the Hugging Face cache and {why}", OFFLINE_HINT)
     if isinstance(e, (errors.EntryNotFoundError, errors.RevisionNotFoundError)):
         return ModelError(f"{what}: {e}", f"check the file name in https://huggingface.co/{repo}/tree/main")
-    if isinstance(e, (errors.OfflineModeIsEnabled, errors.LocalEntryNotFoundError)) or _offline():
-        return ModelError(f"{what}: {repo} is not in the Hugging Face cache and the Hub cannot be reached", OFFLINE_HINT)
     return ModelError(f"{what}: download from {repo} failed: {type(e).__name__}: {e}",
                       "check the network connection, then run again (downloads resume)")
 

@@ -116,7 +116,8 @@ def make_plan(
         model=model.path if model.path is not None else model.source, tokenizer_cache_dir=tokenizer,
         output_dir=files_at.output_dir, output_name=None if shape.output_name else output_name,
         dataset_config=files_at.dataset_toml, sample_prompts=files_at.sample_prompts if prompts else None,
-        max_train_steps=None if shape.pinned_steps is not None else sp.max_train_steps)
+        max_train_steps=None if shape.pinned_steps is not None else sp.max_train_steps,
+        logging_dir=files_at.tensorboard_dir, chosen=set(chosen.values))
     for key, value in managed.items():
         decide(key, value)
 

@@ -2,7 +2,7 @@
 
 A preset from someone else is untrusted input: every key and value is checked against sd-scripts'
 argument table (names, types, choices), keys that read or write paths, import code or upload are
-refused (sdscripts.arguments.check_trust), and sd-scripts' run-time conflicts are found at load time.
+refused (sdscripts.check_trust), and sd-scripts' run-time conflicts are found at load time.
 The user's own `--set key=value` overrides are checked the same way but may carry paths.
 
     schema = 1                    # the preset format version
@@ -25,7 +25,9 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from kohya_wrap.errors import PresetError
 from kohya_wrap.fsutil import sha256_bytes
-from kohya_wrap.sdscripts import arguments
+from kohya_wrap.sdscripts import (
+    ArgumentError, argument_table, check_trust, convert, cross_checks, did_you_mean, unknown_key_hint,
+)
 
 try:
     import tomllib
@@ -131,7 +133,7 @@ def find(ref: str | Path) -> Path:
         return path.resolve()
     path = shipped_dir() / f"{ref_s}.toml"
     if not path.is_file():
-        hint = arguments.did_you_mean(ref_s, shipped_names())
+        hint = did_you_mean(ref_s, shipped_names())
         raise PresetError(f"no preset named {ref_s!r}", (hint + " " if hint else "") + "presets: " + ", ".join(shipped_names()))
     return path
 
@@ -179,7 +181,7 @@ def migrate(doc: dict[str, Any], path: Path) -> dict[str, Any]:
 
 def convert_ours(key: str, value: Any, *, from_text: bool = False) -> Any:
     spec = OUR_KEYS[key]
-    bad = arguments.ArgumentError(key, f"{key} must be {_our_type_name(spec.kind)}, got {value!r}")
+    bad = ArgumentError(key, f"{key} must be {_our_type_name(spec.kind)}, got {value!r}")
     if from_text:
         text = str(value).strip()
         if spec.kind == "str":
@@ -211,9 +213,9 @@ def convert_ours(key: str, value: Any, *, from_text: bool = False) -> Any:
     if not ok:
         raise bad
     if spec.choices is not None and value not in spec.choices:
-        raise arguments.ArgumentError(key, f"{key} = {value!r} is not one of " + ", ".join(map(repr, spec.choices)))
+        raise ArgumentError(key, f"{key} = {value!r} is not one of " + ", ".join(map(repr, spec.choices)))
     if spec.minimum is not None and value < spec.minimum:
-        raise arguments.ArgumentError(key, f"{key} must be at least {spec.minimum:g}, got {value!r}")
+        raise ArgumentError(key, f"{key} must be at least {spec.minimum:g}, got {value!r}")
     return value
 
 
@@ -222,13 +224,27 @@ def _our_type_name(kind: str) -> str:
             "str_list": "a list of strings"}[kind]
 
 
-def _layer(path: Path, doc: dict[str, Any], source: str) -> tuple[dict[str, Setting], dict[str, Setting]]:
-    """One file's settings, every key validated. Errors name the file, the table and the key."""
+class PresetErrors(PresetError):
+    """Every problem found in a preset (and its --set overrides), not only the first; `problems` lists them."""
+
+    def __init__(self, problems: Sequence[PresetError]) -> None:
+        self.problems = tuple(problems)
+        if len(problems) == 1:
+            super().__init__(problems[0].message, problems[0].hint)
+        else:
+            lines = [f"{len(problems)} problems:"] + [
+                f"  - {p.message}" + (f" ({p.hint})" if p.hint else "") for p in problems]
+            super().__init__("\n".join(lines), "fix each one; `kohya-wrap presets validate FILE` lists them all")
+
+
+def _layer(path: Path, doc: dict[str, Any], source: str,
+           errors: list[PresetError]) -> tuple[dict[str, Setting], dict[str, Setting]]:
+    """One file's settings, every key validated; each problem (naming the file, table and key) goes to `errors`."""
     values: dict[str, Setting] = {}
     ours: dict[str, Setting] = {}
     for key in ("description", "sd_scripts_commit"):
         if key in doc and not isinstance(doc[key], str):
-            raise PresetError(f"{_where(path, None, key)}: must be a string, got {doc[key]!r}")
+            errors.append(PresetError(f"{_where(path, None, key)}: must be a string, got {doc[key]!r}"))
     for key, item in doc.items():
         if key in TOP_LEVEL_KEYS:
             continue
@@ -236,29 +252,32 @@ def _layer(path: Path, doc: dict[str, Any], source: str) -> tuple[dict[str, Sett
             hint = "put sd-scripts arguments in a table such as [training]"
             if key in OUR_KEYS:
                 hint = f"put it in the [{OURS_TABLE}] table"
-            elif key not in arguments.table():
-                hint = arguments.did_you_mean(key, list(arguments.table()) + list(TOP_LEVEL_KEYS)) or hint
-            raise PresetError(f"{_where(path, None, key)}: unknown top-level key (top level holds only "
-                              f"{', '.join(TOP_LEVEL_KEYS)} and tables)", hint)
+            elif key not in argument_table():
+                hint = unknown_key_hint(key, list(argument_table()) + list(TOP_LEVEL_KEYS)) or hint
+            errors.append(PresetError(f"{_where(path, None, key)}: unknown top-level key (top level holds only "
+                                      f"{', '.join(TOP_LEVEL_KEYS)} and tables)", hint))
+            continue
         for sub, value in item.items():
             where = _where(path, key, sub)
             try:
                 if key == OURS_TABLE:
                     if sub not in OUR_KEYS:
-                        raise arguments.ArgumentError(sub, f"unknown [{OURS_TABLE}] key {sub!r}",
-                                                      arguments.did_you_mean(sub, OUR_KEYS))
+                        raise ArgumentError(sub, f"unknown [{OURS_TABLE}] key {sub!r}",
+                                                      did_you_mean(sub, OUR_KEYS))
                     ours[sub] = Setting(convert_ours(sub, value), source, str(path), key)
                     continue
-                if sub in OUR_KEYS and sub not in arguments.table():
-                    raise arguments.ArgumentError(sub, f"{sub!r} is a kohya-wrap setting", f"move it to the [{OURS_TABLE}] table")
+                if sub in OUR_KEYS and sub not in argument_table():
+                    raise ArgumentError(sub, f"{sub!r} is a kohya-wrap setting", f"move it to the [{OURS_TABLE}] table")
                 if isinstance(value, dict):
-                    raise arguments.ArgumentError(sub, "tables nest one level only (sd-scripts flattens one level)")
-                converted = arguments.convert(sub, value)
-                arguments.check_trust(sub, converted, trusted=False)
-            except arguments.ArgumentError as e:
-                raise PresetError(f"{where}: {e.message}", e.hint) from None
+                    raise ArgumentError(sub, "tables nest one level only (sd-scripts flattens one level)")
+                converted = convert(sub, value)
+                check_trust(sub, converted, trusted=False)
+            except ArgumentError as e:
+                errors.append(PresetError(f"{where}: {e.message}", e.hint))
+                continue
             if sub in values:
-                raise PresetError(f"{where}: also set in [{values[sub].table}] of the same file", "keep one")
+                errors.append(PresetError(f"{where}: also set in [{values[sub].table}] of the same file", "keep one"))
+                continue
             values[sub] = Setting(converted, source, str(path), key)
     return values, ours
 
@@ -311,8 +330,9 @@ def load_preset(ref: str | Path, overrides: Sequence[str] = ()) -> Preset:
     chain = _chain(find(ref))
     values: dict[str, Setting] = {}
     ours: dict[str, Setting] = {k: Setting(spec.default, "default") for k, spec in OUR_KEYS.items()}
+    errors: list[PresetError] = []
     for path, doc in reversed(chain):  # the root first, so children win
-        layer_values, layer_ours = _layer(path, doc, f"preset:{_name_of(path)}")
+        layer_values, layer_ours = _layer(path, doc, f"preset:{_name_of(path)}", errors)
         values.update(layer_values)
         ours.update(layer_ours)
     name = _name_of(chain[0][0])
@@ -320,47 +340,55 @@ def load_preset(ref: str | Path, overrides: Sequence[str] = ()) -> Preset:
                             "ours": {k: s.value for k, s in sorted(ours.items())}}, sort_keys=True, separators=(",", ":"))
     sha = sha256_bytes(canonical.encode("utf-8"))
     for text in overrides:
-        key, raw = parse_override(text)
         try:
-            if key in OUR_KEYS and key not in arguments.table():
+            key, raw = parse_override(text)
+        except PresetError as e:
+            errors.append(e)
+            continue
+        try:
+            if key in OUR_KEYS and key not in argument_table():
                 ours[key] = Setting(convert_ours(key, raw, from_text=True), "--set")
                 continue
-            converted = arguments.convert(key, raw, from_text=True)
-            arguments.check_trust(key, converted, trusted=True)
-        except arguments.ArgumentError as e:
+            converted = convert(key, raw, from_text=True)
+            check_trust(key, converted, trusted=True)
+        except ArgumentError as e:
             hint = e.hint
-            if key not in arguments.table() and key not in OUR_KEYS:
-                hint = arguments.did_you_mean(key, list(arguments.table()) + list(OUR_KEYS))
-            raise PresetError(f"--set {text}: {e.message}", hint) from None
+            if key not in argument_table() and key not in OUR_KEYS:
+                hint = unknown_key_hint(key, list(argument_table()) + list(OUR_KEYS))
+            errors.append(PresetError(f"--set {text}: {e.message}", hint))
+            continue
         values[key] = Setting(converted, "--set")
     description = next((d.get("description") for _, d in chain if isinstance(d.get("description"), str)), "") or ""
     preset = Preset(name=name, files=tuple(p for p, _ in chain), description=description, schema=CURRENT_SCHEMA,
                     values=MappingProxyType(values), ours=MappingProxyType(ours), sha256=sha)
-    _check(preset)
+    errors.extend(_check(preset))
+    if errors:
+        raise PresetErrors(errors)
     return preset
 
 
-def _check(preset: Preset) -> None:
+def _check(preset: Preset) -> list[PresetError]:
+    """The conflicts between values, each naming where its first key was set. Packages are plan's check."""
+    out: list[PresetError] = []
     o = {k: s.value for k, s in preset.ours.items()}
     if not o["min_steps"] <= o["target_steps"] <= o["max_steps"]:
         where = preset.ours["target_steps"].file or preset.ours["min_steps"].file or preset.name
-        raise PresetError(f"{where}: [{OURS_TABLE}] needs min_steps <= target_steps <= max_steps, "
-                          f"got {o['min_steps']} <= {o['target_steps']} <= {o['max_steps']}")
-    errors = [p for p in arguments.cross_checks({k: s.value for k, s in preset.values.items()}) if p.severity == "error"]
-    if errors:
-        first = errors[0]
-        key = first.keys[0]
+        out.append(PresetError(f"{where}: [{OURS_TABLE}] needs min_steps <= target_steps <= max_steps, "
+                               f"got {o['min_steps']} <= {o['target_steps']} <= {o['max_steps']}"))
+    problems = cross_checks({k: s.value for k, s in preset.values.items()}, packages=False)
+    for problem in (p for p in problems if p.severity == "error"):
+        key = problem.keys[0]
         setting = preset.values.get(key)
         where = _where(Path(setting.file), setting.table, key) if setting and setting.file else (
             "--set" if setting else f"preset {preset.name}")
-        more = f" (and {len(errors) - 1} more: " + "; ".join(p.message for p in errors[1:]) + ")" if len(errors) > 1 else ""
-        raise PresetError(f"{where}: {first.message}{more}", first.hint)
+        out.append(PresetError(f"{where}: {problem.message}", problem.hint))
+    return out
 
 
 def warnings_of(preset: Preset, extra: Mapping[str, Any] | None = None) -> list[str]:
     values = {k: s.value for k, s in preset.values.items()}
     values.update(extra or {})
-    return [p.message for p in arguments.cross_checks(values) if p.severity == "warning"]
+    return [p.message for p in cross_checks(values) if p.severity == "warning"]
 
 
 @dataclass(frozen=True)
@@ -383,32 +411,52 @@ def diff(a: Preset, b: Preset) -> list[Difference]:
 def all_values(preset: Preset) -> list[tuple[str, Setting]]:
     """Every sd-scripts argument: set by the preset, or sd-scripts' own default."""
     return [(k, preset.values[k] if k in preset.values else Setting(a.default, "default"))
-            for k, a in sorted(arguments.table().items())]
+            for k, a in sorted(argument_table().items())]
+
+
+# Sources of a value the user chose (a preset file or --set); "plan" and "default" are decided per run and machine.
+CHOSEN_SOURCES = ("preset:", "--set")
+
+
+def is_chosen(source: str) -> bool:
+    return source.startswith(CHOSEN_SOURCES)
 
 
 def export_text(values: Mapping[str, Any], ours: Mapping[str, Any], *, name: str, comment_lines: Iterable[str],
-                sd_scripts_commit: str | None = None) -> str:
-    """A shareable preset (schema CURRENT_SCHEMA) from resolved values: whatever a preset may not carry is left out."""
+                sources: Mapping[str, str] | None = None, sd_scripts_commit: str | None = None) -> str:
+    """A shareable preset (schema CURRENT_SCHEMA) from resolved values: whatever a preset may not carry is left out.
+
+    sources: each value's source (plan.json); only what the user chose is exported, so the automatic
+    choices (mixed_precision from this machine's GPU, the resolution from [kohya_wrap] size, the
+    paths of this run) are made again wherever the preset is used.
+    """
     import tomli_w
 
     kept: dict[str, dict[str, Any]] = {}
     dropped: list[str] = []
+    decided: list[str] = []
     for key, value in sorted(values.items()):
         if value is None:
             continue
+        if sources is not None and not is_chosen(sources.get(key, "plan")):
+            if sources.get(key, "plan") != "default":
+                decided.append(key)
+            continue
         try:
-            arguments.convert(key, value)
-            arguments.check_trust(key, value, trusted=False)
-        except arguments.ArgumentError:
+            convert(key, value)
+            check_trust(key, value, trusted=False)
+        except ArgumentError:
             dropped.append(key)
             continue
-        kept.setdefault(arguments.table()[key].category.replace("/", "_"), {})[key] = value
+        kept.setdefault(argument_table()[key].category.replace("/", "_"), {})[key] = value
     doc: dict[str, Any] = {"schema": CURRENT_SCHEMA, "description": f"exported from run {name}"}
     if sd_scripts_commit:
         doc["sd_scripts_commit"] = sd_scripts_commit
     doc.update(kept)
     doc[OURS_TABLE] = {k: v for k, v in ours.items() if k in OUR_KEYS}
     header = list(comment_lines)
+    if decided:
+        header.append("decided again by each plan (machine, dataset, run directory): " + ", ".join(decided))
     if dropped:
         header.append("left out (paths, code, uploads or planned per run): " + ", ".join(dropped))
     return "".join(f"# {line}\n" for line in header) + "\n" + tomli_w.dumps(doc)

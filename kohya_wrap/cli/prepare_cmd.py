@@ -11,6 +11,17 @@ from kohya_wrap.errors import ExitCode
 # Kept here, not imported from kohya_wrap.prepare, so that --help does not import PIL.
 _SIZES = ("512", "768")
 _DEFAULT_CAPTION = "photo of {token} {class}"
+_SKIP_KINDS = ("no-face", "multi-face", "blurred")  # prepare.records.SKIP_KINDS
+# Without -v, the findings table shows at most this many rows of one kind; prepare.json holds them all.
+ROWS_PER_KIND = 5
+
+
+def _parse_skip(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> frozenset[str]:
+    kinds = {k.strip() for v in values for k in v.split(",") if k.strip()}
+    unknown = sorted(kinds - set(_SKIP_KINDS))
+    if unknown:
+        raise click.BadParameter(f"{', '.join(unknown)}: not one of {', '.join(_SKIP_KINDS)}")
+    return frozenset(kinds)
 
 
 @click.command()
@@ -29,31 +40,39 @@ _DEFAULT_CAPTION = "photo of {token} {class}"
 @click.option("--reg", "reg_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Regularization photos of the class, prepared into reg/.")
 @click.option("--allow-upscale", is_flag=True, help="Keep photos whose crop is smaller than --size (upscaled).")
-@click.option("--skip-multiple-faces", is_flag=True,
-              help="Skip photos with several faces instead of cropping the largest.")
+@click.option("--skip", "skip", multiple=True, callback=_parse_skip, metavar="KINDS",
+              help="Leave out photos of these kinds: no-face, multi-face, blurred (comma-separated, repeatable).")
+@click.option("--skip-multiple-faces", is_flag=True, help="The same as --skip multi-face.")
+@click.option("-q", "--quiet", is_flag=True, help="Print only the summary, not the findings table.")
+@click.option("-v", "--verbose", is_flag=True,
+              help="List every finding (notes too) and every file of a near-duplicate cluster.")
 @click.option("--strict", is_flag=True, help=f"Exit {int(ExitCode.WARNINGS)} when there are warnings.")
 @click.option("--force", is_flag=True,
               help="Use a non-empty output folder prepare did not make (its img/ and reg/ are moved aside).")
 @click.option("--jobs", type=click.IntRange(min=1), default=None, help="Worker processes. Default: every core.")
 @json_option
 def prepare(src_dir: Path, dataset_dir: Path, token: str, class_word: str, size: str, crop: str, caption: str,
-            repeats: int | None, reg_dir: Path | None, allow_upscale: bool, skip_multiple_faces: bool, strict: bool,
-            force: bool, jobs: int | None, as_json: bool) -> None:
+            repeats: int | None, reg_dir: Path | None, allow_upscale: bool, skip: frozenset[str],
+            skip_multiple_faces: bool, quiet: bool, verbose: bool, strict: bool, force: bool, jobs: int | None,
+            as_json: bool) -> None:
     """Turn a folder of face photos into a Kohya training set in DATASET_DIR (-o).
 
     Photos are found recursively, oriented, cropped square (around the face by default), resized,
-    and written as img/{repeats}_{token} {class}/0001.png + 0001.txt. Problems are listed; with
-    --strict they make the exit code 4. A second run reuses unchanged outputs.
+    and written as img/{repeats}_{token} {class}/0001.png + 0001.txt. A summary by kind leads, then the
+    findings (near duplicates as one line per cluster; every detail is in prepare.json); with --strict
+    warnings make the exit code 4. A second run reuses unchanged outputs.
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from kohya_wrap.cli.output import err_console
     from kohya_wrap.prepare import PrepareOptions, prepare_dataset
 
+    if quiet and verbose:
+        raise click.UsageError("-q and -v exclude each other")
     options = PrepareOptions(
         src_dir=src_dir, dataset_dir=dataset_dir, token=token, class_word=class_word, size=int(size),
         crop=crop, caption=caption, repeats=repeats, reg_dir=reg_dir,  # type: ignore[arg-type]
-        allow_upscale=allow_upscale, skip_multiple_faces=skip_multiple_faces, force=force, jobs=jobs)
+        allow_upscale=allow_upscale, skip_multiple_faces=skip_multiple_faces, skip=skip, force=force, jobs=jobs)
     # On stderr, and only on a terminal (rich turns it off otherwise): stdout stays clean for --json.
     with Progress(TextColumn("preparing"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   console=err_console(), transient=True) as progress:
@@ -65,32 +84,67 @@ def prepare(src_dir: Path, dataset_dir: Path, token: str, class_word: str, size:
 
         print_json(result.to_json())
     else:
-        render_summary(result)
+        render_summary(result, quiet=quiet, verbose=verbose)
     raise SystemExit(ExitCode.WARNINGS if strict and result.warnings else ExitCode.OK)
 
 
-def render_summary(result: Any) -> None:
-    """What prepare found, for a person (also shown by `run`)."""
+def summary_lines(result: Any) -> list[str]:
+    """The findings counted by severity and kind, warnings first: what matters before the details."""
+    out = []
+    for level in ("warning", "info"):
+        counts: dict[str, int] = {}
+        for f in result.findings:
+            if f.level == level:
+                counts[f.code] = counts.get(f.code, 0) + 1
+        if not counts:
+            continue
+        parts = []
+        for code, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
+            if code == "near_duplicate":
+                photos = sum(len(f.files) for f in result.findings if f.code == code)
+                parts.append(f"{n} near-duplicate cluster{'s' if n > 1 else ''} ({photos} photos)")
+            else:
+                parts.append(f"{n} {code.replace('_', ' ')}")
+        out.append(f"{'warnings' if level == 'warning' else 'notes'}: " + ", ".join(parts))
+    return out
+
+
+def render_summary(result: Any, *, quiet: bool = False, verbose: bool = False) -> None:
+    """What prepare found, for a person: the summary first, then the details (also shown by `run`)."""
     from rich.markup import escape
     from rich.table import Table
 
     from kohya_wrap.cli.output import console
 
     con = console()
-    if result.findings:
-        table = Table(title="prepare: findings", padding=(0, 1))
+    train = sum(s.images for s in result.subsets if not s.is_reg)
+    con.print(f"[bold]prepare[/bold]: {train} training images, {result.skipped} skipped, "
+              f"{len(result.warnings)} warnings", highlight=False)
+    for line in summary_lines(result):
+        con.print("  " + escape(line), highlight=False)
+    shown = sorted((f for f in result.findings if verbose or f.level == "warning"), key=lambda f: f.level != "warning")
+    if shown and not quiet:
+        table = Table(title="findings", title_justify="left", padding=(0, 1))
         table.add_column("level", no_wrap=True)
         table.add_column("file", overflow="fold")
         table.add_column("finding", overflow="fold")
         table.add_column("what to do", overflow="fold")
         style = {"warning": "[yellow]warning[/yellow]", "info": "[dim]info[/dim]"}
-        for f in result.findings:
-            table.add_row(style[f.level], escape(f.file or "(the set)"), escape(f.message), escape(f.action))
+        per_kind: dict[str, int] = {}
+        for f in shown:
+            per_kind[f.code] = per_kind.get(f.code, 0) + 1
+            if not verbose and per_kind[f.code] > ROWS_PER_KIND:
+                continue
+            message = f.message + ("\n" + ", ".join(f.files) if verbose and f.files else "")
+            table.add_row(style[f.level], escape(f.file or "(the set)"), escape(message), escape(f.action))
+        for code, n in per_kind.items():
+            if not verbose and n > ROWS_PER_KIND:
+                table.add_row("", "", escape(f"... and {n - ROWS_PER_KIND} more {code.replace('_', ' ')}"),
+                              "see prepare.json, or -v")
         con.print(table)
     for subset in result.subsets:
         con.print(f"{escape(str(result.dataset_dir / subset.dir))}: {subset.images} images, "
                   f"{subset.repeats} repeats, class tokens {escape(repr(subset.class_tokens))}", highlight=False)
     con.print(f"{result.processed} processed, {result.reused} reused, {result.skipped} skipped, "
-              f"{result.removed} removed; {len(result.warnings)} warnings. "
-              f"Face detection: {escape(result.face_detection)}", highlight=False)
+              f"{result.removed} removed. Face detection: {escape(result.face_detection)}", highlight=False)
     con.print(f"manifest: {escape(str(result.manifest_path))}", highlight=False)

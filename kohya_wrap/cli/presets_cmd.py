@@ -65,8 +65,11 @@ def show(name: str, overrides: tuple[str, ...], show_all: bool, as_json: bool) -
     con = console()
     con.print(f"[bold]{preset.name}[/bold]: {preset.description}", highlight=False)
     con.print("files: " + " -> ".join(str(f) for f in preset.files), highlight=False)
+    from rich.markup import escape
+
     for title, rows in (("sd-scripts arguments", values), ("[kohya_wrap]", sorted(preset.ours.items()))):
-        table = Table(title=title, title_justify="left", box=None, padding=(0, 2))
+        # escaped: rich reads "[kohya_wrap]" as a markup tag and prints a blank title
+        table = Table(title=escape(title), title_justify="left", box=None, padding=(0, 2))
         table.add_column("key", no_wrap=True)
         table.add_column("value")
         table.add_column("source", no_wrap=True, style="dim")
@@ -114,9 +117,19 @@ def diff(a: str, b: str, as_json: bool) -> None:
 @json_option
 def validate(file: Path, as_json: bool) -> None:
     """Check a preset file: every key, type and choice, the forbidden keys, and sd-scripts' conflicts."""
-    from kohya_wrap.preset import load_preset, warnings_of
+    from kohya_wrap.preset import PresetErrors, load_preset, warnings_of
 
-    preset = load_preset(str(file) if str(file).endswith(".toml") or "/" in str(file) else f"./{file}")
+    try:
+        preset = load_preset(str(file) if str(file).endswith(".toml") or "/" in str(file) else f"./{file}")
+    except PresetErrors as e:  # every problem, not the first: printed by the CLI, or as JSON
+        if not as_json:
+            raise
+        from kohya_wrap.cli.output import print_json
+        from kohya_wrap.errors import ExitCode
+
+        print_json({"valid": False, "file": str(file),
+                    "errors": [{"message": p.message, "hint": p.hint} for p in e.problems]})
+        raise SystemExit(ExitCode.ERROR) from None
     warnings = warnings_of(preset)
     if as_json:
         from kohya_wrap.cli.output import print_json
@@ -148,7 +161,8 @@ def export(run_dir: Path, output: Path) -> None:
         raise PresetError(f"{output} exists; export never overwrites a file", "choose another -o FILE")
     plan = read_plan(run_dir)
     text = export_text(
-        plan.values, plan.ours, name=plan.run_dir.name, sd_scripts_commit=plan.sd_scripts.get("commit"),
+        plan.values, plan.ours, name=plan.run_dir.name, sources=plan.sources,
+        sd_scripts_commit=plan.sd_scripts.get("commit"),
         comment_lines=[f"Exported by kohya-wrap from run {plan.run_dir.name} (preset {plan.preset_name}).",
                        f"sd-scripts commit: {plan.sd_scripts.get('commit') or 'unknown'}"],
     )

@@ -75,10 +75,13 @@ def sample(target: Path, prompts: tuple[str, ...], steps_of: str, weight: float,
 @click.command("inspect")
 @click.argument("file", type=click.Path(path_type=Path))
 @click.option("--metadata", "show_metadata", is_flag=True, help="Also list every raw metadata key.")
-@click.option("--strict", is_flag=True, help="Exit 4 when a health check fails.")
+@click.option("--strict", is_flag=True, help="Also exit 4 on a warning (a check shown but not part of health).")
 @json_option
 def inspect_(file: Path, show_metadata: bool, strict: bool, as_json: bool) -> None:
-    """What is inside a LoRA .safetensors file (from any trainer), and a health check."""
+    """What is inside a LoRA .safetensors file (from any trainer), and a health check.
+
+    Exit 1 when a health check FAILs; with --strict, exit 4 when only a note is shown.
+    """
     from kohya_wrap.report.inspect import inspect_lora
 
     result = inspect_lora(file)
@@ -88,7 +91,9 @@ def inspect_(file: Path, show_metadata: bool, strict: bool, as_json: bool) -> No
         print_json(result.to_json())
     else:
         _render_inspection(result, show_metadata)
-    if strict and not result.healthy:
+    if not result.healthy:  # a FAIL (NaN weights, all-zero up weights...) is an error a script must see
+        raise SystemExit(ExitCode.ERROR)
+    if strict and any(not c.ok for c in result.checks):
         raise SystemExit(ExitCode.WARNINGS)
 
 

@@ -16,7 +16,7 @@ PLAIN_PROGRESS_EVERY_S = 10.0
 
 
 @click.command()
-@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("run_dir", type=click.Path(path_type=Path))
 @click.option("--follow", "-f", is_flag=True,
               help="Keep reading events.jsonl until the run finishes; exit with the run's own exit code.")
 @click.option("--stale-after", type=click.FloatRange(min=0), default=600.0, show_default=True, metavar="SECONDS",
@@ -34,6 +34,10 @@ def status(run_dir: Path, follow: bool, stale_after: float, interval: float, as_
     """
     from kohya_wrap import status as status_mod
 
+    if not run_dir.is_dir():  # exit 1 like `report`, not click's usage error (2)
+        from kohya_wrap.errors import RunDirError
+
+        raise RunDirError(f"{run_dir} is not a folder.", "Give the run folder that `kohya-wrap plan` created.")
     if not follow:
         result = status_mod.read_status(run_dir, stale_after_s=stale_after)
         if as_json:

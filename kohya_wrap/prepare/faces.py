@@ -1,13 +1,13 @@
-"""Face detection for face-centred crops: OpenCV's Haar cascades, from the optional [faces] extra.
+"""Face detection for face-centred crops: OpenCV's Haar cascades, a core dependency (opencv-python-headless).
 
 Why this detector: it must work offline from what a package ships, with no model download at run
 time. OpenCV 4.x wheels (opencv-python-headless<5, also what sd-scripts' own requirements install)
 bundle the Haar cascade XML files under cv2.data.haarcascades; OpenCV 5 no longer ships them, hence
 the pin. Haar cascades are fast on a small copy (longest side DETECT_SIDE px, about 0.1-0.2 s),
 deterministic and need no GPU; they find frontal faces well and profiles less well, which is what a
-likeness dataset mostly holds. Heavier detectors (DNN weights in a wheel) would weigh down the light
-install for little gain here. cv2 is imported only when detection runs; without it every image is
-centre-cropped and reported (FACES_UNAVAILABLE), never an error.
+likeness dataset mostly holds. Heavier detectors (DNN weights in a wheel) would weigh down the core
+install for little gain here. cv2 is imported only when detection runs; without it (a broken install)
+every image is centre-cropped and reported once (FACES_UNAVAILABLE), never an error.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from PIL import Image
 from kohya_wrap.prepare.records import Box
 
 DETECT_SIDE = 640
-FACES_UNAVAILABLE = "face detection unavailable: pip install 'kohya-wrap[faces]'"
+FACES_UNAVAILABLE = "face detection unavailable (OpenCV is missing): pip install 'opencv-python-headless>=4.8,<5'"
 _FRONTAL = "haarcascade_frontalface_default.xml"
 _PROFILE = "haarcascade_profileface.xml"
 # Smallest face searched for, as a fraction of the small copy's short side.

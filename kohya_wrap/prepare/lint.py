@@ -4,7 +4,8 @@ so a reused image is linted exactly like a freshly processed one.
 Stated thresholds:
 - count: RECOMMENDED_MIN..RECOMMENDED_MAX training images.
 - near duplicates: a 64-bit difference hash (dHash: a 9x8 grey thumbnail, one bit per horizontal
-  neighbour comparison); two outputs within NEAR_DUPLICATE_BITS differing bits are near duplicates.
+  neighbour comparison); two outputs within NEAR_DUPLICATE_BITS differing bits are near duplicates, and
+  near duplicates of near duplicates form one cluster, reported once (a burst of 40 is one finding).
   Exact duplicates (the same source bytes) never get this far: the later copy is skipped.
 - blurred: the variance of the 4-neighbour Laplacian of the output's grey values, measured at 512 px on
   the face box (on the whole crop where there is none), below BLUR_THRESHOLD. For scale: a sharp
@@ -80,16 +81,52 @@ def lint(images: Sequence[OutputImage], detector: str | None, crop_mode: str) ->
             "count_high", "warning", "",
             f"{len(train)} training images; {RECOMMENDED_MIN}-{RECOMMENDED_MAX} are recommended",
             "keep the best and most varied ones; more images make each epoch longer"))
-    for i, a in enumerate(images):
-        for b in images[i + 1:]:
-            if a.is_reg == b.is_reg and (bits := hamming(a.phash, b.phash)) <= NEAR_DUPLICATE_BITS:
-                findings.append(Finding(
-                    "near_duplicate", "warning", _label(b),
-                    f"near duplicate of {_label(a)} ({bits} of 64 hash bits differ)",
-                    "keep the better of the two; near duplicates weigh one look twice"))
+    findings.extend(_near_duplicate_clusters(images))
     for image in images:
         findings.extend(_image_findings(image, detector, crop_mode))
+    if crop_mode == "face" and detector is None and train:
+        # one finding for the set, not one per image: the cause and the fix are the same for all
+        files = tuple(_label(i) for i in train)
+        findings.append(Finding("faces_unavailable", "warning", "", f"{FACES_UNAVAILABLE}; all {len(files)} "
+                                "training images were centre-cropped", "install OpenCV, or check the crops", files))
     return findings
+
+
+def _near_duplicate_clusters(images: Sequence[OutputImage]) -> list[Finding]:
+    """Near duplicates grouped by union-find over the pairs within NEAR_DUPLICATE_BITS, one finding per cluster."""
+    parent = list(range(len(images)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    widest: dict[int, int] = {}
+    pairs = []
+    for i, a in enumerate(images):
+        for j in range(i + 1, len(images)):
+            b = images[j]
+            if a.is_reg == b.is_reg and (bits := hamming(a.phash, b.phash)) <= NEAR_DUPLICATE_BITS:
+                pairs.append((i, j, bits))
+                parent[root(j)] = root(i)
+    for i, _, bits in pairs:
+        r = root(i)
+        widest[r] = max(widest.get(r, 0), bits)
+    clusters: dict[int, list[int]] = {}
+    for i in range(len(images)):
+        clusters.setdefault(root(i), []).append(i)
+    out = []
+    for r, members in clusters.items():
+        if len(members) < 2:
+            continue
+        files = tuple(_label(images[i]) for i in members)
+        shown = ", ".join(files[:4]) + (f" and {len(files) - 4} more" if len(files) > 4 else "")
+        out.append(Finding(
+            "near_duplicate", "warning", files[0],
+            f"{len(files)} near-identical photos ({shown}; at most {widest[r]} of 64 hash bits differ)",
+            "keep the best one or two; near duplicates weigh one look many times", files))
+    return out
 
 
 def _image_findings(image: OutputImage, detector: str | None, crop_mode: str) -> list[Finding]:
@@ -101,19 +138,18 @@ def _image_findings(image: OutputImage, detector: str | None, crop_mode: str) ->
     if image.sharpness < BLUR_THRESHOLD:
         found.append(Finding("blurred", "warning", _label(image),
                              f"looks blurred (sharpness {image.sharpness:g} < {BLUR_THRESHOLD:g})",
-                             "replace it with a sharper photo, or remove it"))
+                             "replace it with a sharper photo, or remove it (--skip blurred)"))
     if crop_mode != "face" or image.is_reg:
         return found
     if detector is None:
-        found.append(Finding("faces_unavailable", "warning", _label(image),
-                             f"{FACES_UNAVAILABLE}; centre-cropped", "install the extra, or check the crop"))
-    elif image.faces == 0:
+        return found  # reported once for the set (lint)
+    if image.faces == 0:
         found.append(Finding("no_face", "warning", _label(image), "no face found; centre-cropped",
-                             "check the crop, or remove the photo"))
+                             "check the crop, or remove the photo (--skip no-face)"))
     elif image.faces is not None and image.faces > 1:
         found.append(Finding("several_faces", "warning", _label(image),
                              f"{image.faces} faces found; cropped around the largest",
-                             "check the crop is the right person, or use --skip-multiple-faces"))
+                             "check the crop is the right person, or use --skip multi-face"))
     if image.face_box is not None:
         face_side = max(image.face_box[2] - image.face_box[0], image.face_box[3] - image.face_box[1])
         crop_side = image.crop_box[2] - image.crop_box[0]

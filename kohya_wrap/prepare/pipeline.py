@@ -23,7 +23,7 @@ from typing import Any
 from kohya_wrap.errors import DatasetError
 from kohya_wrap.fsutil import atomic_write_bytes, atomic_write_json, atomic_write_text, sha256_file
 from kohya_wrap.prepare import faces, lint, manifest, sources, worker
-from kohya_wrap.prepare.records import SIZES, Finding, OutputImage, PrepareOptions, PrepareResult, Subset
+from kohya_wrap.prepare.records import SIZES, SKIP_KINDS, Finding, OutputImage, PrepareOptions, PrepareResult, Subset
 from kohya_wrap.sdscripts import CAPTION_EXTENSION, DEFAULT_REPEATS, REG_DIR, TRAIN_DIR, subset_dir_name
 
 STAGING_NAME = ".kohya-wrap-prepare"
@@ -78,6 +78,10 @@ def prepare_dataset(options: PrepareOptions, on_progress: Callable[[int, int], N
         raise DatasetError(f"--size {options.size} is not supported: sizes are multiples of {SIZE_STEP} "
                            f"from {MIN_SIZE}",
                            f"Use one of {', '.join(map(str, SIZES))}.")
+    unknown = sorted(options.skip - set(SKIP_KINDS))
+    if unknown:
+        raise DatasetError(f"--skip {','.join(unknown)}: unknown kind",
+                           f"--skip takes {', '.join(SKIP_KINDS)} (comma-separated)")
     if options.repeats is not None and options.repeats < 1:
         raise DatasetError(f"--repeats {options.repeats} must be at least 1", "Leave it out to let `plan` choose.")
 
@@ -94,6 +98,7 @@ def prepare_dataset(options: PrepareOptions, on_progress: Callable[[int, int], N
         "caption": options.caption,
         "allow_upscale": options.allow_upscale,
         "skip_multiple_faces": options.skip_multiple_faces,
+        "skip": sorted(_skip_kinds(options)),
         "reg": reg_dir is not None,
     }
     detector = faces.detector_name() if options.crop == "face" else None
@@ -133,7 +138,8 @@ def prepare_dataset(options: PrepareOptions, on_progress: Callable[[int, int], N
     subsets: list[Subset] = []
     for group in groups:
         placed, group_skipped = _place(group, [t for t in tasks if t.is_reg == group.is_reg], outcomes, reuse_index,
-                                       dataset_dir, staging, options.skip_multiple_faces)
+                                       dataset_dir, staging, frozenset() if group.is_reg else _skip_kinds(options),
+                                       detector is not None)
         images += placed
         skipped += group_skipped
         subsets.append(Subset(dir=group.subset_dir, is_reg=group.is_reg, repeats=group.repeats,
@@ -159,29 +165,61 @@ def prepare_dataset(options: PrepareOptions, on_progress: Callable[[int, int], N
                          skipped=len(skipped), removed=removed, face_detection=detection)
 
 
+def _skip_kinds(options: PrepareOptions) -> frozenset[str]:
+    return options.skip | ({"multi-face"} if options.skip_multiple_faces else set())
+
+
+def _keepers(tasks: list[worker.Task], outcomes: list[worker.Outcome]) -> dict[str, str]:
+    """Of byte-identical sources, the one kept: one without a copy suffix ("IMG_1.jpg" over "IMG_1 (1).jpg"),
+    then the shortest name ("IMG_1.jpg" over "IMG_1-1.jpg", which could be a burst's name), then the first."""
+    by_sha: dict[str, list[worker.Task]] = {}
+    for task in tasks:
+        outcome = outcomes[task.index]
+        if outcome.skip is None and outcome.sha256:
+            by_sha.setdefault(outcome.sha256, []).append(task)
+    def preference(t: worker.Task) -> tuple[bool, int, int]:
+        return sources.has_copy_suffix(t.rel), len(Path(t.rel).stem), t.index
+
+    return {sha: min(same, key=preference).rel for sha, same in by_sha.items()}
+
+
+def _skip_by_option(outcome: worker.Outcome, rel: str, skip: frozenset[str], detected: bool) -> Finding | None:
+    """--skip: a photo with no face, several faces, or blurred, left out of the training set."""
+    if "multi-face" in skip and (outcome.faces or 0) > 1:
+        return Finding("skipped_several_faces", "warning", rel,
+                       f"{outcome.faces} faces found; skipped (--skip multi-face)",
+                       "crop the photo to one person, or leave multi-face out of --skip")
+    if "no-face" in skip and detected and outcome.faces == 0:
+        return Finding("skipped_no_face", "warning", rel, "no face found; skipped (--skip no-face)",
+                       "use a photo where the face is visible, or leave no-face out of --skip")
+    if "blurred" in skip and outcome.sharpness < lint.BLUR_THRESHOLD:
+        return Finding("skipped_blurred", "warning", rel,
+                       f"looks blurred (sharpness {outcome.sharpness:g} < {lint.BLUR_THRESHOLD:g}); "
+                       "skipped (--skip blurred)",
+                       "use a sharper photo, or leave blurred out of --skip")
+    return None
+
+
 def _place(group: _Group, tasks: list[worker.Task], outcomes: list[worker.Outcome],
            reuse_index: dict[tuple[bool, str], manifest.Reusable], dataset_dir: Path, staging: Path,
-           skip_multiple_faces: bool) -> tuple[list[OutputImage], list[Finding]]:
+           skip_kinds: frozenset[str], detected: bool) -> tuple[list[OutputImage], list[Finding]]:
     """One subset's outputs, numbered in source order, with captions, under `staging`; and what was left out."""
     kept: list[tuple[worker.Task, worker.Outcome]] = []
     skipped: list[Finding] = []
-    first_of: dict[str | None, str] = {}
+    keeper = _keepers(tasks, outcomes)
     for task in tasks:
         outcome = outcomes[task.index]
         if outcome.status == "reuse":
             outcome = _reuse_or_redo(task, outcome, reuse_index[(group.is_reg, outcome.sha256 or "")])
         skip = outcome.skip
-        if skip is None and outcome.sha256 in first_of:
+        if skip is None and outcome.sha256 and keeper.get(outcome.sha256, task.rel) != task.rel:
             skip = Finding("skipped_duplicate", "warning", task.rel,
-                           f"exact duplicate of {first_of[outcome.sha256]}", "nothing to do; remove one copy")
-        if skip is None and skip_multiple_faces and (outcome.faces or 0) > 1:
-            skip = Finding("skipped_several_faces", "warning", task.rel,
-                           f"{outcome.faces} faces found; skipped (--skip-multiple-faces)",
-                           "crop the photo to one person, or leave out --skip-multiple-faces")
+                           f"exact duplicate of {keeper[outcome.sha256]}", "nothing to do; remove one copy")
+        if skip is None:
+            skip = _skip_by_option(outcome, task.rel, skip_kinds, detected)
         if skip is not None:
             skipped.append(_as_reg(skip) if group.is_reg else skip)
             continue
-        first_of[outcome.sha256] = task.rel
         kept.append((task, outcome))
     images: list[OutputImage] = []
     width = max(4, len(str(len(kept))))

@@ -13,6 +13,8 @@ Box = tuple[int, int, int, int]  # left, top, right, bottom in source pixels (af
 DEFAULT_SIZE = 512
 SIZES = (512, 768)
 DEFAULT_CAPTION = "photo of {token} {class}"
+# What `prepare --skip` may leave out of the training set (documented in docs/prepare.md).
+SKIP_KINDS = ("no-face", "multi-face", "blurred")
 
 
 @dataclass(frozen=True)
@@ -27,7 +29,8 @@ class PrepareOptions:
     repeats: int | None = None  # None: layout.DEFAULT_REPEATS, and `plan` may choose
     reg_dir: Path | None = None
     allow_upscale: bool = False
-    skip_multiple_faces: bool = False
+    skip_multiple_faces: bool = False  # the same as "multi-face" in skip (the older option)
+    skip: frozenset[str] = frozenset()  # SKIP_KINDS: photos left out of the training set
     force: bool = False
     jobs: int | None = None  # None: every core
 
@@ -41,10 +44,14 @@ class Finding:
     file: str  # the source path relative to its source folder, or "" for the whole set
     message: str
     action: str
+    files: tuple[str, ...] = ()  # every file a grouped finding covers (a near-duplicate cluster), `file` first
 
     def to_json(self) -> dict[str, Any]:
-        return {"code": self.code, "level": self.level, "file": self.file,
-                "message": self.message, "action": self.action}
+        out: dict[str, Any] = {"code": self.code, "level": self.level, "file": self.file,
+                               "message": self.message, "action": self.action}
+        if self.files:
+            out["files"] = list(self.files)
+        return out
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from kohya_wrap.prepare.records import Finding
 
@@ -20,6 +21,16 @@ HEIF_EXTENSIONS = frozenset({".heic", ".heif", ".avif"})
 # Files cameras and other tools leave beside photos: noted, never a warning.
 SIDECAR_EXTENSIONS = frozenset({".txt", ".caption", ".json", ".xmp", ".aae", ".ini", ".thm"})
 HEIF_HINT = "pip install 'kohya-wrap[heic]'"
+
+
+# What file managers and phones append to a copy's name: "IMG_1 (1)", "IMG_1 copy", "IMG_1 copy 2",
+# "IMG_1 - Copy", "IMG_1 - Copy (2)", "Copy of IMG_1". "IMG_1-1" is left out: bursts are named that way too.
+_COPY_SUFFIX = re.compile(r"^(?:copy of .+|.+?(?: \(\d+\)| copy(?: \d+)?| - copy(?: \(\d+\))?))$", re.IGNORECASE)
+
+
+def has_copy_suffix(rel: str) -> bool:
+    """Whether a file's name (without its extension) ends the way a copy's does."""
+    return bool(_COPY_SUFFIX.match(PurePosixPath(rel).stem))
 
 
 @dataclass(frozen=True)

@@ -115,10 +115,9 @@ def read_header(path: Path) -> Header:
 
 def naming_of(keys: list[str]) -> str | None:
     """Which LoRA key convention a file uses, or None when no key looks like a LoRA's."""
-    from kohya_wrap.sdscripts import TEXT_ENCODER_PREFIX, UNET_PREFIX
+    from kohya_wrap.sdscripts import is_kohya_key
 
-    prefixes = (UNET_PREFIX, TEXT_ENCODER_PREFIX.rstrip("_"))
-    if any(k.startswith(prefixes) for k in keys):
+    if any(is_kohya_key(k) for k in keys):
         return KOHYA
     if any(m in k for k in keys for m in _PEFT_MARKERS):
         return PEFT
@@ -175,7 +174,7 @@ class LoraInspection:
 
 def _modules(keys: list[str], naming: str) -> tuple[int, int]:
     """(U-Net modules, text-encoder modules) named by the keys."""
-    from kohya_wrap.sdscripts import TEXT_ENCODER_PREFIX, UNET_PREFIX
+    from kohya_wrap.sdscripts import UNET_PREFIX, is_text_encoder_module
 
     unet: set[str] = set()
     te: set[str] = set()
@@ -184,7 +183,7 @@ def _modules(keys: list[str], naming: str) -> tuple[int, int]:
             module = k.split(".", 1)[0]
             if module.startswith(UNET_PREFIX):
                 unet.add(module)
-            elif module.startswith(TEXT_ENCODER_PREFIX.rstrip("_")):  # lora_te_ and SDXL's lora_te1_/lora_te2_
+            elif is_text_encoder_module(module):  # lora_te_ and SDXL's lora_te1_/lora_te2_
                 te.add(module)
             continue
         marker = next((m for m in (".lora_A.", ".lora_B.", ".lora.", ".lora_linear_layer.", "_lora.") if m in k), None)
@@ -252,14 +251,13 @@ def _foreign_checks(header: Header, naming: str) -> list[HealthCheck]:
 
 
 def _kohya_checks(header: Header) -> list[HealthCheck]:
-    from kohya_wrap.sdscripts import TEXT_ENCODER_PREFIX, UNET_PREFIX, Expectation, verify_lora
-    from kohya_wrap.sdscripts import conv_network
+    from kohya_wrap.sdscripts import UNET_PREFIX, Expectation, conv_network, is_sdxl, is_text_encoder_module, verify_lora
 
     keys = list(header.tensors)
     expect = Expectation(
         train_unet=any(k.startswith(UNET_PREFIX) for k in keys),
-        train_text_encoder=any(k.startswith(TEXT_ENCODER_PREFIX) for k in keys),
-        conv=conv_network(header.metadata),
+        train_text_encoder=any(is_text_encoder_module(k) for k in keys),
+        conv=conv_network(header.metadata), sdxl=is_sdxl(keys),
     )
     report = verify_lora(header.path, expect)
     return [HealthCheck(c.name, c.ok, c.detail, informational=c.name.startswith("metadata")) for c in report.checks]

@@ -34,10 +34,23 @@ _SURFACE: dict[str, tuple[str, str]] = {
     "ArgumentError": ("arguments", "ArgumentError"),
     "Problem": ("arguments", "Problem"),
     "argument_table": ("arguments", "table"),
+    "Range": ("ranges", "Range"),
+    "range_of": ("ranges", "range_of"),
+    "alias_hint": ("aliases", "alias_hint"),
     "check_trust": ("arguments", "check_trust"),
     "convert": ("arguments", "convert"),
     "cross_checks": ("arguments", "cross_checks"),
     "did_you_mean": ("arguments", "did_you_mean"),
+    "lookup": ("arguments", "lookup"),
+    "unknown_key_hint": ("arguments", "unknown_key_hint"),
+    "package_problems": ("arguments", "package_problems"),
+    "needed_packages": ("arguments", "needed_packages"),
+    "argparse_default": ("arguments", "argparse_default"),
+    "MANAGED_KEYS": ("arguments", "MANAGED_KEYS"),
+    "PRESET_FORBIDDEN": ("arguments", "PRESET_FORBIDDEN"),
+    "SECRET_KEYS": ("arguments", "SECRET_KEYS"),
+    "STEP_KEYS": ("arguments", "STEP_KEYS"),
+    "Argument": ("arguments", "Argument"),
     "Shape": ("values", "Shape"),
     "bucket_key": ("values", "bucket_key"),
     "check_image_sizes": ("values", "check_image_sizes"),
@@ -92,12 +105,20 @@ _SURFACE: dict[str, tuple[str, str]] = {
     "expectation_from_values": ("lora_file", "expectation_from_values"),
     "read_metadata": ("lora_file", "read_metadata"),
     "verify_lora": ("lora_file", "verify_lora"),
+    "is_kohya_key": ("lora_file", "is_kohya_key"),
+    "is_sdxl": ("lora_file", "is_sdxl"),
+    "is_text_encoder_module": ("lora_file", "is_text_encoder_module"),
+    "KOHYA_PREFIXES": ("lora_file", "KOHYA_PREFIXES"),
+    "TEXT_ENCODER_PREFIXES": ("lora_file", "TEXT_ENCODER_PREFIXES"),
     "TrainingInfo": ("lora_metadata", "TrainingInfo"),
     "conv_network": ("lora_metadata", "conv_network"),
     "interpret": ("lora_metadata", "interpret"),
     "training_step": ("lora_metadata", "training_step"),
     "TEXT_ENCODER_VOCAB_SIZE": ("sd15", "TEXT_ENCODER_VOCAB_SIZE"),
     "TOKENIZER_MAX_LENGTH": ("sd15", "TOKENIZER_MAX_LENGTH"),
+    "read_safetensors_keys": ("sd15", "read_safetensors_keys"),
+    "sd15_key_problem": ("sd15", "sd15_problem"),
+    "diffusers_problem": ("sd15", "diffusers_problem"),
     "SD15": ("sd15", "SD15"),
     "Sd15Architecture": ("sd15", "Sd15Architecture"),
     "TextEncoderShape": ("sd15", "TextEncoderShape"),
@@ -151,9 +172,12 @@ if TYPE_CHECKING:
         TORCH_MINIMUM, TORCH_SUGGESTED, TRAIN_REQUIREMENTS, TRAIN_MODULES,
     )
     from kohya_wrap.sdscripts.arguments import (  # noqa: F401
-        ArgumentError, Problem, check_trust, convert, cross_checks, did_you_mean,
+        MANAGED_KEYS, PRESET_FORBIDDEN, SECRET_KEYS, STEP_KEYS, Argument, ArgumentError, Problem, argparse_default,
+        check_trust, convert, cross_checks, did_you_mean, lookup, needed_packages, package_problems, unknown_key_hint,
     )
+    from kohya_wrap.sdscripts.aliases import alias_hint  # noqa: F401
     from kohya_wrap.sdscripts.arguments import table as argument_table  # noqa: F401
+    from kohya_wrap.sdscripts.ranges import Range, range_of  # noqa: F401
     from kohya_wrap.sdscripts.values import (  # noqa: F401
         Shape, bucket_key, check_image_sizes, filled_in, precision_for, read_shape, run_values, saves_state,
     )
@@ -173,7 +197,8 @@ if TYPE_CHECKING:
         NAN_REMEDIES, OOM_REMEDIES, LineSplitter, OutputParser, step_from_file_name,
     )
     from kohya_wrap.sdscripts.lora_file import (  # noqa: F401
-        Check, Expectation, LoraReport, TEXT_ENCODER_PREFIX, UNET_PREFIX, expectation_from_values, read_metadata, verify_lora,
+        KOHYA_PREFIXES, TEXT_ENCODER_PREFIX, TEXT_ENCODER_PREFIXES, UNET_PREFIX, Check, Expectation, LoraReport,
+        expectation_from_values, is_kohya_key, is_sdxl, is_text_encoder_module, read_metadata, verify_lora,
     )
     from kohya_wrap.sdscripts.lora_metadata import (  # noqa: F401
         TrainingInfo, conv_network, interpret, training_step,
@@ -184,6 +209,8 @@ if TYPE_CHECKING:
     from kohya_wrap.sdscripts.sd15 import TEXT_ENCODER_PREFIX as CHECKPOINT_TEXT_ENCODER_PREFIX  # noqa: F401
     from kohya_wrap.sdscripts.sd15 import UNET_PREFIX as CHECKPOINT_UNET_PREFIX  # noqa: F401
     from kohya_wrap.sdscripts.sd15 import VAE_PREFIX as CHECKPOINT_VAE_PREFIX  # noqa: F401
+    from kohya_wrap.sdscripts.sd15 import diffusers_problem, read_safetensors_keys  # noqa: F401
+    from kohya_wrap.sdscripts.sd15 import sd15_problem as sd15_key_problem  # noqa: F401
     from kohya_wrap.sdscripts.resume import (  # noqa: F401
         SavedState, latest_state, read_state, resume_args, resume_limit_warning, resume_problem,
     )

@@ -11,10 +11,14 @@ from __future__ import annotations
 import difflib
 import json
 import math
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
-from typing import Any, Iterable, Mapping
+from typing import Any
+
+from kohya_wrap.sdscripts.aliases import alias_hint
+from kohya_wrap.sdscripts.ranges import range_of
 
 try:
     import tomllib
@@ -32,6 +36,19 @@ KNOWN_OPTIMIZERS = (
     "DAdaptAdan", "DAdaptAdanIP", "DAdaptLion", "DAdaptSGD", "Prodigy", "Adafactor",
     "RAdamScheduleFree", "AdamWScheduleFree", "SGDScheduleFree",
 )
+# TU:get_optimizer's fallback: a name without a dot is looked up case-sensitively in torch.optim. These are
+# the torch.optim classes that train with (params, lr=...) alone (LBFGS needs a closure, SparseAdam sparse grads).
+TORCH_OPTIMIZERS = ("Adadelta", "Adagrad", "Adam", "Adamax", "ASGD", "NAdam", "RAdam", "RMSprop", "Rprop", "SGD")
+# TU:get_optimizer imports these modules for these optimizer names (lower-cased): (module, pip package).
+_BNB = ("bitsandbytes", "bitsandbytes")
+OPTIMIZER_PACKAGES: Mapping[str, tuple[str, str]] = {
+    "lion": ("lion_pytorch", "lion-pytorch"),
+    "adamw8bit": _BNB, "sgdnesterov8bit": _BNB, "lion8bit": _BNB, "pagedadamw8bit": _BNB, "pagedlion8bit": _BNB,
+    "pagedadamw": _BNB, "pagedadamw32bit": _BNB,
+    "prodigy": ("prodigyopt", "prodigyopt"),
+    **{n.lower(): ("dadaptation", "dadaptation") for n in KNOWN_OPTIMIZERS if n.startswith("DAdapt")},
+    **{n.lower(): ("schedulefree", "schedulefree") for n in KNOWN_OPTIMIZERS if n.endswith("ScheduleFree")},
+}
 # TU:get_scheduler_fix: transformers' SchedulerType (4.54.1), diffusers' piecewise_constant, "adafactor:<lr>".
 KNOWN_LR_SCHEDULERS = (
     "linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
@@ -154,7 +171,12 @@ def lookup(key: str) -> Argument:
     args = table()
     if key in args:
         return args[key]
-    raise ArgumentError(key, f"unknown sd-scripts argument {key!r}", did_you_mean(key, args))
+    raise ArgumentError(key, f"unknown sd-scripts argument {key!r}", unknown_key_hint(key, args))
+
+
+def unknown_key_hint(key: str, names: Iterable[str]) -> str | None:
+    """For a key that is not an argument: the real name of a Kohya GUI alias, else a "did you mean"."""
+    return alias_hint(key) or did_you_mean(key, names)
 
 
 def did_you_mean(key: str, names: Iterable[str]) -> str | None:
@@ -276,9 +298,43 @@ def convert(key: str, value: Any, *, from_text: bool = False) -> Any:
     return out
 
 
+def _check_range(key: str, value: Any) -> None:
+    """ranges.RANGES: a numeric value sd-scripts would divide by, count with or feed to a library, in range."""
+    for item in value if isinstance(value, list) else [value]:
+        if isinstance(item, bool) or not isinstance(item, (int, float)):
+            continue
+        if isinstance(item, float) and not math.isfinite(item):
+            raise ArgumentError(key, f"{key} = {item!r}: must be a finite number")
+        allowed = range_of(key)
+        if allowed is not None and not allowed.allows(item):
+            raise ArgumentError(key, f"{key} = {item!r} is out of range: it must be {allowed.describe()}",
+                                f"{key} is {allowed.why}; give a value {allowed.describe()}")
+
+
+def optimizer_names() -> tuple[str, ...]:
+    return KNOWN_OPTIMIZERS + TORCH_OPTIMIZERS
+
+
+def _check_optimizer(value: str) -> None:
+    """TU:get_optimizer: its own names compared lower-cased, else torch.optim by exact name, else a dotted import."""
+    if value == "" or "." in value or value in TORCH_OPTIMIZERS:
+        return
+    if value.lower() in (n.lower() for n in KNOWN_OPTIMIZERS):
+        return
+    names = optimizer_names()
+    close = difflib.get_close_matches(value.lower(), [n.lower() for n in names], n=3, cutoff=0.6)
+    by_lower = {n.lower(): n for n in names}
+    hint = ("did you mean " + " or ".join(repr(by_lower[c]) for c in close) + "? " if close else "") + \
+        "optimizer_type is one of: " + ", ".join(names) + " (or a dotted module.Class)"
+    raise ArgumentError("optimizer_type", f"optimizer_type {value!r} is not an optimizer sd-scripts knows", hint)
+
+
 def _check_value(key: str, value: Any) -> None:
     """Per-value rules sd-scripts checks late (SPEC 1.5, 2)."""
-    if key == "resolution":
+    _check_range(key, value)
+    if key == "optimizer_type":
+        _check_optimizer(value)
+    elif key == "resolution":
         parts = value.split(",")
         if len(parts) not in (1, 2) or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
             raise ArgumentError(key, f"resolution must be 'N' or 'W,H' with positive integers, got {value!r}")
@@ -290,9 +346,21 @@ def _check_value(key: str, value: Any) -> None:
         if lo > hi:
             raise ArgumentError(key, f"face_crop_aug_range {value!r}: lo must not exceed hi")
     elif key == "lr_scheduler":
-        if value not in KNOWN_LR_SCHEDULERS and not value.startswith("adafactor:"):
+        if value.startswith("adafactor"):
+            _, _, initial = value.partition(":")
+            try:
+                ok = float(initial) > 0
+            except ValueError:
+                ok = False
+            if not ok:
+                raise ArgumentError(key, f"lr_scheduler {value!r}: the adafactor scheduler is 'adafactor:<initial lr>'",
+                                    "for example lr_scheduler = 'adafactor:1e-4'")
+        elif value not in KNOWN_LR_SCHEDULERS:
+            # SchedulerType(name) is case-sensitive: "Cosine" is refused by sd-scripts too
+            close = did_you_mean(value, KNOWN_LR_SCHEDULERS)
             raise ArgumentError(key, f"lr_scheduler {value!r} is not a scheduler sd-scripts knows",
-                                did_you_mean(value, KNOWN_LR_SCHEDULERS) or "one of: " + ", ".join(KNOWN_LR_SCHEDULERS))
+                                (close + " " if close else "") + "lr_scheduler is one of: "
+                                + ", ".join(KNOWN_LR_SCHEDULERS) + " or 'adafactor:<initial lr>'")
     elif key in ("optimizer_args", "lr_scheduler_args", "network_args"):
         for item in value:
             if "=" not in item:
@@ -326,12 +394,49 @@ def check_trust(key: str, value: Any, *, trusted: bool) -> None:
                             f"use a built-in name, or pass it on your own command line with --set {key}=...")
 
 
-def cross_checks(values: Mapping[str, Any]) -> list[Problem]:
-    """The conflicts sd-scripts finds only at run time (SPEC 1.5), found now. `values` holds what is set."""
+def needed_packages(values: Mapping[str, Any]) -> list[tuple[str, str, str]]:
+    """(module, pip package, the argument that needs it) for the optimizer the values choose (TU:get_optimizer)."""
+    out: list[tuple[str, str, str]] = []
+    optimizer = values.get("optimizer_type") or ""
+    if values.get("use_8bit_adam"):
+        out.append((*_BNB, "use_8bit_adam"))
+    if values.get("use_lion_optimizer"):
+        out.append(("lion_pytorch", "lion-pytorch", "use_lion_optimizer"))
+    if optimizer.lower() in OPTIMIZER_PACKAGES:
+        out.append((*OPTIMIZER_PACKAGES[optimizer.lower()], f"optimizer_type {optimizer!r}"))
+    elif "." in optimizer:
+        top = optimizer.split(".")[0]
+        out.append((top, top, f"optimizer_type {optimizer!r}"))
+    if values.get("optimizer_schedulefree_wrapper"):
+        out.append(("schedulefree", "schedulefree", "optimizer_schedulefree_wrapper"))
+    return out
+
+
+def package_problems(values: Mapping[str, Any]) -> list[Problem]:
+    """The optimizer packages the values need that this Python cannot import (found without importing them)."""
+    import importlib.util
+    import sys
+
+    out = []
+    for module, package, why in needed_packages(values):
+        if importlib.util.find_spec(module) is None:
+            key = why.split(" ")[0]
+            out.append(Problem((key,), f"{why} needs the Python package {package!r} (module {module}), which is not "
+                               f"installed in {sys.executable}",
+                               f"pip install {package} into the Python that trains (kohya-wrap plans and trains "
+                               "with the same one), or choose another optimizer_type, e.g. AdamW"))
+    return out
+
+
+def cross_checks(values: Mapping[str, Any], *, packages: bool = True) -> list[Problem]:
+    """The conflicts sd-scripts finds only at run time (SPEC 1.5), found now. `values` holds what is set.
+
+    packages: also refuse an optimizer whose package this Python lacks (plan); a preset is checked without it.
+    """
     def v(key: str) -> Any:
         return values[key] if key in values else table()[key].default
 
-    out: list[Problem] = []
+    out: list[Problem] = package_problems(values) if packages else []
 
     def err(keys: tuple[str, ...], message: str, hint: str | None = None, severity: str = "error") -> None:
         out.append(Problem(keys, message, hint, severity))
@@ -348,6 +453,9 @@ def cross_checks(values: Mapping[str, Any]) -> list[Problem]:
                 err((aug, "cache_latents"), f"{aug} cannot be used when latents are cached (cache_latents / cache_latents_to_disk)",
                     f"turn {aug} off, or turn latent caching off")
     if v("enable_bucket"):
+        if v("min_bucket_reso") > v("max_bucket_reso"):
+            err(("min_bucket_reso", "max_bucket_reso"),
+                f"min_bucket_reso {v('min_bucket_reso')} is above max_bucket_reso {v('max_bucket_reso')}")
         steps = v("bucket_reso_steps")
         if steps is not None and steps % 64 != 0:
             err(("bucket_reso_steps",), f"bucket_reso_steps is {steps}; train_network.py needs a multiple of 64")
@@ -367,6 +475,9 @@ def cross_checks(values: Mapping[str, Any]) -> list[Problem]:
     for fp8 in ("fp8_base", "fp8_base_unet"):
         if v(fp8) and mp == "no":
             err((fp8, "mixed_precision"), f"{fp8} needs mixed precision (fp16 or bf16)")
+    lo_t, hi_t = v("min_timestep"), v("max_timestep")
+    if lo_t is not None and hi_t is not None and lo_t >= hi_t:
+        err(("min_timestep", "max_timestep"), f"min_timestep {lo_t} must be below max_timestep {hi_t}")
     initial = v("initial_step")
     if initial is not None and "max_train_steps" in values and values["max_train_steps"] <= initial:
         err(("max_train_steps", "initial_step"), f"max_train_steps {values['max_train_steps']} must exceed initial_step {initial}")

@@ -68,12 +68,20 @@ def git_commit(path: Path) -> str | None:
     return sha
 
 
+def fix_hint(source: str) -> str:
+    """What to do about a bad checkout, by where its path came from: a bad variable is fixed, not the submodule."""
+    if source == f"${ENV_VAR}":
+        return (f"fix the variable: point {ENV_VAR} at a checkout of sd-scripts {PINNED_TAG} (the folder holding "
+                f"{TRAIN_SCRIPT}), or unset it to use the submodule")
+    return GET_IT_HINT
+
+
 def locate(explicit: str | os.PathLike[str] | None = None) -> Checkout:
     """The checkout to run, or TrainerNotFound saying how to get one."""
     path, source = candidate(explicit)
     if not path.is_dir():
-        raise TrainerNotFound(f"sd-scripts not found: {path} (from {source}) does not exist.", GET_IT_HINT)
+        raise TrainerNotFound(f"sd-scripts not found: {path} (from {source}) does not exist.", fix_hint(source))
     if not (path / TRAIN_SCRIPT).is_file():
         state = "is empty" if not any(path.iterdir()) else f"has no {TRAIN_SCRIPT}"
-        raise TrainerNotFound(f"sd-scripts not found: {path} (from {source}) {state}.", GET_IT_HINT)
+        raise TrainerNotFound(f"sd-scripts not found: {path} (from {source}) {state}.", fix_hint(source))
     return Checkout(path=path.resolve(), source=source, commit=git_commit(path))

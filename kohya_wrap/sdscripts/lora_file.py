@@ -13,14 +13,34 @@ import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
+# networks/lora.py: LoRANetwork.LORA_PREFIX_UNET / LORA_PREFIX_TEXT_ENCODER, and for SDXL's two text
+# encoders LORA_PREFIX_TEXT_ENCODER1/2 ("lora_te1", "lora_te2"); each module name is prefix + "_" + path.
 UNET_PREFIX = "lora_unet_"
 TEXT_ENCODER_PREFIX = "lora_te_"
+SDXL_TEXT_ENCODER_PREFIXES = ("lora_te1_", "lora_te2_")
+TEXT_ENCODER_PREFIXES = (TEXT_ENCODER_PREFIX, *SDXL_TEXT_ENCODER_PREFIXES)
+KOHYA_PREFIXES = (UNET_PREFIX, *TEXT_ENCODER_PREFIXES)
 SUFFIXES = (".lora_down.weight", ".lora_up.weight", ".alpha")
 # networks.lora on SD1.5 without conv_dim: every Linear/1x1 conv in the U-Net's transformer blocks,
 # and the CLIP attention and MLP projections of the 12 text-encoder layers.
 SD15_UNET_MODULES = 192
 SD15_TEXT_ENCODER_MODULES = 72
-_KEY = re.compile(r"^(lora_unet|lora_te)_[A-Za-z0-9_]+(\.lora_down\.weight|\.lora_up\.weight|\.alpha)$")
+_KEY = re.compile(r"^(lora_unet|lora_te|lora_te1|lora_te2)_[A-Za-z0-9_]+"
+                  r"(\.lora_down\.weight|\.lora_up\.weight|\.alpha)$")
+
+
+def is_kohya_key(key: str) -> bool:
+    """A tensor named in Kohya's LoRA convention (SD1.x/2.x lora_te_, SDXL lora_te1_/lora_te2_)."""
+    return key.startswith(KOHYA_PREFIXES)
+
+
+def is_text_encoder_module(name: str) -> bool:
+    return name.startswith(TEXT_ENCODER_PREFIXES)
+
+
+def is_sdxl(keys: list[str]) -> bool:
+    """SDXL LoRAs name their two text encoders lora_te1_/lora_te2_; SD1.5 has one (lora_te_)."""
+    return any(k.startswith(SDXL_TEXT_ENCODER_PREFIXES) for k in keys)
 
 
 @dataclass(frozen=True)
@@ -41,6 +61,7 @@ class Expectation:
     train_unet: bool = True
     train_text_encoder: bool = True
     conv: bool = False  # network_args conv_dim=...: more U-Net modules, count not checked
+    sdxl: bool = False  # an SDXL LoRA (inspect): SD1.5's module counts do not apply
 
 
 @dataclass(frozen=True)
@@ -114,7 +135,8 @@ def verify_lora(path: Path, expect: Expectation) -> LoraReport:
 
     bad_keys = [k for k in keys if not _KEY.match(k)]
     checks.append(Check("key_names", not bad_keys and bool(keys),
-                        "all keys follow lora_unet_*/lora_te_* + .lora_down.weight/.lora_up.weight/.alpha"
+                        "all keys follow lora_unet_*/lora_te_* (SDXL: lora_te1_*/lora_te2_*) + "
+                        ".lora_down.weight/.lora_up.weight/.alpha"
                         if not bad_keys and keys else f"{len(bad_keys)} unexpected keys, e.g. {bad_keys[:3]}"))
 
     modules: dict[str, set[str]] = {}
@@ -124,16 +146,20 @@ def verify_lora(path: Path, expect: Expectation) -> LoraReport:
                 modules.setdefault(k[: -len(suffix)], set()).add(suffix)
     incomplete = [m for m, s in modules.items() if s != set(SUFFIXES)]
     unet = sum(1 for m in modules if m.startswith(UNET_PREFIX))
-    te = sum(1 for m in modules if m.startswith(TEXT_ENCODER_PREFIX))
+    te = sum(1 for m in modules if is_text_encoder_module(m))
     checks.append(Check("modules_complete", not incomplete,
                         "every module has down, up and alpha" if not incomplete
                         else f"{len(incomplete)} modules lack a tensor, e.g. {incomplete[:3]}"))
     want_unet = SD15_UNET_MODULES if expect.train_unet else 0
     want_te = SD15_TEXT_ENCODER_MODULES if expect.train_text_encoder else 0
-    counts_ok = te == want_te and (unet == want_unet or (expect.conv and unet > want_unet))
-    checks.append(Check("module_counts", counts_ok,
-                        f"U-Net {unet} (expected {want_unet}{' or more' if expect.conv else ''}), "
-                        f"text encoder {te} (expected {want_te})"))
+    if expect.sdxl:
+        checks.append(Check("module_counts", True, f"SDXL LoRA: U-Net {unet}, text encoders {te} "
+                                                   "(SD1.5's counts are not checked)"))
+    else:
+        counts_ok = te == want_te and (unet == want_unet or (expect.conv and unet > want_unet))
+        checks.append(Check("module_counts", counts_ok,
+                            f"U-Net {unet} (expected {want_unet}{' or more' if expect.conv else ''}), "
+                            f"text encoder {te} (expected {want_te})"))
 
     non_finite: list[str] = []
     up_max = 0.0

@@ -8,7 +8,10 @@ single-file (CompVis LDM) key layout. Where the tokenizer goes: configs.tokenize
 
 from __future__ import annotations
 
+import json
+import struct
 from dataclasses import dataclass
+from pathlib import Path
 
 # Single-file checkpoint prefixes, one per component.
 UNET_PREFIX = "model.diffusion_model."
@@ -67,3 +70,78 @@ class Sd15Architecture:
 
 # The only architecture sd-scripts' SD1.5 loader accepts.
 SD15 = Sd15Architecture()
+
+
+# A few keys every SD1.5 single-file checkpoint holds, one or two per component, in the layout
+# library/model_util.py: load_models_from_stable_diffusion_checkpoint reads (convert_ldm_unet_checkpoint,
+# convert_ldm_vae_checkpoint, and the text encoder under cond_stage_model.transformer.).
+REQUIRED_KEYS = (
+    UNET_PREFIX + "input_blocks.0.0.weight",
+    UNET_PREFIX + "out.2.weight",
+    VAE_PREFIX + "encoder.conv_in.weight",
+    VAE_PREFIX + "decoder.conv_out.weight",
+    TEXT_ENCODER_PREFIX + "text_model.embeddings.token_embedding.weight",
+)
+# model_util.load_checkpoint_with_text_encoder_conversion also accepts the older text encoder layout
+# without "text_model.": such a key stands for its text_model. twin.
+_OLD_TEXT_ENCODER = (TEXT_ENCODER_PREFIX + "text_model.", TEXT_ENCODER_PREFIX)
+# Key prefixes that say which other architecture a checkpoint is.
+OTHER_ARCHITECTURES = (
+    ("conditioner.embedders.", "an SDXL checkpoint"),
+    ("cond_stage_model.model.", "an SD 2.x checkpoint (OpenCLIP text encoder)"),
+    ("double_blocks.", "a FLUX checkpoint"),
+    ("joint_blocks.", "an SD3 checkpoint"),
+    ("lora_unet_", "a LoRA, not a base model"),
+    ("lora_te_", "a LoRA, not a base model"),
+)
+# A diffusers folder: unet/config.json's cross_attention_dim is the text encoder width (768 for SD1.x).
+DIFFUSERS_CROSS_ATTENTION_DIM = 768
+
+
+def read_safetensors_keys(path: Path) -> list[str]:
+    """The tensor names in a .safetensors header (8-byte little-endian length, then JSON); no tensor is read."""
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            raise ValueError("the file is shorter than a safetensors header")
+        (length,) = struct.unpack("<Q", head)
+        if length > path.stat().st_size - 8:
+            raise ValueError(f"the header claims {length} bytes, more than the file holds")
+        header = json.loads(f.read(length))
+    if not isinstance(header, dict):
+        raise ValueError("the header is not a JSON object")
+    return [k for k in header if k != "__metadata__"]
+
+
+def sd15_problem(keys: list[str] | set[str]) -> str | None:
+    """Why these checkpoint keys are not an SD1.5 single-file checkpoint sd-scripts can load, or None."""
+    present = set(keys)
+    for prefix, what in OTHER_ARCHITECTURES:
+        if any(k.startswith(prefix) for k in present):
+            return f"it is {what}"
+    missing = []
+    for key in REQUIRED_KEYS:
+        old = key.replace(*_OLD_TEXT_ENCODER) if key.startswith(_OLD_TEXT_ENCODER[0]) else key
+        if key not in present and old not in present:
+            missing.append(key)
+    if not missing:
+        return None
+    sample = ", ".join(sorted(present)[:3]) + (", ..." if len(present) > 3 else "") if present else "none"
+    return (f"{len(missing)} of the SD1.5 keys sd-scripts loads are missing (e.g. {missing[0]}); "
+            f"its {len(present)} tensor names begin: {sample}")
+
+
+def diffusers_problem(folder: Path) -> str | None:
+    """Why a diffusers folder is not an SD1.x model (unet/config.json cross_attention_dim), or None."""
+    config = folder / "unet" / "config.json"
+    try:
+        doc = json.loads(config.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return f"it has no {config.relative_to(folder)}"
+    except (OSError, ValueError) as e:
+        return f"{config.relative_to(folder)} cannot be read: {e}"
+    dim = doc.get("cross_attention_dim") if isinstance(doc, dict) else None
+    if dim != DIFFUSERS_CROSS_ATTENTION_DIM:
+        kind = {1024: " (SD 2.x)", 2048: " (SDXL)"}.get(dim, "") if isinstance(dim, int) else ""
+        return f"its U-Net cross_attention_dim is {dim!r}{kind}, SD1.5's is {DIFFUSERS_CROSS_ATTENTION_DIM}"
+    return None

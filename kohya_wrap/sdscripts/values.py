@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Container, Mapping, Sequence
 
 from kohya_wrap.sdscripts.arguments import argparse_default
 
@@ -74,11 +74,19 @@ def read_shape(values: Mapping[str, Any]) -> Shape:
     )
 
 
+# TensorBoard is the tracker every run logs to unless the user's --set chooses (sd-scripts' requirements.txt
+# ships it; train_util.prepare_accelerator passes log_with and logging_dir to accelerate).
+DEFAULT_LOG_WITH = "tensorboard"
+
+
 def run_values(*, model: Path | str, tokenizer_cache_dir: Path | None, output_dir: Path, output_name: str | None,
-               dataset_config: Path, sample_prompts: Path | None, max_train_steps: int | None) -> dict[str, Any]:
+               dataset_config: Path, sample_prompts: Path | None, max_train_steps: int | None,
+               logging_dir: Path | None = None, chosen: Container[str] = ()) -> dict[str, Any]:
     """The paths and counts only plan sets (never a preset). None: leave the value as it is.
 
     tokenizer_cache_dir None: kohya-wrap's own cache, which train passes on the command line.
+    logging_dir: the run's TensorBoard folder; it becomes logging_dir and log_with is "tensorboard", each
+    unless `chosen` (the keys the preset or --set set) holds it.
     """
     out: dict[str, Any] = {
         "pretrained_model_name_or_path": str(model),
@@ -93,6 +101,11 @@ def run_values(*, model: Path | str, tokenizer_cache_dir: Path | None, output_di
         out["sample_prompts"] = str(sample_prompts)
     if max_train_steps is not None:
         out["max_train_steps"] = max_train_steps
+    if logging_dir is not None:
+        if "log_with" not in chosen:
+            out["log_with"] = DEFAULT_LOG_WITH
+        if "logging_dir" not in chosen:
+            out["logging_dir"] = str(logging_dir)
     return out
 
 

@@ -28,7 +28,7 @@ from typing import Any
 
 from kohya_wrap import __version__
 from kohya_wrap.errors import ModelError, TrainerNotFound
-from kohya_wrap.fsutil import atomic_write_json, sha256_file, user_cache_dir
+from kohya_wrap.fsutil import atomic_write_json, new_file_mode, sha256_file, user_cache_dir
 from kohya_wrap.sdscripts import CHECKPOINT_TEXT_ENCODER_PREFIX as TEXT_ENCODER_PREFIX
 from kohya_wrap.sdscripts import CHECKPOINT_UNET_PREFIX as UNET_PREFIX
 from kohya_wrap.sdscripts import CHECKPOINT_VAE_PREFIX as VAE_PREFIX
@@ -401,6 +401,7 @@ def write_checkpoint(path: Path, arch: Sd15Architecture = SD15, seed: int = DEFA
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     tmp = Path(tmp_name)
     try:
+        os.fchmod(fd, new_file_mode())  # mkstemp makes 0600; the cached model keeps the umask's mode
         with os.fdopen(fd, "wb") as out:
             out.write(header)
             written = 0

@@ -94,13 +94,10 @@ def _photos(folder: Path, count: int = 4) -> Path:
 
 
 def _stand_in_base_model(path: Path) -> Path:
-    """A valid safetensors file: `train --dry-run` checks and names the model but never loads it."""
-    import numpy as np
-    from safetensors.numpy import save_file
+    """A valid safetensors file with SD1.5's key names: `train --dry-run` checks its keys but never loads it."""
+    from sd15_stub import write_sd15_stub
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file({"model.diffusion_model.stand_in": np.zeros((2, 2), dtype=np.float16)}, str(path))
-    return path
+    return write_sd15_stub(path)
 
 
 def _test_mode_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:

@@ -69,8 +69,7 @@ def test_resume_needs_a_saved_state(tmp_path):
 
 
 def test_dry_run_prints_command_env_and_configs_and_starts_nothing(tmp_path):
-    import numpy as np
-    from safetensors.numpy import save_file
+    from sd15_stub import write_sd15_stub
 
     from kohya_wrap.sdscripts.layout import TRAIN_DIR, subset_dir_name
     from kohya_wrap.smoke.images import write_face_images
@@ -79,8 +78,7 @@ def test_dry_run_prints_command_env_and_configs_and_starts_nothing(tmp_path):
     dataset = tmp_path / "dataset"
     for image in write_face_images(dataset / TRAIN_DIR / subset_dir_name(1, "ohwx man"), count=4):
         image.with_suffix(".txt").write_text("a photo of ohwx man\n")
-    model = tmp_path / "model.safetensors"
-    save_file({"x": np.zeros(1, np.float32)}, str(model))
+    model = write_sd15_stub(tmp_path / "model.safetensors")
     write_tokenizer(tmp_path / "tok")
     checkout = tmp_path / "sd-scripts"
     checkout.mkdir()
@@ -101,16 +99,14 @@ def test_dry_run_prints_command_env_and_configs_and_starts_nothing(tmp_path):
 
 
 def test_run_prepares_plans_and_dry_runs(tmp_path):
-    import numpy as np
-    from safetensors.numpy import save_file
+    from sd15_stub import write_sd15_stub
 
     from kohya_wrap.smoke.images import write_face_images
     from kohya_wrap.smoke.tokenizer import write_tokenizer
 
     photos = tmp_path / "photos"
     write_face_images(photos, count=4)
-    model = tmp_path / "model.safetensors"
-    save_file({"x": np.zeros(1, np.float32)}, str(model))
+    model = write_sd15_stub(tmp_path / "model.safetensors")
     write_tokenizer(tmp_path / "tok")
     checkout = tmp_path / "sd-scripts"
     checkout.mkdir()

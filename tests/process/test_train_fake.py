@@ -283,10 +283,12 @@ def test_resume_fetches_a_hub_model_whose_cached_file_is_gone(tmp_path, monkeypa
 
 
 def _tiny_safetensors() -> bytes:
-    import struct
+    import tempfile
 
-    header = json.dumps({"__metadata__": {}}).encode()
-    return struct.pack("<Q", len(header)) + header
+    from sd15_stub import write_sd15_stub
+
+    with tempfile.TemporaryDirectory() as tmp:
+        return write_sd15_stub(Path(tmp) / "m.safetensors").read_bytes()
 
 
 def test_resume_past_the_first_epoch_is_refused_and_nothing_is_overwritten(tmp_path):

@@ -13,7 +13,6 @@ import json
 import os
 import re
 import signal
-import struct
 import subprocess
 import sys
 import time
@@ -54,9 +53,9 @@ for config_toml in sys.argv[1:]:
 
 
 def fake_model(path: Path) -> Path:
-    header = json.dumps({"__metadata__": {}}).encode()
-    path.write_bytes(struct.pack("<Q", len(header)) + header)
-    return path
+    from sd15_stub import write_sd15_stub
+
+    return write_sd15_stub(path)
 
 
 def square_dataset(root: Path, images: int, repeats: int = 1, explicit: bool = False, reg: int = 0, size: int = 64) -> Path:

@@ -24,7 +24,7 @@ def test_unknown_key_says_did_you_mean():
 @pytest.mark.parametrize("key, value, expected", [
     ("network_dim", 32, 32),
     ("network_alpha", 16, 16.0),  # ints widen to float, as argparse's float() would
-    ("learning_rate", 0.0, 0.0),
+    ("learning_rate", 0.5, 0.5),
     ("cache_latents", False, False),
     ("resolution", "512,768", "512,768"),
     ("resolution", 512, "512"),  # sd-scripts splits the string; an int would crash it

@@ -307,5 +307,30 @@ def test_cli_inspect_errors_and_strict(tmp_path: Path) -> None:
     assert result.exit_code == ExitCode.ERROR and "not a valid safetensors file" in result.output
     tensors = {k: (np.zeros_like(v) if k.endswith(".lora_up.weight") else v) for k, v in kohya_tensors().items()}
     save_file(tensors, str(tmp_path / "zero.safetensors"))
-    assert runner.invoke(cli, ["inspect", str(tmp_path / "zero.safetensors")]).exit_code == 0
-    assert runner.invoke(cli, ["inspect", str(tmp_path / "zero.safetensors"), "--strict"]).exit_code == ExitCode.WARNINGS
+    assert runner.invoke(cli, ["inspect", str(tmp_path / "zero.safetensors")]).exit_code == ExitCode.ERROR
+    assert runner.invoke(cli, ["inspect", str(tmp_path / "zero.safetensors"), "--strict"]).exit_code == ExitCode.ERROR
+
+
+def test_cli_inspect_exits_1_on_nan_weights_without_strict(tmp_path: Path) -> None:
+    tensors = kohya_tensors()
+    tensors["lora_te_text_model_encoder_layers_3_mlp_fc1.lora_down.weight"][0, 0] = np.nan
+    save_file(tensors, str(tmp_path / "nan.safetensors"))
+    result = CliRunner().invoke(cli, ["inspect", str(tmp_path / "nan.safetensors")])
+    assert result.exit_code == ExitCode.ERROR and "FAIL" in result.output
+    healthy = write_kohya(tmp_path / "ok.safetensors", metadata={"ss_network_dim": str(RANK)})
+    assert CliRunner().invoke(cli, ["inspect", str(healthy)]).exit_code == 0
+
+
+def test_an_sdxl_loras_two_text_encoders_are_recognised(tmp_path: Path) -> None:
+    tensors = {}
+    for name, v in kohya_tensors().items():
+        if name.startswith("lora_te_"):
+            for te in ("lora_te1_", "lora_te2_"):
+                tensors[te + name[len("lora_te_"):]] = v
+        else:
+            tensors[name] = v
+    save_file(tensors, str(tmp_path / "sdxl.safetensors"))
+    r = inspect_lora(tmp_path / "sdxl.safetensors")
+    assert check(r, "key_names").ok, check(r, "key_names").detail
+    assert r.text_encoder_modules == 2 * 72
+    assert check(r, "module_counts").ok and "SDXL" in check(r, "module_counts").detail

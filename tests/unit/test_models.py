@@ -1,19 +1,16 @@
-import json
-import struct
 from pathlib import Path
 
 import huggingface_hub
 import pytest
 from huggingface_hub import errors as hub_errors
+from sd15_stub import write_sd15_stub
 
 from kohya_wrap.errors import ModelError
 from kohya_wrap.models import resolve_base_model, resolve_tokenizer
 
 
 def safetensors_file(path: Path) -> Path:
-    header = json.dumps({"__metadata__": {"format": "pt"}}).encode()
-    path.write_bytes(struct.pack("<Q", len(header)) + header)
-    return path
+    return write_sd15_stub(path)
 
 
 def tokenizer_dir(root: Path) -> Path:

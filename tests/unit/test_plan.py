@@ -1,15 +1,15 @@
 import json
 import os
 import re
-import struct
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 from click.testing import CliRunner
 from PIL import Image
+from sd15_stub import write_sd15_stub
 
 from kohya_wrap.cli import cli
 from kohya_wrap.dataset import scan_dataset
@@ -40,9 +40,7 @@ def make_dataset(root: Path, images: int = 20, repeats: int = 1, explicit: bool 
 
 @pytest.fixture
 def env(tmp_path):
-    header = json.dumps({"__metadata__": {}}).encode()
-    model = tmp_path / "sd15.safetensors"
-    model.write_bytes(struct.pack("<Q", len(header)) + header)
+    model = write_sd15_stub(tmp_path / "sd15.safetensors")
     tok = tmp_path / "tok" / "openai_clip-vit-large-patch14"
     tok.mkdir(parents=True)
     (tok / "vocab.json").write_text("{}")

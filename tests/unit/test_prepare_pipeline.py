@@ -81,7 +81,8 @@ def test_layout_captions_and_manifest(tmp_path: Path) -> None:
     manifest = json.loads((out / "prepare.json").read_text())
     assert manifest["parameters"] == {
         "token": "ohwx", "class": "man", "size": 512, "crop": "center", "repeats": 1, "repeats_explicit": False,
-        "caption": "photo of {token} {class}", "allow_upscale": False, "skip_multiple_faces": False, "reg": False}
+        "caption": "photo of {token} {class}", "allow_upscale": False, "skip_multiple_faces": False, "skip": [],
+        "reg": False}
     assert manifest["kohya_wrap_version"]
     first = manifest["images"][0]
     assert first["source"] == "IMG_000.jpg" and first["output"] == f"{SUBSET}/0001.png"
@@ -497,8 +498,8 @@ def test_without_opencv_every_image_is_centre_cropped_and_reported(tmp_path: Pat
     result = prepare(src, tmp_path / "out", crop="face")
     assert [i.crop_box for i in result.images] == [(100, 0, 700, 600)] * 2
     unavailable = [f for f in result.findings if f.code == "faces_unavailable"]
-    assert [f.file for f in unavailable] == ["IMG_000.jpg", "IMG_001.jpg"]
-    assert "pip install 'kohya-wrap[faces]'" in unavailable[0].message
+    assert [f.files for f in unavailable] == [("IMG_000.jpg", "IMG_001.jpg")]
+    assert "pip install 'opencv-python-headless" in unavailable[0].message
     assert "face detection unavailable" in result.face_detection
 
 
