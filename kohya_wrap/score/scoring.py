@@ -231,7 +231,8 @@ def _read(path: Path, what: str) -> Any:
                          "remove or replace the file, then score again") from None
 
 
-def observe_references(model: Any, photos: Sequence[Path], cache: Any, where: str) -> list[Reference]:
+def observe_references(model: Any, photos: Sequence[Path], cache: Any, where: str, *,
+                       need_face: bool = True) -> list[Reference]:
     from kohya_wrap.fsutil import sha256_file
 
     if not photos:
@@ -249,7 +250,7 @@ def observe_references(model: Any, photos: Sequence[Path], cache: Any, where: st
             cache.put(key, seen)
         if seen.has_face:
             refs.append(Reference(path.name, seen))
-    if not refs:
+    if not refs and need_face:
         raise ScoreError(f"none of the {len(photos)} reference photos in {where} shows a face the identity model finds",
                          "give photos where the face is visible, frontal and at least ~80 px wide")
     return refs
@@ -268,10 +269,9 @@ def score_groups(groups: Sequence[SampleGroup], photos: Sequence[Path], *, refer
     model = model or IdentityModel()
     folder = None if not use_cache else cache_dir if cache_dir is not None else default_cache_dir()
     cache = ObservationCache(folder, model.model_id)
-    if progress:
-        progress(f"looking at {len(photos)} reference photos")
-    refs = observe_references(model, photos, cache, references_where)
-    checkpoints = []
+    # Samples first: where none shows a face (an untrained model), that is the finding, and the
+    # references need no face (the smoke preset's 64 px drawings have none).
+    seen_by_group = []
     for group in groups:
         if progress:
             progress(f"step {group.step}: {len(group.images)} samples")
@@ -279,8 +279,16 @@ def score_groups(groups: Sequence[SampleGroup], photos: Sequence[Path], *, refer
         for path in group.images:
             rgb = _read(path, "sample")
             seen.append((path, model.observe(rgb), _thumb(rgb)))
-        checkpoints.append(score_checkpoint(group, seen, refs, (validation or {}).get(group.step)))
+        seen_by_group.append(seen)
+    any_face = any(o.has_face for seen in seen_by_group for _, o, _ in seen)
+    if progress:
+        progress(f"looking at {len(photos)} reference photos")
+    refs = observe_references(model, photos, cache, references_where, need_face=any_face)
+    checkpoints = [score_checkpoint(group, seen, refs, (validation or {}).get(group.step))
+                   for group, seen in zip(groups, seen_by_group)]
     recommended, reason = recommend(checkpoints, need_file=need_file)
+    if not refs:
+        reason += f" (nor in any of the {len(photos)} reference photos)"
     return ScoreReport(
         checkpoints=tuple(checkpoints), recommended=recommended, reason=reason,
         references={"where": references_where, "photos": len(photos), "faces": len(refs)},

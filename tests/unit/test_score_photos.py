@@ -222,3 +222,13 @@ def test_score_run_reads_the_plan_and_writes_score_json(tmp_path: Path, model) -
     assert doc["recommended"]["step"] == 2 and doc["recommended"]["checkpoint"] == f"{OUTPUT_NAME}-step00000002.safetensors"
     assert doc["references"]["photos"] == 2 and doc["references"]["where"] == str(train)
     assert recommended_line(doc).startswith(f"recommended: step 2 ({OUTPUT_NAME}-step00000002.safetensors)")
+
+
+def test_no_face_in_samples_nor_references_is_a_finding_not_an_error(tmp_path: Path, model) -> None:  # type: ignore[no-untyped-def]
+    # what the smoke preset gives: drawings too small for a face as training images, a random model's samples
+    put("skimage:coffee.png", tmp_path / "refs" / "0001.png")
+    put("skimage:chelsea.png", tmp_path / "s" / "step-2" / "a.png")
+    doc = score_images(tmp_path / "refs", tmp_path / "s", use_cache=False, model=model).to_json()
+    assert doc["recommended"] is None and doc["references"]["faces"] == 0
+    assert doc["reason"] == ("no face in any of the 1 samples: the model draws no faces yet (a random-weight smoke "
+                             "model draws none) (nor in any of the 1 reference photos)")
