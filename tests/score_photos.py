@@ -14,7 +14,7 @@ import importlib.util
 import io
 import os
 import tarfile
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import pytest
@@ -47,10 +47,11 @@ def skip_reason() -> str | None:
 
 needs_photos = pytest.mark.skipif(skip_reason() is not None, reason=skip_reason() or "")
 needs_dlib = pytest.mark.skipif(
-    importlib.util.find_spec("dlib") is None, reason="score's identity model (dlib) is not installed: pip install 'kohya-wrap[score]'")
+    importlib.util.find_spec("dlib") is None,
+    reason="score's identity model (dlib) is not installed: pip install 'kohya-wrap[score]'")
 
 
-@lru_cache(maxsize=None)
+@cache
 def photo_bytes(name: str) -> bytes:
     path = archive()
     assert path is not None

@@ -15,7 +15,8 @@ from kohya_wrap.report.html import Series, line_chart
 
 # The report's stylesheet does not know these series; the section brings its own rules.
 _STYLE = (
-    "<style>svg .likeness{fill:none;stroke:#1f5fa8;stroke-width:2}svg .matches{fill:none;stroke:#16794a;stroke-width:1.5}"
+    "<style>svg .likeness{fill:none;stroke:#1f5fa8;stroke-width:2}"
+    "svg .matches{fill:none;stroke:#16794a;stroke-width:1.5}"
     "svg .copies{fill:none;stroke:#b42318;stroke-width:1.5}svg .val{fill:none;stroke:#6b3fa0;stroke-width:1.5}"
     "#score-table tr.recommended td{background:#eaf6ee;font-weight:600}</style>"
 )
@@ -76,7 +77,7 @@ def score_section(doc: dict[str, Any] | None) -> str:
                     f'<td>{_e(c.get("copies"))}</td><td>{_num(c.get("variety"))}</td>'
                     f'<td>{_num(c.get("validation_loss"), 4)}</td><td>{_e(c.get("checkpoint") or "-")}</td></tr>')
     out.append(f'<table id="score-table">{"".join(rows)}</table>')
-    model = doc.get("model") if isinstance(doc.get("model"), dict) else {}
+    model: dict[str, Any] = doc["model"] if isinstance(doc.get("model"), dict) else {}
     out.append(f'<p class="sub">Identity model {_e(model.get("id", "?"))}; a sample is the person below distance '
                f'{_e(model.get("same_person_distance", 0.6))}; likeness = {_e(model.get("likeness", ""))}. '
                "See docs/score.md.</p>")

@@ -9,8 +9,9 @@ RUN_DIR/score.json; score_images(REFERENCE_DIR, SAMPLES_DIR) scores any images. 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from kohya_wrap.score.collect import ScoreError
 from kohya_wrap.score.identity import INSTALL_HINT, scorer_available
@@ -27,7 +28,8 @@ def _require_scorer() -> None:
 
 
 def score_run(run_dir: str | Path, *, reference_dir: Path | None = None, cache_dir: Path | None = None,
-              use_cache: bool = True, write: bool = True, model: Any = None, progress: Callable[[str], None] | None = None) -> ScoreReport:
+              use_cache: bool = True, write: bool = True, model: Any = None,
+              progress: Callable[[str], None] | None = None) -> ScoreReport:
     """Score every checkpoint's samples of a run; write RUN_DIR/score.json (atomically) unless write=False.
 
     cache_dir: where reference observations are cached (None: kohya-wrap's cache folder); use_cache=False: none.
@@ -46,7 +48,8 @@ def score_run(run_dir: str | Path, *, reference_dir: Path | None = None, cache_d
         photos, where = run_references(run)
     _require_scorer()
     report = score_groups(groups, photos, references_where=where, samples_where=samples_where,
-                          need_file=any(g.checkpoint is not None for g in groups), cache_dir=cache_dir, use_cache=use_cache,
+                          need_file=any(g.checkpoint is not None for g in groups), cache_dir=cache_dir,
+                          use_cache=use_cache,
                           validation=validation_losses(rundir.paths(run).tensorboard_dir), model=model,
                           progress=progress)
     if write:
@@ -55,7 +58,8 @@ def score_run(run_dir: str | Path, *, reference_dir: Path | None = None, cache_d
 
 
 def score_images(reference_dir: str | Path, samples_dir: str | Path, *, cache_dir: Path | None = None,
-                 use_cache: bool = True, model: Any = None, progress: Callable[[str], None] | None = None) -> ScoreReport:
+                 use_cache: bool = True, model: Any = None,
+                 progress: Callable[[str], None] | None = None) -> ScoreReport:
     """Score any samples (grouped by sd-scripts' file names or by step subfolders) against any photos."""
     from kohya_wrap.score.collect import folder_references, group_samples_dir
     from kohya_wrap.score.scoring import score_groups
@@ -94,5 +98,5 @@ def recommended_line(doc: dict[str, Any] | None) -> str:
         return f"no checkpoint recommended: {reason}"
     rec = doc["recommended"]
     name = f" ({rec['checkpoint']})" if rec.get("checkpoint") else ""
-    return f"recommended: step {step}{name}, likeness {rec.get('likeness')}, {rec.get('matches')}/{rec.get('samples')} " \
-           f"samples the person, no copies"
+    return (f"recommended: step {step}{name}, likeness {rec.get('likeness')}, "
+            f"{rec.get('matches')}/{rec.get('samples')} samples the person, no copies")

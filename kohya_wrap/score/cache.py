@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
+from typing import Any
 
 from kohya_wrap.fsutil import atomic_write_bytes, user_cache_dir
 from kohya_wrap.score.identity import Observation
@@ -44,7 +45,8 @@ class ObservationCache:
                 else:
                     box = tuple(int(v) for v in data["box"])
                     found = Observation(faces=faces, embedding=data["embedding"].astype(np.float64),
-                                        chip=data["chip"].astype(np.float32), mask=data["mask"].astype(bool), box=(box[0], box[1], box[2], box[3]))
+                                        chip=data["chip"].astype(np.float32), mask=data["mask"].astype(bool),
+                                        box=(box[0], box[1], box[2], box[3]))
         except (OSError, ValueError, KeyError):
             self.misses += 1
             return None
@@ -57,13 +59,13 @@ class ObservationCache:
         path = self._path(sha256)
         if path is None:
             return
-        arrays = {"faces": np.array(observation.faces)}
+        arrays: dict[str, Any] = {"faces": np.array(observation.faces)}
         if observation.has_face:
             arrays.update(embedding=observation.embedding, chip=observation.chip.astype(np.float32),
                           mask=observation.mask.astype(bool),
                           box=np.array(observation.box or (0, 0, 0, 0)))
         buffer = io.BytesIO()
-        np.savez(buffer, **arrays)
+        np.savez(buffer, **arrays)  # type: ignore[arg-type]
         try:
             atomic_write_bytes(path, buffer.getvalue())
         except OSError:

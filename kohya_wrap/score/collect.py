@@ -38,7 +38,8 @@ def is_image(path: Path) -> bool:
 
 def images_in(folder: Path, *, recursive: bool) -> list[Path]:
     found = folder.rglob("*") if recursive else folder.iterdir()
-    return sorted(p for p in found if is_image(p) and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+    return sorted(p for p in found
+                  if is_image(p) and not any(part.startswith(".") for part in p.relative_to(folder).parts))
 
 
 def folder_step(name: str) -> int | None:

@@ -109,7 +109,8 @@ def export_checkpoint(run_dir: str | Path, out: str | Path, *, step: int | None 
     plan = load_plan(run)
     files = checkpoint_steps(plan.output_dir, plan.output_name, plan.max_train_steps)
     if not files:
-        raise ScoreError(f"{plan.output_dir} holds no LoRA file of this run yet", "train it first: kohya-wrap train RUN_DIR")
+        raise ScoreError(f"{plan.output_dir} holds no LoRA file of this run yet",
+                         "train it first: kohya-wrap train RUN_DIR")
     doc = load_score(run)
     note = ""
     if step is not None:

@@ -111,8 +111,8 @@ def load_rgb(path: Path) -> Any:
     import numpy as np
     from PIL import Image, ImageOps
 
-    with Image.open(path) as image:
-        image = ImageOps.exif_transpose(image)
+    with Image.open(path) as opened:
+        image: Image.Image = ImageOps.exif_transpose(opened)
         if image.mode in ("RGBA", "LA", "P"):
             image = image.convert("RGBA")
             flat = Image.new("RGBA", image.size, (255, 255, 255, 255))

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from kohya_wrap.score.collect import SampleGroup, ScoreError
 from kohya_wrap.score.identity import SAME_PERSON_DISTANCE, Observation
@@ -285,7 +286,7 @@ def score_groups(groups: Sequence[SampleGroup], photos: Sequence[Path], *, refer
         progress(f"looking at {len(photos)} reference photos")
     refs = observe_references(model, photos, cache, references_where, need_face=any_face)
     checkpoints = [score_checkpoint(group, seen, refs, (validation or {}).get(group.step))
-                   for group, seen in zip(groups, seen_by_group)]
+                   for group, seen in zip(groups, seen_by_group, strict=True)]
     recommended, reason = recommend(checkpoints, need_file=need_file)
     if not refs:
         reason += f" (nor in any of the {len(photos)} reference photos)"

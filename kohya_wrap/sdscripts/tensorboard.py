@@ -17,8 +17,8 @@ written) ends the reading of that file.
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 VALIDATION_STEP_AVERAGE = "loss/validation/step_average"
 VALIDATION_STEP_DIVERGENCE = "loss/validation/step_divergence"
@@ -65,7 +65,7 @@ def _fields(buf: bytes) -> Iterator[tuple[int, int, object]]:
 
 def _tensor_value(buf: bytes) -> float | None:
     # TensorProto: float_val = 5, double_val = 6 (new-style scalars)
-    for number, wire, value in _fields(buf):
+    for number, _, value in _fields(buf):
         if number == 5 and isinstance(value, bytes) and len(value) >= 4:
             return float(struct.unpack("<f", value[:4])[0])
         if number == 6 and isinstance(value, bytes) and len(value) >= 8:
@@ -76,13 +76,13 @@ def _tensor_value(buf: bytes) -> float | None:
 def _scalars(event: bytes) -> Iterator[tuple[str, int, float]]:
     step = 0
     summaries: list[bytes] = []
-    for number, _wire, value in _fields(event):
+    for number, _, value in _fields(event):
         if number == 2 and isinstance(value, int):
             step = value - (1 << 64) if value >= 1 << 63 else value
         elif number == 5 and isinstance(value, bytes):
             summaries.append(value)
     for summary in summaries:
-        for number, _wire, value in _fields(summary):
+        for number, _, value in _fields(summary):
             if number != 1 or not isinstance(value, bytes):
                 continue
             tag, scalar = None, None

@@ -33,10 +33,12 @@ def test_both_commands_are_listed_and_need_their_arguments() -> None:
     assert invoke("export", ".").exit_code == 2  # -o is required
 
 
-def test_without_the_identity_model_score_says_how_to_install_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_without_the_identity_model_score_says_how_to_install_it(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     import kohya_wrap.score as score_mod
 
-    monkeypatch.setattr(score_mod, "scorer_available", lambda: "the face identity model needs dlib: pip install 'kohya-wrap[score]'")
+    monkeypatch.setattr(score_mod, "scorer_available",
+                        lambda: "the face identity model needs dlib: pip install 'kohya-wrap[score]'")
     run = make_run(tmp_path, sample_steps=(2,))
     (tmp_path / "dataset" / "img" / "10_ohwx man").mkdir(parents=True)
     result = invoke("score", str(run))

@@ -9,10 +9,17 @@ from PIL import Image
 from report_run_fixture import OUTPUT_NAME, make_run
 
 from kohya_wrap.score.collect import (
-    ScoreError, folder_references, folder_step, group_run_samples, group_samples_dir, run_references,
+    ScoreError,
+    folder_references,
+    folder_step,
+    group_run_samples,
+    group_samples_dir,
+    run_references,
 )
 from kohya_wrap.sdscripts.samples import (
-    checkpoint_steps, parse_sample_name, sample_step,
+    checkpoint_steps,
+    parse_sample_name,
+    sample_step,
 )
 
 
@@ -93,8 +100,8 @@ def test_epoch_named_samples_are_placed_at_the_step_their_epoch_ended() -> None:
 
 
 def test_checkpoint_steps_from_metadata_name_or_the_final_file(tmp_path: Path) -> None:
-    from safetensors.numpy import save_file
     import numpy as np
+    from safetensors.numpy import save_file
 
     out = tmp_path / "output"
     out.mkdir()
@@ -134,7 +141,8 @@ def test_a_runs_references_are_its_training_images_not_regularization(tmp_path: 
     (train / "0001.txt").write_text("ohwx man", encoding="utf-8")
     png(reg / "r.png")
     doc = json.loads((run / "plan.json").read_text(encoding="utf-8"))
-    doc["dataset"]["subsets"].append({"dir": str(reg), "images": 1, "repeats": 1, "class_tokens": "man", "is_reg": True})
+    doc["dataset"]["subsets"].append(
+        {"dir": str(reg), "images": 1, "repeats": 1, "class_tokens": "man", "is_reg": True})
     (run / "plan.json").write_text(json.dumps(doc), encoding="utf-8")
     photos, where = run_references(run)
     assert [p.name for p in photos] == ["0001.png", "0002.jpg"] and where == str(train)

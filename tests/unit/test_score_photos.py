@@ -219,7 +219,8 @@ def test_score_run_reads_the_plan_and_writes_score_json(tmp_path: Path, model) -
         (0, None), (2, f"{OUTPUT_NAME}-step00000002.safetensors"), (4, f"{OUTPUT_NAME}.safetensors")]
     assert doc["checkpoints"][2]["copies"] == 1  # the final step copies obama2.jpg
     # step 0 is the base model (no LoRA file): it is never recommended
-    assert doc["recommended"]["step"] == 2 and doc["recommended"]["checkpoint"] == f"{OUTPUT_NAME}-step00000002.safetensors"
+    assert doc["recommended"]["step"] == 2
+    assert doc["recommended"]["checkpoint"] == f"{OUTPUT_NAME}-step00000002.safetensors"
     assert doc["references"]["photos"] == 2 and doc["references"]["where"] == str(train)
     assert recommended_line(doc).startswith(f"recommended: step 2 ({OUTPUT_NAME}-step00000002.safetensors)")
 

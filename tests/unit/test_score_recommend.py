@@ -27,7 +27,8 @@ def test_the_most_recognised_then_most_alike_checkpoint_is_recommended() -> None
     best, reason = recommend([ck(250, matches=1, likeness=0.9), ck(500, likeness=0.68), ck(750, likeness=0.72)],
                              need_file=True)
     assert best is not None and best.step == 750
-    assert reason == "step 750: 3 of 3 samples are the person at dlib's threshold (likeness 0.72) and none copies a training photo"
+    assert reason == ("step 750: 3 of 3 samples are the person at dlib's threshold (likeness 0.72) "
+                      "and none copies a training photo")
 
 
 def test_ties_go_to_the_earlier_step() -> None:
@@ -46,7 +47,8 @@ def test_no_faces_at_all() -> None:
     best, reason = recommend([ck(250, faces=0, likeness=None, matches=0), ck(500, faces=0, likeness=None, matches=0)],
                              need_file=True)
     assert best is None
-    assert reason == "no face in any of the 6 samples: the model draws no faces yet (a random-weight smoke model draws none)"
+    assert reason == ("no face in any of the 6 samples: the model draws no faces yet "
+                      "(a random-weight smoke model draws none)")
 
 
 def test_faces_but_never_the_person() -> None:
@@ -101,7 +103,8 @@ def test_the_json_shape() -> None:
 def test_the_status_line_and_recommended_step(tmp_path) -> None:  # type: ignore[no-untyped-def]
     doc = report_doc(ck(500, likeness=0.75), "why")
     assert recommended_step(doc) == 500
-    assert recommended_line(doc) == "recommended: step 500 (x.safetensors), likeness 0.75, 3/3 samples the person, no copies"
+    assert recommended_line(doc) == ("recommended: step 500 (x.safetensors), likeness 0.75, "
+                                     "3/3 samples the person, no copies")
     none = report_doc(None, "no face in any of the 9 samples")
     assert recommended_step(none) is None
     assert recommended_line(none) == "no checkpoint recommended: no face in any of the 9 samples"
@@ -133,6 +136,6 @@ def test_the_report_section_without_a_recommendation_or_a_score() -> None:
 
 def test_the_report_section_charts_validation_loss_when_there_is_one() -> None:
     doc = report_doc(None, "r")
-    for c, v in zip(doc["checkpoints"], (0.12, 0.11, 0.13)):
+    for c, v in zip(doc["checkpoints"], (0.12, 0.11, 0.13), strict=True):
         c["validation_loss"] = v
     assert re.search(r'<polyline id="score-validation" class="val" data-points="3"', score_section(doc))

@@ -9,7 +9,11 @@ from pathlib import Path
 import pytest
 
 from kohya_wrap.sdscripts.tensorboard import (
-    VALIDATION_EPOCH_AVERAGE, VALIDATION_STEP_AVERAGE, read_event_file, read_scalars, validation_losses,
+    VALIDATION_EPOCH_AVERAGE,
+    VALIDATION_STEP_AVERAGE,
+    read_event_file,
+    read_scalars,
+    validation_losses,
 )
 
 
@@ -48,7 +52,8 @@ def test_scalars_simple_and_tensor_style_and_a_record_cut_short(tmp_path: Path) 
                      + record(event(500, VALIDATION_STEP_AVERAGE, 0.0625, tensor=True))
                      + record(event(2, VALIDATION_EPOCH_AVERAGE, 0.5))
                      + record(event(750, VALIDATION_STEP_AVERAGE, 0.25))[:-9])  # still being written
-    assert list(read_event_file(path)) == [(VALIDATION_STEP_AVERAGE, 250, 0.125), (VALIDATION_STEP_AVERAGE, 500, 0.0625),
+    assert list(read_event_file(path)) == [(VALIDATION_STEP_AVERAGE, 250, 0.125),
+                                           (VALIDATION_STEP_AVERAGE, 500, 0.0625),
                                            (VALIDATION_EPOCH_AVERAGE, 2, 0.5)]
 
 
@@ -64,7 +69,7 @@ def test_validation_losses_by_step_from_nested_folders(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(importlib.util.find_spec("tensorboard") is None or importlib.util.find_spec("torch") is None,
-                    reason="tensorboard (or torch) is not installed: torch's SummaryWriter, which accelerate uses, needs it")
+                    reason="tensorboard (or torch) is not installed: torch's SummaryWriter (accelerate's) needs it")
 def test_the_files_torchs_summary_writer_writes(tmp_path: Path) -> None:
     from torch.utils.tensorboard import SummaryWriter
 
