@@ -122,8 +122,12 @@ def export_checkpoint(run_dir: str | Path, out: str | Path, *, step: int | None 
         chosen, why = rec, "recommended"
     else:
         chosen, why = max(files), "last"
-        note = ("no score.json: run `kohya-wrap score RUN_DIR` to export the recommended checkpoint" if doc is None
-                else f"no checkpoint recommended ({doc.get('reason', '')})")
+        if doc is None:
+            note = "no score.json: run `kohya-wrap score RUN_DIR` to export the recommended checkpoint"
+        elif rec is not None:
+            note = f"the recommended step {rec} has no LoRA file in {plan.output_dir} any more"
+        else:
+            note = f"no checkpoint recommended ({doc.get('reason', '')})"
     target = Path(out).expanduser()
     if target.is_dir():
         target = target / f"{plan.output_name}-step{chosen}.safetensors"

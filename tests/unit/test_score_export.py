@@ -91,6 +91,10 @@ def test_without_a_recommendation_the_last_checkpoint_and_why(run: Path, tmp_pat
     score_json(run, None)
     again = export_checkpoint(run, tmp_path / "b.safetensors")
     assert again.why == "last" and "every checkpoint copies" in again.note
+    score_json(run, 2)
+    (run / "output" / f"{OUTPUT_NAME}-step00000002.safetensors").unlink()
+    gone = export_checkpoint(run, tmp_path / "c.safetensors")
+    assert gone.why == "last" and "the recommended step 2 has no LoRA file" in gone.note
 
 
 def test_a_folder_as_output_and_refusing_to_overwrite(run: Path, tmp_path: Path) -> None:
