@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from kohya_wrap.errors import KohyaWrapError
 from kohya_wrap.sdscripts.layout import IMAGE_EXTENSIONS
@@ -83,12 +84,18 @@ def group_samples_dir(folder: Path) -> list[SampleGroup]:
     return [SampleGroup(step, tuple(sorted(paths))) for step, paths in sorted(by_step.items())]
 
 
+def load_run_plan(run_dir: Path) -> Any:
+    """The run's plan.json (the one place score reads it; RunDirError when it is not a planned run)."""
+    from kohya_wrap.plan import load_plan
+
+    return load_plan(run_dir)
+
+
 def group_run_samples(run_dir: Path) -> tuple[list[SampleGroup], str]:
     """The training samples of a run, by step, each with the LoRA file saved at that step (if any)."""
-    from kohya_wrap.plan import load_plan
     from kohya_wrap.sdscripts.samples import checkpoint_steps, find_samples, sample_dir, sample_step
 
-    plan = load_plan(run_dir)
+    plan = load_run_plan(run_dir)
     spe = plan.steps.get("steps_per_epoch")
     found = find_samples(plan.output_dir, plan.output_name)
     if not found:
@@ -108,9 +115,7 @@ def group_run_samples(run_dir: Path) -> tuple[list[SampleGroup], str]:
 
 def run_references(run_dir: Path) -> tuple[list[Path], str]:
     """The training images of a run (regularization images are other people: left out)."""
-    from kohya_wrap.plan import load_plan
-
-    plan = load_plan(run_dir)
+    plan = load_run_plan(run_dir)
     dirs = [Path(s.dir) for s in plan.subsets if not s.is_reg]
     missing = [d for d in dirs if not d.is_dir()]
     if missing:

@@ -101,12 +101,12 @@ def subject_words(plan: Any) -> str:
 
 
 def export_checkpoint(run_dir: str | Path, out: str | Path, *, step: int | None = None) -> ExportResult:
-    from kohya_wrap.plan import load_plan
     from kohya_wrap.score import load_score, recommended_step
+    from kohya_wrap.score.collect import load_run_plan
     from kohya_wrap.sdscripts.samples import checkpoint_steps
 
     run = Path(run_dir).expanduser().resolve()
-    plan = load_plan(run)
+    plan = load_run_plan(run)
     files = checkpoint_steps(plan.output_dir, plan.output_name, plan.max_train_steps)
     if not files:
         raise ScoreError(f"{plan.output_dir} holds no LoRA file of this run yet",
