@@ -28,6 +28,8 @@ COMMANDS: dict[str, str] = {
     "sample": "report_cmd:sample",
     "inspect": "report_cmd:inspect_",
     "runs": "report_cmd:runs",
+    "score": "score_cmd:score",
+    "export": "score_cmd:export",
 }
 
 

@@ -141,6 +141,12 @@ _SURFACE: dict[str, tuple[str, str]] = {
     "parse_sample_name": ("samples", "parse_sample_name"),
     "read_prompt_texts": ("samples", "read_prompt_texts"),
     "sample_dir": ("samples", "sample_dir"),
+    "sample_step": ("samples", "sample_step"),
+    "checkpoint_steps": ("samples", "checkpoint_steps"),
+    # TensorBoard logs
+    "validation_losses": ("tensorboard", "validation_losses"),
+    "read_scalars": ("tensorboard", "read_scalars"),
+    "VALIDATION_STEP_AVERAGE": ("tensorboard", "VALIDATION_STEP_AVERAGE"),
     "GenRequest": ("gen_command", "GenRequest"),
     "SAMPLERS": ("gen_command", "SAMPLERS"),
     "expected_outputs": ("gen_command", "expected_outputs"),
@@ -210,12 +216,14 @@ if TYPE_CHECKING:
     from kohya_wrap.sdscripts.sd15 import UNET_PREFIX as CHECKPOINT_UNET_PREFIX  # noqa: F401
     from kohya_wrap.sdscripts.sd15 import VAE_PREFIX as CHECKPOINT_VAE_PREFIX  # noqa: F401
     from kohya_wrap.sdscripts.sd15 import diffusers_problem, read_safetensors_keys  # noqa: F401
+    from kohya_wrap.sdscripts.tensorboard import VALIDATION_STEP_AVERAGE, read_scalars, validation_losses  # noqa: F401
     from kohya_wrap.sdscripts.sd15 import sd15_problem as sd15_key_problem  # noqa: F401
     from kohya_wrap.sdscripts.resume import (  # noqa: F401
         SavedState, latest_state, read_state, resume_args, resume_limit_warning, resume_problem,
     )
     from kohya_wrap.sdscripts.samples import (  # noqa: F401
-        SampleName, checkpoint_files, find_samples, parse_sample_name, read_prompt_texts, sample_dir,
+        SampleName, checkpoint_files, checkpoint_steps, find_samples, parse_sample_name, read_prompt_texts, sample_dir,
+        sample_step,
     )
     from kohya_wrap.sdscripts.gen_command import (  # noqa: F401
         GenRequest, SAMPLERS, expected_outputs, render_prompts_file,

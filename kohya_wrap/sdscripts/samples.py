@@ -94,3 +94,54 @@ def checkpoint_files(output_dir: Path, output_name: str | None) -> list[Path]:
         return sorted(p for p in folder.glob("*.safetensors") if p.is_file())
     pattern = re.compile(rf"^{re.escape(output_name)}(?:-step\d{{8}}|-\d{{6}})?\.safetensors$")
     return sorted(p for p in folder.iterdir() if p.is_file() and pattern.match(p.name))
+
+
+def sample_step(name: SampleName, steps_per_epoch: int | None, max_train_steps: int | None) -> int | None:
+    """The global step a sample was drawn at: its step, or for an epoch-named one (`e000003`) the
+    step that epoch ended at (train_network.py samples after the epoch's last step), capped at the
+    run's length; `e000000` is --sample_at_first, step 0."""
+    if name.step is not None:
+        return name.step
+    if name.epoch is None or steps_per_epoch is None:
+        return None
+    step = name.epoch * steps_per_epoch
+    return min(step, max_train_steps) if max_train_steps is not None else step
+
+
+def _saved_step(path: Path) -> int | None:
+    """`ss_steps` of a LoRA file's metadata; None when the file is not a readable safetensors file."""
+    import json
+    import struct
+
+    from kohya_wrap.sdscripts.lora_metadata import training_step
+
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+            if len(head) != 8:
+                return None
+            (size,) = struct.unpack("<Q", head)
+            if size > path.stat().st_size - 8:
+                return None
+            header = json.loads(f.read(size))
+    except (OSError, ValueError):
+        return None
+    meta = header.get("__metadata__") if isinstance(header, dict) else None
+    return training_step(meta) if isinstance(meta, dict) else None
+
+
+def checkpoint_steps(output_dir: Path, output_name: str | None, final_step: int | None) -> dict[int, Path]:
+    """Each saved LoRA file by the global step it holds: `ss_steps` in its metadata, else the
+    `-step<8 digits>` in its name, else (the final `<name>.safetensors`) the run's last step."""
+    from kohya_wrap.sdscripts.output import step_from_file_name
+
+    found: dict[int, Path] = {}
+    for path in checkpoint_files(output_dir, output_name):
+        step = _saved_step(path)
+        if step is None:
+            step = step_from_file_name(path.name)
+        if step is None and output_name is not None and path.stem == output_name:
+            step = final_step
+        if step is not None:
+            found.setdefault(step, path)
+    return found

@@ -1,0 +1,149 @@
+"""`kohya-wrap export`: one checkpoint of a run as a standalone LoRA file, with its score inside.
+
+The safetensors header (little-endian u64 length + JSON) is rewritten with the score added to
+`__metadata__`; the tensor bytes after it are copied verbatim, so every dtype (bf16 included) and
+sd-scripts' own `sshs_model_hash` (a hash of the tensors) stay valid, and no torch is needed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import struct
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kohya_wrap.score.collect import ScoreError
+
+SCORE_METADATA_KEY = "kohya_wrap_score"  # ours: JSON of the exported checkpoint's score
+ALIGNMENT = 8  # safetensors pads the header so the tensor data starts 8-byte aligned
+LORA_WEIGHT = 0.8
+A1111_FOLDER = "stable-diffusion-webui/models/Lora"
+COMFYUI_FOLDER = "ComfyUI/models/loras"
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    path: Path
+    source: Path
+    step: int
+    why: str  # "recommended", "--step", "last"
+    score: dict[str, Any] | None
+    prompt: str
+    note: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"path": str(self.path), "source": str(self.source), "step": self.step, "why": self.why,
+                "score": self.score, "prompt": self.prompt, "note": self.note,
+                "automatic1111": A1111_FOLDER, "comfyui": COMFYUI_FOLDER}
+
+
+def read_header(path: Path) -> tuple[dict[str, Any], int]:
+    """The header JSON of a safetensors file and the offset its tensor data starts at."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(8)
+            if len(raw) != 8:
+                raise ValueError("shorter than a safetensors header")
+            (size,) = struct.unpack("<Q", raw)
+            if size > 100_000_000:
+                raise ValueError(f"header length {size} is implausible")
+            header = json.loads(f.read(size))
+    except (OSError, ValueError) as e:
+        raise ScoreError(f"{path} is not a readable safetensors file: {e}", "export another checkpoint") from None
+    if not isinstance(header, dict):
+        raise ScoreError(f"{path}: its safetensors header is not a JSON object", "export another checkpoint")
+    return header, 8 + size
+
+
+def encode_header(header: dict[str, Any]) -> bytes:
+    body = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    body += b" " * (-(8 + len(body)) % ALIGNMENT)
+    return struct.pack("<Q", len(body)) + body
+
+
+def write_with_metadata(source: Path, target: Path, extra: dict[str, str]) -> None:
+    """Copy a safetensors file to target (which must not exist) with extra __metadata__ entries."""
+    header, data_start = read_header(source)
+    metadata = dict(header.get("__metadata__") or {})
+    metadata.update(extra)
+    header = {"__metadata__": metadata, **{k: v for k, v in header.items() if k != "__metadata__"}}
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as out, open(source, "rb") as src:
+            out.write(encode_header(header))
+            src.seek(data_start)
+            shutil.copyfileobj(src, out, 1 << 20)
+            out.flush()
+            os.fsync(out.fileno())
+        try:
+            os.link(tmp, target)  # fails if target exists: never overwrites, even in a race
+        except FileExistsError:
+            raise ScoreError(f"{target} already exists; export never overwrites a file",
+                             "give another -o PATH, or remove that file first") from None
+    finally:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+
+
+def subject_words(plan: Any) -> str:
+    """`ohwx man`: the class tokens of the run's first training subset."""
+    for subset in plan.subsets:
+        if not subset.is_reg and subset.class_tokens:
+            return str(subset.class_tokens)
+    return "ohwx person"
+
+
+def export_checkpoint(run_dir: str | Path, out: str | Path, *, step: int | None = None) -> ExportResult:
+    from kohya_wrap.score import load_score, recommended_step
+    from kohya_wrap.score.collect import load_run_plan
+    from kohya_wrap.sdscripts import checkpoint_steps
+
+    run = Path(run_dir).expanduser().resolve()
+    plan = load_run_plan(run)
+    files = checkpoint_steps(plan.output_dir, plan.output_name, plan.max_train_steps)
+    if not files:
+        raise ScoreError(f"{plan.output_dir} holds no LoRA file of this run yet",
+                         "train it first: kohya-wrap train RUN_DIR")
+    doc = load_score(run)
+    note = ""
+    if step is not None:
+        if step not in files:
+            raise ScoreError(f"--step {step}: no checkpoint was saved at that step",
+                             f"saved steps: {', '.join(str(s) for s in sorted(files))}")
+        chosen, why = step, "--step"
+    elif (rec := recommended_step(doc)) is not None and rec in files:
+        chosen, why = rec, "recommended"
+    else:
+        chosen, why = max(files), "last"
+        if doc is None:
+            note = "no score.json: run `kohya-wrap score RUN_DIR` to export the recommended checkpoint"
+        elif rec is not None:
+            note = f"the recommended step {rec} has no LoRA file in {plan.output_dir} any more"
+        else:
+            note = f"no checkpoint recommended ({doc.get('reason', '')})"
+    target = Path(out).expanduser()
+    if target.is_dir():
+        target = target / f"{plan.output_name}-step{chosen}.safetensors"
+    if target.suffix != ".safetensors":
+        target = target.with_name(target.name + ".safetensors")
+    if target.exists():
+        raise ScoreError(f"{target} already exists; export never overwrites a file",
+                         "give another -o PATH, or remove that file first")
+    score = next((c for c in (doc or {}).get("checkpoints", []) if c.get("step") == chosen), None)
+    summary = None
+    if score is not None:
+        summary = {k: score.get(k) for k in ("step", "samples", "faces", "likeness", "matches", "copies",
+                                              "distance", "variety", "validation_loss")}
+        summary.update(recommended=recommended_step(doc) == chosen, reason=doc.get("reason") if doc else None,
+                       model=(doc or {}).get("model", {}).get("id"))
+    extra = {SCORE_METADATA_KEY: json.dumps(summary, sort_keys=True)} if summary is not None else {}
+    write_with_metadata(files[chosen], target, extra)
+    prompt = f"<lora:{target.stem}:{LORA_WEIGHT}> photo of {subject_words(plan)}"
+    return ExportResult(target, files[chosen], chosen, why, summary, prompt, note)

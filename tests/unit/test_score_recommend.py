@@ -1,0 +1,141 @@
+"""The recommendation and its reasons, the likeness scale, the report section and status line (no dlib needed)."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from kohya_wrap.report.score_section import score_section
+from kohya_wrap.score import load_score, recommended_line, recommended_step
+from kohya_wrap.score.scoring import CheckpointScore, ScoreReport, likeness_of, recommend, variety_of
+
+
+def ck(step: int, *, samples: int = 3, faces: int = 3, likeness: float | None = 0.7, matches: int = 3,
+       copies: int = 0, checkpoint: str | None = "x.safetensors") -> CheckpointScore:
+    return CheckpointScore(step=step, samples=samples, faces=faces, likeness=likeness, matches=matches,
+                           copies=copies, checkpoint=checkpoint)
+
+
+def test_likeness_maps_the_same_person_threshold_to_one_half() -> None:
+    assert likeness_of(0.0) == 1.0 and likeness_of(0.6) == pytest.approx(0.5)
+    assert likeness_of(0.3) == pytest.approx(0.75) and likeness_of(1.2) == 0.0 and likeness_of(2.0) == 0.0
+
+
+def test_the_most_recognised_then_most_alike_checkpoint_is_recommended() -> None:
+    best, reason = recommend([ck(250, matches=1, likeness=0.9), ck(500, likeness=0.68), ck(750, likeness=0.72)],
+                             need_file=True)
+    assert best is not None and best.step == 750
+    assert reason == ("step 750: 3 of 3 samples are the person at dlib's threshold (likeness 0.72) "
+                      "and none copies a training photo")
+
+
+def test_ties_go_to_the_earlier_step() -> None:
+    best, _ = recommend([ck(500), ck(250), ck(750)], need_file=False)
+    assert best is not None and best.step == 250
+
+
+def test_checkpoints_that_copy_are_passed_over_and_named() -> None:
+    best, reason = recommend([ck(250, likeness=0.6), ck(500, likeness=0.8, copies=1), ck(750, likeness=0.9, copies=2)],
+                             need_file=True)
+    assert best is not None and best.step == 250
+    assert reason.endswith("; passed over because they copy a training photo: step 500, 750")
+
+
+def test_no_faces_at_all() -> None:
+    best, reason = recommend([ck(250, faces=0, likeness=None, matches=0), ck(500, faces=0, likeness=None, matches=0)],
+                             need_file=True)
+    assert best is None
+    assert reason == ("no face in any of the 6 samples: the model draws no faces yet "
+                      "(a random-weight smoke model draws none)")
+
+
+def test_faces_but_never_the_person() -> None:
+    best, reason = recommend([ck(250, faces=2, likeness=0.3, matches=0), ck(500, faces=3, likeness=0.4, matches=0)],
+                             need_file=True)
+    assert best is None
+    assert reason.startswith("faces in 5 of 6 samples, but none is the person")
+    assert "the most alike is step 500 at likeness 0.40" in reason
+
+
+def test_every_matching_checkpoint_copies() -> None:
+    best, reason = recommend([ck(250, faces=1, likeness=0.3, matches=0), ck(500, copies=1), ck(750, copies=3)],
+                             need_file=True)
+    assert best is None
+    assert reason.startswith("every checkpoint whose samples are the person copies a training photo (steps 500, 750)")
+
+
+def test_a_step_without_a_lora_file_is_not_recommended_in_a_run() -> None:
+    checkpoints = [ck(0, likeness=0.9, checkpoint=None), ck(250, matches=2, likeness=0.6)]
+    best, _ = recommend(checkpoints, need_file=True)
+    assert best is not None and best.step == 250
+    best, _ = recommend(checkpoints, need_file=False)  # --samples: any step
+    assert best is not None and best.step == 0
+
+
+def test_variety_is_zero_for_identical_samples_and_none_for_one() -> None:
+    import numpy as np
+
+    from kohya_wrap.score.identity import normalise_chip
+
+    a = normalise_chip(np.arange(64, dtype=np.float32).reshape(8, 8))
+    b = normalise_chip(np.random.default_rng(0).random((8, 8)).astype(np.float32))
+    assert variety_of([a]) is None
+    assert variety_of([a, a]) == 0.0
+    assert 0.5 < (variety_of([a, b]) or 0) <= 1.0
+
+
+def report_doc(recommended: CheckpointScore | None, reason: str) -> dict:  # type: ignore[type-arg]
+    cks = (ck(250, likeness=0.5, matches=1), ck(500, likeness=0.75), ck(750, likeness=0.8, copies=1))
+    return json.loads(json.dumps(ScoreReport(cks, recommended, reason, model="dlib-test").to_json()))
+
+
+def test_the_json_shape() -> None:
+    doc = report_doc(ck(500, likeness=0.75), "because")
+    assert doc["recommended"] == {"step": 500, "checkpoint": "x.safetensors", "likeness": 0.75, "matches": 3,
+                                  "samples": 3, "faces": 3, "copies": 0}
+    assert doc["reason"] == "because" and [c["step"] for c in doc["checkpoints"]] == [250, 500, 750]
+    assert doc["model"]["id"] == "dlib-test" and doc["model"]["same_person_distance"] == 0.6
+    assert report_doc(None, "no face")["recommended"] is None
+
+
+def test_the_status_line_and_recommended_step(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    doc = report_doc(ck(500, likeness=0.75), "why")
+    assert recommended_step(doc) == 500
+    assert recommended_line(doc) == ("recommended: step 500 (x.safetensors), likeness 0.75, "
+                                     "3/3 samples the person, no copies")
+    none = report_doc(None, "no face in any of the 9 samples")
+    assert recommended_step(none) is None
+    assert recommended_line(none) == "no checkpoint recommended: no face in any of the 9 samples"
+    assert recommended_line(None) == "not scored yet (kohya-wrap score RUN_DIR)"
+    assert load_score(tmp_path) is None
+    (tmp_path / "score.json").write_text("{not json", encoding="utf-8")
+    assert load_score(tmp_path) is None
+    (tmp_path / "score.json").write_text(json.dumps(doc), encoding="utf-8")
+    assert load_score(tmp_path) == doc
+
+
+def test_the_report_section_charts_the_score_and_marks_the_recommendation() -> None:
+    page = score_section(report_doc(ck(500, likeness=0.75), "step 500: <3 of 3> & none copies"))
+    assert 'id="score-recommended" data-step="500"' in page and "&lt;3 of 3&gt; &amp; none" in page
+    assert '<svg id="score-chart"' in page
+    for line in ("score-likeness", "score-matches", "score-copies"):
+        assert re.search(rf'<polyline id="{line}" class="\w+" data-points="3"', page)
+    assert re.findall(r'<tr class="recommended" data-step="(\d+)">', page) == ["500"]
+    assert page.count("<tr") == 4  # header + 3 checkpoints
+    assert 'id="validation-chart"' not in page  # no validation loss logged
+
+
+def test_the_report_section_without_a_recommendation_or_a_score() -> None:
+    page = score_section(report_doc(None, "no face in any of the 9 samples"))
+    assert 'data-step="">No checkpoint recommended: no face in any of the 9 samples' in page
+    assert 'class="recommended"' not in page
+    assert 'id="no-score"' in score_section(None)
+
+
+def test_the_report_section_charts_validation_loss_when_there_is_one() -> None:
+    doc = report_doc(None, "r")
+    for c, v in zip(doc["checkpoints"], (0.12, 0.11, 0.13), strict=True):
+        c["validation_loss"] = v
+    assert re.search(r'<polyline id="score-validation" class="val" data-points="3"', score_section(doc))
