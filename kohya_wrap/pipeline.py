@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from kohya_wrap.errors import ExitCode, KohyaWrapError
 from kohya_wrap.rundir import Machines, Plan
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from kohya_wrap.train.machine import GpuInfo
     from kohya_wrap.train.runner import TrainResult
 
-PREPARE, PLAN, TRAIN, VERIFY = "prepare", "plan", "train", "verify"
+PREPARE, PLAN, TRAIN, VERIFY, SCORE = "prepare", "plan", "train", "verify", "score"
 
 
 @dataclass(frozen=True)
@@ -53,6 +53,7 @@ class TrainRequest:
     verify: bool = True
     sd_scripts: str | None = None
     gpu_info: GpuInfo | None = None  # the GPUs found (tests); None: detected
+    score: bool = False  # score the checkpoints when the run finished and the scorer is installed
     on_event: Callable[[Event], None] | None = field(default=None, compare=False)
     on_signal: Callable[[int, int], None] | None = field(default=None, compare=False)
     on_saved: Callable[[Path], None] | None = field(default=None, compare=False)
@@ -184,6 +185,9 @@ class PipelineResult:
     trained: TrainResult | None
     stage_seconds: tuple[tuple[str, float], ...]
     failure: StageFailure | None = None
+    score: dict[str, Any] | None = None  # score.json, when the run was scored
+    score_note: str | None = None  # why it was not scored, or what went wrong scoring it
+
 
     @property
     def ok(self) -> bool:
@@ -206,8 +210,10 @@ def run_pipeline(request: PipelineRequest, stages: Stages | None = None) -> Pipe
     plan: Plan | None = None
     trained: TrainResult | None = None
 
-    def result(failure: StageFailure | None) -> PipelineResult:
-        return PipelineResult(request.train.run_dir, plan, prepared, trained, tuple(stages.timings), failure)
+    def result(failure: StageFailure | None, score: dict[str, Any] | None = None,
+               note: str | None = None) -> PipelineResult:
+        return PipelineResult(request.train.run_dir, plan, prepared, trained, tuple(stages.timings), failure,
+                              score, note)
 
     try:
         if request.prepare is not None:
@@ -235,4 +241,35 @@ def run_pipeline(request: PipelineRequest, stages: Stages | None = None) -> Pipe
             trained = train_run(request.train)
     except PipelineFailed as failed:
         return result(failed.failure)
-    return result(training_failure(trained))
+    failure = training_failure(trained)
+    if failure is not None or not request.train.score:
+        return result(failure)
+    score, note = score_finished_run(request.train.run_dir, stages)
+    if request.train.on_saved is not None and score is not None:
+        request.train.on_saved(request.train.run_dir)  # the report shows the score too
+    return result(None, score, note)
+
+
+def score_finished_run(run_dir: Path, stages: Stages) -> tuple[dict[str, Any] | None, str | None]:
+    """Score a finished run's checkpoints and record the recommendation in run.json; never fails the run.
+
+    (None, why) when the scorer is not installed or scoring could not run.
+    """
+    from kohya_wrap.rundir import record_score
+    from kohya_wrap.score import load_score, score_run, scorer_available
+
+    missing = scorer_available()
+    if missing is not None:
+        return None, f"not scored: {missing} (`kohya-wrap score RUN_DIR` once it is installed)"
+    try:
+        with stages.stage(SCORE):
+            score_run(run_dir)
+    except PipelineFailed as failed:
+        return None, f"not scored: {failed.failure.message}"
+    except Exception as e:  # noqa: BLE001  a finished, verified run never fails because of its score
+        return None, f"not scored: {type(e).__name__}: {e} (run `kohya-wrap score RUN_DIR` to see it again)"
+    doc = load_score(run_dir)
+    if doc is not None:
+        record_score(run_dir, {"file": "score.json", "recommended": doc.get("recommended"),
+                               "reason": doc.get("reason")})
+    return doc, None

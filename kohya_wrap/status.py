@@ -22,6 +22,7 @@ from typing import Any
 from kohya_wrap import events as ev
 from kohya_wrap import rundir
 from kohya_wrap.errors import RunDirError
+from kohya_wrap.score import load_score, recommended_line, recommended_step
 from kohya_wrap.rundir import EVENTS_JSONL, PLAN_JSON, Plan, RunFold, SavedFile, format_duration, resume_command
 
 # Loading SD1.5 and caching latents can be silent for minutes, and train.log is checked too,
@@ -77,6 +78,8 @@ class RunStatus:
     unreadable_lines: int
     held_by: str | None = None  # who holds the run directory's lock (pid, since when), while it runs
     lock_file: bool = False  # the run directory has a lock file: running or stopped is read from the lock
+    recommended_step: int | None = None  # from score.json, when the run was scored
+    score: str | None = None  # the score's recommendation in words
 
     @property
     def done(self) -> bool:
@@ -228,6 +231,7 @@ def _snapshot(run_dir: Path, fold: _Fold, plan: Plan | None, *, now: float | Non
     if eta is None and seconds_per_step is not None and step is not None and total is not None:
         eta = max(0, total - step) * seconds_per_step
 
+    scored = load_score(run_dir)
     last_state = fold.last_state
     can_resume = last_state is not None and (
         state in (STALLED, INTERRUPTED) or (state == FAILED and outcome in STOPPED_OUTCOMES)
@@ -272,6 +276,8 @@ def _snapshot(run_dir: Path, fold: _Fold, plan: Plan | None, *, now: float | Non
         unreadable_lines=fold.unreadable_lines,
         held_by=holder.describe() if holder is not None else None,
         lock_file=files.lock.exists(),
+        recommended_step=recommended_step(scored),
+        score=recommended_line(scored) if scored is not None else None,
     )
 
 

@@ -106,6 +106,8 @@ def _table(s: Any) -> Any:
         table.add_row("resumed", f"{s.segments - 1} time(s)")
     if s.lora_file and s.lora_exists:
         table.add_row("LoRA", s.lora_file)
+    if s.score:
+        table.add_row("score", _escape(s.score))
     if s.resume_command:
         table.add_row("resume with", f"[cyan]{_escape(s.resume_command)}[/cyan]")
     if s.unreadable_lines:

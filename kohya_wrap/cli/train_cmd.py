@@ -141,7 +141,7 @@ def run(src_photos: Path, token: str, class_word: str, crop: str, size: str, cap
 def _train_request(run_dir: Path, resume: bool, allow_nan: bool, sd_scripts: str | None) -> Any:
     from kohya_wrap.pipeline import TrainRequest
 
-    return TrainRequest(run_dir=run_dir, resume=resume, allow_nan=allow_nan, sd_scripts=sd_scripts)
+    return TrainRequest(run_dir=run_dir, resume=resume, allow_nan=allow_nan, sd_scripts=sd_scripts, score=True)
 
 
 def _run(request: Any, *, as_json: bool, dry_run: bool, strict: bool = False) -> None:
@@ -206,6 +206,13 @@ def _run(request: Any, *, as_json: bool, dry_run: bool, strict: bool = False) ->
             view.close()
     if result.trained is not None:
         render_result(result.trained, out)
+    if result.score is not None or result.score_note:
+        from rich.markup import escape
+
+        from kohya_wrap.score import recommended_line
+
+        line = recommended_line(result.score) if result.score is not None else str(result.score_note)
+        out.print(f"[bold]score[/bold]: {escape(line)}", highlight=False, soft_wrap=True)
     if result.failure is not None:
         raise result.failure.error()
 

@@ -20,6 +20,11 @@ from typing import Any, Sequence
 from kohya_wrap import __version__, rundir
 from kohya_wrap.fsutil import atomic_write_text
 from kohya_wrap.sample.session import SampleSession, load_sessions
+from kohya_wrap.score import load_score, recommended_step
+from kohya_wrap.report.charts import Series, line_chart
+from kohya_wrap.report.score_section import score_section
+from kohya_wrap.report.charts import esc as _e
+from kohya_wrap.report.charts import num as _num
 from kohya_wrap.report.summary import RunSummary, load_run, moving_average
 from kohya_wrap.rundir import format_duration
 from kohya_wrap.sdscripts import find_samples, read_prompt_texts
@@ -38,6 +43,7 @@ th{font-weight:600}
 .kv th{color:#555;font-weight:500;white-space:nowrap}
 .outcome-finished{color:#16794a;font-weight:600}.outcome-bad{color:#b42318;font-weight:600}.outcome-open{color:#555;font-weight:600}
 .grid td,.grid th{text-align:center;border:1px solid #e5e5e5}.grid td{white-space:nowrap}.grid img{display:inline-block;width:160px;height:auto;margin:2px}
+.grid tr.recommended th{color:#16794a}.grid tr.recommended td{background:#eaf6ef}
 .grid th.prompt{max-width:200px;font-weight:500;font-size:.85rem}
 svg{background:#fcfcfc;border:1px solid #e5e5e5}
 svg .axis{stroke:#999;stroke-width:1}svg .tick{fill:#555;font-size:11px}
@@ -63,20 +69,6 @@ window.addEventListener('load', function () {
   b.rendered = 'yes';
 });
 """
-
-
-def _e(value: Any) -> str:
-    return html.escape(str(value), quote=True)
-
-
-def _num(value: float | int | None, digits: int = 4) -> str:
-    if value is None:
-        return "—"
-    if isinstance(value, int):
-        return str(value)
-    if not math.isfinite(value):
-        return str(value)
-    return f"{value:.{digits}g}"
 
 
 # Samples are embedded as JPEG: a 512 px PNG sample is ~0.5 MB, so a 3000-step run (12 checkpoints x
@@ -107,63 +99,6 @@ def image_uri(path: Path) -> str:
     except (OSError, UnidentifiedImageError, ValueError):
         return data_uri(path)
     return f"data:image/jpeg;base64,{base64.b64encode(buffer.getvalue()).decode('ascii')}"
-
-
-# -- charts ---------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Series:
-    css_class: str
-    element_id: str
-    xs: Sequence[float]
-    ys: Sequence[float]
-
-
-def _ticks(lo: float, hi: float, count: int = 5) -> list[float]:
-    if hi == lo:
-        return [lo]
-    return [lo + (hi - lo) * i / (count - 1) for i in range(count)]
-
-
-def line_chart(series: Sequence[Series], *, svg_id: str, title: str, x_label: str,
-               width: int = 900, height: int = 280) -> str:
-    """An SVG line chart; each series is one <polyline> with one point per finite value."""
-    left, right, top, bottom = 64, 16, 16, 40
-    points = [(x, y) for s in series for x, y in zip(s.xs, s.ys) if math.isfinite(y)]
-    if not points:
-        return ""
-    x_lo, x_hi = min(p[0] for p in points), max(p[0] for p in points)
-    y_lo, y_hi = min(p[1] for p in points), max(p[1] for p in points)
-    if x_hi == x_lo:
-        x_hi = x_lo + 1
-    pad = (y_hi - y_lo) * 0.05 or abs(y_hi) * 0.05 or 1.0
-    y_lo, y_hi = y_lo - pad, y_hi + pad
-    plot_w, plot_h = width - left - right, height - top - bottom
-
-    def sx(x: float) -> float:
-        return left + (x - x_lo) / (x_hi - x_lo) * plot_w
-
-    def sy(y: float) -> float:
-        return top + (1 - (y - y_lo) / (y_hi - y_lo)) * plot_h
-
-    parts = [
-        f'<svg id="{_e(svg_id)}" width="{width}" height="{height}" '
-        f'viewBox="0 0 {width} {height}" role="img" aria-label="{_e(title)}">',
-        f'<title>{_e(title)}</title>',
-        f'<line class="axis" x1="{left}" y1="{top + plot_h}" x2="{left + plot_w}" y2="{top + plot_h}"/>',
-        f'<line class="axis" x1="{left}" y1="{top}" x2="{left}" y2="{top + plot_h}"/>',
-    ]
-    for y in _ticks(y_lo, y_hi):
-        parts.append(f'<text class="tick" x="{left - 6}" y="{sy(y) + 4:.1f}" text-anchor="end">{_e(_num(y, 3))}</text>')
-    for x in sorted({int(round(x)) for x in _ticks(x_lo, x_hi)}):
-        parts.append(f'<text class="tick" x="{sx(x):.1f}" y="{top + plot_h + 16}" text-anchor="middle">{int(round(x))}</text>')
-    parts.append(f'<text class="tick" x="{left + plot_w / 2:.1f}" y="{height - 4}" text-anchor="middle">{_e(x_label)}</text>')
-    for s in series:
-        coords = " ".join(f"{sx(x):.2f},{sy(y):.2f}" for x, y in zip(s.xs, s.ys) if math.isfinite(y))
-        count = sum(1 for y in s.ys if math.isfinite(y))
-        parts.append(f'<polyline id="{_e(s.element_id)}" class="{_e(s.css_class)}" data-points="{count}" points="{coords}"/>')
-    parts.append("</svg>")
-    return "".join(parts)
 
 
 def average_window(count: int) -> int:
@@ -275,7 +210,8 @@ def session_grid(session: SampleSession, index: int) -> Grid:
     )
 
 
-def grid_html(grid: Grid) -> str:
+def grid_html(grid: Grid, recommended: int | None = None) -> str:
+    """The grid; the row of the recommended step (`score`) is marked."""
     out = [f"<h3>{_e(grid.title)}</h3>"]
     if grid.note:
         out.append(f'<p class="sub">{_e(grid.note)}</p>')
@@ -286,7 +222,11 @@ def grid_html(grid: Grid) -> str:
     out.append("</tr>")
     for row in grid.rows:
         step_attr = f' data-step="{row.step}"' if row.step is not None else ""
-        out.append(f'<tr class="grid-row"{step_attr}><th>{_e(row.label)}</th>')
+        if recommended is not None and row.step == recommended:
+            out.append(f'<tr class="grid-row recommended"{step_attr} data-recommended="yes">'
+                       f'<th>{_e(row.label)}<br><b>recommended</b></th>')
+        else:
+            out.append(f'<tr class="grid-row"{step_attr}><th>{_e(row.label)}</th>')
         for i, cell in enumerate(row.cells):
             out.append(f'<td data-prompt-index="{i}">')
             for path in cell:
@@ -379,7 +319,9 @@ def messages_section(summary: RunSummary) -> str:
     return "".join(out)
 
 
-def render_report(summary: RunSummary, sessions: Sequence[SampleSession] = ()) -> str:
+def render_report(summary: RunSummary, sessions: Sequence[SampleSession] = (),
+                  score: dict[str, Any] | None = None) -> str:
+    best = recommended_step(score)
     grids = [g for g in [training_grid(summary)] if g is not None]
     grids += [session_grid(s, i) for i, s in enumerate(sessions)]
     title = f"kohya-wrap run {summary.run_dir.name}"
@@ -389,8 +331,9 @@ def render_report(summary: RunSummary, sessions: Sequence[SampleSession] = ()) -
         "<h2>Summary</h2>",
         _kv_table(summary_rows(summary), "summary"),
         loss_section(summary),
+        score_section(score),
         "<h2>Samples</h2>",
-        "".join(grid_html(g) for g in grids) if grids else '<p id="no-samples">No sample images yet.</p>',
+        "".join(grid_html(g, best) for g in grids) if grids else '<p id="no-samples">No sample images yet.</p>',
         messages_section(summary),
         manifest_section(summary),
     ]
@@ -406,7 +349,7 @@ def render_report(summary: RunSummary, sessions: Sequence[SampleSession] = ()) -
 def write_report(run_dir: Path, out: Path | None = None) -> Path:
     """Write the run's report (RUN_DIR/report.html unless `out` is given) and return its path."""
     summary = load_run(run_dir)
-    page = render_report(summary, load_sessions(summary.run_dir))
+    page = render_report(summary, load_sessions(summary.run_dir), load_score(summary.run_dir))
     target = Path(out) if out is not None else rundir.paths(summary.run_dir).report_html
     atomic_write_text(target, page)
     return target

@@ -11,7 +11,7 @@ import html
 import math
 from typing import Any
 
-from kohya_wrap.report.html import Series, line_chart
+from kohya_wrap.report.charts import Series, line_chart
 
 # The report's stylesheet does not know these series; the section brings its own rules.
 _STYLE = (

@@ -9,7 +9,9 @@ from kohya_wrap.rundir.layout import (
     is_planned, paths,
 )
 from kohya_wrap.rundir.lock import LockHolder, RunBusy, RunLock, lock_holder
-from kohya_wrap.rundir.manifest import Attempt, FileEntry, RunManifest, read_manifest, read_manifest_json, write_manifest
+from kohya_wrap.rundir.manifest import (
+    Attempt, FileEntry, RunManifest, read_manifest, read_manifest_json, record_score, write_manifest,
+)
 from kohya_wrap.rundir.plan_record import (
     LaunchRequest, Machines, Plan, PlanSubset, check_new_run_dir, read_plan, write_plan,
 )
@@ -20,5 +22,5 @@ __all__ = [
     "TENSORBOARD_DIR", "TRAIN_LOG", "Attempt", "FileEntry", "LaunchRequest", "LockHolder", "LossPoint", "Machines",
     "Plan", "PlanSubset", "RunBusy", "RunFold", "RunLock", "RunManifest", "RunPaths", "SavedFile", "check_new_run_dir",
     "fold_events", "format_duration", "is_planned", "lock_holder", "paths", "read_manifest", "read_manifest_json",
-    "read_plan", "resume_command", "write_manifest", "write_plan",
+    "read_plan", "record_score", "resume_command", "write_manifest", "write_plan",
 ]

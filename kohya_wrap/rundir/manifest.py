@@ -172,3 +172,15 @@ def read_manifest_json(path: Path) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
+
+
+def record_score(run_dir: Path, score: Mapping[str, Any]) -> None:
+    """Add the score's recommendation to a run's run.json (after `score` ran on a finished run)."""
+    from dataclasses import replace
+
+    from kohya_wrap.rundir.layout import paths
+
+    path = paths(run_dir).run_json
+    manifest = read_manifest(path)
+    if manifest is not None:
+        write_manifest(path, replace(manifest, score=dict(score)))
