@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pytest
 import os
 import subprocess
 import sys
@@ -171,3 +172,29 @@ def test_planning_options_are_refused_for_a_planned_run(tmp_path):
         done = kohya_wrap("train", str(run_dir), *extra)
         assert done.returncode == 2 and "trains as planned" in done.stderr, extra
     assert not (run_dir / "train.log").exists()
+
+
+def test_train_scores_a_finished_run_and_says_why_nothing_is_recommended(tmp_path):
+    pytest.importorskip("dlib", reason="score's identity model (the [score] extra) is not installed")
+    run_dir = make_run_dir(tmp_path, sample_every_n_steps=2)
+    reference = tmp_path / "dataset" / "img" / "1_ohwx man"
+    reference.mkdir(parents=True)
+    plan = json.loads((run_dir / "plan.json").read_text())
+    plan["dataset"]["subsets"] = [{"dir": str(reference), "images": 1, "repeats": 1, "class_tokens": "ohwx man",
+                                   "is_reg": False}]
+    (run_dir / "plan.json").write_text(json.dumps(plan))
+    from PIL import Image
+
+    Image.new("RGB", (64, 64), (200, 180, 160)).save(reference / "0001.png")
+    done = kohya_wrap("train", str(run_dir))
+    assert done.returncode == 0, done.stderr
+    said = " ".join(done.stdout.split())
+    assert "score: no checkpoint recommended: no face" in said  # the fake trainer's samples are noise
+    score = json.loads((run_dir / "score.json").read_text())
+    assert score["recommended"] is None and [c["step"] for c in score["checkpoints"]] == [2, 4]
+    manifest = json.loads((run_dir / "run.json").read_text())
+    assert manifest["outcome"] == "finished" and manifest["score"]["recommended"] is None
+    assert manifest["score"]["reason"] == score["reason"]
+    assert 'id="score' in (run_dir / "report.html").read_text()
+    status = json.loads(kohya_wrap("status", str(run_dir), "--json").stdout)
+    assert status["score"].startswith("no checkpoint recommended") and status["recommended_step"] is None
