@@ -1,4 +1,4 @@
-"""A prepared dataset folder (written by `prepare`, see CONTRACTS.md), read into frozen records for `plan`."""
+"""A prepared dataset folder (written by `prepare`, layout in docs/dataset.md), read into frozen records for `plan`."""
 
 from __future__ import annotations
 

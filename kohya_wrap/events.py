@@ -2,7 +2,7 @@
 
 The train stage turns the trainer's console into these; events.jsonl holds one per line; report
 and status read them back with read_events(). Nothing here knows sd-scripts. The format is the
-events contract in docs (CONTRACTS.md): every object has "t" (ISO-8601 UTC, ms) and "type".
+events.jsonl format in docs/run-directory.md#eventsjsonl: every object has "t" (ISO-8601 UTC, ms) and "type".
 
 A non-finite loss is written as the string "nan", "inf" or "-inf" (strict JSON has no NaN).
 """

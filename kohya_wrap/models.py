@@ -1,7 +1,7 @@
 """The base model and the CLIP tokenizer a run needs, found locally or fetched from the Hugging Face Hub.
 
 Only safetensors files are accepted without asking: sd-scripts loads any other checkpoint with
-torch.load(weights_only=False), which runs whatever code the pickle holds (SPEC 9). A diffusers folder is
+torch.load(weights_only=False), which runs whatever code the pickle holds (library/model_util.py: load_checkpoint_with_text_encoder_conversion; docs/sd-scripts.md#trust-rules). A diffusers folder is
 allowed with a warning, because diffusers imports the classes its model_index.json names.
 Everything fetched goes to the Hugging Face cache, so once cached a run needs no network.
 """

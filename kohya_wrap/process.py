@@ -3,7 +3,7 @@
 stream() starts argv (a list, never a shell string) with an explicit environment and working
 directory in a new session, so the child and everything it starts (accelerate's trainer child,
 DataLoader workers) form one process group that can be signalled as a whole: accelerate does not
-forward signals to its child (SPEC 8.7).
+forward signals to its child (accelerate/commands/launch.py: simple_launcher; docs/sd-scripts.md#signals-and-process-groups).
 
 - stdout and stderr are read by one thread each, so neither pipe can fill up and block the child.
   The main thread gets (stream, bytes) chunks in arrival order, writes every byte to the log file
@@ -208,7 +208,7 @@ class Streamer:
                     self.on_idle()
                 if proc.poll() is not None:
                     # Our child is gone but someone in its group still holds the pipes (an
-                    # orphaned trainer, SPEC 8.7): give it a grace period, then stop the group.
+                    # orphaned trainer, docs/sd-scripts.md#signals-and-process-groups): give it a grace period, then stop the group.
                     exited_at = exited_at or time.monotonic()
                     waited = time.monotonic() - exited_at
                     if waited > GROUP_EXIT_GRACE_S and self._stops == 0:

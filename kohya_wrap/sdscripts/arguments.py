@@ -1,8 +1,8 @@
 """The arguments of sd-scripts v0.10.1 train_network.py: names, types, choices, defaults, and which are unsafe.
 
 The table (data/train_network_args.json) was produced by running the real `add_argument` calls. sd-scripts
-applies no type conversion and no choices check to `--config_file` values (SPEC 2), so every value we
-write goes through `convert()` first, and the checks sd-scripts makes only at run time (SPEC 1.5) are
+applies no type conversion and no choices check to `--config_file` values (library/train_util.py: read_config_from_file; docs/sd-scripts.md#no-type-conversion-of-config-values), so every value we
+write goes through `convert()` first, and the checks sd-scripts makes only at run time (docs/sd-scripts.md#checks-made-only-at-run-time) are
 made by `cross_checks()` before anything launches.
 """
 
@@ -29,7 +29,7 @@ except ModuleNotFoundError:  # Python 3.10
 # other architecture-specific modules build networks for models train_network.py does not load.
 NETWORK_MODULE_ALLOWLIST = ("networks.lora", "networks.dylora", "networks.lora_fa", "networks.oft")
 
-# TU:get_optimizer, compared lower-cased. Anything else without a dot is looked up in torch.optim.
+# library/train_util.py: get_optimizer, compared lower-cased. Anything else without a dot is looked up in torch.optim.
 KNOWN_OPTIMIZERS = (
     "AdamW", "AdamW8bit", "PagedAdamW", "PagedAdamW8bit", "PagedAdamW32bit", "Lion", "Lion8bit", "PagedLion8bit",
     "SGDNesterov", "SGDNesterov8bit", "DAdaptation", "DAdaptAdamPreprint", "DAdaptAdaGrad", "DAdaptAdam",
@@ -49,7 +49,7 @@ OPTIMIZER_PACKAGES: Mapping[str, tuple[str, str]] = {
     **{n.lower(): ("dadaptation", "dadaptation") for n in KNOWN_OPTIMIZERS if n.startswith("DAdapt")},
     **{n.lower(): ("schedulefree", "schedulefree") for n in KNOWN_OPTIMIZERS if n.endswith("ScheduleFree")},
 }
-# TU:get_scheduler_fix: transformers' SchedulerType (4.54.1), diffusers' piecewise_constant, "adafactor:<lr>".
+# library/train_util.py: get_scheduler_fix: transformers' SchedulerType (4.54.1), diffusers' piecewise_constant, "adafactor:<lr>".
 KNOWN_LR_SCHEDULERS = (
     "linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
     "inverse_sqrt", "reduce_lr_on_plateau", "cosine_with_min_lr", "cosine_warmup_with_min_lr",
@@ -84,7 +84,7 @@ MANAGED_KEYS = {
 STEP_KEYS = ("max_train_steps", "max_train_epochs")
 
 # Allowed from the user's own command line (--set), refused in a preset file: each reads or writes a
-# path, imports code, or sends data somewhere (SPEC 9).
+# path, imports code, or sends data somewhere (docs/sd-scripts.md#trust-rules).
 PRESET_FORBIDDEN = {
     "vae": "it names a file to load (a non-.safetensors VAE is unpickled)",
     "network_weights": "it names a file to load (a non-.safetensors file is unpickled)",
@@ -245,7 +245,7 @@ def _convert_scalar(arg: Argument, value: Any, from_text: bool) -> Any:
 
 
 def int_or_float(name: str, text: str) -> int | float:
-    """TU:add_optimizer_arguments.int_or_float: "N%" -> N/100, >= 1 -> an int step count, < 1 -> a ratio."""
+    """library/train_util.py: add_optimizer_arguments (its int_or_float): "N%" -> N/100, >= 1 -> an int step count, < 1 -> a ratio."""
     bad = ArgumentError(name, f"{name} must be {_type_name('int_or_float')} (or 'N%'), got {text!r}")
     try:
         if text.endswith("%"):
@@ -288,7 +288,7 @@ def convert(key: str, value: Any, *, from_text: bool = False) -> Any:
     if isinstance(value, list):
         raise ArgumentError(key, f"{key} takes one value, got a list {value!r}")
     if key == "resolution" and not from_text and isinstance(value, int) and not isinstance(value, bool):
-        value = str(value)  # sd-scripts splits the string ("512" or "512,768"); an int crashes it (SPEC 2)
+        value = str(value)  # sd-scripts splits the string ("512" or "512,768"); an int crashes it (library/train_util.py: prepare_dataset_args)
     out = _convert_scalar(arg, value, from_text)
     if arg.choices is not None and out not in arg.choices:
         allowed = ", ".join(repr(c) for c in arg.choices if c is not None)
@@ -330,7 +330,7 @@ def _check_optimizer(value: str) -> None:
 
 
 def _check_value(key: str, value: Any) -> None:
-    """Per-value rules sd-scripts checks late (SPEC 1.5, 2)."""
+    """Per-value rules sd-scripts checks late (docs/sd-scripts.md#checks-made-only-at-run-time, #no-type-conversion-of-config-values)."""
     _check_range(key, value)
     if key == "optimizer_type":
         _check_optimizer(value)
@@ -429,7 +429,7 @@ def package_problems(values: Mapping[str, Any]) -> list[Problem]:
 
 
 def cross_checks(values: Mapping[str, Any], *, packages: bool = True) -> list[Problem]:
-    """The conflicts sd-scripts finds only at run time (SPEC 1.5), found now. `values` holds what is set.
+    """The conflicts sd-scripts finds only at run time (docs/sd-scripts.md#checks-made-only-at-run-time), found now. `values` holds what is set.
 
     packages: also refuse an optimizer whose package this Python lacks (plan); a preset is checked without it.
     """

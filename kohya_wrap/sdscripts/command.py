@@ -1,5 +1,5 @@
 """The command line that starts train_network.py: `accelerate launch` with every flag explicit
-(docs/sd-scripts.md, "Launching").
+(docs/sd-scripts.md#launching).   (that heading is "Launching")
 
 Without --num_processes accelerate uses every visible GPU, and missing flags print a warning of
 defaults; so all are passed. The launcher's --mixed_precision does not change training precision
@@ -100,7 +100,7 @@ def build_argv(checkout: Path, config_toml: Path, dataset_toml: Path, accelerate
 
 def base_model_args(path: Path) -> list[str]:
     """Arguments that point the trainer at the base model file on this machine; sd-scripts lets the
-    command line override --config_file values (docs/sd-scripts.md, "Config file merging")."""
+    command line override --config_file values (docs/sd-scripts.md#config-file-merging)."""
     return ["--pretrained_model_name_or_path", str(path)]
 
 

@@ -1,9 +1,9 @@
 """The three files train_network.py reads: --config_file, --dataset_config and --sample_prompts.
 
 config.toml: sd-scripts flattens its sections (names are for readers) and applies no type conversion
-(SPEC 2), so every value is written with the exact type argparse would have produced; None is never
+(docs/sd-scripts.md#no-type-conversion-of-config-values), so every value is written with the exact type argparse would have produced; None is never
 written (argparse's default stands), and nothing falsy is dropped: `0.0` is a value.
-dataset.toml: voluptuous-checked (SPEC 3): resolution is an int (or [W, H]), bools are bools; repeats and
+dataset.toml: voluptuous-checked (library/config_util.py: ConfigSanitizer; docs/sd-scripts.md#dataset-config-schema): resolution is an int (or [W, H]), bools are bools; repeats and
 class tokens are explicit because folder names mean nothing in config mode.
 """
 
@@ -88,7 +88,7 @@ class SamplePrompt:
 
 
 def render_sample_prompts(prompts: Sequence[SamplePrompt], header: str = "") -> str:
-    """sample_prompts.txt: one prompt per line with ` --x value` options (SPEC 10); `#` lines are comments."""
+    """sample_prompts.txt: one prompt per line with ` --x value` options (docs/sd-scripts.md#sample-prompt-syntax); `#` lines are comments."""
     lines = [f"# {line}".rstrip() for line in header.splitlines()]
     for p in prompts:
         for text in (p.prompt, p.negative):

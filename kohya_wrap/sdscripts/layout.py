@@ -1,4 +1,4 @@
-"""sd-scripts' DreamBooth folder convention and the files its dataset scan accepts (SPEC section 4)."""
+"""sd-scripts' DreamBooth folder convention and the files its dataset scan accepts (docs/sd-scripts.md#folder-naming-convention, #image-and-caption-files)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from dataclasses import dataclass
 TRAIN_DIR = "img"
 REG_DIR = "reg"
 CAPTION_EXTENSION = ".txt"
-# TU IMAGE_EXTENSIONS: matched case-sensitively on Linux, so we only ever write lower case.
+# library/train_util.py: IMAGE_EXTENSIONS: matched case-sensitively on Linux, so we only ever write lower case.
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 # The repeats a prepared folder gets when the user gives none; `plan` may change them.
 DEFAULT_REPEATS = 1

@@ -1,4 +1,4 @@
-"""Checking a LoRA file that train_network.py wrote (SPEC 7.3, 7.4).
+"""Checking a LoRA file that train_network.py wrote (docs/sd-scripts.md#lora-metadata, #lora-tensor-keys).
 
 verify_lora() opens it with safetensors (numpy: no torch needed), and checks, each as a named
 Check: Kohya's key naming, the SD1.5 module counts of networks.lora, finite values, up weights

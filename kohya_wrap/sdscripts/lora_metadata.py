@@ -1,4 +1,4 @@
-"""What the ss_* / modelspec.* metadata sd-scripts writes into a LoRA file says (SPEC 7.3).
+"""What the ss_* / modelspec.* metadata sd-scripts writes into a LoRA file says (docs/sd-scripts.md#lora-metadata).
 
 Every value is a string there (`str(v)`: None is "None", booleans "True"/"False", dicts JSON), and
 which keys exist depends on how it was trained (folder mode or --dataset_config, --no_metadata), on

@@ -1,6 +1,6 @@
 """sd-scripts' console output -> events. Pure: no I/O, never raises, never prints.
 
-What train_network.py (v0.10.1) prints, and where (SPEC 6):
+What train_network.py (v0.10.1) prints, and where (docs/sd-scripts.md#console-output, #training-summary, #progress-bar):
 - stdout: `accelerator.print` lines: the "running training" summary, `epoch 1/10`, `saving checkpoint: PATH`.
 - stderr: rich log records `TIME LEVEL    message    file.py:123` (wrapped onto continuation lines
   indented 29 columns when the console is narrow: 80 columns on a pipe unless COLUMNS is set), tqdm
@@ -39,7 +39,7 @@ _CONTINUATION_PREFIX = " " * _MSG_COL
 _LEVELS = frozenset({"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"})
 _LEVEL_WORDS = ("DEBUG ", "INFO ", "WARNING ", "ERROR ", "CRITICAL ")
 
-# SPEC 6.3, loosened for a record glued after the bar.
+# The "steps" bar (docs/sd-scripts.md#progress-bar), loosened for a record glued after the bar.
 _BAR = re.compile(
     r"^steps:\s+(\d+)%\|[^|]*\|\s*(\d+)/(\d+)\s+\[([0-9:]+)<([0-9:?]+),\s*([0-9.?]+)\s*(it/s|s/it)(?:,\s*([^\]]*))?\]"
 )
@@ -434,7 +434,7 @@ class OutputParser:
         step = int(m.group(2)) + self.skipped_steps
         total = int(m.group(3))
         if self.skipped_steps:
-            # past epoch 1 the bar's total is off (SPEC 8.8); the summary's total is right
+            # past epoch 1 the bar's total is off (docs/sd-scripts.md#step-counter-after-a-resume); the summary's total is right
             total = self.total_steps or total + self.skipped_steps
         self.last_step = step
         rate_text = m.group(6)
@@ -451,7 +451,7 @@ class OutputParser:
             events.append(Error(message=f"the training loss is {avr_loss} at step {step}", kind="nan"))
 
     def _absolute_file_step(self, step: int | None) -> int | None:
-        """sd-scripts names files after its global_step, which restarts past epoch 1 on resume (SPEC 8.8)."""
+        """sd-scripts names files after its global_step, which restarts past epoch 1 on resume (train_network.py: NetworkTrainer.train; docs/sd-scripts.md#step-counter-after-a-resume)."""
         if step is None or not self.skipped_steps:
             return step
         start = self.skipped_steps * self._grad_accum - self._skipped_epochs * (self._batches_per_epoch or 0)

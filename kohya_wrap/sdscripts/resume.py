@@ -1,10 +1,10 @@
-"""Resuming train_network.py from a saved state (SPEC 7.1, 7.2, 8.8).
+"""Resuming train_network.py from a saved state (docs/sd-scripts.md#checkpoint-and-state-names, #resume, #step-counter-after-a-resume).
 
 State folders in output_dir: `NAME-step00000500-state` (every N steps), `NAME-000003-state` (every
 N epochs) and `NAME-state` (the end of training); each holds train_state.json
 {"current_epoch": e, "current_step": s}. `--resume DIR` alone restarts the step counter at 0 and
 trains every step again; `--skip_until_initial_step` skips the steps already done. Past epoch 1
-sd-scripts still records a relative step (SPEC 8.8), so a caller that knows the true step of a state
+sd-scripts still records a relative step (docs/sd-scripts.md#step-counter-after-a-resume), so a caller that knows the true step of a state
 (from its own events) passes it in `known_steps`.
 """
 
@@ -36,7 +36,7 @@ class SavedState:
 def resume_args(state_dir: Path, initial_step: int | None = None) -> list[str]:
     """Arguments that continue a run from state_dir with the step counter right.
 
-    initial_step: the true step when train_state.json holds a relative one (SPEC 8.8); it then
+    initial_step: the true step when train_state.json holds a relative one (docs/sd-scripts.md#step-counter-after-a-resume); it then
     overrides the state's step (sd-scripts warns "steps from the state is ignored").
     """
     args = ["--resume", str(state_dir), "--skip_until_initial_step"]
@@ -49,7 +49,7 @@ def resume_problem(state: SavedState, steps_per_epoch: int) -> str | None:
     """Why sd-scripts v0.10.1 would not continue correctly from this state, or None.
 
     Past the first epoch, --skip_until_initial_step sets global_step to the step *within* the epoch
-    (train_network.py L1340-1344; SPEC 8.8): the checkpoints after the resume get the names of earlier
+    (train_network.py: NetworkTrainer.train, where it skips epochs before the loop; docs/sd-scripts.md#step-counter-after-a-resume): the checkpoints after the resume get the names of earlier
     ones and overwrite them, and the LoRA's ss_steps metadata is wrong. Within epoch 1 it is exact.
     """
     if steps_per_epoch <= 0 or state.step < steps_per_epoch:

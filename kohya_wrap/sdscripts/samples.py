@@ -3,7 +3,7 @@
 train_util.sample_image_inference (v0.10.1) saves each image as
 `<output_dir>/sample/[<output_name>_]<num>_<i:02d>_<YYYYmmddHHMMSS>[_<seed>].png`, where <num> is
 `e<epoch:06d>` for epoch-triggered samples (`e000000` for --sample_at_first) or `<step:06d>` for
-step-triggered ones, and <i> is the prompt's index in the prompt file (SPEC 7.6).
+step-triggered ones, and <i> is the prompt's index in the prompt file (docs/sd-scripts.md#sample-images-during-training).
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ def find_samples(output_dir: Path, output_name: str | None = None) -> list[tuple
 def read_prompt_texts(prompt_file: Path) -> list[str]:
     """The prompt of each entry of a .txt prompt file, in the order that gives its sample index.
 
-    sd-scripts skips empty lines and lines starting with `#`, and cuts options at ` --` (SPEC 10).
+    sd-scripts skips empty lines and lines starting with `#`, and cuts options at ` --` (library/train_util.py: sample_images_common, line_to_prompt_dict; docs/sd-scripts.md#sample-prompt-syntax).
     """
     path = Path(prompt_file)
     if not path.is_file():
@@ -85,7 +85,7 @@ def read_prompt_texts(prompt_file: Path) -> list[str]:
 
 
 def checkpoint_files(output_dir: Path, output_name: str | None) -> list[Path]:
-    """The LoRA files a run saved (SPEC 7.1): `<name>-step<8 digits>`, `<name>-<6 digits>` (epochs)
+    """The LoRA files a run saved (library/train_util.py: get_step_ckpt_name, get_epoch_ckpt_name, get_last_ckpt_name; docs/sd-scripts.md#checkpoint-and-state-names): `<name>-step<8 digits>`, `<name>-<6 digits>` (epochs)
     and the final `<name>`, all `.safetensors`; other files of the folder are left out."""
     folder = Path(output_dir)
     if not folder.is_dir():

@@ -1,4 +1,4 @@
-"""sd-scripts' step arithmetic (SPEC 5) and the search for repeats and epochs that land on a target.
+"""sd-scripts' step arithmetic (docs/sd-scripts.md#step-formula) and the search for repeats and epochs that land on a target.
 
 count_steps() reproduces what train_network.py prints in its "running training" summary:
 DreamBoothDataset.__init__ (repeats, regularization balancing), BaseDataset.make_buckets (one batch list
@@ -35,7 +35,7 @@ class StepCount:
     steps_per_epoch: int  # optimization steps per epoch
 
     def epochs_for(self, max_train_steps: int) -> int:
-        """TN:train L978: num_train_epochs = ceil(max_train_steps / num_update_steps_per_epoch)."""
+        """train_network.py: NetworkTrainer.train: num_train_epochs = ceil(max_train_steps / num_update_steps_per_epoch)."""
         return math.ceil(max_train_steps / self.steps_per_epoch) if self.steps_per_epoch else 0
 
 

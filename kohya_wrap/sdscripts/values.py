@@ -23,7 +23,7 @@ class Shape:
     width: int
     height: int
     enable_bucket: bool
-    resizes_images: bool  # sd-scripts resizes images of another size (bucketing or latent caching, SPEC 4.4)
+    resizes_images: bool  # sd-scripts resizes images of another size (bucketing or latent caching: docs/sd-scripts.md#image-sizes-and-bucketing)
     mixed_precision: str
     pinned_steps: int | None  # max_train_steps set by the user for this run
     pinned_epochs: int | None

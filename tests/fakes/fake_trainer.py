@@ -339,7 +339,7 @@ def main() -> int:
     if args.replay:
         return replay(args.replay)
     cfg = load_config(args.config_file)
-    if args.pretrained_model_name_or_path:  # the command line overrides the config file (SPEC 2)
+    if args.pretrained_model_name_or_path:  # the command line overrides the config file (docs/sd-scripts.md#config-file-merging)
         cfg["pretrained_model_name_or_path"] = args.pretrained_model_name_or_path
     return train(args, cfg)
 

@@ -22,7 +22,7 @@ WIDTH = 8  # in/out features of every module: small, the checks do not look at r
 
 
 def sd15_module_names() -> list[str]:
-    """The 72 text-encoder and 192 U-Net module names networks.lora gives SD1.5 (SPEC 7.4)."""
+    """The 72 text-encoder and 192 U-Net module names networks.lora gives SD1.5 (networks/lora.py: LoRANetwork.__init__; docs/sd-scripts.md#lora-tensor-keys)."""
     te = [f"lora_te_text_model_encoder_layers_{i}_{part}" for i in range(12)
           for part in ("self_attn_q_proj", "self_attn_k_proj", "self_attn_v_proj", "self_attn_out_proj", "mlp_fc1", "mlp_fc2")]
     blocks = [f"down_blocks_{b}_attentions_{a}" for b in range(3) for a in range(2)] + ["mid_block_attentions_0"]

@@ -183,7 +183,7 @@ def test_resume_with_skip_reports_absolute_steps():
 
 
 def test_resume_past_epoch_one_corrects_file_steps():
-    """SPEC 8.8: after skipping whole epochs, sd-scripts' global_step restarts at the remainder."""
+    """After skipping whole epochs (docs/sd-scripts.md#step-counter-after-a-resume), sd-scripts' global_step restarts at the remainder."""
     parser = OutputParser()
     stdout = ("running training / x\n  num batches per epoch / y: 10\n  gradient accumulation steps / z = 1\n"
               "  total optimization steps / w: 40\n").encode()

@@ -5,11 +5,12 @@ import pytest
 
 from kohya_wrap.sdscripts.steps import StepSubset, StepTarget, balanced_reg_repeats, count_steps, plan_steps
 
-TRANSCRIPTS = Path("/work/shared/sd-scripts/transcripts")
+TRANSCRIPTS = Path(__file__).parents[1] / "data" / "transcripts"  # recorded sd-scripts v0.10.1 runs
 
 
-def test_spec_worked_example_without_reg_images():
-    # SPEC 5: 20 images at 10_sks dog, batch 2, no bucketing -> T=200, L=100, 10 epochs = 1000 steps.
+def test_step_formula_worked_example_without_reg_images():
+    # The worked example of docs/sd-scripts.md#step-formula: 20 images at 10_sks dog, batch 2, no bucketing
+    # -> T=200, L=100, 10 epochs = 1000 steps.
     count = count_steps([StepSubset(20, 10)], batch_size=2)
     assert count.train_images_x_repeats == 200
     assert count.batches_per_epoch == 100
@@ -17,7 +18,7 @@ def test_spec_worked_example_without_reg_images():
     assert count.epochs_for(1000) == 10
 
 
-def test_spec_worked_example_with_50_reg_images_doubles_the_steps():
+def test_step_formula_worked_example_with_50_reg_images_doubles_the_steps():
     count = count_steps([StepSubset(20, 10), StepSubset(50, 1, is_reg=True)], batch_size=2)
     assert count.raw_reg_images_x_repeats == 50  # printed as "num reg images"
     assert count.reg_images_x_repeats == 200  # every reg image raised to 4 repeats
@@ -60,10 +61,9 @@ def _summary(path: Path) -> dict[str, int]:
     return {k: int(re.search(p, text).group(1)) for k, p in keys.items()}
 
 
-@pytest.mark.skipif(not TRANSCRIPTS.is_dir(), reason="recorded sd-scripts transcripts not available")
 @pytest.mark.parametrize("run", ["A_cli", "B_config"])
 def test_our_count_matches_what_sd_scripts_printed(run):
-    # The recorded runs: 4 images in 10_ohwx man, batch 1, max_train_steps 4 (README of the transcripts).
+    # The recorded runs: 4 images in 10_ohwx man, batch 1, max_train_steps 4.
     printed = _summary(TRANSCRIPTS / f"{run}.pipe.stdout.txt")
     plan = plan_steps([StepSubset(4, 10)], StepTarget(4, 2, 4), batch_size=1, choose_repeats=False)
     assert printed == {"train": plan.count.train_images_x_repeats, "reg": plan.count.raw_reg_images_x_repeats,

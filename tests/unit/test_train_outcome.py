@@ -59,7 +59,7 @@ def test_latest_state_and_resume_args(tmp_path):
     assert state.path.name == "face-step00000004-state" and state.step == 4 and not state.is_final
     assert resume_args(state.path) == ["--resume", str(state.path), "--skip_until_initial_step"]
     assert resume_args(state.path, 44)[-2:] == ["--initial_step", "44"]
-    # our events know the true step of a state saved after a resume past epoch 1 (SPEC 8.8)
+    # our events know the true step of a state saved after a resume past epoch 1 (docs/sd-scripts.md#step-counter-after-a-resume)
     assert latest_state(out, "face", {str(out / "face-step00000002-state"): 42}).step == 42
     _state(out, "face-state", 4)
     assert latest_state(out, "face").is_final  # the end-of-training state: nothing to resume
