@@ -23,7 +23,7 @@ from kohya_wrap.rundir import (
     CONFIG_TOML, DATASET_TOML, SAMPLE_PROMPTS, LaunchRequest, Machines, Plan, PlanSubset, check_new_run_dir, paths,
 )
 from kohya_wrap.sdscripts import (
-    PINNED_TAG, DatasetSubset, SamplePrompt, Shape, StepSubset, StepTarget, bucket_key, build_env, check_image_sizes,
+    PINNED_TAG, DatasetSubset, SamplePrompt, Shape, StepPlan, StepSubset, StepTarget, bucket_key, build_env, check_image_sizes,
     convert, cross_checks, filled_in, locate, plan_steps, read_shape, render_config_toml, render_dataset_toml,
     render_sample_prompts, resume_limit_warning, run_values, saves_state,
 )
@@ -92,15 +92,7 @@ def make_plan(
         decide(key, value, source)
     shape = read_shape({k: s.value for k, s in settings.items()})
 
-    # Steps: repeats and epochs landing in the preset's range (or what the user pinned with --set).
-    step_subsets = [StepSubset(s.images, s.repeats, s.is_reg, bucket_key(s.size, shape.enable_bucket))
-                    for s in dataset.subsets]
-    target = StepTarget(ours["target_steps"], ours["min_steps"], ours["max_steps"],
-                              ours["preferred_epochs"], ours["max_repeats"], ours["single_epoch"])
-    sp = plan_steps(
-        step_subsets, target, batch_size=shape.batch_size, grad_accum=shape.grad_accum,
-        num_processes=launch.num_processes, choose_repeats=not dataset.repeats_explicit,
-        fixed_steps=shape.pinned_steps, fixed_epochs=shape.pinned_epochs)
+    sp = _plan_steps(dataset, shape, ours, launch.num_processes)
     warnings.extend(sp.warnings)
     if saves_state({k: s.value for k, s in settings.items()}):
         limit = resume_limit_warning(sp.epochs, sp.count.steps_per_epoch)
@@ -122,18 +114,64 @@ def make_plan(
         decide(key, value)
 
     values = {k: s.value for k, s in settings.items()}
+    warnings.extend(_cross_check(values, settings))
+    warnings.extend(_resolution_warnings(dataset, shape))
+
+    subsets = tuple(PlanSubset(str(s.dir), s.images, r, s.class_tokens, s.is_reg)
+                    for s, r in zip(dataset.subsets, sp.repeats))
+    files = _render_files(chosen.name, values, subsets, shape, prompts)
+    return Plan(
+        run_dir=run, created_at=datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z"),
+        preset_name=chosen.name, preset_sha256=chosen.sha256, preset_files=tuple(str(f) for f in chosen.files),
+        dataset_dir=str(dataset.dir), manifest_sha256=dataset.manifest_sha256, subsets=subsets,
+        base_model=MappingProxyType({"source": model.source, "path": None if model.path is None else str(model.path),
+                                     "kind": model.kind}),
+        tokenizer_cache_dir=None if tokenizer is None else str(tokenizer), values=MappingProxyType(values),
+        sources=MappingProxyType({k: s.source for k, s in settings.items()}), ours=MappingProxyType(ours),
+        steps=MappingProxyType(_step_record(sp)), launch=launch, env=MappingProxyType(build_env(offline=True)),
+        output_dir=files_at.output_dir, output_name=output_name,
+        lora_file=files_at.output_dir / f"{output_name}{shape.model_suffix}",
+        sd_scripts=MappingProxyType(_planned_against(sd_scripts)),
+        warnings=tuple(warnings), files=MappingProxyType(files),
+    )
+
+
+def _plan_steps(dataset: Dataset, shape: Shape, ours: dict[str, Any], num_processes: int) -> StepPlan:
+    """Repeats and epochs landing in the preset's range (or what the user pinned with --set)."""
+    step_subsets = [StepSubset(s.images, s.repeats, s.is_reg, bucket_key(s.size, shape.enable_bucket))
+                    for s in dataset.subsets]
+    target = StepTarget(ours["target_steps"], ours["min_steps"], ours["max_steps"],
+                        ours["preferred_epochs"], ours["max_repeats"], ours["single_epoch"])
+    return plan_steps(step_subsets, target, batch_size=shape.batch_size, grad_accum=shape.grad_accum,
+                      num_processes=num_processes, choose_repeats=not dataset.repeats_explicit,
+                      fixed_steps=shape.pinned_steps, fixed_epochs=shape.pinned_epochs)
+
+
+def _step_record(sp: StepPlan) -> dict[str, Any]:
+    count = sp.count
+    return {
+        "train_images_x_repeats": count.train_images_x_repeats,
+        "reg_images_x_repeats": count.reg_images_x_repeats,
+        "batch_size": count.batch_size, "grad_accum": count.grad_accum, "num_processes": count.num_processes,
+        "steps_per_epoch": count.steps_per_epoch, "epochs": sp.epochs, "max_train_steps": sp.max_train_steps,
+        "arithmetic": sp.arithmetic,
+    }
+
+
+def _cross_check(values: dict[str, Any], settings: dict[str, Setting]) -> list[str]:
+    """The warnings of sd-scripts' cross-argument rules; the first error, naming where its key came from."""
     problems = cross_checks(values)
     errors = [p for p in problems if p.severity == "error"]
     if errors:
         first = errors[0]
         source = settings[first.keys[0]].source if first.keys[0] in settings else "default"
         raise PresetError(f"{first.keys[0]} ({source}): {first.message}", first.hint)
-    warnings.extend(p.message for p in problems if p.severity == "warning")
-    warnings.extend(_resolution_warnings(dataset, shape))
+    return [p.message for p in problems if p.severity == "warning"]
 
-    subsets = tuple(PlanSubset(str(s.dir), s.images, r, s.class_tokens, s.is_reg)
-                    for s, r in zip(dataset.subsets, sp.repeats))
-    header = (f"Written by kohya-wrap {__version__} `plan` from preset {chosen.name} for sd-scripts {PINNED_TAG}.\n"
+
+def _render_files(preset_name: str, values: dict[str, Any], subsets: tuple[PlanSubset, ...], shape: Shape,
+                  prompts: list[SamplePrompt]) -> dict[str, str]:
+    header = (f"Written by kohya-wrap {__version__} `plan` from preset {preset_name} for sd-scripts {PINNED_TAG}.\n"
               "Regenerate it with `kohya-wrap plan`; edits here are not checked.")
     files = {
         CONFIG_TOML: render_config_toml(values, header=header + "\nsd-scripts reads it with --config_file."),
@@ -147,28 +185,7 @@ def make_plan(
             files[SAMPLE_PROMPTS] = render_sample_prompts(prompts, header=header)
         except ValueError as e:
             raise PresetError(f"[kohya_wrap] prompts: {e}") from None
-    count = sp.count
-    step_info = {
-        "train_images_x_repeats": count.train_images_x_repeats,
-        "reg_images_x_repeats": count.reg_images_x_repeats,
-        "batch_size": count.batch_size, "grad_accum": count.grad_accum, "num_processes": count.num_processes,
-        "steps_per_epoch": count.steps_per_epoch, "epochs": sp.epochs, "max_train_steps": sp.max_train_steps,
-        "arithmetic": sp.arithmetic,
-    }
-    return Plan(
-        run_dir=run, created_at=datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z"),
-        preset_name=chosen.name, preset_sha256=chosen.sha256, preset_files=tuple(str(f) for f in chosen.files),
-        dataset_dir=str(dataset.dir), manifest_sha256=dataset.manifest_sha256, subsets=subsets,
-        base_model=MappingProxyType({"source": model.source, "path": None if model.path is None else str(model.path),
-                                     "kind": model.kind}),
-        tokenizer_cache_dir=None if tokenizer is None else str(tokenizer), values=MappingProxyType(values),
-        sources=MappingProxyType({k: s.source for k, s in settings.items()}), ours=MappingProxyType(ours),
-        steps=MappingProxyType(step_info), launch=launch, env=MappingProxyType(build_env(offline=True)),
-        output_dir=files_at.output_dir, output_name=output_name,
-        lora_file=files_at.output_dir / f"{output_name}{shape.model_suffix}",
-        sd_scripts=MappingProxyType(_planned_against(sd_scripts)),
-        warnings=tuple(warnings), files=MappingProxyType(files),
-    )
+    return files
 
 
 def _resolution_warnings(dataset: Dataset, shape: Shape) -> list[str]:

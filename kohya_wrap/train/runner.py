@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Callable
 
 from kohya_wrap import rundir
-from kohya_wrap.errors import RunDirError
+from kohya_wrap.errors import ExitCode, KohyaWrapError, RunDirError
 from kohya_wrap.fsutil import atomic_write_text
 from kohya_wrap.events import (
     Checkpoint, Error, Event, EventWriter, Finished, Phase, Sample, StateSaved, Warning_, read_events, to_dict,
@@ -25,7 +25,7 @@ from kohya_wrap.process import ProcessResult, Streamer, child_env
 from kohya_wrap.rundir import Attempt, FileEntry, Plan, RunFold, RunManifest, RunPaths, resume_command
 from kohya_wrap.sdscripts import (
     LoraReport, OutputParser, SavedState, base_model_args, build_argv, checkpoint_files, find_samples, latest_state,
-    precision_args, read_state, render_accelerate_config, resume_args, resume_problem, tokenizer_args,
+    package_problems, precision_args, read_state, render_accelerate_config, resume_args, resume_problem, tokenizer_args,
 )
 from kohya_wrap.train import manifest as manifest_mod
 from kohya_wrap.train.machine import GpuInfo, Machine, resolve_machine
@@ -186,6 +186,7 @@ def prepare_launch(plan: Plan, *, resume: bool = False, fetch_models: bool = Tru
     files = rundir.paths(plan.run_dir)
     state, prior = check_run_dir(plan, files, resume)
     machine = resolve_machine(plan, sd_scripts=sd_scripts, gpu_info=gpu_info)
+    _check_packages(plan)
     argv = build_argv(machine.checkout.path, files.config_toml, files.dataset_toml, files.accelerate_config,
                       machine.launch, machine.python)
     if plan.auto_mixed_precision:
@@ -198,6 +199,15 @@ def prepare_launch(plan: Plan, *, resume: bool = False, fetch_models: bool = Tru
     return PreparedRun(plan=plan, files=files, machine=machine, argv=tuple(argv), env=dict(plan.env),
                        accelerate_config=render_accelerate_config(machine.launch), state=state, prior=prior,
                        base_model_path=base_path, notes=(*machine.notes, *notes))
+
+
+def _check_packages(plan: Plan) -> None:
+    """The optimizer's package in the Python that trains: plan checked where it planned, this is where it trains."""
+    problems = package_problems(plan.values)
+    if problems:
+        error = KohyaWrapError(f"{problems[0].keys[0]}: {problems[0].message}", problems[0].hint)
+        error.exit_code = ExitCode.TRAIN_MISSING_PACKAGE
+        raise error
 
 
 def run_training(

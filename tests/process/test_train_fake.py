@@ -13,7 +13,7 @@ sys.path.insert(0, str(Path(__file__).parents[1] / "fakes"))
 
 from run_dir import FAKE_CHECKOUT, make_run_dir, set_fake_args  # noqa: E402
 
-from kohya_wrap.errors import ExitCode, RunDirError, TrainerNotFound  # noqa: E402
+from kohya_wrap.errors import ExitCode, KohyaWrapError, RunDirError, TrainerNotFound  # noqa: E402
 from kohya_wrap.events import (  # noqa: E402
     Checkpoint, Epoch, Error, Finished, Phase, Progress, Sample, StateSaved, Summary, Warning_, read_events,
 )
@@ -304,3 +304,19 @@ def test_resume_past_the_first_epoch_is_refused_and_nothing_is_overwritten(tmp_p
     assert "face-step00000004-state, step 4" in e.value.message and "plan a new run" in e.value.hint
     assert {p.name: p.stat().st_mtime_ns for p in (run_dir / "output").iterdir()} == before
     assert (run_dir / "train.log").stat().st_size == log_size
+
+
+def test_an_optimizer_whose_package_is_missing_where_it_trains_stops_before_launch(tmp_path):
+    """Planned where bitsandbytes was installed, trained where it is not: train's pre-flight says so (exit 14)."""
+    import importlib.util
+
+    if importlib.util.find_spec("bitsandbytes") is not None:
+        pytest.skip("bitsandbytes is installed here")
+    run_dir = make_run_dir(tmp_path)
+    plan = json.loads((run_dir / "plan.json").read_text())
+    plan["values"]["optimizer_type"] = {"value": "AdamW8bit", "source": "--set"}
+    (run_dir / "plan.json").write_text(json.dumps(plan))
+    with pytest.raises(KohyaWrapError, match="bitsandbytes") as e:
+        run_training(run_dir)
+    assert e.value.exit_code == ExitCode.TRAIN_MISSING_PACKAGE == 14
+    assert not (run_dir / "train.log").exists()
