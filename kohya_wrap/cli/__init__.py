@@ -28,6 +28,7 @@ COMMANDS: dict[str, str] = {
     "sample": "report_cmd:sample",
     "inspect": "report_cmd:inspect_",
     "runs": "report_cmd:runs",
+    "sweep": "sweep_cmd:sweep",
 }
 
 
