@@ -27,6 +27,7 @@ from kohya_wrap.errors import ExitCode, KohyaWrapError
 from kohya_wrap.fsutil import atomic_write_json
 
 PARENT_POLL_S = 0.5
+_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 def _watch_parent(parent: int) -> None:
@@ -63,6 +64,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--allow-nan", action="store_true")
     ap.add_argument("--sd-scripts", default=None)
     args = ap.parse_args(argv)
+    # A Ray worker blocks (and may ignore) these signals, and a child inherits both across exec:
+    # undo that, or neither this worker nor its trainer would ever see a Ctrl-C.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
+    for sig in _SIGNALS:
+        if signal.getsignal(sig) == signal.SIG_IGN:
+            signal.signal(sig, signal.default_int_handler if sig == signal.SIGINT else signal.SIG_DFL)
     threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True).start()
     info: dict[str, Any] = {"host": socket.gethostname(), "device": os.environ.get("CUDA_VISIBLE_DEVICES"),
                             "pid": os.getpid()}
