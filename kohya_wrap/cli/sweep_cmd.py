@@ -111,3 +111,18 @@ def _table(entries: Any) -> Any:
         table.add_row(e["name"], e["status"], str(e.get("outcome") or "-"), str(e.get("exit_code", "-")), steps, loss,
                       Path(e["lora_file"]).name if e.get("lora_file") else "-")
     return table
+
+
+def print_sweep_status(sweep_dir: Path, *, as_json: bool, follow: bool = False) -> None:
+    """`kohya-wrap status SWEEP_DIR`: the variants' table (or --json)."""
+    if follow:
+        raise click.UsageError("--follow follows one run: give SWEEP_DIR/runs/<variant> (`status SWEEP_DIR` lists them)")
+    from kohya_wrap.cli.output import console, print_json
+    from kohya_wrap.sweep import sweep_status
+    from kohya_wrap.sweep.status import status_table
+
+    status = sweep_status(sweep_dir)
+    if as_json:
+        print_json(status.to_json())
+    else:
+        console().print(status_table(status))
