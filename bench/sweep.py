@@ -96,13 +96,15 @@ def main() -> int:
             done = subprocess.run(argv, cwd=ROOT, env=process_env, capture_output=True, text=True, check=False)
             wall = time.perf_counter() - start
             if done.returncode != 0:
-                print(f"{backend}: the sweep failed (exit code {done.returncode})\n{done.stdout[-3000:]}{done.stderr[-3000:]}")
+                print(f"{backend}: the sweep failed (exit code {done.returncode})")
+                print(done.stdout[-3000:] + done.stderr[-3000:])
                 return 1
             trainers = trainer_seconds(out)
             rows.append((backend, wall, trainers))
         print(f"{'backend':8} {'variants':>8} {'wall s':>8} {'trainers s':>11} {'rest s':>8} {'rest/variant s':>15}")
         for backend, wall, trainers in rows:
-            print(f"{backend:8} {2:>8} {wall:>8.2f} {trainers:>11.2f} {wall - trainers:>8.2f} {(wall - trainers) / 2:>15.2f}")
+            rest = wall - trainers
+            print(f"{backend:8} {2:>8} {wall:>8.2f} {trainers:>11.2f} {rest:>8.2f} {rest / 2:>15.2f}")
         (_, local_wall, local_tr), (_, ray_wall, ray_tr) = rows
         overhead = ((ray_wall - ray_tr) - (local_wall - local_tr)) / 2
         print(f"Ray's overhead per variant: {overhead:.2f} s (the Ray sweep's wall time less its trainers' time, "

@@ -15,10 +15,12 @@ from kohya_wrap.cli.options import json_option, sd_scripts_option
 @click.command()
 @click.argument("datasets", nargs=-1, type=click.Path(path_type=Path))
 @click.option("--preset", help="Preset name or .toml file (every variant).")
-@click.option("--base-model", "base_model", help="SD1.5 base model: a .safetensors file, a Diffusers folder or a hub id.")
+@click.option("--base-model", "base_model",
+              help="SD1.5 base model: a .safetensors file, a Diffusers folder or a hub id.")
 @click.option("--grid", "grid", multiple=True, metavar="KEY=V1,V2,...",
               help="Sweep a preset value over these values (repeatable: the variants are every combination).")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a preset value in every variant.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a preset value in every variant.")
 @click.option("-o", "--output", "sweep_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="SWEEP_DIR: sweep.json and one run directory per variant (SWEEP_DIR/runs/<variant>).")
 @click.option("--backend", type=click.Choice(("local", "ray")), default="local", show_default=True,
@@ -116,7 +118,8 @@ def _table(entries: Any) -> Any:
 def print_sweep_status(sweep_dir: Path, *, as_json: bool, follow: bool = False) -> None:
     """`kohya-wrap status SWEEP_DIR`: the variants' table (or --json)."""
     if follow:
-        raise click.UsageError("--follow follows one run: give SWEEP_DIR/runs/<variant> (`status SWEEP_DIR` lists them)")
+        raise click.UsageError("--follow follows one run: give SWEEP_DIR/runs/<variant> "
+                               "(`status SWEEP_DIR` lists them)")
     from kohya_wrap.cli.output import console, print_json
     from kohya_wrap.sweep import sweep_status
     from kohya_wrap.sweep.status import status_table

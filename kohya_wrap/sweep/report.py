@@ -24,11 +24,12 @@ _PALETTE = ("#1f5fa8", "#b25d12", "#16794a", "#b42318", "#6b3fa0", "#0f7c8c", "#
             "#5d8c1a")
 _CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 _STYLE = """
-body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:2rem auto;max-width:1200px;padding:0 1rem;color:#1b1b1b}
+body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:2rem auto;max-width:1200px;padding:0 1rem}
 h1{font-size:1.5rem}h2{font-size:1.2rem;margin-top:2rem;border-bottom:1px solid #ddd}
 table{border-collapse:collapse}td,th{padding:.25rem .6rem;text-align:left;border-bottom:1px solid #eee}
 svg{background:#fcfcfc;border:1px solid #e5e5e5}svg .axis{stroke:#999}svg .tick{fill:#555;font-size:11px}
-svg polyline{fill:none;stroke-width:1.6}.sw{display:inline-block;width:1.2rem;height:3px;vertical-align:middle;margin-right:.3rem}
+svg polyline{fill:none;stroke-width:1.6}
+.sw{display:inline-block;width:1.2rem;height:3px;vertical-align:middle;margin-right:.3rem}
 .best{background:#eef7f1}
 """
 
@@ -75,7 +76,8 @@ def load_variants(sweep_dir: Path) -> list[VariantReport]:
         likeness = tuple((c["step"], float(c["likeness"])) for c in score.get("checkpoints") or []
                          if isinstance(c, dict) and isinstance(c.get("step"), int)
                          and isinstance(c.get("likeness"), (int, float)))
-        recommended = (score.get("recommended") or {}).get("step") if isinstance(score.get("recommended"), dict) else None
+        chosen = score.get("recommended")
+        recommended = chosen.get("step") if isinstance(chosen, dict) else None
         checkpoint = _checkpoint_at(summary.run, recommended) or (str(summary.lora_file) if summary.lora_file else None)
         out.append(VariantReport(
             name=entry.get("name", run_dir.name), values=dict(entry.get("values") or {}), run_dir=run_dir,
@@ -87,8 +89,11 @@ def load_variants(sweep_dir: Path) -> list[VariantReport]:
 
 def best_variant(variants: list[VariantReport]) -> tuple[VariantReport | None, str]:
     """The variant to take, and why."""
-    scored = [(dict(v.likeness).get(v.recommended_step), v) for v in variants if v.recommended_step is not None]
-    scored = [(s, v) for s, v in scored if s is not None]
+    scored: list[tuple[float, VariantReport]] = []
+    for v in variants:
+        likeness = dict(v.likeness).get(v.recommended_step) if v.recommended_step is not None else None
+        if likeness is not None:
+            scored.append((likeness, v))
     if scored:
         score, best = max(scored, key=lambda sv: sv[0])
         return best, f"highest likeness ({score:.3f}) at its recommended step {best.recommended_step}"

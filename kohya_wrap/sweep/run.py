@@ -122,7 +122,8 @@ def validate(spec: SweepSpec, variants: list[Variant], actions: dict[str, Action
             bad.append((variant, e))
     if bad:
         variant, first = bad[0]
-        more = f" ({len(bad) - 1} more variant(s) fail too: {', '.join(v.name for v, _ in bad[1:])})" if len(bad) > 1 else ""
+        others = ", ".join(v.name for v, _ in bad[1:])
+        more = f" ({len(bad) - 1} more variant(s) fail too: {others})" if others else ""
         raise SweepError(f"variant {variant.name} ({_describe(variant)}) cannot be planned: {first.message}{more}; "
                          "nothing was trained", first.hint)
 
@@ -163,10 +164,10 @@ def run_sweep(spec: SweepSpec, sweep_dir: Path, *, backend: Backend = "local", r
             if action in ("start", "restart"):
                 pipeline.plan_run(plan_request(spec, variant))
             log = paths.log(variant.name)
-            result = paths.result(variant.name)
-            result.unlink(missing_ok=True)
+            result_file = paths.result(variant.name)
+            result_file.unlink(missing_ok=True)
             state.update(variant.name, status=PENDING, error=None, log=str(log), outcome=None, exit_code=None)
-            jobs.append(Job(variant.name, variant.run_dir, action == "resume", log, result,
+            jobs.append(Job(variant.name, variant.run_dir, action == "resume", log, result_file,
                             allow_nan=spec.allow_nan, sd_scripts=spec.sd_scripts))
         for entry in state.doc["variants"]:
             if on_change is not None and entry["status"] == SKIPPED:

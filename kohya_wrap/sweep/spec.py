@@ -30,7 +30,7 @@ from kohya_wrap.sdscripts import arguments
 try:
     import tomllib
 except ModuleNotFoundError:  # Python 3.10
-    import tomli as tomllib  # type: ignore[no-redef]
+    import tomli as tomllib  # type: ignore[no-redef,import-not-found]
 
 SWEEP_SCHEMA = 1
 FILE_KEYS = ("schema", "description", "datasets", "preset", "base_model", "set", "grid")
@@ -268,8 +268,10 @@ def from_file(path: Path, *, datasets: Sequence[Path] = (), preset: str | None =
     chosen_model = base_model or doc.get("base_model")
     if not chosen_preset or not chosen_model:
         missing = "preset" if not chosen_preset else "base_model"
-        raise SweepError(f"{path}: no {missing}", f"add `{missing} = ...` to the file, or give --{missing.replace('_', '-')}")
-    file_overrides = [o for o in doc["overrides"] if parse_override(o)[0] not in {parse_override(c)[0] for c in overrides}]
+        option = "--" + missing.replace("_", "-")
+        raise SweepError(f"{path}: no {missing}", f"add `{missing} = ...` to the file, or give {option}")
+    given = {parse_override(c)[0] for c in overrides}
+    file_overrides = [o for o in doc["overrides"] if parse_override(o)[0] not in given]
     all_overrides = tuple(file_overrides) + tuple(overrides)
     cli_axes = parse_grid(grid, all_overrides)
     cli_keys = {a.key for a in cli_axes}

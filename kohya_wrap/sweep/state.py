@@ -176,5 +176,6 @@ class SweepState:
         if manifest:
             fields.update(outcome=manifest.get("outcome"), exit_code=manifest.get("exit_code"),
                           final_loss=manifest.get("final_loss"), last_step=steps.get("reached"),
-                          total_steps=steps.get("planned"), lora_file=lora.get("path") if isinstance(lora, dict) else None)
+                          total_steps=steps.get("planned"),
+                          lora_file=lora.get("path") if isinstance(lora, dict) else None)
         self.update(name, **fields)

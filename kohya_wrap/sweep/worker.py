@@ -47,9 +47,12 @@ def train(run_dir: Path, *, resume: bool, allow_nan: bool, sd_scripts: str | Non
     from kohya_wrap import pipeline
     from kohya_wrap.report.html import write_report
 
+    def on_saved(path: Path) -> None:
+        write_report(path)
+
     # the report is rewritten at every checkpoint and at the end, as `kohya-wrap train` does
     result = pipeline.train_run(pipeline.TrainRequest(run_dir=run_dir, resume=resume, allow_nan=allow_nan,
-                                                      sd_scripts=sd_scripts, on_saved=write_report))
+                                                      sd_scripts=sd_scripts, on_saved=on_saved))
     return {"outcome": result.outcome, "exit_code": result.exit_code, "final_loss": result.final_loss,
             "last_step": result.last_step, "total_steps": result.total_steps,
             "lora_file": str(result.lora_file) if result.lora_file else None, "error": None,

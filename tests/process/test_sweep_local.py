@@ -55,7 +55,8 @@ def test_two_variants_train_and_a_rerun_trains_nothing(tmp_path):
 
     again = sweep(env, out, "--grid", "network_dim=4,8")
     assert again.returncode == 0, again.stderr
-    assert again.stdout.count(": finished before") == 2 and "0 trained, 2 finished before" in " ".join(again.stdout.split())
+    assert again.stdout.count(": finished before") == 2
+    assert "0 trained, 2 finished before" in " ".join(again.stdout.split())
     assert {n: (out / "runs" / n / "events.jsonl").stat().st_mtime_ns for n in names} == stamps
     assert [v["status"] for v in sweep_json(out)["variants"]] == ["skipped", "skipped"]
 

@@ -16,7 +16,7 @@ from pathlib import Path
 try:
     import tomllib
 except ModuleNotFoundError:  # Python 3.10
-    import tomli as tomllib  # type: ignore[no-redef]
+    import tomli as tomllib  # type: ignore[no-redef,import-not-found]
 
 FAKE_TRAINER = Path(__file__).resolve().parents[3] / "fake_trainer.py"
 
