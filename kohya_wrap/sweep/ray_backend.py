@@ -22,6 +22,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from kohya_wrap.sweep.run import Job, OnChange, finish_job, start_job
@@ -37,7 +38,10 @@ SAME_INTERRUPT_S = 2.0
 CANCEL_WAIT_S = 120.0
 
 
-def require_ray() -> None:
+def require_ray(address: str | None = None) -> None:
+    """Import Ray, or say how to install it; for a cluster, set up its authentication first."""
+    if address is not None:
+        _token_auth_like_ray_start()  # before the import: Ray reads its configuration when imported
     try:
         import ray  # noqa: F401
     except ImportError:
@@ -84,9 +88,21 @@ def _task_options(resources: dict[str, float], address: str | None) -> tuple[dic
                      f"--resources='{{\"{SLOT_RESOURCE}\": 1}}'` (docs/sweep.md)")
 
 
+def _token_auth_like_ray_start() -> None:
+    """`ray start` turns on token authentication when a token exists ($RAY_AUTH_TOKEN, ~/.ray/auth_token),
+    but ray.init(address=...) of Ray 2.60 does not, and such a cluster then refuses it: do as `ray start` does.
+    An explicit RAY_AUTH_MODE is left alone."""
+    if "RAY_AUTH_MODE" in os.environ:
+        return
+    if os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH") or (
+            Path.home() / ".ray" / "auth_token").is_file():
+        os.environ["RAY_AUTH_MODE"] = "token"
+
+
 def run_ray(jobs: list[Job], state: SweepState, *, address: str | None = None, max_parallel: int | None = None,
             on_change: OnChange | None = None) -> bool:
     """Train every job as a Ray task; True when Ctrl-C stopped the sweep."""
+    require_ray(address)
     import ray
 
     kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
@@ -129,7 +145,7 @@ def _finish(ray: Any, state: SweepState, job: Job, ref: Any, on_change: OnChange
         info = ray.get(ref)
     except (ray.exceptions.TaskCancelledError, ray.exceptions.RayError) as e:
         info = {"returncode": None, "error": f"{type(e).__name__}: {e}"}
-    extra = {k: info[k] for k in ("host", "device") if info.get(k) is not None}
+    extra = {k: info[k] for k in ("host", "device", "error") if info.get(k) is not None}
     finish_job(state, job, info.get("returncode"), on_change, extra=extra)
 
 

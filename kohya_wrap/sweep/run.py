@@ -140,7 +140,7 @@ def run_sweep(spec: SweepSpec, sweep_dir: Path, *, backend: Backend = "local", r
     if backend == "ray":
         from kohya_wrap.sweep.ray_backend import require_ray
 
-        require_ray()
+        require_ray(ray_address)
     elif ray_address:
         raise SweepError("--ray-address needs --backend ray")
     sweep_dir.mkdir(parents=True, exist_ok=True)
@@ -211,8 +211,9 @@ def finish_job(state: SweepState, job: Job, returncode: int | None, on_change: O
     try:
         result = json.loads(job.result.read_text(encoding="utf-8"))
     except (OSError, ValueError):
+        why = (extra or {}).get("error") or f"the worker ended (exit code {returncode}) without a result"
         result = {"outcome": None, "exit_code": returncode if returncode else int(ExitCode.UNEXPECTED),
-                  "error": f"the worker ended (exit code {returncode}) without a result; see {job.log}"}
+                  "error": f"{why}; see {job.log}" if job.log.is_file() else why}
     fields = {k: result.get(k) for k in ("outcome", "exit_code", "final_loss", "last_step", "total_steps",
                                          "lora_file", "host", "device", "error") if k in result}
     fields.update(extra or {})

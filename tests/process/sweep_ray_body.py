@@ -58,10 +58,12 @@ def main() -> int:
     # Ray's sockets live under its temp dir, whose path must stay short; it also marks Ray's processes
     ray_tmp = tempfile.mkdtemp(prefix="kwray-", dir="/tmp")
     markers = [str(root), ray_tmp]
+    # Ray keeps an authentication token in ~/.ray: a home of the test's own
+    os.environ["HOME"] = str(root / "home")
+    os.environ["RAY_TMPDIR"] = ray_tmp
 
     def run(out: Path, *extra: str, rules: dict | None = None) -> subprocess.CompletedProcess[str]:
         e = sweep_process_env(rules)
-        e["RAY_TMPDIR"] = ray_tmp
         return subprocess.run(kohya_wrap_argv("sweep", *env.args(), "--grid", "network_dim=4,8", *extra,
                                               "-o", str(out), "--backend", "ray"),
                               cwd=ROOT, env=e, capture_output=True, text=True, timeout=300, check=False)
@@ -86,7 +88,6 @@ def main() -> int:
 
     stopped = root / "stopped"
     e = sweep_process_env({"*": ["--step-delay", "0.5"]})
-    e["RAY_TMPDIR"] = ray_tmp
     args = kohya_wrap_argv("sweep", *env.args(), "--grid", "network_dim=4,8", "--set", "max_train_steps=12", "--set",
                            "save_state=true", "-o", str(stopped), "--backend", "ray")
     proc = subprocess.Popen(args, cwd=ROOT, env=e, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -113,6 +114,26 @@ def main() -> int:
     outcomes = [v["outcome"] for v in json.loads((stopped / "sweep.json").read_text())["variants"]]
     check(outcomes == ["finished", "finished"], "both finished", str(outcomes))
     check(not gone(markers), "nothing is left running at the end", "\n".join(leftovers(markers)))
+
+    # an existing cluster (on loopback, as every Ray of these tests), brought up with Ray's own tools
+    ray_cli = [sys.executable, "-m", "ray.scripts.scripts"]
+    started = subprocess.run([*ray_cli, "start", "--head", "--node-ip-address", "127.0.0.1", "--port", "6399",
+                              "--num-cpus", "2", "--num-gpus", "0", "--resources", '{"kohya_wrap_trainer": 1}',
+                              "--include-dashboard", "false", "--disable-usage-stats"],
+                             env=sweep_process_env(), capture_output=True, text=True, timeout=120, check=False)
+    check(started.returncode == 0, "`ray start --head` on 127.0.0.1", started.stdout + started.stderr)
+    try:
+        cluster = root / "cluster"
+        joined = run(cluster, "--ray-address", "127.0.0.1:6399")
+        check(joined.returncode == 0, "--ray-address: the sweep trains on the existing cluster",
+              joined.stdout + joined.stderr)
+        outcomes = [v["outcome"] for v in json.loads((cluster / "sweep.json").read_text())["variants"]]
+        check(outcomes == ["finished", "finished"], "both finished there", str(outcomes))
+        check(any("raylet" in line for line in leftovers([ray_tmp])), "the cluster is left running (not ours)")
+        check(not gone([str(cluster)]), "no trainer or worker is left")
+    finally:
+        subprocess.run([*ray_cli, "stop"], capture_output=True, timeout=120, check=False)
+    check(not gone(markers), "`ray stop` stops the cluster", "\n".join(leftovers(markers)))
     shutil.rmtree(ray_tmp, ignore_errors=True)
     return 0
 
