@@ -185,3 +185,47 @@ def test_recommended_step_comes_from_score_json(tmp_path):
     page = write_sweep_report(out).read_text()
     assert 'id="likeness-ohwx__network_dim-8"' in page
     assert 'data-variant="ohwx__network_dim-8"' in page and "highest likeness (0.700) at its recommended step 4" in page
+
+
+def test_a_sweep_file_from_the_command_line(tmp_path):
+    env = make_sweep_env(tmp_path)
+    sweep_file = tmp_path / "dims.toml"
+    sweep_file.write_text("""schema = 1
+datasets = ["data/ohwx"]
+preset = "smoke"
+base_model = "model.safetensors"
+[set]
+network_alpha = 2.0
+[grid]
+network_dim = [4, 8]
+""")
+    out = tmp_path / "sweep"
+    done = subprocess.run(kohya_wrap_argv("sweep", str(sweep_file), "--tokenizer-cache-dir", str(env.tokenizer),
+                                          "--sd-scripts", str(env.checkout), "-o", str(out)),
+                          cwd=tmp_path, env=sweep_process_env(), capture_output=True, text=True, timeout=300,
+                          check=False)
+    assert done.returncode == 0, done.stderr
+    entries = sweep_json(out)["variants"]
+    assert [(e["name"], e["outcome"]) for e in entries] == [("ohwx__network_dim-4", "finished"),
+                                                            ("ohwx__network_dim-8", "finished")]
+    plan = json.loads((Path(entries[1]["run_dir"]) / "plan.json").read_text())
+    assert plan["values"]["network_alpha"]["value"] == 2.0 and plan["values"]["network_dim"]["value"] == 8
+    sweep_file.write_text(sweep_file.read_text().replace("network_dim = [4, 8]", 'network_module = ["evil.mod"]'))
+    bad = subprocess.run(kohya_wrap_argv("sweep", str(sweep_file), "-o", str(tmp_path / "bad")), cwd=tmp_path,
+                         env=sweep_process_env(), capture_output=True, text=True, timeout=60, check=False)
+    assert bad.returncode == ExitCode.ERROR and "[grid] network_module value 1" in bad.stderr
+    assert "Traceback" not in bad.stderr
+
+
+def test_one_variant_per_gpu_each_seeing_its_own(tmp_path):
+    env = make_sweep_env(tmp_path)
+    out = tmp_path / "sweep"
+    process_env = sweep_process_env({"*": ["--step-delay", "0.3"]})
+    process_env["CUDA_VISIBLE_DEVICES"] = "0,1"  # two GPU slots; the fake trainer needs no GPU
+    done = subprocess.run(kohya_wrap_argv("sweep", *env.args(), "--grid", "network_dim=4,8,16", "-o", str(out)),
+                          cwd=ROOT, env=process_env, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr
+    entries = sweep_json(out)["variants"]
+    assert [e["device"] for e in entries[:2]] == ["0", "1"] and entries[2]["device"] in ("0", "1")
+    assert {e["outcome"] for e in entries} == {"finished"}
+    assert "on GPU 0" in done.stdout and "on GPU 1" in done.stdout

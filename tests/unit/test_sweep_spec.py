@@ -128,3 +128,14 @@ def test_sweep_file_errors_point_at_the_key(tmp_path, text, where):
         from_file(write(tmp_path, text))
     assert where.replace("swept twice", "") in str(e.value) or where in str(e.value), str(e.value)
     assert "Traceback" not in str(e.value)
+
+
+def test_gpu_slots_follow_cuda_visible_devices(monkeypatch):
+    from kohya_wrap.sweep.local import gpu_slots
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
+    assert gpu_slots() == ["2", "3"]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert gpu_slots() == [None]  # no GPU: one variant at a time
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "-1")
+    assert gpu_slots() == [None]
