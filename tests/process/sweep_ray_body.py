@@ -56,7 +56,7 @@ def main() -> int:
     root = Path(sys.argv[1])
     env = make_sweep_env(root)
     # Ray's sockets live under its temp dir, whose path must stay short; it also marks Ray's processes
-    ray_tmp = tempfile.mkdtemp(prefix="kwray-", dir="/tmp")
+    ray_tmp = tempfile.mkdtemp(prefix=f"kwray-{os.getpid()}-", dir="/tmp")
     markers = [str(root), ray_tmp]
     # Ray keeps an authentication token in ~/.ray: a home of the test's own
     os.environ["HOME"] = str(root / "home")
@@ -139,4 +139,9 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    finally:
+        for left in Path("/tmp").glob("kwray-*"):
+            if left.name.startswith(f"kwray-{os.getpid()}-"):
+                shutil.rmtree(left, ignore_errors=True)
