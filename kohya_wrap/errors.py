@@ -22,6 +22,7 @@ class ExitCode(enum.IntEnum):
     TRAIN_CRASHED = 16  # train: the trainer failed some other way
     TRAIN_KILLED = 17  # train: the trainer was killed by a signal (e.g. the kernel's out-of-memory killer)
     TRAIN_VERIFY_FAILED = 18  # train: the trainer finished but its LoRA file failed verification
+    SWEEP_FAILED = 19  # sweep: at least one variant did not finish (sweep.json says which, and how)
     INTERRUPTED = 130
 
 

@@ -30,6 +30,7 @@ COMMANDS: dict[str, str] = {
     "runs": "report_cmd:runs",
     "score": "score_cmd:score",
     "export": "score_cmd:export",
+    "sweep": "sweep_cmd:sweep",
 }
 
 

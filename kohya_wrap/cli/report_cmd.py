@@ -17,11 +17,15 @@ from kohya_wrap.sdscripts import SAMPLERS
 @click.option("-o", "--output", "out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Where to write the page (default: RUN_DIR/report.html).")
 def report(run_dir: Path, out: Path | None) -> None:
-    """Write a self-contained HTML report of a run: summary, loss curve, sample grid, manifest."""
+    """Write a self-contained HTML report of a run: summary, loss curve, sample grid, manifest.
+
+    Given a SWEEP_DIR, one page comparing its variants: loss curves overlaid, score per step, the best one.
+    """
     from kohya_wrap.cli.output import console
     from kohya_wrap.report.html import write_report
+    from kohya_wrap.sweep import is_sweep_dir, write_sweep_report
 
-    path = write_report(run_dir, out)
+    path = write_sweep_report(run_dir, out) if is_sweep_dir(run_dir) else write_report(run_dir, out)
     console().print(f"report written: {path}", highlight=False, soft_wrap=True)
 
 

@@ -32,6 +32,11 @@ def status(run_dir: Path, follow: bool, stale_after: float, interval: float, as_
     shell, after a disconnect, or on a copied run folder. Exit 0 when the status was read; with
     --follow, the exit code of the run (0 finished, else the failure's code; 130 on Ctrl-C).
     """
+    from kohya_wrap.sweep import is_sweep_dir
+
+    if is_sweep_dir(run_dir):  # a SWEEP_DIR: the table of its variants
+        from kohya_wrap.cli.sweep_cmd import print_sweep_status
+        return print_sweep_status(run_dir, as_json=as_json, follow=follow)
     from kohya_wrap import status as status_mod
 
     if not run_dir.is_dir():  # exit 1 like `report`, not click's usage error (2)

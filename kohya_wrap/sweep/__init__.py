@@ -1,0 +1,35 @@
+"""`kohya-wrap sweep`: many ordinary runs from one command, on this machine or a Ray cluster (docs/sweep.md).
+
+spec (what to sweep) -> variants (one run directory each) -> run (plan all, then train on a backend:
+local or ray_backend, each variant in a worker process) -> state (SWEEP_DIR/sweep.json) -> status, report.
+Nothing heavy is imported here: the CLI imports this package at start-up.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from kohya_wrap.sweep.status import SweepStatus
+
+
+def is_sweep_dir(path: str | Path) -> bool:
+    """Whether `path` is a SWEEP_DIR (it holds sweep.json)."""
+    from kohya_wrap.sweep.state import is_sweep_dir as _is
+
+    return _is(path)
+
+
+def sweep_status(path: str | Path) -> SweepStatus:
+    """The sweep's variants, each with its run's status now."""
+    from kohya_wrap.sweep.status import sweep_status as _status
+
+    return _status(Path(path))
+
+
+def write_sweep_report(path: str | Path, out: Path | None = None) -> Path:
+    """SWEEP_DIR/report.html comparing the variants; returns its path."""
+    from kohya_wrap.sweep.report import write_sweep_report as _write
+
+    return _write(Path(path), out)

@@ -1,0 +1,118 @@
+"""`kohya-wrap status SWEEP_DIR`: every variant of a sweep with its run's progress now.
+
+sweep.json says what the sweep decided (its status, outcome, where it ran); each run's own events
+(kohya_wrap.status.read_status) say where a running variant is, so this works from another shell
+while the sweep runs, and after it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kohya_wrap.errors import KohyaWrapError
+from kohya_wrap.sweep.state import read_sweep, recommended_step
+
+
+@dataclass(frozen=True)
+class VariantStatus:
+    name: str
+    values: dict[str, Any]
+    status: str  # sweep.json's: pending | running | done | skipped | error
+    state: str | None  # the run's own (kohya_wrap.status): planned | running | stalled | finished | ...
+    outcome: str | None
+    exit_code: int | None
+    step: int | None
+    total_steps: int | None
+    percent: float | None
+    loss: float | None
+    eta_s: float | None
+    recommended_step: int | None
+    lora_file: str | None
+    run_dir: str
+    host: str | None
+    device: str | None
+    error: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        import math
+
+        out = dict(self.__dict__)
+        if isinstance(self.loss, float) and not math.isfinite(self.loss):
+            out["loss"] = str(self.loss)
+        return out
+
+
+@dataclass(frozen=True)
+class SweepStatus:
+    sweep_dir: Path
+    backend: str | None
+    variants: tuple[VariantStatus, ...]
+
+    @property
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for v in self.variants:
+            key = v.outcome if v.outcome else (v.state if v.state and v.status != "pending" else v.status)
+            out[key] = out.get(key, 0) + 1
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        return {"sweep_dir": str(self.sweep_dir), "backend": self.backend, "counts": self.counts,
+                "variants": [v.to_json() for v in self.variants]}
+
+
+def sweep_status(sweep_dir: Path) -> SweepStatus:
+    from kohya_wrap.status import read_status
+
+    doc = read_sweep(sweep_dir)
+    rows = []
+    for entry in doc["variants"]:
+        run_dir = Path(entry.get("run_dir", ""))
+        run = None
+        if run_dir.is_dir():
+            try:
+                run = read_status(run_dir)
+            except KohyaWrapError:
+                run = None
+        rows.append(VariantStatus(
+            name=entry.get("name", "?"), values=dict(entry.get("values") or {}), status=entry.get("status", "pending"),
+            state=run.state if run else None,
+            outcome=(run.outcome if run and run.done else None) or entry.get("outcome"),
+            exit_code=run.exit_code if run and run.done else entry.get("exit_code"),
+            step=run.step if run else entry.get("last_step"),
+            total_steps=run.total_steps if run else entry.get("total_steps"),
+            percent=run.percent if run else None, loss=run.avr_loss if run else None,
+            eta_s=run.eta_s if run and not run.done else None,
+            recommended_step=recommended_step(run_dir) if run_dir.is_dir() else entry.get("recommended_step"),
+            lora_file=(run.lora_file if run and run.lora_exists else None) or entry.get("lora_file"),
+            run_dir=str(run_dir), host=entry.get("host"), device=entry.get("device"), error=entry.get("error")))
+    return SweepStatus(Path(sweep_dir), doc.get("backend"), tuple(rows))
+
+
+def status_table(status: SweepStatus) -> Any:
+    """A rich Table of the variants (the CLI prints it)."""
+    from rich.table import Table
+
+    from kohya_wrap.status import format_duration
+
+    table = Table(title=f"sweep {status.sweep_dir}", title_justify="left")
+    for column in ("variant", "state", "step", "loss", "eta", "exit", "best step", "where"):
+        table.add_column(column, overflow="fold")
+    colours = {"finished": "green", "running": "cyan", "stalled": "yellow", "interrupted": "yellow",
+               "failed": "bold red", "error": "bold red"}
+    for v in status.variants:
+        state = v.outcome or (v.state if v.status not in ("pending", "error") else v.status) or v.status
+        colour = colours.get("failed" if v.outcome and v.outcome not in ("finished", "interrupted") else state, "white")
+        step = f"{v.step}/{v.total_steps}" if v.step is not None and v.total_steps else (
+            f"-/{v.total_steps}" if v.total_steps else "-")
+        if v.percent is not None and v.state == "running":
+            step += f" ({v.percent:.0f}%)"
+        loss = f"{v.loss:.4g}" if isinstance(v.loss, float) else "-"
+        where = (v.host or "") + (f" GPU {v.device}" if v.device not in (None, "") else "")
+        table.add_row(v.name, f"[{colour}]{state}[/{colour}]" + (f": {v.error}" if v.error else ""), step, loss,
+                      format_duration(v.eta_s) if v.eta_s is not None else "-",
+                      str(v.exit_code) if v.exit_code is not None else "-",
+                      str(v.recommended_step) if v.recommended_step is not None else "-", where or "-")
+    return table
