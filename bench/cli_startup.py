@@ -1,6 +1,6 @@
 """Wall time of `kohya-wrap --help` (target: under 150 ms), next to a bare `python -c pass`.
 
-    python bench/cli_startup.py [--runs 20]
+python bench/cli_startup.py [--runs 20]
 """
 
 from __future__ import annotations

@@ -54,14 +54,16 @@ def bench_parser(repeat: int) -> float:
             parser = OutputParser()
             for stream, data in streams:
                 for i in range(0, len(data), READ_SIZE):
-                    events += len(parser.feed(stream, data[i:i + READ_SIZE]))
+                    events += len(parser.feed(stream, data[i : i + READ_SIZE]))
             events += len(parser.close())
     elapsed = time.perf_counter() - start
     cpu = time.process_time() - cpu_start
     rate = lines / elapsed
     # CPU time too: on a shared machine the wall clock also counts other processes' turns
-    print(f"parser: {lines} lines ({len(runs)} transcripts x {repeat}) in {elapsed:.3f} s wall = {rate:,.0f} lines/s, "
-          f"{cpu:.3f} s CPU = {lines / cpu:,.0f} lines/CPU-s (target >= 200,000); {events} events")
+    print(
+        f"parser: {lines} lines ({len(runs)} transcripts x {repeat}) in {elapsed:.3f} s wall = {rate:,.0f} lines/s, "
+        f"{cpu:.3f} s CPU = {lines / cpu:,.0f} lines/CPU-s (target >= 200,000); {events} events"
+    )
     return rate
 
 
@@ -122,8 +124,8 @@ def bench_smoke() -> None:
         print(f"smoke overhead: skipped ({reason or f'no smoke base model at {model}; run the real test tier once'})")
         return
     from kohya_wrap.plan import make_plan
-    from kohya_wrap.rundir import write_plan
     from kohya_wrap.process import child_env
+    from kohya_wrap.rundir import write_plan
     from kohya_wrap.sdscripts.layout import TRAIN_DIR, subset_dir_name
     from kohya_wrap.smoke.images import write_face_images
     from kohya_wrap.smoke.tokenizer import write_tokenizer
@@ -137,8 +139,9 @@ def bench_smoke() -> None:
         write_tokenizer(work / "tok")
         runs = []
         for name in ("direct", "wrapped"):
-            plan = make_plan(dataset, preset="smoke", base_model=str(model), run_dir=work / name,
-                             tokenizer_cache_dir=work / "tok")
+            plan = make_plan(
+                dataset, preset="smoke", base_model=str(model), run_dir=work / name, tokenizer_cache_dir=work / "tok"
+            )
             write_plan(plan)
             runs.append(plan)
         direct, wrapped = runs
@@ -147,11 +150,14 @@ def bench_smoke() -> None:
         launch.files.accelerate_config.write_text(launch.accelerate_config)
         wall_d, _, peak_d = _run_watched(list(launch.argv), child_env(launch.env), direct.run_dir, work / "direct.log")
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        wall_w, own_w, peak_w = _run_watched([sys.executable, "-m", "kohya_wrap", "train", str(wrapped.run_dir)],
-                                             env, ROOT, work / "wrapped.log")
+        wall_w, own_w, peak_w = _run_watched(
+            [sys.executable, "-m", "kohya_wrap", "train", str(wrapped.run_dir)], env, ROOT, work / "wrapped.log"
+        )
         print(f"smoke run direct:     {wall_d:7.1f} s wall, trainer peak RSS {peak_d / 1024:7.0f} MB")
-        print(f"smoke run kohya-wrap: {wall_w:7.1f} s wall, trainer peak RSS {peak_w / 1024:7.0f} MB, "
-              f"kohya-wrap itself {own_w / 1024:5.0f} MB")
+        print(
+            f"smoke run kohya-wrap: {wall_w:7.1f} s wall, trainer peak RSS {peak_w / 1024:7.0f} MB, "
+            f"kohya-wrap itself {own_w / 1024:5.0f} MB"
+        )
         print(f"ratio {wall_w / wall_d:.3f}x (target <= 1.05x), extra memory {own_w / 1024:.0f} MB (target <= 100 MB)")
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -34,8 +34,11 @@ def build(root: Path, images: int) -> dict[str, Path]:
     for i in range(images):
         Image.new("RGB", (512, 512), (i % 256, 80, 80)).save(sub / f"{i:04d}.png")
         (sub / f"{i:04d}.txt").write_text("ohwx man\n")
-    (root / "ds" / "prepare.json").write_text(json.dumps({"parameters": {
-        "token": "ohwx", "class": "man", "size": 512, "repeats": 1, "repeats_explicit": False}}))
+    (root / "ds" / "prepare.json").write_text(
+        json.dumps(
+            {"parameters": {"token": "ohwx", "class": "man", "size": 512, "repeats": 1, "repeats_explicit": False}}
+        )
+    )
     header = json.dumps({"__metadata__": {}}).encode()
     model = root / "model.safetensors"
     model.write_bytes(struct.pack("<Q", len(header)) + header)
@@ -58,8 +61,18 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         paths = build(root, args.images)
-        common = [str(paths["dataset"]), "--preset", "likeness-sd15", "--base-model", str(paths["model"]),
-                  "--tokenizer-cache-dir", str(paths["tok"]), "--sd-scripts", str(paths["checkout"]), "--json"]
+        common = [
+            str(paths["dataset"]),
+            "--preset",
+            "likeness-sd15",
+            "--base-model",
+            str(paths["model"]),
+            "--tokenizer-cache-dir",
+            str(paths["tok"]),
+            "--sd-scripts",
+            str(paths["checkout"]),
+            "--json",
+        ]
 
         cli_ms, cpu_ms = [], []
         for i in range(args.runs + 1):
@@ -86,15 +99,21 @@ def main() -> None:
             "ms = (time.perf_counter() - t) * 1000\n"
             f"print(json.dumps({{'ms': ms, 'heavy': [m for m in {HEAVY!r} if m in sys.modules]}}))\n"
         )
-        result = json.loads(subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout)
+        result = json.loads(
+            subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+        )
 
     median = statistics.median(cli_ms)
     print(f"dataset: {args.images} images; {steps['arithmetic']}")
-    print(f"kohya-wrap plan (fresh process), {args.runs} runs: median {median:.0f} ms, "
-          f"min {min(cli_ms):.0f} ms, max {max(cli_ms):.0f} ms  (target < 400 ms)")
+    print(
+        f"kohya-wrap plan (fresh process), {args.runs} runs: median {median:.0f} ms, "
+        f"min {min(cli_ms):.0f} ms, max {max(cli_ms):.0f} ms  (target < 400 ms)"
+    )
     # On a shared machine wall time includes waiting for a core; CPU time does not.
-    print(f"  CPU time (user+sys) median {statistics.median(cpu_ms):.0f} ms; load average {os.getloadavg()[0]:.1f} "
-          f"on {os.cpu_count()} cores")
+    print(
+        f"  CPU time (user+sys) median {statistics.median(cpu_ms):.0f} ms; load average {os.getloadavg()[0]:.1f} "
+        f"on {os.cpu_count()} cores"
+    )
     print(f"import + make_plan + write_plan in one process: {result['ms']:.0f} ms")
     print(f"heavy modules imported while planning: {', '.join(result['heavy']) or 'none'} (torch must not be)")
     print("PASS" if median < 400 and "torch" not in result["heavy"] else "FAIL")

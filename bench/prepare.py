@@ -91,9 +91,11 @@ def main() -> None:
         t = time.perf_counter()
         generate(src, args.images)
         sources = sorted(src.glob("*.jpg"))[: args.images]
-        print(f"{len(sources)} sources, {WIDTH}x{HEIGHT} JPEG q90, "
-              f"{sum(p.stat().st_size for p in sources) / len(sources) / 1e6:.1f} MB each "
-              f"(ready in {time.perf_counter() - t:.0f} s); {os.cpu_count()} cores")
+        print(
+            f"{len(sources)} sources, {WIDTH}x{HEIGHT} JPEG q90, "
+            f"{sum(p.stat().st_size for p in sources) / len(sources) / 1e6:.1f} MB each "
+            f"(ready in {time.perf_counter() - t:.0f} s); {os.cpu_count()} cores"
+        )
         for p in sources:  # both sides read from the page cache
             p.read_bytes()
 
@@ -103,8 +105,9 @@ def main() -> None:
         for crop in ("center", "face"):
             dataset = work / f"dataset-{crop}"
             t, cpu = time.perf_counter(), cpu_seconds()
-            result = prepare_dataset(PrepareOptions(src_dir=src, dataset_dir=dataset, token="ohwx", class_word="man",
-                                                    size=SIZE, crop=crop))  # type: ignore[arg-type]
+            result = prepare_dataset(
+                PrepareOptions(src_dir=src, dataset_dir=dataset, token="ohwx", class_word="man", size=SIZE, crop=crop)
+            )  # type: ignore[arg-type]
             results[crop] = (time.perf_counter() - t, cpu_seconds() - cpu, result)
         prepare_parent_rss = peak_rss_mib(resource.RUSAGE_SELF)
 
@@ -120,18 +123,26 @@ def main() -> None:
         by_source = {Path(i.source).stem: center.dataset_dir / i.output for i in center.images}
         values = [psnr(naive_out / f"{p.stem}.png", by_source[p.stem]) for p in sources]
         print(f"{'pipeline':<26}{'seconds':>9}{'images/s':>10}{'vs naive':>10}{'CPU s/image':>13}")
-        for label, wall, cpu in (("naive (1 process)", naive_s, naive_cpu),
-                                 ("prepare --crop center", center_s, center_cpu),
-                                 ("prepare --crop face", face_s, face_cpu)):
+        for label, wall, cpu in (
+            ("naive (1 process)", naive_s, naive_cpu),
+            ("prepare --crop center", center_s, center_cpu),
+            ("prepare --crop face", face_s, face_cpu),
+        ):
             print(f"{label:<26}{wall:>9.2f}{n / wall:>10.2f}{naive_s / wall:>9.2f}x{cpu / n:>13.3f}")
-        print(f"load average before: {load_before:.2f}, after: {os.getloadavg()[0]:.2f} "
-              "(other work on the machine slows the 2-process side more than the 1-process one)")
+        print(
+            f"load average before: {load_before:.2f}, after: {os.getloadavg()[0]:.2f} "
+            "(other work on the machine slows the 2-process side more than the 1-process one)"
+        )
         print(f"PSNR prepare center vs naive: min {min(values):.2f} dB, mean {sum(values) / n:.2f} dB (target >= 35)")
-        print(f"CPU-time ratio naive / prepare center: {naive_cpu / center_cpu:.2f}x per core; with both cores free "
-              f"that is {2 * naive_cpu / center_cpu:.1f}x wall (a projection, not a measurement)")
-        print(f"peak RSS: prepare's parent {prepare_parent_rss:.0f} MiB (includes generating the images unless "
-              f"--keep had them), largest prepare worker {peak_rss_mib(resource.RUSAGE_CHILDREN):.0f} MiB "
-              f"(one image at a time each), after naive {peak_rss_mib(resource.RUSAGE_SELF):.0f} MiB")
+        print(
+            f"CPU-time ratio naive / prepare center: {naive_cpu / center_cpu:.2f}x per core; with both cores free "
+            f"that is {2 * naive_cpu / center_cpu:.1f}x wall (a projection, not a measurement)"
+        )
+        print(
+            f"peak RSS: prepare's parent {prepare_parent_rss:.0f} MiB (includes generating the images unless "
+            f"--keep had them), largest prepare worker {peak_rss_mib(resource.RUSAGE_CHILDREN):.0f} MiB "
+            f"(one image at a time each), after naive {peak_rss_mib(resource.RUSAGE_SELF):.0f} MiB"
+        )
         ok = naive_s / center_s >= 6 and min(values) >= 35
         print("target met" if ok else "TARGET MISSED")
     finally:

@@ -55,8 +55,11 @@ def build(root: Path, checkpoints: int, per: int, references: int) -> tuple[Path
     for c in range(checkpoints):
         folder = samples / f"step-{(c + 1) * 250:06d}"
         folder.mkdir(parents=True)
-        kinds = [next(crops("obama.jpg", 1, seed=1000 + c)), next(crops("biden.jpg", 1, seed=2000 + c)),
-                 next(crops("skimage:coffee.png", 1, seed=3000 + c))]
+        kinds = [
+            next(crops("obama.jpg", 1, seed=1000 + c)),
+            next(crops("biden.jpg", 1, seed=2000 + c)),
+            next(crops("skimage:coffee.png", 1, seed=3000 + c)),
+        ]
         for i in range(per):
             kinds[i % len(kinds)].save(folder / f"{i:02d}.png")
     return refs, samples
@@ -82,9 +85,11 @@ def main() -> int:
             report = score_images(refs, samples, cache_dir=cache)
             seconds = time.perf_counter() - started
             looked_at = images + report.cache["misses"]
-            print(f"{label:>6}: {seconds:6.1f} s  ({looked_at} images looked at, {seconds / looked_at:.3f} s each; "
-                  f"cache hits {report.cache['hits']}, misses {report.cache['misses']})  recommended: "
-                  f"{report.recommended.step if report.recommended else None}")
+            print(
+                f"{label:>6}: {seconds:6.1f} s  ({looked_at} images looked at, {seconds / looked_at:.3f} s each; "
+                f"cache hits {report.cache['hits']}, misses {report.cache['misses']})  recommended: "
+                f"{report.recommended.step if report.recommended else None}"
+            )
     finally:
         shutil.rmtree(root, ignore_errors=True)
     return 0

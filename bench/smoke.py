@@ -28,8 +28,9 @@ BUDGET_FACTOR = 1.2
 def run_once(home: Path) -> tuple[dict, float, float]:
     env = {**os.environ, "KOHYA_WRAP_HOME": str(home)}
     start = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "kohya_wrap", "smoke", "--json"], env=env,
-                          capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "kohya_wrap", "smoke", "--json"], env=env, capture_output=True, text=True, check=False
+    )
     wall = time.perf_counter() - start
     if done.returncode != 0:
         sys.exit(f"smoke exited {done.returncode}:\n{done.stdout}\n{done.stderr[-4000:]}")
@@ -51,9 +52,11 @@ def main() -> None:
             model = doc["base_model"]
             stages = " | ".join(f"{name} {seconds:.1f}" for name, seconds in doc["stages"].items())
             within = doc["seconds_without_model_build"] <= budget
-            print(f"{label}: {wall:.1f} s wall, {doc['seconds_without_model_build']:.1f} s without the model build "
-                  f"({'within' if within else 'OVER'} the {budget:.0f} s budget); base model "
-                  f"{'built' if model['built'] else 'reused'}; peak {peak:.2f} GiB (largest process so far)")
+            print(
+                f"{label}: {wall:.1f} s wall, {doc['seconds_without_model_build']:.1f} s without the model build "
+                f"({'within' if within else 'OVER'} the {budget:.0f} s budget); base model "
+                f"{'built' if model['built'] else 'reused'}; peak {peak:.2f} GiB (largest process so far)"
+            )
             print(f"  stages (s): {stages}")
     finally:
         if args.home is None:

@@ -61,8 +61,11 @@ def main() -> int:
         probe = subprocess.run(["unshare", "-n", "true"], capture_output=True, check=False)
         if probe.returncode == 0:
             env = {**os.environ, "KW_BENCH_NETNS": "1"}
-            return subprocess.run(["unshare", "-n", "sh", "-c", 'ip link set lo up && exec "$0" "$@"', sys.executable,
-                                   *sys.argv], env=env, check=False).returncode
+            return subprocess.run(
+                ["unshare", "-n", "sh", "-c", 'ip link set lo up && exec "$0" "$@"', sys.executable, *sys.argv],
+                env=env,
+                check=False,
+            ).returncode
     if not os.environ.get("KW_BENCH_NETNS"):
         print("note: `unshare -n` is not available: Ray runs in this machine's network namespace (bound to 127.0.0.1)")
     from sweep_env import make_sweep_env, sweep_process_env
@@ -79,19 +82,39 @@ def main() -> int:
         if use_real:
             print(f"trainer: the real sd-scripts (smoke preset, 4 steps at 64 px, base model {model})")
             process_env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200"}
-            base = [str(env.datasets[0]), "--preset", "smoke", "--base-model", str(model),
-                    "--tokenizer-cache-dir", str(env.tokenizer)]
+            base = [
+                str(env.datasets[0]),
+                "--preset",
+                "smoke",
+                "--base-model",
+                str(model),
+                "--tokenizer-cache-dir",
+                str(env.tokenizer),
+            ]
         else:
-            print(f"trainer: the fake trainer (tests/fakes/fake_trainer.py, {args.step_delay} s per step x 4 steps)"
-                  + (f"; the real one cannot run here: {why_not}" if not args.fake else ""))
+            print(
+                f"trainer: the fake trainer (tests/fakes/fake_trainer.py, {args.step_delay} s per step x 4 steps)"
+                + (f"; the real one cannot run here: {why_not}" if not args.fake else "")
+            )
             process_env = sweep_process_env({"*": ["--step-delay", str(args.step_delay)]})
             base = env.args()
         process_env["RAY_TMPDIR"] = ray_tmp
         rows = []
         for backend in ("local", "ray"):
             out = work / f"sweep-{backend}"
-            argv = [sys.executable, "-m", "kohya_wrap", "sweep", *base, "--grid", "network_dim=4,8", "-o", str(out),
-                    "--backend", backend]
+            argv = [
+                sys.executable,
+                "-m",
+                "kohya_wrap",
+                "sweep",
+                *base,
+                "--grid",
+                "network_dim=4,8",
+                "-o",
+                str(out),
+                "--backend",
+                backend,
+            ]
             start = time.perf_counter()
             done = subprocess.run(argv, cwd=ROOT, env=process_env, capture_output=True, text=True, check=False)
             wall = time.perf_counter() - start
@@ -107,9 +130,11 @@ def main() -> int:
             print(f"{backend:8} {2:>8} {wall:>8.2f} {trainers:>11.2f} {rest:>8.2f} {rest / 2:>15.2f}")
         (_, local_wall, local_tr), (_, ray_wall, ray_tr) = rows
         overhead = ((ray_wall - ray_tr) - (local_wall - local_tr)) / 2
-        print(f"Ray's overhead per variant: {overhead:.2f} s (the Ray sweep's wall time less its trainers' time, "
-              f"less the same for the local sweep, over 2 variants; it includes starting and stopping the local "
-              f"Ray instance once, {ray_wall - local_wall:+.2f} s wall in all)")
+        print(
+            f"Ray's overhead per variant: {overhead:.2f} s (the Ray sweep's wall time less its trainers' time, "
+            f"less the same for the local sweep, over 2 variants; it includes starting and stopping the local "
+            f"Ray instance once, {ray_wall - local_wall:+.2f} s wall in all)"
+        )
     finally:
         shutil.rmtree(work, ignore_errors=True)
         shutil.rmtree(ray_tmp, ignore_errors=True)

@@ -67,7 +67,7 @@ def _image_size(path: Path) -> tuple[int, int] | None:
 
 
 def _scan(base: Path, is_reg: bool) -> list[Subset]:
-    out = []
+    out: list[Subset] = []
     if not base.is_dir():
         return out
     for child in sorted(base.iterdir()):
@@ -80,12 +80,24 @@ def _scan(base: Path, is_reg: bool) -> list[Subset]:
                 f"{child}: folder name is not '<repeats>_<class tokens>' (for example '{example}')",
                 "run `kohya-wrap prepare` to make a dataset folder, or rename the folder",
             )
-        images = sorted(p for p in child.iterdir() if p.is_file() and p.suffix in IMAGE_EXTENSIONS and not p.name.startswith("."))
+        images = sorted(
+            p for p in child.iterdir() if p.is_file() and p.suffix in IMAGE_EXTENSIONS and not p.name.startswith(".")
+        )
         if not images:
-            raise DatasetError(f"{child}: no images ({', '.join(IMAGE_EXTENSIONS)})",
-                               "remove the empty folder or run `kohya-wrap prepare` again")
-        out.append(Subset(dir=child.resolve(), images=len(images), repeats=parsed.repeats,
-                          class_tokens=parsed.class_tokens, is_reg=is_reg, size=_image_size(images[0])))
+            raise DatasetError(
+                f"{child}: no images ({', '.join(IMAGE_EXTENSIONS)})",
+                "remove the empty folder or run `kohya-wrap prepare` again",
+            )
+        out.append(
+            Subset(
+                dir=child.resolve(),
+                images=len(images),
+                repeats=parsed.repeats,
+                class_tokens=parsed.class_tokens,
+                is_reg=is_reg,
+                size=_image_size(images[0]),
+            )
+        )
     return out
 
 
@@ -96,8 +108,9 @@ def _prepare_hint(root: Path) -> str:
     photos = any(p.is_file() and p.suffix.lower() in _PHOTO_SUFFIXES for p in root.iterdir())
     if photos:
         name = root.resolve().name or "dataset"
-        return ("it holds photos: prepare them into a dataset folder first, then plan that: "
-                + shlex.join(["kohya-wrap", "prepare", str(root), "-o", f"data/{name}"]))
+        return "it holds photos: prepare them into a dataset folder first, then plan that: " + shlex.join(
+            ["kohya-wrap", "prepare", str(root), "-o", f"data/{name}"]
+        )
     return "run " + shlex.join(["kohya-wrap", "prepare", "PHOTOS", "-o", str(root)]) + " first"
 
 
@@ -114,8 +127,10 @@ def scan_dataset(dataset_dir: str | Path) -> Dataset:
         raise DatasetError(f"{root} has no {TRAIN_DIR}/ folder: it is not a prepared dataset", _prepare_hint(root))
     train = _scan(root / TRAIN_DIR, is_reg=False)
     if not train:
-        raise DatasetError(f"{root / TRAIN_DIR} has no '<repeats>_<class tokens>' folders with images",
-                           "run `kohya-wrap prepare` to fill it")
+        raise DatasetError(
+            f"{root / TRAIN_DIR} has no '<repeats>_<class tokens>' folders with images",
+            "run `kohya-wrap prepare` to fill it",
+        )
     reg = _scan(root / REG_DIR, is_reg=True)
     manifest = root / MANIFEST
     sha = params = None
@@ -128,7 +143,9 @@ def scan_dataset(dataset_dir: str | Path) -> Dataset:
     params = params or {}
     size = params.get("size")
     return Dataset(
-        dir=root.resolve(), subsets=tuple(train + reg), manifest_sha256=sha,
+        dir=root.resolve(),
+        subsets=tuple(train + reg),
+        manifest_sha256=sha,
         repeats_explicit=bool(params.get("repeats_explicit", False)),
         token=params.get("token") if isinstance(params.get("token"), str) else None,
         class_word=params.get("class") if isinstance(params.get("class"), str) else None,

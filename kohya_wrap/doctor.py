@@ -80,8 +80,6 @@ def _version(dist: str) -> str | None:
 
 def check_python() -> Check:
     v = platform.python_version()
-    if sys.version_info < (3, 10):
-        return Check("python", FAIL, f"Python {v} at {sys.executable}", "use Python 3.10 or newer")
     return Check("python", OK, f"Python {v} at {sys.executable}")
 
 
@@ -100,8 +98,14 @@ def check_train_packages(versions: dict[str, str | None]) -> list[Check]:
         if version is None:
             checks.append(Check(req.distribution, FAIL, "not installed (sd-scripts needs it)", INSTALL_TRAIN))
         elif req.pinned and version != req.pinned:
-            checks.append(Check(req.distribution, WARN, f"{version}; sd-scripts {PINNED_TAG} pins {req.pinned}",
-                                f"pip install '{req.distribution}=={req.pinned}'"))
+            checks.append(
+                Check(
+                    req.distribution,
+                    WARN,
+                    f"{version}; sd-scripts {PINNED_TAG} pins {req.pinned}",
+                    f"pip install '{req.distribution}=={req.pinned}'",
+                )
+            )
     if not checks:
         listed = ", ".join(f"{name} {v}" for name, v in versions.items())
         checks.append(Check("training packages", OK, f"as sd-scripts {PINNED_TAG} pins them: {listed}"))
@@ -110,16 +114,19 @@ def check_train_packages(versions: dict[str, str | None]) -> list[Check]:
 
 def probe_torch(timeout: float = 120.0) -> dict[str, object]:
     try:
-        out = subprocess.run([sys.executable, "-c", _TORCH_PROBE], capture_output=True, text=True,
-                             timeout=timeout, check=False)
+        out = subprocess.run(
+            [sys.executable, "-c", _TORCH_PROBE], capture_output=True, text=True, timeout=timeout, check=False
+        )
         return json.loads(out.stdout.strip().splitlines()[-1])
     except (subprocess.SubprocessError, OSError, ValueError, IndexError) as e:
         return {"torch_error": f"probe failed: {e}"}
 
 
 def check_torch(probe: dict[str, object]) -> list[Check]:
-    fix_torch = ("install torch for your platform first, e.g. `pip install torch torchvision` "
-                 f"(sd-scripts suggests {TORCH_SUGGESTED}; a CPU-only machine: `pip install torch==2.13.0`)")
+    fix_torch = (
+        "install torch for your platform first, e.g. `pip install torch torchvision` "
+        f"(sd-scripts suggests {TORCH_SUGGESTED}; a CPU-only machine: `pip install torch==2.13.0`)"
+    )
     if "torch" not in probe:
         return [Check("torch", FAIL, f"not importable: {probe.get('torch_error', 'not installed')}", fix_torch)]
     version = str(probe["torch"])
@@ -131,16 +138,33 @@ def check_torch(probe: dict[str, object]) -> list[Check]:
     if "torchvision" in probe:
         checks.append(Check("torchvision", OK, f"torchvision {probe['torchvision']}"))
     else:
-        checks.append(Check("torchvision", FAIL,
-                            f"not importable: {probe.get('torchvision_error', 'not installed')} (sd-scripts imports it)",
-                            "install the torchvision release built for your torch, e.g. "
-                            "`pip install torch==2.14.1 torchvision==0.29.1`"))
+        checks.append(
+            Check(
+                "torchvision",
+                FAIL,
+                f"not importable: {probe.get('torchvision_error', 'not installed')} (sd-scripts imports it)",
+                "install the torchvision release built for your torch, e.g. "
+                "`pip install torch==2.14.1 torchvision==0.29.1`",
+            )
+        )
     if probe.get("cuda_available"):
-        checks.append(Check("gpu", OK, f"{probe.get('gpu_name')}, {probe.get('gpu_memory_gb')} GB"
-                                       f" ({probe.get('gpu_count')} visible; bf16 {'yes' if probe.get('bf16') else 'no'})"))
+        checks.append(
+            Check(
+                "gpu",
+                OK,
+                f"{probe.get('gpu_name')}, {probe.get('gpu_memory_gb')} GB"
+                f" ({probe.get('gpu_count')} visible; bf16 {'yes' if probe.get('bf16') else 'no'})",
+            )
+        )
     else:
-        checks.append(Check("gpu", WARN, "CPU only: training will be very slow (fine for `kohya-wrap smoke`)",
-                            "train on a CUDA GPU (see docs for Colab and rented GPUs)"))
+        checks.append(
+            Check(
+                "gpu",
+                WARN,
+                "CPU only: training will be very slow (fine for `kohya-wrap smoke`)",
+                "train on a CUDA GPU (see docs for Colab and rented GPUs)",
+            )
+        )
     return checks
 
 
@@ -153,15 +177,19 @@ def _older(version: str, minimum: str) -> bool:
 
 def accelerate_config_path() -> Path:
     hf_home = os.environ.get("HF_HOME") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "huggingface")
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "huggingface"
+    )
     return Path(hf_home) / "accelerate" / "default_config.yaml"
 
 
 def check_accelerate_config() -> Check:
     path = accelerate_config_path()
     if path.is_file():
-        return Check("accelerate config", OK,
-                     f"saved config at {path}; not used: each run passes its own (RUN_DIR/accelerate.yaml)")
+        return Check(
+            "accelerate config",
+            OK,
+            f"saved config at {path}; not used: each run passes its own (RUN_DIR/accelerate.yaml)",
+        )
     return Check("accelerate config", OK, f"none saved ({path}); not needed: each run passes its own")
 
 
@@ -171,14 +199,24 @@ def check_sd_scripts(explicit: str | None) -> Check:
     except TrainerNotFound as e:
         return Check("sd-scripts", FAIL, e.message, e.hint)
     if co.commit is None:
-        return Check("sd-scripts", WARN, f"{co.path} (from {co.source}) is not a git work tree; commit unknown",
-                     f"use a git checkout of {PINNED_TAG} (sd-scripts logs a warning at every save otherwise)")
+        return Check(
+            "sd-scripts",
+            WARN,
+            f"{co.path} (from {co.source}) is not a git work tree; commit unknown",
+            f"use a git checkout of {PINNED_TAG} (sd-scripts logs a warning at every save otherwise)",
+        )
     if not co.matches_pin:
-        return Check("sd-scripts", WARN, f"{co.path} (from {co.source}) at {co.commit[:12]}, not the pinned "
-                                         f"{PINNED_TAG} ({PINNED_COMMIT[:12]})",
-                     f"git -C {shlex.quote(str(co.path))} checkout {PINNED_TAG}" + (
-                         "  (or `git submodule update` in kohya-wrap)" if co.source == "submodule" else
-                         f"  (or fix {co.source} to point at a {PINNED_TAG} checkout)"))
+        return Check(
+            "sd-scripts",
+            WARN,
+            f"{co.path} (from {co.source}) at {co.commit[:12]}, not the pinned {PINNED_TAG} ({PINNED_COMMIT[:12]})",
+            f"git -C {shlex.quote(str(co.path))} checkout {PINNED_TAG}"
+            + (
+                "  (or `git submodule update` in kohya-wrap)"
+                if co.source == "submodule"
+                else f"  (or fix {co.source} to point at a {PINNED_TAG} checkout)"
+            ),
+        )
     return Check("sd-scripts", OK, f"{co.path} (from {co.source}) at {PINNED_TAG} ({co.commit[:12]})")
 
 
@@ -189,25 +227,41 @@ def check_disk(runs_dir: Path) -> Check:
     free_gb = shutil.disk_usage(probe).free / 2**30
     detail = f"{free_gb:.1f} GB free at {runs_dir}"
     if free_gb < MIN_FREE_GB:
-        return Check("disk", WARN, detail + f" (a run with checkpoints and a cached base model wants {MIN_FREE_GB:.0f} GB)",
-                     "free space or pass another runs folder with -o")
+        return Check(
+            "disk",
+            WARN,
+            detail + f" (a run with checkpoints and a cached base model wants {MIN_FREE_GB:.0f} GB)",
+            "free space or pass another runs folder with -o",
+        )
     return Check("disk", OK, detail)
 
 
 def check_hf_cache() -> Check:
     cache = os.environ.get("HF_HUB_CACHE") or os.path.join(
-        os.environ.get("HF_HOME") or os.path.join(os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")),
-                                                  "huggingface"), "hub")
+        os.environ.get("HF_HOME")
+        or os.path.join(os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "huggingface"),
+        "hub",
+    )
     offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
-    mode = ("offline (HF_HUB_OFFLINE set): models must already be cached or given as files" if offline
-            else "downloads allowed (HF_HUB_OFFLINE not set)")
+    mode = (
+        "offline (HF_HUB_OFFLINE set): models must already be cached or given as files"
+        if offline
+        else "downloads allowed (HF_HUB_OFFLINE not set)"
+    )
     return Check("hugging face cache", OK, f"{cache}; {mode}")
 
 
 def run_doctor(sd_scripts: str | None = None, runs_dir: Path = Path("runs")) -> DoctorReport:
     probe = probe_torch()
     versions = train_package_versions()
-    checks = [check_python(), check_sd_scripts(sd_scripts), *check_torch(probe), *check_train_packages(versions),
-              check_accelerate_config(), check_disk(runs_dir.resolve()), check_hf_cache()]
+    checks = [
+        check_python(),
+        check_sd_scripts(sd_scripts),
+        *check_torch(probe),
+        *check_train_packages(versions),
+        check_accelerate_config(),
+        check_disk(runs_dir.resolve()),
+        check_hf_cache(),
+    ]
     facts = {"torch_probe": probe, "packages": versions, "platform": platform.platform()}
     return DoctorReport(checks=checks, facts=facts)

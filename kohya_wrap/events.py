@@ -12,20 +12,39 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import IO, Any, Iterator, Literal, Union
+from typing import IO, Any, Literal
 
 PHASES = ("preparing", "loading_model", "caching_latents", "training", "sampling", "saving", "finished")
 OUTCOMES = (
-    "finished", "oom", "model_missing", "no_data", "config_rejected", "missing_package",
-    "nan", "crashed", "killed", "interrupted", "verify_failed",
+    "finished",
+    "oom",
+    "model_missing",
+    "no_data",
+    "config_rejected",
+    "missing_package",
+    "nan",
+    "crashed",
+    "killed",
+    "interrupted",
+    "verify_failed",
 )
 # What an error event is about; the runner classifies a run's outcome from these.
 ERROR_KINDS = (
-    "oom", "model_missing", "no_data", "config_rejected", "missing_package", "nan",
-    "killed", "interrupted", "launcher", "exception", "log",
+    "oom",
+    "model_missing",
+    "no_data",
+    "config_rejected",
+    "missing_package",
+    "nan",
+    "killed",
+    "interrupted",
+    "launcher",
+    "exception",
+    "log",
 )
 
 
@@ -124,10 +143,18 @@ class Finished:
     type: Literal["finished"] = field(default="finished", init=False)
 
 
-Event = Union[Phase, Summary, Epoch, Progress, Checkpoint, StateSaved, Sample, Warning_, Error, Finished]
+Event = Phase | Summary | Epoch | Progress | Checkpoint | StateSaved | Sample | Warning_ | Error | Finished
 EVENT_TYPES: dict[str, type] = {
-    "phase": Phase, "summary": Summary, "epoch": Epoch, "progress": Progress, "checkpoint": Checkpoint,
-    "state_saved": StateSaved, "sample": Sample, "warning": Warning_, "error": Error, "finished": Finished,
+    "phase": Phase,
+    "summary": Summary,
+    "epoch": Epoch,
+    "progress": Progress,
+    "checkpoint": Checkpoint,
+    "state_saved": StateSaved,
+    "sample": Sample,
+    "warning": Warning_,
+    "error": Error,
+    "finished": Finished,
 }
 
 

@@ -17,7 +17,12 @@ from pathlib import Path
 from kohya_wrap.errors import ModelError, ModelGone
 from kohya_wrap.fsutil import user_cache_dir
 from kohya_wrap.sdscripts import (
-    TOKENIZER_FILES, TOKENIZER_REPO, TOKENIZER_REQUIRED_FILES, read_safetensors_keys, sd15_key_problem, tokenizer_subdir,
+    TOKENIZER_FILES,
+    TOKENIZER_REPO,
+    TOKENIZER_REQUIRED_FILES,
+    read_safetensors_keys,
+    sd15_key_problem,
+    tokenizer_subdir,
 )
 
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
@@ -26,8 +31,10 @@ KNOWN_SINGLE_FILES = {
     "stable-diffusion-v1-5/stable-diffusion-v1-5": "v1-5-pruned-emaonly.safetensors",
     "runwayml/stable-diffusion-v1-5": "v1-5-pruned-emaonly.safetensors",
 }
-OFFLINE_HINT = ("download it once with network access (unset HF_HUB_OFFLINE), or give a local file: "
-                "--base-model /path/to/model.safetensors")
+OFFLINE_HINT = (
+    "download it once with network access (unset HF_HUB_OFFLINE), or give a local file: "
+    "--base-model /path/to/model.safetensors"
+)
 
 
 @dataclass(frozen=True)
@@ -43,8 +50,12 @@ def _offline() -> bool:
 
 
 def _looks_like_path(source: str) -> bool:
-    return (source.startswith(("/", ".", "~")) or "\\" in source or Path(source).suffix.lower() in (".safetensors", *PICKLE_SUFFIXES)
-            and source.count("/") != 2)
+    return (
+        source.startswith(("/", ".", "~"))
+        or "\\" in source
+        or Path(source).suffix.lower() in (".safetensors", *PICKLE_SUFFIXES)
+        and source.count("/") != 2
+    )
 
 
 def _check_safetensors(path: Path) -> None:
@@ -59,18 +70,24 @@ def _check_safetensors(path: Path) -> None:
     except OSError as e:
         raise ModelError(f"base model {path} cannot be read: {e}") from None
     if len(head) < 9 or head[8:9] != b"{" or struct.unpack("<Q", head[:8])[0] > path.stat().st_size:
-        raise ModelError(f"base model {path} is not a safetensors file (bad header)",
-                         "download it again; an interrupted download leaves a broken file")
+        raise ModelError(
+            f"base model {path} is not a safetensors file (bad header)",
+            "download it again; an interrupted download leaves a broken file",
+        )
     try:
         keys = read_safetensors_keys(path)
     except (OSError, ValueError) as e:
-        raise ModelError(f"base model {path} is not a safetensors file ({e})",
-                         "download it again; an interrupted download leaves a broken file") from None
+        raise ModelError(
+            f"base model {path} is not a safetensors file ({e})",
+            "download it again; an interrupted download leaves a broken file",
+        ) from None
     problem = sd15_key_problem(keys)
     if problem:
-        raise ModelError(f"base model {path} is not a Stable Diffusion 1.5 checkpoint: {problem}",
-                         "give an SD 1.5 single-file checkpoint (.safetensors), e.g. "
-                         "stable-diffusion-v1-5/stable-diffusion-v1-5; kohya-wrap trains SD 1.5 LoRAs only")
+        raise ModelError(
+            f"base model {path} is not a Stable Diffusion 1.5 checkpoint: {problem}",
+            "give an SD 1.5 single-file checkpoint (.safetensors), e.g. "
+            "stable-diffusion-v1-5/stable-diffusion-v1-5; kohya-wrap trains SD 1.5 LoRAs only",
+        )
 
 
 def _check_file(path: Path, source: str, allow_pickle: bool, kind: str) -> BaseModel:
@@ -82,7 +99,8 @@ def _check_file(path: Path, source: str, allow_pickle: bool, kind: str) -> BaseM
         if not allow_pickle:
             raise ModelError(
                 f"base model {path} is a pickle checkpoint ({suffix}): loading it runs any code it contains",
-                "use a .safetensors file, or pass --allow-pickle if you trust where it came from")
+                "use a .safetensors file, or pass --allow-pickle if you trust where it came from",
+            )
         return BaseModel(source, path, kind, (f"{path.name} is a pickle checkpoint, loaded because of --allow-pickle",))
     raise ModelError(f"base model {path} is not a .safetensors file", "give an SD 1.5 checkpoint in safetensors format")
 
@@ -96,7 +114,8 @@ def check_base_model(source: str, *, allow_pickle: bool = False) -> BaseModel:
     if filename is not None and Path(filename).suffix.lower() in PICKLE_SUFFIXES and not allow_pickle:
         raise ModelError(
             f"base model {source} is a pickle checkpoint ({Path(filename).suffix}): loading it runs any code it contains",
-            "use a .safetensors file, or pass --allow-pickle if you trust where it came from")
+            "use a .safetensors file, or pass --allow-pickle if you trust where it came from",
+        )
     return BaseModel(source, None, "hub")
 
 
@@ -106,12 +125,16 @@ def check_tokenizer_dir(cache_dir: str | Path) -> Path:
     if _has_tokenizer(target):
         return target
     if all((target / f).is_file() for f in TOKENIZER_REQUIRED_FILES):
-        raise ModelError(f"tokenizer cache {target} holds tokenizer files directly",
-                         f"give its parent folder, with the tokenizer in {tokenizer_subdir(target).name}/ "
-                         f"(the layout sd-scripts reads), or move the files into {tokenizer_subdir(target)}")
-    raise ModelError(f"CLIP tokenizer: {tokenizer_subdir(target)} does not exist (--tokenizer-cache-dir {target})",
-                     f"give a folder whose {tokenizer_subdir(target).name}/ holds a saved CLIPTokenizer "
-                     "(vocab.json, merges.txt), or leave the option out: train then fills kohya-wrap's own cache")
+        raise ModelError(
+            f"tokenizer cache {target} holds tokenizer files directly",
+            f"give its parent folder, with the tokenizer in {tokenizer_subdir(target).name}/ "
+            f"(the layout sd-scripts reads), or move the files into {tokenizer_subdir(target)}",
+        )
+    raise ModelError(
+        f"CLIP tokenizer: {tokenizer_subdir(target)} does not exist (--tokenizer-cache-dir {target})",
+        f"give a folder whose {tokenizer_subdir(target).name}/ holds a saved CLIPTokenizer "
+        "(vocab.json, merges.txt), or leave the option out: train then fills kohya-wrap's own cache",
+    )
 
 
 def resolve_base_model(source: str, *, allow_pickle: bool = False) -> BaseModel:
@@ -121,11 +144,19 @@ def resolve_base_model(source: str, *, allow_pickle: bool = False) -> BaseModel:
         path = path.resolve()
         if path.is_dir():
             if not (path / "model_index.json").is_file():
-                raise ModelError(f"base model {path} is a folder but not a diffusers model (no model_index.json)",
-                                 "give a .safetensors file or a diffusers model folder")
-            return BaseModel(source, path, "folder", (
-                f"{path} is a diffusers folder: loading it imports the classes its model_index.json names; "
-                "use it only if you trust where it came from",))
+                raise ModelError(
+                    f"base model {path} is a folder but not a diffusers model (no model_index.json)",
+                    "give a .safetensors file or a diffusers model folder",
+                )
+            return BaseModel(
+                source,
+                path,
+                "folder",
+                (
+                    f"{path} is a diffusers folder: loading it imports the classes its model_index.json names; "
+                    "use it only if you trust where it came from",
+                ),
+            )
         return _check_file(path, source, allow_pickle, "file")
     if _looks_like_path(source):
         raise ModelError(f"base model {path} does not exist", "check the path, or give a Hugging Face repo id")
@@ -146,13 +177,18 @@ def ensure_base_model(source: str, path: Path | None, kind: str) -> Path:
             # the plan already accepted this file type (a pickle only with --allow-pickle)
             fetched = resolve_base_model(source, allow_pickle=True).path
         except ModelError as e:
-            what = f"its cached file {path} is gone and it cannot be fetched again" if path is not None else \
-                "it is not in the Hugging Face cache and cannot be fetched"
+            what = (
+                f"its cached file {path} is gone and it cannot be fetched again"
+                if path is not None
+                else "it is not in the Hugging Face cache and cannot be fetched"
+            )
             raise ModelGone(f"base model {source}: {what} ({e.message})", e.hint) from None
         assert fetched is not None
         return fetched
-    raise ModelGone(f"base model {path} (planned from {source!r}) no longer exists",
-                    "put the file back where it was, or plan a new run with --base-model")
+    raise ModelGone(
+        f"base model {path} (planned from {source!r}) no longer exists",
+        "put the file back where it was, or plan a new run with --base-model",
+    )
 
 
 def ensure_tokenizer(cache_dir: Path | None) -> Path:
@@ -166,8 +202,10 @@ def ensure_tokenizer(cache_dir: Path | None) -> Path:
             return resolve_tokenizer(None)
         except ModelError as e:
             raise ModelGone(e.message, e.hint) from None
-    raise ModelGone(f"CLIP tokenizer: {tokenizer_subdir(cache_dir)} (planned with --tokenizer-cache-dir) no longer exists",
-                    "put the tokenizer folder back, or plan a new run")
+    raise ModelGone(
+        f"CLIP tokenizer: {tokenizer_subdir(cache_dir)} (planned with --tokenizer-cache-dir) no longer exists",
+        "put the tokenizer folder back, or plan a new run",
+    )
 
 
 def _split_repo(source: str) -> tuple[str, str | None]:
@@ -183,19 +221,25 @@ def _hub_error(e: Exception, what: str, repo: str) -> ModelError:
     from huggingface_hub import errors
 
     if isinstance(e, errors.GatedRepoError):
-        return ModelError(f"{what}: {repo} is gated on the Hugging Face Hub",
-                          f"accept its terms at https://huggingface.co/{repo}, then log in (`hf auth login` or HF_TOKEN)")
+        return ModelError(
+            f"{what}: {repo} is gated on the Hugging Face Hub",
+            f"accept its terms at https://huggingface.co/{repo}, then log in (`hf auth login` or HF_TOKEN)",
+        )
     if isinstance(e, errors.RepositoryNotFoundError):
-        return ModelError(f"{what}: repository {repo} not found on the Hugging Face Hub (or private)",
-                          "check the repo id; for a private repo, log in (`hf auth login` or HF_TOKEN)")
+        return ModelError(
+            f"{what}: repository {repo} not found on the Hugging Face Hub (or private)",
+            "check the repo id; for a private repo, log in (`hf auth login` or HF_TOKEN)",
+        )
     # Offline first: LocalEntryNotFoundError is an EntryNotFoundError, and offline a missing file is not a wrong name.
     if isinstance(e, (errors.OfflineModeIsEnabled, errors.LocalEntryNotFoundError)) or _offline():
         why = "HF_HUB_OFFLINE is set" if _offline() else "this machine is offline (the Hub cannot be reached)"
         return ModelError(f"{what}: {repo} is not in the Hugging Face cache and {why}", OFFLINE_HINT)
     if isinstance(e, (errors.EntryNotFoundError, errors.RevisionNotFoundError)):
         return ModelError(f"{what}: {e}", f"check the file name in https://huggingface.co/{repo}/tree/main")
-    return ModelError(f"{what}: download from {repo} failed: {type(e).__name__}: {e}",
-                      "check the network connection, then run again (downloads resume)")
+    return ModelError(
+        f"{what}: download from {repo} failed: {type(e).__name__}: {e}",
+        "check the network connection, then run again (downloads resume)",
+    )
 
 
 def _hub_file(repo: str, filename: str, what: str) -> Path:
@@ -207,7 +251,9 @@ def _hub_file(repo: str, filename: str, what: str) -> Path:
     except Exception:  # noqa: BLE001  not cached (any reason): try the network below
         pass
     if _offline():
-        raise ModelError(f"{what}: {repo}/{filename} is not in the Hugging Face cache and HF_HUB_OFFLINE is set", OFFLINE_HINT)
+        raise ModelError(
+            f"{what}: {repo}/{filename} is not in the Hugging Face cache and HF_HUB_OFFLINE is set", OFFLINE_HINT
+        )
     try:
         return Path(huggingface_hub.hf_hub_download(repo, filename))
     except Exception as e:  # noqa: BLE001  every failure becomes a message naming the repo
@@ -227,8 +273,10 @@ def _single_safetensors(repo: str) -> str:
     import huggingface_hub
 
     if _offline():
-        raise ModelError(f"base model: cannot list the files of {repo} with HF_HUB_OFFLINE set",
-                         f"name the file: --base-model {repo}/<file>.safetensors")
+        raise ModelError(
+            f"base model: cannot list the files of {repo} with HF_HUB_OFFLINE set",
+            f"name the file: --base-model {repo}/<file>.safetensors",
+        )
     try:
         files = huggingface_hub.list_repo_files(repo)
     except Exception as e:  # noqa: BLE001
@@ -236,8 +284,10 @@ def _single_safetensors(repo: str) -> str:
     top = [f for f in files if "/" not in f and f.endswith(".safetensors")]
     if len(top) != 1:
         listed = ", ".join(top) or "none"
-        raise ModelError(f"base model: {repo} has {len(top)} top-level .safetensors files ({listed})",
-                         f"name one: --base-model {repo}/<file>.safetensors")
+        raise ModelError(
+            f"base model: {repo} has {len(top)} top-level .safetensors files ({listed})",
+            f"name one: --base-model {repo}/<file>.safetensors",
+        )
     return top[0]
 
 
@@ -260,9 +310,11 @@ def resolve_tokenizer(cache_dir: str | Path | None = None) -> Path:
     if _has_tokenizer(target):
         return target
     if all((target / f).is_file() for f in TOKENIZER_REQUIRED_FILES):
-        raise ModelError(f"tokenizer cache {target} holds tokenizer files directly",
-                         f"give its parent folder, with the tokenizer in {tokenizer_subdir(target).name}/ "
-                         f"(the layout sd-scripts reads), or move the files into {tokenizer_subdir(target)}")
+        raise ModelError(
+            f"tokenizer cache {target} holds tokenizer files directly",
+            f"give its parent folder, with the tokenizer in {tokenizer_subdir(target).name}/ "
+            f"(the layout sd-scripts reads), or move the files into {tokenizer_subdir(target)}",
+        )
     downloaded = []
     for name in TOKENIZER_FILES:
         try:
@@ -271,7 +323,8 @@ def resolve_tokenizer(cache_dir: str | Path | None = None) -> Path:
             raise ModelError(
                 f"CLIP tokenizer: {tokenizer_subdir(target)} does not exist and {TOKENIZER_REPO} cannot be fetched ({e.message})",
                 f"run once with network access, or give --tokenizer-cache-dir DIR where DIR/{tokenizer_subdir(target).name}/ "
-                "holds a saved CLIPTokenizer (vocab.json, merges.txt)") from None
+                "holds a saved CLIPTokenizer (vocab.json, merges.txt)",
+            ) from None
     sub = tokenizer_subdir(target)
     tmp = sub.with_name(sub.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -282,4 +335,3 @@ def resolve_tokenizer(cache_dir: str | Path | None = None) -> Path:
         shutil.rmtree(sub)
     os.replace(tmp, sub)
     return target
-

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 from kohya_wrap.errors import ExitCode, KohyaWrapError
 from kohya_wrap.rundir import Machines, Plan
@@ -56,7 +56,7 @@ class TrainRequest:
     score: bool = False  # score the checkpoints when the run finished and the scorer is installed
     on_event: Callable[[Event], None] | None = field(default=None, compare=False)
     on_signal: Callable[[int, int], None] | None = field(default=None, compare=False)
-    on_saved: Callable[[Path], None] | None = field(default=None, compare=False)
+    on_saved: Callable[[Path], object] | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -110,9 +110,16 @@ def make_plan(request: PlanRequest) -> Plan:
     from kohya_wrap.plan import make_plan as _make_plan
 
     return _make_plan(
-        request.dataset_dir, preset=request.preset, base_model=request.base_model, run_dir=request.run_dir,
-        overrides=request.overrides, gpus=request.gpus, tokenizer_cache_dir=request.tokenizer_cache_dir,
-        allow_pickle=request.allow_pickle, sd_scripts=request.sd_scripts, machines=request.machines,
+        request.dataset_dir,
+        preset=request.preset,
+        base_model=request.base_model,
+        run_dir=request.run_dir,
+        overrides=request.overrides,
+        gpus=request.gpus,
+        tokenizer_cache_dir=request.tokenizer_cache_dir,
+        allow_pickle=request.allow_pickle,
+        sd_scripts=request.sd_scripts,
+        machines=request.machines,
     )
 
 
@@ -144,10 +151,16 @@ def train_run(request: TrainRequest) -> TrainResult:
     """Train a planned run directory (or resume it) and return how it ended."""
     from kohya_wrap.train.runner import TrainOptions, run_training
 
-    options = TrainOptions(allow_nan=request.allow_nan, resume=request.resume, verify=request.verify,
-                           sd_scripts=request.sd_scripts, gpu_info=request.gpu_info)
-    return run_training(request.run_dir, options, on_event=request.on_event, on_signal=request.on_signal,
-                        on_saved=request.on_saved)
+    options = TrainOptions(
+        allow_nan=request.allow_nan,
+        resume=request.resume,
+        verify=request.verify,
+        sd_scripts=request.sd_scripts,
+        gpu_info=request.gpu_info,
+    )
+    return run_training(
+        request.run_dir, options, on_event=request.on_event, on_signal=request.on_signal, on_saved=request.on_saved
+    )
 
 
 def training_failure(result: TrainResult) -> StageFailure | None:
@@ -188,7 +201,6 @@ class PipelineResult:
     score: dict[str, Any] | None = None  # score.json, when the run was scored
     score_note: str | None = None  # why it was not scored, or what went wrong scoring it
 
-
     @property
     def ok(self) -> bool:
         return self.failure is None
@@ -210,10 +222,12 @@ def run_pipeline(request: PipelineRequest, stages: Stages | None = None) -> Pipe
     plan: Plan | None = None
     trained: TrainResult | None = None
 
-    def result(failure: StageFailure | None, score: dict[str, Any] | None = None,
-               note: str | None = None) -> PipelineResult:
-        return PipelineResult(request.train.run_dir, plan, prepared, trained, tuple(stages.timings), failure,
-                              score, note)
+    def result(
+        failure: StageFailure | None, score: dict[str, Any] | None = None, note: str | None = None
+    ) -> PipelineResult:
+        return PipelineResult(
+            request.train.run_dir, plan, prepared, trained, tuple(stages.timings), failure, score, note
+        )
 
     try:
         if request.prepare is not None:
@@ -270,6 +284,7 @@ def score_finished_run(run_dir: Path, stages: Stages) -> tuple[dict[str, Any] | 
         return None, f"not scored: {type(e).__name__}: {e} (run `kohya-wrap score RUN_DIR` to see it again)"
     doc = load_score(run_dir)
     if doc is not None:
-        record_score(run_dir, {"file": "score.json", "recommended": doc.get("recommended"),
-                               "reason": doc.get("reason")})
+        record_score(
+            run_dir, {"file": "score.json", "recommended": doc.get("recommended"), "reason": doc.get("reason")}
+        )
     return doc, None

@@ -9,10 +9,11 @@ tokenizer cache is fetched by train's pre-flight, on the machine that trains.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Sequence
+from typing import Any
 
 from kohya_wrap import __version__
 from kohya_wrap.dataset import Dataset, scan_dataset
@@ -20,12 +21,39 @@ from kohya_wrap.errors import DatasetError, KohyaWrapError, PresetError, Trainer
 from kohya_wrap.models import BaseModel, check_base_model, check_tokenizer_dir
 from kohya_wrap.preset import Preset, Setting, load_preset
 from kohya_wrap.rundir import (
-    CONFIG_TOML, DATASET_TOML, SAMPLE_PROMPTS, LaunchRequest, Machines, Plan, PlanSubset, check_new_run_dir, paths,
+    CONFIG_TOML,
+    DATASET_TOML,
+    SAMPLE_PROMPTS,
+    LaunchRequest,
+    Machines,
+    Plan,
+    PlanSubset,
+    check_new_run_dir,
+    paths,
 )
 from kohya_wrap.sdscripts import (
-    PINNED_TAG, DatasetSubset, SamplePrompt, Shape, StepPlan, StepSubset, StepTarget, bucket_key, build_env, check_image_sizes,
-    convert, cross_checks, filled_in, locate, plan_steps, read_shape, render_config_toml, render_dataset_toml,
-    render_sample_prompts, resume_limit_warning, run_values, saves_state,
+    PINNED_TAG,
+    DatasetSubset,
+    SamplePrompt,
+    Shape,
+    StepPlan,
+    StepSubset,
+    StepTarget,
+    bucket_key,
+    build_env,
+    check_image_sizes,
+    convert,
+    cross_checks,
+    filled_in,
+    locate,
+    plan_steps,
+    read_shape,
+    render_config_toml,
+    render_dataset_toml,
+    render_sample_prompts,
+    resume_limit_warning,
+    run_values,
+    saves_state,
 )
 
 _NAME_RE = re.compile(r"[^A-Za-z0-9_-]+")
@@ -52,17 +80,36 @@ def _sample_prompts(preset: Preset, dataset: Dataset, shape: Shape) -> list[Samp
         try:
             text = template.format(**words)
         except (KeyError, IndexError, ValueError) as e:
-            raise PresetError(f"[kohya_wrap] prompts: {template!r} has an unknown placeholder {e}",
-                              "use {subject}, {token} or {class}") from None
-        out.append(SamplePrompt(text, ours["negative_prompt"], width, height, ours["sample_seed"] + i,
-                                        ours["sample_steps"], ours["sample_scale"]))
+            raise PresetError(
+                f"[kohya_wrap] prompts: {template!r} has an unknown placeholder {e}",
+                "use {subject}, {token} or {class}",
+            ) from None
+        out.append(
+            SamplePrompt(
+                text,
+                ours["negative_prompt"],
+                width,
+                height,
+                ours["sample_seed"] + i,
+                ours["sample_steps"],
+                ours["sample_scale"],
+            )
+        )
     return out
 
 
 def make_plan(
-    dataset_dir: str | Path, *, preset: str | Path, base_model: str, run_dir: str | Path,
-    overrides: Sequence[str] = (), gpus: int | None = None, tokenizer_cache_dir: str | Path | None = None,
-    allow_pickle: bool = False, sd_scripts: str | Path | None = None, machines: Machines = Machines(),
+    dataset_dir: str | Path,
+    *,
+    preset: str | Path,
+    base_model: str,
+    run_dir: str | Path,
+    overrides: Sequence[str] = (),
+    gpus: int | None = None,
+    tokenizer_cache_dir: str | Path | None = None,
+    allow_pickle: bool = False,
+    sd_scripts: str | Path | None = None,
+    machines: Machines = Machines(),
 ) -> Plan:
     """What to train, decided and validated; nothing is written and nothing is fetched.
 
@@ -87,8 +134,9 @@ def make_plan(
     def decide(key: str, value: Any, source: str = "plan") -> None:
         settings[key] = Setting(convert(key, value), source)
 
-    for key, (value, source) in filled_in(settings, size=ours["size"],
-                                                   auto_precision=bool(ours["auto_mixed_precision"])).items():
+    for key, (value, source) in filled_in(
+        settings, size=ours["size"], auto_precision=bool(ours["auto_mixed_precision"])
+    ).items():
         decide(key, value, source)
     shape = read_shape({k: s.value for k, s in settings.items()})
 
@@ -105,11 +153,16 @@ def make_plan(
     files_at = paths(run)
     output_name = shape.output_name or _output_name(dataset)
     managed = run_values(
-        model=model.path if model.path is not None else model.source, tokenizer_cache_dir=tokenizer,
-        output_dir=files_at.output_dir, output_name=None if shape.output_name else output_name,
-        dataset_config=files_at.dataset_toml, sample_prompts=files_at.sample_prompts if prompts else None,
+        model=model.path if model.path is not None else model.source,
+        tokenizer_cache_dir=tokenizer,
+        output_dir=files_at.output_dir,
+        output_name=None if shape.output_name else output_name,
+        dataset_config=files_at.dataset_toml,
+        sample_prompts=files_at.sample_prompts if prompts else None,
         max_train_steps=None if shape.pinned_steps is not None else sp.max_train_steps,
-        logging_dir=files_at.tensorboard_dir, chosen=set(chosen.values))
+        logging_dir=files_at.tensorboard_dir,
+        chosen=set(chosen.values),
+    )
     for key, value in managed.items():
         decide(key, value)
 
@@ -117,34 +170,62 @@ def make_plan(
     warnings.extend(_cross_check(values, settings))
     warnings.extend(_resolution_warnings(dataset, shape))
 
-    subsets = tuple(PlanSubset(str(s.dir), s.images, r, s.class_tokens, s.is_reg)
-                    for s, r in zip(dataset.subsets, sp.repeats))
+    subsets = tuple(
+        PlanSubset(str(s.dir), s.images, r, s.class_tokens, s.is_reg)
+        for s, r in zip(dataset.subsets, sp.repeats, strict=False)
+    )
     files = _render_files(chosen.name, values, subsets, shape, prompts)
     return Plan(
-        run_dir=run, created_at=datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z"),
-        preset_name=chosen.name, preset_sha256=chosen.sha256, preset_files=tuple(str(f) for f in chosen.files),
-        dataset_dir=str(dataset.dir), manifest_sha256=dataset.manifest_sha256, subsets=subsets,
-        base_model=MappingProxyType({"source": model.source, "path": None if model.path is None else str(model.path),
-                                     "kind": model.kind}),
-        tokenizer_cache_dir=None if tokenizer is None else str(tokenizer), values=MappingProxyType(values),
-        sources=MappingProxyType({k: s.source for k, s in settings.items()}), ours=MappingProxyType(ours),
-        steps=MappingProxyType(_step_record(sp)), launch=launch, env=MappingProxyType(build_env(offline=True)),
-        output_dir=files_at.output_dir, output_name=output_name,
+        run_dir=run,
+        created_at=datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z"),
+        preset_name=chosen.name,
+        preset_sha256=chosen.sha256,
+        preset_files=tuple(str(f) for f in chosen.files),
+        dataset_dir=str(dataset.dir),
+        manifest_sha256=dataset.manifest_sha256,
+        subsets=subsets,
+        base_model=MappingProxyType(
+            {"source": model.source, "path": None if model.path is None else str(model.path), "kind": model.kind}
+        ),
+        tokenizer_cache_dir=None if tokenizer is None else str(tokenizer),
+        values=MappingProxyType(values),
+        sources=MappingProxyType({k: s.source for k, s in settings.items()}),
+        ours=MappingProxyType(ours),
+        steps=MappingProxyType(_step_record(sp)),
+        launch=launch,
+        env=MappingProxyType(build_env(offline=True)),
+        output_dir=files_at.output_dir,
+        output_name=output_name,
         lora_file=files_at.output_dir / f"{output_name}{shape.model_suffix}",
         sd_scripts=MappingProxyType(_planned_against(sd_scripts)),
-        warnings=tuple(warnings), files=MappingProxyType(files),
+        warnings=tuple(warnings),
+        files=MappingProxyType(files),
     )
 
 
 def _plan_steps(dataset: Dataset, shape: Shape, ours: dict[str, Any], num_processes: int) -> StepPlan:
     """Repeats and epochs landing in the preset's range (or what the user pinned with --set)."""
-    step_subsets = [StepSubset(s.images, s.repeats, s.is_reg, bucket_key(s.size, shape.enable_bucket))
-                    for s in dataset.subsets]
-    target = StepTarget(ours["target_steps"], ours["min_steps"], ours["max_steps"],
-                        ours["preferred_epochs"], ours["max_repeats"], ours["single_epoch"])
-    return plan_steps(step_subsets, target, batch_size=shape.batch_size, grad_accum=shape.grad_accum,
-                      num_processes=num_processes, choose_repeats=not dataset.repeats_explicit,
-                      fixed_steps=shape.pinned_steps, fixed_epochs=shape.pinned_epochs)
+    step_subsets = [
+        StepSubset(s.images, s.repeats, s.is_reg, bucket_key(s.size, shape.enable_bucket)) for s in dataset.subsets
+    ]
+    target = StepTarget(
+        ours["target_steps"],
+        ours["min_steps"],
+        ours["max_steps"],
+        ours["preferred_epochs"],
+        ours["max_repeats"],
+        ours["single_epoch"],
+    )
+    return plan_steps(
+        step_subsets,
+        target,
+        batch_size=shape.batch_size,
+        grad_accum=shape.grad_accum,
+        num_processes=num_processes,
+        choose_repeats=not dataset.repeats_explicit,
+        fixed_steps=shape.pinned_steps,
+        fixed_epochs=shape.pinned_epochs,
+    )
 
 
 def _step_record(sp: StepPlan) -> dict[str, Any]:
@@ -152,8 +233,12 @@ def _step_record(sp: StepPlan) -> dict[str, Any]:
     return {
         "train_images_x_repeats": count.train_images_x_repeats,
         "reg_images_x_repeats": count.reg_images_x_repeats,
-        "batch_size": count.batch_size, "grad_accum": count.grad_accum, "num_processes": count.num_processes,
-        "steps_per_epoch": count.steps_per_epoch, "epochs": sp.epochs, "max_train_steps": sp.max_train_steps,
+        "batch_size": count.batch_size,
+        "grad_accum": count.grad_accum,
+        "num_processes": count.num_processes,
+        "steps_per_epoch": count.steps_per_epoch,
+        "epochs": sp.epochs,
+        "max_train_steps": sp.max_train_steps,
         "arithmetic": sp.arithmetic,
     }
 
@@ -169,16 +254,22 @@ def _cross_check(values: dict[str, Any], settings: dict[str, Setting]) -> list[s
     return [p.message for p in problems if p.severity == "warning"]
 
 
-def _render_files(preset_name: str, values: dict[str, Any], subsets: tuple[PlanSubset, ...], shape: Shape,
-                  prompts: list[SamplePrompt]) -> dict[str, str]:
-    header = (f"Written by kohya-wrap {__version__} `plan` from preset {preset_name} for sd-scripts {PINNED_TAG}.\n"
-              "Regenerate it with `kohya-wrap plan`; edits here are not checked.")
+def _render_files(
+    preset_name: str, values: dict[str, Any], subsets: tuple[PlanSubset, ...], shape: Shape, prompts: list[SamplePrompt]
+) -> dict[str, str]:
+    header = (
+        f"Written by kohya-wrap {__version__} `plan` from preset {preset_name} for sd-scripts {PINNED_TAG}.\n"
+        "Regenerate it with `kohya-wrap plan`; edits here are not checked."
+    )
     files = {
         CONFIG_TOML: render_config_toml(values, header=header + "\nsd-scripts reads it with --config_file."),
         DATASET_TOML: render_dataset_toml(
             [DatasetSubset(s.dir, s.repeats, s.class_tokens, s.is_reg) for s in subsets],
-            resolution=shape.resolution, batch_size=shape.batch_size, enable_bucket=shape.enable_bucket,
-            header=header + "\nsd-scripts reads it with --dataset_config."),
+            resolution=shape.resolution,
+            batch_size=shape.batch_size,
+            enable_bucket=shape.enable_bucket,
+            header=header + "\nsd-scripts reads it with --dataset_config.",
+        ),
     }
     if prompts:
         try:

@@ -17,22 +17,29 @@ The user's own `--set key=value` overrides are checked the same way but may carr
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 from kohya_wrap.errors import PresetError
 from kohya_wrap.fsutil import sha256_bytes
 from kohya_wrap.sdscripts import (
-    ArgumentError, argument_table, check_trust, convert, cross_checks, did_you_mean, unknown_key_hint,
+    ArgumentError,
+    argument_table,
+    check_trust,
+    convert,
+    cross_checks,
+    did_you_mean,
+    unknown_key_hint,
 )
 
 try:
     import tomllib
 except ModuleNotFoundError:  # Python 3.10
-    import tomli as tomllib  # type: ignore[no-redef]
+    import tomli as tomllib
 
 CURRENT_SCHEMA = 1
 OLDEST_SCHEMA = 1
@@ -55,26 +62,48 @@ class OurKey:
     minimum: float | None = None
 
 
-OUR_KEYS: Mapping[str, OurKey] = MappingProxyType({k.name: k for k in (
-    OurKey("target_steps", "int", 3000, "total optimization steps plan aims for", minimum=1),
-    OurKey("min_steps", "int", 2000, "fewest total steps plan accepts", minimum=1),
-    OurKey("max_steps", "int", 5000, "most total steps plan accepts", minimum=1),
-    OurKey("preferred_epochs", "int", 10, "among equally near totals, plan picks about this many epochs", minimum=1),
-    OurKey("max_repeats", "int", 1000, "the most repeats plan gives a folder", minimum=1),
-    OurKey("single_epoch", "bool", True,
-           "plan puts every step in one epoch (repeats instead of epochs), so a stopped run resumes correctly"),
-    OurKey("size", "int", 512, "prepare: the side of the square training images, in pixels", minimum=64),
-    OurKey("crop", "str", "face", "prepare: how a photo is cropped to a square", choices=("face", "center")),
-    OurKey("auto_mixed_precision", "bool", False,
-           "when mixed_precision is not set: bf16 on GPUs that support it, else fp16; no on a CPU"),
-    OurKey("prompts", "str_list", [], "sample prompts; {subject} is the class tokens ('ohwx man'), "
-           "{token} the trigger word, {class} the class word"),
-    OurKey("negative_prompt", "str", "", "negative prompt for every sample"),
-    OurKey("sample_steps", "int", 28, "sampling steps per sample image", minimum=1),
-    OurKey("sample_scale", "float", 7.0, "classifier-free guidance scale of the samples", minimum=0),
-    OurKey("sample_seed", "int", 1234, "seed of the first sample prompt; the next ones count up", minimum=0),
-    OurKey("sample_size", "int", 0, "side of the sample images in pixels; 0: the training resolution", minimum=0),
-)})
+OUR_KEYS: Mapping[str, OurKey] = MappingProxyType(
+    {
+        k.name: k
+        for k in (
+            OurKey("target_steps", "int", 3000, "total optimization steps plan aims for", minimum=1),
+            OurKey("min_steps", "int", 2000, "fewest total steps plan accepts", minimum=1),
+            OurKey("max_steps", "int", 5000, "most total steps plan accepts", minimum=1),
+            OurKey(
+                "preferred_epochs", "int", 10, "among equally near totals, plan picks about this many epochs", minimum=1
+            ),
+            OurKey("max_repeats", "int", 1000, "the most repeats plan gives a folder", minimum=1),
+            OurKey(
+                "single_epoch",
+                "bool",
+                True,
+                "plan puts every step in one epoch (repeats instead of epochs), so a stopped run resumes correctly",
+            ),
+            OurKey("size", "int", 512, "prepare: the side of the square training images, in pixels", minimum=64),
+            OurKey("crop", "str", "face", "prepare: how a photo is cropped to a square", choices=("face", "center")),
+            OurKey(
+                "auto_mixed_precision",
+                "bool",
+                False,
+                "when mixed_precision is not set: bf16 on GPUs that support it, else fp16; no on a CPU",
+            ),
+            OurKey(
+                "prompts",
+                "str_list",
+                [],
+                "sample prompts; {subject} is the class tokens ('ohwx man'), "
+                "{token} the trigger word, {class} the class word",
+            ),
+            OurKey("negative_prompt", "str", "", "negative prompt for every sample"),
+            OurKey("sample_steps", "int", 28, "sampling steps per sample image", minimum=1),
+            OurKey("sample_scale", "float", 7.0, "classifier-free guidance scale of the samples", minimum=0),
+            OurKey("sample_seed", "int", 1234, "seed of the first sample prompt; the next ones count up", minimum=0),
+            OurKey(
+                "sample_size", "int", 0, "side of the sample images in pixels; 0: the training resolution", minimum=0
+            ),
+        )
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -104,8 +133,11 @@ class Preset:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "name": self.name, "files": [str(f) for f in self.files], "description": self.description,
-            "schema": self.schema, "sha256": self.sha256,
+            "name": self.name,
+            "files": [str(f) for f in self.files],
+            "description": self.description,
+            "schema": self.schema,
+            "sha256": self.sha256,
             "values": {k: {"value": s.value, "source": s.source} for k, s in self.values.items()},
             "ours": {k: {"value": s.value, "source": s.source} for k, s in self.ours.items()},
         }
@@ -134,7 +166,9 @@ def find(ref: str | Path) -> Path:
     path = shipped_dir() / f"{ref_s}.toml"
     if not path.is_file():
         hint = did_you_mean(ref_s, shipped_names())
-        raise PresetError(f"no preset named {ref_s!r}", (hint + " " if hint else "") + "presets: " + ", ".join(shipped_names()))
+        raise PresetError(
+            f"no preset named {ref_s!r}", (hint + " " if hint else "") + "presets: " + ", ".join(shipped_names())
+        )
     return path
 
 
@@ -167,11 +201,13 @@ def migrate(doc: dict[str, Any], path: Path) -> dict[str, Any]:
     if schema > CURRENT_SCHEMA:
         raise PresetError(
             f"{path}: preset uses schema {schema}; this kohya-wrap understands up to {CURRENT_SCHEMA}",
-            "upgrade kohya-wrap (pip install --upgrade kohya-wrap)")
+            "upgrade kohya-wrap (pip install --upgrade kohya-wrap)",
+        )
     if schema < OLDEST_SCHEMA:
         raise PresetError(
             f"{path}: preset uses schema {schema}, which kohya-wrap no longer reads (it reads {OLDEST_SCHEMA}-{CURRENT_SCHEMA})",
-            f"rewrite it for schema {CURRENT_SCHEMA}: compare it with `kohya-wrap presets show likeness-sd15`")
+            f"rewrite it for schema {CURRENT_SCHEMA}: compare it with `kohya-wrap presets show likeness-sd15`",
+        )
     while schema < CURRENT_SCHEMA:
         doc = MIGRATIONS[schema](dict(doc))
         schema += 1
@@ -220,8 +256,13 @@ def convert_ours(key: str, value: Any, *, from_text: bool = False) -> Any:
 
 
 def _our_type_name(kind: str) -> str:
-    return {"int": "an integer", "float": "a number", "str": "a string", "bool": "true or false",
-            "str_list": "a list of strings"}[kind]
+    return {
+        "int": "an integer",
+        "float": "a number",
+        "str": "a string",
+        "bool": "true or false",
+        "str_list": "a list of strings",
+    }[kind]
 
 
 class PresetErrors(PresetError):
@@ -233,12 +274,14 @@ class PresetErrors(PresetError):
             super().__init__(problems[0].message, problems[0].hint)
         else:
             lines = [f"{len(problems)} problems:"] + [
-                f"  - {p.message}" + (f" ({p.hint})" if p.hint else "") for p in problems]
+                f"  - {p.message}" + (f" ({p.hint})" if p.hint else "") for p in problems
+            ]
             super().__init__("\n".join(lines), "fix each one; `kohya-wrap presets validate FILE` lists them all")
 
 
-def _layer(path: Path, doc: dict[str, Any], source: str,
-           errors: list[PresetError]) -> tuple[dict[str, Setting], dict[str, Setting]]:
+def _layer(
+    path: Path, doc: dict[str, Any], source: str, errors: list[PresetError]
+) -> tuple[dict[str, Setting], dict[str, Setting]]:
     """One file's settings, every key validated; each problem (naming the file, table and key) goes to `errors`."""
     values: dict[str, Setting] = {}
     ours: dict[str, Setting] = {}
@@ -254,16 +297,20 @@ def _layer(path: Path, doc: dict[str, Any], source: str,
                 hint = f"put it in the [{OURS_TABLE}] table"
             elif key not in argument_table():
                 hint = unknown_key_hint(key, list(argument_table()) + list(TOP_LEVEL_KEYS)) or hint
-            errors.append(PresetError(f"{_where(path, None, key)}: unknown top-level key (top level holds only "
-                                      f"{', '.join(TOP_LEVEL_KEYS)} and tables)", hint))
+            errors.append(
+                PresetError(
+                    f"{_where(path, None, key)}: unknown top-level key (top level holds only "
+                    f"{', '.join(TOP_LEVEL_KEYS)} and tables)",
+                    hint,
+                )
+            )
             continue
         for sub, value in item.items():
             where = _where(path, key, sub)
             try:
                 if key == OURS_TABLE:
                     if sub not in OUR_KEYS:
-                        raise ArgumentError(sub, f"unknown [{OURS_TABLE}] key {sub!r}",
-                                                      did_you_mean(sub, OUR_KEYS))
+                        raise ArgumentError(sub, f"unknown [{OURS_TABLE}] key {sub!r}", did_you_mean(sub, OUR_KEYS))
                     ours[sub] = Setting(convert_ours(sub, value), source, str(path), key)
                     continue
                 if sub in OUR_KEYS and sub not in argument_table():
@@ -300,7 +347,9 @@ def _chain(start: Path) -> list[tuple[Path, dict[str, Any]]]:
             raise PresetError(f"{_where(path, None, 'extends')}: must be a preset name, got {parent!r}")
         if parent.endswith(".toml"):
             if "/" in parent or "\\" in parent:
-                raise PresetError(f"{_where(path, None, 'extends')}: {parent!r} must be a file in the same folder, without a path")
+                raise PresetError(
+                    f"{_where(path, None, 'extends')}: {parent!r} must be a file in the same folder, without a path"
+                )
             path = path.parent / parent
             if not path.is_file():
                 raise PresetError(f"{_where(path, None, 'extends')}: {path} does not exist")
@@ -321,7 +370,7 @@ def parse_override(text: str) -> tuple[str, str]:
     if not sep or not key:
         raise PresetError(f"--set {text!r}: expected key=value", "for example --set network_dim=32")
     if key.startswith(f"{OURS_TABLE}."):
-        key = key[len(OURS_TABLE) + 1:]
+        key = key[len(OURS_TABLE) + 1 :]
     return key, value
 
 
@@ -336,8 +385,14 @@ def load_preset(ref: str | Path, overrides: Sequence[str] = ()) -> Preset:
         values.update(layer_values)
         ours.update(layer_ours)
     name = _name_of(chain[0][0])
-    canonical = json.dumps({"values": {k: s.value for k, s in sorted(values.items())},
-                            "ours": {k: s.value for k, s in sorted(ours.items())}}, sort_keys=True, separators=(",", ":"))
+    canonical = json.dumps(
+        {
+            "values": {k: s.value for k, s in sorted(values.items())},
+            "ours": {k: s.value for k, s in sorted(ours.items())},
+        },
+        sort_keys=True,
+        separators=(",", ":"),
+    )
     sha = sha256_bytes(canonical.encode("utf-8"))
     for text in overrides:
         try:
@@ -359,8 +414,15 @@ def load_preset(ref: str | Path, overrides: Sequence[str] = ()) -> Preset:
             continue
         values[key] = Setting(converted, "--set")
     description = next((d.get("description") for _, d in chain if isinstance(d.get("description"), str)), "") or ""
-    preset = Preset(name=name, files=tuple(p for p, _ in chain), description=description, schema=CURRENT_SCHEMA,
-                    values=MappingProxyType(values), ours=MappingProxyType(ours), sha256=sha)
+    preset = Preset(
+        name=name,
+        files=tuple(p for p, _ in chain),
+        description=description,
+        schema=CURRENT_SCHEMA,
+        values=MappingProxyType(values),
+        ours=MappingProxyType(ours),
+        sha256=sha,
+    )
     errors.extend(_check(preset))
     if errors:
         raise PresetErrors(errors)
@@ -373,14 +435,21 @@ def _check(preset: Preset) -> list[PresetError]:
     o = {k: s.value for k, s in preset.ours.items()}
     if not o["min_steps"] <= o["target_steps"] <= o["max_steps"]:
         where = preset.ours["target_steps"].file or preset.ours["min_steps"].file or preset.name
-        out.append(PresetError(f"{where}: [{OURS_TABLE}] needs min_steps <= target_steps <= max_steps, "
-                               f"got {o['min_steps']} <= {o['target_steps']} <= {o['max_steps']}"))
+        out.append(
+            PresetError(
+                f"{where}: [{OURS_TABLE}] needs min_steps <= target_steps <= max_steps, "
+                f"got {o['min_steps']} <= {o['target_steps']} <= {o['max_steps']}"
+            )
+        )
     problems = cross_checks({k: s.value for k, s in preset.values.items()}, packages=False)
     for problem in (p for p in problems if p.severity == "error"):
         key = problem.keys[0]
         setting = preset.values.get(key)
-        where = _where(Path(setting.file), setting.table, key) if setting and setting.file else (
-            "--set" if setting else f"preset {preset.name}")
+        where = (
+            _where(Path(setting.file), setting.table, key)
+            if setting and setting.file
+            else ("--set" if setting else f"preset {preset.name}")
+        )
         out.append(PresetError(f"{where}: {problem.message}", problem.hint))
     return out
 
@@ -410,8 +479,10 @@ def diff(a: Preset, b: Preset) -> list[Difference]:
 
 def all_values(preset: Preset) -> list[tuple[str, Setting]]:
     """Every sd-scripts argument: set by the preset, or sd-scripts' own default."""
-    return [(k, preset.values[k] if k in preset.values else Setting(a.default, "default"))
-            for k, a in sorted(argument_table().items())]
+    return [
+        (k, preset.values[k] if k in preset.values else Setting(a.default, "default"))
+        for k, a in sorted(argument_table().items())
+    ]
 
 
 # Sources of a value the user chose (a preset file or --set); "plan" and "default" are decided per run and machine.
@@ -422,8 +493,15 @@ def is_chosen(source: str) -> bool:
     return source.startswith(CHOSEN_SOURCES)
 
 
-def export_text(values: Mapping[str, Any], ours: Mapping[str, Any], *, name: str, comment_lines: Iterable[str],
-                sources: Mapping[str, str] | None = None, sd_scripts_commit: str | None = None) -> str:
+def export_text(
+    values: Mapping[str, Any],
+    ours: Mapping[str, Any],
+    *,
+    name: str,
+    comment_lines: Iterable[str],
+    sources: Mapping[str, str] | None = None,
+    sd_scripts_commit: str | None = None,
+) -> str:
     """A shareable preset (schema CURRENT_SCHEMA) from resolved values: whatever a preset may not carry is left out.
 
     sources: each value's source (plan.json); only what the user chose is exported, so the automatic

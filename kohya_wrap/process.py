@@ -24,9 +24,9 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
 
 from kohya_wrap.errors import TrainerNotFound
 
@@ -63,7 +63,7 @@ def group_members(pgid: int) -> list[int]:
         except OSError:
             continue
         # pid (comm) state ppid pgrp ...; comm may contain spaces and parentheses
-        fields = stat[stat.rfind(")") + 2:].split()
+        fields = stat[stat.rfind(")") + 2 :].split()
         if len(fields) > 2 and fields[0] != "Z" and int(fields[2]) == pgid:
             members.append(int(entry.name))
     return members
@@ -161,8 +161,14 @@ class Streamer:
             with open(self.log_path, "ab") as log:
                 try:
                     self._proc = subprocess.Popen(
-                        self.argv, env=self.env, cwd=self.cwd, stdin=subprocess.DEVNULL,
-                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True, close_fds=True,
+                        self.argv,
+                        env=self.env,
+                        cwd=self.cwd,
+                        stdin=subprocess.DEVNULL,
+                        stdout=subprocess.PIPE,
+                        stderr=subprocess.PIPE,
+                        start_new_session=True,
+                        close_fds=True,
                         pass_fds=self.pass_fds,
                     )
                 except FileNotFoundError as e:
@@ -184,8 +190,11 @@ class Streamer:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
         return ProcessResult(
-            returncode=returncode, stop_reason=self._stop_reason, killed=self._killed,
-            started_at=started, ended_at=time.time(),
+            returncode=returncode,
+            stop_reason=self._stop_reason,
+            killed=self._killed,
+            started_at=started,
+            ended_at=time.time(),
         )
 
     def _pump(self, log: object) -> int:
@@ -257,8 +266,9 @@ def stream(
     idle_s: float = 0.5,
 ) -> ProcessResult:
     """Run argv to the end, teeing its output to log_path and on_output. See the module docstring."""
-    return Streamer(argv, env=env, cwd=cwd, log_path=log_path, on_output=on_output,
-                    on_idle=on_idle, idle_s=idle_s).run()
+    return Streamer(
+        argv, env=env, cwd=cwd, log_path=log_path, on_output=on_output, on_idle=on_idle, idle_s=idle_s
+    ).run()
 
 
 def child_env(extra: Mapping[str, str]) -> dict[str, str]:
@@ -275,13 +285,20 @@ class Captured:
     stderr: str
 
 
-def capture(argv: Sequence[str], *, env: Mapping[str, str] | None = None, cwd: Path | None = None,
-            timeout_s: float = 30.0) -> Captured | None:
+def capture(
+    argv: Sequence[str], *, env: Mapping[str, str] | None = None, cwd: Path | None = None, timeout_s: float = 30.0
+) -> Captured | None:
     """Run a short command and return its output; None when it cannot run or does not finish in time."""
     try:
         done = subprocess.run(
-            [str(a) for a in argv], env=dict(env) if env is not None else None, cwd=cwd,
-            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout_s, check=False,
+            [str(a) for a in argv],
+            env=dict(env) if env is not None else None,
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            check=False,
         )
     except (OSError, subprocess.SubprocessError):
         return None

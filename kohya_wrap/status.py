@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -22,8 +22,8 @@ from typing import Any
 from kohya_wrap import events as ev
 from kohya_wrap import rundir
 from kohya_wrap.errors import RunDirError
-from kohya_wrap.score import load_score, recommended_line, recommended_step
 from kohya_wrap.rundir import EVENTS_JSONL, PLAN_JSON, Plan, RunFold, SavedFile, format_duration, resume_command
+from kohya_wrap.score import load_score, recommended_line, recommended_step
 
 # Loading SD1.5 and caching latents can be silent for minutes, and train.log is checked too,
 # so ten minutes without a line of output is well past anything a live run does.
@@ -32,7 +32,12 @@ DEFAULT_POLL_S = 1.0
 
 # state values
 PLANNED, RUNNING, STALLED, FINISHED, INTERRUPTED, FAILED = (
-    "planned", "running", "stalled", "finished", "interrupted", "failed",
+    "planned",
+    "running",
+    "stalled",
+    "finished",
+    "interrupted",
+    "failed",
 )
 # outcomes (the `finished` event) after which `train --resume` can continue from a saved state
 STOPPED_OUTCOMES = frozenset({"interrupted", "killed", "oom", "crashed", "nan"})
@@ -188,8 +193,7 @@ class EventTail:
                 self.unreadable_lines += 1
 
 
-def _snapshot(run_dir: Path, fold: _Fold, plan: Plan | None, *, now: float | None,
-              stale_after_s: float) -> RunStatus:
+def _snapshot(run_dir: Path, fold: _Fold, plan: Plan | None, *, now: float | None, stale_after_s: float) -> RunStatus:
     now = time.time() if now is None else now
     files = rundir.paths(run_dir)
     since_event = None
@@ -270,7 +274,7 @@ def _snapshot(run_dir: Path, fold: _Fold, plan: Plan | None, *, now: float | Non
         stale_after_s=stale_after_s,
         preset=plan.preset_name if plan is not None else None,
         lora_file=lora_file,
-        lora_exists=bool(lora_file) and Path(lora_file).is_file(),
+        lora_exists=lora_file is not None and Path(lora_file).is_file(),
         resumable=can_resume,
         resume_command=resume_command(run_dir) if can_resume else None,
         unreadable_lines=fold.unreadable_lines,
@@ -284,11 +288,15 @@ def _snapshot(run_dir: Path, fold: _Fold, plan: Plan | None, *, now: float | Non
 def _check_run_dir(run_dir: Path) -> Path:
     run_dir = Path(run_dir).absolute()
     if not run_dir.is_dir():
-        raise RunDirError(f"{run_dir}: no such run directory",
-                          "give the folder `kohya-wrap train` printed when it started (RUNS_DIR/<run name>)")
+        raise RunDirError(
+            f"{run_dir}: no such run directory",
+            "give the folder `kohya-wrap train` printed when it started (RUNS_DIR/<run name>)",
+        )
     if not (run_dir / EVENTS_JSONL).exists() and not (run_dir / PLAN_JSON).exists():
-        raise RunDirError(f"{run_dir} is not a run directory: it holds neither {PLAN_JSON} nor {EVENTS_JSONL}",
-                          "give the folder `kohya-wrap train` printed when it started (RUNS_DIR/<run name>)")
+        raise RunDirError(
+            f"{run_dir} is not a run directory: it holds neither {PLAN_JSON} nor {EVENTS_JSONL}",
+            "give the folder `kohya-wrap train` printed when it started (RUNS_DIR/<run name>)",
+        )
     return run_dir
 
 
@@ -299,7 +307,9 @@ def _load_plan(run_dir: Path) -> Plan | None:
     try:
         return rundir.read_plan(run_dir)
     except RunDirError as e:
-        raise RunDirError(e.message, "the run directory is damaged; `kohya-wrap status` reads it, never writes it") from None
+        raise RunDirError(
+            e.message, "the run directory is damaged; `kohya-wrap status` reads it, never writes it"
+        ) from None
 
 
 def _finite_or_name(value: Any) -> Any:

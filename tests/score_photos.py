@@ -22,8 +22,9 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 ARCHIVE_NAME = "face_recognition-1.3.0.tar.gz"
 MEMBER_DIR = "face_recognition-1.3.0/tests/test_images/"
-DOWNLOAD = ("pip download --no-deps --no-binary :all: face_recognition==1.3.0 -d .cache/test-photos "
-            "(the step in .ci/run)")
+DOWNLOAD = (
+    "pip download --no-deps --no-binary :all: face_recognition==1.3.0 -d .cache/test-photos (the step in .ci/run)"
+)
 
 
 def archive() -> Path | None:
@@ -48,7 +49,8 @@ def skip_reason() -> str | None:
 needs_photos = pytest.mark.skipif(skip_reason() is not None, reason=skip_reason() or "")
 needs_dlib = pytest.mark.skipif(
     importlib.util.find_spec("dlib") is None,
-    reason="score's identity model (dlib) is not installed: pip install 'kohya-wrap[score]'")
+    reason="score's identity model (dlib) is not installed: pip install 'kohya-wrap[score]'",
+)
 
 
 @cache

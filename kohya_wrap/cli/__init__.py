@@ -7,7 +7,6 @@ modules only inside the command body, so `kohya-wrap --help` never imports torch
 from __future__ import annotations
 
 import importlib
-import sys
 
 import click
 
@@ -92,8 +91,14 @@ def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> 
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=_print_version,
-              help="Print kohya-wrap's version and the sd-scripts version it is pinned to.")
+@click.option(
+    "--version",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=_print_version,
+    help="Print kohya-wrap's version and the sd-scripts version it is pinned to.",
+)
 def cli() -> None:
     """Train a Stable Diffusion 1.5 likeness LoRA with kohya-ss sd-scripts from the terminal.
 
@@ -107,4 +112,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    main()

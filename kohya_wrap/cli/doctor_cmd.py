@@ -10,8 +10,13 @@ from kohya_wrap.errors import ExitCode
 
 @click.command()
 @sd_scripts_option
-@click.option("--runs-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("runs"),
-              show_default=True, help="Where runs will go (for the free-disk check).")
+@click.option(
+    "--runs-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("runs"),
+    show_default=True,
+    help="Where runs will go (for the free-disk check).",
+)
 @json_option
 def doctor(sd_scripts: str | None, runs_dir: Path, as_json: bool) -> None:
     """Can this machine train? Exit 0 when training can start, 1 when it cannot."""
@@ -27,7 +32,7 @@ def doctor(sd_scripts: str | None, runs_dir: Path, as_json: bool) -> None:
     raise SystemExit(ExitCode.OK if report.can_train else ExitCode.ERROR)
 
 
-def _render(report) -> None:  # type: ignore[no-untyped-def]
+def _render(report) -> None:
     from rich.table import Table
 
     from kohya_wrap.cli.output import console

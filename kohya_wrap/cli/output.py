@@ -6,7 +6,7 @@ import json
 import sys
 import traceback
 from datetime import datetime, timezone
-from functools import lru_cache
+from functools import cache
 from typing import Any
 
 from rich.console import Console
@@ -15,12 +15,12 @@ from kohya_wrap.errors import KohyaWrapError
 from kohya_wrap.fsutil import user_cache_dir
 
 
-@lru_cache(maxsize=None)
+@cache
 def console() -> Console:
     return Console()
 
 
-@lru_cache(maxsize=None)
+@cache
 def err_console() -> Console:
     return Console(stderr=True)
 
@@ -57,5 +57,7 @@ def report_unexpected(e: BaseException) -> None:
     err_console().print(
         f"[bold red]unexpected error:[/bold red] {type(e).__name__}: {e}\n"
         f"This is a bug in kohya-wrap; details in {where}",
-        markup=True, highlight=False, soft_wrap=True,
+        markup=True,
+        highlight=False,
+        soft_wrap=True,
     )

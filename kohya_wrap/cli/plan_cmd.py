@@ -14,21 +14,52 @@ from kohya_wrap.cli.options import json_option, machine_options, sd_scripts_opti
 @click.command()
 @click.argument("dataset_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--preset", required=True, help="A shipped preset name (`kohya-wrap presets list`) or a preset file.")
-@click.option("--base-model", "base_model", required=True,
-              help="SD 1.5 checkpoint: a .safetensors file, or a Hugging Face repo id (downloaded once into its cache).")
-@click.option("-o", "--output", "run_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="The run directory to write (a new one; a finished run is never overwritten).")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
-              help="Override a preset value, e.g. --set network_dim=16 (repeatable; checked like preset values).")
+@click.option(
+    "--base-model",
+    "base_model",
+    required=True,
+    help="SD 1.5 checkpoint: a .safetensors file, or a Hugging Face repo id (downloaded once into its cache).",
+)
+@click.option(
+    "-o",
+    "--output",
+    "run_dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="The run directory to write (a new one; a finished run is never overwritten).",
+)
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a preset value, e.g. --set network_dim=16 (repeatable; checked like preset values).",
+)
 @click.option("--gpus", type=click.IntRange(min=1), default=None, help="GPUs of this machine to train on (default 1).")
 @machine_options
-@click.option("--tokenizer-cache-dir", "tokenizer_cache_dir", type=click.Path(file_okay=False, path_type=Path),
-              default=None, help="Folder holding the CLIP tokenizer for sd-scripts (default: kohya-wrap's cache).")
+@click.option(
+    "--tokenizer-cache-dir",
+    "tokenizer_cache_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Folder holding the CLIP tokenizer for sd-scripts (default: kohya-wrap's cache).",
+)
 @click.option("--allow-pickle", is_flag=True, help="Accept a .ckpt/.pt/.bin base model (loading it runs code in it).")
 @sd_scripts_option
 @json_option
-def plan(dataset_dir: Path, preset: str, base_model: str, run_dir: Path, overrides: tuple[str, ...], gpus: int | None,
-         machines: Any, tokenizer_cache_dir: Path | None, allow_pickle: bool, sd_scripts: str | None, as_json: bool) -> None:
+def plan(
+    dataset_dir: Path,
+    preset: str,
+    base_model: str,
+    run_dir: Path,
+    overrides: tuple[str, ...],
+    gpus: int | None,
+    machines: Any,
+    tokenizer_cache_dir: Path | None,
+    allow_pickle: bool,
+    sd_scripts: str | None,
+    as_json: bool,
+) -> None:
     """Write RUN_DIR: config.toml, dataset.toml, sample_prompts.txt and plan.json for DATASET_DIR.
 
     plan says what to train and never touches the network: a hub model and kohya-wrap's tokenizer
@@ -37,8 +68,20 @@ def plan(dataset_dir: Path, preset: str, base_model: str, run_dir: Path, overrid
     """
     from kohya_wrap.pipeline import PlanRequest, plan_run
 
-    result = plan_run(PlanRequest(dataset_dir, preset, base_model, run_dir, overrides, gpus, tokenizer_cache_dir,
-                                  sd_scripts, allow_pickle, machines))
+    result = plan_run(
+        PlanRequest(
+            dataset_dir,
+            preset,
+            base_model,
+            run_dir,
+            overrides,
+            gpus,
+            tokenizer_cache_dir,
+            sd_scripts,
+            allow_pickle,
+            machines,
+        )
+    )
     if as_json:
         from kohya_wrap.cli.output import print_json
 
@@ -49,7 +92,6 @@ def plan(dataset_dir: Path, preset: str, base_model: str, run_dir: Path, overrid
 
 def render_plan(result: Any) -> None:
     """The plan as a person reads it."""
-    import shlex
 
     from rich.markup import escape
 
@@ -63,7 +105,11 @@ def render_plan(result: Any) -> None:
     con.print(f"[bold]steps[/bold] {escape(result.steps['arithmetic'])}", highlight=False)
     con.print(f"[bold]model[/bold] {escape(result.base_model['path'] or result.base_model['source'])}", highlight=False)
     con.print(f"[bold]output[/bold] {escape(str(result.lora_file))}", highlight=False)
-    con.print(f"[bold]train it[/bold] kohya-wrap train {escape(shlex.quote(str(result.run_dir)))}"
-              f"   (the exact command: add --dry-run)", highlight=False, soft_wrap=True)
+    con.print(
+        f"[bold]train it[/bold] kohya-wrap train {escape(shlex.quote(str(result.run_dir)))}"
+        f"   (the exact command: add --dry-run)",
+        highlight=False,
+        soft_wrap=True,
+    )
     for w in result.warnings:
         err_console().print(f"[yellow]warning:[/yellow] {escape(w)}", highlight=False, soft_wrap=True)

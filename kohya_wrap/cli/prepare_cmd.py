@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, cast
 
 import click
 
@@ -26,35 +26,86 @@ def _parse_skip(ctx: click.Context, param: click.Parameter, values: tuple[str, .
 
 @click.command()
 @click.argument("src_dir", type=click.Path(file_okay=False, path_type=Path))
-@click.option("-o", "--output", "dataset_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Dataset folder to write (img/, reg/, prepare.json).")
+@click.option(
+    "-o",
+    "--output",
+    "dataset_dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Dataset folder to write (img/, reg/, prepare.json).",
+)
 @click.option("--token", required=True, help="The rare word that will mean this face, e.g. ohwx.")
 @click.option("--class", "class_word", required=True, help="What the subject is, e.g. man, woman, person.")
 @click.option("--size", type=click.Choice(_SIZES), default="512", show_default=True, help="Output side in pixels.")
-@click.option("--crop", type=click.Choice(("face", "center")), default="face", show_default=True,
-              help="Square around the detected face, or the centre square (no detection).")
-@click.option("--caption", "caption", default=_DEFAULT_CAPTION, show_default=True,
-              help="Caption template; placeholders {token} and {class}.")
-@click.option("--repeats", type=click.IntRange(min=1), default=None,
-              help="Repeats in the folder name. Default: 1, and `plan` chooses them.")
-@click.option("--reg", "reg_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Regularization photos of the class, prepared into reg/.")
+@click.option(
+    "--crop",
+    type=click.Choice(("face", "center")),
+    default="face",
+    show_default=True,
+    help="Square around the detected face, or the centre square (no detection).",
+)
+@click.option(
+    "--caption",
+    "caption",
+    default=_DEFAULT_CAPTION,
+    show_default=True,
+    help="Caption template; placeholders {token} and {class}.",
+)
+@click.option(
+    "--repeats",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Repeats in the folder name. Default: 1, and `plan` chooses them.",
+)
+@click.option(
+    "--reg",
+    "reg_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Regularization photos of the class, prepared into reg/.",
+)
 @click.option("--allow-upscale", is_flag=True, help="Keep photos whose crop is smaller than --size (upscaled).")
-@click.option("--skip", "skip", multiple=True, callback=_parse_skip, metavar="KINDS",
-              help="Leave out photos of these kinds: no-face, multi-face, blurred (comma-separated, repeatable).")
+@click.option(
+    "--skip",
+    "skip",
+    multiple=True,
+    callback=_parse_skip,
+    metavar="KINDS",
+    help="Leave out photos of these kinds: no-face, multi-face, blurred (comma-separated, repeatable).",
+)
 @click.option("--skip-multiple-faces", is_flag=True, help="The same as --skip multi-face.")
 @click.option("-q", "--quiet", is_flag=True, help="Print only the summary, not the findings table.")
-@click.option("-v", "--verbose", is_flag=True,
-              help="List every finding (notes too) and every file of a near-duplicate cluster.")
+@click.option(
+    "-v", "--verbose", is_flag=True, help="List every finding (notes too) and every file of a near-duplicate cluster."
+)
 @click.option("--strict", is_flag=True, help=f"Exit {int(ExitCode.WARNINGS)} when there are warnings.")
-@click.option("--force", is_flag=True,
-              help="Use a non-empty output folder prepare did not make (its img/ and reg/ are moved aside).")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Use a non-empty output folder prepare did not make (its img/ and reg/ are moved aside).",
+)
 @click.option("--jobs", type=click.IntRange(min=1), default=None, help="Worker processes. Default: every core.")
 @json_option
-def prepare(src_dir: Path, dataset_dir: Path, token: str, class_word: str, size: str, crop: str, caption: str,
-            repeats: int | None, reg_dir: Path | None, allow_upscale: bool, skip: frozenset[str],
-            skip_multiple_faces: bool, quiet: bool, verbose: bool, strict: bool, force: bool, jobs: int | None,
-            as_json: bool) -> None:
+def prepare(
+    src_dir: Path,
+    dataset_dir: Path,
+    token: str,
+    class_word: str,
+    size: str,
+    crop: str,
+    caption: str,
+    repeats: int | None,
+    reg_dir: Path | None,
+    allow_upscale: bool,
+    skip: frozenset[str],
+    skip_multiple_faces: bool,
+    quiet: bool,
+    verbose: bool,
+    strict: bool,
+    force: bool,
+    jobs: int | None,
+    as_json: bool,
+) -> None:
     """Turn a folder of face photos into a Kohya training set in DATASET_DIR (-o).
 
     Photos are found recursively, oriented, cropped square (around the face by default), resized,
@@ -70,15 +121,34 @@ def prepare(src_dir: Path, dataset_dir: Path, token: str, class_word: str, size:
     if quiet and verbose:
         raise click.UsageError("-q and -v exclude each other")
     options = PrepareOptions(
-        src_dir=src_dir, dataset_dir=dataset_dir, token=token, class_word=class_word, size=int(size),
-        crop=crop, caption=caption, repeats=repeats, reg_dir=reg_dir,  # type: ignore[arg-type]
-        allow_upscale=allow_upscale, skip_multiple_faces=skip_multiple_faces, skip=skip, force=force, jobs=jobs)
+        src_dir=src_dir,
+        dataset_dir=dataset_dir,
+        token=token,
+        class_word=class_word,
+        size=int(size),
+        crop=cast('Literal["face", "center"]', crop),
+        caption=caption,
+        repeats=repeats,
+        reg_dir=reg_dir,
+        allow_upscale=allow_upscale,
+        skip_multiple_faces=skip_multiple_faces,
+        skip=skip,
+        force=force,
+        jobs=jobs,
+    )
     # On stderr, and only on a terminal (rich turns it off otherwise): stdout stays clean for --json.
-    with Progress(TextColumn("preparing"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                  console=err_console(), transient=True) as progress:
+    with Progress(
+        TextColumn("preparing"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=err_console(),
+        transient=True,
+    ) as progress:
         bar = progress.add_task("photos", total=None)
-        result = prepare_dataset(options, on_progress=lambda done, total: progress.update(bar, completed=done,
-                                                                                           total=total))
+        result = prepare_dataset(
+            options, on_progress=lambda done, total: progress.update(bar, completed=done, total=total)
+        )
     if as_json:
         from kohya_wrap.cli.output import print_json
 
@@ -118,8 +188,10 @@ def render_summary(result: Any, *, quiet: bool = False, verbose: bool = False) -
 
     con = console()
     train = sum(s.images for s in result.subsets if not s.is_reg)
-    con.print(f"[bold]prepare[/bold]: {train} training images, {result.skipped} skipped, "
-              f"{len(result.warnings)} warnings", highlight=False)
+    con.print(
+        f"[bold]prepare[/bold]: {train} training images, {result.skipped} skipped, {len(result.warnings)} warnings",
+        highlight=False,
+    )
     for line in summary_lines(result):
         con.print("  " + escape(line), highlight=False)
     shown = sorted((f for f in result.findings if verbose or f.level == "warning"), key=lambda f: f.level != "warning")
@@ -139,12 +211,22 @@ def render_summary(result: Any, *, quiet: bool = False, verbose: bool = False) -
             table.add_row(style[f.level], escape(f.file or "(the set)"), escape(message), escape(f.action))
         for code, n in per_kind.items():
             if not verbose and n > ROWS_PER_KIND:
-                table.add_row("", "", escape(f"... and {n - ROWS_PER_KIND} more {code.replace('_', ' ')}"),
-                              "see prepare.json, or -v")
+                table.add_row(
+                    "",
+                    "",
+                    escape(f"... and {n - ROWS_PER_KIND} more {code.replace('_', ' ')}"),
+                    "see prepare.json, or -v",
+                )
         con.print(table)
     for subset in result.subsets:
-        con.print(f"{escape(str(result.dataset_dir / subset.dir))}: {subset.images} images, "
-                  f"{subset.repeats} repeats, class tokens {escape(repr(subset.class_tokens))}", highlight=False)
-    con.print(f"{result.processed} processed, {result.reused} reused, {result.skipped} skipped, "
-              f"{result.removed} removed. Face detection: {escape(result.face_detection)}", highlight=False)
+        con.print(
+            f"{escape(str(result.dataset_dir / subset.dir))}: {subset.images} images, "
+            f"{subset.repeats} repeats, class tokens {escape(repr(subset.class_tokens))}",
+            highlight=False,
+        )
+    con.print(
+        f"{result.processed} processed, {result.reused} reused, {result.skipped} skipped, "
+        f"{result.removed} removed. Face detection: {escape(result.face_detection)}",
+        highlight=False,
+    )
     con.print(f"manifest: {escape(str(result.manifest_path))}", highlight=False)

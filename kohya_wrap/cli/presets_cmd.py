@@ -25,7 +25,9 @@ def list_(as_json: bool) -> None:
     if as_json:
         from kohya_wrap.cli.output import print_json
 
-        print_json([{"name": n, "description": p.description, "extends": [f.stem for f in p.files[1:]]} for n, p in rows])
+        print_json(
+            [{"name": n, "description": p.description, "extends": [f.stem for f in p.files[1:]]} for n, p in rows]
+        )
         return
     from rich.table import Table
 
@@ -92,9 +94,18 @@ def diff(a: str, b: str, as_json: bool) -> None:
     if as_json:
         from kohya_wrap.cli.output import print_json
 
-        print_json([{"key": d.key, "a": d.a.value if d.a else None, "b": d.b.value if d.b else None,
-                     "a_source": d.a.source if d.a else "default", "b_source": d.b.source if d.b else "default"}
-                    for d in diffs])
+        print_json(
+            [
+                {
+                    "key": d.key,
+                    "a": d.a.value if d.a else None,
+                    "b": d.b.value if d.b else None,
+                    "a_source": d.a.source if d.a else "default",
+                    "b_source": d.b.source if d.b else "default",
+                }
+                for d in diffs
+            ]
+        )
         return
     from rich.table import Table
 
@@ -108,7 +119,11 @@ def diff(a: str, b: str, as_json: bool) -> None:
     table.add_column(pa.name)
     table.add_column(pb.name)
     for d in diffs:
-        table.add_row(d.key, _fmt(d.a.value) if d.a else "[dim](default)[/dim]", _fmt(d.b.value) if d.b else "[dim](default)[/dim]")
+        table.add_row(
+            d.key,
+            _fmt(d.a.value) if d.a else "[dim](default)[/dim]",
+            _fmt(d.b.value) if d.b else "[dim](default)[/dim]",
+        )
     console().print(table)
 
 
@@ -127,8 +142,9 @@ def validate(file: Path, as_json: bool) -> None:
         from kohya_wrap.cli.output import print_json
         from kohya_wrap.errors import ExitCode
 
-        print_json({"valid": False, "file": str(file),
-                    "errors": [{"message": p.message, "hint": p.hint} for p in e.problems]})
+        print_json(
+            {"valid": False, "file": str(file), "errors": [{"message": p.message, "hint": p.hint} for p in e.problems]}
+        )
         raise SystemExit(ExitCode.ERROR) from None
     warnings = warnings_of(preset)
     if as_json:
@@ -141,30 +157,44 @@ def validate(file: Path, as_json: bool) -> None:
     con = console()
     for w in warnings:
         con.print(f"[yellow]warning:[/yellow] {w}", highlight=False)
-    con.print(f"[green]valid:[/green] {file} ({len(preset.values)} sd-scripts values, extends "
-              f"{' -> '.join(f.stem for f in preset.files[1:]) or 'nothing'})", highlight=False)
+    con.print(
+        f"[green]valid:[/green] {file} ({len(preset.values)} sd-scripts values, extends "
+        f"{' -> '.join(f.stem for f in preset.files[1:]) or 'nothing'})",
+        highlight=False,
+    )
 
 
 @presets.command()
 @click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
-@click.option("-o", "--output", "output", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="The preset file to write (refused if it exists).")
+@click.option(
+    "-o",
+    "--output",
+    "output",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The preset file to write (refused if it exists).",
+)
 def export(run_dir: Path, output: Path) -> None:
     """A shareable preset from a run's plan.json: no paths, no secrets, with the sd-scripts commit."""
     from kohya_wrap.cli.output import console
     from kohya_wrap.errors import PresetError
     from kohya_wrap.fsutil import atomic_write_text
-    from kohya_wrap.rundir import read_plan
     from kohya_wrap.preset import export_text
+    from kohya_wrap.rundir import read_plan
 
     if output.exists():
         raise PresetError(f"{output} exists; export never overwrites a file", "choose another -o FILE")
     plan = read_plan(run_dir)
     text = export_text(
-        plan.values, plan.ours, name=plan.run_dir.name, sources=plan.sources,
+        plan.values,
+        plan.ours,
+        name=plan.run_dir.name,
+        sources=plan.sources,
         sd_scripts_commit=plan.sd_scripts.get("commit"),
-        comment_lines=[f"Exported by kohya-wrap from run {plan.run_dir.name} (preset {plan.preset_name}).",
-                       f"sd-scripts commit: {plan.sd_scripts.get('commit') or 'unknown'}"],
+        comment_lines=[
+            f"Exported by kohya-wrap from run {plan.run_dir.name} (preset {plan.preset_name}).",
+            f"sd-scripts commit: {plan.sd_scripts.get('commit') or 'unknown'}",
+        ],
     )
     atomic_write_text(output, text)
     console().print(f"wrote {output}", highlight=False)
@@ -173,4 +203,6 @@ def export(run_dir: Path, output: Path) -> None:
 def _fmt(value: Any) -> str:
     from rich.markup import escape
 
-    return escape(repr(value) if isinstance(value, str) else str(value).lower() if isinstance(value, bool) else str(value))
+    return escape(
+        repr(value) if isinstance(value, str) else str(value).lower() if isinstance(value, bool) else str(value)
+    )

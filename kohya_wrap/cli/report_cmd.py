@@ -14,8 +14,14 @@ from kohya_wrap.sdscripts import SAMPLERS
 
 @click.command()
 @click.argument("run_dir", type=click.Path(path_type=Path))
-@click.option("-o", "--output", "out", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Where to write the page (default: RUN_DIR/report.html).")
+@click.option(
+    "-o",
+    "--output",
+    "out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Where to write the page (default: RUN_DIR/report.html).",
+)
 def report(run_dir: Path, out: Path | None) -> None:
     """Write a self-contained HTML report of a run: summary, loss curve, sample grid, manifest.
 
@@ -31,49 +37,122 @@ def report(run_dir: Path, out: Path | None) -> None:
 
 @click.command()
 @click.argument("target", type=click.Path(path_type=Path))
-@click.option("--prompt", "prompts", multiple=True, required=True,
-              help="What to draw; repeat for several prompts. sd-scripts' own prompt options (a negative prompt, ...) work.")
-@click.option("--steps-of", default="all", show_default=True,
-              help="Which checkpoints of a run: all, last, or step numbers like 500,1000.")
+@click.option(
+    "--prompt",
+    "prompts",
+    multiple=True,
+    required=True,
+    help="What to draw; repeat for several prompts. sd-scripts' own prompt options (a negative prompt, ...) work.",
+)
+@click.option(
+    "--steps-of",
+    default="all",
+    show_default=True,
+    help="Which checkpoints of a run: all, last, or step numbers like 500,1000.",
+)
 @click.option("--weight", type=float, default=0.8, show_default=True, help="LoRA strength.")
 @click.option("--seed", type=int, default=None, help="First seed (image k of each prompt uses seed+k); default random.")
 @click.option("-n", "count", type=int, default=1, show_default=True, help="Images per prompt and checkpoint.")
 @click.option("--size", type=int, default=512, show_default=True, help="Width and height in pixels (multiple of 8).")
 @click.option("--sampler-steps", type=int, default=30, show_default=True, help="Denoising steps per image.")
 @click.option("--scale", type=float, default=7.5, show_default=True, help="Classifier-free guidance scale.")
-@click.option("--sampler", type=click.Choice(SAMPLERS), default="euler_a", show_default=True,
-              help="Sampler of sd-scripts' generator.")
-@click.option("--base-model", type=click.Path(path_type=Path), default=None,
-              help="SD1.5 checkpoint (default: the run's base model from plan.json).")
-@click.option("--tokenizer-cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Offline CLIP tokenizer folder (default: the run's).")
-@click.option("--out-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Where sessions go (default: RUN_DIR/samples).")
+@click.option(
+    "--sampler",
+    type=click.Choice(SAMPLERS),
+    default="euler_a",
+    show_default=True,
+    help="Sampler of sd-scripts' generator.",
+)
+@click.option(
+    "--base-model",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="SD1.5 checkpoint (default: the run's base model from plan.json).",
+)
+@click.option(
+    "--tokenizer-cache-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Offline CLIP tokenizer folder (default: the run's).",
+)
+@click.option(
+    "--out-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Where sessions go (default: RUN_DIR/samples).",
+)
 @sd_scripts_option
 @json_option
-def sample(target: Path, prompts: tuple[str, ...], steps_of: str, weight: float, seed: int | None, count: int,
-           size: int, sampler_steps: int, scale: float, sampler: str, base_model: Path | None,
-           tokenizer_cache_dir: Path | None, out_dir: Path | None, sd_scripts: str | None, as_json: bool) -> None:
+def sample(
+    target: Path,
+    prompts: tuple[str, ...],
+    steps_of: str,
+    weight: float,
+    seed: int | None,
+    count: int,
+    size: int,
+    sampler_steps: int,
+    scale: float,
+    sampler: str,
+    base_model: Path | None,
+    tokenizer_cache_dir: Path | None,
+    out_dir: Path | None,
+    sd_scripts: str | None,
+    as_json: bool,
+) -> None:
     """Generate images with a LoRA (TARGET a .safetensors file) or each checkpoint of a run (TARGET a run folder)."""
     from kohya_wrap.cli.output import console, err_console, print_json
     from kohya_wrap.report.html import write_report
     from kohya_wrap.sample.generate import SampleOptions
     from kohya_wrap.sample.generate import sample as run_sample
 
-    opts = SampleOptions(prompts=prompts, weight=weight, seed=seed, count=count, width=size, height=size,
-                         sampler_steps=sampler_steps, scale=scale, sampler=sampler, steps_of=steps_of)
+    opts = SampleOptions(
+        prompts=prompts,
+        weight=weight,
+        seed=seed,
+        count=count,
+        width=size,
+        height=size,
+        sampler_steps=sampler_steps,
+        scale=scale,
+        sampler=sampler,
+        steps_of=steps_of,
+    )
     err = err_console()
-    session = run_sample(target, opts, base_model=base_model, tokenizer_cache_dir=tokenizer_cache_dir,
-                         out_dir=out_dir, sd_scripts=sd_scripts, on_done=write_report,
-                         on_line=None if as_json else lambda line: err.print(f"[dim]{line}[/dim]", highlight=False,
-                                                                              markup=True, soft_wrap=True))
+    session = run_sample(
+        target,
+        opts,
+        base_model=base_model,
+        tokenizer_cache_dir=tokenizer_cache_dir,
+        out_dir=out_dir,
+        sd_scripts=sd_scripts,
+        on_done=write_report,
+        on_line=None
+        if as_json
+        else lambda line: err.print(f"[dim]{line}[/dim]", highlight=False, markup=True, soft_wrap=True),
+    )
     if as_json:
-        print_json({"folder": str(session.folder), "seed": session.seed, "images": [
-            {"path": str(i.path), "lora": i.lora_file, "step": i.step, "prompt_index": i.prompt_index,
-             "image_index": i.image_index, "seed": i.seed} for i in session.images]})
+        print_json(
+            {
+                "folder": str(session.folder),
+                "seed": session.seed,
+                "images": [
+                    {
+                        "path": str(i.path),
+                        "lora": i.lora_file,
+                        "step": i.step,
+                        "prompt_index": i.prompt_index,
+                        "image_index": i.image_index,
+                        "seed": i.seed,
+                    }
+                    for i in session.images
+                ],
+            }
+        )
         return
-    console().print(f"{len(session.images)} images in {session.folder} (seed {session.seed})",
-                    highlight=False, soft_wrap=True)
+    console().print(
+        f"{len(session.images)} images in {session.folder} (seed {session.seed})", highlight=False, soft_wrap=True
+    )
 
 
 @click.command("inspect")
@@ -121,7 +200,8 @@ def _render_inspection(r: Any, show_metadata: bool) -> None:  # r: LoraInspectio
     t.add_column("what", style="bold", no_wrap=True)
     t.add_column("value", overflow="fold")
     rows: list[tuple[str, Any]] = [
-        ("size", f"{r.size_bytes / 2**20:.1f} MiB"), ("sha256", r.sha256),
+        ("size", f"{r.size_bytes / 2**20:.1f} MiB"),
+        ("sha256", r.sha256),
         ("key naming", r.naming + (f" ({r.variant})" if r.variant else "")),
         ("tensors", f"{r.tensors} ({', '.join(r.dtypes)})"),
         ("modules", f"U-Net {r.unet_modules}, text encoder {r.text_encoder_modules}"),
@@ -139,18 +219,36 @@ def _render_inspection(r: Any, show_metadata: bool) -> None:  # r: LoraInspectio
         if i.base_model_hash:
             base += f" [{i.base_model_hash}]"
         rows += [
-            ("title", i.title), ("network module", i.network_module), ("dim", i.network_dim), ("alpha", i.network_alpha),
-            ("network args", i.network_args), ("base model", base), ("base model sha256", i.base_model_sha256),
-            ("base model version", i.base_model_version), ("resolution", i.resolution),
+            ("title", i.title),
+            ("network module", i.network_module),
+            ("dim", i.network_dim),
+            ("alpha", i.network_alpha),
+            ("network args", i.network_args),
+            ("base model", base),
+            ("base model sha256", i.base_model_sha256),
+            ("base model version", i.base_model_version),
+            ("resolution", i.resolution),
             ("steps", f"{_fmt(i.steps)} of {_fmt(i.max_train_steps)}" if i.steps is not None else None),
             ("epoch", f"{_fmt(i.epoch)} of {_fmt(i.epochs)}" if i.epoch is not None else None),
-            ("learning rate", lr), ("scheduler", i.lr_scheduler), ("optimizer", i.optimizer),
-            ("batch size", i.batch_size), ("images", f"{_fmt(i.train_images)} train (with repeats), {_fmt(i.reg_images)} reg"
-                                           if i.train_images is not None else None),
-            ("dataset folders", ", ".join(f"{d.name} ({_fmt(d.images)} images x {_fmt(d.repeats)})" for d in i.dataset_dirs) or None),
+            ("learning rate", lr),
+            ("scheduler", i.lr_scheduler),
+            ("optimizer", i.optimizer),
+            ("batch size", i.batch_size),
+            (
+                "images",
+                f"{_fmt(i.train_images)} train (with repeats), {_fmt(i.reg_images)} reg"
+                if i.train_images is not None
+                else None,
+            ),
+            (
+                "dataset folders",
+                ", ".join(f"{d.name} ({_fmt(d.images)} images x {_fmt(d.repeats)})" for d in i.dataset_dirs) or None,
+            ),
             ("top tags", ", ".join(f"{tag} ({n})" for tag, n in i.top_tags[:10]) or None),
             ("training time", format_duration(i.training_seconds) if i.training_seconds is not None else None),
-            ("precision", i.mixed_precision), ("seed", i.seed), ("sd-scripts", i.sd_scripts_commit),
+            ("precision", i.mixed_precision),
+            ("seed", i.seed),
+            ("sd-scripts", i.sd_scripts_commit),
         ]
     if r.run_manifest_path is not None:
         rows.append(("kohya-wrap run", str(r.run_manifest_path)))
@@ -166,7 +264,11 @@ def _render_inspection(r: Any, show_metadata: bool) -> None:  # r: LoraInspectio
     health.add_column("check", no_wrap=True)
     health.add_column("detail", overflow="fold")
     for c in r.checks:
-        status = "[green]ok[/green]" if c.ok else ("[yellow]note[/yellow]" if c.informational else "[bold red]FAIL[/bold red]")
+        status = (
+            "[green]ok[/green]"
+            if c.ok
+            else ("[yellow]note[/yellow]" if c.informational else "[bold red]FAIL[/bold red]")
+        )
         health.add_row(status, escape(c.name), escape(c.detail))
     con.print(health)
     if show_metadata and r.metadata:
@@ -200,16 +302,25 @@ def runs(runs_dir: Path, as_json: bool) -> None:
     if not rows:
         console().print(f"no runs in {runs_dir}", highlight=False)
         return
-    t = Table(title=f"runs in {escape(str(runs_dir))}", box=SIMPLE_HEAD, padding=(0, 1),
-              collapse_padding=True, pad_edge=False)
+    t = Table(
+        title=f"runs in {escape(str(runs_dir))}", box=SIMPLE_HEAD, padding=(0, 1), collapse_padding=True, pad_edge=False
+    )
     for col in ("run", "when", "preset", "steps", "outcome", "loss", "output"):
         t.add_column(col, overflow="fold", no_wrap=col != "output")
     for r in rows:
         colour = "green" if r.outcome == "finished" else "yellow" if r.outcome in ("planned", "unfinished") else "red"
-        steps = f"{_fmt(r.steps_done)}/{_fmt(r.steps_total)}" if r.steps_done is not None else f"—/{_fmt(r.steps_total)}"
+        steps = (
+            f"{_fmt(r.steps_done)}/{_fmt(r.steps_total)}" if r.steps_done is not None else f"—/{_fmt(r.steps_total)}"
+        )
         when = r.when.replace("T", " ")[:16] if r.when else None
         output = r.output.name if r.output is not None else None  # in the run folder: the name is enough
-        t.add_row(escape(r.run_dir.name), escape(_fmt(when)), escape(_fmt(r.preset)), steps,
-                  f"[{colour}]{escape(r.outcome)}[/{colour}]",
-                  _fmt(round(r.final_loss, 4) if r.final_loss is not None else None), escape("plan.json unreadable" if r.problem else _fmt(output)))
+        t.add_row(
+            escape(r.run_dir.name),
+            escape(_fmt(when)),
+            escape(_fmt(r.preset)),
+            steps,
+            f"[{colour}]{escape(r.outcome)}[/{colour}]",
+            _fmt(round(r.final_loss, 4) if r.final_loss is not None else None),
+            escape("plan.json unreadable" if r.problem else _fmt(output)),
+        )
     console().print(t)

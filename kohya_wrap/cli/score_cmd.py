@@ -16,10 +16,20 @@ def _fmt(value: Any, digits: int = 2) -> str:
 
 @click.command()
 @click.argument("run_dir", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--reference", "reference", type=click.Path(path_type=Path), metavar="PHOTOS_DIR",
-              help="Photos of the person (default for a run: its training images).")
-@click.option("--samples", "samples", type=click.Path(path_type=Path), metavar="SAMPLES_DIR",
-              help="Images to score instead of a run's: named the sd-scripts way, or one subfolder per step.")
+@click.option(
+    "--reference",
+    "reference",
+    type=click.Path(path_type=Path),
+    metavar="PHOTOS_DIR",
+    help="Photos of the person (default for a run: its training images).",
+)
+@click.option(
+    "--samples",
+    "samples",
+    type=click.Path(path_type=Path),
+    metavar="SAMPLES_DIR",
+    help="Images to score instead of a run's: named the sd-scripts way, or one subfolder per step.",
+)
 @click.option("--no-cache", is_flag=True, help="Look at the reference photos again instead of using the cache.")
 @json_option
 def score(run_dir: Path | None, reference: Path | None, samples: Path | None, no_cache: bool, as_json: bool) -> None:
@@ -60,8 +70,17 @@ def score(run_dir: Path | None, reference: Path | None, samples: Path | None, no
     best = score_mod.recommended_step(doc)
     for c in doc["checkpoints"]:
         style = "bold green" if c["step"] == best else None
-        table.add_row(str(c["step"]), str(c["samples"]), str(c["faces"]), _fmt(c["likeness"]), str(c["matches"]),
-                      str(c["copies"]), _fmt(c["variety"]), c["checkpoint"] or "-", style=style)
+        table.add_row(
+            str(c["step"]),
+            str(c["samples"]),
+            str(c["faces"]),
+            _fmt(c["likeness"]),
+            str(c["matches"]),
+            str(c["copies"]),
+            _fmt(c["variety"]),
+            c["checkpoint"] or "-",
+            style=style,
+        )
     out = console()
     out.print(table)
     out.print(score_mod.recommended_line(doc) if best is not None else f"no checkpoint recommended: {doc['reason']}")
@@ -76,8 +95,15 @@ def score(run_dir: Path | None, reference: Path | None, samples: Path | None, no
 @click.command()
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--step", type=click.IntRange(min=0), default=None, help="Export this step's checkpoint instead.")
-@click.option("-o", "--out", "out", required=True, type=click.Path(path_type=Path), metavar="PATH",
-              help="The LoRA file to write (.safetensors), or a folder to write it into. Never overwritten.")
+@click.option(
+    "-o",
+    "--out",
+    "out",
+    required=True,
+    type=click.Path(path_type=Path),
+    metavar="PATH",
+    help="The LoRA file to write (.safetensors), or a folder to write it into. Never overwritten.",
+)
 @json_option
 def export(run_dir: Path, step: int | None, out: Path, as_json: bool) -> None:
     """Write one checkpoint of a run as a standalone LoRA file, with its score in the metadata.
@@ -101,7 +127,9 @@ def export(run_dir: Path, step: int | None, out: Path, as_json: bool) -> None:
     if result.note:
         c.print(f"[yellow]{result.note}[/yellow]")
     if result.score is not None:
-        c.print(f"score: likeness {_fmt(result.score.get('likeness'))}, {result.score.get('matches')}/"
-                f"{result.score.get('samples')} samples the person, {result.score.get('copies')} copies")
+        c.print(
+            f"score: likeness {_fmt(result.score.get('likeness'))}, {result.score.get('matches')}/"
+            f"{result.score.get('samples')} samples the person, {result.score.get('copies')} copies"
+        )
     c.print(f"Automatic1111: copy it into {A1111_FOLDER}/    ComfyUI: into {COMFYUI_FOLDER}/")
     c.print(f"prompt: {result.prompt}", markup=False)

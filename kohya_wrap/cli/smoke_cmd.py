@@ -20,10 +20,15 @@ _STAGE_NOTES = {
 
 
 @click.command()
-@click.option("--steps", type=click.IntRange(min=1), default=None,
-              help="Train this many steps instead of the smoke preset's 4.")
-@click.option("--keep", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Keep everything (photos, dataset, run directory, LoRA) in this new or empty folder.")
+@click.option(
+    "--steps", type=click.IntRange(min=1), default=None, help="Train this many steps instead of the smoke preset's 4."
+)
+@click.option(
+    "--keep",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Keep everything (photos, dataset, run directory, LoRA) in this new or empty folder.",
+)
 @sd_scripts_option
 @json_option
 def smoke(steps: int | None, keep: Path | None, sd_scripts: str | None, as_json: bool) -> None:

@@ -17,13 +17,29 @@ PLAIN_PROGRESS_EVERY_S = 10.0
 
 @click.command()
 @click.argument("run_dir", type=click.Path(path_type=Path))
-@click.option("--follow", "-f", is_flag=True,
-              help="Keep reading events.jsonl until the run finishes; exit with the run's own exit code.")
-@click.option("--stale-after", type=click.FloatRange(min=0), default=600.0, show_default=True, metavar="SECONDS",
-              help="A run with no event and no trainer output for this long, and no 'finished' event, "
-                   "is reported as stalled (its process died or hangs).")
-@click.option("--interval", type=click.FloatRange(min=0.05), default=1.0, show_default=True, metavar="SECONDS",
-              help="With --follow: how often to look for new events.")
+@click.option(
+    "--follow",
+    "-f",
+    is_flag=True,
+    help="Keep reading events.jsonl until the run finishes; exit with the run's own exit code.",
+)
+@click.option(
+    "--stale-after",
+    type=click.FloatRange(min=0),
+    default=600.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="A run with no event and no trainer output for this long, and no 'finished' event, "
+    "is reported as stalled (its process died or hangs).",
+)
+@click.option(
+    "--interval",
+    type=click.FloatRange(min=0.05),
+    default=1.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="With --follow: how often to look for new events.",
+)
 @json_option
 def status(run_dir: Path, follow: bool, stale_after: float, interval: float, as_json: bool) -> None:
     """Where a run stands: phase, step, speed, ETA, loss, last checkpoint, outcome.
@@ -36,6 +52,7 @@ def status(run_dir: Path, follow: bool, stale_after: float, interval: float, as_
 
     if is_sweep_dir(run_dir):  # a SWEEP_DIR: the table of its variants
         from kohya_wrap.cli.sweep_cmd import print_sweep_status
+
         return print_sweep_status(run_dir, as_json=as_json, follow=follow)
     from kohya_wrap import status as status_mod
 
@@ -72,19 +89,28 @@ def _table(s: Any) -> Any:
 
     from kohya_wrap.status import format_duration
 
-    colour = {"finished": "green", "running": "cyan", "stalled": "yellow", "interrupted": "yellow",
-              "failed": "bold red", "planned": "white"}[s.state]
+    colour = {
+        "finished": "green",
+        "running": "cyan",
+        "stalled": "yellow",
+        "interrupted": "yellow",
+        "failed": "bold red",
+        "planned": "white",
+    }[s.state]
     table = Table(show_header=False, box=None, padding=(0, 1))
     table.add_column("what", style="bold", no_wrap=True)
     table.add_column("value", overflow="fold")
     table.add_row("run", f"{s.run_dir}" + (f"  (preset {s.preset})" if s.preset else ""))
     state = f"[{colour}]{s.state}[/{colour}]"
     if s.state == "stalled" and s.lock_file:
-        state += (f" (stopped: no process holds the run and there is no 'finished' event; last event "
-                  f"{format_duration(s.seconds_since_last_event)} ago)")
+        state += (
+            f" (stopped: no process holds the run and there is no 'finished' event; last event "
+            f"{format_duration(s.seconds_since_last_event)} ago)"
+        )
     elif s.state == "stalled":
-        state += (f" (stalled or stopped: no event for {format_duration(s.seconds_since_last_event)} "
-                  "and no 'finished' event)")
+        state += (
+            f" (stalled or stopped: no event for {format_duration(s.seconds_since_last_event)} and no 'finished' event)"
+        )
     elif s.state == "running" and s.held_by:
         state += f" ({s.held_by})"
     elif s.outcome is not None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import shlex
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, cast
 
 import click
 
@@ -15,28 +15,73 @@ from kohya_wrap.cli.options import json_option, sd_scripts_option
 @click.command()
 @click.argument("datasets", nargs=-1, type=click.Path(path_type=Path))
 @click.option("--preset", help="Preset name or .toml file (every variant).")
-@click.option("--base-model", "base_model",
-              help="SD1.5 base model: a .safetensors file, a Diffusers folder or a hub id.")
-@click.option("--grid", "grid", multiple=True, metavar="KEY=V1,V2,...",
-              help="Sweep a preset value over these values (repeatable: the variants are every combination).")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
-              help="Override a preset value in every variant.")
-@click.option("-o", "--output", "sweep_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="SWEEP_DIR: sweep.json and one run directory per variant (SWEEP_DIR/runs/<variant>).")
-@click.option("--backend", type=click.Choice(("local", "ray")), default="local", show_default=True,
-              help="local: one variant per GPU of this machine (one at a time without a GPU); ray: a Ray task each.")
-@click.option("--ray-address", "ray_address", default=None, metavar="ADDR",
-              help="An existing Ray cluster (whose nodes see SWEEP_DIR); without it --backend ray starts a local one.")
-@click.option("--max-parallel", "max_parallel", type=click.IntRange(min=1), default=None,
-              help="Train at most this many variants at once.")
-@click.option("--tokenizer-cache-dir", "tokenizer_cache_dir", type=click.Path(file_okay=False, path_type=Path),
-              default=None, help="Folder holding the CLIP tokenizer (offline use).")
+@click.option(
+    "--base-model", "base_model", help="SD1.5 base model: a .safetensors file, a Diffusers folder or a hub id."
+)
+@click.option(
+    "--grid",
+    "grid",
+    multiple=True,
+    metavar="KEY=V1,V2,...",
+    help="Sweep a preset value over these values (repeatable: the variants are every combination).",
+)
+@click.option(
+    "--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a preset value in every variant."
+)
+@click.option(
+    "-o",
+    "--output",
+    "sweep_dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="SWEEP_DIR: sweep.json and one run directory per variant (SWEEP_DIR/runs/<variant>).",
+)
+@click.option(
+    "--backend",
+    type=click.Choice(("local", "ray")),
+    default="local",
+    show_default=True,
+    help="local: one variant per GPU of this machine (one at a time without a GPU); ray: a Ray task each.",
+)
+@click.option(
+    "--ray-address",
+    "ray_address",
+    default=None,
+    metavar="ADDR",
+    help="An existing Ray cluster (whose nodes see SWEEP_DIR); without it --backend ray starts a local one.",
+)
+@click.option(
+    "--max-parallel",
+    "max_parallel",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Train at most this many variants at once.",
+)
+@click.option(
+    "--tokenizer-cache-dir",
+    "tokenizer_cache_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Folder holding the CLIP tokenizer (offline use).",
+)
 @click.option("--allow-nan", is_flag=True, help="Keep training when the loss becomes NaN or infinite.")
 @sd_scripts_option
 @json_option
-def sweep(datasets: tuple[Path, ...], preset: str | None, base_model: str | None, grid: tuple[str, ...],
-          overrides: tuple[str, ...], sweep_dir: Path, backend: str, ray_address: str | None, max_parallel: int | None,
-          tokenizer_cache_dir: Path | None, allow_nan: bool, sd_scripts: str | None, as_json: bool) -> None:
+def sweep(
+    datasets: tuple[Path, ...],
+    preset: str | None,
+    base_model: str | None,
+    grid: tuple[str, ...],
+    overrides: tuple[str, ...],
+    sweep_dir: Path,
+    backend: str,
+    ray_address: str | None,
+    max_parallel: int | None,
+    tokenizer_cache_dir: Path | None,
+    allow_nan: bool,
+    sd_scripts: str | None,
+    as_json: bool,
+) -> None:
     """Train DATASET... x every --grid combination, each variant an ordinary run directory under SWEEP_DIR.
 
     Or give a sweep file first: `kohya-wrap sweep FILE.toml -o SWEEP_DIR` (docs/sweep.md). Every variant is
@@ -49,8 +94,13 @@ def sweep(datasets: tuple[Path, ...], preset: str | None, base_model: str | None
     from kohya_wrap.sweep import spec as spec_mod
     from kohya_wrap.sweep.run import SweepInterrupted, run_sweep
 
-    common: dict[str, Any] = dict(grid=grid, overrides=overrides, tokenizer_cache_dir=tokenizer_cache_dir,
-                                  sd_scripts=sd_scripts, allow_nan=allow_nan)
+    common: dict[str, Any] = dict(
+        grid=grid,
+        overrides=overrides,
+        tokenizer_cache_dir=tokenizer_cache_dir,
+        sd_scripts=sd_scripts,
+        allow_nan=allow_nan,
+    )
     if datasets and datasets[0].suffix == ".toml" and datasets[0].is_file():
         spec = spec_mod.from_file(datasets[0], datasets=datasets[1:], preset=preset, base_model=base_model, **common)
     else:
@@ -67,22 +117,35 @@ def sweep(datasets: tuple[Path, ...], preset: str | None, base_model: str | None
 
     argv = shlex.join(["kohya-wrap", "sweep", *sys.argv[2:]]) if len(sys.argv) > 2 else "the same command"
     try:
-        result = run_sweep(spec, sweep_dir, backend=backend, ray_address=ray_address,  # type: ignore[arg-type]
-                           max_parallel=max_parallel, on_change=on_change)
+        result = run_sweep(
+            spec,
+            sweep_dir,
+            backend=cast('Literal["local", "ray"]', backend),
+            ray_address=ray_address,
+            max_parallel=max_parallel,
+            on_change=on_change,
+        )
     except SweepInterrupted as stopped:
         if as_json:
             print_json(stopped.result.to_json())
         else:
             out.print(_table(stopped.result.variants))
-        err_console().print(f"[yellow]interrupted: every trainer of the sweep stopped; run {argv} again to resume "
-                            "the stopped variants and start the rest[/yellow]", highlight=False)
+        err_console().print(
+            f"[yellow]interrupted: every trainer of the sweep stopped; run {argv} again to resume "
+            "the stopped variants and start the rest[/yellow]",
+            highlight=False,
+        )
         raise SystemExit(stopped.result.exit_code) from None
     if as_json:
         print_json(result.to_json())
     else:
         out.print(_table(result.variants))
-        out.print(f"{result.trained} trained, {result.skipped} finished before, {result.failed} did not finish; "
-                  f"sweep.json: {result.sweep_dir / 'sweep.json'}", highlight=False, markup=False)
+        out.print(
+            f"{result.trained} trained, {result.skipped} finished before, {result.failed} did not finish; "
+            f"sweep.json: {result.sweep_dir / 'sweep.json'}",
+            highlight=False,
+            markup=False,
+        )
     if result.exit_code:
         raise SystemExit(result.exit_code)
 
@@ -98,7 +161,8 @@ def _line(entry: dict[str, Any]) -> str:
     if status == "error":
         return f"error    {name}: {entry.get('error')}"
     return f"{entry.get('outcome') or status:<8} {name} (exit code {entry.get('exit_code')})" + (
-        f", final loss {entry['final_loss']:.4g}" if isinstance(entry.get("final_loss"), float) else "")
+        f", final loss {entry['final_loss']:.4g}" if isinstance(entry.get("final_loss"), float) else ""
+    )
 
 
 def _table(entries: Any) -> Any:
@@ -110,16 +174,24 @@ def _table(entries: Any) -> Any:
     for e in entries:
         steps = f"{e.get('last_step')}/{e.get('total_steps')}" if e.get("total_steps") else "-"
         loss = f"{e['final_loss']:.4g}" if isinstance(e.get("final_loss"), float) else str(e.get("final_loss") or "-")
-        table.add_row(e["name"], e["status"], str(e.get("outcome") or "-"), str(e.get("exit_code", "-")), steps, loss,
-                      Path(e["lora_file"]).name if e.get("lora_file") else "-")
+        table.add_row(
+            e["name"],
+            e["status"],
+            str(e.get("outcome") or "-"),
+            str(e.get("exit_code", "-")),
+            steps,
+            loss,
+            Path(e["lora_file"]).name if e.get("lora_file") else "-",
+        )
     return table
 
 
 def print_sweep_status(sweep_dir: Path, *, as_json: bool, follow: bool = False) -> None:
     """`kohya-wrap status SWEEP_DIR`: the variants' table (or --json)."""
     if follow:
-        raise click.UsageError("--follow follows one run: give SWEEP_DIR/runs/<variant> "
-                               "(`status SWEEP_DIR` lists them)")
+        raise click.UsageError(
+            "--follow follows one run: give SWEEP_DIR/runs/<variant> (`status SWEEP_DIR` lists them)"
+        )
     from kohya_wrap.cli.output import console, print_json
     from kohya_wrap.sweep import sweep_status
     from kohya_wrap.sweep.status import status_table

@@ -6,29 +6,59 @@ Both build one kohya_wrap.pipeline request and render its result; `-o` is the ru
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, cast
 
 import click
 
 from kohya_wrap.cli.options import json_option, machine_options, sd_scripts_option
 
-_COMMON = [
+_COMMON: list[Callable[[Any], Any]] = [
     click.option("--preset", help="Preset name or .toml file."),
-    click.option("--base-model", "base_model", help="SD1.5 base model: a .safetensors file, a Diffusers folder or a hub id."),
-    click.option("-o", "--output", "run_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-                 help="The run directory to make (as for `plan`); default RUNS_DIR/<date>-<time>-<name>."),
-    click.option("--runs-dir", "runs_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("runs"),
-                 show_default=True, help="Where a run directory is made when -o is not given."),
-    click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a preset value (repeatable)."),
-    click.option("--gpus", type=click.IntRange(min=1), default=None,
-                 help="GPUs of each machine to train on (data parallel with accelerate)."),
+    click.option(
+        "--base-model", "base_model", help="SD1.5 base model: a .safetensors file, a Diffusers folder or a hub id."
+    ),
+    click.option(
+        "-o",
+        "--output",
+        "run_dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=None,
+        help="The run directory to make (as for `plan`); default RUNS_DIR/<date>-<time>-<name>.",
+    ),
+    click.option(
+        "--runs-dir",
+        "runs_dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=Path("runs"),
+        show_default=True,
+        help="Where a run directory is made when -o is not given.",
+    ),
+    click.option(
+        "--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a preset value (repeatable)."
+    ),
+    click.option(
+        "--gpus",
+        type=click.IntRange(min=1),
+        default=None,
+        help="GPUs of each machine to train on (data parallel with accelerate).",
+    ),
     machine_options,
-    click.option("--tokenizer-cache-dir", "tokenizer_cache_dir", type=click.Path(file_okay=False, path_type=Path),
-                 default=None, help="Folder holding the CLIP tokenizer (offline use)."),
-    click.option("--allow-pickle", is_flag=True, help="Accept a .ckpt/.pt/.bin base model (loading it runs code in it)."),
-    click.option("--dry-run", is_flag=True, help="Print the command line, its environment and both configs; start nothing."),
+    click.option(
+        "--tokenizer-cache-dir",
+        "tokenizer_cache_dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=None,
+        help="Folder holding the CLIP tokenizer (offline use).",
+    ),
+    click.option(
+        "--allow-pickle", is_flag=True, help="Accept a .ckpt/.pt/.bin base model (loading it runs code in it)."
+    ),
+    click.option(
+        "--dry-run", is_flag=True, help="Print the command line, its environment and both configs; start nothing."
+    ),
     click.option("--allow-nan", is_flag=True, help="Keep training when the loss becomes NaN or infinite."),
     sd_scripts_option,
     json_option,
@@ -48,13 +78,31 @@ def _new_run_dir(runs_dir: Path, label: str) -> Path:
 
 @click.command()
 @click.argument("dataset_dir", required=False, type=click.Path(file_okay=False, path_type=Path))
-@click.option("--resume", "resume_dir", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None,
-              help="Continue the stopped run in this run directory from its last saved state.")
+@click.option(
+    "--resume",
+    "resume_dir",
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="Continue the stopped run in this run directory from its last saved state.",
+)
 @_common
-def train(dataset_dir: Path | None, resume_dir: Path | None, preset: str | None, base_model: str | None,
-          run_dir: Path | None, runs_dir: Path, overrides: tuple[str, ...], gpus: int | None, machines: Any,
-          tokenizer_cache_dir: Path | None, allow_pickle: bool, dry_run: bool, allow_nan: bool, sd_scripts: str | None,
-          as_json: bool) -> None:
+def train(
+    dataset_dir: Path | None,
+    resume_dir: Path | None,
+    preset: str | None,
+    base_model: str | None,
+    run_dir: Path | None,
+    runs_dir: Path,
+    overrides: tuple[str, ...],
+    gpus: int | None,
+    machines: Any,
+    tokenizer_cache_dir: Path | None,
+    allow_pickle: bool,
+    dry_run: bool,
+    allow_nan: bool,
+    sd_scripts: str | None,
+    as_json: bool,
+) -> None:
     """Plan a run of DATASET_DIR and train it; train a RUN_DIR `plan` made; or continue one with --resume RUN_DIR.
 
     Exit codes: 0 finished, 10 out of GPU memory, 11 base model missing, 12 no images found,
@@ -73,46 +121,110 @@ def train(dataset_dir: Path | None, resume_dir: Path | None, preset: str | None,
     if resume_dir is not None and (dataset_dir is not None or preset or base_model):
         raise click.UsageError("--resume continues an existing run: give no DATASET_DIR, --preset or --base-model")
     # a run directory to train as it was planned: --resume RUN_DIR, or a RUN_DIR `kohya-wrap plan` wrote
-    planned = resume_dir or (dataset_dir if dataset_dir is not None and is_planned(dataset_dir)
-                             and not preset and not base_model else None)
+    planned = resume_dir or (
+        dataset_dir if dataset_dir is not None and is_planned(dataset_dir) and not preset and not base_model else None
+    )
     if planned is not None:
         if overrides or gpus is not None or machines != Machines() or tokenizer_cache_dir is not None or run_dir:
-            raise click.UsageError("a planned run trains as planned: --set, --gpus, --tokenizer-cache-dir, -o and the "
-                                   "machine options apply when planning (give DATASET_DIR, --preset and --base-model)")
-        _run(PipelineRequest(train=_train_request(planned, resume_dir is not None, allow_nan, sd_scripts)),
-             as_json=as_json, dry_run=dry_run)
+            raise click.UsageError(
+                "a planned run trains as planned: --set, --gpus, --tokenizer-cache-dir, -o and the "
+                "machine options apply when planning (give DATASET_DIR, --preset and --base-model)"
+            )
+        _run(
+            PipelineRequest(train=_train_request(planned, resume_dir is not None, allow_nan, sd_scripts)),
+            as_json=as_json,
+            dry_run=dry_run,
+        )
         return
     if dataset_dir is None or not preset or not base_model:
-        raise click.UsageError("give DATASET_DIR, --preset and --base-model (or a planned RUN_DIR, or --resume RUN_DIR)")
+        raise click.UsageError(
+            "give DATASET_DIR, --preset and --base-model (or a planned RUN_DIR, or --resume RUN_DIR)"
+        )
     target = run_dir or _new_run_dir(runs_dir, Path(preset).stem)
-    plan = PlanRequest(dataset_dir, preset, base_model, target, overrides, gpus, tokenizer_cache_dir, sd_scripts,
-                       allow_pickle, machines)
-    _run(PipelineRequest(train=_train_request(target, False, allow_nan, sd_scripts), plan=plan),
-         as_json=as_json, dry_run=dry_run)
+    plan = PlanRequest(
+        dataset_dir,
+        preset,
+        base_model,
+        target,
+        overrides,
+        gpus,
+        tokenizer_cache_dir,
+        sd_scripts,
+        allow_pickle,
+        machines,
+    )
+    _run(
+        PipelineRequest(train=_train_request(target, False, allow_nan, sd_scripts), plan=plan),
+        as_json=as_json,
+        dry_run=dry_run,
+    )
 
 
 @click.command()
 @click.argument("src_photos", type=click.Path(file_okay=False, exists=True, path_type=Path))
 @click.option("--token", required=True, help="The rare word that will mean this face, e.g. ohwx.")
 @click.option("--class", "class_word", required=True, help="What the subject is, e.g. man, woman, person.")
-@click.option("--crop", type=click.Choice(("face", "center")), default="face", show_default=True,
-              help="Square around the detected face, or the centre square (no detection).")
-@click.option("--size", type=click.Choice(("512", "768")), default="512", show_default=True,
-              help="Side of the prepared images in pixels.")
-@click.option("--caption", default="photo of {token} {class}", show_default=True,
-              help="Caption template; placeholders {token} and {class}.")
-@click.option("--repeats", type=click.IntRange(min=1), default=None,
-              help="Repeats in the folder name. Default: plan chooses them (one epoch).")
-@click.option("--reg", "reg_dir", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None,
-              help="Regularization photos of the class, prepared into the dataset's reg/.")
+@click.option(
+    "--crop",
+    type=click.Choice(("face", "center")),
+    default="face",
+    show_default=True,
+    help="Square around the detected face, or the centre square (no detection).",
+)
+@click.option(
+    "--size",
+    type=click.Choice(("512", "768")),
+    default="512",
+    show_default=True,
+    help="Side of the prepared images in pixels.",
+)
+@click.option(
+    "--caption",
+    default="photo of {token} {class}",
+    show_default=True,
+    help="Caption template; placeholders {token} and {class}.",
+)
+@click.option(
+    "--repeats",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Repeats in the folder name. Default: plan chooses them (one epoch).",
+)
+@click.option(
+    "--reg",
+    "reg_dir",
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="Regularization photos of the class, prepared into the dataset's reg/.",
+)
 @click.option("--allow-upscale", is_flag=True, help="Keep photos whose crop is smaller than --size (upscaled).")
 @click.option("--strict", is_flag=True, help="Stop before training when prepare finds anything to warn about.")
 @_common
-def run(src_photos: Path, token: str, class_word: str, crop: str, size: str, caption: str, repeats: int | None,
-        reg_dir: Path | None, allow_upscale: bool, strict: bool, preset: str | None, base_model: str | None,
-        run_dir: Path | None, runs_dir: Path, overrides: tuple[str, ...], gpus: int | None, machines: Any,
-        tokenizer_cache_dir: Path | None, allow_pickle: bool, dry_run: bool, allow_nan: bool, sd_scripts: str | None,
-        as_json: bool) -> None:
+def run(
+    src_photos: Path,
+    token: str,
+    class_word: str,
+    crop: str,
+    size: str,
+    caption: str,
+    repeats: int | None,
+    reg_dir: Path | None,
+    allow_upscale: bool,
+    strict: bool,
+    preset: str | None,
+    base_model: str | None,
+    run_dir: Path | None,
+    runs_dir: Path,
+    overrides: tuple[str, ...],
+    gpus: int | None,
+    machines: Any,
+    tokenizer_cache_dir: Path | None,
+    allow_pickle: bool,
+    dry_run: bool,
+    allow_nan: bool,
+    sd_scripts: str | None,
+    as_json: bool,
+) -> None:
     """Prepare SRC_PHOTOS, plan and train in one go: the run directory (-o, default RUNS_DIR/<time>-<token>)
     holds the prepared dataset in dataset/.
 
@@ -128,13 +240,24 @@ def run(src_photos: Path, token: str, class_word: str, crop: str, size: str, cap
         raise click.UsageError("give --preset and --base-model")
     target = run_dir or _new_run_dir(runs_dir, token)
     dataset = paths(target).dataset_dir
-    prepare = PrepareOptions(src_dir=src_photos, dataset_dir=dataset, token=token, class_word=class_word,
-                             size=int(size), crop=crop, caption=caption, repeats=repeats,  # type: ignore[arg-type]
-                             reg_dir=reg_dir, allow_upscale=allow_upscale)
-    plan = PlanRequest(dataset, preset, base_model, target, overrides, gpus, tokenizer_cache_dir, sd_scripts,
-                       allow_pickle, machines)
-    request = PipelineRequest(train=_train_request(target, False, allow_nan, sd_scripts), plan=plan, prepare=prepare,
-                              remove_on_failure=target)
+    prepare = PrepareOptions(
+        src_dir=src_photos,
+        dataset_dir=dataset,
+        token=token,
+        class_word=class_word,
+        size=int(size),
+        crop=cast('Literal["face", "center"]', crop),
+        caption=caption,
+        repeats=repeats,
+        reg_dir=reg_dir,
+        allow_upscale=allow_upscale,
+    )
+    plan = PlanRequest(
+        dataset, preset, base_model, target, overrides, gpus, tokenizer_cache_dir, sd_scripts, allow_pickle, machines
+    )
+    request = PipelineRequest(
+        train=_train_request(target, False, allow_nan, sd_scripts), plan=plan, prepare=prepare, remove_on_failure=target
+    )
     _run(request, as_json=as_json, dry_run=dry_run, strict=strict)
 
 
@@ -170,13 +293,21 @@ def _run(request: Any, *, as_json: bool, dry_run: bool, strict: bool = False) ->
 
     def on_signal(_signum: int, count: int) -> None:
         if count == 1:
-            err_console().print("[yellow]stopping: interrupt sent to the trainer; press Ctrl-C again to kill it[/yellow]")
+            err_console().print(
+                "[yellow]stopping: interrupt sent to the trainer; press Ctrl-C again to kill it[/yellow]"
+            )
         else:
             err_console().print("[red]killing the trainer[/red]")
 
     # On stderr, and only on a terminal (rich turns it off otherwise): stdout stays clean for --json.
-    progress = Progress(TextColumn("preparing"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                        console=err_console(), transient=True)
+    progress = Progress(
+        TextColumn("preparing"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=err_console(),
+        transient=True,
+    )
     bar = progress.add_task("photos", total=None)
 
     def on_stage(name: str) -> None:
@@ -188,16 +319,21 @@ def _run(request: Any, *, as_json: bool, dry_run: bool, strict: bool = False) ->
         if not as_json:
             render_summary(prepared)
         if strict and prepared.warnings:
-            error = KohyaWrapError(f"--strict: prepare found {len(prepared.warnings)} warning(s); nothing was trained",
-                                   "fix the photos, or leave out --strict")
+            error = KohyaWrapError(
+                f"--strict: prepare found {len(prepared.warnings)} warning(s); nothing was trained",
+                "fix the photos, or leave out --strict",
+            )
             error.exit_code = ExitCode.WARNINGS
             raise error
 
     # the report is rewritten at every checkpoint and at the end, so a stopped run has one too
     train = dataclasses.replace(request.train, on_event=on_event, on_signal=on_signal, on_saved=write_report)
-    request = dataclasses.replace(request, train=train, after_prepare=after_prepare,
-                                  on_prepare_progress=lambda done, total: progress.update(bar, completed=done,
-                                                                                          total=total))
+    request = dataclasses.replace(
+        request,
+        train=train,
+        after_prepare=after_prepare,
+        on_prepare_progress=lambda done, total: progress.update(bar, completed=done, total=total),
+    )
     try:
         result = run_pipeline(request, Stages(on_stage))
     finally:
@@ -228,13 +364,15 @@ def _dry_run(request: Any, as_json: bool) -> None:
     from kohya_wrap.train.runner import prepare_launch, prepare_run
 
     if request.plan is None:
-        prepared = prepare_run(request.train.run_dir, resume=request.train.resume, fetch_models=False,
-                               sd_scripts=request.train.sd_scripts)
+        prepared = prepare_run(
+            request.train.run_dir, resume=request.train.resume, fetch_models=False, sd_scripts=request.train.sd_scripts
+        )
         notes = list(prepared.notes)
         if prepared.state is not None:
             notes.insert(0, f"resumes from {prepared.state.path} at step {prepared.state.step}")
-        _print_dry_run(prepared, as_json, notes=notes,
-                       ending=f"dry run: nothing started; {prepared.plan.run_dir} is unchanged")
+        _print_dry_run(
+            prepared, as_json, notes=notes, ending=f"dry run: nothing started; {prepared.plan.run_dir} is unchanged"
+        )
         return
     check_plan_inputs(request.plan)
     scratch: Path | None = None
@@ -247,8 +385,12 @@ def _dry_run(request: Any, as_json: bool) -> None:
             plan_request = dataclasses.replace(plan_request, dataset_dir=options.dataset_dir)
         plan = make_plan(plan_request)
         launch = prepare_launch(plan, resume=False, fetch_models=False, sd_scripts=request.train.sd_scripts)
-        _print_dry_run(launch, as_json, notes=list(launch.notes),
-                       ending=f"dry run: nothing written, nothing started ({plan.run_dir} would be the run directory)")
+        _print_dry_run(
+            launch,
+            as_json,
+            notes=list(launch.notes),
+            ending=f"dry run: nothing written, nothing started ({plan.run_dir} would be the run directory)",
+        )
     finally:
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)
@@ -264,8 +406,17 @@ def _print_dry_run(prepared: Any, as_json: bool, notes: list[str], ending: str) 
     plan = prepared.plan
     files = {**dict(plan.files), "accelerate.yaml": prepared.accelerate_config}
     if as_json:
-        print_json({"argv": list(prepared.argv), "env": dict(prepared.env), "cwd": str(plan.run_dir), "files": files,
-                    "machine": prepared.machine.to_json(), "notes": notes, "plan": plan.to_json()})
+        print_json(
+            {
+                "argv": list(prepared.argv),
+                "env": dict(prepared.env),
+                "cwd": str(plan.run_dir),
+                "files": files,
+                "machine": prepared.machine.to_json(),
+                "notes": notes,
+                "plan": plan.to_json(),
+            }
+        )
         return
     con = console()
     con.print("[bold]command[/bold]", highlight=False)

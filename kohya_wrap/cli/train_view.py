@@ -16,13 +16,29 @@ from rich.table import Table
 from rich.text import Text
 
 from kohya_wrap.events import (
-    Checkpoint, Epoch, Error, Event, Finished, Phase, Progress, Sample, StateSaved, Summary, Warning_, to_json,
+    Checkpoint,
+    Epoch,
+    Error,
+    Event,
+    Finished,
+    Phase,
+    Progress,
+    Sample,
+    StateSaved,
+    Summary,
+    Warning_,
+    to_json,
 )
 from kohya_wrap.rundir import RunFold, format_duration
 
 PHASE_LABELS = {
-    "preparing": "preparing", "loading_model": "loading the base model", "caching_latents": "caching latents",
-    "training": "training", "sampling": "generating samples", "saving": "saving", "finished": "finished",
+    "preparing": "preparing",
+    "loading_model": "loading the base model",
+    "caching_latents": "caching latents",
+    "training": "training",
+    "sampling": "generating samples",
+    "saving": "saving",
+    "finished": "finished",
 }
 
 
@@ -50,10 +66,12 @@ class LiveView:
         p = s.last_progress
         if p is not None:
             total = p.total or 1
-            table.add_row("step", Group(ProgressBar(total=total, completed=p.step, width=40),
-                                        Text(f"{p.step}/{p.total}")))
-            table.add_row("speed", f"{_speed(p)}   elapsed {format_duration(p.elapsed_s)}   "
-                                   f"ETA {format_duration(p.eta_s)}")
+            table.add_row(
+                "step", Group(ProgressBar(total=total, completed=p.step, width=40), Text(f"{p.step}/{p.total}"))
+            )
+            table.add_row(
+                "speed", f"{_speed(p)}   elapsed {format_duration(p.elapsed_s)}   ETA {format_duration(p.eta_s)}"
+            )
             if s.loss:
                 table.add_row("loss", f"{s.loss[-1].loss:.4g}  {s.trend()}")
         if s.epoch is not None:
@@ -106,8 +124,10 @@ class PlainView:
                 loss = "" if event.avr_loss is None else f" loss {event.avr_loss:.4g}"
                 self._print(f"step {event.step}/{event.total} {_speed(event)} ETA {format_duration(event.eta_s)}{loss}")
         elif isinstance(event, Summary):
-            self._print(f"{event.total_steps} steps: {event.train_images} images x repeats, "
-                        f"{event.epochs} epoch{'' if event.epochs == 1 else 's'}, batch {event.batch_size}")
+            self._print(
+                f"{event.total_steps} steps: {event.train_images} images x repeats, "
+                f"{event.epochs} epoch{'' if event.epochs == 1 else 's'}, batch {event.batch_size}"
+            )
         elif isinstance(event, Epoch):
             self._print(f"epoch {event.epoch}/{event.total}")
         elif isinstance(event, Checkpoint):
@@ -152,12 +172,16 @@ def render_result(result: Any, console: Console) -> None:
     if result.outcome == "finished":
         console.print(f"[green]finished[/green]: {escape(str(result.lora_file))}", highlight=False)
         if result.final_loss is not None:
-            console.print(f"final loss {result.final_loss:.4g}"
-                          + (f", {result.mean_it_per_s:.2f} it/s on average" if result.mean_it_per_s else ""))
+            console.print(
+                f"final loss {result.final_loss:.4g}"
+                + (f", {result.mean_it_per_s:.2f} it/s on average" if result.mean_it_per_s else "")
+            )
         name = result.output_name
-        console.print("Use it: copy the file into Automatic1111's [bold]models/Lora/[/bold] or ComfyUI's "
-                      f"[bold]models/loras/[/bold], and prompt with [bold]{escape(f'<lora:{name}:0.8>')}[/bold].",
-                      highlight=False)
+        console.print(
+            "Use it: copy the file into Automatic1111's [bold]models/Lora/[/bold] or ComfyUI's "
+            f"[bold]models/loras/[/bold], and prompt with [bold]{escape(f'<lora:{name}:0.8>')}[/bold].",
+            highlight=False,
+        )
     else:
         console.print(f"[bold red]{result.outcome}[/bold red] (exit code {result.exit_code})", highlight=False)
     if result.verification is not None:
@@ -172,8 +196,10 @@ def render_result(result: Any, console: Console) -> None:
         if result.last_checkpoint:
             console.print(f"last checkpoint: {escape(result.last_checkpoint)}", highlight=False)
         if result.last_state is not None:
-            console.print(f"last saved state: {escape(str(result.last_state.path))} (step {result.last_state.step})",
-                          highlight=False)
+            console.print(
+                f"last saved state: {escape(str(result.last_state.path))} (step {result.last_state.step})",
+                highlight=False,
+            )
             console.print(f"resume with: [bold]{escape(result.resume_command)}[/bold]", highlight=False)
         else:
             console.print("no state was saved yet, so this run cannot be resumed; start it again.")
@@ -181,5 +207,8 @@ def render_result(result: Any, console: Console) -> None:
         console.print(f"[yellow]warning[/yellow]: {escape(warning)}", highlight=False)
     if result.report_path is not None:
         console.print(f"report: {escape(str(result.report_path))}", highlight=False)
-    console.print(f"[dim]log: {escape(str(result.log_path))}   events: {escape(str(result.events_path))}   "
-                  f"manifest: {escape(str(result.manifest_path))}[/dim]", highlight=False)
+    console.print(
+        f"[dim]log: {escape(str(result.log_path))}   events: {escape(str(result.events_path))}   "
+        f"manifest: {escape(str(result.manifest_path))}[/dim]",
+        highlight=False,
+    )

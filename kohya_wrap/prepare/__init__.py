@@ -17,6 +17,14 @@ from kohya_wrap.prepare.records import (
 )
 
 __all__ = [
-    "DEFAULT_CAPTION", "DEFAULT_SIZE", "SIZES", "Finding", "OutputImage", "PrepareOptions", "PrepareResult",
-    "Subset", "prepare_dataset", "render_caption",
+    "DEFAULT_CAPTION",
+    "DEFAULT_SIZE",
+    "SIZES",
+    "Finding",
+    "OutputImage",
+    "PrepareOptions",
+    "PrepareResult",
+    "Subset",
+    "prepare_dataset",
+    "render_caption",
 ]

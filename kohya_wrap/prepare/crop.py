@@ -42,4 +42,4 @@ def crop_resize(image: Image.Image, box: Box, scale: float, target: int) -> Imag
     """The `box` (source pixels) of `image` (source pixels / scale) resized to target x target with LANCZOS."""
     left, top, right, bottom = (v / scale for v in box)
     region = (left, top, min(right, image.width), min(bottom, image.height))
-    return image.resize((target, target), Image.Resampling.LANCZOS, box=region)  # type: ignore[arg-type]
+    return image.resize((target, target), Image.Resampling.LANCZOS, box=region)

@@ -63,20 +63,26 @@ def open_checked(data: bytes) -> Image.Image:
             im = Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
         if data.startswith(_IMAGE_SIGNATURES) or data[8:12] == b"WEBP":
-            raise BadImage("skipped_corrupt", "starts like an image but its header is damaged",
-                           "re-export or remove it") from None
+            raise BadImage(
+                "skipped_corrupt", "starts like an image but its header is damaged", "re-export or remove it"
+            ) from None
         raise BadImage("skipped_not_image", "not an image Pillow can read", "remove it from the folder") from None
     except Image.DecompressionBombError as e:
-        raise BadImage("skipped_too_large", f"too many pixels ({e}); refused as a possible decompression bomb",
-                       f"downscale it below {MAX_PIXELS:,} pixels") from None
+        raise BadImage(
+            "skipped_too_large",
+            f"too many pixels ({e}); refused as a possible decompression bomb",
+            f"downscale it below {MAX_PIXELS:,} pixels",
+        ) from None
     except (OSError, SyntaxError, ValueError) as e:
         raise BadImage("skipped_corrupt", f"corrupt image header ({e})", "re-export or remove it") from None
     width, height = im.size
     if width * height > MAX_PIXELS:
-        raise BadImage("skipped_too_large",
-                       f"{width}x{height} is {width * height:,} pixels, over the limit of {MAX_PIXELS:,}; "
-                       "refused as a possible decompression bomb",
-                       f"downscale it below {MAX_PIXELS:,} pixels")
+        raise BadImage(
+            "skipped_too_large",
+            f"{width}x{height} is {width * height:,} pixels, over the limit of {MAX_PIXELS:,}; "
+            "refused as a possible decompression bomb",
+            f"downscale it below {MAX_PIXELS:,} pixels",
+        )
     if width < 1 or height < 1:
         raise BadImage("skipped_corrupt", f"image has no pixels ({width}x{height})", "re-export or remove it")
     return im
@@ -102,12 +108,14 @@ def decode(data: bytes, min_short_side: int | None = None) -> Decoded:
             im.load()
     except OSError as e:
         if "truncated" in str(e):
-            raise BadImage("skipped_truncated", f"truncated file ({e})",
-                           "copy the photo again from its origin") from None
+            raise BadImage(
+                "skipped_truncated", f"truncated file ({e})", "copy the photo again from its origin"
+            ) from None
         raise BadImage("skipped_corrupt", f"corrupt image data ({e})", "re-export or remove it") from None
     except (SyntaxError, ValueError, EOFError, IndexError, MemoryError) as e:
-        raise BadImage("skipped_corrupt", f"corrupt image data ({type(e).__name__}: {e})",
-                       "re-export or remove it") from None
+        raise BadImage(
+            "skipped_corrupt", f"corrupt image data ({type(e).__name__}: {e})", "re-export or remove it"
+        ) from None
     try:
         # After load(): PNG keeps its EXIF after the pixel data, and reading it would load the image.
         orientation = int(im.getexif().get(_ORIENTATION_TAG, 1))

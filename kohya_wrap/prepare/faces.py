@@ -64,8 +64,9 @@ def detect_faces(image: Image.Image, source_scale: float = 1.0) -> list[Box]:
     small = image.convert("L")
     shrink = max(small.size) / DETECT_SIDE
     if shrink > 1:
-        small = small.resize((max(1, round(small.width / shrink)), max(1, round(small.height / shrink))),
-                             Image.Resampling.BOX)
+        small = small.resize(
+            (max(1, round(small.width / shrink)), max(1, round(small.height / shrink))), Image.Resampling.BOX
+        )
     else:
         shrink = 1.0
     # No histogram equalisation: on a photo with a large flat area it wipes out the face's contrast.
@@ -73,8 +74,10 @@ def detect_faces(image: Image.Image, source_scale: float = 1.0) -> list[Box]:
     side = max(24, round(min(grey.shape) * _MIN_FACE_FRACTION))
     # minNeighbors 8, not OpenCV's 3: on test photos real faces gathered 15-40 overlapping hits, the
     # cascade's false positives (shirt patches, textures) 4-6.
-    found = [tuple(int(v) for v in box)
-             for box in frontal.detectMultiScale(grey, scaleFactor=1.1, minNeighbors=8, minSize=(side, side))]
+    found = [
+        tuple(int(v) for v in box)
+        for box in frontal.detectMultiScale(grey, scaleFactor=1.1, minNeighbors=8, minSize=(side, side))
+    ]
     if not found:
         # Coarser steps for the fallback: it runs twice (the profile cascade finds faces turned one way
         # only, the mirror image the other) and only on photos without a frontal face.
@@ -85,8 +88,7 @@ def detect_faces(image: Image.Image, source_scale: float = 1.0) -> list[Box]:
         found += [(width - int(x) - int(w), int(y), int(w), int(h)) for x, y, w, h in mirrored]
     factor = shrink * source_scale
     boxes = [
-        (round(x * factor), round(y * factor), round((x + w) * factor), round((y + h) * factor))
-        for x, y, w, h in found
+        (round(x * factor), round(y * factor), round((x + w) * factor), round((y + h) * factor)) for x, y, w, h in found
     ]
     kept: list[Box] = []
     for box in sorted(set(boxes), key=lambda b: (-_area(b), b)):

@@ -72,23 +72,41 @@ def lint(images: Sequence[OutputImage], detector: str | None, crop_mode: str) ->
     findings: list[Finding] = []
     train = [i for i in images if not i.is_reg]
     if len(train) < RECOMMENDED_MIN:
-        findings.append(Finding(
-            "count_low", "warning", "",
-            f"{len(train)} training images; {RECOMMENDED_MIN}-{RECOMMENDED_MAX} are recommended for a likeness",
-            "add more varied photos of the face (angles, light, expressions)"))
+        findings.append(
+            Finding(
+                "count_low",
+                "warning",
+                "",
+                f"{len(train)} training images; {RECOMMENDED_MIN}-{RECOMMENDED_MAX} are recommended for a likeness",
+                "add more varied photos of the face (angles, light, expressions)",
+            )
+        )
     elif len(train) > RECOMMENDED_MAX:
-        findings.append(Finding(
-            "count_high", "warning", "",
-            f"{len(train)} training images; {RECOMMENDED_MIN}-{RECOMMENDED_MAX} are recommended",
-            "keep the best and most varied ones; more images make each epoch longer"))
+        findings.append(
+            Finding(
+                "count_high",
+                "warning",
+                "",
+                f"{len(train)} training images; {RECOMMENDED_MIN}-{RECOMMENDED_MAX} are recommended",
+                "keep the best and most varied ones; more images make each epoch longer",
+            )
+        )
     findings.extend(_near_duplicate_clusters(images))
     for image in images:
         findings.extend(_image_findings(image, detector, crop_mode))
     if crop_mode == "face" and detector is None and train:
         # one finding for the set, not one per image: the cause and the fix are the same for all
         files = tuple(_label(i) for i in train)
-        findings.append(Finding("faces_unavailable", "warning", "", f"{FACES_UNAVAILABLE}; all {len(files)} "
-                                "training images were centre-cropped", "install OpenCV, or check the crops", files))
+        findings.append(
+            Finding(
+                "faces_unavailable",
+                "warning",
+                "",
+                f"{FACES_UNAVAILABLE}; all {len(files)} training images were centre-cropped",
+                "install OpenCV, or check the crops",
+                files,
+            )
+        )
     return findings
 
 
@@ -122,39 +140,76 @@ def _near_duplicate_clusters(images: Sequence[OutputImage]) -> list[Finding]:
             continue
         files = tuple(_label(images[i]) for i in members)
         shown = ", ".join(files[:4]) + (f" and {len(files) - 4} more" if len(files) > 4 else "")
-        out.append(Finding(
-            "near_duplicate", "warning", files[0],
-            f"{len(files)} near-identical photos ({shown}; at most {widest[r]} of 64 hash bits differ)",
-            "keep the best one or two; near duplicates weigh one look many times", files))
+        out.append(
+            Finding(
+                "near_duplicate",
+                "warning",
+                files[0],
+                f"{len(files)} near-identical photos ({shown}; at most {widest[r]} of 64 hash bits differ)",
+                "keep the best one or two; near duplicates weigh one look many times",
+                files,
+            )
+        )
     return out
 
 
 def _image_findings(image: OutputImage, detector: str | None, crop_mode: str) -> list[Finding]:
     found: list[Finding] = []
     if image.frames > 1:
-        found.append(Finding("animated", "info", _label(image),
-                             f"animated image ({image.frames} frames); the first frame was used",
-                             "nothing to do, or export the frame you want as a still"))
+        found.append(
+            Finding(
+                "animated",
+                "info",
+                _label(image),
+                f"animated image ({image.frames} frames); the first frame was used",
+                "nothing to do, or export the frame you want as a still",
+            )
+        )
     if image.sharpness < BLUR_THRESHOLD:
-        found.append(Finding("blurred", "warning", _label(image),
-                             f"looks blurred (sharpness {image.sharpness:g} < {BLUR_THRESHOLD:g})",
-                             "replace it with a sharper photo, or remove it (--skip blurred)"))
+        found.append(
+            Finding(
+                "blurred",
+                "warning",
+                _label(image),
+                f"looks blurred (sharpness {image.sharpness:g} < {BLUR_THRESHOLD:g})",
+                "replace it with a sharper photo, or remove it (--skip blurred)",
+            )
+        )
     if crop_mode != "face" or image.is_reg:
         return found
     if detector is None:
         return found  # reported once for the set (lint)
     if image.faces == 0:
-        found.append(Finding("no_face", "warning", _label(image), "no face found; centre-cropped",
-                             "check the crop, or remove the photo (--skip no-face)"))
+        found.append(
+            Finding(
+                "no_face",
+                "warning",
+                _label(image),
+                "no face found; centre-cropped",
+                "check the crop, or remove the photo (--skip no-face)",
+            )
+        )
     elif image.faces is not None and image.faces > 1:
-        found.append(Finding("several_faces", "warning", _label(image),
-                             f"{image.faces} faces found; cropped around the largest",
-                             "check the crop is the right person, or use --skip multi-face"))
+        found.append(
+            Finding(
+                "several_faces",
+                "warning",
+                _label(image),
+                f"{image.faces} faces found; cropped around the largest",
+                "check the crop is the right person, or use --skip multi-face",
+            )
+        )
     if image.face_box is not None:
         face_side = max(image.face_box[2] - image.face_box[0], image.face_box[3] - image.face_box[1])
         crop_side = image.crop_box[2] - image.crop_box[0]
         if face_side < TINY_FACE_FRACTION * crop_side:
-            found.append(Finding("tiny_face", "warning", _label(image),
-                                 f"face is small in the crop ({face_side} px of {crop_side} px)",
-                                 "use a closer photo of the face"))
+            found.append(
+                Finding(
+                    "tiny_face",
+                    "warning",
+                    _label(image),
+                    f"face is small in the crop ({face_side} px of {crop_side} px)",
+                    "use a closer photo of the face",
+                )
+            )
     return found

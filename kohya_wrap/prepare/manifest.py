@@ -47,11 +47,15 @@ def load(dataset_dir: Path) -> dict[str, Any] | None:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise DatasetError(f"{path} cannot be read as a prepare manifest: {e}",
-                           "Remove it, or run prepare with --force to rebuild the dataset folder.") from None
+        raise DatasetError(
+            f"{path} cannot be read as a prepare manifest: {e}",
+            "Remove it, or run prepare with --force to rebuild the dataset folder.",
+        ) from None
     if not isinstance(data, dict) or not isinstance(data.get("images"), list):
-        raise DatasetError(f"{path} is not a prepare manifest (no image list).",
-                           "Remove it, or run prepare with --force to rebuild the dataset folder.")
+        raise DatasetError(
+            f"{path} is not a prepare manifest (no image list).",
+            "Remove it, or run prepare with --force to rebuild the dataset folder.",
+        )
     return data
 
 
@@ -68,9 +72,18 @@ def reusable(manifest: dict[str, Any] | None, dataset_dir: Path, key: str) -> di
     return found
 
 
-def build(*, parameters: dict[str, Any], image_key_value: str, detector: str, src_dir: Path, reg_dir: Path | None,
-          subsets: list[Subset], images: list[OutputImage], skipped: list[Finding],
-          findings: list[Finding]) -> dict[str, Any]:
+def build(
+    *,
+    parameters: dict[str, Any],
+    image_key_value: str,
+    detector: str,
+    src_dir: Path,
+    reg_dir: Path | None,
+    subsets: list[Subset],
+    images: list[OutputImage],
+    skipped: list[Finding],
+    findings: list[Finding],
+) -> dict[str, Any]:
     return {
         "schema": SCHEMA,
         "kohya_wrap_version": __version__,

@@ -52,18 +52,23 @@ def render_caption(template: str, token: str, class_word: str) -> str:
     try:
         fields = [(name, spec, conv) for _, name, spec, conv in string.Formatter().parse(template) if name is not None]
     except ValueError as e:
-        raise DatasetError(f"caption template {template!r} is malformed: {e}",
-                           f"Use the placeholders {allowed}; write {{{{ and }}}} for literal braces.") from None
+        raise DatasetError(
+            f"caption template {template!r} is malformed: {e}",
+            f"Use the placeholders {allowed}; write {{{{ and }}}} for literal braces.",
+        ) from None
     for name, spec, conv in fields:
         if name not in CAPTION_FIELDS or spec or conv:
             shown = "{" + name + (f"!{conv}" if conv else "") + (f":{spec}" if spec else "") + "}"
-            raise DatasetError(f"caption template {template!r} has an unknown placeholder {shown}",
-                               f"The placeholders are {allowed}.")
+            raise DatasetError(
+                f"caption template {template!r} has an unknown placeholder {shown}", f"The placeholders are {allowed}."
+            )
     # Whitespace collapsed, and separators left at the ends by an empty token (reg captions) dropped.
     caption = " ".join(template.format(token=token, **{"class": class_word}).split()).strip(" ,;:")
     if not caption:
-        raise DatasetError(f"caption template {template!r} gives an empty caption",
-                           "sd-scripts refuses empty caption files; put some words in the template.")
+        raise DatasetError(
+            f"caption template {template!r} gives an empty caption",
+            "sd-scripts refuses empty caption files; put some words in the template.",
+        )
     return caption
 
 
@@ -75,13 +80,15 @@ def prepare_dataset(options: PrepareOptions, on_progress: Callable[[int, int], N
     reg_caption = render_caption(options.caption, "", options.class_word)
     # The CLI offers SIZES; the stage takes any multiple of 8 (the VAE's factor) from 64 px, for `smoke`.
     if options.size < MIN_SIZE or options.size % SIZE_STEP:
-        raise DatasetError(f"--size {options.size} is not supported: sizes are multiples of {SIZE_STEP} "
-                           f"from {MIN_SIZE}",
-                           f"Use one of {', '.join(map(str, SIZES))}.")
+        raise DatasetError(
+            f"--size {options.size} is not supported: sizes are multiples of {SIZE_STEP} from {MIN_SIZE}",
+            f"Use one of {', '.join(map(str, SIZES))}.",
+        )
     unknown = sorted(options.skip - set(SKIP_KINDS))
     if unknown:
-        raise DatasetError(f"--skip {','.join(unknown)}: unknown kind",
-                           f"--skip takes {', '.join(SKIP_KINDS)} (comma-separated)")
+        raise DatasetError(
+            f"--skip {','.join(unknown)}: unknown kind", f"--skip takes {', '.join(SKIP_KINDS)} (comma-separated)"
+        )
     if options.repeats is not None and options.repeats < 1:
         raise DatasetError(f"--repeats {options.repeats} must be at least 1", "Leave it out to let `plan` choose.")
 
@@ -107,8 +114,17 @@ def prepare_dataset(options: PrepareOptions, on_progress: Callable[[int, int], N
 
     train_found = sources.discover(src_dir, exclude=dataset_dir)
     class_tokens = f"{options.token} {options.class_word}"
-    groups = [_Group(False, src_dir, f"{TRAIN_DIR}/{subset_dir_name(repeats, class_tokens)}",
-                     class_tokens, repeats, caption, train_found.files)]
+    groups = [
+        _Group(
+            False,
+            src_dir,
+            f"{TRAIN_DIR}/{subset_dir_name(repeats, class_tokens)}",
+            class_tokens,
+            repeats,
+            caption,
+            train_found.files,
+        )
+    ]
     discovered: list[Finding] = list(train_found.findings)
     if reg_dir is not None:
         reg_found = sources.discover(reg_dir, exclude=dataset_dir)
@@ -128,41 +144,89 @@ def prepare_dataset(options: PrepareOptions, on_progress: Callable[[int, int], N
     for group in groups:
         reusable = frozenset(sha for (is_reg, sha) in reuse_index if is_reg == group.is_reg)
         for source in group.files:
-            tasks.append(worker.Task(
-                index=len(tasks), path=str(source.path), rel=source.rel, is_reg=group.is_reg, size=options.size,
-                crop=options.crop, detector=detector, allow_upscale=options.allow_upscale,
-                staged=str(staging / "work" / f"{len(tasks):06d}{OUTPUT_EXTENSION}"), reusable=reusable))
+            tasks.append(
+                worker.Task(
+                    index=len(tasks),
+                    path=str(source.path),
+                    rel=source.rel,
+                    is_reg=group.is_reg,
+                    size=options.size,
+                    crop=options.crop,
+                    detector=detector,
+                    allow_upscale=options.allow_upscale,
+                    staged=str(staging / "work" / f"{len(tasks):06d}{OUTPUT_EXTENSION}"),
+                    reusable=reusable,
+                )
+            )
     outcomes = _run(tasks, options.jobs, on_progress)
 
     images: list[OutputImage] = []
     subsets: list[Subset] = []
     for group in groups:
-        placed, group_skipped = _place(group, [t for t in tasks if t.is_reg == group.is_reg], outcomes, reuse_index,
-                                       dataset_dir, staging, frozenset() if group.is_reg else _skip_kinds(options),
-                                       detector is not None)
+        placed, group_skipped = _place(
+            group,
+            [t for t in tasks if t.is_reg == group.is_reg],
+            outcomes,
+            reuse_index,
+            dataset_dir,
+            staging,
+            frozenset() if group.is_reg else _skip_kinds(options),
+            detector is not None,
+        )
         images += placed
         skipped += group_skipped
-        subsets.append(Subset(dir=group.subset_dir, is_reg=group.is_reg, repeats=group.repeats,
-                              class_tokens=group.class_tokens, images=len(placed)))
+        subsets.append(
+            Subset(
+                dir=group.subset_dir,
+                is_reg=group.is_reg,
+                repeats=group.repeats,
+                class_tokens=group.class_tokens,
+                images=len(placed),
+            )
+        )
     reused = sum(1 for i in images if i.reused)
     processed = len(images) - reused
 
     current = {(t.is_reg, t.rel) for t in tasks}
-    removed = sum(1 for e in (old or {}).get("images", [])
-                  if isinstance(e, dict) and (e.get("is_reg"), e.get("source")) not in current)
+    removed = sum(
+        1
+        for e in (old or {}).get("images", [])
+        if isinstance(e, dict) and (e.get("is_reg"), e.get("source")) not in current
+    )
     lint_findings = lint.lint(images, detector, options.crop)
     findings += skipped + lint_findings
     findings += _swap_in(dataset_dir, staging, old is not None)
-    detection = detector if detector is not None else ("not asked (--crop center)" if options.crop == "center"
-                                                        else faces.FACES_UNAVAILABLE)
-    document = manifest.build(parameters=parameters, image_key_value=key, detector=detection, src_dir=src_dir,
-                              reg_dir=reg_dir, subsets=subsets, images=images, skipped=skipped, findings=findings)
+    detection = (
+        detector
+        if detector is not None
+        else ("not asked (--crop center)" if options.crop == "center" else faces.FACES_UNAVAILABLE)
+    )
+    document = manifest.build(
+        parameters=parameters,
+        image_key_value=key,
+        detector=detection,
+        src_dir=src_dir,
+        reg_dir=reg_dir,
+        subsets=subsets,
+        images=images,
+        skipped=skipped,
+        findings=findings,
+    )
     manifest_path = dataset_dir / manifest.MANIFEST_NAME
     atomic_write_json(manifest_path, document)
     shutil.rmtree(staging, ignore_errors=True)
-    return PrepareResult(dataset_dir=dataset_dir, manifest_path=manifest_path, subsets=tuple(subsets),
-                         images=tuple(images), findings=tuple(findings), processed=processed, reused=reused,
-                         skipped=len(skipped), removed=removed, face_detection=detection)
+    return PrepareResult(
+        dataset_dir=dataset_dir,
+        manifest_path=manifest_path,
+        subsets=tuple(subsets),
+        images=tuple(images),
+        findings=tuple(findings),
+        processed=processed,
+        reused=reused,
+        skipped=len(skipped),
+        removed=removed,
+        face_detection=detection,
+    )
 
 
 def _skip_kinds(options: PrepareOptions) -> frozenset[str]:
@@ -177,6 +241,7 @@ def _keepers(tasks: list[worker.Task], outcomes: list[worker.Outcome]) -> dict[s
         outcome = outcomes[task.index]
         if outcome.skip is None and outcome.sha256:
             by_sha.setdefault(outcome.sha256, []).append(task)
+
     def preference(t: worker.Task) -> tuple[bool, int, int]:
         return sources.has_copy_suffix(t.rel), len(Path(t.rel).stem), t.index
 
@@ -186,23 +251,42 @@ def _keepers(tasks: list[worker.Task], outcomes: list[worker.Outcome]) -> dict[s
 def _skip_by_option(outcome: worker.Outcome, rel: str, skip: frozenset[str], detected: bool) -> Finding | None:
     """--skip: a photo with no face, several faces, or blurred, left out of the training set."""
     if "multi-face" in skip and (outcome.faces or 0) > 1:
-        return Finding("skipped_several_faces", "warning", rel,
-                       f"{outcome.faces} faces found; skipped (--skip multi-face)",
-                       "crop the photo to one person, or leave multi-face out of --skip")
+        return Finding(
+            "skipped_several_faces",
+            "warning",
+            rel,
+            f"{outcome.faces} faces found; skipped (--skip multi-face)",
+            "crop the photo to one person, or leave multi-face out of --skip",
+        )
     if "no-face" in skip and detected and outcome.faces == 0:
-        return Finding("skipped_no_face", "warning", rel, "no face found; skipped (--skip no-face)",
-                       "use a photo where the face is visible, or leave no-face out of --skip")
+        return Finding(
+            "skipped_no_face",
+            "warning",
+            rel,
+            "no face found; skipped (--skip no-face)",
+            "use a photo where the face is visible, or leave no-face out of --skip",
+        )
     if "blurred" in skip and outcome.sharpness < lint.BLUR_THRESHOLD:
-        return Finding("skipped_blurred", "warning", rel,
-                       f"looks blurred (sharpness {outcome.sharpness:g} < {lint.BLUR_THRESHOLD:g}); "
-                       "skipped (--skip blurred)",
-                       "use a sharper photo, or leave blurred out of --skip")
+        return Finding(
+            "skipped_blurred",
+            "warning",
+            rel,
+            f"looks blurred (sharpness {outcome.sharpness:g} < {lint.BLUR_THRESHOLD:g}); skipped (--skip blurred)",
+            "use a sharper photo, or leave blurred out of --skip",
+        )
     return None
 
 
-def _place(group: _Group, tasks: list[worker.Task], outcomes: list[worker.Outcome],
-           reuse_index: dict[tuple[bool, str], manifest.Reusable], dataset_dir: Path, staging: Path,
-           skip_kinds: frozenset[str], detected: bool) -> tuple[list[OutputImage], list[Finding]]:
+def _place(
+    group: _Group,
+    tasks: list[worker.Task],
+    outcomes: list[worker.Outcome],
+    reuse_index: dict[tuple[bool, str], manifest.Reusable],
+    dataset_dir: Path,
+    staging: Path,
+    skip_kinds: frozenset[str],
+    detected: bool,
+) -> tuple[list[OutputImage], list[Finding]]:
     """One subset's outputs, numbered in source order, with captions, under `staging`; and what was left out."""
     kept: list[tuple[worker.Task, worker.Outcome]] = []
     skipped: list[Finding] = []
@@ -213,8 +297,13 @@ def _place(group: _Group, tasks: list[worker.Task], outcomes: list[worker.Outcom
             outcome = _reuse_or_redo(task, outcome, reuse_index[(group.is_reg, outcome.sha256 or "")])
         skip = outcome.skip
         if skip is None and outcome.sha256 and keeper.get(outcome.sha256, task.rel) != task.rel:
-            skip = Finding("skipped_duplicate", "warning", task.rel,
-                           f"exact duplicate of {keeper[outcome.sha256]}", "nothing to do; remove one copy")
+            skip = Finding(
+                "skipped_duplicate",
+                "warning",
+                task.rel,
+                f"exact duplicate of {keeper[outcome.sha256]}",
+                "nothing to do; remove one copy",
+            )
         if skip is None:
             skip = _skip_by_option(outcome, task.rel, skip_kinds, detected)
         if skip is not None:
@@ -232,17 +321,32 @@ def _place(group: _Group, tasks: list[worker.Task], outcomes: list[worker.Outcom
         else:
             os.replace(task.staged, staging / output)
         atomic_write_text(staging / caption_file, group.caption + "\n")
-        images.append(OutputImage(
-            output=output, caption_file=caption_file, caption=group.caption, is_reg=group.is_reg,
-            source=task.rel, source_sha256=outcome.sha256 or "", source_bytes=outcome.nbytes,
-            source_size=outcome.source_size, crop_box=outcome.crop_box, face_box=outcome.face_box,
-            faces=outcome.faces, output_sha256=outcome.output_sha256, phash=outcome.phash,
-            sharpness=outcome.sharpness, frames=outcome.frames, reused=outcome.status == "reuse"))
+        images.append(
+            OutputImage(
+                output=output,
+                caption_file=caption_file,
+                caption=group.caption,
+                is_reg=group.is_reg,
+                source=task.rel,
+                source_sha256=outcome.sha256 or "",
+                source_bytes=outcome.nbytes,
+                source_size=outcome.source_size,
+                crop_box=outcome.crop_box,
+                face_box=outcome.face_box,
+                faces=outcome.faces,
+                output_sha256=outcome.output_sha256,
+                phash=outcome.phash,
+                sharpness=outcome.sharpness,
+                frames=outcome.frames,
+                reused=outcome.status == "reuse",
+            )
+        )
     return images, skipped
 
 
-def _run(tasks: list[worker.Task], jobs: int | None,
-         on_progress: Callable[[int, int], None] | None) -> list[worker.Outcome]:
+def _run(
+    tasks: list[worker.Task], jobs: int | None, on_progress: Callable[[int, int], None] | None
+) -> list[worker.Outcome]:
     workers = min(jobs or _cpu_count(), len(tasks))
     outcomes: list[worker.Outcome] = []
 
@@ -289,12 +393,20 @@ def _reuse_or_redo(task: worker.Task, outcome: worker.Outcome, earlier: manifest
         intact = earlier.output.is_file() and sha256_file(earlier.output) == entry["output_sha256"]
         if intact:
             return worker.Outcome(
-                index=task.index, status="reuse", sha256=outcome.sha256, nbytes=outcome.nbytes,
-                source_size=tuple(entry["source_size"]), crop_box=tuple(entry["crop_box"]),  # type: ignore[arg-type]
-                face_box=tuple(entry["face_box"]) if entry["face_box"] is not None else None,  # type: ignore[arg-type]
-                faces=entry["faces"], output_sha256=entry["output_sha256"], phash=entry["phash"],
-                sharpness=float(entry["sharpness"]), frames=int(entry["frames"]),
-                reuse_from=str(entry["output"]))
+                index=task.index,
+                status="reuse",
+                sha256=outcome.sha256,
+                nbytes=outcome.nbytes,
+                source_size=tuple(entry["source_size"]),
+                crop_box=tuple(entry["crop_box"]),
+                face_box=tuple(entry["face_box"]) if entry["face_box"] is not None else None,
+                faces=entry["faces"],
+                output_sha256=entry["output_sha256"],
+                phash=entry["phash"],
+                sharpness=float(entry["sharpness"]),
+                frames=int(entry["frames"]),
+                reuse_from=str(entry["output"]),
+            )
     except (KeyError, TypeError, ValueError, OSError):
         pass
     return worker.process(worker.Task(**{**task.__dict__, "reusable": frozenset()}))
@@ -311,8 +423,15 @@ def _swap_in(dataset_dir: Path, staging: Path, ours: bool) -> list[Finding]:
             else:
                 aside = _free_name(dataset_dir / f"{top}.before-prepare")
                 os.replace(final, aside)
-                notes.append(Finding("moved_aside", "info", "", f"the existing {final} was moved to {aside}",
-                                     "delete it when you no longer need it"))
+                notes.append(
+                    Finding(
+                        "moved_aside",
+                        "info",
+                        "",
+                        f"the existing {final} was moved to {aside}",
+                        "delete it when you no longer need it",
+                    )
+                )
         if new.exists():
             os.replace(new, final)
     return notes
@@ -335,15 +454,18 @@ def _check_paths(options: PrepareOptions) -> tuple[Path, Path | None, Path]:
     reg_dir = _existing_dir(options.reg_dir, "--reg") if options.reg_dir is not None else None
     dataset_dir = Path(os.path.abspath(options.dataset_dir))
     if dataset_dir.exists() and not dataset_dir.is_dir():
-        raise DatasetError(f"dataset folder {dataset_dir} exists and is not a folder",
-                           "Choose another -o/--output path.")
+        raise DatasetError(
+            f"dataset folder {dataset_dir} exists and is not a folder", "Choose another -o/--output path."
+        )
     real_dataset = Path(os.path.realpath(dataset_dir))
     for name, folder in (("SRC_DIR", src_dir), ("--reg", reg_dir)):
-        if folder is not None and (Path(os.path.realpath(folder)) == real_dataset
-                                   or real_dataset in Path(os.path.realpath(folder)).parents):
-            raise DatasetError(f"{name} {folder} is inside the dataset folder {dataset_dir}",
-                               "prepare replaces the dataset folder's contents; choose an -o/--output "
-                               "outside your photos.")
+        if folder is not None and (
+            Path(os.path.realpath(folder)) == real_dataset or real_dataset in Path(os.path.realpath(folder)).parents
+        ):
+            raise DatasetError(
+                f"{name} {folder} is inside the dataset folder {dataset_dir}",
+                "prepare replaces the dataset folder's contents; choose an -o/--output outside your photos.",
+            )
     return src_dir, reg_dir, dataset_dir
 
 
@@ -360,11 +482,15 @@ def _check_words(options: PrepareOptions) -> None:
         if not value.strip():
             raise DatasetError(f"{flag} is empty", f"Give {flag} a word, e.g. --token ohwx --class man.")
         if _BAD_NAME.search(value) or value != value.strip():
-            raise DatasetError(f"{flag} {value!r} cannot be part of a folder name (slash, tab, newline, or "
-                               "leading/trailing space)", f"Give {flag} plain words.")
+            raise DatasetError(
+                f"{flag} {value!r} cannot be part of a folder name (slash, tab, newline, or leading/trailing space)",
+                f"Give {flag} plain words.",
+            )
     if any(ch.isspace() for ch in options.token):
-        raise DatasetError(f"--token {options.token!r} contains a space",
-                           "The token is one rare word (e.g. ohwx); put the rest in --class.")
+        raise DatasetError(
+            f"--token {options.token!r} contains a space",
+            "The token is one rare word (e.g. ohwx); put the rest in --class.",
+        )
 
 
 def _check_dataset_dir(dataset_dir: Path, old: dict[str, Any] | None, force: bool) -> None:
@@ -377,4 +503,5 @@ def _check_dataset_dir(dataset_dir: Path, old: dict[str, Any] | None, force: boo
             f"dataset folder {dataset_dir} is not empty ({shown}) and has no {manifest.MANIFEST_NAME}: "
             "prepare did not make it",
             "Choose a new or empty -o/--output folder, or add --force to replace its img/ and reg/ "
-            "(they are moved aside, not deleted).")
+            "(they are moved aside, not deleted).",
+        )

@@ -47,8 +47,13 @@ class Finding:
     files: tuple[str, ...] = ()  # every file a grouped finding covers (a near-duplicate cluster), `file` first
 
     def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"code": self.code, "level": self.level, "file": self.file,
-                               "message": self.message, "action": self.action}
+        out: dict[str, Any] = {
+            "code": self.code,
+            "level": self.level,
+            "file": self.file,
+            "message": self.message,
+            "action": self.action,
+        }
         if self.files:
             out["files"] = list(self.files)
         return out
@@ -104,8 +109,13 @@ class Subset:
     images: int
 
     def to_json(self) -> dict[str, Any]:
-        return {"dir": self.dir, "is_reg": self.is_reg, "repeats": self.repeats,
-                "class_tokens": self.class_tokens, "images": self.images}
+        return {
+            "dir": self.dir,
+            "is_reg": self.is_reg,
+            "repeats": self.repeats,
+            "class_tokens": self.class_tokens,
+            "images": self.images,
+        }
 
 
 @dataclass(frozen=True)

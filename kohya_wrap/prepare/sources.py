@@ -81,8 +81,13 @@ def discover(root: Path, exclude: Path | None = None) -> Discovery:
         try:
             entries = sorted(os.scandir(folder), key=lambda e: e.name)
         except OSError as e:
-            skip(rel_folder or ".", "skipped_unreadable", "warning", f"folder cannot be listed ({e.strerror})",
-                 "fix its permissions")
+            skip(
+                rel_folder or ".",
+                "skipped_unreadable",
+                "warning",
+                f"folder cannot be listed ({e.strerror})",
+                "fix its permissions",
+            )
             return
         for entry in entries:
             if entry.name.startswith("."):
@@ -96,9 +101,13 @@ def discover(root: Path, exclude: Path | None = None) -> Discovery:
                         skip(rel, "skipped_broken_link", "warning", "broken symbolic link", "remove the link")
                         continue
                     if target != root_real and root_real not in target.parents:
-                        skip(rel, "skipped_link_outside", "warning",
-                             f"symbolic link to {target}, outside the source folder; not followed",
-                             "copy the photo into the source folder")
+                        skip(
+                            rel,
+                            "skipped_link_outside",
+                            "warning",
+                            f"symbolic link to {target}, outside the source folder; not followed",
+                            "copy the photo into the source folder",
+                        )
                         continue
                 if entry.is_dir(follow_symlinks=True):
                     walk(path, rel)
@@ -113,13 +122,23 @@ def discover(root: Path, exclude: Path | None = None) -> Discovery:
             if ext in readable:
                 files.append(SourceFile(path=path, rel=rel))
             elif ext in HEIF_EXTENSIONS:
-                skip(rel, "skipped_unsupported", "warning", f"{ext} photos need pillow-heif, which is not installed",
-                     f"{HEIF_HINT}, or convert it to JPEG")
+                skip(
+                    rel,
+                    "skipped_unsupported",
+                    "warning",
+                    f"{ext} photos need pillow-heif, which is not installed",
+                    f"{HEIF_HINT}, or convert it to JPEG",
+                )
             elif ext in SIDECAR_EXTENSIONS:
                 skip(rel, "ignored_sidecar", "info", "not a photo; ignored", "nothing to do")
             else:
-                skip(rel, "skipped_unsupported", "warning", f"unsupported file type {ext or '(no extension)'}",
-                     "convert it to JPEG or PNG, or remove it")
+                skip(
+                    rel,
+                    "skipped_unsupported",
+                    "warning",
+                    f"unsupported file type {ext or '(no extension)'}",
+                    "convert it to JPEG or PNG, or remove it",
+                )
 
     walk(root, "")
     files.sort(key=lambda f: f.rel)

@@ -77,8 +77,13 @@ def process(task: Task) -> Outcome:
 
 
 def _skipped(task: Task, code: str, message: str, action: str, sha: str | None = None, nbytes: int = 0) -> Outcome:
-    return Outcome(index=task.index, status="skipped", sha256=sha, nbytes=nbytes,
-                   skip=Finding(code=code, level="warning", file=task.rel, message=message, action=action))
+    return Outcome(
+        index=task.index,
+        status="skipped",
+        sha256=sha,
+        nbytes=nbytes,
+        skip=Finding(code=code, level="warning", file=task.rel, message=message, action=action),
+    )
 
 
 def _make(task: Task, data: bytes, sha: str) -> Outcome:
@@ -94,9 +99,11 @@ def _make(task: Task, data: bytes, sha: str) -> Outcome:
     box = crops.face_crop(width, height, face_box, task.size) if face_box else crops.center_crop(width, height)
     side = box[2] - box[0]
     if side < task.size and not task.allow_upscale:
-        raise BadImage("skipped_too_small",
-                       f"{width}x{height}: its square crop is {side} px, smaller than {task.size} px",
-                       f"use a larger photo, or --allow-upscale to keep it (upscaled {side} -> {task.size})")
+        raise BadImage(
+            "skipped_too_small",
+            f"{width}x{height}: its square crop is {side} px, smaller than {task.size} px",
+            f"use a larger photo, or --allow-upscale to keep it (upscaled {side} -> {task.size})",
+        )
     needed = min(side, want)
     if side / decoded.scale < needed - 1:
         # A small face crop from a reduced decode: decode again with enough pixels for it.
@@ -112,9 +119,16 @@ def _make(task: Task, data: bytes, sha: str) -> Outcome:
         factor = task.size / side
         face_in_output = tuple(round((v - box[i % 2]) * factor) for i, v in enumerate(face_box))
     return Outcome(
-        index=task.index, status="made", sha256=sha, nbytes=len(data),
-        source_size=(width, height), crop_box=box, face_box=face_box, faces=face_count,
-        output_sha256=sha256_bytes(png), phash=dhash(output),
+        index=task.index,
+        status="made",
+        sha256=sha,
+        nbytes=len(data),
+        source_size=(width, height),
+        crop_box=box,
+        face_box=face_box,
+        faces=face_count,
+        output_sha256=sha256_bytes(png),
+        phash=dhash(output),
         sharpness=sharpness(output, face_in_output),  # type: ignore[arg-type]
         frames=decoded.frames,
     )

@@ -9,24 +9,24 @@ for people checking the page and for the browser test.
 from __future__ import annotations
 
 import base64
-import html
 import json
 import math
 import shlex
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from kohya_wrap import __version__, rundir
 from kohya_wrap.fsutil import atomic_write_text
-from kohya_wrap.sample.session import SampleSession, load_sessions
-from kohya_wrap.score import load_score, recommended_step
 from kohya_wrap.report.charts import Series, line_chart
-from kohya_wrap.report.score_section import score_section
 from kohya_wrap.report.charts import esc as _e
 from kohya_wrap.report.charts import num as _num
+from kohya_wrap.report.score_section import score_section
 from kohya_wrap.report.summary import RunSummary, load_run, moving_average
 from kohya_wrap.rundir import format_duration
+from kohya_wrap.sample.session import SampleSession, load_sessions
+from kohya_wrap.score import load_score, recommended_step
 from kohya_wrap.sdscripts import find_samples, read_prompt_texts
 
 PROMPTS_FILE = "sample_prompts.txt"
@@ -114,7 +114,9 @@ def loss_section(summary: RunSummary) -> str:
     window = average_window(len(ys))
     chart = line_chart(
         [Series("loss", "loss-line", xs, ys), Series("avg", "loss-average", xs, moving_average(ys, window))],
-        svg_id="loss-curve", title="training loss per step", x_label="step",
+        svg_id="loss-curve",
+        title="training loss per step",
+        x_label="step",
     )
     non_finite = sum(1 for y in ys if not math.isfinite(y))
     out = [
@@ -128,14 +130,22 @@ def loss_section(summary: RunSummary) -> str:
     lrs = [(p.step, p.lr) for p in summary.loss if p.lr is not None]
     out.append("<h2>Learning rate</h2>")
     if lrs:
-        out.append(line_chart([Series("lr", "lr-line", [s for s, _ in lrs], [lr for _, lr in lrs])],
-                              svg_id="lr-curve", title="learning rate per step", x_label="step", height=200))
+        out.append(
+            line_chart(
+                [Series("lr", "lr-line", [s for s, _ in lrs], [lr for _, lr in lrs])],
+                svg_id="lr-curve",
+                title="learning rate per step",
+                x_label="step",
+                height=200,
+            )
+        )
     else:
         out.append('<p id="no-lr">The trainer did not report a learning rate with its progress.</p>')
     return "".join(out)
 
 
 # -- sample grids ---------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class GridRow:
@@ -163,6 +173,7 @@ def training_grid(summary: RunSummary) -> Grid | None:
     rows: dict[tuple[int, str], dict[int, list[Path]]] = {}
     labels: dict[tuple[int, str], tuple[str, int | None]] = {}
     for path, name in found:
+        step: int | None
         if name.step is not None:
             key, label, step = (name.step, "s"), f"step {name.step}", name.step
         else:
@@ -196,8 +207,10 @@ def session_grid(session: SampleSession, index: int) -> Grid:
         by_row.setdefault(key, {}).setdefault(image.prompt_index, []).append(image.path)
         labels[key] = (label, image.step)
     columns = len(session.prompts)
-    note = (f"weight {session.weight}, seed {session.seed}, {session.width}x{session.height}, "
-            f"{session.sampler_steps} sampler steps, made {session.created_at}")
+    note = (
+        f"weight {session.weight}, seed {session.seed}, {session.width}x{session.height}, "
+        f"{session.sampler_steps} sampler steps, made {session.created_at}"
+    )
     return Grid(
         title=f"Samples from `kohya-wrap sample` ({session.folder.name})",
         grid_id=f"sample-session-{index}",
@@ -215,7 +228,9 @@ def grid_html(grid: Grid, recommended: int | None = None) -> str:
     out = [f"<h3>{_e(grid.title)}</h3>"]
     if grid.note:
         out.append(f'<p class="sub">{_e(grid.note)}</p>')
-    out.append(f'<table class="grid" id="{_e(grid.grid_id)}" data-rows="{len(grid.rows)}" data-columns="{len(grid.prompts)}">')
+    out.append(
+        f'<table class="grid" id="{_e(grid.grid_id)}" data-rows="{len(grid.rows)}" data-columns="{len(grid.prompts)}">'
+    )
     out.append("<tr><th>checkpoint</th>")
     for i, prompt in enumerate(grid.prompts):
         out.append(f'<th class="prompt" data-prompt-index="{i}">#{i}<br>{_e(prompt)}</th>')
@@ -223,8 +238,10 @@ def grid_html(grid: Grid, recommended: int | None = None) -> str:
     for row in grid.rows:
         step_attr = f' data-step="{row.step}"' if row.step is not None else ""
         if recommended is not None and row.step == recommended:
-            out.append(f'<tr class="grid-row recommended"{step_attr} data-recommended="yes">'
-                       f'<th>{_e(row.label)}<br><b>recommended</b></th>')
+            out.append(
+                f'<tr class="grid-row recommended"{step_attr} data-recommended="yes">'
+                f"<th>{_e(row.label)}<br><b>recommended</b></th>"
+            )
         else:
             out.append(f'<tr class="grid-row"{step_attr}><th>{_e(row.label)}</th>')
         for i, cell in enumerate(row.cells):
@@ -239,6 +256,7 @@ def grid_html(grid: Grid, recommended: int | None = None) -> str:
 
 # -- summary, manifest, warnings ---------------------------------------------------------------
 
+
 def _kv_table(rows: Sequence[tuple[str, str]], table_id: str) -> str:
     body = "".join(f'<tr><th>{_e(k)}</th><td data-key="{_e(k)}">{v}</td></tr>' for k, v in rows)
     return f'<table class="kv" id="{_e(table_id)}">{body}</table>'
@@ -251,7 +269,9 @@ def summary_rows(summary: RunSummary) -> list[tuple[str, str]]:
     if summary.reg_images:
         dataset += f", {summary.reg_images} regularization images"
     steps = f"{_num(summary.last_step)} of {_num(summary.total_steps)}"
-    css = {"finished": "outcome-finished", "planned": "outcome-open", "unfinished": "outcome-open"}.get(summary.outcome, "outcome-bad")
+    css = {"finished": "outcome-finished", "planned": "outcome-open", "unfinished": "outcome-open"}.get(
+        summary.outcome, "outcome-bad"
+    )
     outcome = f'<span class="{css}">{_e(summary.outcome)}</span>'
     if summary.exit_code is not None:
         outcome += f" (exit code {summary.exit_code})"
@@ -287,15 +307,22 @@ def manifest_section(summary: RunSummary) -> str:
     plan = summary.plan.to_json()
     out = ["<h2>Manifest</h2>", "<h3>plan.json</h3>"]
     skip = {"values", "launch"}
-    out.append(_kv_table([(k, _json_cell(v)) for k, v in _flatten({k: v for k, v in plan.items() if k not in skip})],
-                         "plan-manifest"))
+    out.append(
+        _kv_table(
+            [(k, _json_cell(v)) for k, v in _flatten({k: v for k, v in plan.items() if k not in skip})], "plan-manifest"
+        )
+    )
     values = plan.get("values") or {}
     if values:
-        out.append("<h3>trainer settings</h3><table class=\"kv\" id=\"plan-values\"><tr><th>name</th><th>value</th><th>from</th></tr>")
+        out.append(
+            '<h3>trainer settings</h3><table class="kv" id="plan-values"><tr><th>name</th><th>value</th><th>from</th></tr>'
+        )
         for name, entry in values.items():
             entry = entry if isinstance(entry, dict) else {"value": entry}
-            out.append(f"<tr><td><code>{_e(name)}</code></td><td>{_json_cell(entry.get('value'))}</td>"
-                       f"<td>{_e(entry.get('source', ''))}</td></tr>")
+            out.append(
+                f"<tr><td><code>{_e(name)}</code></td><td>{_json_cell(entry.get('value'))}</td>"
+                f"<td>{_e(entry.get('source', ''))}</td></tr>"
+            )
         out.append("</table>")
     attempts = summary.manifest.attempts if summary.manifest is not None else ()
     if attempts and attempts[-1].argv:
@@ -319,8 +346,9 @@ def messages_section(summary: RunSummary) -> str:
     return "".join(out)
 
 
-def render_report(summary: RunSummary, sessions: Sequence[SampleSession] = (),
-                  score: dict[str, Any] | None = None) -> str:
+def render_report(
+    summary: RunSummary, sessions: Sequence[SampleSession] = (), score: dict[str, Any] | None = None
+) -> str:
     best = recommended_step(score)
     grids = [g for g in [training_grid(summary)] if g is not None]
     grids += [session_grid(s, i) for i, s in enumerate(sessions)]
@@ -338,7 +366,7 @@ def render_report(summary: RunSummary, sessions: Sequence[SampleSession] = (),
         manifest_section(summary),
     ]
     return (
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f'<meta http-equiv="Content-Security-Policy" content="{_CSP}">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{_e(title)}</title><style>{_STYLE}</style><script>{_SCRIPT}</script></head>\n"

@@ -20,16 +20,49 @@ from kohya_wrap.fsutil import sha256_file
 
 # A LoRA header is a few hundred KB; anything near this is not a safetensors header.
 MAX_HEADER_BYTES = 100 * 1024 * 1024
-_DTYPE_SIZES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1,
-                "F8_E4M3": 1, "F8_E5M2": 1, "U16": 2, "U32": 4, "U64": 8}
-_NUMPY_DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "I64": "<i8", "I32": "<i4", "I16": "<i2", "I8": "i1",
-                 "U8": "u1", "U16": "<u2", "U32": "<u4", "U64": "<u8", "BOOL": "?"}
+_DTYPE_SIZES = {
+    "F64": 8,
+    "F32": 4,
+    "F16": 2,
+    "BF16": 2,
+    "I64": 8,
+    "I32": 4,
+    "I16": 2,
+    "I8": 1,
+    "U8": 1,
+    "BOOL": 1,
+    "F8_E4M3": 1,
+    "F8_E5M2": 1,
+    "U16": 2,
+    "U32": 4,
+    "U64": 8,
+}
+_NUMPY_DTYPES = {
+    "F64": "<f8",
+    "F32": "<f4",
+    "F16": "<f2",
+    "I64": "<i8",
+    "I32": "<i4",
+    "I16": "<i2",
+    "I8": "i1",
+    "U8": "u1",
+    "U16": "<u2",
+    "U32": "<u4",
+    "U64": "<u8",
+    "BOOL": "?",
+}
 METADATA_KEY = "__metadata__"
 
 # Kohya (sd-scripts, A1111, ComfyUI) / diffusers attention processors / PEFT adapters.
 KOHYA, DIFFUSERS, PEFT = "kohya", "diffusers", "peft"
-_DIFFUSERS_MARKERS = (".lora.down.weight", ".lora.up.weight", ".lora_linear_layer.down.weight",
-                      ".lora_linear_layer.up.weight", "_lora.down.weight", "_lora.up.weight")
+_DIFFUSERS_MARKERS = (
+    ".lora.down.weight",
+    ".lora.up.weight",
+    ".lora_linear_layer.down.weight",
+    ".lora_linear_layer.up.weight",
+    "_lora.down.weight",
+    "_lora.up.weight",
+)
 _DIFFUSERS_UP = (".lora.up.weight", ".lora_linear_layer.up.weight", "_lora.up.weight")
 _PEFT_MARKERS = (".lora_A.", ".lora_B.")
 _LYCORIS_MARKERS = (".hada_w1_a", ".lokr_w1", ".lokr_w1_a", ".oft_blocks", ".lora_mid.weight")
@@ -57,8 +90,10 @@ class Header:
 
 
 def _corrupt(path: Path, what: str) -> LoraFileError:
-    return LoraFileError(f"{path} is not a valid safetensors file: {what}.",
-                         "The file may be truncated or damaged (an interrupted download or save); get it again.")
+    return LoraFileError(
+        f"{path} is not a valid safetensors file: {what}.",
+        "The file may be truncated or damaged (an interrupted download or save); get it again.",
+    )
 
 
 def read_header(path: Path) -> Header:
@@ -81,8 +116,10 @@ def read_header(path: Path) -> Header:
                     "Convert it to .safetensors with a tool you trust, or train it again saving .safetensors.",
                 )
             if path.suffix.lower() != ".safetensors":
-                raise LoraFileError(f"{path} is not a safetensors file (its first bytes are no safetensors header).",
-                                    "Give a LoRA .safetensors file.")
+                raise LoraFileError(
+                    f"{path} is not a safetensors file (its first bytes are no safetensors header).",
+                    "Give a LoRA .safetensors file.",
+                )
             raise _corrupt(path, f"the header claims {length} bytes but the file has {size}")
         raw = f.read(length)
     try:
@@ -103,7 +140,9 @@ def read_header(path: Path) -> Header:
         except (TypeError, KeyError, ValueError):
             raise _corrupt(path, f"tensor {name!r} has no valid dtype/shape/data_offsets") from None
         if not (isinstance(begin, int) and isinstance(end, int) and 0 <= begin <= end <= data_size):
-            raise _corrupt(path, f"tensor {name!r} lies beyond the end of the file (bytes {begin}-{end} of {data_size})")
+            raise _corrupt(
+                path, f"tensor {name!r} lies beyond the end of the file (bytes {begin}-{end} of {data_size})"
+            )
         count = 1
         for d in shape:
             count *= d
@@ -159,10 +198,17 @@ class LoraInspection:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "path": str(self.path), "size_bytes": self.size_bytes, "sha256": self.sha256,
-            "naming": self.naming, "variant": self.variant, "tensors": self.tensors, "dtypes": list(self.dtypes),
-            "unet_modules": self.unet_modules, "text_encoder_modules": self.text_encoder_modules,
-            "ranks": list(self.ranks), "alphas": list(self.alphas),
+            "path": str(self.path),
+            "size_bytes": self.size_bytes,
+            "sha256": self.sha256,
+            "naming": self.naming,
+            "variant": self.variant,
+            "tensors": self.tensors,
+            "dtypes": list(self.dtypes),
+            "unet_modules": self.unet_modules,
+            "text_encoder_modules": self.text_encoder_modules,
+            "ranks": list(self.ranks),
+            "alphas": list(self.alphas),
             "training": self.info.to_json() if self.info is not None else None,
             "metadata": self.metadata,
             "run_manifest": self.run_manifest,
@@ -194,8 +240,11 @@ def _modules(keys: list[str], naming: str) -> tuple[int, int]:
 
 
 def _ranks(header: Header, naming: str) -> tuple[int, ...]:
-    down = (".lora_down.weight",) if naming == KOHYA else (".lora_A.weight", ".lora.down.weight",
-                                                          ".lora_linear_layer.down.weight", "_lora.down.weight")
+    down = (
+        (".lora_down.weight",)
+        if naming == KOHYA
+        else (".lora_A.weight", ".lora.down.weight", ".lora_linear_layer.down.weight", "_lora.down.weight")
+    )
     return tuple(sorted({t.shape[0] for k, t in header.tensors.items() if k.endswith(down) and t.shape}))
 
 
@@ -212,8 +261,10 @@ def _array(header: Header, name: str) -> Any:
     # an integer alpha is stored as an integer tensor (sd-scripts with network_alpha = 1, not 1.0)
     dtype = _NUMPY_DTYPES.get(t.dtype)
     if dtype is None:
-        raise LoraFileError(f"{header.path}: tensor {name!r} has dtype {t.dtype}, which kohya-wrap cannot read.",
-                            "This is not a LoRA kohya-wrap can check.")
+        raise LoraFileError(
+            f"{header.path}: tensor {name!r} has dtype {t.dtype}, which kohya-wrap cannot read.",
+            "This is not a LoRA kohya-wrap can check.",
+        )
     return np.frombuffer(raw, dtype=dtype).astype(np.float32).reshape(t.shape)
 
 
@@ -241,23 +292,45 @@ def _foreign_checks(header: Header, naming: str) -> list[HealthCheck]:
             up_max = max(up_max, float(np.abs(array).max()))
     label = "PEFT (lora_A/lora_B)" if naming == PEFT else "diffusers (lora.down/lora.up)"
     return [
-        HealthCheck("key_names", True, f"{label} naming, not Kohya's: sd-scripts and some UIs cannot load it as is",
-                    informational=True),
-        HealthCheck("finite", not non_finite, "no NaN or infinite values" if not non_finite
-                    else f"{len(non_finite)} tensors hold NaN/inf, e.g. {non_finite[:3]}"),
-        HealthCheck("trained", up_max > 0.0, f"up (B) weights moved off zero (max |w| {up_max:.3g})" if up_max > 0
-                    else "every up (B) weight is zero: the LoRA changes nothing"),
+        HealthCheck(
+            "key_names",
+            True,
+            f"{label} naming, not Kohya's: sd-scripts and some UIs cannot load it as is",
+            informational=True,
+        ),
+        HealthCheck(
+            "finite",
+            not non_finite,
+            "no NaN or infinite values"
+            if not non_finite
+            else f"{len(non_finite)} tensors hold NaN/inf, e.g. {non_finite[:3]}",
+        ),
+        HealthCheck(
+            "trained",
+            up_max > 0.0,
+            f"up (B) weights moved off zero (max |w| {up_max:.3g})"
+            if up_max > 0
+            else "every up (B) weight is zero: the LoRA changes nothing",
+        ),
     ]
 
 
 def _kohya_checks(header: Header) -> list[HealthCheck]:
-    from kohya_wrap.sdscripts import UNET_PREFIX, Expectation, conv_network, is_sdxl, is_text_encoder_module, verify_lora
+    from kohya_wrap.sdscripts import (
+        UNET_PREFIX,
+        Expectation,
+        conv_network,
+        is_sdxl,
+        is_text_encoder_module,
+        verify_lora,
+    )
 
     keys = list(header.tensors)
     expect = Expectation(
         train_unet=any(k.startswith(UNET_PREFIX) for k in keys),
         train_text_encoder=any(is_text_encoder_module(k) for k in keys),
-        conv=conv_network(header.metadata), sdxl=is_sdxl(keys),
+        conv=conv_network(header.metadata),
+        sdxl=is_sdxl(keys),
     )
     report = verify_lora(header.path, expect)
     return [HealthCheck(c.name, c.ok, c.detail, informational=c.name.startswith("metadata")) for c in report.checks]

@@ -24,9 +24,14 @@ class RunRow:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "run_dir": str(self.run_dir), "when": self.when, "preset": self.preset,
-            "steps_done": self.steps_done, "steps_total": self.steps_total, "outcome": self.outcome,
-            "final_loss": self.final_loss, "output": str(self.output) if self.output else None,
+            "run_dir": str(self.run_dir),
+            "when": self.when,
+            "preset": self.preset,
+            "steps_done": self.steps_done,
+            "steps_total": self.steps_total,
+            "outcome": self.outcome,
+            "final_loss": self.final_loss,
+            "output": str(self.output) if self.output else None,
             "problem": self.problem,
         }
 
@@ -36,7 +41,9 @@ def list_runs(runs_dir: Path) -> list[RunRow]:
     runs_dir = Path(runs_dir).expanduser()
     if not runs_dir.is_dir():
         raise RunDirError(f"{runs_dir} is not a folder.", "Give the folder that holds your run folders.")
-    candidates = [runs_dir] if is_run_dir(runs_dir) else sorted(p for p in runs_dir.iterdir() if p.is_dir() and is_run_dir(p))
+    candidates = (
+        [runs_dir] if is_run_dir(runs_dir) else sorted(p for p in runs_dir.iterdir() if p.is_dir() and is_run_dir(p))
+    )
     rows = []
     for run_dir in candidates:
         try:
@@ -44,7 +51,8 @@ def list_runs(runs_dir: Path) -> list[RunRow]:
         except KohyaWrapError as e:
             rows.append(RunRow(run_dir, None, None, None, None, "unreadable", None, None, problem=e.message))
             continue
-        rows.append(RunRow(run_dir, s.created_at, s.preset, s.last_step, s.total_steps, s.outcome, s.final_loss,
-                           s.lora_file))
+        rows.append(
+            RunRow(run_dir, s.created_at, s.preset, s.last_step, s.total_steps, s.outcome, s.final_loss, s.lora_file)
+        )
     rows.sort(key=lambda r: (r.when is None, r.when or "", r.run_dir.name))
     return rows

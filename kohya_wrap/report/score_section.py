@@ -36,49 +36,75 @@ def _share(part: Any, whole: Any) -> float:
 
 def score_section(doc: dict[str, Any] | None) -> str:
     if doc is None:
-        return ('<h2>Score</h2><p id="no-score">Not scored: <code>kohya-wrap score RUN_DIR</code> rates each '
-                "checkpoint's samples against the training photos (needs <code>pip install "
-                "'kohya-wrap[score]'</code>).</p>")
+        return (
+            '<h2>Score</h2><p id="no-score">Not scored: <code>kohya-wrap score RUN_DIR</code> rates each '
+            "checkpoint's samples against the training photos (needs <code>pip install "
+            "'kohya-wrap[score]'</code>).</p>"
+        )
     checkpoints = [c for c in doc.get("checkpoints", []) if isinstance(c, dict) and isinstance(c.get("step"), int)]
     rec = doc.get("recommended") if isinstance(doc.get("recommended"), dict) else None
     best = rec.get("step") if rec else None
     out = ["<h2>Score</h2>", _STYLE]
     if best is not None:
-        out.append(f'<p id="score-recommended" data-step="{_e(best)}">Recommended: <b>step {_e(best)}</b>'
-                   f'{" (" + _e(rec.get("checkpoint")) + ")" if rec and rec.get("checkpoint") else ""}. '
-                   f"{_e(doc.get('reason', ''))}</p>")
+        out.append(
+            f'<p id="score-recommended" data-step="{_e(best)}">Recommended: <b>step {_e(best)}</b>'
+            f"{' (' + _e(rec.get('checkpoint')) + ')' if rec and rec.get('checkpoint') else ''}. "
+            f"{_e(doc.get('reason', ''))}</p>"
+        )
     else:
         out.append(f'<p id="score-recommended" data-step="">No checkpoint recommended: {_e(doc.get("reason", ""))}</p>')
     xs = [float(c["step"]) for c in checkpoints]
     likeness = [float(c["likeness"]) if isinstance(c.get("likeness"), (int, float)) else math.nan for c in checkpoints]
     chart = line_chart(
-        [Series("likeness", "score-likeness", xs, likeness),
-         Series("matches", "score-matches", xs, [_share(c.get("matches"), c.get("samples")) for c in checkpoints]),
-         Series("copies", "score-copies", xs, [_share(c.get("copies"), c.get("samples")) for c in checkpoints])],
-        svg_id="score-chart", title="likeness, share of samples that are the person, share that copy a photo",
-        x_label="step", height=240)
+        [
+            Series("likeness", "score-likeness", xs, likeness),
+            Series("matches", "score-matches", xs, [_share(c.get("matches"), c.get("samples")) for c in checkpoints]),
+            Series("copies", "score-copies", xs, [_share(c.get("copies"), c.get("samples")) for c in checkpoints]),
+        ],
+        svg_id="score-chart",
+        title="likeness, share of samples that are the person, share that copy a photo",
+        x_label="step",
+        height=240,
+    )
     if chart:
-        out.append('<p class="legend"><span><i class="sw" style="background:#1f5fa8"></i>likeness (0..1)</span>'
-                   '<span><i class="sw" style="background:#16794a"></i>matches / samples</span>'
-                   '<span><i class="sw" style="background:#b42318"></i>copies / samples</span></p>')
+        out.append(
+            '<p class="legend"><span><i class="sw" style="background:#1f5fa8"></i>likeness (0..1)</span>'
+            '<span><i class="sw" style="background:#16794a"></i>matches / samples</span>'
+            '<span><i class="sw" style="background:#b42318"></i>copies / samples</span></p>'
+        )
         out.append(chart)
-    val = [(float(c["step"]), float(c["validation_loss"])) for c in checkpoints
-           if isinstance(c.get("validation_loss"), (int, float))]
+    val = [
+        (float(c["step"]), float(c["validation_loss"]))
+        for c in checkpoints
+        if isinstance(c.get("validation_loss"), (int, float))
+    ]
     if val:
-        out.append(line_chart([Series("val", "score-validation", [s for s, _ in val], [v for _, v in val])],
-                              svg_id="validation-chart", title="validation loss (sd-scripts, held-out images)",
-                              x_label="step", height=200))
-    rows = ["<tr><th>step</th><th>samples</th><th>faces</th><th>likeness</th><th>matches</th><th>copies</th>"
-            "<th>variety</th><th>validation loss</th><th>checkpoint</th></tr>"]
+        out.append(
+            line_chart(
+                [Series("val", "score-validation", [s for s, _ in val], [v for _, v in val])],
+                svg_id="validation-chart",
+                title="validation loss (sd-scripts, held-out images)",
+                x_label="step",
+                height=200,
+            )
+        )
+    rows = [
+        "<tr><th>step</th><th>samples</th><th>faces</th><th>likeness</th><th>matches</th><th>copies</th>"
+        "<th>variety</th><th>validation loss</th><th>checkpoint</th></tr>"
+    ]
     for c in checkpoints:
         mark = ' class="recommended"' if c["step"] == best else ""
-        rows.append(f'<tr{mark} data-step="{_e(c["step"])}"><td>{_e(c["step"])}</td><td>{_e(c.get("samples"))}</td>'
-                    f'<td>{_e(c.get("faces"))}</td><td>{_num(c.get("likeness"))}</td><td>{_e(c.get("matches"))}</td>'
-                    f'<td>{_e(c.get("copies"))}</td><td>{_num(c.get("variety"))}</td>'
-                    f'<td>{_num(c.get("validation_loss"), 4)}</td><td>{_e(c.get("checkpoint") or "-")}</td></tr>')
+        rows.append(
+            f'<tr{mark} data-step="{_e(c["step"])}"><td>{_e(c["step"])}</td><td>{_e(c.get("samples"))}</td>'
+            f"<td>{_e(c.get('faces'))}</td><td>{_num(c.get('likeness'))}</td><td>{_e(c.get('matches'))}</td>"
+            f"<td>{_e(c.get('copies'))}</td><td>{_num(c.get('variety'))}</td>"
+            f"<td>{_num(c.get('validation_loss'), 4)}</td><td>{_e(c.get('checkpoint') or '-')}</td></tr>"
+        )
     out.append(f'<table id="score-table">{"".join(rows)}</table>')
     model: dict[str, Any] = doc["model"] if isinstance(doc.get("model"), dict) else {}
-    out.append(f'<p class="sub">Identity model {_e(model.get("id", "?"))}; a sample is the person below distance '
-               f'{_e(model.get("same_person_distance", 0.6))}; likeness = {_e(model.get("likeness", ""))}. '
-               "See docs/score.md.</p>")
+    out.append(
+        f'<p class="sub">Identity model {_e(model.get("id", "?"))}; a sample is the person below distance '
+        f"{_e(model.get('same_person_distance', 0.6))}; likeness = {_e(model.get('likeness', ''))}. "
+        "See docs/score.md.</p>"
+    )
     return "".join(out)

@@ -16,6 +16,7 @@ from kohya_wrap.errors import RunDirError
 from kohya_wrap.events import read_events
 from kohya_wrap.rundir import LossPoint, Plan, RunFold, RunManifest
 
+
 @dataclass(frozen=True)
 class RunSummary:
     run_dir: Path
@@ -62,6 +63,7 @@ def load_run(run_dir: Path) -> RunSummary:
 
     train_subsets = [s for s in plan.subsets if not s.is_reg]
     reg_subsets = [s for s in plan.subsets if s.is_reg]
+    exit_code: int | None
     if fold.finished is not None:
         outcome, exit_code = fold.finished.outcome, fold.finished.exit_code
     elif manifest is not None and manifest.outcome:
@@ -84,7 +86,8 @@ def load_run(run_dir: Path) -> RunSummary:
         created_at=plan.created_at,
         preset=plan.preset_name,
         train_images=sum(s.images for s in train_subsets) if train_subsets else None,
-        train_images_x_repeats=images_x_repeats if isinstance(images_x_repeats, int)
+        train_images_x_repeats=images_x_repeats
+        if isinstance(images_x_repeats, int)
         else (fold.summary.train_images if fold.summary is not None else None),
         reg_images=sum(s.images for s in reg_subsets),
         planned_steps=plan.steps.get("max_train_steps"),

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import math
 import shlex
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import TypeVar
 
 from kohya_wrap import events as ev
+
+_T = TypeVar("_T", int, float)
 
 
 @dataclass(frozen=True)
@@ -173,7 +176,7 @@ def fold_events(events: Iterable[ev.Event]) -> RunFold:
     return RunFold().feed_all(events)
 
 
-def _first(value: float | int | None, fallback: float | int | None) -> float | int | None:
+def _first(value: _T | None, fallback: _T | None) -> _T | None:
     return fallback if value is None else value
 
 

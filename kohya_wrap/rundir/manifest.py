@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from kohya_wrap import __version__
 from kohya_wrap.fsutil import atomic_write_json, sha256_file
@@ -41,8 +42,13 @@ class FileEntry:
 
     @staticmethod
     def from_json(doc: Mapping[str, Any]) -> FileEntry:
-        return FileEntry(str(doc.get("path", "")), doc.get("step"), bool(doc.get("exists", True)), doc.get("bytes"),
-                         doc.get("sha256"))
+        return FileEntry(
+            str(doc.get("path", "")),
+            doc.get("step"),
+            bool(doc.get("exists", True)),
+            doc.get("bytes"),
+            doc.get("sha256"),
+        )
 
 
 @dataclass(frozen=True)
@@ -69,10 +75,18 @@ class Attempt:
     @staticmethod
     def from_json(doc: Mapping[str, Any]) -> Attempt:
         return Attempt(
-            str(doc.get("started_at", "")), str(doc.get("ended_at", "")), float(doc.get("duration_s") or 0.0),
-            str(doc.get("outcome", "")), int(doc.get("exit_code") or 0), doc.get("returncode"), doc.get("stop_reason"),
-            doc.get("resumed_from"), doc.get("resumed_at_step"), tuple(doc.get("argv") or ()),
-            dict(doc.get("machine") or {}))
+            str(doc.get("started_at", "")),
+            str(doc.get("ended_at", "")),
+            float(doc.get("duration_s") or 0.0),
+            str(doc.get("outcome", "")),
+            int(doc.get("exit_code") or 0),
+            doc.get("returncode"),
+            doc.get("stop_reason"),
+            doc.get("resumed_from"),
+            doc.get("resumed_at_step"),
+            tuple(doc.get("argv") or ()),
+            dict(doc.get("machine") or {}),
+        )
 
 
 @dataclass(frozen=True)
@@ -108,17 +122,27 @@ class RunManifest:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "schema": MANIFEST_SCHEMA, "kohya_wrap_version": __version__,
-            "run_dir": self.run_dir, "outcome": self.outcome, "exit_code": self.exit_code,
-            "started_at": self.started_at, "ended_at": self.ended_at,
-            "preset": dict(self.preset), "values": dict(self.values), "value_sources": dict(self.value_sources),
-            "dataset_manifest_sha256": self.dataset_manifest_sha256, "base_model": dict(self.base_model),
-            "sd_scripts": dict(self.sd_scripts), "machine": dict(self.machine), "environment": dict(self.environment),
+            "schema": MANIFEST_SCHEMA,
+            "kohya_wrap_version": __version__,
+            "run_dir": self.run_dir,
+            "outcome": self.outcome,
+            "exit_code": self.exit_code,
+            "started_at": self.started_at,
+            "ended_at": self.ended_at,
+            "preset": dict(self.preset),
+            "values": dict(self.values),
+            "value_sources": dict(self.value_sources),
+            "dataset_manifest_sha256": self.dataset_manifest_sha256,
+            "base_model": dict(self.base_model),
+            "sd_scripts": dict(self.sd_scripts),
+            "machine": dict(self.machine),
+            "environment": dict(self.environment),
             "steps": dict(self.steps),
             "mean_it_per_s": None if self.mean_it_per_s is None else round(self.mean_it_per_s, 4),
             "final_loss": _finite(self.final_loss),
             "checkpoints": [c.to_json() for c in self.checkpoints],
-            "states": [dict(s) for s in self.states], "samples": [dict(s) for s in self.samples],
+            "states": [dict(s) for s in self.states],
+            "samples": [dict(s) for s in self.samples],
             "lora": self.lora.to_json() if self.lora else None,
             "verification": None if self.verification is None else dict(self.verification),
             "score": None if self.score is None else dict(self.score),
@@ -130,19 +154,28 @@ class RunManifest:
     def from_json(doc: Mapping[str, Any]) -> RunManifest:
         loss = doc.get("final_loss")
         return RunManifest(
-            run_dir=str(doc.get("run_dir", "")), outcome=str(doc.get("outcome", "")), exit_code=doc.get("exit_code"),
-            started_at=doc.get("started_at"), ended_at=doc.get("ended_at"),
-            preset=dict(doc.get("preset") or {}), values=dict(doc.get("values") or {}),
+            run_dir=str(doc.get("run_dir", "")),
+            outcome=str(doc.get("outcome", "")),
+            exit_code=doc.get("exit_code"),
+            started_at=doc.get("started_at"),
+            ended_at=doc.get("ended_at"),
+            preset=dict(doc.get("preset") or {}),
+            values=dict(doc.get("values") or {}),
             value_sources=dict(doc.get("value_sources") or {}),
-            dataset_manifest_sha256=doc.get("dataset_manifest_sha256"), base_model=dict(doc.get("base_model") or {}),
-            sd_scripts=dict(doc.get("sd_scripts") or {}), machine=dict(doc.get("machine") or {}),
-            environment=dict(doc.get("environment") or {}), steps=dict(doc.get("steps") or {}),
+            dataset_manifest_sha256=doc.get("dataset_manifest_sha256"),
+            base_model=dict(doc.get("base_model") or {}),
+            sd_scripts=dict(doc.get("sd_scripts") or {}),
+            machine=dict(doc.get("machine") or {}),
+            environment=dict(doc.get("environment") or {}),
+            steps=dict(doc.get("steps") or {}),
             mean_it_per_s=doc.get("mean_it_per_s"),
             final_loss=float(loss) if isinstance(loss, (int, float, str)) and loss != "" else None,
             checkpoints=tuple(FileEntry.from_json(c) for c in doc.get("checkpoints") or ()),
-            states=tuple(doc.get("states") or ()), samples=tuple(doc.get("samples") or ()),
+            states=tuple(doc.get("states") or ()),
+            samples=tuple(doc.get("samples") or ()),
             lora=FileEntry.from_json(doc["lora"]) if doc.get("lora") else None,
-            verification=doc.get("verification"), score=doc.get("score"),
+            verification=doc.get("verification"),
+            score=doc.get("score"),
             errors=tuple(doc.get("errors") or ()),
             attempts=tuple(Attempt.from_json(a) for a in doc.get("attempts") or ()),
         )

@@ -9,16 +9,25 @@ in run.json. Schema 1 (which held the planning machine's command line) is conver
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any
 
 from kohya_wrap import __version__
 from kohya_wrap.errors import KohyaWrapError, RunDirError
 from kohya_wrap.fsutil import atomic_write_json, atomic_write_text
 from kohya_wrap.rundir.layout import (
-    ACCELERATE_CONFIG, CONFIG_TOML, DATASET_DIR, DATASET_TOML, OUTPUT_DIR, PLAN_FILES, PLAN_JSON, RUN_FILES, SAMPLE_PROMPTS,
+    ACCELERATE_CONFIG,
+    CONFIG_TOML,
+    DATASET_DIR,
+    DATASET_TOML,
+    OUTPUT_DIR,
+    PLAN_FILES,
+    PLAN_JSON,
+    RUN_FILES,
+    SAMPLE_PROMPTS,
 )
 
 PLAN_SCHEMA = 2
@@ -41,11 +50,15 @@ class Machines:
         if self.count < 1:
             raise KohyaWrapError(f"--num-machines {self.count}: must be at least 1")
         if not 0 <= self.rank < self.count:
-            raise KohyaWrapError(f"--machine-rank {self.rank}: must be 0 to {self.count - 1} for {self.count} machine(s)",
-                                 "give rank 0 on the main machine and 1, 2, ... on the others")
+            raise KohyaWrapError(
+                f"--machine-rank {self.rank}: must be 0 to {self.count - 1} for {self.count} machine(s)",
+                "give rank 0 on the main machine and 1, 2, ... on the others",
+            )
         if self.count > 1 and not self.main_ip:
-            raise KohyaWrapError(f"--num-machines {self.count} needs --main-process-ip",
-                                 "give the address of the rank-0 machine, reachable from every machine")
+            raise KohyaWrapError(
+                f"--num-machines {self.count} needs --main-process-ip",
+                "give the address of the rank-0 machine, reachable from every machine",
+            )
         if not 0 < self.main_port < 65536:
             raise KohyaWrapError(f"--main-process-port {self.main_port}: not a TCP port")
 
@@ -63,14 +76,25 @@ class LaunchRequest:
 
     def to_json(self) -> dict[str, Any]:
         m = self.machines
-        return {"gpus": self.gpus, "num_machines": m.count, "machine_rank": m.rank,
-                "main_process_ip": m.main_ip, "main_process_port": m.main_port}
+        return {
+            "gpus": self.gpus,
+            "num_machines": m.count,
+            "machine_rank": m.rank,
+            "main_process_ip": m.main_ip,
+            "main_process_port": m.main_port,
+        }
 
     @staticmethod
     def from_json(doc: Mapping[str, Any]) -> LaunchRequest:
-        return LaunchRequest(int(doc.get("gpus", 1)), Machines(
-            int(doc.get("num_machines", 1)), int(doc.get("machine_rank", 0)), doc.get("main_process_ip"),
-            int(doc.get("main_process_port", 29500))))
+        return LaunchRequest(
+            int(doc.get("gpus", 1)),
+            Machines(
+                int(doc.get("num_machines", 1)),
+                int(doc.get("machine_rank", 0)),
+                doc.get("main_process_ip"),
+                int(doc.get("main_process_port", 29500)),
+            ),
+        )
 
 
 @dataclass(frozen=True)
@@ -127,9 +151,20 @@ class Plan:
             "kohya_wrap_version": __version__,
             "created_at": self.created_at,
             "preset": {"name": self.preset_name, "sha256": self.preset_sha256, "files": list(self.preset_files)},
-            "dataset": {"dir": self.dataset_dir, "manifest_sha256": self.manifest_sha256,
-                        "subsets": [{"dir": s.dir, "images": s.images, "repeats": s.repeats,
-                                     "class_tokens": s.class_tokens, "is_reg": s.is_reg} for s in self.subsets]},
+            "dataset": {
+                "dir": self.dataset_dir,
+                "manifest_sha256": self.manifest_sha256,
+                "subsets": [
+                    {
+                        "dir": s.dir,
+                        "images": s.images,
+                        "repeats": s.repeats,
+                        "class_tokens": s.class_tokens,
+                        "is_reg": s.is_reg,
+                    }
+                    for s in self.subsets
+                ],
+            },
             "base_model": dict(self.base_model),
             "tokenizer_cache_dir": self.tokenizer_cache_dir,
             "values": {k: {"value": v, "source": self.sources[k]} for k, v in self.values.items()},
@@ -153,13 +188,20 @@ def check_new_run_dir(run_dir: Path) -> None:
     if output.is_dir() and any(output.iterdir()):
         started.append(f"{OUTPUT_DIR}/")
     if started:
-        raise RunDirError(f"{run_dir} holds a run ({', '.join(started)}); a run directory is never overwritten",
-                          "choose a new run directory with -o")
-    foreign = sorted(p.name for p in run_dir.iterdir() if p.name not in (*PLAN_FILES, ACCELERATE_CONFIG, OUTPUT_DIR, DATASET_DIR)
-                     and not p.name.startswith("."))
+        raise RunDirError(
+            f"{run_dir} holds a run ({', '.join(started)}); a run directory is never overwritten",
+            "choose a new run directory with -o",
+        )
+    foreign = sorted(
+        p.name
+        for p in run_dir.iterdir()
+        if p.name not in (*PLAN_FILES, ACCELERATE_CONFIG, OUTPUT_DIR, DATASET_DIR) and not p.name.startswith(".")
+    )
     if foreign:
-        raise RunDirError(f"{run_dir} is not empty ({', '.join(foreign[:5])}) and is not a kohya-wrap run directory",
-                          "choose a new or empty run directory with -o")
+        raise RunDirError(
+            f"{run_dir} is not empty ({', '.join(foreign[:5])}) and is not a kohya-wrap run directory",
+            "choose a new or empty run directory with -o",
+        )
 
 
 def write_plan(plan: Plan) -> Path:
@@ -185,10 +227,14 @@ def _launch_from_schema_1(doc: Mapping[str, Any]) -> dict[str, Any]:
 
     machines = int(flag("--num_machines", 1))
     processes = int(flag("--num_processes", (doc.get("steps") or {}).get("num_processes", 1)))
-    return {"gpus": max(1, processes // max(1, machines)), "num_machines": machines,
-            "machine_rank": int(flag("--machine_rank", 0)), "main_process_ip": flag("--main_process_ip", None),
-            "main_process_port": int(flag("--main_process_port", 29500)),
-            "env": (doc.get("launch") or {}).get("env") or {}}
+    return {
+        "gpus": max(1, processes // max(1, machines)),
+        "num_machines": machines,
+        "machine_rank": int(flag("--machine_rank", 0)),
+        "main_process_ip": flag("--main_process_ip", None),
+        "main_process_port": int(flag("--main_process_port", 29500)),
+        "env": (doc.get("launch") or {}).get("env") or {},
+    }
 
 
 def read_plan(run_dir: str | Path) -> Plan:
@@ -196,36 +242,53 @@ def read_plan(run_dir: str | Path) -> Plan:
     run = Path(run_dir).expanduser().resolve()
     path = run / PLAN_JSON
     if not path.is_file():
-        raise RunDirError(f"{run} has no {PLAN_JSON}: it is not a planned run directory",
-                          "make one with `kohya-wrap plan DATASET_DIR --preset NAME --base-model MODEL -o RUN_DIR`")
+        raise RunDirError(
+            f"{run} has no {PLAN_JSON}: it is not a planned run directory",
+            "make one with `kohya-wrap plan DATASET_DIR --preset NAME --base-model MODEL -o RUN_DIR`",
+        )
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise RunDirError(f"{path} cannot be read as JSON: {e}", "plan the run again into a new directory") from None
     if not isinstance(doc, dict):
-        raise RunDirError(f"{path} holds a JSON {type(doc).__name__}, not an object",
-                          "plan the run again into a new directory")
+        raise RunDirError(
+            f"{path} holds a JSON {type(doc).__name__}, not an object", "plan the run again into a new directory"
+        )
     if doc.get("schema") not in READABLE_SCHEMAS:
-        raise RunDirError(f"{path} has plan schema {doc.get('schema')!r}; this kohya-wrap reads {PLAN_SCHEMA}",
-                          "plan the run again with this kohya-wrap")
+        raise RunDirError(
+            f"{path} has plan schema {doc.get('schema')!r}; this kohya-wrap reads {PLAN_SCHEMA}",
+            "plan the run again with this kohya-wrap",
+        )
     launch = _launch_from_schema_1(doc) if doc["schema"] == 1 else doc["launch"]
     try:
-        files = {name: (run / name).read_text(encoding="utf-8") for name in (CONFIG_TOML, DATASET_TOML, SAMPLE_PROMPTS)
-                 if (run / name).is_file()}
+        files = {
+            name: (run / name).read_text(encoding="utf-8")
+            for name in (CONFIG_TOML, DATASET_TOML, SAMPLE_PROMPTS)
+            if (run / name).is_file()
+        }
         return Plan(
-            run_dir=run, created_at=doc["created_at"], preset_name=doc["preset"]["name"],
-            preset_sha256=doc["preset"]["sha256"], preset_files=tuple(doc["preset"]["files"]),
-            dataset_dir=doc["dataset"]["dir"], manifest_sha256=doc["dataset"]["manifest_sha256"],
+            run_dir=run,
+            created_at=doc["created_at"],
+            preset_name=doc["preset"]["name"],
+            preset_sha256=doc["preset"]["sha256"],
+            preset_files=tuple(doc["preset"]["files"]),
+            dataset_dir=doc["dataset"]["dir"],
+            manifest_sha256=doc["dataset"]["manifest_sha256"],
             subsets=tuple(PlanSubset(**s) for s in doc["dataset"]["subsets"]),
-            base_model=MappingProxyType(doc["base_model"]), tokenizer_cache_dir=doc["tokenizer_cache_dir"],
+            base_model=MappingProxyType(doc["base_model"]),
+            tokenizer_cache_dir=doc["tokenizer_cache_dir"],
             values=MappingProxyType({k: v["value"] for k, v in doc["values"].items()}),
             sources=MappingProxyType({k: v["source"] for k, v in doc["values"].items()}),
-            ours=MappingProxyType(doc["ours"]), steps=MappingProxyType(doc["steps"]),
-            launch=LaunchRequest.from_json(launch), env=MappingProxyType(dict(launch.get("env") or {})),
-            output_dir=Path(doc["output"]["dir"]), output_name=doc["output"]["name"],
+            ours=MappingProxyType(doc["ours"]),
+            steps=MappingProxyType(doc["steps"]),
+            launch=LaunchRequest.from_json(launch),
+            env=MappingProxyType(dict(launch.get("env") or {})),
+            output_dir=Path(doc["output"]["dir"]),
+            output_name=doc["output"]["name"],
             lora_file=Path(doc["output"]["lora_file"]),
             sd_scripts=MappingProxyType({k: v for k, v in doc["sd_scripts"].items() if k != "path"}),
-            warnings=tuple(doc.get("warnings", ())), files=MappingProxyType(files),
+            warnings=tuple(doc.get("warnings", ())),
+            files=MappingProxyType(files),
         )
     except (KeyError, TypeError, ValueError) as e:
         raise RunDirError(f"{path} is missing or has a bad {e}", "plan the run again with this kohya-wrap") from None

@@ -10,17 +10,23 @@ from __future__ import annotations
 
 import os
 import secrets
-from contextlib import nullcontext
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, ContextManager, Sequence
+from typing import Any
 
 from kohya_wrap import rundir
 from kohya_wrap.errors import KohyaWrapError, ModelError, RunDirError
 from kohya_wrap.fsutil import atomic_write_json, atomic_write_text
 from kohya_wrap.sample.session import (
-    LOG_FILE, MANIFEST_FILE, PROMPTS_FILE, SampleImage, SampleSession, session_from_json,
+    LOG_FILE,
+    MANIFEST_FILE,
+    PROMPTS_FILE,
+    SampleImage,
+    SampleSession,
+    session_from_json,
 )
 
 
@@ -60,10 +66,9 @@ class SampleContext:
 
 # -- what to sample ---------------------------------------------------------------------------
 
+
 def _checkpoint_step(path: Path) -> int | None:
-    from kohya_wrap.sdscripts import read_metadata
-    from kohya_wrap.sdscripts import training_step
-    from kohya_wrap.sdscripts import step_from_file_name
+    from kohya_wrap.sdscripts import read_metadata, step_from_file_name, training_step
 
     try:
         step = training_step(read_metadata(path))
@@ -92,19 +97,24 @@ def select_targets(candidates: Sequence[LoraTarget], steps_of: str) -> tuple[Lor
     try:
         wanted = [int(s) for s in spec.split(",") if s.strip()]
     except ValueError:
-        raise SampleError(f"--steps-of {steps_of!r} is not 'all', 'last' or a list of step numbers.",
-                          "Use for example --steps-of 500,1000 or --steps-of last.") from None
+        raise SampleError(
+            f"--steps-of {steps_of!r} is not 'all', 'last' or a list of step numbers.",
+            "Use for example --steps-of 500,1000 or --steps-of last.",
+        ) from None
     by_step = {t.step: t for t in ordered if t.step is not None}
     missing = [s for s in wanted if s not in by_step]
     if missing:
         have = ", ".join(str(s) for s in sorted(by_step)) or "none"
-        raise SampleError(f"no checkpoint at step {', '.join(map(str, missing))}; checkpoints exist at steps: {have}.",
-                          "Pick steps from that list, or use --steps-of all.")
+        raise SampleError(
+            f"no checkpoint at step {', '.join(map(str, missing))}; checkpoints exist at steps: {have}.",
+            "Pick steps from that list, or use --steps-of all.",
+        )
     return tuple(by_step[s] for s in wanted)
 
 
-def resolve(target: Path, *, steps_of: str, base_model: Path | None, tokenizer_cache_dir: Path | None,
-            out_dir: Path | None) -> SampleContext:
+def resolve(
+    target: Path, *, steps_of: str, base_model: Path | None, tokenizer_cache_dir: Path | None, out_dir: Path | None
+) -> SampleContext:
     """Which base model, tokenizer and LoRA files a `sample` call uses, and where its images go."""
     from kohya_wrap.sdscripts import checkpoint_files
 
@@ -112,8 +122,10 @@ def resolve(target: Path, *, steps_of: str, base_model: Path | None, tokenizer_c
     run_dir: Path | None = None
     if target.is_dir():
         if not rundir.is_planned(target):
-            raise RunDirError(f"{target} is not a kohya-wrap run (no plan.json).",
-                              "Give a run folder made by `kohya-wrap plan`, or a LoRA .safetensors file.")
+            raise RunDirError(
+                f"{target} is not a kohya-wrap run (no plan.json).",
+                "Give a run folder made by `kohya-wrap plan`, or a LoRA .safetensors file.",
+            )
         run_dir = target
     elif target.is_file():
         if rundir.is_planned(target.parent.parent):
@@ -124,12 +136,17 @@ def resolve(target: Path, *, steps_of: str, base_model: Path | None, tokenizer_c
     plan = rundir.read_plan(run_dir) if run_dir is not None else None
     model = base_model or (plan.base_model_path if plan is not None else None)
     if model is None:
-        raise SampleError(f"no base model known for {target}: it is not inside a kohya-wrap run.",
-                          "Give the SD1.5 checkpoint it was trained on with --base-model PATH.")
+        raise SampleError(
+            f"no base model known for {target}: it is not inside a kohya-wrap run.",
+            "Give the SD1.5 checkpoint it was trained on with --base-model PATH.",
+        )
     if not model.exists():
-        raise ModelError(f"base model {model} does not exist.", "Give an existing SD1.5 checkpoint with --base-model PATH.")
+        raise ModelError(
+            f"base model {model} does not exist.", "Give an existing SD1.5 checkpoint with --base-model PATH."
+        )
     tokenizer = tokenizer_cache_dir or (
-        Path(plan.tokenizer_cache_dir) if plan is not None and plan.tokenizer_cache_dir else None)
+        Path(plan.tokenizer_cache_dir) if plan is not None and plan.tokenizer_cache_dir else None
+    )
 
     if plan is None:
         targets: tuple[LoraTarget, ...] = (LoraTarget(target, _checkpoint_step(target)),)
@@ -162,6 +179,7 @@ def resolve(target: Path, *, steps_of: str, base_model: Path | None, tokenizer_c
 
 # -- running the generator --------------------------------------------------------------------
 
+
 def _new_session_folder(sessions_dir: Path) -> Path:
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     for n in range(1000):
@@ -174,8 +192,9 @@ def _new_session_folder(sessions_dir: Path) -> Path:
     raise SampleError(f"could not make a new session folder in {sessions_dir}.", "Remove old sessions there.")
 
 
-def _manifest(folder: Path, ctx: SampleContext, opts: SampleOptions, seed: int, images: list[SampleImage],
-              created_at: str) -> dict[str, Any]:
+def _manifest(
+    folder: Path, ctx: SampleContext, opts: SampleOptions, seed: int, images: list[SampleImage], created_at: str
+) -> dict[str, Any]:
     return {
         "schema": 1,
         "created_at": created_at,
@@ -190,8 +209,15 @@ def _manifest(folder: Path, ctx: SampleContext, opts: SampleOptions, seed: int, 
         "scale": opts.scale,
         "sampler": opts.sampler,
         "images": [
-            {"file": str(i.path.relative_to(folder)), "lora_file": i.lora_file, "lora_name": i.lora_name,
-             "step": i.step, "prompt_index": i.prompt_index, "image_index": i.image_index, "seed": i.seed}
+            {
+                "file": str(i.path.relative_to(folder)),
+                "lora_file": i.lora_file,
+                "lora_name": i.lora_name,
+                "step": i.step,
+                "prompt_index": i.prompt_index,
+                "image_index": i.image_index,
+                "seed": i.seed,
+            }
             for i in images
         ],
     }
@@ -208,20 +234,33 @@ def _validate(opts: SampleOptions) -> None:
         if size < 64 or size % 8:
             raise SampleError(f"{name} {size} is not a multiple of 8 of at least 64.", "Use for example --size 512.")
     if opts.sampler_steps < 1:
-        raise SampleError(f"--sampler-steps {opts.sampler_steps} must be at least 1.", "Use for example --sampler-steps 30.")
+        raise SampleError(
+            f"--sampler-steps {opts.sampler_steps} must be at least 1.", "Use for example --sampler-steps 30."
+        )
     if opts.sampler not in SAMPLERS:
         raise SampleError(f"unknown sampler {opts.sampler!r}.", f"Use one of: {', '.join(SAMPLERS)}.")
 
 
-def sample(target: Path, opts: SampleOptions, *, base_model: Path | None = None, tokenizer_cache_dir: Path | None = None,
-           out_dir: Path | None = None, sd_scripts: str | None = None, python: str | None = None,
-           on_line: Callable[[str], None] | None = None,
-           on_done: Callable[[Path], Any] | None = None) -> SampleSession:
+def sample(
+    target: Path,
+    opts: SampleOptions,
+    *,
+    base_model: Path | None = None,
+    tokenizer_cache_dir: Path | None = None,
+    out_dir: Path | None = None,
+    sd_scripts: str | None = None,
+    python: str | None = None,
+    on_line: Callable[[str], None] | None = None,
+    on_done: Callable[[Path], Any] | None = None,
+) -> SampleSession:
     """Generate the images; then, for a run, call on_done(run_dir) (the CLI rewrites the report there)."""
     _validate(opts)
-    ctx = resolve(target, steps_of=opts.steps_of, base_model=base_model, tokenizer_cache_dir=tokenizer_cache_dir,
-                  out_dir=out_dir)
-    lock: ContextManager[object] = rundir.RunLock(ctx.run_dir, "sample") if ctx.run_dir is not None else nullcontext()
+    ctx = resolve(
+        target, steps_of=opts.steps_of, base_model=base_model, tokenizer_cache_dir=tokenizer_cache_dir, out_dir=out_dir
+    )
+    lock: AbstractContextManager[object] = (
+        rundir.RunLock(ctx.run_dir, "sample") if ctx.run_dir is not None else nullcontext()
+    )
     with lock:
         session = _generate(ctx, opts, sd_scripts=sd_scripts, python=python, on_line=on_line)
     if ctx.run_dir is not None and on_done is not None:
@@ -229,12 +268,24 @@ def sample(target: Path, opts: SampleOptions, *, base_model: Path | None = None,
     return session
 
 
-def _generate(ctx: SampleContext, opts: SampleOptions, *, sd_scripts: str | None, python: str | None,
-              on_line: Callable[[str], None] | None) -> SampleSession:
+def _generate(
+    ctx: SampleContext,
+    opts: SampleOptions,
+    *,
+    sd_scripts: str | None,
+    python: str | None,
+    on_line: Callable[[str], None] | None,
+) -> SampleSession:
     from kohya_wrap.process import child_env, stream
-    from kohya_wrap.sdscripts import locate
-    from kohya_wrap.sdscripts import GenRequest, build_gen_argv, expected_outputs, gen_env, render_prompts_file
-    from kohya_wrap.sdscripts import LineSplitter
+    from kohya_wrap.sdscripts import (
+        GenRequest,
+        LineSplitter,
+        build_gen_argv,
+        expected_outputs,
+        gen_env,
+        locate,
+        render_prompts_file,
+    )
 
     checkout = locate(sd_scripts)
     seed = opts.seed if opts.seed is not None else secrets.randbelow(2**31)
@@ -266,14 +317,28 @@ def _generate(ctx: SampleContext, opts: SampleOptions, *, sd_scripts: str | None
         name = lora.path.stem if lora.path is not None else "base model"
         lora_out = folder / (lora.path.stem if lora.path is not None else "base-model")
         req = GenRequest(
-            checkout=checkout.path, base_model=ctx.base_model, lora_file=lora.path, weight=opts.weight,
-            prompts_file=prompts_file, out_dir=lora_out, images_per_prompt=opts.count,
-            width=opts.width, height=opts.height, steps=opts.sampler_steps, scale=opts.scale,
-            sampler=opts.sampler, tokenizer_cache_dir=ctx.tokenizer_cache_dir,
+            checkout=checkout.path,
+            base_model=ctx.base_model,
+            lora_file=lora.path,
+            weight=opts.weight,
+            prompts_file=prompts_file,
+            out_dir=lora_out,
+            images_per_prompt=opts.count,
+            width=opts.width,
+            height=opts.height,
+            steps=opts.sampler_steps,
+            scale=opts.scale,
+            sampler=opts.sampler,
+            tokenizer_cache_dir=ctx.tokenizer_cache_dir,
         )
         tail.clear()
-        result = stream(build_gen_argv(req, python), env=child_env(gen_env(offline=offline)), cwd=checkout.path,
-                        log_path=log_path, on_output=keep_tail)
+        result = stream(
+            build_gen_argv(req, python),
+            env=child_env(gen_env(offline=offline)),
+            cwd=checkout.path,
+            log_path=log_path,
+            on_output=keep_tail,
+        )
         if result.stop_reason == "interrupt":
             raise KeyboardInterrupt
         missing = [f for _, _, f in expected_outputs(len(opts.prompts), opts.count) if not (lora_out / f).is_file()]
@@ -285,8 +350,11 @@ def _generate(ctx: SampleContext, opts: SampleOptions, *, sd_scripts: str | None
                 f"Full output: {log_path}",
             )
         for p, k, file_name in expected_outputs(len(opts.prompts), opts.count):
-            images.append(SampleImage(lora_out / file_name, str(lora.path) if lora.path else None, name, lora.step,
-                                      p, k, seeds[k]))
+            images.append(
+                SampleImage(
+                    lora_out / file_name, str(lora.path) if lora.path else None, name, lora.step, p, k, seeds[k]
+                )
+            )
         # written after every LoRA, so an interrupted session keeps what it made
         atomic_write_json(folder / MANIFEST_FILE, _manifest(folder, ctx, opts, seed, images, created_at))
 

@@ -45,18 +45,21 @@ class SampleSession:
 
 # -- reading sessions back (the report) -------------------------------------------------------
 
+
 def session_from_json(folder: Path, data: dict[str, Any]) -> SampleSession:
     images = []
     for item in data.get("images", []):
-        images.append(SampleImage(
-            path=folder / item["file"],
-            lora_file=item.get("lora_file"),
-            lora_name=item.get("lora_name", ""),
-            step=item.get("step"),
-            prompt_index=int(item["prompt_index"]),
-            image_index=int(item.get("image_index", 0)),
-            seed=int(item["seed"]),
-        ))
+        images.append(
+            SampleImage(
+                path=folder / item["file"],
+                lora_file=item.get("lora_file"),
+                lora_name=item.get("lora_name", ""),
+                step=item.get("step"),
+                prompt_index=int(item["prompt_index"]),
+                image_index=int(item.get("image_index", 0)),
+                seed=int(item["seed"]),
+            )
+        )
     return SampleSession(
         folder=folder,
         created_at=str(data.get("created_at", "")),

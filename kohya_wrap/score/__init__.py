@@ -17,8 +17,18 @@ from kohya_wrap.score.collect import ScoreError
 from kohya_wrap.score.identity import INSTALL_HINT, scorer_available
 from kohya_wrap.score.scoring import CheckpointScore, ScoreReport
 
-__all__ = ["CheckpointScore", "INSTALL_HINT", "ScoreError", "ScoreReport", "load_score", "recommended_line",
-           "recommended_step", "score_images", "score_run", "scorer_available"]
+__all__ = [
+    "CheckpointScore",
+    "INSTALL_HINT",
+    "ScoreError",
+    "ScoreReport",
+    "load_score",
+    "recommended_line",
+    "recommended_step",
+    "score_images",
+    "score_run",
+    "scorer_available",
+]
 
 
 def _require_scorer() -> None:
@@ -27,9 +37,16 @@ def _require_scorer() -> None:
         raise ScoreError(f"score cannot run: {problem}", f"install it with: {INSTALL_HINT}")
 
 
-def score_run(run_dir: str | Path, *, reference_dir: Path | None = None, cache_dir: Path | None = None,
-              use_cache: bool = True, write: bool = True, model: Any = None,
-              progress: Callable[[str], None] | None = None) -> ScoreReport:
+def score_run(
+    run_dir: str | Path,
+    *,
+    reference_dir: Path | None = None,
+    cache_dir: Path | None = None,
+    use_cache: bool = True,
+    write: bool = True,
+    model: Any = None,
+    progress: Callable[[str], None] | None = None,
+) -> ScoreReport:
     """Score every checkpoint's samples of a run; write RUN_DIR/score.json (atomically) unless write=False.
 
     cache_dir: where reference observations are cached (None: kohya-wrap's cache folder); use_cache=False: none.
@@ -47,19 +64,32 @@ def score_run(run_dir: str | Path, *, reference_dir: Path | None = None, cache_d
     else:
         photos, where = run_references(run)
     _require_scorer()
-    report = score_groups(groups, photos, references_where=where, samples_where=samples_where,
-                          need_file=any(g.checkpoint is not None for g in groups), cache_dir=cache_dir,
-                          use_cache=use_cache,
-                          validation=validation_losses(rundir.paths(run).tensorboard_dir), model=model,
-                          progress=progress)
+    report = score_groups(
+        groups,
+        photos,
+        references_where=where,
+        samples_where=samples_where,
+        need_file=any(g.checkpoint is not None for g in groups),
+        cache_dir=cache_dir,
+        use_cache=use_cache,
+        validation=validation_losses(rundir.paths(run).tensorboard_dir),
+        model=model,
+        progress=progress,
+    )
     if write:
         atomic_write_json(rundir.paths(run).score_json, report.to_json())
     return report
 
 
-def score_images(reference_dir: str | Path, samples_dir: str | Path, *, cache_dir: Path | None = None,
-                 use_cache: bool = True, model: Any = None,
-                 progress: Callable[[str], None] | None = None) -> ScoreReport:
+def score_images(
+    reference_dir: str | Path,
+    samples_dir: str | Path,
+    *,
+    cache_dir: Path | None = None,
+    use_cache: bool = True,
+    model: Any = None,
+    progress: Callable[[str], None] | None = None,
+) -> ScoreReport:
     """Score any samples (grouped by sd-scripts' file names or by step subfolders) against any photos."""
     from kohya_wrap.score.collect import folder_references, group_samples_dir
     from kohya_wrap.score.scoring import score_groups
@@ -67,8 +97,17 @@ def score_images(reference_dir: str | Path, samples_dir: str | Path, *, cache_di
     groups = group_samples_dir(Path(samples_dir))
     photos = folder_references(Path(reference_dir))
     _require_scorer()
-    return score_groups(groups, photos, references_where=str(reference_dir), samples_where=str(samples_dir),
-                        need_file=False, cache_dir=cache_dir, use_cache=use_cache, model=model, progress=progress)
+    return score_groups(
+        groups,
+        photos,
+        references_where=str(reference_dir),
+        samples_where=str(samples_dir),
+        need_file=False,
+        cache_dir=cache_dir,
+        use_cache=use_cache,
+        model=model,
+        progress=progress,
+    )
 
 
 def load_score(run_dir: str | Path) -> dict[str, Any] | None:
@@ -98,5 +137,7 @@ def recommended_line(doc: dict[str, Any] | None) -> str:
         return f"no checkpoint recommended: {reason}"
     rec = doc["recommended"]
     name = f" ({rec['checkpoint']})" if rec.get("checkpoint") else ""
-    return (f"recommended: step {step}{name}, likeness {rec.get('likeness')}, "
-            f"{rec.get('matches')}/{rec.get('samples')} samples the person, no copies")
+    return (
+        f"recommended: step {step}{name}, likeness {rec.get('likeness')}, "
+        f"{rec.get('matches')}/{rec.get('samples')} samples the person, no copies"
+    )

@@ -44,9 +44,13 @@ class ObservationCache:
                     found = Observation(faces=0)
                 else:
                     box = tuple(int(v) for v in data["box"])
-                    found = Observation(faces=faces, embedding=data["embedding"].astype(np.float64),
-                                        chip=data["chip"].astype(np.float32), mask=data["mask"].astype(bool),
-                                        box=(box[0], box[1], box[2], box[3]))
+                    found = Observation(
+                        faces=faces,
+                        embedding=data["embedding"].astype(np.float64),
+                        chip=data["chip"].astype(np.float32),
+                        mask=data["mask"].astype(bool),
+                        box=(box[0], box[1], box[2], box[3]),
+                    )
         except (OSError, ValueError, KeyError):
             self.misses += 1
             return None
@@ -61,11 +65,14 @@ class ObservationCache:
             return
         arrays: dict[str, Any] = {"faces": np.array(observation.faces)}
         if observation.has_face:
-            arrays.update(embedding=observation.embedding, chip=observation.chip.astype(np.float32),
-                          mask=observation.mask.astype(bool),
-                          box=np.array(observation.box or (0, 0, 0, 0)))
+            arrays.update(
+                embedding=observation.embedding,
+                chip=observation.chip.astype(np.float32),
+                mask=observation.mask.astype(bool),
+                box=np.array(observation.box or (0, 0, 0, 0)),
+            )
         buffer = io.BytesIO()
-        np.savez(buffer, **arrays)  # type: ignore[arg-type]
+        np.savez(buffer, **arrays)
         try:
             atomic_write_bytes(path, buffer.getvalue())
         except OSError:

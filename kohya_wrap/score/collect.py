@@ -39,8 +39,9 @@ def is_image(path: Path) -> bool:
 
 def images_in(folder: Path, *, recursive: bool) -> list[Path]:
     found = folder.rglob("*") if recursive else folder.iterdir()
-    return sorted(p for p in found
-                  if is_image(p) and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+    return sorted(
+        p for p in found if is_image(p) and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+    )
 
 
 def folder_step(name: str) -> int | None:
@@ -75,12 +76,13 @@ def group_samples_dir(folder: Path) -> list[SampleGroup]:
             continue
         by_step.setdefault(step, []).extend(images)
     if not by_step:
-        what = (f"{len(loose)} images whose names do not say a step" if loose else "no images")
+        what = f"{len(loose)} images whose names do not say a step" if loose else "no images"
         extra = f"; subfolders without a step number in their name: {', '.join(unnamed[:5])}" if unnamed else ""
         raise ScoreError(
             f"--samples {folder}: {what}{extra}",
             "name the files the sd-scripts way (<name>_<step, 6 digits>_<prompt, 2 digits>_<date>.png) "
-            "or put each checkpoint's samples in a subfolder named by its step (step-000500/)")
+            "or put each checkpoint's samples in a subfolder named by its step (step-000500/)",
+        )
     return [SampleGroup(step, tuple(sorted(paths))) for step, paths in sorted(by_step.items())]
 
 
@@ -102,7 +104,8 @@ def group_run_samples(run_dir: Path) -> tuple[list[SampleGroup], str]:
         raise ScoreError(
             f"{sample_dir(plan.output_dir)}: no samples to score",
             "train the run first (its preset draws samples at each checkpoint: sample_every_n_steps), "
-            "or draw some with `kohya-wrap sample RUN_DIR` and score them with --samples")
+            "or draw some with `kohya-wrap sample RUN_DIR` and score them with --samples",
+        )
     by_step: dict[int, list[Path]] = {}
     for path, name in found:
         step = sample_step(name, spe if isinstance(spe, int) else None, plan.max_train_steps)
@@ -119,8 +122,10 @@ def run_references(run_dir: Path) -> tuple[list[Path], str]:
     dirs = [Path(s.dir) for s in plan.subsets if not s.is_reg]
     missing = [d for d in dirs if not d.is_dir()]
     if missing:
-        raise ScoreError(f"the run's training images are gone: {missing[0]} does not exist",
-                         "give the photos of the person with --reference DIR")
+        raise ScoreError(
+            f"the run's training images are gone: {missing[0]} does not exist",
+            "give the photos of the person with --reference DIR",
+        )
     photos = [p for d in dirs for p in images_in(d, recursive=False)]
     return photos, ", ".join(str(d) for d in dirs)
 

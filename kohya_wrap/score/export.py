@@ -36,9 +36,17 @@ class ExportResult:
     note: str = ""
 
     def to_json(self) -> dict[str, Any]:
-        return {"path": str(self.path), "source": str(self.source), "step": self.step, "why": self.why,
-                "score": self.score, "prompt": self.prompt, "note": self.note,
-                "automatic1111": A1111_FOLDER, "comfyui": COMFYUI_FOLDER}
+        return {
+            "path": str(self.path),
+            "source": str(self.source),
+            "step": self.step,
+            "why": self.why,
+            "score": self.score,
+            "prompt": self.prompt,
+            "note": self.note,
+            "automatic1111": A1111_FOLDER,
+            "comfyui": COMFYUI_FOLDER,
+        }
 
 
 def read_header(path: Path) -> tuple[dict[str, Any], int]:
@@ -83,8 +91,10 @@ def write_with_metadata(source: Path, target: Path, extra: dict[str, str]) -> No
         try:
             os.link(tmp, target)  # fails if target exists: never overwrites, even in a race
         except FileExistsError:
-            raise ScoreError(f"{target} already exists; export never overwrites a file",
-                             "give another -o PATH, or remove that file first") from None
+            raise ScoreError(
+                f"{target} already exists; export never overwrites a file",
+                "give another -o PATH, or remove that file first",
+            ) from None
     finally:
         try:
             os.unlink(tmp)
@@ -109,14 +119,17 @@ def export_checkpoint(run_dir: str | Path, out: str | Path, *, step: int | None 
     plan = load_run_plan(run)
     files = checkpoint_steps(plan.output_dir, plan.output_name, plan.max_train_steps)
     if not files:
-        raise ScoreError(f"{plan.output_dir} holds no LoRA file of this run yet",
-                         "train it first: kohya-wrap train RUN_DIR")
+        raise ScoreError(
+            f"{plan.output_dir} holds no LoRA file of this run yet", "train it first: kohya-wrap train RUN_DIR"
+        )
     doc = load_score(run)
     note = ""
     if step is not None:
         if step not in files:
-            raise ScoreError(f"--step {step}: no checkpoint was saved at that step",
-                             f"saved steps: {', '.join(str(s) for s in sorted(files))}")
+            raise ScoreError(
+                f"--step {step}: no checkpoint was saved at that step",
+                f"saved steps: {', '.join(str(s) for s in sorted(files))}",
+            )
         chosen, why = step, "--step"
     elif (rec := recommended_step(doc)) is not None and rec in files:
         chosen, why = rec, "recommended"
@@ -134,15 +147,32 @@ def export_checkpoint(run_dir: str | Path, out: str | Path, *, step: int | None 
     if target.suffix != ".safetensors":
         target = target.with_name(target.name + ".safetensors")
     if target.exists():
-        raise ScoreError(f"{target} already exists; export never overwrites a file",
-                         "give another -o PATH, or remove that file first")
+        raise ScoreError(
+            f"{target} already exists; export never overwrites a file",
+            "give another -o PATH, or remove that file first",
+        )
     score = next((c for c in (doc or {}).get("checkpoints", []) if c.get("step") == chosen), None)
     summary = None
     if score is not None:
-        summary = {k: score.get(k) for k in ("step", "samples", "faces", "likeness", "matches", "copies",
-                                              "distance", "variety", "validation_loss")}
-        summary.update(recommended=recommended_step(doc) == chosen, reason=doc.get("reason") if doc else None,
-                       model=(doc or {}).get("model", {}).get("id"))
+        summary = {
+            k: score.get(k)
+            for k in (
+                "step",
+                "samples",
+                "faces",
+                "likeness",
+                "matches",
+                "copies",
+                "distance",
+                "variety",
+                "validation_loss",
+            )
+        }
+        summary.update(
+            recommended=recommended_step(doc) == chosen,
+            reason=doc.get("reason") if doc else None,
+            model=(doc or {}).get("model", {}).get("id"),
+        )
     extra = {SCORE_METADATA_KEY: json.dumps(summary, sort_keys=True)} if summary is not None else {}
     write_with_metadata(files[chosen], target, extra)
     prompt = f"<lora:{target.stem}:{LORA_WEIGHT}> photo of {subject_words(plan)}"

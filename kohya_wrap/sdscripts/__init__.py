@@ -171,62 +171,151 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
-    from kohya_wrap.sdscripts.checkout import (  # noqa: F401
-        Checkout, locate,
-    )
-    from kohya_wrap.sdscripts.requirements import (  # noqa: F401
-        TORCH_MINIMUM, TORCH_SUGGESTED, TRAIN_REQUIREMENTS, TRAIN_MODULES,
-    )
-    from kohya_wrap.sdscripts.arguments import (  # noqa: F401
-        MANAGED_KEYS, PRESET_FORBIDDEN, SECRET_KEYS, STEP_KEYS, Argument, ArgumentError, Problem, argparse_default,
-        check_trust, convert, cross_checks, did_you_mean, lookup, needed_packages, package_problems, unknown_key_hint,
-    )
     from kohya_wrap.sdscripts.aliases import alias_hint  # noqa: F401
+    from kohya_wrap.sdscripts.arguments import (  # noqa: F401
+        MANAGED_KEYS,
+        PRESET_FORBIDDEN,
+        SECRET_KEYS,
+        STEP_KEYS,
+        Argument,
+        ArgumentError,
+        Problem,
+        argparse_default,
+        check_trust,
+        convert,
+        cross_checks,
+        did_you_mean,
+        lookup,
+        needed_packages,
+        package_problems,
+        unknown_key_hint,
+    )
     from kohya_wrap.sdscripts.arguments import table as argument_table  # noqa: F401
-    from kohya_wrap.sdscripts.ranges import Range, range_of  # noqa: F401
-    from kohya_wrap.sdscripts.values import (  # noqa: F401
-        Shape, bucket_key, check_image_sizes, filled_in, precision_for, read_shape, run_values, saves_state,
-    )
-    from kohya_wrap.sdscripts.steps import (  # noqa: F401
-        StepPlan, StepSubset, StepTarget, plan_steps,
-    )
-    from kohya_wrap.sdscripts.layout import (  # noqa: F401
-        CAPTION_EXTENSION, DEFAULT_REPEATS, IMAGE_EXTENSIONS, REG_DIR, TRAIN_DIR, SubsetName, parse_subset_dir_name, subset_dir_name,
-    )
-    from kohya_wrap.sdscripts.configs import (  # noqa: F401
-        DatasetSubset, SamplePrompt, TOKENIZER_FILES, TOKENIZER_REPO, TOKENIZER_REQUIRED_FILES, render_config_toml, render_dataset_toml, render_sample_prompts, tokenizer_subdir,
+    from kohya_wrap.sdscripts.checkout import (  # noqa: F401
+        Checkout,
+        locate,
     )
     from kohya_wrap.sdscripts.command import (  # noqa: F401
-        Launch, base_model_args, build_argv, build_env, default_cpu_threads, precision_args, render_accelerate_config, tokenizer_args,
+        Launch,
+        base_model_args,
+        build_argv,
+        build_env,
+        default_cpu_threads,
+        precision_args,
+        render_accelerate_config,
+        tokenizer_args,
     )
-    from kohya_wrap.sdscripts.output import (  # noqa: F401
-        NAN_REMEDIES, OOM_REMEDIES, LineSplitter, OutputParser, step_from_file_name,
+    from kohya_wrap.sdscripts.configs import (  # noqa: F401
+        TOKENIZER_FILES,
+        TOKENIZER_REPO,
+        TOKENIZER_REQUIRED_FILES,
+        DatasetSubset,
+        SamplePrompt,
+        render_config_toml,
+        render_dataset_toml,
+        render_sample_prompts,
+        tokenizer_subdir,
+    )
+    from kohya_wrap.sdscripts.gen_command import (  # noqa: F401
+        SAMPLERS,
+        GenRequest,
+        expected_outputs,
+        render_prompts_file,
+    )
+    from kohya_wrap.sdscripts.gen_command import build_argv as build_gen_argv  # noqa: F401
+    from kohya_wrap.sdscripts.gen_command import build_env as gen_env  # noqa: F401
+    from kohya_wrap.sdscripts.layout import (  # noqa: F401
+        CAPTION_EXTENSION,
+        DEFAULT_REPEATS,
+        IMAGE_EXTENSIONS,
+        REG_DIR,
+        TRAIN_DIR,
+        SubsetName,
+        parse_subset_dir_name,
+        subset_dir_name,
     )
     from kohya_wrap.sdscripts.lora_file import (  # noqa: F401
-        KOHYA_PREFIXES, TEXT_ENCODER_PREFIX, TEXT_ENCODER_PREFIXES, UNET_PREFIX, Check, Expectation, LoraReport,
-        expectation_from_values, is_kohya_key, is_sdxl, is_text_encoder_module, read_metadata, verify_lora,
+        KOHYA_PREFIXES,
+        TEXT_ENCODER_PREFIX,
+        TEXT_ENCODER_PREFIXES,
+        UNET_PREFIX,
+        Check,
+        Expectation,
+        LoraReport,
+        expectation_from_values,
+        is_kohya_key,
+        is_sdxl,
+        is_text_encoder_module,
+        read_metadata,
+        verify_lora,
     )
     from kohya_wrap.sdscripts.lora_metadata import (  # noqa: F401
-        TrainingInfo, conv_network, interpret, training_step,
+        TrainingInfo,
+        conv_network,
+        interpret,
+        training_step,
     )
-    from kohya_wrap.sdscripts.sd15 import (  # noqa: F401
-        SD15, TEXT_ENCODER_VOCAB_SIZE, TOKENIZER_MAX_LENGTH, Sd15Architecture, TextEncoderShape, UNetShape, VaeShape,
+    from kohya_wrap.sdscripts.output import (  # noqa: F401
+        NAN_REMEDIES,
+        OOM_REMEDIES,
+        LineSplitter,
+        OutputParser,
+        step_from_file_name,
+    )
+    from kohya_wrap.sdscripts.ranges import Range, range_of  # noqa: F401
+    from kohya_wrap.sdscripts.requirements import (  # noqa: F401
+        TORCH_MINIMUM,
+        TORCH_SUGGESTED,
+        TRAIN_MODULES,
+        TRAIN_REQUIREMENTS,
+    )
+    from kohya_wrap.sdscripts.resume import (  # noqa: F401
+        SavedState,
+        latest_state,
+        read_state,
+        resume_args,
+        resume_limit_warning,
+        resume_problem,
+    )
+    from kohya_wrap.sdscripts.samples import (  # noqa: F401
+        SampleName,
+        checkpoint_files,
+        checkpoint_steps,
+        find_samples,
+        parse_sample_name,
+        read_prompt_texts,
+        sample_dir,
+        sample_step,
+    )
+    from kohya_wrap.sdscripts.sd15 import (  # noqa: F401  # noqa: F401
+        SD15,
+        TEXT_ENCODER_VOCAB_SIZE,
+        TOKENIZER_MAX_LENGTH,
+        Sd15Architecture,
+        TextEncoderShape,
+        UNetShape,
+        VaeShape,
+        diffusers_problem,
+        read_safetensors_keys,
     )
     from kohya_wrap.sdscripts.sd15 import TEXT_ENCODER_PREFIX as CHECKPOINT_TEXT_ENCODER_PREFIX  # noqa: F401
     from kohya_wrap.sdscripts.sd15 import UNET_PREFIX as CHECKPOINT_UNET_PREFIX  # noqa: F401
     from kohya_wrap.sdscripts.sd15 import VAE_PREFIX as CHECKPOINT_VAE_PREFIX  # noqa: F401
-    from kohya_wrap.sdscripts.sd15 import diffusers_problem, read_safetensors_keys  # noqa: F401
-    from kohya_wrap.sdscripts.tensorboard import VALIDATION_STEP_AVERAGE, read_scalars, validation_losses  # noqa: F401
     from kohya_wrap.sdscripts.sd15 import sd15_problem as sd15_key_problem  # noqa: F401
-    from kohya_wrap.sdscripts.resume import (  # noqa: F401
-        SavedState, latest_state, read_state, resume_args, resume_limit_warning, resume_problem,
+    from kohya_wrap.sdscripts.steps import (  # noqa: F401
+        StepPlan,
+        StepSubset,
+        StepTarget,
+        plan_steps,
     )
-    from kohya_wrap.sdscripts.samples import (  # noqa: F401
-        SampleName, checkpoint_files, checkpoint_steps, find_samples, parse_sample_name, read_prompt_texts, sample_dir,
-        sample_step,
+    from kohya_wrap.sdscripts.tensorboard import VALIDATION_STEP_AVERAGE, read_scalars, validation_losses  # noqa: F401
+    from kohya_wrap.sdscripts.values import (  # noqa: F401
+        Shape,
+        bucket_key,
+        check_image_sizes,
+        filled_in,
+        precision_for,
+        read_shape,
+        run_values,
+        saves_state,
     )
-    from kohya_wrap.sdscripts.gen_command import (  # noqa: F401
-        GenRequest, SAMPLERS, expected_outputs, render_prompts_file,
-    )
-    from kohya_wrap.sdscripts.gen_command import build_argv as build_gen_argv  # noqa: F401
-    from kohya_wrap.sdscripts.gen_command import build_env as gen_env  # noqa: F401

@@ -10,42 +10,44 @@ from collections.abc import Mapping
 from types import MappingProxyType
 
 # alias -> (sd-scripts argument, a note on how the value differs, or "")
-ALIASES: Mapping[str, tuple[str, str]] = MappingProxyType({
-    "epoch": ("max_train_epochs", ""),
-    "epochs": ("max_train_epochs", ""),
-    "max_epochs": ("max_train_epochs", ""),
-    "lr": ("learning_rate", ""),
-    "learningrate": ("learning_rate", ""),
-    "batch_size": ("train_batch_size", ""),
-    "batch": ("train_batch_size", ""),
-    "bs": ("train_batch_size", ""),
-    "steps": ("max_train_steps", ""),
-    "train_steps": ("max_train_steps", ""),
-    "dim": ("network_dim", ""),
-    "rank": ("network_dim", ""),
-    "network_rank": ("network_dim", ""),
-    "alpha": ("network_alpha", ""),
-    "optimizer": ("optimizer_type", ""),
-    "scheduler": ("lr_scheduler", ""),
-    "lr_warmup": ("lr_warmup_steps", "the GUI's lr_warmup is a percentage: write it as 'N%'"),
-    "warmup_steps": ("lr_warmup_steps", ""),
-    "warmup": ("lr_warmup_steps", ""),
-    "te_lr": ("text_encoder_lr", ""),
-    "textencoder_lr": ("text_encoder_lr", ""),
-    "unet_learning_rate": ("unet_lr", ""),
-    "text_encoder_learning_rate": ("text_encoder_lr", ""),
-    "max_resolution": ("resolution", ""),
-    "precision": ("mixed_precision", ""),
-    "grad_accum": ("gradient_accumulation_steps", ""),
-    "gradient_accumulation": ("gradient_accumulation_steps", ""),
-    "gradient_accumulation_step": ("gradient_accumulation_steps", ""),
-    "num_cycles": ("lr_scheduler_num_cycles", ""),
-    "save_every_n_step": ("save_every_n_steps", ""),
-    "save_every_n_epoch": ("save_every_n_epochs", ""),
-    "workers": ("max_data_loader_n_workers", ""),
-    "num_workers": ("max_data_loader_n_workers", ""),
-    "attention": ("sdpa", "choose one of sdpa, xformers, mem_eff_attn (each a true/false flag)"),
-})
+ALIASES: Mapping[str, tuple[str, str]] = MappingProxyType(
+    {
+        "epoch": ("max_train_epochs", ""),
+        "epochs": ("max_train_epochs", ""),
+        "max_epochs": ("max_train_epochs", ""),
+        "lr": ("learning_rate", ""),
+        "learningrate": ("learning_rate", ""),
+        "batch_size": ("train_batch_size", ""),
+        "batch": ("train_batch_size", ""),
+        "bs": ("train_batch_size", ""),
+        "steps": ("max_train_steps", ""),
+        "train_steps": ("max_train_steps", ""),
+        "dim": ("network_dim", ""),
+        "rank": ("network_dim", ""),
+        "network_rank": ("network_dim", ""),
+        "alpha": ("network_alpha", ""),
+        "optimizer": ("optimizer_type", ""),
+        "scheduler": ("lr_scheduler", ""),
+        "lr_warmup": ("lr_warmup_steps", "the GUI's lr_warmup is a percentage: write it as 'N%'"),
+        "warmup_steps": ("lr_warmup_steps", ""),
+        "warmup": ("lr_warmup_steps", ""),
+        "te_lr": ("text_encoder_lr", ""),
+        "textencoder_lr": ("text_encoder_lr", ""),
+        "unet_learning_rate": ("unet_lr", ""),
+        "text_encoder_learning_rate": ("text_encoder_lr", ""),
+        "max_resolution": ("resolution", ""),
+        "precision": ("mixed_precision", ""),
+        "grad_accum": ("gradient_accumulation_steps", ""),
+        "gradient_accumulation": ("gradient_accumulation_steps", ""),
+        "gradient_accumulation_step": ("gradient_accumulation_steps", ""),
+        "num_cycles": ("lr_scheduler_num_cycles", ""),
+        "save_every_n_step": ("save_every_n_steps", ""),
+        "save_every_n_epoch": ("save_every_n_epochs", ""),
+        "workers": ("max_data_loader_n_workers", ""),
+        "num_workers": ("max_data_loader_n_workers", ""),
+        "attention": ("sdpa", "choose one of sdpa, xformers, mem_eff_attn (each a true/false flag)"),
+    }
+)
 
 
 def alias_hint(key: str) -> str | None:
@@ -55,4 +57,5 @@ def alias_hint(key: str) -> str | None:
         return None
     target, note = hit
     return f"{key!r} is the Kohya GUI's name: sd-scripts calls it {target!r} (--set {target}=...)" + (
-        f"; {note}" if note else "")
+        f"; {note}" if note else ""
+    )

@@ -23,7 +23,7 @@ from kohya_wrap.sdscripts.ranges import range_of
 try:
     import tomllib
 except ModuleNotFoundError:  # Python 3.10
-    import tomli as tomllib  # type: ignore[no-redef]
+    import tomli as tomllib
 
 # The network modules shipped in v0.10.1 that train SD1.x: networks/lora_flux.py, lora_sd3.py and the
 # other architecture-specific modules build networks for models train_network.py does not load.
@@ -31,10 +31,29 @@ NETWORK_MODULE_ALLOWLIST = ("networks.lora", "networks.dylora", "networks.lora_f
 
 # library/train_util.py: get_optimizer, compared lower-cased. Anything else without a dot is looked up in torch.optim.
 KNOWN_OPTIMIZERS = (
-    "AdamW", "AdamW8bit", "PagedAdamW", "PagedAdamW8bit", "PagedAdamW32bit", "Lion", "Lion8bit", "PagedLion8bit",
-    "SGDNesterov", "SGDNesterov8bit", "DAdaptation", "DAdaptAdamPreprint", "DAdaptAdaGrad", "DAdaptAdam",
-    "DAdaptAdan", "DAdaptAdanIP", "DAdaptLion", "DAdaptSGD", "Prodigy", "Adafactor",
-    "RAdamScheduleFree", "AdamWScheduleFree", "SGDScheduleFree",
+    "AdamW",
+    "AdamW8bit",
+    "PagedAdamW",
+    "PagedAdamW8bit",
+    "PagedAdamW32bit",
+    "Lion",
+    "Lion8bit",
+    "PagedLion8bit",
+    "SGDNesterov",
+    "SGDNesterov8bit",
+    "DAdaptation",
+    "DAdaptAdamPreprint",
+    "DAdaptAdaGrad",
+    "DAdaptAdam",
+    "DAdaptAdan",
+    "DAdaptAdanIP",
+    "DAdaptLion",
+    "DAdaptSGD",
+    "Prodigy",
+    "Adafactor",
+    "RAdamScheduleFree",
+    "AdamWScheduleFree",
+    "SGDScheduleFree",
 )
 # TU:get_optimizer's fallback: a name without a dot is looked up case-sensitively in torch.optim. These are
 # the torch.optim classes that train with (params, lr=...) alone (LBFGS needs a closure, SparseAdam sparse grads).
@@ -43,17 +62,31 @@ TORCH_OPTIMIZERS = ("Adadelta", "Adagrad", "Adam", "Adamax", "ASGD", "NAdam", "R
 _BNB = ("bitsandbytes", "bitsandbytes")
 OPTIMIZER_PACKAGES: Mapping[str, tuple[str, str]] = {
     "lion": ("lion_pytorch", "lion-pytorch"),
-    "adamw8bit": _BNB, "sgdnesterov8bit": _BNB, "lion8bit": _BNB, "pagedadamw8bit": _BNB, "pagedlion8bit": _BNB,
-    "pagedadamw": _BNB, "pagedadamw32bit": _BNB,
+    "adamw8bit": _BNB,
+    "sgdnesterov8bit": _BNB,
+    "lion8bit": _BNB,
+    "pagedadamw8bit": _BNB,
+    "pagedlion8bit": _BNB,
+    "pagedadamw": _BNB,
+    "pagedadamw32bit": _BNB,
     "prodigy": ("prodigyopt", "prodigyopt"),
     **{n.lower(): ("dadaptation", "dadaptation") for n in KNOWN_OPTIMIZERS if n.startswith("DAdapt")},
     **{n.lower(): ("schedulefree", "schedulefree") for n in KNOWN_OPTIMIZERS if n.endswith("ScheduleFree")},
 }
 # library/train_util.py: get_scheduler_fix: transformers' SchedulerType (4.54.1), diffusers' piecewise_constant, "adafactor:<lr>".
 KNOWN_LR_SCHEDULERS = (
-    "linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
-    "inverse_sqrt", "reduce_lr_on_plateau", "cosine_with_min_lr", "cosine_warmup_with_min_lr",
-    "warmup_stable_decay", "piecewise_constant",
+    "linear",
+    "cosine",
+    "cosine_with_restarts",
+    "polynomial",
+    "constant",
+    "constant_with_warmup",
+    "inverse_sqrt",
+    "reduce_lr_on_plateau",
+    "cosine_with_min_lr",
+    "cosine_warmup_with_min_lr",
+    "warmup_stable_decay",
+    "piecewise_constant",
 )
 _SCHEDULERS_WITHOUT_WARMUP = ("constant",)
 
@@ -154,14 +187,22 @@ _KIND = {"str": "str", "bool": "bool", "int": "int", "float": "float", "pathlib.
 
 @lru_cache(maxsize=1)
 def table() -> Mapping[str, Argument]:
-    raw = json.loads(resources.files("kohya_wrap.sdscripts").joinpath("data/train_network_args.json").read_text("utf-8"))
+    raw = json.loads(
+        resources.files("kohya_wrap.sdscripts").joinpath("data/train_network_args.json").read_text("utf-8")
+    )
     out: dict[str, Argument] = {}
     for a in raw["arguments"]:
         kind = "int_or_float" if a["type"].startswith("int_or_float") else _KIND[a["type"]]
         out[a["dest"]] = Argument(
-            name=a["dest"], kind=kind, is_list=a["nargs"] == "*", default=a["default"],
-            choices=tuple(a["choices"]) if a["choices"] is not None else None, help=a["help"] or "",
-            category=a["category"], dataset_key=a["dataset_config_fallback_for"], security=tuple(a["security"]),
+            name=a["dest"],
+            kind=kind,
+            is_list=a["nargs"] == "*",
+            default=a["default"],
+            choices=tuple(a["choices"]) if a["choices"] is not None else None,
+            help=a["help"] or "",
+            category=a["category"],
+            dataset_key=a["dataset_config_fallback_for"],
+            security=tuple(a["security"]),
         )
     return out
 
@@ -187,8 +228,14 @@ def did_you_mean(key: str, names: Iterable[str]) -> str | None:
 
 
 def _type_name(kind: str) -> str:
-    return {"str": "a string", "int": "an integer", "float": "a number", "bool": "true or false",
-            "int_or_float": "an integer step count or a fraction below 1", "path": "a path"}[kind]
+    return {
+        "str": "a string",
+        "int": "an integer",
+        "float": "a number",
+        "bool": "true or false",
+        "int_or_float": "an integer step count or a fraction below 1",
+        "path": "a path",
+    }[kind]
 
 
 def _convert_scalar(arg: Argument, value: Any, from_text: bool) -> Any:
@@ -288,12 +335,17 @@ def convert(key: str, value: Any, *, from_text: bool = False) -> Any:
     if isinstance(value, list):
         raise ArgumentError(key, f"{key} takes one value, got a list {value!r}")
     if key == "resolution" and not from_text and isinstance(value, int) and not isinstance(value, bool):
-        value = str(value)  # sd-scripts splits the string ("512" or "512,768"); an int crashes it (library/train_util.py: prepare_dataset_args)
+        value = str(
+            value
+        )  # sd-scripts splits the string ("512" or "512,768"); an int crashes it (library/train_util.py: prepare_dataset_args)
     out = _convert_scalar(arg, value, from_text)
     if arg.choices is not None and out not in arg.choices:
         allowed = ", ".join(repr(c) for c in arg.choices if c is not None)
-        raise ArgumentError(key, f"{key} = {out!r} is not one of {allowed}",
-                            did_you_mean(str(out), [str(c) for c in arg.choices if c is not None]) or f"use one of {allowed}")
+        raise ArgumentError(
+            key,
+            f"{key} = {out!r} is not one of {allowed}",
+            did_you_mean(str(out), [str(c) for c in arg.choices if c is not None]) or f"use one of {allowed}",
+        )
     _check_value(key, out)
     return out
 
@@ -307,8 +359,11 @@ def _check_range(key: str, value: Any) -> None:
             raise ArgumentError(key, f"{key} = {item!r}: must be a finite number")
         allowed = range_of(key)
         if allowed is not None and not allowed.allows(item):
-            raise ArgumentError(key, f"{key} = {item!r} is out of range: it must be {allowed.describe()}",
-                                f"{key} is {allowed.why}; give a value {allowed.describe()}")
+            raise ArgumentError(
+                key,
+                f"{key} = {item!r} is out of range: it must be {allowed.describe()}",
+                f"{key} is {allowed.why}; give a value {allowed.describe()}",
+            )
 
 
 def optimizer_names() -> tuple[str, ...]:
@@ -324,8 +379,12 @@ def _check_optimizer(value: str) -> None:
     names = optimizer_names()
     close = difflib.get_close_matches(value.lower(), [n.lower() for n in names], n=3, cutoff=0.6)
     by_lower = {n.lower(): n for n in names}
-    hint = ("did you mean " + " or ".join(repr(by_lower[c]) for c in close) + "? " if close else "") + \
-        "optimizer_type is one of: " + ", ".join(names) + " (or a dotted module.Class)"
+    hint = (
+        ("did you mean " + " or ".join(repr(by_lower[c]) for c in close) + "? " if close else "")
+        + "optimizer_type is one of: "
+        + ", ".join(names)
+        + " (or a dotted module.Class)"
+    )
     raise ArgumentError("optimizer_type", f"optimizer_type {value!r} is not an optimizer sd-scripts knows", hint)
 
 
@@ -353,14 +412,22 @@ def _check_value(key: str, value: Any) -> None:
             except ValueError:
                 ok = False
             if not ok:
-                raise ArgumentError(key, f"lr_scheduler {value!r}: the adafactor scheduler is 'adafactor:<initial lr>'",
-                                    "for example lr_scheduler = 'adafactor:1e-4'")
+                raise ArgumentError(
+                    key,
+                    f"lr_scheduler {value!r}: the adafactor scheduler is 'adafactor:<initial lr>'",
+                    "for example lr_scheduler = 'adafactor:1e-4'",
+                )
         elif value not in KNOWN_LR_SCHEDULERS:
             # SchedulerType(name) is case-sensitive: "Cosine" is refused by sd-scripts too
             close = did_you_mean(value, KNOWN_LR_SCHEDULERS)
-            raise ArgumentError(key, f"lr_scheduler {value!r} is not a scheduler sd-scripts knows",
-                                (close + " " if close else "") + "lr_scheduler is one of: "
-                                + ", ".join(KNOWN_LR_SCHEDULERS) + " or 'adafactor:<initial lr>'")
+            raise ArgumentError(
+                key,
+                f"lr_scheduler {value!r} is not a scheduler sd-scripts knows",
+                (close + " " if close else "")
+                + "lr_scheduler is one of: "
+                + ", ".join(KNOWN_LR_SCHEDULERS)
+                + " or 'adafactor:<initial lr>'",
+            )
     elif key in ("optimizer_args", "lr_scheduler_args", "network_args"):
         for item in value:
             if "=" not in item:
@@ -373,25 +440,40 @@ def check_trust(key: str, value: Any, *, trusted: bool) -> None:
     trusted: the value comes from the user's own command line (--set), which may carry paths.
     """
     if key in SECRET_KEYS:
-        raise ArgumentError(key, f"{key} is a secret and is never written to a preset or a run directory",
-                            f"leave it out: {SECRET_KEYS[key]}")
+        raise ArgumentError(
+            key,
+            f"{key} is a secret and is never written to a preset or a run directory",
+            f"leave it out: {SECRET_KEYS[key]}",
+        )
     if key in MANAGED_KEYS:
         raise ArgumentError(key, f"{key} is set by kohya-wrap: {MANAGED_KEYS[key]}")
     if key in STEP_KEYS and not trusted:
-        raise ArgumentError(key, f"{key} is planned from the dataset, so a preset cannot fix it",
-                            "set target_steps, min_steps and max_steps in the [kohya_wrap] table, "
-                            f"or pin it for one run with --set {key}=N")
+        raise ArgumentError(
+            key,
+            f"{key} is planned from the dataset, so a preset cannot fix it",
+            "set target_steps, min_steps and max_steps in the [kohya_wrap] table, "
+            f"or pin it for one run with --set {key}=N",
+        )
     if trusted:
         return
     if key in PRESET_FORBIDDEN:
-        raise ArgumentError(key, f"{key} is not allowed in a preset: {PRESET_FORBIDDEN[key]}",
-                            f"pass it on your own command line with --set {key}=... if you trust it")
+        raise ArgumentError(
+            key,
+            f"{key} is not allowed in a preset: {PRESET_FORBIDDEN[key]}",
+            f"pass it on your own command line with --set {key}=... if you trust it",
+        )
     if key == "network_module" and value not in NETWORK_MODULE_ALLOWLIST:
-        raise ArgumentError(key, f"network_module {value!r} is not allowed in a preset: sd-scripts imports and runs it",
-                            "use one of " + ", ".join(NETWORK_MODULE_ALLOWLIST))
+        raise ArgumentError(
+            key,
+            f"network_module {value!r} is not allowed in a preset: sd-scripts imports and runs it",
+            "use one of " + ", ".join(NETWORK_MODULE_ALLOWLIST),
+        )
     if key in ("optimizer_type", "lr_scheduler_type") and isinstance(value, str) and "." in value:
-        raise ArgumentError(key, f"{key} {value!r} is not allowed in a preset: a dotted name makes sd-scripts import and run a module",
-                            f"use a built-in name, or pass it on your own command line with --set {key}=...")
+        raise ArgumentError(
+            key,
+            f"{key} {value!r} is not allowed in a preset: a dotted name makes sd-scripts import and run a module",
+            f"use a built-in name, or pass it on your own command line with --set {key}=...",
+        )
 
 
 def needed_packages(values: Mapping[str, Any]) -> list[tuple[str, str, str]]:
@@ -421,10 +503,15 @@ def package_problems(values: Mapping[str, Any]) -> list[Problem]:
     for module, package, why in needed_packages(values):
         if importlib.util.find_spec(module) is None:
             key = why.split(" ")[0]
-            out.append(Problem((key,), f"{why} needs the Python package {package!r} (module {module}), which is not "
-                               f"installed in {sys.executable}",
-                               f"pip install {package} into the Python that trains (kohya-wrap plans and trains "
-                               "with the same one), or choose another optimizer_type, e.g. AdamW"))
+            out.append(
+                Problem(
+                    (key,),
+                    f"{why} needs the Python package {package!r} (module {module}), which is not "
+                    f"installed in {sys.executable}",
+                    f"pip install {package} into the Python that trains (kohya-wrap plans and trains "
+                    "with the same one), or choose another optimizer_type, e.g. AdamW",
+                )
+            )
     return out
 
 
@@ -433,6 +520,7 @@ def cross_checks(values: Mapping[str, Any], *, packages: bool = True) -> list[Pr
 
     packages: also refuse an optimizer whose package this Python lacks (plan); a preset is checked without it.
     """
+
     def v(key: str) -> Any:
         return values[key] if key in values else table()[key].default
 
@@ -444,18 +532,26 @@ def cross_checks(values: Mapping[str, Any], *, packages: bool = True) -> list[Pr
     if v("adaptive_noise_scale") is not None and v("noise_offset") is None:
         err(("adaptive_noise_scale", "noise_offset"), "adaptive_noise_scale needs noise_offset", "set noise_offset too")
     if v("scale_v_pred_loss_like_noise_pred") and not v("v_parameterization"):
-        err(("scale_v_pred_loss_like_noise_pred",), "scale_v_pred_loss_like_noise_pred needs v_parameterization (SD 2.x v-models)")
+        err(
+            ("scale_v_pred_loss_like_noise_pred",),
+            "scale_v_pred_loss_like_noise_pred needs v_parameterization (SD 2.x v-models)",
+        )
     if v("v_pred_like_loss") is not None and v("v_parameterization"):
         err(("v_pred_like_loss", "v_parameterization"), "v_pred_like_loss cannot be combined with v_parameterization")
     if v("cache_latents") or v("cache_latents_to_disk"):
         for aug in ("color_aug", "random_crop"):
             if v(aug):
-                err((aug, "cache_latents"), f"{aug} cannot be used when latents are cached (cache_latents / cache_latents_to_disk)",
-                    f"turn {aug} off, or turn latent caching off")
+                err(
+                    (aug, "cache_latents"),
+                    f"{aug} cannot be used when latents are cached (cache_latents / cache_latents_to_disk)",
+                    f"turn {aug} off, or turn latent caching off",
+                )
     if v("enable_bucket"):
         if v("min_bucket_reso") > v("max_bucket_reso"):
-            err(("min_bucket_reso", "max_bucket_reso"),
-                f"min_bucket_reso {v('min_bucket_reso')} is above max_bucket_reso {v('max_bucket_reso')}")
+            err(
+                ("min_bucket_reso", "max_bucket_reso"),
+                f"min_bucket_reso {v('min_bucket_reso')} is above max_bucket_reso {v('max_bucket_reso')}",
+            )
         steps = v("bucket_reso_steps")
         if steps is not None and steps % 64 != 0:
             err(("bucket_reso_steps",), f"bucket_reso_steps is {steps}; train_network.py needs a multiple of 64")
@@ -464,9 +560,15 @@ def cross_checks(values: Mapping[str, Any], *, packages: bool = True) -> list[Pr
             sides = [int(p) for p in str(res).split(",")]
             if not v("bucket_no_upscale"):
                 if min(sides) < v("min_bucket_reso"):
-                    err(("min_bucket_reso", "resolution"), f"min_bucket_reso {v('min_bucket_reso')} is above the resolution {res}")
+                    err(
+                        ("min_bucket_reso", "resolution"),
+                        f"min_bucket_reso {v('min_bucket_reso')} is above the resolution {res}",
+                    )
                 if max(sides) > v("max_bucket_reso"):
-                    err(("max_bucket_reso", "resolution"), f"max_bucket_reso {v('max_bucket_reso')} is below the resolution {res}")
+                    err(
+                        ("max_bucket_reso", "resolution"),
+                        f"max_bucket_reso {v('max_bucket_reso')} is below the resolution {res}",
+                    )
     mp = v("mixed_precision")
     if v("full_fp16") and mp != "fp16":
         err(("full_fp16", "mixed_precision"), "full_fp16 needs mixed_precision = 'fp16'")
@@ -480,37 +582,68 @@ def cross_checks(values: Mapping[str, Any], *, packages: bool = True) -> list[Pr
         err(("min_timestep", "max_timestep"), f"min_timestep {lo_t} must be below max_timestep {hi_t}")
     initial = v("initial_step")
     if initial is not None and "max_train_steps" in values and values["max_train_steps"] <= initial:
-        err(("max_train_steps", "initial_step"), f"max_train_steps {values['max_train_steps']} must exceed initial_step {initial}")
+        err(
+            ("max_train_steps", "initial_step"),
+            f"max_train_steps {values['max_train_steps']} must exceed initial_step {initial}",
+        )
     legacy = [k for k in ("use_8bit_adam", "use_lion_optimizer") if v(k)]
     if len(legacy) > 1 or (legacy and v("optimizer_type")):
-        err(tuple(legacy) + ("optimizer_type",), "use_8bit_adam, use_lion_optimizer and optimizer_type are mutually exclusive",
-            "set only optimizer_type")
+        err(
+            tuple(legacy) + ("optimizer_type",),
+            "use_8bit_adam, use_lion_optimizer and optimizer_type are mutually exclusive",
+            "set only optimizer_type",
+        )
     optimizer = (v("optimizer_type") or "AdamW").lower()
     if v("fused_backward_pass"):
         if optimizer != "adafactor":
-            err(("fused_backward_pass", "optimizer_type"), "fused_backward_pass works only with optimizer_type Adafactor")
+            err(
+                ("fused_backward_pass", "optimizer_type"),
+                "fused_backward_pass works only with optimizer_type Adafactor",
+            )
         if v("gradient_accumulation_steps") != 1:
-            err(("fused_backward_pass", "gradient_accumulation_steps"), "fused_backward_pass needs gradient_accumulation_steps = 1")
+            err(
+                ("fused_backward_pass", "gradient_accumulation_steps"),
+                "fused_backward_pass needs gradient_accumulation_steps = 1",
+            )
     scheduler = v("lr_scheduler")
     warmup = v("lr_warmup_steps")
-    if (scheduler in _SCHEDULERS_WITHOUT_WARMUP or str(scheduler).startswith("adafactor") or v("lr_scheduler_type")) and warmup not in (0, None):
-        err(("lr_warmup_steps", "lr_scheduler"), f"lr_scheduler {scheduler!r} takes no warmup, but lr_warmup_steps is {warmup!r}",
-            "use lr_scheduler = 'constant_with_warmup', or set lr_warmup_steps = 0")
+    if (
+        scheduler in _SCHEDULERS_WITHOUT_WARMUP or str(scheduler).startswith("adafactor") or v("lr_scheduler_type")
+    ) and warmup not in (0, None):
+        err(
+            ("lr_warmup_steps", "lr_scheduler"),
+            f"lr_scheduler {scheduler!r} takes no warmup, but lr_warmup_steps is {warmup!r}",
+            "use lr_scheduler = 'constant_with_warmup', or set lr_warmup_steps = 0",
+        )
     if str(scheduler).startswith("adafactor") and optimizer != "adafactor":
         err(("lr_scheduler", "optimizer_type"), "the adafactor lr_scheduler needs optimizer_type Adafactor")
     if v("log_with") in ("tensorboard", "all") and not v("logging_dir"):
         err(("log_with", "logging_dir"), f"log_with {v('log_with')!r} needs logging_dir")
     if v("persistent_data_loader_workers") and v("max_data_loader_n_workers") == 0:
-        err(("persistent_data_loader_workers", "max_data_loader_n_workers"),
-            "persistent_data_loader_workers needs max_data_loader_n_workers > 0")
+        err(
+            ("persistent_data_loader_workers", "max_data_loader_n_workers"),
+            "persistent_data_loader_workers needs max_data_loader_n_workers > 0",
+        )
     if v("cpu_offload_checkpointing") and v("gradient_checkpointing"):
-        err(("cpu_offload_checkpointing",), "cpu_offload_checkpointing crashes SD 1.5 training with gradient_checkpointing")
+        err(
+            ("cpu_offload_checkpointing",),
+            "cpu_offload_checkpointing crashes SD 1.5 training with gradient_checkpointing",
+        )
     attention = [k for k in ("mem_eff_attn", "xformers", "sdpa") if v(k)]
     if len(attention) > 1:
-        err(tuple(attention), f"{' and '.join(attention)} are all set; sd-scripts uses only {attention[0]}",
-            "set just one attention implementation", severity="warning")
+        err(
+            tuple(attention),
+            f"{' and '.join(attention)} are all set; sd-scripts uses only {attention[0]}",
+            "set just one attention implementation",
+            severity="warning",
+        )
     if v("network_dim") is None and "network_module" in values:
-        err(("network_dim",), "network_dim is not set; networks.lora silently uses 4", "set network_dim", severity="warning")
+        err(
+            ("network_dim",),
+            "network_dim is not set; networks.lora silently uses 4",
+            "set network_dim",
+            severity="warning",
+        )
     for key in ("sample_every_n_steps", "sample_every_n_epochs", "save_every_n_steps", "save_every_n_epochs"):
         n = v(key)
         if n is not None and n <= 0:

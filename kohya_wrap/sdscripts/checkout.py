@@ -53,7 +53,10 @@ def git_commit(path: Path) -> str | None:
     try:
         out = subprocess.run(
             ["git", "-C", str(path), "rev-parse", "HEAD"],
-            capture_output=True, text=True, timeout=10, check=False,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
         )
     except (OSError, subprocess.SubprocessError):
         return None
@@ -61,7 +64,10 @@ def git_commit(path: Path) -> str | None:
     # A folder inside another git tree (an unpopulated submodule) answers with the outer HEAD.
     top = subprocess.run(
         ["git", "-C", str(path), "rev-parse", "--show-toplevel"],
-        capture_output=True, text=True, timeout=10, check=False,
+        capture_output=True,
+        text=True,
+        timeout=10,
+        check=False,
     ).stdout.strip()
     if out.returncode != 0 or not sha or Path(top).resolve() != path.resolve():
         return None
@@ -71,8 +77,10 @@ def git_commit(path: Path) -> str | None:
 def fix_hint(source: str) -> str:
     """What to do about a bad checkout, by where its path came from: a bad variable is fixed, not the submodule."""
     if source == f"${ENV_VAR}":
-        return (f"fix the variable: point {ENV_VAR} at a checkout of sd-scripts {PINNED_TAG} (the folder holding "
-                f"{TRAIN_SCRIPT}), or unset it to use the submodule")
+        return (
+            f"fix the variable: point {ENV_VAR} at a checkout of sd-scripts {PINNED_TAG} (the folder holding "
+            f"{TRAIN_SCRIPT}), or unset it to use the submodule"
+        )
     return GET_IT_HINT
 
 

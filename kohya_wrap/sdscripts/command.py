@@ -61,29 +61,46 @@ def render_accelerate_config(launch: Launch) -> str:
         f"num_processes: {launch.num_processes}",
         f"num_machines: {launch.num_machines}",
         f"machine_rank: {launch.machine_rank}",
-        *([f"main_process_ip: {launch.main_process_ip}", f"main_process_port: {launch.main_process_port}"]
-          if launch.num_machines > 1 else []),
+        *(
+            [f"main_process_ip: {launch.main_process_ip}", f"main_process_port: {launch.main_process_port}"]
+            if launch.num_machines > 1
+            else []
+        ),
         f"mixed_precision: '{launch.mixed_precision}'",
         f"use_cpu: {'true' if launch.cpu else 'false'}",
     ]
     return "\n".join(lines) + "\n"
 
 
-def build_argv(checkout: Path, config_toml: Path, dataset_toml: Path, accelerate_config: Path, launch: Launch,
-               python: str | None = None) -> list[str]:
+def build_argv(
+    checkout: Path,
+    config_toml: Path,
+    dataset_toml: Path,
+    accelerate_config: Path,
+    launch: Launch,
+    python: str | None = None,
+) -> list[str]:
     """The argv (never a shell string) that trains with these configs.
 
     accelerate_config: where render_accelerate_config's text is written before the launch.
     """
     threads = launch.cpu_threads or default_cpu_threads(launch.num_processes, launch.cpu, launch.num_machines)
     argv = [
-        python or sys.executable, "-m", ACCELERATE_MODULE,
-        "--config_file", str(accelerate_config),
-        "--num_processes", str(launch.num_processes),
-        "--num_machines", str(launch.num_machines),
-        "--mixed_precision", launch.mixed_precision,
-        "--dynamo_backend", "no",
-        "--num_cpu_threads_per_process", str(threads),
+        python or sys.executable,
+        "-m",
+        ACCELERATE_MODULE,
+        "--config_file",
+        str(accelerate_config),
+        "--num_processes",
+        str(launch.num_processes),
+        "--num_machines",
+        str(launch.num_machines),
+        "--mixed_precision",
+        launch.mixed_precision,
+        "--dynamo_backend",
+        "no",
+        "--num_cpu_threads_per_process",
+        str(threads),
     ]
     if launch.cpu:
         argv.append("--cpu")
@@ -92,9 +109,21 @@ def build_argv(checkout: Path, config_toml: Path, dataset_toml: Path, accelerate
     if launch.num_machines > 1:
         if not launch.main_process_ip or not launch.main_process_port:
             raise ValueError("a multi-machine launch needs main_process_ip and main_process_port")
-        argv += ["--machine_rank", str(launch.machine_rank), "--main_process_ip", launch.main_process_ip,
-                 "--main_process_port", str(launch.main_process_port)]
-    argv += [str(Path(checkout) / TRAIN_SCRIPT), "--config_file", str(config_toml), "--dataset_config", str(dataset_toml)]
+        argv += [
+            "--machine_rank",
+            str(launch.machine_rank),
+            "--main_process_ip",
+            launch.main_process_ip,
+            "--main_process_port",
+            str(launch.main_process_port),
+        ]
+    argv += [
+        str(Path(checkout) / TRAIN_SCRIPT),
+        "--config_file",
+        str(config_toml),
+        "--dataset_config",
+        str(dataset_toml),
+    ]
     return argv
 
 

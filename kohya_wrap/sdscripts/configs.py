@@ -9,9 +9,10 @@ class tokens are explicit because folder names mean nothing in config mode.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import tomli_w
 
@@ -20,16 +21,36 @@ from kohya_wrap.sdscripts.layout import CAPTION_EXTENSION
 
 # arguments table category -> config.toml section
 _SECTIONS = {
-    "model": "model_arguments", "precision": "training_arguments", "dataset": "dataset_arguments",
-    "caching": "dataset_arguments", "network": "network_arguments", "optimizer": "optimizer_arguments",
-    "scheduler": "optimizer_arguments", "steps/epochs": "training_arguments", "seed": "training_arguments",
-    "performance": "training_arguments", "noise/loss": "training_arguments", "saving": "saving_arguments",
-    "resume/state": "saving_arguments", "sampling": "sample_prompt_arguments", "logging": "logging_arguments",
-    "metadata": "metadata_arguments", "validation": "training_arguments",
+    "model": "model_arguments",
+    "precision": "training_arguments",
+    "dataset": "dataset_arguments",
+    "caching": "dataset_arguments",
+    "network": "network_arguments",
+    "optimizer": "optimizer_arguments",
+    "scheduler": "optimizer_arguments",
+    "steps/epochs": "training_arguments",
+    "seed": "training_arguments",
+    "performance": "training_arguments",
+    "noise/loss": "training_arguments",
+    "saving": "saving_arguments",
+    "resume/state": "saving_arguments",
+    "sampling": "sample_prompt_arguments",
+    "logging": "logging_arguments",
+    "metadata": "metadata_arguments",
+    "validation": "training_arguments",
 }
-_SECTION_ORDER = ("model_arguments", "dataset_arguments", "network_arguments", "optimizer_arguments",
-                  "training_arguments", "saving_arguments", "sample_prompt_arguments", "logging_arguments",
-                  "metadata_arguments", "other_arguments")
+_SECTION_ORDER = (
+    "model_arguments",
+    "dataset_arguments",
+    "network_arguments",
+    "optimizer_arguments",
+    "training_arguments",
+    "saving_arguments",
+    "sample_prompt_arguments",
+    "logging_arguments",
+    "metadata_arguments",
+    "other_arguments",
+)
 
 
 def render_config_toml(values: Mapping[str, Any], header: str = "") -> str:
@@ -59,19 +80,27 @@ def resolution_for_dataset(resolution: str) -> int | list[int]:
     return parts[0] if len(parts) == 1 else parts
 
 
-def render_dataset_toml(subsets: Sequence[DatasetSubset], *, resolution: str, batch_size: int, enable_bucket: bool,
-                        header: str = "") -> str:
+def render_dataset_toml(
+    subsets: Sequence[DatasetSubset], *, resolution: str, batch_size: int, enable_bucket: bool, header: str = ""
+) -> str:
     doc = {
         "general": {"caption_extension": CAPTION_EXTENSION},
-        "datasets": [{
-            "resolution": resolution_for_dataset(resolution),
-            "batch_size": batch_size,
-            "enable_bucket": enable_bucket,
-            "subsets": [
-                {"image_dir": s.image_dir, "num_repeats": s.num_repeats, "class_tokens": s.class_tokens, "is_reg": s.is_reg}
-                for s in subsets
-            ],
-        }],
+        "datasets": [
+            {
+                "resolution": resolution_for_dataset(resolution),
+                "batch_size": batch_size,
+                "enable_bucket": enable_bucket,
+                "subsets": [
+                    {
+                        "image_dir": s.image_dir,
+                        "num_repeats": s.num_repeats,
+                        "class_tokens": s.class_tokens,
+                        "is_reg": s.is_reg,
+                    }
+                    for s in subsets
+                ],
+            }
+        ],
     }
     return _comment(header) + tomli_w.dumps(doc)
 

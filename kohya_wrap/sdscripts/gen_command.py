@@ -13,9 +13,9 @@ How it is driven, and why:
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 GEN_SCRIPT = "gen_img.py"
 LORA_NETWORK_MODULE = "networks.lora"
@@ -58,17 +58,28 @@ def render_prompts_file(prompts: Sequence[str], seeds: Sequence[Sequence[int]]) 
 
 def build_argv(req: GenRequest, python: str | None = None) -> list[str]:
     argv = [
-        python or sys.executable, str(Path(req.checkout) / GEN_SCRIPT),
+        python or sys.executable,
+        str(Path(req.checkout) / GEN_SCRIPT),
         "--v1",
-        "--ckpt", str(req.base_model),
-        "--from_file", str(req.prompts_file),
-        "--outdir", str(req.out_dir),
+        "--ckpt",
+        str(req.base_model),
+        "--from_file",
+        str(req.prompts_file),
+        "--outdir",
+        str(req.out_dir),
         "--sequential_file_name",
-        "--images_per_prompt", str(req.images_per_prompt),
-        "--W", str(req.width), "--H", str(req.height),
-        "--steps", str(req.steps),
-        "--scale", str(req.scale),
-        "--sampler", req.sampler,
+        "--images_per_prompt",
+        str(req.images_per_prompt),
+        "--W",
+        str(req.width),
+        "--H",
+        str(req.height),
+        "--steps",
+        str(req.steps),
+        "--scale",
+        str(req.scale),
+        "--sampler",
+        req.sampler,
         "--sdpa",
     ]
     if req.fp16:
@@ -76,8 +87,14 @@ def build_argv(req: GenRequest, python: str | None = None) -> list[str]:
     if req.tokenizer_cache_dir is not None:
         argv += ["--tokenizer_cache_dir", str(req.tokenizer_cache_dir)]
     if req.lora_file is not None:
-        argv += ["--network_module", LORA_NETWORK_MODULE, "--network_weights", str(req.lora_file),
-                 "--network_mul", str(req.weight)]
+        argv += [
+            "--network_module",
+            LORA_NETWORK_MODULE,
+            "--network_weights",
+            str(req.lora_file),
+            "--network_mul",
+            str(req.weight),
+        ]
     return argv
 
 
@@ -90,7 +107,8 @@ def expected_outputs(prompt_count: int, images_per_prompt: int) -> list[tuple[in
     """(prompt index, image index, file name) of every image one run writes, in order."""
     return [
         (p, k, output_name(p * images_per_prompt + k + 1))
-        for p in range(prompt_count) for k in range(images_per_prompt)
+        for p in range(prompt_count)
+        for k in range(images_per_prompt)
     ]
 
 

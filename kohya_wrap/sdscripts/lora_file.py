@@ -25,8 +25,10 @@ SUFFIXES = (".lora_down.weight", ".lora_up.weight", ".alpha")
 # and the CLIP attention and MLP projections of the 12 text-encoder layers.
 SD15_UNET_MODULES = 192
 SD15_TEXT_ENCODER_MODULES = 72
-_KEY = re.compile(r"^(lora_unet|lora_te|lora_te1|lora_te2)_[A-Za-z0-9_]+"
-                  r"(\.lora_down\.weight|\.lora_up\.weight|\.alpha)$")
+_KEY = re.compile(
+    r"^(lora_unet|lora_te|lora_te1|lora_te2)_[A-Za-z0-9_]+"
+    r"(\.lora_down\.weight|\.lora_up\.weight|\.alpha)$"
+)
 
 
 def is_kohya_key(key: str) -> bool:
@@ -97,7 +99,7 @@ def read_metadata(path: Path) -> dict[str, str]:
     return dict(header.get("__metadata__") or {}) if isinstance(header, dict) else {}
 
 
-def _read_bf16(path: Path, key: str):  # type: ignore[no-untyped-def]
+def _read_bf16(path: Path, key: str):
     """numpy has no bfloat16: widen the raw 16-bit words to float32 (bf16 is float32's top half)."""
     import numpy as np
 
@@ -110,7 +112,7 @@ def _read_bf16(path: Path, key: str):  # type: ignore[no-untyped-def]
     return (words.astype(np.uint32) << 16).view(np.float32).reshape(header[key]["shape"])
 
 
-def _tensor(handle, path: Path, key: str):  # type: ignore[no-untyped-def]
+def _tensor(handle, path: Path, key: str):
     import numpy as np
 
     try:
@@ -129,15 +131,21 @@ def verify_lora(path: Path, expect: Expectation) -> LoraReport:
         handle = safe_open(str(path), framework="numpy")
     except Exception as e:  # noqa: BLE001  any failure to open is the finding
         return LoraReport(str(path), (Check("opens", False, f"safetensors cannot open it: {e}"),))
-    metadata = dict(handle.metadata() or {})
-    keys = list(handle.keys())
+    metadata = dict(handle.metadata() or {})  # type: ignore[attr-defined]  # safe_open's stub lacks its methods
+    keys = list(handle.keys())  # type: ignore[attr-defined]
     checks.append(Check("opens", True, f"{len(keys)} tensors"))
 
     bad_keys = [k for k in keys if not _KEY.match(k)]
-    checks.append(Check("key_names", not bad_keys and bool(keys),
-                        "all keys follow lora_unet_*/lora_te_* (SDXL: lora_te1_*/lora_te2_*) + "
-                        ".lora_down.weight/.lora_up.weight/.alpha"
-                        if not bad_keys and keys else f"{len(bad_keys)} unexpected keys, e.g. {bad_keys[:3]}"))
+    checks.append(
+        Check(
+            "key_names",
+            not bad_keys and bool(keys),
+            "all keys follow lora_unet_*/lora_te_* (SDXL: lora_te1_*/lora_te2_*) + "
+            ".lora_down.weight/.lora_up.weight/.alpha"
+            if not bad_keys and keys
+            else f"{len(bad_keys)} unexpected keys, e.g. {bad_keys[:3]}",
+        )
+    )
 
     modules: dict[str, set[str]] = {}
     for k in keys:
@@ -147,19 +155,33 @@ def verify_lora(path: Path, expect: Expectation) -> LoraReport:
     incomplete = [m for m, s in modules.items() if s != set(SUFFIXES)]
     unet = sum(1 for m in modules if m.startswith(UNET_PREFIX))
     te = sum(1 for m in modules if is_text_encoder_module(m))
-    checks.append(Check("modules_complete", not incomplete,
-                        "every module has down, up and alpha" if not incomplete
-                        else f"{len(incomplete)} modules lack a tensor, e.g. {incomplete[:3]}"))
+    checks.append(
+        Check(
+            "modules_complete",
+            not incomplete,
+            "every module has down, up and alpha"
+            if not incomplete
+            else f"{len(incomplete)} modules lack a tensor, e.g. {incomplete[:3]}",
+        )
+    )
     want_unet = SD15_UNET_MODULES if expect.train_unet else 0
     want_te = SD15_TEXT_ENCODER_MODULES if expect.train_text_encoder else 0
     if expect.sdxl:
-        checks.append(Check("module_counts", True, f"SDXL LoRA: U-Net {unet}, text encoders {te} "
-                                                   "(SD1.5's counts are not checked)"))
+        checks.append(
+            Check(
+                "module_counts", True, f"SDXL LoRA: U-Net {unet}, text encoders {te} (SD1.5's counts are not checked)"
+            )
+        )
     else:
         counts_ok = te == want_te and (unet == want_unet or (expect.conv and unet > want_unet))
-        checks.append(Check("module_counts", counts_ok,
-                            f"U-Net {unet} (expected {want_unet}{' or more' if expect.conv else ''}), "
-                            f"text encoder {te} (expected {want_te})"))
+        checks.append(
+            Check(
+                "module_counts",
+                counts_ok,
+                f"U-Net {unet} (expected {want_unet}{' or more' if expect.conv else ''}), "
+                f"text encoder {te} (expected {want_te})",
+            )
+        )
 
     non_finite: list[str] = []
     up_max = 0.0
@@ -173,31 +195,51 @@ def verify_lora(path: Path, expect: Expectation) -> LoraReport:
             array = array[finite]
         if k.endswith(".lora_up.weight") and array.size:
             up_max = max(up_max, float(np.abs(array).max()))
-    checks.append(Check("finite", not non_finite,
-                        "no NaN or infinite values" if not non_finite
-                        else f"{len(non_finite)} tensors hold NaN/inf, e.g. {non_finite[:3]}"))
-    checks.append(Check("trained", up_max > 0.0,
-                        f"up weights moved off zero (max |w| {up_max:.3g})" if up_max > 0
-                        else "every lora_up weight is zero: training changed nothing"))
+    checks.append(
+        Check(
+            "finite",
+            not non_finite,
+            "no NaN or infinite values"
+            if not non_finite
+            else f"{len(non_finite)} tensors hold NaN/inf, e.g. {non_finite[:3]}",
+        )
+    )
+    checks.append(
+        Check(
+            "trained",
+            up_max > 0.0,
+            f"up weights moved off zero (max |w| {up_max:.3g})"
+            if up_max > 0
+            else "every lora_up weight is zero: training changed nothing",
+        )
+    )
 
     checks.extend(_metadata_checks(metadata, expect))
-    return LoraReport(str(path), tuple(checks), tensors=len(keys), unet_modules=unet,
-                      text_encoder_modules=te, metadata=metadata)
+    return LoraReport(
+        str(path), tuple(checks), tensors=len(keys), unet_modules=unet, text_encoder_modules=te, metadata=metadata
+    )
 
 
 def _metadata_checks(metadata: dict[str, str], expect: Expectation) -> list[Check]:
     checks = []
     ss_keys = [k for k in metadata if k.startswith("ss_")]
-    checks.append(Check("metadata_present", bool(ss_keys) and "ss_network_module" in metadata,
-                        f"{len(ss_keys)} ss_* keys" if ss_keys else "no ss_* metadata (saved with --no_metadata, or not by sd-scripts)"))
+    checks.append(
+        Check(
+            "metadata_present",
+            bool(ss_keys) and "ss_network_module" in metadata,
+            f"{len(ss_keys)} ss_* keys"
+            if ss_keys
+            else "no ss_* metadata (saved with --no_metadata, or not by sd-scripts)",
+        )
+    )
     if expect.steps is not None:
         steps = metadata.get("ss_steps") or metadata.get("ss_max_train_steps")
-        checks.append(Check("metadata_steps", steps == str(expect.steps),
-                            f"ss_steps {steps} (plan: {expect.steps})"))
+        checks.append(Check("metadata_steps", steps == str(expect.steps), f"ss_steps {steps} (plan: {expect.steps})"))
     if expect.network_dim is not None:
         dim = metadata.get("ss_network_dim")
-        checks.append(Check("metadata_dim", dim == str(expect.network_dim),
-                            f"ss_network_dim {dim} (plan: {expect.network_dim})"))
+        checks.append(
+            Check("metadata_dim", dim == str(expect.network_dim), f"ss_network_dim {dim} (plan: {expect.network_dim})")
+        )
     if expect.network_alpha is not None:
         alpha = metadata.get("ss_network_alpha")
         try:
@@ -207,8 +249,13 @@ def _metadata_checks(metadata: dict[str, str], expect: Expectation) -> list[Chec
         checks.append(Check("metadata_alpha", same, f"ss_network_alpha {alpha} (plan: {expect.network_alpha})"))
     if expect.base_model_sha256 is not None:
         got = metadata.get("ss_new_sd_model_hash")
-        checks.append(Check("metadata_base_model", got == expect.base_model_sha256,
-                            f"ss_new_sd_model_hash {got} (base model: {expect.base_model_sha256})"))
+        checks.append(
+            Check(
+                "metadata_base_model",
+                got == expect.base_model_sha256,
+                f"ss_new_sd_model_hash {got} (base model: {expect.base_model_sha256})",
+            )
+        )
     return checks
 
 

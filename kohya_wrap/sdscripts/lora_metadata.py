@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 _NONE = {"None", "none", "null", ""}
 
@@ -147,8 +148,11 @@ def _dataset_dirs(meta: Mapping[str, str]) -> tuple[DatasetDir, ...]:
     for name, info in dirs.items():
         info = info if isinstance(info, dict) else {}
         repeats, images = info.get("n_repeats"), info.get("img_count")
-        out.append(DatasetDir(str(name), repeats if isinstance(repeats, int) else None,
-                              images if isinstance(images, int) else None))
+        out.append(
+            DatasetDir(
+                str(name), repeats if isinstance(repeats, int) else None, images if isinstance(images, int) else None
+            )
+        )
     return tuple(out)
 
 

@@ -22,7 +22,15 @@ from dataclasses import dataclass
 from pathlib import PurePath
 
 from kohya_wrap.events import (
-    Checkpoint, Epoch, Error, Event, Phase, Progress, StateSaved, Summary, Warning_,
+    Checkpoint,
+    Epoch,
+    Error,
+    Event,
+    Phase,
+    Progress,
+    StateSaved,
+    Summary,
+    Warning_,
 )
 
 STDOUT = "stdout"
@@ -53,7 +61,9 @@ _STEP_IN_NAME = re.compile(r"-step(\d{8})(?:-state)?(?:\.[A-Za-z]+)?$")
 _SAVE_TRAIN_STATE = re.compile(r"^save train state to (.+?)[/\\]train_state\.json at epoch (\d+) step (\d+)")
 _SKIPPING_STEPS = re.compile(r"^skipping (\d+) steps")
 _SKIPPING_EPOCH = re.compile(r"^skipping epoch \d+ because")
-_SUMMARY_LINE = re.compile(r"^\s+(num [\w *]+?|batch size per device|gradient accumulation steps|total optimization steps) / .*?(?:: | = )(.+)$")
+_SUMMARY_LINE = re.compile(
+    r"^\s+(num [\w *]+?|batch size per device|gradient accumulation steps|total optimization steps) / .*?(?:: | = )(.+)$"
+)
 _PY_WARNING = re.compile(r"^\S+\.py:\d+: (\w*Warning): (.*)$")
 _QUIET_WARNINGS = frozenset({"FutureWarning", "DeprecationWarning", "PendingDeprecationWarning", "SyntaxWarning"})
 _EXCEPTION_LINE = re.compile(r"^([A-Za-z_][\w.]*(?:Error|Exception|Interrupt|Invalid|Exit|Warning)\w*)(?::\s*(.*))?$")
@@ -291,7 +301,7 @@ class OutputParser:
             return
         if line.startswith(_SAVING_CHECKPOINT):
             self._emit_pending_state(events)
-            path = line[len(_SAVING_CHECKPOINT):].strip()
+            path = line[len(_SAVING_CHECKPOINT) :].strip()
             self._set_phase("saving", events)
             events.append(Checkpoint(path=path, step=self._absolute_file_step(step_from_file_name(path))))
             return
@@ -324,15 +334,17 @@ class OutputParser:
         self._batches_per_epoch = as_int("num batches per epoch")
         self._grad_accum = as_int("gradient accumulation steps") or 1
         self.total_steps = as_int("total optimization steps")
-        events.append(Summary(
-            train_images=as_int("num train images * repeats"),
-            reg_images=as_int("num reg images"),
-            batches_per_epoch=self._batches_per_epoch,
-            epochs=as_int("num epochs"),
-            batch_size=s.get("batch size per device"),
-            grad_accum=as_int("gradient accumulation steps"),
-            total_steps=self.total_steps,
-        ))
+        events.append(
+            Summary(
+                train_images=as_int("num train images * repeats"),
+                reg_images=as_int("num reg images"),
+                batches_per_epoch=self._batches_per_epoch,
+                epochs=as_int("num epochs"),
+                batch_size=s.get("batch size per device"),
+                grad_accum=as_int("gradient accumulation steps"),
+                total_steps=self.total_steps,
+            )
+        )
 
     def _stderr_line(self, line: str, events: list[Event], after_bar: bool = False) -> None:
         # tqdm bar first: a log record may be glued right after it.
@@ -341,14 +353,14 @@ class OutputParser:
             if m:
                 self._end_record(events)
                 self._bar(m, events)
-                rest = line[m.end():]
+                rest = line[m.end() :]
                 if rest.strip():
                     self._stderr_line(rest, events, after_bar=True)
                 return
         record = self._record
         if record is not None and not after_bar and line.startswith(_CONTINUATION_PREFIX):
             width = record.width
-            fragment = (line[_MSG_COL:_MSG_COL + width] if width > 0 else line[_MSG_COL:]).strip()
+            fragment = (line[_MSG_COL : _MSG_COL + width] if width > 0 else line[_MSG_COL:]).strip()
             if fragment:
                 if record.folded:
                     record.parts[-1] += fragment
@@ -367,8 +379,7 @@ class OutputParser:
                 level, msg_start, path_start = head
                 message = line[msg_start:path_start].strip()
                 width = path_start - 1 - msg_start
-                self._record = _Record(level=level, parts=[message], width=width,
-                                       folded=self._is_fold(message, width))
+                self._record = _Record(level=level, parts=[message], width=width, folded=self._is_fold(message, width))
                 return
         if self._record is not None:
             self._end_record(events)
@@ -379,7 +390,7 @@ class OutputParser:
         if "%|" in line or "it [" in line:
             m = _OTHER_BAR.match(stripped)
             if m:
-                rest = stripped[m.end():]
+                rest = stripped[m.end() :]
                 if rest.strip():
                     self._stderr_line(rest, events)
                 return
@@ -438,14 +449,18 @@ class OutputParser:
             total = self.total_steps or total + self.skipped_steps
         self.last_step = step
         rate_text = m.group(6)
-        events.append(Progress(
-            step=step, total=total,
-            rate=None if "?" in rate_text else _number(rate_text),
-            rate_unit=m.group(7),
-            elapsed_s=_seconds(m.group(4)) or 0.0,
-            eta_s=_seconds(m.group(5)),
-            avr_loss=avr_loss, lr=lr,
-        ))
+        events.append(
+            Progress(
+                step=step,
+                total=total,
+                rate=None if "?" in rate_text else _number(rate_text),
+                rate_unit=m.group(7),
+                elapsed_s=_seconds(m.group(4)) or 0.0,
+                eta_s=_seconds(m.group(5)),
+                avr_loss=avr_loss,
+                lr=lr,
+            )
+        )
         if avr_loss is not None and not math.isfinite(avr_loss) and not self._nan_reported:
             self._nan_reported = True
             events.append(Error(message=f"the training loss is {avr_loss} at step {step}", kind="nan"))
@@ -519,9 +534,19 @@ class OutputParser:
                 events.append(Error(message=text, kind="model_missing"))
             events.append(Warning_(message=text))
             return
-        if text.startswith(("Loading settings from", "Using v1 tokenizer", "Loading dataset config", "Using DreamBooth method", "prepare images")):
+        if text.startswith(
+            (
+                "Loading settings from",
+                "Using v1 tokenizer",
+                "Loading dataset config",
+                "Using DreamBooth method",
+                "prepare images",
+            )
+        ):
             self._set_phase("preparing", events)
-        elif text.startswith(("loading model for process", "load StableDiffusion checkpoint", "load Diffusers pretrained")):
+        elif text.startswith(
+            ("loading model for process", "load StableDiffusion checkpoint", "load Diffusers pretrained")
+        ):
             self._set_phase("loading_model", events)
         elif text.startswith("caching latents"):
             self._set_phase("caching_latents", events)

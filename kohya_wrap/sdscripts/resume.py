@@ -54,18 +54,22 @@ def resume_problem(state: SavedState, steps_per_epoch: int) -> str | None:
     """
     if steps_per_epoch <= 0 or state.step < steps_per_epoch:
         return None
-    return (f"its last state ({state.path.name}, step {state.step}) is past the first epoch ({steps_per_epoch} steps), "
-            "where sd-scripts v0.10.1 restarts its step counter inside the epoch: the checkpoints after a resume "
-            "would overwrite earlier ones and carry wrong step metadata")
+    return (
+        f"its last state ({state.path.name}, step {state.step}) is past the first epoch ({steps_per_epoch} steps), "
+        "where sd-scripts v0.10.1 restarts its step counter inside the epoch: the checkpoints after a resume "
+        "would overwrite earlier ones and carry wrong step metadata"
+    )
 
 
 def resume_limit_warning(epochs: int, steps_per_epoch: int) -> str | None:
     """The plan-time warning for a run that saves state over several epochs (see resume_problem)."""
     if epochs <= 1:
         return None
-    return (f"this run trains {epochs} epochs of {steps_per_epoch} steps; sd-scripts v0.10.1 resumes correctly only "
-            f"from a state saved in the first epoch (before step {steps_per_epoch}), so `train --resume` refuses later "
-            "states. Without --repeats or max_train_epochs, plan chooses one epoch")
+    return (
+        f"this run trains {epochs} epochs of {steps_per_epoch} steps; sd-scripts v0.10.1 resumes correctly only "
+        f"from a state saved in the first epoch (before step {steps_per_epoch}), so `train --resume` refuses later "
+        "states. Without --repeats or max_train_epochs, plan chooses one epoch"
+    )
 
 
 def final_state_name(output_name: str) -> str:

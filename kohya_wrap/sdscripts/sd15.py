@@ -127,8 +127,10 @@ def sd15_problem(keys: list[str] | set[str]) -> str | None:
     if not missing:
         return None
     sample = ", ".join(sorted(present)[:3]) + (", ..." if len(present) > 3 else "") if present else "none"
-    return (f"{len(missing)} of the SD1.5 keys sd-scripts loads are missing (e.g. {missing[0]}); "
-            f"its {len(present)} tensor names begin: {sample}")
+    return (
+        f"{len(missing)} of the SD1.5 keys sd-scripts loads are missing (e.g. {missing[0]}); "
+        f"its {len(present)} tensor names begin: {sample}"
+    )
 
 
 def diffusers_problem(folder: Path) -> str | None:

@@ -8,8 +8,8 @@ per bucket, each rounded up), and NetworkTrainer.train (processes, gradient accu
 from __future__ import annotations
 
 import math
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
-from typing import Hashable, Sequence
 
 
 @dataclass(frozen=True)
@@ -62,12 +62,14 @@ def balanced_reg_repeats(train_total: int, reg: Sequence[tuple[int, int]]) -> li
                 out[i] += full + (1 if i < rest else 0)
     per_subset, start = [], 0
     for images, _ in reg:
-        per_subset.append(out[start:start + images])
+        per_subset.append(out[start : start + images])
         start += images
     return per_subset
 
 
-def count_steps(subsets: Sequence[StepSubset], *, batch_size: int, grad_accum: int = 1, num_processes: int = 1) -> StepCount:
+def count_steps(
+    subsets: Sequence[StepSubset], *, batch_size: int, grad_accum: int = 1, num_processes: int = 1
+) -> StepCount:
     """What sd-scripts computes for one dataset with these subsets."""
     used = [s for s in subsets if s.repeats >= 1 and s.images > 0]  # others are skipped with a warning
     train = [s for s in used if not s.is_reg]
@@ -78,7 +80,7 @@ def count_steps(subsets: Sequence[StepSubset], *, batch_size: int, grad_accum: i
     for s in train:
         buckets[s.bucket] = buckets.get(s.bucket, 0) + s.images * s.repeats
     reg_total = 0
-    for s, repeats in zip(reg, balanced_reg_repeats(train_total, [(s.images, s.repeats) for s in reg])):
+    for s, repeats in zip(reg, balanced_reg_repeats(train_total, [(s.images, s.repeats) for s in reg]), strict=False):
         n = sum(repeats)
         if n:
             buckets[s.bucket] = buckets.get(s.bucket, 0) + n
@@ -86,9 +88,15 @@ def count_steps(subsets: Sequence[StepSubset], *, batch_size: int, grad_accum: i
     batches = sum(math.ceil(count / batch_size) for count in buckets.values())
     steps = math.ceil(math.ceil(batches / num_processes) / grad_accum)
     return StepCount(
-        train_images_x_repeats=train_total, raw_reg_images_x_repeats=raw_reg, reg_images_x_repeats=reg_total,
-        bucket_counts=tuple(buckets.items()), batch_size=batch_size, grad_accum=grad_accum,
-        num_processes=num_processes, batches_per_epoch=batches, steps_per_epoch=steps,
+        train_images_x_repeats=train_total,
+        raw_reg_images_x_repeats=raw_reg,
+        reg_images_x_repeats=reg_total,
+        bucket_counts=tuple(buckets.items()),
+        batch_size=batch_size,
+        grad_accum=grad_accum,
+        num_processes=num_processes,
+        batches_per_epoch=batches,
+        steps_per_epoch=steps,
     )
 
 
@@ -121,8 +129,15 @@ def _with_repeats(subsets: Sequence[StepSubset], repeats: int) -> list[StepSubse
 
 
 def plan_steps(
-    subsets: Sequence[StepSubset], target: StepTarget, *, batch_size: int, grad_accum: int = 1, num_processes: int = 1,
-    choose_repeats: bool = True, fixed_steps: int | None = None, fixed_epochs: int | None = None,
+    subsets: Sequence[StepSubset],
+    target: StepTarget,
+    *,
+    batch_size: int,
+    grad_accum: int = 1,
+    num_processes: int = 1,
+    choose_repeats: bool = True,
+    fixed_steps: int | None = None,
+    fixed_epochs: int | None = None,
 ) -> StepPlan:
     """Repeats (for the train subsets, when choose_repeats) and epochs whose total lands in
     [min_steps, max_steps] nearest the target, in whole epochs so every image is seen equally often.
@@ -163,8 +178,16 @@ def plan_steps(
 
     if best is None:
         count = count_steps(subsets, **kw)
-        return StepPlan(tuple(s.repeats for s in subsets), count, 0, 0, False, False, "no training images: 0 steps",
-                        ("the dataset has no training images",))
+        return StepPlan(
+            tuple(s.repeats for s in subsets),
+            count,
+            0,
+            0,
+            False,
+            False,
+            "no training images: 0 steps",
+            ("the dataset has no training images",),
+        )
     _, chosen, count, epochs = best
     spe = count.steps_per_epoch
     if fixed_steps is not None:
@@ -177,14 +200,20 @@ def plan_steps(
             epochs = count.epochs_for(total)
             warnings.append(
                 f"one epoch is {spe} steps, so no whole number of epochs lands in {target.min_steps}-{target.max_steps} "
-                f"steps; training stops at step {total}, in epoch {epochs}")
+                f"steps; training stops at step {total}, in epoch {epochs}"
+            )
     in_range = lo_hi(total)
     if not in_range and fixed_steps is None and fixed_epochs is None:
         warnings.append(f"{total} steps is outside the preset's range {target.min_steps}-{target.max_steps}")
     return StepPlan(
-        repeats=tuple(s.repeats for s in chosen), count=count, epochs=epochs, max_train_steps=total,
-        whole_epochs=whole, in_range=in_range,
-        arithmetic=arithmetic(chosen, count, epochs, total, whole), warnings=tuple(warnings),
+        repeats=tuple(s.repeats for s in chosen),
+        count=count,
+        epochs=epochs,
+        max_train_steps=total,
+        whole_epochs=whole,
+        in_range=in_range,
+        arithmetic=arithmetic(chosen, count, epochs, total, whole),
+        warnings=tuple(warnings),
     )
 
 
@@ -197,9 +226,15 @@ def _single_epoch(subsets: Sequence[StepSubset], target: StepTarget, kw: dict[st
             return None
         if count.steps_per_epoch >= target.target:
             whole = count.steps_per_epoch == target.target
-            return StepPlan(repeats=tuple(s.repeats for s in chosen), count=count, epochs=1,
-                            max_train_steps=target.target, whole_epochs=whole, in_range=True,
-                            arithmetic=arithmetic(chosen, count, 1, target.target, whole))
+            return StepPlan(
+                repeats=tuple(s.repeats for s in chosen),
+                count=count,
+                epochs=1,
+                max_train_steps=target.target,
+                whole_epochs=whole,
+                in_range=True,
+                arithmetic=arithmetic(chosen, count, 1, target.target, whole),
+            )
     return None
 
 
@@ -209,7 +244,11 @@ def arithmetic(subsets: Sequence[StepSubset], count: StepCount, epochs: int, tot
     if len(train) == 1:
         text = f"{train[0].images} images x {train[0].repeats} repeats"
     else:
-        text = "(" + " + ".join(f"{s.images} x {s.repeats}" for s in train) + f") = {count.train_images_x_repeats} images x repeats"
+        text = (
+            "("
+            + " + ".join(f"{s.images} x {s.repeats}" for s in train)
+            + f") = {count.train_images_x_repeats} images x repeats"
+        )
     if count.reg_images_x_repeats:
         text += f" + {count.reg_images_x_repeats} regularization images x repeats"
         if count.reg_images_x_repeats != count.raw_reg_images_x_repeats:

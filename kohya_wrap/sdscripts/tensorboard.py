@@ -50,14 +50,14 @@ def _fields(buf: bytes) -> Iterator[tuple[int, int, object]]:
             value, pos = _varint(buf, pos)
             yield number, wire, value
         elif wire == 1:
-            yield number, wire, buf[pos:pos + 8]
+            yield number, wire, buf[pos : pos + 8]
             pos += 8
         elif wire == 2:
             size, pos = _varint(buf, pos)
-            yield number, wire, buf[pos:pos + size]
+            yield number, wire, buf[pos : pos + size]
             pos += size
         elif wire == 5:
-            yield number, wire, buf[pos:pos + 4]
+            yield number, wire, buf[pos : pos + 4]
             pos += 4
         else:
             raise ValueError(f"unsupported wire type {wire}")

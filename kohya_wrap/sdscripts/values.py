@@ -6,9 +6,10 @@ from sd-scripts' argument names, so no other package spells them.
 
 from __future__ import annotations
 
+from collections.abc import Container, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Container, Mapping, Sequence
+from typing import Any
 
 from kohya_wrap.sdscripts.arguments import argparse_default
 
@@ -64,11 +65,17 @@ def read_shape(values: Mapping[str, Any]) -> Shape:
     sides = [int(p) for p in resolution.split(",")]
     enable_bucket = bool(get("enable_bucket"))
     return Shape(
-        batch_size=get("train_batch_size"), grad_accum=get("gradient_accumulation_steps"), resolution=resolution,
-        width=sides[0], height=sides[-1], enable_bucket=enable_bucket,
+        batch_size=get("train_batch_size"),
+        grad_accum=get("gradient_accumulation_steps"),
+        resolution=resolution,
+        width=sides[0],
+        height=sides[-1],
+        enable_bucket=enable_bucket,
         resizes_images=enable_bucket or bool(get("cache_latents")) or bool(get("cache_latents_to_disk")),
-        mixed_precision=get("mixed_precision"), pinned_steps=values.get("max_train_steps"),
-        pinned_epochs=values.get("max_train_epochs"), output_name=values.get("output_name"),
+        mixed_precision=get("mixed_precision"),
+        pinned_steps=values.get("max_train_steps"),
+        pinned_epochs=values.get("max_train_epochs"),
+        output_name=values.get("output_name"),
         wants_samples=any(values.get(k) for k in ("sample_every_n_steps", "sample_every_n_epochs", "sample_at_first")),
         model_suffix="." + (get("save_model_as") or "safetensors"),
     )
@@ -79,9 +86,18 @@ def read_shape(values: Mapping[str, Any]) -> Shape:
 DEFAULT_LOG_WITH = "tensorboard"
 
 
-def run_values(*, model: Path | str, tokenizer_cache_dir: Path | None, output_dir: Path, output_name: str | None,
-               dataset_config: Path, sample_prompts: Path | None, max_train_steps: int | None,
-               logging_dir: Path | None = None, chosen: Container[str] = ()) -> dict[str, Any]:
+def run_values(
+    *,
+    model: Path | str,
+    tokenizer_cache_dir: Path | None,
+    output_dir: Path,
+    output_name: str | None,
+    dataset_config: Path,
+    sample_prompts: Path | None,
+    max_train_steps: int | None,
+    logging_dir: Path | None = None,
+    chosen: Container[str] = (),
+) -> dict[str, Any]:
     """The paths and counts only plan sets (never a preset). None: leave the value as it is.
 
     tokenizer_cache_dir None: kohya-wrap's own cache, which train passes on the command line.
@@ -131,6 +147,7 @@ def check_image_sizes(sizes: Sequence[tuple[str, tuple[int, int] | None]], shape
             if not shape.resizes_images:
                 raise ValueError(
                     f"{name}: images are {size[0]}x{size[1]} px but the training resolution is {shape.resolution}, "
-                    "and with bucketing and latent caching off sd-scripts refuses images of another size")
+                    "and with bucketing and latent caching off sd-scripts refuses images of another size"
+                )
             return [f"{Path(name).name}: images are {size[0]}x{size[1]} px, trained at {shape.resolution} (resized)"]
     return []

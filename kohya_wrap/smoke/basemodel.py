@@ -197,7 +197,7 @@ def unet_key(key: str, shape: UNetShape) -> str:
             if kind == "attentions":
                 return f"{UNET_PREFIX}input_blocks.{block}.1.{rest}"
             if kind == "downsamplers" and rest.startswith("conv."):
-                return f"{UNET_PREFIX}input_blocks.{(level + 1) * per_level}.0.op.{rest[len('conv.'):]}"
+                return f"{UNET_PREFIX}input_blocks.{(level + 1) * per_level}.0.op.{rest[len('conv.') :]}"
         else:
             block = level * per_level + index
             if kind == "resnets":
@@ -409,13 +409,16 @@ def write_checkpoint(path: Path, arch: Sd15Architecture = SD15, seed: int = DEFA
                 torch.manual_seed(seed + index)
                 for key, data in _fp16_tensors(torch, component):
                     if written >= len(order) or key != order[written] or len(data) != sizes[key]:
-                        raise ModelError(f"Smoke base model builder: tensor {key} does not match the planned layout.",
-                                         _BUG_HINT)
+                        raise ModelError(
+                            f"Smoke base model builder: tensor {key} does not match the planned layout.", _BUG_HINT
+                        )
                     out.write(data)
                     digest.update(data)
                     written += 1
             if written != len(order):
-                raise ModelError(f"Smoke base model builder: wrote {written} of {len(order)} planned tensors.", _BUG_HINT)
+                raise ModelError(
+                    f"Smoke base model builder: wrote {written} of {len(order)} planned tensors.", _BUG_HINT
+                )
             out.flush()
             os.fsync(out.fileno())
         os.replace(tmp, path)

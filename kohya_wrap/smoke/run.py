@@ -33,10 +33,25 @@ INSTALL_TRAIN = "pip install -e '.[train]'"
 # Modules the base model builder and the trainer import that the light install lacks.
 
 # Stage ids, in order; also the keys of SmokeResult.to_json()["stages"].
-SETUP, BASE_MODEL, IMAGES, PREPARE, PLAN, TRAIN, VERIFY = "setup", "base_model", "images", "prepare", "plan", "train", "verify"
+SETUP, BASE_MODEL, IMAGES, PREPARE, PLAN, TRAIN, VERIFY = (
+    "setup",
+    "base_model",
+    "images",
+    "prepare",
+    "plan",
+    "train",
+    "verify",
+)
 STAGES = (BASE_MODEL, IMAGES, PREPARE, PLAN, TRAIN, VERIFY)
-STAGE_LABELS = {SETUP: "setup", BASE_MODEL: "base model", IMAGES: "images", PREPARE: "prepare", PLAN: "plan",
-                TRAIN: "train", VERIFY: "verify"}
+STAGE_LABELS = {
+    SETUP: "setup",
+    BASE_MODEL: "base model",
+    IMAGES: "images",
+    PREPARE: "prepare",
+    PLAN: "plan",
+    TRAIN: "train",
+    VERIFY: "verify",
+}
 
 
 @dataclass(frozen=True)
@@ -94,16 +109,26 @@ class SmokeResult:
             "seconds": round(self.seconds, 2),
             "seconds_without_model_build": round(self.budget_seconds, 2),
             "stages": {name: round(seconds, 2) for name, seconds in self.stage_seconds},
-            "base_model": None if model is None else {
-                "path": str(model.path), "sha256": model.sha256, "bytes": model.size, "built": model.built,
+            "base_model": None
+            if model is None
+            else {
+                "path": str(model.path),
+                "sha256": model.sha256,
+                "bytes": model.size,
+                "built": model.built,
                 "build_reason": model.build_reason,
                 "build_seconds": None if model.build_seconds is None else round(model.build_seconds, 2),
                 "check_seconds": round(model.check_seconds, 2),
             },
             "device": self.device,
-            "lora": None if self.lora is None else {
-                "path": str(self.lora.path), "verified": self.lora.ok, "modules": self.lora.modules,
-                "unet_modules": self.lora.unet_modules, "text_encoder_modules": self.lora.text_encoder_modules,
+            "lora": None
+            if self.lora is None
+            else {
+                "path": str(self.lora.path),
+                "verified": self.lora.ok,
+                "modules": self.lora.modules,
+                "unet_modules": self.lora.unet_modules,
+                "text_encoder_modules": self.lora.text_encoder_modules,
                 "steps": self.lora.steps,
                 "checks": [{"name": name, "ok": ok, "detail": detail} for name, ok, detail in self.lora.checks],
             },
@@ -111,8 +136,12 @@ class SmokeResult:
             "kept": self.kept,
             "run_dir": None if self.run_dir is None else str(self.run_dir),
             "warnings": list(self.warnings),
-            "failure": None if self.ok else {
-                "stage": self.failed_stage, "message": self.message, "hint": self.hint,
+            "failure": None
+            if self.ok
+            else {
+                "stage": self.failed_stage,
+                "message": self.message,
+                "hint": self.hint,
                 "trainer_tail": list(self.trainer_tail),
             },
         }
@@ -133,8 +162,10 @@ def _work_dir(keep: Path | None) -> Path:
         return Path(tempfile.mkdtemp(prefix="kohya-wrap-smoke-"))
     folder = Path(os.path.abspath(keep))
     if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
-        raise RunDirError(f"--keep {folder} exists and is not an empty folder; smoke never writes over files",
-                          "give a new or empty folder to --keep")
+        raise RunDirError(
+            f"--keep {folder} exists and is not an empty folder; smoke never writes over files",
+            "give a new or empty folder to --keep",
+        )
     folder.mkdir(parents=True, exist_ok=True)
     return folder
 
@@ -154,8 +185,15 @@ def run_smoke(
     on_event gets the training events (for a live view), on_stage each stage id as it starts,
     on_signal the trainer's stop requests (as for `train`).
     """
-    from kohya_wrap.pipeline import PipelineFailed, PipelineRequest, PlanRequest, Stages, StageFailure, TrainRequest
-    from kohya_wrap.pipeline import run_pipeline
+    from kohya_wrap.pipeline import (
+        PipelineFailed,
+        PipelineRequest,
+        PlanRequest,
+        StageFailure,
+        Stages,
+        TrainRequest,
+        run_pipeline,
+    )
 
     started = time.monotonic()
     stages = Stages(on_stage)
@@ -168,12 +206,20 @@ def run_smoke(
 
     def result(failure: StageFailure | None = None) -> SmokeResult:
         return SmokeResult(
-            ok=failure is None, exit_code=ExitCode.OK if failure is None else failure.exit_code,
-            seconds=time.monotonic() - started, stage_seconds=tuple(stages.timings), base_model=model,
-            work_dir=work, kept=keep is not None and work is not None,
-            run_dir=run_dir, lora=lora, device=device,
-            failed_stage=failure.stage if failure else None, message=failure.message if failure else None,
-            hint=failure.hint if failure else None, trainer_tail=failure.tail if failure else (),
+            ok=failure is None,
+            exit_code=ExitCode.OK if failure is None else failure.exit_code,
+            seconds=time.monotonic() - started,
+            stage_seconds=tuple(stages.timings),
+            base_model=model,
+            work_dir=work,
+            kept=keep is not None and work is not None,
+            run_dir=run_dir,
+            lora=lora,
+            device=device,
+            failed_stage=failure.stage if failure else None,
+            message=failure.message if failure else None,
+            hint=failure.hint if failure else None,
+            trainer_tail=failure.tail if failure else (),
             warnings=warnings,
         )
 
@@ -214,13 +260,33 @@ def run_smoke(
         device = "cuda" if gpus.count else "cpu"
         request = PipelineRequest(
             # One process: the images are tiny, and forking after the model build imported torch is unsafe.
-            prepare=PrepareOptions(src_dir=photos, dataset_dir=work / "dataset", token=TOKEN, class_word=CLASS_WORD,
-                                   size=int(ours["size"].value), crop=ours["crop"].value, jobs=1),
-            plan=PlanRequest(work / "dataset", PRESET, str(model.path), run_dir, tuple(overrides),
-                             tokenizer_cache_dir=tokenizer_cache, sd_scripts=str(checkout.path)),
+            prepare=PrepareOptions(
+                src_dir=photos,
+                dataset_dir=work / "dataset",
+                token=TOKEN,
+                class_word=CLASS_WORD,
+                size=int(ours["size"].value),
+                crop=ours["crop"].value,
+                jobs=1,
+            ),
+            plan=PlanRequest(
+                work / "dataset",
+                PRESET,
+                str(model.path),
+                run_dir,
+                tuple(overrides),
+                tokenizer_cache_dir=tokenizer_cache,
+                sd_scripts=str(checkout.path),
+            ),
             # the runner verifies the LoRA (and records it in run.json); the verify stage reports it
-            train=TrainRequest(run_dir, verify=True, sd_scripts=str(checkout.path), gpu_info=gpus, on_event=on_event,
-                               on_signal=on_signal),
+            train=TrainRequest(
+                run_dir,
+                verify=True,
+                sd_scripts=str(checkout.path),
+                gpu_info=gpus,
+                on_event=on_event,
+                on_signal=on_signal,
+            ),
         )
         done = run_pipeline(request, stages)
         if done.plan is not None:
@@ -229,8 +295,13 @@ def run_smoke(
         if done.failure is not None and (trained is None or trained.outcome != "verify_failed"):
             failure = done.failure
             if failure.stage == TRAIN:
-                failure = StageFailure(TRAIN, failure.message.split("; full output:")[0],
-                                       _with_keep_hint(failure.hint or "", keep), failure.exit_code, failure.tail)
+                failure = StageFailure(
+                    TRAIN,
+                    failure.message.split("; full output:")[0],
+                    _with_keep_hint(failure.hint or "", keep),
+                    failure.exit_code,
+                    failure.tail,
+                )
             return result(failure)
         assert trained is not None and done.plan is not None
 
@@ -238,17 +309,32 @@ def run_smoke(
             report = trained.verification
             lora_file = trained.lora_file or done.plan.lora_file
             if report is None:
-                raise PipelineFailed(StageFailure(VERIFY, f"the trainer wrote no LoRA file ({lora_file})",
-                                                  _with_keep_hint("", keep), ExitCode.TRAIN_VERIFY_FAILED))
-            lora = LoraSummary(path=lora_file, ok=report.ok, unet_modules=report.unet_modules,
-                               text_encoder_modules=report.text_encoder_modules, steps=trained.total_steps,
-                               checks=tuple((c.name, c.ok, c.detail) for c in report.checks))
+                raise PipelineFailed(
+                    StageFailure(
+                        VERIFY,
+                        f"the trainer wrote no LoRA file ({lora_file})",
+                        _with_keep_hint("", keep),
+                        ExitCode.TRAIN_VERIFY_FAILED,
+                    )
+                )
+            lora = LoraSummary(
+                path=lora_file,
+                ok=report.ok,
+                unet_modules=report.unet_modules,
+                text_encoder_modules=report.text_encoder_modules,
+                steps=trained.total_steps,
+                checks=tuple((c.name, c.ok, c.detail) for c in report.checks),
+            )
             if not report.ok:
                 failed = "; ".join(f"{c.name}: {c.detail}" for c in report.failed)
-                raise PipelineFailed(StageFailure(
-                    VERIFY, f"the LoRA {lora_file} failed verification: {failed}",
-                    "This points at a change in sd-scripts or its packages; compare with `kohya-wrap doctor`.",
-                    ExitCode.TRAIN_VERIFY_FAILED))
+                raise PipelineFailed(
+                    StageFailure(
+                        VERIFY,
+                        f"the LoRA {lora_file} failed verification: {failed}",
+                        "This points at a change in sd-scripts or its packages; compare with `kohya-wrap doctor`.",
+                        ExitCode.TRAIN_VERIFY_FAILED,
+                    )
+                )
         return result()
     except PipelineFailed as failed:
         return result(failed.failure)

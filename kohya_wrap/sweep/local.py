@@ -50,8 +50,9 @@ class _Running:
         self.job, self.proc, self.log, self.slot = job, proc, log, slot
 
 
-def run_local(jobs: list[Job], state: SweepState, *, max_parallel: int | None = None,
-              on_change: OnChange | None = None) -> bool:
+def run_local(
+    jobs: list[Job], state: SweepState, *, max_parallel: int | None = None, on_change: OnChange | None = None
+) -> bool:
     """Train every job; True when a signal stopped the sweep."""
     slots = gpu_slots()
     if max_parallel:
@@ -102,8 +103,15 @@ def _start(job: Job, slot: str | None, state: SweepState, on_change: OnChange | 
     job.log.parent.mkdir(parents=True, exist_ok=True)
     job.result.parent.mkdir(parents=True, exist_ok=True)
     log = open(job.log, "ab")
-    proc = subprocess.Popen(job.worker_argv(), env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True, cwd=Path.cwd())
+    proc = subprocess.Popen(
+        job.worker_argv(),
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        cwd=Path.cwd(),
+    )
     start_job(state, job, on_change, device=slot, pid=proc.pid)
     return _Running(job, proc, log, slot)
 

@@ -52,8 +52,13 @@ def train_task(job: Job) -> dict[str, Any]:
     """Run on the node: the variant's worker, to its end; a KeyboardInterrupt (ray.cancel) stops it."""
     job.log.parent.mkdir(parents=True, exist_ok=True)
     with open(job.log, "ab") as log:
-        proc = subprocess.Popen(job.worker_argv(sys.executable), stdin=subprocess.DEVNULL, stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            job.worker_argv(sys.executable),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         forwarded = 0.0
         while True:
             try:
@@ -83,9 +88,11 @@ def _task_options(resources: dict[str, float], address: str | None) -> tuple[dic
     slots = int(resources.get(SLOT_RESOURCE, 0))
     if slots >= 1:
         return {"num_cpus": 0, "resources": {SLOT_RESOURCE: 1}, "max_retries": 0}, slots
-    raise SweepError(f"the Ray cluster at {address} has no GPU and no node offering the {SLOT_RESOURCE} resource",
-                     "start GPU nodes, or CPU nodes with `ray start --address ADDR "
-                     f"--resources='{{\"{SLOT_RESOURCE}\": 1}}'` (docs/sweep.md)")
+    raise SweepError(
+        f"the Ray cluster at {address} has no GPU and no node offering the {SLOT_RESOURCE} resource",
+        "start GPU nodes, or CPU nodes with `ray start --address ADDR "
+        f"--resources='{{\"{SLOT_RESOURCE}\": 1}}'` (docs/sweep.md)",
+    )
 
 
 def _token_auth_like_ray_start() -> None:
@@ -94,13 +101,22 @@ def _token_auth_like_ray_start() -> None:
     An explicit RAY_AUTH_MODE is left alone."""
     if "RAY_AUTH_MODE" in os.environ:
         return
-    if os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH") or (
-            Path.home() / ".ray" / "auth_token").is_file():
+    if (
+        os.environ.get("RAY_AUTH_TOKEN")
+        or os.environ.get("RAY_AUTH_TOKEN_PATH")
+        or (Path.home() / ".ray" / "auth_token").is_file()
+    ):
         os.environ["RAY_AUTH_MODE"] = "token"
 
 
-def run_ray(jobs: list[Job], state: SweepState, *, address: str | None = None, max_parallel: int | None = None,
-            on_change: OnChange | None = None) -> bool:
+def run_ray(
+    jobs: list[Job],
+    state: SweepState,
+    *,
+    address: str | None = None,
+    max_parallel: int | None = None,
+    on_change: OnChange | None = None,
+) -> bool:
     """Train every job as a Ray task; True when Ctrl-C stopped the sweep."""
     require_ray(address)
     import ray
@@ -110,13 +126,20 @@ def run_ray(jobs: list[Job], state: SweepState, *, address: str | None = None, m
         if address is None:
             # a local instance of our own, stopped by ray.shutdown(), never an already running one; on
             # loopback, as nothing else needs to reach it
-            ray.init(address="local", resources={SLOT_RESOURCE: 1}, num_cpus=os.cpu_count() or 1,
-                     _node_ip_address="127.0.0.1", **kwargs)
+            ray.init(
+                address="local",
+                resources={SLOT_RESOURCE: 1},
+                num_cpus=os.cpu_count() or 1,
+                _node_ip_address="127.0.0.1",
+                **kwargs,
+            )
         else:
             ray.init(address=address, **kwargs)
     except ConnectionError as e:
-        raise SweepError(f"cannot connect to the Ray cluster at {address}: {e}",
-                         "start it with `ray start --head` (docs/sweep.md), or leave out --ray-address") from None
+        raise SweepError(
+            f"cannot connect to the Ray cluster at {address}: {e}",
+            "start it with `ray start --head` (docs/sweep.md), or leave out --ray-address",
+        ) from None
     try:
         options, capacity = _task_options(ray.cluster_resources(), address)
         remote = ray.remote(train_task).options(**options)

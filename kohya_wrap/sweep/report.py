@@ -8,21 +8,30 @@ exist, else the lowest final loss among the finished variants.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kohya_wrap import __version__, rundir
+from kohya_wrap import __version__
 from kohya_wrap.errors import KohyaWrapError
 from kohya_wrap.fsutil import atomic_write_text
 from kohya_wrap.score import load_score
 from kohya_wrap.sweep.state import read_sweep
 
 REPORT_FILE = "report.html"  # SWEEP_DIR/report.html
-_PALETTE = ("#1f5fa8", "#b25d12", "#16794a", "#b42318", "#6b3fa0", "#0f7c8c", "#8a6d00", "#c2185b", "#455a64",
-            "#5d8c1a")
+_PALETTE = (
+    "#1f5fa8",
+    "#b25d12",
+    "#16794a",
+    "#b42318",
+    "#6b3fa0",
+    "#0f7c8c",
+    "#8a6d00",
+    "#c2185b",
+    "#455a64",
+    "#5d8c1a",
+)
 _CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 _STYLE = """
 body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:2rem auto;max-width:1200px;padding:0 1rem}
@@ -66,17 +75,27 @@ def load_variants(sweep_dir: Path) -> list[VariantReport]:
         except KohyaWrapError:
             continue  # not planned yet
         score = load_score(run_dir) or {}
-        likeness = tuple((c["step"], float(c["likeness"])) for c in score.get("checkpoints") or []
-                         if isinstance(c, dict) and isinstance(c.get("step"), int)
-                         and isinstance(c.get("likeness"), (int, float)))
+        likeness = tuple(
+            (c["step"], float(c["likeness"]))
+            for c in score.get("checkpoints") or []
+            if isinstance(c, dict) and isinstance(c.get("step"), int) and isinstance(c.get("likeness"), (int, float))
+        )
         chosen = score.get("recommended")
         recommended = chosen.get("step") if isinstance(chosen, dict) else None
         checkpoint = _checkpoint_at(summary.run, recommended) or (str(summary.lora_file) if summary.lora_file else None)
-        out.append(VariantReport(
-            name=entry.get("name", run_dir.name), values=dict(entry.get("values") or {}), run_dir=run_dir,
-            outcome=summary.outcome, final_loss=summary.final_loss,
-            loss=tuple((p.step, p.loss) for p in summary.loss), likeness=likeness,
-            recommended_step=recommended if isinstance(recommended, int) else None, checkpoint=checkpoint))
+        out.append(
+            VariantReport(
+                name=entry.get("name", run_dir.name),
+                values=dict(entry.get("values") or {}),
+                run_dir=run_dir,
+                outcome=summary.outcome,
+                final_loss=summary.final_loss,
+                loss=tuple((p.step, p.loss) for p in summary.loss),
+                likeness=likeness,
+                recommended_step=recommended if isinstance(recommended, int) else None,
+                checkpoint=checkpoint,
+            )
+        )
     return out
 
 
@@ -90,12 +109,15 @@ def best_variant(variants: list[VariantReport]) -> tuple[VariantReport | None, s
     if scored:
         score, best = max(scored, key=lambda sv: sv[0])
         return best, f"highest likeness ({score:.3f}) at its recommended step {best.recommended_step}"
-    finished = [v for v in variants if v.outcome == "finished" and v.final_loss is not None
-                and math.isfinite(v.final_loss)]
+    finished = [
+        v for v in variants if v.outcome == "finished" and v.final_loss is not None and math.isfinite(v.final_loss)
+    ]
     if finished:
         best = min(finished, key=lambda v: v.final_loss or 0.0)
-        return best, (f"lowest final loss ({best.final_loss:.4g}) among the finished variants; no variant has a "
-                      "score yet (`kohya-wrap score RUN_DIR`), and loss says little about likeness")
+        return best, (
+            f"lowest final loss ({best.final_loss:.4g}) among the finished variants; no variant has a "
+            "score yet (`kohya-wrap score RUN_DIR`), and loss says little about likeness"
+        )
     return None, "no variant has finished"
 
 
@@ -111,41 +133,68 @@ def render(sweep_dir: Path, variants: list[VariantReport]) -> str:
     best, why = best_variant(variants)
     colours = {v.name: _PALETTE[i % len(_PALETTE)] for i, v in enumerate(variants)}
     styles = "".join(f"svg .v{i}{{stroke:{colours[v.name]}}}" for i, v in enumerate(variants))
-    legend = "".join(f'<span style="margin-right:1rem"><i class="sw" style="background:{colours[v.name]}"></i>'
-                     f"{_e(v.name)}</span>" for v in variants)
-    body = [f"<h1>kohya-wrap sweep {_e(sweep_dir.name)}</h1>",
-            f'<p>{_e(sweep_dir)} · {len(variants)} variant(s) · report by kohya-wrap {_e(__version__)}</p>',
-            "<h2>Best variant</h2>"]
+    legend = "".join(
+        f'<span style="margin-right:1rem"><i class="sw" style="background:{colours[v.name]}"></i>{_e(v.name)}</span>'
+        for v in variants
+    )
+    body = [
+        f"<h1>kohya-wrap sweep {_e(sweep_dir.name)}</h1>",
+        f"<p>{_e(sweep_dir)} · {len(variants)} variant(s) · report by kohya-wrap {_e(__version__)}</p>",
+        "<h2>Best variant</h2>",
+    ]
     if best is not None:
-        body.append(f'<p id="best" data-variant="{_e(best.name)}"><b>{_e(best.name)}</b>: {_e(why)}.<br>'
-                    f"checkpoint: <code>{_e(best.checkpoint or '-')}</code></p>")
+        body.append(
+            f'<p id="best" data-variant="{_e(best.name)}"><b>{_e(best.name)}</b>: {_e(why)}.<br>'
+            f"checkpoint: <code>{_e(best.checkpoint or '-')}</code></p>"
+        )
     else:
         body.append(f'<p id="best">{_e(why)}.</p>')
-    rows = ["<tr><th>variant</th><th>values</th><th>outcome</th><th>final loss</th><th>best step</th>"
-            "<th>checkpoint</th></tr>"]
+    rows = [
+        "<tr><th>variant</th><th>values</th><th>outcome</th><th>final loss</th><th>best step</th>"
+        "<th>checkpoint</th></tr>"
+    ]
     for v in variants:
         values = ", ".join(f"{k}={val}" for k, val in v.values.items())
         loss = f"{v.final_loss:.4g}" if v.final_loss is not None else "—"
         cls = ' class="best"' if best is not None and v.name == best.name else ""
-        rows.append(f'<tr{cls} data-variant="{_e(v.name)}"><td>{_e(v.name)}</td><td>{_e(values)}</td>'
-                    f"<td>{_e(v.outcome)}</td><td>{_e(loss)}</td><td>{_e(v.recommended_step or '—')}</td>"
-                    f"<td><code>{_e(Path(v.checkpoint).name if v.checkpoint else '—')}</code></td></tr>")
+        rows.append(
+            f'<tr{cls} data-variant="{_e(v.name)}"><td>{_e(v.name)}</td><td>{_e(values)}</td>'
+            f"<td>{_e(v.outcome)}</td><td>{_e(loss)}</td><td>{_e(v.recommended_step or '—')}</td>"
+            f"<td><code>{_e(Path(v.checkpoint).name if v.checkpoint else '—')}</code></td></tr>"
+        )
     body += ["<h2>Variants</h2>", f'<table id="variants">{"".join(rows)}</table>', "<h2>Loss</h2>"]
-    loss_series = [Series(f"v{i}", f"loss-{v.name}", [s for s, _ in v.loss], [y for _, y in v.loss])
-                   for i, v in enumerate(variants) if v.loss]
+    loss_series = [
+        Series(f"v{i}", f"loss-{v.name}", [s for s, _ in v.loss], [y for _, y in v.loss])
+        for i, v in enumerate(variants)
+        if v.loss
+    ]
     chart = line_chart(loss_series, svg_id="sweep-loss", title="average loss per step, every variant", x_label="step")
     body.append(f'<p class="legend">{legend}</p>{chart}' if chart else '<p id="no-loss">No loss recorded yet.</p>')
     body.append("<h2>Score per step</h2>")
-    score_series = [Series(f"v{i}", f"likeness-{v.name}", [s for s, _ in v.likeness], [y for _, y in v.likeness])
-                    for i, v in enumerate(variants) if v.likeness]
-    chart = line_chart(score_series, svg_id="sweep-likeness", title="likeness per checkpoint step, every variant",
-                       x_label="step") if score_series else ""
-    body.append(f'<p class="legend">{legend}</p>{chart}' if chart else
-                '<p id="no-score">No variant has been scored yet (`kohya-wrap score RUN_DIR` writes score.json).</p>')
-    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            f'<meta http-equiv="Content-Security-Policy" content="{_CSP}">'
-            f"<title>kohya-wrap sweep {_e(sweep_dir.name)}</title><style>{_STYLE}{styles}</style></head>\n<body>"
-            + "\n".join(body) + "\n</body></html>\n")
+    score_series = [
+        Series(f"v{i}", f"likeness-{v.name}", [s for s, _ in v.likeness], [y for _, y in v.likeness])
+        for i, v in enumerate(variants)
+        if v.likeness
+    ]
+    chart = (
+        line_chart(
+            score_series, svg_id="sweep-likeness", title="likeness per checkpoint step, every variant", x_label="step"
+        )
+        if score_series
+        else ""
+    )
+    body.append(
+        f'<p class="legend">{legend}</p>{chart}'
+        if chart
+        else '<p id="no-score">No variant has been scored yet (`kohya-wrap score RUN_DIR` writes score.json).</p>'
+    )
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f'<meta http-equiv="Content-Security-Policy" content="{_CSP}">'
+        f"<title>kohya-wrap sweep {_e(sweep_dir.name)}</title><style>{_STYLE}{styles}</style></head>\n<body>"
+        + "\n".join(body)
+        + "\n</body></html>\n"
+    )
 
 
 def write_sweep_report(sweep_dir: Path, out: Path | None = None) -> Path:

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import shutil
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 from kohya_wrap import pipeline, rundir
 from kohya_wrap.errors import ExitCode, KohyaWrapError, RunDirError
@@ -63,9 +64,15 @@ class SweepResult:
     exit_code: int
 
     def to_json(self) -> dict[str, Any]:
-        return {"sweep_dir": str(self.sweep_dir), "trained": self.trained, "skipped": self.skipped,
-                "failed": self.failed, "interrupted": self.interrupted, "exit_code": self.exit_code,
-                "variants": list(self.variants)}
+        return {
+            "sweep_dir": str(self.sweep_dir),
+            "trained": self.trained,
+            "skipped": self.skipped,
+            "failed": self.failed,
+            "interrupted": self.interrupted,
+            "exit_code": self.exit_code,
+            "variants": list(self.variants),
+        }
 
 
 def _started(run_dir: Path) -> bool:
@@ -89,8 +96,10 @@ def decide(variant: Variant) -> Action:
     run_dir = variant.run_dir
     holder = rundir.lock_holder(run_dir)
     if holder is not None:
-        raise SweepError(f"variant {variant.name}: {run_dir} is in use by {holder.describe()}",
-                         "wait for it to end, or stop it first (`kohya-wrap status SWEEP_DIR` shows the sweep)")
+        raise SweepError(
+            f"variant {variant.name}: {run_dir} is in use by {holder.describe()}",
+            "wait for it to end, or stop it first (`kohya-wrap status SWEEP_DIR` shows the sweep)",
+        )
     if (run_manifest(run_dir) or {}).get("outcome") == "finished":
         return "skip"
     if not rundir.is_planned(run_dir) or not _started(run_dir):
@@ -102,9 +111,15 @@ def decide(variant: Variant) -> Action:
 
 
 def plan_request(spec: SweepSpec, variant: Variant, run_dir: Path | None = None) -> pipeline.PlanRequest:
-    return pipeline.PlanRequest(dataset_dir=variant.dataset_dir, preset=spec.preset, base_model=spec.base_model,
-                                run_dir=run_dir or variant.run_dir, overrides=variant.overrides,
-                                tokenizer_cache_dir=spec.tokenizer_cache_dir, sd_scripts=spec.sd_scripts)
+    return pipeline.PlanRequest(
+        dataset_dir=variant.dataset_dir,
+        preset=spec.preset,
+        base_model=spec.base_model,
+        run_dir=run_dir or variant.run_dir,
+        overrides=variant.overrides,
+        tokenizer_cache_dir=spec.tokenizer_cache_dir,
+        sd_scripts=spec.sd_scripts,
+    )
 
 
 def validate(spec: SweepSpec, variants: list[Variant], actions: dict[str, Action]) -> None:
@@ -114,8 +129,11 @@ def validate(spec: SweepSpec, variants: list[Variant], actions: dict[str, Action
         if actions[variant.name] not in ("start", "restart"):
             continue
         # a run to restart still holds its attempt: validate the same plan for a fresh folder beside it
-        where = variant.run_dir if actions[variant.name] == "start" else variant.run_dir.with_name(
-            variant.run_dir.name + ".check")
+        where = (
+            variant.run_dir
+            if actions[variant.name] == "start"
+            else variant.run_dir.with_name(variant.run_dir.name + ".check")
+        )
         try:
             pipeline.make_plan(plan_request(spec, variant, where))
         except KohyaWrapError as e:
@@ -124,8 +142,11 @@ def validate(spec: SweepSpec, variants: list[Variant], actions: dict[str, Action
         variant, first = bad[0]
         others = ", ".join(v.name for v, _ in bad[1:])
         more = f" ({len(bad) - 1} more variant(s) fail too: {others})" if others else ""
-        raise SweepError(f"variant {variant.name} ({_describe(variant)}) cannot be planned: {first.message}{more}; "
-                         "nothing was trained", first.hint)
+        raise SweepError(
+            f"variant {variant.name} ({_describe(variant)}) cannot be planned: {first.message}{more}; "
+            "nothing was trained",
+            first.hint,
+        )
 
 
 def _describe(variant: Variant) -> str:
@@ -133,8 +154,15 @@ def _describe(variant: Variant) -> str:
     return f"dataset {variant.dataset_dir.name}" + (f", {values}" if values else "")
 
 
-def run_sweep(spec: SweepSpec, sweep_dir: Path, *, backend: Backend = "local", ray_address: str | None = None,
-              max_parallel: int | None = None, on_change: OnChange | None = None) -> SweepResult:
+def run_sweep(
+    spec: SweepSpec,
+    sweep_dir: Path,
+    *,
+    backend: Backend = "local",
+    ray_address: str | None = None,
+    max_parallel: int | None = None,
+    on_change: OnChange | None = None,
+) -> SweepResult:
     """Plan every variant, then train those not finished. Ctrl-C stops every trainer and raises KeyboardInterrupt."""
     sweep_dir = Path(sweep_dir).expanduser().resolve()
     if backend == "ray":
@@ -167,8 +195,17 @@ def run_sweep(spec: SweepSpec, sweep_dir: Path, *, backend: Backend = "local", r
             result_file = paths.result(variant.name)
             result_file.unlink(missing_ok=True)
             state.update(variant.name, status=PENDING, error=None, log=str(log), outcome=None, exit_code=None)
-            jobs.append(Job(variant.name, variant.run_dir, action == "resume", log, result_file,
-                            allow_nan=spec.allow_nan, sd_scripts=spec.sd_scripts))
+            jobs.append(
+                Job(
+                    variant.name,
+                    variant.run_dir,
+                    action == "resume",
+                    log,
+                    result_file,
+                    allow_nan=spec.allow_nan,
+                    sd_scripts=spec.sd_scripts,
+                )
+            )
         for entry in state.doc["variants"]:
             if on_change is not None and entry["status"] == SKIPPED:
                 on_change(dict(entry))
@@ -201,8 +238,9 @@ class SweepInterrupted(KeyboardInterrupt):
         self.result = result
 
 
-def finish_job(state: SweepState, job: Job, returncode: int | None, on_change: OnChange | None,
-               extra: dict[str, Any] | None = None) -> None:
+def finish_job(
+    state: SweepState, job: Job, returncode: int | None, on_change: OnChange | None, extra: dict[str, Any] | None = None
+) -> None:
     """Record a worker's end: its result file, then the run's own run.json."""
     import json
 
@@ -212,10 +250,26 @@ def finish_job(state: SweepState, job: Job, returncode: int | None, on_change: O
         result = json.loads(job.result.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         why = (extra or {}).get("error") or f"the worker ended (exit code {returncode}) without a result"
-        result = {"outcome": None, "exit_code": returncode if returncode else int(ExitCode.UNEXPECTED),
-                  "error": f"{why}; see {job.log}" if job.log.is_file() else why}
-    fields = {k: result.get(k) for k in ("outcome", "exit_code", "final_loss", "last_step", "total_steps",
-                                         "lora_file", "host", "device", "error") if k in result}
+        result = {
+            "outcome": None,
+            "exit_code": returncode if returncode else int(ExitCode.UNEXPECTED),
+            "error": f"{why}; see {job.log}" if job.log.is_file() else why,
+        }
+    fields = {
+        k: result.get(k)
+        for k in (
+            "outcome",
+            "exit_code",
+            "final_loss",
+            "last_step",
+            "total_steps",
+            "lora_file",
+            "host",
+            "device",
+            "error",
+        )
+        if k in result
+    }
     fields.update(extra or {})
     status = ERROR if result.get("outcome") is None else DONE
     state.update(job.name, status=status, ended_at=now_text(), **fields)

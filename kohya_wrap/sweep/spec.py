@@ -19,9 +19,10 @@ error names the file, the table, the key and, for a grid, which value.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from kohya_wrap.errors import KohyaWrapError, PresetError
 from kohya_wrap.preset import OUR_KEYS, OURS_TABLE, convert_ours, parse_override
@@ -30,7 +31,7 @@ from kohya_wrap.sdscripts import arguments
 try:
     import tomllib
 except ModuleNotFoundError:  # Python 3.10
-    import tomli as tomllib  # type: ignore[no-redef,import-not-found]
+    import tomli as tomllib
 
 SWEEP_SCHEMA = 1
 FILE_KEYS = ("schema", "description", "datasets", "preset", "base_model", "set", "grid")
@@ -65,8 +66,11 @@ class SweepSpec:
     def to_json(self) -> dict[str, Any]:
         """What identifies the sweep: a rerun of SWEEP_DIR must ask for the same (sweep.json `spec`)."""
         return {
-            "datasets": [str(d) for d in self.datasets], "preset": self.preset, "base_model": self.base_model,
-            "grid": {a.key: list(a.values) for a in self.grid}, "set": list(self.overrides),
+            "datasets": [str(d) for d in self.datasets],
+            "preset": self.preset,
+            "base_model": self.base_model,
+            "grid": {a.key: list(a.values) for a in self.grid},
+            "set": list(self.overrides),
             "tokenizer_cache_dir": str(self.tokenizer_cache_dir) if self.tokenizer_cache_dir else None,
         }
 
@@ -88,12 +92,15 @@ def check_value(key: str, value: Any, *, from_text: bool, trusted: bool) -> Any:
     Raises arguments.ArgumentError naming the key.
     """
     if key.startswith(f"{OURS_TABLE}."):
-        key = key[len(OURS_TABLE) + 1:]
+        key = key[len(OURS_TABLE) + 1 :]
     if key in OUR_KEYS and key not in arguments.table():
         return convert_ours(key, value, from_text=from_text)
     if key not in arguments.table():
-        raise arguments.ArgumentError(key, f"unknown key {key!r} (neither an sd-scripts argument nor a kohya-wrap "
-                                      "setting)", arguments.did_you_mean(key, list(arguments.table()) + list(OUR_KEYS)))
+        raise arguments.ArgumentError(
+            key,
+            f"unknown key {key!r} (neither an sd-scripts argument nor a kohya-wrap setting)",
+            arguments.did_you_mean(key, list(arguments.table()) + list(OUR_KEYS)),
+        )
     converted = arguments.convert(key, value, from_text=from_text)
     arguments.check_trust(key, converted, trusted=trusted)
     return converted
@@ -123,7 +130,7 @@ def split_values(text: str) -> list[str]:
 
 def _axis(key: str, values: Sequence[Any], texts: Sequence[str]) -> GridAxis:
     if key.startswith(f"{OURS_TABLE}."):
-        key = key[len(OURS_TABLE) + 1:]
+        key = key[len(OURS_TABLE) + 1 :]
     return GridAxis(key, tuple(values), tuple(texts))
 
 
@@ -163,15 +170,30 @@ def _check_axis(axis: GridAxis, where: str, set_keys: set[str], earlier: Sequenc
         seen.append(value)
 
 
-def from_command_line(datasets: Sequence[Path], *, preset: str, base_model: str, grid: Sequence[str] = (),
-                      overrides: Sequence[str] = (), tokenizer_cache_dir: Path | None = None,
-                      sd_scripts: str | None = None, allow_nan: bool = False) -> SweepSpec:
+def from_command_line(
+    datasets: Sequence[Path],
+    *,
+    preset: str,
+    base_model: str,
+    grid: Sequence[str] = (),
+    overrides: Sequence[str] = (),
+    tokenizer_cache_dir: Path | None = None,
+    sd_scripts: str | None = None,
+    allow_nan: bool = False,
+) -> SweepSpec:
     if not datasets:
         raise SweepError("give at least one DATASET_DIR (or a sweep FILE.toml)")
     axes = parse_grid(grid, overrides)
-    return SweepSpec(datasets=tuple(Path(d).expanduser().resolve() for d in datasets), preset=preset,
-                     base_model=base_model, grid=axes, overrides=tuple(overrides),
-                     tokenizer_cache_dir=tokenizer_cache_dir, sd_scripts=sd_scripts, allow_nan=allow_nan)
+    return SweepSpec(
+        datasets=tuple(Path(d).expanduser().resolve() for d in datasets),
+        preset=preset,
+        base_model=base_model,
+        grid=axes,
+        overrides=tuple(overrides),
+        tokenizer_cache_dir=tokenizer_cache_dir,
+        sd_scripts=sd_scripts,
+        allow_nan=allow_nan,
+    )
 
 
 def _where(path: Path, table: str | None, key: str | None = None) -> str:
@@ -188,20 +210,26 @@ def load_file(path: Path) -> dict[str, Any]:
         raise SweepError(f"{path}: cannot be read: {e}") from None
     schema = doc.get("schema")
     if schema != SWEEP_SCHEMA or isinstance(schema, bool):
-        raise SweepError(f"{_where(path, None, 'schema')}: expected {SWEEP_SCHEMA}, got {schema!r}",
-                         f"put `schema = {SWEEP_SCHEMA}` on the first line")
+        raise SweepError(
+            f"{_where(path, None, 'schema')}: expected {SWEEP_SCHEMA}, got {schema!r}",
+            f"put `schema = {SWEEP_SCHEMA}` on the first line",
+        )
     for key in doc:
         if key not in FILE_KEYS:
-            raise SweepError(f"{_where(path, None, key)}: unknown key (a sweep file holds {', '.join(FILE_KEYS)})",
-                             arguments.did_you_mean(key, FILE_KEYS) or "put sd-scripts arguments in [set] or [grid]")
+            raise SweepError(
+                f"{_where(path, None, key)}: unknown key (a sweep file holds {', '.join(FILE_KEYS)})",
+                arguments.did_you_mean(key, FILE_KEYS) or "put sd-scripts arguments in [set] or [grid]",
+            )
     for key in ("description", "preset", "base_model"):
         if key in doc and (not isinstance(doc[key], str) or not doc[key]):
             raise SweepError(f"{_where(path, None, key)}: must be a non-empty string, got {doc[key]!r}")
     datasets = doc.get("datasets", [])
     if not isinstance(datasets, list) or not all(isinstance(d, str) and d for d in datasets):
         raise SweepError(f"{_where(path, None, 'datasets')}: must be a list of folder paths, got {datasets!r}")
-    out: dict[str, Any] = {"description": doc.get("description", ""),
-                           "datasets": [(path.parent / Path(d).expanduser()).resolve() for d in datasets]}
+    out: dict[str, Any] = {
+        "description": doc.get("description", ""),
+        "datasets": [(path.parent / Path(d).expanduser()).resolve() for d in datasets],
+    }
     if "preset" in doc:
         ref = doc["preset"]
         # a preset file is looked up beside the sweep file, as `extends` looks beside a preset
@@ -225,8 +253,10 @@ def load_file(path: Path) -> dict[str, Any]:
     set_keys = {k for k in fixed}
     for key, values in grid.items():
         if not isinstance(values, list) or not values:
-            raise SweepError(f"{_where(path, 'grid', key)}: must be a non-empty list of values, got {values!r}",
-                             f"for example {key} = [{value_text(values)}]" if values is not None else None)
+            raise SweepError(
+                f"{_where(path, 'grid', key)}: must be a non-empty list of values, got {values!r}",
+                f"for example {key} = [{value_text(values)}]" if values is not None else None,
+            )
         typed, texts = [], []
         for i, value in enumerate(values, 1):
             try:
@@ -250,20 +280,31 @@ def _round_trip(path: Path, table: str, key: str, value: Any) -> str:
     except arguments.ArgumentError:
         back = None
     if back != value:
-        raise SweepError(f"{_where(path, table, key)}: {value!r} cannot be passed on as --set {key}=...",
-                         "write it as the command line would take it")
+        raise SweepError(
+            f"{_where(path, table, key)}: {value!r} cannot be passed on as --set {key}=...",
+            "write it as the command line would take it",
+        )
     return text
 
 
-def from_file(path: Path, *, datasets: Sequence[Path] = (), preset: str | None = None, base_model: str | None = None,
-              grid: Sequence[str] = (), overrides: Sequence[str] = (), tokenizer_cache_dir: Path | None = None,
-              sd_scripts: str | None = None, allow_nan: bool = False) -> SweepSpec:
+def from_file(
+    path: Path,
+    *,
+    datasets: Sequence[Path] = (),
+    preset: str | None = None,
+    base_model: str | None = None,
+    grid: Sequence[str] = (),
+    overrides: Sequence[str] = (),
+    tokenizer_cache_dir: Path | None = None,
+    sd_scripts: str | None = None,
+    allow_nan: bool = False,
+) -> SweepSpec:
     """A sweep file; what the command line gives as well (datasets, preset, model, --set, --grid) wins or adds."""
     path = Path(path).expanduser().resolve()
     doc = load_file(path)
     chosen_datasets = tuple(Path(d).expanduser().resolve() for d in datasets) or tuple(doc["datasets"])
     if not chosen_datasets:
-        raise SweepError(f"{path}: no datasets", "add `datasets = [\"data/ohwx\"]`, or give DATASET_DIR after the file")
+        raise SweepError(f"{path}: no datasets", 'add `datasets = ["data/ohwx"]`, or give DATASET_DIR after the file')
     chosen_preset = preset or doc.get("preset")
     chosen_model = base_model or doc.get("base_model")
     if not chosen_preset or not chosen_model:
@@ -280,6 +321,15 @@ def from_file(path: Path, *, datasets: Sequence[Path] = (), preset: str | None =
     for axis in axes:
         if axis.key in fixed_keys:
             raise SweepError(f"{path}: [grid] {axis.key} is also fixed with set", "sweep it or fix it, not both")
-    return SweepSpec(datasets=chosen_datasets, preset=chosen_preset, base_model=chosen_model, grid=axes,
-                     overrides=all_overrides, tokenizer_cache_dir=tokenizer_cache_dir, sd_scripts=sd_scripts,
-                     allow_nan=allow_nan, source=str(path), description=doc["description"])
+    return SweepSpec(
+        datasets=chosen_datasets,
+        preset=chosen_preset,
+        base_model=chosen_model,
+        grid=axes,
+        overrides=all_overrides,
+        tokenizer_cache_dir=tokenizer_cache_dir,
+        sd_scripts=sd_scripts,
+        allow_nan=allow_nan,
+        source=str(path),
+        description=doc["description"],
+    )

@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from kohya_wrap import __version__, rundir
 from kohya_wrap.fsutil import atomic_write_json
@@ -70,8 +71,9 @@ def read_sweep(sweep_dir: str | Path) -> dict[str, Any]:
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise SweepError(f"{sweep_dir} is not a sweep directory: it has no {SWEEP_JSON}",
-                         "give the -o folder of `kohya-wrap sweep`") from None
+        raise SweepError(
+            f"{sweep_dir} is not a sweep directory: it has no {SWEEP_JSON}", "give the -o folder of `kohya-wrap sweep`"
+        ) from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise SweepError(f"{path} cannot be read: {e}", "restore it, or run the sweep into a new folder") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("variants"), list):
@@ -116,10 +118,16 @@ class SweepState:
                 raise SweepError(
                     f"{sweep_dir} holds another sweep (its sweep.json was made for other datasets, preset, model, "
                     "--set or --grid values)",
-                    "run the same command as before to finish it, or give a new -o folder for this sweep")
+                    "run the same command as before to finish it, or give a new -o folder for this sweep",
+                )
         else:
-            doc = {"schema": STATE_SCHEMA, "kohya_wrap_version": __version__, "created_at": now_text(),
-                   "spec": dict(spec_json), "variants": []}
+            doc = {
+                "schema": STATE_SCHEMA,
+                "kohya_wrap_version": __version__,
+                "created_at": now_text(),
+                "spec": dict(spec_json),
+                "variants": [],
+            }
         old = {v.get("name"): v for v in doc.get("variants", []) if isinstance(v, dict)}
         doc["variants"] = [cls._entry(v, old.get(v.name)) for v in variants]
         doc["backend"] = backend
@@ -130,14 +138,40 @@ class SweepState:
     @staticmethod
     def _entry(variant: Variant, old: dict[str, Any] | None) -> dict[str, Any]:
         entry: dict[str, Any] = {
-            "name": variant.name, "run_dir": str(variant.run_dir), "dataset": str(variant.dataset_dir),
+            "name": variant.name,
+            "run_dir": str(variant.run_dir),
+            "dataset": str(variant.dataset_dir),
             "values": {k: _json_value(v) for k, v in variant.values.items()},
-            "status": PENDING, "outcome": None, "exit_code": None, "recommended_step": None, "final_loss": None,
-            "last_step": None, "total_steps": None, "lora_file": None, "host": None, "device": None,
-            "started_at": None, "ended_at": None, "error": None, "log": None,
+            "status": PENDING,
+            "outcome": None,
+            "exit_code": None,
+            "recommended_step": None,
+            "final_loss": None,
+            "last_step": None,
+            "total_steps": None,
+            "lora_file": None,
+            "host": None,
+            "device": None,
+            "started_at": None,
+            "ended_at": None,
+            "error": None,
+            "log": None,
         }
-        for key in ("outcome", "exit_code", "final_loss", "last_step", "total_steps", "lora_file", "host", "device",
-                    "started_at", "ended_at", "error", "log", "recommended_step"):
+        for key in (
+            "outcome",
+            "exit_code",
+            "final_loss",
+            "last_step",
+            "total_steps",
+            "lora_file",
+            "host",
+            "device",
+            "started_at",
+            "ended_at",
+            "error",
+            "log",
+            "recommended_step",
+        ):
             if old and key in old:
                 entry[key] = old[key]
         if old and old.get("status") in (DONE, SKIPPED, ERROR):
@@ -151,7 +185,7 @@ class SweepState:
     def entry(self, name: str) -> dict[str, Any]:
         for entry in self.doc["variants"]:
             if entry["name"] == name:
-                return entry  # type: ignore[no-any-return]
+                return entry
         raise KeyError(name)
 
     def update(self, name: str, **fields: Any) -> None:
@@ -168,8 +202,12 @@ class SweepState:
         lora = manifest.get("lora") or {}
         fields: dict[str, Any] = {"recommended_step": recommended_step(run_dir)}
         if manifest:
-            fields.update(outcome=manifest.get("outcome"), exit_code=manifest.get("exit_code"),
-                          final_loss=manifest.get("final_loss"), last_step=steps.get("reached"),
-                          total_steps=steps.get("planned"),
-                          lora_file=lora.get("path") if isinstance(lora, dict) else None)
+            fields.update(
+                outcome=manifest.get("outcome"),
+                exit_code=manifest.get("exit_code"),
+                final_loss=manifest.get("final_loss"),
+                last_step=steps.get("reached"),
+                total_steps=steps.get("planned"),
+                lora_file=lora.get("path") if isinstance(lora, dict) else None,
+            )
         self.update(name, **fields)

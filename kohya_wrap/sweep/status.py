@@ -59,8 +59,12 @@ class SweepStatus:
         return out
 
     def to_json(self) -> dict[str, Any]:
-        return {"sweep_dir": str(self.sweep_dir), "backend": self.backend, "counts": self.counts,
-                "variants": [v.to_json() for v in self.variants]}
+        return {
+            "sweep_dir": str(self.sweep_dir),
+            "backend": self.backend,
+            "counts": self.counts,
+            "variants": [v.to_json() for v in self.variants],
+        }
 
 
 def sweep_status(sweep_dir: Path) -> SweepStatus:
@@ -76,18 +80,27 @@ def sweep_status(sweep_dir: Path) -> SweepStatus:
                 run = read_status(run_dir)
             except KohyaWrapError:
                 run = None
-        rows.append(VariantStatus(
-            name=entry.get("name", "?"), values=dict(entry.get("values") or {}), status=entry.get("status", "pending"),
-            state=run.state if run else None,
-            outcome=(run.outcome if run and run.done else None) or entry.get("outcome"),
-            exit_code=run.exit_code if run and run.done else entry.get("exit_code"),
-            step=run.step if run else entry.get("last_step"),
-            total_steps=run.total_steps if run else entry.get("total_steps"),
-            percent=run.percent if run else None, loss=run.avr_loss if run else None,
-            eta_s=run.eta_s if run and not run.done else None,
-            recommended_step=recommended_step(run_dir) if run_dir.is_dir() else entry.get("recommended_step"),
-            lora_file=(run.lora_file if run and run.lora_exists else None) or entry.get("lora_file"),
-            run_dir=str(run_dir), host=entry.get("host"), device=entry.get("device"), error=entry.get("error")))
+        rows.append(
+            VariantStatus(
+                name=entry.get("name", "?"),
+                values=dict(entry.get("values") or {}),
+                status=entry.get("status", "pending"),
+                state=run.state if run else None,
+                outcome=(run.outcome if run and run.done else None) or entry.get("outcome"),
+                exit_code=run.exit_code if run and run.done else entry.get("exit_code"),
+                step=run.step if run else entry.get("last_step"),
+                total_steps=run.total_steps if run else entry.get("total_steps"),
+                percent=run.percent if run else None,
+                loss=run.avr_loss if run else None,
+                eta_s=run.eta_s if run and not run.done else None,
+                recommended_step=recommended_step(run_dir) if run_dir.is_dir() else entry.get("recommended_step"),
+                lora_file=(run.lora_file if run and run.lora_exists else None) or entry.get("lora_file"),
+                run_dir=str(run_dir),
+                host=entry.get("host"),
+                device=entry.get("device"),
+                error=entry.get("error"),
+            )
+        )
     return SweepStatus(Path(sweep_dir), doc.get("backend"), tuple(rows))
 
 
@@ -100,19 +113,34 @@ def status_table(status: SweepStatus) -> Any:
     table = Table(title=f"sweep {status.sweep_dir}", title_justify="left")
     for column in ("variant", "state", "step", "loss", "eta", "exit", "best step", "where"):
         table.add_column(column, overflow="fold")
-    colours = {"finished": "green", "running": "cyan", "stalled": "yellow", "interrupted": "yellow",
-               "failed": "bold red", "error": "bold red"}
+    colours = {
+        "finished": "green",
+        "running": "cyan",
+        "stalled": "yellow",
+        "interrupted": "yellow",
+        "failed": "bold red",
+        "error": "bold red",
+    }
     for v in status.variants:
         state = v.outcome or (v.state if v.status not in ("pending", "error") else v.status) or v.status
         colour = colours.get("failed" if v.outcome and v.outcome not in ("finished", "interrupted") else state, "white")
-        step = f"{v.step}/{v.total_steps}" if v.step is not None and v.total_steps else (
-            f"-/{v.total_steps}" if v.total_steps else "-")
+        step = (
+            f"{v.step}/{v.total_steps}"
+            if v.step is not None and v.total_steps
+            else (f"-/{v.total_steps}" if v.total_steps else "-")
+        )
         if v.percent is not None and v.state == "running":
             step += f" ({v.percent:.0f}%)"
         loss = f"{v.loss:.4g}" if isinstance(v.loss, float) else "-"
         where = (v.host or "") + (f" GPU {v.device}" if v.device not in (None, "") else "")
-        table.add_row(v.name, f"[{colour}]{state}[/{colour}]" + (f": {v.error}" if v.error else ""), step, loss,
-                      format_duration(v.eta_s) if v.eta_s is not None else "-",
-                      str(v.exit_code) if v.exit_code is not None else "-",
-                      str(v.recommended_step) if v.recommended_step is not None else "-", where or "-")
+        table.add_row(
+            v.name,
+            f"[{colour}]{state}[/{colour}]" + (f": {v.error}" if v.error else ""),
+            step,
+            loss,
+            format_duration(v.eta_s) if v.eta_s is not None else "-",
+            str(v.exit_code) if v.exit_code is not None else "-",
+            str(v.recommended_step) if v.recommended_step is not None else "-",
+            where or "-",
+        )
     return table

@@ -12,9 +12,10 @@ import hashlib
 import itertools
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from kohya_wrap.sweep.spec import SweepSpec
 
@@ -54,18 +55,20 @@ def variant_name(dataset_dir: Path, values: Mapping[str, Any]) -> str:
     parts = [safe(dataset_dir.name)] + [f"{safe(k)}-{safe(_short(v))}" for k, v in values.items()]
     name = "__".join(parts)
     if len(name) > MAX_NAME:
-        name = name[:MAX_NAME - 9].rstrip("._-") + "-" + _digest(str(dataset_dir), dict(values))
+        name = name[: MAX_NAME - 9].rstrip("._-") + "-" + _digest(str(dataset_dir), dict(values))
     return name
 
 
 def expand(spec: SweepSpec, sweep_dir: Path) -> list[Variant]:
     """Every variant, datasets outermost, then the grid in the order its keys were given."""
-    combos = list(itertools.product(*[list(zip(a.values, a.texts)) for a in spec.grid])) if spec.grid else [()]
+    combos = (
+        list(itertools.product(*[list(zip(a.values, a.texts, strict=False)) for a in spec.grid])) if spec.grid else [()]
+    )
     planned: list[tuple[Path, dict[str, Any], tuple[str, ...]]] = []
     for dataset in spec.datasets:
         for combo in combos:
-            values = {a.key: v for a, (v, _t) in zip(spec.grid, combo)}
-            sets = tuple(f"{a.key}={t}" for a, (_v, t) in zip(spec.grid, combo))
+            values = {a.key: v for a, (v, _t) in zip(spec.grid, combo, strict=False)}
+            sets = tuple(f"{a.key}={t}" for a, (_v, t) in zip(spec.grid, combo, strict=False))
             planned.append((dataset, values, spec.overrides + sets))
     names = [variant_name(d, v) for d, v, _ in planned]
     counts: dict[str, int] = {}
@@ -73,8 +76,8 @@ def expand(spec: SweepSpec, sweep_dir: Path) -> list[Variant]:
         counts[name] = counts.get(name, 0) + 1
     root = Path(sweep_dir).expanduser().resolve() / RUNS_DIR
     out = []
-    for (dataset, values, sets), name in zip(planned, names):
+    for (dataset, values, sets), name in zip(planned, names, strict=False):
         if counts[name] > 1:
-            name = name[:MAX_NAME - 9] + "-" + _digest(str(dataset), values)
+            name = name[: MAX_NAME - 9] + "-" + _digest(str(dataset), values)
         out.append(Variant(name=name, dataset_dir=dataset, values=values, overrides=sets, run_dir=root / name))
     return out

@@ -49,18 +49,27 @@ def train(run_dir: Path, *, resume: bool, allow_nan: bool, sd_scripts: str | Non
     from kohya_wrap import pipeline
     from kohya_wrap.report.html import write_report
 
-    request = pipeline.TrainRequest(run_dir=run_dir, resume=resume, allow_nan=allow_nan, sd_scripts=sd_scripts,
-                                    score=True, on_saved=write_report)
+    request = pipeline.TrainRequest(
+        run_dir=run_dir, resume=resume, allow_nan=allow_nan, sd_scripts=sd_scripts, score=True, on_saved=write_report
+    )
     done = pipeline.run_pipeline(pipeline.PipelineRequest(train=request))
     result = done.trained
     if result is None:  # refused before the trainer started
         failure = done.failure
         assert failure is not None
         return {"outcome": None, "exit_code": failure.exit_code, "error": failure.message}
-    return {"outcome": result.outcome, "exit_code": result.exit_code, "final_loss": result.final_loss,
-            "last_step": result.last_step, "total_steps": result.total_steps,
-            "lora_file": str(result.lora_file) if result.lora_file else None, "error": None,
-            "advice": result.advice or None, "resumed_from": result.resumed_from, "score_note": done.score_note}
+    return {
+        "outcome": result.outcome,
+        "exit_code": result.exit_code,
+        "final_loss": result.final_loss,
+        "last_step": result.last_step,
+        "total_steps": result.total_steps,
+        "lora_file": str(result.lora_file) if result.lora_file else None,
+        "error": None,
+        "advice": result.advice or None,
+        "resumed_from": result.resumed_from,
+        "score_note": done.score_note,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -78,8 +87,11 @@ def main(argv: list[str] | None = None) -> int:
         if signal.getsignal(sig) == signal.SIG_IGN:
             signal.signal(sig, signal.default_int_handler if sig == signal.SIGINT else signal.SIG_DFL)
     threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True).start()
-    info: dict[str, Any] = {"host": socket.gethostname(), "device": os.environ.get("CUDA_VISIBLE_DEVICES"),
-                            "pid": os.getpid()}
+    info: dict[str, Any] = {
+        "host": socket.gethostname(),
+        "device": os.environ.get("CUDA_VISIBLE_DEVICES"),
+        "pid": os.getpid(),
+    }
     try:
         info.update(train(args.run_dir, resume=args.resume, allow_nan=args.allow_nan, sd_scripts=args.sd_scripts))
     except KeyboardInterrupt:
@@ -89,8 +101,11 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # noqa: BLE001  the driver records it; the traceback goes to the variant's log
         traceback.print_exc()
         info.update(outcome=None, exit_code=int(ExitCode.UNEXPECTED), error=f"{type(e).__name__}: {e}")
-    sys.stderr.write(f"kohya-wrap sweep worker: {info.get('outcome') or 'error'} (exit code {info['exit_code']})"
-                     + (f": {info['error']}" if info.get("error") else "") + "\n")
+    sys.stderr.write(
+        f"kohya-wrap sweep worker: {info.get('outcome') or 'error'} (exit code {info['exit_code']})"
+        + (f": {info['error']}" if info.get("error") else "")
+        + "\n"
+    )
     atomic_write_json(args.result, info)
     return int(info["exit_code"])
 

@@ -36,13 +36,18 @@ def detect_gpus() -> GpuInfo:
     if exe is None:
         return GpuInfo(0, False)
     try:
-        out = subprocess.run([exe, "--query-gpu=name,compute_cap", "--format=csv,noheader"],
-                             capture_output=True, text=True, timeout=10, check=True).stdout
+        out = subprocess.run(
+            [exe, "--query-gpu=name,compute_cap", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout
     except (OSError, subprocess.SubprocessError):
         return GpuInfo(0, False)
     rows = [[c.strip() for c in line.split(",")] for line in out.splitlines() if line.strip()]
     if visible is not None:
-        rows = rows[:len([v for v in visible.split(",") if v.strip()])]
+        rows = rows[: len([v for v in visible.split(",") if v.strip()])]
     try:
         bf16 = bool(rows) and all(float(r[1]) >= 8.0 for r in rows)
     except (IndexError, ValueError):
@@ -65,16 +70,23 @@ class Machine:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "python": self.python, "sd_scripts": str(self.checkout.path), "sd_scripts_commit": self.checkout.commit,
-            "device": self.device, "gpus": list(self.gpus.names), "num_processes": self.launch.num_processes,
-            "num_machines": self.launch.num_machines, "machine_rank": self.launch.machine_rank,
-            "mixed_precision": self.launch.mixed_precision, "mixed_precision_source": self.precision_source,
+            "python": self.python,
+            "sd_scripts": str(self.checkout.path),
+            "sd_scripts_commit": self.checkout.commit,
+            "device": self.device,
+            "gpus": list(self.gpus.names),
+            "num_processes": self.launch.num_processes,
+            "num_machines": self.launch.num_machines,
+            "machine_rank": self.launch.machine_rank,
+            "mixed_precision": self.launch.mixed_precision,
+            "mixed_precision_source": self.precision_source,
             "cpu_threads": self.launch.cpu_threads,
         }
 
 
-def resolve_machine(plan: Plan, *, sd_scripts: str | Path | None = None, gpu_info: GpuInfo | None = None,
-                    python: str | None = None) -> Machine:
+def resolve_machine(
+    plan: Plan, *, sd_scripts: str | Path | None = None, gpu_info: GpuInfo | None = None, python: str | None = None
+) -> Machine:
     """This machine, checked against what the plan asks; KohyaWrapError before anything starts."""
     checkout = locate(sd_scripts)
     hardware = gpu_info if gpu_info is not None else detect_gpus()
@@ -82,26 +94,46 @@ def resolve_machine(plan: Plan, *, sd_scripts: str | Path | None = None, gpu_inf
     request = plan.launch
     machines = request.machines
     if cuda and request.gpus > hardware.count:
-        raise KohyaWrapError(f"--gpus {request.gpus}: only {hardware.count} CUDA GPU(s) visible",
-                             f"use --gpus {hardware.count} or fewer (plan the run again)")
+        raise KohyaWrapError(
+            f"--gpus {request.gpus}: only {hardware.count} CUDA GPU(s) visible",
+            f"use --gpus {hardware.count} or fewer (plan the run again)",
+        )
     if not cuda and request.gpus > 1:
-        raise KohyaWrapError(f"--gpus {request.gpus}: no CUDA GPU found, so training runs on the CPU in one process",
-                             "leave out --gpus, or run on a machine with GPUs")
+        raise KohyaWrapError(
+            f"--gpus {request.gpus}: no CUDA GPU found, so training runs on the CPU in one process",
+            "leave out --gpus, or run on a machine with GPUs",
+        )
     if not cuda and machines.count > 1:
-        raise KohyaWrapError(f"--num-machines {machines.count}: no CUDA GPU found on this machine",
-                             "multi-machine training needs GPUs on every machine")
+        raise KohyaWrapError(
+            f"--num-machines {machines.count}: no CUDA GPU found on this machine",
+            "multi-machine training needs GPUs on every machine",
+        )
     notes: list[str] = []
     if plan.auto_mixed_precision:
         precision, source = precision_for(cuda, hardware.bf16), "auto"
     else:
         precision, source = str(plan.values.get("mixed_precision", "no")), "plan"
         if not cuda and precision != "no":
-            notes.append(f"mixed precision {precision!r} on a machine without a CUDA GPU: the CPU run may fail; "
-                         "fp32 (no mixed precision) is what CPUs train in")
-    launch = Launch(num_processes=request.num_processes, mixed_precision=precision, cpu=not cuda,
-                    num_machines=machines.count, machine_rank=machines.rank, main_process_ip=machines.main_ip,
-                    main_process_port=machines.main_port)
+            notes.append(
+                f"mixed precision {precision!r} on a machine without a CUDA GPU: the CPU run may fail; "
+                "fp32 (no mixed precision) is what CPUs train in"
+            )
+    launch = Launch(
+        num_processes=request.num_processes,
+        mixed_precision=precision,
+        cpu=not cuda,
+        num_machines=machines.count,
+        machine_rank=machines.rank,
+        main_process_ip=machines.main_ip,
+        main_process_port=machines.main_port,
+    )
     threads = default_cpu_threads(launch.num_processes, launch.cpu, launch.num_machines)
     launch = Launch(**{**launch.__dict__, "cpu_threads": threads})
-    return Machine(python=python or sys.executable, checkout=checkout, gpus=hardware, launch=launch,
-                   precision_source=source, notes=tuple(notes))
+    return Machine(
+        python=python or sys.executable,
+        checkout=checkout,
+        gpus=hardware,
+        launch=launch,
+        precision_source=source,
+        notes=tuple(notes),
+    )

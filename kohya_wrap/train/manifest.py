@@ -19,10 +19,10 @@ from kohya_wrap.sdscripts import TRAIN_MODULES
 
 PACKAGES = (*TRAIN_MODULES, "numpy")
 
-_PROBE = r"""
+_PROBE = rf"""
 import importlib.metadata as md, importlib.util, json, platform, re, sys
-out = {"python": platform.python_version(), "executable": sys.executable}
-for name in %r:
+out = {{"python": platform.python_version(), "executable": sys.executable}}
+for name in {PACKAGES!r}:
     try:
         out[name] = md.version(name)
     except md.PackageNotFoundError:
@@ -39,7 +39,7 @@ if spec and spec.origin:
         pass
 out["cuda"] = cuda
 print(json.dumps(out))
-""" % (PACKAGES,)
+"""
 
 
 def environment(python: str) -> dict[str, Any]:

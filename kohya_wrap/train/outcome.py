@@ -37,21 +37,21 @@ EXIT_CODES: dict[str, int] = {
 
 ADVICE: dict[str, str] = {
     "finished": "",
-    "oom": "The GPU ran out of memory. Lower the batch size (--set {0}), turn on gradient checkpointing "
-           "(--set {1}), or use an 8-bit optimizer (--set {2}).".format(*OOM_REMEDIES),
+    "oom": "The GPU ran out of memory. Lower the batch size (--set {}), turn on gradient checkpointing "
+    "(--set {}), or use an 8-bit optimizer (--set {}).".format(*OOM_REMEDIES),
     "model_missing": "The base model could not be loaded. Check the --base-model path (a .safetensors/.ckpt "
-                     "file or a Diffusers folder) and that the file is complete.",
+    "file or a Diffusers folder) and that the file is complete.",
     "no_data": "The trainer found no images. Check that the dataset folder holds img/<repeats>_<token> <class>/ "
-               "subfolders with images (run `kohya-wrap prepare`).",
+    "subfolders with images (run `kohya-wrap prepare`).",
     "config_rejected": "The trainer rejected its configuration; the error above names the key. Fix the preset "
-                       "or the --set value and plan again.",
+    "or the --set value and plan again.",
     "missing_package": "A package the trainer needs is missing. Install the training extra: "
-                       "pip install 'kohya-wrap[train]' (and torch for your GPU).",
-    "nan": "The loss became NaN or infinite. Try bf16 (--set {0}, if the GPU supports it) or a lower "
-           "learning rate (--set {1}); --allow-nan keeps training anyway.".format(*NAN_REMEDIES),
+    "pip install 'kohya-wrap[train]' (and torch for your GPU).",
+    "nan": "The loss became NaN or infinite. Try bf16 (--set {}, if the GPU supports it) or a lower "
+    "learning rate (--set {}); --allow-nan keeps training anyway.".format(*NAN_REMEDIES),
     "crashed": "The trainer failed. The last lines of its output are above; the full log is in train.log.",
     "killed": "The trainer was killed by a signal. If nobody killed it, the kernel's out-of-memory killer "
-              "probably did (see `dmesg`): close other programs or lower the batch size.",
+    "probably did (see `dmesg`): close other programs or lower the batch size.",
     "verify_failed": "The trainer finished but the LoRA file failed verification (see the failed checks).",
     "interrupted": "",
 }

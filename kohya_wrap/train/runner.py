@@ -9,23 +9,46 @@ writes RUN_DIR/run.json whatever the outcome.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
 
 from kohya_wrap import rundir
 from kohya_wrap.errors import ExitCode, KohyaWrapError, RunDirError
-from kohya_wrap.fsutil import atomic_write_text
 from kohya_wrap.events import (
-    Checkpoint, Error, Event, EventWriter, Finished, Phase, Sample, StateSaved, Warning_, read_events, to_dict,
+    Checkpoint,
+    Error,
+    Event,
+    EventWriter,
+    Finished,
+    Phase,
+    Sample,
+    StateSaved,
+    Warning_,
+    read_events,
+    to_dict,
 )
+from kohya_wrap.fsutil import atomic_write_text
 from kohya_wrap.models import ensure_base_model, ensure_tokenizer
 from kohya_wrap.process import ProcessResult, Streamer, child_env
 from kohya_wrap.rundir import Attempt, FileEntry, Plan, RunFold, RunManifest, RunPaths, resume_command
 from kohya_wrap.sdscripts import (
-    LoraReport, OutputParser, SavedState, base_model_args, build_argv, checkpoint_files, find_samples, latest_state,
-    package_problems, precision_args, read_state, render_accelerate_config, resume_args, resume_problem, tokenizer_args,
+    LoraReport,
+    OutputParser,
+    SavedState,
+    base_model_args,
+    build_argv,
+    checkpoint_files,
+    find_samples,
+    latest_state,
+    package_problems,
+    precision_args,
+    read_state,
+    render_accelerate_config,
+    resume_args,
+    resume_problem,
+    tokenizer_args,
 )
 from kohya_wrap.train import manifest as manifest_mod
 from kohya_wrap.train.machine import GpuInfo, Machine, resolve_machine
@@ -107,8 +130,11 @@ def check_run_dir(plan: Plan, files: RunPaths, resume: bool) -> tuple[SavedState
             "Plan a new run (a new directory) to train again.",
         )
     if not resume:
-        started = files.events.exists() or files.train_log.exists() or (
-            plan.output_dir.is_dir() and any(plan.output_dir.iterdir()))
+        started = (
+            files.events.exists()
+            or files.train_log.exists()
+            or (plan.output_dir.is_dir() and any(plan.output_dir.iterdir()))
+        )
         if started:
             raise RunDirError(
                 f"{plan.run_dir} already holds a training attempt (train.log / events.jsonl / output/).",
@@ -170,25 +196,44 @@ def _models(plan: Plan, fetch: bool) -> tuple[list[str], Path | None, list[str]]
     return args, path, notes
 
 
-def prepare_run(run_dir: Path, *, resume: bool = False, fetch_models: bool = True, sd_scripts: str | None = None,
-                gpu_info: GpuInfo | None = None) -> PreparedRun:
+def prepare_run(
+    run_dir: Path,
+    *,
+    resume: bool = False,
+    fetch_models: bool = True,
+    sd_scripts: str | None = None,
+    gpu_info: GpuInfo | None = None,
+) -> PreparedRun:
     """Check the run directory, this machine and the models, and build the exact command; nothing is started.
 
     fetch_models=False (a dry run) only says what would be fetched.
     """
-    return prepare_launch(rundir.read_plan(run_dir), resume=resume, fetch_models=fetch_models, sd_scripts=sd_scripts,
-                          gpu_info=gpu_info)
+    return prepare_launch(
+        rundir.read_plan(run_dir), resume=resume, fetch_models=fetch_models, sd_scripts=sd_scripts, gpu_info=gpu_info
+    )
 
 
-def prepare_launch(plan: Plan, *, resume: bool = False, fetch_models: bool = True, sd_scripts: str | None = None,
-                   gpu_info: GpuInfo | None = None) -> PreparedRun:
+def prepare_launch(
+    plan: Plan,
+    *,
+    resume: bool = False,
+    fetch_models: bool = True,
+    sd_scripts: str | None = None,
+    gpu_info: GpuInfo | None = None,
+) -> PreparedRun:
     """prepare_run for a Plan, written or not (`train DATASET --dry-run` shows a plan it never writes)."""
     files = rundir.paths(plan.run_dir)
     state, prior = check_run_dir(plan, files, resume)
     machine = resolve_machine(plan, sd_scripts=sd_scripts, gpu_info=gpu_info)
     _check_packages(plan)
-    argv = build_argv(machine.checkout.path, files.config_toml, files.dataset_toml, files.accelerate_config,
-                      machine.launch, machine.python)
+    argv = build_argv(
+        machine.checkout.path,
+        files.config_toml,
+        files.dataset_toml,
+        files.accelerate_config,
+        machine.launch,
+        machine.python,
+    )
     if plan.auto_mixed_precision:
         argv += precision_args(machine.launch.mixed_precision)
     if state is not None:
@@ -196,9 +241,18 @@ def prepare_launch(plan: Plan, *, resume: bool = False, fetch_models: bool = Tru
         argv += resume_args(state.path, initial_step=state.step if recorded != state.step else None)
     model_args, base_path, notes = _models(plan, fetch_models)
     argv += model_args
-    return PreparedRun(plan=plan, files=files, machine=machine, argv=tuple(argv), env=dict(plan.env),
-                       accelerate_config=render_accelerate_config(machine.launch), state=state, prior=prior,
-                       base_model_path=base_path, notes=(*machine.notes, *notes))
+    return PreparedRun(
+        plan=plan,
+        files=files,
+        machine=machine,
+        argv=tuple(argv),
+        env=dict(plan.env),
+        accelerate_config=render_accelerate_config(machine.launch),
+        state=state,
+        prior=prior,
+        base_model_path=base_path,
+        notes=(*machine.notes, *notes),
+    )
 
 
 def _check_packages(plan: Plan) -> None:
@@ -215,7 +269,7 @@ def run_training(
     options: TrainOptions = TrainOptions(),
     on_event: Callable[[Event], None] | None = None,
     on_signal: Callable[[int, int], None] | None = None,
-    on_saved: Callable[[Path], None] | None = None,
+    on_saved: Callable[[Path], object] | None = None,
 ) -> TrainResult:
     """Train a planned run directory, holding its lock for the trainer's whole life.
 
@@ -226,11 +280,22 @@ def run_training(
         return _run_locked(Path(run_dir), options, on_event, on_signal, on_saved, lock.fileno())
 
 
-def _run_locked(run_dir: Path, options: TrainOptions, on_event: Callable[[Event], None] | None,
-                on_signal: Callable[[int, int], None] | None, on_saved: Callable[[Path], None] | None,
-                lock_fd: int) -> TrainResult:
+def _run_locked(
+    run_dir: Path,
+    options: TrainOptions,
+    on_event: Callable[[Event], None] | None,
+    on_signal: Callable[[int, int], None] | None,
+    on_saved: Callable[[Path], object] | None,
+    lock_fd: int,
+) -> TrainResult:
     prepared = prepare_run(run_dir, resume=options.resume, sd_scripts=options.sd_scripts, gpu_info=options.gpu_info)
-    plan, files, state, prior, argv = prepared.plan, prepared.files, prepared.state, prepared.prior, list(prepared.argv)
+    plan, files, state, _prior, argv = (
+        prepared.plan,
+        prepared.files,
+        prepared.state,
+        prepared.prior,
+        list(prepared.argv),
+    )
     plan.output_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(files.accelerate_config, prepared.accelerate_config)
 
@@ -282,8 +347,16 @@ def _run_locked(run_dir: Path, options: TrainOptions, on_event: Callable[[Event]
     verification: LoraReport | None = None
     completed = False
     try:
-        streamer = Streamer(argv, env=child_env(prepared.env), cwd=plan.run_dir, log_path=files.train_log,
-                            on_output=on_output, on_idle=on_idle, on_signal=on_signal, pass_fds=(lock_fd,))
+        streamer = Streamer(
+            argv,
+            env=child_env(prepared.env),
+            cwd=plan.run_dir,
+            log_path=files.train_log,
+            on_output=on_output,
+            on_idle=on_idle,
+            on_signal=on_signal,
+            pass_fds=(lock_fd,),
+        )
         try:
             result = streamer.run()
         finally:
@@ -309,11 +382,18 @@ def _run_locked(run_dir: Path, options: TrainOptions, on_event: Callable[[Event]
             fold.feed(finished)
         writer.close()
         attempt = Attempt(
-            started_at=started_at.isoformat(), ended_at=datetime.now(timezone.utc).isoformat(),
-            duration_s=round((datetime.now(timezone.utc) - started_at).total_seconds(), 3), outcome=outcome,
-            exit_code=exit_code, returncode=result.returncode if result else None,
-            stop_reason=result.stop_reason if result else None, resumed_from=str(state.path) if state else None,
-            resumed_at_step=state.step if state else None, argv=tuple(argv), machine=prepared.machine.to_json())
+            started_at=started_at.isoformat(),
+            ended_at=datetime.now(timezone.utc).isoformat(),
+            duration_s=round((datetime.now(timezone.utc) - started_at).total_seconds(), 3),
+            outcome=outcome,
+            exit_code=exit_code,
+            returncode=result.returncode if result else None,
+            stop_reason=result.stop_reason if result else None,
+            resumed_from=str(state.path) if state else None,
+            resumed_at_step=state.step if state else None,
+            argv=tuple(argv),
+            machine=prepared.machine.to_json(),
+        )
         rundir.write_manifest(files.run_json, _manifest(prepared, fold, attempt, hasher, probe, verification, parser))
 
     warnings = list(prepared.notes)
@@ -325,23 +405,33 @@ def _run_locked(run_dir: Path, options: TrainOptions, on_event: Callable[[Event]
     resumable = last is not None and not last.is_final
     checkpoint = fold.last_checkpoint
     return TrainResult(
-        run_dir=plan.run_dir, outcome=outcome, exit_code=exit_code,
-        returncode=result.returncode if result else None, advice=ADVICE.get(outcome, ""),
-        lora_file=plan.lora_file if plan.lora_file.is_file() else None, verification=verification,
-        last_step=fold.step, total_steps=plan.max_train_steps or fold.total_steps,
-        final_loss=fold.final_loss, mean_it_per_s=fold.mean_it_per_s,
+        run_dir=plan.run_dir,
+        outcome=outcome,
+        exit_code=exit_code,
+        returncode=result.returncode if result else None,
+        advice=ADVICE.get(outcome, ""),
+        lora_file=plan.lora_file if plan.lora_file.is_file() else None,
+        verification=verification,
+        last_step=fold.step,
+        total_steps=plan.max_train_steps or fold.total_steps,
+        final_loss=fold.final_loss,
+        mean_it_per_s=fold.mean_it_per_s,
         last_checkpoint=checkpoint.path if checkpoint else _latest_checkpoint(plan),
         last_state=last if resumable else None,
         resume_command=resume_command(plan.run_dir) if resumable else None,
         resumed_from=str(state.path) if state else None,
-        errors=tuple(fold.errors), tail=tuple(parser.recent_lines[-TAIL_LINES:]),
-        log_path=files.train_log, events_path=files.events, manifest_path=files.run_json,
-        output_name=plan.output_name, warnings=tuple(warnings),
+        errors=tuple(fold.errors),
+        tail=tuple(parser.recent_lines[-TAIL_LINES:]),
+        log_path=files.train_log,
+        events_path=files.events,
+        manifest_path=files.run_json,
+        output_name=plan.output_name,
+        warnings=tuple(warnings),
         report_path=files.report_html if files.report_html.is_file() else None,
     )
 
 
-def _call_saved_hook(hook: Callable[[Path], None], run_dir: Path) -> str | None:
+def _call_saved_hook(hook: Callable[[Path], object], run_dir: Path) -> str | None:
     try:
         hook(run_dir)
     except Exception as e:  # noqa: BLE001  a report that cannot be written must not fail the training
@@ -359,34 +449,50 @@ def _latest_checkpoint(plan: Plan) -> str | None:
     return str(files[-1]) if files else None
 
 
-def _manifest(prepared: PreparedRun, fold: RunFold, attempt: Attempt, hasher: manifest_mod.FileHasher,
-              probe: manifest_mod.EnvironmentProbe, verification: LoraReport | None,
-              parser: OutputParser) -> RunManifest:
+def _manifest(
+    prepared: PreparedRun,
+    fold: RunFold,
+    attempt: Attempt,
+    hasher: manifest_mod.FileHasher,
+    probe: manifest_mod.EnvironmentProbe,
+    verification: LoraReport | None,
+    parser: OutputParser,
+) -> RunManifest:
     plan, prior = prepared.plan, prepared.prior
     attempts = (*(prior.attempts if prior else ()), attempt)
     checkpoints = [FileEntry.of(Path(c.path), c.step) for c in fold.checkpoints]
     # checkpoints of earlier attempts that still exist keep their entries
-    for old in (prior.checkpoints if prior else ()):
+    for old in prior.checkpoints if prior else ():
         if old.path not in {c.path for c in checkpoints} and Path(old.path).is_file():
             checkpoints.insert(0, FileEntry.of(Path(old.path), old.step))
     base_sha = hasher.wait() if attempt.outcome != "interrupted" else hasher.result
     return RunManifest(
-        run_dir=str(plan.run_dir), outcome=attempt.outcome, exit_code=attempt.exit_code,
-        started_at=attempts[0].started_at, ended_at=attempt.ended_at,
+        run_dir=str(plan.run_dir),
+        outcome=attempt.outcome,
+        exit_code=attempt.exit_code,
+        started_at=attempts[0].started_at,
+        ended_at=attempt.ended_at,
         preset={"name": plan.preset_name, "sha256": plan.preset_sha256},
-        values=dict(plan.values), value_sources=dict(plan.sources),
+        values=dict(plan.values),
+        value_sources=dict(plan.sources),
         dataset_manifest_sha256=plan.manifest_sha256,
         base_model={"path": str(hasher.path) if hasher.path else plan.base_model.get("source"), "sha256": base_sha},
         sd_scripts={"path": str(prepared.machine.checkout.path), "commit": prepared.machine.checkout.commit},
-        machine=prepared.machine.to_json(), environment=probe.wait(),
+        machine=prepared.machine.to_json(),
+        environment=probe.wait(),
         steps={"planned": plan.max_train_steps, "reached": fold.step, "trainer_total": parser.total_steps},
-        mean_it_per_s=fold.mean_it_per_s, final_loss=fold.final_loss,
-        checkpoints=tuple(checkpoints), states=tuple({"path": s.path, "step": s.step} for s in fold.states),
+        mean_it_per_s=fold.mean_it_per_s,
+        final_loss=fold.final_loss,
+        checkpoints=tuple(checkpoints),
+        states=tuple({"path": s.path, "step": s.step} for s in fold.states),
         samples=tuple({"path": s.path, "step": s.step, "prompt_index": s.prompt_index} for s in fold.samples),
         lora=FileEntry.of(plan.lora_file, plan.max_train_steps) if plan.lora_file.is_file() else None,
-        verification=None if verification is None else {
+        verification=None
+        if verification is None
+        else {
             "ok": verification.ok,
             "checks": [{"name": c.name, "ok": c.ok, "detail": c.detail} for c in verification.checks],
         },
-        errors=tuple(to_dict(e) for e in fold.errors), attempts=attempts,
+        errors=tuple(to_dict(e) for e in fold.errors),
+        attempts=attempts,
     )

@@ -47,6 +47,7 @@ TRANSCRIPTS = HERE.parent / "data" / "transcripts"
 
 # -- rich-like log records ------------------------------------------------------------------
 
+
 class Log:
     def __init__(self) -> None:
         self.width = int(os.environ.get("COLUMNS") or 80)
@@ -104,20 +105,28 @@ def bar(n: int, total: int, elapsed: float, loss: float | None) -> None:
         remaining = f"{left // 60:02d}:{left % 60:02d}"
     el = int(elapsed)
     postfix = "" if loss is None else f", avr_loss={loss:.3g}"
-    sys.stderr.write(f"\rsteps: {pct:3d}%|{cells}| {n}/{total} [{el // 60:02d}:{el % 60:02d}<{remaining}, {rate}{postfix}]")
+    sys.stderr.write(
+        f"\rsteps: {pct:3d}%|{cells}| {n}/{total} [{el // 60:02d}:{el % 60:02d}<{remaining}, {rate}{postfix}]"
+    )
     sys.stderr.flush()
 
 
 # -- files sd-scripts writes ----------------------------------------------------------------
+
 
 def lora_modules() -> list[tuple[str, int, int, bool]]:
     """(name, in, out, is_conv) of networks.lora for SD1.5 without conv: 72 text encoder + 192 U-Net."""
     modules = []
     for i in range(12):
         p = f"lora_te_text_model_encoder_layers_{i}_"
-        modules += [(p + "self_attn_q_proj", 768, 768, False), (p + "self_attn_k_proj", 768, 768, False),
-                    (p + "self_attn_v_proj", 768, 768, False), (p + "self_attn_out_proj", 768, 768, False),
-                    (p + "mlp_fc1", 768, 3072, False), (p + "mlp_fc2", 3072, 768, False)]
+        modules += [
+            (p + "self_attn_q_proj", 768, 768, False),
+            (p + "self_attn_k_proj", 768, 768, False),
+            (p + "self_attn_v_proj", 768, 768, False),
+            (p + "self_attn_out_proj", 768, 768, False),
+            (p + "mlp_fc1", 768, 3072, False),
+            (p + "mlp_fc2", 3072, 768, False),
+        ]
     blocks = [(f"down_blocks_{b}_attentions_{a}", c) for b, c in ((0, 320), (1, 640), (2, 1280)) for a in (0, 1)]
     blocks += [("mid_block_attentions_0", 1280)]
     blocks += [(f"up_blocks_{b}_attentions_{a}", c) for b, c in ((1, 1280), (2, 640), (3, 320)) for a in (0, 1, 2)]
@@ -126,8 +135,12 @@ def lora_modules() -> list[tuple[str, int, int, bool]]:
         t = p + "transformer_blocks_0_"
         modules += [(p + "proj_in", c, c, True), (p + "proj_out", c, c, True)]
         for attn, ctx in (("attn1", c), ("attn2", 768)):
-            modules += [(t + f"{attn}_to_q", c, c, False), (t + f"{attn}_to_k", ctx, c, False),
-                        (t + f"{attn}_to_v", ctx, c, False), (t + f"{attn}_to_out_0", c, c, False)]
+            modules += [
+                (t + f"{attn}_to_q", c, c, False),
+                (t + f"{attn}_to_k", ctx, c, False),
+                (t + f"{attn}_to_v", ctx, c, False),
+                (t + f"{attn}_to_out_0", c, c, False),
+            ]
         modules += [(t + "ff_net_0_proj", c, 8 * c, False), (t + "ff_net_2", 4 * c, c, False)]
     return modules
 
@@ -145,7 +158,11 @@ def write_lora(path: Path, cfg: dict, step: int, epoch: int, *, zero_up: bool, n
         if unet_only and name.startswith("lora_te"):
             continue
         down = rng.standard_normal((dim, fan_in)).astype(np.float32) * 0.01
-        up = np.zeros((fan_out, dim), np.float32) if zero_up else rng.standard_normal((fan_out, dim)).astype(np.float32) * 1e-3
+        up = (
+            np.zeros((fan_out, dim), np.float32)
+            if zero_up
+            else rng.standard_normal((fan_out, dim)).astype(np.float32) * 1e-3
+        )
         if nan:
             up[0, 0] = np.nan
         if conv:
@@ -155,12 +172,21 @@ def write_lora(path: Path, cfg: dict, step: int, epoch: int, *, zero_up: bool, n
         tensors[f"{name}.alpha"] = np.array(alpha, np.float32)
     base = Path(str(cfg.get("pretrained_model_name_or_path", "")))
     metadata = {
-        "ss_network_module": "networks.lora", "ss_network_dim": str(dim), "ss_network_alpha": str(alpha),
-        "ss_max_train_steps": str(cfg.get("max_train_steps")), "ss_steps": str(step), "ss_epoch": str(epoch),
-        "ss_output_name": str(cfg.get("output_name")), "ss_base_model_version": "sd_v1", "ss_v2": "False",
-        "ss_sd_model_name": base.name, "ss_sd_scripts_commit_hash": "ae72efb92babe89ff8e70f057e42db68440e8d61",
-        "ss_learning_rate": str(cfg.get("learning_rate")), "ss_seed": str(cfg.get("seed")),
-        "modelspec.architecture": "stable-diffusion-v1/lora", "modelspec.sai_model_spec": "1.0.1",
+        "ss_network_module": "networks.lora",
+        "ss_network_dim": str(dim),
+        "ss_network_alpha": str(alpha),
+        "ss_max_train_steps": str(cfg.get("max_train_steps")),
+        "ss_steps": str(step),
+        "ss_epoch": str(epoch),
+        "ss_output_name": str(cfg.get("output_name")),
+        "ss_base_model_version": "sd_v1",
+        "ss_v2": "False",
+        "ss_sd_model_name": base.name,
+        "ss_sd_scripts_commit_hash": "ae72efb92babe89ff8e70f057e42db68440e8d61",
+        "ss_learning_rate": str(cfg.get("learning_rate")),
+        "ss_seed": str(cfg.get("seed")),
+        "modelspec.architecture": "stable-diffusion-v1/lora",
+        "modelspec.sai_model_spec": "1.0.1",
     }
     if base.is_file():
         metadata["ss_new_sd_model_hash"] = hashlib.sha256(base.read_bytes()).hexdigest()
@@ -171,6 +197,7 @@ def write_lora(path: Path, cfg: dict, step: int, epoch: int, *, zero_up: bool, n
 def write_png(path: Path) -> None:
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
     raw = b"".join(b"\x00" + b"\x80\x80\x80" * 8 for _ in range(8))
     png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 8, 8, 8, 2, 0, 0, 0))
     png += chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
@@ -182,7 +209,9 @@ def save_state(log: Log, out_dir: Path, name: str, epoch: int, step: int) -> Non
     state = out_dir / name
     log.record("INFO", f"Saving current state to {state}", "accelerator.py:3241")
     state.mkdir(parents=True, exist_ok=True)
-    log.record("INFO", f"save train state to {state}/train_state.json at epoch {epoch} step {step}", "train_network.py:946")
+    log.record(
+        "INFO", f"save train state to {state}/train_state.json at epoch {epoch} step {step}", "train_network.py:946"
+    )
     (state / "train_state.json").write_text(json.dumps({"current_epoch": epoch, "current_step": step}))
     for name in ("model.safetensors", "optimizer.bin", "scheduler.bin", "random_states_0.pkl"):
         (state / name).write_bytes(b"")
@@ -190,6 +219,7 @@ def save_state(log: Log, out_dir: Path, name: str, epoch: int, step: int) -> Non
 
 
 # -- the run --------------------------------------------------------------------------------
+
 
 def load_config(path: str) -> dict:
     with open(path, "rb") as f:
@@ -230,12 +260,16 @@ def train(args: argparse.Namespace, cfg: dict) -> int:
     log.record("INFO", "Using DreamBooth method.", "train_network.py:530")
     log.record("WARNING", "no regularization images / 正則化画像が見つかりませんでした", "train_util.py:2167")
     if args.missing_package:
-        sys.stderr.write("Traceback (most recent call last):\n  File \"train_network.py\", line 12, in <module>\n"
-                         "    import voluptuous\nModuleNotFoundError: No module named 'voluptuous'\n")
+        sys.stderr.write(
+            'Traceback (most recent call last):\n  File "train_network.py", line 12, in <module>\n'
+            "    import voluptuous\nModuleNotFoundError: No module named 'voluptuous'\n"
+        )
         return 1
     out("accelerator device: cpu")
     log.record("INFO", "loading model for process 0/1", "train_util.py:5574")
-    log.record("INFO", f"load StableDiffusion checkpoint: {cfg.get('pretrained_model_name_or_path')}", "train_util.py:5530")
+    log.record(
+        "INFO", f"load StableDiffusion checkpoint: {cfg.get('pretrained_model_name_or_path')}", "train_util.py:5530"
+    )
     log.record("INFO", "caching latents...", "train_util.py:1170")
     out("import network module: networks.lora")
     out("prepare optimizer, data loader etc.")
@@ -248,10 +282,14 @@ def train(args: argparse.Namespace, cfg: dict) -> int:
             initial = int(state["current_step"])
     batches = int(cfg.get("fake_batches_per_epoch", 40))
     out("running training / 学習開始")
-    for label, value in (("num train images * repeats / 学習画像の数×繰り返し回数", batches),
-                         ("num validation images * repeats / 学習画像の数×繰り返し回数", 0),
-                         ("num reg images / 正則化画像の数", 0), ("num batches per epoch / 1epochのバッチ数", batches),
-                         ("num epochs / epoch数", max(1, -(-total // batches))), ("batch size per device / バッチサイズ", 1)):
+    for label, value in (
+        ("num train images * repeats / 学習画像の数×繰り返し回数", batches),
+        ("num validation images * repeats / 学習画像の数×繰り返し回数", 0),
+        ("num reg images / 正則化画像の数", 0),
+        ("num batches per epoch / 1epochのバッチ数", batches),
+        ("num epochs / epoch数", max(1, -(-total // batches))),
+        ("batch size per device / バッチサイズ", 1),
+    ):
         out(f"  {label}: {value}")
     out("  gradient accumulation steps / 勾配を合計するステップ数 = 1")
     out(f"  total optimization steps / 学習ステップ数: {total}")
@@ -265,15 +303,19 @@ def train(args: argparse.Namespace, cfg: dict) -> int:
     for step in range(initial + 1, total + 1):
         time.sleep(args.step_delay)
         if args.crash_at and step >= args.crash_at:
-            sys.stderr.write("\nTraceback (most recent call last):\n  File \"train_network.py\", line 1450, in train\n"
-                             "    batch = next(it)\nRuntimeError: DataLoader worker (pid 4242) exited unexpectedly\n")
+            sys.stderr.write(
+                '\nTraceback (most recent call last):\n  File "train_network.py", line 1450, in train\n'
+                "    batch = next(it)\nRuntimeError: DataLoader worker (pid 4242) exited unexpectedly\n"
+            )
             return 1
         if args.kill_self_at and step >= args.kill_self_at:
             os.kill(os.getpid(), signal.SIGKILL)
         if args.oom_at and step >= args.oom_at:
-            sys.stderr.write("\nTraceback (most recent call last):\n  File \"train_network.py\", line 1450, in train\n"
-                             "    loss = self.process_batch(...)\ntorch.OutOfMemoryError: CUDA out of memory. "
-                             "Tried to allocate 20.00 MiB. GPU 0 has a total capacity of 7.79 GiB\n")
+            sys.stderr.write(
+                '\nTraceback (most recent call last):\n  File "train_network.py", line 1450, in train\n'
+                "    loss = self.process_batch(...)\ntorch.OutOfMemoryError: CUDA out of memory. "
+                "Tried to allocate 20.00 MiB. GPU 0 has a total capacity of 7.79 GiB\n"
+            )
             return 1
         current = float("nan") if args.nan_at and step >= args.nan_at else 1.0 / (step + 1) + 0.08
         losses.append(current)
@@ -289,8 +331,12 @@ def train(args: argparse.Namespace, cfg: dict) -> int:
                 log.record("INFO", f"saving state at step {step}", "train_util.py:5964")
                 save_state(log, out_dir, f"{name}-step{step:08d}-state", 1, step)
         if sample_every and step % int(sample_every) == 0:
-            log.record("INFO", f"generating sample images at step / サンプル画像生成 ステップ: {step}", "train_util.py:6394")
-            sys.stderr.write("\n\r  0%|          | 0/4 [00:00<?, ?it/s]\x1b[A\n\r100%|██████████| 4/4 [00:01<00:00,  2.42s/it]\x1b[A")
+            log.record(
+                "INFO", f"generating sample images at step / サンプル画像生成 ステップ: {step}", "train_util.py:6394"
+            )
+            sys.stderr.write(
+                "\n\r  0%|          | 0/4 [00:00<?, ?it/s]\x1b[A\n\r100%|██████████| 4/4 [00:01<00:00,  2.42s/it]\x1b[A"
+            )
             stamp = datetime.now().strftime("%Y%m%d%H%M%S")
             write_png(out_dir / "sample" / f"{name}_{step:06d}_00_{stamp}_1.png")
     if with_state:
@@ -339,7 +385,9 @@ def main() -> int:
     if args.replay:
         return replay(args.replay)
     cfg = load_config(args.config_file)
-    if args.pretrained_model_name_or_path:  # the command line overrides the config file (docs/sd-scripts.md#config-file-merging)
+    if (
+        args.pretrained_model_name_or_path
+    ):  # the command line overrides the config file (docs/sd-scripts.md#config-file-merging)
         cfg["pretrained_model_name_or_path"] = args.pretrained_model_name_or_path
     return train(args, cfg)
 

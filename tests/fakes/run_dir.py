@@ -19,8 +19,11 @@ FAKE_CHECKOUT = FAKES / "sd-scripts"
 
 def fake_env(fake_args: tuple[str, ...] | list[str] = (), launcher: bool = True) -> dict[str, str]:
     """The trainer's environment that makes `accelerate launch` run the fake trainer with these options."""
-    return {"PYTHONPATH": str(FAKE_LAUNCHER), "FAKE_TRAINER_ARGS": json.dumps(list(fake_args)),
-            "FAKE_LAUNCHER": "1" if launcher else "0"}
+    return {
+        "PYTHONPATH": str(FAKE_LAUNCHER),
+        "FAKE_TRAINER_ARGS": json.dumps(list(fake_args)),
+        "FAKE_LAUNCHER": "1" if launcher else "0",
+    }
 
 
 def make_run_dir(
@@ -74,11 +77,25 @@ def make_run_dir(
         "tokenizer_cache_dir": str(_tokenizer(root)),
         "values": {k: {"value": v, "source": "preset:test-preset"} for k, v in values.items()},
         "ours": {},
-        "steps": {"train_images_x_repeats": 40, "reg_images_x_repeats": 0, "batch_size": 1, "grad_accum": 1,
-                  "num_processes": 1, "steps_per_epoch": 40, "epochs": 1, "max_train_steps": max_train_steps,
-                  "arithmetic": ""},
-        "launch": {"gpus": 1, "num_machines": 1, "machine_rank": 0, "main_process_ip": None, "main_process_port": 29500,
-                   "env": {"PYTHONUNBUFFERED": "1", **fake_env(fake_args, launcher), **(env or {})}},
+        "steps": {
+            "train_images_x_repeats": 40,
+            "reg_images_x_repeats": 0,
+            "batch_size": 1,
+            "grad_accum": 1,
+            "num_processes": 1,
+            "steps_per_epoch": 40,
+            "epochs": 1,
+            "max_train_steps": max_train_steps,
+            "arithmetic": "",
+        },
+        "launch": {
+            "gpus": 1,
+            "num_machines": 1,
+            "machine_rank": 0,
+            "main_process_ip": None,
+            "main_process_port": 29500,
+            "env": {"PYTHONUNBUFFERED": "1", **fake_env(fake_args, launcher), **(env or {})},
+        },
         "output": {"dir": str(output), "name": "face", "lora_file": str(output / "face.safetensors")},
         "sd_scripts": {"commit": None, "matches_pin": False},
     }

@@ -28,8 +28,17 @@ class SweepEnv:
 
     def args(self, *datasets: Path, preset: str = "smoke") -> list[str]:
         """The sweep command's arguments up to the grid."""
-        return [*(str(d) for d in (datasets or self.datasets)), "--preset", preset, "--base-model", str(self.model),
-                "--tokenizer-cache-dir", str(self.tokenizer), "--sd-scripts", str(self.checkout)]
+        return [
+            *(str(d) for d in (datasets or self.datasets)),
+            "--preset",
+            preset,
+            "--base-model",
+            str(self.model),
+            "--tokenizer-cache-dir",
+            str(self.tokenizer),
+            "--sd-scripts",
+            str(self.checkout),
+        ]
 
 
 def make_sweep_env(root: Path, datasets: tuple[str, ...] = ("ohwx",)) -> SweepEnv:
@@ -57,8 +66,12 @@ def make_sweep_env(root: Path, datasets: tuple[str, ...] = ("ohwx",)) -> SweepEn
 
 def sweep_process_env(rules: dict[str, list[str]] | None = None) -> dict[str, str]:
     """The environment of a `kohya-wrap sweep` subprocess (and so of its workers and trainers)."""
-    env = {**os.environ, "COLUMNS": "200", "KW_FAKE_TRAINER_RULES": json.dumps(rules or {}),
-           "PYTHONPATH": os.pathsep.join([str(FAKE_ACCELERATE), str(ROOT)])}
+    env = {
+        **os.environ,
+        "COLUMNS": "200",
+        "KW_FAKE_TRAINER_RULES": json.dumps(rules or {}),
+        "PYTHONPATH": os.pathsep.join([str(FAKE_ACCELERATE), str(ROOT)]),
+    }
     env.pop("CUDA_VISIBLE_DEVICES", None)
     return env
 

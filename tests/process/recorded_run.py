@@ -14,8 +14,14 @@ def recorded_lines() -> list[str]:
     return (RECORDED / "events.jsonl").read_text(encoding="utf-8").splitlines(keepends=True)
 
 
-def copy_recorded_run(run_dir: Path, *, events: int | None = None, age_s: float | None = None,
-                      with_files: bool = False, base_model: Path | None = None) -> Path:
+def copy_recorded_run(
+    run_dir: Path,
+    *,
+    events: int | None = None,
+    age_s: float | None = None,
+    with_files: bool = False,
+    base_model: Path | None = None,
+) -> Path:
     """The recorded run in run_dir, its first `events` events only when given.
 
     age_s: shift the timestamps so that the last event copied happened age_s seconds ago.
@@ -46,7 +52,8 @@ def copy_recorded_run(run_dir: Path, *, events: int | None = None, age_s: float 
                 # what the trainer's state folder holds for a resume to find it (see tests/fakes)
                 Path(event["path"]).mkdir(parents=True, exist_ok=True)
                 Path(event["path"], "train_state.json").write_text(
-                    json.dumps({"current_epoch": 1, "current_step": event["step"]}), encoding="utf-8")
+                    json.dumps({"current_epoch": 1, "current_step": event["step"]}), encoding="utf-8"
+                )
                 # and what accelerate writes after it: a state folder without these was cut short
                 for name in ("model.safetensors", "optimizer.bin", "scheduler.bin", "random_states_0.pkl"):
                     Path(event["path"], name).write_bytes(b"stand-in")

@@ -64,32 +64,60 @@ def main() -> int:
 
     def run(out: Path, *extra: str, rules: dict | None = None) -> subprocess.CompletedProcess[str]:
         e = sweep_process_env(rules)
-        return subprocess.run(kohya_wrap_argv("sweep", *env.args(), "--grid", "network_dim=4,8", *extra,
-                                              "-o", str(out), "--backend", "ray"),
-                              cwd=ROOT, env=e, capture_output=True, text=True, timeout=300, check=False)
+        return subprocess.run(
+            kohya_wrap_argv(
+                "sweep", *env.args(), "--grid", "network_dim=4,8", *extra, "-o", str(out), "--backend", "ray"
+            ),
+            cwd=ROOT,
+            env=e,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
 
     out = root / "sweep"
     done = run(out)
     check(done.returncode == 0, "a 2-variant grid trains on a local Ray", done.stdout + done.stderr)
     doc = json.loads((out / "sweep.json").read_text())
-    check(doc["backend"] == "ray" and [v["outcome"] for v in doc["variants"]] == ["finished", "finished"],
-          "sweep.json holds both, finished", json.dumps(doc, indent=1))
+    check(
+        doc["backend"] == "ray" and [v["outcome"] for v in doc["variants"]] == ["finished", "finished"],
+        "sweep.json holds both, finished",
+        json.dumps(doc, indent=1),
+    )
     for entry in doc["variants"]:
         manifest = json.loads((Path(entry["run_dir"]) / "run.json").read_text())
-        check(manifest["verification"]["ok"] is True and Path(entry["lora_file"]).is_file(),
-              f"{entry['name']}: a verified LoRA")
+        check(
+            manifest["verification"]["ok"] is True and Path(entry["lora_file"]).is_file(),
+            f"{entry['name']}: a verified LoRA",
+        )
         check(bool(entry["host"]), f"{entry['name']}: trained on {entry['host']}")
     check(not gone(markers), "no Ray process is left after the sweep", "\n".join(leftovers(markers)))
     stamps = sorted((p, p.stat().st_mtime_ns) for p in out.glob("runs/*/events.jsonl"))
     again = run(out)
-    check(again.returncode == 0 and again.stdout.count(": finished before") == 2, "the same command again: both "
-          "skipped", again.stdout + again.stderr)
+    check(
+        again.returncode == 0 and again.stdout.count(": finished before") == 2,
+        "the same command again: both skipped",
+        again.stdout + again.stderr,
+    )
     check(sorted((p, p.stat().st_mtime_ns) for p in out.glob("runs/*/events.jsonl")) == stamps, "nothing trained again")
 
     stopped = root / "stopped"
     e = sweep_process_env({"*": ["--step-delay", "0.5"]})
-    args = kohya_wrap_argv("sweep", *env.args(), "--grid", "network_dim=4,8", "--set", "max_train_steps=12", "--set",
-                           "save_state=true", "-o", str(stopped), "--backend", "ray")
+    args = kohya_wrap_argv(
+        "sweep",
+        *env.args(),
+        "--grid",
+        "network_dim=4,8",
+        "--set",
+        "max_train_steps=12",
+        "--set",
+        "save_state=true",
+        "-o",
+        str(stopped),
+        "--backend",
+        "ray",
+    )
     proc = subprocess.Popen(args, cwd=ROOT, env=e, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     events = stopped / "runs" / "ohwx__network_dim-4" / "events.jsonl"
     deadline = time.monotonic() + 120
@@ -98,35 +126,75 @@ def main() -> int:
     check(events.is_file() and '"step": 3,' in events.read_text(), "the first variant reached step 3")
     trainers = [line for line in leftovers([str(stopped)]) if "fake_trainer.py" in line]
     check(bool(trainers), "its trainer runs", "\n".join(leftovers(markers)))
-    check(any("raylet" in line or "gcs_server" in line for line in leftovers([ray_tmp])),
-          "the sweep's own Ray runs (its processes are found by its temp dir)", "\n".join(leftovers(markers)))
+    check(
+        any("raylet" in line or "gcs_server" in line for line in leftovers([ray_tmp])),
+        "the sweep's own Ray runs (its processes are found by its temp dir)",
+        "\n".join(leftovers(markers)),
+    )
     proc.send_signal(signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=180)
     check(proc.returncode == 130, "Ctrl-C ends the sweep with exit code 130", stdout + stderr)
     check(not gone(markers), "no trainer, worker or Ray process is left", "\n".join(leftovers(markers)))
     entries = {v["name"]: v for v in json.loads((stopped / "sweep.json").read_text())["variants"]}
-    check(entries["ohwx__network_dim-4"]["outcome"] == "interrupted", "the running variant was interrupted",
-          json.dumps(entries, indent=1))
-    finish = subprocess.run(args, cwd=ROOT, env={**e, "KW_FAKE_TRAINER_RULES": "{}"}, capture_output=True, text=True,
-                            timeout=300, check=False)
-    check(finish.returncode == 0 and "(resuming)" in finish.stdout, "the same command then finishes the sweep, "
-          "resuming the stopped variant", finish.stdout + finish.stderr)
+    check(
+        entries["ohwx__network_dim-4"]["outcome"] == "interrupted",
+        "the running variant was interrupted",
+        json.dumps(entries, indent=1),
+    )
+    finish = subprocess.run(
+        args,
+        cwd=ROOT,
+        env={**e, "KW_FAKE_TRAINER_RULES": "{}"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    check(
+        finish.returncode == 0 and "(resuming)" in finish.stdout,
+        "the same command then finishes the sweep, resuming the stopped variant",
+        finish.stdout + finish.stderr,
+    )
     outcomes = [v["outcome"] for v in json.loads((stopped / "sweep.json").read_text())["variants"]]
     check(outcomes == ["finished", "finished"], "both finished", str(outcomes))
     check(not gone(markers), "nothing is left running at the end", "\n".join(leftovers(markers)))
 
     # an existing cluster (on loopback, as every Ray of these tests), brought up with Ray's own tools
     ray_cli = [sys.executable, "-m", "ray.scripts.scripts"]
-    started = subprocess.run([*ray_cli, "start", "--head", "--node-ip-address", "127.0.0.1", "--port", "6399",
-                              "--num-cpus", "2", "--num-gpus", "0", "--resources", '{"kohya_wrap_trainer": 1}',
-                              "--include-dashboard", "false", "--disable-usage-stats"],
-                             env=sweep_process_env(), capture_output=True, text=True, timeout=120, check=False)
+    started = subprocess.run(
+        [
+            *ray_cli,
+            "start",
+            "--head",
+            "--node-ip-address",
+            "127.0.0.1",
+            "--port",
+            "6399",
+            "--num-cpus",
+            "2",
+            "--num-gpus",
+            "0",
+            "--resources",
+            '{"kohya_wrap_trainer": 1}',
+            "--include-dashboard",
+            "false",
+            "--disable-usage-stats",
+        ],
+        env=sweep_process_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     check(started.returncode == 0, "`ray start --head` on 127.0.0.1", started.stdout + started.stderr)
     try:
         cluster = root / "cluster"
         joined = run(cluster, "--ray-address", "127.0.0.1:6399")
-        check(joined.returncode == 0, "--ray-address: the sweep trains on the existing cluster",
-              joined.stdout + joined.stderr)
+        check(
+            joined.returncode == 0,
+            "--ray-address: the sweep trains on the existing cluster",
+            joined.stdout + joined.stderr,
+        )
         outcomes = [v["outcome"] for v in json.loads((cluster / "sweep.json").read_text())["variants"]]
         check(outcomes == ["finished", "finished"], "both finished there", str(outcomes))
         check(any("raylet" in line for line in leftovers([ray_tmp])), "the cluster is left running (not ours)")

@@ -17,7 +17,6 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
-
 from recorded_run import copy_recorded_run
 
 NOTEBOOK = Path(__file__).parents[2] / "examples" / "colab.ipynb"
@@ -33,7 +32,8 @@ def _missing_commands() -> list[str]:
 
 NOT_YET = _missing_commands()
 needs_all_commands = pytest.mark.xfail(
-    bool(NOT_YET), strict=True,
+    bool(NOT_YET),
+    strict=True,
     reason=f"the notebook calls kohya-wrap commands not written yet: {', '.join(NOT_YET)}",
 )
 
@@ -71,11 +71,12 @@ def test_colab_only_cells_are_tagged() -> None:
     colab = [c.source for c in _notebook().cells if COLAB_ONLY in _tags(c)]
     assert any("drive.mount" in s for s in colab)
     assert any("torch.cuda.is_available()" in s for s in colab)
-    assert any("git\", \"clone\", \"--recursive\"" in s and "[train]" in s for s in colab)
+    assert any('git", "clone", "--recursive"' in s and "[train]" in s for s in colab)
     for cell in _notebook().cells:
         if COLAB_ONLY not in _tags(cell):
             assert "google.colab" not in cell.source and "/content/" not in cell.source.replace(
-                '"/content/drive/MyDrive', ""), cell.source
+                '"/content/drive/MyDrive', ""
+            ), cell.source
 
 
 def _photos(folder: Path, count: int = 4) -> Path:
@@ -110,14 +111,17 @@ def _test_mode_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("KOHYA_WRAP_NOTEBOOK_TEST", "1")
     monkeypatch.setenv("KOHYA_WRAP_NOTEBOOK_PHOTOS", str(_photos(tmp_path / "photos on drive")))
     monkeypatch.setenv("KOHYA_WRAP_NOTEBOOK_DRIVE", str(drive))
-    monkeypatch.setenv("KOHYA_WRAP_NOTEBOOK_BASE_MODEL", str(_stand_in_base_model(tmp_path / "models" / "sd15.safetensors")))
+    monkeypatch.setenv(
+        "KOHYA_WRAP_NOTEBOOK_BASE_MODEL", str(_stand_in_base_model(tmp_path / "models" / "sd15.safetensors"))
+    )
     # `train --dry-run` plans, and planning names the trainer's script: a stand-in checkout (CI has none)
     checkout = tmp_path / "sd-scripts"
     checkout.mkdir()
     (checkout / "train_network.py").write_text("")
     monkeypatch.setenv("KOHYA_WRAP_SD_SCRIPTS", str(checkout))
-    monkeypatch.setenv("KOHYA_WRAP_NOTEBOOK_RECORDED_RUN",
-                       str(copy_recorded_run(tmp_path / "recorded run", with_files=True)))
+    monkeypatch.setenv(
+        "KOHYA_WRAP_NOTEBOOK_RECORDED_RUN", str(copy_recorded_run(tmp_path / "recorded run", with_files=True))
+    )
     # the kernel runs this interpreter, so `python -m kohya_wrap` is the kohya-wrap under test
     monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
     return drive
@@ -156,23 +160,33 @@ def test_notebook_runs_in_test_mode(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert (drive / "dataset" / "prepare.json").is_file()
     assert (drive / "loras" / "tinylora.safetensors").read_bytes() == b"stand-in"
     assert (drive / "loras" / "tinylora-report.html").is_file()
-    assert any(o.get("output_type") == "display_data" and "text/html" in o.get("data", {})
-               for c in nb.cells for o in c.get("outputs", [])), "the report was not displayed inline"
+    assert any(
+        o.get("output_type") == "display_data" and "text/html" in o.get("data", {})
+        for c in nb.cells
+        for o in c.get("outputs", [])
+    ), "the report was not displayed inline"
 
 
 @needs_all_commands
 def test_rerun_after_a_disconnect_resumes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     drive = _test_mode_env(tmp_path, monkeypatch)
     # a run on Drive that saved its state at step 2, then the runtime died: no "finished" event
-    stopped = copy_recorded_run(drive / "runs" / "A_cli", events=17, age_s=5, with_files=True,
-                                base_model=Path(os.environ["KOHYA_WRAP_NOTEBOOK_BASE_MODEL"]))
+    stopped = copy_recorded_run(
+        drive / "runs" / "A_cli",
+        events=17,
+        age_s=5,
+        with_files=True,
+        base_model=Path(os.environ["KOHYA_WRAP_NOTEBOOK_BASE_MODEL"]),
+    )
     nb = _notebook()
     train_cell = next(i for i, c in enumerate(nb.cells) if '"train", "--resume"' in c.source)
     nb.cells = nb.cells[: train_cell + 1]
     text = _text(_execute(nb, tmp_path))
     assert f"resuming {stopped} from {stopped}/output/tinylora-step00000002-state" in text
-    assert f"$ kohya-wrap train --resume '{stopped}' --dry-run" in text or \
-        f"$ kohya-wrap train --resume {stopped} --dry-run" in text
+    assert (
+        f"$ kohya-wrap train --resume '{stopped}' --dry-run" in text
+        or f"$ kohya-wrap train --resume {stopped} --dry-run" in text
+    )
     # the dry run named the state and the exact continuation, and started nothing
     assert f"--resume {stopped}/output/tinylora-step00000002-state --skip_until_initial_step" in text
     assert "resumes from" in text and "at step 2" in text and "nothing started" in text

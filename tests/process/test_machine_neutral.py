@@ -23,8 +23,12 @@ def _virtualenv(path: Path) -> Path:
     """A virtualenv of its own path that sees this one's packages (kohya-wrap included) through a .pth file."""
     venv.create(path, with_pip=False)
     python = path / "bin" / "python"
-    purelib = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                             capture_output=True, text=True, check=True).stdout.strip()
+    purelib = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     ours = [p for p in site.getsitepackages() if Path(p).is_dir()]
     lines = "".join(f"import site; site.addsitedir({p!r})\n" for p in ours)
     Path(purelib, "parent-env.pth").write_text(lines)
@@ -37,16 +41,33 @@ def _dataset(root: Path) -> Path:
     for i in range(4):
         Image.new("RGB", (64, 64), (i * 40, 90, 140)).save(sub / f"{i:04d}.png")
         (sub / f"{i:04d}.txt").write_text("photo of ohwx man\n")
-    (root / "prepare.json").write_text(json.dumps({"kohya_wrap_version": "0.1.0", "parameters": {
-        "token": "ohwx", "class": "man", "size": 64, "crop": "face", "repeats": 1, "repeats_explicit": False}}))
+    (root / "prepare.json").write_text(
+        json.dumps(
+            {
+                "kohya_wrap_version": "0.1.0",
+                "parameters": {
+                    "token": "ohwx",
+                    "class": "man",
+                    "size": 64,
+                    "crop": "face",
+                    "repeats": 1,
+                    "repeats_explicit": False,
+                },
+            }
+        )
+    )
     return root
 
 
 def _base_model(path: Path) -> Path:
     """A safetensors file with the key layout of an SD 1.5 checkpoint (the fake trainer never loads it)."""
-    keys = ["model.diffusion_model.input_blocks.0.0.weight", "model.diffusion_model.out.2.weight",
-            "first_stage_model.encoder.conv_in.weight", "first_stage_model.decoder.conv_out.weight",
-            "cond_stage_model.transformer.text_model.embeddings.token_embedding.weight"]
+    keys = [
+        "model.diffusion_model.input_blocks.0.0.weight",
+        "model.diffusion_model.out.2.weight",
+        "first_stage_model.encoder.conv_in.weight",
+        "first_stage_model.decoder.conv_out.weight",
+        "cond_stage_model.transformer.text_model.embeddings.token_embedding.weight",
+    ]
     header: dict[str, object] = {}
     for i, key in enumerate(keys):
         header[key] = {"dtype": "F32", "shape": [1], "data_offsets": [4 * i, 4 * i + 4]}
@@ -66,9 +87,26 @@ def test_a_run_planned_in_one_virtualenv_trains_in_another(tmp_path):
     run_dir = tmp_path / "runs" / "ohwx"
 
     planned = subprocess.run(
-        [str(planner), "-m", "kohya_wrap", "plan", str(dataset), "--preset", "smoke", "--base-model", str(model),
-         "--tokenizer-cache-dir", str(tmp_path / "tok"), "-o", str(run_dir), "--json"],
-        capture_output=True, text=True, timeout=120)
+        [
+            str(planner),
+            "-m",
+            "kohya_wrap",
+            "plan",
+            str(dataset),
+            "--preset",
+            "smoke",
+            "--base-model",
+            str(model),
+            "--tokenizer-cache-dir",
+            str(tmp_path / "tok"),
+            "-o",
+            str(run_dir),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert planned.returncode == 0, planned.stderr
     plan_text = (run_dir / "plan.json").read_text()
     assert str(tmp_path / "laptop") not in plan_text and sys.executable not in plan_text
@@ -76,16 +114,26 @@ def test_a_run_planned_in_one_virtualenv_trains_in_another(tmp_path):
     assert not (run_dir / "accelerate.yaml").exists()
 
     launches = tmp_path / "launches.jsonl"
-    env = {**os.environ, "KOHYA_WRAP_SD_SCRIPTS": str(FAKE_CHECKOUT), "PYTHONPATH": str(FAKE_LAUNCHER),
-           "FAKE_LAUNCH_LOG": str(launches)}
-    dry = subprocess.run([str(trainer), "-m", "kohya_wrap", "train", str(run_dir), "--dry-run", "--json"],
-                         capture_output=True, text=True, timeout=120, env=env)
+    env = {
+        **os.environ,
+        "KOHYA_WRAP_SD_SCRIPTS": str(FAKE_CHECKOUT),
+        "PYTHONPATH": str(FAKE_LAUNCHER),
+        "FAKE_LAUNCH_LOG": str(launches),
+    }
+    dry = subprocess.run(
+        [str(trainer), "-m", "kohya_wrap", "train", str(run_dir), "--dry-run", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
     assert dry.returncode == 0, dry.stderr
     shown = json.loads(dry.stdout)
     assert shown["argv"][0] == str(trainer) and shown["machine"]["device"] == "cpu" and "--cpu" in shown["argv"]
 
-    trained = subprocess.run([str(trainer), "-m", "kohya_wrap", "train", str(run_dir)],
-                             capture_output=True, text=True, timeout=300, env=env)
+    trained = subprocess.run(
+        [str(trainer), "-m", "kohya_wrap", "train", str(run_dir)], capture_output=True, text=True, timeout=300, env=env
+    )
     assert trained.returncode == 0, trained.stdout + trained.stderr
     manifest = json.loads((run_dir / "run.json").read_text())
     assert manifest["outcome"] == "finished" and manifest["verification"]["ok"]

@@ -25,8 +25,13 @@ NO_HUB = {"HF_ENDPOINT": "http://127.0.0.1:9", "HF_HUB_ETAG_TIMEOUT": "1", "HF_H
 
 
 def kohya_wrap(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "kohya_wrap", *args], capture_output=True, text=True, timeout=180,
-                          env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [sys.executable, "-m", "kohya_wrap", *args],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def _dataset(root: Path) -> Path:
@@ -43,8 +48,18 @@ def test_plan_of_a_hub_model_without_a_tokenizer_touches_no_network_and_train_sa
     dataset = _dataset(tmp_path / "data")
     run_dir = tmp_path / "runs" / "hub"
     env = {**NO_HUB, "HF_HUB_OFFLINE": "1"}
-    planned = kohya_wrap("plan", str(dataset), "--preset", "smoke", "--base-model",
-                         "stable-diffusion-v1-5/stable-diffusion-v1-5", "-o", str(run_dir), "--json", env=env)
+    planned = kohya_wrap(
+        "plan",
+        str(dataset),
+        "--preset",
+        "smoke",
+        "--base-model",
+        "stable-diffusion-v1-5/stable-diffusion-v1-5",
+        "-o",
+        str(run_dir),
+        "--json",
+        env=env,
+    )
     assert planned.returncode == 0, planned.stderr
     plan = json.loads((run_dir / "plan.json").read_text())
     assert plan["base_model"] == {"source": "stable-diffusion-v1-5/stable-diffusion-v1-5", "path": None, "kind": "hub"}
@@ -68,8 +83,12 @@ def test_a_missing_tokenizer_is_named_before_the_trainer_starts(tmp_path):
     model = write_sd15_stub(tmp_path / "sd15.safetensors")
     run_dir = tmp_path / "runs" / "tok"
     env = {**NO_HUB, "HF_HUB_OFFLINE": "1"}
-    assert kohya_wrap("plan", str(dataset), "--preset", "smoke", "--base-model", str(model), "-o", str(run_dir),
-                      env=env).returncode == 0
+    assert (
+        kohya_wrap(
+            "plan", str(dataset), "--preset", "smoke", "--base-model", str(model), "-o", str(run_dir), env=env
+        ).returncode
+        == 0
+    )
     trained = kohya_wrap("train", str(run_dir), env=env)
     assert trained.returncode == ExitCode.TRAIN_MODEL_MISSING
     assert "CLIP tokenizer" in trained.stderr and "--tokenizer-cache-dir" in trained.stderr
@@ -84,10 +103,24 @@ def test_run_refuses_a_bad_preset_before_preparing_and_leaves_nothing(tmp_path):
     model = write_sd15_stub(tmp_path / "sd15.safetensors")
     run_dir = tmp_path / "runs" / "mine"
     before = sorted(p.name for p in photos.iterdir())
-    for bad, said in ((["--preset", "nope"], "nope"), (["--preset", "smoke", "--set", "epoch=10"], "max_train_epochs"),
-                      (["--preset", "smoke", "--set", "train_batch_size=0"], "train_batch_size")):
-        done = kohya_wrap("run", str(photos), "--token", "ohwx", "--class", "man", *bad, "--base-model", str(model),
-                          "-o", str(run_dir))
+    for bad, said in (
+        (["--preset", "nope"], "nope"),
+        (["--preset", "smoke", "--set", "epoch=10"], "max_train_epochs"),
+        (["--preset", "smoke", "--set", "train_batch_size=0"], "train_batch_size"),
+    ):
+        done = kohya_wrap(
+            "run",
+            str(photos),
+            "--token",
+            "ohwx",
+            "--class",
+            "man",
+            *bad,
+            "--base-model",
+            str(model),
+            "-o",
+            str(run_dir),
+        )
         assert done.returncode == ExitCode.ERROR, done.stderr
         assert said in done.stderr and "preparing" not in done.stderr and "Traceback" not in done.stderr
         assert not run_dir.exists()  # nothing half-made
@@ -102,9 +135,25 @@ def test_run_that_fails_to_plan_after_preparing_removes_its_run_directory(tmp_pa
     model = write_sd15_stub(tmp_path / "sd15.safetensors")
     run_dir = tmp_path / "runs" / "mine"
     # prepared at 512 px, trained at 64 px without resizing: only plan, after prepare, can know
-    done = kohya_wrap("run", str(photos), "--token", "ohwx", "--class", "man", "--crop", "center", "--allow-upscale",
-                      "--preset", "smoke", "--set", "cache_latents=false", "--base-model", str(model),
-                      "-o", str(run_dir))
+    done = kohya_wrap(
+        "run",
+        str(photos),
+        "--token",
+        "ohwx",
+        "--class",
+        "man",
+        "--crop",
+        "center",
+        "--allow-upscale",
+        "--preset",
+        "smoke",
+        "--set",
+        "cache_latents=false",
+        "--base-model",
+        str(model),
+        "-o",
+        str(run_dir),
+    )
     assert done.returncode == ExitCode.ERROR, done.stdout + done.stderr
     assert "sd-scripts refuses images of another size" in " ".join(done.stderr.split())
     assert not run_dir.exists()
@@ -130,7 +179,20 @@ def test_o_is_the_run_directory_for_plan_train_and_run(tmp_path):
     photos = tmp_path / "photos"
     write_face_images(photos, count=3)
     target = tmp_path / "run" / "my run"
-    done = kohya_wrap("run", str(photos), "--token", "ohwx", "--class", "man", "--crop", "center", "--allow-upscale",
-                      *common, "-o", str(target), env={"PYTHONPATH": str(FAKE_LAUNCHER)})
+    done = kohya_wrap(
+        "run",
+        str(photos),
+        "--token",
+        "ohwx",
+        "--class",
+        "man",
+        "--crop",
+        "center",
+        "--allow-upscale",
+        *common,
+        "-o",
+        str(target),
+        env={"PYTHONPATH": str(FAKE_LAUNCHER)},
+    )
     # the smoke preset's 64 px against 512 px photos is resized by cached latents; the fake trainer trains it
     assert (target / "plan.json").is_file() and (target / "dataset" / "prepare.json").is_file(), done.stderr

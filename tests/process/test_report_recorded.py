@@ -126,7 +126,7 @@ def test_report_of_a_non_run(tmp_path: Path) -> None:
 # A stand-in for sd-scripts' gen_img.py (the process boundary): it reads the arguments `sample`
 # passes, the way gen_img.py v0.10.1 does, and writes im_NNNNNN.png files with the prompt and seed
 # in their PNG text, or exits 1 when told to.
-FAKE_GEN_IMG = r'''
+FAKE_GEN_IMG = r"""
 import argparse, os, re, sys
 from PIL import Image, PngImagePlugin
 p = argparse.ArgumentParser()
@@ -158,7 +158,7 @@ for line in open(args.from_file, encoding="utf-8").read().splitlines():
         info.add_text("mul", str(args.network_mul))
         Image.new("RGB", (args.W, args.H), (n * 40 % 256, 0, 0)).save(os.path.join(args.outdir, f"im_{n:06d}.png"), pnginfo=info)
 print("done!")
-'''
+"""
 
 
 def fake_checkout(root: Path) -> Path:
@@ -173,8 +173,25 @@ def test_sample_a_run_through_the_generator_process(tmp_path: Path) -> None:
     run_dir = make_run(tmp_path, sample_steps=(2,))
     (tmp_path / "sd15.safetensors").write_bytes(b"base")
     checkout = fake_checkout(tmp_path)
-    done = kohya_wrap("sample", str(run_dir), "--prompt", "ohwx man", "--prompt", "ohwx man --n blurry",
-                      "-n", "2", "--seed", "100", "--size", "64", "--weight", "0.0", "--sd-scripts", str(checkout), "--json")
+    done = kohya_wrap(
+        "sample",
+        str(run_dir),
+        "--prompt",
+        "ohwx man",
+        "--prompt",
+        "ohwx man --n blurry",
+        "-n",
+        "2",
+        "--seed",
+        "100",
+        "--size",
+        "64",
+        "--weight",
+        "0.0",
+        "--sd-scripts",
+        str(checkout),
+        "--json",
+    )
     assert done.returncode == 0, done.stderr
     made = json.loads(done.stdout)
     rows = sorted((i["step"], i["prompt_index"], i["image_index"], i["seed"]) for i in made["images"])
@@ -193,8 +210,19 @@ def test_sample_a_run_through_the_generator_process(tmp_path: Path) -> None:
     page = (run_dir / "report.html").read_text(encoding="utf-8")
     assert 'id="sample-session-0" data-rows="2" data-columns="2"' in page
 
-    again = kohya_wrap("sample", str(run_dir), "--prompt", "x", "--steps-of", "last", "--seed", "1",
-                       "--sd-scripts", str(checkout), "--json")
+    again = kohya_wrap(
+        "sample",
+        str(run_dir),
+        "--prompt",
+        "x",
+        "--steps-of",
+        "last",
+        "--seed",
+        "1",
+        "--sd-scripts",
+        str(checkout),
+        "--json",
+    )
     assert again.returncode == 0, again.stderr
     second = json.loads(again.stdout)
     assert Path(second["folder"]) != session and session.is_dir()  # an earlier session is never touched

@@ -24,7 +24,9 @@ from kohya_wrap.train.runner import TrainOptions, run_training  # noqa: E402
 
 
 def kohya_wrap(*args: str, **kw) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "kohya_wrap", *args], capture_output=True, text=True, timeout=120, **kw)
+    return subprocess.run(
+        [sys.executable, "-m", "kohya_wrap", *args], capture_output=True, text=True, timeout=120, **kw
+    )
 
 
 def _wait_for(predicate, timeout_s: float = 60.0) -> None:
@@ -36,8 +38,12 @@ def _wait_for(predicate, timeout_s: float = 60.0) -> None:
 
 
 def _start_training(run_dir: Path) -> subprocess.Popen[str]:
-    process = subprocess.Popen([sys.executable, "-m", "kohya_wrap", "train", str(run_dir)], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "kohya_wrap", "train", str(run_dir)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     _wait_for(lambda: (run_dir / "events.jsonl").is_file() and lock_holder(run_dir) is not None)
     return process
 
@@ -62,8 +68,11 @@ def test_a_second_writer_is_refused_while_a_trainer_runs(tmp_path):
     finally:
         first.send_signal(signal.SIGINT)
         first.communicate(timeout=60)
-    finished = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()
-                if json.loads(line)["type"] == "finished"]
+    finished = [
+        json.loads(line)
+        for line in (run_dir / "events.jsonl").read_text().splitlines()
+        if json.loads(line)["type"] == "finished"
+    ]
     assert len(finished) == 1  # one trainer wrote this run
     assert lock_holder(run_dir) is None
 
@@ -85,10 +94,18 @@ def test_status_says_stalled_at_once_after_kill_9(tmp_path):
 
 def test_the_lock_is_an_os_lock_freed_with_its_process(tmp_path):
     run_dir = tmp_path / "run"
-    holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time\nfrom kohya_wrap.rundir import RunLock\n"
-        f"RunLock({str(run_dir)!r}, 'test').acquire()\nprint('held', flush=True)\ntime.sleep(600)\n")],
-        stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            (
+                "import sys, time\nfrom kohya_wrap.rundir import RunLock\n"
+                f"RunLock({str(run_dir)!r}, 'test').acquire()\nprint('held', flush=True)\ntime.sleep(600)\n"
+            ),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "held"
         with pytest.raises(RunBusy, match=f"pid {holder.pid} \\(test\\)"):

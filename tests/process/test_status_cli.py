@@ -15,13 +15,23 @@ from recorded_run import copy_recorded_run
 
 
 def kw(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "kohya_wrap", *args], capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, "COLUMNS": "200"})
+    return subprocess.run(
+        [sys.executable, "-m", "kohya_wrap", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "COLUMNS": "200"},
+    )
 
 
 def kw_popen(*args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "kohya_wrap", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, "COLUMNS": "200"})
+    return subprocess.Popen(
+        [sys.executable, "-m", "kohya_wrap", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "COLUMNS": "200"},
+    )
 
 
 def test_status_json_of_a_finished_run(tmp_path: Path) -> None:
@@ -89,7 +99,12 @@ def test_follow_json_until_finished(tmp_path: Path) -> None:
     out, err = proc.communicate(timeout=60)
     writer.join()
     assert proc.returncode == 0, err
-    assert (first["state"], first["phase"], first["step"], first["total_steps"]) == ("running", "loading_model", None, 4)
+    assert (first["state"], first["phase"], first["step"], first["total_steps"]) == (
+        "running",
+        "loading_model",
+        None,
+        4,
+    )
     snapshots = [json.loads(line) for line in out.splitlines()]
     assert snapshots[-1]["state"] == "finished" and snapshots[-1]["step"] == 4 and snapshots[-1]["avr_loss"] == 1.12
     steps = [s["step"] for s in snapshots if s["step"] is not None]
@@ -100,8 +115,10 @@ def test_follow_exits_with_the_runs_exit_code(tmp_path: Path) -> None:
     run = copy_recorded_run(tmp_path / "run", events=10)
     with open(run / "events.jsonl", "a", encoding="utf-8") as f:
         f.write('{"t": "2026-11-25T09:15:14.000Z", "type": "error", "message": "CUDA out of memory", "kind": "oom"}\n')
-        f.write('{"t": "2026-11-25T09:15:14.100Z", "type": "finished", "outcome": "oom", "exit_code": 11, '
-                '"returncode": 1}\n')
+        f.write(
+            '{"t": "2026-11-25T09:15:14.100Z", "type": "finished", "outcome": "oom", "exit_code": 11, '
+            '"returncode": 1}\n'
+        )
     r = kw("status", str(run), "--follow")
     assert r.returncode == 11
     assert "error: CUDA out of memory" in r.stdout
@@ -133,8 +150,11 @@ def test_follow_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
     assert "stopped following; the run itself is not affected" in err
     assert "Traceback" not in err
     assert (run / "events.jsonl").read_text(encoding="utf-8") == "".join(
-        copy_recorded_run(tmp_path / "again", events=12).joinpath("events.jsonl").read_text(encoding="utf-8")
-        .replace(str(tmp_path / "again"), str(run)))
+        copy_recorded_run(tmp_path / "again", events=12)
+        .joinpath("events.jsonl")
+        .read_text(encoding="utf-8")
+        .replace(str(tmp_path / "again"), str(run))
+    )
 
 
 GUIDE = Path(__file__).parents[2] / "docs" / "rented-gpu.md"

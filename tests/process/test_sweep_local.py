@@ -20,8 +20,15 @@ from kohya_wrap.events import Finished, Progress, read_events  # noqa: E402
 
 
 def sweep(env, out: Path, *extra: str, rules=None, datasets=()) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(kohya_wrap_argv("sweep", *env.args(*datasets), *extra, "-o", str(out)), cwd=ROOT,
-                          env=sweep_process_env(rules), capture_output=True, text=True, timeout=300, check=False)
+    return subprocess.run(
+        kohya_wrap_argv("sweep", *env.args(*datasets), *extra, "-o", str(out)),
+        cwd=ROOT,
+        env=sweep_process_env(rules),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
 
 
 def sweep_json(out: Path) -> dict:
@@ -39,7 +46,7 @@ def test_two_variants_train_and_a_rerun_trains_nothing(tmp_path):
     assert doc["spec"]["grid"] == {"network_dim": [4, 8]} and doc["backend"] == "local"
     names = [v["name"] for v in doc["variants"]]
     assert names == ["ohwx__network_dim-4", "ohwx__network_dim-8"]
-    for entry, dim in zip(doc["variants"], (4, 8)):
+    for entry, dim in zip(doc["variants"], (4, 8), strict=False):
         run_dir = Path(entry["run_dir"])
         assert run_dir == out / "runs" / entry["name"]
         assert entry["values"] == {"network_dim": dim}
@@ -63,13 +70,27 @@ def test_two_variants_train_and_a_rerun_trains_nothing(tmp_path):
     other = sweep(env, out, "--grid", "network_dim=4,16")
     assert other.returncode == ExitCode.ERROR and "holds another sweep" in other.stderr
 
-    status = subprocess.run(kohya_wrap_argv("status", str(out), "--json"), cwd=ROOT, env=sweep_process_env(),
-                            capture_output=True, text=True, timeout=60, check=False)
+    status = subprocess.run(
+        kohya_wrap_argv("status", str(out), "--json"),
+        cwd=ROOT,
+        env=sweep_process_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert status.returncode == 0, status.stderr
     table = json.loads(status.stdout)
     assert table["counts"] == {"finished": 2} and [v["step"] for v in table["variants"]] == [4, 4]
-    report = subprocess.run(kohya_wrap_argv("report", str(out)), cwd=ROOT, env=sweep_process_env(),
-                            capture_output=True, text=True, timeout=60, check=False)
+    report = subprocess.run(
+        kohya_wrap_argv("report", str(out)),
+        cwd=ROOT,
+        env=sweep_process_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert report.returncode == 0, report.stderr
     page = (out / "report.html").read_text()
     assert 'id="loss-ohwx__network_dim-4"' in page and 'id="loss-ohwx__network_dim-8"' in page
@@ -82,8 +103,12 @@ def test_a_failing_variant_leaves_the_others_finished(tmp_path):
     done = sweep(env, out, "--grid", "network_dim=4,8", rules={"network_dim=8": ["--crash-at", "3"]})
     assert done.returncode == ExitCode.SWEEP_FAILED, done.stderr
     outcomes = {v["name"]: (v["outcome"], v["exit_code"]) for v in sweep_json(out)["variants"]}
-    assert outcomes == {"ohwx__network_dim-4": ("finished", 0), "ohwx__network_dim-8": ("crashed", 16),
-                        "sks__network_dim-4": ("finished", 0), "sks__network_dim-8": ("crashed", 16)}
+    assert outcomes == {
+        "ohwx__network_dim-4": ("finished", 0),
+        "ohwx__network_dim-8": ("crashed", 16),
+        "sks__network_dim-4": ("finished", 0),
+        "sks__network_dim-8": ("crashed", 16),
+    }
     assert "2 did not finish" in " ".join(done.stdout.split())
     # the crashed ones saved no state (smoke saves none): a rerun sets their attempt aside and starts them again
     again = sweep(env, out, "--grid", "network_dim=4,8")
@@ -114,8 +139,15 @@ def test_ray_backend_without_ray_says_how_to_install_it(tmp_path):
     (blocker / "ray" / "__init__.py").write_text("raise ImportError('no ray here')\n")
     process_env = sweep_process_env()
     process_env["PYTHONPATH"] = f"{blocker}:{process_env['PYTHONPATH']}"
-    done = subprocess.run(kohya_wrap_argv("sweep", *env.args(), "-o", str(tmp_path / "s"), "--backend", "ray"),
-                          cwd=ROOT, env=process_env, capture_output=True, text=True, timeout=60, check=False)
+    done = subprocess.run(
+        kohya_wrap_argv("sweep", *env.args(), "-o", str(tmp_path / "s"), "--backend", "ray"),
+        cwd=ROOT,
+        env=process_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert done.returncode == ExitCode.ERROR and "pip install 'kohya-wrap[ray]'" in done.stderr
     assert not (tmp_path / "s" / "runs").exists()
 
@@ -132,10 +164,26 @@ def wait_for_step(events: Path, step: int, timeout_s: float = 120.0) -> None:
 def test_ctrl_c_stops_the_sweep_and_the_same_command_finishes_it(tmp_path):
     env = make_sweep_env(tmp_path)
     out = tmp_path / "sweep"
-    args = kohya_wrap_argv("sweep", *env.args(), "--grid", "network_dim=4,8", "--set", "max_train_steps=12",
-                           "--set", "save_state=true", "-o", str(out))
-    proc = subprocess.Popen(args, cwd=ROOT, env=sweep_process_env({"*": ["--step-delay", "0.3"]}),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    args = kohya_wrap_argv(
+        "sweep",
+        *env.args(),
+        "--grid",
+        "network_dim=4,8",
+        "--set",
+        "max_train_steps=12",
+        "--set",
+        "save_state=true",
+        "-o",
+        str(out),
+    )
+    proc = subprocess.Popen(
+        args,
+        cwd=ROOT,
+        env=sweep_process_env({"*": ["--step-delay", "0.3"]}),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     first = out / "runs" / "ohwx__network_dim-4"
     wait_for_step(first / "events.jsonl", 3)
     proc.send_signal(signal.SIGINT)
@@ -148,8 +196,9 @@ def test_ctrl_c_stops_the_sweep_and_the_same_command_finishes_it(tmp_path):
     assert not (out / "runs" / "ohwx__network_dim-8" / "events.jsonl").exists()
     assert not [p for p in _processes_mentioning(tmp_path)]  # no worker, no trainer left
 
-    done = subprocess.run(args, cwd=ROOT, env=sweep_process_env(), capture_output=True, text=True, timeout=300,
-                          check=False)
+    done = subprocess.run(
+        args, cwd=ROOT, env=sweep_process_env(), capture_output=True, text=True, timeout=300, check=False
+    )
     assert done.returncode == 0, done.stderr
     assert "(resuming)" in done.stdout
     assert {v["outcome"] for v in sweep_json(out)["variants"]} == {"finished"}
@@ -175,8 +224,9 @@ def test_recommended_step_comes_from_score_json(tmp_path):
     assert sweep(env, out, "--grid", "network_dim=4,8").returncode == 0
     run_dir = out / "runs" / "ohwx__network_dim-8"
     checkpoints = [{"step": 2, "likeness": 0.4}, {"step": 4, "likeness": 0.7}]
-    (run_dir / "score.json").write_text(json.dumps({"checkpoints": checkpoints, "recommended": {"step": 4},
-                                                    "reason": "most alike"}))
+    (run_dir / "score.json").write_text(
+        json.dumps({"checkpoints": checkpoints, "recommended": {"step": 4}, "reason": "most alike"})
+    )
     assert sweep(env, out, "--grid", "network_dim=4,8").returncode == 0
     steps = {v["name"]: v["recommended_step"] for v in sweep_json(out)["variants"]}
     assert steps == {"ohwx__network_dim-4": None, "ohwx__network_dim-8": 4}
@@ -200,19 +250,42 @@ network_alpha = 2.0
 network_dim = [4, 8]
 """)
     out = tmp_path / "sweep"
-    done = subprocess.run(kohya_wrap_argv("sweep", str(sweep_file), "--tokenizer-cache-dir", str(env.tokenizer),
-                                          "--sd-scripts", str(env.checkout), "-o", str(out)),
-                          cwd=tmp_path, env=sweep_process_env(), capture_output=True, text=True, timeout=300,
-                          check=False)
+    done = subprocess.run(
+        kohya_wrap_argv(
+            "sweep",
+            str(sweep_file),
+            "--tokenizer-cache-dir",
+            str(env.tokenizer),
+            "--sd-scripts",
+            str(env.checkout),
+            "-o",
+            str(out),
+        ),
+        cwd=tmp_path,
+        env=sweep_process_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     entries = sweep_json(out)["variants"]
-    assert [(e["name"], e["outcome"]) for e in entries] == [("ohwx__network_dim-4", "finished"),
-                                                            ("ohwx__network_dim-8", "finished")]
+    assert [(e["name"], e["outcome"]) for e in entries] == [
+        ("ohwx__network_dim-4", "finished"),
+        ("ohwx__network_dim-8", "finished"),
+    ]
     plan = json.loads((Path(entries[1]["run_dir"]) / "plan.json").read_text())
     assert plan["values"]["network_alpha"]["value"] == 2.0 and plan["values"]["network_dim"]["value"] == 8
     sweep_file.write_text(sweep_file.read_text().replace("network_dim = [4, 8]", 'network_module = ["evil.mod"]'))
-    bad = subprocess.run(kohya_wrap_argv("sweep", str(sweep_file), "-o", str(tmp_path / "bad")), cwd=tmp_path,
-                         env=sweep_process_env(), capture_output=True, text=True, timeout=60, check=False)
+    bad = subprocess.run(
+        kohya_wrap_argv("sweep", str(sweep_file), "-o", str(tmp_path / "bad")),
+        cwd=tmp_path,
+        env=sweep_process_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert bad.returncode == ExitCode.ERROR and "[grid] network_module value 1" in bad.stderr
     assert "Traceback" not in bad.stderr
 
@@ -222,8 +295,15 @@ def test_one_variant_per_gpu_each_seeing_its_own(tmp_path):
     out = tmp_path / "sweep"
     process_env = sweep_process_env({"*": ["--step-delay", "0.3"]})
     process_env["CUDA_VISIBLE_DEVICES"] = "0,1"  # two GPU slots; the fake trainer needs no GPU
-    done = subprocess.run(kohya_wrap_argv("sweep", *env.args(), "--grid", "network_dim=4,8,16", "-o", str(out)),
-                          cwd=ROOT, env=process_env, capture_output=True, text=True, timeout=300, check=False)
+    done = subprocess.run(
+        kohya_wrap_argv("sweep", *env.args(), "--grid", "network_dim=4,8,16", "-o", str(out)),
+        cwd=ROOT,
+        env=process_env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     entries = sweep_json(out)["variants"]
     assert [e["device"] for e in entries[:2]] == ["0", "1"] and entries[2]["device"] in ("0", "1")

@@ -18,8 +18,9 @@ def namespace_problem() -> str | None:
     for tool in ("unshare", "ip"):
         if shutil.which(tool) is None:
             return f"Ray tests skipped: `{tool}` is not installed (util-linux / iproute2)"
-    probe = subprocess.run(["unshare", "-n", "sh", "-c", "ip link set lo up"], capture_output=True, text=True,
-                           timeout=30, check=False)
+    probe = subprocess.run(
+        ["unshare", "-n", "sh", "-c", "ip link set lo up"], capture_output=True, text=True, timeout=30, check=False
+    )
     if probe.returncode != 0:
         return f"Ray tests skipped: `unshare -n` is not permitted here: {probe.stderr.strip()}"
     return None
@@ -34,8 +35,13 @@ def test_sweep_on_a_local_ray_in_a_loopback_namespace(tmp_path):
     problem = namespace_problem()
     if problem:
         pytest.skip(problem)
-    done = subprocess.run(["unshare", "-n", "sh", "-c", 'ip link set lo up && exec "$0" "$@"', sys.executable,
-                           str(BODY), str(tmp_path)], capture_output=True, text=True, timeout=900, check=False)
+    done = subprocess.run(
+        ["unshare", "-n", "sh", "-c", 'ip link set lo up && exec "$0" "$@"', sys.executable, str(BODY), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
     print(done.stdout)
     assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-4000:]
     assert done.stdout.count("ok: ") >= 20

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
-import pytest
 import os
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "fakes"))
 
@@ -21,8 +22,15 @@ ROOT = Path(__file__).parents[2]
 
 def kohya_wrap(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200"}
-    return subprocess.run([sys.executable, "-m", "kohya_wrap", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=120, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "kohya_wrap", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 def test_json_streams_events_on_stdout(tmp_path):
@@ -85,15 +93,42 @@ def test_dry_run_prints_command_env_and_configs_and_starts_nothing(tmp_path):
     checkout.mkdir()
     (checkout / "train_network.py").write_text("")
     runs = tmp_path / "runs"
-    done = kohya_wrap("train", str(dataset), "--preset", "smoke", "--base-model", str(model), "-o", str(runs),
-                      "--tokenizer-cache-dir", str(tmp_path / "tok"), "--sd-scripts", str(checkout), "--dry-run")
+    done = kohya_wrap(
+        "train",
+        str(dataset),
+        "--preset",
+        "smoke",
+        "--base-model",
+        str(model),
+        "-o",
+        str(runs),
+        "--tokenizer-cache-dir",
+        str(tmp_path / "tok"),
+        "--sd-scripts",
+        str(checkout),
+        "--dry-run",
+    )
     assert done.returncode == 0, done.stderr
     assert "train_network.py" in done.stdout and "--config_file" in done.stdout
     assert "PYTHONUNBUFFERED=1" in done.stdout
     assert "config.toml" in done.stdout and "dataset.toml" in done.stdout and "[[datasets]]" in done.stdout
     assert not runs.exists()  # nothing written, nothing started
-    as_json = kohya_wrap("train", str(dataset), "--preset", "smoke", "--base-model", str(model), "-o", str(runs),
-                         "--tokenizer-cache-dir", str(tmp_path / "tok"), "--sd-scripts", str(checkout), "--dry-run", "--json")
+    as_json = kohya_wrap(
+        "train",
+        str(dataset),
+        "--preset",
+        "smoke",
+        "--base-model",
+        str(model),
+        "-o",
+        str(runs),
+        "--tokenizer-cache-dir",
+        str(tmp_path / "tok"),
+        "--sd-scripts",
+        str(checkout),
+        "--dry-run",
+        "--json",
+    )
     data = json.loads(as_json.stdout)
     assert "--config_file" in data["argv"] and "config.toml" in data["files"] and data["env"]["PYTHONUNBUFFERED"] == "1"
     assert not runs.exists()
@@ -113,9 +148,28 @@ def test_run_prepares_plans_and_dry_runs(tmp_path):
     checkout.mkdir()
     (checkout / "train_network.py").write_text("")
     runs = tmp_path / "runs"
-    done = kohya_wrap("run", str(photos), "--token", "ohwx", "--class", "man", "--crop", "center", "--allow-upscale",
-                      "--preset", "smoke", "--base-model", str(model), "--runs-dir", str(runs),
-                      "--tokenizer-cache-dir", str(tmp_path / "tok"), "--sd-scripts", str(checkout), "--dry-run")
+    done = kohya_wrap(
+        "run",
+        str(photos),
+        "--token",
+        "ohwx",
+        "--class",
+        "man",
+        "--crop",
+        "center",
+        "--allow-upscale",
+        "--preset",
+        "smoke",
+        "--base-model",
+        str(model),
+        "--runs-dir",
+        str(runs),
+        "--tokenizer-cache-dir",
+        str(tmp_path / "tok"),
+        "--sd-scripts",
+        str(checkout),
+        "--dry-run",
+    )
     assert done.returncode == 0, done.stderr
     assert "train_network.py" in done.stdout and "[[datasets]]" in done.stdout
     # prepared into a scratch folder (the plan needs a dataset to count), then nothing kept, nothing started
@@ -180,8 +234,9 @@ def test_train_scores_a_finished_run_and_says_why_nothing_is_recommended(tmp_pat
     reference = tmp_path / "dataset" / "img" / "1_ohwx man"
     reference.mkdir(parents=True)
     plan = json.loads((run_dir / "plan.json").read_text())
-    plan["dataset"]["subsets"] = [{"dir": str(reference), "images": 1, "repeats": 1, "class_tokens": "ohwx man",
-                                   "is_reg": False}]
+    plan["dataset"]["subsets"] = [
+        {"dir": str(reference), "images": 1, "repeats": 1, "class_tokens": "ohwx man", "is_reg": False}
+    ]
     (run_dir / "plan.json").write_text(json.dumps(plan))
     from PIL import Image
 

@@ -11,11 +11,21 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "fakes"))
 
-from run_dir import FAKE_CHECKOUT, make_run_dir, set_fake_args  # noqa: E402
+from run_dir import make_run_dir, set_fake_args  # noqa: E402
 
 from kohya_wrap.errors import ExitCode, KohyaWrapError, RunDirError, TrainerNotFound  # noqa: E402
 from kohya_wrap.events import (  # noqa: E402
-    Checkpoint, Epoch, Error, Finished, Phase, Progress, Sample, StateSaved, Summary, Warning_, read_events,
+    Checkpoint,
+    Epoch,
+    Error,
+    Finished,
+    Phase,
+    Progress,
+    Sample,
+    StateSaved,
+    Summary,
+    Warning_,
+    read_events,
 )
 from kohya_wrap.train.runner import TrainOptions, run_training  # noqa: E402
 
@@ -36,16 +46,32 @@ def test_finished_run_emits_every_event_kind_and_writes_everything(tmp_path):
     events = events_of(run_dir)
     assert [type(e) for e in events] == [type(e) for e in seen]  # the callback saw what the file holds
     kinds = {e.type for e in events}
-    assert kinds == {"phase", "summary", "epoch", "progress", "checkpoint", "state_saved", "sample", "warning", "finished"}
+    assert kinds == {
+        "phase",
+        "summary",
+        "epoch",
+        "progress",
+        "checkpoint",
+        "state_saved",
+        "sample",
+        "warning",
+        "finished",
+    }
     assert [p.phase for p in of(events, Phase)][0] == "preparing" and of(events, Phase)[-1].phase == "finished"
     assert of(events, Summary)[0].total_steps == 4
     assert of(events, Epoch) == [Epoch(epoch=1, total=1)]
     assert of(events, Progress)[-1].step == 4 and of(events, Progress)[-1].total == 4
     out = run_dir / "output"
     assert [(Path(c.path).name, c.step) for c in of(events, Checkpoint)] == [
-        ("face-step00000002.safetensors", 2), ("face-step00000004.safetensors", 4), ("face.safetensors", None)]
+        ("face-step00000002.safetensors", 2),
+        ("face-step00000004.safetensors", 4),
+        ("face.safetensors", None),
+    ]
     assert [(Path(s.path).name, s.step) for s in of(events, StateSaved)] == [
-        ("face-step00000002-state", 2), ("face-step00000004-state", 4), ("face-state", 4)]
+        ("face-step00000002-state", 2),
+        ("face-step00000004-state", 4),
+        ("face-state", 4),
+    ]
     assert sorted((s.step, s.prompt_index) for s in of(events, Sample)) == [(2, 0), (4, 0)]
     assert all(Path(s.path).is_file() for s in of(events, Sample))
     assert of(events, Warning_) == [Warning_(message="no regularization images")]
@@ -64,7 +90,10 @@ def test_finished_run_emits_every_event_kind_and_writes_everything(tmp_path):
     assert manifest["environment"]["python"] == ".".join(map(str, sys.version_info[:3]))
     assert "torch" in manifest["environment"] and "gpu" in manifest["environment"]
     assert [Path(c["path"]).name for c in manifest["checkpoints"]] == [
-        "face-step00000002.safetensors", "face-step00000004.safetensors", "face.safetensors"]
+        "face-step00000002.safetensors",
+        "face-step00000004.safetensors",
+        "face.safetensors",
+    ]
     assert all(len(c["sha256"]) == 64 for c in manifest["checkpoints"])
     assert manifest["lora"]["path"] == str(out / "face.safetensors")
     assert manifest["final_loss"] == pytest.approx(of(events, Progress)[-1].avr_loss)
@@ -78,19 +107,27 @@ def test_plain_run_without_launcher(tmp_path):
     assert result.outcome == "finished"
 
 
-@pytest.mark.parametrize("fake_args, outcome, exit_code, returncode", [
-    (("--replay", "F1_missing_base"), "model_missing", ExitCode.TRAIN_MODEL_MISSING, 1),
-    (("--replay", "F2_empty_data"), "no_data", ExitCode.TRAIN_NO_DATA, 0),
-    (("--replay", "F3c_dataset_unknown_key"), "config_rejected", ExitCode.TRAIN_CONFIG_REJECTED, 1),
-    (("--replay", "F3d_dataset_wrong_type"), "config_rejected", ExitCode.TRAIN_CONFIG_REJECTED, 1),
-    (("--replay", "F3b_train_wrong_type"), "crashed", ExitCode.TRAIN_CRASHED, 1),
-    (("--replay", "F4_corrupt_image"), "crashed", ExitCode.TRAIN_CRASHED, 1),
-    (("--missing-package",), "missing_package", ExitCode.TRAIN_MISSING_PACKAGE, 1),
-    (("--oom-at", "3"), "oom", ExitCode.TRAIN_OOM, 1),
-    (("--crash-at", "3"), "crashed", ExitCode.TRAIN_CRASHED, 1),
-    (("--kill-self-at", "3"), "killed", ExitCode.TRAIN_KILLED, 1),  # accelerate: exit 1, "died with <Signals.SIGKILL: 9>"
-    (("--zero-up",), "verify_failed", ExitCode.TRAIN_VERIFY_FAILED, 0),
-])
+@pytest.mark.parametrize(
+    "fake_args, outcome, exit_code, returncode",
+    [
+        (("--replay", "F1_missing_base"), "model_missing", ExitCode.TRAIN_MODEL_MISSING, 1),
+        (("--replay", "F2_empty_data"), "no_data", ExitCode.TRAIN_NO_DATA, 0),
+        (("--replay", "F3c_dataset_unknown_key"), "config_rejected", ExitCode.TRAIN_CONFIG_REJECTED, 1),
+        (("--replay", "F3d_dataset_wrong_type"), "config_rejected", ExitCode.TRAIN_CONFIG_REJECTED, 1),
+        (("--replay", "F3b_train_wrong_type"), "crashed", ExitCode.TRAIN_CRASHED, 1),
+        (("--replay", "F4_corrupt_image"), "crashed", ExitCode.TRAIN_CRASHED, 1),
+        (("--missing-package",), "missing_package", ExitCode.TRAIN_MISSING_PACKAGE, 1),
+        (("--oom-at", "3"), "oom", ExitCode.TRAIN_OOM, 1),
+        (("--crash-at", "3"), "crashed", ExitCode.TRAIN_CRASHED, 1),
+        (
+            ("--kill-self-at", "3"),
+            "killed",
+            ExitCode.TRAIN_KILLED,
+            1,
+        ),  # accelerate: exit 1, "died with <Signals.SIGKILL: 9>"
+        (("--zero-up",), "verify_failed", ExitCode.TRAIN_VERIFY_FAILED, 0),
+    ],
+)
 def test_failure_classes(tmp_path, fake_args, outcome, exit_code, returncode):
     run_dir = make_run_dir(tmp_path, fake_args=fake_args)
     result = run_training(run_dir)
@@ -128,8 +165,9 @@ def test_train_log_keeps_every_byte_of_both_streams(tmp_path):
 
 
 def test_nan_stops_the_run(tmp_path):
-    run_dir = make_run_dir(tmp_path, max_train_steps=40, save_every_n_steps=100,
-                           fake_args=("--nan-at", "3", "--step-delay", "0.1"))
+    run_dir = make_run_dir(
+        tmp_path, max_train_steps=40, save_every_n_steps=100, fake_args=("--nan-at", "3", "--step-delay", "0.1")
+    )
     result = run_training(run_dir)
     assert (result.outcome, result.exit_code) == ("nan", ExitCode.TRAIN_NAN)
     events = events_of(run_dir)
@@ -156,7 +194,7 @@ def test_resume_continues_to_the_right_final_step(tmp_path):
     assert second.outcome == "finished", second.tail
     assert second.resumed_from == str(run_dir / "output" / "face-step00000004-state")
     events = events_of(run_dir)
-    last_attempt = events[[i for i, e in enumerate(events) if isinstance(e, Finished)][0] + 1:]
+    last_attempt = events[[i for i, e in enumerate(events) if isinstance(e, Finished)][0] + 1 :]
     progress = of(last_attempt, Progress)
     assert (progress[0].step, progress[0].total) == (4, 6)
     assert [p.step for p in progress][-1] == 6

@@ -58,14 +58,24 @@ def progressed(run_dir: Path) -> bool:
 def start_cli(run_dir: Path, *extra: str) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     # its own session, so the test's signal reaches kohya-wrap only, as a terminal's Ctrl-C would
-    return subprocess.Popen([sys.executable, "-m", "kohya_wrap", "train", str(run_dir), *extra], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "kohya_wrap", "train", str(run_dir), *extra],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
 
 
 def test_ctrl_c_stops_the_whole_group_and_says_how_to_resume(tmp_path):
     pid_file = tmp_path / "pids"
-    run_dir = make_run_dir(tmp_path, max_train_steps=200, save_every_n_steps=1,
-                           fake_args=("--step-delay", "0.1", "--pid-file", str(pid_file)))
+    run_dir = make_run_dir(
+        tmp_path,
+        max_train_steps=200,
+        save_every_n_steps=1,
+        fake_args=("--step-delay", "0.1", "--pid-file", str(pid_file)),
+    )
     cli = start_cli(run_dir)
     # a complete state (the trainer said so), not a folder still being written when the signal lands
     assert wait_for(lambda: progressed(run_dir) and state_saved(run_dir))
@@ -85,8 +95,12 @@ def test_ctrl_c_stops_the_whole_group_and_says_how_to_resume(tmp_path):
 
 def test_second_ctrl_c_kills_a_trainer_that_ignores_the_first(tmp_path):
     pid_file = tmp_path / "pids"
-    run_dir = make_run_dir(tmp_path, max_train_steps=400, save_every_n_steps=100,
-                           fake_args=("--step-delay", "0.1", "--ignore-sigint", "--pid-file", str(pid_file)))
+    run_dir = make_run_dir(
+        tmp_path,
+        max_train_steps=400,
+        save_every_n_steps=100,
+        fake_args=("--step-delay", "0.1", "--ignore-sigint", "--pid-file", str(pid_file)),
+    )
     cli = start_cli(run_dir)
     assert wait_for(lambda: progressed(run_dir))
     pids, pgid = trainer_processes(pid_file)
@@ -103,7 +117,9 @@ def test_second_ctrl_c_kills_a_trainer_that_ignores_the_first(tmp_path):
 
 def test_an_exception_in_kohya_wrap_leaves_no_orphan(tmp_path):
     pid_file = tmp_path / "pids"
-    run_dir = make_run_dir(tmp_path, max_train_steps=400, fake_args=("--step-delay", "0.1", "--pid-file", str(pid_file)))
+    run_dir = make_run_dir(
+        tmp_path, max_train_steps=400, fake_args=("--step-delay", "0.1", "--pid-file", str(pid_file))
+    )
 
     def explode(event):
         if isinstance(event, Progress) and event.step >= 1:
@@ -120,7 +136,9 @@ def test_signalling_only_the_launcher_orphans_the_trainer(tmp_path):
     """Why the group matters (transcript F5_sigint_launcher_only): the fake launcher, like accelerate,
     does not forward signals."""
     pid_file = tmp_path / "pids"
-    run_dir = make_run_dir(tmp_path, max_train_steps=400, fake_args=("--step-delay", "0.05", "--pid-file", str(pid_file)))
+    run_dir = make_run_dir(
+        tmp_path, max_train_steps=400, fake_args=("--step-delay", "0.05", "--pid-file", str(pid_file))
+    )
     cli = start_cli(run_dir)
     try:
         assert wait_for(lambda: progressed(run_dir))

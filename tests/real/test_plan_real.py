@@ -23,10 +23,10 @@ from PIL import Image
 
 from kohya_wrap.plan import make_plan
 from kohya_wrap.rundir import read_plan, write_plan
-from kohya_wrap.train.runner import prepare_run
 from kohya_wrap.sdscripts.checkout import locate
+from kohya_wrap.train.runner import prepare_run
 
-PROBE = r'''
+PROBE = r"""
 import json, sys
 from library import config_util, train_util
 import train_network
@@ -49,7 +49,7 @@ for config_toml in sys.argv[1:]:
         "network_alpha": args.network_alpha, "mixed_precision": args.mixed_precision,
         "prompts": [{k: p.get(k) for k in ("prompt", "width", "height", "seed", "sample_steps", "scale")} for p in prompts],
     }), flush=True)
-'''
+"""
 
 
 def fake_model(path: Path) -> Path:
@@ -58,7 +58,9 @@ def fake_model(path: Path) -> Path:
     return write_sd15_stub(path)
 
 
-def square_dataset(root: Path, images: int, repeats: int = 1, explicit: bool = False, reg: int = 0, size: int = 64) -> Path:
+def square_dataset(
+    root: Path, images: int, repeats: int = 1, explicit: bool = False, reg: int = 0, size: int = 64
+) -> Path:
     sub = root / "img" / f"{repeats}_ohwx man"
     sub.mkdir(parents=True)
     for i in range(images):
@@ -69,8 +71,19 @@ def square_dataset(root: Path, images: int, repeats: int = 1, explicit: bool = F
         rsub.mkdir(parents=True)
         for i in range(reg):
             Image.new("RGB", (size, size), (90, 40 + i, 120)).save(rsub / f"r{i:04d}.png")
-    (root / "prepare.json").write_text(json.dumps({"parameters": {
-        "token": "ohwx", "class": "man", "size": size, "repeats": repeats, "repeats_explicit": explicit}}))
+    (root / "prepare.json").write_text(
+        json.dumps(
+            {
+                "parameters": {
+                    "token": "ohwx",
+                    "class": "man",
+                    "size": size,
+                    "repeats": repeats,
+                    "repeats_explicit": explicit,
+                }
+            }
+        )
+    )
     return root
 
 
@@ -87,20 +100,38 @@ def test_sd_scripts_accepts_our_configs_and_counts_the_same_batches(tmp_path):
     tok = tokenizer(tmp_path / "tok")
     cases = {
         "likeness": dict(dataset=square_dataset(tmp_path / "d1", 20, size=512), preset="likeness-sd15", overrides=()),
-        "likeness_reg": dict(dataset=square_dataset(tmp_path / "d2", 7, reg=30, size=512), preset="likeness-sd15",
-                             overrides=("caption_dropout_rate=0.0",)),
-        "explicit": dict(dataset=square_dataset(tmp_path / "d3", 9, repeats=3, explicit=True, size=512),
-                         preset="likeness-sd15-768", overrides=("train_batch_size=4",)),
+        "likeness_reg": dict(
+            dataset=square_dataset(tmp_path / "d2", 7, reg=30, size=512),
+            preset="likeness-sd15",
+            overrides=("caption_dropout_rate=0.0",),
+        ),
+        "explicit": dict(
+            dataset=square_dataset(tmp_path / "d3", 9, repeats=3, explicit=True, size=512),
+            preset="likeness-sd15-768",
+            overrides=("train_batch_size=4",),
+        ),
         "smoke": dict(dataset=square_dataset(tmp_path / "d4", 4, size=128), preset="smoke", overrides=()),
     }
     plans = {}
     for name, case in cases.items():
-        plan = make_plan(case["dataset"], preset=case["preset"], base_model=str(model), run_dir=tmp_path / f"run-{name}",
-                         overrides=case["overrides"], tokenizer_cache_dir=tok)
+        plan = make_plan(
+            case["dataset"],
+            preset=case["preset"],
+            base_model=str(model),
+            run_dir=tmp_path / f"run-{name}",
+            overrides=case["overrides"],
+            tokenizer_cache_dir=tok,
+        )
         write_plan(plan)
         plans[str(plan.run_dir / "config.toml")] = read_plan(plan.run_dir)
-    out = subprocess.run([sys.executable, "-c", PROBE, *plans], cwd=checkout.path, capture_output=True, text=True,
-                         env={**os.environ, "PYTHONPATH": str(checkout.path), "COLUMNS": "1000"}, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE, *plans],
+        cwd=checkout.path,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(checkout.path), "COLUMNS": "1000"},
+        timeout=300,
+    )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-6000:]
     results = [json.loads(line[6:]) for line in out.stdout.splitlines() if line.startswith("PROBE ")]
     assert len(results) == len(plans)
@@ -118,8 +149,12 @@ def test_sd_scripts_accepts_our_configs_and_counts_the_same_batches(tmp_path):
         assert len(r["prompts"]) == len(plan.ours["prompts"])
         for i, p in enumerate(r["prompts"]):
             side = int(plan.values["resolution"].split(",")[0])
-            assert (p["width"], p["height"], p["seed"], p["sample_steps"]) == (side, side, plan.ours["sample_seed"] + i,
-                                                                              plan.ours["sample_steps"])
+            assert (p["width"], p["height"], p["seed"], p["sample_steps"]) == (
+                side,
+                side,
+                plan.ours["sample_seed"] + i,
+                plan.ours["sample_steps"],
+            )
             assert "ohwx man" in p["prompt"] and "--" not in p["prompt"]
 
 
@@ -132,13 +167,22 @@ def test_smoke_plan_starts_real_training_with_the_planned_total(tmp_path, real_c
     tok = tokenizer(real_cache_dir / "tokenizer")
     dataset = tmp_path / "ds"
     write_face_images(dataset / "img" / "1_ohwx man", count=4)
-    plan = make_plan(dataset, preset="smoke", base_model=str(model.path), run_dir=tmp_path / "run", tokenizer_cache_dir=tok)
+    plan = make_plan(
+        dataset, preset="smoke", base_model=str(model.path), run_dir=tmp_path / "run", tokenizer_cache_dir=tok
+    )
     write_plan(plan)
     launch = prepare_run(plan.run_dir)  # the command train resolves on this machine
     launch.files.accelerate_config.write_text(launch.accelerate_config)
 
-    proc = subprocess.Popen(list(launch.argv), cwd=plan.run_dir, env={**os.environ, **launch.env}, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        list(launch.argv),
+        cwd=plan.run_dir,
+        env={**os.environ, **launch.env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     summary: dict[str, int] = {}
     seen: list[str] = []
     deadline = time.monotonic() + 480
@@ -146,8 +190,11 @@ def test_smoke_plan_starts_real_training_with_the_planned_total(tmp_path, real_c
         assert proc.stdout is not None
         for line in proc.stdout:
             seen.append(line)
-            m = re.search(r"(num train images \* repeats|num batches per epoch|num epochs|total optimization steps)"
-                          r"[^:]*: (\d+)", line)
+            m = re.search(
+                r"(num train images \* repeats|num batches per epoch|num epochs|total optimization steps)"
+                r"[^:]*: (\d+)",
+                line,
+            )
             if m:
                 summary[m.group(1)] = int(m.group(2))
             if "total optimization steps" in summary or time.monotonic() > deadline:

@@ -19,7 +19,7 @@ from kohya_wrap.prepare import PrepareOptions, prepare_dataset
 from kohya_wrap.sdscripts import layout
 from kohya_wrap.sdscripts.checkout import locate
 
-PROBE = r'''
+PROBE = r"""
 import json, sys
 from library import config_util, train_util
 import train_network
@@ -39,7 +39,7 @@ images = [
     for dataset in group.datasets for info in dataset.image_data.values()
 ]
 print("PROBE " + json.dumps({"images": images, "train": group.num_train_images, "reg": group.num_reg_images}), flush=True)
-'''
+"""
 
 
 def photo(seed: int, size: tuple[int, int]) -> Image.Image:
@@ -59,14 +59,20 @@ def test_sd_scripts_finds_every_prepared_image_with_its_caption(tmp_path: Path) 
     for n in range(3):
         photo(20 + n, (600, 600)).save(reg / f"r{n}.webp")
     out = tmp_path / "data set"
-    result = prepare_dataset(PrepareOptions(src_dir=src, dataset_dir=out, token="ohwx", class_word="man",
-                                            crop="center", repeats=7, reg_dir=reg, jobs=2))
+    result = prepare_dataset(
+        PrepareOptions(
+            src_dir=src, dataset_dir=out, token="ohwx", class_word="man", crop="center", repeats=7, reg_dir=reg, jobs=2
+        )
+    )
     assert len(result.images) == 9
 
     checkout = locate()
     proc = subprocess.run(
         [sys.executable, "-c", PROBE, str(out / layout.TRAIN_DIR), str(out / layout.REG_DIR), layout.CAPTION_EXTENSION],
-        cwd=checkout.path, capture_output=True, text=True, timeout=300,
+        cwd=checkout.path,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     line = next(text for text in proc.stdout.splitlines() if text.startswith("PROBE "))
@@ -82,6 +88,11 @@ def test_sd_scripts_finds_every_prepared_image_with_its_caption(tmp_path: Path) 
             assert entry["repeats"] == 7
     assert {i["caption"] for i in found["images"]} == {"photo of ohwx man", "photo of man"}
     logs = proc.stdout + proc.stderr
-    for complaint in ("No caption file found", "ignore directory", "neither caption file nor class tokens",
-                      "caption file is empty", "not directory"):
+    for complaint in (
+        "No caption file found",
+        "ignore directory",
+        "neither caption file nor class tokens",
+        "caption file is empty",
+        "not directory",
+    ):
         assert complaint not in logs

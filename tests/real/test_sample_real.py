@@ -44,40 +44,104 @@ def smoke_run(real_cache_dir: Path, tmp_path_factory: pytest.TempPathFactory) ->
     run_dir.mkdir(parents=True)
     (run_dir / "dataset.toml").write_text(
         "[[datasets]]\nresolution = 64\nbatch_size = 1\nenable_bucket = false\n"
-        f"[[datasets.subsets]]\nimage_dir = '{images}'\nclass_tokens = 'ohwx man'\nnum_repeats = 1\n")
+        f"[[datasets.subsets]]\nimage_dir = '{images}'\nclass_tokens = 'ohwx man'\nnum_repeats = 1\n"
+    )
     (run_dir / "config.toml").write_text(
         f"pretrained_model_name_or_path = '{base_model}'\ntokenizer_cache_dir = '{tokenizer_cache}'\n"
         f"dataset_config = '{run_dir / 'dataset.toml'}'\n"
         "cache_latents = true\nnetwork_module = 'networks.lora'\nnetwork_dim = 4\nnetwork_alpha = 1\n"
         "optimizer_type = 'AdamW'\nlearning_rate = 1e-3\nmax_train_steps = 2\nseed = 42\nsave_every_n_steps = 1\n"
-        f"save_model_as = 'safetensors'\noutput_dir = '{output}'\noutput_name = 'smoke'\n")
+        f"save_model_as = 'safetensors'\noutput_dir = '{output}'\noutput_name = 'smoke'\n"
+    )
     checkout = locate()
-    argv = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "1", "--num_machines", "1",
-            "--mixed_precision", "no", "--dynamo_backend", "no", "--num_cpu_threads_per_process", "2",
-            str(checkout.train_script), "--config_file", str(run_dir / "config.toml")]
+    argv = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--cpu",
+        "--num_processes",
+        "1",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--num_cpu_threads_per_process",
+        "2",
+        str(checkout.train_script),
+        "--config_file",
+        str(run_dir / "config.toml"),
+    ]
     result = _run(argv, checkout.path, timeout=900)
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
-    (run_dir / "plan.json").write_text(json.dumps({
-        "schema": 1, "kohya_wrap_version": "0.1.0", "created_at": "2026-11-25T10:00:00.000Z",
-        "preset": {"name": "smoke", "sha256": "0" * 64, "files": []},
-        "dataset": {"dir": str(root / "dataset"), "manifest_sha256": None,
-                    "subsets": [{"dir": str(images), "images": 2, "repeats": 1, "class_tokens": "ohwx man", "is_reg": False}]},
-        "base_model": {"source": str(base_model), "path": str(base_model), "kind": "file"},
-        "tokenizer_cache_dir": str(tokenizer_cache),
-        "values": {}, "ours": {},
-        "steps": {"train_images_x_repeats": 2, "reg_images_x_repeats": 0, "batch_size": 1, "grad_accum": 1,
-                  "num_processes": 1, "steps_per_epoch": 2, "epochs": 1, "max_train_steps": 2, "arithmetic": ""},
-        "launch": {"argv": argv, "env": {}, "cwd": str(run_dir)},
-        "output": {"dir": str(output), "name": "smoke", "lora_file": str(output / "smoke.safetensors")},
-        "sd_scripts": {"path": str(checkout.path), "commit": checkout.commit, "matches_pin": checkout.matches_pin},
-    }))
+    (run_dir / "plan.json").write_text(
+        json.dumps(
+            {
+                "schema": 1,
+                "kohya_wrap_version": "0.1.0",
+                "created_at": "2026-11-25T10:00:00.000Z",
+                "preset": {"name": "smoke", "sha256": "0" * 64, "files": []},
+                "dataset": {
+                    "dir": str(root / "dataset"),
+                    "manifest_sha256": None,
+                    "subsets": [
+                        {"dir": str(images), "images": 2, "repeats": 1, "class_tokens": "ohwx man", "is_reg": False}
+                    ],
+                },
+                "base_model": {"source": str(base_model), "path": str(base_model), "kind": "file"},
+                "tokenizer_cache_dir": str(tokenizer_cache),
+                "values": {},
+                "ours": {},
+                "steps": {
+                    "train_images_x_repeats": 2,
+                    "reg_images_x_repeats": 0,
+                    "batch_size": 1,
+                    "grad_accum": 1,
+                    "num_processes": 1,
+                    "steps_per_epoch": 2,
+                    "epochs": 1,
+                    "max_train_steps": 2,
+                    "arithmetic": "",
+                },
+                "launch": {"argv": argv, "env": {}, "cwd": str(run_dir)},
+                "output": {"dir": str(output), "name": "smoke", "lora_file": str(output / "smoke.safetensors")},
+                "sd_scripts": {
+                    "path": str(checkout.path),
+                    "commit": checkout.commit,
+                    "matches_pin": checkout.matches_pin,
+                },
+            }
+        )
+    )
     return run_dir
 
 
 def test_sample_each_checkpoint_of_a_run(smoke_run: Path) -> None:
-    result = _run([sys.executable, "-m", "kohya_wrap", "sample", str(smoke_run), "--prompt", PROMPT,
-                   "--size", "64", "--sampler-steps", "2", "-n", "2", "--seed", "5", "--weight", "0.8", "--json"],
-                  Path.cwd(), timeout=900)
+    result = _run(
+        [
+            sys.executable,
+            "-m",
+            "kohya_wrap",
+            "sample",
+            str(smoke_run),
+            "--prompt",
+            PROMPT,
+            "--size",
+            "64",
+            "--sampler-steps",
+            "2",
+            "-n",
+            "2",
+            "--seed",
+            "5",
+            "--weight",
+            "0.8",
+            "--json",
+        ],
+        Path.cwd(),
+        timeout=900,
+    )
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
     made = json.loads(result.stdout)
     assert made["seed"] == 5
@@ -100,10 +164,32 @@ def test_sample_one_lora_file_with_the_base_model_given(smoke_run: Path, tmp_pat
     lora = tmp_path / "elsewhere.safetensors"
     lora.write_bytes((smoke_run / "output" / "smoke.safetensors").read_bytes())
     plan = json.loads((smoke_run / "plan.json").read_text())
-    result = _run([sys.executable, "-m", "kohya_wrap", "sample", str(lora), "--prompt", PROMPT, "--prompt", "ohwx man smiling",
-                   "--size", "64", "--sampler-steps", "2", "--seed", "9", "--json",
-                   "--base-model", plan["base_model"]["path"], "--tokenizer-cache-dir", plan["tokenizer_cache_dir"]],
-                  Path.cwd(), timeout=900)
+    result = _run(
+        [
+            sys.executable,
+            "-m",
+            "kohya_wrap",
+            "sample",
+            str(lora),
+            "--prompt",
+            PROMPT,
+            "--prompt",
+            "ohwx man smiling",
+            "--size",
+            "64",
+            "--sampler-steps",
+            "2",
+            "--seed",
+            "9",
+            "--json",
+            "--base-model",
+            plan["base_model"]["path"],
+            "--tokenizer-cache-dir",
+            plan["tokenizer_cache_dir"],
+        ],
+        Path.cwd(),
+        timeout=900,
+    )
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
     made = json.loads(result.stdout)
     assert [(i["step"], i["prompt_index"], i["seed"]) for i in made["images"]] == [(2, 0, 9), (2, 1, 9)]
@@ -112,7 +198,9 @@ def test_sample_one_lora_file_with_the_base_model_given(smoke_run: Path, tmp_pat
 
 def test_inspect_a_lora_sd_scripts_trained(smoke_run: Path) -> None:
     lora = smoke_run / "output" / "smoke.safetensors"
-    result = _run([sys.executable, "-m", "kohya_wrap", "inspect", str(lora), "--json", "--strict"], Path.cwd(), timeout=120)
+    result = _run(
+        [sys.executable, "-m", "kohya_wrap", "inspect", str(lora), "--json", "--strict"], Path.cwd(), timeout=120
+    )
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
     data = json.loads(result.stdout)
     assert (data["naming"], data["unet_modules"], data["text_encoder_modules"]) == ("kohya", 192, 72)

@@ -15,23 +15,38 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.skipif(importlib.util.find_spec("dlib") is None,
-                                reason="score's identity model is not installed: pip install 'kohya-wrap[score]'")
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec("dlib") is None,
+    reason="score's identity model is not installed: pip install 'kohya-wrap[score]'",
+)
 
 
 def test_the_smoke_run_is_scored_and_nothing_is_recommended_because_it_draws_no_face(
-        real_cache_dir: Path, tmp_path: Path) -> None:
+    real_cache_dir: Path, tmp_path: Path
+) -> None:
     from kohya_wrap.smoke.basemodel import ensure_base_model
 
     ensure_base_model(real_cache_dir / "models")
     keep = tmp_path / "keep"
     env = {**os.environ, "KOHYA_WRAP_HOME": str(real_cache_dir), "HF_HUB_OFFLINE": "1"}
-    smoke = subprocess.run([sys.executable, "-m", "kohya_wrap", "smoke", "--json", "--keep", str(keep)],
-                           env=env, capture_output=True, text=True, timeout=900, check=False)
+    smoke = subprocess.run(
+        [sys.executable, "-m", "kohya_wrap", "smoke", "--json", "--keep", str(keep)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
     assert smoke.returncode == 0, smoke.stderr[-4000:]
     run_dir = Path(json.loads(smoke.stdout)["run_dir"])
-    result = subprocess.run([sys.executable, "-m", "kohya_wrap", "score", "--json", str(run_dir)],
-                            env=env, capture_output=True, text=True, timeout=600, check=False)
+    result = subprocess.run(
+        [sys.executable, "-m", "kohya_wrap", "score", "--json", str(run_dir)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
     doc = json.loads(result.stdout)
     assert [c["step"] for c in doc["checkpoints"]] == [2, 4]

@@ -50,8 +50,14 @@ def test_smoke_command_end_to_end(smoke_model: Path, real_cache_dir: Path, tmp_p
     keep = tmp_path / "keep"
     env = {**os.environ, "KOHYA_WRAP_HOME": str(real_cache_dir)}
     env.pop("KOHYA_WRAP_SD_SCRIPTS", None)
-    result = subprocess.run([sys.executable, "-m", "kohya_wrap", "smoke", "--json", "--keep", str(keep)],
-                            env=env, capture_output=True, text=True, timeout=900, check=False)
+    result = subprocess.run(
+        [sys.executable, "-m", "kohya_wrap", "smoke", "--json", "--keep", str(keep)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr[-4000:]
     doc = json.loads(result.stdout)  # stdout holds the one object and nothing else
     assert doc["verdict"] == "ok" and doc["exit_code"] == 0 and doc["failure"] is None

@@ -40,8 +40,14 @@ def _plan(tmp_path: Path, dataset: Path, tokenizer_cache: Path, model: Path, nam
     from kohya_wrap.plan import make_plan
     from kohya_wrap.rundir import write_plan
 
-    plan = make_plan(dataset, preset="smoke", base_model=str(model), run_dir=tmp_path / name,
-                     overrides=["save_state=true"], tokenizer_cache_dir=tokenizer_cache)
+    plan = make_plan(
+        dataset,
+        preset="smoke",
+        base_model=str(model),
+        run_dir=tmp_path / name,
+        overrides=["save_state=true"],
+        tokenizer_cache_dir=tokenizer_cache,
+    )
     write_plan(plan)
     return plan.run_dir
 
@@ -74,8 +80,9 @@ def test_smoke_training_end_to_end(tmp_path: Path, smoke_dataset: tuple[Path, Pa
     print("\n".join(result.tail[-15:]))
 
 
-def test_stopped_run_resumes_to_the_final_step(tmp_path: Path, smoke_dataset: tuple[Path, Path],
-                                               smoke_model: Path) -> None:
+def test_stopped_run_resumes_to_the_final_step(
+    tmp_path: Path, smoke_dataset: tuple[Path, Path], smoke_model: Path
+) -> None:
     from kohya_wrap.train.runner import TrainOptions, run_training
 
     run_dir = _plan(tmp_path, *smoke_dataset, smoke_model, "run")
@@ -91,7 +98,7 @@ def test_stopped_run_resumes_to_the_final_step(tmp_path: Path, smoke_dataset: tu
     assert second.outcome == "finished", "\n".join(second.tail)
     events = list(read_events(run_dir / "events.jsonl"))
     finished_at = [i for i, e in enumerate(events) if e.type == "finished"]
-    resumed = [e for e in events[finished_at[0] + 1:] if isinstance(e, Progress)]
+    resumed = [e for e in events[finished_at[0] + 1 :] if isinstance(e, Progress)]
     assert (resumed[0].step, resumed[0].total) == (2, 4)
     assert (resumed[-1].step, resumed[-1].total) == (4, 4)
     assert second.verification is not None and second.verification.ok

@@ -21,53 +21,62 @@ def test_unknown_key_says_did_you_mean():
     assert "'learning_rate'" in e.value.hint
 
 
-@pytest.mark.parametrize("key, value, expected", [
-    ("network_dim", 32, 32),
-    ("network_alpha", 16, 16.0),  # ints widen to float, as argparse's float() would
-    ("learning_rate", 0.5, 0.5),
-    ("cache_latents", False, False),
-    ("resolution", "512,768", "512,768"),
-    ("resolution", 512, "512"),  # sd-scripts splits the string; an int would crash it
-    ("text_encoder_lr", 5e-5, [5e-5]),
-    ("network_args", ["conv_dim=4"], ["conv_dim=4"]),
-    ("lr_warmup_steps", 100, 100),
-    ("lr_warmup_steps", 0.05, 0.05),
-])
+@pytest.mark.parametrize(
+    "key, value, expected",
+    [
+        ("network_dim", 32, 32),
+        ("network_alpha", 16, 16.0),  # ints widen to float, as argparse's float() would
+        ("learning_rate", 0.5, 0.5),
+        ("cache_latents", False, False),
+        ("resolution", "512,768", "512,768"),
+        ("resolution", 512, "512"),  # sd-scripts splits the string; an int would crash it
+        ("text_encoder_lr", 5e-5, [5e-5]),
+        ("network_args", ["conv_dim=4"], ["conv_dim=4"]),
+        ("lr_warmup_steps", 100, 100),
+        ("lr_warmup_steps", 0.05, 0.05),
+    ],
+)
 def test_toml_values_become_the_argparse_type(key, value, expected):
     out = convert(key, value)
     assert out == expected and type(out) is type(expected)
 
 
-@pytest.mark.parametrize("key, text, expected", [
-    ("network_dim", "16", 16),
-    ("learning_rate", "1e-4", 1e-4),
-    ("sdpa", "true", True),
-    ("sdpa", "false", False),
-    ("lr_warmup_steps", "10%", 0.1),
-    ("lr_warmup_steps", "100", 100),
-    ("lr_warmup_steps", "0.5", 0.5),
-    ("output_name", "123", "123"),
-    ("network_args", "conv_dim=4", ["conv_dim=4"]),
-    ("network_args", '["conv_dim=4", "conv_alpha=1"]', ["conv_dim=4", "conv_alpha=1"]),
-    ("text_encoder_lr", "[1e-5, 2e-5]", [1e-5, 2e-5]),
-])
+@pytest.mark.parametrize(
+    "key, text, expected",
+    [
+        ("network_dim", "16", 16),
+        ("learning_rate", "1e-4", 1e-4),
+        ("sdpa", "true", True),
+        ("sdpa", "false", False),
+        ("lr_warmup_steps", "10%", 0.1),
+        ("lr_warmup_steps", "100", 100),
+        ("lr_warmup_steps", "0.5", 0.5),
+        ("output_name", "123", "123"),
+        ("network_args", "conv_dim=4", ["conv_dim=4"]),
+        ("network_args", '["conv_dim=4", "conv_alpha=1"]', ["conv_dim=4", "conv_alpha=1"]),
+        ("text_encoder_lr", "[1e-5, 2e-5]", [1e-5, 2e-5]),
+    ],
+)
 def test_command_line_text_is_converted_like_argparse(key, text, expected):
     out = convert(key, text, from_text=True)
     assert out == expected and type(out) is type(expected)
 
 
-@pytest.mark.parametrize("key, value, words", [
-    ("network_dim", "32", "network_dim must be an integer, got '32'"),
-    ("network_dim", 32.0, "network_dim must be an integer"),
-    ("learning_rate", "1e-4", "learning_rate must be a number"),
-    ("sdpa", 1, "sdpa must be true or false"),
-    ("network_dim", True, "network_dim must be an integer"),
-    ("network_dim", [1], "takes one value"),
-    ("resolution", "512x512", "resolution must be 'N' or 'W,H'"),
-    ("lr_warmup_steps", 1.5, "lr_warmup_steps must be an integer step count or a fraction below 1"),
-    ("lr_scheduler", "cosine_annealing", "lr_scheduler 'cosine_annealing' is not a scheduler sd-scripts knows"),
-    ("network_args", ["conv_dim"], "network_args items are 'name=value'"),
-])
+@pytest.mark.parametrize(
+    "key, value, words",
+    [
+        ("network_dim", "32", "network_dim must be an integer, got '32'"),
+        ("network_dim", 32.0, "network_dim must be an integer"),
+        ("learning_rate", "1e-4", "learning_rate must be a number"),
+        ("sdpa", 1, "sdpa must be true or false"),
+        ("network_dim", True, "network_dim must be an integer"),
+        ("network_dim", [1], "takes one value"),
+        ("resolution", "512x512", "resolution must be 'N' or 'W,H'"),
+        ("lr_warmup_steps", 1.5, "lr_warmup_steps must be an integer step count or a fraction below 1"),
+        ("lr_scheduler", "cosine_annealing", "lr_scheduler 'cosine_annealing' is not a scheduler sd-scripts knows"),
+        ("network_args", ["conv_dim"], "network_args items are 'name=value'"),
+    ],
+)
 def test_wrong_types_are_rejected_naming_the_key(key, value, words):
     with pytest.raises(ArgumentError) as e:
         convert(key, value)
@@ -147,34 +156,44 @@ def _errors(values):
     return [(p.keys[0], p.message) for p in cross_checks(values) if p.severity == "error"]
 
 
-@pytest.mark.parametrize("values, key", [
-    ({"adaptive_noise_scale": 0.1}, "adaptive_noise_scale"),
-    ({"scale_v_pred_loss_like_noise_pred": True}, "scale_v_pred_loss_like_noise_pred"),
-    ({"v_pred_like_loss": 0.1, "v_parameterization": True}, "v_pred_like_loss"),
-    ({"cache_latents": True, "color_aug": True}, "color_aug"),
-    ({"cache_latents_to_disk": True, "random_crop": True}, "random_crop"),
-    ({"enable_bucket": True, "bucket_reso_steps": 32}, "bucket_reso_steps"),
-    ({"enable_bucket": True, "resolution": "64"}, "min_bucket_reso"),
-    ({"enable_bucket": True, "resolution": "2048"}, "max_bucket_reso"),
-    ({"full_fp16": True, "mixed_precision": "bf16"}, "full_fp16"),
-    ({"full_bf16": True}, "full_bf16"),
-    ({"fp8_base": True}, "fp8_base"),
-    ({"max_train_steps": 10, "initial_step": 10}, "max_train_steps"),
-    ({"use_8bit_adam": True, "optimizer_type": "AdamW"}, "use_8bit_adam"),
-    ({"fused_backward_pass": True}, "fused_backward_pass"),
-    ({"lr_scheduler": "constant", "lr_warmup_steps": 100}, "lr_warmup_steps"),
-    ({"lr_scheduler": "adafactor:1e-3"}, "lr_scheduler"),
-    ({"log_with": "tensorboard"}, "log_with"),
-    ({"persistent_data_loader_workers": True, "max_data_loader_n_workers": 0}, "persistent_data_loader_workers"),
-])
+@pytest.mark.parametrize(
+    "values, key",
+    [
+        ({"adaptive_noise_scale": 0.1}, "adaptive_noise_scale"),
+        ({"scale_v_pred_loss_like_noise_pred": True}, "scale_v_pred_loss_like_noise_pred"),
+        ({"v_pred_like_loss": 0.1, "v_parameterization": True}, "v_pred_like_loss"),
+        ({"cache_latents": True, "color_aug": True}, "color_aug"),
+        ({"cache_latents_to_disk": True, "random_crop": True}, "random_crop"),
+        ({"enable_bucket": True, "bucket_reso_steps": 32}, "bucket_reso_steps"),
+        ({"enable_bucket": True, "resolution": "64"}, "min_bucket_reso"),
+        ({"enable_bucket": True, "resolution": "2048"}, "max_bucket_reso"),
+        ({"full_fp16": True, "mixed_precision": "bf16"}, "full_fp16"),
+        ({"full_bf16": True}, "full_bf16"),
+        ({"fp8_base": True}, "fp8_base"),
+        ({"max_train_steps": 10, "initial_step": 10}, "max_train_steps"),
+        ({"use_8bit_adam": True, "optimizer_type": "AdamW"}, "use_8bit_adam"),
+        ({"fused_backward_pass": True}, "fused_backward_pass"),
+        ({"lr_scheduler": "constant", "lr_warmup_steps": 100}, "lr_warmup_steps"),
+        ({"lr_scheduler": "adafactor:1e-3"}, "lr_scheduler"),
+        ({"log_with": "tensorboard"}, "log_with"),
+        ({"persistent_data_loader_workers": True, "max_data_loader_n_workers": 0}, "persistent_data_loader_workers"),
+    ],
+)
 def test_run_time_conflicts_are_found_before_launch(values, key):
     errors = _errors(values)
     assert errors and errors[0][0] == key
 
 
 def test_consistent_values_pass_and_warnings_are_separate():
-    ok = {"lr_scheduler": "constant_with_warmup", "lr_warmup_steps": 100, "enable_bucket": True, "resolution": "512",
-          "cache_latents": True, "network_module": "networks.lora", "network_dim": 32}
+    ok = {
+        "lr_scheduler": "constant_with_warmup",
+        "lr_warmup_steps": 100,
+        "enable_bucket": True,
+        "resolution": "512",
+        "cache_latents": True,
+        "network_module": "networks.lora",
+        "network_dim": 32,
+    }
     assert cross_checks(ok) == []
     problems = cross_checks({"sdpa": True, "xformers": True})
     assert [p.severity for p in problems] == ["warning"]

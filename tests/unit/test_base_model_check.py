@@ -5,11 +5,11 @@ from pathlib import Path
 
 import pytest
 from huggingface_hub import errors as hub_errors
+from sd15_stub import write_sd15_stub
 
 from kohya_wrap.errors import ModelError
 from kohya_wrap.models import resolve_base_model
 from kohya_wrap.sdscripts import sd15
-from sd15_stub import write_sd15_stub
 
 
 def test_a_file_holding_one_tensor_named_foo_is_refused(tmp_path):
@@ -21,11 +21,14 @@ def test_a_file_holding_one_tensor_named_foo_is_refused(tmp_path):
     assert "SD 1.5" in e.value.hint
 
 
-@pytest.mark.parametrize("key, words", [
-    ("conditioner.embedders.0.transformer.text_model.embeddings.token_embedding.weight", "SDXL"),
-    ("cond_stage_model.model.token_embedding.weight", "SD 2.x"),
-    ("lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight", "a LoRA"),
-])
+@pytest.mark.parametrize(
+    "key, words",
+    [
+        ("conditioner.embedders.0.transformer.text_model.embeddings.token_embedding.weight", "SDXL"),
+        ("cond_stage_model.model.token_embedding.weight", "SD 2.x"),
+        ("lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight", "a LoRA"),
+    ],
+)
 def test_other_architectures_are_named(tmp_path, key, words):
     path = write_sd15_stub(tmp_path / "m.safetensors", keys=sd15.REQUIRED_KEYS + (key,))
     with pytest.raises(ModelError, match=words):

@@ -1,16 +1,29 @@
+import pytest
 import tomllib
 
-import pytest
-
 from kohya_wrap.sdscripts.configs import (
-    DatasetSubset, SamplePrompt, render_config_toml, render_dataset_toml, render_sample_prompts, tokenizer_subdir,
+    DatasetSubset,
+    SamplePrompt,
+    render_config_toml,
+    render_dataset_toml,
+    render_sample_prompts,
+    tokenizer_subdir,
 )
 
 
 def test_config_toml_keeps_exact_types_and_every_falsy_value():
-    values = {"learning_rate": 0.0001, "caption_dropout_rate": 0.0, "keep_tokens": 0, "flip_aug": False,
-              "optimizer_type": "", "resolution": "512", "text_encoder_lr": [5e-05], "network_args": [],
-              "network_dim": 32, "vae": None}
+    values = {
+        "learning_rate": 0.0001,
+        "caption_dropout_rate": 0.0,
+        "keep_tokens": 0,
+        "flip_aug": False,
+        "optimizer_type": "",
+        "resolution": "512",
+        "text_encoder_lr": [5e-05],
+        "network_args": [],
+        "network_dim": 32,
+        "vae": None,
+    }
     text = render_config_toml(values, header="test header")
     assert text.startswith("# test header\n")
     doc = tomllib.loads(text)
@@ -19,9 +32,18 @@ def test_config_toml_keeps_exact_types_and_every_falsy_value():
     assert type(flat["caption_dropout_rate"]) is float and flat["caption_dropout_rate"] == 0.0
     assert "caption_dropout_rate = 0.0" in text
     assert 'resolution = "512"' in text
-    assert set(doc) <= {"model_arguments", "dataset_arguments", "network_arguments", "optimizer_arguments",
-                        "training_arguments", "saving_arguments", "sample_prompt_arguments", "logging_arguments",
-                        "metadata_arguments", "other_arguments"}
+    assert set(doc) <= {
+        "model_arguments",
+        "dataset_arguments",
+        "network_arguments",
+        "optimizer_arguments",
+        "training_arguments",
+        "saving_arguments",
+        "sample_prompt_arguments",
+        "logging_arguments",
+        "metadata_arguments",
+        "other_arguments",
+    }
     assert all(isinstance(section, dict) for section in doc.values())  # flat: one level of sections
 
 
@@ -34,14 +56,24 @@ def test_config_toml_reads_back_with_sd_scripts_toml_parser():
 
 
 def test_dataset_toml_has_the_types_voluptuous_requires():
-    subsets = [DatasetSubset("/d/img/10_ohwx man", 10, "ohwx man", False), DatasetSubset("/d/reg/1_man", 1, "man", True)]
+    subsets = [
+        DatasetSubset("/d/img/10_ohwx man", 10, "ohwx man", False),
+        DatasetSubset("/d/reg/1_man", 1, "man", True),
+    ]
     doc = tomllib.loads(render_dataset_toml(subsets, resolution="512", batch_size=2, enable_bucket=True))
     assert doc == {
         "general": {"caption_extension": ".txt"},
-        "datasets": [{"resolution": 512, "batch_size": 2, "enable_bucket": True, "subsets": [
-            {"image_dir": "/d/img/10_ohwx man", "num_repeats": 10, "class_tokens": "ohwx man", "is_reg": False},
-            {"image_dir": "/d/reg/1_man", "num_repeats": 1, "class_tokens": "man", "is_reg": True},
-        ]}],
+        "datasets": [
+            {
+                "resolution": 512,
+                "batch_size": 2,
+                "enable_bucket": True,
+                "subsets": [
+                    {"image_dir": "/d/img/10_ohwx man", "num_repeats": 10, "class_tokens": "ohwx man", "is_reg": False},
+                    {"image_dir": "/d/reg/1_man", "num_repeats": 1, "class_tokens": "man", "is_reg": True},
+                ],
+            }
+        ],
     }
     two = tomllib.loads(render_dataset_toml(subsets[:1], resolution="512,768", batch_size=1, enable_bucket=False))
     assert two["datasets"][0]["resolution"] == [512, 768]
@@ -49,11 +81,18 @@ def test_dataset_toml_has_the_types_voluptuous_requires():
 
 
 def test_sample_prompts_have_fixed_seeds_and_sizes():
-    text = render_sample_prompts([SamplePrompt("a photo of ohwx man", "blurry", 64, 64, 1234, 4, 7.0),
-                                  SamplePrompt("ohwx man smiling", "", 512, 768, 1235, 28, 7.5)], header="h")
-    assert text == ("# h\n"
-                    "a photo of ohwx man --n blurry --w 64 --h 64 --d 1234 --s 4 --l 7.0\n"
-                    "ohwx man smiling --w 512 --h 768 --d 1235 --s 28 --l 7.5\n")
+    text = render_sample_prompts(
+        [
+            SamplePrompt("a photo of ohwx man", "blurry", 64, 64, 1234, 4, 7.0),
+            SamplePrompt("ohwx man smiling", "", 512, 768, 1235, 28, 7.5),
+        ],
+        header="h",
+    )
+    assert text == (
+        "# h\n"
+        "a photo of ohwx man --n blurry --w 64 --h 64 --d 1234 --s 4 --l 7.0\n"
+        "ohwx man smiling --w 512 --h 768 --d 1235 --s 28 --l 7.5\n"
+    )
 
 
 @pytest.mark.parametrize("prompt", ["a --w 9 trick", "two\nlines", "# comment", " "])

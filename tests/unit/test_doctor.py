@@ -5,13 +5,22 @@ from click.testing import CliRunner
 from kohya_wrap import doctor
 from kohya_wrap.cli import cli
 
-GPU_PROBE = {"torch": "2.6.0+cu124", "cuda_build": "12.4", "cuda_available": True, "gpu_name": "NVIDIA H100",
-             "gpu_memory_gb": 79.6, "gpu_count": 1, "bf16": True, "torchvision": "0.21.0"}
+GPU_PROBE = {
+    "torch": "2.6.0+cu124",
+    "cuda_build": "12.4",
+    "cuda_available": True,
+    "gpu_name": "NVIDIA H100",
+    "gpu_memory_gb": 79.6,
+    "gpu_count": 1,
+    "bf16": True,
+    "torchvision": "0.21.0",
+}
 
 
 def test_cpu_only_machine_can_train_but_is_warned():
-    checks = doctor.check_torch({"torch": "2.13.0+cpu", "cuda_build": None, "cuda_available": False,
-                                 "torchvision": "0.28.0"})
+    checks = doctor.check_torch(
+        {"torch": "2.13.0+cpu", "cuda_build": None, "cuda_available": False, "torchvision": "0.28.0"}
+    )
     gpu = next(c for c in checks if c.name == "gpu")
     assert gpu.status == doctor.WARN and "CPU only: training will be very slow" in gpu.detail
     assert all(c.status != doctor.FAIL for c in checks)
@@ -23,8 +32,13 @@ def test_gpu_is_named_with_its_memory():
 
 
 def test_broken_torchvision_fails_with_the_fix():
-    checks = doctor.check_torch({"torch": "2.13.0+cpu", "cuda_available": False,
-                                 "torchvision_error": "RuntimeError: operator torchvision::nms does not exist"})
+    checks = doctor.check_torch(
+        {
+            "torch": "2.13.0+cpu",
+            "cuda_available": False,
+            "torchvision_error": "RuntimeError: operator torchvision::nms does not exist",
+        }
+    )
     tv = next(c for c in checks if c.name == "torchvision")
     assert tv.status == doctor.FAIL and "torchvision::nms" in tv.detail and "pip install" in tv.fix
 
@@ -46,8 +60,9 @@ def test_package_pins_are_compared():
 
 def _run(monkeypatch, args, probe=GPU_PROBE):
     monkeypatch.setattr(doctor, "probe_torch", lambda: probe)
-    monkeypatch.setattr(doctor, "train_package_versions",
-                        lambda: {r.distribution: r.pinned for r in doctor.TRAIN_REQUIREMENTS})
+    monkeypatch.setattr(
+        doctor, "train_package_versions", lambda: {r.distribution: r.pinned for r in doctor.TRAIN_REQUIREMENTS}
+    )
     return CliRunner().invoke(cli, ["doctor", *args])
 
 

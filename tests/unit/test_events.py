@@ -4,8 +4,21 @@ import math
 import pytest
 
 from kohya_wrap.events import (
-    Checkpoint, Epoch, Error, EventWriter, Finished, Phase, Progress, Sample, StateSaved, Summary, Warning_,
-    from_json, read_events, to_dict, to_json,
+    Checkpoint,
+    Epoch,
+    Error,
+    EventWriter,
+    Finished,
+    Phase,
+    Progress,
+    Sample,
+    StateSaved,
+    Summary,
+    Warning_,
+    from_json,
+    read_events,
+    to_dict,
+    to_json,
 )
 
 ALL = [

@@ -20,9 +20,15 @@ def test_atomic_write_replaces_whole_or_not_at_all(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["config.toml"]
 
 
-@pytest.mark.parametrize("name, expected", [
-    ("10_sks dog", (10, "sks dog")), ("5_sks_cat", (5, "sks_cat")), ("007_x", (7, "x")), ("3_", (3, "")),
-])
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        ("10_sks dog", (10, "sks dog")),
+        ("5_sks_cat", (5, "sks_cat")),
+        ("007_x", (7, "x")),
+        ("3_", (3, "")),
+    ],
+)
 def test_subset_folder_names_parse_as_sd_scripts_reads_them(name, expected):
     parsed = layout.parse_subset_dir_name(name)
     assert (parsed.repeats, parsed.class_tokens) == expected

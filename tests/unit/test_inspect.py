@@ -23,12 +23,23 @@ WIDTH = 8  # in/out features of every module: small, the checks do not look at r
 
 def sd15_module_names() -> list[str]:
     """The 72 text-encoder and 192 U-Net module names networks.lora gives SD1.5 (networks/lora.py: LoRANetwork.__init__; docs/sd-scripts.md#lora-tensor-keys)."""
-    te = [f"lora_te_text_model_encoder_layers_{i}_{part}" for i in range(12)
-          for part in ("self_attn_q_proj", "self_attn_k_proj", "self_attn_v_proj", "self_attn_out_proj", "mlp_fc1", "mlp_fc2")]
+    te = [
+        f"lora_te_text_model_encoder_layers_{i}_{part}"
+        for i in range(12)
+        for part in (
+            "self_attn_q_proj",
+            "self_attn_k_proj",
+            "self_attn_v_proj",
+            "self_attn_out_proj",
+            "mlp_fc1",
+            "mlp_fc2",
+        )
+    ]
     blocks = [f"down_blocks_{b}_attentions_{a}" for b in range(3) for a in range(2)] + ["mid_block_attentions_0"]
     blocks += [f"up_blocks_{b}_attentions_{a}" for b in range(1, 4) for a in range(3)]
-    parts = ["proj_in", "proj_out"] + [f"transformer_blocks_0_{attn}_{p}" for attn in ("attn1", "attn2")
-                                       for p in ("to_q", "to_k", "to_v", "to_out_0")]
+    parts = ["proj_in", "proj_out"] + [
+        f"transformer_blocks_0_{attn}_{p}" for attn in ("attn1", "attn2") for p in ("to_q", "to_k", "to_v", "to_out_0")
+    ]
     parts += ["transformer_blocks_0_ff_net_0_proj", "transformer_blocks_0_ff_net_2"]
     unet = [f"lora_unet_{b}_{p}" for b in blocks for p in parts]
     assert len(te) == 72 and len(unet) == 192
@@ -98,8 +109,11 @@ def test_kohya_file_with_sd_scripts_metadata(tmp_path: Path) -> None:
 
 
 def test_dataset_config_metadata_gives_resolution_and_batch(tmp_path: Path) -> None:
-    meta = {"ss_network_module": "networks.lora", "ss_session_id": "1",
-            "ss_datasets": json.dumps([{"resolution": [512, 768], "batch_size_per_device": 2}])}
+    meta = {
+        "ss_network_module": "networks.lora",
+        "ss_session_id": "1",
+        "ss_datasets": json.dumps([{"resolution": [512, 768], "batch_size_per_device": 2}]),
+    }
     r = inspect_lora(write_kohya(tmp_path / "x.safetensors", meta))
     assert r.info.resolution == "512x768" and r.info.batch_size == 2
     assert r.info.network_dim is None  # absent stays absent, never a guess
@@ -152,7 +166,11 @@ def test_bf16_alpha_is_read(tmp_path: Path) -> None:
     name = "lora_unet_mid_block_attentions_0_proj_in"
     header = {
         f"{name}.lora_down.weight": {"dtype": "F32", "shape": [RANK, WIDTH], "data_offsets": [0, len(down)]},
-        f"{name}.lora_up.weight": {"dtype": "F32", "shape": [WIDTH, RANK], "data_offsets": [len(down), len(down) + len(up)]},
+        f"{name}.lora_up.weight": {
+            "dtype": "F32",
+            "shape": [WIDTH, RANK],
+            "data_offsets": [len(down), len(down) + len(up)],
+        },
         f"{name}.alpha": {"dtype": "BF16", "shape": [], "data_offsets": [len(down) + len(up), len(down) + len(up) + 2]},
     }
     r = inspect_lora(write_raw(tmp_path / "bf16.safetensors", header, down + up + alpha))
@@ -229,24 +247,37 @@ def test_peft_zero_b_and_nan(tmp_path: Path) -> None:
 
 
 def test_non_lora_safetensors(tmp_path: Path) -> None:
-    tensors = {"model.diffusion_model.input_blocks.0.0.weight": np.zeros((4, 4), np.float32),
-               "first_stage_model.decoder.conv_in.weight": np.zeros((2,), np.float32)}
+    tensors = {
+        "model.diffusion_model.input_blocks.0.0.weight": np.zeros((4, 4), np.float32),
+        "first_stage_model.decoder.conv_in.weight": np.zeros((2,), np.float32),
+    }
     save_file(tensors, str(tmp_path / "model.safetensors"))
     with pytest.raises(LoraFileError, match="is not a LoRA: none of its 2 tensors"):
         inspect_lora(tmp_path / "model.safetensors")
 
 
-@pytest.mark.parametrize("make, message", [
-    (lambda p: p.write_bytes(b"\x01\x02"), "only 2 bytes long"),
-    (lambda p: p.write_bytes(struct.pack("<Q", 10**12) + b"{}"), "the header claims"),
-    (lambda p: p.write_bytes(struct.pack("<Q", 6) + b"{nope}"), "header is not JSON"),
-    (lambda p: p.write_bytes(struct.pack("<Q", 2) + b"[]"), "not a JSON object"),
-    (lambda p: write_raw(p, {"lora_unet_a.alpha": {"dtype": "F32", "shape": [], "data_offsets": [0, 4]}}, b"\x00\x00"),
-     "lies beyond the end of the file"),
-    (lambda p: write_raw(p, {"lora_unet_a.alpha": {"dtype": "F32", "shape": [2], "data_offsets": [0, 4]}}, b"\x00" * 4),
-     "does not match its 4 bytes"),
-    (lambda p: write_raw(p, {"lora_unet_a.alpha": {"shape": []}}, b""), "no valid dtype/shape/data_offsets"),
-])
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda p: p.write_bytes(b"\x01\x02"), "only 2 bytes long"),
+        (lambda p: p.write_bytes(struct.pack("<Q", 10**12) + b"{}"), "the header claims"),
+        (lambda p: p.write_bytes(struct.pack("<Q", 6) + b"{nope}"), "header is not JSON"),
+        (lambda p: p.write_bytes(struct.pack("<Q", 2) + b"[]"), "not a JSON object"),
+        (
+            lambda p: write_raw(
+                p, {"lora_unet_a.alpha": {"dtype": "F32", "shape": [], "data_offsets": [0, 4]}}, b"\x00\x00"
+            ),
+            "lies beyond the end of the file",
+        ),
+        (
+            lambda p: write_raw(
+                p, {"lora_unet_a.alpha": {"dtype": "F32", "shape": [2], "data_offsets": [0, 4]}}, b"\x00" * 4
+            ),
+            "does not match its 4 bytes",
+        ),
+        (lambda p: write_raw(p, {"lora_unet_a.alpha": {"shape": []}}, b""), "no valid dtype/shape/data_offsets"),
+    ],
+)
 def test_corrupt_headers(tmp_path: Path, make, message) -> None:  # type: ignore[no-untyped-def]
     path = tmp_path / "broken.safetensors"
     make(path)
@@ -326,7 +357,7 @@ def test_an_sdxl_loras_two_text_encoders_are_recognised(tmp_path: Path) -> None:
     for name, v in kohya_tensors().items():
         if name.startswith("lora_te_"):
             for te in ("lora_te1_", "lora_te2_"):
-                tensors[te + name[len("lora_te_"):]] = v
+                tensors[te + name[len("lora_te_") :]] = v
         else:
             tensors[name] = v
     save_file(tensors, str(tmp_path / "sdxl.safetensors"))

@@ -1,7 +1,8 @@
 """Face detection in the core install; TensorBoard in [train] and logging into the run directory (issue 12)."""
 
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 from kohya_wrap.rundir import TENSORBOARD_DIR
 from kohya_wrap.sdscripts import arguments
@@ -25,9 +26,17 @@ def test_tensorboard_ships_in_the_train_extra():
 
 
 def _values(tmp_path: Path, chosen=()) -> dict:
-    return run_values(model=tmp_path / "m.safetensors", tokenizer_cache_dir=tmp_path / "tok",
-                      output_dir=tmp_path / "out", output_name="ohwx", dataset_config=tmp_path / "dataset.toml", sample_prompts=None,
-                      max_train_steps=10, logging_dir=tmp_path / "run" / TENSORBOARD_DIR, chosen=chosen)
+    return run_values(
+        model=tmp_path / "m.safetensors",
+        tokenizer_cache_dir=tmp_path / "tok",
+        output_dir=tmp_path / "out",
+        output_name="ohwx",
+        dataset_config=tmp_path / "dataset.toml",
+        sample_prompts=None,
+        max_train_steps=10,
+        logging_dir=tmp_path / "run" / TENSORBOARD_DIR,
+        chosen=chosen,
+    )
 
 
 def test_runs_log_to_tensorboard_in_the_run_directory(tmp_path):
@@ -45,6 +54,13 @@ def test_the_users_own_tracker_choice_is_kept(tmp_path):
 
 
 def test_without_a_run_dir_nothing_changes(tmp_path):
-    values = run_values(model=tmp_path / "m", tokenizer_cache_dir=tmp_path, output_dir=tmp_path, output_name=None,
-                        dataset_config=tmp_path / "d.toml", sample_prompts=None, max_train_steps=None)
+    values = run_values(
+        model=tmp_path / "m",
+        tokenizer_cache_dir=tmp_path,
+        output_dir=tmp_path,
+        output_name=None,
+        dataset_config=tmp_path / "d.toml",
+        sample_prompts=None,
+        max_train_steps=None,
+    )
     assert "log_with" not in values and "logging_dir" not in values

@@ -14,7 +14,10 @@ sys.path.insert(0, str(Path(__file__).parents[1] / "fakes"))
 from fake_trainer import lora_modules, write_lora  # noqa: E402
 
 from kohya_wrap.sdscripts.lora_file import (  # noqa: E402
-    Expectation, expectation_from_values, read_metadata, verify_lora,
+    Expectation,
+    expectation_from_values,
+    read_metadata,
+    verify_lora,
 )
 
 CFG = {"network_dim": 4, "network_alpha": 1.0, "max_train_steps": 4, "output_name": "face"}
@@ -29,8 +32,11 @@ def test_recorded_metadata_counts_match_the_module_table():
     assert "module count: te 72 unet 192" in text and "tensors: 792" in text
     names = [m[0] for m in lora_modules()]
     assert sum(n.startswith("lora_te_") for n in names) == 72 and sum(n.startswith("lora_unet_") for n in names) == 192
-    for sample in ("lora_unet_down_blocks_0_attentions_0_proj_in", "lora_te_text_model_encoder_layers_0_mlp_fc1",
-                   "lora_unet_up_blocks_3_attentions_2_transformer_blocks_0_ff_net_2"):
+    for sample in (
+        "lora_unet_down_blocks_0_attentions_0_proj_in",
+        "lora_te_text_model_encoder_layers_0_mlp_fc1",
+        "lora_unet_up_blocks_3_attentions_2_transformer_blocks_0_ff_net_2",
+    ):
         assert sample in names and sample in text
 
 
@@ -40,19 +46,35 @@ def test_a_good_file_passes_every_check(tmp_path):
     path = tmp_path / "face.safetensors"
     write_lora(path, {**CFG, "pretrained_model_name_or_path": str(base)}, 4, 1, zero_up=False, nan=False)
     import hashlib
-    report = verify_lora(path, Expectation(steps=4, network_dim=4, network_alpha=1.0,
-                                           base_model_sha256=hashlib.sha256(b"base").hexdigest()))
+
+    report = verify_lora(
+        path,
+        Expectation(steps=4, network_dim=4, network_alpha=1.0, base_model_sha256=hashlib.sha256(b"base").hexdigest()),
+    )
     assert report.ok, report.failed
     assert (report.tensors, report.unet_modules, report.text_encoder_modules) == (792, 192, 72)
-    assert set(checks(report)) == {"opens", "key_names", "modules_complete", "module_counts", "finite", "trained",
-                                   "metadata_present", "metadata_steps", "metadata_dim", "metadata_alpha",
-                                   "metadata_base_model"}
+    assert set(checks(report)) == {
+        "opens",
+        "key_names",
+        "modules_complete",
+        "module_counts",
+        "finite",
+        "trained",
+        "metadata_present",
+        "metadata_steps",
+        "metadata_dim",
+        "metadata_alpha",
+        "metadata_base_model",
+    }
 
 
-@pytest.mark.parametrize("kwargs, failing", [
-    ({"zero_up": True, "nan": False}, {"trained"}),
-    ({"zero_up": False, "nan": True}, {"finite"}),
-])
+@pytest.mark.parametrize(
+    "kwargs, failing",
+    [
+        ({"zero_up": True, "nan": False}, {"trained"}),
+        ({"zero_up": False, "nan": True}, {"finite"}),
+    ],
+)
 def test_untrained_or_nan_weights_fail(tmp_path, kwargs, failing):
     path = tmp_path / "face.safetensors"
     write_lora(path, CFG, 4, 1, **kwargs)
@@ -64,7 +86,12 @@ def test_metadata_must_match_the_plan(tmp_path):
     path = tmp_path / "face.safetensors"
     write_lora(path, CFG, 4, 1, zero_up=False, nan=False)
     report = verify_lora(path, Expectation(steps=3000, network_dim=16, network_alpha=8.0, base_model_sha256="ab" * 32))
-    assert {c.name for c in report.failed} == {"metadata_steps", "metadata_dim", "metadata_alpha", "metadata_base_model"}
+    assert {c.name for c in report.failed} == {
+        "metadata_steps",
+        "metadata_dim",
+        "metadata_alpha",
+        "metadata_base_model",
+    }
     assert "ss_steps 4 (plan: 3000)" in [c.detail for c in report.failed]
 
 
@@ -77,26 +104,35 @@ def test_unet_only_network(tmp_path):
 
 def test_wrong_keys_missing_tensors_and_no_metadata(tmp_path):
     path = tmp_path / "odd.safetensors"
-    save_file({"lora_unet_x.lora_down.weight": np.ones((4, 8), np.float32),
-               "model.diffusion_model.weight": np.ones(2, np.float32)}, str(path))
+    save_file(
+        {
+            "lora_unet_x.lora_down.weight": np.ones((4, 8), np.float32),
+            "model.diffusion_model.weight": np.ones(2, np.float32),
+        },
+        str(path),
+    )
     failed = {c.name for c in verify_lora(path, Expectation()).failed}
     assert {"key_names", "modules_complete", "module_counts", "trained", "metadata_present"} <= failed
 
 
 def test_fp16_and_bf16(tmp_path):
     down = np.full((4, 768), 0.5, np.float32)
-    tensors16 = {"lora_te_a.lora_down.weight": down.astype(np.float16),
-                 "lora_te_a.lora_up.weight": np.full((768, 4), 0.25, np.float16),
-                 "lora_te_a.alpha": np.array(1.0, np.float16)}
+    tensors16 = {
+        "lora_te_a.lora_down.weight": down.astype(np.float16),
+        "lora_te_a.lora_up.weight": np.full((768, 4), 0.25, np.float16),
+        "lora_te_a.alpha": np.array(1.0, np.float16),
+    }
     path = tmp_path / "fp16.safetensors"
     save_file(tensors16, str(path), metadata={"ss_network_module": "networks.lora"})
     assert checks(verify_lora(path, Expectation()))["trained"]
     # bf16: write the file by hand (numpy has no bfloat16): the top 16 bits of float32
     data = (np.full((768, 4), 0.25, np.float32).view(np.uint32) >> 16).astype("<u2").tobytes()
     nan = (np.array([np.nan] * 4, np.float32).view(np.uint32) >> 16).astype("<u2").tobytes()
-    header = {"lora_te_a.lora_up.weight": {"dtype": "BF16", "shape": [768, 4], "data_offsets": [0, len(data)]},
-              "lora_te_a.lora_down.weight": {"dtype": "BF16", "shape": [4, 1], "data_offsets": [len(data), len(data) + 8]},
-              "__metadata__": {"ss_network_module": "networks.lora"}}
+    header = {
+        "lora_te_a.lora_up.weight": {"dtype": "BF16", "shape": [768, 4], "data_offsets": [0, len(data)]},
+        "lora_te_a.lora_down.weight": {"dtype": "BF16", "shape": [4, 1], "data_offsets": [len(data), len(data) + 8]},
+        "__metadata__": {"ss_network_module": "networks.lora"},
+    }
     raw = json.dumps(header).encode()
     bf16 = tmp_path / "bf16.safetensors"
     bf16.write_bytes(struct.pack("<Q", len(raw)) + raw + data + nan)

@@ -47,7 +47,7 @@ class FakeHub:
     def list_repo_files(self, repo_id, **_):
         if self.failure is not None:
             raise self.failure
-        return sorted(k[len(repo_id) + 1:] for k in self.remote if k.startswith(repo_id + "/"))
+        return sorted(k[len(repo_id) + 1 :] for k in self.remote if k.startswith(repo_id + "/"))
 
     def _file(self, filename):
         path = self.store / filename
@@ -65,6 +65,7 @@ def hub(tmp_path, monkeypatch):
         monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake.hf_hub_download)
         monkeypatch.setattr(huggingface_hub, "list_repo_files", fake.list_repo_files)
         return fake
+
     return install
 
 
@@ -133,11 +134,14 @@ def test_hub_offline_and_not_cached_says_what_to_do(hub):
     assert "--base-model /path/to/model.safetensors" in e.value.hint
 
 
-@pytest.mark.parametrize("failure, words", [
-    (hub_errors.GatedRepoError("403 gated"), "is gated on the Hugging Face Hub"),
-    (hub_errors.RepositoryNotFoundError("404"), "not found on the Hugging Face Hub"),
-    (ConnectionError("Name or service not known"), "download from me/model failed: ConnectionError"),
-])
+@pytest.mark.parametrize(
+    "failure, words",
+    [
+        (hub_errors.GatedRepoError("403 gated"), "is gated on the Hugging Face Hub"),
+        (hub_errors.RepositoryNotFoundError("404"), "not found on the Hugging Face Hub"),
+        (ConnectionError("Name or service not known"), "download from me/model failed: ConnectionError"),
+    ],
+)
 def test_hub_failures_become_clear_errors(hub, monkeypatch, failure, words):
     monkeypatch.delenv("HF_HUB_OFFLINE")
     hub(failure=failure)
@@ -223,8 +227,12 @@ def test_a_cleared_tokenizer_cache_is_filled_again_but_a_users_folder_is_not(tmp
     from kohya_wrap.models import default_tokenizer_cache_dir, ensure_tokenizer
 
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    hub(remote={f"openai/clip-vit-large-patch14/{n}" for n in
-                ("vocab.json", "merges.txt", "tokenizer_config.json", "special_tokens_map.json")})
+    hub(
+        remote={
+            f"openai/clip-vit-large-patch14/{n}"
+            for n in ("vocab.json", "merges.txt", "tokenizer_config.json", "special_tokens_map.json")
+        }
+    )
     ours = default_tokenizer_cache_dir()
     assert ensure_tokenizer(ours) == ours and (ours / "openai_clip-vit-large-patch14" / "vocab.json").is_file()
     with pytest.raises(ModelGone, match="no longer exists"):

@@ -19,14 +19,19 @@ def parse_streams(streams, read_size=None):
     for stream, data in streams:
         size = read_size or len(data) or 1
         for i in range(0, len(data), size):
-            events += parser.feed(stream, data[i:i + size])
+            events += parser.feed(stream, data[i : i + size])
         events += parser.flush()
     return events + parser.close()
 
 
 def pipe_run(name, read_size=None):
-    return parse_streams([("stderr", (TRANSCRIPTS / f"{name}.pipe.stderr.txt").read_bytes()),
-                          ("stdout", (TRANSCRIPTS / f"{name}.pipe.stdout.txt").read_bytes())], read_size)
+    return parse_streams(
+        [
+            ("stderr", (TRANSCRIPTS / f"{name}.pipe.stderr.txt").read_bytes()),
+            ("stdout", (TRANSCRIPTS / f"{name}.pipe.stdout.txt").read_bytes()),
+        ],
+        read_size,
+    )
 
 
 def of(events, cls):
@@ -58,9 +63,19 @@ def test_successful_run(name):
     output_name = "tinylora" if name == "A_cli" else "tinylora_cfg"
     out_dir = f"/data/runs/out/{name}_pipe"
     assert [e.phase for e in of(events, Phase)][:3] == ["preparing", "loading_model", "caching_latents"]
-    assert [e.phase for e in of(events, Phase)][3:] == ["training", "sampling", "training", "sampling", "training", "finished"]
-    assert of(events, Summary) == [Summary(train_images=40, reg_images=0, batches_per_epoch=40, epochs=1,
-                                           batch_size="1", grad_accum=1, total_steps=4)]
+    assert [e.phase for e in of(events, Phase)][3:] == [
+        "training",
+        "sampling",
+        "training",
+        "sampling",
+        "training",
+        "finished",
+    ]
+    assert of(events, Summary) == [
+        Summary(
+            train_images=40, reg_images=0, batches_per_epoch=40, epochs=1, batch_size="1", grad_accum=1, total_steps=4
+        )
+    ]
     assert of(events, Epoch) == [Epoch(epoch=1, total=1)]
     assert of(events, Checkpoint) == [
         Checkpoint(path=f"{out_dir}/{output_name}-step00000002.safetensors", step=2),
@@ -68,7 +83,9 @@ def test_successful_run(name):
         Checkpoint(path=f"{out_dir}/{output_name}.safetensors", step=None),
     ]
     progress = of(events, Progress)
-    assert progress[0] == Progress(step=0, total=4, rate=None, rate_unit="it/s", elapsed_s=0.0, eta_s=None, avr_loss=None)
+    assert progress[0] == Progress(
+        step=0, total=4, rate=None, rate_unit="it/s", elapsed_s=0.0, eta_s=None, avr_loss=None
+    )
     assert [p.step for p in progress] == sorted(p.step for p in progress)
     assert progress[-1].step == 4 and progress[-1].total == 4 and progress[-1].rate_unit == "s/it"
     assert progress[-1].avr_loss == 1.12
@@ -78,7 +95,9 @@ def test_successful_run(name):
 
 def test_a_cli_progress_values():
     progress = of(pipe_run("A_cli"), Progress)
-    assert progress[1] == Progress(step=1, total=4, rate=4.54, rate_unit="s/it", elapsed_s=4.0, eta_s=13.0, avr_loss=None)
+    assert progress[1] == Progress(
+        step=1, total=4, rate=4.54, rate_unit="s/it", elapsed_s=4.0, eta_s=13.0, avr_loss=None
+    )
     assert progress[2].avr_loss == 1.24
 
 
@@ -107,9 +126,12 @@ def test_missing_base_model_on_a_terminal():
 
 def test_no_data_found_is_an_error_even_though_the_trainer_exits_0():
     events = pipe_run("F2_empty_data")
-    assert of(events, Error) == [Error(
-        message="No data found. Please verify arguments (train_data_dir must be the parent of folders with images)",
-        kind="no_data")]
+    assert of(events, Error) == [
+        Error(
+            message="No data found. Please verify arguments (train_data_dir must be the parent of folders with images)",
+            kind="no_data",
+        )
+    ]
     assert of(events, Progress) == []
 
 
@@ -123,10 +145,16 @@ def test_wrong_type_in_config_file_is_a_crash():
     assert errors[0] == Error(message="TypeError: unsupported operand type(s) for -: 'str' and 'int'", kind="exception")
 
 
-@pytest.mark.parametrize("name, detail", [
-    ("F3c_dataset_unknown_key", "extra keys not allowed @ data['datasets'][0]['subsets'][0]['num_repeat']"),
-    ("F3d_dataset_wrong_type", "expected int for dictionary value @ data['datasets'][0]['subsets'][0]['num_repeats']"),
-])
+@pytest.mark.parametrize(
+    "name, detail",
+    [
+        ("F3c_dataset_unknown_key", "extra keys not allowed @ data['datasets'][0]['subsets'][0]['num_repeat']"),
+        (
+            "F3d_dataset_wrong_type",
+            "expected int for dictionary value @ data['datasets'][0]['subsets'][0]['num_repeats']",
+        ),
+    ],
+)
 def test_dataset_config_rejected(name, detail):
     errors = of(pipe_run(name), Error)
     assert errors[0] == Error(message="Invalid user config", kind="config_rejected")
@@ -135,8 +163,10 @@ def test_dataset_config_rejected(name, detail):
 
 def test_corrupt_image():
     events = pipe_run("F4_corrupt_image")
-    assert any(w.message.startswith("failed to get image size: /data/runs/data/corrupt/10_ohwx man/img_bad.jpg")
-               for w in of(events, Warning_))
+    assert any(
+        w.message.startswith("failed to get image size: /data/runs/data/corrupt/10_ohwx man/img_bad.jpg")
+        for w in of(events, Warning_)
+    )
     assert of(events, Error)[0] == Error(message="ZeroDivisionError: division by zero", kind="exception")
 
 
@@ -185,13 +215,17 @@ def test_resume_with_skip_reports_absolute_steps():
 def test_resume_past_epoch_one_corrects_file_steps():
     """After skipping whole epochs (docs/sd-scripts.md#step-counter-after-a-resume), sd-scripts' global_step restarts at the remainder."""
     parser = OutputParser()
-    stdout = ("running training / x\n  num batches per epoch / y: 10\n  gradient accumulation steps / z = 1\n"
-              "  total optimization steps / w: 40\n").encode()
-    stderr = ("2026-11-25 09:42:09 INFO     skipping 25 steps / 25ステップをスキップします   train_network.py:1265\n"
-              "                    INFO     skipping epoch 1 because initial_step (multiplied) is 25  train_network.py:1342\n"
-              "                    INFO     skipping epoch 2 because initial_step (multiplied) is 15  train_network.py:1342\n"
-              "\rsteps:   0%|          | 0/35 [00:00<?, ?it/s]"
-              "\rsteps:   3%|▎         | 1/35 [00:02<01:10,  2.00s/it, avr_loss=0.5]\n").encode()
+    stdout = (
+        b"running training / x\n  num batches per epoch / y: 10\n  gradient accumulation steps / z = 1\n"
+        b"  total optimization steps / w: 40\n"
+    )
+    stderr = (
+        "2026-11-25 09:42:09 INFO     skipping 25 steps / 25ステップをスキップします   train_network.py:1265\n"
+        "                    INFO     skipping epoch 1 because initial_step (multiplied) is 25  train_network.py:1342\n"
+        "                    INFO     skipping epoch 2 because initial_step (multiplied) is 15  train_network.py:1342\n"
+        "\rsteps:   0%|          | 0/35 [00:00<?, ?it/s]"
+        "\rsteps:   3%|▎         | 1/35 [00:02<01:10,  2.00s/it, avr_loss=0.5]\n"
+    ).encode()
     events = parser.feed("stdout", stdout) + parser.feed("stderr", stderr)
     events += parser.feed("stdout", b"\nsaving checkpoint: /o/x-step00000010.safetensors\n") + parser.close()
     progress = of(events, Progress)
@@ -200,20 +234,28 @@ def test_resume_past_epoch_one_corrects_file_steps():
 
 
 def test_unwrapped_records_with_wide_columns():
-    line = ("2026-11-25 09:39:51 INFO     save train state to /very/long/output/dir/with a space/face-step00000500-state/"
-            "train_state.json at epoch 3 step 500" + " " * 20 + "train_network.py:946\n")
-    done = ("                    INFO     Random states saved in /very/long/output/dir/with a space/face-step00000500-state"
-            "/random_states_0.pkl   checkpointing.py:170\n")
+    line = (
+        "2026-11-25 09:39:51 INFO     save train state to /very/long/output/dir/with a space/face-step00000500-state/"
+        "train_state.json at epoch 3 step 500" + " " * 20 + "train_network.py:946\n"
+    )
+    done = (
+        "                    INFO     Random states saved in /very/long/output/dir/with a space/face-step00000500-state"
+        "/random_states_0.pkl   checkpointing.py:170\n"
+    )
     parser = OutputParser()
     events = parser.feed("stderr", line.encode()) + parser.flush()
     assert of(events, StateSaved) == []  # train_state.json comes first; the state is not complete yet
     events = parser.feed("stderr", done.encode()) + parser.close()
-    assert of(events, StateSaved) == [StateSaved(path="/very/long/output/dir/with a space/face-step00000500-state", step=500)]
+    assert of(events, StateSaved) == [
+        StateSaved(path="/very/long/output/dir/with a space/face-step00000500-state", step=500)
+    ]
 
 
 def test_a_state_save_cut_short_is_not_reported():
-    text = ("2026-11-25 09:39:51 INFO     save train state to /o/face-step00000002-state/train_state.json at epoch 1 "
-            "step 2   train_network.py:946\nTraceback (most recent call last):\n  File \"x.py\", line 1\nKeyboardInterrupt\n")
+    text = (
+        "2026-11-25 09:39:51 INFO     save train state to /o/face-step00000002-state/train_state.json at epoch 1 "
+        'step 2   train_network.py:946\nTraceback (most recent call last):\n  File "x.py", line 1\nKeyboardInterrupt\n'
+    )
     parser = OutputParser()
     events = parser.feed("stderr", text.encode()) + parser.close()
     assert of(events, StateSaved) == [] and of(events, Error)[0].kind == "interrupted"
@@ -239,61 +281,79 @@ def test_utf8_split_inside_a_character():
 
 def test_bar_variants():
     parser = OutputParser()
-    data = ("\rsteps:  17%|█▋        | 1/6 [00:00<00:00,  6.44it/s, avr_loss=0.0853]"
-            "\rsteps:  33%|###3      | 2/6 [1:02:03<2:04:06, 1861.50s/it, Average key norm=0.12, Keys Scaled=0, avr_loss=0.07]"
-            "\rsteps:  50%|█████     | 3/6 [00:00<?, ?it/s]").encode()
+    data = (
+        "\rsteps:  17%|█▋        | 1/6 [00:00<00:00,  6.44it/s, avr_loss=0.0853]"
+        "\rsteps:  33%|###3      | 2/6 [1:02:03<2:04:06, 1861.50s/it, Average key norm=0.12, Keys Scaled=0, avr_loss=0.07]"
+        "\rsteps:  50%|█████     | 3/6 [00:00<?, ?it/s]"
+    ).encode()
     progress = of(parser.feed("stderr", data), Progress)
-    assert progress[0] == Progress(step=1, total=6, rate=6.44, rate_unit="it/s", elapsed_s=0.0, eta_s=0.0, avr_loss=0.0853)
+    assert progress[0] == Progress(
+        step=1, total=6, rate=6.44, rate_unit="it/s", elapsed_s=0.0, eta_s=0.0, avr_loss=0.0853
+    )
     assert (progress[1].elapsed_s, progress[1].eta_s, progress[1].avr_loss) == (3723.0, 7446.0, 0.07)
     assert progress[2].rate is None and progress[2].eta_s is None
 
 
 def test_nan_loss_is_reported_once():
     parser = OutputParser()
-    events = parser.feed("stderr", "\rsteps:  50%|█████     | 2/4 [00:08<00:08,  4.17s/it, avr_loss=nan]"
-                                   "\rsteps:  75%|███████▌  | 3/4 [00:11<00:03,  3.70s/it, avr_loss=inf]".encode())
+    events = parser.feed(
+        "stderr",
+        "\rsteps:  50%|█████     | 2/4 [00:08<00:08,  4.17s/it, avr_loss=nan]"
+        "\rsteps:  75%|███████▌  | 3/4 [00:11<00:03,  3.70s/it, avr_loss=inf]".encode(),
+    )
     assert math.isnan(of(events, Progress)[0].avr_loss) and of(events, Progress)[1].avr_loss == math.inf
     assert [(e.kind, e.message) for e in of(events, Error)] == [("nan", "the training loss is nan at step 2")]
 
 
 def test_record_glued_after_the_last_bar():
-    data = ("\rsteps: 100%|██████████| 4/4 [00:13<00:00,  3.40s/it, avr_loss=1.12]2026-11-25 09:15:50 INFO     "
-            "model saved.                  train_network.py:1729\n").encode()
+    data = (
+        "\rsteps: 100%|██████████| 4/4 [00:13<00:00,  3.40s/it, avr_loss=1.12]2026-11-25 09:15:50 INFO     "
+        "model saved.                  train_network.py:1729\n"
+    ).encode()
     parser = OutputParser()
     events = parser.feed("stderr", data) + parser.close()
     assert of(events, Progress)[0].step == 4 and of(events, Phase)[-1] == Phase(phase="finished")
 
 
-@pytest.mark.parametrize("tail, kind", [
-    ("torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 20.00 MiB.", "oom"),
-    ("RuntimeError: CUDA error: out of memory", "oom"),
-    ("ModuleNotFoundError: No module named 'voluptuous'", "missing_package"),
-    ("ImportError: No xformers / xformersがインストールされていないようです", "missing_package"),
-    ("toml.decoder.TomlDecodeError: Unbalanced quotes (line 3 column 9 char 40)", "config_rejected"),
-    ("OSError: Cannot load model foo/bar: model is not cached locally", "model_missing"),
-    ("subprocess.CalledProcessError: Command '['python']' died with <Signals.SIGKILL: 9>.", "killed"),
-    ("ValueError: Tried to find /x but folder does not exist", "exception"),
-])
+@pytest.mark.parametrize(
+    "tail, kind",
+    [
+        ("torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 20.00 MiB.", "oom"),
+        ("RuntimeError: CUDA error: out of memory", "oom"),
+        ("ModuleNotFoundError: No module named 'voluptuous'", "missing_package"),
+        ("ImportError: No xformers / xformersがインストールされていないようです", "missing_package"),
+        ("toml.decoder.TomlDecodeError: Unbalanced quotes (line 3 column 9 char 40)", "config_rejected"),
+        ("OSError: Cannot load model foo/bar: model is not cached locally", "model_missing"),
+        ("subprocess.CalledProcessError: Command '['python']' died with <Signals.SIGKILL: 9>.", "killed"),
+        ("ValueError: Tried to find /x but folder does not exist", "exception"),
+    ],
+)
 def test_traceback_classes(tail, kind):
-    data = f"Traceback (most recent call last):\n  File \"x.py\", line 1, in <module>\n    f()\n    ^^^\n{tail}\n"
+    data = f'Traceback (most recent call last):\n  File "x.py", line 1, in <module>\n    f()\n    ^^^\n{tail}\n'
     events = OutputParser().feed("stderr", data.encode())
     assert of(events, Error) == [Error(message=tail, kind=kind)]
 
 
 def test_model_missing_log_record_and_argparse_error():
     parser = OutputParser()
-    data = ("                    ERROR    model is not found as a file or in Hugging Face, perhaps file name is wrong? "
-            "/ 指定したモデル名のファイル、またはHugging Faceのモデルが見つかりません: /x.safetensors   train_util.py:5545\n"
-            "usage: train_network.py [-h]\ntrain_network.py: error: unrecognized arguments: --bogus\n").encode()
+    data = (
+        "                    ERROR    model is not found as a file or in Hugging Face, perhaps file name is wrong? "
+        "/ 指定したモデル名のファイル、またはHugging Faceのモデルが見つかりません: /x.safetensors   train_util.py:5545\n"
+        "usage: train_network.py [-h]\ntrain_network.py: error: unrecognized arguments: --bogus\n"
+    ).encode()
     events = parser.feed("stderr", data) + parser.close()
     assert [e.kind for e in of(events, Error)] == ["model_missing", "config_rejected"]
 
 
 def test_python_warnings_but_not_deprecation_noise():
-    data = (b"/x/deepspeed_utils.py:131: SyntaxWarning: \"is not\" with a literal.\n"
-            b"/x/pipe.py:221: FutureWarning: The configuration file of this scheduler\n"
-            b"/x/a.py:9: UserWarning: something you should know\n")
-    assert of(OutputParser().feed("stderr", data), Warning_) == [Warning_(message="UserWarning: something you should know")]
+    data = (
+        b'/x/deepspeed_utils.py:131: SyntaxWarning: "is not" with a literal.\n'
+        b"/x/pipe.py:221: FutureWarning: The configuration file of this scheduler\n"
+        b"/x/a.py:9: UserWarning: something you should know\n"
+    )
+    assert of(OutputParser().feed("stderr", data), Warning_) == [
+        Warning_(message="UserWarning: something you should know")
+    ]
 
 
 def test_never_raises_on_garbage():

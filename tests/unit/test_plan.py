@@ -22,7 +22,9 @@ from kohya_wrap.train.runner import prepare_launch
 CPU = GpuInfo(0, False)
 
 
-def make_dataset(root: Path, images: int = 20, repeats: int = 1, explicit: bool = False, reg: int = 0, size: int = 512) -> Path:
+def make_dataset(
+    root: Path, images: int = 20, repeats: int = 1, explicit: bool = False, reg: int = 0, size: int = 512
+) -> Path:
     sub = root / "img" / f"{repeats}_ohwx man"
     sub.mkdir(parents=True)
     for i in range(images):
@@ -33,8 +35,21 @@ def make_dataset(root: Path, images: int = 20, repeats: int = 1, explicit: bool 
         rsub.mkdir(parents=True)
         for i in range(reg):
             Image.new("RGB", (size, size)).save(rsub / f"r{i:04d}.png")
-    (root / "prepare.json").write_text(json.dumps({"kohya_wrap_version": "0.1.0", "parameters": {
-        "token": "ohwx", "class": "man", "size": size, "crop": "face", "repeats": repeats, "repeats_explicit": explicit}}))
+    (root / "prepare.json").write_text(
+        json.dumps(
+            {
+                "kohya_wrap_version": "0.1.0",
+                "parameters": {
+                    "token": "ohwx",
+                    "class": "man",
+                    "size": size,
+                    "crop": "face",
+                    "repeats": repeats,
+                    "repeats_explicit": explicit,
+                },
+            }
+        )
+    )
     return root
 
 
@@ -51,12 +66,19 @@ def env(tmp_path):
 
     def plan(dataset: Path, run: str = "run", **kw):
         kw.setdefault("preset", "likeness-sd15")
-        return make_plan(dataset, base_model=str(model), run_dir=tmp_path / run, tokenizer_cache_dir=tmp_path / "tok",
-                         sd_scripts=checkout, **kw)
+        return make_plan(
+            dataset,
+            base_model=str(model),
+            run_dir=tmp_path / run,
+            tokenizer_cache_dir=tmp_path / "tok",
+            sd_scripts=checkout,
+            **kw,
+        )
 
     def launch(dataset: Path, run: str = "run", gpu_info: GpuInfo = CPU, **kw):
         """The plan, and the command train resolves for it on a machine with these GPUs."""
         return prepare_launch(plan(dataset, run, **kw), fetch_models=False, sd_scripts=str(checkout), gpu_info=gpu_info)
+
     plan.model, plan.tok, plan.checkout, plan.root, plan.launch = model, tmp_path / "tok", checkout, tmp_path, launch
     return plan
 
@@ -64,15 +86,39 @@ def env(tmp_path):
 def test_plan_json_has_every_contract_key_with_exact_types(env, tmp_path):
     p = env(make_dataset(tmp_path / "ds"))
     doc = p.to_json()
-    assert list(doc) == ["schema", "kohya_wrap_version", "created_at", "preset", "dataset", "base_model",
-                         "tokenizer_cache_dir", "values", "ours", "steps", "launch", "output", "sd_scripts", "warnings"]
+    assert list(doc) == [
+        "schema",
+        "kohya_wrap_version",
+        "created_at",
+        "preset",
+        "dataset",
+        "base_model",
+        "tokenizer_cache_dir",
+        "values",
+        "ours",
+        "steps",
+        "launch",
+        "output",
+        "sd_scripts",
+        "warnings",
+    ]
     assert doc["schema"] == 2 and doc["created_at"].endswith("Z")
     assert doc["preset"]["name"] == "likeness-sd15" and len(doc["preset"]["sha256"]) == 64
     assert [Path(f).name for f in doc["preset"]["files"]] == ["likeness-sd15.toml", "base.toml"]
-    assert doc["dataset"]["subsets"] == [{"dir": str((tmp_path / "ds/img/1_ohwx man").resolve()), "images": 20,
-                                          "repeats": doc["dataset"]["subsets"][0]["repeats"], "class_tokens": "ohwx man",
-                                          "is_reg": False}]
-    assert doc["dataset"]["manifest_sha256"] and doc["base_model"] == {"source": str(env.model), "path": str(env.model), "kind": "file"}
+    assert doc["dataset"]["subsets"] == [
+        {
+            "dir": str((tmp_path / "ds/img/1_ohwx man").resolve()),
+            "images": 20,
+            "repeats": doc["dataset"]["subsets"][0]["repeats"],
+            "class_tokens": "ohwx man",
+            "is_reg": False,
+        }
+    ]
+    assert doc["dataset"]["manifest_sha256"] and doc["base_model"] == {
+        "source": str(env.model),
+        "path": str(env.model),
+        "kind": "file",
+    }
     assert doc["tokenizer_cache_dir"] == str(env.tok.resolve())
     assert doc["values"]["network_dim"] == {"value": 32, "source": "preset:likeness-sd15"}
     assert doc["values"]["max_train_steps"] == {"value": 3000, "source": "plan"}
@@ -85,10 +131,20 @@ def test_plan_json_has_every_contract_key_with_exact_types(env, tmp_path):
     assert steps["arithmetic"].endswith("= 3000 steps")
     run = (tmp_path / "run").resolve()
     # what to train, never where: no interpreter, checkout path, device flag or thread count
-    assert doc["launch"] == {"gpus": 1, "num_machines": 1, "machine_rank": 0, "main_process_ip": None,
-                             "main_process_port": 29500, "env": doc["launch"]["env"]}
+    assert doc["launch"] == {
+        "gpus": 1,
+        "num_machines": 1,
+        "machine_rank": 0,
+        "main_process_ip": None,
+        "main_process_port": 29500,
+        "env": doc["launch"]["env"],
+    }
     assert doc["launch"]["env"]["PYTHONUNBUFFERED"] == "1" and doc["launch"]["env"]["COLUMNS"] == "1000"
-    assert doc["output"] == {"dir": str(run / "output"), "name": "ohwx", "lora_file": str(run / "output/ohwx.safetensors")}
+    assert doc["output"] == {
+        "dir": str(run / "output"),
+        "name": "ohwx",
+        "lora_file": str(run / "output/ohwx.safetensors"),
+    }
     assert doc["sd_scripts"] == {"commit": None, "matches_pin": False}
     assert sys.executable not in json.dumps(doc) and "--cpu" not in json.dumps(doc)
     assert p.max_train_steps == 3000 and p.values["network_dim"] == 32 and p.output_name == "ohwx"
@@ -98,12 +154,30 @@ def test_train_resolves_the_command_on_the_machine_it_finds(env, tmp_path):
     launch = env.launch(make_dataset(tmp_path / "ds"))
     run = (tmp_path / "run").resolve()
     assert list(launch.argv) == [
-        sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(run / "accelerate.yaml"),
-        "--num_processes", "1", "--num_machines", "1",
-        "--mixed_precision", "no", "--dynamo_backend", "no", "--num_cpu_threads_per_process",
-        launch.argv[14], "--cpu", str(env.checkout.resolve() / "train_network.py"),
-        "--config_file", str(run / "config.toml"), "--dataset_config", str(run / "dataset.toml"),
-        "--mixed_precision", "no"]
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--config_file",
+        str(run / "accelerate.yaml"),
+        "--num_processes",
+        "1",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--num_cpu_threads_per_process",
+        launch.argv[14],
+        "--cpu",
+        str(env.checkout.resolve() / "train_network.py"),
+        "--config_file",
+        str(run / "config.toml"),
+        "--dataset_config",
+        str(run / "dataset.toml"),
+        "--mixed_precision",
+        "no",
+    ]
     assert launch.machine.to_json()["python"] == sys.executable and launch.machine.device == "cpu"
     assert launch.env["PYTHONUNBUFFERED"] == "1"
     assert "use_cpu: true" in launch.accelerate_config
@@ -118,7 +192,9 @@ def test_written_configs_match_the_plan(env, tmp_path):
     flat = {k: v for section in config.values() for k, v in section.items()}
     assert flat == dict(p.values)
     assert flat["resolution"] == "512" and flat["max_train_steps"] == 3000 and flat["flip_aug"] is False
-    assert flat["dataset_config"] == str(run / "dataset.toml") and flat["sample_prompts"] == str(run / "sample_prompts.txt")
+    assert flat["dataset_config"] == str(run / "dataset.toml") and flat["sample_prompts"] == str(
+        run / "sample_prompts.txt"
+    )
     dataset = tomllib.loads((run / "dataset.toml").read_text())
     assert dataset["general"] == {"caption_extension": ".txt"}
     assert dataset["datasets"][0]["resolution"] == 512 and dataset["datasets"][0]["batch_size"] == 2
@@ -145,7 +221,9 @@ def test_regularization_images_go_to_dataset_toml(env, tmp_path):
 
 
 def test_set_overrides_reach_the_config(env, tmp_path):
-    p = env(make_dataset(tmp_path / "ds"), overrides=["network_dim=16", "max_train_steps=500", "caption_dropout_rate=0.0"])
+    p = env(
+        make_dataset(tmp_path / "ds"), overrides=["network_dim=16", "max_train_steps=500", "caption_dropout_rate=0.0"]
+    )
     assert p.values["network_dim"] == 16 and p.sources["network_dim"] == "--set"
     assert p.values["max_train_steps"] == 500 and p.sources["max_train_steps"] == "--set"
     assert p.values["caption_dropout_rate"] == 0.0
@@ -232,15 +310,28 @@ def test_dataset_errors(tmp_path):
 
 def test_dataset_scan_reads_the_manifest(tmp_path):
     ds = scan_dataset(make_dataset(tmp_path / "ds", images=3, repeats=5, explicit=True, reg=2))
-    assert [(s.images, s.repeats, s.class_tokens, s.is_reg) for s in ds.subsets] == [(3, 5, "ohwx man", False), (2, 1, "man", True)]
+    assert [(s.images, s.repeats, s.class_tokens, s.is_reg) for s in ds.subsets] == [
+        (3, 5, "ohwx man", False),
+        (2, 1, "man", True),
+    ]
     assert ds.repeats_explicit and ds.token == "ohwx" and ds.class_word == "man" and ds.size == 512
     assert len(ds.manifest_sha256) == 64 and ds.subsets[0].size == (512, 512)
 
 
 def test_plan_command_json_and_errors(env, tmp_path):
     ds = make_dataset(tmp_path / "ds", images=4, size=64)
-    args = ["plan", str(ds), "--preset", "smoke", "--base-model", str(env.model), "--tokenizer-cache-dir", str(env.tok),
-            "--sd-scripts", str(env.checkout)]
+    args = [
+        "plan",
+        str(ds),
+        "--preset",
+        "smoke",
+        "--base-model",
+        str(env.model),
+        "--tokenizer-cache-dir",
+        str(env.tok),
+        "--sd-scripts",
+        str(env.checkout),
+    ]
     result = CliRunner().invoke(cli, args + ["-o", str(tmp_path / "r1"), "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["values"]["max_train_steps"]["value"] == 4
@@ -257,7 +348,8 @@ def test_planning_imports_no_torch(env, tmp_path):
         "import sys\nfrom kohya_wrap.plan import make_plan\n"
         f"make_plan({str(ds)!r}, preset='likeness-sd15', base_model={str(env.model)!r}, run_dir={str(tmp_path / 'r')!r},"
         f" tokenizer_cache_dir={str(env.tok)!r}, sd_scripts={str(env.checkout)!r})\n"
-        "print(sorted(m for m in ('torch', 'transformers', 'diffusers', 'accelerate') if m in sys.modules))")
+        "print(sorted(m for m in ('torch', 'transformers', 'diffusers', 'accelerate') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 
@@ -297,7 +389,8 @@ def test_a_saved_accelerate_config_cannot_change_the_run(env, tmp_path, monkeypa
     hf_home = tmp_path / "hf"
     (hf_home / "accelerate").mkdir(parents=True)
     (hf_home / "accelerate" / "default_config.yaml").write_text(
-        "compute_environment: LOCAL_MACHINE\ndistributed_type: MULTI_GPU\nnum_processes: 8\nuse_cpu: false\n")
+        "compute_environment: LOCAL_MACHINE\ndistributed_type: MULTI_GPU\nnum_processes: 8\nuse_cpu: false\n"
+    )
     monkeypatch.setenv("HF_HOME", str(hf_home))
     p = env.launch(make_dataset(tmp_path / "ds"))
     write_plan(p.plan)
@@ -323,16 +416,26 @@ def test_several_machines_launch_every_process_with_its_rank(env, tmp_path):
 
     # accelerate counts the processes of all machines; the steps are planned for all of them
     assert flag("--num_processes") == "4" and flag("--num_machines") == "2" and "--multi_gpu" in argv
-    assert flag("--machine_rank") == "1" and flag("--main_process_ip") == "10.0.0.5" and flag("--main_process_port") == "29555"
+    assert (
+        flag("--machine_rank") == "1"
+        and flag("--main_process_ip") == "10.0.0.5"
+        and flag("--main_process_port") == "29555"
+    )
     assert p.plan.steps["num_processes"] == 4
     accelerate_yaml = p.accelerate_config
-    for line in ("distributed_type: 'MULTI_GPU'", "num_processes: 4", "num_machines: 2", "machine_rank: 1",
-                 "main_process_ip: 10.0.0.5", "main_process_port: 29555"):
+    for line in (
+        "distributed_type: 'MULTI_GPU'",
+        "num_processes: 4",
+        "num_machines: 2",
+        "machine_rank: 1",
+        "main_process_ip: 10.0.0.5",
+        "main_process_port: 29555",
+    ):
         assert line in accelerate_yaml.splitlines(), line
     # accelerate's own parser accepts the launcher part exactly as written
     accelerate_launch = pytest.importorskip("accelerate.commands.launch")
     script = next(i for i, a in enumerate(argv) if a.endswith("train_network.py"))
-    parsed = accelerate_launch.launch_command_parser().parse_args(argv[3:script + 1])
+    parsed = accelerate_launch.launch_command_parser().parse_args(argv[3 : script + 1])
     assert (parsed.num_processes, parsed.num_machines, parsed.machine_rank) == (4, 2, 1)
     assert (parsed.main_process_ip, parsed.main_process_port, parsed.multi_gpu) == ("10.0.0.5", 29555, True)
     # one machine with one GPU names no rank or address
@@ -340,11 +443,14 @@ def test_several_machines_launch_every_process_with_its_rank(env, tmp_path):
     assert "--machine_rank" not in single.argv and "main_process_ip" not in single.accelerate_config
 
 
-@pytest.mark.parametrize("machines, gpu_info, message", [
-    ((2, 0, None), GpuInfo(1, True), "needs --main-process-ip"),
-    ((2, 2, "10.0.0.5"), GpuInfo(1, True), "--machine-rank 2: must be 0 to 1"),
-    ((2, 0, "10.0.0.5"), CPU, "no CUDA GPU found on this machine"),
-])
+@pytest.mark.parametrize(
+    "machines, gpu_info, message",
+    [
+        ((2, 0, None), GpuInfo(1, True), "needs --main-process-ip"),
+        ((2, 2, "10.0.0.5"), GpuInfo(1, True), "--machine-rank 2: must be 0 to 1"),
+        ((2, 0, "10.0.0.5"), CPU, "no CUDA GPU found on this machine"),
+    ],
+)
 def test_several_machines_are_checked(env, tmp_path, machines, gpu_info, message):
     with pytest.raises(KohyaWrapError, match=re.escape(message)):
         env.launch(make_dataset(tmp_path / "ds"), gpu_info=gpu_info, machines=Machines(*machines))
@@ -353,8 +459,20 @@ def test_several_machines_are_checked(env, tmp_path, machines, gpu_info, message
 
 def test_plan_command_takes_the_machine_options(env, tmp_path):
     ds = make_dataset(tmp_path / "ds", images=4, size=64)
-    args = ["plan", str(ds), "--preset", "smoke", "--base-model", str(env.model), "--tokenizer-cache-dir", str(env.tok),
-            "--sd-scripts", str(env.checkout), "-o", str(tmp_path / "r")]
+    args = [
+        "plan",
+        str(ds),
+        "--preset",
+        "smoke",
+        "--base-model",
+        str(env.model),
+        "--tokenizer-cache-dir",
+        str(env.tok),
+        "--sd-scripts",
+        str(env.checkout),
+        "-o",
+        str(tmp_path / "r"),
+    ]
     result = CliRunner().invoke(cli, args + ["--num-machines", "2"])
     assert result.exit_code == 1 and "--main-process-ip" in result.output
     result = CliRunner().invoke(cli, args + ["--machine-rank", "-1"])
@@ -377,5 +495,6 @@ def test_presets_plan_one_epoch_so_runs_resume(env, tmp_path):
     # explicit repeats leave the epochs to plan: several, and a warning that resuming stops at epoch 1
     several = env(make_dataset(tmp_path / "ds10", images=20, repeats=10, explicit=True), run="r10")
     assert several.steps["epochs"] == 30
-    assert any("resumes correctly only from a state saved in the first epoch (before step 100)" in w
-               for w in several.warnings)
+    assert any(
+        "resumes correctly only from a state saved in the first epoch (before step 100)" in w for w in several.warnings
+    )

@@ -33,24 +33,68 @@ def invoke(*args: str):
 def test_json_output_and_layout(tmp_path: Path) -> None:
     src = make_src(tmp_path / "photos")
     out = tmp_path / "dataset"
-    result = invoke(str(src), "-o", str(out), "--token", "ohwx", "--class", "woman", "--crop", "center",
-                    "--repeats", "3", "--jobs", "1", "--json")
+    result = invoke(
+        str(src),
+        "-o",
+        str(out),
+        "--token",
+        "ohwx",
+        "--class",
+        "woman",
+        "--crop",
+        "center",
+        "--repeats",
+        "3",
+        "--jobs",
+        "1",
+        "--json",
+    )
     assert result.exit_code == ExitCode.OK, result.output
     data = json.loads(result.stdout)
     subset = f"{layout.TRAIN_DIR}/{layout.subset_dir_name(3, 'ohwx woman')}"
-    assert data["subsets"] == [{"dir": subset, "is_reg": False, "repeats": 3, "class_tokens": "ohwx woman", "images": 2}]
+    assert data["subsets"] == [
+        {"dir": subset, "is_reg": False, "repeats": 3, "class_tokens": "ohwx woman", "images": 2}
+    ]
     assert data["counts"]["images"] == 2 and data["counts"]["processed"] == 2 and data["counts"]["reused"] == 0
     assert data["manifest"] == str(out / "prepare.json")
     assert {f["code"] for f in data["findings"]} == {"count_low"}
     assert (out / subset / "0002.txt").read_text() == "photo of ohwx woman\n"
-    again = json.loads(invoke(str(src), "-o", str(out), "--token", "ohwx", "--class", "woman", "--crop", "center",
-                              "--repeats", "3", "--jobs", "1", "--json").stdout)
+    again = json.loads(
+        invoke(
+            str(src),
+            "-o",
+            str(out),
+            "--token",
+            "ohwx",
+            "--class",
+            "woman",
+            "--crop",
+            "center",
+            "--repeats",
+            "3",
+            "--jobs",
+            "1",
+            "--json",
+        ).stdout
+    )
     assert again["counts"]["reused"] == 2 and again["counts"]["processed"] == 0
 
 
 def test_strict_turns_warnings_into_exit_4(tmp_path: Path) -> None:
     src = make_src(tmp_path / "photos")
-    args = [str(src), "-o", str(tmp_path / "out"), "--token", "ohwx", "--class", "man", "--crop", "center", "--jobs", "1"]
+    args = [
+        str(src),
+        "-o",
+        str(tmp_path / "out"),
+        "--token",
+        "ohwx",
+        "--class",
+        "man",
+        "--crop",
+        "center",
+        "--jobs",
+        "1",
+    ]
     assert invoke(*args).exit_code == ExitCode.OK
     strict = invoke(*args, "--strict")
     assert strict.exit_code == ExitCode.WARNINGS == 4
@@ -80,12 +124,26 @@ def test_usage_errors_are_click_usage_errors(tmp_path: Path) -> None:
 
 def test_help_and_import_stay_light() -> None:
     help_text = CliRunner().invoke(cli, ["prepare", "--help"]).output
-    for option in ("--token", "--class", "--size", "--crop", "--caption", "--repeats", "--reg", "--allow-upscale",
-                   "--skip-multiple-faces", "--strict", "--force", "--json"):
+    for option in (
+        "--token",
+        "--class",
+        "--size",
+        "--crop",
+        "--caption",
+        "--repeats",
+        "--reg",
+        "--allow-upscale",
+        "--skip-multiple-faces",
+        "--strict",
+        "--force",
+        "--json",
+    ):
         assert option in help_text
-    code = ("import sys; from kohya_wrap.cli import cli; cli.get_command(None, 'prepare'); "
-            "heavy = [m for m in ('PIL', 'numpy', 'cv2', 'torch') if m in sys.modules]; "
-            "assert not heavy, heavy")
+    code = (
+        "import sys; from kohya_wrap.cli import cli; cli.get_command(None, 'prepare'); "
+        "heavy = [m for m in ('PIL', 'numpy', 'cv2', 'torch') if m in sys.modules]; "
+        "assert not heavy, heavy"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -94,6 +152,10 @@ def test_progress_is_reported_per_photo(tmp_path: Path) -> None:
 
     src = make_src(tmp_path / "photos", 3)
     seen: list[tuple[int, int]] = []
-    prepare_dataset(PrepareOptions(src_dir=src, dataset_dir=tmp_path / "out", token="ohwx", class_word="man",
-                                   crop="center", jobs=2), on_progress=lambda done, total: seen.append((done, total)))
+    prepare_dataset(
+        PrepareOptions(
+            src_dir=src, dataset_dir=tmp_path / "out", token="ohwx", class_word="man", crop="center", jobs=2
+        ),
+        on_progress=lambda done, total: seen.append((done, total)),
+    )
     assert seen == [(1, 3), (2, 3), (3, 3)]

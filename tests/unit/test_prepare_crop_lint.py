@@ -16,8 +16,9 @@ def test_center_crop() -> None:
     assert crop.center_crop(512, 512) == (0, 0, 512, 512)
 
 
-@pytest.mark.parametrize("face", [(100, 100, 300, 300), (3700, 2600, 3950, 2900), (2000, 1500, 2400, 1900),
-                                  (0, 0, 150, 150)])
+@pytest.mark.parametrize(
+    "face", [(100, 100, 300, 300), (3700, 2600, 3950, 2900), (2000, 1500, 2400, 1900), (0, 0, 150, 150)]
+)
 def test_face_crop_holds_the_face_with_headroom_and_stays_inside(face) -> None:
     width, height, target = 4000, 3000, 512
     left, top, right, bottom = box = crop.face_crop(width, height, face, target)
@@ -71,12 +72,34 @@ def test_sharpness_threshold_separates_sharp_from_blurred() -> None:
     assert lint.sharpness(flat_left, (0, 0, 256, 512)) == 0.0
 
 
-def record(source: str, *, phash: str = "0" * 16, sharpness: float = 500.0, faces: int | None = 1,
-           face_box=(200, 200, 400, 400), crop_box=(0, 0, 800, 800), is_reg: bool = False, frames: int = 1) -> OutputImage:
-    return OutputImage(output=f"img/1_x y/{source}.png", caption_file="", caption="x y", is_reg=is_reg, source=source,
-                       source_sha256=source, source_bytes=1, source_size=(800, 800), crop_box=crop_box,
-                       face_box=face_box, faces=faces, output_sha256="", phash=phash, sharpness=sharpness,
-                       frames=frames)
+def record(
+    source: str,
+    *,
+    phash: str = "0" * 16,
+    sharpness: float = 500.0,
+    faces: int | None = 1,
+    face_box=(200, 200, 400, 400),
+    crop_box=(0, 0, 800, 800),
+    is_reg: bool = False,
+    frames: int = 1,
+) -> OutputImage:
+    return OutputImage(
+        output=f"img/1_x y/{source}.png",
+        caption_file="",
+        caption="x y",
+        is_reg=is_reg,
+        source=source,
+        source_sha256=source,
+        source_bytes=1,
+        source_size=(800, 800),
+        crop_box=crop_box,
+        face_box=face_box,
+        faces=faces,
+        output_sha256="",
+        phash=phash,
+        sharpness=sharpness,
+        frames=frames,
+    )
 
 
 def by_code(findings) -> dict[str, list[str]]:
@@ -97,15 +120,24 @@ def test_lint_findings() -> None:
         record("anim", phash="f0f0f0f0f0f0f0f0", frames=3),
     ]
     found = by_code(lint.lint(images, "opencv-haar 4.10.0", "face"))
-    assert found == {"count_low": [""], "near_duplicate": ["ok"], "blurred": ["blurry"], "no_face": ["noface"],
-                     "several_faces": ["two"], "tiny_face": ["tiny"], "animated": ["anim"]}
+    assert found == {
+        "count_low": [""],
+        "near_duplicate": ["ok"],
+        "blurred": ["blurry"],
+        "no_face": ["noface"],
+        "several_faces": ["two"],
+        "tiny_face": ["tiny"],
+        "animated": ["anim"],
+    }
     levels = {f.code: f.level for f in lint.lint(images, "x", "face")}
     assert levels["animated"] == "info" and levels["blurred"] == "warning"
 
 
 def test_lint_without_detector_and_in_centre_mode() -> None:
-    images = [record(f"i{n}", phash=f"{n:016x}" if n % 2 else f"{~n & 0xFFFFFFFFFFFFFFFF:016x}", faces=None,
-                     face_box=None) for n in range(60)]
+    images = [
+        record(f"i{n}", phash=f"{n:016x}" if n % 2 else f"{~n & 0xFFFFFFFFFFFFFFFF:016x}", faces=None, face_box=None)
+        for n in range(60)
+    ]
     unavailable = by_code(lint.lint(images, None, "face"))
     assert set(unavailable) >= {"faces_unavailable"} and unavailable["faces_unavailable"] == [""]  # once for the set
     once = next(f for f in lint.lint(images, None, "face") if f.code == "faces_unavailable")

@@ -19,9 +19,9 @@ QUADRANTS = {"tl": (255, 0, 0), "tr": (0, 255, 0), "bl": (0, 0, 255), "br": (255
 def upright(width: int = 120, height: int = 80) -> np.ndarray:
     a = np.zeros((height, width, 3), np.uint8)
     a[: height // 2, : width // 2] = QUADRANTS["tl"]
-    a[: height // 2, width // 2:] = QUADRANTS["tr"]
-    a[height // 2:, : width // 2] = QUADRANTS["bl"]
-    a[height // 2:, width // 2:] = QUADRANTS["br"]
+    a[: height // 2, width // 2 :] = QUADRANTS["tr"]
+    a[height // 2 :, : width // 2] = QUADRANTS["bl"]
+    a[height // 2 :, width // 2 :] = QUADRANTS["br"]
     return a
 
 
@@ -60,8 +60,12 @@ def quadrant_means(im: Image.Image) -> dict[str, tuple[int, ...]]:
     a = np.asarray(im, dtype=np.float64)
     h, w = a.shape[:2]
     # Inner halves of each quadrant: away from JPEG ringing at the borders.
-    parts = {"tl": a[h // 8: 3 * h // 8, w // 8: 3 * w // 8], "tr": a[h // 8: 3 * h // 8, 5 * w // 8: 7 * w // 8],
-             "bl": a[5 * h // 8: 7 * h // 8, w // 8: 3 * w // 8], "br": a[5 * h // 8: 7 * h // 8, 5 * w // 8: 7 * w // 8]}
+    parts = {
+        "tl": a[h // 8 : 3 * h // 8, w // 8 : 3 * w // 8],
+        "tr": a[h // 8 : 3 * h // 8, 5 * w // 8 : 7 * w // 8],
+        "bl": a[5 * h // 8 : 7 * h // 8, w // 8 : 3 * w // 8],
+        "br": a[5 * h // 8 : 7 * h // 8, 5 * w // 8 : 7 * w // 8],
+    }
     return {k: tuple(round(v) for v in p.reshape(-1, 3).mean(axis=0)) for k, p in parts.items()}
 
 
@@ -156,8 +160,12 @@ def test_16_bit_rgb_png_keeps_its_colour(tmp_path) -> None:
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
     raw = b"\x00" + struct.pack(">HHH", 0x8000, 0xFFFF, 0x0000)
-    data = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 1, 1, 16, 2, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+    data = (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", 1, 1, 16, 2, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(raw))
+        + chunk(b"IEND", b"")
+    )
     assert decode(data).image.getpixel((0, 0)) == (128, 255, 0)
 
 
@@ -209,7 +217,7 @@ def test_truncated_jpeg() -> None:
 def test_corrupt_png_data() -> None:
     data = bytearray(png_bytes(Image.fromarray(np.random.default_rng(1).integers(0, 255, (64, 64, 3), np.uint8))))
     start = data.index(b"IDAT") + 4
-    data[start: start + 40] = b"\x00" * 40
+    data[start : start + 40] = b"\x00" * 40
     with pytest.raises(BadImage) as e:
         decode(bytes(data))
     assert e.value.code in ("skipped_corrupt", "skipped_truncated")
@@ -221,8 +229,12 @@ def test_decompression_bomb_is_refused_from_the_header() -> None:
     def chunk(kind: bytes, body: bytes) -> bytes:
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
-    data = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(b"\x00" * 1000)) + chunk(b"IEND", b""))
+    data = (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(b"\x00" * 1000))
+        + chunk(b"IEND", b"")
+    )
     assert side * side > MAX_PIXELS
     with pytest.raises(BadImage) as e:
         decode(data)

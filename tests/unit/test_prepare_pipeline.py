@@ -49,8 +49,11 @@ def prepare(src: Path, out: Path, **kwargs) -> PrepareResult:
 
 def tree(folder: Path) -> dict[str, str]:
     """Every file under `folder` (hidden ones too) -> sha256."""
-    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def codes(result: PrepareResult) -> dict[str, str]:
@@ -70,7 +73,9 @@ def test_layout_captions_and_manifest(tmp_path: Path) -> None:
     src = make_src(tmp_path / "src")
     out = tmp_path / "dataset"
     result = prepare(src, out)
-    assert sorted(tree(out)) == [f"{SUBSET}/{n:04d}{ext}" for n in (1, 2, 3) for ext in (".png", ".txt")] + ["prepare.json"]
+    assert sorted(tree(out)) == [f"{SUBSET}/{n:04d}{ext}" for n in (1, 2, 3) for ext in (".png", ".txt")] + [
+        "prepare.json"
+    ]
     for n in (1, 2, 3):
         assert (out / SUBSET / f"{n:04d}.txt").read_bytes() == b"photo of ohwx man\n"
         with Image.open(out / SUBSET / f"{n:04d}.png") as im:
@@ -80,9 +85,18 @@ def test_layout_captions_and_manifest(tmp_path: Path) -> None:
     assert parsed is not None and (parsed.repeats, parsed.class_tokens) == (layout.DEFAULT_REPEATS, "ohwx man")
     manifest = json.loads((out / "prepare.json").read_text())
     assert manifest["parameters"] == {
-        "token": "ohwx", "class": "man", "size": 512, "crop": "center", "repeats": 1, "repeats_explicit": False,
-        "caption": "photo of {token} {class}", "allow_upscale": False, "skip_multiple_faces": False, "skip": [],
-        "reg": False}
+        "token": "ohwx",
+        "class": "man",
+        "size": 512,
+        "crop": "center",
+        "repeats": 1,
+        "repeats_explicit": False,
+        "caption": "photo of {token} {class}",
+        "allow_upscale": False,
+        "skip_multiple_faces": False,
+        "skip": [],
+        "reg": False,
+    }
     assert manifest["kohya_wrap_version"]
     first = manifest["images"][0]
     assert first["source"] == "IMG_000.jpg" and first["output"] == f"{SUBSET}/0001.png"
@@ -92,7 +106,8 @@ def test_layout_captions_and_manifest(tmp_path: Path) -> None:
     assert first["face_box"] is None and first["faces"] is None
     assert result.processed == 3 and result.reused == 0 and result.skipped == 0
     assert [s.to_json() for s in result.subsets] == [
-        {"dir": SUBSET, "is_reg": False, "repeats": 1, "class_tokens": "ohwx man", "images": 3}]
+        {"dir": SUBSET, "is_reg": False, "repeats": 1, "class_tokens": "ohwx man", "images": 3}
+    ]
 
 
 def test_repeats_template_size_and_regularization(tmp_path: Path) -> None:
@@ -102,8 +117,17 @@ def test_repeats_template_size_and_regularization(tmp_path: Path) -> None:
     result = prepare(src, out, repeats=10, caption="{token}, a {class}", reg_dir=reg, size=768)
     train = f"{layout.TRAIN_DIR}/{layout.subset_dir_name(10, 'ohwx man')}"
     regdir = f"{layout.REG_DIR}/{layout.subset_dir_name(1, 'man')}"
-    assert sorted(tree(out)) == sorted([f"{train}/0001.png", f"{train}/0001.txt", f"{train}/0002.png",
-                                        f"{train}/0002.txt", f"{regdir}/0001.png", f"{regdir}/0001.txt", "prepare.json"])
+    assert sorted(tree(out)) == sorted(
+        [
+            f"{train}/0001.png",
+            f"{train}/0001.txt",
+            f"{train}/0002.png",
+            f"{train}/0002.txt",
+            f"{regdir}/0001.png",
+            f"{regdir}/0001.txt",
+            "prepare.json",
+        ]
+    )
     assert (out / train / "0001.txt").read_text() == "ohwx, a man\n"
     assert (out / regdir / "0001.txt").read_text() == "a man\n"  # the token and the separator it leaves go
     with Image.open(out / regdir / "0001.png") as im:
@@ -122,14 +146,17 @@ def test_reg_caption_drops_the_token(tmp_path: Path) -> None:
     assert (out / regdir / "0001.txt").read_text() == "photo of man\n"
 
 
-@pytest.mark.parametrize(("template", "fragment"), [
-    ("photo of {tokn} {class}", "unknown placeholder {tokn}"),
-    ("{token!r}", "unknown placeholder {token!r}"),
-    ("{token:>9}", "unknown placeholder {token:>9}"),
-    ("photo {}", "unknown placeholder {}"),
-    ("photo of {token", "malformed"),
-    ("   ", "empty caption"),
-])
+@pytest.mark.parametrize(
+    ("template", "fragment"),
+    [
+        ("photo of {tokn} {class}", "unknown placeholder {tokn}"),
+        ("{token!r}", "unknown placeholder {token!r}"),
+        ("{token:>9}", "unknown placeholder {token:>9}"),
+        ("photo {}", "unknown placeholder {}"),
+        ("photo of {token", "malformed"),
+        ("   ", "empty caption"),
+    ],
+)
 def test_caption_template_errors(tmp_path: Path, template: str, fragment: str) -> None:
     src = make_src(tmp_path / "src", 1)
     with pytest.raises(DatasetError) as e:
@@ -138,14 +165,17 @@ def test_caption_template_errors(tmp_path: Path, template: str, fragment: str) -
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize(("kwargs", "fragment"), [
-    ({"token": "oh wx"}, "contains a space"),
-    ({"token": ""}, "--token is empty"),
-    ({"class_word": "a/b"}, "cannot be part of a folder name"),
-    ({"repeats": 0}, "--repeats 0"),
-    ({"size": 100}, "--size 100"),
-    ({"size": 56}, "--size 56"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "fragment"),
+    [
+        ({"token": "oh wx"}, "contains a space"),
+        ({"token": ""}, "--token is empty"),
+        ({"class_word": "a/b"}, "cannot be part of a folder name"),
+        ({"repeats": 0}, "--repeats 0"),
+        ({"size": 100}, "--size 100"),
+        ({"size": 56}, "--size 56"),
+    ],
+)
 def test_bad_words_and_numbers(tmp_path: Path, kwargs: dict, fragment: str) -> None:
     src = make_src(tmp_path / "src", 1)
     with pytest.raises(DatasetError) as e:
@@ -165,8 +195,12 @@ def bomb_png() -> bytes:
     def chunk(kind: bytes, body: bytes) -> bytes:
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 20000, 20000, 8, 2, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(b"\x00" * 100)) + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", 20000, 20000, 8, 2, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(b"\x00" * 100))
+        + chunk(b"IEND", b"")
+    )
 
 
 def test_every_bad_input_is_skipped_with_a_reason_and_the_batch_goes_on(tmp_path: Path) -> None:
@@ -203,7 +237,8 @@ def test_every_bad_input_is_skipped_with_a_reason_and_the_batch_goes_on(tmp_path
     assert "exact duplicate of good.jpg" in messages["good_copy.jpg"].message
     manifest = json.loads((tmp_path / "out" / "prepare.json").read_text())
     assert {s["file"]: s["code"] for s in manifest["skipped"]} == {
-        f: c for f, c in found.items() if c.startswith("skipped_")}
+        f: c for f, c in found.items() if c.startswith("skipped_")
+    }
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root can read a chmod 000 file")
@@ -305,8 +340,14 @@ def test_second_run_reuses_and_follows_changes(tmp_path: Path) -> None:
     changed = prepare(src, out)
     assert (changed.processed, changed.reused, changed.removed) == (1, 2, 1)  # IMG_001 changed, IMG_002 gone
     assert [i.source for i in changed.images] == ["IMG_000.jpg", "IMG_001.jpg", "IMG_003.jpg"]
-    assert sorted(p.name for p in (out / SUBSET).iterdir()) == ["0001.png", "0001.txt", "0002.png", "0002.txt",
-                                                               "0003.png", "0003.txt"]
+    assert sorted(p.name for p in (out / SUBSET).iterdir()) == [
+        "0001.png",
+        "0001.txt",
+        "0002.png",
+        "0002.txt",
+        "0003.png",
+        "0003.txt",
+    ]
     entries = {e["source"]: e for e in json.loads((out / "prepare.json").read_text())["images"]}
     assert set(entries) == {"IMG_000.jpg", "IMG_001.jpg", "IMG_003.jpg"}
     assert entries["IMG_003.jpg"]["output_sha256"] == first.images[3].output_sha256
@@ -361,7 +402,9 @@ def test_interrupted_run_leaves_the_previous_dataset_whole(tmp_path: Path, monke
     assert (resumed.processed, resumed.reused) == (1, 2)
 
 
-def test_interrupted_first_run_leaves_no_image_under_a_final_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_interrupted_first_run_leaves_no_image_under_a_final_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     src = make_src(tmp_path / "src", 3)
     out = tmp_path / "out"
 
@@ -420,6 +463,7 @@ def test_non_ascii_names_and_spaces(tmp_path: Path) -> None:
 
 
 # --- faces: a real photo (scikit-image ships NASA's portrait of astronaut Eileen Collins) ---
+
 
 def astronaut() -> Image.Image:
     spec = importlib.util.find_spec("skimage")
@@ -491,9 +535,13 @@ def test_no_face_is_centre_cropped_and_reported(tmp_path: Path) -> None:
     assert result.face_detection.startswith("opencv-haar")
 
 
-def test_without_opencv_every_image_is_centre_cropped_and_reported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_without_opencv_every_image_is_centre_cropped_and_reported(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     real_find_spec = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "cv2" else real_find_spec(name, *a))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "cv2" else real_find_spec(name, *a)
+    )
     src = make_src(tmp_path / "src", 2)
     result = prepare(src, tmp_path / "out", crop="face")
     assert [i.crop_box for i in result.images] == [(100, 0, 700, 600)] * 2

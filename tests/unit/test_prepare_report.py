@@ -19,8 +19,9 @@ from kohya_wrap.prepare.sources import has_copy_suffix
 def burst(folder: Path, count: int) -> Path:
     """A phone burst: one scene, each frame with its own sensor noise."""
     folder.mkdir(parents=True)
-    base = np.asarray(Image.fromarray(np.random.default_rng(7).integers(0, 255, (9, 9, 3), np.uint8))
-                      .resize((600, 600)), np.int16)
+    base = np.asarray(
+        Image.fromarray(np.random.default_rng(7).integers(0, 255, (9, 9, 3), np.uint8)).resize((600, 600)), np.int16
+    )
     for n in range(count):
         noise = np.random.default_rng(100 + n).integers(-20, 20, base.shape)
         Image.fromarray(np.clip(base + noise, 0, 255).astype(np.uint8)).save(folder / f"IMG_{n:04d}.jpg", quality=92)
@@ -58,8 +59,19 @@ def test_many_findings_of_one_kind_are_capped_without_v(tmp_path):
     for n in range(8):  # eight distinct, blurred photos
         img = Image.fromarray(rng.integers(0, 255, (6, 6, 3), np.uint8)).resize((600, 600), Image.Resampling.BICUBIC)
         img.filter(ImageFilter.GaussianBlur(6)).save(src / f"b{n}.png")
-    args = [str(src), "-o", str(tmp_path / "out"), "--token", "ohwx", "--class", "man", "--crop", "center",
-            "--jobs", "1"]
+    args = [
+        str(src),
+        "-o",
+        str(tmp_path / "out"),
+        "--token",
+        "ohwx",
+        "--class",
+        "man",
+        "--crop",
+        "center",
+        "--jobs",
+        "1",
+    ]
     result = invoke(*args)
     assert "8 blurred" in result.output and "and 3 more blurred" in result.output
     skipped = invoke(*args, "--skip", "blurred", "--json")
@@ -70,8 +82,17 @@ def test_many_findings_of_one_kind_are_capped_without_v(tmp_path):
 
 def test_skip_no_face_leaves_out_photos_without_a_face(tmp_path):
     src = burst(tmp_path / "photos", 2)
-    result = prepare_dataset(PrepareOptions(src_dir=src, dataset_dir=tmp_path / "out", token="ohwx", class_word="man",
-                                            crop="face", skip=frozenset({"no-face"}), jobs=1))
+    result = prepare_dataset(
+        PrepareOptions(
+            src_dir=src,
+            dataset_dir=tmp_path / "out",
+            token="ohwx",
+            class_word="man",
+            crop="face",
+            skip=frozenset({"no-face"}),
+            jobs=1,
+        )
+    )
     if result.face_detection.startswith("face detection unavailable"):
         return  # nothing detected, nothing to skip: the option needs the detector
     skipped = {f.code for f in result.findings if f.code.startswith("skipped_")}
@@ -80,8 +101,9 @@ def test_skip_no_face_leaves_out_photos_without_a_face(tmp_path):
 
 def test_skip_rejects_an_unknown_kind(tmp_path):
     src = burst(tmp_path / "photos", 1)
-    result = invoke(str(src), "-o", str(tmp_path / "out"), "--token", "ohwx", "--class", "man",
-                    "--skip", "no-face,faces")
+    result = invoke(
+        str(src), "-o", str(tmp_path / "out"), "--token", "ohwx", "--class", "man", "--skip", "no-face,faces"
+    )
     assert result.exit_code == ExitCode.USAGE and "faces: not one of no-face, multi-face, blurred" in result.output
 
 
@@ -91,8 +113,9 @@ def test_of_byte_identical_files_the_one_without_a_copy_suffix_is_kept(tmp_path)
     (src / "IMG_0000.jpg").rename(original)
     for copy in ("IMG_1004 (1).jpg", "IMG_1004 copy.jpg", "IMG_1004-1.jpg"):
         shutil.copyfile(original, src / copy)
-    result = prepare_dataset(PrepareOptions(src_dir=src, dataset_dir=tmp_path / "out", token="ohwx", class_word="man",
-                                            crop="center", jobs=1))
+    result = prepare_dataset(
+        PrepareOptions(src_dir=src, dataset_dir=tmp_path / "out", token="ohwx", class_word="man", crop="center", jobs=1)
+    )
     assert [i.source for i in result.images] == ["IMG_1004.jpg"]
     dupes = {f.file: f.message for f in result.findings if f.code == "skipped_duplicate"}
     assert set(dupes) == {"IMG_1004 (1).jpg", "IMG_1004 copy.jpg", "IMG_1004-1.jpg"}
@@ -100,8 +123,15 @@ def test_of_byte_identical_files_the_one_without_a_copy_suffix_is_kept(tmp_path)
 
 
 def test_copy_suffixes_are_only_the_unambiguous_ones():
-    for name in ("IMG_1 (1).jpg", "IMG_1 copy.jpg", "IMG_1 Copy 2.png", "IMG_1 - Copy.jpg", "IMG_1 - Copy (3).jpg",
-                 "Copy of IMG_1.jpg", "sub/IMG_1 (2).heic"):
+    for name in (
+        "IMG_1 (1).jpg",
+        "IMG_1 copy.jpg",
+        "IMG_1 Copy 2.png",
+        "IMG_1 - Copy.jpg",
+        "IMG_1 - Copy (3).jpg",
+        "Copy of IMG_1.jpg",
+        "sub/IMG_1 (2).heic",
+    ):
         assert has_copy_suffix(name), name
     for name in ("IMG_1.jpg", "IMG_1-1.jpg", "IMG_1_1.jpg", "copy.jpg", "photocopy.jpg", "(1).jpg"):
         assert not has_copy_suffix(name), name

@@ -22,12 +22,28 @@ def codes(discovery) -> dict[str, str]:
 
 def test_recursive_case_insensitive_sorted_with_non_ascii_names(tmp_path: Path) -> None:
     src = tmp_path / "my photos"
-    for name in ("b.JPG", "a.jpeg", "sub dir/c.PnG", "sub dir/deeper/d.webp", "e.Bmp", "f.TIFF", "g.tif",
-                 "Ünïcödé 写真.jpg"):
+    for name in (
+        "b.JPG",
+        "a.jpeg",
+        "sub dir/c.PnG",
+        "sub dir/deeper/d.webp",
+        "e.Bmp",
+        "f.TIFF",
+        "g.tif",
+        "Ünïcödé 写真.jpg",
+    ):
         touch(src / name)
     found = discover(src)
-    assert [f.rel for f in found.files] == ["a.jpeg", "b.JPG", "e.Bmp", "f.TIFF", "g.tif", "sub dir/c.PnG",
-                                            "sub dir/deeper/d.webp", "Ünïcödé 写真.jpg"]
+    assert [f.rel for f in found.files] == [
+        "a.jpeg",
+        "b.JPG",
+        "e.Bmp",
+        "f.TIFF",
+        "g.tif",
+        "sub dir/c.PnG",
+        "sub dir/deeper/d.webp",
+        "Ünïcödé 写真.jpg",
+    ]
     assert all(f.path.is_file() for f in found.files)
     assert found.findings == ()
 
@@ -43,8 +59,11 @@ def test_hidden_files_are_passed_over_and_others_reported(tmp_path: Path) -> Non
     touch(src / "a.txt")
     found = discover(src)
     assert [f.rel for f in found.files] == ["a.jpg"]
-    assert codes(found) == {"clip.mov": "skipped_unsupported", "README": "skipped_unsupported",
-                            "a.txt": "ignored_sidecar"}
+    assert codes(found) == {
+        "clip.mov": "skipped_unsupported",
+        "README": "skipped_unsupported",
+        "a.txt": "ignored_sidecar",
+    }
     levels = {f.file: f.level for f in found.findings}
     assert levels["a.txt"] == "info" and levels["clip.mov"] == "warning"
 
@@ -72,8 +91,11 @@ def test_symlinks_followed_only_inside_the_source_folder(tmp_path: Path) -> None
     (src / "real" / "loop").symlink_to(src, target_is_directory=True)
     found = discover(src)
     assert [f.rel for f in found.files] == ["link-in.jpg", "real/a.jpg"]
-    assert codes(found) == {"broken.jpg": "skipped_broken_link", "dir-out": "skipped_link_outside",
-                            "link-out.jpg": "skipped_link_outside"}
+    assert codes(found) == {
+        "broken.jpg": "skipped_broken_link",
+        "dir-out": "skipped_link_outside",
+        "link-out.jpg": "skipped_link_outside",
+    }
 
 
 def test_excluded_folder_is_not_entered(tmp_path: Path) -> None:

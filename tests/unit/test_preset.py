@@ -47,7 +47,9 @@ def test_shipped_values_follow_the_issue():
     assert like.value("auto_mixed_precision") is True
     assert load_preset("likeness-sd15-768").value("resolution") == "768"
     smoke = load_preset("smoke")
-    assert smoke.value("resolution") == "64" and smoke.value("network_dim") == 4 and smoke.value("mixed_precision") == "no"
+    assert (
+        smoke.value("resolution") == "64" and smoke.value("network_dim") == 4 and smoke.value("mixed_precision") == "no"
+    )
     assert 2 <= smoke.value("target_steps") <= 4 and smoke.value("save_every_n_steps") == 2
     assert smoke.value("max_data_loader_n_workers") == 0 and smoke.value("cache_latents") is True
 
@@ -67,7 +69,7 @@ def test_our_keys_do_not_collide_with_sd_scripts_names():
 
 
 def test_unknown_key_names_file_table_and_suggests(tmp_path):
-    path = write(tmp_path, "p.toml", 'schema = 1\n[network]\nnetwork_dimm = 8\n')
+    path = write(tmp_path, "p.toml", "schema = 1\n[network]\nnetwork_dimm = 8\n")
     with pytest.raises(PresetError) as e:
         load_preset(str(path))
     assert e.value.message == f"{path}: [network] network_dimm: unknown sd-scripts argument 'network_dimm'"
@@ -75,21 +77,24 @@ def test_unknown_key_names_file_table_and_suggests(tmp_path):
 
 
 def test_unknown_kohya_wrap_key(tmp_path):
-    path = write(tmp_path, "p.toml", 'schema = 1\n[kohya_wrap]\ntarget_step = 8\n')
+    path = write(tmp_path, "p.toml", "schema = 1\n[kohya_wrap]\ntarget_step = 8\n")
     with pytest.raises(PresetError) as e:
         load_preset(str(path))
     assert "[kohya_wrap] target_step: unknown [kohya_wrap] key" in e.value.message
     assert "'target_steps'" in e.value.hint
 
 
-@pytest.mark.parametrize("line, words", [
-    ('network_dim = "32"', "network_dim must be an integer, got '32'"),
-    ("learning_rate = \"1e-4\"", "learning_rate must be a number"),
-    ('mixed_precision = "fp32"', "mixed_precision = 'fp32' is not one of 'no', 'fp16', 'bf16'"),
-    ('sample_sampler = "euler_b"', "sample_sampler = 'euler_b' is not one of"),
-    ("cache_latents = 1", "cache_latents must be true or false"),
-    ('lr_scheduler = "constantt"', "is not a scheduler sd-scripts knows"),
-])
+@pytest.mark.parametrize(
+    "line, words",
+    [
+        ('network_dim = "32"', "network_dim must be an integer, got '32'"),
+        ('learning_rate = "1e-4"', "learning_rate must be a number"),
+        ('mixed_precision = "fp32"', "mixed_precision = 'fp32' is not one of 'no', 'fp16', 'bf16'"),
+        ('sample_sampler = "euler_b"', "sample_sampler = 'euler_b' is not one of"),
+        ("cache_latents = 1", "cache_latents must be true or false"),
+        ('lr_scheduler = "constantt"', "is not a scheduler sd-scripts knows"),
+    ],
+)
 def test_wrong_types_and_bad_choices(tmp_path, line, words):
     path = write(tmp_path, "p.toml", f"schema = 1\n[t]\n{line}\n")
     with pytest.raises(PresetError) as e:
@@ -99,13 +104,15 @@ def test_wrong_types_and_bad_choices(tmp_path, line, words):
 
 
 FORBIDDEN_LINES = {key: f'{key} = "x"' for key in arguments.PRESET_FORBIDDEN}
-FORBIDDEN_LINES.update({
-    "log_with": 'log_with = "wandb"',
-    "save_state_to_huggingface": "save_state_to_huggingface = true",
-    "resume_from_huggingface": "resume_from_huggingface = true",
-    "async_upload": "async_upload = true",
-    "log_config": "log_config = true",
-})
+FORBIDDEN_LINES.update(
+    {
+        "log_with": 'log_with = "wandb"',
+        "save_state_to_huggingface": "save_state_to_huggingface = true",
+        "resume_from_huggingface": "resume_from_huggingface = true",
+        "async_upload": "async_upload = true",
+        "log_config": "log_config = true",
+    }
+)
 
 
 @pytest.mark.parametrize("key", sorted(FORBIDDEN_LINES))
@@ -116,16 +123,19 @@ def test_each_forbidden_key_is_rejected_naming_it(tmp_path, key):
     assert e.value.message.startswith(f"{path}: [x] {key}: {key} is not allowed in a preset: ")
 
 
-@pytest.mark.parametrize("line, words", [
-    ('network_module = "evil"', "network_module 'evil' is not allowed in a preset: sd-scripts imports and runs it"),
-    ('optimizer_type = "evil.Opt"', "optimizer_type 'evil.Opt' is not allowed in a preset"),
-    ('lr_scheduler_type = "evil.Sched"', "lr_scheduler_type 'evil.Sched' is not allowed in a preset"),
-    ('huggingface_token = "hf_x"', "huggingface_token is a secret"),
-    ('wandb_api_key = "k"', "wandb_api_key is a secret"),
-    ('pretrained_model_name_or_path = "/m.safetensors"', "is set by kohya-wrap"),
-    ('output_dir = "/tmp"', "is set by kohya-wrap"),
-    ('max_train_steps = 10', "max_train_steps is planned from the dataset"),
-])
+@pytest.mark.parametrize(
+    "line, words",
+    [
+        ('network_module = "evil"', "network_module 'evil' is not allowed in a preset: sd-scripts imports and runs it"),
+        ('optimizer_type = "evil.Opt"', "optimizer_type 'evil.Opt' is not allowed in a preset"),
+        ('lr_scheduler_type = "evil.Sched"', "lr_scheduler_type 'evil.Sched' is not allowed in a preset"),
+        ('huggingface_token = "hf_x"', "huggingface_token is a secret"),
+        ('wandb_api_key = "k"', "wandb_api_key is a secret"),
+        ('pretrained_model_name_or_path = "/m.safetensors"', "is set by kohya-wrap"),
+        ('output_dir = "/tmp"', "is set by kohya-wrap"),
+        ("max_train_steps = 10", "max_train_steps is planned from the dataset"),
+    ],
+)
 def test_code_paths_and_secrets_are_rejected(tmp_path, line, words):
     path = write(tmp_path, "p.toml", f"schema = 1\n[x]\n{line}\n")
     with pytest.raises(PresetError) as e:
@@ -134,8 +144,16 @@ def test_code_paths_and_secrets_are_rejected(tmp_path, line, words):
 
 
 def test_set_overrides_are_validated_and_may_carry_paths():
-    p = load_preset("likeness-sd15", ["network_dim=16", "kohya_wrap.target_steps=2500", "vae=/models/vae.safetensors",
-                                      "caption_dropout_rate=0.0", "max_train_steps=1200"])
+    p = load_preset(
+        "likeness-sd15",
+        [
+            "network_dim=16",
+            "kohya_wrap.target_steps=2500",
+            "vae=/models/vae.safetensors",
+            "caption_dropout_rate=0.0",
+            "max_train_steps=1200",
+        ],
+    )
     assert p.values["network_dim"].value == 16 and p.values["network_dim"].source == "--set"
     assert p.values["vae"].value == "/models/vae.safetensors"
     assert p.values["caption_dropout_rate"].value == 0.0
@@ -143,15 +161,18 @@ def test_set_overrides_are_validated_and_may_carry_paths():
     assert p.sha256 == load_preset("likeness-sd15").sha256  # the preset's hash is of the chain alone
 
 
-@pytest.mark.parametrize("override, words", [
-    ("network_dim=abc", "network_dim must be an integer"),
-    ("mixed_precision=fp8", "is not one of"),
-    ("netwrk_dim=4", "unknown sd-scripts argument"),
-    ("network_dim", "expected key=value"),
-    ("output_dir=/x", "is set by kohya-wrap"),
-    ("huggingface_token=abc", "is a secret"),
-    ("lr_scheduler=constant", "takes no warmup"),
-])
+@pytest.mark.parametrize(
+    "override, words",
+    [
+        ("network_dim=abc", "network_dim must be an integer"),
+        ("mixed_precision=fp8", "is not one of"),
+        ("netwrk_dim=4", "unknown sd-scripts argument"),
+        ("network_dim", "expected key=value"),
+        ("output_dir=/x", "is set by kohya-wrap"),
+        ("huggingface_token=abc", "is a secret"),
+        ("lr_scheduler=constant", "takes no warmup"),
+    ],
+)
 def test_bad_set_overrides(override, words):
     with pytest.raises(PresetError) as e:
         load_preset("likeness-sd15", [override])
@@ -159,7 +180,11 @@ def test_bad_set_overrides(override, words):
 
 
 def test_extends_chain_of_user_files(tmp_path):
-    write(tmp_path, "mine.toml", 'schema = 1\nextends = "likeness-sd15"\n[network]\nnetwork_dim = 24\nnetwork_alpha = 12.0\n')
+    write(
+        tmp_path,
+        "mine.toml",
+        'schema = 1\nextends = "likeness-sd15"\n[network]\nnetwork_dim = 24\nnetwork_alpha = 12.0\n',
+    )
     child = write(tmp_path, "child.toml", 'schema = 1\nextends = "mine.toml"\n[kohya_wrap]\ntarget_steps = 2500\n')
     p = load_preset(str(child))
     assert [f.name for f in p.files] == ["child.toml", "mine.toml", "likeness-sd15.toml", "base.toml"]
@@ -189,8 +214,9 @@ def test_newer_schema_asks_to_upgrade_kohya_wrap(tmp_path):
     path = write(tmp_path, "new.toml", f"schema = {CURRENT_SCHEMA + 1}\n")
     with pytest.raises(PresetError) as e:
         load_preset(str(path))
-    assert e.value.message == (f"{path}: preset uses schema {CURRENT_SCHEMA + 1}; "
-                               f"this kohya-wrap understands up to {CURRENT_SCHEMA}")
+    assert e.value.message == (
+        f"{path}: preset uses schema {CURRENT_SCHEMA + 1}; this kohya-wrap understands up to {CURRENT_SCHEMA}"
+    )
     assert "upgrade kohya-wrap" in e.value.hint
 
 
@@ -251,10 +277,22 @@ def test_diff_lists_only_what_differs():
 
 
 def test_export_leaves_out_paths_and_planned_values(tmp_path):
-    values = {"network_dim": 16, "caption_dropout_rate": 0.0, "vae": "/m/vae.safetensors", "output_dir": "/runs/x/output",
-              "max_train_steps": 3000, "network_module": "networks.lora", "sample_prompts": "/runs/x/p.txt"}
-    text = export_text(values, {"target_steps": 3000, "min_steps": 2000, "max_steps": 5000}, name="x",
-                       comment_lines=["sd-scripts commit: abc"], sd_scripts_commit="ae72efb92babe89ff8e70f057e42db68440e8d61")
+    values = {
+        "network_dim": 16,
+        "caption_dropout_rate": 0.0,
+        "vae": "/m/vae.safetensors",
+        "output_dir": "/runs/x/output",
+        "max_train_steps": 3000,
+        "network_module": "networks.lora",
+        "sample_prompts": "/runs/x/p.txt",
+    }
+    text = export_text(
+        values,
+        {"target_steps": 3000, "min_steps": 2000, "max_steps": 5000},
+        name="x",
+        comment_lines=["sd-scripts commit: abc"],
+        sd_scripts_commit="ae72efb92babe89ff8e70f057e42db68440e8d61",
+    )
     assert 'sd_scripts_commit = "ae72efb92babe89ff8e70f057e42db68440e8d61"' in text
     assert "/m/" not in text and "/runs/" not in text
     assert "caption_dropout_rate = 0.0" in text

@@ -6,10 +6,10 @@ from sd15_stub import write_sd15_stub
 
 from kohya_wrap.cli import cli
 from kohya_wrap.plan import make_plan
+from kohya_wrap.preset import load_preset
 from kohya_wrap.rundir import write_plan
 from kohya_wrap.train.machine import GpuInfo
 from kohya_wrap.train.runner import prepare_launch
-from kohya_wrap.preset import load_preset
 
 
 def run(*args):
@@ -40,7 +40,10 @@ def test_show_gives_every_value_with_its_source():
 def test_diff_shows_the_differences():
     rows = json.loads(run("presets", "diff", "likeness-sd15", "likeness-sd15-768", "--json").stdout)
     assert {r["key"]: (r["a"], r["b"]) for r in rows} == {
-        "gradient_checkpointing": (None, True), "resolution": ("512", "768"), "size": (512, 768)}
+        "gradient_checkpointing": (None, True),
+        "resolution": ("512", "768"),
+        "size": (512, 768),
+    }
     assert "same values" in run("presets", "diff", "smoke", "smoke").output
 
 
@@ -74,9 +77,15 @@ def test_export_makes_a_shareable_preset_from_a_run(tmp_path):
     checkout = tmp_path / "sd"
     checkout.mkdir()
     (checkout / "train_network.py").write_text("")
-    plan = make_plan(tmp_path / "ds", preset="smoke", base_model=str(model), run_dir=tmp_path / "run",
-                     overrides=["vae=/secret/place/vae.safetensors", "network_dim=8"], tokenizer_cache_dir=tmp_path / "tok",
-                     sd_scripts=checkout)
+    plan = make_plan(
+        tmp_path / "ds",
+        preset="smoke",
+        base_model=str(model),
+        run_dir=tmp_path / "run",
+        overrides=["vae=/secret/place/vae.safetensors", "network_dim=8"],
+        tokenizer_cache_dir=tmp_path / "tok",
+        sd_scripts=checkout,
+    )
     write_plan(plan)
     out = tmp_path / "shared.toml"
     result = run("presets", "export", str(tmp_path / "run"), "-o", str(out))
@@ -105,9 +114,15 @@ def test_export_from_a_cpu_run_carries_only_what_the_user_chose(tmp_path):
     checkout = tmp_path / "sd"
     checkout.mkdir()
     (checkout / "train_network.py").write_text("")
-    plan = make_plan(tmp_path / "ds", preset="likeness-sd15", base_model=str(model), run_dir=tmp_path / "run",
-                     overrides=["network_dim=8"], tokenizer_cache_dir=tmp_path / "tok",
-                     sd_scripts=checkout)
+    plan = make_plan(
+        tmp_path / "ds",
+        preset="likeness-sd15",
+        base_model=str(model),
+        run_dir=tmp_path / "run",
+        overrides=["network_dim=8"],
+        tokenizer_cache_dir=tmp_path / "tok",
+        sd_scripts=checkout,
+    )
     assert "mixed_precision" not in plan.values  # automatic: train chooses it on the machine it finds
     write_plan(plan)
     out = tmp_path / "shared.toml"
@@ -115,12 +130,25 @@ def test_export_from_a_cpu_run_carries_only_what_the_user_chose(tmp_path):
     exported = load_preset(str(out))
     chosen = {k for k, s in plan.sources.items() if s.startswith(("preset:", "--set"))}
     assert set(exported.values) == chosen
-    for key in ("mixed_precision", "output_name", "output_dir", "sample_prompts", "pretrained_model_name_or_path",
-                "tokenizer_cache_dir", "gradient_accumulation_steps"):
+    for key in (
+        "mixed_precision",
+        "output_name",
+        "output_dir",
+        "sample_prompts",
+        "pretrained_model_name_or_path",
+        "tokenizer_cache_dir",
+        "gradient_accumulation_steps",
+    ):
         assert key not in exported.values, key
     assert exported.values["network_dim"].value == 8 and exported.ours["auto_mixed_precision"].value is True
-    gpu = make_plan(tmp_path / "ds", preset=str(out), base_model=str(model), run_dir=tmp_path / "run2",
-                    tokenizer_cache_dir=tmp_path / "tok", sd_scripts=checkout)
+    gpu = make_plan(
+        tmp_path / "ds",
+        preset=str(out),
+        base_model=str(model),
+        run_dir=tmp_path / "run2",
+        tokenizer_cache_dir=tmp_path / "tok",
+        sd_scripts=checkout,
+    )
     launch = prepare_launch(gpu, fetch_models=False, sd_scripts=str(checkout), gpu_info=GpuInfo(1, True))
     assert launch.machine.launch.mixed_precision == "bf16"  # a GPU user of the preset gets the automatic choice
 
@@ -132,20 +160,32 @@ def test_show_prints_the_kohya_wrap_table_title():
 
 def test_validate_reports_every_error_not_the_first(tmp_path):
     path = tmp_path / "bad.toml"
-    path.write_text('schema = 1\n[t]\nnetwork_dim = 0\nepoch = 10\noptimizer_type = "adamw9bit"\n'
-                    '[kohya_wrap]\nsize = 1\n')
+    path.write_text(
+        'schema = 1\n[t]\nnetwork_dim = 0\nepoch = 10\noptimizer_type = "adamw9bit"\n[kohya_wrap]\nsize = 1\n'
+    )
     result = run("presets", "validate", str(path))
     assert result.exit_code == 1
-    for words in ("network_dim = 0 is out of range", "unknown sd-scripts argument 'epoch'", "max_train_epochs",
-                  "'adamw9bit'", "size must be at least 64", "4 problems"):
+    for words in (
+        "network_dim = 0 is out of range",
+        "unknown sd-scripts argument 'epoch'",
+        "max_train_epochs",
+        "'adamw9bit'",
+        "size must be at least 64",
+        "4 problems",
+    ):
         assert words in result.output, words
     doc = json.loads(run("presets", "validate", str(path), "--json").stdout)
     assert doc["valid"] is False and len(doc["errors"]) == 4
 
 
 def test_gui_names_point_to_the_sd_scripts_argument():
-    for text, target in (("epoch=10", "max_train_epochs"), ("lr=1e-4", "learning_rate"),
-                         ("batch_size=2", "train_batch_size"), ("dim=16", "network_dim"), ("alpha=8", "network_alpha"),
-                         ("steps=100", "max_train_steps")):
+    for text, target in (
+        ("epoch=10", "max_train_epochs"),
+        ("lr=1e-4", "learning_rate"),
+        ("batch_size=2", "train_batch_size"),
+        ("dim=16", "network_dim"),
+        ("alpha=8", "network_alpha"),
+        ("steps=100", "max_train_steps"),
+    ):
         result = run("presets", "show", "likeness-sd15", "--set", text)
         assert result.exit_code == 1 and f"sd-scripts calls it '{target}'" in result.output, (text, result.output)

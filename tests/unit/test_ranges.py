@@ -18,25 +18,28 @@ def test_every_numeric_argument_has_a_range_or_a_reason_not_to():
     assert numeric - set(RANGES) == set(UNRANGED)
 
 
-@pytest.mark.parametrize("override, words", [
-    ("train_batch_size=0", "train_batch_size = 0 is out of range: it must be >= 1"),
-    ("train_batch_size=-1", "train_batch_size = -1 is out of range: it must be >= 1"),
-    ("gradient_accumulation_steps=0", "gradient_accumulation_steps = 0 is out of range: it must be >= 1"),
-    ("max_train_steps=0", "max_train_steps = 0 is out of range: it must be >= 1"),
-    ("max_train_epochs=0", "max_train_epochs = 0 is out of range"),
-    ("learning_rate=0", "learning_rate = 0.0 is out of range: it must be > 0"),
-    ("learning_rate=nan", "learning_rate = nan: must be a finite number"),
-    ("network_dim=0", "network_dim = 0 is out of range: it must be >= 1"),
-    ("network_alpha=0", "network_alpha = 0.0 is out of range: it must be > 0"),
-    ("save_every_n_steps=0", "save_every_n_steps = 0 is out of range: it must be >= 1"),
-    ("resolution=0", "resolution must be 'N' or 'W,H' with positive integers"),
-    ("caption_dropout_rate=1.5", "caption_dropout_rate = 1.5 is out of range: it must be from 0 to 1"),
-    ("network_dropout=1", "network_dropout = 1.0 is out of range: it must be from 0 below 1"),
-    ("clip_skip=13", "clip_skip = 13 is out of range: it must be from 1 to 12"),
-    ("lr_warmup_steps=-5", "lr_warmup_steps = -5.0 is out of range: it must be >= 0"),
-    ("text_encoder_lr=[1e-4, -1]", "text_encoder_lr = -1.0 is out of range"),
-    ("seed=-1", "seed = -1 is out of range"),
-])
+@pytest.mark.parametrize(
+    "override, words",
+    [
+        ("train_batch_size=0", "train_batch_size = 0 is out of range: it must be >= 1"),
+        ("train_batch_size=-1", "train_batch_size = -1 is out of range: it must be >= 1"),
+        ("gradient_accumulation_steps=0", "gradient_accumulation_steps = 0 is out of range: it must be >= 1"),
+        ("max_train_steps=0", "max_train_steps = 0 is out of range: it must be >= 1"),
+        ("max_train_epochs=0", "max_train_epochs = 0 is out of range"),
+        ("learning_rate=0", "learning_rate = 0.0 is out of range: it must be > 0"),
+        ("learning_rate=nan", "learning_rate = nan: must be a finite number"),
+        ("network_dim=0", "network_dim = 0 is out of range: it must be >= 1"),
+        ("network_alpha=0", "network_alpha = 0.0 is out of range: it must be > 0"),
+        ("save_every_n_steps=0", "save_every_n_steps = 0 is out of range: it must be >= 1"),
+        ("resolution=0", "resolution must be 'N' or 'W,H' with positive integers"),
+        ("caption_dropout_rate=1.5", "caption_dropout_rate = 1.5 is out of range: it must be from 0 to 1"),
+        ("network_dropout=1", "network_dropout = 1.0 is out of range: it must be from 0 below 1"),
+        ("clip_skip=13", "clip_skip = 13 is out of range: it must be from 1 to 12"),
+        ("lr_warmup_steps=-5", "lr_warmup_steps = -5.0 is out of range: it must be >= 0"),
+        ("text_encoder_lr=[1e-4, -1]", "text_encoder_lr = -1.0 is out of range"),
+        ("seed=-1", "seed = -1 is out of range"),
+    ],
+)
 def test_out_of_range_overrides_are_refused_naming_key_value_and_range(override, words):
     with pytest.raises(PresetError) as e:
         load_preset("likeness-sd15", [override])
@@ -62,8 +65,10 @@ def test_min_timestep_must_be_below_max_timestep():
         load_preset("likeness-sd15", ["min_timestep=500", "max_timestep=100"])
 
 
-@pytest.mark.parametrize("name", ["AdamW", "adamw8bit", "PRODIGY", "Lion", "DAdaptAdam", "AdamWScheduleFree",
-                                  "Adafactor", "SGD", "RAdam", ""])
+@pytest.mark.parametrize(
+    "name",
+    ["AdamW", "adamw8bit", "PRODIGY", "Lion", "DAdaptAdam", "AdamWScheduleFree", "Adafactor", "SGD", "RAdam", ""],
+)
 def test_optimizer_names_sd_scripts_resolves_are_accepted(name):
     assert arguments.convert("optimizer_type", name) == name
 
@@ -90,8 +95,9 @@ def test_an_optimizer_whose_package_is_missing_is_refused_by_the_plan_check(monk
     import importlib.util
 
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *a: None if name == "bitsandbytes" else real(name, *a))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "bitsandbytes" else real(name, *a)
+    )
     values = {"optimizer_type": "AdamW8bit"}
     problems = [p for p in arguments.cross_checks(values) if p.severity == "error"]
     assert problems and problems[0].keys == ("optimizer_type",)
@@ -102,8 +108,10 @@ def test_an_optimizer_whose_package_is_missing_is_refused_by_the_plan_check(monk
 
 
 def test_each_optimizer_family_names_its_package():
-    need = {name: arguments.needed_packages({"optimizer_type": name}) for name in
-            ("AdamW8bit", "PagedAdamW", "Lion", "Prodigy", "DAdaptLion", "SGDScheduleFree", "AdamW", "SGD")}
+    need = {
+        name: arguments.needed_packages({"optimizer_type": name})
+        for name in ("AdamW8bit", "PagedAdamW", "Lion", "Prodigy", "DAdaptLion", "SGDScheduleFree", "AdamW", "SGD")
+    }
     assert [p[1] for p in need["AdamW8bit"]] == ["bitsandbytes"] == [p[1] for p in need["PagedAdamW"]]
     assert [p[1] for p in need["Lion"]] == ["lion-pytorch"]
     assert [p[1] for p in need["Prodigy"]] == ["prodigyopt"]

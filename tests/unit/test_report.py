@@ -16,9 +16,9 @@ from kohya_wrap.cli import cli
 from kohya_wrap.errors import RunDirError
 from kohya_wrap.events import EventWriter, Progress, Warning_
 from kohya_wrap.report.html import render_report, write_report
-from kohya_wrap.sample.session import load_sessions
 from kohya_wrap.report.summary import load_run, moving_average
 from kohya_wrap.rundir import format_duration
+from kohya_wrap.sample.session import load_sessions
 from kohya_wrap.sdscripts.samples import checkpoint_files, parse_sample_name, read_prompt_texts
 
 
@@ -46,7 +46,7 @@ def test_report_content(tmp_path: Path) -> None:
     assert "http://" not in page and "https://" not in page
     assert polyline_points(page, "loss-line") == loss_event_count(run_dir) == 8
     assert polyline_points(page, "loss-average") == 8
-    summary = page[page.index('id="summary"'):page.index("</table>", page.index('id="summary"'))]
+    summary = page[page.index('id="summary"') : page.index("</table>", page.index('id="summary"'))]
     for expected in ("smoke", "4 images (40 with repeats)", "4 of 4", "13s", "1m14s", "0.308", "1.12", "finished"):
         assert expected in summary
     grid = re.search(r'<table class="grid" id="training-samples" data-rows="(\d+)" data-columns="(\d+)">', page)
@@ -65,9 +65,12 @@ def test_report_content(tmp_path: Path) -> None:
 def test_grid_cells_follow_prompt_index(tmp_path: Path) -> None:
     run_dir = make_run(tmp_path, sample_steps=(2,))
     page = render_report(load_run(run_dir))
-    row = page[page.index('data-step="2"'):]
+    row = page[page.index('data-step="2"') :]
     cells = re.findall(r'<td data-prompt-index="(\d)"><img alt="([^"]+)"', row)
-    assert cells == [("0", "tinylora_000002_00_20261125091531_42.png"), ("1", "tinylora_000002_01_20261125091531_42.png")]
+    assert cells == [
+        ("0", "tinylora_000002_00_20261125091531_42.png"),
+        ("1", "tinylora_000002_01_20261125091531_42.png"),
+    ]
 
 
 def test_epoch_samples_get_step_from_plan(tmp_path: Path) -> None:
@@ -89,14 +92,24 @@ def _write_events(run_dir: Path, events: list) -> None:  # type: ignore[type-arg
 
 
 def _progress(step: int, loss: float | None, lr: float | None = None) -> Progress:
-    return Progress(step=step, total=10, rate=2.0, rate_unit="it/s", elapsed_s=step / 2, eta_s=1.0, avr_loss=loss, lr=lr)
+    return Progress(
+        step=step, total=10, rate=2.0, rate_unit="it/s", elapsed_s=step / 2, eta_s=1.0, avr_loss=loss, lr=lr
+    )
 
 
 def test_unfinished_run_with_nan_and_lr(tmp_path: Path) -> None:
     run_dir = make_run(tmp_path, with_run_json=False, sample_steps=())
     (run_dir / "events.jsonl").unlink()
-    _write_events(run_dir, [_progress(0, None), _progress(1, 0.5, 1e-4), _progress(2, math.nan, 1e-4),
-                            _progress(3, 0.4, 5e-5), Warning_(message="careful <b>")])
+    _write_events(
+        run_dir,
+        [
+            _progress(0, None),
+            _progress(1, 0.5, 1e-4),
+            _progress(2, math.nan, 1e-4),
+            _progress(3, 0.4, 5e-5),
+            Warning_(message="careful <b>"),
+        ],
+    )
     s = load_run(run_dir)
     assert s.outcome == "unfinished" and s.final_loss == 0.4 and s.run is None
     page = render_report(s)
@@ -118,8 +131,12 @@ def test_planned_run_without_events(tmp_path: Path) -> None:
 def test_failed_outcome_from_events(tmp_path: Path) -> None:
     run_dir = make_run(tmp_path, sample_steps=())
     with open(run_dir / "events.jsonl", "a", encoding="utf-8") as f:
-        f.write(json.dumps({"t": "2026-11-25T09:16:00.000Z", "type": "finished", "outcome": "oom",
-                            "exit_code": 1, "returncode": 1}) + "\n")
+        f.write(
+            json.dumps(
+                {"t": "2026-11-25T09:16:00.000Z", "type": "finished", "outcome": "oom", "exit_code": 1, "returncode": 1}
+            )
+            + "\n"
+        )
     s = load_run(run_dir)
     assert s.outcome == "oom" and s.exit_code == 1
     assert 'class="outcome-bad">oom</span>' in render_report(s)
@@ -135,11 +152,34 @@ def test_sample_sessions_become_grids(tmp_path: Path) -> None:
             for k in range(2):
                 seq = p * 2 + k + 1
                 Image.new("RGB", (16, 16), (seq * 30, 0, 0)).save(session / stem / f"im_{seq:06d}.png")
-                images.append({"file": f"{stem}/im_{seq:06d}.png", "lora_file": f"/x/{stem}.safetensors",
-                               "lora_name": stem, "step": step, "prompt_index": p, "image_index": k, "seed": 7 + k})
-    (session / "samples.json").write_text(json.dumps({
-        "schema": 1, "created_at": "2026-11-25T10:15:00Z", "base_model": "/m.safetensors", "prompts": ["p0", "p1"],
-        "weight": 0.0, "seed": 7, "count": 2, "width": 64, "height": 64, "sampler_steps": 4, "images": images}))
+                images.append(
+                    {
+                        "file": f"{stem}/im_{seq:06d}.png",
+                        "lora_file": f"/x/{stem}.safetensors",
+                        "lora_name": stem,
+                        "step": step,
+                        "prompt_index": p,
+                        "image_index": k,
+                        "seed": 7 + k,
+                    }
+                )
+    (session / "samples.json").write_text(
+        json.dumps(
+            {
+                "schema": 1,
+                "created_at": "2026-11-25T10:15:00Z",
+                "base_model": "/m.safetensors",
+                "prompts": ["p0", "p1"],
+                "weight": 0.0,
+                "seed": 7,
+                "count": 2,
+                "width": 64,
+                "height": 64,
+                "sampler_steps": 4,
+                "images": images,
+            }
+        )
+    )
     (run_dir / "samples" / "broken").mkdir()
     (run_dir / "samples" / "broken" / "samples.json").write_text("{not json")
     sessions = load_sessions(run_dir)
@@ -190,11 +230,19 @@ def test_sample_names_and_prompts(tmp_path: Path) -> None:
     assert read_prompt_texts(tmp_path / "none.txt") == []
     out = tmp_path / "out"
     out.mkdir()
-    for name in ("face.safetensors", "face-step00000100.safetensors", "face-000002.safetensors", "faces.safetensors",
-                 "face-step00000100-state"):
+    for name in (
+        "face.safetensors",
+        "face-step00000100.safetensors",
+        "face-000002.safetensors",
+        "faces.safetensors",
+        "face-step00000100-state",
+    ):
         (out / name).write_bytes(b"")
     assert [p.name for p in checkpoint_files(out, "face")] == [
-        "face-000002.safetensors", "face-step00000100.safetensors", "face.safetensors"]
+        "face-000002.safetensors",
+        "face-step00000100.safetensors",
+        "face.safetensors",
+    ]
     assert PROMPTS[0] == "a photo of ohwx man"
 
 
@@ -206,18 +254,37 @@ def test_gen_command_and_target_selection(tmp_path: Path) -> None:
     for bad in ("", "# comment", "two\nlines", "x --d 5"):
         with pytest.raises(ValueError):
             prompt_line(bad, [1])
-    assert expected_outputs(2, 2) == [(0, 0, "im_000001.png"), (0, 1, "im_000002.png"),
-                                      (1, 0, "im_000003.png"), (1, 1, "im_000004.png")]
-    req = GenRequest(checkout=Path("/sd"), base_model=Path("/m.safetensors"), lora_file=Path("/l.safetensors"),
-                     weight=0.0, prompts_file=Path("/p.txt"), out_dir=Path("/o"), images_per_prompt=2, width=64,
-                     height=64, steps=2, scale=7.5, sampler="euler_a", tokenizer_cache_dir=None)
+    assert expected_outputs(2, 2) == [
+        (0, 0, "im_000001.png"),
+        (0, 1, "im_000002.png"),
+        (1, 0, "im_000003.png"),
+        (1, 1, "im_000004.png"),
+    ]
+    req = GenRequest(
+        checkout=Path("/sd"),
+        base_model=Path("/m.safetensors"),
+        lora_file=Path("/l.safetensors"),
+        weight=0.0,
+        prompts_file=Path("/p.txt"),
+        out_dir=Path("/o"),
+        images_per_prompt=2,
+        width=64,
+        height=64,
+        steps=2,
+        scale=7.5,
+        sampler="euler_a",
+        tokenizer_cache_dir=None,
+    )
     argv = build_argv(req, python="py")
     assert argv[:2] == ["py", "/sd/gen_img.py"]
     assert argv[argv.index("--network_mul") + 1] == "0.0" and "--tokenizer_cache_dir" not in argv
     assert "--seed" not in argv  # seeds travel in the prompt file (gen_img.py's --seed bug)
 
-    targets = [LoraTarget(Path("c.safetensors"), None), LoraTarget(Path("b.safetensors"), 20),
-               LoraTarget(Path("a.safetensors"), 10)]
+    targets = [
+        LoraTarget(Path("c.safetensors"), None),
+        LoraTarget(Path("b.safetensors"), 20),
+        LoraTarget(Path("a.safetensors"), 10),
+    ]
     assert [t.step for t in select_targets(targets, "all")] == [10, 20, None]
     assert [t.step for t in select_targets(targets, "last")] == [None]
     assert [t.step for t in select_targets(targets, "20, 10")] == [20, 10]

@@ -36,10 +36,21 @@ def test_rows(tmp_path: Path) -> None:
     rows = list_runs(_runs_dir(tmp_path))
     assert [r.run_dir.name for r in rows] == ["a-planned", "b-finished", "c-broken"]
     planned, finished, broken = rows
-    assert (planned.preset, planned.outcome, planned.steps_done, planned.steps_total, planned.final_loss, planned.output) == (
-        "likeness-sd15", "planned", None, 4, None, None)
+    assert (
+        planned.preset,
+        planned.outcome,
+        planned.steps_done,
+        planned.steps_total,
+        planned.final_loss,
+        planned.output,
+    ) == ("likeness-sd15", "planned", None, 4, None, None)
     assert (finished.preset, finished.outcome, finished.steps_done, finished.steps_total, finished.final_loss) == (
-        "smoke", "finished", 4, 4, 1.12)
+        "smoke",
+        "finished",
+        4,
+        4,
+        1.12,
+    )
     assert finished.output == tmp_path / "runs" / "b-finished" / "output" / "tinylora.safetensors"
     assert finished.when == "2026-11-25T09:14:38.901Z"
     assert broken.outcome == "unreadable" and "cannot be read as JSON" in broken.problem

@@ -33,12 +33,14 @@ def test_both_commands_are_listed_and_need_their_arguments() -> None:
     assert invoke("export", ".").exit_code == 2  # -o is required
 
 
-def test_without_the_identity_model_score_says_how_to_install_it(tmp_path: Path,
-                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_without_the_identity_model_score_says_how_to_install_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import kohya_wrap.score as score_mod
 
-    monkeypatch.setattr(score_mod, "scorer_available",
-                        lambda: "the face identity model needs dlib: pip install 'kohya-wrap[score]'")
+    monkeypatch.setattr(
+        score_mod, "scorer_available", lambda: "the face identity model needs dlib: pip install 'kohya-wrap[score]'"
+    )
     run = make_run(tmp_path, sample_steps=(2,))
     (tmp_path / "dataset" / "img" / "10_ohwx man").mkdir(parents=True)
     result = invoke("score", str(run))
@@ -69,8 +71,9 @@ def test_score_json_and_exit_0_whatever_it_found(tmp_path: Path, cache_home: Pat
     assert [(c["step"], c["faces"], c["matches"]) for c in doc["checkpoints"]] == [(250, 0, 0), (500, 1, 1)]
     assert doc["recommended"]["step"] == 500 and doc["reason"].startswith("step 500")
     assert doc["cache"] == {"hits": 0, "misses": 2} and list(cache_home.rglob("*.npz"))
-    again = json.loads(invoke("score", "--json", "--reference", str(tmp_path / "refs"), "--samples",
-                              str(tmp_path / "s")).output)
+    again = json.loads(
+        invoke("score", "--json", "--reference", str(tmp_path / "refs"), "--samples", str(tmp_path / "s")).output
+    )
     assert again["cache"] == {"hits": 2, "misses": 0}
     text = invoke("score", "--no-cache", "--reference", str(tmp_path / "refs"), "--samples", str(tmp_path / "s"))
     assert text.exit_code == 0 and "recommended: step 500" in text.output
@@ -90,8 +93,11 @@ def test_score_a_run_then_export_its_recommendation(tmp_path: Path) -> None:
     put("obama.jpg", run / "output" / "sample" / f"{OUTPUT_NAME}_000002_00_20261125091531_42.png")
     put("32bit.png", run / "output" / "sample" / f"{OUTPUT_NAME}_000004_00_20261125091531_42.png")
     for stem, step in ((f"{OUTPUT_NAME}-step00000002", "2"), (OUTPUT_NAME, "4")):
-        save_file({"lora_unet_a.alpha": np.ones((1,), np.float32)}, str(run / "output" / f"{stem}.safetensors"),
-                  metadata={"ss_steps": step})
+        save_file(
+            {"lora_unet_a.alpha": np.ones((1,), np.float32)},
+            str(run / "output" / f"{stem}.safetensors"),
+            metadata={"ss_steps": step},
+        )
     result = invoke("score", str(run))
     assert result.exit_code == 0, result.output
     assert "recommended: step 2" in result.output and (run / "score.json").is_file()

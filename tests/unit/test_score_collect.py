@@ -30,8 +30,12 @@ def png(path: Path) -> Path:
 
 
 def test_samples_grouped_by_sd_scripts_file_names(tmp_path: Path) -> None:
-    for name in ("ohwx_000250_00_20261201101010_42.png", "ohwx_000250_01_20261201101011.png",
-                 "my_lora_v2_000500_00_20261201102020_7.png", "000750_00_20261201103030.png"):
+    for name in (
+        "ohwx_000250_00_20261201101010_42.png",
+        "ohwx_000250_01_20261201101011.png",
+        "my_lora_v2_000500_00_20261201102020_7.png",
+        "000750_00_20261201103030.png",
+    ):
         png(tmp_path / name)
     png(tmp_path / "notes.png")  # not a sample name: ignored while others group
     groups = group_samples_dir(tmp_path)
@@ -52,19 +56,30 @@ def test_samples_grouped_by_one_subfolder_per_checkpoint(tmp_path: Path) -> None
     (tmp_path / "empty-250").mkdir()
     groups = group_samples_dir(tmp_path)
     assert [(g.step, sorted(p.name for p in g.images)) for g in groups] == [
-        (500, ["a.png", "b.jpg"]), (1000, ["c.png"]), (1500, ["d.png"])]
+        (500, ["a.png", "b.jpg"]),
+        (1000, ["c.png"]),
+        (1500, ["d.png"]),
+    ]
 
 
 def test_folder_step_is_the_last_number_of_the_name() -> None:
     assert [folder_step(n) for n in ("step-000500", "500", "ohwx-step00001500", "v2-ckpt-300", "final")] == [
-        500, 500, 1500, 300, None]
+        500,
+        500,
+        1500,
+        300,
+        None,
+    ]
 
 
-@pytest.mark.parametrize("setup, message", [
-    (lambda d: None, "no images"),
-    (lambda d: png(d / "IMG_0001.png"), "1 images whose names do not say a step"),
-    (lambda d: png(d / "final" / "a.png"), "subfolders without a step number in their name: final"),
-])
+@pytest.mark.parametrize(
+    "setup, message",
+    [
+        (lambda d: None, "no images"),
+        (lambda d: png(d / "IMG_0001.png"), "1 images whose names do not say a step"),
+        (lambda d: png(d / "final" / "a.png"), "subfolders without a step number in their name: final"),
+    ],
+)
 def test_samples_that_say_no_step_are_an_error(tmp_path: Path, setup, message: str) -> None:  # type: ignore[no-untyped-def]
     setup(tmp_path)
     with pytest.raises(ScoreError, match=message) as e:
@@ -112,8 +127,11 @@ def test_checkpoint_steps_from_metadata_name_or_the_final_file(tmp_path: Path) -
     save_file(t, str(out / "ohwx.safetensors"))  # no metadata: the final step
     save_file(t, str(out / "other.safetensors"), metadata={"ss_steps": "1"})  # another output name
     assert {s: p.name for s, p in checkpoint_steps(out, "ohwx", 1000).items()} == {
-        250: "ohwx-step00000250.safetensors", 500: "ohwx-000002.safetensors",
-        750: "ohwx-step00000750.safetensors", 1000: "ohwx.safetensors"}
+        250: "ohwx-step00000250.safetensors",
+        500: "ohwx-000002.safetensors",
+        750: "ohwx-step00000750.safetensors",
+        1000: "ohwx.safetensors",
+    }
 
 
 def test_a_runs_samples_are_grouped_with_the_lora_saved_at_each_step(tmp_path: Path) -> None:
@@ -121,7 +139,10 @@ def test_a_runs_samples_are_grouped_with_the_lora_saved_at_each_step(tmp_path: P
     groups, where = group_run_samples(run)
     assert where == str(run / "output" / "sample")
     assert [(g.step, len(g.images), g.checkpoint.name if g.checkpoint else None) for g in groups] == [
-        (0, 2, None), (2, 2, f"{OUTPUT_NAME}-step00000002.safetensors"), (4, 2, f"{OUTPUT_NAME}.safetensors")]
+        (0, 2, None),
+        (2, 2, f"{OUTPUT_NAME}-step00000002.safetensors"),
+        (4, 2, f"{OUTPUT_NAME}.safetensors"),
+    ]
 
 
 def test_a_run_without_samples_is_an_error(tmp_path: Path) -> None:
@@ -142,7 +163,8 @@ def test_a_runs_references_are_its_training_images_not_regularization(tmp_path: 
     png(reg / "r.png")
     doc = json.loads((run / "plan.json").read_text(encoding="utf-8"))
     doc["dataset"]["subsets"].append(
-        {"dir": str(reg), "images": 1, "repeats": 1, "class_tokens": "man", "is_reg": True})
+        {"dir": str(reg), "images": 1, "repeats": 1, "class_tokens": "man", "is_reg": True}
+    )
     (run / "plan.json").write_text(json.dumps(doc), encoding="utf-8")
     photos, where = run_references(run)
     assert [p.name for p in photos] == ["0001.png", "0002.jpg"] and where == str(train)

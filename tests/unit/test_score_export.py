@@ -21,9 +21,11 @@ def bf16_lora(path: Path, metadata: dict[str, str]) -> None:
     """A LoRA file with a bf16 tensor (numpy cannot make one: written by hand, as the format says)."""
     raw_bf16 = np.array([0x3F80, 0x4000, 0xBF80, 0x0000], dtype="<u2").tobytes()  # 1, 2, -1, 0
     raw_f32 = np.array([1.5], dtype="<f4").tobytes()
-    header = {"__metadata__": metadata,
-              "lora_unet_a.lora_down.weight": {"dtype": "BF16", "shape": [2, 2], "data_offsets": [0, 8]},
-              "lora_unet_a.alpha": {"dtype": "F32", "shape": [1], "data_offsets": [8, 12]}}
+    header = {
+        "__metadata__": metadata,
+        "lora_unet_a.lora_down.weight": {"dtype": "BF16", "shape": [2, 2], "data_offsets": [0, 8]},
+        "lora_unet_a.alpha": {"dtype": "F32", "shape": [1], "data_offsets": [8, 12]},
+    }
     body = json.dumps(header).encode("utf-8")
     body += b" " * (-(8 + len(body)) % 8)
     path.write_bytes(struct.pack("<Q", len(body)) + body + raw_bf16 + raw_f32)
@@ -39,17 +41,37 @@ def run(tmp_path: Path) -> Path:
     run = make_run(tmp_path, sample_steps=(2, 4))
     out = run / "output"
     bf16_lora(out / f"{OUTPUT_NAME}-step00000002.safetensors", META)
-    save_file({"lora_unet_a.alpha": np.array([4.0], dtype=np.float32)}, str(out / f"{OUTPUT_NAME}.safetensors"),
-              metadata={**META, "ss_steps": "4"})
+    save_file(
+        {"lora_unet_a.alpha": np.array([4.0], dtype=np.float32)},
+        str(out / f"{OUTPUT_NAME}.safetensors"),
+        metadata={**META, "ss_steps": "4"},
+    )
     return run
 
 
 def score_json(run: Path, recommended: int | None) -> None:
-    checkpoints = [{"step": s, "samples": 2, "faces": 2, "likeness": lk, "matches": 2, "copies": c, "distance": 0.3,
-                    "variety": 0.5, "checkpoint": None, "validation_loss": None, "images": []}
-                   for s, lk, c in ((2, 0.71, 0), (4, 0.8, 1))]
-    doc = {"checkpoints": checkpoints, "recommended": None if recommended is None else {"step": recommended},
-           "reason": "because" if recommended else "every checkpoint copies", "model": {"id": "dlib-x"}}
+    checkpoints = [
+        {
+            "step": s,
+            "samples": 2,
+            "faces": 2,
+            "likeness": lk,
+            "matches": 2,
+            "copies": c,
+            "distance": 0.3,
+            "variety": 0.5,
+            "checkpoint": None,
+            "validation_loss": None,
+            "images": [],
+        }
+        for s, lk, c in ((2, 0.71, 0), (4, 0.8, 1))
+    ]
+    doc = {
+        "checkpoints": checkpoints,
+        "recommended": None if recommended is None else {"step": recommended},
+        "reason": "because" if recommended else "every checkpoint copies",
+        "model": {"id": "dlib-x"},
+    }
     (run / "score.json").write_text(json.dumps(doc), encoding="utf-8")
 
 
@@ -68,7 +90,8 @@ def test_the_recommended_checkpoint_with_its_metadata_kept_and_the_score_added(r
     assert start % 8 == 0
     src_header, _ = read_header(source)
     assert {k: v for k, v in header.items() if k != "__metadata__"} == {
-        k: v for k, v in src_header.items() if k != "__metadata__"}
+        k: v for k, v in src_header.items() if k != "__metadata__"
+    }
     assert result.prompt == "<lora:ohwx:0.8> photo of ohwx man"
 
 

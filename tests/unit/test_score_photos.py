@@ -94,8 +94,19 @@ def test_every_field_of_every_checkpoint(scene: tuple[Path, Path], tmp_path: Pat
     assert by_step[500]["copies"] == 1 and by_step[500]["variety"] is None  # one sample: no pairs
 
     for c in doc["checkpoints"]:
-        assert set(c) >= {"step", "samples", "faces", "likeness", "matches", "copies", "variety", "distance",
-                          "checkpoint", "validation_loss", "images"}
+        assert set(c) >= {
+            "step",
+            "samples",
+            "faces",
+            "likeness",
+            "matches",
+            "copies",
+            "variety",
+            "distance",
+            "checkpoint",
+            "validation_loss",
+            "images",
+        }
         assert c["checkpoint"] is None and c["validation_loss"] is None
         assert len(c["images"]) == c["samples"]
         for i in c["images"]:
@@ -104,16 +115,29 @@ def test_every_field_of_every_checkpoint(scene: tuple[Path, Path], tmp_path: Pat
                 assert i["match"] == (i["distance"] < 0.6)
 
     assert doc["recommended"]["step"] == 300
-    assert doc["recommended"] == {"step": 300, "checkpoint": None, "likeness": person["likeness"], "matches": 2,
-                                  "samples": 2, "faces": 2, "copies": 0}
+    assert doc["recommended"] == {
+        "step": 300,
+        "checkpoint": None,
+        "likeness": person["likeness"],
+        "matches": 2,
+        "samples": 2,
+        "faces": 2,
+        "copies": 0,
+    }
     assert doc["reason"].startswith("step 300: 2 of 2 samples are the person")
     assert "copy a training photo: step 400, 500" in doc["reason"]
     assert doc["model"]["same_person_distance"] == 0.6
 
 
-@pytest.mark.parametrize("reference, kind", [
-    ("obama2.jpg", "resized-jpeg"), ("obama3.jpg", "cropped"), ("obama2.jpg", "rotated"), ("obama3.jpg", "mirrored"),
-])
+@pytest.mark.parametrize(
+    "reference, kind",
+    [
+        ("obama2.jpg", "resized-jpeg"),
+        ("obama3.jpg", "cropped"),
+        ("obama2.jpg", "rotated"),
+        ("obama3.jpg", "mirrored"),
+    ],
+)
 def test_copies_and_near_copies_of_a_reference(tmp_path: Path, model, reference: str, kind: str) -> None:  # type: ignore[no-untyped-def]
     put("obama2.jpg", tmp_path / "refs" / "obama2.jpg")
     put("obama3.jpg", tmp_path / "refs" / "obama3.jpg")
@@ -146,8 +170,9 @@ def test_no_face_anywhere_is_no_recommendation_with_its_reason(tmp_path: Path, m
             put(name, tmp_path / "s" / f"ohwx_{step:06d}_{n:02d}_20261201120000_42.png")
     doc = score_images(tmp_path / "refs", tmp_path / "s", use_cache=False, model=model).to_json()
     assert doc["recommended"] is None
-    assert doc["reason"] == ("no face in any of the 4 samples: the model draws no faces yet "
-                             "(a random-weight smoke model draws none)")
+    assert doc["reason"] == (
+        "no face in any of the 4 samples: the model draws no faces yet (a random-weight smoke model draws none)"
+    )
     assert [c["step"] for c in doc["checkpoints"]] == [250, 500]
 
 
@@ -182,8 +207,7 @@ def test_bad_inputs_are_clear_errors(tmp_path: Path, model) -> None:  # type: ig
         score_images(tmp_path / "refs", tmp_path / "s", use_cache=False, model=model)
 
 
-def test_the_cache_makes_the_second_score_skip_the_references(scene: tuple[Path, Path], tmp_path: Path,
-                                                               model) -> None:  # type: ignore[no-untyped-def]
+def test_the_cache_makes_the_second_score_skip_the_references(scene: tuple[Path, Path], tmp_path: Path, model) -> None:  # type: ignore[no-untyped-def]
     cache = tmp_path / "cache"
     cold = score_images(*scene, cache_dir=cache, model=model)
     warm = score_images(*scene, cache_dir=cache, model=model)
@@ -216,7 +240,10 @@ def test_score_run_reads_the_plan_and_writes_score_json(tmp_path: Path, model) -
     doc = load_score(run)
     assert doc == json.loads(json.dumps(report.to_json()))
     assert [(c["step"], c["checkpoint"]) for c in doc["checkpoints"]] == [
-        (0, None), (2, f"{OUTPUT_NAME}-step00000002.safetensors"), (4, f"{OUTPUT_NAME}.safetensors")]
+        (0, None),
+        (2, f"{OUTPUT_NAME}-step00000002.safetensors"),
+        (4, f"{OUTPUT_NAME}.safetensors"),
+    ]
     assert doc["checkpoints"][2]["copies"] == 1  # the final step copies obama2.jpg
     # step 0 is the base model (no LoRA file): it is never recommended
     assert doc["recommended"]["step"] == 2
@@ -231,5 +258,7 @@ def test_no_face_in_samples_nor_references_is_a_finding_not_an_error(tmp_path: P
     put("skimage:chelsea.png", tmp_path / "s" / "step-2" / "a.png")
     doc = score_images(tmp_path / "refs", tmp_path / "s", use_cache=False, model=model).to_json()
     assert doc["recommended"] is None and doc["references"]["faces"] == 0
-    assert doc["reason"] == ("no face in any of the 1 samples: the model draws no faces yet (a random-weight smoke "
-                             "model draws none) (nor in any of the 1 reference photos)")
+    assert doc["reason"] == (
+        "no face in any of the 1 samples: the model draws no faces yet (a random-weight smoke "
+        "model draws none) (nor in any of the 1 reference photos)"
+    )

@@ -12,10 +12,25 @@ from kohya_wrap.score import load_score, recommended_line, recommended_step
 from kohya_wrap.score.scoring import CheckpointScore, ScoreReport, likeness_of, recommend, variety_of
 
 
-def ck(step: int, *, samples: int = 3, faces: int = 3, likeness: float | None = 0.7, matches: int = 3,
-       copies: int = 0, checkpoint: str | None = "x.safetensors") -> CheckpointScore:
-    return CheckpointScore(step=step, samples=samples, faces=faces, likeness=likeness, matches=matches,
-                           copies=copies, checkpoint=checkpoint)
+def ck(
+    step: int,
+    *,
+    samples: int = 3,
+    faces: int = 3,
+    likeness: float | None = 0.7,
+    matches: int = 3,
+    copies: int = 0,
+    checkpoint: str | None = "x.safetensors",
+) -> CheckpointScore:
+    return CheckpointScore(
+        step=step,
+        samples=samples,
+        faces=faces,
+        likeness=likeness,
+        matches=matches,
+        copies=copies,
+        checkpoint=checkpoint,
+    )
 
 
 def test_likeness_maps_the_same_person_threshold_to_one_half() -> None:
@@ -24,11 +39,13 @@ def test_likeness_maps_the_same_person_threshold_to_one_half() -> None:
 
 
 def test_the_most_recognised_then_most_alike_checkpoint_is_recommended() -> None:
-    best, reason = recommend([ck(250, matches=1, likeness=0.9), ck(500, likeness=0.68), ck(750, likeness=0.72)],
-                             need_file=True)
+    best, reason = recommend(
+        [ck(250, matches=1, likeness=0.9), ck(500, likeness=0.68), ck(750, likeness=0.72)], need_file=True
+    )
     assert best is not None and best.step == 750
-    assert reason == ("step 750: 3 of 3 samples are the person at dlib's threshold (likeness 0.72) "
-                      "and none copies a training photo")
+    assert reason == (
+        "step 750: 3 of 3 samples are the person at dlib's threshold (likeness 0.72) and none copies a training photo"
+    )
 
 
 def test_ties_go_to_the_earlier_step() -> None:
@@ -37,31 +54,36 @@ def test_ties_go_to_the_earlier_step() -> None:
 
 
 def test_checkpoints_that_copy_are_passed_over_and_named() -> None:
-    best, reason = recommend([ck(250, likeness=0.6), ck(500, likeness=0.8, copies=1), ck(750, likeness=0.9, copies=2)],
-                             need_file=True)
+    best, reason = recommend(
+        [ck(250, likeness=0.6), ck(500, likeness=0.8, copies=1), ck(750, likeness=0.9, copies=2)], need_file=True
+    )
     assert best is not None and best.step == 250
     assert reason.endswith("; passed over because they copy a training photo: step 500, 750")
 
 
 def test_no_faces_at_all() -> None:
-    best, reason = recommend([ck(250, faces=0, likeness=None, matches=0), ck(500, faces=0, likeness=None, matches=0)],
-                             need_file=True)
+    best, reason = recommend(
+        [ck(250, faces=0, likeness=None, matches=0), ck(500, faces=0, likeness=None, matches=0)], need_file=True
+    )
     assert best is None
-    assert reason == ("no face in any of the 6 samples: the model draws no faces yet "
-                      "(a random-weight smoke model draws none)")
+    assert reason == (
+        "no face in any of the 6 samples: the model draws no faces yet (a random-weight smoke model draws none)"
+    )
 
 
 def test_faces_but_never_the_person() -> None:
-    best, reason = recommend([ck(250, faces=2, likeness=0.3, matches=0), ck(500, faces=3, likeness=0.4, matches=0)],
-                             need_file=True)
+    best, reason = recommend(
+        [ck(250, faces=2, likeness=0.3, matches=0), ck(500, faces=3, likeness=0.4, matches=0)], need_file=True
+    )
     assert best is None
     assert reason.startswith("faces in 5 of 6 samples, but none is the person")
     assert "the most alike is step 500 at likeness 0.40" in reason
 
 
 def test_every_matching_checkpoint_copies() -> None:
-    best, reason = recommend([ck(250, faces=1, likeness=0.3, matches=0), ck(500, copies=1), ck(750, copies=3)],
-                             need_file=True)
+    best, reason = recommend(
+        [ck(250, faces=1, likeness=0.3, matches=0), ck(500, copies=1), ck(750, copies=3)], need_file=True
+    )
     assert best is None
     assert reason.startswith("every checkpoint whose samples are the person copies a training photo (steps 500, 750)")
 
@@ -93,8 +115,15 @@ def report_doc(recommended: CheckpointScore | None, reason: str) -> dict:  # typ
 
 def test_the_json_shape() -> None:
     doc = report_doc(ck(500, likeness=0.75), "because")
-    assert doc["recommended"] == {"step": 500, "checkpoint": "x.safetensors", "likeness": 0.75, "matches": 3,
-                                  "samples": 3, "faces": 3, "copies": 0}
+    assert doc["recommended"] == {
+        "step": 500,
+        "checkpoint": "x.safetensors",
+        "likeness": 0.75,
+        "matches": 3,
+        "samples": 3,
+        "faces": 3,
+        "copies": 0,
+    }
     assert doc["reason"] == "because" and [c["step"] for c in doc["checkpoints"]] == [250, 500, 750]
     assert doc["model"]["id"] == "dlib-test" and doc["model"]["same_person_distance"] == 0.6
     assert report_doc(None, "no face")["recommended"] is None
@@ -103,8 +132,9 @@ def test_the_json_shape() -> None:
 def test_the_status_line_and_recommended_step(tmp_path) -> None:  # type: ignore[no-untyped-def]
     doc = report_doc(ck(500, likeness=0.75), "why")
     assert recommended_step(doc) == 500
-    assert recommended_line(doc) == ("recommended: step 500 (x.safetensors), likeness 0.75, "
-                                     "3/3 samples the person, no copies")
+    assert recommended_line(doc) == (
+        "recommended: step 500 (x.safetensors), likeness 0.75, 3/3 samples the person, no copies"
+    )
     none = report_doc(None, "no face in any of the 9 samples")
     assert recommended_step(none) is None
     assert recommended_line(none) == "no checkpoint recommended: no face in any of the 9 samples"

@@ -76,8 +76,20 @@ def test_plan_prints_its_next_command_shell_quoted(tmp_path):
     (tok / "vocab.json").write_text("{}")
     (tok / "merges.txt").write_text("")
     run_dir = tmp_path / "runs" / "my run"
-    result = CliRunner().invoke(cli, ["plan", str(tmp_path / "ds"), "--preset", "smoke", "--base-model",
-                                      str(write_sd15_stub(tmp_path / "m.safetensors")), "--tokenizer-cache-dir",
-                                      str(tmp_path / "tok"), "-o", str(run_dir)])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "plan",
+            str(tmp_path / "ds"),
+            "--preset",
+            "smoke",
+            "--base-model",
+            str(write_sd15_stub(tmp_path / "m.safetensors")),
+            "--tokenizer-cache-dir",
+            str(tmp_path / "tok"),
+            "-o",
+            str(run_dir),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert f"kohya-wrap train {shlex.quote(str(run_dir))}" in " ".join(result.output.split())

@@ -128,7 +128,7 @@ def test_full_size_layout_has_sd15_keys_and_shapes(full_size_layout: dict[str, t
 @needs_train_libs
 def test_full_size_layout_numbers_blocks_like_the_original(full_size_layout: dict[str, tuple[int, ...]]) -> None:
     def indices(prefix: str) -> set[int]:
-        return {int(key[len(prefix):].split(".")[0]) for key in full_size_layout if key.startswith(prefix)}
+        return {int(key[len(prefix) :].split(".")[0]) for key in full_size_layout if key.startswith(prefix)}
 
     assert indices("model.diffusion_model.input_blocks.") == set(range(12))
     assert indices("model.diffusion_model.output_blocks.") == set(range(12))
@@ -137,7 +137,8 @@ def test_full_size_layout_numbers_blocks_like_the_original(full_size_layout: dic
     assert indices("first_stage_model.decoder.up.") == {0, 1, 2, 3}
     assert indices("cond_stage_model.transformer.text_model.encoder.layers.") == set(range(12))
     upsamplers = sorted(
-        key for key in full_size_layout
+        key
+        for key in full_size_layout
         if key.startswith("model.diffusion_model.output_blocks.") and key.endswith(".conv.weight")
     )
     assert upsamplers == [
@@ -265,7 +266,10 @@ def test_tokenizer_dir_loads_with_clip_tokenizer(tmp_path: Path) -> None:
     directory = write_tokenizer(tmp_path)
     assert directory == tmp_path / "openai_clip-vit-large-patch14"
     assert sorted(p.name for p in directory.iterdir()) == [
-        "merges.txt", "special_tokens_map.json", "tokenizer_config.json", "vocab.json",
+        "merges.txt",
+        "special_tokens_map.json",
+        "tokenizer_config.json",
+        "vocab.json",
     ]
     tokenizer = CLIPTokenizer.from_pretrained(str(directory))
     assert tokenizer.model_max_length == 77
@@ -273,7 +277,12 @@ def test_tokenizer_dir_loads_with_clip_tokenizer(tmp_path: Path) -> None:
     assert len(ids) == 77
     assert max(ids) < 49408
     assert tokenizer.convert_ids_to_tokens(ids[:6]) == [
-        "<|startoftext|>", "photo</w>", "of</w>", "ohwx</w>", "man</w>", "<|endoftext|>",
+        "<|startoftext|>",
+        "photo</w>",
+        "of</w>",
+        "ohwx</w>",
+        "man</w>",
+        "<|endoftext|>",
     ]
     assert ids[0] == tokenizer.bos_token_id and ids[-1] == tokenizer.eos_token_id
     odd = tokenizer("Zürich, 2024 — ünïcödé ☃").input_ids

@@ -60,9 +60,9 @@ def test_sd_scripts_option_is_used_before_the_environment(tmp_path: Path) -> Non
 
 
 def test_keep_folder_with_files_is_refused_before_the_model_is_built(tmp_path: Path) -> None:
-    from kohya_wrap.smoke import run as smoke_run
-    from kohya_wrap.sdscripts.checkout import locate
     from kohya_wrap.errors import TrainerNotFound
+    from kohya_wrap.sdscripts.checkout import locate
+    from kohya_wrap.smoke import run as smoke_run
 
     try:
         locate()
@@ -88,8 +88,9 @@ def test_missing_train_packages_name_the_install_command(monkeypatch: pytest.Mon
     from kohya_wrap.smoke import run as smoke_run
 
     # torch and diffusers missing, everything else present, whatever this machine has installed
-    monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *a: None if name in ("torch", "diffusers") else object())
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name in ("torch", "diffusers") else object()
+    )
     with pytest.raises(TrainerNotFound) as e:
         smoke_run.check_train_packages()
     assert "torch, diffusers" in e.value.message
@@ -110,19 +111,41 @@ def test_verdict_line_names_every_stage_and_the_lora() -> None:
     reused = SmokeModel(Path("/c/m.safetensors"), "ab" * 32, 2_000_000_000, False, None, None, 3.8)
     stages = (("base_model", 3.8), ("images", 0.1), ("prepare", 0.4), ("plan", 0.1), ("train", 64.0), ("verify", 0.3))
     lora = LoraSummary(Path("/w/run/output/ohwx.safetensors"), True, 192, 72, 4, (("opens", True, "x"),))
-    result = SmokeResult(ok=True, exit_code=0, seconds=71.2, stage_seconds=stages, base_model=reused,
-                         work_dir=Path("/w"), kept=False, run_dir=Path("/w/run"), lora=lora, device="cpu")
+    result = SmokeResult(
+        ok=True,
+        exit_code=0,
+        seconds=71.2,
+        stage_seconds=stages,
+        base_model=reused,
+        work_dir=Path("/w"),
+        kept=False,
+        run_dir=Path("/w/run"),
+        lora=lora,
+        device="cpu",
+    )
     assert verdict_line(result) == (
         "smoke ok in 71.2 s: base model reused 3.8 s | images 0.1 s | prepare 0.4 s | plan 0.1 s | "
-        "train 64.0 s | verify 0.3 s; LoRA verified: 264 modules, 4 steps")
+        "train 64.0 s | verify 0.3 s; LoRA verified: 264 modules, 4 steps"
+    )
     doc = result.to_json()
     assert doc["stages"] == dict(stages) and doc["failure"] is None and doc["lora"]["modules"] == 264
 
     built = SmokeModel(reused.path, reused.sha256, reused.size, True, "missing", 45.0, 0.0)
-    first = SmokeResult(ok=True, exit_code=0, seconds=116.2, stage_seconds=(("base_model", 45.0), *stages[1:]),
-                        base_model=built, work_dir=None, kept=False, run_dir=None, lora=lora, device="cpu")
-    assert verdict_line(first).startswith("smoke ok in 116.2 s (71.2 s without building the base model): "
-                                          "base model built 45.0 s | images")
+    first = SmokeResult(
+        ok=True,
+        exit_code=0,
+        seconds=116.2,
+        stage_seconds=(("base_model", 45.0), *stages[1:]),
+        base_model=built,
+        work_dir=None,
+        kept=False,
+        run_dir=None,
+        lora=lora,
+        device="cpu",
+    )
+    assert verdict_line(first).startswith(
+        "smoke ok in 116.2 s (71.2 s without building the base model): base model built 45.0 s | images"
+    )
     assert first.to_json()["seconds_without_model_build"] == 71.2
 
 
@@ -139,8 +162,17 @@ def test_drawn_faces_prepare_at_the_smoke_presets_size(tmp_path: Path) -> None:
     size = ours["size"].value
     assert size == 64
     write_face_images(tmp_path / "photos", count=IMAGE_COUNT)
-    result = prepare_dataset(PrepareOptions(src_dir=tmp_path / "photos", dataset_dir=tmp_path / "dataset", token=TOKEN,
-                                            class_word=CLASS_WORD, size=size, crop=ours["crop"].value, jobs=1))
+    result = prepare_dataset(
+        PrepareOptions(
+            src_dir=tmp_path / "photos",
+            dataset_dir=tmp_path / "dataset",
+            token=TOKEN,
+            class_word=CLASS_WORD,
+            size=size,
+            crop=ours["crop"].value,
+            jobs=1,
+        )
+    )
     assert len(result.images) == IMAGE_COUNT and result.skipped == 0
     for image in result.images:
         with Image.open(tmp_path / "dataset" / image.output) as opened:

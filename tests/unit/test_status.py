@@ -92,8 +92,20 @@ def test_loss_and_rate_keep_their_last_known_value(tmp_path: Path) -> None:
 
 
 def test_zero_loss_is_kept(tmp_path: Path) -> None:
-    lines = LINES[:10] + [_event(t="2026-11-25T09:15:14.000Z", type="progress", step=2, total=4, rate=0.5,
-                                 rate_unit="it/s", elapsed_s=4.0, eta_s=None, avr_loss=0.0, lr=0.0)]
+    lines = LINES[:10] + [
+        _event(
+            t="2026-11-25T09:15:14.000Z",
+            type="progress",
+            step=2,
+            total=4,
+            rate=0.5,
+            rate_unit="it/s",
+            elapsed_s=4.0,
+            eta_s=None,
+            avr_loss=0.0,
+            lr=0.0,
+        )
+    ]
     s = read_status(_run_with(tmp_path, lines), now=_ts("2026-11-25T09:15:15Z"))
     assert s.avr_loss == 0.0 and s.lr == 0.0
     assert s.seconds_per_step == 2.0
@@ -131,8 +143,18 @@ def test_interrupted_run_is_resumable_and_a_resumed_run_runs_again(tmp_path: Pat
 
     resumed = stopped + [
         _event(t="2026-11-25T10:00:00.000Z", type="phase", phase="loading_model"),
-        _event(t="2026-11-25T10:00:20.000Z", type="progress", step=3, total=4, rate=2.5, rate_unit="s/it",
-               elapsed_s=2.5, eta_s=2.5, avr_loss=1.2, lr=None),
+        _event(
+            t="2026-11-25T10:00:20.000Z",
+            type="progress",
+            step=3,
+            total=4,
+            rate=2.5,
+            rate_unit="s/it",
+            elapsed_s=2.5,
+            eta_s=2.5,
+            avr_loss=1.2,
+            lr=None,
+        ),
     ]
     (run / "events.jsonl").write_text("".join(resumed), encoding="utf-8")
     s = read_status(run, now=_ts("2026-11-25T10:00:21Z"))
@@ -143,9 +165,10 @@ def test_interrupted_run_is_resumable_and_a_resumed_run_runs_again(tmp_path: Pat
 
 
 def test_failed_without_state_is_not_resumable(tmp_path: Path) -> None:
-    lines = LINES[:6] + [_event(t="2026-11-25T09:15:09.000Z", type="error", message="CUDA out of memory", kind="oom"),
-                         _event(t="2026-11-25T09:15:09.100Z", type="finished", outcome="oom", exit_code=11,
-                                returncode=1)]
+    lines = LINES[:6] + [
+        _event(t="2026-11-25T09:15:09.000Z", type="error", message="CUDA out of memory", kind="oom"),
+        _event(t="2026-11-25T09:15:09.100Z", type="finished", outcome="oom", exit_code=11, returncode=1),
+    ]
     s = read_status(_run_with(tmp_path, lines), now=_ts("2026-11-25T09:16:00Z"))
     assert s.state == "failed" and s.outcome == "oom" and s.exit_code == 11
     assert s.last_error == "CUDA out of memory"
@@ -153,8 +176,20 @@ def test_failed_without_state_is_not_resumable(tmp_path: Path) -> None:
 
 
 def test_nan_loss_round_trips_as_json(tmp_path: Path) -> None:
-    lines = LINES[:10] + [_event(t="2026-11-25T09:15:14.000Z", type="progress", step=2, total=4, rate=2.5,
-                                 rate_unit="s/it", elapsed_s=5.0, eta_s=5.0, avr_loss="nan", lr=None)]
+    lines = LINES[:10] + [
+        _event(
+            t="2026-11-25T09:15:14.000Z",
+            type="progress",
+            step=2,
+            total=4,
+            rate=2.5,
+            rate_unit="s/it",
+            elapsed_s=5.0,
+            eta_s=5.0,
+            avr_loss="nan",
+            lr=None,
+        )
+    ]
     s = read_status(_run_with(tmp_path, lines), now=_ts("2026-11-25T09:15:15Z"))
     out = json.loads(json.dumps(s.to_json(), allow_nan=False))
     assert out["avr_loss"] == "nan"
@@ -217,8 +252,7 @@ def test_follow_ends_on_finished_written_by_another_thread(tmp_path: Path) -> No
 def test_follow_stops_when_asked(tmp_path: Path) -> None:
     run = _run_with(tmp_path, LINES[:5])
     polls: list[float] = []
-    final = follow(run, lambda s, new: None, poll_s=0.5, should_stop=lambda: len(polls) >= 3,
-                   sleep=polls.append)
+    final = follow(run, lambda s, new: None, poll_s=0.5, should_stop=lambda: len(polls) >= 3, sleep=polls.append)
     assert polls == [0.5, 0.5, 0.5]
     assert final.outcome is None
 

@@ -55,9 +55,13 @@ def test_skipped_subsets_count_nothing():
 
 def _summary(path: Path) -> dict[str, int]:
     text = path.read_text(encoding="utf-8")
-    keys = {"train": r"num train images \* repeats .*?: (\d+)", "reg": r"num reg images .*?: (\d+)",
-            "batches": r"num batches per epoch .*?: (\d+)", "epochs": r"num epochs .*?: (\d+)",
-            "steps": r"total optimization steps .*?: (\d+)"}
+    keys = {
+        "train": r"num train images \* repeats .*?: (\d+)",
+        "reg": r"num reg images .*?: (\d+)",
+        "batches": r"num batches per epoch .*?: (\d+)",
+        "epochs": r"num epochs .*?: (\d+)",
+        "steps": r"total optimization steps .*?: (\d+)",
+    }
     return {k: int(re.search(p, text).group(1)) for k, p in keys.items()}
 
 
@@ -66,16 +70,23 @@ def test_our_count_matches_what_sd_scripts_printed(run):
     # The recorded runs: 4 images in 10_ohwx man, batch 1, max_train_steps 4.
     printed = _summary(TRANSCRIPTS / f"{run}.pipe.stdout.txt")
     plan = plan_steps([StepSubset(4, 10)], StepTarget(4, 2, 4), batch_size=1, choose_repeats=False)
-    assert printed == {"train": plan.count.train_images_x_repeats, "reg": plan.count.raw_reg_images_x_repeats,
-                       "batches": plan.count.batches_per_epoch, "epochs": plan.epochs, "steps": plan.max_train_steps}
+    assert printed == {
+        "train": plan.count.train_images_x_repeats,
+        "reg": plan.count.raw_reg_images_x_repeats,
+        "batches": plan.count.batches_per_epoch,
+        "epochs": plan.epochs,
+        "steps": plan.max_train_steps,
+    }
 
 
 def test_search_lands_on_the_target_in_whole_epochs():
     plan = plan_steps([StepSubset(20, 1)], StepTarget(3000, 2000, 5000), batch_size=2)
     assert plan.max_train_steps == 3000 and plan.whole_epochs and plan.in_range
     assert plan.max_train_steps == plan.epochs * plan.count.steps_per_epoch
-    assert plan.arithmetic == (f"20 images x {plan.repeats[0]} repeats / batch 2 = {plan.count.steps_per_epoch} "
-                               f"steps per epoch; x {plan.epochs} epochs = 3000 steps")
+    assert plan.arithmetic == (
+        f"20 images x {plan.repeats[0]} repeats / batch 2 = {plan.count.steps_per_epoch} "
+        f"steps per epoch; x {plan.epochs} epochs = 3000 steps"
+    )
     assert plan.epochs == 10  # the preferred epoch count breaks the tie
 
 
@@ -106,18 +117,23 @@ def test_an_epoch_longer_than_the_range_stops_partway_with_a_warning():
 
 
 def test_pinned_steps_and_epochs():
-    pinned = plan_steps([StepSubset(20, 10)], StepTarget(3000, 2000, 5000), batch_size=2, choose_repeats=False, fixed_steps=250)
+    pinned = plan_steps(
+        [StepSubset(20, 10)], StepTarget(3000, 2000, 5000), batch_size=2, choose_repeats=False, fixed_steps=250
+    )
     assert pinned.max_train_steps == 250 and pinned.epochs == 3 and not pinned.whole_epochs
     epochs = plan_steps([StepSubset(20, 1)], StepTarget(3000, 2000, 5000), batch_size=2, fixed_epochs=5)
     assert epochs.epochs == 5 and epochs.max_train_steps == 5 * epochs.count.steps_per_epoch
     assert abs(epochs.max_train_steps - 3000) <= epochs.count.steps_per_epoch
 
 
-@pytest.mark.parametrize("subsets, repeats", [
-    ([StepSubset(100, 1)], (60,)),  # 100 x 60 / 2 = 3000: one whole epoch
-    ([StepSubset(37, 1)], (163,)),  # 37 x 163 / 2 = 3016 batches: the epoch stops at 3000
-    ([StepSubset(20, 1), StepSubset(50, 1, is_reg=True)], (150, 1)),  # regularization balanced to 3000
-])
+@pytest.mark.parametrize(
+    "subsets, repeats",
+    [
+        ([StepSubset(100, 1)], (60,)),  # 100 x 60 / 2 = 3000: one whole epoch
+        ([StepSubset(37, 1)], (163,)),  # 37 x 163 / 2 = 3016 batches: the epoch stops at 3000
+        ([StepSubset(20, 1), StepSubset(50, 1, is_reg=True)], (150, 1)),  # regularization balanced to 3000
+    ],
+)
 def test_single_epoch_holds_every_step_and_ends_at_the_target(subsets, repeats):
     target = StepTarget(3000, 2000, 5000, max_repeats=1000, single_epoch=True)
     plan = plan_steps(subsets, target, batch_size=2)
@@ -130,5 +146,7 @@ def test_single_epoch_gives_way_to_what_the_user_pinned_or_to_max_repeats():
     one = StepTarget(3000, 2000, 5000, single_epoch=True)
     explicit = plan_steps([StepSubset(20, 10)], one, batch_size=2, choose_repeats=False)
     assert explicit.repeats == (10,) and explicit.epochs == 30
-    capped = plan_steps([StepSubset(20, 1)], StepTarget(3000, 2000, 5000, max_repeats=100, single_epoch=True), batch_size=2)
+    capped = plan_steps(
+        [StepSubset(20, 1)], StepTarget(3000, 2000, 5000, max_repeats=100, single_epoch=True), batch_size=2
+    )
     assert capped.epochs > 1 and capped.max_train_steps == 3000  # 100 repeats cannot hold 3000 steps in one epoch

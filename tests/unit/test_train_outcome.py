@@ -12,22 +12,25 @@ def errs(*kinds):
     return [Error(message=k, kind=k) for k in kinds]
 
 
-@pytest.mark.parametrize("returncode, stop, kinds, lora, outcome", [
-    (0, None, (), True, "finished"),
-    (0, None, (), False, "crashed"),  # exit 0 but no LoRA: not a success
-    (0, None, ("no_data",), False, "no_data"),  # sd-scripts exits 0 on "No data found"
-    (1, None, ("exception", "launcher"), False, "crashed"),
-    (1, None, ("oom", "launcher"), False, "oom"),
-    (1, None, ("config_rejected", "config_rejected", "launcher"), False, "config_rejected"),
-    (1, None, ("model_missing", "launcher"), False, "model_missing"),
-    (1, None, ("missing_package",), False, "missing_package"),
-    (1, None, ("killed",), False, "killed"),  # accelerate: "died with <Signals.SIGKILL: 9>"
-    (-9, None, (), False, "killed"),
-    (-2, "interrupt", ("interrupted", "interrupted"), False, "interrupted"),
-    (-2, "nan", ("nan", "interrupted"), False, "nan"),
-    (1, "orphaned", (), False, "killed"),
-    (1, None, ("interrupted",), False, "interrupted"),  # someone sent SIGINT to the trainer itself
-])
+@pytest.mark.parametrize(
+    "returncode, stop, kinds, lora, outcome",
+    [
+        (0, None, (), True, "finished"),
+        (0, None, (), False, "crashed"),  # exit 0 but no LoRA: not a success
+        (0, None, ("no_data",), False, "no_data"),  # sd-scripts exits 0 on "No data found"
+        (1, None, ("exception", "launcher"), False, "crashed"),
+        (1, None, ("oom", "launcher"), False, "oom"),
+        (1, None, ("config_rejected", "config_rejected", "launcher"), False, "config_rejected"),
+        (1, None, ("model_missing", "launcher"), False, "model_missing"),
+        (1, None, ("missing_package",), False, "missing_package"),
+        (1, None, ("killed",), False, "killed"),  # accelerate: "died with <Signals.SIGKILL: 9>"
+        (-9, None, (), False, "killed"),
+        (-2, "interrupt", ("interrupted", "interrupted"), False, "interrupted"),
+        (-2, "nan", ("nan", "interrupted"), False, "nan"),
+        (1, "orphaned", (), False, "killed"),
+        (1, None, ("interrupted",), False, "interrupted"),  # someone sent SIGINT to the trainer itself
+    ],
+)
 def test_classify(returncode, stop, kinds, lora, outcome):
     assert classify(returncode, stop, errs(*kinds), lora) == outcome
 
@@ -44,7 +47,7 @@ def test_every_outcome_has_a_distinct_exit_code_and_advice():
 def _state(out, name, step, epoch=1, complete=True):
     (out / name).mkdir(parents=True)
     (out / name / "train_state.json").write_text(json.dumps({"current_epoch": epoch, "current_step": step}))
-    for file in ("model.safetensors", "optimizer.bin", "scheduler.bin", "random_states_0.pkl")[:4 if complete else 1]:
+    for file in ("model.safetensors", "optimizer.bin", "scheduler.bin", "random_states_0.pkl")[: 4 if complete else 1]:
         (out / name / file).write_bytes(b"")
 
 

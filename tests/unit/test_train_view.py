@@ -11,10 +11,14 @@ from kohya_wrap.events import Checkpoint, Finished, Phase, Progress
 def test_plain_view_says_each_change_once():
     out = io.StringIO()
     view = PlainView(out, interval=3600)
-    for event in (Phase("training"), Progress(step=1, total=2, rate=1.5, rate_unit="s/it", elapsed_s=1.5, eta_s=1.5, avr_loss=None),
-                  Progress(step=2, total=2, rate=1.5, rate_unit="s/it", elapsed_s=3.0, eta_s=0.0, avr_loss=0.25),
-                  Checkpoint(path="/r/output/face.safetensors", step=2), Phase("finished"),
-                  Finished(outcome="finished", exit_code=0, returncode=0)):
+    for event in (
+        Phase("training"),
+        Progress(step=1, total=2, rate=1.5, rate_unit="s/it", elapsed_s=1.5, eta_s=1.5, avr_loss=None),
+        Progress(step=2, total=2, rate=1.5, rate_unit="s/it", elapsed_s=3.0, eta_s=0.0, avr_loss=0.25),
+        Checkpoint(path="/r/output/face.safetensors", step=2),
+        Phase("finished"),
+        Finished(outcome="finished", exit_code=0, returncode=0),
+    ):
         view(event)
     lines = out.getvalue().splitlines()
     assert lines[0] == "[training]" and lines[1].startswith("step 1/2")  # the first step, then every interval

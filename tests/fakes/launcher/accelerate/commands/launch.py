@@ -50,7 +50,7 @@ def main() -> None:
     script = next((i for i, a in enumerate(args) if a.endswith("train_network.py")), None)
     if script is None:
         sys.exit("fake accelerate launch: no train_network.py in the command line")
-    script_args = args[script + 1:]
+    script_args = args[script + 1 :]
     own = json.loads(os.environ.get("FAKE_TRAINER_ARGS") or "[]") + _rule_options(script_args)
     launcher = [] if os.environ.get("FAKE_LAUNCHER") == "0" else ["--launcher"]
     if os.environ.get("FAKE_LAUNCH_LOG"):
