@@ -119,17 +119,24 @@ def check_base_model(source: str, *, allow_pickle: bool = False) -> BaseModel:
     return BaseModel(source, None, "hub")
 
 
-def check_tokenizer_dir(cache_dir: str | Path) -> Path:
-    """A --tokenizer-cache-dir must hold sd-scripts' CLIP tokenizer folder already (plan fetches nothing)."""
-    target = Path(cache_dir).expanduser().resolve()
+def _local_tokenizer(target: Path) -> bool:
+    """The folder holds sd-scripts' tokenizer folder; a folder holding the files themselves is an error."""
     if _has_tokenizer(target):
-        return target
+        return True
     if all((target / f).is_file() for f in TOKENIZER_REQUIRED_FILES):
         raise ModelError(
             f"tokenizer cache {target} holds tokenizer files directly",
             f"give its parent folder, with the tokenizer in {tokenizer_subdir(target).name}/ "
             f"(the layout sd-scripts reads), or move the files into {tokenizer_subdir(target)}",
         )
+    return False
+
+
+def check_tokenizer_dir(cache_dir: str | Path) -> Path:
+    """A --tokenizer-cache-dir must hold sd-scripts' CLIP tokenizer folder already (plan fetches nothing)."""
+    target = Path(cache_dir).expanduser().resolve()
+    if _local_tokenizer(target):
+        return target
     raise ModelError(
         f"CLIP tokenizer: {tokenizer_subdir(target)} does not exist (--tokenizer-cache-dir {target})",
         f"give a folder whose {tokenizer_subdir(target).name}/ holds a saved CLIPTokenizer "
@@ -307,14 +314,8 @@ def resolve_tokenizer(cache_dir: str | Path | None = None) -> Path:
     None: kohya-wrap's own cache, filled from the Hub the first time.
     """
     target = Path(cache_dir).expanduser().resolve() if cache_dir else default_tokenizer_cache_dir()
-    if _has_tokenizer(target):
+    if _local_tokenizer(target):
         return target
-    if all((target / f).is_file() for f in TOKENIZER_REQUIRED_FILES):
-        raise ModelError(
-            f"tokenizer cache {target} holds tokenizer files directly",
-            f"give its parent folder, with the tokenizer in {tokenizer_subdir(target).name}/ "
-            f"(the layout sd-scripts reads), or move the files into {tokenizer_subdir(target)}",
-        )
     downloaded = []
     for name in TOKENIZER_FILES:
         try:

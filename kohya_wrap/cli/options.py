@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 from typing import Any
 
 import click
@@ -65,3 +66,72 @@ def machine_options(f: Any) -> Any:
     for option in reversed(_MACHINE_OPTIONS):
         wrapper = option(wrapper)
     return wrapper
+
+
+# Kept here, not imported from kohya_wrap.prepare, so that --help does not import PIL.
+PREPARE_SIZES = ("512", "768")
+DEFAULT_CAPTION = "photo of {token} {class}"
+SKIP_KINDS = ("no-face", "multi-face", "blurred")  # prepare.records.SKIP_KINDS
+
+
+def _parse_skip(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> frozenset[str]:
+    kinds = {k.strip() for v in values for k in v.split(",") if k.strip()}
+    unknown = sorted(kinds - set(SKIP_KINDS))
+    if unknown:
+        raise click.BadParameter(f"{', '.join(unknown)}: not one of {', '.join(SKIP_KINDS)}")
+    return frozenset(kinds)
+
+
+_PHOTO_OPTIONS = [
+    click.option("--token", required=True, help="The rare word that will mean this face, e.g. ohwx."),
+    click.option("--class", "class_word", required=True, help="What the subject is, e.g. man, woman, person."),
+    click.option(
+        "--size",
+        type=click.Choice(PREPARE_SIZES),
+        default="512",
+        show_default=True,
+        help="Side of the prepared images in pixels.",
+    ),
+    click.option(
+        "--crop",
+        type=click.Choice(("face", "center")),
+        default="face",
+        show_default=True,
+        help="Square around the detected face, or the centre square (no detection).",
+    ),
+    click.option(
+        "--caption",
+        default=DEFAULT_CAPTION,
+        show_default=True,
+        help="Caption template; placeholders {token} and {class}.",
+    ),
+    click.option(
+        "--repeats",
+        type=click.IntRange(min=1),
+        default=None,
+        help="Repeats in the folder name. Default: 1, and `plan` chooses them (one epoch).",
+    ),
+    click.option(
+        "--reg",
+        "reg_dir",
+        type=click.Path(file_okay=False, exists=True, path_type=Path),
+        default=None,
+        help="Regularization photos of the class, prepared into the dataset's reg/.",
+    ),
+    click.option("--allow-upscale", is_flag=True, help="Keep photos whose crop is smaller than --size (upscaled)."),
+    click.option(
+        "--skip",
+        "skip",
+        multiple=True,
+        callback=_parse_skip,
+        metavar="KINDS",
+        help="Leave out photos of these kinds: no-face, multi-face, blurred (comma-separated, repeatable).",
+    ),
+]
+
+
+def photo_options(f: Any) -> Any:
+    """What `prepare` and `run` ask of the photos: the subject's words, the crop, the captions, the layout."""
+    for option in reversed(_PHOTO_OPTIONS):
+        f = option(f)
+    return f

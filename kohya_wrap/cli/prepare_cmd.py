@@ -5,23 +5,11 @@ from typing import Any, Literal, cast
 
 import click
 
-from kohya_wrap.cli.options import json_option
+from kohya_wrap.cli.options import json_option, photo_options
 from kohya_wrap.errors import ExitCode
 
-# Kept here, not imported from kohya_wrap.prepare, so that --help does not import PIL.
-_SIZES = ("512", "768")
-_DEFAULT_CAPTION = "photo of {token} {class}"
-_SKIP_KINDS = ("no-face", "multi-face", "blurred")  # prepare.records.SKIP_KINDS
 # Without -v, the findings table shows at most this many rows of one kind; prepare.json holds them all.
 ROWS_PER_KIND = 5
-
-
-def _parse_skip(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> frozenset[str]:
-    kinds = {k.strip() for v in values for k in v.split(",") if k.strip()}
-    unknown = sorted(kinds - set(_SKIP_KINDS))
-    if unknown:
-        raise click.BadParameter(f"{', '.join(unknown)}: not one of {', '.join(_SKIP_KINDS)}")
-    return frozenset(kinds)
 
 
 @click.command()
@@ -34,45 +22,7 @@ def _parse_skip(ctx: click.Context, param: click.Parameter, values: tuple[str, .
     type=click.Path(file_okay=False, path_type=Path),
     help="Dataset folder to write (img/, reg/, prepare.json).",
 )
-@click.option("--token", required=True, help="The rare word that will mean this face, e.g. ohwx.")
-@click.option("--class", "class_word", required=True, help="What the subject is, e.g. man, woman, person.")
-@click.option("--size", type=click.Choice(_SIZES), default="512", show_default=True, help="Output side in pixels.")
-@click.option(
-    "--crop",
-    type=click.Choice(("face", "center")),
-    default="face",
-    show_default=True,
-    help="Square around the detected face, or the centre square (no detection).",
-)
-@click.option(
-    "--caption",
-    "caption",
-    default=_DEFAULT_CAPTION,
-    show_default=True,
-    help="Caption template; placeholders {token} and {class}.",
-)
-@click.option(
-    "--repeats",
-    type=click.IntRange(min=1),
-    default=None,
-    help="Repeats in the folder name. Default: 1, and `plan` chooses them.",
-)
-@click.option(
-    "--reg",
-    "reg_dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Regularization photos of the class, prepared into reg/.",
-)
-@click.option("--allow-upscale", is_flag=True, help="Keep photos whose crop is smaller than --size (upscaled).")
-@click.option(
-    "--skip",
-    "skip",
-    multiple=True,
-    callback=_parse_skip,
-    metavar="KINDS",
-    help="Leave out photos of these kinds: no-face, multi-face, blurred (comma-separated, repeatable).",
-)
+@photo_options
 @click.option("--skip-multiple-faces", is_flag=True, help="The same as --skip multi-face.")
 @click.option("-q", "--quiet", is_flag=True, help="Print only the summary, not the findings table.")
 @click.option(

@@ -13,7 +13,7 @@ from typing import Any, Literal, cast
 
 import click
 
-from kohya_wrap.cli.options import json_option, machine_options, sd_scripts_option
+from kohya_wrap.cli.options import json_option, machine_options, photo_options, sd_scripts_option
 
 _COMMON: list[Callable[[Any], Any]] = [
     click.option("--preset", help="Preset name or .toml file."),
@@ -162,42 +162,7 @@ def train(
 
 @click.command()
 @click.argument("src_photos", type=click.Path(file_okay=False, exists=True, path_type=Path))
-@click.option("--token", required=True, help="The rare word that will mean this face, e.g. ohwx.")
-@click.option("--class", "class_word", required=True, help="What the subject is, e.g. man, woman, person.")
-@click.option(
-    "--crop",
-    type=click.Choice(("face", "center")),
-    default="face",
-    show_default=True,
-    help="Square around the detected face, or the centre square (no detection).",
-)
-@click.option(
-    "--size",
-    type=click.Choice(("512", "768")),
-    default="512",
-    show_default=True,
-    help="Side of the prepared images in pixels.",
-)
-@click.option(
-    "--caption",
-    default="photo of {token} {class}",
-    show_default=True,
-    help="Caption template; placeholders {token} and {class}.",
-)
-@click.option(
-    "--repeats",
-    type=click.IntRange(min=1),
-    default=None,
-    help="Repeats in the folder name. Default: plan chooses them (one epoch).",
-)
-@click.option(
-    "--reg",
-    "reg_dir",
-    type=click.Path(file_okay=False, exists=True, path_type=Path),
-    default=None,
-    help="Regularization photos of the class, prepared into the dataset's reg/.",
-)
-@click.option("--allow-upscale", is_flag=True, help="Keep photos whose crop is smaller than --size (upscaled).")
+@photo_options
 @click.option("--strict", is_flag=True, help="Stop before training when prepare finds anything to warn about.")
 @_common
 def run(
@@ -210,6 +175,7 @@ def run(
     repeats: int | None,
     reg_dir: Path | None,
     allow_upscale: bool,
+    skip: frozenset[str],
     strict: bool,
     preset: str | None,
     base_model: str | None,
@@ -251,6 +217,7 @@ def run(
         repeats=repeats,
         reg_dir=reg_dir,
         allow_upscale=allow_upscale,
+        skip=skip,
     )
     plan = PlanRequest(
         dataset, preset, base_model, target, overrides, gpus, tokenizer_cache_dir, sd_scripts, allow_pickle, machines
