@@ -17,6 +17,44 @@ sd_scripts_option = click.option(
 )
 json_option = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
 
+
+def preset_option(required: bool = False) -> Any:
+    return click.option(
+        "--preset", required=required, help="A shipped preset name (`kohya-wrap presets list`) or a preset file."
+    )
+
+
+def base_model_option(required: bool = False) -> Any:
+    return click.option(
+        "--base-model",
+        "base_model",
+        required=required,
+        help="SD 1.5 checkpoint: a .safetensors file, a diffusers folder or a Hugging Face repo id "
+        "(train fetches it once into the Hugging Face cache).",
+    )
+
+
+set_option = click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a preset value, e.g. --set network_dim=16 (repeatable; checked like preset values).",
+)
+tokenizer_option = click.option(
+    "--tokenizer-cache-dir",
+    "tokenizer_cache_dir",
+    default=None,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder holding the CLIP tokenizer (default: kohya-wrap's cache, filled by train).",
+)
+allow_nan_option = click.option(
+    "--allow-nan", is_flag=True, help="Keep training when the loss becomes NaN or infinite."
+)
+allow_pickle_option = click.option(
+    "--allow-pickle", is_flag=True, help="Accept a .ckpt/.pt/.bin base model (loading it runs code in it)."
+)
+
 # Several machines training one run (docs/multi-gpu.md); every machine runs the same command with its own rank.
 _MACHINE_OPTIONS = [
     click.option(

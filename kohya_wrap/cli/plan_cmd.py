@@ -8,18 +8,22 @@ from typing import Any
 
 import click
 
-from kohya_wrap.cli.options import json_option, machine_options, sd_scripts_option
+from kohya_wrap.cli.options import (
+    allow_pickle_option,
+    base_model_option,
+    json_option,
+    machine_options,
+    preset_option,
+    sd_scripts_option,
+    set_option,
+    tokenizer_option,
+)
 
 
 @click.command()
 @click.argument("dataset_dir", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--preset", required=True, help="A shipped preset name (`kohya-wrap presets list`) or a preset file.")
-@click.option(
-    "--base-model",
-    "base_model",
-    required=True,
-    help="SD 1.5 checkpoint: a .safetensors file, or a Hugging Face repo id (downloaded once into its cache).",
-)
+@preset_option(required=True)
+@base_model_option(required=True)
 @click.option(
     "-o",
     "--output",
@@ -28,23 +32,11 @@ from kohya_wrap.cli.options import json_option, machine_options, sd_scripts_opti
     type=click.Path(file_okay=False, path_type=Path),
     help="The run directory to write (a new one; a finished run is never overwritten).",
 )
-@click.option(
-    "--set",
-    "overrides",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="Override a preset value, e.g. --set network_dim=16 (repeatable; checked like preset values).",
-)
+@set_option
 @click.option("--gpus", type=click.IntRange(min=1), default=None, help="GPUs of this machine to train on (default 1).")
 @machine_options
-@click.option(
-    "--tokenizer-cache-dir",
-    "tokenizer_cache_dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Folder holding the CLIP tokenizer for sd-scripts (default: kohya-wrap's cache).",
-)
-@click.option("--allow-pickle", is_flag=True, help="Accept a .ckpt/.pt/.bin base model (loading it runs code in it).")
+@tokenizer_option
+@allow_pickle_option
 @sd_scripts_option
 @json_option
 def plan(

@@ -9,15 +9,21 @@ from typing import Any, Literal, cast
 
 import click
 
-from kohya_wrap.cli.options import json_option, sd_scripts_option
+from kohya_wrap.cli.options import (
+    allow_nan_option,
+    base_model_option,
+    json_option,
+    preset_option,
+    sd_scripts_option,
+    set_option,
+    tokenizer_option,
+)
 
 
 @click.command()
 @click.argument("datasets", nargs=-1, type=click.Path(path_type=Path))
-@click.option("--preset", help="Preset name or .toml file (every variant).")
-@click.option(
-    "--base-model", "base_model", help="SD1.5 base model: a .safetensors file, a Diffusers folder or a hub id."
-)
+@preset_option()
+@base_model_option()
 @click.option(
     "--grid",
     "grid",
@@ -25,9 +31,7 @@ from kohya_wrap.cli.options import json_option, sd_scripts_option
     metavar="KEY=V1,V2,...",
     help="Sweep a preset value over these values (repeatable: the variants are every combination).",
 )
-@click.option(
-    "--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a preset value in every variant."
-)
+@set_option
 @click.option(
     "-o",
     "--output",
@@ -57,14 +61,8 @@ from kohya_wrap.cli.options import json_option, sd_scripts_option
     default=None,
     help="Train at most this many variants at once.",
 )
-@click.option(
-    "--tokenizer-cache-dir",
-    "tokenizer_cache_dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Folder holding the CLIP tokenizer (offline use).",
-)
-@click.option("--allow-nan", is_flag=True, help="Keep training when the loss becomes NaN or infinite.")
+@tokenizer_option
+@allow_nan_option
 @sd_scripts_option
 @json_option
 def sweep(

@@ -13,13 +13,22 @@ from typing import Any, Literal, cast
 
 import click
 
-from kohya_wrap.cli.options import json_option, machine_options, photo_options, sd_scripts_option
+from kohya_wrap.cli.options import (
+    allow_nan_option,
+    allow_pickle_option,
+    base_model_option,
+    json_option,
+    machine_options,
+    photo_options,
+    preset_option,
+    sd_scripts_option,
+    set_option,
+    tokenizer_option,
+)
 
 _COMMON: list[Callable[[Any], Any]] = [
-    click.option("--preset", help="Preset name or .toml file."),
-    click.option(
-        "--base-model", "base_model", help="SD1.5 base model: a .safetensors file, a Diffusers folder or a hub id."
-    ),
+    preset_option(),
+    base_model_option(),
     click.option(
         "-o",
         "--output",
@@ -36,9 +45,7 @@ _COMMON: list[Callable[[Any], Any]] = [
         show_default=True,
         help="Where a run directory is made when -o is not given.",
     ),
-    click.option(
-        "--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a preset value (repeatable)."
-    ),
+    set_option,
     click.option(
         "--gpus",
         type=click.IntRange(min=1),
@@ -46,20 +53,12 @@ _COMMON: list[Callable[[Any], Any]] = [
         help="GPUs of each machine to train on (data parallel with accelerate).",
     ),
     machine_options,
-    click.option(
-        "--tokenizer-cache-dir",
-        "tokenizer_cache_dir",
-        type=click.Path(file_okay=False, path_type=Path),
-        default=None,
-        help="Folder holding the CLIP tokenizer (offline use).",
-    ),
-    click.option(
-        "--allow-pickle", is_flag=True, help="Accept a .ckpt/.pt/.bin base model (loading it runs code in it)."
-    ),
+    tokenizer_option,
+    allow_pickle_option,
     click.option(
         "--dry-run", is_flag=True, help="Print the command line, its environment and both configs; start nothing."
     ),
-    click.option("--allow-nan", is_flag=True, help="Keep training when the loss becomes NaN or infinite."),
+    allow_nan_option,
     sd_scripts_option,
     json_option,
 ]
