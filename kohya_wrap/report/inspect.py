@@ -9,7 +9,6 @@ sdscripts.lora_file's; files in the diffusers/PEFT naming get the checks that ap
 from __future__ import annotations
 
 import json
-import struct
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,8 @@ from typing import Any
 from kohya_wrap import rundir
 from kohya_wrap.errors import KohyaWrapError
 from kohya_wrap.fsutil import sha256_file
+from kohya_wrap.safetensors_header import HeaderError
+from kohya_wrap.safetensors_header import read_header as read_safetensors_header
 
 # A LoRA header is a few hundred KB; anything near this is not a safetensors header.
 MAX_HEADER_BYTES = 100 * 1024 * 1024
@@ -102,32 +103,26 @@ def read_header(path: Path) -> Header:
     if not path.is_file():
         raise LoraFileError(f"{path} does not exist or is not a file.", "Give the path of a LoRA .safetensors file.")
     size = path.stat().st_size
-    with open(path, "rb") as f:
-        head = f.read(8)
-        if len(head) < 8:
-            raise _corrupt(path, f"it is only {size} bytes long")
-        length = struct.unpack("<Q", head)[0]
-        if length < 2 or length > min(size - 8, MAX_HEADER_BYTES):
-            # checked only now: a plausible header length may start with any byte
+    try:
+        header, data_start = read_safetensors_header(path)
+    except HeaderError as e:
+        with open(path, "rb") as f:
+            head = f.read(8)
+        # checked only now: a plausible header length may start with any byte
+        if len(head) == 8:
             if head[:4] == b"PK\x03\x04" or head[:1] == b"\x80":
                 raise LoraFileError(
                     f"{path} is a pickled PyTorch file (.ckpt/.pt), not safetensors.",
                     "kohya-wrap reads only .safetensors: the pickle format carries no metadata and loading it can run code. "
                     "Convert it to .safetensors with a tool you trust, or train it again saving .safetensors.",
-                )
+                ) from None
             if path.suffix.lower() != ".safetensors":
                 raise LoraFileError(
                     f"{path} is not a safetensors file (its first bytes are no safetensors header).",
                     "Give a LoRA .safetensors file.",
-                )
-            raise _corrupt(path, f"the header claims {length} bytes but the file has {size}")
-        raw = f.read(length)
-    try:
-        header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise _corrupt(path, f"its header is not JSON ({e})") from None
-    if not isinstance(header, dict):
-        raise _corrupt(path, "its header is not a JSON object")
+                ) from None
+        raise _corrupt(path, str(e)) from None
+    length = data_start - 8
     metadata_raw = header.pop(METADATA_KEY, None) or {}
     if not isinstance(metadata_raw, dict):
         raise _corrupt(path, "its __metadata__ is not a JSON object")

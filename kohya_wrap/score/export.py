@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kohya_wrap.safetensors_header import read_header as read_safetensors_header
 from kohya_wrap.score.collect import ScoreError
 
 SCORE_METADATA_KEY = "kohya_wrap_score"  # ours: JSON of the exported checkpoint's score
@@ -52,19 +53,9 @@ class ExportResult:
 def read_header(path: Path) -> tuple[dict[str, Any], int]:
     """The header JSON of a safetensors file and the offset its tensor data starts at."""
     try:
-        with open(path, "rb") as f:
-            raw = f.read(8)
-            if len(raw) != 8:
-                raise ValueError("shorter than a safetensors header")
-            (size,) = struct.unpack("<Q", raw)
-            if size > 100_000_000:
-                raise ValueError(f"header length {size} is implausible")
-            header = json.loads(f.read(size))
+        return read_safetensors_header(path)
     except (OSError, ValueError) as e:
         raise ScoreError(f"{path} is not a readable safetensors file: {e}", "export another checkpoint") from None
-    if not isinstance(header, dict):
-        raise ScoreError(f"{path}: its safetensors header is not a JSON object", "export another checkpoint")
-    return header, 8 + size
 
 
 def encode_header(header: dict[str, Any]) -> bytes:

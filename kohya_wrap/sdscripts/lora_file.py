@@ -13,6 +13,8 @@ import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from kohya_wrap.safetensors_header import read_header
+
 # networks/lora.py: LoRANetwork.LORA_PREFIX_UNET / LORA_PREFIX_TEXT_ENCODER, and for SDXL's two text
 # encoders LORA_PREFIX_TEXT_ENCODER1/2 ("lora_te1", "lora_te2"); each module name is prefix + "_" + path.
 UNET_PREFIX = "lora_unet_"
@@ -85,18 +87,10 @@ class LoraReport:
 
 
 def read_metadata(path: Path) -> dict[str, str]:
-    """The __metadata__ of a safetensors header, read directly (8-byte length + JSON).
-
-    ValueError when the file is not a safetensors file (its length field cannot be right)."""
-    with open(path, "rb") as f:
-        head = f.read(8)
-        if len(head) < 8:
-            raise ValueError(f"{path}: too short for a safetensors file")
-        size = struct.unpack("<Q", head)[0]
-        if size > Path(path).stat().st_size - 8:
-            raise ValueError(f"{path}: its header length {size} exceeds the file")
-        header = json.loads(f.read(size))
-    return dict(header.get("__metadata__") or {}) if isinstance(header, dict) else {}
+    """The __metadata__ of a safetensors header (ValueError when the file is not a safetensors file)."""
+    header, _ = read_header(path)
+    metadata = header.get("__metadata__")
+    return dict(metadata) if isinstance(metadata, dict) else {}
 
 
 def _read_bf16(path: Path, key: str):

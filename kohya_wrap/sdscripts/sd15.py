@@ -9,9 +9,10 @@ single-file (CompVis LDM) key layout. Where the tokenizer goes: configs.tokenize
 from __future__ import annotations
 
 import json
-import struct
 from dataclasses import dataclass
 from pathlib import Path
+
+from kohya_wrap.safetensors_header import read_header
 
 # Single-file checkpoint prefixes, one per component.
 UNET_PREFIX = "model.diffusion_model."
@@ -99,17 +100,8 @@ DIFFUSERS_CROSS_ATTENTION_DIM = 768
 
 
 def read_safetensors_keys(path: Path) -> list[str]:
-    """The tensor names in a .safetensors header (8-byte little-endian length, then JSON); no tensor is read."""
-    with open(path, "rb") as f:
-        head = f.read(8)
-        if len(head) < 8:
-            raise ValueError("the file is shorter than a safetensors header")
-        (length,) = struct.unpack("<Q", head)
-        if length > path.stat().st_size - 8:
-            raise ValueError(f"the header claims {length} bytes, more than the file holds")
-        header = json.loads(f.read(length))
-    if not isinstance(header, dict):
-        raise ValueError("the header is not a JSON object")
+    """The tensor names in a .safetensors header; no tensor is read (ValueError for another kind of file)."""
+    header, _ = read_header(path)
     return [k for k in header if k != "__metadata__"]
 
 
