@@ -289,13 +289,7 @@ def _run_locked(
     lock_fd: int,
 ) -> TrainResult:
     prepared = prepare_run(run_dir, resume=options.resume, sd_scripts=options.sd_scripts, gpu_info=options.gpu_info)
-    plan, files, state, _prior, argv = (
-        prepared.plan,
-        prepared.files,
-        prepared.state,
-        prepared.prior,
-        list(prepared.argv),
-    )
+    plan, files, argv = prepared.plan, prepared.files, list(prepared.argv)
     plan.output_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(files.accelerate_config, prepared.accelerate_config)
 
@@ -381,19 +375,7 @@ def _run_locked(
             writer.write(finished)  # an exception is on its way: record the end, but do not render it
             fold.feed(finished)
         writer.close()
-        attempt = Attempt(
-            started_at=started_at.isoformat(),
-            ended_at=datetime.now(timezone.utc).isoformat(),
-            duration_s=round((datetime.now(timezone.utc) - started_at).total_seconds(), 3),
-            outcome=outcome,
-            exit_code=exit_code,
-            returncode=result.returncode if result else None,
-            stop_reason=result.stop_reason if result else None,
-            resumed_from=str(state.path) if state else None,
-            resumed_at_step=state.step if state else None,
-            argv=tuple(argv),
-            machine=prepared.machine.to_json(),
-        )
+        attempt = _attempt(prepared, started_at, outcome, exit_code, result)
         rundir.write_manifest(files.run_json, _manifest(prepared, fold, attempt, hasher, probe, verification, parser))
 
     warnings = list(prepared.notes)
@@ -401,6 +383,40 @@ def _run_locked(
         problem = _call_saved_hook(on_saved, plan.run_dir)
         if problem:
             warnings.append(problem)
+    return _result(prepared, fold, parser, outcome, exit_code, result, verification, tuple(warnings))
+
+
+def _attempt(
+    prepared: PreparedRun, started_at: datetime, outcome: str, exit_code: int, result: ProcessResult | None
+) -> Attempt:
+    ended_at = datetime.now(timezone.utc)
+    state = prepared.state
+    return Attempt(
+        started_at=started_at.isoformat(),
+        ended_at=ended_at.isoformat(),
+        duration_s=round((ended_at - started_at).total_seconds(), 3),
+        outcome=outcome,
+        exit_code=exit_code,
+        returncode=result.returncode if result else None,
+        stop_reason=result.stop_reason if result else None,
+        resumed_from=str(state.path) if state else None,
+        resumed_at_step=state.step if state else None,
+        argv=prepared.argv,
+        machine=prepared.machine.to_json(),
+    )
+
+
+def _result(
+    prepared: PreparedRun,
+    fold: RunFold,
+    parser: OutputParser,
+    outcome: str,
+    exit_code: int,
+    result: ProcessResult | None,
+    verification: LoraReport | None,
+    warnings: tuple[str, ...],
+) -> TrainResult:
+    plan, files, state = prepared.plan, prepared.files, prepared.state
     last = latest_state(plan.output_dir, plan.output_name, _known_state_steps(files.events))
     resumable = last is not None and not last.is_final
     checkpoint = fold.last_checkpoint
@@ -426,7 +442,7 @@ def _run_locked(
         events_path=files.events,
         manifest_path=files.run_json,
         output_name=plan.output_name,
-        warnings=tuple(warnings),
+        warnings=warnings,
         report_path=files.report_html if files.report_html.is_file() else None,
     )
 
