@@ -24,6 +24,7 @@ from kohya_wrap import rundir
 from kohya_wrap.errors import RunDirError
 from kohya_wrap.rundir import EVENTS_JSONL, PLAN_JSON, Plan, RunFold, SavedFile, format_duration, resume_command
 from kohya_wrap.score import load_score, recommended_line, recommended_step
+from kohya_wrap.sdscripts import validation_losses
 
 # Loading SD1.5 and caching latents can be silent for minutes, and train.log is checked too,
 # so ten minutes without a line of output is well past anything a live run does.
@@ -85,6 +86,8 @@ class RunStatus:
     lock_file: bool = False  # the run directory has a lock file: running or stopped is read from the lock
     recommended_step: int | None = None  # from score.json, when the run was scored
     score: str | None = None  # the score's recommendation in words
+    validation_loss: float | None = None  # the latest held-out loss sd-scripts logged to TensorBoard
+    validation_step: int | None = None
 
     @property
     def done(self) -> bool:
@@ -236,6 +239,7 @@ def _snapshot(run_dir: Path, fold: _Fold, plan: Plan | None, *, now: float | Non
         eta = max(0, total - step) * seconds_per_step
 
     scored = load_score(run_dir)
+    validation = _last_validation_loss(files.tensorboard_dir)
     last_state = fold.last_state
     can_resume = last_state is not None and (
         state in (STALLED, INTERRUPTED) or (state == FAILED and outcome in STOPPED_OUTCOMES)
@@ -282,6 +286,8 @@ def _snapshot(run_dir: Path, fold: _Fold, plan: Plan | None, *, now: float | Non
         lock_file=files.lock.exists(),
         recommended_step=recommended_step(scored),
         score=recommended_line(scored) if scored is not None else None,
+        validation_step=validation[0] if validation else None,
+        validation_loss=validation[1] if validation else None,
     )
 
 
@@ -298,6 +304,14 @@ def _check_run_dir(run_dir: Path) -> Path:
             "give the folder `kohya-wrap train` printed when it started (RUNS_DIR/<run name>)",
         )
     return run_dir
+
+
+def _last_validation_loss(logging_dir: Path) -> tuple[int, float] | None:
+    """(step, loss) of the latest validation loss, when the run holds out images (validation_split)."""
+    if not logging_dir.is_dir():
+        return None
+    losses = validation_losses(logging_dir)
+    return max(losses.items()) if losses else None
 
 
 def _load_plan(run_dir: Path) -> Plan | None:

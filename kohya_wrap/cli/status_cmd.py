@@ -137,6 +137,8 @@ def _table(s: Any) -> Any:
         table.add_row("resumed", f"{s.segments - 1} time(s)")
     if s.lora_file and s.lora_exists:
         table.add_row("LoRA", s.lora_file)
+    if s.validation_loss is not None:
+        table.add_row("validation loss", f"{s.validation_loss:.4g} at step {s.validation_step}")
     if s.score:
         table.add_row("score", _escape(s.score))
     if s.resume_command:

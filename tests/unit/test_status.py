@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -259,3 +260,20 @@ def test_follow_stops_when_asked(tmp_path: Path) -> None:
 
 def test_format_duration() -> None:
     assert [format_duration(x) for x in (None, 0, 12.4, 245, 3725)] == ["?", "0s", "12s", "4m05s", "1h02m"]
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("tensorboard") is None or importlib.util.find_spec("torch") is None,
+    reason="tensorboard (or torch) is not installed: torch's SummaryWriter (accelerate's) needs it",
+)
+def test_status_shows_the_latest_validation_loss(tmp_path: Path) -> None:
+    from torch.utils.tensorboard import SummaryWriter
+
+    run = _run_with(tmp_path, LINES)
+    writer = SummaryWriter(str(run / "logs" / "network_train"))  # where sd-scripts' tracker writes
+    for step, value in ((2, 0.31), (4, 0.27)):
+        writer.add_scalar("loss/validation/step_average", value, step)
+    writer.close()
+    status = read_status(run)
+    assert status.validation_step == 4 and status.validation_loss == pytest.approx(0.27)
+    assert status.to_json()["validation_loss"] == pytest.approx(0.27)
