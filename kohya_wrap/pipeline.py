@@ -269,7 +269,7 @@ def score_finished_run(run_dir: Path, stages: Stages) -> tuple[dict[str, Any] | 
 
     (None, why) when the scorer is not installed or scoring could not run.
     """
-    from kohya_wrap.rundir import record_score
+    from kohya_wrap.rundir import SCORE_JSON, record_score
     from kohya_wrap.score import load_score, score_run, scorer_available
 
     missing = scorer_available()
@@ -284,7 +284,5 @@ def score_finished_run(run_dir: Path, stages: Stages) -> tuple[dict[str, Any] | 
         return None, f"not scored: {type(e).__name__}: {e} (run `kohya-wrap score RUN_DIR` to see it again)"
     doc = load_score(run_dir)
     if doc is not None:
-        record_score(
-            run_dir, {"file": "score.json", "recommended": doc.get("recommended"), "reason": doc.get("reason")}
-        )
+        record_score(run_dir, {"file": SCORE_JSON, "recommended": doc.get("recommended"), "reason": doc.get("reason")})
     return doc, None

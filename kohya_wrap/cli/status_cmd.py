@@ -87,6 +87,7 @@ def status(run_dir: Path, follow: bool, stale_after: float, interval: float, as_
 def _table(s: Any) -> Any:
     from rich.table import Table
 
+    from kohya_wrap.rundir import EVENTS_JSONL
     from kohya_wrap.status import format_duration
 
     colour = {
@@ -144,7 +145,7 @@ def _table(s: Any) -> Any:
     if s.resume_command:
         table.add_row("resume with", f"[cyan]{_escape(s.resume_command)}[/cyan]")
     if s.unreadable_lines:
-        table.add_row("events.jsonl", f"[yellow]{s.unreadable_lines} unreadable line(s) skipped[/yellow]")
+        table.add_row(EVENTS_JSONL, f"[yellow]{s.unreadable_lines} unreadable line(s) skipped[/yellow]")
     return table
 
 

@@ -368,9 +368,10 @@ def _print_dry_run(prepared: Any, as_json: bool, notes: list[str], ending: str) 
     from rich.markup import escape
 
     from kohya_wrap.cli.output import console, print_json
+    from kohya_wrap.rundir import ACCELERATE_CONFIG
 
     plan = prepared.plan
-    files = {**dict(plan.files), "accelerate.yaml": prepared.accelerate_config}
+    files = {**dict(plan.files), ACCELERATE_CONFIG: prepared.accelerate_config}
     if as_json:
         print_json(
             {

@@ -29,7 +29,6 @@ from kohya_wrap.sample.session import SampleSession, load_sessions
 from kohya_wrap.score import load_score, recommended_step
 from kohya_wrap.sdscripts import find_samples, read_prompt_texts
 
-PROMPTS_FILE = "sample_prompts.txt"
 _MIME = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".webp": "image/webp"}
 
 _CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'"
@@ -183,7 +182,7 @@ def training_grid(summary: RunSummary) -> Grid | None:
             label = f"epoch {epoch}" + (f" (step {step})" if step is not None else "")
         rows.setdefault(key, {}).setdefault(name.prompt_index, []).append(path)
         labels[key] = (label, step)
-    prompts = read_prompt_texts(summary.run_dir / PROMPTS_FILE)
+    prompts = read_prompt_texts(rundir.paths(summary.run_dir).sample_prompts)
     columns = max(len(prompts), max(i for cells in rows.values() for i in cells) + 1)
     prompts += [""] * (columns - len(prompts))
     return Grid(

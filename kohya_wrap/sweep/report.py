@@ -13,13 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kohya_wrap import __version__
+from kohya_wrap import __version__, rundir
 from kohya_wrap.errors import KohyaWrapError
 from kohya_wrap.fsutil import atomic_write_text
 from kohya_wrap.score import load_score
 from kohya_wrap.sweep.state import read_sweep
 
-REPORT_FILE = "report.html"  # SWEEP_DIR/report.html
+REPORT_FILE = rundir.REPORT_HTML  # SWEEP_DIR/report.html, named as a run's
 _PALETTE = (
     "#1f5fa8",
     "#b25d12",

@@ -2,7 +2,7 @@
 
 The command line is the user's own, so it is trusted like `--set` (names, types and choices are
 checked, paths allowed). A sweep file may come from someone else: every [set] and [grid] value is
-checked like an untrusted preset's (kohya_wrap/preset.py, sdscripts.arguments.check_trust), and an
+checked like an untrusted preset's (kohya_wrap/preset.py, sdscripts.check_trust), and an
 error names the file, the table, the key and, for a grid, which value.
 
     schema = 1
@@ -26,7 +26,7 @@ from typing import Any
 
 from kohya_wrap.errors import KohyaWrapError, PresetError
 from kohya_wrap.preset import OUR_KEYS, OURS_TABLE, convert_ours, parse_override
-from kohya_wrap.sdscripts import arguments
+from kohya_wrap.sdscripts import ArgumentError, argument_table, check_trust, convert, did_you_mean
 
 try:
     import tomllib
@@ -89,20 +89,20 @@ def value_text(value: Any) -> str:
 def check_value(key: str, value: Any, *, from_text: bool, trusted: bool) -> Any:
     """The value as the plan will hold it, checked as `--set` (trusted) or a preset (untrusted) checks it.
 
-    Raises arguments.ArgumentError naming the key.
+    Raises ArgumentError naming the key.
     """
     if key.startswith(f"{OURS_TABLE}."):
         key = key[len(OURS_TABLE) + 1 :]
-    if key in OUR_KEYS and key not in arguments.table():
+    if key in OUR_KEYS and key not in argument_table():
         return convert_ours(key, value, from_text=from_text)
-    if key not in arguments.table():
-        raise arguments.ArgumentError(
+    if key not in argument_table():
+        raise ArgumentError(
             key,
             f"unknown key {key!r} (neither an sd-scripts argument nor a kohya-wrap setting)",
-            arguments.did_you_mean(key, list(arguments.table()) + list(OUR_KEYS)),
+            did_you_mean(key, list(argument_table()) + list(OUR_KEYS)),
         )
-    converted = arguments.convert(key, value, from_text=from_text)
-    arguments.check_trust(key, converted, trusted=trusted)
+    converted = convert(key, value, from_text=from_text)
+    check_trust(key, converted, trusted=trusted)
     return converted
 
 
@@ -150,7 +150,7 @@ def parse_grid(options: Sequence[str], overrides: Sequence[str] = ()) -> tuple[G
                 raise SweepError(f"--grid {option}: value {i} is empty", "separate values with single commas")
             try:
                 values.append(check_value(key, text, from_text=True, trusted=True))
-            except arguments.ArgumentError as e:
+            except ArgumentError as e:
                 raise SweepError(f"--grid {option}: value {i} ({text!r}): {e.message}", e.hint) from None
         axis = _axis(key, values, texts)
         _check_axis(axis, f"--grid {option}", set_keys, axes)
@@ -218,7 +218,7 @@ def load_file(path: Path) -> dict[str, Any]:
         if key not in FILE_KEYS:
             raise SweepError(
                 f"{_where(path, None, key)}: unknown key (a sweep file holds {', '.join(FILE_KEYS)})",
-                arguments.did_you_mean(key, FILE_KEYS) or "put sd-scripts arguments in [set] or [grid]",
+                did_you_mean(key, FILE_KEYS) or "put sd-scripts arguments in [set] or [grid]",
             )
     for key in ("description", "preset", "base_model"):
         if key in doc and (not isinstance(doc[key], str) or not doc[key]):
@@ -243,7 +243,7 @@ def load_file(path: Path) -> dict[str, Any]:
     for key, value in fixed.items():
         try:
             converted = check_value(key, value, from_text=False, trusted=False)
-        except arguments.ArgumentError as e:
+        except ArgumentError as e:
             raise PresetError(f"{_where(path, 'set', key)}: {e.message}", e.hint) from None
         overrides.append(f"{key}={_round_trip(path, 'set', key, converted)}")
     grid = doc.get("grid", {})
@@ -261,7 +261,7 @@ def load_file(path: Path) -> dict[str, Any]:
         for i, value in enumerate(values, 1):
             try:
                 converted = check_value(key, value, from_text=False, trusted=False)
-            except arguments.ArgumentError as e:
+            except ArgumentError as e:
                 raise PresetError(f"{_where(path, 'grid', key)} value {i} ({value!r}): {e.message}", e.hint) from None
             typed.append(converted)
             texts.append(_round_trip(path, "grid", key, converted))
@@ -277,7 +277,7 @@ def _round_trip(path: Path, table: str, key: str, value: Any) -> str:
     text = value_text(value)
     try:
         back = check_value(key, text, from_text=True, trusted=True)
-    except arguments.ArgumentError:
+    except ArgumentError:
         back = None
     if back != value:
         raise SweepError(
