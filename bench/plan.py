@@ -39,9 +39,15 @@ def build(root: Path, images: int) -> dict[str, Path]:
             {"parameters": {"token": "ohwx", "class": "man", "size": 512, "repeats": 1, "repeats_explicit": False}}
         )
     )
-    header = json.dumps({"__metadata__": {}}).encode()
+    # The key layout of an SD 1.5 checkpoint, one float each: plan checks a base model by its keys only.
+    from kohya_wrap.sdscripts.sd15 import REQUIRED_KEYS
+
+    entries: dict[str, object] = {
+        k: {"dtype": "F32", "shape": [1], "data_offsets": [4 * i, 4 * i + 4]} for i, k in enumerate(REQUIRED_KEYS)
+    }
+    header = json.dumps(entries).encode()
     model = root / "model.safetensors"
-    model.write_bytes(struct.pack("<Q", len(header)) + header)
+    model.write_bytes(struct.pack("<Q", len(header)) + header + b"\0" * (4 * len(REQUIRED_KEYS)))
     tok = root / "tok" / "openai_clip-vit-large-patch14"
     tok.mkdir(parents=True)
     (tok / "vocab.json").write_text("{}")
