@@ -3,7 +3,7 @@
 plan.json follows the run-directory format (docs/run-directory.md), so the train stage reads it like a
 real plan and builds the real launch command; the plan's environment puts a stand-in `accelerate`
 (tests/fakes/launcher) on the trainer's PYTHONPATH, which runs the fake trainer with `fake_args`.
-The process tier's conftest points $KOHYA_WRAP_SD_SCRIPTS at FAKE_CHECKOUT.
+The process tier's conftest points $KOHYA_WRAP_SD_SCRIPTS at a stand-in checkout (make_fake_checkout).
 """
 
 from __future__ import annotations
@@ -14,7 +14,14 @@ from pathlib import Path
 FAKES = Path(__file__).resolve().parent
 FAKE_TRAINER = FAKES / "fake_trainer.py"
 FAKE_LAUNCHER = FAKES / "launcher"
-FAKE_CHECKOUT = FAKES / "sd-scripts"
+
+
+def make_fake_checkout(folder: Path) -> Path:
+    """A folder kohya-wrap takes for an sd-scripts checkout: it holds a train_network.py, which the stand-in
+    accelerate (FAKE_LAUNCHER) never runs; it runs the fake trainer in its place."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "train_network.py").write_text('"""Not sd-scripts: a stand-in checkout of the process tier."""\n')
+    return folder
 
 
 def fake_env(fake_args: tuple[str, ...] | list[str] = (), launcher: bool = True) -> dict[str, str]:

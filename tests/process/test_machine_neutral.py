@@ -16,7 +16,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "fakes"))
 
-from run_dir import FAKE_CHECKOUT, FAKE_LAUNCHER  # noqa: E402
+from run_dir import FAKE_LAUNCHER  # noqa: E402
 
 
 def _virtualenv(path: Path) -> Path:
@@ -76,7 +76,7 @@ def _base_model(path: Path) -> Path:
     return path
 
 
-def test_a_run_planned_in_one_virtualenv_trains_in_another(tmp_path):
+def test_a_run_planned_in_one_virtualenv_trains_in_another(tmp_path, fake_checkout):
     from kohya_wrap.smoke.tokenizer import write_tokenizer
 
     planner = _virtualenv(tmp_path / "laptop" / "venv")
@@ -116,7 +116,7 @@ def test_a_run_planned_in_one_virtualenv_trains_in_another(tmp_path):
     launches = tmp_path / "launches.jsonl"
     env = {
         **os.environ,
-        "KOHYA_WRAP_SD_SCRIPTS": str(FAKE_CHECKOUT),
+        "KOHYA_WRAP_SD_SCRIPTS": str(fake_checkout),
         "PYTHONPATH": str(FAKE_LAUNCHER),
         "FAKE_LAUNCH_LOG": str(launches),
     }
@@ -138,9 +138,9 @@ def test_a_run_planned_in_one_virtualenv_trains_in_another(tmp_path):
     manifest = json.loads((run_dir / "run.json").read_text())
     assert manifest["outcome"] == "finished" and manifest["verification"]["ok"]
     assert manifest["machine"]["python"] == str(trainer)
-    assert manifest["machine"]["sd_scripts"] == str(FAKE_CHECKOUT)
+    assert manifest["machine"]["sd_scripts"] == str(fake_checkout.resolve())
     assert manifest["machine"]["device"] == "cpu" and manifest["machine"]["mixed_precision"] == "no"
     assert manifest["attempts"][-1]["argv"][0] == str(trainer)
     (launch,) = [json.loads(line) for line in launches.read_text().splitlines()]
-    assert launch[0].endswith("launch.py") and str(FAKE_CHECKOUT / "train_network.py") in launch
+    assert launch[0].endswith("launch.py") and str(fake_checkout.resolve() / "train_network.py") in launch
     assert "use_cpu: true" in (run_dir / "accelerate.yaml").read_text()  # resolved at launch, on this machine

@@ -12,7 +12,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "fakes"))
 
-from run_dir import FAKE_CHECKOUT, make_run_dir  # noqa: E402
+from run_dir import make_run_dir  # noqa: E402
 
 from kohya_wrap.errors import ExitCode  # noqa: E402
 from kohya_wrap.events import from_json  # noqa: E402
@@ -197,7 +197,8 @@ def test_dry_run_of_a_planned_run_dir_and_of_a_resume_starts_nothing(tmp_path):
     run_dir = make_run_dir(tmp_path, max_train_steps=6, fake_args=("--crash-at", "5"))
     planned = kohya_wrap("train", str(run_dir), "--dry-run")
     assert planned.returncode == 0, planned.stderr
-    assert str(FAKE_CHECKOUT / "train_network.py") in planned.stdout and "nothing started" in planned.stdout
+    checkout = Path(os.environ["KOHYA_WRAP_SD_SCRIPTS"])  # the process tier's stand-in checkout
+    assert str(checkout / "train_network.py") in planned.stdout and "nothing started" in planned.stdout
     assert not (run_dir / "train.log").exists() and not (run_dir / "events.jsonl").exists()
     kohya_wrap("train", str(run_dir))  # crashes at step 5 after saving the state of step 4
     log = (run_dir / "train.log").read_bytes()
