@@ -1,5 +1,5 @@
 """The command line that starts train_network.py: `accelerate launch` with every flag explicit
-(docs/sd-scripts.md#launching).   (that heading is "Launching")
+(docs/sd-scripts.md#launching).
 
 Without --num_processes accelerate uses every visible GPU, and missing flags print a warning of
 defaults; so all are passed. The launcher's --mixed_precision does not change training precision

@@ -112,7 +112,7 @@ class PreparedRun:
 
 def _known_state_steps(events_path: Path) -> dict[str, int]:
     """Steps of saved states as our events recorded them (sd-scripts' own counter restarts inside an
-    epoch after a resume: docs/sd-scripts.md#step-counter-after-a-resume   (the heading is "Step counter after a resume"; "Resume" is #resume))."""
+    epoch after a resume: docs/sd-scripts.md#step-counter-after-a-resume)."""
     known: dict[str, int] = {}
     if events_path.is_file():
         for event in read_events(events_path):
