@@ -17,11 +17,11 @@ from typing import TYPE_CHECKING, Any
 
 from kohya_wrap.errors import ExitCode, KohyaWrapError
 from kohya_wrap.rundir import Machines, Plan
+from kohya_wrap.train.runner import TrainOptions
 
 if TYPE_CHECKING:
     from kohya_wrap.events import Event
     from kohya_wrap.prepare import PrepareOptions, PrepareResult
-    from kohya_wrap.train.machine import GpuInfo
     from kohya_wrap.train.runner import TrainResult
 
 PREPARE, PLAN, TRAIN, VERIFY, SCORE = "prepare", "plan", "train", "verify", "score"
@@ -48,11 +48,7 @@ class TrainRequest:
     """How to train a planned run directory on this machine."""
 
     run_dir: Path
-    resume: bool = False
-    allow_nan: bool = False
-    verify: bool = True
-    sd_scripts: str | None = None
-    gpu_info: GpuInfo | None = None  # the GPUs found (tests); None: detected
+    options: TrainOptions = TrainOptions()  # resume, allow_nan, verify, the checkout, the GPUs (tests)
     score: bool = False  # score the checkpoints when the run finished and the scorer is installed
     on_event: Callable[[Event], None] | None = field(default=None, compare=False)
     on_signal: Callable[[int, int], None] | None = field(default=None, compare=False)
@@ -149,17 +145,14 @@ def check_plan_inputs(request: PlanRequest) -> None:
 
 def train_run(request: TrainRequest) -> TrainResult:
     """Train a planned run directory (or resume it) and return how it ended."""
-    from kohya_wrap.train.runner import TrainOptions, run_training
+    from kohya_wrap.train.runner import run_training
 
-    options = TrainOptions(
-        allow_nan=request.allow_nan,
-        resume=request.resume,
-        verify=request.verify,
-        sd_scripts=request.sd_scripts,
-        gpu_info=request.gpu_info,
-    )
     return run_training(
-        request.run_dir, options, on_event=request.on_event, on_signal=request.on_signal, on_saved=request.on_saved
+        request.run_dir,
+        request.options,
+        on_event=request.on_event,
+        on_signal=request.on_signal,
+        on_saved=request.on_saved,
     )
 
 

@@ -306,12 +306,25 @@ def _check_run_dir(run_dir: Path) -> Path:
     return run_dir
 
 
+_validation_seen: dict[Path, tuple[tuple[tuple[str, int, int], ...], tuple[int, float] | None]] = {}
+
+
 def _last_validation_loss(logging_dir: Path) -> tuple[int, float] | None:
-    """(step, loss) of the latest validation loss, when the run holds out images (validation_split)."""
+    """(step, loss) of the latest validation loss, when the run holds out images (validation_split).
+
+    `status --follow` asks every second: the TensorBoard files are parsed again only when one changed.
+    """
     if not logging_dir.is_dir():
         return None
+    files = sorted(p for p in logging_dir.rglob("*") if p.is_file())
+    stamp = tuple((str(p), st.st_size, st.st_mtime_ns) for p in files for st in (p.stat(),))
+    seen = _validation_seen.get(logging_dir)
+    if seen is not None and seen[0] == stamp:
+        return seen[1]
     losses = validation_losses(logging_dir)
-    return max(losses.items()) if losses else None
+    latest = max(losses.items()) if losses else None
+    _validation_seen[logging_dir] = (stamp, latest)
+    return latest
 
 
 def _load_plan(run_dir: Path) -> Plan | None:

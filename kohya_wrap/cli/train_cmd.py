@@ -229,8 +229,10 @@ def run(
 
 def _train_request(run_dir: Path, resume: bool, allow_nan: bool, sd_scripts: str | None) -> Any:
     from kohya_wrap.pipeline import TrainRequest
+    from kohya_wrap.train.runner import TrainOptions
 
-    return TrainRequest(run_dir=run_dir, resume=resume, allow_nan=allow_nan, sd_scripts=sd_scripts, score=True)
+    options = TrainOptions(resume=resume, allow_nan=allow_nan, sd_scripts=sd_scripts)
+    return TrainRequest(run_dir=run_dir, options=options, score=True)
 
 
 def _run(request: Any, *, as_json: bool, dry_run: bool, strict: bool = False) -> None:
@@ -331,7 +333,10 @@ def _dry_run(request: Any, as_json: bool) -> None:
 
     if request.plan is None:
         prepared = prepare_run(
-            request.train.run_dir, resume=request.train.resume, fetch_models=False, sd_scripts=request.train.sd_scripts
+            request.train.run_dir,
+            resume=request.train.options.resume,
+            fetch_models=False,
+            sd_scripts=request.train.options.sd_scripts,
         )
         notes = list(prepared.notes)
         if prepared.state is not None:
@@ -350,7 +355,7 @@ def _dry_run(request: Any, as_json: bool) -> None:
             prepare_dataset(options)
             plan_request = dataclasses.replace(plan_request, dataset_dir=options.dataset_dir)
         plan = make_plan(plan_request)
-        launch = prepare_launch(plan, resume=False, fetch_models=False, sd_scripts=request.train.sd_scripts)
+        launch = prepare_launch(plan, resume=False, fetch_models=False, sd_scripts=request.train.options.sd_scripts)
         _print_dry_run(
             launch,
             as_json,

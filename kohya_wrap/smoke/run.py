@@ -194,6 +194,7 @@ def run_smoke(
         TrainRequest,
         run_pipeline,
     )
+    from kohya_wrap.train.runner import TrainOptions
 
     started = time.monotonic()
     stages = Stages(on_stage)
@@ -281,9 +282,7 @@ def run_smoke(
             # the runner verifies the LoRA (and records it in run.json); the verify stage reports it
             train=TrainRequest(
                 run_dir,
-                verify=True,
-                sd_scripts=str(checkout.path),
-                gpu_info=gpus,
+                TrainOptions(verify=True, sd_scripts=str(checkout.path), gpu_info=gpus),
                 on_event=on_event,
                 on_signal=on_signal,
             ),

@@ -9,7 +9,6 @@ and kills the trainers. No worker is started after the first, and the sweep wait
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import time
@@ -17,7 +16,6 @@ from pathlib import Path
 from types import FrameType
 from typing import IO, Any
 
-from kohya_wrap.process import capture
 from kohya_wrap.sweep.run import Job, OnChange, finish_job, start_job
 from kohya_wrap.sweep.state import SweepState
 
@@ -26,22 +24,13 @@ _SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 def gpu_slots() -> list[str | None]:
-    """The CUDA devices this machine trains on, one variant each; [None] without a GPU.
+    """The CUDA devices this machine trains on, one variant each (as train.machine finds them); [None]
+    without a GPU. Devices that CUDA_VISIBLE_DEVICES names are taken as named, even where nvidia-smi
+    cannot be asked (a container without it)."""
+    from kohya_wrap.train.machine import cuda_visible_devices, visible_gpus
 
-    nvidia-smi, not torch (seconds to import), as plan.detect_gpus does; CUDA_VISIBLE_DEVICES, when
-    set, is the list to use.
-    """
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if visible is not None:
-        devices = [v.strip() for v in visible.split(",") if v.strip() and v.strip() != "-1"]
-        return list(devices) or [None]
-    exe = shutil.which("nvidia-smi")
-    if exe is None:
-        return [None]
-    done = capture([exe, "--query-gpu=index", "--format=csv,noheader"], timeout_s=15)
-    if done is None or done.returncode != 0:
-        return [None]
-    devices = [line.strip() for line in done.stdout.splitlines() if line.strip()]
+    named = cuda_visible_devices()
+    devices: list[str] = named if named is not None else [g.device for g in visible_gpus()]
     return list(devices) or [None]
 
 

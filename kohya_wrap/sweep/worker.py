@@ -48,10 +48,10 @@ def train(run_dir: Path, *, resume: bool, allow_nan: bool, sd_scripts: str | Non
     every checkpoint and at the end, and a finished run is scored when the scorer is installed."""
     from kohya_wrap import pipeline
     from kohya_wrap.report.html import write_report
+    from kohya_wrap.train.runner import TrainOptions
 
-    request = pipeline.TrainRequest(
-        run_dir=run_dir, resume=resume, allow_nan=allow_nan, sd_scripts=sd_scripts, score=True, on_saved=write_report
-    )
+    options = TrainOptions(resume=resume, allow_nan=allow_nan, sd_scripts=sd_scripts)
+    request = pipeline.TrainRequest(run_dir=run_dir, options=options, score=True, on_saved=write_report)
     done = pipeline.run_pipeline(pipeline.PipelineRequest(train=request))
     result = done.trained
     if result is None:  # refused before the trainer started

@@ -27,32 +27,66 @@ class GpuInfo:
     names: tuple[str, ...] = ()
 
 
-def detect_gpus() -> GpuInfo:
-    """CUDA GPUs from nvidia-smi: kohya-wrap itself never imports torch (it takes seconds)."""
+@dataclass(frozen=True)
+class Gpu:
+    device: str  # how CUDA_VISIBLE_DEVICES names it (nvidia-smi's index unless the variable names it otherwise)
+    name: str
+    compute_capability: float | None
+
+
+def cuda_visible_devices() -> list[str] | None:
+    """The devices CUDA_VISIBLE_DEVICES names, in its order; None when it is not set ("" or "-1": none)."""
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if visible is not None and visible.strip() in ("", "-1"):
-        return GpuInfo(0, False)
+    return None if visible is None else [v.strip() for v in visible.split(",") if v.strip() not in ("", "-1")]
+
+
+def visible_gpus() -> list[Gpu]:
+    """The CUDA GPUs a process started here sees, from nvidia-smi: kohya-wrap never imports torch (seconds).
+
+    CUDA_VISIBLE_DEVICES, when set, chooses and orders them ("" or "-1": none); nvidia-smi itself ignores it.
+    """
+    chosen = cuda_visible_devices()
+    if chosen == []:
+        return []
     exe = shutil.which("nvidia-smi")
     if exe is None:
-        return GpuInfo(0, False)
+        return []
     try:
         out = subprocess.run(
-            [exe, "--query-gpu=name,compute_cap", "--format=csv,noheader"],
+            [exe, "--query-gpu=index,name,compute_cap", "--format=csv,noheader"],
             capture_output=True,
             text=True,
             timeout=10,
             check=True,
         ).stdout
     except (OSError, subprocess.SubprocessError):
-        return GpuInfo(0, False)
-    rows = [[c.strip() for c in line.split(",")] for line in out.splitlines() if line.strip()]
-    if visible is not None:
-        rows = rows[: len([v for v in visible.split(",") if v.strip()])]
+        return []
+    gpus = [_gpu_row(line) for line in out.splitlines() if line.strip()]
+    if chosen is None:
+        return gpus
+    by_index = {g.device: g for g in gpus}
+    # a device named by its index is that row; one named otherwise (a UUID) is taken in order
+    return [
+        by_index.get(c) or Gpu(c, gpus[n].name, gpus[n].compute_capability)
+        for n, c in enumerate(chosen)
+        if c in by_index or n < len(gpus)
+    ]
+
+
+def _gpu_row(line: str) -> Gpu:
+    cells = [c.strip() for c in line.split(",")]
     try:
-        bf16 = bool(rows) and all(float(r[1]) >= 8.0 for r in rows)
+        capability: float | None = float(cells[2])
     except (IndexError, ValueError):
-        bf16 = False
-    return GpuInfo(len(rows), bf16, tuple(r[0] for r in rows))
+        capability = None
+    return Gpu(cells[0], cells[1] if len(cells) > 1 else "", capability)
+
+
+def detect_gpus() -> GpuInfo:
+    """How many CUDA GPUs train here and whether all of them compute bf16 natively."""
+    gpus = visible_gpus()
+    bf16 = bool(gpus) and all(g.compute_capability is not None and g.compute_capability >= 8.0 for g in gpus)
+    return GpuInfo(len(gpus), bf16, tuple(g.name for g in gpus))
 
 
 @dataclass(frozen=True)

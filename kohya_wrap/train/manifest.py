@@ -8,7 +8,6 @@ kohya_wrap.rundir.RunManifest.
 from __future__ import annotations
 
 import json
-import shutil
 import threading
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from typing import Any
 from kohya_wrap.fsutil import atomic_write_json, sha256_file, user_cache_dir
 from kohya_wrap.process import capture
 from kohya_wrap.sdscripts import TRAIN_MODULES
+from kohya_wrap.train.machine import visible_gpus
 
 PACKAGES = (*TRAIN_MODULES, "numpy")
 
@@ -50,18 +50,8 @@ def environment(python: str) -> dict[str, Any]:
             info.update(json.loads(probe.stdout.strip().splitlines()[-1]))
         except (ValueError, IndexError):
             pass
-    info["gpu"] = gpu_names()
+    info["gpu"] = [g.name for g in visible_gpus()]
     return info
-
-
-def gpu_names() -> list[str]:
-    smi = shutil.which("nvidia-smi")
-    if not smi:
-        return []
-    done = capture([smi, "--query-gpu=name", "--format=csv,noheader"], timeout_s=15)
-    if done is None or done.returncode != 0:
-        return []
-    return [line.strip() for line in done.stdout.splitlines() if line.strip()]
 
 
 class EnvironmentProbe:

@@ -16,6 +16,19 @@ FAKE_TRAINER = FAKES / "fake_trainer.py"
 FAKE_LAUNCHER = FAKES / "launcher"
 
 
+def make_dataset(root: Path, images: int = 4) -> Path:
+    """A prepared dataset folder (img/1_ohwx man/ with captions, prepare.json) of small generated images."""
+    from PIL import Image
+
+    sub = root / "img" / "1_ohwx man"
+    sub.mkdir(parents=True)
+    for i in range(images):
+        Image.new("RGB", (64, 64), (i * 40 % 256, 90, 140)).save(sub / f"{i:04d}.png")
+        (sub / f"{i:04d}.txt").write_text("photo of ohwx man\n")
+    (root / "prepare.json").write_text(json.dumps({"parameters": {"token": "ohwx", "class": "man"}}))
+    return root
+
+
 def make_fake_checkout(folder: Path) -> Path:
     """A folder kohya-wrap takes for an sd-scripts checkout: it holds a train_network.py, which the stand-in
     accelerate (FAKE_LAUNCHER) never runs; it runs the fake trainer in its place."""

@@ -6,17 +6,16 @@ from __future__ import annotations
 import json
 import os
 import site
-import struct
 import subprocess
 import sys
 import venv
 from pathlib import Path
 
-from PIL import Image
-
+sys.path.insert(0, str(Path(__file__).parents[1]))
 sys.path.insert(0, str(Path(__file__).parents[1] / "fakes"))
 
-from run_dir import FAKE_LAUNCHER  # noqa: E402
+from run_dir import FAKE_LAUNCHER, make_dataset  # noqa: E402
+from sd15_stub import write_sd15_stub  # noqa: E402
 
 
 def _virtualenv(path: Path) -> Path:
@@ -35,54 +34,13 @@ def _virtualenv(path: Path) -> Path:
     return python
 
 
-def _dataset(root: Path) -> Path:
-    sub = root / "img" / "1_ohwx man"
-    sub.mkdir(parents=True)
-    for i in range(4):
-        Image.new("RGB", (64, 64), (i * 40, 90, 140)).save(sub / f"{i:04d}.png")
-        (sub / f"{i:04d}.txt").write_text("photo of ohwx man\n")
-    (root / "prepare.json").write_text(
-        json.dumps(
-            {
-                "kohya_wrap_version": "0.1.0",
-                "parameters": {
-                    "token": "ohwx",
-                    "class": "man",
-                    "size": 64,
-                    "crop": "face",
-                    "repeats": 1,
-                    "repeats_explicit": False,
-                },
-            }
-        )
-    )
-    return root
-
-
-def _base_model(path: Path) -> Path:
-    """A safetensors file with the key layout of an SD 1.5 checkpoint (the fake trainer never loads it)."""
-    keys = [
-        "model.diffusion_model.input_blocks.0.0.weight",
-        "model.diffusion_model.out.2.weight",
-        "first_stage_model.encoder.conv_in.weight",
-        "first_stage_model.decoder.conv_out.weight",
-        "cond_stage_model.transformer.text_model.embeddings.token_embedding.weight",
-    ]
-    header: dict[str, object] = {}
-    for i, key in enumerate(keys):
-        header[key] = {"dtype": "F32", "shape": [1], "data_offsets": [4 * i, 4 * i + 4]}
-    blob = json.dumps(header).encode()
-    path.write_bytes(struct.pack("<Q", len(blob)) + blob + b"\0" * (4 * len(keys)))
-    return path
-
-
 def test_a_run_planned_in_one_virtualenv_trains_in_another(tmp_path, fake_checkout):
     from kohya_wrap.smoke.tokenizer import write_tokenizer
 
     planner = _virtualenv(tmp_path / "laptop" / "venv")
     trainer = _virtualenv(tmp_path / "gpu-box" / "env")
-    dataset = _dataset(tmp_path / "data")
-    model = _base_model(tmp_path / "sd15.safetensors")
+    dataset = make_dataset(tmp_path / "data")
+    model = write_sd15_stub(tmp_path / "sd15.safetensors")
     write_tokenizer(tmp_path / "tok")
     run_dir = tmp_path / "runs" / "ohwx"
 

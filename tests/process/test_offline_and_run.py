@@ -10,12 +10,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from PIL import Image
-
 sys.path.insert(0, str(Path(__file__).parents[1]))
 sys.path.insert(0, str(Path(__file__).parents[1] / "fakes"))
 
-from run_dir import FAKE_LAUNCHER  # noqa: E402
+from run_dir import FAKE_LAUNCHER, make_dataset  # noqa: E402
 from sd15_stub import write_sd15_stub  # noqa: E402
 
 from kohya_wrap.errors import ExitCode  # noqa: E402
@@ -34,18 +32,8 @@ def kohya_wrap(*args: str, env: dict[str, str] | None = None) -> subprocess.Comp
     )
 
 
-def _dataset(root: Path) -> Path:
-    sub = root / "img" / "1_ohwx man"
-    sub.mkdir(parents=True)
-    for i in range(4):
-        Image.new("RGB", (64, 64), (i * 40, 90, 140)).save(sub / f"{i:04d}.png")
-        (sub / f"{i:04d}.txt").write_text("photo of ohwx man\n")
-    (root / "prepare.json").write_text(json.dumps({"parameters": {"token": "ohwx", "class": "man"}}))
-    return root
-
-
 def test_plan_of_a_hub_model_without_a_tokenizer_touches_no_network_and_train_says_what_is_missing(tmp_path):
-    dataset = _dataset(tmp_path / "data")
+    dataset = make_dataset(tmp_path / "data")
     run_dir = tmp_path / "runs" / "hub"
     env = {**NO_HUB, "HF_HUB_OFFLINE": "1"}
     planned = kohya_wrap(
@@ -79,7 +67,7 @@ def test_plan_of_a_hub_model_without_a_tokenizer_touches_no_network_and_train_sa
 
 
 def test_a_missing_tokenizer_is_named_before_the_trainer_starts(tmp_path):
-    dataset = _dataset(tmp_path / "data")
+    dataset = make_dataset(tmp_path / "data")
     model = write_sd15_stub(tmp_path / "sd15.safetensors")
     run_dir = tmp_path / "runs" / "tok"
     env = {**NO_HUB, "HF_HUB_OFFLINE": "1"}
@@ -163,7 +151,7 @@ def test_o_is_the_run_directory_for_plan_train_and_run(tmp_path):
     from kohya_wrap.smoke.images import write_face_images
     from kohya_wrap.smoke.tokenizer import write_tokenizer
 
-    dataset = _dataset(tmp_path / "data")
+    dataset = make_dataset(tmp_path / "data")
     model = write_sd15_stub(tmp_path / "sd15.safetensors")
     write_tokenizer(tmp_path / "tok")
     common = ["--preset", "smoke", "--base-model", str(model), "--tokenizer-cache-dir", str(tmp_path / "tok")]

@@ -367,13 +367,15 @@ def test_gpus_are_detected_with_nvidia_smi_not_torch(tmp_path, monkeypatch):
 
     fake = tmp_path / "bin" / "nvidia-smi"
     fake.parent.mkdir()
-    fake.write_text("#!/bin/sh\nprintf 'NVIDIA H100 80GB HBM3, 9.0\\nTesla T4, 7.5\\n'\n")
+    fake.write_text("#!/bin/sh\nprintf '0, NVIDIA H100 80GB HBM3, 9.0\\n1, Tesla T4, 7.5\\n'\n")
     fake.chmod(0o755)
     monkeypatch.setenv("PATH", str(fake.parent))
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     assert detect_gpus() == GpuInfo(2, False, ("NVIDIA H100 80GB HBM3", "Tesla T4"))
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
     assert detect_gpus() == GpuInfo(1, True, ("NVIDIA H100 80GB HBM3",))
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")  # the GPU a sweep gave this trainer, not the first one
+    assert detect_gpus() == GpuInfo(1, False, ("Tesla T4",))
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     assert detect_gpus().count == 0
     monkeypatch.setenv("PATH", str(tmp_path / "nowhere"))
