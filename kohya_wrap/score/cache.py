@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from kohya_wrap.fsutil import atomic_write_bytes, user_cache_dir
-from kohya_wrap.score.identity import Observation
+from kohya_wrap.faceid import Observation
 
 CACHE_FOLDER = "score-cache"
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from kohya_wrap.score.collect import SampleGroup, ScoreError
-from kohya_wrap.score.identity import SAME_PERSON_DISTANCE, Observation
+from kohya_wrap.faceid import SAME_PERSON_DISTANCE, Observation
 
 LIKENESS_SCALE = 2 * SAME_PERSON_DISTANCE  # distance at which likeness reaches 0
 COPY_CORRELATION = 0.65  # measured: other photos <= 0.40; copies, crops, mirror images 0.70-1.0 (docs/score.md)
@@ -266,14 +266,14 @@ def _thumb(rgb: Any) -> Any:
     import numpy as np
     from PIL import Image
 
-    from kohya_wrap.score.identity import normalise_chip
+    from kohya_wrap.faceid import normalise_chip
 
     grey = Image.fromarray(rgb).convert("L").resize((VARIETY_THUMB, VARIETY_THUMB), Image.Resampling.BILINEAR)
     return normalise_chip(np.asarray(grey, dtype=np.float32))
 
 
 def _read(path: Path, what: str) -> Any:
-    from kohya_wrap.score.identity import load_rgb
+    from kohya_wrap.faceid import load_rgb
 
     try:
         return load_rgb(path)
@@ -326,7 +326,7 @@ def score_groups(
     progress: Callable[[str], None] | None = None,
 ) -> ScoreReport:
     from kohya_wrap.score.cache import ObservationCache, default_cache_dir
-    from kohya_wrap.score.identity import IdentityModel
+    from kohya_wrap.faceid import IdentityModel
 
     started = time.monotonic()
     if not groups or not any(g.images for g in groups):

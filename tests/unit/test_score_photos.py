@@ -17,7 +17,7 @@ pytestmark = needs_photos
 
 @pytest.fixture(scope="module")
 def model():  # type: ignore[no-untyped-def]
-    from kohya_wrap.score.identity import IdentityModel
+    from kohya_wrap.faceid import IdentityModel
 
     return IdentityModel()
 

@@ -99,7 +99,7 @@ def test_a_step_without_a_lora_file_is_not_recommended_in_a_run() -> None:
 def test_variety_is_zero_for_identical_samples_and_none_for_one() -> None:
     import numpy as np
 
-    from kohya_wrap.score.identity import normalise_chip
+    from kohya_wrap.faceid import normalise_chip
 
     a = normalise_chip(np.arange(64, dtype=np.float32).reshape(8, 8))
     b = normalise_chip(np.random.default_rng(0).random((8, 8)).astype(np.float32))

