@@ -143,6 +143,15 @@ def check_plan_inputs(request: PlanRequest) -> None:
     request.machines.check()
 
 
+def preset_prepare_settings(preset: str, overrides: Sequence[str] = ()) -> tuple[int, str]:
+    """The image size and crop a preset's [kohya_wrap] table asks prepare for (with --set applied):
+    what `run` prepares at unless told otherwise, so the images match the resolution it trains at."""
+    from kohya_wrap.preset import load_preset
+
+    ours = load_preset(preset, overrides).ours
+    return int(ours["size"].value), str(ours["crop"].value)
+
+
 def train_run(request: TrainRequest) -> TrainResult:
     """Train a planned run directory (or resume it) and return how it ended."""
     from kohya_wrap.train.runner import run_training
@@ -181,6 +190,7 @@ class PipelineRequest:
     remove_on_failure: Path | None = None  # a folder this call creates, removed if prepare or plan fails
     on_prepare_progress: Callable[[int, int], None] | None = field(default=None, compare=False)
     after_prepare: Callable[[PrepareResult], None] | None = field(default=None, compare=False)  # may raise to stop
+    after_plan: Callable[[Plan], None] | None = field(default=None, compare=False)  # e.g. show its warnings
 
 
 @dataclass(frozen=True)
@@ -236,6 +246,8 @@ def run_pipeline(request: PipelineRequest, stages: Stages | None = None) -> Pipe
             with stages.stage(PLAN):
                 plan = make_plan(request.plan)
                 write_plan(plan)
+                if request.after_plan is not None:
+                    request.after_plan(plan)
         else:
             with stages.stage(TRAIN):
                 plan = read_plan(request.train.run_dir)

@@ -173,3 +173,29 @@ def photo_options(f: Any) -> Any:
     for option in reversed(_PHOTO_OPTIONS):
         f = option(f)
     return f
+
+
+# `run` has a preset: the size and crop its [kohya_wrap] table names, unless given here.
+_RUN_PHOTO_OPTIONS = [
+    *_PHOTO_OPTIONS[:2],
+    click.option(
+        "--size",
+        type=click.Choice(PREPARE_SIZES),
+        default=None,
+        help="Side of the prepared images in pixels. Default: the preset's [kohya_wrap] size.",
+    ),
+    click.option(
+        "--crop",
+        type=click.Choice(("face", "center")),
+        default=None,
+        help="Square around the detected face, or the centre square. Default: the preset's [kohya_wrap] crop.",
+    ),
+    *_PHOTO_OPTIONS[4:],
+]
+
+
+def run_photo_options(f: Any) -> Any:
+    """photo_options for `run`: --size and --crop default to the preset's."""
+    for option in reversed(_RUN_PHOTO_OPTIONS):
+        f = option(f)
+    return f

@@ -31,6 +31,14 @@ def print_json(obj: Any) -> None:
     sys.stdout.flush()
 
 
+def print_warnings(warnings: Any) -> None:
+    """Warnings (a plan's), on stderr, so stdout stays clean for --json: `plan`, `train`, `run` and `sweep` show them."""
+    from rich.markup import escape
+
+    for w in warnings:
+        err_console().print(f"[yellow]warning:[/yellow] {escape(w)}", highlight=False, soft_wrap=True)
+
+
 def print_error(e: KohyaWrapError) -> None:
     from rich.markup import escape  # messages quote TOML tables like [network]: not markup
 

@@ -87,7 +87,7 @@ def render_plan(result: Any) -> None:
 
     from rich.markup import escape
 
-    from kohya_wrap.cli.output import console, err_console
+    from kohya_wrap.cli.output import console, print_warnings
 
     con = console()
     con.print(f"[bold]run[/bold] {escape(str(result.run_dir))}  (preset {escape(result.preset_name)})", highlight=False)
@@ -103,5 +103,4 @@ def render_plan(result: Any) -> None:
         highlight=False,
         soft_wrap=True,
     )
-    for w in result.warnings:
-        err_console().print(f"[yellow]warning:[/yellow] {escape(w)}", highlight=False, soft_wrap=True)
+    print_warnings(result.warnings)

@@ -106,7 +106,7 @@ def sweep(
             raise click.UsageError("give DATASET... with --preset and --base-model, or a sweep FILE.toml")
         spec = spec_mod.from_command_line(datasets, preset=preset, base_model=base_model, **common)
 
-    from kohya_wrap.cli.output import console, err_console, print_json
+    from kohya_wrap.cli.output import console, err_console, print_json, print_warnings
 
     out = err_console() if as_json else console()
 
@@ -122,6 +122,7 @@ def sweep(
             ray_address=ray_address,
             max_parallel=max_parallel,
             on_change=on_change,
+            on_warning=lambda name, warning: print_warnings([f"{name}: {warning}"]),
         )
     except SweepInterrupted as stopped:
         if as_json:

@@ -19,8 +19,8 @@ from kohya_wrap.cli.options import (
     base_model_option,
     json_option,
     machine_options,
-    photo_options,
     preset_option,
+    run_photo_options,
     sd_scripts_option,
     set_option,
     tokenizer_option,
@@ -161,15 +161,15 @@ def train(
 
 @click.command()
 @click.argument("src_photos", type=click.Path(file_okay=False, exists=True, path_type=Path))
-@photo_options
+@run_photo_options
 @click.option("--strict", is_flag=True, help="Stop before training when prepare finds anything to warn about.")
 @_common
 def run(
     src_photos: Path,
     token: str,
     class_word: str,
-    crop: str,
-    size: str,
+    crop: str | None,
+    size: str | None,
     caption: str,
     repeats: int | None,
     reg_dir: Path | None,
@@ -193,16 +193,23 @@ def run(
     """Prepare SRC_PHOTOS, plan and train in one go: the run directory (-o, default RUNS_DIR/<time>-<token>)
     holds the prepared dataset in dataset/.
 
+    The photos are prepared at the preset's [kohya_wrap] size and crop (`kohya-wrap presets show PRESET`)
+    unless --size or --crop says otherwise; every warning of the plan is printed before training starts.
+
     The preset, --set and the base model are checked before any photo is prepared; if prepare or plan
     fails, the run directory is removed. With --dry-run the photos are prepared into a temporary
     folder (the plan counts its images), nothing is kept and no trainer starts. Exit codes as for `train`.
     """
-    from kohya_wrap.pipeline import PipelineRequest, PlanRequest
+    from kohya_wrap.pipeline import PipelineRequest, PlanRequest, preset_prepare_settings
     from kohya_wrap.prepare import PrepareOptions
     from kohya_wrap.rundir import paths
 
     if not preset or not base_model:
         raise click.UsageError("give --preset and --base-model")
+    if size is None or crop is None:
+        preset_size, preset_crop = preset_prepare_settings(preset, overrides)
+        size = size or str(preset_size)
+        crop = crop or preset_crop
     target = run_dir or _new_run_dir(runs_dir, token)
     dataset = paths(target).dataset_dir
     prepare = PrepareOptions(
@@ -294,12 +301,18 @@ def _run(request: Any, *, as_json: bool, dry_run: bool, strict: bool = False) ->
             error.exit_code = ExitCode.WARNINGS
             raise error
 
+    def after_plan(plan: Any) -> None:
+        from kohya_wrap.cli.output import print_warnings
+
+        print_warnings(plan.warnings)
+
     # the report is rewritten at every checkpoint and at the end, so a stopped run has one too
     train = dataclasses.replace(request.train, on_event=on_event, on_signal=on_signal, on_saved=write_report)
     request = dataclasses.replace(
         request,
         train=train,
         after_prepare=after_prepare,
+        after_plan=after_plan,
         on_prepare_progress=lambda done, total: progress.update(bar, completed=done, total=total),
     )
     try:

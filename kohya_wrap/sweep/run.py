@@ -162,8 +162,12 @@ def run_sweep(
     ray_address: str | None = None,
     max_parallel: int | None = None,
     on_change: OnChange | None = None,
+    on_warning: Callable[[str, str], None] | None = None,
 ) -> SweepResult:
-    """Plan every variant, then train those not finished. Ctrl-C stops every trainer and raises KeyboardInterrupt."""
+    """Plan every variant, then train those not finished. Ctrl-C stops every trainer and raises KeyboardInterrupt.
+
+    on_warning(variant, warning) is called for each warning of each plan written, before anything trains.
+    """
     sweep_dir = Path(sweep_dir).expanduser().resolve()
     if backend == "ray":
         from kohya_wrap.sweep.ray_backend import require_ray
@@ -190,7 +194,9 @@ def run_sweep(
                 aside.parent.mkdir(parents=True, exist_ok=True)
                 shutil.move(str(variant.run_dir), str(aside))
             if action in ("start", "restart"):
-                pipeline.plan_run(plan_request(spec, variant))
+                planned = pipeline.plan_run(plan_request(spec, variant))
+                for warning in planned.warnings if on_warning is not None else ():
+                    on_warning(variant.name, warning)
             log = paths.log(variant.name)
             result_file = paths.result(variant.name)
             result_file.unlink(missing_ok=True)

@@ -1,0 +1,93 @@
+"""What a new user hit (issue 19): `run` prepares as its preset asks and shows every plan warning, a
+truncated base model is caught before training, and the other first-walk surprises, each through the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parents[1]))
+sys.path.insert(0, str(Path(__file__).parents[1] / "fakes"))
+
+from run_dir import FAKE_LAUNCHER, make_dataset  # noqa: E402
+from sd15_stub import write_sd15_stub  # noqa: E402
+
+from kohya_wrap.errors import ExitCode  # noqa: E402
+
+
+def kohya_wrap(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "kohya_wrap", *args],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env={**os.environ, "COLUMNS": "200", **(env or {})},
+    )
+
+
+def said(done: subprocess.CompletedProcess[str]) -> str:
+    return " ".join((done.stdout + done.stderr).split())
+
+
+def test_run_prepares_at_the_presets_size_and_crop_and_shows_the_plans_warnings(tmp_path):
+    from kohya_wrap.smoke.images import write_face_images
+    from kohya_wrap.smoke.tokenizer import write_tokenizer
+
+    photos = tmp_path / "photos"
+    write_face_images(photos, count=3)
+    model = write_sd15_stub(tmp_path / "sd15.safetensors")
+    write_tokenizer(tmp_path / "tok")
+    common = ["--preset", "smoke", "--base-model", str(model), "--tokenizer-cache-dir", str(tmp_path / "tok")]
+    words = ["--token", "ohwx", "--class", "man"]
+    # no --size, no --crop: the smoke preset's 64 px and centre crop (no photo dropped as "smaller than 512 px")
+    target = tmp_path / "runs" / "preset"
+    done = kohya_wrap("run", str(photos), *words, *common, "-o", str(target), env={"PYTHONPATH": str(FAKE_LAUNCHER)})
+    assert done.returncode == 0, done.stdout + done.stderr
+    parameters = json.loads((target / "dataset" / "prepare.json").read_text())["parameters"]
+    assert (parameters["size"], parameters["crop"]) == (64, "center")
+    assert "(resized)" not in said(done)  # the images are what the plan trains at
+
+    # given on the command line, --size wins; the plan's warning (resized to 64 px) reaches the terminal
+    target = tmp_path / "runs" / "given"
+    done = kohya_wrap(
+        "run",
+        str(photos),
+        *words,
+        "--size",
+        "512",
+        "--allow-upscale",
+        *common,
+        "-o",
+        str(target),
+        env={"PYTHONPATH": str(FAKE_LAUNCHER)},
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert json.loads((target / "dataset" / "prepare.json").read_text())["parameters"]["size"] == 512
+    assert "warning: 1_ohwx man: images are 512x512 px, trained at 64 (resized)" in said(done)
+
+
+def sweep(env, out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    from sweep_env import ROOT, kohya_wrap_argv, sweep_process_env
+
+    return subprocess.run(
+        kohya_wrap_argv("sweep", *env.args(), *extra, "-o", str(out)),
+        cwd=ROOT,
+        env={**sweep_process_env(), "COLUMNS": "200"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def test_a_sweep_shows_every_variants_plan_warnings(tmp_path):
+    from sweep_env import make_sweep_env
+
+    env = make_sweep_env(tmp_path)
+    done = sweep(env, tmp_path / "sweep", "--grid", "network_dim=4,8")
+    assert done.returncode == 0, done.stderr
+    for name in ("ohwx__network_dim-4", "ohwx__network_dim-8"):
+        assert f"warning: {name}: 1_ohwx man: images are" in said(done)
