@@ -16,6 +16,7 @@ from pathlib import Path
 
 from kohya_wrap.errors import ModelError, ModelGone
 from kohya_wrap.fsutil import user_cache_dir
+from kohya_wrap.safetensors_header import check_complete
 from kohya_wrap.sdscripts import (
     TOKENIZER_FILES,
     TOKENIZER_REPO,
@@ -80,6 +81,13 @@ def _check_safetensors(path: Path) -> None:
         raise ModelError(
             f"base model {path} is not a safetensors file ({e})",
             "download it again; an interrupted download leaves a broken file",
+        ) from None
+    try:
+        check_complete(path)
+    except (OSError, ValueError) as e:
+        raise ModelError(
+            f"base model {path} is incomplete: {e}",
+            "an interrupted download leaves a file like this; get it again (download it anew)",
         ) from None
     problem = sd15_key_problem(keys)
     if problem:
@@ -178,6 +186,15 @@ def ensure_base_model(source: str, path: Path | None, kind: str) -> Path:
     that is gone cannot be replaced. Failures are ModelGone (exit 11), raised within seconds offline.
     """
     if path is not None and path.exists():
+        if path.is_file() and path.suffix.lower() == ".safetensors":
+            try:
+                check_complete(path)
+            except (OSError, ValueError) as e:
+                raise ModelGone(
+                    f"base model {path} is incomplete: {e}",
+                    "an interrupted download or copy leaves a file like this; get it again (download it anew), "
+                    "then train this run directory again",
+                ) from None
         return path
     if kind == "hub":
         try:

@@ -36,3 +36,29 @@ def read_header(path: Path) -> tuple[dict[str, Any], int]:
     if not isinstance(header, dict):
         raise HeaderError("its header is not a JSON object")
     return header, 8 + length
+
+
+def truncation(header: dict[str, Any], data_start: int, size: int) -> str | None:
+    """Why a file of `size` bytes does not hold every tensor its header declares, or None.
+
+    An interrupted download or save leaves a whole header and part of the data: only the file's size
+    against the furthest tensor end is compared, so no tensor is read."""
+    end = 0
+    for name, entry in header.items():
+        if name == "__metadata__" or not isinstance(entry, dict):
+            continue
+        offsets = entry.get("data_offsets")
+        if isinstance(offsets, list) and len(offsets) == 2 and all(isinstance(o, int) for o in offsets):
+            end = max(end, offsets[1])
+    held = size - data_start
+    if end > held:
+        return f"its header declares {end} bytes of tensor data but the file holds {max(held, 0)} (it is truncated)"
+    return None
+
+
+def check_complete(path: Path) -> None:
+    """HeaderError unless the file is a safetensors file holding every tensor its header declares."""
+    header, data_start = read_header(path)
+    problem = truncation(header, data_start, Path(path).stat().st_size)
+    if problem is not None:
+        raise HeaderError(problem)

@@ -166,8 +166,8 @@ def _models(plan: Plan, fetch: bool) -> tuple[list[str], Path | None, list[str]]
     """Arguments for the model and tokenizer on this machine, the model file, and notes.
 
     A hub model (or one whose cached file was cleared: a new Colab runtime) is fetched here, as is
-    kohya-wrap's own tokenizer cache; a local file that is gone stops the run before it starts
-    (exit 11). fetch=False (a dry run) only says what would be fetched.
+    kohya-wrap's own tokenizer cache; a local file that is gone, or holds less than its header
+    declares, stops the run before it starts (exit 11). fetch=False (a dry run) only says what would be fetched.
     """
     args: list[str] = []
     notes: list[str] = []
@@ -186,6 +186,8 @@ def _models(plan: Plan, fetch: bool) -> tuple[list[str], Path | None, list[str]]
             notes.append(f"base model {source}: train takes it from the Hugging Face cache or downloads it")
         else:
             notes.append(f"base model {source}: its cached file {path} is gone; train fetches it again")
+    else:
+        ensure_base_model(source, path, kind)  # a file truncated since plan (exit 11) is refused here
     if plan.tokenizer_cache_dir is None:
         if fetch:
             args += tokenizer_args(ensure_tokenizer(None))

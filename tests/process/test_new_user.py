@@ -91,3 +91,28 @@ def test_a_sweep_shows_every_variants_plan_warnings(tmp_path):
     assert done.returncode == 0, done.stderr
     for name in ("ohwx__network_dim-4", "ohwx__network_dim-8"):
         assert f"warning: {name}: 1_ohwx man: images are" in said(done)
+
+
+def test_a_truncated_base_model_is_refused_by_plan_and_by_trains_preflight(tmp_path):
+    from kohya_wrap.smoke.tokenizer import write_tokenizer
+
+    dataset = make_dataset(tmp_path / "data")
+    model = write_sd15_stub(tmp_path / "sd15.safetensors")
+    write_tokenizer(tmp_path / "tok")
+    common = ["--preset", "smoke", "--tokenizer-cache-dir", str(tmp_path / "tok")]
+    whole = model.read_bytes()
+    model.write_bytes(whole[:-10])  # an interrupted download: the whole header, part of the data
+    run_dir = tmp_path / "runs" / "cut"
+    planned = kohya_wrap("plan", str(dataset), *common, "--base-model", str(model), "-o", str(run_dir))
+    assert planned.returncode == ExitCode.ERROR, planned.stdout + planned.stderr
+    assert "truncated" in said(planned) and "get it again" in said(planned)
+    assert "Traceback" not in planned.stderr and not run_dir.exists()
+
+    # planned while whole, cut before training: train's pre-flight stops it, no trainer starts
+    model.write_bytes(whole)
+    assert kohya_wrap("plan", str(dataset), *common, "--base-model", str(model), "-o", str(run_dir)).returncode == 0
+    model.write_bytes(whole[:-10])
+    trained = kohya_wrap("train", str(run_dir), env={"PYTHONPATH": str(FAKE_LAUNCHER)})
+    assert trained.returncode == ExitCode.TRAIN_MODEL_MISSING, trained.stdout + trained.stderr
+    assert "truncated" in said(trained) and "get it again" in said(trained)
+    assert "Traceback" not in trained.stderr and not (run_dir / "train.log").exists()
