@@ -159,3 +159,14 @@ def test_progress_is_reported_per_photo(tmp_path: Path) -> None:
         on_progress=lambda done, total: seen.append((done, total)),
     )
     assert seen == [(1, 3), (2, 3), (3, 3)]
+
+
+def test_an_empty_photo_folder_is_an_error_that_names_it(tmp_path: Path) -> None:
+    src = tmp_path / "photos"
+    (src / "sub").mkdir(parents=True)
+    (src / "notes.txt").write_text("not a photo\n")
+    out = tmp_path / "dataset"
+    result = invoke(str(src), "-o", str(out), "--token", "ohwx", "--class", "woman", "--jobs", "1")
+    assert result.exit_code == ExitCode.ERROR, result.output
+    assert f"no photos found in {src}" in " ".join(result.output.split())
+    assert not (out / "img").exists() and not (out / "prepare.json").exists()
