@@ -474,6 +474,13 @@ def _check_paths(options: PrepareOptions) -> tuple[Path, Path | None, Path]:
                 f"{name} {folder} is inside the dataset folder {dataset_dir}",
                 "prepare replaces the dataset folder's contents; choose an -o/--output outside your photos.",
             )
+        # the reverse: prepared PNGs inside the photo folder would be read as photos by the next prepare
+        if folder is not None and Path(os.path.realpath(folder)) in real_dataset.parents:
+            raise DatasetError(
+                f"the dataset folder {dataset_dir} is inside {name} {folder}",
+                "the next prepare of that folder would take the prepared images for photos; "
+                "choose an -o/--output outside your photos.",
+            )
     return src_dir, reg_dir, dataset_dir
 
 

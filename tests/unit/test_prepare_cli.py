@@ -170,3 +170,13 @@ def test_an_empty_photo_folder_is_an_error_that_names_it(tmp_path: Path) -> None
     assert result.exit_code == ExitCode.ERROR, result.output
     assert f"no photos found in {src}" in " ".join(result.output.split())
     assert not (out / "img").exists() and not (out / "prepare.json").exists()
+
+
+def test_a_dataset_folder_inside_the_photo_folder_is_refused(tmp_path: Path) -> None:
+    src = make_src(tmp_path / "photos")
+    before = sorted(p.relative_to(src) for p in src.rglob("*"))
+    for out in (src / "dataset", src / "deeper" / "dataset"):
+        result = invoke(str(src), "-o", str(out), "--token", "ohwx", "--class", "woman", "--jobs", "1")
+        assert result.exit_code == ExitCode.ERROR, result.output
+        assert f"the dataset folder {out} is inside SRC_DIR {src}" in " ".join(result.output.split())
+    assert sorted(p.relative_to(src) for p in src.rglob("*")) == before  # nothing written among the photos
