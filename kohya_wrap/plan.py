@@ -32,6 +32,7 @@ from kohya_wrap.rundir import (
     paths,
 )
 from kohya_wrap.sdscripts import (
+    DEFAULT_REPEATS,
     PINNED_TAG,
     DatasetSubset,
     SamplePrompt,
@@ -141,6 +142,7 @@ def make_plan(
     shape = read_shape({k: s.value for k, s in settings.items()})
 
     sp = _plan_steps(dataset, shape, ours, launch.num_processes)
+    warnings.extend(_replaced_repeats(dataset, sp.repeats))
     warnings.extend(sp.warnings)
     if saves_state({k: s.value for k, s in settings.items()}):
         limit = resume_limit_warning(sp.epochs, sp.count.steps_per_epoch)
@@ -222,10 +224,26 @@ def _plan_steps(dataset: Dataset, shape: Shape, ours: dict[str, Any], num_proces
         batch_size=shape.batch_size,
         grad_accum=shape.grad_accum,
         num_processes=num_processes,
-        choose_repeats=not dataset.repeats_explicit,
+        choose_repeats=not (dataset.repeats_explicit or ours["keep_repeats"]),
         fixed_steps=shape.pinned_steps,
         fixed_epochs=shape.pinned_epochs,
     )
+
+
+def _replaced_repeats(dataset: Dataset, repeats: Sequence[int]) -> list[str]:
+    """A folder named with repeats of its own (a Kohya GUI folder, 10_ohwx woman) whose number plan replaced:
+    prepare names a folder 1_ when the repeats were not chosen, so another number was chosen by hand."""
+    out = []
+    for subset, chosen in zip(dataset.subsets, repeats, strict=False):
+        if subset.is_reg or subset.repeats in (chosen, DEFAULT_REPEATS):
+            continue
+        out.append(
+            f"{subset.dir.name}: the folder name's {subset.repeats} repeats become {chosen}: "
+            f"{'its prepare.json does not record them as chosen' if dataset.manifest_sha256 else 'the dataset has no prepare.json recording them as chosen'}"
+            f", so plan chooses the repeats that bring one epoch to the preset's target steps; "
+            f"to keep {subset.repeats}, add --set keep_repeats=true (plan then chooses only the epochs)"
+        )
+    return out
 
 
 def _step_record(sp: StepPlan) -> dict[str, Any]:

@@ -74,6 +74,13 @@ OUR_KEYS: Mapping[str, OurKey] = MappingProxyType(
             ),
             OurKey("max_repeats", "int", 1000, "the most repeats plan gives a folder", minimum=1),
             OurKey(
+                "keep_repeats",
+                "bool",
+                False,
+                "plan keeps the repeats of the dataset's folder names (a Kohya GUI folder such as "
+                "10_ohwx woman) and chooses only the epochs",
+            ),
+            OurKey(
                 "single_epoch",
                 "bool",
                 True,

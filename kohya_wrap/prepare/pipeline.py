@@ -24,7 +24,14 @@ from kohya_wrap.errors import DatasetError
 from kohya_wrap.fsutil import atomic_write_bytes, atomic_write_json, atomic_write_text, sha256_file
 from kohya_wrap.prepare import faces, lint, manifest, sources, worker
 from kohya_wrap.prepare.records import SIZES, SKIP_KINDS, Finding, OutputImage, PrepareOptions, PrepareResult, Subset
-from kohya_wrap.sdscripts import CAPTION_EXTENSION, DEFAULT_REPEATS, REG_DIR, TRAIN_DIR, subset_dir_name
+from kohya_wrap.sdscripts import (
+    CAPTION_EXTENSION,
+    DEFAULT_REPEATS,
+    REG_DIR,
+    TRAIN_DIR,
+    parse_subset_dir_name,
+    subset_dir_name,
+)
 
 STAGING_NAME = ".kohya-wrap-prepare"
 OUTPUT_EXTENSION = ".png"  # one of sd-scripts' IMAGE_EXTENSIONS, lower case
@@ -139,6 +146,7 @@ def prepare_dataset(options: PrepareOptions, on_progress: Callable[[int, int], N
         reg_subset = f"{REG_DIR}/{subset_dir_name(REG_REPEATS, options.class_word)}"
         groups.append(_Group(True, reg_dir, reg_subset, options.class_word, REG_REPEATS, reg_caption, reg_found.files))
         discovered += [_as_reg(f) for f in reg_found.findings]
+    discovered += _kohya_folder_name(src_dir, options.repeats, groups[0].subset_dir)
     # Every file left out, with its reason, is "skipped"; the rest of discovery's findings are notes.
     skipped = [f for f in discovered if f.code.startswith("skipped_")]
     findings = [f for f in discovered if not f.code.startswith("skipped_")]
@@ -235,6 +243,23 @@ def prepare_dataset(options: PrepareOptions, on_progress: Callable[[int, int], N
         removed=removed,
         face_detection=detection,
     )
+
+
+def _kohya_folder_name(src_dir: Path, repeats: int | None, subset_dir: str) -> list[Finding]:
+    """A photo folder named like a Kohya GUI folder (10_ohwx woman): its number is not taken as the repeats."""
+    parsed = parse_subset_dir_name(src_dir.name)
+    if parsed is None or repeats is not None or parsed.repeats == DEFAULT_REPEATS:
+        return []
+    return [
+        Finding(
+            "kohya_folder_name",
+            "warning",
+            "",
+            f"the photo folder {src_dir.name!r} is named like a Kohya folder of {parsed.repeats} repeats; prepare "
+            f"does not take repeats from a name: it writes {subset_dir} and `plan` chooses the repeats",
+            f"add --repeats {parsed.repeats} to keep {parsed.repeats} (plan then chooses only the epochs)",
+        )
+    ]
 
 
 def _skip_kinds(options: PrepareOptions) -> frozenset[str]:

@@ -442,11 +442,12 @@ def test_source_inside_the_dataset_folder_is_refused(tmp_path: Path) -> None:
     assert (src / "IMG_000.jpg").is_file()
 
 
-def test_dataset_folder_inside_the_source_folder_is_not_scanned(tmp_path: Path) -> None:
+def test_dataset_folder_inside_the_source_folder_is_refused(tmp_path: Path) -> None:
+    # the next prepare of the photo folder (to another -o) would read the prepared PNGs as photos
     src = make_src(tmp_path / "src", 2)
-    prepare(src, src / "dataset")
-    again = prepare(src, src / "dataset")
-    assert (again.processed, again.reused, len(again.images)) == (0, 2, 2)
+    with pytest.raises(DatasetError, match="is inside SRC_DIR"):
+        prepare(src, src / "dataset")
+    assert not (src / "dataset").exists()
 
 
 def test_non_ascii_names_and_spaces(tmp_path: Path) -> None:

@@ -1,0 +1,62 @@
+"""What a new user hit (issue 19), at the level of the stages: a Kohya GUI folder's repeats, ..."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PIL import Image
+from sd15_stub import write_sd15_stub
+
+from kohya_wrap.plan import make_plan
+
+
+def kohya_gui_folder(root: Path, repeats: int = 10, images: int = 5) -> Path:
+    """A Kohya GUI project: img/10_ohwx woman/ with images and captions, and no prepare.json."""
+    sub = root / "img" / f"{repeats}_ohwx woman"
+    sub.mkdir(parents=True)
+    for i in range(images):
+        Image.new("RGB", (512, 512), (i * 40, 90, 140)).save(sub / f"{i:04d}.png")
+        (sub / f"{i:04d}.txt").write_text("ohwx woman\n")
+    return root
+
+
+def test_a_kohya_gui_folders_repeats_are_replaced_loudly_and_kept_on_request(tmp_path: Path) -> None:
+    project = kohya_gui_folder(tmp_path / "project")
+    model = write_sd15_stub(tmp_path / "sd15.safetensors")
+    plan = make_plan(project, preset="likeness-sd15", base_model=str(model), run_dir=tmp_path / "run")
+    chosen = plan.subsets[0].repeats
+    assert chosen != 10
+    said = [w for w in plan.warnings if w.startswith("10_ohwx woman:")]
+    assert len(said) == 1
+    assert f"the folder name's 10 repeats become {chosen}" in said[0]
+    assert "no prepare.json" in said[0] and "--set keep_repeats=true" in said[0]
+
+    kept = make_plan(
+        project,
+        preset="likeness-sd15",
+        base_model=str(model),
+        run_dir=tmp_path / "kept",
+        overrides=["keep_repeats=true"],
+    )
+    assert kept.subsets[0].repeats == 10
+    assert not [w for w in kept.warnings if "repeats become" in w]
+
+
+def test_a_prepared_dataset_whose_repeats_plan_chose_gets_no_such_warning(tmp_path: Path) -> None:
+    project = kohya_gui_folder(tmp_path / "project", repeats=1)
+    model = write_sd15_stub(tmp_path / "sd15.safetensors")
+    plan = make_plan(project, preset="likeness-sd15", base_model=str(model), run_dir=tmp_path / "run")
+    assert plan.subsets[0].repeats != 1 and not [w for w in plan.warnings if "repeats become" in w]
+
+
+def test_prepare_of_a_kohya_gui_folder_says_its_number_is_not_the_repeats(tmp_path: Path) -> None:
+    from kohya_wrap.prepare import PrepareOptions, prepare_dataset
+
+    photos = kohya_gui_folder(tmp_path / "project") / "img" / "10_ohwx woman"
+    options = PrepareOptions(photos, tmp_path / "data", "ohwx", "woman", crop="center", jobs=1)
+    result = prepare_dataset(options)
+    [finding] = [f for f in result.findings if f.code == "kohya_folder_name"]
+    assert finding.level == "warning" and "10 repeats" in finding.message and "--repeats 10" in finding.action
+    again = prepare_dataset(PrepareOptions(photos, tmp_path / "data10", "ohwx", "woman", crop="center", repeats=10))
+    assert not [f for f in again.findings if f.code == "kohya_folder_name"]
+    assert again.subsets[0].repeats == 10
