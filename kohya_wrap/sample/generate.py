@@ -132,6 +132,13 @@ def resolve(
             run_dir = target.parent.parent
     else:
         raise SampleError(f"{target} does not exist.", "Give a run folder or a LoRA .safetensors file.")
+    holder = rundir.lock_holder(run_dir) if run_dir is not None else None
+    if holder is not None:
+        # before its files are looked at: a run that is training has few or none yet, and that is not the news
+        raise rundir.RunBusy(
+            f"{run_dir} is in use by {holder.describe()}; one run directory has one writer at a time",
+            "wait for it to end (`kohya-wrap status RUN_DIR` shows it), or stop it first",
+        )
 
     plan = rundir.read_plan(run_dir) if run_dir is not None else None
     model = base_model or (plan.base_model_path if plan is not None else None)

@@ -9,6 +9,7 @@ The process tier's conftest points $KOHYA_WRAP_SD_SCRIPTS at a stand-in checkout
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 FAKES = Path(__file__).resolve().parent
@@ -64,8 +65,11 @@ def make_run_dir(
     run_dir.mkdir(parents=True)
     output = run_dir / "output"
     if base_model is None:
-        base_model = root / "base.safetensors"
-        base_model.write_bytes(b"not really a model, but hashable")
+        # a whole safetensors file, as train's pre-flight checks (the fake trainer never loads it)
+        sys.path.insert(0, str(FAKES.parent))
+        from sd15_stub import write_sd15_stub
+
+        base_model = write_sd15_stub(root / "base.safetensors")
     values = {
         "pretrained_model_name_or_path": base_model.as_posix(),
         "output_dir": output.as_posix(),

@@ -116,3 +116,32 @@ def test_a_truncated_base_model_is_refused_by_plan_and_by_trains_preflight(tmp_p
     assert trained.returncode == ExitCode.TRAIN_MODEL_MISSING, trained.stdout + trained.stderr
     assert "truncated" in said(trained) and "get it again" in said(trained)
     assert "Traceback" not in trained.stderr and not (run_dir / "train.log").exists()
+
+
+def test_sample_of_a_run_that_is_training_names_the_process_holding_it(tmp_path):
+    import signal
+    import time
+
+    from run_dir import make_run_dir
+
+    from kohya_wrap.rundir import lock_holder
+
+    # no checkpoint for a long while: the refusal must not be "no LoRA files yet"
+    run_dir = make_run_dir(tmp_path, max_train_steps=2000, save_every_n_steps=None, fake_args=("--step-delay", "0.25"))
+    trainer = subprocess.Popen(
+        [sys.executable, "-m", "kohya_wrap", "train", str(run_dir)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while lock_holder(run_dir) is None:
+            assert time.monotonic() < deadline and trainer.poll() is None
+            time.sleep(0.05)
+        done = kohya_wrap("sample", str(run_dir), "--prompt", "x")
+        assert done.returncode == ExitCode.ERROR
+        assert f"is in use by pid {trainer.pid} (train)" in said(done) and "no LoRA files" not in said(done)
+    finally:
+        trainer.send_signal(signal.SIGINT)
+        trainer.communicate(timeout=60)
