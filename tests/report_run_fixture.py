@@ -42,10 +42,17 @@ def make_run(
 ) -> Path:
     from PIL import Image
 
+    from kohya_wrap.sdscripts.configs import TOKENIZER_REQUIRED_FILES, tokenizer_subdir
+
     run_dir = root / name
     output = run_dir / "output"
     (output / "sample").mkdir(parents=True)
     dataset = root / "dataset"
+    # the tokenizer folder the plan names, in the layout sd-scripts reads (`sample` checks it is there)
+    tokenizer = tokenizer_subdir(root / "tokenizer")
+    tokenizer.mkdir(parents=True, exist_ok=True)
+    for file_name in TOKENIZER_REQUIRED_FILES:
+        (tokenizer / file_name).write_text("{}\n" if file_name.endswith(".json") else "")
     plan = {
         "schema": 1,
         "kohya_wrap_version": "0.1.0",

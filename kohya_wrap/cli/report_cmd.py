@@ -100,7 +100,14 @@ def sample(
     sd_scripts: str | None,
     as_json: bool,
 ) -> None:
-    """Generate images with a LoRA (TARGET a .safetensors file) or each checkpoint of a run (TARGET a run folder)."""
+    """Generate images with a LoRA (TARGET a .safetensors file) or each checkpoint of a run (TARGET a run folder).
+
+    A progress view shows which LoRA is sampled and the images made; the generator's own output is in the
+    session folder's gen.log. Exit 11 when the CLIP tokenizer is missing and cannot be fetched (offline).
+    """
+    from rich.markup import escape
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
     from kohya_wrap.cli.output import console, err_console, print_json
     from kohya_wrap.report.html import write_report
     from kohya_wrap.sample.generate import SampleOptions
@@ -119,18 +126,37 @@ def sample(
         steps_of=steps_of,
     )
     err = err_console()
-    session = run_sample(
-        target,
-        opts,
-        base_model=base_model,
-        tokenizer_cache_dir=tokenizer_cache_dir,
-        out_dir=out_dir,
-        sd_scripts=sd_scripts,
-        on_done=write_report,
-        on_line=None
-        if as_json
-        else lambda line: err.print(f"[dim]{line}[/dim]", highlight=False, markup=True, soft_wrap=True),
+    # A progress view, as train's: the generator's own output goes to the session's gen.log (shown
+    # when it fails), not to the terminal. On stderr, and live only on a terminal.
+    progress = Progress(
+        SpinnerColumn(),
+        TextColumn("sampling {task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
     )
+    bar = progress.add_task("", total=None)
+    finished: list[str] = []
+
+    def on_progress(p: Any) -> None:
+        progress.update(bar, description=f"{p.lora} ({p.index}/{p.loras})", completed=p.done, total=p.total)
+        if p.done == p.index * (p.total // p.loras) and p.lora not in finished:
+            finished.append(p.lora)
+            progress.console.print(f"sampled {escape(p.lora)} ({p.done}/{p.total} images)", highlight=False)
+
+    with progress:
+        session = run_sample(
+            target,
+            opts,
+            base_model=base_model,
+            tokenizer_cache_dir=tokenizer_cache_dir,
+            out_dir=out_dir,
+            sd_scripts=sd_scripts,
+            on_done=write_report,
+            on_progress=on_progress,
+        )
     if as_json:
         print_json(
             {

@@ -8,7 +8,6 @@ report, as train's on_saved does.
 
 from __future__ import annotations
 
-import os
 import secrets
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
@@ -46,6 +45,17 @@ class SampleOptions:
     scale: float = 7.5
     sampler: str = "euler_a"
     steps_of: str = "all"  # "all", "last", or comma-separated step numbers
+
+
+@dataclass(frozen=True)
+class SampleProgress:
+    """Where a `sample` call stands: the LoRA being sampled and the images made so far, of all."""
+
+    lora: str  # the LoRA file's name, or "base model"
+    index: int  # 1-based, of `loras`
+    loras: int
+    done: int  # images made, all LoRAs together
+    total: int
 
 
 @dataclass(frozen=True)
@@ -258,9 +268,14 @@ def sample(
     sd_scripts: str | None = None,
     python: str | None = None,
     on_line: Callable[[str], None] | None = None,
+    on_progress: Callable[[SampleProgress], None] | None = None,
     on_done: Callable[[Path], Any] | None = None,
 ) -> SampleSession:
-    """Generate the images; then, for a run, call on_done(run_dir) (the CLI rewrites the report there)."""
+    """Generate the images; then, for a run, call on_done(run_dir) (the CLI rewrites the report there).
+
+    on_line gets each line of the generator's output (all of it is in the session's log too);
+    on_progress is called as each LoRA starts and as its images appear.
+    """
     _validate(opts)
     ctx = resolve(
         target, steps_of=opts.steps_of, base_model=base_model, tokenizer_cache_dir=tokenizer_cache_dir, out_dir=out_dir
@@ -269,7 +284,7 @@ def sample(
         rundir.RunLock(ctx.run_dir, "sample") if ctx.run_dir is not None else nullcontext()
     )
     with lock:
-        session = _generate(ctx, opts, sd_scripts=sd_scripts, python=python, on_line=on_line)
+        session = _generate(ctx, opts, sd_scripts=sd_scripts, python=python, on_line=on_line, on_progress=on_progress)
     if ctx.run_dir is not None and on_done is not None:
         on_done(ctx.run_dir)
     return session
@@ -282,7 +297,9 @@ def _generate(
     sd_scripts: str | None,
     python: str | None,
     on_line: Callable[[str], None] | None,
+    on_progress: Callable[[SampleProgress], None] | None = None,
 ) -> SampleSession:
+    from kohya_wrap.models import ensure_tokenizer
     from kohya_wrap.process import child_env, stream
     from kohya_wrap.sdscripts import (
         GenRequest,
@@ -295,6 +312,10 @@ def _generate(
     )
 
     checkout = locate(sd_scripts)
+    # As train's pre-flight: without a tokenizer folder sd-scripts' generator fetches the CLIP tokenizer from
+    # the Hub, and offline it fails with a traceback. kohya-wrap's own cache is filled when empty (exit 11
+    # with what to do when it cannot be), before the session folder is made.
+    tokenizer = ensure_tokenizer(ctx.tokenizer_cache_dir)
     seed = opts.seed if opts.seed is not None else secrets.randbelow(2**31)
     seeds = [seed + k for k in range(opts.count)]
     try:
@@ -311,6 +332,19 @@ def _generate(
     tail: list[str] = []
     splitters = {"stdout": LineSplitter(), "stderr": LineSplitter()}
 
+    per_lora = len(expected_outputs(len(opts.prompts), opts.count))
+    total = per_lora * len(ctx.targets)
+    current: dict[str, Any] = {"out": None, "name": "", "index": 0, "seen": -1}
+
+    def report_progress() -> None:
+        if on_progress is None or current["out"] is None:
+            return
+        made = sum(1 for _, _, f in expected_outputs(len(opts.prompts), opts.count) if (current["out"] / f).is_file())
+        if made != current["seen"]:
+            current["seen"] = made
+            done = (current["index"] - 1) * per_lora + made
+            on_progress(SampleProgress(current["name"], current["index"], len(ctx.targets), done, total))
+
     def keep_tail(stream_name: str, data: bytes) -> None:
         for line in splitters[stream_name].feed(data):
             if line.strip():
@@ -318,11 +352,14 @@ def _generate(
                 if on_line is not None:
                     on_line(line.rstrip())
         del tail[:-40]
+        report_progress()  # a few stat calls per chunk of output: the images appear one by one
 
-    offline = os.environ.get("HF_HUB_OFFLINE") == "1" or ctx.tokenizer_cache_dir is not None
-    for lora in ctx.targets:
+    offline = True  # the tokenizer is in its folder (above) and the base model a local file
+    for index, lora in enumerate(ctx.targets, start=1):
         name = lora.path.stem if lora.path is not None else "base model"
         lora_out = folder / (lora.path.stem if lora.path is not None else "base-model")
+        current.update(out=lora_out, name=lora.path.name if lora.path is not None else name, index=index, seen=-1)
+        report_progress()
         req = GenRequest(
             checkout=checkout.path,
             base_model=ctx.base_model,
@@ -336,7 +373,7 @@ def _generate(
             steps=opts.sampler_steps,
             scale=opts.scale,
             sampler=opts.sampler,
-            tokenizer_cache_dir=ctx.tokenizer_cache_dir,
+            tokenizer_cache_dir=tokenizer,
         )
         tail.clear()
         result = stream(
@@ -362,6 +399,7 @@ def _generate(
                     lora_out / file_name, str(lora.path) if lora.path else None, name, lora.step, p, k, seeds[k]
                 )
             )
+        report_progress()
         # written after every LoRA, so an interrupted session keeps what it made
         atomic_write_json(folder / MANIFEST_FILE, _manifest(folder, ctx, opts, seed, images, created_at))
 

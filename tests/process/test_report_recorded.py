@@ -245,3 +245,33 @@ def test_sample_reports_generator_failure_and_bad_input(tmp_path: Path) -> None:
     assert no_base.returncode == 1 and "--base-model" in no_base.stderr
     bad_size = kohya_wrap("sample", str(run_dir), "--prompt", "x", "--size", "30", "--sd-scripts", str(checkout))
     assert bad_size.returncode == 1 and "not a multiple of 8" in bad_size.stderr
+
+
+def test_sample_of_an_exported_lora_offline_without_a_tokenizer_stops_cleanly(tmp_path: Path) -> None:
+    # kohya-wrap's own tokenizer cache is empty (KOHYA_WRAP_HOME is the test's) and HF_HUB_OFFLINE=1
+    checkout = fake_checkout(tmp_path)
+    loras = tmp_path / "loras"
+    loras.mkdir()
+    lora = loras / "ohwx.safetensors"
+    lora.write_bytes(b"x")
+    (tmp_path / "sd15.safetensors").write_bytes(b"base")
+    done = kohya_wrap(
+        "sample", str(lora), "--prompt", "x", "--base-model", str(tmp_path / "sd15.safetensors"), "--sd-scripts", str(checkout)
+    )
+    assert done.returncode == 11, done.stderr
+    said = " ".join(done.stderr.split())
+    assert "CLIP tokenizer" in said and "--tokenizer-cache-dir" in said and "Traceback" not in done.stderr
+    assert sorted(p.name for p in loras.iterdir()) == ["ohwx.safetensors"]  # no empty folder beside the LoRA
+
+
+def test_sample_shows_a_progress_view_not_the_generators_output(tmp_path: Path) -> None:
+    run_dir = make_run(tmp_path, sample_steps=(2,))
+    (tmp_path / "sd15.safetensors").write_bytes(b"base")
+    checkout = fake_checkout(tmp_path)
+    done = kohya_wrap("sample", str(run_dir), "--prompt", "ohwx man", "--seed", "1", "--size", "64", "--sd-scripts", str(checkout))
+    assert done.returncode == 0, done.stderr
+    assert "sampled tinylora-step00000002.safetensors (1/2 images)" in done.stderr
+    assert "sampled tinylora.safetensors (2/2 images)" in done.stderr
+    assert "done!" not in done.stdout + done.stderr  # the generator's own output is in gen.log
+    session = next((run_dir / "samples").iterdir())
+    assert "done!" in (session / "gen.log").read_text()

@@ -194,6 +194,9 @@ def test_sample_one_lora_file_with_the_base_model_given(smoke_run: Path, tmp_pat
     made = json.loads(result.stdout)
     assert [(i["step"], i["prompt_index"], i["seed"]) for i in made["images"]] == [(2, 0, 9), (2, 1, 9)]
     assert Path(made["folder"]).parent == tmp_path / "elsewhere-samples"
+    # a progress view, not the generator's own logging (1,000-column padded lines, warnings): that is in gen.log
+    assert "sampled elsewhere.safetensors (2/2 images)" in result.stderr
+    assert "SyntaxWarning" not in result.stderr and max(map(len, result.stderr.splitlines()), default=0) < 300
 
 
 def test_inspect_a_lora_sd_scripts_trained(smoke_run: Path) -> None:
