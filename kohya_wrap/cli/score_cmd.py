@@ -100,12 +100,13 @@ def score(run_dir: Path | None, reference: Path | None, samples: Path | None, no
     "--out",
     "out",
     required=True,
-    type=click.Path(path_type=Path),
+    type=click.Path(),  # a string: its trailing slash says "a folder"
     metavar="PATH",
-    help="The LoRA file to write (.safetensors), or a folder to write it into. Never overwritten.",
+    help="The LoRA file to write (.safetensors), or a folder to write it into (an existing one, or any PATH "
+    "ending in /). Never overwritten.",
 )
 @json_option
-def export(run_dir: Path, step: int | None, out: Path, as_json: bool) -> None:
+def export(run_dir: Path, step: int | None, out: str, as_json: bool) -> None:
     """Write one checkpoint of a run as a standalone LoRA file, with its score in the metadata.
 
     The recommended checkpoint of RUN_DIR/score.json, else --step N, else the last one. The

@@ -78,6 +78,9 @@ def write_with_metadata(source: Path, target: Path, extra: dict[str, str]) -> No
             src.seek(data_start)
             shutil.copyfileobj(src, out, 1 << 20)
             out.flush()
+            # mkstemp makes the file 0600; an exported LoRA is for other programs (a web UI run as another
+            # user) to read, so it gets the mode any new file gets here: 0666 less the umask
+            os.fchmod(out.fileno(), 0o666 & ~_umask())
             os.fsync(out.fileno())
         try:
             os.link(tmp, target)  # fails if target exists: never overwrites, even in a race
@@ -91,6 +94,12 @@ def write_with_metadata(source: Path, target: Path, extra: dict[str, str]) -> No
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def subject_words(plan: Any) -> str:
@@ -132,8 +141,10 @@ def export_checkpoint(run_dir: str | Path, out: str | Path, *, step: int | None 
             note = f"the recommended step {rec} has no LoRA file in {plan.output_dir} any more"
         else:
             note = f"no checkpoint recommended ({doc.get('reason', '')})"
+    # `-o newdir/sub/`: a trailing slash names a folder, made if it is not there yet
+    folder = str(out).endswith(("/", os.sep))
     target = Path(out).expanduser()
-    if target.is_dir():
+    if folder or target.is_dir():
         target = target / f"{plan.output_name}-step{chosen}.safetensors"
     if target.suffix != ".safetensors":
         target = target.with_name(target.name + ".safetensors")

@@ -146,3 +146,27 @@ def test_an_unreadable_checkpoint_is_an_error(run: Path, tmp_path: Path) -> None
     with pytest.raises(ScoreError, match="is not a readable safetensors file"):
         export_checkpoint(run, tmp_path / "z.safetensors", step=4)
     assert not (tmp_path / "z.safetensors").exists()
+
+
+def test_a_trailing_slash_names_a_new_folder(run: Path, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from kohya_wrap.cli import cli
+
+    out = tmp_path / "newdir" / "sub"
+    done = CliRunner().invoke(cli, ["export", str(run), "--step", "2", "-o", f"{out}/"], catch_exceptions=False)
+    assert done.exit_code == 0, done.output
+    assert (out / f"{OUTPUT_NAME}-step2.safetensors").is_file()
+    assert not (tmp_path / "newdir" / "sub.safetensors").exists()
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_an_exported_lora_has_the_mode_the_umask_gives(run: Path, tmp_path: Path, umask: int) -> None:
+    import os
+
+    old = os.umask(umask)
+    try:
+        result = export_checkpoint(run, tmp_path / f"m{umask:o}.safetensors", step=2)
+    finally:
+        os.umask(old)
+    assert result.path.stat().st_mode & 0o777 == 0o666 & ~umask  # 0644 under umask 022, not 0600
