@@ -15,7 +15,9 @@ from pathlib import Path
 import pytest
 
 TESTS = Path(__file__).parent
-TRAIN_MODULES = ("torch", "torchvision", "accelerate", "diffusers", "transformers", "safetensors", "voluptuous", "toml")
+# torch and torchvision are the user's to install for their platform (README); the rest come with [train].
+PLATFORM_MODULES = ("torch", "torchvision")
+TRAIN_MODULES = ("accelerate", "diffusers", "transformers", "safetensors", "voluptuous", "toml")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -53,6 +55,12 @@ def real_trainer_missing() -> str | None:
         locate()
     except TrainerNotFound as e:
         return f"real tier skipped: {e.message}"
+    missing = [m for m in PLATFORM_MODULES if importlib.util.find_spec(m) is None]
+    if missing:
+        return (
+            f"real tier skipped: {' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} not installed "
+            "(install torch and torchvision for your platform, see README)"
+        )
     missing = [m for m in TRAIN_MODULES if importlib.util.find_spec(m) is None]
     if missing:
         return f"real tier skipped: the [train] extra is not installed (missing {', '.join(missing)})"

@@ -1,0 +1,71 @@
+"""The README's two commands (the smoke install and the test command) and what CI runs."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).parents[2]
+
+
+def readme_command(lead: str) -> str:
+    """The one-line bash block after the paragraph that starts with `lead`."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    at = text.index(lead)
+    block = re.search(r"```bash\n(.+?)\n```", text[at:], re.DOTALL)
+    assert block is not None
+    return block.group(1).strip()
+
+
+def venv_of(command: str) -> str:
+    made = re.findall(r"python3 -m venv (\S+)", command)
+    assert len(made) == 1, command
+    assert f". {made[0]}/bin/activate" in command  # the command works inside the virtualenv it made
+    return made[0]
+
+
+def test_the_smoke_install_and_the_test_command_use_virtualenvs_of_their_own():
+    smoke = readme_command("**Run the whole chain offline")
+    tests = readme_command("**Run the tests**")
+    torch = re.compile(r"torch==(\S+)")
+    # they pin different torch versions: one virtualenv for both would replace the smoke install's torch
+    assert torch.findall(smoke) != torch.findall(tests)
+    assert venv_of(smoke) != venv_of(tests)
+    ignored = (ROOT / ".gitignore").read_text().splitlines()
+    for venv in (venv_of(smoke), venv_of(tests)):
+        assert f"{venv}/" in ignored or (venv.startswith(".venv-") and ".venv-*/" in ignored)
+
+
+def test_ci_runs_every_step_of_the_readmes_test_command_in_order():
+    steps = [s.strip() for s in readme_command("**Run the tests**").split("&&")]
+    lines = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()]
+    at = 0
+    for step in steps:
+        assert step in lines[at:], f"{step!r} is not a line of .ci/run (after line {at})"
+        at = lines.index(step, at) + 1
+
+
+def test_the_real_tiers_skip_reason_names_what_is_missing_and_where_it_comes_from(monkeypatch):
+    import conftest
+
+    import kohya_wrap.sdscripts.checkout as checkout
+
+    monkeypatch.setattr(checkout, "locate", lambda *a, **k: object())
+
+    def without(*names: str):  # every other module is installed
+        return lambda name, *a: None if name in names else object()
+
+    monkeypatch.setattr(importlib.util, "find_spec", without("torchvision"))
+    assert conftest.real_trainer_missing() == (
+        "real tier skipped: torchvision is not installed (install torch and torchvision for your platform, see README)"
+    )
+    monkeypatch.setattr(importlib.util, "find_spec", without("voluptuous"))
+    assert conftest.real_trainer_missing() == "real tier skipped: the [train] extra is not installed (missing voluptuous)"
+
+
+@pytest.mark.parametrize("lead", ["**Run the whole chain offline", "**Run the tests**"])
+def test_each_command_is_one_line(lead):
+    assert "\n" not in readme_command(lead)
