@@ -251,6 +251,32 @@ def check_hf_cache() -> Check:
     return Check("hugging face cache", OK, f"{cache}; {mode}")
 
 
+def check_tokenizer() -> Check:
+    """The CLIP tokenizer train's pre-flight needs: cached, or fetched by train (which offline it cannot)."""
+    from kohya_wrap.models import cached_tokenizer, default_tokenizer_cache_dir
+    from kohya_wrap.sdscripts import TOKENIZER_REPO, tokenizer_subdir
+
+    where = cached_tokenizer()
+    if where is not None:
+        return Check("CLIP tokenizer", OK, f"{TOKENIZER_REPO} cached in {where}")
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        return Check(
+            "CLIP tokenizer",
+            FAIL,
+            f"{TOKENIZER_REPO} is not cached and HF_HUB_OFFLINE is set: train would stop before starting (exit 11)",
+            "train once with network access (it caches the tokenizer in "
+            f"{default_tokenizer_cache_dir()}), or plan with --tokenizer-cache-dir DIR where "
+            f"DIR/{tokenizer_subdir(Path('DIR')).name}/ holds a saved CLIPTokenizer (vocab.json, merges.txt)",
+        )
+    return Check(
+        "CLIP tokenizer",
+        WARN,
+        f"{TOKENIZER_REPO} is not cached yet: train downloads it (about 2 MB) the first time, which needs "
+        "the network",
+        f"offline, plan with --tokenizer-cache-dir DIR; it is cached in {default_tokenizer_cache_dir()} once fetched",
+    )
+
+
 def run_doctor(sd_scripts: str | None = None, runs_dir: Path = Path("runs")) -> DoctorReport:
     probe = probe_torch()
     versions = train_package_versions()
@@ -262,6 +288,7 @@ def run_doctor(sd_scripts: str | None = None, runs_dir: Path = Path("runs")) -> 
         check_accelerate_config(),
         check_disk(runs_dir.resolve()),
         check_hf_cache(),
+        check_tokenizer(),
     ]
     facts = {"torch_probe": probe, "packages": versions, "platform": platform.platform()}
     return DoctorReport(checks=checks, facts=facts)

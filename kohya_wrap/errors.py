@@ -14,7 +14,7 @@ class ExitCode(enum.IntEnum):
     UNEXPECTED = 3  # a bug in kohya-wrap: details in the last-error log
     WARNINGS = 4  # --strict and there were warnings
     TRAIN_OOM = 10  # train: the GPU ran out of memory
-    TRAIN_MODEL_MISSING = 11  # train: the base model is missing or unreadable
+    TRAIN_MODEL_MISSING = 11  # train, sample: the base model or the CLIP tokenizer is missing or unreadable
     TRAIN_NO_DATA = 12  # train: the trainer found no images ("No data found"; sd-scripts itself exits 0)
     TRAIN_CONFIG_REJECTED = 13  # train: the trainer rejected its configuration
     TRAIN_MISSING_PACKAGE = 14  # train: a Python package the trainer imports is missing

@@ -324,6 +324,22 @@ def _has_tokenizer(cache_dir: Path) -> bool:
     return all((sub / f).is_file() for f in TOKENIZER_REQUIRED_FILES)
 
 
+def cached_tokenizer() -> str | None:
+    """Where the CLIP tokenizer train would use is already on this machine (kohya-wrap's own cache, or the
+    Hugging Face cache it is copied from), or None: then train downloads it, and offline it cannot."""
+    if _has_tokenizer(default_tokenizer_cache_dir()):
+        return str(default_tokenizer_cache_dir())
+    import huggingface_hub
+
+    found = []
+    for name in TOKENIZER_FILES:
+        try:
+            found.append(Path(huggingface_hub.hf_hub_download(TOKENIZER_REPO, name, local_files_only=True)))
+        except Exception:  # noqa: BLE001  not cached, for any reason
+            return None
+    return f"the Hugging Face cache ({found[0].parent})"
+
+
 def resolve_tokenizer(cache_dir: str | Path | None = None) -> Path:
     """A tokenizer_cache_dir holding sd-scripts' CLIP tokenizer folder, so the trainer needs no network.
 

@@ -104,7 +104,7 @@ def train(
 ) -> None:
     """Plan a run of DATASET_DIR and train it; train a RUN_DIR `plan` made; or continue one with --resume RUN_DIR.
 
-    Exit codes: 0 finished, 10 out of GPU memory, 11 base model missing, 12 no images found,
+    Exit codes: 0 finished, 10 out of GPU memory, 11 the base model or the tokenizer is missing, 12 no images found,
     13 configuration rejected, 14 package missing, 15 NaN loss, 16 crashed, 17 killed,
     18 LoRA failed verification, 130 interrupted.
 

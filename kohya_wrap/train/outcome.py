@@ -4,7 +4,7 @@
 |------------------|------|------|
 | finished         | 0    | the trainer exited 0 and wrote a LoRA that passed verification |
 | oom              | 10   | CUDA out of memory |
-| model_missing    | 11   | the base model is missing or unreadable |
+| model_missing    | 11   | the base model or the tokenizer is missing or unreadable |
 | no_data          | 12   | "No data found" (sd-scripts exits 0 here; we do not) |
 | config_rejected  | 13   | the trainer rejected its configuration (dataset schema, TOML, arguments) |
 | missing_package  | 14   | a Python package the trainer imports is missing |

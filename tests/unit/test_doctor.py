@@ -75,10 +75,22 @@ def test_doctor_exits_nonzero_without_sd_scripts_and_says_how_to_get_it(monkeypa
     assert sd["status"] == "fail" and "git submodule update --init" in sd["fix"]
 
 
+def _cache_tokenizer() -> None:
+    """kohya-wrap's own tokenizer cache, filled (the test's KOHYA_WRAP_HOME), as train leaves it."""
+    from kohya_wrap.models import default_tokenizer_cache_dir
+    from kohya_wrap.sdscripts import TOKENIZER_REQUIRED_FILES, tokenizer_subdir
+
+    folder = tokenizer_subdir(default_tokenizer_cache_dir())
+    folder.mkdir(parents=True)
+    for name in TOKENIZER_REQUIRED_FILES:
+        (folder / name).write_text("{}")
+
+
 def test_doctor_exits_zero_when_everything_is_there(monkeypatch, tmp_path):
     co = tmp_path / "sd"
     co.mkdir()
     (co / "train_network.py").write_text("")
+    _cache_tokenizer()
     result = _run(monkeypatch, ["--sd-scripts", str(co), "--runs-dir", str(tmp_path / "runs")])
     assert result.exit_code == 0, result.output
     assert "Training can start." in result.output
@@ -88,3 +100,27 @@ def test_doctor_exits_zero_when_everything_is_there(monkeypatch, tmp_path):
 def test_offline_mode_is_reported(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     assert "offline" in doctor.check_hf_cache().detail
+
+
+def test_offline_without_a_cached_tokenizer_training_cannot_start(monkeypatch, tmp_path):
+    # HF_HUB_OFFLINE=1 and an empty KOHYA_WRAP_HOME and HF_HOME (tests/conftest.py): train would stop at once
+    co = tmp_path / "sd"
+    co.mkdir()
+    (co / "train_network.py").write_text("")
+    result = _run(monkeypatch, ["--sd-scripts", str(co), "--runs-dir", str(tmp_path / "runs"), "--json"])
+    assert result.exit_code == 1, result.output
+    report = json.loads(result.output)
+    assert report["can_train"] is False
+    tokenizer = next(c for c in report["checks"] if c["name"] == "CLIP tokenizer")
+    assert tokenizer["status"] == "fail" and "HF_HUB_OFFLINE is set" in tokenizer["detail"]
+    assert "exit 11" in tokenizer["detail"] and "--tokenizer-cache-dir" in tokenizer["fix"]
+    text = _run(monkeypatch, ["--sd-scripts", str(co), "--runs-dir", str(tmp_path / "runs")])
+    assert "Training cannot start" in text.output and "Training can start." not in text.output
+
+
+def test_online_an_uncached_tokenizer_is_a_warning_train_downloads_it(monkeypatch):
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    check = doctor.check_tokenizer()
+    assert check.status == doctor.WARN and "train downloads it" in check.detail
+    _cache_tokenizer()
+    assert doctor.check_tokenizer().status == doctor.OK
