@@ -26,7 +26,7 @@ from typing import Any
 
 from kohya_wrap.errors import KohyaWrapError, PresetError
 from kohya_wrap.preset import OUR_KEYS, OURS_TABLE, convert_ours, parse_override
-from kohya_wrap.sdscripts import ArgumentError, argument_table, check_trust, convert, did_you_mean
+from kohya_wrap.sdscripts import ArgumentError, argument_table, check_trust, convert, did_you_mean, unknown_key_hint
 
 try:
     import tomllib
@@ -99,7 +99,7 @@ def check_value(key: str, value: Any, *, from_text: bool, trusted: bool) -> Any:
         raise ArgumentError(
             key,
             f"unknown key {key!r} (neither an sd-scripts argument nor a kohya-wrap setting)",
-            did_you_mean(key, list(argument_table()) + list(OUR_KEYS)),
+            unknown_key_hint(key, list(argument_table()) + list(OUR_KEYS)),  # a Kohya GUI name: the real one
         )
     converted = convert(key, value, from_text=from_text)
     check_trust(key, converted, trusted=trusted)

@@ -33,6 +33,9 @@ def test_grid_values_are_typed_like_set():
         ("network_dim", "expected KEY=V1,V2"),
         ("network_dim=8,8", "given twice"),
         ("lr_scheduler=constant,cosin", "did you mean 'cosine'"),
+        # Kohya GUI names get sd-scripts' own name, as --set gives it
+        ("dim=4,8", "network_dim"),
+        ("epoch=1,2", "max_train_epochs"),
     ],
 )
 def test_bad_grid_options_name_the_option_and_value(option, message):
