@@ -310,9 +310,15 @@ def _render_inspection(r: Any, show_metadata: bool) -> None:  # r: LoraInspectio
 @click.argument("runs_dir", type=click.Path(path_type=Path), default=Path("runs"), required=False)
 @json_option
 def runs(runs_dir: Path, as_json: bool) -> None:
-    """A table of the runs in RUNS_DIR (default ./runs): when, preset, steps, outcome, final loss, output."""
-    from kohya_wrap.report.runs import list_runs
+    """A table of the runs in RUNS_DIR (default ./runs): when, preset, steps, outcome, final loss, output.
 
+    Given a SWEEP_DIR, its variants' runs (SWEEP_DIR/runs).
+    """
+    from kohya_wrap.report.runs import list_runs
+    from kohya_wrap.sweep import is_sweep_dir, sweep_runs_dir
+
+    if is_sweep_dir(runs_dir) and sweep_runs_dir(runs_dir).is_dir():
+        runs_dir = sweep_runs_dir(runs_dir)
     rows = list_runs(runs_dir)
     if as_json:
         from kohya_wrap.cli.output import print_json

@@ -21,6 +21,13 @@ def is_sweep_dir(path: str | Path) -> bool:
     return _is(path)
 
 
+def sweep_runs_dir(path: str | Path) -> Path:
+    """SWEEP_DIR/runs: the folder holding one run directory per variant (what `runs SWEEP_DIR` lists)."""
+    from kohya_wrap.sweep.variants import RUNS_DIR
+
+    return Path(path) / RUNS_DIR
+
+
 def sweep_status(path: str | Path) -> SweepStatus:
     """The sweep's variants, each with its run's status now."""
     from kohya_wrap.sweep.status import sweep_status as _status

@@ -55,6 +55,8 @@ class VariantReport:
     likeness: tuple[tuple[int, float], ...]  # (step, likeness) from score.json
     recommended_step: int | None
     checkpoint: str | None  # the best checkpoint of this variant: recommended, else the final LoRA
+    scored: bool = False  # it has a score.json (with or without a likeness: no sample may have drawn a face)
+    score_reason: str | None = None  # score.json's reason for its recommendation, or for none
 
 
 def _checkpoint_at(run: dict[str, Any] | None, step: int | None) -> str | None:
@@ -94,6 +96,8 @@ def load_variants(sweep_dir: Path) -> list[VariantReport]:
                 likeness=likeness,
                 recommended_step=recommended if isinstance(recommended, int) else None,
                 checkpoint=checkpoint,
+                scored=bool(score),
+                score_reason=score.get("reason") if isinstance(score.get("reason"), str) else None,
             )
         )
     return out
@@ -114,9 +118,14 @@ def best_variant(variants: list[VariantReport]) -> tuple[VariantReport | None, s
     ]
     if finished:
         best = min(finished, key=lambda v: v.final_loss or 0.0)
+        unscored = (
+            "no variant's score has a likeness (no sample drew a face)"
+            if any(v.scored for v in variants)
+            else "no variant has a score yet (`kohya-wrap score RUN_DIR`)"
+        )
         return best, (
-            f"lowest final loss ({best.final_loss:.4g}) among the finished variants; no variant has a "
-            "score yet (`kohya-wrap score RUN_DIR`), and loss says little about likeness"
+            f"lowest final loss ({best.final_loss:.4g}) among the finished variants; {unscored}, "
+            "and loss says little about likeness"
         )
     return None, "no variant has finished"
 
@@ -125,6 +134,21 @@ def _e(value: Any) -> str:
     import html
 
     return html.escape(str(value), quote=True)
+
+
+def _no_score(variants: list[VariantReport]) -> str:
+    """Why there is no likeness to chart: nothing scored yet, or scored without a face in any sample."""
+    scored = [v for v in variants if v.scored]
+    if not scored:
+        return '<p id="no-score">No variant has been scored yet (`kohya-wrap score RUN_DIR` writes score.json).</p>'
+    which = "Every variant was scored" if len(scored) == len(variants) else f"{len(scored)} of {len(variants)} variants were scored"
+    reasons = "".join(
+        f"<li>{_e(v.name)}: {_e(v.score_reason or 'no likeness in its score.json')}</li>" for v in scored
+    )
+    return (
+        f'<p id="no-score">{which}, and no sample of any checkpoint drew a face to compare with the photos, '
+        f"so there is no likeness to chart (docs/score.md says what to try).</p><ul>{reasons}</ul>"
+    )
 
 
 def render(sweep_dir: Path, variants: list[VariantReport]) -> str:
@@ -183,11 +207,7 @@ def render(sweep_dir: Path, variants: list[VariantReport]) -> str:
         if score_series
         else ""
     )
-    body.append(
-        f'<p class="legend">{legend}</p>{chart}'
-        if chart
-        else '<p id="no-score">No variant has been scored yet (`kohya-wrap score RUN_DIR` writes score.json).</p>'
-    )
+    body.append(f'<p class="legend">{legend}</p>{chart}' if chart else _no_score(variants))
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f'<meta http-equiv="Content-Security-Policy" content="{_CSP}">'

@@ -83,14 +83,36 @@ def sweep(env, out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_a_sweep_shows_every_variants_plan_warnings(tmp_path):
+def test_a_sweep_shows_its_plan_warnings_runs_lists_its_runs_and_its_report_tells_scored_from_not(tmp_path):
     from sweep_env import make_sweep_env
 
     env = make_sweep_env(tmp_path)
-    done = sweep(env, tmp_path / "sweep", "--grid", "network_dim=4,8")
+    out = tmp_path / "sweep"
+    done = sweep(env, out, "--grid", "network_dim=4,8")
     assert done.returncode == 0, done.stderr
-    for name in ("ohwx__network_dim-4", "ohwx__network_dim-8"):
+    names = ("ohwx__network_dim-4", "ohwx__network_dim-8")
+    for name in names:
         assert f"warning: {name}: 1_ohwx man: images are" in said(done)
+
+    # `runs SWEEP_DIR` lists the sweep's runs
+    listed = kohya_wrap("runs", str(out), "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert sorted(Path(r["run_dir"]).name for r in json.loads(listed.stdout)) == list(names)
+    table = kohya_wrap("runs", str(out))
+    assert all(name in table.stdout for name in names) and "no runs" not in table.stdout
+
+    # every variant scored, no sample drew a face: the report says so, not "not scored yet"
+    reason = "no face in any of the 2 samples: the model draws no faces yet"
+    for name in names:
+        score = {"schema": 1, "checkpoints": [{"step": 2, "samples": 1, "faces": 0, "likeness": None}]}
+        score.update(recommended=None, reason=reason)
+        (out / "runs" / name / "score.json").write_text(json.dumps(score))
+    report = kohya_wrap("report", str(out))
+    assert report.returncode == 0, report.stderr
+    page = " ".join((out / "report.html").read_text().split())
+    assert "Every variant was scored, and no sample of any checkpoint drew a face" in page
+    assert "not been scored yet" not in page and reason in page
+    assert "no variant has a score yet" not in page
 
 
 def test_a_truncated_base_model_is_refused_by_plan_and_by_trains_preflight(tmp_path):
