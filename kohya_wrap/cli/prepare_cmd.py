@@ -105,7 +105,23 @@ def prepare(
         print_json(result.to_json())
     else:
         render_summary(result, quiet=quiet, verbose=verbose)
-    raise SystemExit(ExitCode.WARNINGS if strict and result.warnings else ExitCode.OK)
+    if strict and result.warnings:
+        from rich.markup import escape
+
+        # on stderr, also with --json and -q: why the exit code is not 0
+        err_console().print(f"[yellow]{escape(strict_line(result))}[/yellow]", highlight=False, soft_wrap=True)
+        raise SystemExit(ExitCode.WARNINGS)
+    raise SystemExit(ExitCode.OK)
+
+
+def strict_line(result: Any) -> str:
+    """Why --strict stops: the warnings, counted by kind (prepare.json and the table hold each one)."""
+    kinds = next((line for line in summary_lines(result) if line.startswith("warnings: ")), "warnings: ")
+    n = len(result.warnings)
+    return (
+        f"--strict: exit {int(ExitCode.WARNINGS)} because of {n} warning{'s' if n != 1 else ''}: "
+        f"{kinds.removeprefix('warnings: ')}"
+    )
 
 
 def summary_lines(result: Any) -> list[str]:

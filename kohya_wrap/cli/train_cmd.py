@@ -249,7 +249,7 @@ def _run(request: Any, *, as_json: bool, dry_run: bool, strict: bool = False) ->
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from kohya_wrap.cli.output import console, err_console
-    from kohya_wrap.cli.prepare_cmd import render_summary
+    from kohya_wrap.cli.prepare_cmd import render_summary, strict_line
     from kohya_wrap.cli.train_view import make_view, render_result
     from kohya_wrap.errors import ExitCode, KohyaWrapError
     from kohya_wrap.pipeline import PREPARE, Stages, run_pipeline
@@ -295,7 +295,7 @@ def _run(request: Any, *, as_json: bool, dry_run: bool, strict: bool = False) ->
             render_summary(prepared)
         if strict and prepared.warnings:
             error = KohyaWrapError(
-                f"--strict: prepare found {len(prepared.warnings)} warning(s); nothing was trained",
+                f"{strict_line(prepared)}; nothing was trained",
                 "fix the photos, or leave out --strict",
             )
             error.exit_code = ExitCode.WARNINGS

@@ -203,7 +203,8 @@ def prepare_dataset(options: PrepareOptions, on_progress: Callable[[int, int], N
     reused = sum(1 for i in images if i.reused)
     processed = len(images) - reused
 
-    current = {(t.is_reg, t.rel) for t in tasks}
+    # an earlier output not in the dataset any more: its source is gone, or it is left out now (--skip, unreadable)
+    current = {(i.is_reg, i.source) for i in images}
     removed = sum(
         1
         for e in (old or {}).get("images", [])

@@ -128,7 +128,7 @@ class PrepareResult:
     processed: int
     reused: int
     skipped: int
-    removed: int  # outputs of an earlier run whose source is gone
+    removed: int  # outputs of an earlier run not in the dataset any more (source gone, or left out now)
     face_detection: str  # the detector used, or why none was
 
     @property

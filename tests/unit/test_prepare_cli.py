@@ -180,3 +180,30 @@ def test_a_dataset_folder_inside_the_photo_folder_is_refused(tmp_path: Path) -> 
         assert result.exit_code == ExitCode.ERROR, result.output
         assert f"the dataset folder {out} is inside SRC_DIR {src}" in " ".join(result.output.split())
     assert sorted(p.relative_to(src) for p in src.rglob("*")) == before  # nothing written among the photos
+
+
+def test_a_photo_left_out_by_skip_on_a_second_prepare_counts_as_removed(tmp_path: Path) -> None:
+    src = make_src(tmp_path / "photos")
+    Image.new("RGB", (800, 600), (120, 120, 120)).save(src / "flat.jpg")  # no detail at all: blurred
+    out = tmp_path / "dataset"
+    first = invoke(str(src), "-o", str(out), "--token", "ohwx", "--class", "woman", "--crop", "center", "--jobs", "1")
+    assert first.exit_code == 0, first.output
+    again = invoke(
+        *(str(src), "-o", str(out), "--token", "ohwx", "--class", "woman", "--crop", "center", "--jobs", "1"),
+        *("--skip", "blurred", "--json"),
+    )
+    assert again.exit_code == 0, again.output
+    data = json.loads(again.stdout)
+    assert data["counts"]["images"] == 2 and data["counts"]["removed"] == 1  # flat.jpg left the dataset
+
+
+def test_strict_says_which_warnings_made_it_exit_4(tmp_path: Path) -> None:
+    src = make_src(tmp_path / "photos")
+    out = tmp_path / "dataset"
+    for extra in ((), ("--json",), ("-q",)):
+        result = invoke(
+            str(src), "-o", str(out), "--token", "ohwx", "--class", "woman", "--crop", "center", "--strict", *extra
+        )
+        assert result.exit_code == ExitCode.WARNINGS, result.output
+        said = " ".join(result.stderr.split())
+        assert "--strict: exit 4 because of 1 warning: 1 count low" in said
