@@ -124,6 +124,11 @@ def strict_line(result: Any) -> str:
     )
 
 
+def plural(n: int, word: str) -> str:
+    """'1 repeat', '10 repeats'."""
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
 def summary_lines(result: Any) -> list[str]:
     """The findings counted by severity and kind, warnings first: what matters before the details."""
     out = []
@@ -145,8 +150,12 @@ def summary_lines(result: Any) -> list[str]:
     return out
 
 
-def render_summary(result: Any, *, quiet: bool = False, verbose: bool = False) -> None:
-    """What prepare found, for a person: the summary first, then the details (also shown by `run`)."""
+def render_summary(result: Any, *, quiet: bool = False, verbose: bool = False, kept: bool = True) -> None:
+    """What prepare found, for a person: the summary first, then the details (also shown by `run`).
+
+    kept=False: the dataset was prepared into a temporary folder that is gone (`run --dry-run`), so
+    its folders are named relative to it and no manifest path is printed.
+    """
     from rich.markup import escape
     from rich.table import Table
 
@@ -155,7 +164,8 @@ def render_summary(result: Any, *, quiet: bool = False, verbose: bool = False) -
     con = console()
     train = sum(s.images for s in result.subsets if not s.is_reg)
     con.print(
-        f"[bold]prepare[/bold]: {train} training images, {result.skipped} skipped, {len(result.warnings)} warnings",
+        f"[bold]prepare[/bold]: {plural(train, 'training image')}, {result.skipped} skipped, "
+        f"{plural(len(result.warnings), 'warning')}",
         highlight=False,
     )
     for line in summary_lines(result):
@@ -185,9 +195,10 @@ def render_summary(result: Any, *, quiet: bool = False, verbose: bool = False) -
                 )
         con.print(table)
     for subset in result.subsets:
+        where = result.dataset_dir / subset.dir if kept else Path(subset.dir)
         con.print(
-            f"{escape(str(result.dataset_dir / subset.dir))}: {subset.images} images, "
-            f"{subset.repeats} repeats, class tokens {escape(repr(subset.class_tokens))}",
+            f"{escape(str(where))}: {subset.images} images, "
+            f"{plural(subset.repeats, 'repeat')}, class tokens {escape(repr(subset.class_tokens))}",
             highlight=False,
         )
     con.print(
@@ -195,4 +206,5 @@ def render_summary(result: Any, *, quiet: bool = False, verbose: bool = False) -
         f"{result.removed} removed. Face detection: {escape(result.face_detection)}",
         highlight=False,
     )
-    con.print(f"manifest: {escape(str(result.manifest_path))}", highlight=False)
+    if kept:
+        con.print(f"manifest: {escape(str(result.manifest_path))}", highlight=False)

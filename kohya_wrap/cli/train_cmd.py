@@ -340,6 +340,8 @@ def _dry_run(request: Any, as_json: bool) -> None:
     import shutil
     import tempfile
 
+    from kohya_wrap.cli.output import print_warnings
+    from kohya_wrap.cli.prepare_cmd import render_summary
     from kohya_wrap.pipeline import check_plan_inputs, make_plan
     from kohya_wrap.prepare import prepare_dataset
     from kohya_wrap.train.runner import prepare_launch, prepare_run
@@ -362,25 +364,59 @@ def _dry_run(request: Any, as_json: bool) -> None:
     scratch: Path | None = None
     try:
         plan_request = request.plan
+        prepared: dict[str, Any] | None = None
         if request.prepare is not None:
             scratch = Path(tempfile.mkdtemp(prefix="kohya-wrap-dry-run-"))
             options = dataclasses.replace(request.prepare, dataset_dir=scratch / "dataset")
-            prepare_dataset(options)
+            found = prepare_dataset(options)
+            # what prepare found, as `run` shows it; the folder it prepared into is deleted below
+            if as_json:
+                prepared = {k: v for k, v in found.to_json().items() if k in ("subsets", "counts", "findings")}
+            else:
+                render_summary(found, kept=False)
             plan_request = dataclasses.replace(plan_request, dataset_dir=options.dataset_dir)
         plan = make_plan(plan_request)
         launch = prepare_launch(plan, resume=False, fetch_models=False, sd_scripts=request.train.options.sd_scripts)
+        if not as_json:
+            print_warnings(plan.warnings)
         _print_dry_run(
             launch,
             as_json,
             notes=list(launch.notes),
-            ending=f"dry run: nothing written, nothing started ({plan.run_dir} would be the run directory)",
+            ending=f"dry run: nothing written, nothing started ({plan.run_dir} would be the run directory)"
+            + ("; the photos were prepared into a temporary folder, now deleted" if scratch is not None else ""),
+            extra={"prepare": prepared, "warnings": list(plan.warnings)} if prepared is not None else None,
+            # the configs name the dataset where `run` would prepare it, not the temporary folder deleted below
+            rename=(str(scratch / "dataset"), str(Path(request.prepare.dataset_dir).expanduser().resolve()))
+            if scratch is not None
+            else None,
         )
     finally:
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _print_dry_run(prepared: Any, as_json: bool, notes: list[str], ending: str) -> None:
+def _renamed(value: Any, rename: tuple[str, str] | None) -> Any:
+    """value with every string's `rename[0]` replaced by `rename[1]`, through dicts and lists."""
+    if rename is None:
+        return value
+    if isinstance(value, str):
+        return value.replace(*rename)
+    if isinstance(value, dict):
+        return {k: _renamed(v, rename) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_renamed(v, rename) for v in value]
+    return value
+
+
+def _print_dry_run(
+    prepared: Any,
+    as_json: bool,
+    notes: list[str],
+    ending: str,
+    extra: dict[str, Any] | None = None,
+    rename: tuple[str, str] | None = None,
+) -> None:
     import shlex
 
     from rich.markup import escape
@@ -389,18 +425,22 @@ def _print_dry_run(prepared: Any, as_json: bool, notes: list[str], ending: str) 
     from kohya_wrap.rundir import ACCELERATE_CONFIG
 
     plan = prepared.plan
-    files = {**dict(plan.files), ACCELERATE_CONFIG: prepared.accelerate_config}
+    files = _renamed({**dict(plan.files), ACCELERATE_CONFIG: prepared.accelerate_config}, rename)
     if as_json:
         print_json(
-            {
-                "argv": list(prepared.argv),
-                "env": dict(prepared.env),
-                "cwd": str(plan.run_dir),
-                "files": files,
-                "machine": prepared.machine.to_json(),
-                "notes": notes,
-                "plan": plan.to_json(),
-            }
+            _renamed(
+                {
+                    "argv": list(prepared.argv),
+                    "env": dict(prepared.env),
+                    "cwd": str(plan.run_dir),
+                    "files": files,
+                    "machine": prepared.machine.to_json(),
+                    "notes": notes,
+                    "plan": plan.to_json(),
+                    **(extra or {}),
+                },
+                rename,
+            )
         )
         return
     con = console()

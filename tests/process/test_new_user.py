@@ -167,3 +167,31 @@ def test_sample_of_a_run_that_is_training_names_the_process_holding_it(tmp_path)
     finally:
         trainer.send_signal(signal.SIGINT)
         trainer.communicate(timeout=60)
+
+
+def test_run_dry_run_shows_what_prepare_found_and_the_plans_warnings(tmp_path):
+    from kohya_wrap.smoke.images import write_face_images
+
+    photos = tmp_path / "photos"
+    write_face_images(photos, count=3)
+    model = write_sd15_stub(tmp_path / "sd15.safetensors")
+    args = ["run", str(photos), "--token", "ohwx", "--class", "man", "--preset", "smoke", "--base-model", str(model)]
+    done = kohya_wrap(*args, "-o", str(tmp_path / "run"), "--dry-run")
+    assert done.returncode == 0, done.stdout + done.stderr
+    text = said(done)
+    assert "prepare: 3 training images, 0 skipped, 1 warning " in text and "count low" in text
+    assert "img/1_ohwx man: 3 images, 1 repeat," in text  # named in the dataset: its temporary folder is gone
+    assert "kohya-wrap-dry-run-" not in text and "manifest:" not in text
+    assert "prepared into a temporary folder, now deleted" in text
+    assert str(tmp_path / "run" / "dataset" / "img" / "1_ohwx man") in done.stdout  # where `run` would prepare it
+    # the plan's warnings too
+    done = kohya_wrap(*args, "--size", "512", "--allow-upscale", "-o", str(tmp_path / "run"), "--dry-run")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "warning: 1_ohwx man: images are 512x512 px, trained at 64 (resized)" in said(done)
+    assert not (tmp_path / "run").exists()
+
+    as_json = kohya_wrap(*args, "-o", str(tmp_path / "run"), "--dry-run", "--json")
+    assert as_json.returncode == 0, as_json.stderr
+    doc = json.loads(as_json.stdout)
+    assert doc["prepare"]["counts"]["images"] == 3
+    assert [f["code"] for f in doc["prepare"]["findings"]] == ["count_low"]
