@@ -105,13 +105,14 @@ def _prepare_hint(root: Path) -> str:
     """A folder of photos is prepared into a new dataset folder, never into itself (prepare never touches photos)."""
     import shlex
 
+    words = ["--token", "TOKEN", "--class", "CLASS"]  # both required by prepare
+    meaning = " (TOKEN: a rare word that will mean this face, e.g. ohwx; CLASS: man, woman, person, ...)"
     photos = any(p.is_file() and p.suffix.lower() in _PHOTO_SUFFIXES for p in root.iterdir())
     if photos:
         name = root.resolve().name or "dataset"
-        return "it holds photos: prepare them into a dataset folder first, then plan that: " + shlex.join(
-            ["kohya-wrap", "prepare", str(root), "-o", f"data/{name}"]
-        )
-    return "run " + shlex.join(["kohya-wrap", "prepare", "PHOTOS", "-o", str(root)]) + " first"
+        command = shlex.join(["kohya-wrap", "prepare", str(root), "-o", f"data/{name}", *words])
+        return f"it holds photos: prepare them into a dataset folder first, then plan that: {command}{meaning}"
+    return "run " + shlex.join(["kohya-wrap", "prepare", "PHOTOS", "-o", str(root), *words]) + " first" + meaning
 
 
 # What a folder of photos holds (a hint only: prepare's own list of readable formats decides).

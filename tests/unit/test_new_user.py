@@ -60,3 +60,25 @@ def test_prepare_of_a_kohya_gui_folder_says_its_number_is_not_the_repeats(tmp_pa
     again = prepare_dataset(PrepareOptions(photos, tmp_path / "data10", "ohwx", "woman", crop="center", repeats=10))
     assert not [f for f in again.findings if f.code == "kohya_folder_name"]
     assert again.subsets[0].repeats == 10
+
+
+def test_plan_of_a_photo_folder_hints_a_prepare_command_that_runs(tmp_path: Path) -> None:
+    import shlex
+
+    import pytest
+
+    from kohya_wrap.errors import DatasetError
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.new("RGB", (64, 64)).save(photos / "a.jpg")
+    model = write_sd15_stub(tmp_path / "sd15.safetensors")
+    for folder in (photos, tmp_path / "empty"):
+        folder.mkdir(exist_ok=True)
+        with pytest.raises(DatasetError) as e:
+            make_plan(folder, preset="smoke", base_model=str(model), run_dir=tmp_path / "run")
+        hint = str(e.value.hint)
+        command = hint[hint.index("kohya-wrap prepare") :].split(" first")[0].split(" (TOKEN")[0]
+        argv = shlex.split(command)
+        # every option prepare requires is there
+        assert "-o" in argv and "--token" in argv and "--class" in argv, hint
