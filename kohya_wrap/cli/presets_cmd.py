@@ -64,20 +64,24 @@ def show(name: str, overrides: tuple[str, ...], show_all: bool, as_json: bool) -
 
     from kohya_wrap.cli.output import console
 
-    con = console()
-    con.print(f"[bold]{preset.name}[/bold]: {preset.description}", highlight=False)
-    con.print("files: " + " -> ".join(str(f) for f in preset.files), highlight=False)
+    from rich.console import Console
     from rich.markup import escape
 
+    con = console()
+    con.print(f"[bold]{escape(preset.name)}[/bold]: {escape(preset.description)}", highlight=False, soft_wrap=True)
+    con.print("files: " + escape(" -> ".join(str(f) for f in preset.files)), highlight=False, soft_wrap=True)
+    # A value is never cut: on a terminal a long one wraps (folds) in its column; into a pipe or a file,
+    # where rich would assume 80 columns, each row is as wide as it needs (`grep`, `diff` see whole values).
+    wide = con if con.is_terminal else Console(width=100_000, no_color=con.no_color)
     for title, rows in (("sd-scripts arguments", values), ("[kohya_wrap]", sorted(preset.ours.items()))):
         # escaped: rich reads "[kohya_wrap]" as a markup tag and prints a blank title
         table = Table(title=escape(title), title_justify="left", box=None, padding=(0, 2))
         table.add_column("key", no_wrap=True)
-        table.add_column("value")
+        table.add_column("value", overflow="fold")
         table.add_column("source", no_wrap=True, style="dim")
         for key, setting in rows:
             table.add_row(key, _fmt(setting.value), setting.source)
-        con.print(table)
+        wide.print(table)
 
 
 @presets.command()

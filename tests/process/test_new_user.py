@@ -195,3 +195,18 @@ def test_run_dry_run_shows_what_prepare_found_and_the_plans_warnings(tmp_path):
     doc = json.loads(as_json.stdout)
     assert doc["prepare"]["counts"]["images"] == 3
     assert [f["code"] for f in doc["prepare"]["findings"]] == ["count_low"]
+
+
+def test_presets_show_into_a_pipe_cuts_no_value():
+    done = subprocess.run(
+        [sys.executable, "-m", "kohya_wrap", "presets", "show", "likeness-sd15"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={k: v for k, v in os.environ.items() if k != "COLUMNS"},  # rich would assume 80 columns
+    )
+    assert done.returncode == 0, done.stderr
+    assert "…" not in done.stdout
+    rows = {line.split()[0]: line for line in done.stdout.splitlines() if line.startswith("  ")}
+    assert "'constant_with_warmup'" in rows["lr_scheduler"]
+    assert "'lowres, blurry, deformed, bad anatomy, watermark, text'" in rows["negative_prompt"]
