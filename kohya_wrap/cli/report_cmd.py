@@ -326,6 +326,7 @@ def runs(runs_dir: Path, as_json: bool) -> None:
         print_json([r.to_json() for r in rows])
         return
     from rich.box import SIMPLE_HEAD
+    from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
 
@@ -337,8 +338,11 @@ def runs(runs_dir: Path, as_json: bool) -> None:
     t = Table(
         title=f"runs in {escape(str(runs_dir))}", box=SIMPLE_HEAD, padding=(0, 1), collapse_padding=True, pad_edge=False
     )
+    # No cell is ever broken, file names least of all (they are what one copies): a terminal too narrow
+    # for the table gets one line per run instead; a pipe or a file gets rows as wide as they need.
     for col in ("run", "when", "preset", "steps", "outcome", "loss", "output"):
-        t.add_column(col, overflow="fold", no_wrap=col != "output")
+        t.add_column(col, no_wrap=True)
+    lines = []
     for r in rows:
         colour = "green" if r.outcome == "finished" else "yellow" if r.outcome in ("planned", "unfinished") else "red"
         steps = (
@@ -346,7 +350,7 @@ def runs(runs_dir: Path, as_json: bool) -> None:
         )
         when = r.when.replace("T", " ")[:16] if r.when else None
         output = r.output.name if r.output is not None else None  # in the run folder: the name is enough
-        t.add_row(
+        cells = (
             escape(r.run_dir.name),
             escape(_fmt(when)),
             escape(_fmt(r.preset)),
@@ -355,4 +359,14 @@ def runs(runs_dir: Path, as_json: bool) -> None:
             _fmt(round(r.final_loss, 4) if r.final_loss is not None else None),
             escape("plan.json unreadable" if r.problem else _fmt(output)),
         )
-    console().print(t)
+        t.add_row(*cells)
+        lines.append(f"[bold]{cells[0]}[/bold]\n  " + "  ".join(cells[1:]))
+    con = console()
+    if not con.is_terminal:
+        Console(width=100_000, no_color=con.no_color).print(t)
+    elif con.measure(t, options=con.options.update(width=100_000)).maximum <= con.width:
+        con.print(t)
+    else:
+        con.print(f"runs in {escape(str(runs_dir))} (when, preset, steps, outcome, loss, output):", highlight=False)
+        for line in lines:
+            con.print(line, highlight=False)  # wrapped between cells, never inside one

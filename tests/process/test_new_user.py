@@ -210,3 +210,32 @@ def test_presets_show_into_a_pipe_cuts_no_value():
     rows = {line.split()[0]: line for line in done.stdout.splitlines() if line.startswith("  ")}
     assert "'constant_with_warmup'" in rows["lr_scheduler"]
     assert "'lowres, blurry, deformed, bad anatomy, watermark, text'" in rows["negative_prompt"]
+
+
+def test_the_runs_table_never_breaks_a_file_name(tmp_path):
+    import re
+
+    from report_run_fixture import make_run
+
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    for n in range(2):
+        make_run(runs, name=f"20261204-13501{n}-likeness-sd15-768-a-long-name")
+    names = [f"20261204-13501{n}-likeness-sd15-768-a-long-name" for n in range(2)]
+    piped = subprocess.run(
+        [sys.executable, "-m", "kohya_wrap", "runs", str(runs)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={k: v for k, v in os.environ.items() if k != "COLUMNS"},  # rich would assume 80 columns
+    )
+    assert piped.returncode == 0, piped.stderr
+    lines = piped.stdout.splitlines()
+    for name in names:
+        assert any(name in line and "tinylora.safetensors" in line for line in lines), piped.stdout
+    # a terminal too narrow for the table: one block per run, the names whole
+    narrow = kohya_wrap("runs", str(runs), env={"FORCE_COLOR": "1", "COLUMNS": "60"})
+    text = re.sub(r"\x1b\[[0-9;]*m", "", narrow.stdout)
+    assert narrow.returncode == 0 and "…" not in text
+    assert all(name in text.splitlines() for name in names), text
+    assert text.count("tinylora.safetensors") == 2
