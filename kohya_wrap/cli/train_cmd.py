@@ -263,7 +263,9 @@ def _run(request: Any, *, as_json: bool, dry_run: bool, strict: bool = False) ->
 
     def on_event(event: Any) -> None:
         if not views:
-            views.append(make_view(as_json, out))
+            from kohya_wrap.rundir import read_plan
+
+            views.append(make_view(as_json, out, read_plan(request.train.run_dir).subsets))
         views[0](event)
 
     def on_signal(_signum: int, count: int) -> None:

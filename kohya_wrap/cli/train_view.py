@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from rich.console import Console, Group
@@ -97,14 +98,31 @@ class LiveView:
         self.live.stop()
 
 
+def _plural(n: Any, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def images_text(subsets: Sequence[Any], with_repeats: int | None) -> str:
+    """'10 images x 60 repeats', from the plan's training subsets; the trainer's own count (images x
+    repeats) alone when the plan is not known, or beside it when the two differ."""
+    train = [s for s in subsets if not s.is_reg]
+    if not train:
+        return f"{with_repeats} images with repeats"
+    text = " + ".join(f"{_plural(s.images, 'image')} x {_plural(s.repeats, 'repeat')}" for s in train)
+    if with_repeats is not None and with_repeats != sum(s.images * s.repeats for s in train):
+        text += f" ({with_repeats} with repeats, as the trainer counts them)"
+    return text
+
+
 class PlainView:
     """Plain lines for logs and CI: every change of phase, epoch, checkpoint, warning and error, and a
     progress line at most every `interval` seconds (and at the last step)."""
 
-    def __init__(self, stream: Any = None, interval: float = 30.0) -> None:
+    def __init__(self, stream: Any = None, interval: float = 30.0, subsets: Sequence[Any] = ()) -> None:
         self.state = RunFold()
         self.stream = stream or sys.stderr
         self.interval = interval
+        self.subsets = tuple(subsets)  # the plan's (images, repeats, is_reg): what the trainer's count is made of
         self._last_print: float | None = None  # the first progress line is always printed
         self._last_phase: str | None = None
 
@@ -125,7 +143,7 @@ class PlainView:
                 self._print(f"step {event.step}/{event.total} {_speed(event)} ETA {format_duration(event.eta_s)}{loss}")
         elif isinstance(event, Summary):
             self._print(
-                f"{event.total_steps} steps: {event.train_images} images x repeats, "
+                f"{event.total_steps} steps: {images_text(self.subsets, event.train_images)}, "
                 f"{event.epochs} epoch{'' if event.epochs == 1 else 's'}, batch {event.batch_size}"
             )
         elif isinstance(event, Epoch):
@@ -159,12 +177,13 @@ class JsonView:
         pass
 
 
-def make_view(as_json: bool, console: Console) -> LiveView | PlainView | JsonView:
+def make_view(as_json: bool, console: Console, subsets: Sequence[Any] = ()) -> LiveView | PlainView | JsonView:
+    """subsets: the plan's (images, repeats, is_reg), for the plain view's line about the images."""
     if as_json:
         return JsonView()
     if console.is_terminal:
         return LiveView(console)
-    return PlainView()
+    return PlainView(subsets=subsets)
 
 
 def render_result(result: Any, console: Console) -> None:

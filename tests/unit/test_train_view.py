@@ -32,3 +32,21 @@ def test_an_outcome_the_trainer_did_not_announce_is_printed():
     view(Phase("training"))
     view(Finished(outcome="interrupted", exit_code=130, returncode=-2))
     assert out.getvalue().splitlines() == ["[training]", "[interrupted]"]
+
+
+def test_the_images_line_says_images_and_repeats():
+    from kohya_wrap.events import Summary
+    from kohya_wrap.rundir.plan_record import PlanSubset
+
+    def line(subsets, train_images):
+        out = io.StringIO()
+        view = PlainView(out, subsets=subsets)
+        view(Summary(train_images, 0, 300, 1, "2", 1, 300))
+        return out.getvalue().strip()
+
+    ten = PlanSubset("/d/img/60_ohwx man", 10, 60, "ohwx man", False)
+    assert line([ten], 600) == "300 steps: 10 images x 60 repeats, 1 epoch, batch 2"
+    one = PlanSubset("/d/img/1_ohwx man", 4, 1, "ohwx man", False)
+    reg = PlanSubset("/d/reg/1_man", 4, 1, "man", True)
+    assert line([one, reg], 4) == "300 steps: 4 images x 1 repeat, 1 epoch, batch 2"
+    assert line([], 600) == "300 steps: 600 images with repeats, 1 epoch, batch 2"  # no plan known
