@@ -362,7 +362,8 @@ def _check_range(key: str, value: Any) -> None:
             raise ArgumentError(
                 key,
                 f"{key} = {item!r} is out of range: it must be {allowed.describe()}",
-                f"{key} is {allowed.why}; give a value {allowed.describe()}",
+                # "key: why", which reads for a noun ("the LoRA rank") and a sentence ("sd-scripts divides by it")
+                f"{key}: {allowed.why}; give a value {allowed.describe()}",
             )
 
 

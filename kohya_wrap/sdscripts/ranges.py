@@ -85,7 +85,7 @@ RANGES: Mapping[str, Range] = MappingProxyType(
         "save_last_n_steps": _at_least(1, "a number of steps"),
         "save_last_n_steps_state": _at_least(1, "a number of steps"),
         # training length and batches (train_network.py: steps per epoch = ceil(len(loader) / accumulation))
-        "train_batch_size": _at_least(1, "a batch holds at least one image; " + _DIVIDES),
+        "train_batch_size": _at_least(1, "the images of one batch, at least one; " + _DIVIDES),
         "max_train_steps": _at_least(1, _COUNT),
         "max_train_epochs": _at_least(1, _COUNT),
         "max_data_loader_n_workers": _at_least(0, "a number of DataLoader worker processes"),

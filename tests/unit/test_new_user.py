@@ -82,3 +82,20 @@ def test_plan_of_a_photo_folder_hints_a_prepare_command_that_runs(tmp_path: Path
         argv = shlex.split(command)
         # every option prepare requires is there
         assert "-o" in argv and "--token" in argv and "--class" in argv, hint
+
+
+def test_a_value_out_of_range_is_explained_in_a_sentence() -> None:
+    import pytest
+
+    from kohya_wrap.errors import KohyaWrapError
+    from kohya_wrap.preset import load_preset
+
+    with pytest.raises(KohyaWrapError) as e:
+        load_preset("smoke", ["train_batch_size=0"])
+    assert e.value.hint == (
+        "train_batch_size: the images of one batch, at least one; sd-scripts divides by it or takes a modulo by it; "
+        "give a value >= 1"
+    )
+    with pytest.raises(KohyaWrapError) as e:
+        load_preset("smoke", ["save_every_n_steps=0"])
+    assert str(e.value.hint).startswith("save_every_n_steps: sd-scripts divides by it")

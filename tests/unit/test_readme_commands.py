@@ -69,3 +69,45 @@ def test_the_real_tiers_skip_reason_names_what_is_missing_and_where_it_comes_fro
 @pytest.mark.parametrize("lead", ["**Run the whole chain offline", "**Run the tests**"])
 def test_each_command_is_one_line(lead):
     assert "\n" not in readme_command(lead)
+
+
+def usage_commands() -> list[list[str]]:
+    """Every command of the README's Usage block, as argv after `kohya-wrap` (comments and [optional] parts left out)."""
+    import shlex
+
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    block = text[text.index("## Usage") :]
+    block = block[block.index("```bash\n") + 8 : block.index("\n```", block.index("```bash\n"))]
+    joined = block.replace("\\\n", " ")
+    commands = []
+    for line in joined.splitlines():
+        line = re.sub(r"\s#.*$", "", line)
+        line = re.sub(r"\[[^\[\]]*(\[[^\[\]]*\][^\[\]]*)*\]", "", line)  # [--backend ray [--ray-address ADDR]]
+        argv = shlex.split(line)
+        if argv and argv[0] == "kohya-wrap":
+            commands.append(argv[1:])
+    return commands
+
+
+def test_every_usage_command_gives_what_its_command_requires():
+    import click
+
+    from kohya_wrap.cli import cli
+
+    commands = usage_commands()
+    assert len(commands) > 15
+    for argv in commands:
+        command: click.Command = cli
+        args = list(argv)
+        while isinstance(command, click.Group) and args and not args[0].startswith("-"):
+            found = command.get_command(click.Context(command), args[0])
+            assert found is not None, argv
+            command, args = found, args[1:]
+        try:
+            command.make_context(argv[0], args)
+        except click.MissingParameter as e:
+            raise AssertionError(f"kohya-wrap {' '.join(argv)}: {e.format_message()}") from None
+        except click.BadParameter:
+            pass  # a path that does not exist here; its shape is right
+    said = " ".join((ROOT / "README.md").read_text(encoding="utf-8").split())
+    assert "`presets export RUN_DIR -o FILE.toml`" in said
