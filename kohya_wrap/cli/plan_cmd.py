@@ -88,12 +88,15 @@ def render_plan(result: Any) -> None:
     from rich.markup import escape
 
     from kohya_wrap.cli.output import console, print_warnings
+    from kohya_wrap.cli.prepare_cmd import plural
 
     con = console()
     con.print(f"[bold]run[/bold] {escape(str(result.run_dir))}  (preset {escape(result.preset_name)})", highlight=False)
     for s in result.subsets:
         kind = "reg " if s.is_reg else ""
-        con.print(f"  {kind}{escape(s.dir)}: {s.images} images x {s.repeats} repeats", highlight=False)
+        con.print(
+            f"  {kind}{escape(s.dir)}: {plural(s.images, 'image')} x {plural(s.repeats, 'repeat')}", highlight=False
+        )
     con.print(f"[bold]steps[/bold] {escape(result.steps['arithmetic'])}", highlight=False)
     con.print(f"[bold]model[/bold] {escape(result.base_model['path'] or result.base_model['source'])}", highlight=False)
     con.print(f"[bold]output[/bold] {escape(str(result.lora_file))}", highlight=False)

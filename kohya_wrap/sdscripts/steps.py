@@ -242,7 +242,8 @@ def arithmetic(subsets: Sequence[StepSubset], count: StepCount, epochs: int, tot
     """The step count as a sentence: images x repeats / batch = steps per epoch; x epochs = total."""
     train = [s for s in subsets if not s.is_reg and s.repeats >= 1 and s.images > 0]
     if len(train) == 1:
-        text = f"{train[0].images} images x {train[0].repeats} repeats"
+        images, repeats = train[0].images, train[0].repeats
+        text = f"{images} image{'' if images == 1 else 's'} x {repeats} repeat{'' if repeats == 1 else 's'}"
     else:
         text = (
             "("

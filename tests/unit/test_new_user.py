@@ -99,3 +99,16 @@ def test_a_value_out_of_range_is_explained_in_a_sentence() -> None:
     with pytest.raises(KohyaWrapError) as e:
         load_preset("smoke", ["save_every_n_steps=0"])
     assert str(e.value.hint).startswith("save_every_n_steps: sd-scripts divides by it")
+
+
+def test_one_repeat_is_said_in_the_singular(tmp_path: Path, capsys) -> None:
+    from kohya_wrap.cli.plan_cmd import render_plan
+
+    project = kohya_gui_folder(tmp_path / "project", repeats=1, images=4)
+    model = write_sd15_stub(tmp_path / "sd15.safetensors")
+    # 4 images x 1 repeat, batch 1, 4 steps: the smoke preset's 4 steps in one epoch
+    plan = make_plan(project, preset="smoke", base_model=str(model), run_dir=tmp_path / "run")
+    assert plan.subsets[0].repeats == 1
+    assert plan.steps["arithmetic"].startswith("4 images x 1 repeat / batch 1")
+    render_plan(plan)
+    assert "4 images x 1 repeat\n" in capsys.readouterr().out
