@@ -271,8 +271,7 @@ def check_tokenizer() -> Check:
     return Check(
         "CLIP tokenizer",
         WARN,
-        f"{TOKENIZER_REPO} is not cached yet: train downloads it (about 2 MB) the first time, which needs "
-        "the network",
+        f"{TOKENIZER_REPO} is not cached yet: train downloads it (about 2 MB) the first time, which needs the network",
         f"offline, plan with --tokenizer-cache-dir DIR; it is cached in {default_tokenizer_cache_dir()} once fetched",
     )
 

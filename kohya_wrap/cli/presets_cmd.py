@@ -60,12 +60,11 @@ def show(name: str, overrides: tuple[str, ...], show_all: bool, as_json: bool) -
         doc["values"] = {k: {"value": s.value, "source": s.source} for k, s in values}
         print_json(doc)
         return
+    from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     from kohya_wrap.cli.output import console
-
-    from rich.console import Console
-    from rich.markup import escape
 
     con = console()
     con.print(f"[bold]{escape(preset.name)}[/bold]: {escape(preset.description)}", highlight=False, soft_wrap=True)

@@ -366,14 +366,14 @@ def _dry_run(request: Any, as_json: bool) -> None:
     scratch: Path | None = None
     try:
         plan_request = request.plan
-        prepared: dict[str, Any] | None = None
+        findings: dict[str, Any] | None = None
         if request.prepare is not None:
             scratch = Path(tempfile.mkdtemp(prefix="kohya-wrap-dry-run-"))
             options = dataclasses.replace(request.prepare, dataset_dir=scratch / "dataset")
             found = prepare_dataset(options)
             # what prepare found, as `run` shows it; the folder it prepared into is deleted below
             if as_json:
-                prepared = {k: v for k, v in found.to_json().items() if k in ("subsets", "counts", "findings")}
+                findings = {k: v for k, v in found.to_json().items() if k in ("subsets", "counts", "findings")}
             else:
                 render_summary(found, kept=False)
             plan_request = dataclasses.replace(plan_request, dataset_dir=options.dataset_dir)
@@ -387,7 +387,7 @@ def _dry_run(request: Any, as_json: bool) -> None:
             notes=list(launch.notes),
             ending=f"dry run: nothing written, nothing started ({plan.run_dir} would be the run directory)"
             + ("; the photos were prepared into a temporary folder, now deleted" if scratch is not None else ""),
-            extra={"prepare": prepared, "warnings": list(plan.warnings)} if prepared is not None else None,
+            extra={"prepare": findings, "warnings": list(plan.warnings)} if findings is not None else None,
             # the configs name the dataset where `run` would prepare it, not the temporary folder deleted below
             rename=(str(scratch / "dataset"), str(Path(request.prepare.dataset_dir).expanduser().resolve()))
             if scratch is not None

@@ -122,7 +122,11 @@ def prepare_dataset(options: PrepareOptions, on_progress: Callable[[int, int], N
     train_found = sources.discover(src_dir, exclude=dataset_dir)
     if not train_found.files:
         left_out = [f for f in train_found.findings if f.code.startswith("skipped_")]
-        why = f" ({len(left_out)} other file(s) left out, e.g. {left_out[0].file}: {left_out[0].message})" if left_out else ""
+        why = (
+            f" ({len(left_out)} other file(s) left out, e.g. {left_out[0].file}: {left_out[0].message})"
+            if left_out
+            else ""
+        )
         raise DatasetError(
             f"no photos found in {src_dir}{why}",
             f"Give the folder that holds the photos (searched with its subfolders; "

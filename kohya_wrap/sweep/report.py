@@ -141,10 +141,12 @@ def _no_score(variants: list[VariantReport]) -> str:
     scored = [v for v in variants if v.scored]
     if not scored:
         return '<p id="no-score">No variant has been scored yet (`kohya-wrap score RUN_DIR` writes score.json).</p>'
-    which = "Every variant was scored" if len(scored) == len(variants) else f"{len(scored)} of {len(variants)} variants were scored"
-    reasons = "".join(
-        f"<li>{_e(v.name)}: {_e(v.score_reason or 'no likeness in its score.json')}</li>" for v in scored
+    which = (
+        "Every variant was scored"
+        if len(scored) == len(variants)
+        else f"{len(scored)} of {len(variants)} variants were scored"
     )
+    reasons = "".join(f"<li>{_e(v.name)}: {_e(v.score_reason or 'no likeness in its score.json')}</li>" for v in scored)
     return (
         f'<p id="no-score">{which}, and no sample of any checkpoint drew a face to compare with the photos, '
         f"so there is no likeness to chart (docs/score.md says what to try).</p><ul>{reasons}</ul>"

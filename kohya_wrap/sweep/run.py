@@ -195,8 +195,9 @@ def run_sweep(
                 shutil.move(str(variant.run_dir), str(aside))
             if action in ("start", "restart"):
                 planned = pipeline.plan_run(plan_request(spec, variant))
-                for warning in planned.warnings if on_warning is not None else ():
-                    on_warning(variant.name, warning)
+                if on_warning is not None:
+                    for warning in planned.warnings:
+                        on_warning(variant.name, warning)
             log = paths.log(variant.name)
             result_file = paths.result(variant.name)
             result_file.unlink(missing_ok=True)

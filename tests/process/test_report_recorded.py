@@ -256,7 +256,14 @@ def test_sample_of_an_exported_lora_offline_without_a_tokenizer_stops_cleanly(tm
     lora.write_bytes(b"x")
     (tmp_path / "sd15.safetensors").write_bytes(b"base")
     done = kohya_wrap(
-        "sample", str(lora), "--prompt", "x", "--base-model", str(tmp_path / "sd15.safetensors"), "--sd-scripts", str(checkout)
+        "sample",
+        str(lora),
+        "--prompt",
+        "x",
+        "--base-model",
+        str(tmp_path / "sd15.safetensors"),
+        "--sd-scripts",
+        str(checkout),
     )
     assert done.returncode == 11, done.stderr
     said = " ".join(done.stderr.split())
@@ -268,7 +275,9 @@ def test_sample_shows_a_progress_view_not_the_generators_output(tmp_path: Path) 
     run_dir = make_run(tmp_path, sample_steps=(2,))
     (tmp_path / "sd15.safetensors").write_bytes(b"base")
     checkout = fake_checkout(tmp_path)
-    done = kohya_wrap("sample", str(run_dir), "--prompt", "ohwx man", "--seed", "1", "--size", "64", "--sd-scripts", str(checkout))
+    done = kohya_wrap(
+        "sample", str(run_dir), "--prompt", "ohwx man", "--seed", "1", "--size", "64", "--sd-scripts", str(checkout)
+    )
     assert done.returncode == 0, done.stderr
     assert "sampled tinylora-step00000002.safetensors (1/2 images)" in done.stderr
     assert "sampled tinylora.safetensors (2/2 images)" in done.stderr

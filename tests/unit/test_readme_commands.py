@@ -63,7 +63,9 @@ def test_the_real_tiers_skip_reason_names_what_is_missing_and_where_it_comes_fro
         "real tier skipped: torchvision is not installed (install torch and torchvision for your platform, see README)"
     )
     monkeypatch.setattr(importlib.util, "find_spec", without("voluptuous"))
-    assert conftest.real_trainer_missing() == "real tier skipped: the [train] extra is not installed (missing voluptuous)"
+    assert (
+        conftest.real_trainer_missing() == "real tier skipped: the [train] extra is not installed (missing voluptuous)"
+    )
 
 
 @pytest.mark.parametrize("lead", ["**Run the whole chain offline", "**Run the tests**"])
