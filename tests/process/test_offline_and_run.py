@@ -122,7 +122,7 @@ def test_run_that_fails_to_plan_after_preparing_removes_its_run_directory(tmp_pa
     write_face_images(photos, count=3)
     model = write_sd15_stub(tmp_path / "sd15.safetensors")
     run_dir = tmp_path / "runs" / "mine"
-    # prepared at 512 px, trained at 64 px without resizing: only plan, after prepare, can know
+    # prepared at 512 px (not the preset's 64), trained at 64 px without resizing: only plan, after prepare, can know
     done = kohya_wrap(
         "run",
         str(photos),
@@ -132,6 +132,8 @@ def test_run_that_fails_to_plan_after_preparing_removes_its_run_directory(tmp_pa
         "man",
         "--crop",
         "center",
+        "--size",
+        "512",
         "--allow-upscale",
         "--preset",
         "smoke",
