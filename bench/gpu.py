@@ -61,9 +61,10 @@ LIKENESS = "likeness-sd15"
 OOM_BATCH = 256  # SD1.5 at 512 px needs GBs of activations per image: 256 of them far exceed 141 GB
 OOM_EXIT = 10  # kohya_wrap.errors.ExitCode.TRAIN_OOM
 OOM_ADVICE = "The GPU ran out of memory."  # the first sentence of kohya_wrap.train.outcome.ADVICE["oom"]
-RESULTS_JSON, RESULTS_MD, BENCH_LOG = "results.json", "results.md", "bench.log"
+# Everything that comes back from the device (at most 8 files): these four.
+RESULTS_JSON, RESULTS_MD, BENCH_LOG, PHASES_LOG = "results.json", "results.md", "bench.log", "phases.log"
 INTERRUPT_GRACE_S = 15
-LOG_TAIL_BYTES = 2 * 2**20  # each phase's log that comes back: its last 2 MiB
+LOG_TAIL_BYTES = 2**20  # of each phase's output (kohya-wrap's and the trainer's train.log), its last 1 MiB
 
 # The Kohya GUI's SD1.5 LoRA preset (its only plain-LoRA SD1.5 preset; the others are LoCon, LoHa, LoKr, iA3,
 # GLoRA or SDXL), as in bmaltais/kohya_ss at the commit below.
@@ -186,7 +187,7 @@ class Profile:
     steps: int
     images: int
     image_size: int  # the drawn photos' side; prepare writes 512 px
-    resolution: int | None  # --set resolution for the training runs (None: the presets' 512)
+    extra_sets: tuple[str, ...]  # --set items for every training run (a smaller resolution for a CPU)
     install: bool  # install the carried wheels
     python: str
     boxes: dict[str, float]  # phase id -> its time box in seconds
@@ -204,9 +205,17 @@ PHASE_LABELS = {
     "b": "kohya-wrap train, Kohya GUI SD1.5 LoRA preset",
     "d": f"CUDA out of memory on purpose (batch {OOM_BATCH}): exit {OOM_EXIT} and advice",
     "c": "sd-scripts launched directly, likeness preset's command",
+    "e": "memory: likeness preset, batch 1",
+    "f": "memory: likeness preset, batch 4",
+    "g": "memory: likeness preset, batch 4, gradient checkpointing",
 }
+# The memory runs: (batch, gradient checkpointing), MEMORY_STEPS steps, no samples, on phase a's dataset (its
+# latents are cached already, so the VAE's encoding is not in their peak). Their figures are what
+# kohya_wrap/train/memory.py's MEASURED table holds (results.json "memory_figures").
+MEMORY_RUNS = {"e": (1, False), "f": (4, False), "g": (4, True)}
+MEMORY_STEPS = 20
 # the order they run in: what matters most first (the out-of-memory check is short)
-TRAIN_PHASES = ("a", "d", "b", "c")
+TRAIN_PHASES = ("a", "d", "b", "c", "e", "f", "g")
 ALL_PHASES = (SETUP, MODEL, DATASET, *TRAIN_PHASES)
 MIN_START_S = 40.0  # a training phase is not started with less time than this left
 
@@ -215,11 +224,12 @@ GPU_PROFILE = Profile(
     steps=60,
     images=20,
     image_size=576,
-    resolution=None,
+    extra_sets=(),
     install=True,
     python=sys.executable,
-    boxes={SETUP: 90, MODEL: 150, DATASET: 60, "a": 150, "b": 120, "d": 90, "c": 120},
-    estimates={SETUP: 25, MODEL: 45, DATASET: 10, "a": 75, "b": 60, "d": 45, "c": 60},
+    boxes={SETUP: 90, MODEL: 150, DATASET: 60, "a": 150, "b": 120, "d": 90, "c": 120, "e": 60, "f": 60, "g": 60},
+    # the memory runs come last: when the first call leaves no time for them, `--phases e,f,g` runs them alone
+    estimates={SETUP: 25, MODEL: 45, DATASET: 10, "a": 75, "b": 60, "d": 45, "c": 60, "e": 30, "f": 30, "g": 30},
     phases=ALL_PHASES,
 )
 
@@ -231,12 +241,15 @@ def fake_profile() -> Profile:
         steps=6,
         images=6,
         install=False,
-        boxes={SETUP: 30, MODEL: 30, DATASET: 60, "a": 60, "b": 60, "d": 60, "c": 60},
+        boxes={SETUP: 30, MODEL: 30, DATASET: 60, "a": 60, "b": 60, "d": 60, "c": 60, "e": 60, "f": 60, "g": 60},
         fake_args={
             "a": ["--step-delay", "0.05"],
             "b": ["--step-delay", "0.05"],
             "c": ["--step-delay", "0.05"],
             "d": ["--oom-at", "1"],
+            "e": ["--step-delay", "0.01"],
+            "f": ["--step-delay", "0.01"],
+            "g": ["--step-delay", "0.01"],
         },
     )
 
@@ -247,10 +260,23 @@ def cpu_real_profile(python: str) -> Profile:
         name="cpu-real",
         steps=2,
         images=4,
-        resolution=64,
+        # buckets stay on, so the 512 px images are resized; sd-scripts' smallest bucket is 256 by default
+        # and two sampling steps: the samples are drawn at the prepared size (512 px), minutes a step on a CPU
+        extra_sets=("resolution=64", "min_bucket_reso=64", "sample_steps=2"),
         install=False,
         python=python,
-        boxes={SETUP: 120, MODEL: 900, DATASET: 120, "a": 900, "b": 900, "d": 300, "c": 900},
+        boxes={
+            SETUP: 120,
+            MODEL: 900,
+            DATASET: 120,
+            "a": 900,
+            "b": 900,
+            "d": 300,
+            "c": 900,
+            "e": 900,
+            "f": 900,
+            "g": 900,
+        },
         phases=(SETUP, MODEL, DATASET, "a"),
     )
 
@@ -300,6 +326,7 @@ class Results:
         self.started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
         self.machine: dict[str, Any] = {}
         self.packages: dict[str, Any] = {}
+        self.phase_logs: dict[str, bytes] = {}
         self.phases = {p: PhaseResult(p, PHASE_LABELS[p]) for p in ALL_PHASES}
         for p in ALL_PHASES:
             if p not in profile.phases:
@@ -337,13 +364,37 @@ class Results:
             "packages": self.packages,
             "kohya_gui_preset": {"repo": GUI_REPO, "file": GUI_PRESET, "commit": GUI_COMMIT},
             "phases": [_phase_json(r) for r in self.phases.values()],
+            "memory_figures": self.memory_figures(),
         }
+
+    def memory_figures(self) -> list[dict[str, Any]]:
+        """The memory runs that finished, as rows for kohya_wrap/train/memory.py's MEASURED table."""
+        rows = []
+        for pid, (batch, checkpointing) in MEMORY_RUNS.items():
+            r = self.phases[pid]
+            if r.status != "ok" or r.peak_gpu_used_mib is None:
+                continue
+            rows.append(
+                {
+                    "resolution": r.resolution,
+                    "batch_size": batch,
+                    "gradient_checkpointing": checkpointing,
+                    "mixed_precision": r.mixed_precision,
+                    "peak_mib": r.peak_gpu_used_mib,
+                    "gpu": self.machine.get("gpu_name"),
+                }
+            )
+        return rows
 
     def write(self) -> None:
         if self.out is None:
             return
         _atomic_write(self.out / RESULTS_JSON, json.dumps(self.to_json(), indent=2) + "\n")
         _atomic_write(self.out / RESULTS_MD, self.markdown())
+        if self.phase_logs:
+            tmp = self.out / (PHASES_LOG + ".tmp")
+            tmp.write_bytes(b"\n\n".join(self.phase_logs[p] for p in ALL_PHASES if p in self.phase_logs))
+            os.replace(tmp, self.out / PHASES_LOG)
 
     def markdown(self) -> str:
         m = self.machine
@@ -627,8 +678,9 @@ class Bench:
             "b": self.phase_b,
             "d": self.phase_d,
             "c": self.phase_c,
+            **{pid: self.phase_memory for pid in MEMORY_RUNS},
         }
-        needs = {MODEL: SETUP, DATASET: SETUP, "a": MODEL, "b": MODEL, "d": MODEL, "c": MODEL}
+        needs = {MODEL: SETUP, DATASET: SETUP, **{pid: MODEL for pid in TRAIN_PHASES}}
         for pid in ALL_PHASES:
             result = self.results.phases[pid]
             if pid not in self.profile.phases:
@@ -659,6 +711,8 @@ class Bench:
                 result.status = "failed"
                 result.note = (result.note + "; " if result.note else "") + f"{type(e).__name__}: {e}"
             result.seconds = time.monotonic() - start
+            if pid in (MODEL, DATASET):
+                self.copy_log(pid, None)
             self.say(
                 f"phase {pid}: {result.status} in {result.seconds:.1f} s{' - ' + result.note if result.note else ''}"
             )
@@ -784,17 +838,19 @@ class Bench:
     # -- the training phases --
 
     def common_sets(self, steps: int) -> list[str]:
-        sets = [f"target_steps={steps}", f"min_steps={steps}", f"max_steps={steps}"]
-        if self.profile.resolution is not None:
-            sets.append(f"resolution={self.profile.resolution}")
-        return sets
+        return [f"target_steps={steps}", f"min_steps={steps}", f"max_steps={steps}", *self.profile.extra_sets]
+
+    def memory_sets(self, pid: str) -> list[str]:
+        batch, checkpointing = MEMORY_RUNS[pid]
+        # both given with --set: train never changes what the user set to fit the GPU (kohya_wrap/train/memory.py)
+        checkpoint = f"gradient_checkpointing={'true' if checkpointing else 'false'}"
+        return [*self.common_sets(MEMORY_STEPS), f"train_batch_size={batch}", checkpoint]
 
     def oom_sets(self) -> list[str]:
         """A batch far beyond the card, for two steps (the first one runs out of memory)."""
+        # gradient checkpointing off with --set, so train cannot turn it on to fit (kohya_wrap/train/memory.py)
         sets = ["target_steps=2", "min_steps=1", "max_steps=4", f"train_batch_size={OOM_BATCH}"]
-        if self.profile.resolution is not None:
-            sets.append(f"resolution={self.profile.resolution}")
-        return sets
+        return [*sets, "gradient_checkpointing=false", *self.profile.extra_sets]
 
     def train_argv(self, run_dir: Path, dataset: Path, preset: str, sets: list[str]) -> list[str]:
         s = self.setup
@@ -858,7 +914,7 @@ class Bench:
             result.outcome = doc.get("outcome")
             self.read_values(result, doc.get("values") or {})
             result.details["errors"] = [e.get("message") for e in doc.get("errors", [])][:5]
-            result.details["adapted"] = doc.get("adapted")
+            result.details["memory_fit"] = machine.get("memory_fit")
         timed: list[tuple[float, Any]] = []
         if files.events.is_file():
             timed = [(_epoch_seconds(e.t), e) for e in read_events(files.events)]
@@ -907,18 +963,15 @@ class Bench:
             result.sample_s_per_image = (times[-1] - times[0]) / (len(times) - 1)
 
     def copy_log(self, pid: str, run_dir: Path | None) -> None:
-        """The phase's output (kohya-wrap's, and the trainer's train.log) into OUT/<pid>.log, its last 2 MiB."""
-        out = self.results.out
-        if out is None:
-            return
+        """The phase's output (kohya-wrap's, and the trainer's train.log), its last 1 MiB, for OUT/phases.log."""
         parts = [self.phase_log(pid)]
         if run_dir is not None:
             parts.append(run_dir / "train.log")
         chunks = []
         for part in parts:
             if part.is_file():
-                chunks.append(f"===== {part}\n".encode() + part.read_bytes()[-LOG_TAIL_BYTES:])
-        (out / f"{pid}.log").write_bytes(b"\n".join(chunks)[-LOG_TAIL_BYTES:])
+                chunks.append(f"===== {pid}: {part}\n".encode() + part.read_bytes()[-LOG_TAIL_BYTES:])
+        self.results.phase_logs[pid] = b"\n".join(chunks)[-LOG_TAIL_BYTES:]
 
     def finish_train(self, result: PhaseResult, ran: Ran, expected: int) -> None:
         result.expected_exit = expected
@@ -941,8 +994,7 @@ class Bench:
         preset = self.setup.work / "kohya-gui-sd15-lora.toml"
         preset.write_text(gui_preset_toml(steps))
         run_dir = self.setup.work / "runs" / "b"
-        sets = [f"resolution={self.profile.resolution}"] if self.profile.resolution is not None else []
-        argv = self.train_argv(run_dir, self.dataset_copy("b"), str(preset), sets)
+        argv = self.train_argv(run_dir, self.dataset_copy("b"), str(preset), list(self.profile.extra_sets))
         ran = self.run_kohya_wrap(result, "b", argv, run_dir, box)
         self.finish_train(result, ran, 0)
 
@@ -961,6 +1013,14 @@ class Bench:
                 f"exit {ran.returncode} (expected {OOM_EXIT}), outcome {result.outcome}, advice "
                 f"{'shown' if result.advice_seen else 'not shown'}: {_tail(self.phase_log('d'), 600)}"
             )
+
+    def phase_memory(self, result: PhaseResult, box: float) -> None:
+        checkpointing = MEMORY_RUNS[result.id][1]
+        run_dir = self.setup.work / "runs" / result.id
+        argv = self.train_argv(run_dir, self.dataset_copy("a"), LIKENESS, self.memory_sets(result.id))
+        ran = self.run_kohya_wrap(result, result.id, argv, run_dir, box)
+        result.details["gradient_checkpointing"] = checkpointing
+        self.finish_train(result, ran, 0)
 
     def phase_c(self, result: PhaseResult, box: float) -> None:
         """plan a run, take the command `train --dry-run --json` would run, and run it without kohya-wrap."""
@@ -1061,7 +1121,9 @@ def steady_rate(points: list[tuple[float, int]], total: int) -> float | None:
     """Steps per second between the first progress at or past 1/6 of the steps and the last before the end
     (the last step's display can wait for a sample or a save)."""
     skip = max(1, total // 6)
-    window = [(t, step) for t, step in points if skip <= step < total] or [(t, s) for t, s in points if s >= skip]
+    window = [(t, step) for t, step in points if skip <= step < total]
+    if len({step for _, step in window}) < 2:  # a run of a few steps: up to the last one
+        window = [(t, step) for t, step in points if step >= skip]
     if len(window) < 2:
         return None
     (t0, s0), (t1, s1) = window[0], window[-1]
@@ -1194,6 +1256,10 @@ def dry_run(carry: Path, profile: Profile, deadline_s: float, work: Path) -> int
             bench.oom_sets(),
         ),
         "c": [profile.python, "-m", "kohya_wrap", "train", str(work / "runs" / "c"), "--dry-run", "--json"],
+        **{
+            pid: bench.train_argv(work / "runs" / pid, work / "dataset-a", LIKENESS, bench.memory_sets(pid))
+            for pid in MEMORY_RUNS
+        },
     }
     for pid in TRAIN_PHASES:
         if pid in profile.phases:

@@ -373,10 +373,12 @@ def _print_dry_run(prepared: Any, as_json: bool, notes: list[str], ending: str) 
     from rich.markup import escape
 
     from kohya_wrap.cli.output import console, print_json
-    from kohya_wrap.rundir import ACCELERATE_CONFIG
+    from kohya_wrap.rundir import ACCELERATE_CONFIG, GPU_DATASET_TOML
 
     plan = prepared.plan
     files = {**dict(plan.files), ACCELERATE_CONFIG: prepared.accelerate_config}
+    if prepared.gpu_dataset_toml is not None:
+        files[GPU_DATASET_TOML] = prepared.gpu_dataset_toml
     if as_json:
         print_json(
             {

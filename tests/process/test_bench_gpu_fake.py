@@ -39,8 +39,11 @@ def test_the_fake_profile_runs_every_phase_and_writes_the_results(tmp_path: Path
     oom = phases["d"]
     assert (oom["exit_code"], oom["outcome"], oom["advice_seen"], oom["batch_size"]) == (10, "oom", True, 256)
     # what comes back from the device: at most 8 files, the table printed last
-    assert sorted(p.name for p in out.iterdir()) == sorted(
-        ["results.json", "results.md", "bench.log", "a.log", "b.log", "c.log", "d.log"]
-    )
+    assert sorted(p.name for p in out.iterdir()) == ["bench.log", "phases.log", "results.json", "results.md"]
+    logs = (out / "phases.log").read_text()
+    assert all(f"===== {pid}: " in logs for pid in "abcdefg")
+    # the memory runs: batch 1, 4, and 4 with gradient checkpointing, as rows for kohya_wrap's table
+    figures = [(f["batch_size"], f["gradient_checkpointing"]) for f in doc["memory_figures"]]
+    assert figures == [] and {phases[p]["batch_size"] for p in "efg"} == {1, 4}  # no GPU: no memory figures
     assert done.stdout.rstrip().splitlines()[-1].startswith("it/s: steady state")
     assert "| a: kohya-wrap train, likeness preset | ok |" in (out / "results.md").read_text()

@@ -106,3 +106,7 @@ def test_every_carried_wheel_has_a_version_the_device_accepts() -> None:
     for package in carry.CARRIED:
         if package.accepts:
             assert package.version in SpecifierSet(package.accepts), package
+
+
+def test_steady_rate_of_a_two_step_run_reaches_to_the_last_step() -> None:
+    assert gpu.steady_rate([(10.0, 1), (14.0, 2), (30.0, 2)], 2) == pytest.approx(1 / 20)  # type: ignore[attr-defined]
