@@ -11,7 +11,7 @@ dataset of drawn faces through `kohya-wrap prepare`, then runs, each in a time b
 
   a  `kohya-wrap train` with the likeness preset, N steps (default 60), a sample at the last step;
   b  `kohya-wrap train` with the Kohya GUI's SD1.5 LoRA preset (GUI_PRESET: file and commit below), same steps;
-  d  a CUDA out of memory on purpose (train_batch_size 256): `kohya-wrap train` must exit 10 with its advice;
+  d  a CUDA out of memory on purpose (train_batch_size 512): `kohya-wrap train` must exit 10 with its advice;
   c  sd-scripts' train_network.py launched directly (`accelerate launch`), the command `train --dry-run`
      prints for the likeness preset: kohya-wrap's own overhead is a minus c.
 
@@ -58,7 +58,7 @@ CALL_LIMIT_S = 480  # one device call, installs included
 DEFAULT_DEADLINE_S = 420
 TOKEN, CLASS_WORD = "ohwx", "man"
 LIKENESS = "likeness-sd15"
-OOM_BATCH = 256  # SD1.5 at 512 px needs GBs of activations per image: 256 of them far exceed 141 GB
+OOM_BATCH = 512  # SD1.5 at 512 px without checkpointing needs GBs of activations per image: 512 far exceed 141 GB
 OOM_EXIT = 10  # kohya_wrap.errors.ExitCode.TRAIN_OOM
 OOM_ADVICE = "The GPU ran out of memory."  # the first sentence of kohya_wrap.train.outcome.ADVICE["oom"]
 # Everything that comes back from the device (at most 8 files): these four.

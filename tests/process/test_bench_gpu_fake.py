@@ -37,7 +37,7 @@ def test_the_fake_profile_runs_every_phase_and_writes_the_results(tmp_path: Path
     assert phases["a"]["mixed_precision_source"] == "auto" and phases["b"]["mixed_precision"] == "bf16"
     assert phases["c"]["command"][1:3] == ["-m", "accelerate.commands.launch"]
     oom = phases["d"]
-    assert (oom["exit_code"], oom["outcome"], oom["advice_seen"], oom["batch_size"]) == (10, "oom", True, 256)
+    assert (oom["exit_code"], oom["outcome"], oom["advice_seen"], oom["batch_size"]) == (10, "oom", True, 512)
     # what comes back from the device: at most 8 files, the table printed last
     assert sorted(p.name for p in out.iterdir()) == ["bench.log", "phases.log", "results.json", "results.md"]
     logs = (out / "phases.log").read_text()
