@@ -428,6 +428,16 @@ class Results:
                 f"Out of memory (d): exit {oom.exit_code} (expected {OOM_EXIT}), outcome {oom.outcome}, "
                 f"advice {'shown' if oom.advice_seen else 'NOT shown'}: {oom.status}.",
             ]
+        figures = self.memory_figures()
+        if figures:
+            source = f"bench/gpu.py on {self.machine.get('gpu_name')}, {self.started_at[:10]}"
+            lines += ["", "For `MEASURED` in kohya_wrap/train/memory.py:", "", "```python"]
+            lines += [
+                f"    MemoryFigure({f['resolution']}, {f['batch_size']}, {f['gradient_checkpointing']}, "
+                f"{f['mixed_precision']!r}, {f['peak_mib']}, {source!r}),"
+                for f in figures
+            ]
+            lines += ["```"]
         notes = [f"- {p}: {self.phases[p].note}" for p in ALL_PHASES if self.phases[p].note]
         if notes:
             lines += ["", "Notes:", *notes]

@@ -110,3 +110,24 @@ def test_every_carried_wheel_has_a_version_the_device_accepts() -> None:
 
 def test_steady_rate_of_a_two_step_run_reaches_to_the_last_step() -> None:
     assert gpu.steady_rate([(10.0, 1), (14.0, 2), (30.0, 2)], 2) == pytest.approx(1 / 20)  # type: ignore[attr-defined]
+
+
+def test_the_memory_runs_become_rows_for_the_measured_table(tmp_path: Path) -> None:
+    results = gpu.Results(tmp_path, gpu.GPU_PROFILE, 420)  # type: ignore[attr-defined]
+    results.machine["gpu_name"] = "NVIDIA H200"
+    for pid, peak in (("e", 9000), ("f", 21000), ("g", 8000)):
+        run = results.phases[pid]
+        run.status, run.resolution, run.mixed_precision, run.peak_gpu_used_mib = "ok", 512, "bf16", peak
+    text = results.markdown()
+    assert "MemoryFigure(512, 1, False, 'bf16', 9000, 'bench/gpu.py on NVIDIA H200, " in text
+    assert "MemoryFigure(512, 4, True, 'bf16', 8000," in text
+    # and they read back as figures kohya-wrap estimates from
+    from kohya_wrap.train.memory import MemoryFigure, estimate
+
+    rows = tuple(
+        MemoryFigure(
+            r["resolution"], r["batch_size"], r["gradient_checkpointing"], r["mixed_precision"], r["peak_mib"], "t"
+        )
+        for r in results.memory_figures()
+    )
+    assert estimate(rows, 512, 2, False, "bf16").mib == 13000  # type: ignore[union-attr]
