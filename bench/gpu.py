@@ -1337,9 +1337,9 @@ def main(argv: list[str] | None = None) -> int:
         if unknown:
             parser.error(f"--phases: unknown {unknown}; choose from {','.join(TRAIN_PHASES)}")
         profile = replace(profile, phases=(SETUP, MODEL, DATASET, *[p for p in TRAIN_PHASES if p in chosen]))
-    work = args.work or Path(tempfile.mkdtemp(prefix="kohya-wrap-gpu-"))
     if args.dry_run:
-        return dry_run(args.carry, profile, args.deadline_s, work if args.work else Path("/tmp/kw-gpu"))
+        return dry_run(args.carry, profile, args.deadline_s, args.work or Path("/tmp/kw-gpu"))
+    work = args.work or Path(tempfile.mkdtemp(prefix="kohya-wrap-gpu-"))
     if args.out is None:
         parser.error("--out DIR is required (or --dry-run)")
     results = Results(args.out, profile, args.deadline_s)
