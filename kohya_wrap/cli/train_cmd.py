@@ -424,10 +424,13 @@ def _print_dry_run(
     from rich.markup import escape
 
     from kohya_wrap.cli.output import console, print_json
-    from kohya_wrap.rundir import ACCELERATE_CONFIG
+    from kohya_wrap.rundir import ACCELERATE_CONFIG, GPU_DATASET_TOML
 
     plan = prepared.plan
-    files = _renamed({**dict(plan.files), ACCELERATE_CONFIG: prepared.accelerate_config}, rename)
+    raw_files = {**dict(plan.files), ACCELERATE_CONFIG: prepared.accelerate_config}
+    if prepared.gpu_dataset_toml is not None:
+        raw_files[GPU_DATASET_TOML] = prepared.gpu_dataset_toml
+    files = _renamed(raw_files, rename)
     if as_json:
         print_json(
             _renamed(

@@ -9,6 +9,7 @@ from kohya_wrap.rundir.layout import (
     DATASET_DIR,
     DATASET_TOML,
     EVENTS_JSONL,
+    GPU_DATASET_TOML,
     LOCK_FILE,
     OUTPUT_DIR,
     PLAN_FILES,
@@ -47,6 +48,7 @@ from kohya_wrap.rundir.plan_record import (
 
 __all__ = [
     "ACCELERATE_CONFIG",
+    "GPU_DATASET_TOML",
     "CONFIG_TOML",
     "DATASET_DIR",
     "DATASET_TOML",

@@ -80,6 +80,7 @@ _SURFACE: dict[str, tuple[str, str]] = {
     "render_config_toml": ("configs", "render_config_toml"),
     "render_dataset_toml": ("configs", "render_dataset_toml"),
     "render_sample_prompts": ("configs", "render_sample_prompts"),
+    "with_batch_size": ("configs", "with_batch_size"),
     "tokenizer_subdir": ("configs", "tokenizer_subdir"),
     # launching
     "Launch": ("command", "Launch"),
@@ -87,6 +88,7 @@ _SURFACE: dict[str, tuple[str, str]] = {
     "build_argv": ("command", "build_argv"),
     "build_env": ("command", "build_env"),
     "default_cpu_threads": ("command", "default_cpu_threads"),
+    "memory_args": ("command", "memory_args"),
     "precision_args": ("command", "precision_args"),
     "render_accelerate_config": ("command", "render_accelerate_config"),
     "tokenizer_args": ("command", "tokenizer_args"),
@@ -201,6 +203,7 @@ if TYPE_CHECKING:
         build_argv,
         build_env,
         default_cpu_threads,
+        memory_args,
         precision_args,
         render_accelerate_config,
         tokenizer_args,
@@ -215,6 +218,7 @@ if TYPE_CHECKING:
         render_dataset_toml,
         render_sample_prompts,
         tokenizer_subdir,
+        with_batch_size,
     )
     from kohya_wrap.sdscripts.gen_command import (  # noqa: F401
         SAMPLERS,

@@ -143,6 +143,24 @@ def precision_args(mixed_precision: str) -> list[str]:
     return ["--mixed_precision", mixed_precision]
 
 
+def memory_args(
+    *,
+    gradient_checkpointing: bool = False,
+    batch_size: int | None = None,
+    gradient_accumulation_steps: int | None = None,
+) -> list[str]:
+    """What train changes to fit the GPU it found. train_network.py parses its command line over the values
+    of --config_file (read_config_from_file: parse_args(namespace=config_args)), so these win. The dataset's
+    own batch_size wins over --train_batch_size, so a smaller batch also needs its dataset file
+    (configs.with_batch_size) as --dataset_config."""
+    args = ["--gradient_checkpointing"] if gradient_checkpointing else []
+    if batch_size is not None:
+        args += ["--train_batch_size", str(batch_size)]
+    if gradient_accumulation_steps is not None:
+        args += ["--gradient_accumulation_steps", str(gradient_accumulation_steps)]
+    return args
+
+
 def build_env(*, offline: bool) -> dict[str, str]:
     """Only the variables we set; the caller adds them to its own environment.
 

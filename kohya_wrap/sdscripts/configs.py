@@ -16,6 +16,11 @@ from typing import Any
 
 import tomli_w
 
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
 from kohya_wrap.sdscripts.arguments import table
 from kohya_wrap.sdscripts.layout import CAPTION_EXTENSION
 
@@ -102,6 +107,14 @@ def render_dataset_toml(
             }
         ],
     }
+    return _comment(header) + tomli_w.dumps(doc)
+
+
+def with_batch_size(dataset_toml: str, batch_size: int, header: str = "") -> str:
+    """A dataset.toml (render_dataset_toml's) whose datasets take `batch_size` images per step."""
+    doc = tomllib.loads(dataset_toml)
+    for dataset in doc.get("datasets", []):
+        dataset["batch_size"] = batch_size
     return _comment(header) + tomli_w.dumps(doc)
 
 

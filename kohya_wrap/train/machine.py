@@ -18,6 +18,7 @@ from typing import Any
 from kohya_wrap.errors import KohyaWrapError
 from kohya_wrap.rundir import Plan
 from kohya_wrap.sdscripts import Checkout, Launch, default_cpu_threads, locate, precision_for
+from kohya_wrap.train.memory import Fit, fit_gpu
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,7 @@ class GpuInfo:
     count: int
     bf16: bool  # every visible GPU computes bf16 natively (compute capability 8.0 or later)
     names: tuple[str, ...] = ()
+    memory_mib: int | None = None  # the smallest visible GPU's total memory; None where nvidia-smi did not say
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,7 @@ class Gpu:
     device: str  # how CUDA_VISIBLE_DEVICES names it (nvidia-smi's index unless the variable names it otherwise)
     name: str
     compute_capability: float | None
+    memory_mib: int | None = None  # total
 
 
 def cuda_visible_devices() -> list[str] | None:
@@ -53,7 +56,7 @@ def visible_gpus() -> list[Gpu]:
         return []
     try:
         out = subprocess.run(
-            [exe, "--query-gpu=index,name,compute_cap", "--format=csv,noheader"],
+            [exe, "--query-gpu=index,name,compute_cap,memory.total", "--format=csv,noheader"],
             capture_output=True,
             text=True,
             timeout=10,
@@ -67,7 +70,7 @@ def visible_gpus() -> list[Gpu]:
     by_index = {g.device: g for g in gpus}
     # a device named by its index is that row; one named otherwise (a UUID) is taken in order
     return [
-        by_index.get(c) or Gpu(c, gpus[n].name, gpus[n].compute_capability)
+        by_index.get(c) or Gpu(c, gpus[n].name, gpus[n].compute_capability, gpus[n].memory_mib)
         for n, c in enumerate(chosen)
         if c in by_index or n < len(gpus)
     ]
@@ -79,14 +82,20 @@ def _gpu_row(line: str) -> Gpu:
         capability: float | None = float(cells[2])
     except (IndexError, ValueError):
         capability = None
-    return Gpu(cells[0], cells[1] if len(cells) > 1 else "", capability)
+    try:
+        memory: int | None = int(cells[3].split()[0])  # "81559 MiB"
+    except (IndexError, ValueError):
+        memory = None
+    return Gpu(cells[0], cells[1] if len(cells) > 1 else "", capability, memory)
 
 
 def detect_gpus() -> GpuInfo:
     """How many CUDA GPUs train here and whether all of them compute bf16 natively."""
     gpus = visible_gpus()
     bf16 = bool(gpus) and all(g.compute_capability is not None and g.compute_capability >= 8.0 for g in gpus)
-    return GpuInfo(len(gpus), bf16, tuple(g.name for g in gpus))
+    sizes = [g.memory_mib for g in gpus if g.memory_mib is not None]
+    memory = min(sizes) if sizes and len(sizes) == len(gpus) else None
+    return GpuInfo(len(gpus), bf16, tuple(g.name for g in gpus), memory)
 
 
 @dataclass(frozen=True)
@@ -97,6 +106,7 @@ class Machine:
     launch: Launch
     precision_source: str  # "auto" (chosen from the GPUs found) or "plan" (the preset or --set chose it)
     notes: tuple[str, ...] = ()
+    fit: Fit | None = None  # the GPU memory the plan needs, and what train changed to fit it (None on a CPU)
 
     @property
     def device(self) -> str:
@@ -115,6 +125,8 @@ class Machine:
             "mixed_precision": self.launch.mixed_precision,
             "mixed_precision_source": self.precision_source,
             "cpu_threads": self.launch.cpu_threads,
+            "gpu_memory_mib": self.gpus.memory_mib,
+            "memory_fit": None if self.fit is None else self.fit.to_json(),
         }
 
 
@@ -163,6 +175,9 @@ def resolve_machine(
     )
     threads = default_cpu_threads(launch.num_processes, launch.cpu, launch.num_machines)
     launch = Launch(**{**launch.__dict__, "cpu_threads": threads})
+    fit = fit_gpu(plan.values, plan.sources, precision, hardware.memory_mib) if cuda else None
+    if fit is not None and fit.note:
+        notes.append(fit.note)
     return Machine(
         python=python or sys.executable,
         checkout=checkout,
@@ -170,4 +185,5 @@ def resolve_machine(
         launch=launch,
         precision_source=source,
         notes=tuple(notes),
+        fit=fit,
     )

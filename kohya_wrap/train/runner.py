@@ -32,7 +32,16 @@ from kohya_wrap.events import (
 from kohya_wrap.fsutil import atomic_write_text
 from kohya_wrap.models import ensure_base_model, ensure_tokenizer
 from kohya_wrap.process import ProcessResult, Streamer, child_env
-from kohya_wrap.rundir import Attempt, FileEntry, Plan, RunFold, RunManifest, RunPaths, resume_command
+from kohya_wrap.rundir import (
+    DATASET_TOML,
+    Attempt,
+    FileEntry,
+    Plan,
+    RunFold,
+    RunManifest,
+    RunPaths,
+    resume_command,
+)
 from kohya_wrap.sdscripts import (
     LoraReport,
     OutputParser,
@@ -42,6 +51,7 @@ from kohya_wrap.sdscripts import (
     checkpoint_files,
     find_samples,
     latest_state,
+    memory_args,
     package_problems,
     precision_args,
     read_state,
@@ -49,9 +59,11 @@ from kohya_wrap.sdscripts import (
     resume_args,
     resume_problem,
     tokenizer_args,
+    with_batch_size,
 )
 from kohya_wrap.train import manifest as manifest_mod
 from kohya_wrap.train.machine import GpuInfo, Machine, resolve_machine
+from kohya_wrap.train.memory import Fit
 from kohya_wrap.train.outcome import ADVICE, EXIT_CODES, classify
 from kohya_wrap.train.verify import verify_run
 
@@ -104,6 +116,7 @@ class PreparedRun:
     argv: tuple[str, ...]
     env: dict[str, str]  # added to the environment of the trainer
     accelerate_config: str  # the text written to RUN_DIR/accelerate.yaml before the launch
+    gpu_dataset_toml: str | None  # RUN_DIR/dataset.gpu.toml's text, when train chose a smaller batch for the GPU
     state: SavedState | None  # the state a resume continues from
     prior: RunManifest | None  # run.json of earlier attempts
     base_model_path: Path | None  # what sd-scripts loads (a hub model may have been fetched again)
@@ -228,16 +241,23 @@ def prepare_launch(
     state, prior = check_run_dir(plan, files, resume)
     machine = resolve_machine(plan, sd_scripts=sd_scripts, gpu_info=gpu_info)
     _check_packages(plan)
+    gpu_dataset_toml = _gpu_dataset_toml(plan, machine.fit)
     argv = build_argv(
         machine.checkout.path,
         files.config_toml,
-        files.dataset_toml,
+        files.dataset_toml if gpu_dataset_toml is None else files.gpu_dataset_toml,
         files.accelerate_config,
         machine.launch,
         machine.python,
     )
     if plan.auto_mixed_precision:
         argv += precision_args(machine.launch.mixed_precision)
+    if machine.fit is not None and machine.fit.changes:
+        argv += memory_args(
+            gradient_checkpointing=bool(machine.fit.value("gradient_checkpointing", False)),
+            batch_size=machine.fit.value("train_batch_size", None),
+            gradient_accumulation_steps=machine.fit.value("gradient_accumulation_steps", None),
+        )
     if state is not None:
         recorded = _state_file_step(state.path)
         argv += resume_args(state.path, initial_step=state.step if recorded != state.step else None)
@@ -250,10 +270,24 @@ def prepare_launch(
         argv=tuple(argv),
         env=dict(plan.env),
         accelerate_config=render_accelerate_config(machine.launch),
+        gpu_dataset_toml=gpu_dataset_toml,
         state=state,
         prior=prior,
         base_model_path=base_path,
         notes=(*machine.notes, *notes),
+    )
+
+
+def _gpu_dataset_toml(plan: Plan, fit: Fit | None) -> str | None:
+    """dataset.toml with the batch train chose to fit the GPU (sd-scripts reads the batch from it); None: the plan's."""
+    batch = fit.value("train_batch_size", None) if fit is not None else None
+    if batch is None:
+        return None
+    return with_batch_size(
+        plan.files[DATASET_TOML],
+        int(batch),
+        f"Written by kohya-wrap train: {DATASET_TOML} with batch {batch} to fit the GPU it found "
+        "(run.json machine.memory_fit says why).",
     )
 
 
@@ -294,6 +328,8 @@ def _run_locked(
     plan, files, argv = prepared.plan, prepared.files, list(prepared.argv)
     plan.output_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(files.accelerate_config, prepared.accelerate_config)
+    if prepared.gpu_dataset_toml is not None:
+        atomic_write_text(files.gpu_dataset_toml, prepared.gpu_dataset_toml)
 
     fold = RunFold()
     seen_samples = {str(p) for p, _ in find_samples(plan.output_dir)}

@@ -1,0 +1,188 @@
+"""Fitting the GPU train finds: the memory a run needs, from measurements, and what train changes so it fits.
+
+The plan says what to train (batch size, gradient checkpointing); train says where. When the GPU here has
+less memory than the measured need of the plan's batch and resolution, train turns on gradient checkpointing
+or, when that is not enough, halves the batch and doubles the gradient accumulation (each step still learns
+from as many images, so the plan's step arithmetic holds). A value the user gave with --set is kept.
+
+The needs come from MEASURED: peak GPU memory of `bench/gpu.py`'s memory runs (its results.json,
+"memory_figures": nvidia-smi's memory.used during training, less what was in use before). Between batch
+sizes measured at one resolution and precision the need is taken as linear in the batch (the model, its
+LoRA and the optimizer states are fixed; the activations grow with each image). Where nothing was measured
+for the run's resolution and precision, train keeps the plan's values and says so.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+# Of a GPU's total memory, what a run may plan to use: the CUDA context and the allocator's fragmentation
+# come on top of the measured peak on other cards and drivers.
+USABLE_FRACTION = 0.92
+
+
+@dataclass(frozen=True)
+class MemoryFigure:
+    """One measured run: the likeness-sd15 preset's values (dim 32, AdamW, SDPA) at this resolution and batch."""
+
+    resolution: int  # the side of the square training images, px
+    batch_size: int
+    gradient_checkpointing: bool
+    mixed_precision: str  # "bf16" or "fp16"
+    peak_mib: int  # nvidia-smi's memory.used during training, less what was in use before
+    source: str  # the GPU and date of the measurement
+
+
+# Filled from bench/gpu.py's results.json ("memory_figures") once it has run on a GPU; docs/performance.md
+# holds the table they came from. Empty: no measurement yet, and train keeps every plan's values.
+MEASURED: tuple[MemoryFigure, ...] = ()
+
+
+@dataclass(frozen=True)
+class Need:
+    mib: int
+    how: str  # where the figure comes from, said to the user
+
+
+def estimate(
+    figures: tuple[MemoryFigure, ...], resolution: int, batch: int, checkpointing: bool, precision: str
+) -> Need | None:
+    """The memory a run of `batch` images at `resolution` needs, from the figures; None where they do not say."""
+    same = [f for f in figures if f.resolution == resolution and f.mixed_precision == precision]
+    rows = sorted((f for f in same if f.gradient_checkpointing == checkpointing), key=lambda f: f.batch_size)
+    for f in rows:
+        if f.batch_size == batch:
+            return Need(f.peak_mib, f"measured at batch {batch}, {resolution} px, {precision} ({f.source})")
+    line = _line(rows)
+    if line is None and checkpointing:
+        # one run with checkpointing: the fixed part (model, LoRA, optimizer) is that of the runs without it
+        plain = _line(sorted((f for f in same if not f.gradient_checkpointing), key=lambda f: f.batch_size))
+        if plain is not None and rows:
+            fixed, point = plain[0], rows[-1]
+            line = (fixed, (point.peak_mib - fixed) / point.batch_size, f"{point.source}, and without checkpointing")
+    if line is None:
+        return None
+    fixed, per_image, source = line
+    batches = "/".join(str(f.batch_size) for f in rows)
+    return Need(
+        round(fixed + per_image * batch),
+        f"{fixed:.0f} MiB + {per_image:.0f} MiB per image, from batches {batches} at {resolution} px, "
+        f"{precision}{', gradient checkpointing' if checkpointing else ''} ({source})",
+    )
+
+
+def _line(rows: list[MemoryFigure]) -> tuple[float, float, str] | None:
+    """(fixed MiB, MiB per image, source) through the smallest and the largest batch measured."""
+    if len(rows) < 2 or rows[0].batch_size == rows[-1].batch_size:
+        return None
+    low, high = rows[0], rows[-1]
+    per_image = (high.peak_mib - low.peak_mib) / (high.batch_size - low.batch_size)
+    return low.peak_mib - per_image * low.batch_size, per_image, high.source
+
+
+@dataclass(frozen=True)
+class Change:
+    key: str  # the sd-scripts argument
+    old: Any
+    new: Any
+
+
+@dataclass(frozen=True)
+class Fit:
+    """What train found and did about the GPU's memory; run.json's "adapted"."""
+
+    gpu_mib: int | None  # the smallest visible GPU's total memory
+    need_mib: int | None  # the plan's need, where measured
+    how: str | None  # where that need comes from
+    changes: tuple[Change, ...] = ()
+    note: str | None = None  # said to the user before the trainer starts
+
+    def value(self, key: str, default: Any) -> Any:
+        for change in self.changes:
+            if change.key == key:
+                return change.new
+        return default
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "gpu_memory_mib": self.gpu_mib,
+            "need_mib": self.need_mib,
+            "need_from": self.how,
+            "changes": [{"key": c.key, "from": c.old, "to": c.new} for c in self.changes],
+            "note": self.note,
+        }
+
+
+def square_resolution(value: Any) -> int | None:
+    """512 for "512" or "512,512"; None for a non-square resolution (nothing is measured for those)."""
+    parts = [p.strip() for p in str(value).split(",") if p.strip()]
+    try:
+        sides = {int(p) for p in parts}
+    except ValueError:
+        return None
+    return sides.pop() if len(sides) == 1 else None
+
+
+def fit_gpu(
+    values: Mapping[str, Any],
+    sources: Mapping[str, str],
+    precision: str,
+    gpu_mib: int | None,
+    figures: tuple[MemoryFigure, ...] = MEASURED,
+) -> Fit | None:
+    """Gradient checkpointing, or a smaller batch with more accumulation, when the plan does not fit the GPU.
+
+    None on a machine without a CUDA GPU (or one whose memory nvidia-smi did not say).
+    """
+    if gpu_mib is None or gpu_mib <= 0:
+        return None
+    resolution = square_resolution(values.get("resolution", "512"))
+    batch = int(values.get("train_batch_size") or 1)
+    accum = int(values.get("gradient_accumulation_steps") or 1)
+    checkpointing = bool(values.get("gradient_checkpointing") or False)
+    usable = int(gpu_mib * USABLE_FRACTION)
+    need = estimate(figures, resolution, batch, checkpointing, precision) if resolution else None
+    if need is None:
+        return Fit(
+            gpu_mib,
+            None,
+            None,
+            note=f"no measured GPU memory figure for batch {batch} at {values.get('resolution')} px in {precision}: "
+            "the plan's batch size and gradient checkpointing are kept (docs/performance.md#fitting-the-gpu)",
+        )
+    if need.mib <= usable:
+        return Fit(gpu_mib, need.mib, need.how)
+    assert resolution is not None
+    user_set = {key for key, source in sources.items() if source == "--set"}
+    options: list[tuple[int, bool]] = []  # (batch, checkpointing), the least change first
+    if not checkpointing and "gradient_checkpointing" not in user_set:
+        options.append((batch, True))
+    if not user_set & {"train_batch_size", "gradient_accumulation_steps"}:
+        for smaller in sorted((b for b in range(1, batch) if batch % b == 0), reverse=True):
+            options += [(smaller, checkpointing)]
+            if not checkpointing and "gradient_checkpointing" not in user_set:
+                options.append((smaller, True))
+    short = f"needs about {need.mib} MiB ({need.how}); this GPU has {gpu_mib} MiB"
+    for new_batch, new_checkpointing in options:
+        fits = estimate(figures, resolution, new_batch, new_checkpointing, precision)
+        if fits is None or fits.mib > usable:
+            continue
+        changes = []
+        if new_checkpointing != checkpointing:
+            changes.append(Change("gradient_checkpointing", checkpointing, True))
+        if new_batch != batch:
+            changes.append(Change("train_batch_size", batch, new_batch))
+            changes.append(Change("gradient_accumulation_steps", accum, accum * (batch // new_batch)))
+        said = ", ".join(f"{c.key} {c.old} -> {c.new}" for c in changes)
+        return Fit(
+            gpu_mib,
+            need.mib,
+            need.how,
+            tuple(changes),
+            f"the plan {short}: {said} (about {fits.mib} MiB; the same images per step)",
+        )
+    kept = sorted(user_set & {"train_batch_size", "gradient_accumulation_steps", "gradient_checkpointing"})
+    why = f"--set {', '.join(kept)} kept as given" if kept else "no measured batch and checkpointing fits"
+    return Fit(gpu_mib, need.mib, need.how, note=f"the plan {short}; {why}: it may run out of memory (exit 10)")
