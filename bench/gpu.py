@@ -284,6 +284,17 @@ def cpu_real_profile(python: str) -> Profile:
 # --- results -------------------------------------------------------------------------------------------
 
 
+def importable_source(work: Path) -> Path:
+    """kohya-wrap's tree as Python imports it when installed: presets/ is the package kohya_wrap.presets
+    (pyproject.toml's package-dir), which a plain PYTHONPATH to the checkout does not give."""
+    source = work / "kohya-wrap-src"
+    if not (source / "kohya_wrap" / "presets").is_dir():
+        shutil.rmtree(source, ignore_errors=True)
+        shutil.copytree(ROOT / "kohya_wrap", source / "kohya_wrap", ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copytree(ROOT / "presets", source / "kohya_wrap" / "presets", ignore=shutil.ignore_patterns("__pycache__"))
+    return source
+
+
 @dataclass
 class PhaseResult:
     id: str
@@ -780,7 +791,8 @@ class Bench:
     def base_env(self) -> dict[str, str]:
         s = self.setup
         env = dict(os.environ)
-        paths = [str(s.site), str(ROOT)] if self.profile.install else [str(ROOT)]
+        source = importable_source(s.work)
+        paths = [str(s.site), str(source)] if self.profile.install else [str(source)]
         if self.profile.name == "fake":
             paths.insert(0, str(ROOT / "tests" / "fakes" / "launcher"))
         if env.get("PYTHONPATH"):
