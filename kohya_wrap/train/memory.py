@@ -36,8 +36,11 @@ class MemoryFigure:
 
 
 # Filled from bench/gpu.py's results.json ("memory_figures") once it has run on a GPU; docs/performance.md
-# holds the table they came from. Empty: no measurement yet, and train keeps every plan's values.
-MEASURED: tuple[MemoryFigure, ...] = ()
+# holds the table they came from. Where a figure is missing, train keeps the plan's values and says so.
+MEASURED: tuple[MemoryFigure, ...] = (
+    # bench/gpu.py run a (likeness-sd15, 60 steps and its 512 px samples): docs/performance.md
+    MemoryFigure(512, 2, False, "bf16", 5765, "NVIDIA H200, 2026-12-04"),
+)
 
 
 @dataclass(frozen=True)
