@@ -277,6 +277,10 @@ def sample(
     on_progress is called as each LoRA starts and as its images appear.
     """
     _validate(opts)
+    if tokenizer_cache_dir is not None:
+        from kohya_wrap.models import check_tokenizer_dir
+
+        check_tokenizer_dir(tokenizer_cache_dir)  # given here: it must hold the tokenizer (exit 1 naming it)
     ctx = resolve(
         target, steps_of=opts.steps_of, base_model=base_model, tokenizer_cache_dir=tokenizer_cache_dir, out_dir=out_dir
     )

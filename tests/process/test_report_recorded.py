@@ -284,3 +284,17 @@ def test_sample_shows_a_progress_view_not_the_generators_output(tmp_path: Path) 
     assert "done!" not in done.stdout + done.stderr  # the generator's own output is in gen.log
     session = next((run_dir / "samples").iterdir())
     assert "done!" in (session / "gen.log").read_text()
+
+
+def test_sample_with_a_tokenizer_folder_that_holds_none_names_it(tmp_path: Path) -> None:
+    run_dir = make_run(tmp_path, sample_steps=(2,))
+    (tmp_path / "sd15.safetensors").write_bytes(b"base")
+    checkout = fake_checkout(tmp_path)
+    empty = tmp_path / "no-tokenizer"
+    empty.mkdir()
+    done = kohya_wrap(
+        "sample", str(run_dir), "--prompt", "x", "--tokenizer-cache-dir", str(empty), "--sd-scripts", str(checkout)
+    )
+    assert done.returncode == 1, done.stderr
+    assert f"--tokenizer-cache-dir {empty}" in " ".join(done.stderr.split()) and "Traceback" not in done.stderr
+    assert not (run_dir / "samples").exists()

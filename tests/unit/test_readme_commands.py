@@ -49,9 +49,13 @@ def test_ci_runs_every_step_of_the_readmes_test_command_in_order():
 
 
 def test_the_real_tiers_skip_reason_names_what_is_missing_and_where_it_comes_from(monkeypatch):
-    import conftest
-
     import kohya_wrap.sdscripts.checkout as checkout
+
+    # tests/conftest.py by its path: `import conftest` may find the process tier's
+    spec = importlib.util.spec_from_file_location("tests_conftest", ROOT / "tests" / "conftest.py")
+    assert spec is not None and spec.loader is not None
+    conftest = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(conftest)
 
     monkeypatch.setattr(checkout, "locate", lambda *a, **k: object())
 
