@@ -10,7 +10,7 @@ functions: importing this module costs nothing, so the CLI starts fast without t
 from __future__ import annotations
 
 import importlib.util
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -126,3 +126,39 @@ def load_rgb(path: Path) -> Any:
         if max(image.size) > MAX_SIDE:
             image.thumbnail((MAX_SIDE, MAX_SIDE), Image.Resampling.BILINEAR)
         return np.ascontiguousarray(np.asarray(image, dtype=np.uint8))
+
+
+@dataclass(frozen=True)
+class LocatedFace:
+    """One face dlib's detector found, with the 5 landmarks its aligner puts on it."""
+
+    box: tuple[int, int, int, int]  # left, top, right, bottom in the image's pixels
+    # The 5-point model's order: two corners of one eye, two of the other, then the base of the nose.
+    landmarks: tuple[tuple[float, float], ...]
+    shape: Any = field(default=None, compare=False, repr=False)  # dlib's full_object_detection, for describe()
+
+
+class FaceLocator(IdentityModel):
+    """Every face of an image with its landmarks, and the descriptor of the one asked for.
+
+    prepare's identity check uses it: a group photo has several faces, and the one that counts is
+    the one prepare cropped on, which is not always the largest that dlib sees.
+    """
+
+    def locate(self, rgb: Any) -> list[LocatedFace]:
+        """The faces of an RGB uint8 array, largest first; upsampled once only when none is found."""
+        rects = self._detector(rgb, 0)
+        if len(rects) == 0:  # faces under 80 px need the detector's 2x pyramid level
+            rects = self._detector(rgb, 1)
+        found = []
+        for rect in sorted(rects, key=lambda r: -r.area()):
+            shape = self._aligner(rgb, rect)
+            points = tuple((float(p.x), float(p.y)) for p in shape.parts())
+            found.append(LocatedFace((rect.left(), rect.top(), rect.right(), rect.bottom()), points, shape))
+        return found
+
+    def describe(self, rgb: Any, face: LocatedFace) -> Any:
+        """The 128-number descriptor (numpy float64) of `face`, found by locate() in the same array."""
+        import numpy as np
+
+        return np.array(self._descriptor.compute_face_descriptor(rgb, face.shape), dtype=np.float64)
