@@ -186,7 +186,7 @@ def render_summary(result: Any, *, quiet: bool = False, verbose: bool = False) -
 def identity_line(check: Any) -> str:
     """Who the photos show and from which angles, or why that was not checked: one line."""
     if check.model is None:
-        return f"Identity and poses: not checked ({check.note})" if check.note else "Identity and poses: not checked"
+        return f"Identity and poses: {check.note or 'not checked'}"
     poses = ", ".join(f"{n} {pose}" for pose, n in check.poses if n) or "none"
     if check.note:
         who = check.note

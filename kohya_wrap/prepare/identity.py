@@ -168,8 +168,7 @@ def judge(faces: Sequence[tuple[str, FaceIdentity | None]], model: str | None, n
     if len(with_face) < MIN_FACES:
         return IdentityCheck(
             model=model,
-            note=f"{len(with_face)} photos with a face dlib could compare; at least {MIN_FACES} are needed to tell "
-            "whose set it is",
+            note=f"not judged ({len(with_face)} faces to compare, {MIN_FACES} needed to tell whose set it is)",
             judged=len(with_face),
             poses=poses,
         )

@@ -120,9 +120,7 @@ def _identity_findings(train: Sequence[OutputImage], check: IdentityCheck) -> li
     """Photos of somebody else, the set's poses, and why the check did not run or named no one."""
     if check.model is None:
         return [Finding("identity_unchecked", "info", "", check.note, "install the identity model (dlib) to have it checked")]
-    found: list[Finding] = []
-    if check.note:  # too few faces to name anyone; the poses still count
-        found.append(Finding("identity_unchecked", "info", "", check.note, "add more photos of the face"))
+    found: list[Finding] = []  # too few faces to name anyone (check.note): the report's identity line says so
     named = set(check.other_person)
     median = check.median_distance or 0.0
     for image in train:
