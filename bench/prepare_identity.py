@@ -165,7 +165,9 @@ def identity_figures(all_trials: list[Trial]) -> None:
         report(f"look-alikes {' / '.join(sorted(pair))}", [r for r in held_out if {r[0].host, r[0].intruder} == pair])
     missed = [r[0] for r in held_out if not r[1]]
     for t in missed:
-        print(f"  missed: {t.intruder_file} in {t.host}'s set ({t.distances[-1]:.3f}, host median {ident.median(t.distances):.3f})")
+        print(
+            f"  missed: {t.intruder_file} in {t.host}'s set ({t.distances[-1]:.3f}, host median {ident.median(t.distances):.3f})"
+        )
     own = [d for t in all_trials for d in t.distances[:-1]]
     strangers = [t.distances[-1] for t in all_trials]
     own_r = [d / ident.median(t.distances) for t in all_trials for d in t.distances[:-1]]
@@ -208,7 +210,8 @@ VARIANTS = ("grey", "dark", "blurred", "small", "sunglasses")
 
 
 def variant(image, kind: str):  # type: ignore[no-untyped-def]
-    """A harder photo of the same person: what phones and old photos give."""
+    """A harder photo of the same person, as phones and old photos give; None where it cannot be made."""
+    import numpy as np
     from PIL import ImageDraw, ImageEnhance, ImageFilter, ImageOps
 
     if kind == "grey":
@@ -217,53 +220,48 @@ def variant(image, kind: str):  # type: ignore[no-untyped-def]
         return ImageEnhance.Brightness(image).enhance(0.35)
     if kind == "blurred":
         return image.filter(ImageFilter.GaussianBlur(radius=max(1.0, max(image.size) / 250)))
-    if kind == "small":  # the face about 50 px wide
-        small = image.resize((max(1, image.width // 4), max(1, image.height // 4)))
-        return small.resize(image.size)
-    out = image.copy()  # "sunglasses": two dark discs over the eyes, placed from dlib's landmarks
+    if kind == "small":  # a quarter of the resolution, shown at the same size
+        return image.resize((max(1, image.width // 4), max(1, image.height // 4))).resize(image.size)
+    # "sunglasses": a dark oval over each eye, placed from dlib's landmarks
+    faces = ident._locator().locate(np.asarray(image))
+    if not faces:
+        return None
+    out = image.copy()
+    draw = ImageDraw.Draw(out)
+    points = faces[0].landmarks
+    radius = math.dist(points[0], points[2]) * 0.3
+    for a, b in ((0, 1), (2, 3)):
+        cx, cy = (points[a][0] + points[b][0]) / 2, (points[a][1] + points[b][1]) / 2
+        draw.ellipse((cx - radius, cy - radius * 0.8, cx + radius, cy + radius * 0.8), fill=(15, 15, 20))
     return out
 
 
 def hard_own_photos(src: Path, work: Path, people: dict[str, list[tuple[str, tuple[float, ...]]]]) -> None:
-    """Each host photo replaced by a harder version of itself (the rest of the set as it is): is it flagged?"""
-    from PIL import Image, ImageDraw
+    """Each photo of a set of 4 or more replaced by a harder version of itself (the rest as it is): is it flagged?"""
+    from PIL import Image
 
     hard = work / "hard-src"
-    locator = ident._locator()
-    import numpy as np
-
-    for person, own in people.items():
-        if len(own) < ident.MIN_FACES:
-            continue
+    sets = {person: own for person, own in people.items() if len(own) >= ident.MIN_FACES}
+    for own in sets.values():
         for source, _ in own:
             with Image.open(src / source) as opened:
                 image = opened.convert("RGB")
             for kind in VARIANTS:
                 out = variant(image, kind)
-                if kind == "sunglasses":
-                    faces = locator.locate(np.asarray(out))
-                    if not faces:
-                        continue
-                    draw = ImageDraw.Draw(out)
-                    points = faces[0].landmarks
-                    span = math.dist(points[0], points[2])
-                    for a, b in ((0, 1), (2, 3)):
-                        cx, cy = (points[a][0] + points[b][0]) / 2, (points[a][1] + points[b][1]) / 2
-                        r = span * 0.3
-                        draw.ellipse((cx - r, cy - r * 0.8, cx + r, cy + r * 0.8), fill=(15, 15, 20))
-                target = hard / kind / source
-                target.parent.mkdir(parents=True, exist_ok=True)
-                out.save(target.with_suffix(".png"))
+                if out is not None:
+                    target = hard / kind / Path(source).with_suffix(".png")
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    out.save(target)
     result = prepare_dataset(
         PrepareOptions(src_dir=hard, dataset_dir=work / "hard", token="ohwx", class_word="person", allow_upscale=True)
     )
     seen = {image.source: image.identity for image in result.images}
-    print(f"\nharder photos of the person ({', '.join(VARIANTS)}), each in its own set of 4 or more (shipped constants):")
+    print(
+        f"\nharder photos of the person ({', '.join(VARIANTS)}), each in its own set of 4 or more (shipped constants):"
+    )
     for kind in VARIANTS:
         flagged = judged = no_face = 0
-        for person, own in people.items():
-            if len(own) < ident.MIN_FACES:
-                continue
+        for own in sets.values():
             for i, (source, _) in enumerate(own):
                 observed = seen.get(f"{kind}/{Path(source).with_suffix('.png').as_posix()}")
                 if observed is None or observed.embedding is None:
@@ -289,7 +287,14 @@ def pose_check(images: list, dataset: Path) -> None:  # type: ignore[type-arg]
     assert folder is not None
     predictor = dlib.shape_predictor(str(folder / "shape_predictor_68_face_landmarks.dat"))
     head = np.array(
-        [(0.0, 0.0, 0.0), (0.0, -330.0, -65.0), (-225.0, 170.0, -135.0), (225.0, 170.0, -135.0), (-150.0, -150.0, -125.0), (150.0, -150.0, -125.0)]
+        [
+            (0.0, 0.0, 0.0),
+            (0.0, -330.0, -65.0),
+            (-225.0, 170.0, -135.0),
+            (225.0, 170.0, -135.0),
+            (-150.0, -150.0, -125.0),
+            (150.0, -150.0, -125.0),
+        ]
     )  # nose tip, chin, eye corners, mouth corners
     locator = ident._locator()
     pairs = []
@@ -377,6 +382,8 @@ def main() -> int:
     try:
         src = work / "src"
         gather(src)
+        if not args.no_speed:  # first: no model loaded in this process yet, so each worker loads its own
+            speed(src, work, args.photos)
         people, images = observe_all(src, work)
         counts = ", ".join(f"{p} {len(v)}" for p, v in sorted(people.items()))
         print(f"{sum(len(v) for v in people.values())} photos with a face, {len(people)} people: {counts}")
@@ -384,8 +391,6 @@ def main() -> int:
         two_intruders(people)
         hard_own_photos(src, work, people)
         pose_check(images, work / "all")
-        if not args.no_speed:
-            speed(src, work, args.photos)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return 0

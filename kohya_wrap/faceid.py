@@ -145,10 +145,11 @@ class FaceLocator(IdentityModel):
     the one prepare cropped on, which is not always the largest that dlib sees.
     """
 
-    def locate(self, rgb: Any) -> list[LocatedFace]:
-        """The faces of an RGB uint8 array, largest first; upsampled once only when none is found."""
+    def locate(self, rgb: Any, upsample: bool = True) -> list[LocatedFace]:
+        """The faces of an RGB uint8 array, largest first; upsampled once (about 3x the time) only when none is
+        found and `upsample` allows it."""
         rects = self._detector(rgb, 0)
-        if len(rects) == 0:  # faces under 80 px need the detector's 2x pyramid level
+        if len(rects) == 0 and upsample:  # faces under 80 px need the detector's 2x pyramid level
             rects = self._detector(rgb, 1)
         found = []
         for rect in sorted(rects, key=lambda r: -r.area()):

@@ -119,7 +119,11 @@ def lint(
 def _identity_findings(train: Sequence[OutputImage], check: IdentityCheck) -> list[Finding]:
     """Photos of somebody else, the set's poses, and why the check did not run or named no one."""
     if check.model is None:
-        return [Finding("identity_unchecked", "info", "", check.note, "install the identity model (dlib) to have it checked")]
+        return [
+            Finding(
+                "identity_unchecked", "info", "", check.note, "install the identity model (dlib) to have it checked"
+            )
+        ]
     found: list[Finding] = []  # too few faces to name anyone (check.note): the report's identity line says so
     named = set(check.other_person)
     median = check.median_distance or 0.0
@@ -128,7 +132,9 @@ def _identity_findings(train: Sequence[OutputImage], check: IdentityCheck) -> li
             continue
         distance = image.identity_distance
         times = f", {distance / median:.1f}x" if median > 0 else ""
-        group = f"; {image.faces} faces in the photo, and prepare cropped on the largest" if (image.faces or 0) > 1 else ""
+        group = (
+            f"; {image.faces} faces in the photo, and prepare cropped on the largest" if (image.faces or 0) > 1 else ""
+        )
         found.append(
             Finding(
                 "other_person",

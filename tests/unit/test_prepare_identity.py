@@ -102,7 +102,9 @@ def test_a_look_alike_slipped_in_is_named_with_its_distance_and_skip_leaves_it_o
     assert out.exit_code == ExitCode.OK, out.output
     data = json.loads(out.stdout)
     skipped = [f for f in data["findings"] if f["code"] == "skipped_other_person"]
-    assert [f["file"] for f in skipped] == ["zz_friend.jpg"] and "skipped (--skip other-person)" in skipped[0]["message"]
+    assert [f["file"] for f in skipped] == ["zz_friend.jpg"] and "skipped (--skip other-person)" in skipped[0][
+        "message"
+    ]
     assert not [f for f in data["findings"] if f["code"] == "other_person"]
     assert data["counts"]["images"] == len(own) and data["counts"]["reused"] == len(own)
     assert data["identity"]["other_person"] == ["zz_friend.jpg"] and data["identity"]["poses"]["frontal"] == len(own)
