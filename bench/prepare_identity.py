@@ -385,6 +385,7 @@ def cpu_seconds() -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--no-speed", action="store_true", help="skip the timing of prepare on 75 photos")
+    parser.add_argument("--speed-only", action="store_true", help="only the timing")
     parser.add_argument("--photos", type=int, default=75)
     args = parser.parse_args()
     if (problem := ident.unavailable_reason()) is not None:
@@ -399,6 +400,8 @@ def main() -> int:
         gather(src)
         if not args.no_speed:  # first: no model loaded in this process yet, so each worker loads its own
             speed(src, work, args.photos)
+        if args.speed_only:
+            return 0
         people, images = observe_all(src, work)
         counts = ", ".join(f"{p} {len(v)}" for p, v in sorted(people.items()))
         print(f"{sum(len(v) for v in people.values())} photos with a face, {len(people)} people: {counts}")
