@@ -116,6 +116,17 @@ def lint(
     return findings
 
 
+def other_person_words(distance: float, check: IdentityCheck, faces: int | None) -> str:
+    """How far a face named as somebody else lies from the set, in words and numbers."""
+    median = check.median_distance or 0.0
+    times = f", {distance / median:.1f}x the set's typical {median:.2f}" if median > 0 else ""
+    group = f"; {faces} faces in the photo, and prepare cropped on the largest" if (faces or 0) > 1 else ""
+    return (
+        f"the face looks like somebody other than the rest of the set: {distance:.2f} from the set's centre"
+        f"{times} (this set's limit {check.threshold:.2f}){group}"
+    )
+
+
 def _identity_findings(train: Sequence[OutputImage], check: IdentityCheck) -> list[Finding]:
     """Photos of somebody else, the set's poses, and why the check did not run or named no one."""
     if check.model is None:
@@ -126,22 +137,15 @@ def _identity_findings(train: Sequence[OutputImage], check: IdentityCheck) -> li
         ]
     found: list[Finding] = []  # too few faces to name anyone (check.note): the report's identity line says so
     named = set(check.other_person)
-    median = check.median_distance or 0.0
     for image in train:
         if image.source not in named or image.identity_distance is None:
             continue
-        distance = image.identity_distance
-        times = f", {distance / median:.1f}x" if median > 0 else ""
-        group = (
-            f"; {image.faces} faces in the photo, and prepare cropped on the largest" if (image.faces or 0) > 1 else ""
-        )
         found.append(
             Finding(
                 "other_person",
                 "warning",
                 _label(image),
-                f"the face looks like somebody other than the rest of the set: {distance:.2f} from the set's centre"
-                f"{times} the set's typical {median:.2f} (this set's limit {check.threshold:.2f}){group}",
+                other_person_words(image.identity_distance, check, image.faces),
                 "check who it shows; remove it, crop it to the person, or leave it out (--skip other-person)",
             )
         )

@@ -347,15 +347,15 @@ def _place(
         check = identity.judge([(t.rel, o.identity) for t, o in kept], identity_model, identity_note)
         if "other-person" in skip_kinds and check.other_person:
             named, distance = set(check.other_person), dict(check.distances)
-            for task, _ in kept:
+            for task, outcome in kept:
                 if task.rel in named:
+                    words = lint.other_person_words(distance[task.rel], check, outcome.faces)
                     skipped.append(
                         Finding(
                             "skipped_other_person",
                             "warning",
                             task.rel,
-                            f"the face looks like somebody else: {distance[task.rel]:.2f} from the set's centre, "
-                            f"beyond this set's {check.threshold:.2f}; skipped (--skip other-person)",
+                            f"{words}; skipped (--skip other-person)",
                             "check who it shows; leave other-person out of --skip to keep it",
                         )
                     )
