@@ -164,6 +164,11 @@ def test_biden_among_photos_of_obama_is_named(tmp_path: Path) -> None:
     assert named(result) == ["biden.jpg"]
     poses = dict(result.identity.poses)
     assert sum(poses.values()) == 6 and poses["frontal"] >= 4
+    # The same prepare.json from two worker processes as from one: the observations are deterministic.
+    prepare(src, tmp_path / "two-workers", jobs=2)
+    assert (tmp_path / "two-workers" / "prepare.json").read_bytes() == (
+        tmp_path / "dataset" / "prepare.json"
+    ).read_bytes()
 
 
 @needs_sdist
