@@ -10,8 +10,8 @@ minority of other faces cannot drag to themselves (a sum of distances, not of sq
 minimised). Each photo is measured against the centre of the *other* photos. A photo is somebody
 else when it lies farther than the set's own threshold: RELATIVE times the set's median distance
 (a person who varies little is held to that), but never below FLOOR (dlib's published same-person
-pair distance, 0.6, is about 0.42 from a centre: 0.6 / sqrt 2) and never above CEILING (beyond it
-nobody's own photos were seen). RELATIVE and CEILING were tuned by bench/prepare_identity.py on some
+pair distance, 0.6, is about 0.42 from a centre: 0.6 / sqrt 2) and never above CEILING (in the bench, no
+person's own photo lay beyond it). RELATIVE and CEILING were tuned by bench/prepare_identity.py on some
 people and checked on others (docs/prepare.md has the figures). With fewer than MIN_FACES faces
 there is no majority to compare with, and no one is named.
 
@@ -45,6 +45,8 @@ THREE_QUARTER_MAX_DEGREES = 60.0
 # The set is "all one angle" when one pose holds at least this share of the photos whose pose is known.
 ONE_ANGLE_SHARE = 0.9
 DETECT_SIDE = 384  # dlib's detector runs on a copy this size (px, longest side): 40% less time than at 512
+# Bump when observe() records something else for the same output: it is part of the reuse key.
+OBSERVATION_VERSION = 1
 _MATCH_OVERLAP = 0.3  # a dlib face is the one prepare cropped on when they overlap this much (of the smaller)
 
 
@@ -61,9 +63,7 @@ def model_name() -> str | None:
         return None
     import dlib
 
-    from kohya_wrap.faceid import PIPELINE_VERSION
-
-    return f"dlib-{dlib.__version__}-resnet-v1-sp5-p{PIPELINE_VERSION}"
+    return f"dlib-{dlib.__version__}-resnet-v1-sp5-prepare{OBSERVATION_VERSION}"
 
 
 @cache
