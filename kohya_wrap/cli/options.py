@@ -109,7 +109,7 @@ def machine_options(f: Any) -> Any:
 # Kept here, not imported from kohya_wrap.prepare, so that --help does not import PIL.
 PREPARE_SIZES = ("512", "768")
 DEFAULT_CAPTION = "photo of {token} {class}"
-SKIP_KINDS = ("no-face", "multi-face", "blurred")  # prepare.records.SKIP_KINDS
+SKIP_KINDS = ("no-face", "multi-face", "blurred", "other-person")  # prepare.records.SKIP_KINDS
 
 
 def _parse_skip(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> frozenset[str]:
@@ -163,7 +163,7 @@ _PHOTO_OPTIONS = [
         multiple=True,
         callback=_parse_skip,
         metavar="KINDS",
-        help="Leave out photos of these kinds: no-face, multi-face, blurred (comma-separated, repeatable).",
+        help="Leave out photos of these kinds: no-face, multi-face, blurred, other-person (comma-separated, repeatable).",
     ),
 ]
 

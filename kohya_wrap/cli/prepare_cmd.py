@@ -206,5 +206,28 @@ def render_summary(result: Any, *, quiet: bool = False, verbose: bool = False, k
         f"{result.removed} removed. Face detection: {escape(result.face_detection)}",
         highlight=False,
     )
+    con.print(escape(identity_line(result)), highlight=False)
     if kept:
         con.print(f"manifest: {escape(str(result.manifest_path))}", highlight=False)
+
+
+def identity_line(result: Any) -> str:
+    """Who the photos show and from which angles, or why that was not checked: one line."""
+    check = result.identity
+    if check.model is None:
+        return f"Identity and poses: {check.note or 'not checked'}"
+    poses = ", ".join(f"{n} {pose}" for pose, n in check.poses if n) or "none"
+    if check.note:
+        who = check.note
+    elif check.other_person:
+        left_out = sum(1 for f in result.findings if f.code == "skipped_other_person")
+        who = (
+            f"{len(check.other_person)} of {check.judged} faces look like somebody else (limit {check.threshold:.2f})"
+            + (f", {left_out} left out (--skip other-person)" if left_out else "")
+        )
+    else:
+        who = (
+            f"all {check.judged} faces are one person "
+            f"(typical distance {check.median_distance:.2f}, limit {check.threshold:.2f})"
+        )
+    return f"Identity: {who}. Poses: {poses}."

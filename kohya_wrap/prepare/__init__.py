@@ -1,7 +1,8 @@
 """The `prepare` stage: a folder of face photos -> Kohya's DreamBooth dataset folder + prepare.json.
 
-sources (discovery) -> worker (decode, detect, crop, resize, PNG; in a process pool) -> pipeline
-(names, captions, layout, atomic swap) -> lint (findings) -> manifest (prepare.json, reuse index).
+sources (discovery) -> worker (decode, detect, crop, resize, PNG, and identity's look at the output; in a
+process pool) -> pipeline (identity's verdict on the set, names, captions, layout, atomic swap) -> lint
+(findings) -> manifest (prepare.json, reuse index).
 """
 
 from kohya_wrap.prepare.pipeline import prepare_dataset, render_caption

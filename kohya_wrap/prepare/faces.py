@@ -58,6 +58,11 @@ def _cascades() -> tuple[Any, Any]:
 
 def detect_faces(image: Image.Image, source_scale: float = 1.0) -> list[Box]:
     """Faces in `image`, largest first, as boxes in source pixels (image pixels x source_scale)."""
+    return detect(image, source_scale)[0]
+
+
+def detect(image: Image.Image, source_scale: float = 1.0) -> tuple[list[Box], bool]:
+    """detect_faces(), and whether the profile cascade found them (no frontal face was found): a side view."""
     import numpy as np
 
     frontal, profile = _cascades()
@@ -78,6 +83,7 @@ def detect_faces(image: Image.Image, source_scale: float = 1.0) -> list[Box]:
         tuple(int(v) for v in box)
         for box in frontal.detectMultiScale(grey, scaleFactor=1.1, minNeighbors=8, minSize=(side, side))
     ]
+    profile_view = not found
     if not found:
         # Coarser steps for the fallback: it runs twice (the profile cascade finds faces turned one way
         # only, the mirror image the other) and only on photos without a frontal face.
@@ -95,7 +101,7 @@ def detect_faces(image: Image.Image, source_scale: float = 1.0) -> list[Box]:
         # One face seen by both profile passes, or twice by one cascade, is still one face.
         if all(_overlap(box, other) < 0.3 for other in kept):
             kept.append(box)
-    return kept
+    return kept, profile_view and bool(kept)
 
 
 def _area(box: Box) -> int:

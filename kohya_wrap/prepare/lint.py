@@ -11,6 +11,7 @@ Stated thresholds:
   the face box (on the whole crop where there is none), below BLUR_THRESHOLD. For scale: a sharp
   portrait scores several hundred; a Gaussian blur of sigma 1 px drops it to about 70, 1.5 px to about 20.
 - tiny face: the face box side under TINY_FACE_FRACTION of the crop side (under 128 px at 512).
+- other person, one angle: the identity check's verdict (prepare.identity says how it decides).
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ from collections.abc import Sequence
 
 from PIL import Image
 
+from kohya_wrap.prepare import identity
 from kohya_wrap.prepare.faces import FACES_UNAVAILABLE
-from kohya_wrap.prepare.records import Box, Finding, OutputImage
+from kohya_wrap.prepare.records import Box, Finding, IdentityCheck, OutputImage
 
 RECOMMENDED_MIN = 50
 RECOMMENDED_MAX = 100
@@ -68,7 +70,9 @@ def sharpness(image: Image.Image, region: Box | None = None) -> float:
     return round(float(lap.var()), 2)
 
 
-def lint(images: Sequence[OutputImage], detector: str | None, crop_mode: str) -> list[Finding]:
+def lint(
+    images: Sequence[OutputImage], detector: str | None, crop_mode: str, check: IdentityCheck | None = None
+) -> list[Finding]:
     findings: list[Finding] = []
     train = [i for i in images if not i.is_reg]
     if len(train) < RECOMMENDED_MIN:
@@ -107,7 +111,59 @@ def lint(images: Sequence[OutputImage], detector: str | None, crop_mode: str) ->
                 files,
             )
         )
+    if check is not None and train:
+        findings.extend(_identity_findings(train, check))
     return findings
+
+
+def other_person_words(distance: float, check: IdentityCheck, faces: int | None) -> str:
+    """How far a face named as somebody else lies from the set, in words and numbers."""
+    median = check.median_distance or 0.0
+    times = f", {distance / median:.1f}x the set's typical {median:.2f}" if median > 0 else ""
+    group = f"; {faces} faces in the photo, and prepare cropped on the largest" if (faces or 0) > 1 else ""
+    return (
+        f"the face looks like somebody other than the rest of the set: {distance:.2f} from the set's centre"
+        f"{times} (this set's limit {check.threshold:.2f}){group}"
+    )
+
+
+def _identity_findings(train: Sequence[OutputImage], check: IdentityCheck) -> list[Finding]:
+    """Photos of somebody else, the set's poses, and why the check did not run or named no one."""
+    if check.model is None:
+        return [
+            Finding(
+                "identity_unchecked", "info", "", check.note, "install the identity model (dlib) to have it checked"
+            )
+        ]
+    found: list[Finding] = []  # too few faces to name anyone (check.note): the report's identity line says so
+    named = set(check.other_person)
+    for image in train:
+        if image.source not in named or image.identity_distance is None:
+            continue
+        found.append(
+            Finding(
+                "other_person",
+                "warning",
+                _label(image),
+                other_person_words(image.identity_distance, check, image.faces),
+                "check who it shows; remove it, crop it to the person, or leave it out (--skip other-person)",
+            )
+        )
+    single = identity.one_angle(check.poses)
+    if single is not None:
+        pose, count, total = single
+        counts = ", ".join(f"{n} {p}" for p, n in check.poses if n)
+        share = f"all {total}" if count == total else f"{count} of {total}"
+        found.append(
+            Finding(
+                "one_angle",
+                "warning",
+                "",
+                f"{share} photos with a known pose are {pose} ({counts}): the set is (nearly) all one angle",
+                "add photos from other angles (frontal, three-quarter, profile), with different light and expressions",
+            )
+        )
+    return found
 
 
 def _near_duplicate_clusters(images: Sequence[OutputImage]) -> list[Finding]:

@@ -17,7 +17,7 @@ from typing import Any
 from kohya_wrap import __version__
 from kohya_wrap.errors import DatasetError
 from kohya_wrap.fsutil import sha256_bytes
-from kohya_wrap.prepare.records import Finding, OutputImage, Subset
+from kohya_wrap.prepare.records import Finding, IdentityCheck, OutputImage, Subset
 
 MANIFEST_NAME = "prepare.json"
 SCHEMA = 1
@@ -32,11 +32,14 @@ class Reusable:
     entry: dict[str, Any]
 
 
-def image_key(parameters: dict[str, Any], detector: str | None) -> str:
-    """What an output's pixels depend on besides the source bytes."""
+def image_key(parameters: dict[str, Any], detector: str | None, identity_model: str | None = None) -> str:
+    """What an output's pixels and its record depend on besides the source bytes (the identity model's
+    observation is part of the record: outputs recorded without it, or by another model, are redone)."""
     key = {k: parameters[k] for k in IMAGE_KEYS}
     key["pipeline"] = PIPELINE_VERSION
     key["detector"] = detector if parameters["crop"] == "face" else None
+    if identity_model is not None:
+        key["identity"] = identity_model
     return sha256_bytes(json.dumps(key, sort_keys=True).encode())
 
 
@@ -83,6 +86,7 @@ def build(
     images: list[OutputImage],
     skipped: list[Finding],
     findings: list[Finding],
+    identity: IdentityCheck,
 ) -> dict[str, Any]:
     return {
         "schema": SCHEMA,
@@ -90,6 +94,7 @@ def build(
         "parameters": parameters,
         "image_key": image_key_value,
         "face_detection": detector,
+        "identity": identity.to_json(),
         "source_dir": str(src_dir),
         "reg_source_dir": str(reg_dir) if reg_dir is not None else None,
         "subsets": [s.to_json() for s in subsets],

@@ -16,12 +16,13 @@ import string
 import sys
 import threading
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from kohya_wrap.errors import DatasetError
 from kohya_wrap.fsutil import atomic_write_bytes, atomic_write_json, atomic_write_text, sha256_file
+<<<<<<< HEAD
 from kohya_wrap.prepare import faces, lint, manifest, sources, worker
 from kohya_wrap.prepare.records import SIZES, SKIP_KINDS, Finding, OutputImage, PrepareOptions, PrepareResult, Subset
 from kohya_wrap.sdscripts import (
@@ -32,6 +33,21 @@ from kohya_wrap.sdscripts import (
     parse_subset_dir_name,
     subset_dir_name,
 )
+=======
+from kohya_wrap.prepare import faces, identity, lint, manifest, sources, worker
+from kohya_wrap.prepare.records import (
+    SIZES,
+    SKIP_KINDS,
+    FaceIdentity,
+    Finding,
+    IdentityCheck,
+    OutputImage,
+    PrepareOptions,
+    PrepareResult,
+    Subset,
+)
+from kohya_wrap.sdscripts import CAPTION_EXTENSION, DEFAULT_REPEATS, REG_DIR, TRAIN_DIR, subset_dir_name
+>>>>>>> lint
 
 STAGING_NAME = ".kohya-wrap-prepare"
 OUTPUT_EXTENSION = ".png"  # one of sd-scripts' IMAGE_EXTENSIONS, lower case
@@ -116,7 +132,8 @@ def prepare_dataset(options: PrepareOptions, on_progress: Callable[[int, int], N
         "reg": reg_dir is not None,
     }
     detector = faces.detector_name() if options.crop == "face" else None
-    key = manifest.image_key(parameters, detector)
+    identity_model, identity_note = _identity_model(options)
+    key = manifest.image_key(parameters, detector, identity_model)
     reuse_index = manifest.reusable(old, dataset_dir, key)
 
     train_found = sources.discover(src_dir, exclude=dataset_dir)
@@ -176,14 +193,16 @@ def prepare_dataset(options: PrepareOptions, on_progress: Callable[[int, int], N
                     allow_upscale=options.allow_upscale,
                     staged=str(staging / "work" / f"{len(tasks):06d}{OUTPUT_EXTENSION}"),
                     reusable=reusable,
+                    identity=identity_model is not None and not group.is_reg,
                 )
             )
     outcomes = _run(tasks, options.jobs, on_progress)
 
     images: list[OutputImage] = []
     subsets: list[Subset] = []
+    check = IdentityCheck(model=None, note=identity_note)
     for group in groups:
-        placed, group_skipped = _place(
+        placed, group_skipped, group_check = _place(
             group,
             [t for t in tasks if t.is_reg == group.is_reg],
             outcomes,
@@ -192,7 +211,11 @@ def prepare_dataset(options: PrepareOptions, on_progress: Callable[[int, int], N
             staging,
             frozenset() if group.is_reg else _skip_kinds(options),
             detector is not None,
+            identity_model,
+            identity_note,
         )
+        if group_check is not None:
+            check = group_check
         images += placed
         skipped += group_skipped
         subsets.append(
@@ -214,7 +237,7 @@ def prepare_dataset(options: PrepareOptions, on_progress: Callable[[int, int], N
         for e in (old or {}).get("images", [])
         if isinstance(e, dict) and (e.get("is_reg"), e.get("source")) not in current
     )
-    lint_findings = lint.lint(images, detector, options.crop)
+    lint_findings = lint.lint(images, detector, options.crop, check)
     findings += skipped + lint_findings
     findings += _swap_in(dataset_dir, staging, old is not None)
     detection = (
@@ -232,6 +255,7 @@ def prepare_dataset(options: PrepareOptions, on_progress: Callable[[int, int], N
         images=images,
         skipped=skipped,
         findings=findings,
+        identity=check,
     )
     manifest_path = dataset_dir / manifest.MANIFEST_NAME
     atomic_write_json(manifest_path, document)
@@ -247,9 +271,11 @@ def prepare_dataset(options: PrepareOptions, on_progress: Callable[[int, int], N
         skipped=len(skipped),
         removed=removed,
         face_detection=detection,
+        identity=check,
     )
 
 
+<<<<<<< HEAD
 def _kohya_folder_name(src_dir: Path, repeats: int | None, subset_dir: str) -> list[Finding]:
     """A photo folder named like a Kohya GUI folder (10_ohwx woman): its number is not taken as the repeats."""
     parsed = parse_subset_dir_name(src_dir.name)
@@ -265,6 +291,16 @@ def _kohya_folder_name(src_dir: Path, repeats: int | None, subset_dir: str) -> l
             f"add --repeats {parsed.repeats} to keep {parsed.repeats} (plan then chooses only the epochs)",
         )
     ]
+=======
+def _identity_model(options: PrepareOptions) -> tuple[str | None, str]:
+    """The identity model that checks the training photos, or None and why it does not."""
+    if not options.identity:
+        return None, "identity check not asked"
+    problem = identity.unavailable_reason()
+    if problem is not None:
+        return None, f"photos of somebody else and the pose coverage were not checked: {problem}"
+    return identity.model_name(), ""
+>>>>>>> lint
 
 
 def _skip_kinds(options: PrepareOptions) -> frozenset[str]:
@@ -324,8 +360,11 @@ def _place(
     staging: Path,
     skip_kinds: frozenset[str],
     detected: bool,
-) -> tuple[list[OutputImage], list[Finding]]:
-    """One subset's outputs, numbered in source order, with captions, under `staging`; and what was left out."""
+    identity_model: str | None,
+    identity_note: str,
+) -> tuple[list[OutputImage], list[Finding], IdentityCheck | None]:
+    """One subset's outputs, numbered in source order, with captions, under `staging`; what was left out; and,
+    for the training photos, the identity check (made before numbering, so --skip other-person leaves no gap)."""
     kept: list[tuple[worker.Task, worker.Outcome]] = []
     skipped: list[Finding] = []
     keeper = _keepers(tasks, outcomes)
@@ -348,6 +387,26 @@ def _place(
             skipped.append(_as_reg(skip) if group.is_reg else skip)
             continue
         kept.append((task, outcome))
+    check = None
+    if not group.is_reg:
+        check = identity.judge([(t.rel, o.identity) for t, o in kept], identity_model, identity_note)
+        if "other-person" in skip_kinds and check.other_person:
+            named, distance = set(check.other_person), dict(check.distances)
+            for task, outcome in kept:
+                if task.rel in named:
+                    words = lint.other_person_words(distance[task.rel], check, outcome.faces)
+                    skipped.append(
+                        Finding(
+                            "skipped_other_person",
+                            "warning",
+                            task.rel,
+                            f"{words}; skipped (--skip other-person)",
+                            "check who it shows; leave other-person out of --skip to keep it",
+                        )
+                    )
+            kept = [(t, o) for t, o in kept if t.rel not in named]
+            check = replace(check, poses=identity.pose_counts([o.identity for _, o in kept]))
+    distances = dict(check.distances) if check is not None else {}
     images: list[OutputImage] = []
     width = max(4, len(str(len(kept))))
     for number, (task, outcome) in enumerate(kept, 1):
@@ -377,9 +436,11 @@ def _place(
                 sharpness=outcome.sharpness,
                 frames=outcome.frames,
                 reused=outcome.status == "reuse",
+                identity=outcome.identity,
+                identity_distance=distances.get(task.rel),
             )
         )
-    return images, skipped
+    return images, skipped, check
 
 
 def _run(
@@ -444,6 +505,7 @@ def _reuse_or_redo(task: worker.Task, outcome: worker.Outcome, earlier: manifest
                 sharpness=float(entry["sharpness"]),
                 frames=int(entry["frames"]),
                 reuse_from=str(entry["output"]),
+                identity=FaceIdentity.from_json(entry["identity"]) if task.identity else None,
             )
     except (KeyError, TypeError, ValueError, OSError):
         pass

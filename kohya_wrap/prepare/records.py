@@ -14,7 +14,8 @@ DEFAULT_SIZE = 512
 SIZES = (512, 768)
 DEFAULT_CAPTION = "photo of {token} {class}"
 # What `prepare --skip` may leave out of the training set (documented in docs/prepare.md).
-SKIP_KINDS = ("no-face", "multi-face", "blurred")
+SKIP_KINDS = ("no-face", "multi-face", "blurred", "other-person")
+POSES = ("frontal", "three-quarter", "profile")  # what pose coverage counts; a photo without landmarks is "unknown"
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,7 @@ class PrepareOptions:
     skip: frozenset[str] = frozenset()  # SKIP_KINDS: photos left out of the training set
     force: bool = False
     jobs: int | None = None  # None: every core
+    identity: bool = True  # check who each photo shows and its pose where dlib is installed (bench turns it off)
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,69 @@ class Finding:
 
 
 @dataclass(frozen=True)
+class FaceIdentity:
+    """What dlib's identity model sees in one training output: the face prepare cropped on."""
+
+    faces: int  # faces dlib found in the output image
+    embedding: tuple[float, ...] | None  # the 128-number descriptor (float32 values); None: no dlib face there
+    yaw: float | None  # degrees from the landmarks, the sign telling the side; None without landmarks
+    pose: str  # one of POSES, or "unknown"
+
+    def to_json(self) -> dict[str, Any]:
+        import base64
+        import struct
+
+        packed = None
+        if self.embedding is not None:
+            packed = base64.b64encode(struct.pack(f"<{len(self.embedding)}f", *self.embedding)).decode("ascii")
+        return {"faces": self.faces, "pose": self.pose, "yaw": self.yaw, "embedding": packed}
+
+    @classmethod
+    def from_json(cls, entry: dict[str, Any]) -> FaceIdentity:
+        """The record prepare.json holds (its embedding as base64 little-endian float32). Raises on a bad entry."""
+        import base64
+        import struct
+
+        packed = entry["embedding"]
+        embedding = None
+        if packed is not None:
+            raw = base64.b64decode(packed, validate=True)
+            embedding = struct.unpack(f"<{len(raw) // 4}f", raw)
+        yaw = entry["yaw"]
+        return cls(
+            faces=int(entry["faces"]),
+            embedding=embedding,
+            yaw=float(yaw) if yaw is not None else None,
+            pose=str(entry["pose"]),
+        )
+
+
+@dataclass(frozen=True)
+class IdentityCheck:
+    """The set's identity check: whose face the training photos show, and from which angles."""
+
+    model: str | None  # the identity model, or None when the check did not run
+    note: str  # why it did not run, or why no one was named (too few faces); "" when it judged
+    judged: int = 0  # photos whose face was compared with the others
+    median_distance: float | None = None  # the set's typical distance from its centre
+    threshold: float | None = None  # photos farther than this from the centre are somebody else
+    distances: tuple[tuple[str, float], ...] = ()  # (source, distance from the others' centre)
+    other_person: tuple[str, ...] = ()  # sources named as somebody else (also those --skip other-person left out)
+    poses: tuple[tuple[str, int], ...] = ()  # POSES and "unknown" with their counts, over the training images
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "note": self.note,
+            "judged": self.judged,
+            "median_distance": self.median_distance,
+            "threshold": self.threshold,
+            "other_person": list(self.other_person),
+            "poses": dict(self.poses),
+        }
+
+
+@dataclass(frozen=True)
 class OutputImage:
     """One prepared image, as recorded in prepare.json."""
 
@@ -79,6 +144,8 @@ class OutputImage:
     sharpness: float
     frames: int
     reused: bool = field(default=False, compare=False)
+    identity: FaceIdentity | None = None  # None: the identity check did not run (no dlib, or a reg image)
+    identity_distance: float | None = None  # from the set's centre, where the check compared this face
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -97,6 +164,9 @@ class OutputImage:
             "phash": self.phash,
             "sharpness": self.sharpness,
             "frames": self.frames,
+            "identity": (
+                {**self.identity.to_json(), "distance": self.identity_distance} if self.identity is not None else None
+            ),
         }
 
 
@@ -130,6 +200,7 @@ class PrepareResult:
     skipped: int
     removed: int  # outputs of an earlier run not in the dataset any more (source gone, or left out now)
     face_detection: str  # the detector used, or why none was
+    identity: IdentityCheck = IdentityCheck(model=None, note="")
 
     @property
     def warnings(self) -> tuple[Finding, ...]:
@@ -150,6 +221,7 @@ class PrepareResult:
                 "warnings": len(self.warnings),
             },
             "face_detection": self.face_detection,
+            "identity": self.identity.to_json(),
             "findings": [f.to_json() for f in self.findings],
             "images": [i.to_json() for i in self.images],
         }

@@ -9,10 +9,10 @@ from pathlib import Path
 
 from kohya_wrap.fsutil import atomic_write_bytes, sha256_bytes
 from kohya_wrap.prepare import crop as crops
-from kohya_wrap.prepare import faces
+from kohya_wrap.prepare import faces, identity
 from kohya_wrap.prepare.decode import BadImage, decode
 from kohya_wrap.prepare.lint import dhash, sharpness
-from kohya_wrap.prepare.records import Box, Finding
+from kohya_wrap.prepare.records import Box, FaceIdentity, Finding
 
 # Decode (and crop from) at least this many times the output size where the source has the pixels:
 # LANCZOS then has real detail to filter. 1.5 lets a 24-MP JPEG decode at 1/4 scale (1000 px short
@@ -36,6 +36,7 @@ class Task:
     allow_upscale: bool
     staged: str  # where the output PNG goes
     reusable: frozenset[str]  # source sha256s whose earlier output can be reused
+    identity: bool = False  # look at the output with the identity model (training images, where dlib is installed)
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,7 @@ class Outcome:
     sharpness: float = 0.0
     frames: int = 1
     reuse_from: str = ""  # status "reuse": the earlier output, relative to the dataset folder
+    identity: FaceIdentity | None = None
 
 
 def init_worker() -> None:
@@ -92,8 +94,10 @@ def _make(task: Task, data: bytes, sha: str) -> Outcome:
     width, height = decoded.source_size
     face_box: Box | None = None
     face_count: int | None = None
+    profile_view = False
     if task.detector is not None:
-        found = faces.significant(faces.detect_faces(decoded.image, decoded.scale))
+        boxes, profile_view = faces.detect(decoded.image, decoded.scale)
+        found = faces.significant(boxes)
         face_count = len(found)
         face_box = found[0] if found else None
     box = crops.face_crop(width, height, face_box, task.size) if face_box else crops.center_crop(width, height)
@@ -118,6 +122,7 @@ def _make(task: Task, data: bytes, sha: str) -> Outcome:
     if face_box is not None:
         factor = task.size / side
         face_in_output = tuple(round((v - box[i % 2]) * factor) for i, v in enumerate(face_box))
+    seen = identity.observe(output, face_in_output, profile_view) if task.identity else None  # type: ignore[arg-type]
     return Outcome(
         index=task.index,
         status="made",
@@ -131,4 +136,5 @@ def _make(task: Task, data: bytes, sha: str) -> Outcome:
         phash=dhash(output),
         sharpness=sharpness(output, face_in_output),  # type: ignore[arg-type]
         frames=decoded.frames,
+        identity=seen,
     )
