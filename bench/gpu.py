@@ -291,7 +291,9 @@ def importable_source(work: Path) -> Path:
     if not (source / "kohya_wrap" / "presets").is_dir():
         shutil.rmtree(source, ignore_errors=True)
         shutil.copytree(ROOT / "kohya_wrap", source / "kohya_wrap", ignore=shutil.ignore_patterns("__pycache__"))
-        shutil.copytree(ROOT / "presets", source / "kohya_wrap" / "presets", ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copytree(
+            ROOT / "presets", source / "kohya_wrap" / "presets", ignore=shutil.ignore_patterns("__pycache__")
+        )
     return source
 
 

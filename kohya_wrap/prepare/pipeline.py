@@ -22,18 +22,6 @@ from typing import Any
 
 from kohya_wrap.errors import DatasetError
 from kohya_wrap.fsutil import atomic_write_bytes, atomic_write_json, atomic_write_text, sha256_file
-<<<<<<< HEAD
-from kohya_wrap.prepare import faces, lint, manifest, sources, worker
-from kohya_wrap.prepare.records import SIZES, SKIP_KINDS, Finding, OutputImage, PrepareOptions, PrepareResult, Subset
-from kohya_wrap.sdscripts import (
-    CAPTION_EXTENSION,
-    DEFAULT_REPEATS,
-    REG_DIR,
-    TRAIN_DIR,
-    parse_subset_dir_name,
-    subset_dir_name,
-)
-=======
 from kohya_wrap.prepare import faces, identity, lint, manifest, sources, worker
 from kohya_wrap.prepare.records import (
     SIZES,
@@ -46,8 +34,14 @@ from kohya_wrap.prepare.records import (
     PrepareResult,
     Subset,
 )
-from kohya_wrap.sdscripts import CAPTION_EXTENSION, DEFAULT_REPEATS, REG_DIR, TRAIN_DIR, subset_dir_name
->>>>>>> lint
+from kohya_wrap.sdscripts import (
+    CAPTION_EXTENSION,
+    DEFAULT_REPEATS,
+    REG_DIR,
+    TRAIN_DIR,
+    parse_subset_dir_name,
+    subset_dir_name,
+)
 
 STAGING_NAME = ".kohya-wrap-prepare"
 OUTPUT_EXTENSION = ".png"  # one of sd-scripts' IMAGE_EXTENSIONS, lower case
@@ -275,7 +269,6 @@ def prepare_dataset(options: PrepareOptions, on_progress: Callable[[int, int], N
     )
 
 
-<<<<<<< HEAD
 def _kohya_folder_name(src_dir: Path, repeats: int | None, subset_dir: str) -> list[Finding]:
     """A photo folder named like a Kohya GUI folder (10_ohwx woman): its number is not taken as the repeats."""
     parsed = parse_subset_dir_name(src_dir.name)
@@ -291,7 +284,8 @@ def _kohya_folder_name(src_dir: Path, repeats: int | None, subset_dir: str) -> l
             f"add --repeats {parsed.repeats} to keep {parsed.repeats} (plan then chooses only the epochs)",
         )
     ]
-=======
+
+
 def _identity_model(options: PrepareOptions) -> tuple[str | None, str]:
     """The identity model that checks the training photos, or None and why it does not."""
     if not options.identity:
@@ -300,7 +294,6 @@ def _identity_model(options: PrepareOptions) -> tuple[str | None, str]:
     if problem is not None:
         return None, f"photos of somebody else and the pose coverage were not checked: {problem}"
     return identity.model_name(), ""
->>>>>>> lint
 
 
 def _skip_kinds(options: PrepareOptions) -> frozenset[str]:
