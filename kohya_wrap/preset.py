@@ -33,6 +33,7 @@ from kohya_wrap.sdscripts import (
     convert,
     cross_checks,
     did_you_mean,
+    sample_prompt_problem,
     unknown_key_hint,
 )
 
@@ -186,6 +187,8 @@ def _read(path: Path) -> dict[str, Any]:
         doc = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as e:
         raise PresetError(f"{path}: not valid TOML: {e}") from None
+    except RecursionError:
+        raise PresetError(f"{path}: not a preset: its arrays or tables nest too deeply to read") from None
     except (OSError, UnicodeDecodeError) as e:
         raise PresetError(f"{path}: cannot be read: {e}") from None
     return migrate(doc, path)
@@ -252,7 +255,31 @@ def convert_ours(key: str, value: Any, *, from_text: bool = False) -> Any:
         raise ArgumentError(key, f"{key} = {value!r} is not one of " + ", ".join(map(repr, spec.choices)))
     if spec.minimum is not None and value < spec.minimum:
         raise ArgumentError(key, f"{key} must be at least {spec.minimum:g}, got {value!r}")
+    if key == "prompts":
+        for template in value:
+            _check_prompt_template(template)
+    elif key == "negative_prompt":
+        problem = sample_prompt_problem(value, negative=True)
+        if problem:
+            raise ArgumentError(key, f"negative_prompt: {problem}")
     return value
+
+
+# The words plan puts into a prompt template; validate fills them with a stand-in to check what plan checks.
+PROMPT_WORDS = ("subject", "token", "class")
+
+
+def _check_prompt_template(template: str) -> None:
+    """plan's checks of one [kohya_wrap] prompts entry, made when the preset is read (so `presets validate` agrees)."""
+    try:
+        text = template.format(**{w: "x" for w in PROMPT_WORDS})
+    except (KeyError, IndexError, ValueError) as e:
+        raise ArgumentError(
+            "prompts", f"prompts: {template!r} has an unknown placeholder {e}", "use {subject}, {token} or {class}"
+        ) from None
+    problem = sample_prompt_problem(text)
+    if problem:
+        raise ArgumentError("prompts", f"prompts: {problem}")
 
 
 def _our_type_name(kind: str) -> str:
@@ -345,14 +372,23 @@ def _chain(start: Path) -> list[tuple[Path, dict[str, Any]]]:
             return chain
         if not isinstance(parent, str) or not parent:
             raise PresetError(f"{_where(path, None, 'extends')}: must be a preset name, got {parent!r}")
+        if "/" in parent or "\\" in parent or "\0" in parent or parent in (".", ".."):
+            # an untrusted preset must not make us read any file: only siblings and shipped presets
+            raise PresetError(
+                f"{_where(path, None, 'extends')}: {parent!r} must be a file in the same folder (NAME.toml, "
+                "without a path) or a shipped preset name",
+                "presets: " + ", ".join(shipped_names()),
+            )
         if parent.endswith(".toml"):
-            if "/" in parent or "\\" in parent:
-                raise PresetError(
-                    f"{_where(path, None, 'extends')}: {parent!r} must be a file in the same folder, without a path"
-                )
-            path = path.parent / parent
+            folder = path.parent
+            path = folder / parent
             if not path.is_file():
-                raise PresetError(f"{_where(path, None, 'extends')}: {path} does not exist")
+                raise PresetError(f"{_where(chain[-1][0], None, 'extends')}: {path} does not exist")
+            if path.resolve().parent != folder.resolve():
+                raise PresetError(
+                    f"{_where(chain[-1][0], None, 'extends')}: {parent!r} is a link out of the preset's folder; "
+                    "extends must name a file in the same folder"
+                )
         else:
             try:
                 path = find(parent)

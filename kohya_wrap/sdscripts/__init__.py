@@ -80,6 +80,7 @@ _SURFACE: dict[str, tuple[str, str]] = {
     "render_config_toml": ("configs", "render_config_toml"),
     "render_dataset_toml": ("configs", "render_dataset_toml"),
     "render_sample_prompts": ("configs", "render_sample_prompts"),
+    "sample_prompt_problem": ("configs", "sample_prompt_problem"),
     "tokenizer_subdir": ("configs", "tokenizer_subdir"),
     # launching
     "Launch": ("command", "Launch"),
@@ -214,6 +215,7 @@ if TYPE_CHECKING:
         render_config_toml,
         render_dataset_toml,
         render_sample_prompts,
+        sample_prompt_problem,
         tokenizer_subdir,
     )
     from kohya_wrap.sdscripts.gen_command import (  # noqa: F401

@@ -116,15 +116,23 @@ class SamplePrompt:
     scale: float
 
 
+def sample_prompt_problem(text: str, *, negative: bool = False) -> str | None:
+    """Why sd-scripts would misread `text` as a line of sample_prompts.txt, or None (docs/sd-scripts.md#sample-prompt-syntax)."""
+    if " --" in f" {text}" or "\n" in text or "\r" in text:
+        return f"a sample prompt cannot contain ' --' or a line break: {text!r}"
+    if not negative and (text.startswith("#") or not text.strip()):
+        return f"a sample prompt cannot be empty or start with '#': {text!r}"
+    return None
+
+
 def render_sample_prompts(prompts: Sequence[SamplePrompt], header: str = "") -> str:
     """sample_prompts.txt: one prompt per line with ` --x value` options (docs/sd-scripts.md#sample-prompt-syntax); `#` lines are comments."""
     lines = [f"# {line}".rstrip() for line in header.splitlines()]
     for p in prompts:
-        for text in (p.prompt, p.negative):
-            if " --" in f" {text}" or "\n" in text or "\r" in text:
-                raise ValueError(f"a sample prompt cannot contain ' --' or a line break: {text!r}")
-        if p.prompt.startswith("#") or not p.prompt.strip():
-            raise ValueError(f"a sample prompt cannot be empty or start with '#': {p.prompt!r}")
+        for text, negative in ((p.prompt, False), (p.negative, True)):
+            problem = sample_prompt_problem(text, negative=negative)
+            if problem:
+                raise ValueError(problem)
         line = p.prompt
         if p.negative:
             line += f" --n {p.negative}"
