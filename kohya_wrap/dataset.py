@@ -12,6 +12,9 @@ from kohya_wrap.fsutil import sha256_file
 from kohya_wrap.sdscripts import IMAGE_EXTENSIONS, REG_DIR, TRAIN_DIR, parse_subset_dir_name, subset_dir_name
 
 MANIFEST = "prepare.json"
+# prepare's staging folder (prepare/pipeline.py: STAGING_NAME): there while a prepare runs, and after one
+# that stopped before its manifest; removed once prepare.json is written.
+STAGING = ".kohya-wrap-prepare"
 
 
 @dataclass(frozen=True)
@@ -125,6 +128,12 @@ def scan_dataset(dataset_dir: str | Path) -> Dataset:
         raise DatasetError(f"dataset folder {root} does not exist", "give the folder `kohya-wrap prepare` wrote")
     if not (root / TRAIN_DIR).is_dir():
         raise DatasetError(f"{root} has no {TRAIN_DIR}/ folder: it is not a prepared dataset", _prepare_hint(root))
+    if (root / STAGING).is_dir():
+        state = "holds" if (root / MANIFEST).is_file() else "has no prepare.json and holds"
+        raise DatasetError(
+            f"{root} {state} {STAGING}/: a prepare is writing it, or prepare did not finish",
+            "wait for the prepare to end, or run the same `kohya-wrap prepare` again to finish the dataset",
+        )
     train = _scan(root / TRAIN_DIR, is_reg=False)
     if not train:
         raise DatasetError(
