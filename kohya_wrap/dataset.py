@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import struct
 from dataclasses import dataclass
 from pathlib import Path
 
 from kohya_wrap.errors import DatasetError
-from kohya_wrap.fsutil import sha256_file
+from kohya_wrap.fsutil import load_json, sha256_file
 from kohya_wrap.sdscripts import IMAGE_EXTENSIONS, REG_DIR, TRAIN_DIR, parse_subset_dir_name, subset_dir_name
 
 MANIFEST = "prepare.json"
@@ -146,8 +145,8 @@ def scan_dataset(dataset_dir: str | Path) -> Dataset:
     if manifest.is_file():
         sha = sha256_file(manifest)
         try:
-            params = json.loads(manifest.read_text(encoding="utf-8")).get("parameters") or {}
-        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as e:
+            params = load_json(manifest.read_text(encoding="utf-8")).get("parameters") or {}
+        except (ValueError, AttributeError) as e:
             raise DatasetError(f"{manifest} is not valid JSON: {e}", "run `kohya-wrap prepare` again") from None
     params = params or {}
     size = params.get("size")

@@ -18,6 +18,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any, Literal
 
+from kohya_wrap.fsutil import load_json
+
 PHASES = ("preparing", "loading_model", "caching_latents", "training", "sampling", "saving", "finished")
 OUTCOMES = (
     "finished",
@@ -184,19 +186,43 @@ def to_json(event: Event) -> str:
     return json.dumps(to_dict(event), ensure_ascii=False, allow_nan=False)
 
 
-def from_dict(data: dict[str, Any]) -> Event:
-    """The event a dict describes; unknown keys (from a newer kohya-wrap) are ignored."""
+# The JSON types each field annotation allows (bool is not a number here, as in the files we write).
+_FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "str": (str,),
+    "int": (int,),
+    "float": (int, float),
+    "str | None": (str, type(None)),
+    "int | None": (int, type(None)),
+    "float | None": (int, float, type(None)),
+}
+
+
+def from_dict(data: Any) -> Event:
+    """The event a dict describes; unknown keys (from a newer kohya-wrap) are ignored.
+
+    ValueError for anything else (a JSON null or array line, a field of the wrong type): the
+    readers skip such a line as they skip a torn one, so one bad line never hides the run.
+    """
+    if not isinstance(data, dict):
+        raise ValueError(f"an event is a JSON object, got {type(data).__name__}")
     kind = data.get("type")
-    cls = EVENT_TYPES.get(kind)  # type: ignore[arg-type]
+    cls = EVENT_TYPES.get(kind) if isinstance(kind, str) else None
     if cls is None:
         raise ValueError(f"unknown event type {kind!r}")
-    names = {f.name for f in fields(cls) if f.init}
-    kwargs = {k: _decode_float(k, v) for k, v in data.items() if k in names}
+    kwargs: dict[str, Any] = {}
+    for f in fields(cls):
+        if not f.init or f.name not in data:
+            continue
+        value = _decode_float(f.name, data[f.name])
+        allowed = _FIELD_TYPES.get(str(f.type))
+        if allowed is not None and (isinstance(value, bool) or not isinstance(value, allowed)):
+            raise ValueError(f"event {kind!r}: {f.name} is {value!r}, not {f.type}")
+        kwargs[f.name] = value
     return cls(**kwargs)
 
 
 def from_json(line: str) -> Event:
-    return from_dict(json.loads(line))
+    return from_dict(load_json(line))
 
 
 class EventWriter:

@@ -61,6 +61,15 @@ def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, ensure_ascii=False) + "\n")
 
 
+def load_json(text: str | bytes) -> Any:
+    """json.loads for files anyone may have edited: a nesting bomb ([[[[...]]]] deeper than Python's
+    recursion limit) is a ValueError like any other bad JSON, never a RecursionError."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError("its arrays or objects nest too deeply to read") from None
+
+
 def sha256_file(path: Path, chunk_size: int = 1 << 20) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

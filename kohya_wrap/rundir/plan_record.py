@@ -8,7 +8,6 @@ in run.json. Schema 1 (which held the planning machine's command line) is conver
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +16,7 @@ from typing import Any
 
 from kohya_wrap import __version__
 from kohya_wrap.errors import KohyaWrapError, RunDirError
-from kohya_wrap.fsutil import atomic_write_json, atomic_write_text
+from kohya_wrap.fsutil import atomic_write_json, atomic_write_text, load_json
 from kohya_wrap.rundir.layout import (
     ACCELERATE_CONFIG,
     CONFIG_TOML,
@@ -29,6 +28,7 @@ from kohya_wrap.rundir.layout import (
     RUN_FILES,
     SAMPLE_PROMPTS,
 )
+from kohya_wrap.rundir.manifest import check_shape
 
 PLAN_SCHEMA = 2
 READABLE_SCHEMAS = (1, 2)
@@ -247,8 +247,8 @@ def read_plan(run_dir: str | Path) -> Plan:
             "make one with `kohya-wrap plan DATASET_DIR --preset NAME --base-model MODEL -o RUN_DIR`",
         )
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        doc = load_json(path.read_text(encoding="utf-8"))
+    except ValueError as e:
         raise RunDirError(f"{path} cannot be read as JSON: {e}", "plan the run again into a new directory") from None
     if not isinstance(doc, dict):
         raise RunDirError(
@@ -259,6 +259,10 @@ def read_plan(run_dir: str | Path) -> Plan:
             f"{path} has plan schema {doc.get('schema')!r}; this kohya-wrap reads {PLAN_SCHEMA}",
             "plan the run again with this kohya-wrap",
         )
+    try:
+        _check_plan_shape(doc, path)
+    except ValueError as e:
+        raise RunDirError(f"{e}", "plan the run again into a new directory") from None
     launch = _launch_from_schema_1(doc) if doc["schema"] == 1 else doc["launch"]
     try:
         files = {
@@ -290,5 +294,49 @@ def read_plan(run_dir: str | Path) -> Plan:
             warnings=tuple(doc.get("warnings", ())),
             files=MappingProxyType(files),
         )
-    except (KeyError, TypeError, ValueError) as e:
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise RunDirError(f"{path} is missing or has a bad {e}", "plan the run again with this kohya-wrap") from None
+
+
+_STR, _INT, _DICT, _LIST = (str,), (int,), (dict,), (list,)
+
+
+def _check_plan_shape(doc: dict[str, Any], path: Path) -> None:
+    """ValueError naming the first field of plan.json that has the wrong type (a hand edit, a damaged file)."""
+    where = str(path)
+    check_shape(
+        doc,
+        {
+            "created_at": _STR,
+            "schema": _INT,
+            "tokenizer_cache_dir": _STR,
+            "warnings": _LIST,
+            **{k: _DICT for k in ("preset", "dataset", "base_model", "values", "ours", "steps", "output")},
+            **{k: _DICT for k in ("sd_scripts", "launch")},
+        },
+        where,
+        ("created_at",),
+    )
+    for key in ("preset", "dataset", "base_model", "values", "ours", "steps", "output", "sd_scripts"):
+        if not isinstance(doc.get(key), dict):
+            raise ValueError(f"{where}: {key} is missing")
+    check_shape(doc["preset"], {"name": _STR, "sha256": _STR, "files": _LIST}, f"{where}: preset", ("name", "sha256"))
+    check_shape(doc["dataset"], {"dir": _STR, "manifest_sha256": _STR, "subsets": _LIST}, f"{where}: dataset", ("dir",))
+    for i, subset in enumerate(doc["dataset"].get("subsets") or ()):
+        shape = {"dir": _STR, "images": _INT, "repeats": _INT, "class_tokens": _STR, "is_reg": (bool,)}
+        check_shape(subset, shape, f"{where}: dataset.subsets[{i}]", tuple(shape))
+    check_shape(doc["base_model"], {"source": _STR, "path": _STR, "kind": _STR}, f"{where}: base_model", ("source",))
+    for key, entry in doc["values"].items():
+        check_shape(entry, {"source": _STR}, f"{where}: values.{key}")
+        if not isinstance(entry.get("source"), str) or "value" not in entry:
+            raise ValueError(f"{where}: values.{key} needs a value and a source")
+    check_shape(
+        doc["steps"], {"max_train_steps": _INT, "steps_per_epoch": _INT}, f"{where}: steps", ("max_train_steps",)
+    )
+    check_shape(
+        doc["output"], {"dir": _STR, "name": _STR, "lora_file": _STR}, f"{where}: output", ("dir", "name", "lora_file")
+    )
+    if not all(isinstance(w, str) for w in doc.get("warnings") or ()) or not all(
+        isinstance(f, str) for f in doc["preset"].get("files") or ()
+    ):
+        raise ValueError(f"{where}: warnings and preset.files hold strings only")
