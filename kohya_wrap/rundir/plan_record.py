@@ -130,6 +130,9 @@ class Plan:
     sd_scripts: Mapping[str, Any]  # the checkout it was planned against: commit, matches_pin
     warnings: tuple[str, ...] = ()
     files: Mapping[str, str] = field(default_factory=dict)  # file name in RUN_DIR -> its text
+    # where plan wrote the run directory, when it is now elsewhere (copied or moved): config.toml's
+    # paths still point there, so train points them here (sdscripts.relocated_args)
+    planned_at: Path | None = None
 
     @property
     def max_train_steps(self) -> int:
@@ -265,6 +268,7 @@ def read_plan(run_dir: str | Path) -> Plan:
         raise RunDirError(f"{e}", "plan the run again into a new directory") from None
     launch = _launch_from_schema_1(doc) if doc["schema"] == 1 else doc["launch"]
     try:
+        planned_at = Path(doc["output"]["dir"]).parent
         files = {
             name: (run / name).read_text(encoding="utf-8")
             for name in (CONFIG_TOML, DATASET_TOML, SAMPLE_PROMPTS)
@@ -287,9 +291,11 @@ def read_plan(run_dir: str | Path) -> Plan:
             steps=MappingProxyType(doc["steps"]),
             launch=LaunchRequest.from_json(launch),
             env=MappingProxyType(dict(launch.get("env") or {})),
-            output_dir=Path(doc["output"]["dir"]),
+            # the run directory's own output folder wherever it is now, never plan time's absolute path
+            output_dir=run / OUTPUT_DIR,
             output_name=doc["output"]["name"],
-            lora_file=Path(doc["output"]["lora_file"]),
+            lora_file=run / OUTPUT_DIR / Path(doc["output"]["lora_file"]).name,
+            planned_at=planned_at if planned_at != run else None,
             sd_scripts=MappingProxyType({k: v for k, v in doc["sd_scripts"].items() if k != "path"}),
             warnings=tuple(doc.get("warnings", ())),
             files=MappingProxyType(files),

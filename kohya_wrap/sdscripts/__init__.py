@@ -80,6 +80,7 @@ _SURFACE: dict[str, tuple[str, str]] = {
     "render_config_toml": ("configs", "render_config_toml"),
     "render_dataset_toml": ("configs", "render_dataset_toml"),
     "render_sample_prompts": ("configs", "render_sample_prompts"),
+    "relocated_args": ("command", "relocated_args"),
     "sample_prompt_problem": ("configs", "sample_prompt_problem"),
     "tokenizer_subdir": ("configs", "tokenizer_subdir"),
     # launching
@@ -203,6 +204,7 @@ if TYPE_CHECKING:
         build_env,
         default_cpu_threads,
         precision_args,
+        relocated_args,
         render_accelerate_config,
         tokenizer_args,
     )

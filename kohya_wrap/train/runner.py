@@ -45,6 +45,7 @@ from kohya_wrap.sdscripts import (
     package_problems,
     precision_args,
     read_state,
+    relocated_args,
     render_accelerate_config,
     resume_args,
     resume_problem,
@@ -241,6 +242,10 @@ def prepare_launch(
         argv += resume_args(state.path, initial_step=state.step if recorded != state.step else None)
     model_args, base_path, notes = _models(plan, fetch_models)
     argv += model_args
+    if plan.planned_at is not None:
+        # a copied or moved run directory trains where it is, as it trains on the machine it finds
+        argv += relocated_args(plan.values, plan.planned_at, plan.run_dir)
+        notes.append(f"{plan.run_dir} was planned at {plan.planned_at}; it trains here, into {plan.output_dir}")
     return PreparedRun(
         plan=plan,
         files=files,

@@ -374,6 +374,9 @@ def main() -> int:
     ap.add_argument("--resume")
     ap.add_argument("--skip_until_initial_step", action="store_true")
     ap.add_argument("--pretrained_model_name_or_path")
+    ap.add_argument("--output_dir")
+    ap.add_argument("--logging_dir")
+    ap.add_argument("--sample_prompts")
     args, _unknown = ap.parse_known_args()
     if args.pid_file:
         with open(args.pid_file, "a") as f:
@@ -394,6 +397,9 @@ def main() -> int:
         args.pretrained_model_name_or_path
     ):  # the command line overrides the config file (docs/sd-scripts.md#config-file-merging)
         cfg["pretrained_model_name_or_path"] = args.pretrained_model_name_or_path
+    for key in ("output_dir", "logging_dir", "sample_prompts"):
+        if getattr(args, key):
+            cfg[key] = getattr(args, key)
     return train(args, cfg)
 
 
