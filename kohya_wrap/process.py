@@ -12,6 +12,8 @@ forward signals to its child (accelerate/commands/launch.py: simple_launcher; do
 - Ctrl-C (SIGINT), SIGTERM or SIGHUP to kohya-wrap: the first sends SIGINT to the child's whole
   group and keeps reading until it exits; the second sends SIGKILL to the group.
   stop() does the same from code (for example when the loss became NaN).
+- A group that ignores the SIGINT (a hung trainer, one that masks it) gets SIGTERM after
+  STOP_TERM_AFTER_S and SIGKILL STOP_KILL_AFTER_S later: a stop never waits for the trainer to finish.
 - On the way out, by any path (exceptions included), whatever is left of the group is killed:
   no process of it outlives stream().
 """
@@ -34,6 +36,10 @@ READ_SIZE = 65536
 # After our direct child exits, what is left of its group gets this long to finish on its own.
 GROUP_EXIT_GRACE_S = 10.0
 _FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+# After a stop's SIGINT: SIGTERM to the group when it is still there this long after, then SIGKILL.
+# sd-scripts stops on SIGINT within a second or two (KeyboardInterrupt in its loop, transcript F5).
+STOP_TERM_AFTER_S = 8.0
+STOP_KILL_AFTER_S = 4.0
 
 
 @dataclass(frozen=True)
@@ -118,6 +124,8 @@ class Streamer:
         self._proc: subprocess.Popen[bytes] | None = None
         self._stop_reason: str | None = None
         self._stops = 0
+        self._stopped_at: float | None = None  # monotonic time of the first stop's SIGINT
+        self._termed = False
         self._killed = False
 
     # -- control -----------------------------------------------------------------------------
@@ -127,12 +135,25 @@ class Streamer:
         if self._stop_reason is None:
             self._stop_reason = reason
         self._stops += 1
+        if self._stopped_at is None:
+            self._stopped_at = time.monotonic()
         if self._proc is None:
             return
         if self._stops == 1:
             _killpg(self._proc.pid, signal.SIGINT)
         else:
             self.kill()
+
+    def _escalate(self) -> None:
+        """A stopped group still running: SIGTERM after STOP_TERM_AFTER_S, SIGKILL after STOP_KILL_AFTER_S more."""
+        if self._stopped_at is None or self._proc is None or self._killed:
+            return
+        waited = time.monotonic() - self._stopped_at
+        if waited > STOP_TERM_AFTER_S + STOP_KILL_AFTER_S:
+            self.kill()
+        elif waited > STOP_TERM_AFTER_S and not self._termed:
+            self._termed = True
+            _killpg(self._proc.pid, signal.SIGTERM)
 
     def kill(self) -> None:
         if self._proc is not None:
@@ -210,6 +231,7 @@ class Streamer:
         open_streams = 2
         exited_at: float | None = None
         while open_streams:
+            self._escalate()
             try:
                 name, data = chunks.get(timeout=self.idle_s)
             except queue.Empty:

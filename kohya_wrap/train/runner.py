@@ -10,7 +10,7 @@ writes RUN_DIR/run.json whatever the outcome.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -149,10 +149,10 @@ def check_run_dir(plan: Plan, files: RunPaths, resume: bool) -> tuple[SavedState
             "The run stopped before its first save; start it again with a new plan.",
         )
     if state.is_final:
-        raise RunDirError(
-            f"{plan.run_dir} finished training already ({state.path.name} is the end-of-training state).",
-            "Nothing to resume; plan a new run to train again.",
-        )
+        # the trainer finished (its end-of-training state exists) but run.json does not say so: kohya-wrap
+        # was killed between the final save and run.json, or stopped while the trainer finished. `train
+        # --resume` records it (run_training: _record_finished), as `status` advises; nothing trains again.
+        return state, prior
     problem = resume_problem(state, int(plan.steps.get("steps_per_epoch") or 0))
     if problem:
         raise RunDirError(
@@ -242,6 +242,10 @@ def prepare_launch(
         argv += resume_args(state.path, initial_step=state.step if recorded != state.step else None)
     model_args, base_path, notes = _models(plan, fetch_models)
     argv += model_args
+    if state is not None and state.is_final:
+        notes.append(
+            f"the trainer finished already ({state.path.name}); train --resume records the run, trains nothing"
+        )
     if plan.planned_at is not None:
         # a copied or moved run directory trains where it is, as it trains on the machine it finds
         argv += relocated_args(plan.values, plan.planned_at, plan.run_dir)
@@ -294,6 +298,8 @@ def _run_locked(
     lock_fd: int,
 ) -> TrainResult:
     prepared = prepare_run(run_dir, resume=options.resume, sd_scripts=options.sd_scripts, gpu_info=options.gpu_info)
+    if prepared.state is not None and prepared.state.is_final:
+        return _record_finished(prepared, options, on_event, on_saved)
     plan, files, argv = prepared.plan, prepared.files, list(prepared.argv)
     plan.output_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(files.accelerate_config, prepared.accelerate_config)
@@ -389,6 +395,44 @@ def _run_locked(
         if problem:
             warnings.append(problem)
     return _result(prepared, fold, parser, outcome, exit_code, result, verification, tuple(warnings))
+
+
+RECORDED_AFTER_THE_FACT = "recorded: the trainer had finished (its end-of-training state exists); nothing was trained"
+
+
+def _record_finished(
+    prepared: PreparedRun,
+    options: TrainOptions,
+    on_event: Callable[[Event], None] | None,
+    on_saved: Callable[[Path], object] | None,
+) -> TrainResult:
+    """`train --resume` of a run whose trainer finished but whose end was never recorded: verify the
+    final LoRA and write the Finished event and run.json, without starting the trainer."""
+    plan, files = prepared.plan, prepared.files
+    fold = RunFold()
+    if files.events.is_file():
+        fold.feed_all(read_events(files.events))
+    hasher = manifest_mod.FileHasher(prepared.base_model_path)
+    probe = manifest_mod.EnvironmentProbe(prepared.machine.python)
+    started_at = datetime.now(timezone.utc)
+    verification = verify_run(plan, hasher.wait()) if options.verify else None
+    outcome = "finished" if plan.lora_file.is_file() else "crashed"
+    if outcome == "finished" and verification is not None and not verification.ok:
+        outcome = "verify_failed"
+    exit_code = int(EXIT_CODES[outcome])
+    finished = Finished(outcome=outcome, exit_code=exit_code, returncode=None)
+    with EventWriter(files.events) as writer:
+        writer.write(finished)
+    fold.feed(finished)
+    if on_event is not None:
+        on_event(finished)
+    attempt = replace(_attempt(prepared, started_at, outcome, exit_code, None), stop_reason=RECORDED_AFTER_THE_FACT)
+    parser = OutputParser()
+    rundir.write_manifest(files.run_json, _manifest(prepared, fold, attempt, hasher, probe, verification, parser))
+    warnings = [*prepared.notes, f"{plan.run_dir}: the trainer had finished; its end is recorded now"]
+    if on_saved is not None and (problem := _call_saved_hook(on_saved, plan.run_dir)):
+        warnings.append(problem)
+    return _result(prepared, fold, parser, outcome, exit_code, None, verification, tuple(warnings))
 
 
 def _attempt(
