@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import Any, Literal
 
 from kohya_wrap.fsutil import load_json
 
@@ -226,25 +226,43 @@ def from_json(line: str) -> Event:
 
 
 class EventWriter:
-    """Appends events to a JSON Lines file, one flushed line each, so a crash loses nothing written."""
+    """Appends events to a JSON Lines file, one line per write() call, so a crash loses nothing written.
+
+    A line the disk cannot take (full, read-only) is counted in `lost`, never raised: the training it
+    records goes on, and the next line that fits starts on a line of its own (readers skip the torn one).
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file: IO[str] | None = open(self.path, "a", encoding="utf-8")  # noqa: SIM115  closed in close()
+        self._fd: int | None = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+        self.lost = 0
+        self.last_error: OSError | None = None
+        self._torn = False
 
     def write(self, event: Event) -> None:
-        if self._file is None:
+        if self._fd is None:
             raise ValueError(f"{self.path} is closed")
-        self._file.write(to_json(event) + "\n")
-        self._file.flush()
+        data = (("\n" if self._torn else "") + to_json(event) + "\n").encode("utf-8")
+        try:
+            written = os.write(self._fd, data)
+        except OSError as e:
+            written, self.last_error = 0, e
+        if written < len(data):
+            self.lost += 1
+            self._torn = written > 0 or self._torn
+        else:
+            self._torn = False
 
     def close(self) -> None:
-        if self._file is not None:
-            self._file.flush()
-            os.fsync(self._file.fileno())
-            self._file.close()
-            self._file = None
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            try:
+                os.fsync(fd)
+            except OSError as e:
+                self.last_error = e
+            finally:
+                os.close(fd)
 
     def __enter__(self) -> EventWriter:
         return self

@@ -127,6 +127,7 @@ class Streamer:
         self._stopped_at: float | None = None  # monotonic time of the first stop's SIGINT
         self._termed = False
         self._killed = False
+        self.log_error: OSError | None = None  # why train.log stopped growing (a full disk), if it did
 
     # -- control -----------------------------------------------------------------------------
 
@@ -179,7 +180,8 @@ class Streamer:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         started = time.time()
         try:
-            with open(self.log_path, "ab") as log:
+            # unbuffered: a write the disk refuses is dropped whole, never left in a buffer to fail again
+            with open(self.log_path, "ab", buffering=0) as log:
                 try:
                     self._proc = subprocess.Popen(
                         self.argv,
@@ -252,8 +254,11 @@ class Streamer:
             if data is None:
                 open_streams -= 1
                 continue
-            log.write(data)  # type: ignore[attr-defined]
-            log.flush()  # type: ignore[attr-defined]
+            if self.log_error is None:
+                try:
+                    log.write(data)  # type: ignore[attr-defined]
+                except OSError as e:  # a full disk: the trainer is still followed, the log stops here
+                    self.log_error = e
             self.on_output(name, data)
         returncode = proc.wait()
         proc.stdout.close()

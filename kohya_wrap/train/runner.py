@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from kohya_wrap import rundir
-from kohya_wrap.errors import ExitCode, KohyaWrapError, RunDirError
+from kohya_wrap.errors import ExitCode, KohyaWrapError, RunDirError, disk_error
 from kohya_wrap.events import (
     Checkpoint,
     Error,
@@ -29,7 +29,7 @@ from kohya_wrap.events import (
     read_events,
     to_dict,
 )
-from kohya_wrap.fsutil import atomic_write_text
+from kohya_wrap.fsutil import atomic_write_text, reserve_space
 from kohya_wrap.models import ensure_base_model, ensure_tokenizer
 from kohya_wrap.process import ProcessResult, Streamer, child_env
 from kohya_wrap.rundir import Attempt, FileEntry, Plan, RunFold, RunManifest, RunPaths, resume_command
@@ -303,6 +303,7 @@ def _run_locked(
     plan, files, argv = prepared.plan, prepared.files, list(prepared.argv)
     plan.output_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(files.accelerate_config, prepared.accelerate_config)
+    reserve_space(files.run_json_reserve, RUN_JSON_RESERVE_BYTES)
 
     fold = RunFold()
     seen_samples = {str(p) for p, _ in find_samples(plan.output_dir)}
@@ -387,14 +388,34 @@ def _run_locked(
             fold.feed(finished)
         writer.close()
         attempt = _attempt(prepared, started_at, outcome, exit_code, result)
-        rundir.write_manifest(files.run_json, _manifest(prepared, fold, attempt, hasher, probe, verification, parser))
+        _write_run_json(files, _manifest(prepared, fold, attempt, hasher, probe, verification, parser))
 
     warnings = list(prepared.notes)
+    if writer.lost:
+        warnings.append(f"{writer.lost} events could not be written to {files.events}: {writer.last_error}")
+    if streamer is not None and streamer.log_error is not None:
+        warnings.append(f"{files.train_log} stopped growing: {streamer.log_error}")
     if on_saved is not None:
         problem = _call_saved_hook(on_saved, plan.run_dir)
         if problem:
             warnings.append(problem)
     return _result(prepared, fold, parser, outcome, exit_code, result, verification, tuple(warnings))
+
+
+# run.json of a long run with hundreds of checkpoints is some 100 KB; this much is set aside while training.
+RUN_JSON_RESERVE_BYTES = 1 << 20
+
+
+def _write_run_json(files: RunPaths, manifest: RunManifest) -> None:
+    """run.json, even on a disk the trainer filled: the space set aside at the start is freed for it."""
+    try:
+        rundir.write_manifest(files.run_json, manifest)
+    except OSError as e:
+        if disk_error(e) is None or not files.run_json_reserve.is_file():
+            raise
+        files.run_json_reserve.unlink()
+        rundir.write_manifest(files.run_json, manifest)
+    files.run_json_reserve.unlink(missing_ok=True)
 
 
 RECORDED_AFTER_THE_FACT = "recorded: the trainer had finished (its end-of-training state exists); nothing was trained"
@@ -428,7 +449,7 @@ def _record_finished(
         on_event(finished)
     attempt = replace(_attempt(prepared, started_at, outcome, exit_code, None), stop_reason=RECORDED_AFTER_THE_FACT)
     parser = OutputParser()
-    rundir.write_manifest(files.run_json, _manifest(prepared, fold, attempt, hasher, probe, verification, parser))
+    _write_run_json(files, _manifest(prepared, fold, attempt, hasher, probe, verification, parser))
     warnings = [*prepared.notes, f"{plan.run_dir}: the trainer had finished; its end is recorded now"]
     if on_saved is not None and (problem := _call_saved_hook(on_saved, plan.run_dir)):
         warnings.append(problem)
