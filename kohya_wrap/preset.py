@@ -229,14 +229,14 @@ def convert_ours(key: str, value: Any, *, from_text: bool = False) -> Any:
             if text.startswith("["):
                 try:
                     value = tomllib.loads(f"v = {text}")["v"]
-                except tomllib.TOMLDecodeError:
+                except (tomllib.TOMLDecodeError, RecursionError):
                     raise bad from None
             else:
                 value = [str(value)]
         else:
             try:
                 value = tomllib.loads(f"v = {text}")["v"]
-            except tomllib.TOMLDecodeError:
+            except (tomllib.TOMLDecodeError, RecursionError):
                 raise bad from None
     if spec.kind == "bool":
         ok = isinstance(value, bool)

@@ -345,7 +345,7 @@ def convert(key: str, value: Any, *, from_text: bool = False) -> Any:
             if text.startswith("["):
                 try:
                     value = tomllib.loads(f"v = {text}")["v"]
-                except tomllib.TOMLDecodeError:
+                except (tomllib.TOMLDecodeError, RecursionError):
                     raise ArgumentError(key, f"{key}: {text!r} is not a TOML array") from None
                 out_list = [_convert_scalar(arg, v, from_text=isinstance(v, str)) for v in value]
             else:

@@ -172,7 +172,9 @@ def main() -> int:
         proc.send_signal(sig)
         stdout, stderr = proc.communicate(timeout=180)
         check(proc.returncode == 130, f"{sig.name} ends the sweep with exit code 130", stdout + stderr)
-        check(not gone(markers), f"{sig.name}: no trainer, worker or Ray process is left", "\n".join(leftovers(markers)))
+        check(
+            not gone(markers), f"{sig.name}: no trainer, worker or Ray process is left", "\n".join(leftovers(markers))
+        )
         entries = {v["name"]: v for v in json.loads((target / "sweep.json").read_text())["variants"]}
         check(
             entries["ohwx__network_dim-4"]["outcome"] == "interrupted"

@@ -112,3 +112,20 @@ def test_a_fifo_as_base_model_is_refused_without_reading_it(tmp_path):
     os.mkfifo(fifo)
     with pytest.raises(ModelError, match="not a regular file"):
         check_base_model(str(fifo))
+
+
+@pytest.mark.parametrize(
+    "override", ["network_args=" + "[" * 50000 + "]" * 50000, "prompts=" + "[" * 50000 + "]" * 50000]
+)
+def test_a_nesting_bomb_on_the_command_line_is_a_preset_error(override):
+    with pytest.raises(PresetError):
+        load_preset("smoke", [override])
+
+
+def test_a_sweep_file_nesting_bomb_is_a_sweep_error(tmp_path):
+    from kohya_wrap.sweep.spec import SweepError, load_file
+
+    path = tmp_path / "sweep.toml"
+    path.write_text("schema = 1\ngrid = " + "[" * 50000 + "]" * 50000 + "\n")
+    with pytest.raises(SweepError, match="nest"):
+        load_file(path)
