@@ -145,9 +145,15 @@ def scan_dataset(dataset_dir: str | Path) -> Dataset:
     if manifest.is_file():
         sha = sha256_file(manifest)
         try:
-            params = load_json(manifest.read_text(encoding="utf-8")).get("parameters") or {}
-        except (ValueError, AttributeError) as e:
+            doc = load_json(manifest.read_text(encoding="utf-8"))
+        except ValueError as e:
             raise DatasetError(f"{manifest} is not valid JSON: {e}", "run `kohya-wrap prepare` again") from None
+        if not isinstance(doc, dict) or not isinstance(doc.get("parameters") or {}, dict):
+            raise DatasetError(
+                f"{manifest} is not a prepare manifest (a JSON object with a `parameters` object)",
+                "run `kohya-wrap prepare` again",
+            )
+        params = doc.get("parameters") or {}
     params = params or {}
     size = params.get("size")
     return Dataset(

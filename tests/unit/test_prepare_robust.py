@@ -119,3 +119,15 @@ def test_prepare_onto_a_full_or_read_only_disk_is_exit_1_with_a_sentence(tmp_pat
     words = "read-only" if ro else "no space left"
     assert words in (result.stdout + result.stderr).lower()
     assert "Traceback" not in result.stderr and "unexpected" not in result.stderr
+
+
+@pytest.mark.parametrize("damage", ["[" * 100_000 + "]" * 100_000, "null", "[1, 2]", '{"parameters": [5]}'])
+def test_a_damaged_prepare_json_is_exit_1_for_plan_and_prepare(tmp_path, damage):
+    photos = make_photos(tmp_path / "photos")
+    out = tmp_path / "ds"
+    assert prepare(str(photos), "-o", str(out), *WORDS).exit_code == 0
+    (out / "prepare.json").write_text(damage)
+    with pytest.raises(DatasetError):
+        scan_dataset(out)
+    again = prepare(str(photos), "-o", str(out), *WORDS)
+    assert again.exit_code == ExitCode.ERROR and "Traceback" not in again.output, again.output
