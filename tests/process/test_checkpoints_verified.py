@@ -75,3 +75,16 @@ def test_score_never_pairs_samples_with_a_checkpoint_cut_short(tmp_path):
     by_step = {g.step: g for g in groups}
     assert by_step[4].checkpoint is not None
     assert by_step[2].checkpoint is None  # so `recommend(need_file=True)` can never choose it
+
+
+def test_runs_and_status_never_list_a_final_lora_cut_short_as_the_output(tmp_path):
+    from kohya_wrap.status import read_status
+
+    run_dir = make_run_dir(tmp_path, max_train_steps=2, save_every_n_steps=None)
+    assert run_training(run_dir).outcome == "finished"
+    final = run_dir / "output" / "face.safetensors"
+    rows = json.loads(CliRunner().invoke(cli, ["runs", str(run_dir.parent), "--json"]).stdout)
+    assert rows[0]["output"] == str(final) and read_status(run_dir).lora_exists
+    final.write_bytes(final.read_bytes()[:-100])
+    rows = json.loads(CliRunner().invoke(cli, ["runs", str(run_dir.parent), "--json"]).stdout)
+    assert rows[0]["output"] is None and not read_status(run_dir).lora_exists
