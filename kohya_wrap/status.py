@@ -242,9 +242,9 @@ def _snapshot(run_dir: Path, fold: _Fold, plan: Plan | None, *, now: float | Non
     scored = load_score(run_dir)
     validation = _last_validation_loss(files.tensorboard_dir)
     last_state = fold.last_state
-    can_resume = last_state is not None and (
-        state in (STALLED, INTERRUPTED) or (state == FAILED and outcome in STOPPED_OUTCOMES)
-    )
+    stopped = state in (STALLED, INTERRUPTED) or (state == FAILED and outcome in STOPPED_OUTCOMES)
+    # a trainer that finished without saving states, its end never recorded: `train --resume` records it
+    can_resume = stopped and (last_state is not None or (plan is not None and rundir.trained_to_the_end(plan)))
     finished = fold.finished
     return RunStatus(
         run_dir=str(run_dir),

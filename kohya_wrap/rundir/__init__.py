@@ -43,6 +43,7 @@ from kohya_wrap.rundir.plan_record import (
     PlanSubset,
     check_new_run_dir,
     read_plan,
+    trained_to_the_end,
     write_plan,
 )
 
@@ -88,6 +89,7 @@ __all__ = [
     "read_manifest",
     "read_manifest_json",
     "read_plan",
+    "trained_to_the_end",
     "record_score",
     "resume_command",
     "write_manifest",

@@ -346,3 +346,21 @@ def _check_plan_shape(doc: dict[str, Any], path: Path) -> None:
         isinstance(f, str) for f in doc["preset"].get("files") or ()
     ):
         raise ValueError(f"{where}: warnings and preset.files hold strings only")
+
+
+def trained_to_the_end(plan: Plan) -> bool:
+    """The trainer finished the plan: the final LoRA is in output/, complete, and holds the planned last
+    step (`ss_steps`). Only the end of training writes that file (a step checkpoint has a suffix)."""
+    from kohya_wrap.safetensors_header import HeaderError, incomplete
+    from kohya_wrap.safetensors_header import read_header as read_safetensors_header
+    from kohya_wrap.sdscripts import training_step
+
+    path = plan.lora_file
+    if not path.is_file() or incomplete(path) is not None:
+        return False
+    try:
+        header, _ = read_safetensors_header(path)
+    except (OSError, HeaderError):
+        return False
+    meta = header.get("__metadata__")
+    return isinstance(meta, dict) and training_step(meta) == plan.max_train_steps

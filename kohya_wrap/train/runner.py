@@ -109,6 +109,8 @@ class PreparedRun:
     prior: RunManifest | None  # run.json of earlier attempts
     base_model_path: Path | None  # what sd-scripts loads (a hub model may have been fetched again)
     notes: tuple[str, ...] = ()  # what changed since the plan, said before the run starts
+    # --resume of a run whose trainer finished but whose end was never recorded: record it, train nothing
+    record_only: bool = False
 
 
 def _known_state_steps(events_path: Path) -> dict[str, int]:
@@ -143,6 +145,8 @@ def check_run_dir(plan: Plan, files: RunPaths, resume: bool) -> tuple[SavedState
             )
         return None, prior
     state = latest_state(plan.output_dir, plan.output_name, _known_state_steps(files.events))
+    if state is None and rundir.trained_to_the_end(plan):
+        return None, prior  # finished without saving states, its end never recorded: _record_finished
     if state is None:
         raise RunDirError(
             f"{plan.run_dir} has no saved state to resume from (no {plan.output_name}-*-state folder in {plan.output_dir}).",
@@ -242,9 +246,11 @@ def prepare_launch(
         argv += resume_args(state.path, initial_step=state.step if recorded != state.step else None)
     model_args, base_path, notes = _models(plan, fetch_models)
     argv += model_args
-    if state is not None and state.is_final:
+    # check_run_dir returns no state for a resume only when the trainer finished without saving states
+    record_only = resume and (state is None or state.is_final)
+    if record_only:
         notes.append(
-            f"the trainer finished already ({state.path.name}); train --resume records the run, trains nothing"
+            f"the trainer finished already ({plan.lora_file.name}); train --resume records the run, trains nothing"
         )
     if plan.planned_at is not None:
         # a copied or moved run directory trains where it is, as it trains on the machine it finds
@@ -261,6 +267,7 @@ def prepare_launch(
         prior=prior,
         base_model_path=base_path,
         notes=(*machine.notes, *notes),
+        record_only=record_only,
     )
 
 
@@ -298,7 +305,7 @@ def _run_locked(
     lock_fd: int,
 ) -> TrainResult:
     prepared = prepare_run(run_dir, resume=options.resume, sd_scripts=options.sd_scripts, gpu_info=options.gpu_info)
-    if prepared.state is not None and prepared.state.is_final:
+    if prepared.record_only:
         return _record_finished(prepared, options, on_event, on_saved)
     plan, files, argv = prepared.plan, prepared.files, list(prepared.argv)
     plan.output_dir.mkdir(parents=True, exist_ok=True)

@@ -91,3 +91,25 @@ def test_sigterm_stops_a_trainer_that_ignores_sigint_quickly_and_resume_works(tm
     set_fake_args(run_dir, ())
     resumed = run_training(run_dir, __import__("kohya_wrap.train.runner").train.runner.TrainOptions(resume=True))
     assert resumed.outcome == "finished"  # ... and resume works
+
+
+def test_killed_before_run_json_without_states_resume_records_it_too(tmp_path):
+    run_dir = make_run_dir(tmp_path, max_train_steps=4, save_every_n_steps=2, save_state=False)
+    assert run_training(run_dir).outcome == "finished"
+    as_if_killed_before_run_json(run_dir)
+    status = read_status(run_dir)
+    assert status.resumable and status.resume_command == f"kohya-wrap train --resume {run_dir}"
+    resumed = CliRunner().invoke(cli, ["train", "--resume", str(run_dir)])
+    assert resumed.exit_code == 0, resumed.output
+    assert json.loads((run_dir / "run.json").read_text())["outcome"] == "finished"
+    assert read_status(run_dir).state == "finished"
+
+
+def test_a_run_stopped_before_its_end_without_states_is_not_recorded_as_finished(tmp_path):
+    run_dir = make_run_dir(
+        tmp_path, max_train_steps=6, save_every_n_steps=2, save_state=False, fake_args=("--crash-at", "4")
+    )
+    assert run_training(run_dir).outcome == "crashed"
+    assert not read_status(run_dir).resumable
+    resumed = CliRunner().invoke(cli, ["train", "--resume", str(run_dir)])
+    assert resumed.exit_code == ExitCode.ERROR and "no saved state" in resumed.output
