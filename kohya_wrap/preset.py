@@ -48,6 +48,8 @@ OLDEST_SCHEMA = 1
 MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
 
 OURS_TABLE = "kohya_wrap"
+# the most steps (or repeats, epochs) a [kohya_wrap] count may ask for: weeks of training on any GPU
+MAX_STEPS = 1_000_000
 # sd_scripts_commit: informational, written by `presets export`: the sd-scripts commit the values ran on.
 TOP_LEVEL_KEYS = ("schema", "extends", "description", "sd_scripts_commit")
 PRESETS_PACKAGE = "kohya_wrap.presets"
@@ -61,26 +63,39 @@ class OurKey:
     help: str
     choices: tuple[Any, ...] | None = None
     minimum: float | None = None
+    maximum: float | None = None  # far beyond any use: a bigger value is a mistake (or a hostile preset)
 
 
 OUR_KEYS: Mapping[str, OurKey] = MappingProxyType(
     {
         k.name: k
         for k in (
-            OurKey("target_steps", "int", 3000, "total optimization steps plan aims for", minimum=1),
-            OurKey("min_steps", "int", 2000, "fewest total steps plan accepts", minimum=1),
-            OurKey("max_steps", "int", 5000, "most total steps plan accepts", minimum=1),
+            OurKey("target_steps", "int", 3000, "total optimization steps plan aims for", minimum=1, maximum=MAX_STEPS),
+            OurKey("min_steps", "int", 2000, "fewest total steps plan accepts", minimum=1, maximum=MAX_STEPS),
+            OurKey("max_steps", "int", 5000, "most total steps plan accepts", minimum=1, maximum=MAX_STEPS),
             OurKey(
-                "preferred_epochs", "int", 10, "among equally near totals, plan picks about this many epochs", minimum=1
+                "preferred_epochs",
+                "int",
+                10,
+                "among equally near totals, plan picks about this many epochs",
+                minimum=1,
+                maximum=MAX_STEPS,
             ),
-            OurKey("max_repeats", "int", 1000, "the most repeats plan gives a folder", minimum=1),
+            OurKey("max_repeats", "int", 1000, "the most repeats plan gives a folder", minimum=1, maximum=MAX_STEPS),
             OurKey(
                 "single_epoch",
                 "bool",
                 True,
                 "plan puts every step in one epoch (repeats instead of epochs), so a stopped run resumes correctly",
             ),
-            OurKey("size", "int", 512, "prepare: the side of the square training images, in pixels", minimum=64),
+            OurKey(
+                "size",
+                "int",
+                512,
+                "prepare: the side of the square training images, in pixels",
+                minimum=64,
+                maximum=4096,
+            ),
             OurKey("crop", "str", "face", "prepare: how a photo is cropped to a square", choices=("face", "center")),
             OurKey(
                 "auto_mixed_precision",
@@ -96,11 +111,25 @@ OUR_KEYS: Mapping[str, OurKey] = MappingProxyType(
                 "{token} the trigger word, {class} the class word",
             ),
             OurKey("negative_prompt", "str", "", "negative prompt for every sample"),
-            OurKey("sample_steps", "int", 28, "sampling steps per sample image", minimum=1),
-            OurKey("sample_scale", "float", 7.0, "classifier-free guidance scale of the samples", minimum=0),
-            OurKey("sample_seed", "int", 1234, "seed of the first sample prompt; the next ones count up", minimum=0),
+            OurKey("sample_steps", "int", 28, "sampling steps per sample image", minimum=1, maximum=1000),
             OurKey(
-                "sample_size", "int", 0, "side of the sample images in pixels; 0: the training resolution", minimum=0
+                "sample_scale", "float", 7.0, "classifier-free guidance scale of the samples", minimum=0, maximum=100
+            ),
+            OurKey(
+                "sample_seed",
+                "int",
+                1234,
+                "seed of the first sample prompt; the next ones count up",
+                minimum=0,
+                maximum=2**32 - 1000,
+            ),
+            OurKey(
+                "sample_size",
+                "int",
+                0,
+                "side of the sample images in pixels; 0: the training resolution",
+                minimum=0,
+                maximum=4096,
             ),
         )
     }
@@ -255,6 +284,8 @@ def convert_ours(key: str, value: Any, *, from_text: bool = False) -> Any:
         raise ArgumentError(key, f"{key} = {value!r} is not one of " + ", ".join(map(repr, spec.choices)))
     if spec.minimum is not None and value < spec.minimum:
         raise ArgumentError(key, f"{key} must be at least {spec.minimum:g}, got {value!r}")
+    if spec.maximum is not None and value > spec.maximum:
+        raise ArgumentError(key, f"{key} = {value!r} is out of range: it must be at most {spec.maximum:g}")
     if key == "prompts":
         for template in value:
             _check_prompt_template(template)

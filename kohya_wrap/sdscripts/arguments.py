@@ -92,6 +92,9 @@ _SCHEDULERS_WITHOUT_WARMUP = ("constant",)
 # The largest image side we let through: SD1.5 trains at 512-1024, and a 4096 px latent already needs
 # tens of GB of VRAM; a larger one only fails late, in the trainer.
 MAX_RESOLUTION = 4096
+# The largest integer any argument without a range of its own may take (a C int): 2**63-1 would
+# overflow numpy and torch, and no step count, batch or bucket size comes near it.
+MAX_INT = 2**31 - 1
 
 # Secrets never belong in a file we write (plan.json, config.toml) nor in a shared preset.
 SECRET_KEYS = {
@@ -383,6 +386,12 @@ def _check_range(key: str, value: Any) -> None:
         if isinstance(item, float) and not math.isfinite(item):
             raise ArgumentError(key, f"{key} = {item!r}: must be a finite number")
         allowed = range_of(key)
+        if isinstance(item, int) and abs(item) > MAX_INT and (allowed is None or allowed.hi is None):
+            raise ArgumentError(
+                key,
+                f"{key} = {item!r} is out of range: it must be at most {MAX_INT}",
+                "no count or size of sd-scripts needs more; numpy and torch overflow beyond it",
+            )
         if allowed is not None and not allowed.allows(item):
             raise ArgumentError(
                 key,

@@ -129,3 +129,21 @@ def test_a_sweep_file_nesting_bomb_is_a_sweep_error(tmp_path):
     path.write_text("schema = 1\ngrid = " + "[" * 50000 + "]" * 50000 + "\n")
     with pytest.raises(SweepError, match="nest"):
         load_file(path)
+
+
+@pytest.mark.parametrize(
+    "table, line",
+    [
+        ("kohya_wrap", "target_steps = 9223372036854775807"),
+        ("kohya_wrap", "size = 99999999"),
+        ("kohya_wrap", "sample_steps = 1000000000"),
+        ("kohya_wrap", "max_repeats = 9223372036854775807"),
+        ("t", "max_bucket_reso = 9223372036854775807"),
+        ("t", "save_every_n_steps = 9223372036854775807"),
+        ("t", "vae_batch_size = -9223372036854775807"),
+    ],
+)
+def test_absurd_integers_anywhere_are_refused_with_their_range(tmp_path, table, line):
+    path = write(tmp_path, "big.toml", f'schema = 1\nextends = "smoke"\n[{table}]\n{line}\n')
+    with pytest.raises(PresetError, match="out of range|at least"):
+        load_preset(path)
