@@ -9,7 +9,7 @@ in run.json. Schema 1 (which held the planning machine's command line) is conver
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -282,7 +282,7 @@ def read_plan(run_dir: str | Path) -> Plan:
             preset_files=tuple(doc["preset"]["files"]),
             dataset_dir=doc["dataset"]["dir"],
             manifest_sha256=doc["dataset"]["manifest_sha256"],
-            subsets=tuple(PlanSubset(**s) for s in doc["dataset"]["subsets"]),
+            subsets=tuple(_relocated(PlanSubset(**s), planned_at, run) for s in doc["dataset"]["subsets"]),
             base_model=MappingProxyType(doc["base_model"]),
             tokenizer_cache_dir=doc["tokenizer_cache_dir"],
             values=MappingProxyType({k: v["value"] for k, v in doc["values"].items()}),
@@ -302,6 +302,15 @@ def read_plan(run_dir: str | Path) -> Plan:
         )
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise RunDirError(f"{path} is missing or has a bad {e}", "plan the run again with this kohya-wrap") from None
+
+
+def _relocated(subset: PlanSubset, planned_at: Path, run: Path) -> PlanSubset:
+    """A subset folder inside the run directory where it was planned (`run` prepares the dataset there),
+    read inside the run directory where it is now."""
+    folder = Path(subset.dir)
+    if planned_at == run or planned_at not in folder.parents:
+        return subset
+    return replace(subset, dir=str(run / folder.relative_to(planned_at)))
 
 
 _STR, _INT, _DICT, _LIST = (str,), (int,), (dict,), (list,)

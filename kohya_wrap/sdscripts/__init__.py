@@ -81,6 +81,7 @@ _SURFACE: dict[str, tuple[str, str]] = {
     "render_dataset_toml": ("configs", "render_dataset_toml"),
     "render_sample_prompts": ("configs", "render_sample_prompts"),
     "relocated_args": ("command", "relocated_args"),
+    "relocate_dataset_toml": ("configs", "relocate_dataset_toml"),
     "sample_prompt_problem": ("configs", "sample_prompt_problem"),
     "tokenizer_subdir": ("configs", "tokenizer_subdir"),
     # launching
@@ -214,6 +215,7 @@ if TYPE_CHECKING:
         TOKENIZER_REQUIRED_FILES,
         DatasetSubset,
         SamplePrompt,
+        relocate_dataset_toml,
         render_config_toml,
         render_dataset_toml,
         render_sample_prompts,

@@ -105,6 +105,30 @@ def render_dataset_toml(
     return _comment(header) + tomli_w.dumps(doc)
 
 
+def relocate_dataset_toml(text: str, planned_at: Path, run_dir: Path) -> str | None:
+    """dataset.toml of a run directory planned at `planned_at` and now at `run_dir`: each subset's
+    image_dir inside the old run directory (the dataset `run` prepares there) moved to the new one.
+    None when nothing moves (the dataset lives elsewhere, or the text is not ours to read)."""
+    import tomllib
+
+    try:
+        doc = tomllib.loads(text)
+    except (tomllib.TOMLDecodeError, RecursionError):
+        return None
+    moved = False
+    for dataset in doc.get("datasets") or []:
+        for subset in dataset.get("subsets") or [] if isinstance(dataset, dict) else []:
+            image_dir = subset.get("image_dir") if isinstance(subset, dict) else None
+            if isinstance(image_dir, str) and (planned_at == Path(image_dir) or planned_at in Path(image_dir).parents):
+                subset["image_dir"] = str(run_dir / Path(image_dir).relative_to(planned_at))
+                moved = True
+    if not moved:
+        return None
+    header = [line for line in text.splitlines() if line.startswith("#")]
+    header.append(f"# Its image folders were moved by train from {planned_at} (the run directory was copied or moved).")
+    return "\n".join(header) + "\n\n" + tomli_w.dumps(doc)
+
+
 @dataclass(frozen=True)
 class SamplePrompt:
     prompt: str

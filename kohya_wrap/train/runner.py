@@ -45,6 +45,7 @@ from kohya_wrap.sdscripts import (
     package_problems,
     precision_args,
     read_state,
+    relocate_dataset_toml,
     relocated_args,
     render_accelerate_config,
     resume_args,
@@ -111,6 +112,7 @@ class PreparedRun:
     notes: tuple[str, ...] = ()  # what changed since the plan, said before the run starts
     # --resume of a run whose trainer finished but whose end was never recorded: record it, train nothing
     record_only: bool = False
+    dataset_toml: str | None = None  # dataset.toml rewritten for a moved run directory, written before the launch
 
 
 def _known_state_steps(events_path: Path) -> dict[str, int]:
@@ -252,9 +254,14 @@ def prepare_launch(
         notes.append(
             f"the trainer finished already ({plan.lora_file.name}); train --resume records the run, trains nothing"
         )
+    dataset_toml = None
     if plan.planned_at is not None:
         # a copied or moved run directory trains where it is, as it trains on the machine it finds
         argv += relocated_args(plan.values, plan.planned_at, plan.run_dir)
+        if files.dataset_toml.is_file():
+            dataset_toml = relocate_dataset_toml(
+                files.dataset_toml.read_text(encoding="utf-8"), plan.planned_at, plan.run_dir
+            )
         notes.append(f"{plan.run_dir} was planned at {plan.planned_at}; it trains here, into {plan.output_dir}")
     return PreparedRun(
         plan=plan,
@@ -268,6 +275,7 @@ def prepare_launch(
         base_model_path=base_path,
         notes=(*machine.notes, *notes),
         record_only=record_only,
+        dataset_toml=dataset_toml,
     )
 
 
@@ -310,6 +318,8 @@ def _run_locked(
     plan, files, argv = prepared.plan, prepared.files, list(prepared.argv)
     plan.output_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(files.accelerate_config, prepared.accelerate_config)
+    if prepared.dataset_toml is not None:
+        atomic_write_text(files.dataset_toml, prepared.dataset_toml)
     reserve_space(files.run_json_reserve, RUN_JSON_RESERVE_BYTES)
 
     fold = RunFold()

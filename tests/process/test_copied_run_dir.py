@@ -47,3 +47,31 @@ def test_a_copied_run_directory_says_where_it_trains_in_a_dry_run(tmp_path):
     assert argv[argv.index("--output_dir") + 1] == str(b / "output")
     assert str(a) not in " ".join(argv)
     assert not [x for x in prepare_run(a, fetch_models=False).argv if x == "--output_dir"]  # in place: as planned
+
+
+def test_a_moved_run_directory_reads_the_dataset_it_holds_where_it_is_now(tmp_path):
+    from run_dir import make_dataset
+
+    from kohya_wrap.sdscripts.configs import DatasetSubset, render_dataset_toml
+
+    a = make_run_dir(tmp_path, max_train_steps=2, save_every_n_steps=None)
+    dataset = make_dataset(a / "dataset")  # where `kohya-wrap run` prepares it
+    subset = dataset / "img" / "1_ohwx man"
+    (a / "dataset.toml").write_text(
+        render_dataset_toml(
+            [DatasetSubset(str(subset), 1, "ohwx man", False)], resolution="64", batch_size=1, enable_bucket=False
+        )
+    )
+    plan = json.loads((a / "plan.json").read_text())
+    plan["dataset"]["subsets"] = [
+        {"dir": str(subset), "images": 4, "repeats": 1, "class_tokens": "ohwx man", "is_reg": False}
+    ]
+    (a / "plan.json").write_text(json.dumps(plan))
+    b = tmp_path / "moved"
+    a.rename(b)
+    assert read_plan(b).subsets[0].dir == str(b / "dataset" / "img" / "1_ohwx man")
+    assert run_training(b).outcome == "finished"
+    import tomllib
+
+    doc = tomllib.loads((b / "dataset.toml").read_text())
+    assert doc["datasets"][0]["subsets"][0]["image_dir"] == str(b / "dataset" / "img" / "1_ohwx man")
