@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-import json
 import struct
 from dataclasses import dataclass
 from pathlib import Path
 
 from kohya_wrap.errors import DatasetError
-from kohya_wrap.fsutil import sha256_file
+from kohya_wrap.fsutil import load_json, sha256_file
 from kohya_wrap.sdscripts import IMAGE_EXTENSIONS, REG_DIR, TRAIN_DIR, parse_subset_dir_name, subset_dir_name
 
 MANIFEST = "prepare.json"
+# prepare's staging folder (prepare/pipeline.py: STAGING_NAME): there while a prepare runs, and after one
+# that stopped before its manifest; removed once prepare.json is written.
+STAGING = ".kohya-wrap-prepare"
 
 
 @dataclass(frozen=True)
@@ -126,6 +128,12 @@ def scan_dataset(dataset_dir: str | Path) -> Dataset:
         raise DatasetError(f"dataset folder {root} does not exist", "give the folder `kohya-wrap prepare` wrote")
     if not (root / TRAIN_DIR).is_dir():
         raise DatasetError(f"{root} has no {TRAIN_DIR}/ folder: it is not a prepared dataset", _prepare_hint(root))
+    if (root / STAGING).is_dir():
+        state = "holds" if (root / MANIFEST).is_file() else "has no prepare.json and holds"
+        raise DatasetError(
+            f"{root} {state} {STAGING}/: a prepare is writing it, or prepare did not finish",
+            "wait for the prepare to end, or run the same `kohya-wrap prepare` again to finish the dataset",
+        )
     train = _scan(root / TRAIN_DIR, is_reg=False)
     if not train:
         raise DatasetError(
@@ -138,9 +146,15 @@ def scan_dataset(dataset_dir: str | Path) -> Dataset:
     if manifest.is_file():
         sha = sha256_file(manifest)
         try:
-            params = json.loads(manifest.read_text(encoding="utf-8")).get("parameters") or {}
-        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as e:
+            doc = load_json(manifest.read_text(encoding="utf-8"))
+        except ValueError as e:
             raise DatasetError(f"{manifest} is not valid JSON: {e}", "run `kohya-wrap prepare` again") from None
+        if not isinstance(doc, dict) or not isinstance(doc.get("parameters") or {}, dict):
+            raise DatasetError(
+                f"{manifest} is not a prepare manifest (a JSON object with a `parameters` object)",
+                "run `kohya-wrap prepare` again",
+            )
+        params = doc.get("parameters") or {}
     params = params or {}
     size = params.get("size")
     return Dataset(

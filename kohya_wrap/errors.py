@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import errno
 
 
 class ExitCode(enum.IntEnum):
@@ -64,3 +65,27 @@ class ModelGone(ModelError):
 
 class RunDirError(KohyaWrapError):
     """A run directory is missing, unfinished, or would be overwritten."""
+
+
+class DiskError(KohyaWrapError):
+    """A file could not be written: the disk is full, over quota, or mounted read-only (exit 1)."""
+
+
+# OSError numbers that mean "this disk cannot take the write", not a bug: reported as a sentence, exit 1.
+_DISK_ERRNOS = {
+    errno.ENOSPC: "no space left on the device",
+    errno.EDQUOT: "the disk quota is exceeded",
+    errno.EROFS: "the file system is read-only",
+}
+
+
+def disk_error(error: BaseException) -> DiskError | None:
+    """The DiskError an OSError stands for (full disk, quota, read-only file system), else None."""
+    if not isinstance(error, OSError) or error.errno not in _DISK_ERRNOS:
+        return None
+    where = error.filename if error.filename is not None else "a file"
+    return DiskError(
+        f"cannot write {where}: {_DISK_ERRNOS[error.errno]}",
+        "free some space (or choose a writable folder) and run the command again; "
+        "finished files are written whole or not at all, so nothing written before was lost",
+    )

@@ -16,7 +16,9 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import Any, Literal
+
+from kohya_wrap.fsutil import load_json
 
 PHASES = ("preparing", "loading_model", "caching_latents", "training", "sampling", "saving", "finished")
 OUTCOMES = (
@@ -184,41 +186,83 @@ def to_json(event: Event) -> str:
     return json.dumps(to_dict(event), ensure_ascii=False, allow_nan=False)
 
 
-def from_dict(data: dict[str, Any]) -> Event:
-    """The event a dict describes; unknown keys (from a newer kohya-wrap) are ignored."""
+# The JSON types each field annotation allows (bool is not a number here, as in the files we write).
+_FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "str": (str,),
+    "int": (int,),
+    "float": (int, float),
+    "str | None": (str, type(None)),
+    "int | None": (int, type(None)),
+    "float | None": (int, float, type(None)),
+}
+
+
+def from_dict(data: Any) -> Event:
+    """The event a dict describes; unknown keys (from a newer kohya-wrap) are ignored.
+
+    ValueError for anything else (a JSON null or array line, a field of the wrong type): the
+    readers skip such a line as they skip a torn one, so one bad line never hides the run.
+    """
+    if not isinstance(data, dict):
+        raise ValueError(f"an event is a JSON object, got {type(data).__name__}")
     kind = data.get("type")
-    cls = EVENT_TYPES.get(kind)  # type: ignore[arg-type]
+    cls = EVENT_TYPES.get(kind) if isinstance(kind, str) else None
     if cls is None:
         raise ValueError(f"unknown event type {kind!r}")
-    names = {f.name for f in fields(cls) if f.init}
-    kwargs = {k: _decode_float(k, v) for k, v in data.items() if k in names}
+    kwargs: dict[str, Any] = {}
+    for f in fields(cls):
+        if not f.init or f.name not in data:
+            continue
+        value = _decode_float(f.name, data[f.name])
+        allowed = _FIELD_TYPES.get(str(f.type))
+        if allowed is not None and (isinstance(value, bool) or not isinstance(value, allowed)):
+            raise ValueError(f"event {kind!r}: {f.name} is {value!r}, not {f.type}")
+        kwargs[f.name] = value
     return cls(**kwargs)
 
 
 def from_json(line: str) -> Event:
-    return from_dict(json.loads(line))
+    return from_dict(load_json(line))
 
 
 class EventWriter:
-    """Appends events to a JSON Lines file, one flushed line each, so a crash loses nothing written."""
+    """Appends events to a JSON Lines file, one line per write() call, so a crash loses nothing written.
+
+    A line the disk cannot take (full, read-only) is counted in `lost`, never raised: the training it
+    records goes on, and the next line that fits starts on a line of its own (readers skip the torn one).
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file: IO[str] | None = open(self.path, "a", encoding="utf-8")  # noqa: SIM115  closed in close()
+        self._fd: int | None = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+        self.lost = 0
+        self.last_error: OSError | None = None
+        self._torn = False
 
     def write(self, event: Event) -> None:
-        if self._file is None:
+        if self._fd is None:
             raise ValueError(f"{self.path} is closed")
-        self._file.write(to_json(event) + "\n")
-        self._file.flush()
+        data = (("\n" if self._torn else "") + to_json(event) + "\n").encode("utf-8")
+        try:
+            written = os.write(self._fd, data)
+        except OSError as e:
+            written, self.last_error = 0, e
+        if written < len(data):
+            self.lost += 1
+            self._torn = written > 0 or self._torn
+        else:
+            self._torn = False
 
     def close(self) -> None:
-        if self._file is not None:
-            self._file.flush()
-            os.fsync(self._file.fileno())
-            self._file.close()
-            self._file = None
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            try:
+                os.fsync(fd)
+            except OSError as e:
+                self.last_error = e
+            finally:
+                os.close(fd)
 
     def __enter__(self) -> EventWriter:
         return self

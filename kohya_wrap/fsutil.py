@@ -61,6 +61,35 @@ def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, ensure_ascii=False) + "\n")
 
 
+def reserve_space(path: Path, nbytes: int) -> bool:
+    """Write `nbytes` of real blocks (not a sparse file) to `path`: space set aside now, to be freed
+    for a small file that must be written even when the disk fills up later. False when it cannot be."""
+    try:
+        with open(path, "wb") as f:
+            chunk = b"\0" * min(nbytes, 1 << 16)
+            left = nbytes
+            while left > 0:
+                left -= f.write(chunk[:left])
+            f.flush()
+            os.fsync(f.fileno())
+        return True
+    except OSError:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+        return False
+
+
+def load_json(text: str | bytes) -> Any:
+    """json.loads for files anyone may have edited: a nesting bomb ([[[[...]]]] deeper than Python's
+    recursion limit) is a ValueError like any other bad JSON, never a RecursionError."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError("its arrays or objects nest too deeply to read") from None
+
+
 def sha256_file(path: Path, chunk_size: int = 1 << 20) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

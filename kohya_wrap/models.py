@@ -172,6 +172,12 @@ def resolve_base_model(source: str, *, allow_pickle: bool = False) -> BaseModel:
                     "use it only if you trust where it came from",
                 ),
             )
+        if not path.is_file():
+            # a FIFO, socket or device: reading its header would block or never end
+            raise ModelError(
+                f"base model {path} is not a regular file (a pipe, socket or device)",
+                "give the .safetensors file itself, or a diffusers model folder",
+            )
         return _check_file(path, source, allow_pickle, "file")
     if _looks_like_path(source):
         raise ModelError(f"base model {path} does not exist", "check the path, or give a Hugging Face repo id")

@@ -33,6 +33,7 @@ from kohya_wrap.sdscripts import (
     convert,
     cross_checks,
     did_you_mean,
+    sample_prompt_problem,
     unknown_key_hint,
 )
 
@@ -47,6 +48,8 @@ OLDEST_SCHEMA = 1
 MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
 
 OURS_TABLE = "kohya_wrap"
+# the most steps (or repeats, epochs) a [kohya_wrap] count may ask for: weeks of training on any GPU
+MAX_STEPS = 1_000_000
 # sd_scripts_commit: informational, written by `presets export`: the sd-scripts commit the values ran on.
 TOP_LEVEL_KEYS = ("schema", "extends", "description", "sd_scripts_commit")
 PRESETS_PACKAGE = "kohya_wrap.presets"
@@ -60,19 +63,25 @@ class OurKey:
     help: str
     choices: tuple[Any, ...] | None = None
     minimum: float | None = None
+    maximum: float | None = None  # far beyond any use: a bigger value is a mistake (or a hostile preset)
 
 
 OUR_KEYS: Mapping[str, OurKey] = MappingProxyType(
     {
         k.name: k
         for k in (
-            OurKey("target_steps", "int", 3000, "total optimization steps plan aims for", minimum=1),
-            OurKey("min_steps", "int", 2000, "fewest total steps plan accepts", minimum=1),
-            OurKey("max_steps", "int", 5000, "most total steps plan accepts", minimum=1),
+            OurKey("target_steps", "int", 3000, "total optimization steps plan aims for", minimum=1, maximum=MAX_STEPS),
+            OurKey("min_steps", "int", 2000, "fewest total steps plan accepts", minimum=1, maximum=MAX_STEPS),
+            OurKey("max_steps", "int", 5000, "most total steps plan accepts", minimum=1, maximum=MAX_STEPS),
             OurKey(
-                "preferred_epochs", "int", 10, "among equally near totals, plan picks about this many epochs", minimum=1
+                "preferred_epochs",
+                "int",
+                10,
+                "among equally near totals, plan picks about this many epochs",
+                minimum=1,
+                maximum=MAX_STEPS,
             ),
-            OurKey("max_repeats", "int", 1000, "the most repeats plan gives a folder", minimum=1),
+            OurKey("max_repeats", "int", 1000, "the most repeats plan gives a folder", minimum=1, maximum=MAX_STEPS),
             OurKey(
                 "keep_repeats",
                 "bool",
@@ -86,7 +95,14 @@ OUR_KEYS: Mapping[str, OurKey] = MappingProxyType(
                 True,
                 "plan puts every step in one epoch (repeats instead of epochs), so a stopped run resumes correctly",
             ),
-            OurKey("size", "int", 512, "prepare: the side of the square training images, in pixels", minimum=64),
+            OurKey(
+                "size",
+                "int",
+                512,
+                "prepare: the side of the square training images, in pixels",
+                minimum=64,
+                maximum=4096,
+            ),
             OurKey("crop", "str", "face", "prepare: how a photo is cropped to a square", choices=("face", "center")),
             OurKey(
                 "auto_mixed_precision",
@@ -102,11 +118,25 @@ OUR_KEYS: Mapping[str, OurKey] = MappingProxyType(
                 "{token} the trigger word, {class} the class word",
             ),
             OurKey("negative_prompt", "str", "", "negative prompt for every sample"),
-            OurKey("sample_steps", "int", 28, "sampling steps per sample image", minimum=1),
-            OurKey("sample_scale", "float", 7.0, "classifier-free guidance scale of the samples", minimum=0),
-            OurKey("sample_seed", "int", 1234, "seed of the first sample prompt; the next ones count up", minimum=0),
+            OurKey("sample_steps", "int", 28, "sampling steps per sample image", minimum=1, maximum=1000),
             OurKey(
-                "sample_size", "int", 0, "side of the sample images in pixels; 0: the training resolution", minimum=0
+                "sample_scale", "float", 7.0, "classifier-free guidance scale of the samples", minimum=0, maximum=100
+            ),
+            OurKey(
+                "sample_seed",
+                "int",
+                1234,
+                "seed of the first sample prompt; the next ones count up",
+                minimum=0,
+                maximum=2**32 - 1000,
+            ),
+            OurKey(
+                "sample_size",
+                "int",
+                0,
+                "side of the sample images in pixels; 0: the training resolution",
+                minimum=0,
+                maximum=4096,
             ),
         )
     }
@@ -193,6 +223,8 @@ def _read(path: Path) -> dict[str, Any]:
         doc = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as e:
         raise PresetError(f"{path}: not valid TOML: {e}") from None
+    except RecursionError:
+        raise PresetError(f"{path}: not a preset: its arrays or tables nest too deeply to read") from None
     except (OSError, UnicodeDecodeError) as e:
         raise PresetError(f"{path}: cannot be read: {e}") from None
     return migrate(doc, path)
@@ -233,14 +265,14 @@ def convert_ours(key: str, value: Any, *, from_text: bool = False) -> Any:
             if text.startswith("["):
                 try:
                     value = tomllib.loads(f"v = {text}")["v"]
-                except tomllib.TOMLDecodeError:
+                except (tomllib.TOMLDecodeError, RecursionError):
                     raise bad from None
             else:
                 value = [str(value)]
         else:
             try:
                 value = tomllib.loads(f"v = {text}")["v"]
-            except tomllib.TOMLDecodeError:
+            except (tomllib.TOMLDecodeError, RecursionError):
                 raise bad from None
     if spec.kind == "bool":
         ok = isinstance(value, bool)
@@ -259,7 +291,33 @@ def convert_ours(key: str, value: Any, *, from_text: bool = False) -> Any:
         raise ArgumentError(key, f"{key} = {value!r} is not one of " + ", ".join(map(repr, spec.choices)))
     if spec.minimum is not None and value < spec.minimum:
         raise ArgumentError(key, f"{key} must be at least {spec.minimum:g}, got {value!r}")
+    if spec.maximum is not None and value > spec.maximum:
+        raise ArgumentError(key, f"{key} = {value!r} is out of range: it must be at most {spec.maximum:g}")
+    if key == "prompts":
+        for template in value:
+            _check_prompt_template(template)
+    elif key == "negative_prompt":
+        problem = sample_prompt_problem(value, negative=True)
+        if problem:
+            raise ArgumentError(key, f"negative_prompt: {problem}")
     return value
+
+
+# The words plan puts into a prompt template; validate fills them with a stand-in to check what plan checks.
+PROMPT_WORDS = ("subject", "token", "class")
+
+
+def _check_prompt_template(template: str) -> None:
+    """plan's checks of one [kohya_wrap] prompts entry, made when the preset is read (so `presets validate` agrees)."""
+    try:
+        text = template.format(**{w: "x" for w in PROMPT_WORDS})
+    except (KeyError, IndexError, ValueError) as e:
+        raise ArgumentError(
+            "prompts", f"prompts: {template!r} has an unknown placeholder {e}", "use {subject}, {token} or {class}"
+        ) from None
+    problem = sample_prompt_problem(text)
+    if problem:
+        raise ArgumentError("prompts", f"prompts: {problem}")
 
 
 def _our_type_name(kind: str) -> str:
@@ -352,14 +410,23 @@ def _chain(start: Path) -> list[tuple[Path, dict[str, Any]]]:
             return chain
         if not isinstance(parent, str) or not parent:
             raise PresetError(f"{_where(path, None, 'extends')}: must be a preset name, got {parent!r}")
+        if "/" in parent or "\\" in parent or "\0" in parent or parent in (".", ".."):
+            # an untrusted preset must not make us read any file: only siblings and shipped presets
+            raise PresetError(
+                f"{_where(path, None, 'extends')}: {parent!r} must be a file in the same folder (NAME.toml, "
+                "without a path) or a shipped preset name",
+                "presets: " + ", ".join(shipped_names()),
+            )
         if parent.endswith(".toml"):
-            if "/" in parent or "\\" in parent:
-                raise PresetError(
-                    f"{_where(path, None, 'extends')}: {parent!r} must be a file in the same folder, without a path"
-                )
-            path = path.parent / parent
+            folder = path.parent
+            path = folder / parent
             if not path.is_file():
-                raise PresetError(f"{_where(path, None, 'extends')}: {path} does not exist")
+                raise PresetError(f"{_where(chain[-1][0], None, 'extends')}: {path} does not exist")
+            if path.resolve().parent != folder.resolve():
+                raise PresetError(
+                    f"{_where(chain[-1][0], None, 'extends')}: {parent!r} is a link out of the preset's folder; "
+                    "extends must name a file in the same folder"
+                )
         else:
             try:
                 path = find(parent)

@@ -12,6 +12,8 @@ forward signals to its child (accelerate/commands/launch.py: simple_launcher; do
 - Ctrl-C (SIGINT), SIGTERM or SIGHUP to kohya-wrap: the first sends SIGINT to the child's whole
   group and keeps reading until it exits; the second sends SIGKILL to the group.
   stop() does the same from code (for example when the loss became NaN).
+- A group that ignores the SIGINT (a hung trainer, one that masks it) gets SIGTERM after
+  STOP_TERM_AFTER_S and SIGKILL STOP_KILL_AFTER_S later: a stop never waits for the trainer to finish.
 - On the way out, by any path (exceptions included), whatever is left of the group is killed:
   no process of it outlives stream().
 """
@@ -34,6 +36,10 @@ READ_SIZE = 65536
 # After our direct child exits, what is left of its group gets this long to finish on its own.
 GROUP_EXIT_GRACE_S = 10.0
 _FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+# After a stop's SIGINT: SIGTERM to the group when it is still there this long after, then SIGKILL.
+# sd-scripts stops on SIGINT within a second or two (KeyboardInterrupt in its loop, transcript F5).
+STOP_TERM_AFTER_S = 8.0
+STOP_KILL_AFTER_S = 4.0
 
 
 @dataclass(frozen=True)
@@ -118,7 +124,10 @@ class Streamer:
         self._proc: subprocess.Popen[bytes] | None = None
         self._stop_reason: str | None = None
         self._stops = 0
+        self._stopped_at: float | None = None  # monotonic time of the first stop's SIGINT
+        self._termed = False
         self._killed = False
+        self.log_error: OSError | None = None  # why train.log stopped growing (a full disk), if it did
 
     # -- control -----------------------------------------------------------------------------
 
@@ -127,12 +136,25 @@ class Streamer:
         if self._stop_reason is None:
             self._stop_reason = reason
         self._stops += 1
+        if self._stopped_at is None:
+            self._stopped_at = time.monotonic()
         if self._proc is None:
             return
         if self._stops == 1:
             _killpg(self._proc.pid, signal.SIGINT)
         else:
             self.kill()
+
+    def _escalate(self) -> None:
+        """A stopped group still running: SIGTERM after STOP_TERM_AFTER_S, SIGKILL after STOP_KILL_AFTER_S more."""
+        if self._stopped_at is None or self._proc is None or self._killed:
+            return
+        waited = time.monotonic() - self._stopped_at
+        if waited > STOP_TERM_AFTER_S + STOP_KILL_AFTER_S:
+            self.kill()
+        elif waited > STOP_TERM_AFTER_S and not self._termed:
+            self._termed = True
+            _killpg(self._proc.pid, signal.SIGTERM)
 
     def kill(self) -> None:
         if self._proc is not None:
@@ -158,7 +180,8 @@ class Streamer:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         started = time.time()
         try:
-            with open(self.log_path, "ab") as log:
+            # unbuffered: a write the disk refuses is dropped whole, never left in a buffer to fail again
+            with open(self.log_path, "ab", buffering=0) as log:
                 try:
                     self._proc = subprocess.Popen(
                         self.argv,
@@ -210,6 +233,7 @@ class Streamer:
         open_streams = 2
         exited_at: float | None = None
         while open_streams:
+            self._escalate()
             try:
                 name, data = chunks.get(timeout=self.idle_s)
             except queue.Empty:
@@ -230,8 +254,11 @@ class Streamer:
             if data is None:
                 open_streams -= 1
                 continue
-            log.write(data)  # type: ignore[attr-defined]
-            log.flush()  # type: ignore[attr-defined]
+            if self.log_error is None:
+                try:
+                    log.write(data)  # type: ignore[attr-defined]
+                except OSError as e:  # a full disk: the trainer is still followed, the log stops here
+                    self.log_error = e
             self.on_output(name, data)
         returncode = proc.wait()
         proc.stdout.close()

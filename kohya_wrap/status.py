@@ -23,6 +23,7 @@ from kohya_wrap import events as ev
 from kohya_wrap import rundir
 from kohya_wrap.errors import RunDirError
 from kohya_wrap.rundir import EVENTS_JSONL, PLAN_JSON, Plan, RunFold, SavedFile, format_duration, resume_command
+from kohya_wrap.safetensors_header import incomplete
 from kohya_wrap.score import load_score, recommended_line, recommended_step
 from kohya_wrap.sdscripts import validation_losses
 
@@ -241,9 +242,9 @@ def _snapshot(run_dir: Path, fold: _Fold, plan: Plan | None, *, now: float | Non
     scored = load_score(run_dir)
     validation = _last_validation_loss(files.tensorboard_dir)
     last_state = fold.last_state
-    can_resume = last_state is not None and (
-        state in (STALLED, INTERRUPTED) or (state == FAILED and outcome in STOPPED_OUTCOMES)
-    )
+    stopped = state in (STALLED, INTERRUPTED) or (state == FAILED and outcome in STOPPED_OUTCOMES)
+    # a trainer that finished without saving states, its end never recorded: `train --resume` records it
+    can_resume = stopped and (last_state is not None or (plan is not None and rundir.trained_to_the_end(plan)))
     finished = fold.finished
     return RunStatus(
         run_dir=str(run_dir),
@@ -278,7 +279,7 @@ def _snapshot(run_dir: Path, fold: _Fold, plan: Plan | None, *, now: float | Non
         stale_after_s=stale_after_s,
         preset=plan.preset_name if plan is not None else None,
         lora_file=lora_file,
-        lora_exists=lora_file is not None and Path(lora_file).is_file(),
+        lora_exists=lora_file is not None and Path(lora_file).is_file() and incomplete(Path(lora_file)) is None,
         resumable=can_resume,
         resume_command=resume_command(run_dir) if can_resume else None,
         unreadable_lines=fold.unreadable_lines,

@@ -15,6 +15,8 @@ from kohya_wrap.sdscripts.output import STDERR, STDOUT, OutputParser
 
 TRANSCRIPTS = Path(__file__).parent / "data" / "transcripts"
 PROMPTS = ("a photo of ohwx man", 'ohwx man <on> a beach & "sunset"')
+# a complete safetensors file with no tensors: a stand-in LoRA that passes the completeness check
+STAND_IN_LORA = b"\x08\x00\x00\x00\x00\x00\x00\x00{}      "
 OUTPUT_NAME = "tinylora"
 
 
@@ -121,7 +123,7 @@ def make_run(
                 output / "sample" / f"{OUTPUT_NAME}_{step:06d}_{index:02d}_20261125091531_42.png"
             )
     for stem in (f"{OUTPUT_NAME}-step00000002", OUTPUT_NAME) if with_lora else ():
-        (output / f"{stem}.safetensors").write_bytes(b"stand-in")
+        (output / f"{stem}.safetensors").write_bytes(STAND_IN_LORA)
     if with_run_json:
         (run_dir / "run.json").write_text(
             json.dumps(

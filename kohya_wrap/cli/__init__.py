@@ -70,6 +70,16 @@ class LazyGroup(click.Group):
             ctx.exit(ExitCode.INTERRUPTED)
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
             raise
+        except OSError as e:
+            from kohya_wrap.cli.output import print_error, report_unexpected
+            from kohya_wrap.errors import disk_error
+
+            problem = disk_error(e)
+            if problem is None:
+                report_unexpected(e)
+                ctx.exit(ExitCode.UNEXPECTED)
+            print_error(problem)
+            ctx.exit(problem.exit_code)
         except Exception as e:  # noqa: BLE001  one place turns bugs into a log and exit 3
             from kohya_wrap.cli.output import report_unexpected
 

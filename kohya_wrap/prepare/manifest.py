@@ -16,7 +16,7 @@ from typing import Any
 
 from kohya_wrap import __version__
 from kohya_wrap.errors import DatasetError
-from kohya_wrap.fsutil import sha256_bytes
+from kohya_wrap.fsutil import load_json, sha256_bytes
 from kohya_wrap.prepare.records import Finding, IdentityCheck, OutputImage, Subset
 
 MANIFEST_NAME = "prepare.json"
@@ -48,8 +48,8 @@ def load(dataset_dir: Path) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        data = load_json(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
         raise DatasetError(
             f"{path} cannot be read as a prepare manifest: {e}",
             "Remove it, or run prepare with --force to rebuild the dataset folder.",

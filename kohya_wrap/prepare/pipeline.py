@@ -8,6 +8,8 @@ An interrupted run leaves the previous dataset, or none, never a half-written im
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import multiprocessing
 import os
 import re
@@ -15,7 +17,7 @@ import shutil
 import string
 import sys
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -90,8 +92,18 @@ def render_caption(template: str, token: str, class_word: str) -> str:
 
 
 def prepare_dataset(options: PrepareOptions, on_progress: Callable[[int, int], None] | None = None) -> PrepareResult:
-    """Build (or bring up to date) options.dataset_dir; on_progress(done, total) after each source photo."""
-    src_dir, reg_dir, dataset_dir = _check_paths(options)
+    """Build (or bring up to date) options.dataset_dir; on_progress(done, total) after each source photo.
+
+    One prepare at a time writes a dataset folder: a second one is refused (the lock's holder named).
+    """
+    _, _, dataset_dir = _check_paths(options)
+    _check_options(options)
+    with dataset_lock(dataset_dir):
+        return _prepare_locked(options, on_progress)
+
+
+def _check_options(options: PrepareOptions) -> tuple[str, str]:
+    """The checks of the options alone (before the dataset folder is made or locked); the two captions."""
     _check_words(options)
     caption = render_caption(options.caption, options.token, options.class_word)
     reg_caption = render_caption(options.caption, "", options.class_word)
@@ -108,9 +120,37 @@ def prepare_dataset(options: PrepareOptions, on_progress: Callable[[int, int], N
         )
     if options.repeats is not None and options.repeats < 1:
         raise DatasetError(f"--repeats {options.repeats} must be at least 1", "Leave it out to let `plan` choose.")
+    return caption, reg_caption
+
+
+@contextlib.contextmanager
+def dataset_lock(dataset_dir: Path) -> Iterator[None]:
+    """An OS lock (flock) on the dataset folder itself, held for the whole prepare: the kernel frees it
+    when the process ends, kill -9 included, and it leaves no file in the dataset."""
+    dataset_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(dataset_dir, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise DatasetError(
+                f"dataset folder {dataset_dir} is being written by another `kohya-wrap prepare`; "
+                "one prepare at a time writes a dataset folder",
+                "wait for the other prepare to end (or stop it), then run this one again",
+            ) from None
+        yield
+    finally:
+        os.close(fd)
+
+
+def _prepare_locked(options: PrepareOptions, on_progress: Callable[[int, int], None] | None) -> PrepareResult:
+    src_dir, reg_dir, dataset_dir = _check_paths(options)
+    caption, reg_caption = _check_options(options)
 
     old = manifest.load(dataset_dir) if dataset_dir.is_dir() else None
-    _check_dataset_dir(dataset_dir, old, options.force)
+    # a staging folder without a manifest: a prepare of ours stopped after its swap; its img/ is ours to replace
+    interrupted = old is None and (dataset_dir / STAGING_NAME).is_dir()
+    _check_dataset_dir(dataset_dir, old, options.force or interrupted)
     repeats = options.repeats if options.repeats is not None else DEFAULT_REPEATS
     parameters: dict[str, Any] = {
         "token": options.token,
@@ -190,7 +230,13 @@ def prepare_dataset(options: PrepareOptions, on_progress: Callable[[int, int], N
                     identity=identity_model is not None and not group.is_reg,
                 )
             )
-    outcomes = _run(tasks, options.jobs, on_progress)
+    try:
+        outcomes = _run(tasks, options.jobs, on_progress)
+    except OSError:
+        # a full disk: give back the space of the half-built images; the staging folder itself stays,
+        # so plan knows this folder is unfinished until a prepare completes
+        shutil.rmtree(staging / "work", ignore_errors=True)
+        raise
 
     images: list[OutputImage] = []
     subsets: list[Subset] = []
@@ -233,7 +279,7 @@ def prepare_dataset(options: PrepareOptions, on_progress: Callable[[int, int], N
     )
     lint_findings = lint.lint(images, detector, options.crop, check)
     findings += skipped + lint_findings
-    findings += _swap_in(dataset_dir, staging, old is not None)
+    findings += _swap_in(dataset_dir, staging, old is not None or interrupted)
     detection = (
         detector
         if detector is not None

@@ -61,6 +61,19 @@ def register_heif_opener() -> None:
         pillow_heif.register_heif_opener()
 
 
+def _label(name: str) -> str:
+    """A file name as text: a name that is not valid UTF-8 (decoded with surrogates) shows its bytes as \\xNN.
+
+    The file is still read by its real path; the label is what prepare.json, the findings and the
+    terminal show, and they must be valid UTF-8.
+    """
+    try:
+        name.encode("utf-8")
+        return name
+    except UnicodeEncodeError:
+        return os.fsencode(name).decode("utf-8", "backslashreplace")
+
+
 def discover(root: Path, exclude: Path | None = None) -> Discovery:
     """Every photo under `root`, sorted by relative path; `exclude` (a folder) is not entered."""
     root_real = Path(os.path.realpath(root))
@@ -92,7 +105,8 @@ def discover(root: Path, exclude: Path | None = None) -> Discovery:
         for entry in entries:
             if entry.name.startswith("."):
                 continue
-            rel = f"{rel_folder}/{entry.name}" if rel_folder else entry.name
+            name = _label(entry.name)
+            rel = f"{rel_folder}/{name}" if rel_folder else name
             path = Path(entry.path)
             try:
                 if entry.is_symlink():

@@ -15,6 +15,7 @@ from kohya_wrap import rundir
 from kohya_wrap.errors import RunDirError
 from kohya_wrap.events import read_events
 from kohya_wrap.rundir import LossPoint, Plan, RunFold, RunManifest
+from kohya_wrap.safetensors_header import incomplete
 
 
 @dataclass(frozen=True)
@@ -99,7 +100,8 @@ def load_run(run_dir: Path) -> RunSummary:
         final_loss=fold.final_loss,
         outcome=outcome,
         exit_code=exit_code,
-        lora_file=plan.lora_file if plan.lora_file.is_file() else None,
+        # listed only when complete: a file cut short by a kill mid-save is no output
+        lora_file=plan.lora_file if plan.lora_file.is_file() and incomplete(plan.lora_file) is None else None,
         output_dir=plan.output_dir,
         output_name=plan.output_name,
         loss=tuple(fold.loss),

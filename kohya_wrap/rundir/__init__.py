@@ -31,6 +31,7 @@ from kohya_wrap.rundir.manifest import (
     Attempt,
     FileEntry,
     RunManifest,
+    check_shape,
     read_manifest,
     read_manifest_json,
     record_score,
@@ -43,6 +44,7 @@ from kohya_wrap.rundir.plan_record import (
     PlanSubset,
     check_new_run_dir,
     read_plan,
+    trained_to_the_end,
     write_plan,
 )
 
@@ -85,9 +87,11 @@ __all__ = [
     "is_planned",
     "lock_holder",
     "paths",
+    "check_shape",
     "read_manifest",
     "read_manifest_json",
     "read_plan",
+    "trained_to_the_end",
     "record_score",
     "resume_command",
     "write_manifest",

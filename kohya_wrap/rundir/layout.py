@@ -33,6 +33,8 @@ REPORT_HTML = "report.html"
 SAMPLES_DIR = "samples"  # one folder per `kohya-wrap sample` session
 SCORE_JSON = "score.json"
 LOCK_FILE = ".lock"
+# Space train sets aside while the trainer runs, given back to write run.json when the disk filled up.
+RUN_JSON_RESERVE = ".run.json.reserve"
 
 
 @dataclass(frozen=True)
@@ -104,6 +106,10 @@ class RunPaths:
     @property
     def lock(self) -> Path:
         return self.run_dir / LOCK_FILE
+
+    @property
+    def run_json_reserve(self) -> Path:
+        return self.run_dir / RUN_JSON_RESERVE
 
 
 def paths(run_dir: str | os.PathLike[str]) -> RunPaths:

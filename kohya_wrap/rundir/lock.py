@@ -17,6 +17,7 @@ from pathlib import Path
 from types import TracebackType
 
 from kohya_wrap.errors import RunDirError
+from kohya_wrap.fsutil import load_json
 from kohya_wrap.rundir.layout import paths
 
 
@@ -42,7 +43,7 @@ class RunBusy(RunDirError):
 
 def _read_holder(path: Path) -> LockHolder:
     try:
-        doc = json.loads(path.read_text(encoding="utf-8") or "{}")
+        doc = load_json(path.read_text(encoding="utf-8") or "{}")
     except (OSError, ValueError):
         doc = {}
     pid = doc.get("pid")

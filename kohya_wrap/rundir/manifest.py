@@ -7,7 +7,6 @@ runs table read it. Reading is lenient: a field an older kohya-wrap did not writ
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -15,9 +14,81 @@ from pathlib import Path
 from typing import Any
 
 from kohya_wrap import __version__
-from kohya_wrap.fsutil import atomic_write_json, sha256_file
+from kohya_wrap.fsutil import atomic_write_json, load_json, sha256_file
+from kohya_wrap.safetensors_header import incomplete
 
 MANIFEST_SCHEMA = 1
+
+_NUMBER = (int, float)
+_OBJECT = (dict,)
+_LIST = (list,)
+
+
+def check_shape(
+    doc: Any, shape: Mapping[str, tuple[type, ...]], where: str, required: tuple[str, ...] = ()
+) -> Mapping[str, Any]:
+    """`doc` as a JSON object whose present, non-null keys have the types `shape` gives (bool is no number),
+    and whose `required` keys are present and not null.
+
+    ValueError naming the key otherwise: a file someone edited reads as damaged, never as a crash later.
+    """
+    if not isinstance(doc, dict):
+        raise ValueError(f"{where} is a JSON {type(doc).__name__}, not an object")
+    for key, types in shape.items():
+        value = doc.get(key)
+        if value is None:
+            if key in required:
+                raise ValueError(f"{where}: {key} is missing")
+            continue
+        if (isinstance(value, bool) and bool not in types) or not isinstance(value, types):
+            names = " or ".join(t.__name__ for t in types)
+            raise ValueError(f"{where}: {key} is {type(value).__name__} {value!r:.40}, not {names}")
+    return doc
+
+
+def _items(doc: Mapping[str, Any], key: str, where: str) -> list[Any]:
+    items = doc.get(key) or []
+    for i, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise ValueError(f"{where}: {key}[{i}] is not an object")
+    return items
+
+
+_FILE_ENTRY = {
+    "path": (str,),
+    "step": (int,),
+    "exists": (bool,),
+    "bytes": (int,),
+    "sha256": (str,),
+    "complete": (bool,),
+    "problem": (str,),
+}
+_ATTEMPT = {
+    "started_at": (str,),
+    "ended_at": (str,),
+    "duration_s": _NUMBER,
+    "outcome": (str,),
+    "exit_code": (int,),
+    "returncode": (int,),
+    "stop_reason": (str,),
+    "resumed_from": (str,),
+    "resumed_at_step": (int,),
+    "argv": _LIST,
+    "machine": _OBJECT,
+}
+_MANIFEST = {
+    "run_dir": (str,),
+    "outcome": (str,),
+    "exit_code": (int,),
+    "started_at": (str,),
+    "ended_at": (str,),
+    **{k: _OBJECT for k in ("preset", "values", "value_sources", "base_model", "sd_scripts", "machine")},
+    **{k: _OBJECT for k in ("environment", "steps", "lora", "verification", "score")},
+    **{k: _LIST for k in ("checkpoints", "states", "samples", "errors", "attempts")},
+    "dataset_manifest_sha256": (str,),
+    "mean_it_per_s": _NUMBER,
+    "final_loss": (int, float, str),
+}
 
 
 @dataclass(frozen=True)
@@ -27,27 +98,38 @@ class FileEntry:
     exists: bool = True
     bytes: int | None = None
     sha256: str | None = None
+    problem: str | None = None  # why the file is not a complete safetensors file (cut short by a kill mid-save)
+
+    @property
+    def complete(self) -> bool:
+        return self.exists and self.problem is None
 
     @staticmethod
     def of(path: Path, step: int | None) -> FileEntry:
         if not path.is_file():
             return FileEntry(str(path), step, exists=False)
-        return FileEntry(str(path), step, True, path.stat().st_size, sha256_file(path))
+        problem = incomplete(path) if path.suffix == ".safetensors" else None
+        return FileEntry(str(path), step, True, path.stat().st_size, sha256_file(path), problem)
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"path": self.path, "step": self.step, "exists": self.exists}
         if self.exists:
             out["bytes"], out["sha256"] = self.bytes, self.sha256
+            out["complete"] = self.problem is None
+            if self.problem is not None:
+                out["problem"] = self.problem
         return out
 
     @staticmethod
     def from_json(doc: Mapping[str, Any]) -> FileEntry:
+        check_shape(doc, _FILE_ENTRY, "a file entry")
         return FileEntry(
             str(doc.get("path", "")),
             doc.get("step"),
             bool(doc.get("exists", True)),
             doc.get("bytes"),
             doc.get("sha256"),
+            (doc.get("problem") or "incomplete") if doc.get("complete") is False else None,
         )
 
 
@@ -74,6 +156,9 @@ class Attempt:
 
     @staticmethod
     def from_json(doc: Mapping[str, Any]) -> Attempt:
+        check_shape(doc, _ATTEMPT, "an attempt")
+        if not all(isinstance(a, str) for a in doc.get("argv") or ()):
+            raise ValueError("an attempt: argv holds a non-string")
         return Attempt(
             str(doc.get("started_at", "")),
             str(doc.get("ended_at", "")),
@@ -152,7 +237,13 @@ class RunManifest:
 
     @staticmethod
     def from_json(doc: Mapping[str, Any]) -> RunManifest:
+        """ValueError when a field has the wrong type (a hand-edited or damaged run.json)."""
+        check_shape(doc, _MANIFEST, "run.json")
+        for key in ("states", "samples", "errors"):
+            _items(doc, key, "run.json")
         loss = doc.get("final_loss")
+        if isinstance(loss, str) and loss not in ("nan", "inf", "-inf"):
+            raise ValueError(f"run.json: final_loss is {loss!r}, not a number")
         return RunManifest(
             run_dir=str(doc.get("run_dir", "")),
             outcome=str(doc.get("outcome", "")),
@@ -201,10 +292,11 @@ def read_manifest(path: Path) -> RunManifest | None:
 def read_manifest_json(path: Path) -> dict[str, Any] | None:
     """run.json as written, for the report's table of every field."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = load_json(path.read_text(encoding="utf-8"))
+        RunManifest.from_json(data)  # a field of the wrong type makes the whole file unreadable, here
     except (OSError, ValueError):
         return None
-    return data if isinstance(data, dict) else None
+    return data
 
 
 def record_score(run_dir: Path, score: Mapping[str, Any]) -> None:

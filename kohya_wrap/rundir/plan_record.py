@@ -8,16 +8,15 @@ in run.json. Schema 1 (which held the planning machine's command line) is conver
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
 from kohya_wrap import __version__
 from kohya_wrap.errors import KohyaWrapError, RunDirError
-from kohya_wrap.fsutil import atomic_write_json, atomic_write_text
+from kohya_wrap.fsutil import atomic_write_json, atomic_write_text, load_json
 from kohya_wrap.rundir.layout import (
     ACCELERATE_CONFIG,
     CONFIG_TOML,
@@ -29,6 +28,7 @@ from kohya_wrap.rundir.layout import (
     RUN_FILES,
     SAMPLE_PROMPTS,
 )
+from kohya_wrap.rundir.manifest import check_shape
 
 PLAN_SCHEMA = 2
 READABLE_SCHEMAS = (1, 2)
@@ -130,6 +130,9 @@ class Plan:
     sd_scripts: Mapping[str, Any]  # the checkout it was planned against: commit, matches_pin
     warnings: tuple[str, ...] = ()
     files: Mapping[str, str] = field(default_factory=dict)  # file name in RUN_DIR -> its text
+    # where plan wrote the run directory, when it is now elsewhere (copied or moved): config.toml's
+    # paths still point there, so train points them here (sdscripts.relocated_args)
+    planned_at: Path | None = None
 
     @property
     def max_train_steps(self) -> int:
@@ -247,8 +250,8 @@ def read_plan(run_dir: str | Path) -> Plan:
             "make one with `kohya-wrap plan DATASET_DIR --preset NAME --base-model MODEL -o RUN_DIR`",
         )
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        doc = load_json(path.read_text(encoding="utf-8"))
+    except ValueError as e:
         raise RunDirError(f"{path} cannot be read as JSON: {e}", "plan the run again into a new directory") from None
     if not isinstance(doc, dict):
         raise RunDirError(
@@ -259,8 +262,13 @@ def read_plan(run_dir: str | Path) -> Plan:
             f"{path} has plan schema {doc.get('schema')!r}; this kohya-wrap reads {PLAN_SCHEMA}",
             "plan the run again with this kohya-wrap",
         )
+    try:
+        _check_plan_shape(doc, path)
+    except ValueError as e:
+        raise RunDirError(f"{e}", "plan the run again into a new directory") from None
     launch = _launch_from_schema_1(doc) if doc["schema"] == 1 else doc["launch"]
     try:
+        planned_at = Path(doc["output"]["dir"]).parent
         files = {
             name: (run / name).read_text(encoding="utf-8")
             for name in (CONFIG_TOML, DATASET_TOML, SAMPLE_PROMPTS)
@@ -274,7 +282,7 @@ def read_plan(run_dir: str | Path) -> Plan:
             preset_files=tuple(doc["preset"]["files"]),
             dataset_dir=doc["dataset"]["dir"],
             manifest_sha256=doc["dataset"]["manifest_sha256"],
-            subsets=tuple(PlanSubset(**s) for s in doc["dataset"]["subsets"]),
+            subsets=tuple(_relocated(PlanSubset(**s), planned_at, run) for s in doc["dataset"]["subsets"]),
             base_model=MappingProxyType(doc["base_model"]),
             tokenizer_cache_dir=doc["tokenizer_cache_dir"],
             values=MappingProxyType({k: v["value"] for k, v in doc["values"].items()}),
@@ -283,12 +291,85 @@ def read_plan(run_dir: str | Path) -> Plan:
             steps=MappingProxyType(doc["steps"]),
             launch=LaunchRequest.from_json(launch),
             env=MappingProxyType(dict(launch.get("env") or {})),
-            output_dir=Path(doc["output"]["dir"]),
+            # the run directory's own output folder wherever it is now, never plan time's absolute path
+            output_dir=run / OUTPUT_DIR,
             output_name=doc["output"]["name"],
-            lora_file=Path(doc["output"]["lora_file"]),
+            lora_file=run / OUTPUT_DIR / Path(doc["output"]["lora_file"]).name,
+            planned_at=planned_at if planned_at != run else None,
             sd_scripts=MappingProxyType({k: v for k, v in doc["sd_scripts"].items() if k != "path"}),
             warnings=tuple(doc.get("warnings", ())),
             files=MappingProxyType(files),
         )
-    except (KeyError, TypeError, ValueError) as e:
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise RunDirError(f"{path} is missing or has a bad {e}", "plan the run again with this kohya-wrap") from None
+
+
+def _relocated(subset: PlanSubset, planned_at: Path, run: Path) -> PlanSubset:
+    """A subset folder inside the run directory where it was planned (`run` prepares the dataset there),
+    read inside the run directory where it is now."""
+    folder = Path(subset.dir)
+    if planned_at == run or planned_at not in folder.parents:
+        return subset
+    return replace(subset, dir=str(run / folder.relative_to(planned_at)))
+
+
+_STR, _INT, _DICT, _LIST = (str,), (int,), (dict,), (list,)
+
+
+def _check_plan_shape(doc: dict[str, Any], path: Path) -> None:
+    """ValueError naming the first field of plan.json that has the wrong type (a hand edit, a damaged file)."""
+    where = str(path)
+    check_shape(
+        doc,
+        {
+            "created_at": _STR,
+            "schema": _INT,
+            "tokenizer_cache_dir": _STR,
+            "warnings": _LIST,
+            **{k: _DICT for k in ("preset", "dataset", "base_model", "values", "ours", "steps", "output")},
+            **{k: _DICT for k in ("sd_scripts", "launch")},
+        },
+        where,
+        ("created_at",),
+    )
+    for key in ("preset", "dataset", "base_model", "values", "ours", "steps", "output", "sd_scripts"):
+        if not isinstance(doc.get(key), dict):
+            raise ValueError(f"{where}: {key} is missing")
+    check_shape(doc["preset"], {"name": _STR, "sha256": _STR, "files": _LIST}, f"{where}: preset", ("name", "sha256"))
+    check_shape(doc["dataset"], {"dir": _STR, "manifest_sha256": _STR, "subsets": _LIST}, f"{where}: dataset", ("dir",))
+    for i, subset in enumerate(doc["dataset"].get("subsets") or ()):
+        shape = {"dir": _STR, "images": _INT, "repeats": _INT, "class_tokens": _STR, "is_reg": (bool,)}
+        check_shape(subset, shape, f"{where}: dataset.subsets[{i}]", tuple(shape))
+    check_shape(doc["base_model"], {"source": _STR, "path": _STR, "kind": _STR}, f"{where}: base_model", ("source",))
+    for key, entry in doc["values"].items():
+        check_shape(entry, {"source": _STR}, f"{where}: values.{key}")
+        if not isinstance(entry.get("source"), str) or "value" not in entry:
+            raise ValueError(f"{where}: values.{key} needs a value and a source")
+    check_shape(
+        doc["steps"], {"max_train_steps": _INT, "steps_per_epoch": _INT}, f"{where}: steps", ("max_train_steps",)
+    )
+    check_shape(
+        doc["output"], {"dir": _STR, "name": _STR, "lora_file": _STR}, f"{where}: output", ("dir", "name", "lora_file")
+    )
+    if not all(isinstance(w, str) for w in doc.get("warnings") or ()) or not all(
+        isinstance(f, str) for f in doc["preset"].get("files") or ()
+    ):
+        raise ValueError(f"{where}: warnings and preset.files hold strings only")
+
+
+def trained_to_the_end(plan: Plan) -> bool:
+    """The trainer finished the plan: the final LoRA is in output/, complete, and holds the planned last
+    step (`ss_steps`). Only the end of training writes that file (a step checkpoint has a suffix)."""
+    from kohya_wrap.safetensors_header import HeaderError, incomplete
+    from kohya_wrap.safetensors_header import read_header as read_safetensors_header
+    from kohya_wrap.sdscripts import training_step
+
+    path = plan.lora_file
+    if not path.is_file() or incomplete(path) is not None:
+        return False
+    try:
+        header, _ = read_safetensors_header(path)
+    except (OSError, HeaderError):
+        return False
+    meta = header.get("__metadata__")
+    return isinstance(meta, dict) and training_step(meta) == plan.max_train_steps

@@ -6,12 +6,12 @@ prompt, seed), from which the report draws a grid with one row per checkpoint an
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from kohya_wrap import rundir
+from kohya_wrap.fsutil import load_json
 
 MANIFEST_FILE = "samples.json"
 PROMPTS_FILE = "prompts.txt"
@@ -82,7 +82,7 @@ def load_sessions(run_dir: Path) -> list[SampleSession]:
     sessions = []
     for manifest in sorted(root.glob(f"*/{MANIFEST_FILE}")):
         try:
-            data = json.loads(manifest.read_text(encoding="utf-8"))
+            data = load_json(manifest.read_text(encoding="utf-8"))
             sessions.append(session_from_json(manifest.parent, data))
         except (OSError, ValueError, KeyError, TypeError):
             continue

@@ -8,12 +8,12 @@ RUN_DIR/score.json; score_images(REFERENCE_DIR, SAMPLES_DIR) scores any images. 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from kohya_wrap.faceid import INSTALL_HINT, scorer_available
+from kohya_wrap.fsutil import load_json
 from kohya_wrap.score.collect import ScoreError
 from kohya_wrap.score.scoring import CheckpointScore, ScoreReport
 
@@ -116,10 +116,20 @@ def load_score(run_dir: str | Path) -> dict[str, Any] | None:
 
     path = rundir.paths(run_dir).score_json
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
+        doc = load_json(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    return doc if isinstance(doc, dict) and isinstance(doc.get("checkpoints"), list) else None
+    return doc if _well_formed(doc) else None
+
+
+def _well_formed(doc: Any) -> bool:
+    """score.json's shape (a hand-edited or damaged file reads as no score, never as a crash later)."""
+    if not isinstance(doc, dict) or not isinstance(doc.get("checkpoints"), list):
+        return False
+    if not all(isinstance(c, dict) for c in doc["checkpoints"]):
+        return False
+    rec = doc.get("recommended")
+    return rec is None or isinstance(rec, dict)
 
 
 def recommended_step(doc: dict[str, Any] | None) -> int | None:

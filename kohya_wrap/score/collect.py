@@ -95,6 +95,7 @@ def load_run_plan(run_dir: Path) -> Any:
 
 def group_run_samples(run_dir: Path) -> tuple[list[SampleGroup], str]:
     """The training samples of a run, by step, each with the LoRA file saved at that step (if any)."""
+    from kohya_wrap.safetensors_header import incomplete
     from kohya_wrap.sdscripts import checkpoint_steps, find_samples, sample_dir, sample_step
 
     plan = load_run_plan(run_dir)
@@ -111,7 +112,12 @@ def group_run_samples(run_dir: Path) -> tuple[list[SampleGroup], str]:
         step = sample_step(name, spe if isinstance(spe, int) else None, plan.max_train_steps)
         if step is not None:
             by_step.setdefault(step, []).append(path)
-    files = checkpoint_steps(plan.output_dir, plan.output_name, plan.max_train_steps)
+    # a LoRA file cut short (a trainer killed mid-save) is never recommended: its step counts as having no file
+    files = {
+        step: path
+        for step, path in checkpoint_steps(plan.output_dir, plan.output_name, plan.max_train_steps).items()
+        if incomplete(path) is None
+    }
     groups = [SampleGroup(step, tuple(sorted(paths)), files.get(step)) for step, paths in sorted(by_step.items())]
     return groups, str(sample_dir(plan.output_dir))
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kohya_wrap.safetensors_header import incomplete
 from kohya_wrap.safetensors_header import read_header as read_safetensors_header
 from kohya_wrap.score.collect import ScoreError
 
@@ -124,6 +125,23 @@ def export_checkpoint(run_dir: str | Path, out: str | Path, *, step: int | None 
         )
     doc = load_score(run)
     note = ""
+    # every checkpoint is checked before it is exported: a file cut short (a trainer killed mid-save)
+    # would load nowhere, yet its header alone looks fine
+    broken = {s: why for s, p in files.items() if (why := incomplete(p)) is not None}
+    complete = {s: p for s, p in files.items() if s not in broken}
+    if step is not None and step in broken:
+        raise ScoreError(
+            f"the checkpoint of step {step} ({files[step].name}) is incomplete: {broken[step]}",
+            "export another step (--step N)"
+            + (f"; complete steps: {', '.join(str(s) for s in sorted(complete))}" if complete else ""),
+        )
+    if not complete:
+        last = max(broken)
+        raise ScoreError(
+            f"no complete LoRA file in {plan.output_dir}: {files[last].name} is incomplete ({broken[last]})",
+            "resume the run (`kohya-wrap train RUN_DIR --resume`) to save it again, or train it again",
+        )
+    rec = recommended_step(doc)
     if step is not None:
         if step not in files:
             raise ScoreError(
@@ -131,11 +149,13 @@ def export_checkpoint(run_dir: str | Path, out: str | Path, *, step: int | None 
                 f"saved steps: {', '.join(str(s) for s in sorted(files))}",
             )
         chosen, why = step, "--step"
-    elif (rec := recommended_step(doc)) is not None and rec in files:
+    elif rec is not None and rec in complete:
         chosen, why = rec, "recommended"
     else:
-        chosen, why = max(files), "last"
-        if doc is None:
+        chosen, why = max(complete), "last"
+        if rec is not None and rec in broken:
+            note = f"the recommended step {rec} has an incomplete LoRA file ({broken[rec]}); exported the last complete one"
+        elif doc is None:
             note = "no score.json: run `kohya-wrap score RUN_DIR` to export the recommended checkpoint"
         elif rec is not None:
             note = f"the recommended step {rec} has no LoRA file in {plan.output_dir} any more"

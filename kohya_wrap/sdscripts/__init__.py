@@ -81,6 +81,9 @@ _SURFACE: dict[str, tuple[str, str]] = {
     "render_dataset_toml": ("configs", "render_dataset_toml"),
     "render_sample_prompts": ("configs", "render_sample_prompts"),
     "with_batch_size": ("configs", "with_batch_size"),
+    "relocated_args": ("command", "relocated_args"),
+    "relocate_dataset_toml": ("configs", "relocate_dataset_toml"),
+    "sample_prompt_problem": ("configs", "sample_prompt_problem"),
     "tokenizer_subdir": ("configs", "tokenizer_subdir"),
     # launching
     "Launch": ("command", "Launch"),
@@ -205,6 +208,7 @@ if TYPE_CHECKING:
         default_cpu_threads,
         memory_args,
         precision_args,
+        relocated_args,
         render_accelerate_config,
         tokenizer_args,
     )
@@ -214,9 +218,11 @@ if TYPE_CHECKING:
         TOKENIZER_REQUIRED_FILES,
         DatasetSubset,
         SamplePrompt,
+        relocate_dataset_toml,
         render_config_toml,
         render_dataset_toml,
         render_sample_prompts,
+        sample_prompt_problem,
         tokenizer_subdir,
         with_batch_size,
     )

@@ -89,6 +89,12 @@ KNOWN_LR_SCHEDULERS = (
     "piecewise_constant",
 )
 _SCHEDULERS_WITHOUT_WARMUP = ("constant",)
+# The largest image side we let through: SD1.5 trains at 512-1024, and a 4096 px latent already needs
+# tens of GB of VRAM; a larger one only fails late, in the trainer.
+MAX_RESOLUTION = 4096
+# The largest integer any argument without a range of its own may take (a C int): 2**63-1 would
+# overflow numpy and torch, and no step count, batch or bucket size comes near it.
+MAX_INT = 2**31 - 1
 
 # Secrets never belong in a file we write (plan.json, config.toml) nor in a shared preset.
 SECRET_KEYS = {
@@ -113,6 +119,28 @@ MANAGED_KEYS = {
     "sample_prompts": "plan writes RUN_DIR/sample_prompts.txt from the [kohya_wrap] prompts",
     "debug_dataset": "it shows the dataset in a window and never ends on Linux",
 }
+# Values sd-scripts puts into a file name inside the run directory (train_network.py: `output_name` +
+# the step suffix under output_dir; library/train_util.py: `log_prefix` + the time stamp under logging_dir).
+# A path there would write outside the run directory, so each must be a plain name, whoever gives it.
+FILE_NAME_KEYS = ("output_name", "log_prefix")
+_PLAIN_NAME_MAX = 128  # with sd-scripts' suffixes ("-step00001000.safetensors") well under a 255-byte file name
+
+
+def plain_name_problem(value: str) -> str | None:
+    """Why `value` is not a plain file name (no folder, no hidden or relative name), or None."""
+    if not value:
+        return "is empty"
+    if "/" in value or "\\" in value:
+        return "holds a path separator"
+    if value.startswith("."):
+        return "starts with '.'"
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        return "holds a control character"
+    if len(value.encode("utf-8")) > _PLAIN_NAME_MAX:
+        return f"is longer than {_PLAIN_NAME_MAX} bytes"
+    return None
+
+
 # Steps are planned from the dataset ([kohya_wrap] target_steps); the user's command line may pin them.
 STEP_KEYS = ("max_train_steps", "max_train_epochs")
 
@@ -320,7 +348,7 @@ def convert(key: str, value: Any, *, from_text: bool = False) -> Any:
             if text.startswith("["):
                 try:
                     value = tomllib.loads(f"v = {text}")["v"]
-                except tomllib.TOMLDecodeError:
+                except (tomllib.TOMLDecodeError, RecursionError):
                     raise ArgumentError(key, f"{key}: {text!r} is not a TOML array") from None
                 out_list = [_convert_scalar(arg, v, from_text=isinstance(v, str)) for v in value]
             else:
@@ -358,6 +386,12 @@ def _check_range(key: str, value: Any) -> None:
         if isinstance(item, float) and not math.isfinite(item):
             raise ArgumentError(key, f"{key} = {item!r}: must be a finite number")
         allowed = range_of(key)
+        if isinstance(item, int) and abs(item) > MAX_INT and (allowed is None or allowed.hi is None):
+            raise ArgumentError(
+                key,
+                f"{key} = {item!r} is out of range: it must be at most {MAX_INT}",
+                "no count or size of sd-scripts needs more; numpy and torch overflow beyond it",
+            )
         if allowed is not None and not allowed.allows(item):
             raise ArgumentError(
                 key,
@@ -392,12 +426,26 @@ def _check_optimizer(value: str) -> None:
 def _check_value(key: str, value: Any) -> None:
     """Per-value rules sd-scripts checks late (docs/sd-scripts.md#checks-made-only-at-run-time, #no-type-conversion-of-config-values)."""
     _check_range(key, value)
+    if key in FILE_NAME_KEYS:
+        problem = plain_name_problem(value)
+        if problem:
+            raise ArgumentError(
+                key,
+                f"{key} = {value!r} must be a plain name (it becomes a file name in the run directory): it {problem}",
+                "use letters, digits, '-', '_' and '.', without a folder",
+            )
     if key == "optimizer_type":
         _check_optimizer(value)
     elif key == "resolution":
         parts = value.split(",")
         if len(parts) not in (1, 2) or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
             raise ArgumentError(key, f"resolution must be 'N' or 'W,H' with positive integers, got {value!r}")
+        if any(int(p) > MAX_RESOLUTION for p in parts):
+            raise ArgumentError(
+                key,
+                f"resolution {value!r} is out of range: each side must be from 1 to {MAX_RESOLUTION} pixels",
+                "SD1.5 trains at 512 to 1024 pixels; give a value such as '512' or '768'",
+            )
     elif key == "face_crop_aug_range":
         try:
             lo, hi = (float(p) for p in value.split(","))

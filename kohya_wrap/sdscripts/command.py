@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from kohya_wrap.sdscripts import TRAIN_SCRIPT
 
@@ -131,6 +133,27 @@ def base_model_args(path: Path) -> list[str]:
     """Arguments that point the trainer at the base model file on this machine; sd-scripts lets the
     command line override --config_file values (docs/sd-scripts.md#config-file-merging)."""
     return ["--pretrained_model_name_or_path", str(path)]
+
+
+# config.toml values plan points into the run directory (sdscripts.values.run_values); dataset_config is
+# on build_argv's command line already.
+RUN_DIR_PATH_KEYS = ("output_dir", "logging_dir", "sample_prompts")
+
+
+def relocated_args(values: Mapping[str, Any], planned_at: Path, run_dir: Path) -> list[str]:
+    """For a run directory planned at `planned_at` and now at `run_dir` (copied or moved): the
+    command-line options that point each run-directory path of config.toml at `run_dir` (the
+    command line beats the file: docs/sd-scripts.md#config-file-merging). Paths outside the old run
+    directory (a --set logging_dir of the user's own) are left as planned."""
+    args: list[str] = []
+    for key in RUN_DIR_PATH_KEYS:
+        value = values.get(key)
+        if not isinstance(value, str):
+            continue
+        path = Path(value)
+        if path == planned_at or planned_at in path.parents:
+            args += [f"--{key}", str(run_dir / path.relative_to(planned_at))]
+    return args
 
 
 def tokenizer_args(cache_dir: Path) -> list[str]:

@@ -118,6 +118,30 @@ def with_batch_size(dataset_toml: str, batch_size: int, header: str = "") -> str
     return _comment(header) + tomli_w.dumps(doc)
 
 
+def relocate_dataset_toml(text: str, planned_at: Path, run_dir: Path) -> str | None:
+    """dataset.toml of a run directory planned at `planned_at` and now at `run_dir`: each subset's
+    image_dir inside the old run directory (the dataset `run` prepares there) moved to the new one.
+    None when nothing moves (the dataset lives elsewhere, or the text is not ours to read)."""
+    import tomllib
+
+    try:
+        doc = tomllib.loads(text)
+    except (tomllib.TOMLDecodeError, RecursionError):
+        return None
+    moved = False
+    for dataset in doc.get("datasets") or []:
+        for subset in dataset.get("subsets") or [] if isinstance(dataset, dict) else []:
+            image_dir = subset.get("image_dir") if isinstance(subset, dict) else None
+            if isinstance(image_dir, str) and (planned_at == Path(image_dir) or planned_at in Path(image_dir).parents):
+                subset["image_dir"] = str(run_dir / Path(image_dir).relative_to(planned_at))
+                moved = True
+    if not moved:
+        return None
+    header = [line for line in text.splitlines() if line.startswith("#")]
+    header.append(f"# Its image folders were moved by train from {planned_at} (the run directory was copied or moved).")
+    return "\n".join(header) + "\n\n" + tomli_w.dumps(doc)
+
+
 @dataclass(frozen=True)
 class SamplePrompt:
     prompt: str
@@ -129,15 +153,23 @@ class SamplePrompt:
     scale: float
 
 
+def sample_prompt_problem(text: str, *, negative: bool = False) -> str | None:
+    """Why sd-scripts would misread `text` as a line of sample_prompts.txt, or None (docs/sd-scripts.md#sample-prompt-syntax)."""
+    if " --" in f" {text}" or "\n" in text or "\r" in text:
+        return f"a sample prompt cannot contain ' --' or a line break: {text!r}"
+    if not negative and (text.startswith("#") or not text.strip()):
+        return f"a sample prompt cannot be empty or start with '#': {text!r}"
+    return None
+
+
 def render_sample_prompts(prompts: Sequence[SamplePrompt], header: str = "") -> str:
     """sample_prompts.txt: one prompt per line with ` --x value` options (docs/sd-scripts.md#sample-prompt-syntax); `#` lines are comments."""
     lines = [f"# {line}".rstrip() for line in header.splitlines()]
     for p in prompts:
-        for text in (p.prompt, p.negative):
-            if " --" in f" {text}" or "\n" in text or "\r" in text:
-                raise ValueError(f"a sample prompt cannot contain ' --' or a line break: {text!r}")
-        if p.prompt.startswith("#") or not p.prompt.strip():
-            raise ValueError(f"a sample prompt cannot be empty or start with '#': {p.prompt!r}")
+        for text, negative in ((p.prompt, False), (p.negative, True)):
+            problem = sample_prompt_problem(text, negative=negative)
+            if problem:
+                raise ValueError(problem)
         line = p.prompt
         if p.negative:
             line += f" --n {p.negative}"

@@ -7,12 +7,12 @@ that training moved off zero, and the ss_* metadata against what the plan asked 
 
 from __future__ import annotations
 
-import json
 import re
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from kohya_wrap.fsutil import load_json
 from kohya_wrap.safetensors_header import read_header
 
 # networks/lora.py: LoRANetwork.LORA_PREFIX_UNET / LORA_PREFIX_TEXT_ENCODER, and for SDXL's two text
@@ -99,7 +99,7 @@ def _read_bf16(path: Path, key: str):
 
     with open(path, "rb") as f:
         size = struct.unpack("<Q", f.read(8))[0]
-        header = json.loads(f.read(size))
+        header = load_json(f.read(size))
         begin, end = header[key]["data_offsets"]
         f.seek(8 + size + begin)
         words = np.frombuffer(f.read(end - begin), dtype="<u2")

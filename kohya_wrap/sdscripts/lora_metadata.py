@@ -7,11 +7,12 @@ the sd-scripts version, and on the tool that made the file, so every field here 
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from kohya_wrap.fsutil import load_json
 
 _NONE = {"None", "none", "null", ""}
 
@@ -46,7 +47,7 @@ def _json(meta: Mapping[str, str], key: str) -> Any:
     if value is None:
         return None
     try:
-        return json.loads(value)
+        return load_json(value)
     except ValueError:
         return None
 

@@ -88,7 +88,9 @@ RANGES: Mapping[str, Range] = MappingProxyType(
         "train_batch_size": _at_least(1, "the images of one batch, at least one; " + _DIVIDES),
         "max_train_steps": _at_least(1, _COUNT),
         "max_train_epochs": _at_least(1, _COUNT),
-        "max_data_loader_n_workers": _at_least(0, "a number of DataLoader worker processes"),
+        "max_data_loader_n_workers": Range(
+            lo=0, hi=256, why="a number of DataLoader worker processes (train_network.py takes at most the CPU count)"
+        ),
         "seed": _SEED,
         "validation_seed": _SEED,
         "gradient_accumulation_steps": _at_least(1, _DIVIDES),
@@ -119,7 +121,9 @@ RANGES: Mapping[str, Range] = MappingProxyType(
         "lr_scheduler_timescale": _at_least(1, "the inverse-sqrt schedule divides by it"),
         "lr_scheduler_min_lr_ratio": _fraction("a ratio of the initial learning rate"),
         # network (networks/lora.py: create_network; alpha/dim scales the update)
-        "network_dim": _at_least(1, "the LoRA rank"),
+        "network_dim": Range(
+            lo=1, hi=1280, why="the LoRA rank; no SD1.5 layer is wider than 1280, so a larger rank adds nothing"
+        ),
         "network_alpha": _positive("the LoRA scale is alpha / dim"),
         "network_dropout": _fraction("a probability; 1 drops every neuron", hi_open=True),
         "scale_weight_norms": _positive("the max norm of each LoRA weight pair"),

@@ -10,10 +10,11 @@ sd-scripts still records a relative step (docs/sd-scripts.md#step-counter-after-
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
+
+from kohya_wrap.fsutil import load_json
 
 STATE_SUFFIX = "-state"
 TRAIN_STATE_FILE = "train_state.json"
@@ -82,7 +83,7 @@ def read_state(path: Path, known_steps: dict[str, int] | None = None) -> SavedSt
         return None
     train_state = path / TRAIN_STATE_FILE
     try:
-        data = json.loads(train_state.read_text(encoding="utf-8"))
+        data = load_json(train_state.read_text(encoding="utf-8"))
         step = int(data["current_step"])
         epoch = int(data["current_epoch"]) if data.get("current_epoch") is not None else None
     except (OSError, ValueError, KeyError, TypeError):

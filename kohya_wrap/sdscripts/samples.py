@@ -12,6 +12,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from kohya_wrap.fsutil import load_json
+
 SAMPLE_DIR_NAME = "sample"
 
 # Fixed-width fields are matched from the end, so an output_name containing "_" stays intact.
@@ -110,7 +112,6 @@ def sample_step(name: SampleName, steps_per_epoch: int | None, max_train_steps: 
 
 def _saved_step(path: Path) -> int | None:
     """`ss_steps` of a LoRA file's metadata; None when the file is not a readable safetensors file."""
-    import json
     import struct
 
     from kohya_wrap.sdscripts.lora_metadata import training_step
@@ -123,7 +124,7 @@ def _saved_step(path: Path) -> int | None:
             (size,) = struct.unpack("<Q", head)
             if size > path.stat().st_size - 8:
                 return None
-            header = json.loads(f.read(size))
+            header = load_json(f.read(size))
     except (OSError, ValueError):
         return None
     meta = header.get("__metadata__") if isinstance(header, dict) else None

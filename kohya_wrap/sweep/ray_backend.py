@@ -7,7 +7,8 @@ so a CPU node trains one variant at a time. Without --ray-address the sweep star
 see SWEEP_DIR at the same path (a shared filesystem) and have kohya-wrap installed.
 
 The task starts the same worker as the local backend (kohya_wrap/sweep/worker.py) on its node, so the
-trainer's machine (GPU, CUDA_VISIBLE_DEVICES, which Ray sets) is resolved there. Ctrl-C: the sweep
+trainer's machine (GPU, CUDA_VISIBLE_DEVICES, which Ray sets) is resolved there. Ctrl-C (or SIGTERM,
+SIGHUP, which the driver takes as Ctrl-C): the sweep
 cancels every task (ray.cancel raises KeyboardInterrupt in it), each task forwards SIGINT to its worker,
 which stops its trainer's process group; the sweep waits for every task to end before it stops Ray.
 A second Ctrl-C cancels again and the workers kill their trainers. A worker whose task process dies
@@ -140,6 +141,9 @@ def run_ray(
             f"cannot connect to the Ray cluster at {address}: {e}",
             "start it with `ray start --head` (docs/sweep.md), or leave out --ray-address",
         ) from None
+    # SIGTERM and SIGHUP get what Ctrl-C gets: Ray's driver turns SIGTERM into sys.exit (after ray.init,
+    # so ours goes in after it), and SIGHUP would end the driver and leave Ray's processes behind
+    previous = {sig: signal.signal(sig, signal.default_int_handler) for sig in (signal.SIGTERM, signal.SIGHUP)}
     try:
         options, capacity = _task_options(ray.cluster_resources(), address)
         remote = ray.remote(train_task).options(**options)
@@ -160,7 +164,11 @@ def run_ray(
             return True
         return False
     finally:
-        ray.shutdown()
+        try:
+            ray.shutdown()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
 
 def _finish(ray: Any, state: SweepState, job: Job, ref: Any, on_change: OnChange | None) -> None:

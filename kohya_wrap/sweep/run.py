@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 from kohya_wrap import pipeline, rundir
 from kohya_wrap.errors import ExitCode, KohyaWrapError, RunDirError
+from kohya_wrap.fsutil import load_json
 from kohya_wrap.sweep.spec import SweepError, SweepSpec
 from kohya_wrap.sweep.state import DONE, ERROR, PENDING, RUNNING, SKIPPED, SweepState, run_manifest, sweep_paths
 from kohya_wrap.sweep.variants import Variant, expand
@@ -249,12 +250,11 @@ def finish_job(
     state: SweepState, job: Job, returncode: int | None, on_change: OnChange | None, extra: dict[str, Any] | None = None
 ) -> None:
     """Record a worker's end: its result file, then the run's own run.json."""
-    import json
 
     from kohya_wrap.sweep.state import now_text
 
     try:
-        result = json.loads(job.result.read_text(encoding="utf-8"))
+        result = load_json(job.result.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         why = (extra or {}).get("error") or f"the worker ended (exit code {returncode}) without a result"
         result = {

@@ -206,6 +206,8 @@ def load_file(path: Path) -> dict[str, Any]:
         doc = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as e:
         raise SweepError(f"{path}: not valid TOML: {e}") from None
+    except RecursionError:
+        raise SweepError(f"{path}: not a sweep file: its arrays or tables nest too deeply to read") from None
     except (OSError, UnicodeDecodeError) as e:
         raise SweepError(f"{path}: cannot be read: {e}") from None
     schema = doc.get("schema")

@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from kohya_wrap import __version__, rundir
-from kohya_wrap.fsutil import atomic_write_json
+from kohya_wrap.fsutil import atomic_write_json, load_json
 from kohya_wrap.sweep.spec import SweepError
 from kohya_wrap.sweep.variants import Variant
 
@@ -69,16 +68,34 @@ def is_sweep_dir(path: str | Path) -> bool:
 def read_sweep(sweep_dir: str | Path) -> dict[str, Any]:
     path = sweep_paths(sweep_dir).sweep_json
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
+        doc = load_json(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise SweepError(
             f"{sweep_dir} is not a sweep directory: it has no {SWEEP_JSON}", "give the -o folder of `kohya-wrap sweep`"
         ) from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+    except (OSError, ValueError) as e:
         raise SweepError(f"{path} cannot be read: {e}", "restore it, or run the sweep into a new folder") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("variants"), list):
         raise SweepError(f"{path} is not a sweep.json (no variants list)", "run the sweep into a new folder")
+    try:
+        rundir.check_shape(doc, {"spec": (dict,), "backend": (str,), "updated_at": (str,)}, str(path))
+        for i, variant in enumerate(doc["variants"]):
+            rundir.check_shape(variant, _VARIANT, f"{path}: variants[{i}]")
+            if not isinstance(variant.get("name"), str) or not isinstance(variant.get("run_dir"), str):
+                raise ValueError(f"{path}: variants[{i}] has no name or run_dir")
+    except ValueError as e:
+        raise SweepError(f"{e}", "restore it, or run the sweep into a new folder") from None
     return doc
+
+
+# The type of each field of a sweep.json variant (null is allowed for every one but name and run_dir).
+_VARIANT: dict[str, tuple[type, ...]] = {
+    **{k: (str,) for k in ("name", "run_dir", "dataset", "status", "outcome", "lora_file", "host", "device")},
+    **{k: (str,) for k in ("started_at", "ended_at", "error", "log")},
+    **{k: (int,) for k in ("exit_code", "recommended_step", "last_step", "total_steps")},
+    "values": (dict,),
+    "final_loss": (int, float, str),
+}
 
 
 def recommended_step(run_dir: Path) -> int | None:

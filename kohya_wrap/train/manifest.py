@@ -7,12 +7,11 @@ kohya_wrap.rundir.RunManifest.
 
 from __future__ import annotations
 
-import json
 import threading
 from pathlib import Path
 from typing import Any
 
-from kohya_wrap.fsutil import atomic_write_json, sha256_file, user_cache_dir
+from kohya_wrap.fsutil import atomic_write_json, load_json, sha256_file, user_cache_dir
 from kohya_wrap.process import capture
 from kohya_wrap.sdscripts import TRAIN_MODULES
 from kohya_wrap.train.machine import visible_gpus
@@ -47,7 +46,7 @@ def environment(python: str) -> dict[str, Any]:
     probe = capture([python, "-c", _PROBE], timeout_s=60)
     if probe is not None and probe.returncode == 0:
         try:
-            info.update(json.loads(probe.stdout.strip().splitlines()[-1]))
+            info.update(load_json(probe.stdout.strip().splitlines()[-1]))
         except (ValueError, IndexError):
             pass
     info["gpu"] = [g.name for g in visible_gpus()]
@@ -91,7 +90,7 @@ class FileHasher:
             key = f"{self.path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
             cache_file = self._cache_file()
             try:
-                cache = json.loads(cache_file.read_text(encoding="utf-8"))
+                cache = load_json(cache_file.read_text(encoding="utf-8"))
             except (OSError, ValueError):
                 cache = {}
             if key in cache:

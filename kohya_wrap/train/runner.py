@@ -10,12 +10,12 @@ writes RUN_DIR/run.json whatever the outcome.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
 from kohya_wrap import rundir
-from kohya_wrap.errors import ExitCode, KohyaWrapError, RunDirError
+from kohya_wrap.errors import ExitCode, KohyaWrapError, RunDirError, disk_error
 from kohya_wrap.events import (
     Checkpoint,
     Error,
@@ -29,7 +29,7 @@ from kohya_wrap.events import (
     read_events,
     to_dict,
 )
-from kohya_wrap.fsutil import atomic_write_text
+from kohya_wrap.fsutil import atomic_write_text, reserve_space
 from kohya_wrap.models import ensure_base_model, ensure_tokenizer
 from kohya_wrap.process import ProcessResult, Streamer, child_env
 from kohya_wrap.rundir import (
@@ -55,6 +55,8 @@ from kohya_wrap.sdscripts import (
     package_problems,
     precision_args,
     read_state,
+    relocate_dataset_toml,
+    relocated_args,
     render_accelerate_config,
     resume_args,
     resume_problem,
@@ -121,6 +123,9 @@ class PreparedRun:
     prior: RunManifest | None  # run.json of earlier attempts
     base_model_path: Path | None  # what sd-scripts loads (a hub model may have been fetched again)
     notes: tuple[str, ...] = ()  # what changed since the plan, said before the run starts
+    # --resume of a run whose trainer finished but whose end was never recorded: record it, train nothing
+    record_only: bool = False
+    dataset_toml: str | None = None  # dataset.toml rewritten for a moved run directory, written before the launch
 
 
 def _known_state_steps(events_path: Path) -> dict[str, int]:
@@ -155,16 +160,18 @@ def check_run_dir(plan: Plan, files: RunPaths, resume: bool) -> tuple[SavedState
             )
         return None, prior
     state = latest_state(plan.output_dir, plan.output_name, _known_state_steps(files.events))
+    if state is None and rundir.trained_to_the_end(plan):
+        return None, prior  # finished without saving states, its end never recorded: _record_finished
     if state is None:
         raise RunDirError(
             f"{plan.run_dir} has no saved state to resume from (no {plan.output_name}-*-state folder in {plan.output_dir}).",
             "The run stopped before its first save; start it again with a new plan.",
         )
     if state.is_final:
-        raise RunDirError(
-            f"{plan.run_dir} finished training already ({state.path.name} is the end-of-training state).",
-            "Nothing to resume; plan a new run to train again.",
-        )
+        # the trainer finished (its end-of-training state exists) but run.json does not say so: kohya-wrap
+        # was killed between the final save and run.json, or stopped while the trainer finished. `train
+        # --resume` records it (run_training: _record_finished), as `status` advises; nothing trains again.
+        return state, prior
     problem = resume_problem(state, int(plan.steps.get("steps_per_epoch") or 0))
     if problem:
         raise RunDirError(
@@ -241,7 +248,8 @@ def prepare_launch(
     state, prior = check_run_dir(plan, files, resume)
     machine = resolve_machine(plan, sd_scripts=sd_scripts, gpu_info=gpu_info)
     _check_packages(plan)
-    gpu_dataset_toml = _gpu_dataset_toml(plan, machine.fit)
+    dataset_toml = _relocated_dataset_toml(plan, files)
+    gpu_dataset_toml = _gpu_dataset_toml(dataset_toml or plan.files[DATASET_TOML], machine.fit)
     argv = build_argv(
         machine.checkout.path,
         files.config_toml,
@@ -263,6 +271,16 @@ def prepare_launch(
         argv += resume_args(state.path, initial_step=state.step if recorded != state.step else None)
     model_args, base_path, notes = _models(plan, fetch_models)
     argv += model_args
+    if plan.planned_at is not None:
+        # a copied or moved run directory trains where it is, as it trains on the machine it finds
+        argv += relocated_args(plan.values, plan.planned_at, plan.run_dir)
+        notes.append(f"{plan.run_dir} was planned at {plan.planned_at}; it trains here, into {plan.output_dir}")
+    # check_run_dir returns no state for a resume only when the trainer finished without saving states
+    record_only = resume and (state is None or state.is_final)
+    if record_only:
+        notes.append(
+            f"the trainer finished already ({plan.lora_file.name}); train --resume records the run, trains nothing"
+        )
     return PreparedRun(
         plan=plan,
         files=files,
@@ -275,16 +293,25 @@ def prepare_launch(
         prior=prior,
         base_model_path=base_path,
         notes=(*machine.notes, *notes),
+        record_only=record_only,
+        dataset_toml=dataset_toml,
     )
 
 
-def _gpu_dataset_toml(plan: Plan, fit: Fit | None) -> str | None:
+def _relocated_dataset_toml(plan: Plan, files: rundir.RunPaths) -> str | None:
+    """dataset.toml rewritten for a run directory that was copied or moved since plan; None: it stands."""
+    if plan.planned_at is None or not files.dataset_toml.is_file():
+        return None
+    return relocate_dataset_toml(files.dataset_toml.read_text(encoding="utf-8"), plan.planned_at, plan.run_dir)
+
+
+def _gpu_dataset_toml(dataset_toml: str, fit: Fit | None) -> str | None:
     """dataset.toml with the batch train chose to fit the GPU (sd-scripts reads the batch from it); None: the plan's."""
     batch = fit.value("train_batch_size", None) if fit is not None else None
     if batch is None:
         return None
     return with_batch_size(
-        plan.files[DATASET_TOML],
+        dataset_toml,
         int(batch),
         f"Written by kohya-wrap train: {DATASET_TOML} with batch {batch} to fit the GPU it found "
         "(run.json machine.memory_fit says why).",
@@ -325,11 +352,16 @@ def _run_locked(
     lock_fd: int,
 ) -> TrainResult:
     prepared = prepare_run(run_dir, resume=options.resume, sd_scripts=options.sd_scripts, gpu_info=options.gpu_info)
+    if prepared.record_only:
+        return _record_finished(prepared, options, on_event, on_saved)
     plan, files, argv = prepared.plan, prepared.files, list(prepared.argv)
     plan.output_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(files.accelerate_config, prepared.accelerate_config)
+    if prepared.dataset_toml is not None:
+        atomic_write_text(files.dataset_toml, prepared.dataset_toml)
     if prepared.gpu_dataset_toml is not None:
         atomic_write_text(files.gpu_dataset_toml, prepared.gpu_dataset_toml)
+    reserve_space(files.run_json_reserve, RUN_JSON_RESERVE_BYTES)
 
     fold = RunFold()
     seen_samples = {str(p) for p, _ in find_samples(plan.output_dir)}
@@ -414,14 +446,72 @@ def _run_locked(
             fold.feed(finished)
         writer.close()
         attempt = _attempt(prepared, started_at, outcome, exit_code, result)
-        rundir.write_manifest(files.run_json, _manifest(prepared, fold, attempt, hasher, probe, verification, parser))
+        _write_run_json(files, _manifest(prepared, fold, attempt, hasher, probe, verification, parser))
 
     warnings = list(prepared.notes)
+    if writer.lost:
+        warnings.append(f"{writer.lost} events could not be written to {files.events}: {writer.last_error}")
+    if streamer is not None and streamer.log_error is not None:
+        warnings.append(f"{files.train_log} stopped growing: {streamer.log_error}")
     if on_saved is not None:
         problem = _call_saved_hook(on_saved, plan.run_dir)
         if problem:
             warnings.append(problem)
     return _result(prepared, fold, parser, outcome, exit_code, result, verification, tuple(warnings))
+
+
+# run.json of a long run with hundreds of checkpoints is some 100 KB; this much is set aside while training.
+RUN_JSON_RESERVE_BYTES = 1 << 20
+
+
+def _write_run_json(files: RunPaths, manifest: RunManifest) -> None:
+    """run.json, even on a disk the trainer filled: the space set aside at the start is freed for it."""
+    try:
+        rundir.write_manifest(files.run_json, manifest)
+    except OSError as e:
+        if disk_error(e) is None or not files.run_json_reserve.is_file():
+            raise
+        files.run_json_reserve.unlink()
+        rundir.write_manifest(files.run_json, manifest)
+    files.run_json_reserve.unlink(missing_ok=True)
+
+
+RECORDED_AFTER_THE_FACT = "recorded: the trainer had finished (its end-of-training state exists); nothing was trained"
+
+
+def _record_finished(
+    prepared: PreparedRun,
+    options: TrainOptions,
+    on_event: Callable[[Event], None] | None,
+    on_saved: Callable[[Path], object] | None,
+) -> TrainResult:
+    """`train --resume` of a run whose trainer finished but whose end was never recorded: verify the
+    final LoRA and write the Finished event and run.json, without starting the trainer."""
+    plan, files = prepared.plan, prepared.files
+    fold = RunFold()
+    if files.events.is_file():
+        fold.feed_all(read_events(files.events))
+    hasher = manifest_mod.FileHasher(prepared.base_model_path)
+    probe = manifest_mod.EnvironmentProbe(prepared.machine.python)
+    started_at = datetime.now(timezone.utc)
+    verification = verify_run(plan, hasher.wait()) if options.verify else None
+    outcome = "finished" if plan.lora_file.is_file() else "crashed"
+    if outcome == "finished" and verification is not None and not verification.ok:
+        outcome = "verify_failed"
+    exit_code = int(EXIT_CODES[outcome])
+    finished = Finished(outcome=outcome, exit_code=exit_code, returncode=None)
+    with EventWriter(files.events) as writer:
+        writer.write(finished)
+    fold.feed(finished)
+    if on_event is not None:
+        on_event(finished)
+    attempt = replace(_attempt(prepared, started_at, outcome, exit_code, None), stop_reason=RECORDED_AFTER_THE_FACT)
+    parser = OutputParser()
+    _write_run_json(files, _manifest(prepared, fold, attempt, hasher, probe, verification, parser))
+    warnings = [*prepared.notes, f"{plan.run_dir}: the trainer had finished; its end is recorded now"]
+    if on_saved is not None and (problem := _call_saved_hook(on_saved, plan.run_dir)):
+        warnings.append(problem)
+    return _result(prepared, fold, parser, outcome, exit_code, None, verification, tuple(warnings))
 
 
 def _attempt(

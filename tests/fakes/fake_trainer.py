@@ -16,7 +16,8 @@ metadata, built with numpy + safetensors), `-state` folders with train_state.jso
                out-of-memory traceback at step N; --zero-up: the LoRA's up weights are all zero;
                --missing-package: exit like a trainer that cannot import a package; --crash-at N: a
                traceback and exit 1 at step N; --kill-self-at N: the trainer dies of SIGKILL at step N
-               (as from the kernel's OOM killer); --ignore-sigint: the trainer ignores SIGINT (a hung
+               (as from the kernel's OOM killer); --torn-save-at N: the checkpoint saved at step N is
+               cut short and the trainer dies of SIGKILL (killed mid-write); --ignore-sigint: the trainer ignores SIGINT (a hung
                trainer); --pid-file F: append "pid pgid" of each process to F.
 SIGINT: KeyboardInterrupt in both processes, nothing saved (transcript F5_sigint_group).
 """
@@ -326,6 +327,9 @@ def train(args: argparse.Namespace, cfg: dict) -> int:
             ckpt = out_dir / f"{name}-step{step:08d}.safetensors"
             out(f"\nsaving checkpoint: {ckpt}")
             write_lora(ckpt, cfg, step, 1, zero_up=args.zero_up, nan=False)
+            if args.torn_save_at and step >= args.torn_save_at:
+                ckpt.write_bytes(ckpt.read_bytes()[: ckpt.stat().st_size // 2])  # killed mid-write
+                os.kill(os.getpid(), signal.SIGKILL)
             if with_state:
                 log.record("INFO", "", "train_util.py:5963")
                 log.record("INFO", f"saving state at step {step}", "train_util.py:5964")
@@ -362,6 +366,7 @@ def main() -> int:
     ap.add_argument("--missing-package", action="store_true")
     ap.add_argument("--crash-at", type=int)
     ap.add_argument("--kill-self-at", type=int)
+    ap.add_argument("--torn-save-at", type=int)
     ap.add_argument("--ignore-sigint", action="store_true")
     ap.add_argument("--pid-file")
     ap.add_argument("--config_file")
@@ -369,6 +374,9 @@ def main() -> int:
     ap.add_argument("--resume")
     ap.add_argument("--skip_until_initial_step", action="store_true")
     ap.add_argument("--pretrained_model_name_or_path")
+    ap.add_argument("--output_dir")
+    ap.add_argument("--logging_dir")
+    ap.add_argument("--sample_prompts")
     args, _unknown = ap.parse_known_args()
     if args.pid_file:
         with open(args.pid_file, "a") as f:
@@ -389,6 +397,9 @@ def main() -> int:
         args.pretrained_model_name_or_path
     ):  # the command line overrides the config file (docs/sd-scripts.md#config-file-merging)
         cfg["pretrained_model_name_or_path"] = args.pretrained_model_name_or_path
+    for key in ("output_dir", "logging_dir", "sample_prompts"):
+        if getattr(args, key):
+            cfg[key] = getattr(args, key)
     return train(args, cfg)
 
 

@@ -9,6 +9,9 @@ from pathlib import Path
 RECORDED = Path(__file__).parents[1] / "data" / "status" / "A_cli"
 RECORDED_PREFIX = "/data/runs/A_cli"
 
+# a complete safetensors file with no tensors: a stand-in LoRA that passes the completeness check
+STAND_IN_LORA = b"\x08\x00\x00\x00\x00\x00\x00\x00{}      "
+
 
 def recorded_lines() -> list[str]:
     return (RECORDED / "events.jsonl").read_text(encoding="utf-8").splitlines(keepends=True)
@@ -59,7 +62,7 @@ def copy_recorded_run(
                     Path(event["path"], name).write_bytes(b"stand-in")
             elif event["type"] == "checkpoint":
                 Path(event["path"]).parent.mkdir(parents=True, exist_ok=True)
-                Path(event["path"]).write_bytes(b"stand-in")
+                Path(event["path"]).write_bytes(STAND_IN_LORA)
     return run_dir
 
 

@@ -159,6 +159,30 @@ def main() -> int:
     check(outcomes == ["finished", "finished"], "both finished", str(outcomes))
     check(not gone(markers), "nothing is left running at the end", "\n".join(leftovers(markers)))
 
+    # SIGTERM and SIGHUP get what Ctrl-C gets: every task cancelled, sweep.json recorded, Ray stopped
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        target = root / f"stopped-{sig.name}"
+        sig_args = [a if a != str(stopped) else str(target) for a in args]
+        proc = subprocess.Popen(sig_args, cwd=ROOT, env=e, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        events = target / "runs" / "ohwx__network_dim-4" / "events.jsonl"
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not (events.is_file() and '"step": 2,' in events.read_text()):
+            time.sleep(0.1)
+        check(events.is_file(), f"{sig.name}: the first variant trains")
+        proc.send_signal(sig)
+        stdout, stderr = proc.communicate(timeout=180)
+        check(proc.returncode == 130, f"{sig.name} ends the sweep with exit code 130", stdout + stderr)
+        check(
+            not gone(markers), f"{sig.name}: no trainer, worker or Ray process is left", "\n".join(leftovers(markers))
+        )
+        entries = {v["name"]: v for v in json.loads((target / "sweep.json").read_text())["variants"]}
+        check(
+            entries["ohwx__network_dim-4"]["outcome"] == "interrupted"
+            and all(v["status"] != "running" for v in entries.values()),
+            f"{sig.name}: sweep.json records the stop (nothing left at running)",
+            json.dumps(entries, indent=1),
+        )
+
     # an existing cluster (on loopback, as every Ray of these tests), brought up with Ray's own tools
     ray_cli = [sys.executable, "-m", "ray.scripts.scripts"]
     started = subprocess.run(

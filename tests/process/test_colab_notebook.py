@@ -17,7 +17,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
-from recorded_run import copy_recorded_run
+from recorded_run import STAND_IN_LORA, copy_recorded_run
 
 NOTEBOOK = Path(__file__).parents[2] / "examples" / "colab.ipynb"
 COLAB_ONLY = "colab-only"
@@ -158,7 +158,7 @@ def test_notebook_runs_in_test_mode(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert "test mode" in text
     assert "$ kohya-wrap prepare" in text and "$ kohya-wrap train" in text and "--dry-run" in text
     assert (drive / "dataset" / "prepare.json").is_file()
-    assert (drive / "loras" / "tinylora.safetensors").read_bytes() == b"stand-in"
+    assert (drive / "loras" / "tinylora.safetensors").read_bytes() == STAND_IN_LORA
     assert (drive / "loras" / "tinylora-report.html").is_file()
     assert any(
         o.get("output_type") == "display_data" and "text/html" in o.get("data", {})

@@ -309,3 +309,28 @@ def test_one_variant_per_gpu_each_seeing_its_own(tmp_path):
     assert [e["device"] for e in entries[:2]] == ["0", "1"] and entries[2]["device"] in ("0", "1")
     assert {e["outcome"] for e in entries} == {"finished"}
     assert "on GPU 0" in done.stdout and "on GPU 1" in done.stdout
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+def test_sigterm_and_sighup_stop_the_sweep_as_ctrl_c_does(tmp_path, sig):
+    env = make_sweep_env(tmp_path)
+    out = tmp_path / "sweep"
+    args = kohya_wrap_argv(
+        "sweep", *env.args(), "--grid", "network_dim=4,8", "--set", "max_train_steps=12", "-o", str(out)
+    )
+    proc = subprocess.Popen(
+        args,
+        cwd=ROOT,
+        env=sweep_process_env({"*": ["--step-delay", "0.3"]}),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    wait_for_step(out / "runs" / "ohwx__network_dim-4" / "events.jsonl", 2)
+    proc.send_signal(sig)
+    _stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == ExitCode.INTERRUPTED, stderr
+    entries = {v["name"]: v for v in sweep_json(out)["variants"]}
+    assert entries["ohwx__network_dim-4"]["status"] != "running"
+    assert entries["ohwx__network_dim-4"]["outcome"] == "interrupted"
+    assert not [p for p in _processes_mentioning(tmp_path)]

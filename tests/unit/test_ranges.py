@@ -28,7 +28,7 @@ def test_every_numeric_argument_has_a_range_or_a_reason_not_to():
         ("max_train_epochs=0", "max_train_epochs = 0 is out of range"),
         ("learning_rate=0", "learning_rate = 0.0 is out of range: it must be > 0"),
         ("learning_rate=nan", "learning_rate = nan: must be a finite number"),
-        ("network_dim=0", "network_dim = 0 is out of range: it must be >= 1"),
+        ("network_dim=0", "network_dim = 0 is out of range: it must be from 1 to 1280"),
         ("network_alpha=0", "network_alpha = 0.0 is out of range: it must be > 0"),
         ("save_every_n_steps=0", "save_every_n_steps = 0 is out of range: it must be >= 1"),
         ("resolution=0", "resolution must be 'N' or 'W,H' with positive integers"),

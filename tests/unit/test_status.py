@@ -60,7 +60,8 @@ def test_finished_run_reports_last_values(tmp_path: Path) -> None:
     assert s.samples == 2 and s.last_sample is not None and s.last_sample.step == 4
     assert s.warnings == 1 and s.last_warning is not None and s.last_warning.startswith("no regularization images")
     assert s.preset == "smoke"
-    assert s.lora_file == "/data/runs/A_cli/output/tinylora.safetensors" and s.lora_exists is False
+    # the run directory's own output, wherever the recorded plan.json was written (docs/run-directory.md)
+    assert s.lora_file == str(run.resolve() / "output" / "tinylora.safetensors") and s.lora_exists is False
     assert s.started_at == "2026-11-25T09:14:39.512Z" and s.last_event_at == "2026-11-25T09:15:53.910Z"
     assert s.segments == 1
     assert s.resumable is False and s.resume_command is None
