@@ -28,10 +28,10 @@ from kohya_wrap.score.collect import LeftOut, SampleGroup, ScoreError
 
 LIKENESS_SCALE = 2 * SAME_PERSON_DISTANCE  # distance at which likeness reaches 0
 # Thresholds measured on ../shared/photos by leaving people out (bench/score_heldout.py, docs/score.md).
-COPY_CORRELATION = 0.74  # mean band-pass correlation from which a sample copies a reference
+COPY_CORRELATION = 0.79  # mean band-pass correlation from which a sample copies a reference
 COPY_IDENTITY_GATE = 0.8  # a copy is not clearly somebody else (painted copies reach 0.65; others start ~0.7+)
 COPY_SHARE = 0.5  # a checkpoint copies when at least this share of its samples with a face do
-IDENTITY_MARGIN = 0.12  # over the photos' own leave-one-out spread: this person's same-person threshold
+IDENTITY_MARGIN = 0.10  # over the photos' own leave-one-out spread: this person's same-person threshold
 MIN_MATCH_DISTANCE = 0.45  # the person's threshold never goes below this (near-duplicate photos)
 MIN_SPREAD_PHOTOS = 3  # fewer reference faces than this: dlib's 0.6 as it is
 LIKENESS_NOISE_FLOOR = 0.02  # two checkpoints' likeness closer than this are within the noise
@@ -42,6 +42,10 @@ SCORE_SCHEMA = 1
 # smears the chip's filled-in border), for the tight 64 px face and the wide 128 px view.
 TIGHT_BAND = (1.0, 3.0, 3)
 WIDE_BAND = (3.0, 8.0, 5)
+SHIFT_SEARCH_FROM = 0.55  # a mean correlation from which moved views are tried too
+SHIFT_SEARCH_REFS = 3  # for at most this many references (the most alike): a copy copies one photo
+TIGHT_SHIFTS = (-2, -1, 0, 1, 2)  # pixels, in the 64 px tight view
+WIDE_SHIFTS = (-4, -2, 0, 2, 4)  # pixels, in the 128 px wide view
 
 
 @dataclass(frozen=True)
@@ -230,13 +234,39 @@ def match_distance_for(spread: float | None, judgement: Judgement = DEFAULT_JUDG
 
 def masked_correlation(chips: Any, masks: Any, chip: Any, mask: Any) -> Any:
     """Pearson correlation of one chip with each row of chips, over the pixels both have (-1 if too few)."""
+    return correlate_rows(RowStack.of(chips, masks), chip, mask)
+
+
+@dataclass(frozen=True)
+class RowStack:
+    """Rows of flattened chips with their masks, multiplied out once so that correlating one chip with all
+    of them is five matrix-vector products (float32)."""
+
+    masks: Any  # (rows, pixels): 1 inside the image
+    masked: Any  # masks * chips
+    masked_squares: Any  # masks * chips**2
+
+    @staticmethod
+    def of(chips: Any, masks: Any) -> RowStack:
+        import numpy as np
+
+        m = np.asarray(masks, dtype=np.float32)
+        y = np.asarray(chips, dtype=np.float32)
+        return RowStack(m, m * y, m * y * y)
+
+
+def correlate_rows(rows: RowStack, chip: Any, mask: Any) -> Any:
     import numpy as np
 
-    joint = (masks & mask).astype(np.float64)
-    count = joint.sum(axis=1)
-    x, y = chip.astype(np.float64), chips.astype(np.float64)
-    sx, sy = joint @ x, (joint * y).sum(axis=1)
-    sxx, syy, sxy = joint @ (x * x), (joint * y * y).sum(axis=1), (joint * y) @ x
+    m = mask.astype(np.float32)
+    x = chip.astype(np.float32) * m
+
+    def dot(matrix: Any, vector: Any) -> Any:
+        # einsum, not `@`: a threaded BLAS makes these small products several times slower on a busy CPU.
+        return np.einsum("ij,j->i", matrix, vector).astype(np.float64)
+
+    count, sx, sxx = dot(rows.masks, m), dot(rows.masks, x), dot(rows.masks, x * chip)
+    sy, syy, sxy = dot(rows.masked, m), dot(rows.masked_squares, m), dot(rows.masked, x)
     with np.errstate(divide="ignore", invalid="ignore"):
         cov = sxy - sx * sy / count
         var = (sxx - sx * sx / count) * (syy - sy * sy / count)
@@ -293,10 +323,8 @@ class ReferenceSet:
 
     refs: tuple[Reference, ...]
     embeddings: Any
-    tight: Any
-    tight_masks: Any
-    wide: Any
-    wide_masks: Any
+    tight: RowStack | None
+    wide: RowStack | None
     spread: float | None
     match_distance: float
 
@@ -309,30 +337,69 @@ class ReferenceSet:
         return ReferenceSet(
             refs=tuple(refs),
             embeddings=np.stack([r.observation.embedding for r in refs]) if refs else np.zeros((0, 128)),
-            tight=np.stack([v.tight for v in views]) if refs else None,
-            tight_masks=np.stack([v.tight_mask for v in views]) if refs else None,
-            wide=np.stack([v.wide for v in views]) if refs else None,
-            wide_masks=np.stack([v.wide_mask for v in views]) if refs else None,
+            tight=RowStack.of(np.stack([v.tight for v in views]), np.stack([v.tight_mask for v in views]))
+            if refs
+            else None,
+            wide=RowStack.of(np.stack([v.wide for v in views]), np.stack([v.wide_mask for v in views]))
+            if refs
+            else None,
             spread=spread,
             match_distance=match_distance_for(spread, judgement),
         )
 
     def copy_correlation(self, seen: Observation) -> Any:
         """Per reference: the mean of the tight and wide band-pass correlations (the one that exists when a
-        view lacks the overlap), the better of the sample and its mirror image."""
+        view lacks the overlap), the better of the sample and its mirror image.
+
+        Where that mean is already high (SHIFT_SEARCH_FROM, the few most alike references), the sample's views are also tried moved by a
+        pixel or two (four in the wide view): a face cut by the frame or stretched gets its landmarks, and
+        so its aligned views, a little off, and a copy then correlates less than it is alike.
+        """
         import numpy as np
 
         best = np.full(len(self.refs), -1.0)
+        if self.tight is None or self.wide is None:
+            return best
         for mirror in (False, True):
             view = CopyView.of(seen, mirror=mirror)
-            tight = masked_correlation(self.tight, self.tight_masks, view.tight, view.tight_mask)
-            if self.wide.shape[1] == view.wide.size:
-                wide = masked_correlation(self.wide, self.wide_masks, view.wide, view.wide_mask)
-            else:
-                wide = np.full(len(self.refs), -1.0)
-            both = np.where(wide > -1.0, np.where(tight > -1.0, (tight + wide) / 2, wide), tight)
+            tight = correlate_rows(self.tight, view.tight, view.tight_mask)
+            has_wide = self.wide.masks.shape[1] == view.wide.size
+            wide = correlate_rows(self.wide, view.wide, view.wide_mask) if has_wide else np.full(len(self.refs), -1.0)
+            both = _mean_of_views(tight, wide)
+            for i in np.argsort(-both)[:SHIFT_SEARCH_REFS]:
+                if both[i] < SHIFT_SEARCH_FROM:
+                    break
+                tight_i = _best_shift(self.tight, i, view.tight, view.tight_mask, TIGHT_SHIFTS)
+                wide_i = _best_shift(self.wide, i, view.wide, view.wide_mask, WIDE_SHIFTS) if has_wide else -1.0
+                both[i] = max(both[i], float(_mean_of_views(np.array([tight_i]), np.array([wide_i]))[0]))
             best = np.maximum(best, both)
         return best
+
+
+def _mean_of_views(tight: Any, wide: Any) -> Any:
+    import numpy as np
+
+    return np.where(wide > -1.0, np.where(tight > -1.0, (tight + wide) / 2, wide), tight)
+
+
+def _best_shift(rows: RowStack, i: int, chip: Any, mask: Any, shifts: Sequence[int]) -> float:
+    """The highest correlation of row i with the flattened square chip moved by each (dx, dy) in shifts x shifts."""
+    import numpy as np
+
+    side = int(round(math.sqrt(chip.size)))
+    image, inside = chip.reshape(side, side), mask.reshape(side, side)
+    one = RowStack(rows.masks[i : i + 1], rows.masked[i : i + 1], rows.masked_squares[i : i + 1])
+    best = -1.0
+    for dy in shifts:
+        for dx in shifts:
+            moved = np.roll(image, (dy, dx), (0, 1))
+            kept = np.roll(inside, (dy, dx), (0, 1)).copy()
+            kept[: max(dy, 0), :] = False
+            kept[side + min(dy, 0) :, :] = False
+            kept[:, : max(dx, 0)] = False
+            kept[:, side + min(dx, 0) :] = False
+            best = max(best, float(correlate_rows(one, moved.ravel(), kept.ravel())[0]))
+    return best
 
 
 def score_image(
@@ -349,9 +416,9 @@ def score_image(
     distances = np.linalg.norm(ref_set.embeddings - seen.embedding, axis=1)
     correlation = ref_set.copy_correlation(seen)
     median = float(np.median(distances))
-    gated = np.where(distances < judgement.copy_identity_gate, correlation, -np.inf)
-    best = int(np.argmax(gated))
-    is_copy = bool(np.isfinite(gated[best]) and gated[best] >= judgement.copy_correlation)
+    over = (distances < judgement.copy_identity_gate) & (correlation >= judgement.copy_correlation)
+    best = int(np.argmax(np.where(over, correlation, -np.inf)))
+    is_copy = bool(over[best])
     return ImageScore(
         file=name,
         faces=seen.faces,
@@ -419,13 +486,17 @@ def _within_noise(a: CheckpointScore, b: CheckpointScore, judgement: Judgement) 
 
 
 def copying_onset(checkpoints: Sequence[CheckpointScore], share: float = COPY_SHARE) -> int | None:
-    """The step copying sets in: the first copying checkpoint from which at least half of those with faces copy."""
+    """The step copying sets in: the first copying checkpoint from which at least half of those with faces copy,
+    moved back over the checkpoints right before it that already show a copy (copying grows sample by sample:
+    a copy there is the start of it, not an odd sample)."""
     with_faces = [c for c in checkpoints if c.faces > 0]
     for i, c in enumerate(with_faces):
         if c.is_copying(share):
             rest = with_faces[i:]
             if sum(r.is_copying(share) for r in rest) * 2 >= len(rest):
-                return c.step
+                while i > 0 and with_faces[i - 1].copies > 0:
+                    i -= 1
+                return with_faces[i].step
     return None
 
 
