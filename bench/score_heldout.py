@@ -269,7 +269,6 @@ def one_shoot(a: Photo, b: Photo) -> bool:
     return any({f"{a.person}/{a.name}", f"{b.person}/{b.name}"} <= shoot for shoot in ONE_SHOOT)
 
 
-
 def refs_of(photos: list[Photo]) -> list[Reference]:
     return [Reference(f"{p.person}/{p.name}", p.seen) for p in photos]
 
