@@ -35,6 +35,8 @@ IDENTITY_MARGIN = 0.10  # over the photos' own leave-one-out spread: this person
 MIN_MATCH_DISTANCE = 0.45  # the person's threshold never goes below this (near-duplicate photos)
 MIN_SPREAD_PHOTOS = 3  # fewer reference faces than this: dlib's 0.6 as it is
 LIKENESS_NOISE_FLOOR = 0.02  # two checkpoints' likeness closer than this are within the noise
+LIKENESS_NOISE_CAP = 0.05  # ... and further apart than this are not, whatever their samples' spread
+MIN_SAMPLES_FOR_SLACK = 3  # with fewer samples a checkpoint, one sample short of the best's share is too many
 MIN_OVERLAP = 0.4  # share of the chip both faces must fill for their correlation to count
 VARIETY_THUMB = 32
 SCORE_SCHEMA = 1
@@ -481,7 +483,10 @@ def _likeness_error(c: CheckpointScore) -> float:
 
 
 def _within_noise(a: CheckpointScore, b: CheckpointScore, judgement: Judgement) -> bool:
-    noise = max(judgement.likeness_noise_floor, math.hypot(_likeness_error(a), _likeness_error(b)))
+    # Capped: a checkpoint whose samples mix the person and somebody else spreads widely, and that is a
+    # difference, not noise.
+    error = min(LIKENESS_NOISE_CAP, math.hypot(_likeness_error(a), _likeness_error(b)))
+    noise = max(judgement.likeness_noise_floor, error)
     return abs((a.likeness or 0.0) - (b.likeness or 0.0)) <= noise + 1e-9
 
 
@@ -511,8 +516,9 @@ def judge(
     person, before copying sets in.
 
     The best is the one with the largest share of samples that are the person, then the highest likeness;
-    a checkpoint one sample short of that share, whose likeness is within the noise of the best (the
-    standard error of the two means, at least LIKENESS_NOISE_FLOOR), is as good, and the earliest of them
+    a checkpoint one sample short of that share (with 3 or more samples), whose likeness is within the noise
+    of the best (the standard error of the two means, between LIKENESS_NOISE_FLOOR and LIKENESS_NOISE_CAP),
+    is as good, and the earliest of them
     wins (less trained, less rigid). need_file: only steps a LoRA file was saved at can be recommended
     (a run's step-0 samples show the base model).
     """
@@ -554,7 +560,7 @@ def judge(
         return c.matches / max(c.samples, 1)
 
     best = max(clean, key=lambda c: (share_of(c), c.likeness or 0.0, -c.step))
-    one_sample = 1 / max(best.samples, 1)
+    one_sample = 1 / best.samples if best.samples >= MIN_SAMPLES_FOR_SLACK else 0.0
     near = sorted(
         (
             c

@@ -122,6 +122,16 @@ def test_a_close_call_names_the_steps_within_the_noise_and_picks_the_earliest() 
     )
 
 
+def test_a_checkpoint_that_mixes_in_somebody_else_is_not_within_the_noise() -> None:
+    # Half of 500's samples are somebody else: its spread is a difference, not noise (capped at 0.05),
+    # and with 2 samples a checkpoint, one sample short of the best's share is not close enough.
+    found = judge(
+        [with_likeness(500, (0.40, 0.72), matches=1, samples=2, faces=2), with_likeness(750, (0.71, 0.73), samples=2)],
+        need_file=True,
+    )
+    assert found.checkpoint is not None and found.checkpoint.step == 750 and found.confidence == "clear"
+
+
 def test_a_clear_pick_when_the_best_stands_out() -> None:
     found = judge([with_likeness(1000, (0.58, 0.6, 0.62)), with_likeness(1250, (0.74, 0.75, 0.76))], need_file=True)
     assert found.checkpoint is not None and found.checkpoint.step == 1250
