@@ -33,6 +33,18 @@ def test_both_commands_are_listed_and_need_their_arguments() -> None:
     assert invoke("export", ".").exit_code == 2  # -o is required
 
 
+def test_samples_of_two_runs_in_one_folder_exit_1_naming_both(tmp_path: Path) -> None:
+    from PIL import Image
+
+    (tmp_path / "refs").mkdir()
+    (tmp_path / "s").mkdir()
+    for name in ("ohwx_000250_00_20261201101010.png", "ohwx_v2_000250_00_20261201101010.png"):
+        Image.new("RGB", (8, 8)).save(tmp_path / "s" / name)
+    result = invoke("score", "--reference", str(tmp_path / "refs"), "--samples", str(tmp_path / "s"))
+    assert result.exit_code == 1
+    assert "samples of 2 runs in one folder (output names ohwx (1 files), ohwx_v2 (1 files))" in result.output
+
+
 def test_without_the_identity_model_score_says_how_to_install_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
