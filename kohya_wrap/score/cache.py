@@ -55,8 +55,8 @@ class ObservationCache:
                         chip=data["chip"].astype(np.float32),
                         mask=data["mask"].astype(bool),
                         box=(box[0], box[1], box[2], box[3]),
-                        wide=data["wide"].astype(np.float32),
-                        wide_mask=data["wide_mask"].astype(bool),
+                        wide=data["wide"].astype(np.float32) if "wide" in data.files else None,
+                        wide_mask=data["wide_mask"].astype(bool) if "wide_mask" in data.files else None,
                     )
                 thumb = data["thumb"].astype(np.float32) if "thumb" in data.files else None
         except (OSError, ValueError, KeyError):
@@ -80,9 +80,9 @@ class ObservationCache:
                 chip=observation.chip.astype(np.float32),
                 mask=observation.mask.astype(bool),
                 box=np.array(observation.box or (0, 0, 0, 0)),
-                wide=observation.wide.astype(np.float32),
-                wide_mask=observation.wide_mask.astype(bool),
             )
+            if observation.wide is not None:
+                arrays.update(wide=observation.wide.astype(np.float32), wide_mask=observation.wide_mask.astype(bool))
         buffer = io.BytesIO()
         np.savez(buffer, **arrays)
         try:
