@@ -18,9 +18,13 @@ INSTALL_HINT = "pip install 'kohya-wrap[score]'"
 SAME_PERSON_DISTANCE = 0.6  # dlib's published threshold for the ResNet v1 descriptor
 CHIP_SIZE = 64  # side of the aligned grey face thumbnail used to recognise copies
 CHIP_PADDING = 0.25
+# The wider aligned view used to recognise copies: the face with hair, neck and what is around it
+# (framing and background are what a reproduced photo shares and a new photo does not).
+WIDE_CHIP_SIZE = 128
+WIDE_CHIP_PADDING = 0.6
 MAX_SIDE = 640  # photos are scaled down to this before detection: faster, and the descriptor needs ~150 px
 # Bump when the way an Observation is computed changes: it is part of every cache key.
-PIPELINE_VERSION = "2"
+PIPELINE_VERSION = "3"
 _MODEL_FILES = ("shape_predictor_5_face_landmarks.dat", "dlib_face_recognition_resnet_model_v1.dat")
 
 
@@ -52,6 +56,8 @@ class Observation:
     chip: Any = None  # numpy float32 (CHIP_SIZE, CHIP_SIZE): the aligned grey face, 0..255
     mask: Any = None  # numpy bool (CHIP_SIZE, CHIP_SIZE): the chip's pixels that lie inside the image
     box: tuple[int, int, int, int] | None = None  # left, top, right, bottom in the scaled image
+    wide: Any = None  # numpy float32 (WIDE_CHIP_SIZE, WIDE_CHIP_SIZE): the aligned grey face and surroundings
+    wide_mask: Any = None  # numpy bool: the wide chip's pixels that lie inside the image
 
     @property
     def has_face(self) -> bool:
@@ -92,13 +98,20 @@ class IdentityModel:
         chip = np.asarray(self._dlib.get_face_chip(rgb, shape, size=CHIP_SIZE, padding=CHIP_PADDING), dtype=np.float32)
         # A face cut by the frame's edge gets a chip partly filled in: the same warp of a white image
         # says which pixels are real, so a crop of a photo still correlates with the photo.
-        inside = self._dlib.get_face_chip(np.full_like(rgb, 255), shape, size=CHIP_SIZE, padding=CHIP_PADDING)
+        white = np.full_like(rgb, 255)
+        inside = self._dlib.get_face_chip(white, shape, size=CHIP_SIZE, padding=CHIP_PADDING)
+        wide = np.asarray(
+            self._dlib.get_face_chip(rgb, shape, size=WIDE_CHIP_SIZE, padding=WIDE_CHIP_PADDING), dtype=np.float32
+        )
+        wide_inside = self._dlib.get_face_chip(white, shape, size=WIDE_CHIP_SIZE, padding=WIDE_CHIP_PADDING)
         return Observation(
             faces=len(rects),
             embedding=embedding,
             chip=chip.mean(axis=2),
             mask=np.asarray(inside)[..., 0] > 127,
             box=(rect.left(), rect.top(), rect.right(), rect.bottom()),
+            wide=wide.mean(axis=2),
+            wide_mask=np.asarray(wide_inside)[..., 0] > 127,
         )
 
 

@@ -85,3 +85,23 @@ def image(name: str):  # type: ignore[no-untyped-def]
     if name.startswith("skimage:"):
         return Image.open(skimage_photo(name.split(":", 1)[1])).convert("RGB")
     return Image.open(io.BytesIO(photo_bytes(name))).convert("RGB")
+
+
+# ../shared/photos/people/<name>/*.jpg: 39 photos of 8 public figures (its README says where from); never
+# copied into the repository, read where the workplace has them.
+PEOPLE = ROOT.parent / "shared" / "photos" / "people"
+
+
+def people_skip_reason() -> str | None:
+    if (problem := skip_reason()) is not None:
+        return problem
+    if not PEOPLE.is_dir():
+        return f"the photos of people are absent: {PEOPLE} is not there (outside this workplace)"
+    return None
+
+
+needs_people = pytest.mark.skipif(people_skip_reason() is not None, reason=people_skip_reason() or "")
+
+
+def person_photo(person: str, name: str) -> Path:
+    return PEOPLE / person / f"{name}.jpg"

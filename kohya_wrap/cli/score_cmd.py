@@ -60,6 +60,7 @@ def score(run_dir: Path | None, reference: Path | None, samples: Path | None, no
 
         print_json(doc)
         return
+    from rich.markup import escape
     from rich.table import Table
 
     from kohya_wrap.cli.output import console
@@ -76,7 +77,7 @@ def score(run_dir: Path | None, reference: Path | None, samples: Path | None, no
             str(c["faces"]),
             _fmt(c["likeness"]),
             str(c["matches"]),
-            str(c["copies"]),
+            str(c["copies"]) + (" copying" if c.get("copying") else ""),
             _fmt(c["variety"]),
             c["checkpoint"] or "-",
             style=style,
@@ -86,6 +87,15 @@ def score(run_dir: Path | None, reference: Path | None, samples: Path | None, no
     out.print(score_mod.recommended_line(doc) if best is not None else f"no checkpoint recommended: {doc['reason']}")
     if best is not None:
         out.print(f"why: {doc['reason']}")
+        if doc.get("confidence"):
+            out.print(f"how sure: {doc['confidence']}")
+    left_out = doc.get("left_out") or []
+    if left_out:
+        out.print(f"[yellow]left out: {len(left_out)} file{'s' if len(left_out) != 1 else ''}[/yellow]")
+        for item in left_out[:10]:
+            out.print(f"  {item['kind']} {escape(item['file'])}: {escape(item['why'])}")
+        if len(left_out) > 10:
+            out.print(f"  ... and {len(left_out) - 10} more (--json lists them all)")
     if run_dir is not None:
         from kohya_wrap import rundir
 

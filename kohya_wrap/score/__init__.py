@@ -14,12 +14,15 @@ from typing import Any
 
 from kohya_wrap.faceid import INSTALL_HINT, scorer_available
 from kohya_wrap.fsutil import load_json
-from kohya_wrap.score.collect import ScoreError
-from kohya_wrap.score.scoring import CheckpointScore, ScoreReport
+from kohya_wrap.score.collect import LeftOut, ScoreError
+from kohya_wrap.score.scoring import CheckpointScore, Judgement, Recommendation, ScoreReport
 
 __all__ = [
     "CheckpointScore",
     "INSTALL_HINT",
+    "Judgement",
+    "LeftOut",
+    "Recommendation",
     "ScoreError",
     "ScoreReport",
     "load_score",
@@ -49,16 +52,19 @@ def score_run(
 ) -> ScoreReport:
     """Score every checkpoint's samples of a run; write RUN_DIR/score.json (atomically) unless write=False.
 
-    cache_dir: where reference observations are cached (None: kohya-wrap's cache folder); use_cache=False: none.
+    cache_dir: where observations of reference photos and samples are cached (None: kohya-wrap's cache
+    folder), so that scoring again as checkpoints land only looks at the new samples; use_cache=False: none.
+    Files left out (unreadable, misnamed, another run's) are in the report's left_out, not fatal.
     """
     from kohya_wrap import rundir
     from kohya_wrap.fsutil import atomic_write_json
-    from kohya_wrap.score.collect import folder_references, group_run_samples, run_references
+    from kohya_wrap.score.collect import collect_run_samples, folder_references, run_references
     from kohya_wrap.score.scoring import score_groups
     from kohya_wrap.sdscripts import validation_losses
 
     run = Path(run_dir).expanduser().resolve()
-    groups, samples_where = group_run_samples(run)
+    samples = collect_run_samples(run)
+    groups, samples_where = samples.groups, samples.where
     if reference_dir is not None:
         photos, where = folder_references(reference_dir), str(reference_dir)
     else:
@@ -75,6 +81,7 @@ def score_run(
         validation=validation_losses(rundir.paths(run).tensorboard_dir),
         model=model,
         progress=progress,
+        left_out=samples.left_out,
     )
     if write:
         atomic_write_json(rundir.paths(run).score_json, report.to_json())
@@ -91,10 +98,11 @@ def score_images(
     progress: Callable[[str], None] | None = None,
 ) -> ScoreReport:
     """Score any samples (grouped by sd-scripts' file names or by step subfolders) against any photos."""
-    from kohya_wrap.score.collect import folder_references, group_samples_dir
+    from kohya_wrap.score.collect import collect_samples_dir, folder_references
     from kohya_wrap.score.scoring import score_groups
 
-    groups = group_samples_dir(Path(samples_dir))
+    samples = collect_samples_dir(Path(samples_dir))
+    groups = samples.groups
     photos = folder_references(Path(reference_dir))
     _require_scorer()
     return score_groups(
@@ -107,6 +115,7 @@ def score_images(
         use_cache=use_cache,
         model=model,
         progress=progress,
+        left_out=samples.left_out,
     )
 
 
@@ -147,7 +156,11 @@ def recommended_line(doc: dict[str, Any] | None) -> str:
         return f"no checkpoint recommended: {reason}"
     rec = doc["recommended"]
     name = f" ({rec['checkpoint']})" if rec.get("checkpoint") else ""
+    copies = rec.get("copies") or 0
+    copied = "no copies" if not copies else f"{copies} cop{'y' if copies == 1 else 'ies'} (under the share)"
+    confidence = doc.get("confidence")
+    sure = f"; {confidence}" if isinstance(confidence, str) and confidence.startswith("close call") else ""
     return (
         f"recommended: step {step}{name}, likeness {rec.get('likeness')}, "
-        f"{rec.get('matches')}/{rec.get('samples')} samples the person, no copies"
+        f"{rec.get('matches')}/{rec.get('samples')} samples the person, {copied}{sure}"
     )

@@ -1,4 +1,4 @@
-"""Observations of reference photos, cached on disk so that a second `score` skips them.
+"""Observations of reference photos and samples, cached on disk so that a second `score` skips them.
 
 Key: the file's sha256 and the identity model's id (dlib version + pipeline version), so an edited
 photo or a changed model is looked at again. One small .npz per photo, written atomically; a
@@ -31,6 +31,11 @@ class ObservationCache:
         return None if self.folder is None else self.folder / sha256[:2] / f"{sha256}.npz"
 
     def get(self, sha256: str) -> Observation | None:
+        entry = self.get_entry(sha256)
+        return None if entry is None else entry[0]
+
+    def get_entry(self, sha256: str) -> tuple[Observation, Any] | None:
+        """The observation and the variety thumbnail (None when not stored) of a file, or None."""
         import numpy as np
 
         path = self._path(sha256)
@@ -50,20 +55,25 @@ class ObservationCache:
                         chip=data["chip"].astype(np.float32),
                         mask=data["mask"].astype(bool),
                         box=(box[0], box[1], box[2], box[3]),
+                        wide=data["wide"].astype(np.float32) if "wide" in data.files else None,
+                        wide_mask=data["wide_mask"].astype(bool) if "wide_mask" in data.files else None,
                     )
+                thumb = data["thumb"].astype(np.float32) if "thumb" in data.files else None
         except (OSError, ValueError, KeyError):
             self.misses += 1
             return None
         self.hits += 1
-        return found
+        return found, thumb
 
-    def put(self, sha256: str, observation: Observation) -> None:
+    def put(self, sha256: str, observation: Observation, thumb: Any = None) -> None:
         import numpy as np
 
         path = self._path(sha256)
         if path is None:
             return
         arrays: dict[str, Any] = {"faces": np.array(observation.faces)}
+        if thumb is not None:
+            arrays["thumb"] = np.asarray(thumb, dtype=np.float32)
         if observation.has_face:
             arrays.update(
                 embedding=observation.embedding,
@@ -71,6 +81,8 @@ class ObservationCache:
                 mask=observation.mask.astype(bool),
                 box=np.array(observation.box or (0, 0, 0, 0)),
             )
+            if observation.wide is not None:
+                arrays.update(wide=observation.wide.astype(np.float32), wide_mask=observation.wide_mask.astype(bool))
         buffer = io.BytesIO()
         np.savez(buffer, **arrays)
         try:

@@ -22,6 +22,27 @@ class ScoreError(KohyaWrapError):
 
 
 @dataclass(frozen=True)
+class LeftOut:
+    """A file score did not use, and why (reported in the result, never silently dropped)."""
+
+    file: str
+    kind: str  # "sample" or "reference"
+    why: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"file": self.file, "kind": self.kind, "why": self.why}
+
+
+@dataclass(frozen=True)
+class SampleSet:
+    """The samples to score, by checkpoint, where they come from, and the files left out."""
+
+    groups: list[SampleGroup]
+    where: str
+    left_out: list[LeftOut]
+
+
+@dataclass(frozen=True)
 class SampleGroup:
     """The samples of one checkpoint."""
 
@@ -52,6 +73,20 @@ def folder_step(name: str) -> int | None:
 
 def group_samples_dir(folder: Path) -> list[SampleGroup]:
     """Samples of any folder, by sd-scripts file name, or by one subfolder per checkpoint."""
+    return collect_samples_dir(folder).groups
+
+
+_NO_STEP = (
+    "its name does not say a step (<name>_<step, 6 digits>_<prompt, 2 digits>_<date>.png) and it is in no step folder"
+)
+
+
+def collect_samples_dir(folder: Path) -> SampleSet:
+    """Samples of any folder, by sd-scripts file name, or by one subfolder per checkpoint; the files left out.
+
+    Samples of more than one run (sd-scripts names with different output names) are refused: their
+    steps would be merged into one curve.
+    """
     from kohya_wrap.sdscripts import parse_sample_name
 
     folder = Path(folder).expanduser()
@@ -59,12 +94,21 @@ def group_samples_dir(folder: Path) -> list[SampleGroup]:
         raise ScoreError(f"--samples {folder}: no such folder", "give the folder that holds the sample images")
     by_step: dict[int, list[Path]] = {}
     loose: list[Path] = []
+    runs: dict[str | None, int] = {}
     for path in images_in(folder, recursive=False):
         parsed = parse_sample_name(path.name)
         if parsed is not None and parsed.step is not None:
             by_step.setdefault(parsed.step, []).append(path)
+            runs[parsed.output_name] = runs.get(parsed.output_name, 0) + 1
         else:
             loose.append(path)
+    if len(runs) > 1:
+        names = ", ".join(f"{name or '(no name)'} ({count} files)" for name, count in sorted(runs.items(), key=str))
+        raise ScoreError(
+            f"--samples {folder}: samples of {len(runs)} runs in one folder (output names {names}); "
+            "their steps would be merged",
+            "give one run's samples per folder (score each with its own --samples)",
+        )
     unnamed: list[str] = []
     for sub in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
         images = images_in(sub, recursive=True)
@@ -83,7 +127,10 @@ def group_samples_dir(folder: Path) -> list[SampleGroup]:
             "name the files the sd-scripts way (<name>_<step, 6 digits>_<prompt, 2 digits>_<date>.png) "
             "or put each checkpoint's samples in a subfolder named by its step (step-000500/)",
         )
-    return [SampleGroup(step, tuple(sorted(paths))) for step, paths in sorted(by_step.items())]
+    left_out = [LeftOut(str(p), "sample", _NO_STEP) for p in loose]
+    left_out += [LeftOut(str(folder / name), "sample", "a subfolder whose name has no step number") for name in unnamed]
+    groups = [SampleGroup(step, tuple(sorted(paths))) for step, paths in sorted(by_step.items())]
+    return SampleSet(groups, str(folder), left_out)
 
 
 def load_run_plan(run_dir: Path) -> Any:
@@ -95,23 +142,45 @@ def load_run_plan(run_dir: Path) -> Any:
 
 def group_run_samples(run_dir: Path) -> tuple[list[SampleGroup], str]:
     """The training samples of a run, by step, each with the LoRA file saved at that step (if any)."""
+    found = collect_run_samples(run_dir)
+    return found.groups, found.where
+
+
+def collect_run_samples(run_dir: Path) -> SampleSet:
+    """The training samples of a run by step (with the LoRA file saved there), and the images of the sample
+    folder left out: another run's (output name), or not named by sd-scripts."""
     from kohya_wrap.safetensors_header import incomplete
-    from kohya_wrap.sdscripts import checkpoint_steps, find_samples, sample_dir, sample_step
+    from kohya_wrap.sdscripts import checkpoint_steps, find_samples, parse_sample_name, sample_dir, sample_step
 
     plan = load_run_plan(run_dir)
     spe = plan.steps.get("steps_per_epoch")
     found = find_samples(plan.output_dir, plan.output_name)
+    folder = sample_dir(plan.output_dir)
     if not found:
         raise ScoreError(
-            f"{sample_dir(plan.output_dir)}: no samples to score",
+            f"{folder}: no samples to score",
             "train the run first (its preset draws samples at each checkpoint: sample_every_n_steps), "
             "or draw some with `kohya-wrap sample RUN_DIR` and score them with --samples",
         )
     by_step: dict[int, list[Path]] = {}
+    left_out: list[LeftOut] = []
     for path, name in found:
         step = sample_step(name, spe if isinstance(spe, int) else None, plan.max_train_steps)
         if step is not None:
             by_step.setdefault(step, []).append(path)
+        else:
+            left_out.append(LeftOut(str(path), "sample", "its epoch does not map to a step of this run"))
+    used = {path for path, _ in found}
+    for path in images_in(folder, recursive=False):
+        if path in used:
+            continue
+        parsed = parse_sample_name(path.name)
+        why = (
+            f"another run's sample (output name {parsed.output_name}, this run's is {plan.output_name})"
+            if parsed is not None
+            else "not named by sd-scripts: its name does not say a step"
+        )
+        left_out.append(LeftOut(str(path), "sample", why))
     # a LoRA file cut short (a trainer killed mid-save) is never recommended: its step counts as having no file
     files = {
         step: path
@@ -119,7 +188,7 @@ def group_run_samples(run_dir: Path) -> tuple[list[SampleGroup], str]:
         if incomplete(path) is None
     }
     groups = [SampleGroup(step, tuple(sorted(paths)), files.get(step)) for step, paths in sorted(by_step.items())]
-    return groups, str(sample_dir(plan.output_dir))
+    return SampleSet(groups, str(folder), left_out)
 
 
 def run_references(run_dir: Path) -> tuple[list[Path], str]:

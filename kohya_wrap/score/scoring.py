@@ -3,30 +3,66 @@
 Per sample with a face (its largest one), against every reference photo with a face:
 - distance: the median Euclidean distance of its 128-d descriptor to the references' descriptors;
 - likeness: clip(1 - distance / 1.2, 0, 1), so dlib's same-person threshold 0.6 maps to 0.5;
-- match: distance < 0.6;
-- copy: some reference's aligned 64 px grey face correlates with the sample's (or its mirror
-  image's: flip_aug trains on mirrored photos) at >= COPY_CORRELATION, and is the same person
-  (distance < 0.6) - a reproduced photo, not just a good likeness.
-A checkpoint's likeness and distance are means over its samples with a face.
+- match: distance under the person's own threshold: dlib's 0.6, tightened to how far the reference
+  photos lie from each other (their leave-one-out spread) plus a margin, so look-alikes stop counting;
+- copy: the sample reproduces one reference photo (same pose, expression, light, framing): the mean
+  of two band-pass correlations of the aligned images (the tight face, and a wider view with hair,
+  neck and background; or the sample's mirror image: flip_aug trains on mirrored photos) is at least
+  COPY_CORRELATION, and the sample is not clearly somebody else.
+A checkpoint's likeness and distance are means over its samples with a face; it copies when a share
+of its samples (COPY_SHARE) do, so one odd sample does not veto it.
 """
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from kohya_wrap.faceid import SAME_PERSON_DISTANCE, Observation
-from kohya_wrap.score.collect import SampleGroup, ScoreError
+from kohya_wrap.score.collect import LeftOut, SampleGroup, ScoreError
 
 LIKENESS_SCALE = 2 * SAME_PERSON_DISTANCE  # distance at which likeness reaches 0
-COPY_CORRELATION = 0.65  # measured: other photos <= 0.40; copies, crops, mirror images 0.70-1.0 (docs/score.md)
+# Thresholds measured on ../shared/photos by leaving people out (bench/score_heldout.py, docs/score.md).
+COPY_CORRELATION = 0.79  # mean band-pass correlation from which a sample copies a reference
+COPY_IDENTITY_GATE = 0.8  # a copy is not clearly somebody else (painted copies reach 0.65; others start ~0.7+)
+COPY_SHARE = 0.5  # a checkpoint copies when at least this share of its samples with a face do
+IDENTITY_MARGIN = 0.10  # over the photos' own leave-one-out spread: this person's same-person threshold
+MIN_MATCH_DISTANCE = 0.45  # the person's threshold never goes below this (near-duplicate photos)
+MIN_SPREAD_PHOTOS = 3  # fewer reference faces than this: dlib's 0.6 as it is
+LIKENESS_NOISE_FLOOR = 0.02  # two checkpoints' likeness closer than this are within the noise
+LIKENESS_NOISE_CAP = 0.05  # ... and further apart than this are not, whatever their samples' spread
+MIN_SAMPLES_FOR_SLACK = 3  # with fewer samples a checkpoint, one sample short of the best's share is too many
 MIN_OVERLAP = 0.4  # share of the chip both faces must fill for their correlation to count
 VARIETY_THUMB = 32
 SCORE_SCHEMA = 1
+# Band-pass (difference of Gaussians) sigmas in pixels, and how far the mask shrinks (the blur
+# smears the chip's filled-in border), for the tight 64 px face and the wide 128 px view.
+TIGHT_BAND = (1.0, 3.0, 3)
+WIDE_BAND = (3.0, 8.0, 5)
+SHIFT_SEARCH_FROM = 0.55  # a mean correlation from which moved views are tried too
+SHIFT_SEARCH_REFS = 3  # for at most this many references (the most alike): a copy copies one photo
+TIGHT_SHIFTS = (-2, -1, 0, 1, 2)  # pixels, in the 64 px tight view
+WIDE_SHIFTS = (-4, -2, 0, 2, 4)  # pixels, in the 128 px wide view
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """The thresholds of the judgement; bench/score_heldout.py tunes them on some people, reports on others."""
+
+    copy_correlation: float = COPY_CORRELATION
+    copy_identity_gate: float = COPY_IDENTITY_GATE
+    copy_share: float = COPY_SHARE
+    identity_margin: float | None = IDENTITY_MARGIN  # None: dlib's 0.6 for everyone (not calibrated)
+    min_match_distance: float = MIN_MATCH_DISTANCE
+    likeness_noise_floor: float = LIKENESS_NOISE_FLOOR
+
+
+DEFAULT_JUDGEMENT = Judgement()
 
 
 @dataclass(frozen=True)
@@ -38,7 +74,7 @@ class ImageScore:
     likeness: float | None = None
     match: bool = False
     copy_of: str | None = None  # the reference photo it reproduces
-    copy_correlation: float | None = None  # the highest face correlation with any reference
+    copy_correlation: float | None = None  # the highest copy correlation with any reference (band-pass mean)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -66,6 +102,13 @@ class CheckpointScore:
     checkpoint: str | None = None  # the LoRA file saved at this step (scoring a run)
     validation_loss: float | None = None  # sd-scripts' loss/validation/step_average at this step
     images: tuple[ImageScore, ...] = ()
+    copying: bool | None = None  # None: decided from copies/faces by the default COPY_SHARE
+
+    def is_copying(self, share: float = COPY_SHARE) -> bool:
+        """A share of the samples with a face copy a photo (one odd sample among three does not)."""
+        if self.copying is not None:
+            return self.copying
+        return self.copies > 0 and self.copies >= share * max(self.faces, 1)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -75,12 +118,23 @@ class CheckpointScore:
             "likeness": self.likeness,
             "matches": self.matches,
             "copies": self.copies,
+            "copying": self.is_copying(),
             "distance": self.distance,
             "variety": self.variety,
             "checkpoint": self.checkpoint,
             "validation_loss": self.validation_loss,
             "images": [i.to_json() for i in self.images],
         }
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    """The pick, why, and how sure: "clear", or "close call: steps 1000 and 1250 within the noise ..."."""
+
+    checkpoint: CheckpointScore | None
+    reason: str
+    confidence: str = ""  # "" when nothing is recommended
+    close: tuple[int, ...] = ()  # the steps within the noise of the pick (the pick included)
 
 
 @dataclass(frozen=True)
@@ -93,6 +147,12 @@ class ScoreReport:
     model: str = ""
     seconds: float = 0.0
     cache: dict[str, int] = field(default_factory=dict)
+    confidence: str = ""
+    close: tuple[int, ...] = ()
+    left_out: tuple[LeftOut, ...] = ()  # files not scored, and why
+    match_distance: float = SAME_PERSON_DISTANCE  # this person's same-person threshold
+    spread: float | None = None  # the reference photos' leave-one-out spread (None: too few)
+    judgement: Judgement = DEFAULT_JUDGEMENT
 
     def to_json(self) -> dict[str, Any]:
         rec = None
@@ -112,13 +172,19 @@ class ScoreReport:
             "checkpoints": [c.to_json() for c in self.checkpoints],
             "recommended": rec,
             "reason": self.reason,
+            "confidence": self.confidence,
+            "close": list(self.close),
+            "left_out": [item.to_json() for item in self.left_out],
             "references": dict(self.references),
             "samples": self.samples_source,
             "model": {
                 "id": self.model,
                 "same_person_distance": SAME_PERSON_DISTANCE,
+                "match_distance": _r(self.match_distance),
+                "spread": self.spread,
                 "likeness": f"clip(1 - median distance / {LIKENESS_SCALE:g}, 0, 1)",
-                "copy_correlation": COPY_CORRELATION,
+                "copy_correlation": self.judgement.copy_correlation,
+                "copy_share": self.judgement.copy_share,
             },
             "seconds": round(self.seconds, 2),
             "cache": dict(self.cache),
@@ -139,15 +205,70 @@ class Reference:
     observation: Observation
 
 
-def masked_correlation(chips: Any, masks: Any, chip: Any, mask: Any) -> Any:
-    """Pearson correlation of one chip with each row of chips, over the pixels both have (-1 if too few)."""
+# -- the person's own threshold ---------------------------------------------------------------------
+
+
+def person_spread(refs: Sequence[Reference]) -> float | None:
+    """How far a photo of this person lies from the person's other photos: the largest leave-one-out median.
+
+    None with fewer than MIN_SPREAD_PHOTOS reference faces (one distance says nothing of a spread).
+    """
     import numpy as np
 
-    joint = (masks & mask).astype(np.float64)
-    count = joint.sum(axis=1)
-    x, y = chip.astype(np.float64), chips.astype(np.float64)
-    sx, sy = joint @ x, (joint * y).sum(axis=1)
-    sxx, syy, sxy = joint @ (x * x), (joint * y * y).sum(axis=1), (joint * y) @ x
+    if len(refs) < MIN_SPREAD_PHOTOS:
+        return None
+    e = np.stack([r.observation.embedding for r in refs])
+    d = np.linalg.norm(e[:, None, :] - e[None, :, :], axis=2)
+    n = len(refs)
+    loo = [float(np.median(np.delete(d[i], i))) for i in range(n)]
+    return max(loo)
+
+
+def match_distance_for(spread: float | None, judgement: Judgement = DEFAULT_JUDGEMENT) -> float:
+    """The distance under which a sample is this person: dlib's 0.6, tightened for a person whose photos agree."""
+    if spread is None or judgement.identity_margin is None:
+        return SAME_PERSON_DISTANCE
+    return min(SAME_PERSON_DISTANCE, max(judgement.min_match_distance, spread + judgement.identity_margin))
+
+
+# -- copies -----------------------------------------------------------------------------------------
+
+
+def masked_correlation(chips: Any, masks: Any, chip: Any, mask: Any) -> Any:
+    """Pearson correlation of one chip with each row of chips, over the pixels both have (-1 if too few)."""
+    return correlate_rows(RowStack.of(chips, masks), chip, mask)
+
+
+@dataclass(frozen=True)
+class RowStack:
+    """Rows of flattened chips with their masks, multiplied out once so that correlating one chip with all
+    of them is five matrix-vector products (float32)."""
+
+    masks: Any  # (rows, pixels): 1 inside the image
+    masked: Any  # masks * chips
+    masked_squares: Any  # masks * chips**2
+
+    @staticmethod
+    def of(chips: Any, masks: Any) -> RowStack:
+        import numpy as np
+
+        m = np.asarray(masks, dtype=np.float32)
+        y = np.asarray(chips, dtype=np.float32)
+        return RowStack(m, m * y, m * y * y)
+
+
+def correlate_rows(rows: RowStack, chip: Any, mask: Any) -> Any:
+    import numpy as np
+
+    m = mask.astype(np.float32)
+    x = chip.astype(np.float32) * m
+
+    def dot(matrix: Any, vector: Any) -> Any:
+        # einsum, not `@`: a threaded BLAS makes these small products several times slower on a busy CPU.
+        return np.einsum("ij,j->i", matrix, vector).astype(np.float64)
+
+    count, sx, sxx = dot(rows.masks, m), dot(rows.masks, x), dot(rows.masks, x * chip)
+    sy, syy, sxy = dot(rows.masked, m), dot(rows.masked_squares, m), dot(rows.masked, x)
     with np.errstate(divide="ignore", invalid="ignore"):
         cov = sxy - sx * sy / count
         var = (sxx - sx * sx / count) * (syy - sy * sy / count)
@@ -155,30 +276,159 @@ def masked_correlation(chips: Any, masks: Any, chip: Any, mask: Any) -> Any:
     return np.where((count >= MIN_OVERLAP * chip.size) & (var > 1e-6), r, -1.0)
 
 
-def score_image(name: str, seen: Observation, refs: Sequence[Reference]) -> ImageScore:
+def band_pass(chip: Any, mask: Any, band: tuple[float, float, int]) -> tuple[Any, Any]:
+    """Difference of Gaussians: the edges and shapes of a picture, without its overall light and colour.
+
+    Blurred by normalised convolution (the blur of the pixels inside the image over the blur of the
+    mask), so the filled-in part of a chip cut by the frame does not leak an edge into it.
+    """
+    import cv2
+    import numpy as np
+
+    low, high, shrink = band
+    inside = mask.astype(np.float32)
+    grey = chip.astype(np.float32) * inside
+
+    def blur(sigma: float) -> Any:
+        weight = cv2.GaussianBlur(inside, (0, 0), sigma)
+        return cv2.GaussianBlur(grey, (0, 0), sigma) / np.maximum(weight, 1e-3)
+
+    kept = cv2.erode(mask.astype(np.uint8), np.ones((shrink, shrink), np.uint8)).astype(bool)
+    return blur(low) - blur(high), kept
+
+
+@dataclass(frozen=True)
+class CopyView:
+    """An observation's band-passed tight face and wide view (and their masks), flattened."""
+
+    tight: Any
+    tight_mask: Any
+    wide: Any
+    wide_mask: Any
+
+    @staticmethod
+    def of(seen: Observation, *, mirror: bool = False) -> CopyView:
+        import numpy as np
+
+        flip = (lambda a: a[:, ::-1]) if mirror else (lambda a: a)
+        tight, tight_mask = band_pass(flip(seen.chip), flip(seen.mask), TIGHT_BAND)
+        if seen.wide is not None:
+            wide, wide_mask = band_pass(flip(seen.wide), flip(seen.wide_mask), WIDE_BAND)
+        else:
+            wide, wide_mask = np.zeros((1, 1), np.float32), np.zeros((1, 1), bool)
+        return CopyView(tight.ravel(), tight_mask.ravel(), wide.ravel(), wide_mask.ravel())
+
+
+@dataclass(frozen=True)
+class ReferenceSet:
+    """The references stacked for scoring: descriptors, copy views, this person's threshold."""
+
+    refs: tuple[Reference, ...]
+    embeddings: Any
+    tight: RowStack | None
+    wide: RowStack | None
+    spread: float | None
+    match_distance: float
+
+    @staticmethod
+    def of(refs: Sequence[Reference], judgement: Judgement = DEFAULT_JUDGEMENT) -> ReferenceSet:
+        import numpy as np
+
+        views = [CopyView.of(r.observation) for r in refs]
+        spread = person_spread(refs)
+        return ReferenceSet(
+            refs=tuple(refs),
+            embeddings=np.stack([r.observation.embedding for r in refs]) if refs else np.zeros((0, 128)),
+            tight=RowStack.of(np.stack([v.tight for v in views]), np.stack([v.tight_mask for v in views]))
+            if refs
+            else None,
+            wide=RowStack.of(np.stack([v.wide for v in views]), np.stack([v.wide_mask for v in views]))
+            if refs
+            else None,
+            spread=spread,
+            match_distance=match_distance_for(spread, judgement),
+        )
+
+    def copy_correlation(self, seen: Observation) -> Any:
+        """Per reference: the mean of the tight and wide band-pass correlations (the one that exists when a
+        view lacks the overlap), the better of the sample and its mirror image.
+
+        Where that mean is already high (SHIFT_SEARCH_FROM, the few most alike references), the sample's views are also tried moved by a
+        pixel or two (four in the wide view): a face cut by the frame or stretched gets its landmarks, and
+        so its aligned views, a little off, and a copy then correlates less than it is alike.
+        """
+        import numpy as np
+
+        best = np.full(len(self.refs), -1.0)
+        if self.tight is None or self.wide is None:
+            return best
+        for mirror in (False, True):
+            view = CopyView.of(seen, mirror=mirror)
+            tight = correlate_rows(self.tight, view.tight, view.tight_mask)
+            has_wide = self.wide.masks.shape[1] == view.wide.size
+            wide = correlate_rows(self.wide, view.wide, view.wide_mask) if has_wide else np.full(len(self.refs), -1.0)
+            both = _mean_of_views(tight, wide)
+            for i in np.argsort(-both)[:SHIFT_SEARCH_REFS]:
+                if both[i] < SHIFT_SEARCH_FROM:
+                    break
+                tight_i = _best_shift(self.tight, i, view.tight, view.tight_mask, TIGHT_SHIFTS)
+                wide_i = _best_shift(self.wide, i, view.wide, view.wide_mask, WIDE_SHIFTS) if has_wide else -1.0
+                both[i] = max(both[i], float(_mean_of_views(np.array([tight_i]), np.array([wide_i]))[0]))
+            best = np.maximum(best, both)
+        return best
+
+
+def _mean_of_views(tight: Any, wide: Any) -> Any:
+    import numpy as np
+
+    return np.where(wide > -1.0, np.where(tight > -1.0, (tight + wide) / 2, wide), tight)
+
+
+def _best_shift(rows: RowStack, i: int, chip: Any, mask: Any, shifts: Sequence[int]) -> float:
+    """The highest correlation of row i with the flattened square chip moved by each (dx, dy) in shifts x shifts."""
+    import numpy as np
+
+    side = int(round(math.sqrt(chip.size)))
+    image, inside = chip.reshape(side, side), mask.reshape(side, side)
+    one = RowStack(rows.masks[i : i + 1], rows.masked[i : i + 1], rows.masked_squares[i : i + 1])
+    best = -1.0
+    for dy in shifts:
+        for dx in shifts:
+            moved = np.roll(image, (dy, dx), (0, 1))
+            kept = np.roll(inside, (dy, dx), (0, 1)).copy()
+            kept[: max(dy, 0), :] = False
+            kept[side + min(dy, 0) :, :] = False
+            kept[:, : max(dx, 0)] = False
+            kept[:, side + min(dx, 0) :] = False
+            best = max(best, float(correlate_rows(one, moved.ravel(), kept.ravel())[0]))
+    return best
+
+
+def score_image(
+    name: str,
+    seen: Observation,
+    refs: Sequence[Reference] | ReferenceSet,
+    judgement: Judgement = DEFAULT_JUDGEMENT,
+) -> ImageScore:
     import numpy as np
 
     if not seen.has_face:
         return ImageScore(file=name, faces=seen.faces)
-    embeddings = np.stack([r.observation.embedding for r in refs])
-    distances = np.linalg.norm(embeddings - seen.embedding, axis=1)
-    chips = np.stack([r.observation.chip.ravel() for r in refs])
-    masks = np.stack([r.observation.mask.ravel() for r in refs])
-    correlation = np.maximum(
-        masked_correlation(chips, masks, seen.chip.ravel(), seen.mask.ravel()),
-        masked_correlation(chips, masks, seen.chip[:, ::-1].ravel(), seen.mask[:, ::-1].ravel()),
-    )
+    ref_set = refs if isinstance(refs, ReferenceSet) else ReferenceSet.of(refs, judgement)
+    distances = np.linalg.norm(ref_set.embeddings - seen.embedding, axis=1)
+    correlation = ref_set.copy_correlation(seen)
     median = float(np.median(distances))
-    best = int(np.argmax(np.where(distances < SAME_PERSON_DISTANCE, correlation, -np.inf)))
-    is_copy = bool(distances[best] < SAME_PERSON_DISTANCE and correlation[best] >= COPY_CORRELATION)
+    over = (distances < judgement.copy_identity_gate) & (correlation >= judgement.copy_correlation)
+    best = int(np.argmax(np.where(over, correlation, -np.inf)))
+    is_copy = bool(over[best])
     return ImageScore(
         file=name,
         faces=seen.faces,
         distance=_r(median),
         closest=_r(float(distances.min())),
         likeness=_r(likeness_of(median)),
-        match=median < SAME_PERSON_DISTANCE,
-        copy_of=refs[best].name if is_copy else None,
+        match=median < ref_set.match_distance,
+        copy_of=ref_set.refs[best].name if is_copy else None,
         copy_correlation=_r(float(correlation.max())),
     )
 
@@ -194,24 +444,31 @@ def variety_of(thumbs: Sequence[Any]) -> float | None:
 def score_checkpoint(
     group: SampleGroup,
     observations: Sequence[tuple[Path, Observation, Any]],
-    refs: Sequence[Reference],
+    refs: Sequence[Reference] | ReferenceSet,
     validation_loss: float | None = None,
+    judgement: Judgement = DEFAULT_JUDGEMENT,
 ) -> CheckpointScore:
-    scores = tuple(score_image(path.name, seen, refs) for path, seen, _ in observations)
+    ref_set = refs if isinstance(refs, ReferenceSet) else ReferenceSet.of(refs, judgement)
+    scores = tuple(score_image(path.name, seen, ref_set, judgement) for path, seen, _ in observations)
     with_face = [s for s in scores if s.distance is not None]
+    copies = sum(s.copy_of is not None for s in scores)
     return CheckpointScore(
         step=group.step,
         samples=len(scores),
         faces=len(with_face),
         likeness=_r(statistics.fmean(s.likeness for s in with_face if s.likeness is not None)) if with_face else None,
         matches=sum(s.match for s in scores),
-        copies=sum(s.copy_of is not None for s in scores),
+        copies=copies,
         distance=_r(statistics.fmean(s.distance for s in with_face if s.distance is not None)) if with_face else None,
         variety=variety_of([thumb for _, _, thumb in observations]),
         checkpoint=group.checkpoint.name if group.checkpoint is not None else None,
         validation_loss=_r(validation_loss, 6),
         images=scores,
+        copying=copies > 0 and copies >= judgement.copy_share * max(len(with_face), 1),
     )
+
+
+# -- the recommendation -----------------------------------------------------------------------------
 
 
 def _steps(scores: Sequence[CheckpointScore]) -> str:
@@ -219,44 +476,137 @@ def _steps(scores: Sequence[CheckpointScore]) -> str:
     return ", ".join(steps[:6]) + (f" and {len(steps) - 6} more" if len(steps) > 6 else "")
 
 
-def recommend(checkpoints: Sequence[CheckpointScore], *, need_file: bool) -> tuple[CheckpointScore | None, str]:
-    """The checkpoint whose samples are most often the person, then most alike, that copies no photo.
+def _likeness_error(c: CheckpointScore) -> float:
+    """The standard error of a checkpoint's mean likeness (0 when its samples do not say)."""
+    values = [i.likeness for i in c.images if i.likeness is not None]
+    return statistics.stdev(values) / math.sqrt(len(values)) if len(values) >= 2 else 0.0
 
-    Ties go to the earlier step (less trained, less rigid). need_file: only steps a LoRA file was
-    saved at can be recommended (a run's step-0 samples show the base model).
+
+def _within_noise(a: CheckpointScore, b: CheckpointScore, judgement: Judgement) -> bool:
+    # Capped: a checkpoint whose samples mix the person and somebody else spreads widely, and that is a
+    # difference, not noise.
+    error = min(LIKENESS_NOISE_CAP, math.hypot(_likeness_error(a), _likeness_error(b)))
+    noise = max(judgement.likeness_noise_floor, error)
+    return abs((a.likeness or 0.0) - (b.likeness or 0.0)) <= noise + 1e-9
+
+
+def copying_onset(checkpoints: Sequence[CheckpointScore], share: float = COPY_SHARE) -> int | None:
+    """The step copying sets in: the first copying checkpoint from which at least half of those with faces copy,
+    moved back over the checkpoints right before it that already show a copy (copying grows sample by sample:
+    a copy there is the start of it, not an odd sample)."""
+    with_faces = [c for c in checkpoints if c.faces > 0]
+    for i, c in enumerate(with_faces):
+        if c.is_copying(share):
+            rest = with_faces[i:]
+            if sum(r.is_copying(share) for r in rest) * 2 >= len(rest):
+                while i > 0 and with_faces[i - 1].copies > 0:
+                    i -= 1
+                return with_faces[i].step
+    return None
+
+
+def judge(
+    checkpoints: Sequence[CheckpointScore],
+    *,
+    need_file: bool,
+    judgement: Judgement = DEFAULT_JUDGEMENT,
+    match_distance: float = SAME_PERSON_DISTANCE,
+) -> Recommendation:
+    """The earliest checkpoint at (or within the noise of) the best likeness among those whose samples are the
+    person, before copying sets in.
+
+    The best is the one with the largest share of samples that are the person, then the highest likeness;
+    a checkpoint one sample short of that share (with 3 or more samples), whose likeness is within the noise
+    of the best (the standard error of the two means, between LIKENESS_NOISE_FLOOR and LIKENESS_NOISE_CAP),
+    is as good, and the earliest of them
+    wins (less trained, less rigid). need_file: only steps a LoRA file was saved at can be recommended
+    (a run's step-0 samples show the base model).
     """
     total = sum(c.samples for c in checkpoints)
     faces = sum(c.faces for c in checkpoints)
     if faces == 0:
-        return None, (
+        return Recommendation(
+            None,
             f"no face in any of the {total} samples: the model draws no faces yet "
-            "(a random-weight smoke model draws none)"
+            "(a random-weight smoke model draws none)",
         )
     candidates = [c for c in checkpoints if not need_file or c.checkpoint is not None]
     matching = [c for c in candidates if c.matches > 0]
     if not matching:
         best = max((c for c in checkpoints if c.likeness is not None), key=lambda c: (c.likeness or 0.0, -c.step))
-        return None, (
+        return Recommendation(
+            None,
             f"faces in {faces} of {total} samples, but none is the person (identity distance under "
-            f"{SAME_PERSON_DISTANCE} to the photos); the most alike is step {best.step} at likeness "
-            f"{best.likeness:.2f}: train longer, or check that the photos show one person"
+            f"{match_distance:.2f} to the photos); the most alike is step {best.step} at likeness "
+            f"{best.likeness:.2f}: train longer, or check that the photos show one person",
         )
-    clean = [c for c in matching if c.copies == 0]
+    share = judgement.copy_share
+    copying = [c for c in matching if c.is_copying(share)]
+    onset = copying_onset(checkpoints, share)
+    clean = [c for c in matching if not c.is_copying(share) and (onset is None or c.step < onset)]
+    late = False
     if not clean:
-        return None, (
+        clean = [c for c in matching if not c.is_copying(share)]
+        late = bool(clean)
+    if not clean:
+        return Recommendation(
+            None,
             f"every checkpoint whose samples are the person copies a training photo (steps "
             f"{_steps(matching)}): the model reproduces the photos; train fewer steps or at a lower "
-            "learning rate, or use more varied photos"
+            "learning rate, or use more varied photos",
         )
-    best = max(clean, key=lambda c: (c.matches / c.samples, c.likeness or 0.0, -c.step))
-    reason = (
-        f"step {best.step}: {best.matches} of {best.samples} samples are the person at dlib's threshold "
-        f"(likeness {best.likeness:.2f}) and none copies a training photo"
+
+    def share_of(c: CheckpointScore) -> float:
+        return c.matches / max(c.samples, 1)
+
+    best = max(clean, key=lambda c: (share_of(c), c.likeness or 0.0, -c.step))
+    one_sample = 1 / best.samples if best.samples >= MIN_SAMPLES_FOR_SLACK else 0.0
+    near = sorted(
+        (
+            c
+            for c in clean
+            if share_of(c) >= share_of(best) - one_sample - 1e-9
+            and ((c.likeness or 0.0) >= (best.likeness or 0.0) or _within_noise(c, best, judgement))
+        ),
+        key=lambda c: c.step,
     )
-    copying = [c for c in matching if c.copies > 0]
+    pick = near[0] if near else best
+    close = tuple(c.step for c in near) if len(near) > 1 else ()
+    if close:
+        others = [c for c in near if c is not pick]
+        steps = [str(c.step) for c in near]
+        confidence = (
+            f"close call: steps {', '.join(steps[:-1])} and {steps[-1]} within the noise (likeness "
+            f"{pick.likeness:.2f} at step {pick.step}, {', '.join(f'{c.likeness:.2f}' for c in others)} after)"
+        )
+    else:
+        confidence = "clear"
+    threshold = (
+        "at dlib's threshold"
+        if match_distance >= SAME_PERSON_DISTANCE
+        else f"at this person's threshold {match_distance:.2f}"
+    )
+    reason = f"step {pick.step}: {pick.matches} of {pick.samples} samples are the person {threshold} (likeness {pick.likeness:.2f})"
+    if pick.copies == 0:
+        reason += " and none copies a training photo"
+    else:
+        reason += (
+            f"; {pick.copies} of {pick.faces} copies a training photo, under the share of "
+            f"{share:.0%} that marks a copying checkpoint"
+        )
+    if late:
+        reason += f"; copying sets in at step {onset}, but no earlier checkpoint is the person"
     if copying:
         reason += f"; passed over because they copy a training photo: step {_steps(copying)}"
-    return best, reason
+    return Recommendation(pick, reason, confidence, close)
+
+
+def recommend(
+    checkpoints: Sequence[CheckpointScore], *, need_file: bool, judgement: Judgement = DEFAULT_JUDGEMENT
+) -> tuple[CheckpointScore | None, str]:
+    """judge()'s pick and reason."""
+    found = judge(checkpoints, need_file=need_file, judgement=judgement)
+    return found.checkpoint, found.reason
 
 
 # -- running the model over the files ---------------------------------------------------------------
@@ -283,33 +633,85 @@ def _read(path: Path, what: str) -> Any:
         ) from None
 
 
-def observe_references(
-    model: Any, photos: Sequence[Path], cache: Any, where: str, *, need_face: bool = True
-) -> list[Reference]:
+def _look(model: Any, path: Path, cache: Any, what: str) -> tuple[Observation, Any]:
+    """What the model sees in one file, and its variety thumbnail; from the cache when it was seen before.
+
+    Raises ScoreError when the file cannot be read.
+    """
     from kohya_wrap.fsutil import sha256_file
 
+    try:
+        key = sha256_file(path)
+    except OSError as e:
+        raise ScoreError(f"{what} {path} cannot be read: {e}", "check the file's permissions") from None
+    entry = cache.get_entry(key)
+    seen, thumb = entry if entry is not None else (None, None)
+    if seen is None or (what == "sample" and thumb is None):
+        rgb = _read(path, what)
+        seen = seen if seen is not None else model.observe(rgb)
+        thumb = _thumb(rgb)
+        cache.put(key, seen, thumb)
+    return seen, thumb
+
+
+def observe_references(
+    model: Any,
+    photos: Sequence[Path],
+    cache: Any,
+    where: str,
+    *,
+    need_face: bool = True,
+    left_out: list[LeftOut] | None = None,
+) -> list[Reference]:
+    """The reference photos with a face. An unreadable photo is left out (and said, in left_out); none left is
+    an error."""
     if not photos:
         raise ScoreError(
             f"no reference photos in {where}", "give a folder of photos of the person with --reference DIR"
         )
     refs = []
+    unreadable = 0
     for path in photos:
         try:
-            key = sha256_file(path)
-        except OSError as e:
-            raise ScoreError(f"reference photo {path} cannot be read: {e}", "check the file's permissions") from None
-        seen = cache.get(key)
-        if seen is None:
-            seen = model.observe(_read(path, "reference photo"))
-            cache.put(key, seen)
+            seen, _ = _look(model, path, cache, "reference photo")
+        except ScoreError as e:
+            unreadable += 1
+            if left_out is None:
+                raise
+            left_out.append(LeftOut(str(path), "reference", e.message))
+            continue
         if seen.has_face:
             refs.append(Reference(path.name, seen))
+    if unreadable == len(photos):
+        raise ScoreError(
+            f"none of the {len(photos)} reference photos in {where} can be read as an image",
+            "give a folder of photos of the person with --reference DIR",
+        )
     if not refs and need_face:
         raise ScoreError(
             f"none of the {len(photos)} reference photos in {where} shows a face the identity model finds",
             "give photos where the face is visible, frontal and at least ~80 px wide",
         )
     return refs
+
+
+def judge_observed(
+    groups: Sequence[SampleGroup],
+    seen_by_group: Sequence[Sequence[tuple[Path, Observation, Any]]],
+    refs: Sequence[Reference],
+    *,
+    need_file: bool,
+    validation: dict[int, float] | None = None,
+    judgement: Judgement = DEFAULT_JUDGEMENT,
+) -> tuple[list[CheckpointScore], Recommendation, ReferenceSet]:
+    """Score observed samples against observed references and recommend (no file is read: bench and tests)."""
+    ref_set = ReferenceSet.of(refs, judgement)
+    checkpoints = [
+        score_checkpoint(group, seen, ref_set, (validation or {}).get(group.step), judgement)
+        for group, seen in zip(groups, seen_by_group, strict=True)
+    ]
+    found = judge(checkpoints, need_file=need_file, judgement=judgement, match_distance=ref_set.match_distance)
+    return checkpoints, found, ref_set
 
 
 def score_groups(
@@ -324,6 +726,8 @@ def score_groups(
     validation: dict[int, float] | None = None,
     model: Any = None,
     progress: Callable[[str], None] | None = None,
+    left_out: Sequence[LeftOut] = (),
+    judgement: Judgement = DEFAULT_JUDGEMENT,
 ) -> ScoreReport:
     from kohya_wrap.faceid import IdentityModel
     from kohya_wrap.score.cache import ObservationCache, default_cache_dir
@@ -334,35 +738,52 @@ def score_groups(
     model = model or IdentityModel()
     folder = None if not use_cache else cache_dir if cache_dir is not None else default_cache_dir()
     cache = ObservationCache(folder, model.model_id)
+    skipped = list(left_out)
     # Samples first: where none shows a face (an untrained model), that is the finding, and the
     # references need no face (the smoke preset's 64 px drawings have none).
-    seen_by_group = []
+    kept_groups, seen_by_group = [], []
     for group in groups:
         if progress:
             progress(f"step {group.step}: {len(group.images)} samples")
         seen = []
         for path in group.images:
-            rgb = _read(path, "sample")
-            seen.append((path, model.observe(rgb), _thumb(rgb)))
-        seen_by_group.append(seen)
+            try:
+                observation, thumb = _look(model, path, cache, "sample")
+            except ScoreError as e:
+                skipped.append(LeftOut(str(path), "sample", e.message))
+                continue
+            seen.append((path, observation, thumb))
+        if seen:
+            kept_groups.append(replace(group, images=tuple(p for p, _, _ in seen)))
+            seen_by_group.append(seen)
+    if not kept_groups:
+        raise ScoreError(
+            f"none of the samples in {samples_where} can be read as an image",
+            "remove or replace the broken files, then score again",
+        )
     any_face = any(o.has_face for seen in seen_by_group for _, o, _ in seen)
     if progress:
         progress(f"looking at {len(photos)} reference photos")
-    refs = observe_references(model, photos, cache, references_where, need_face=any_face)
-    checkpoints = [
-        score_checkpoint(group, seen, refs, (validation or {}).get(group.step))
-        for group, seen in zip(groups, seen_by_group, strict=True)
-    ]
-    recommended, reason = recommend(checkpoints, need_file=need_file)
+    refs = observe_references(model, photos, cache, references_where, need_face=any_face, left_out=skipped)
+    checkpoints, found, ref_set = judge_observed(
+        kept_groups, seen_by_group, refs, need_file=need_file, validation=validation, judgement=judgement
+    )
+    reason = found.reason
     if not refs:
         reason += f" (nor in any of the {len(photos)} reference photos)"
     return ScoreReport(
         checkpoints=tuple(checkpoints),
-        recommended=recommended,
+        recommended=found.checkpoint,
         reason=reason,
         references={"where": references_where, "photos": len(photos), "faces": len(refs)},
         samples_source=samples_where,
         model=model.model_id,
         seconds=time.monotonic() - started,
         cache={"hits": cache.hits, "misses": cache.misses},
+        confidence=found.confidence,
+        close=found.close,
+        left_out=tuple(skipped),
+        match_distance=ref_set.match_distance,
+        spread=_r(ref_set.spread),
+        judgement=judgement,
     )

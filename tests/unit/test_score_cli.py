@@ -33,6 +33,18 @@ def test_both_commands_are_listed_and_need_their_arguments() -> None:
     assert invoke("export", ".").exit_code == 2  # -o is required
 
 
+def test_samples_of_two_runs_in_one_folder_exit_1_naming_both(tmp_path: Path) -> None:
+    from PIL import Image
+
+    (tmp_path / "refs").mkdir()
+    (tmp_path / "s").mkdir()
+    for name in ("ohwx_000250_00_20261201101010.png", "ohwx_v2_000250_00_20261201101010.png"):
+        Image.new("RGB", (8, 8)).save(tmp_path / "s" / name)
+    result = invoke("score", "--reference", str(tmp_path / "refs"), "--samples", str(tmp_path / "s"))
+    assert result.exit_code == 1
+    assert "samples of 2 runs in one folder (output names ohwx (1 files), ohwx_v2 (1 files))" in result.output
+
+
 def test_without_the_identity_model_score_says_how_to_install_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -70,11 +82,12 @@ def test_score_json_and_exit_0_whatever_it_found(tmp_path: Path, cache_home: Pat
     doc = json.loads(result.output)
     assert [(c["step"], c["faces"], c["matches"]) for c in doc["checkpoints"]] == [(250, 0, 0), (500, 1, 1)]
     assert doc["recommended"]["step"] == 500 and doc["reason"].startswith("step 500")
-    assert doc["cache"] == {"hits": 0, "misses": 2} and list(cache_home.rglob("*.npz"))
+    # Samples are cached too now (issue 17: scoring again as checkpoints land): 2 photos + 2 samples.
+    assert doc["cache"] == {"hits": 0, "misses": 4} and list(cache_home.rglob("*.npz"))
     again = json.loads(
         invoke("score", "--json", "--reference", str(tmp_path / "refs"), "--samples", str(tmp_path / "s")).output
     )
-    assert again["cache"] == {"hits": 2, "misses": 0}
+    assert again["cache"] == {"hits": 4, "misses": 0}
     text = invoke("score", "--no-cache", "--reference", str(tmp_path / "refs"), "--samples", str(tmp_path / "s"))
     assert text.exit_code == 0 and "recommended: step 500" in text.output
     for name in ("a.jpg", "b.jpg"):
@@ -111,3 +124,25 @@ def test_score_a_run_then_export_its_recommendation(tmp_path: Path) -> None:
     assert refused.exit_code == 1 and "never overwrites" in refused.output
     as_json = json.loads(invoke("export", "--json", str(run), "--step", "4", "-o", str(tmp_path / "b")).output)
     assert as_json["step"] == 4 and as_json["why"] == "--step" and as_json["score"]["copies"] == 1
+
+
+@needs_photos
+def test_what_was_left_out_is_said_and_not_fatal(tmp_path: Path, cache_home: Path) -> None:
+    put("obama2.jpg", tmp_path / "refs" / "a.jpg")
+    put("obama3.jpg", tmp_path / "refs" / "b.jpg")
+    (tmp_path / "refs" / "broken.jpg").write_bytes(b"not a jpeg")  # used to abort the whole score
+    put("obama.jpg", tmp_path / "s" / "ohwx_000500_00_20261201101010.png")
+    put("biden.jpg", tmp_path / "s" / "ohwx-final.png")  # misnamed: used to be dropped without a word
+    args = ("--reference", str(tmp_path / "refs"), "--samples", str(tmp_path / "s"))
+    doc = json.loads(invoke("score", "--json", *args).output)
+    assert [c["step"] for c in doc["checkpoints"]] == [500] and doc["recommended"]["step"] == 500
+    left = {Path(x["file"]).name: (x["kind"], x["why"]) for x in doc["left_out"]}
+    assert left["broken.jpg"][0] == "reference" and "cannot be read as an image" in left["broken.jpg"][1]
+    assert left["ohwx-final.png"][0] == "sample" and "does not say a step" in left["ohwx-final.png"][1]
+    assert doc["references"]["photos"] == 3 and doc["references"]["faces"] == 2
+    text = invoke("score", *args)
+    assert text.exit_code == 0 and "left out: 2 files" in text.output and "broken.jpg" in text.output
+    for name in ("a.jpg", "b.jpg"):
+        (tmp_path / "refs" / name).unlink()
+    nothing = invoke("score", *args)  # nothing readable is left: that is fatal
+    assert nothing.exit_code == 1 and "can be read as an image" in nothing.output

@@ -10,6 +10,8 @@ from report_run_fixture import OUTPUT_NAME, make_run
 
 from kohya_wrap.score.collect import (
     ScoreError,
+    collect_run_samples,
+    collect_samples_dir,
     folder_references,
     folder_step,
     group_run_samples,
@@ -31,20 +33,38 @@ def png(path: Path) -> Path:
 
 def test_samples_grouped_by_sd_scripts_file_names(tmp_path: Path) -> None:
     for name in (
-        "ohwx_000250_00_20261201101010_42.png",
-        "ohwx_000250_01_20261201101011.png",
+        "my_lora_v2_000250_00_20261201101010_42.png",
+        "my_lora_v2_000250_01_20261201101011.png",
         "my_lora_v2_000500_00_20261201102020_7.png",
-        "000750_00_20261201103030.png",
+        "my_lora_v2_000750_00_20261201103030.png",
     ):
         png(tmp_path / name)
-    png(tmp_path / "notes.png")  # not a sample name: ignored while others group
-    groups = group_samples_dir(tmp_path)
-    assert [(g.step, [p.name for p in g.images]) for g in groups] == [
-        (250, ["ohwx_000250_00_20261201101010_42.png", "ohwx_000250_01_20261201101011.png"]),
+    png(tmp_path / "notes.png")  # not a sample name: left out, and said
+    found = collect_samples_dir(tmp_path)
+    assert [(g.step, [p.name for p in g.images]) for g in found.groups] == [
+        (250, ["my_lora_v2_000250_00_20261201101010_42.png", "my_lora_v2_000250_01_20261201101011.png"]),
         (500, ["my_lora_v2_000500_00_20261201102020_7.png"]),
-        (750, ["000750_00_20261201103030.png"]),
+        (750, ["my_lora_v2_000750_00_20261201103030.png"]),
     ]
-    assert all(g.checkpoint is None for g in groups)
+    assert all(g.checkpoint is None for g in found.groups)
+    assert [(Path(x.file).name, x.kind) for x in found.left_out] == [("notes.png", "sample")]
+    assert "does not say a step" in found.left_out[0].why
+    assert group_samples_dir(tmp_path) == found.groups
+
+
+def test_samples_of_two_runs_in_one_folder_are_refused_not_merged(tmp_path: Path) -> None:
+    # Behaviour change (issue 17): these used to be merged into the same steps.
+    for name in (
+        "ohwx_000250_00_20261201101010_42.png",
+        "ohwx_000500_00_20261201101011.png",
+        "other_run_000250_00_20261201102020_7.png",
+    ):
+        png(tmp_path / name)
+    with pytest.raises(ScoreError) as e:
+        collect_samples_dir(tmp_path)
+    assert "samples of 2 runs in one folder" in e.value.message
+    assert "ohwx (2 files)" in e.value.message and "other_run (1 files)" in e.value.message
+    assert "one run's samples per folder" in str(e.value.hint)
 
 
 def test_samples_grouped_by_one_subfolder_per_checkpoint(tmp_path: Path) -> None:
@@ -143,6 +163,17 @@ def test_a_runs_samples_are_grouped_with_the_lora_saved_at_each_step(tmp_path: P
         (2, 2, f"{OUTPUT_NAME}-step00000002.safetensors"),
         (4, 2, f"{OUTPUT_NAME}.safetensors"),
     ]
+
+
+def test_a_runs_other_images_in_its_sample_folder_are_reported_as_left_out(tmp_path: Path) -> None:
+    run = make_run(tmp_path, sample_steps=(2, 4))
+    png(run / "output" / "sample" / "another_run_000002_00_20261201101010.png")
+    png(run / "output" / "sample" / "upscaled.png")
+    found = collect_run_samples(run)
+    assert [g.step for g in found.groups] == [2, 4]
+    why = {Path(x.file).name: x.why for x in found.left_out}
+    assert why["another_run_000002_00_20261201101010.png"].startswith("another run's sample (output name another_run")
+    assert why["upscaled.png"] == "not named by sd-scripts: its name does not say a step"
 
 
 def test_a_run_without_samples_is_an_error(tmp_path: Path) -> None:

@@ -4,12 +4,25 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import replace
 
 import pytest
 
 from kohya_wrap.report.score_section import score_section
 from kohya_wrap.score import load_score, recommended_line, recommended_step
-from kohya_wrap.score.scoring import CheckpointScore, ScoreReport, likeness_of, recommend, variety_of
+from kohya_wrap.score.collect import LeftOut
+from kohya_wrap.score.scoring import (
+    CheckpointScore,
+    ImageScore,
+    Judgement,
+    ScoreReport,
+    copying_onset,
+    judge,
+    likeness_of,
+    match_distance_for,
+    recommend,
+    variety_of,
+)
 
 
 def ck(
@@ -55,10 +68,91 @@ def test_ties_go_to_the_earlier_step() -> None:
 
 def test_checkpoints_that_copy_are_passed_over_and_named() -> None:
     best, reason = recommend(
-        [ck(250, likeness=0.6), ck(500, likeness=0.8, copies=1), ck(750, likeness=0.9, copies=2)], need_file=True
+        [ck(250, likeness=0.6), ck(500, likeness=0.8, copies=2), ck(750, likeness=0.9, copies=3)], need_file=True
     )
     assert best is not None and best.step == 250
     assert reason.endswith("; passed over because they copy a training photo: step 500, 750")
+
+
+def test_one_copy_among_three_samples_does_not_veto_a_checkpoint() -> None:
+    best, reason = recommend([ck(250, likeness=0.6), ck(500, likeness=0.8, copies=1)], need_file=True)
+    assert best is not None and best.step == 500
+    assert reason == (
+        "step 500: 3 of 3 samples are the person at dlib's threshold (likeness 0.80); 1 of 3 copies a "
+        "training photo, under the share of 50% that marks a copying checkpoint"
+    )
+    assert not ck(500, copies=1).is_copying() and ck(500, copies=2).is_copying()
+    assert ck(500, samples=4, faces=4, copies=2).is_copying()  # half of them
+    assert not ck(500, samples=4, faces=4, copies=2).is_copying(share=0.75)
+
+
+def test_nothing_after_copying_sets_in_is_recommended() -> None:
+    # 1000 copies no photo by chance, but it comes after copying set in (750, 1250 copy): passed over.
+    checkpoints = [
+        ck(500, likeness=0.70),
+        ck(750, likeness=0.75, copies=2),
+        ck(1000, likeness=0.9),
+        ck(1250, likeness=0.9, copies=3),
+    ]
+    assert copying_onset(checkpoints) == 750
+    best, reason = recommend(checkpoints, need_file=True)
+    assert best is not None and best.step == 500
+    assert reason.endswith("passed over because they copy a training photo: step 750, 1250")
+    # One copying checkpoint followed by clean ones is one odd checkpoint, not an onset.
+    assert copying_onset([ck(500), ck(750, copies=2), ck(1000), ck(1250)]) is None
+    # A checkpoint with one copy right before copying sets in is where it starts; an earlier lone one is odd.
+    assert copying_onset([ck(500), ck(750, copies=1), ck(1000, copies=2), ck(1250, copies=3)]) == 750
+    assert copying_onset([ck(500, copies=1), ck(750), ck(1000, copies=2), ck(1250, copies=3)]) == 1000
+
+
+def with_likeness(step: int, values: tuple[float, ...], **kw: object) -> CheckpointScore:
+    images = tuple(ImageScore(f"{step}-{i}.png", 1, 0.3, 0.3, v, True) for i, v in enumerate(values))
+    return replace(ck(step, **kw), likeness=round(sum(values) / len(values), 4), images=images)
+
+
+def test_a_close_call_names_the_steps_within_the_noise_and_picks_the_earliest() -> None:
+    found = judge(
+        [with_likeness(1000, (0.70, 0.74, 0.72)), with_likeness(1250, (0.71, 0.76, 0.74)), ck(1500, copies=3)],
+        need_file=True,
+    )
+    assert found.checkpoint is not None and found.checkpoint.step == 1000
+    assert found.close == (1000, 1250)
+    assert (
+        found.confidence == "close call: steps 1000 and 1250 within the noise (likeness 0.72 at step 1000, 0.74 after)"
+    )
+
+
+def test_a_checkpoint_that_mixes_in_somebody_else_is_not_within_the_noise() -> None:
+    # Half of 500's samples are somebody else: its spread is a difference, not noise (capped at 0.05),
+    # and with 2 samples a checkpoint, one sample short of the best's share is not close enough.
+    found = judge(
+        [with_likeness(500, (0.40, 0.72), matches=1, samples=2, faces=2), with_likeness(750, (0.71, 0.73), samples=2)],
+        need_file=True,
+    )
+    assert found.checkpoint is not None and found.checkpoint.step == 750 and found.confidence == "clear"
+
+
+def test_a_clear_pick_when_the_best_stands_out() -> None:
+    found = judge([with_likeness(1000, (0.58, 0.6, 0.62)), with_likeness(1250, (0.74, 0.75, 0.76))], need_file=True)
+    assert found.checkpoint is not None and found.checkpoint.step == 1250
+    assert found.confidence == "clear" and found.close == ()
+
+
+def test_the_persons_threshold_is_tightened_by_the_spread_of_the_photos() -> None:
+    assert match_distance_for(None) == 0.6  # too few photos to tell
+    assert match_distance_for(0.30) == pytest.approx(0.45)  # floor (0.30 + 0.10 under it)
+    assert match_distance_for(0.40) == pytest.approx(0.50)
+    assert match_distance_for(0.55) == 0.6  # never looser than dlib's
+    assert match_distance_for(0.40, Judgement(identity_margin=None)) == 0.6
+    found = judge([ck(500)], need_file=True, match_distance=0.52)
+    assert found.reason.startswith("step 500: 3 of 3 samples are the person at this person's threshold 0.52")
+
+
+def test_left_out_files_are_in_the_json() -> None:
+    left = (LeftOut("s/notes.png", "sample", "its name does not say a step"),)
+    doc = ScoreReport((ck(500),), ck(500), "r", left_out=left, confidence="clear").to_json()
+    assert doc["left_out"] == [{"file": "s/notes.png", "kind": "sample", "why": "its name does not say a step"}]
+    assert doc["confidence"] == "clear" and doc["checkpoints"][0]["copying"] is False
 
 
 def test_no_faces_at_all() -> None:
@@ -82,7 +176,7 @@ def test_faces_but_never_the_person() -> None:
 
 def test_every_matching_checkpoint_copies() -> None:
     best, reason = recommend(
-        [ck(250, faces=1, likeness=0.3, matches=0), ck(500, copies=1), ck(750, copies=3)], need_file=True
+        [ck(250, faces=1, likeness=0.3, matches=0), ck(500, copies=2), ck(750, copies=3)], need_file=True
     )
     assert best is None
     assert reason.startswith("every checkpoint whose samples are the person copies a training photo (steps 500, 750)")
