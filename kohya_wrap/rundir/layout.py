@@ -18,6 +18,8 @@ PLAN_JSON = "plan.json"
 PLAN_FILES = (CONFIG_TOML, DATASET_TOML, SAMPLE_PROMPTS, PLAN_JSON)
 # What `train` writes: accelerate.yaml is resolved for the machine at each launch.
 ACCELERATE_CONFIG = "accelerate.yaml"
+# `train --extend` from LoRA weights: dataset.toml with more repeats (sdscripts.Extension says why).
+EXTEND_DATASET_TOML = "dataset-extend.toml"
 TRAIN_LOG = "train.log"
 EVENTS_JSONL = "events.jsonl"
 RUN_JSON = "run.json"
@@ -58,6 +60,10 @@ class RunPaths:
     @property
     def accelerate_config(self) -> Path:
         return self.run_dir / ACCELERATE_CONFIG
+
+    @property
+    def extend_dataset_toml(self) -> Path:
+        return self.run_dir / EXTEND_DATASET_TOML
 
     @property
     def dataset_dir(self) -> Path:

@@ -13,8 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from kohya_wrap.score.collect import ScoreError
 from kohya_wrap.faceid import INSTALL_HINT, scorer_available
+from kohya_wrap.score.collect import ScoreError
 from kohya_wrap.score.scoring import CheckpointScore, ScoreReport
 
 __all__ = [

@@ -11,8 +11,8 @@ import io
 from pathlib import Path
 from typing import Any
 
-from kohya_wrap.fsutil import atomic_write_bytes, user_cache_dir
 from kohya_wrap.faceid import Observation
+from kohya_wrap.fsutil import atomic_write_bytes, user_cache_dir
 
 CACHE_FOLDER = "score-cache"
 

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kohya_wrap.score.collect import SampleGroup, ScoreError
 from kohya_wrap.faceid import SAME_PERSON_DISTANCE, Observation
+from kohya_wrap.score.collect import SampleGroup, ScoreError
 
 LIKENESS_SCALE = 2 * SAME_PERSON_DISTANCE  # distance at which likeness reaches 0
 COPY_CORRELATION = 0.65  # measured: other photos <= 0.40; copies, crops, mirror images 0.70-1.0 (docs/score.md)
@@ -325,8 +325,8 @@ def score_groups(
     model: Any = None,
     progress: Callable[[str], None] | None = None,
 ) -> ScoreReport:
-    from kohya_wrap.score.cache import ObservationCache, default_cache_dir
     from kohya_wrap.faceid import IdentityModel
+    from kohya_wrap.score.cache import ObservationCache, default_cache_dir
 
     started = time.monotonic()
     if not groups or not any(g.images for g in groups):
