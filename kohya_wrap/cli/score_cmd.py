@@ -54,11 +54,14 @@ def score(run_dir: Path | None, reference: Path | None, samples: Path | None, no
     else:
         assert reference is not None and samples is not None
         report = score_mod.score_images(reference, samples, use_cache=not no_cache, progress=progress)
+    from kohya_wrap.score.advice import advise
+
     doc = report.to_json()
+    advice = advise(doc, run_dir)
     if as_json:
         from kohya_wrap.cli.output import print_json
 
-        print_json(doc)
+        print_json({**doc, "advice": advice.to_json()})
         return
     from rich.table import Table
 
@@ -86,6 +89,9 @@ def score(run_dir: Path | None, reference: Path | None, samples: Path | None, no
     out.print(score_mod.recommended_line(doc) if best is not None else f"no checkpoint recommended: {doc['reason']}")
     if best is not None:
         out.print(f"why: {doc['reason']}")
+    from kohya_wrap.cli.train_cmd import render_advice
+
+    render_advice(advice, out)
     if run_dir is not None:
         from kohya_wrap import rundir
 

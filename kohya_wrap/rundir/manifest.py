@@ -131,7 +131,9 @@ class RunManifest:
     @property
     def last_checkpoint(self) -> FileEntry | None:
         """The saved LoRA of the highest step that still exists (the final file counts at its step)."""
-        saved = [c for c in (*self.checkpoints, *((self.lora,) if self.lora else ())) if c.exists and c.step is not None]
+        saved = [
+            c for c in (*self.checkpoints, *((self.lora,) if self.lora else ())) if c.exists and c.step is not None
+        ]
         saved = [c for c in saved if Path(c.path).is_file()]
         return max(saved, key=lambda c: (c.step, c.path != (self.lora.path if self.lora else None))) if saved else None
 

@@ -50,9 +50,9 @@ def _figures(c: Mapping[str, Any]) -> str:
     likeness = c.get("likeness")
     copies = int(c.get("copies") or 0)
     return (
-        f"likeness {likeness:.2f}, " if isinstance(likeness, (int, float)) else ""
-    ) + f"{c.get('matches')} of {c.get('samples')} samples the person, " + (
-        "no copies" if copies == 0 else f"{copies} cop{'y' if copies == 1 else 'ies'}"
+        (f"likeness {likeness:.2f}, " if isinstance(likeness, (int, float)) else "")
+        + f"{c.get('matches')} of {c.get('samples')} samples the person, "
+        + ("no copies" if copies == 0 else f"{copies} cop{'y' if copies == 1 else 'ies'}")
     )
 
 

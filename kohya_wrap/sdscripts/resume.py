@@ -204,5 +204,7 @@ def extension_dataset_toml(text: str, factor: int) -> str:
     for dataset in doc.get("datasets", []):
         for subset in dataset.get("subsets", []):
             subset["num_repeats"] = int(subset.get("num_repeats", 1)) * factor
-    header = f"# The run's dataset.toml with num_repeats x{factor}: an extension skips its first steps inside one epoch.\n"
+    header = (
+        f"# The run's dataset.toml with num_repeats x{factor}: an extension skips its first steps inside one epoch.\n"
+    )
     return header + tomli_w.dumps(doc)

@@ -118,6 +118,7 @@ class TrainResult:
     output_name: str
     warnings: tuple[str, ...] = ()
     report_path: Path | None = None  # the report, when the on_saved hook wrote one
+    stopped_early: dict[str, object] | None = None  # as run.json records it, when live scoring stopped the run
 
 
 @dataclass(frozen=True)
@@ -233,7 +234,11 @@ def check_extension(plan: Plan, files: RunPaths, steps: int) -> tuple[Extension,
         f"from its saved state {extension.state.path.name}"
         if extension.state is not None
         else f"from its LoRA weights {weights.name} (a fresh optimizer and learning-rate warmup"
-        + (f"; dataset repeats x{extension.repeats_factor} so sd-scripts counts the steps on)" if extension.repeats_factor > 1 else ")")
+        + (
+            f"; dataset repeats x{extension.repeats_factor} so sd-scripts counts the steps on)"
+            if extension.repeats_factor > 1
+            else ")"
+        )
     )
     notes = [f"extends the run from step {last.step} to step {extension.total_steps}, {how}"]
     top = plan.ours.get("max_steps")
@@ -627,6 +632,7 @@ def _result(
         output_name=plan.output_name,
         warnings=warnings,
         report_path=files.report_html if files.report_html.is_file() else None,
+        stopped_early=_stopped_early(prepared, fold) if outcome == "stopped_early" else None,
     )
 
 
@@ -668,7 +674,9 @@ def _manifest(
     lora_step: int | None = prepared.total_steps
     if attempt.outcome != "finished" and prior is not None and prior.lora is not None:
         lora_step = prior.lora.step  # the final file is still the earlier attempt's
-    extended_to = prepared.total_steps if prepared.extension is not None else (prior.steps.get("extended_to") if prior else None)
+    extended_to = (
+        prepared.total_steps if prepared.extension is not None else (prior.steps.get("extended_to") if prior else None)
+    )
     return RunManifest(
         run_dir=str(plan.run_dir),
         outcome=attempt.outcome,
