@@ -33,6 +33,9 @@ OUTCOMES = (
     "verify_failed",
     "stopped_early",
 )
+# Outcomes of a run that ended as it should: it trained to its end, or live scoring stopped it early
+# because more training could only make it worse. Both exit 0, and `train --extend` continues either.
+ENDED_WELL = ("finished", "stopped_early")
 # What an error event is about; the runner classifies a run's outcome from these.
 ERROR_KINDS = (
     "oom",

@@ -192,18 +192,26 @@ def live_companion(run_dir: Path, stop_early: bool | None) -> Companion | None:
     if missing is not None or not draws:
         why = f"the scorer is not installed ({missing})" if missing else "the run draws no samples"
         return _Note(f"stop early: off, {why}; the run trains every step") if stop else None
+    from kohya_wrap.rundir import paths, read_manifest
     from kohya_wrap.score.live import LiveScorer
 
     min_steps = plan.ours.get("min_steps")
-    return LiveScorer(run_dir, stop_early=stop, min_steps=min_steps if isinstance(min_steps, int) else None)
-
-
-ENDED_WELL = ("finished", "stopped_early")
+    # an extension (the run ended well before this attempt) stops only on what its own checkpoints show
+    before = read_manifest(paths(run_dir).run_json)
+    last = before.last_checkpoint if before is not None and before.ended_well else None
+    return LiveScorer(
+        run_dir,
+        stop_early=stop,
+        min_steps=min_steps if isinstance(min_steps, int) else None,
+        after_step=last.step if last is not None else None,
+    )
 
 
 def training_failure(result: TrainResult) -> StageFailure | None:
     """How a training that did not finish is told: None when it finished (or live scoring stopped it
     early) and its LoRA was verified."""
+    from kohya_wrap.events import ENDED_WELL
+
     if result.outcome in ENDED_WELL:
         return None
     message = f"training {result.outcome}"

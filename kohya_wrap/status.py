@@ -243,7 +243,6 @@ def _snapshot(run_dir: Path, fold: _Fold, plan: Plan | None, *, now: float | Non
         eta = max(0, total - step) * seconds_per_step
 
     scored = load_score(run_dir)
-    advice = advise(scored, run_dir).to_json() if scored is not None else None
     validation = _last_validation_loss(files.tensorboard_dir)
     last_state = fold.last_state
     can_resume = last_state is not None and (
@@ -297,7 +296,8 @@ def _snapshot(run_dir: Path, fold: _Fold, plan: Plan | None, *, now: float | Non
             {k: v for k, v in ev.to_dict(score).items() if k not in ("t", "type")} for score in fold.score_list
         ),
         stop_early=fold.stop_early.reason if fold.stop_early is not None else None,
-        advice=advice,
+        # what to do next once the run has ended well (while it trains, the score is of the steps so far)
+        advice=advise(scored, run_dir).to_json() if scored is not None and state == FINISHED else None,
     )
 
 

@@ -308,7 +308,13 @@ def runs(runs_dir: Path, as_json: bool) -> None:
     for col in ("run", "when", "preset", "steps", "outcome", "loss", "output"):
         t.add_column(col, overflow="fold", no_wrap=col != "output")
     for r in rows:
-        colour = "green" if r.outcome == "finished" else "yellow" if r.outcome in ("planned", "unfinished") else "red"
+        colour = (
+            "green"
+            if r.outcome in ("finished", "stopped_early")
+            else "yellow"
+            if r.outcome in ("planned", "unfinished")
+            else "red"
+        )
         steps = (
             f"{_fmt(r.steps_done)}/{_fmt(r.steps_total)}" if r.steps_done is not None else f"—/{_fmt(r.steps_total)}"
         )

@@ -249,9 +249,7 @@ def _event_text(e: Any) -> str | None:
     if kind == "score":
         likeness = "-" if e.likeness is None else f"{e.likeness:.2f}"
         best = "" if e.recommended is None else f" (recommended so far: step {e.recommended})"
-        return (
-            f"score step {e.step}: likeness {likeness}, {e.matches}/{e.samples} the person, {e.copies} copies{best}"
-        )
+        return f"score step {e.step}: likeness {likeness}, {e.matches}/{e.samples} the person, {e.copies} copies{best}"
     if kind == "stop_early":
         return f"stopping early after step {e.step}: {e.reason}"
     if kind == "finished":

@@ -374,7 +374,7 @@ def render_report(
         _kv_table(summary_rows(summary), "summary"),
         loss_section(summary),
         score_section(score),
-        _advice_html(score, summary.run_dir),
+        _advice_html(score, summary.run_dir) if summary.outcome in ("finished", "stopped_early") else "",
         "<h2>Samples</h2>",
         "".join(grid_html(g, best) for g in grids) if grids else '<p id="no-samples">No sample images yet.</p>',
         messages_section(summary),

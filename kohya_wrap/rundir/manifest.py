@@ -126,7 +126,9 @@ class RunManifest:
     @property
     def ended_well(self) -> bool:
         """Finished, or stopped early by live scoring: a run `train --extend` can continue."""
-        return self.outcome in ("finished", "stopped_early")
+        from kohya_wrap.events import ENDED_WELL
+
+        return self.outcome in ENDED_WELL
 
     @property
     def last_checkpoint(self) -> FileEntry | None:

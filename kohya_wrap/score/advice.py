@@ -108,19 +108,28 @@ class StopDecision:
 
 
 def stop_decision(
-    checkpoints: Sequence[Mapping[str, Any]], *, min_steps: int | None, patience: int = STOP_PATIENCE
+    checkpoints: Sequence[Mapping[str, Any]],
+    *,
+    min_steps: int | None,
+    after_step: int | None = None,
+    patience: int = STOP_PATIENCE,
 ) -> StopDecision | None:
     """Whether more training can only make it worse, from the checkpoints scored so far.
 
     - copies persist: most samples of the last two checkpoints copy a training photo (at any step);
     - the likeness has not improved for `patience` checkpoints at or past the preset's min_steps.
-    Never stops before min_steps unless samples copy.
+    Never stops before min_steps unless samples copy. after_step (`train --extend`): only checkpoints
+    past it count as evidence, so that an extension is not stopped by what made the run end before.
     """
     scored = _scored(checkpoints)
     if not scored:
         return None
     last = scored[-1]
-    if len(scored) >= 2 and is_copying(scored[-2]) and is_copying(last):
+    start = after_step if after_step is not None else -1
+    if int(last["step"]) <= start:
+        return None
+    new = [c for c in scored if int(c["step"]) > start]
+    if len(new) >= 2 and is_copying(scored[-2]) and is_copying(last):
         run = len(scored) - 1
         while run > 0 and is_copying(scored[run - 1]):
             run -= 1
@@ -137,7 +146,7 @@ def stop_decision(
         if float(c["likeness"]) > float(best["likeness"]) + LIKENESS_GAIN:
             best = c
     floor = min_steps or 0
-    since = [c for c in alike if int(c["step"]) > int(best["step"]) and int(c["step"]) >= floor]
+    since = [c for c in alike if int(c["step"]) > max(int(best["step"]), start) and int(c["step"]) >= floor]
     if len(since) >= patience:
         return StopDecision(
             int(last["step"]),

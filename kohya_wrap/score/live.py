@@ -41,12 +41,14 @@ class LiveScorer:
         *,
         stop_early: bool = False,
         min_steps: int | None = None,
+        after_step: int | None = None,
         python: str | None = None,
         debounce_s: float = DEBOUNCE_S,
     ) -> None:
         self.run_dir = Path(run_dir)
         self.stop_early = stop_early
         self.min_steps = min_steps
+        self.after_step = after_step  # `train --extend`: the step the run had reached before
         self.python = python or sys.executable
         self.debounce_s = debounce_s
         self._events: queue.Queue[Event] = queue.Queue()
@@ -157,7 +159,7 @@ class LiveScorer:
                 self._reported[score.step] = key
                 self._events.put(score)
         if self.stop_early and not self._stopped:
-            decision = stop_decision(checkpoints, min_steps=self.min_steps)
+            decision = stop_decision(checkpoints, min_steps=self.min_steps, after_step=self.after_step)
             if decision is not None:
                 self._stopped = True
                 self._events.put(StopEarly(step=decision.step, reason=decision.reason))

@@ -550,8 +550,14 @@ def _keep_final_lora(prepared: PreparedRun) -> None:
 
 
 def _verify_last_checkpoint(prepared: PreparedRun, fold: RunFold, base_sha256: str | None) -> LoraReport | None:
-    """A run stopped early ends on its last checkpoint: check that file as the final LoRA is checked."""
-    saved = [c for c in fold.checkpoints if c.step is not None and Path(c.path).is_file()]
+    """A run stopped early ends on the checkpoint its stop was decided on (a later one may have been cut
+    short by the stop, as by Ctrl-C): check that file as the final LoRA is checked."""
+    decided = fold.stop_early.step if fold.stop_early is not None else None
+    saved = [
+        c
+        for c in fold.checkpoints
+        if c.step is not None and Path(c.path).is_file() and (decided is None or c.step <= decided)
+    ]
     if not saved:
         return None
     last = max(saved, key=lambda c: c.step or 0)

@@ -247,7 +247,11 @@ def batches_per_epoch(dataset_config: str | None, cfg: dict) -> int:
         for dataset in data.get("datasets", []):
             for subset in dataset.get("subsets", []):
                 folder = Path(str(subset.get("image_dir", "")))
-                images = [p for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png")] if folder.is_dir() else []
+                images = (
+                    [p for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png")]
+                    if folder.is_dir()
+                    else []
+                )
                 total += len(images) * int(subset.get("num_repeats", 1))
         if total:
             return total

@@ -95,7 +95,9 @@ def make_run_dir(
     steps_per_epoch = 40
     if photos is not None:
         images = len([p for p in photos.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png")])
-        subsets = [{"dir": str(photos), "images": images, "repeats": repeats, "class_tokens": "ohwx man", "is_reg": False}]
+        subsets = [
+            {"dir": str(photos), "images": images, "repeats": repeats, "class_tokens": "ohwx man", "is_reg": False}
+        ]
         steps_per_epoch = images * repeats
         dataset = (
             '[general]\ncaption_extension = ".txt"\n\n[[datasets]]\nresolution = 512\nbatch_size = 1\n'

@@ -148,7 +148,10 @@ def test_stop_early_stops_a_3000_step_run_once_its_samples_copy(tmp_path):
     assert _live_processes(run_dir) == []
     for line in pids.read_text().split("\n"):
         if line.strip():
-            assert not Path(f"/proc/{line.split()[0]}").exists() or "Z" in Path(f"/proc/{line.split()[0]}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            assert (
+                not Path(f"/proc/{line.split()[0]}").exists()
+                or "Z" in Path(f"/proc/{line.split()[0]}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            )
 
 
 def test_extend_numbers_a_finished_run_on_from_its_last_step(tmp_path):
