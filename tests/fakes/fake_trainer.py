@@ -12,7 +12,9 @@ metadata, built with numpy + safetensors), `-state` folders with train_state.jso
                accelerate launch), exiting 1 with a CalledProcessError traceback if the child fails.
 --replay NAME  write tests/data/transcripts/NAME.pipe.{stderr,stdout}.txt and exit with the code in
                NAME.pipe.meta.txt (the failure classes).
---step-delay S seconds per step; --nan-at N: avr_loss becomes nan from step N; --oom-at N: a CUDA
+--step-delay S seconds per step; --step-work S: seconds of CPU work (one core) per step (a CPU-bound
+               trainer: it takes longer when something else takes its core); --nan-at N: avr_loss becomes nan
+               from step N; --oom-at N: a CUDA
                out-of-memory traceback at step N; --zero-up: the LoRA's up weights are all zero;
                --missing-package: exit like a trainer that cannot import a package; --crash-at N: a
                traceback and exit 1 at step N; --kill-self-at N: the trainer dies of SIGKILL at step N
@@ -374,6 +376,10 @@ def train(args: argparse.Namespace, cfg: dict) -> int:
     losses: list[float] = []
     for step in range(first + 1, total + 1):
         time.sleep(args.step_delay)
+        if args.step_work:
+            busy_until = time.thread_time() + args.step_work
+            while time.thread_time() < busy_until:
+                sum(i * i for i in range(1000))
         if args.crash_at and step >= args.crash_at:
             sys.stderr.write(
                 '\nTraceback (most recent call last):\n  File "train_network.py", line 1450, in train\n'
@@ -434,6 +440,7 @@ def main() -> int:
     ap.add_argument("--launcher", action="store_true")
     ap.add_argument("--replay")
     ap.add_argument("--step-delay", type=float, default=0.0)
+    ap.add_argument("--step-work", type=float, default=0.0)
     ap.add_argument("--nan-at", type=int)
     ap.add_argument("--oom-at", type=int)
     ap.add_argument("--zero-up", action="store_true")
