@@ -438,15 +438,22 @@ def _run_locked(
             companion.notice(event)
         if isinstance(event, StopEarly) and streamer is not None:
             streamer.stop(STOP_EARLY)  # as Ctrl-C: SIGINT to the trainer's group; the checkpoints so far stay
-        if isinstance(event, (Checkpoint, Score)) and on_saved is not None:
+        if isinstance(event, Checkpoint):
+            saved()
+
+    def saved() -> None:
+        if on_saved is not None:
             problem = _call_saved_hook(on_saved, plan.run_dir)
             if problem:
                 emit(Warning_(message=problem))
 
     def poll_companion() -> None:
         if companion is not None:
-            for event in companion.poll():
+            events = companion.poll()
+            for event in events:
                 emit(event)
+            if any(isinstance(event, Score) for event in events):
+                saved()  # once for a batch of live scores: the report shows them
 
     for note in prepared.notes:
         emit(Warning_(message=note))

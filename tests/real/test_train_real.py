@@ -111,21 +111,23 @@ def test_extend_a_finished_smoke_run_by_two_steps(
 ) -> None:
     """`train --extend 2` of a finished 4-step run: from its LoRA weights (the smoke preset saves no
     state, and its one epoch ends at step 4), numbered on to a verified checkpoint at step 6."""
+    from kohya_wrap.rundir import read_plan
     from kohya_wrap.sdscripts import read_metadata
     from kohya_wrap.train.runner import TrainOptions, run_training
 
     run_dir = _plan(tmp_path, *smoke_dataset, smoke_model, "run")
     first = run_training(run_dir, TrainOptions())
     assert first.outcome == "finished", "\n".join(first.tail)
-    step4 = run_dir / "output" / "face-step00000004.safetensors"
+    name = read_plan(run_dir).output_name
+    step4 = run_dir / "output" / f"{name}-step00000004.safetensors"
     step4_bytes = step4.read_bytes()
 
     extended = run_training(run_dir, TrainOptions(extend=2))
     assert extended.outcome == "finished", "\n".join(extended.tail)
     assert extended.verification is not None and extended.verification.ok, extended.verification
-    step6 = run_dir / "output" / "face-step00000006.safetensors"
+    step6 = run_dir / "output" / f"{name}-step00000006.safetensors"
     assert step6.is_file() and read_metadata(step6)["ss_steps"] == "6"
-    assert read_metadata(run_dir / "output" / "face.safetensors")["ss_steps"] == "6"
+    assert read_metadata(run_dir / "output" / f"{name}.safetensors")["ss_steps"] == "6"
     assert step4.read_bytes() == step4_bytes  # the earlier checkpoints stay as they were
     events = list(read_events(run_dir / "events.jsonl"))
     finished_at = [i for i, e in enumerate(events) if e.type == "finished"]
