@@ -202,3 +202,22 @@ def test_the_last_checkpoint_of_a_run_prefers_the_step_file(tmp_path, final_exis
     )
     assert manifest.last_checkpoint is not None and manifest.last_checkpoint.path == str(step_file)
     assert manifest.ended_well and RunManifest.from_json(manifest.to_json()).ended_well
+
+
+def test_without_the_scorer_stop_early_says_it_is_off(tmp_path, monkeypatch):
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "fakes"))
+    from run_dir import make_run_dir
+
+    from kohya_wrap import pipeline
+    from kohya_wrap.events import Warning_
+
+    run_dir = make_run_dir(tmp_path, sample_every_n_steps=2, ours={"stop_early": True})
+    monkeypatch.setattr("kohya_wrap.score.scorer_available", lambda: "dlib is missing")
+    note = pipeline.live_companion(run_dir, None)
+    assert note is not None
+    events = note.poll()
+    assert len(events) == 1 and isinstance(events[0], Warning_) and "stop early: off" in events[0].message
+    assert note.poll() == [] and note.close() == []
+    assert pipeline.live_companion(run_dir, False) is None  # --no-stop-early: nothing to say
