@@ -3,7 +3,7 @@
 The pipeline hands a LiveScorer to train as its companion (train.runner.Companion; train never
 imports score). When a checkpoint or a sample lands, the scorer asks its worker to score the run
 again: `python -m kohya_wrap.score.live RUN_DIR`, started on first use at the lowest CPU priority
-(nice 19) with one BLAS thread, holding the identity model between requests and writing score.json
+(SCHED_IDLE on Linux, else nice 19) with one BLAS thread, holding the identity model between requests and writing score.json
 each time (so status and the report show the score so far). Its answers become `score` events, one
 per checkpoint whose figures changed, and, with stop_early, one `stop_early` event when
 advice.stop_decision says more training can only make it worse. Requests that come while the worker
@@ -183,15 +183,27 @@ def _serve(run_dir: Path, requests: IO[str], answers: IO[str]) -> None:
         answers.flush()
 
 
+def lower_priority() -> None:
+    """The lowest CPU priority there is: Linux's SCHED_IDLE (it runs only on a core nothing else wants),
+    and nice 19 where that policy is missing."""
+    try:
+        os.nice(WORKER_NICE)
+    except OSError:
+        pass
+    idle = getattr(os, "SCHED_IDLE", None)
+    if idle is not None:
+        try:
+            os.sched_setscheduler(0, idle, os.sched_param(0))
+        except OSError:
+            pass
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if len(args) != 1:
         sys.stderr.write("usage: python -m kohya_wrap.score.live RUN_DIR (requests on stdin, one a line)\n")
         return 2
-    try:
-        os.nice(WORKER_NICE)
-    except OSError:
-        pass
+    lower_priority()
     _serve(Path(args[0]), sys.stdin, sys.stdout)
     return 0
 
