@@ -33,7 +33,11 @@ OUTCOMES = (
     "killed",
     "interrupted",
     "verify_failed",
+    "stopped_early",
 )
+# Outcomes of a run that ended as it should: it trained to its end, or live scoring stopped it early
+# because more training could only make it worse. Both exit 0, and `train --extend` continues either.
+ENDED_WELL = ("finished", "stopped_early")
 # What an error event is about; the runner classifies a run's outcome from these.
 ERROR_KINDS = (
     "oom",
@@ -145,7 +149,46 @@ class Finished:
     type: Literal["finished"] = field(default="finished", init=False)
 
 
-Event = Phase | Summary | Epoch | Progress | Checkpoint | StateSaved | Sample | Warning_ | Error | Finished
+@dataclass(frozen=True)
+class Score:
+    """The likeness of one checkpoint's samples, scored while the trainer goes on (live scoring)."""
+
+    step: int
+    samples: int
+    faces: int
+    likeness: float | None
+    matches: int
+    copies: int
+    checkpoint: str | None = None  # the LoRA file of that step, when it was saved
+    recommended: int | None = None  # the step the score recommends among the checkpoints scored so far
+    t: str = field(default_factory=now_iso, compare=False)
+    type: Literal["score"] = field(default="score", init=False)
+
+
+@dataclass(frozen=True)
+class StopEarly:
+    """Training more can only make it worse: train stops the trainer the way Ctrl-C does."""
+
+    step: int | None  # the last checkpoint scored when it was decided
+    reason: str
+    t: str = field(default_factory=now_iso, compare=False)
+    type: Literal["stop_early"] = field(default="stop_early", init=False)
+
+
+Event = (
+    Phase
+    | Summary
+    | Epoch
+    | Progress
+    | Checkpoint
+    | StateSaved
+    | Sample
+    | Warning_
+    | Error
+    | Score
+    | StopEarly
+    | Finished
+)
 EVENT_TYPES: dict[str, type] = {
     "phase": Phase,
     "summary": Summary,
@@ -156,6 +199,8 @@ EVENT_TYPES: dict[str, type] = {
     "sample": Sample,
     "warning": Warning_,
     "error": Error,
+    "score": Score,
+    "stop_early": StopEarly,
     "finished": Finished,
 }
 
@@ -166,7 +211,7 @@ def _encode_float(value: Any) -> Any:
     return value
 
 
-_FLOAT_FIELDS = frozenset({"avr_loss", "rate", "lr", "elapsed_s", "eta_s"})
+_FLOAT_FIELDS = frozenset({"avr_loss", "rate", "lr", "elapsed_s", "eta_s", "likeness"})
 
 
 def _decode_float(key: str, value: Any) -> Any:

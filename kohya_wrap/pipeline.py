@@ -22,7 +22,8 @@ from kohya_wrap.train.runner import TrainOptions
 if TYPE_CHECKING:
     from kohya_wrap.events import Event
     from kohya_wrap.prepare import PrepareOptions, PrepareResult
-    from kohya_wrap.train.runner import TrainResult
+    from kohya_wrap.score.advice import Advice
+    from kohya_wrap.train.runner import Companion, TrainResult
 
 PREPARE, PLAN, TRAIN, VERIFY, SCORE = "prepare", "plan", "train", "verify", "score"
 
@@ -48,8 +49,10 @@ class TrainRequest:
     """How to train a planned run directory on this machine."""
 
     run_dir: Path
-    options: TrainOptions = TrainOptions()  # resume, allow_nan, verify, the checkout, the GPUs (tests)
-    score: bool = False  # score the checkpoints when the run finished and the scorer is installed
+    options: TrainOptions = TrainOptions()  # resume, extend, allow_nan, verify, the checkout, the GPUs (tests)
+    # score the checkpoints as their samples land and when the run ended, where the scorer is installed
+    score: bool = False
+    stop_early: bool | None = None  # stop once more training can only make it worse; None: the preset's stop_early
     on_event: Callable[[Event], None] | None = field(default=None, compare=False)
     on_signal: Callable[[int, int], None] | None = field(default=None, compare=False)
     on_saved: Callable[[Path], object] | None = field(default=None, compare=False)
@@ -153,7 +156,7 @@ def preset_prepare_settings(preset: str, overrides: Sequence[str] = ()) -> tuple
 
 
 def train_run(request: TrainRequest) -> TrainResult:
-    """Train a planned run directory (or resume it) and return how it ended."""
+    """Train a planned run directory (or resume or extend it) and return how it ended."""
     from kohya_wrap.train.runner import run_training
 
     return run_training(
@@ -162,12 +165,63 @@ def train_run(request: TrainRequest) -> TrainResult:
         on_event=request.on_event,
         on_signal=request.on_signal,
         on_saved=request.on_saved,
+        companion=(lambda run_dir: live_companion(run_dir, request.stop_early)) if request.score else None,
+    )
+
+
+class _Note:
+    """A companion that only says why there is no live scoring (train.runner.Companion)."""
+
+    def __init__(self, message: str) -> None:
+        self.message: str | None = message
+
+    def notice(self, event: Event) -> None:
+        pass
+
+    def poll(self) -> list[Event]:
+        from kohya_wrap.events import Warning_
+
+        message, self.message = self.message, None
+        return [Warning_(message=message)] if message else []
+
+    def close(self) -> list[Event]:
+        return self.poll()
+
+
+def live_companion(run_dir: Path, stop_early: bool | None) -> Companion | None:
+    """Live scoring beside the trainer (score.live) when the scorer is installed and the run draws
+    samples; with stop_early (else the preset's `stop_early`), it may stop the trainer."""
+    from kohya_wrap.rundir import read_plan
+    from kohya_wrap.score import scorer_available
+
+    plan = read_plan(run_dir)
+    stop = bool(plan.ours.get("stop_early", False)) if stop_early is None else stop_early
+    missing = scorer_available()
+    draws = any(plan.values.get(k) for k in ("sample_every_n_steps", "sample_every_n_epochs"))
+    if missing is not None or not draws:
+        why = f"the scorer is not installed ({missing})" if missing else "the run draws no samples"
+        return _Note(f"stop early: off, {why}; the run trains every step") if stop else None
+    from kohya_wrap.rundir import paths, read_manifest
+    from kohya_wrap.score.live import LiveScorer
+
+    min_steps = plan.ours.get("min_steps")
+    # an extension (the run ended well before this attempt) stops only on what its own checkpoints show
+    before = read_manifest(paths(run_dir).run_json)
+    last = before.last_checkpoint if before is not None and before.ended_well else None
+    return LiveScorer(
+        run_dir,
+        stop_early=stop,
+        min_steps=min_steps if isinstance(min_steps, int) else None,
+        after_step=last.step if last is not None else None,
     )
 
 
 def training_failure(result: TrainResult) -> StageFailure | None:
-    """How a training that did not finish is told: None when it finished and its LoRA was verified."""
-    if result.outcome == "finished":
+    """How a training that did not finish is told: None when it finished (or live scoring stopped it
+    early) and its LoRA was verified."""
+    from kohya_wrap.events import ENDED_WELL
+
+    if result.outcome in ENDED_WELL:
         return None
     message = f"training {result.outcome}"
     if result.last_step is not None:
@@ -203,6 +257,7 @@ class PipelineResult:
     failure: StageFailure | None = None
     score: dict[str, Any] | None = None  # score.json, when the run was scored
     score_note: str | None = None  # why it was not scored, or what went wrong scoring it
+    advice: Advice | None = None  # what to do next, from the score (score.advice)
 
     @property
     def ok(self) -> bool:
@@ -226,10 +281,13 @@ def run_pipeline(request: PipelineRequest, stages: Stages | None = None) -> Pipe
     trained: TrainResult | None = None
 
     def result(
-        failure: StageFailure | None, score: dict[str, Any] | None = None, note: str | None = None
+        failure: StageFailure | None,
+        score: dict[str, Any] | None = None,
+        note: str | None = None,
+        advice: Advice | None = None,
     ) -> PipelineResult:
         return PipelineResult(
-            request.train.run_dir, plan, prepared, trained, tuple(stages.timings), failure, score, note
+            request.train.run_dir, plan, prepared, trained, tuple(stages.timings), failure, score, note, advice
         )
 
     try:
@@ -266,7 +324,12 @@ def run_pipeline(request: PipelineRequest, stages: Stages | None = None) -> Pipe
     score, note = score_finished_run(request.train.run_dir, stages)
     if request.train.on_saved is not None and score is not None:
         request.train.on_saved(request.train.run_dir)  # the report shows the score too
-    return result(None, score, note)
+    advice = None
+    if score is not None:
+        from kohya_wrap.score.advice import advise
+
+        advice = advise(score, request.train.run_dir)
+    return result(None, score, note, advice)
 
 
 def score_finished_run(run_dir: Path, stages: Stages) -> tuple[dict[str, Any] | None, str | None]:
@@ -287,7 +350,17 @@ def score_finished_run(run_dir: Path, stages: Stages) -> tuple[dict[str, Any] | 
         return None, f"not scored: {failed.failure.message}"
     except Exception as e:  # noqa: BLE001  a finished, verified run never fails because of its score
         return None, f"not scored: {type(e).__name__}: {e} (run `kohya-wrap score RUN_DIR` to see it again)"
+    from kohya_wrap.score.advice import advise
+
     doc = load_score(run_dir)
     if doc is not None:
-        record_score(run_dir, {"file": SCORE_JSON, "recommended": doc.get("recommended"), "reason": doc.get("reason")})
+        record_score(
+            run_dir,
+            {
+                "file": SCORE_JSON,
+                "recommended": doc.get("recommended"),
+                "reason": doc.get("reason"),
+                "advice": advise(doc, run_dir).to_json(),
+            },
+        )
     return doc, None

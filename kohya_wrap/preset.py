@@ -96,6 +96,13 @@ OUR_KEYS: Mapping[str, OurKey] = MappingProxyType(
                 "plan puts every step in one epoch (repeats instead of epochs), so a stopped run resumes correctly",
             ),
             OurKey(
+                "stop_early",
+                "bool",
+                False,
+                "train stops once live scoring finds that more training can only make it worse "
+                "(samples copy the photos, or the likeness stopped improving past min_steps)",
+            ),
+            OurKey(
                 "size",
                 "int",
                 512,

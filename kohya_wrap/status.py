@@ -25,6 +25,7 @@ from kohya_wrap.errors import RunDirError
 from kohya_wrap.rundir import EVENTS_JSONL, PLAN_JSON, Plan, RunFold, SavedFile, format_duration, resume_command
 from kohya_wrap.safetensors_header import incomplete
 from kohya_wrap.score import load_score, recommended_line, recommended_step
+from kohya_wrap.score.advice import advise
 from kohya_wrap.sdscripts import validation_losses
 
 # Loading SD1.5 and caching latents can be silent for minutes, and train.log is checked too,
@@ -89,6 +90,9 @@ class RunStatus:
     score: str | None = None  # the score's recommendation in words
     validation_loss: float | None = None  # the latest held-out loss sd-scripts logged to TensorBoard
     validation_step: int | None = None
+    scores: tuple[dict[str, Any], ...] = ()  # live scoring: step, samples, faces, likeness, matches, copies
+    stop_early: str | None = None  # why live scoring stopped (or is stopping) the run
+    advice: dict[str, Any] | None = None  # what to do next (score.advice): kind, text, step, command
 
     @property
     def done(self) -> bool:
@@ -221,7 +225,7 @@ def _snapshot(run_dir: Path, fold: _Fold, plan: Plan | None, *, now: float | Non
         else:
             quiet = [s for s in (since_event, since_output) if s is not None]
             state = STALLED if quiet and min(quiet) > stale_after_s else RUNNING
-    elif outcome == "finished":
+    elif outcome in ("finished", "stopped_early"):
         state = FINISHED
     elif outcome in ("interrupted", "killed"):
         state = INTERRUPTED
@@ -289,6 +293,12 @@ def _snapshot(run_dir: Path, fold: _Fold, plan: Plan | None, *, now: float | Non
         score=recommended_line(scored) if scored is not None else None,
         validation_step=validation[0] if validation else None,
         validation_loss=validation[1] if validation else None,
+        scores=tuple(
+            {k: v for k, v in ev.to_dict(score).items() if k not in ("t", "type")} for score in fold.score_list
+        ),
+        stop_early=fold.stop_early.reason if fold.stop_early is not None else None,
+        # what to do next once the run has ended well (while it trains, the score is of the steps so far)
+        advice=advise(scored, run_dir).to_json() if scored is not None and state == FINISHED else None,
     )
 
 

@@ -344,7 +344,13 @@ def runs(runs_dir: Path, as_json: bool) -> None:
         t.add_column(col, no_wrap=True)
     lines = []
     for r in rows:
-        colour = "green" if r.outcome == "finished" else "yellow" if r.outcome in ("planned", "unfinished") else "red"
+        colour = (
+            "green"
+            if r.outcome in ("finished", "stopped_early")
+            else "yellow"
+            if r.outcome in ("planned", "unfinished")
+            else "red"
+        )
         steps = (
             f"{_fmt(r.steps_done)}/{_fmt(r.steps_total)}" if r.steps_done is not None else f"—/{_fmt(r.steps_total)}"
         )

@@ -54,11 +54,14 @@ def score(run_dir: Path | None, reference: Path | None, samples: Path | None, no
     else:
         assert reference is not None and samples is not None
         report = score_mod.score_images(reference, samples, use_cache=not no_cache, progress=progress)
+    from kohya_wrap.score.advice import advise
+
     doc = report.to_json()
+    advice = advise(doc, run_dir)
     if as_json:
         from kohya_wrap.cli.output import print_json
 
-        print_json(doc)
+        print_json({**doc, "advice": advice.to_json()})
         return
     from rich.markup import escape
     from rich.table import Table
@@ -96,6 +99,9 @@ def score(run_dir: Path | None, reference: Path | None, samples: Path | None, no
             out.print(f"  {item['kind']} {escape(item['file'])}: {escape(item['why'])}")
         if len(left_out) > 10:
             out.print(f"  ... and {len(left_out) - 10} more (--json lists them all)")
+    from kohya_wrap.cli.train_cmd import render_advice
+
+    render_advice(advice, out)
     if run_dir is not None:
         from kohya_wrap import rundir
 

@@ -140,13 +140,24 @@ def _table(s: Any) -> Any:
         table.add_row("LoRA", s.lora_file)
     if s.validation_loss is not None:
         table.add_row("validation loss", f"{s.validation_loss:.4g} at step {s.validation_step}")
+    if s.scores:
+        table.add_row("likeness", _escape("; ".join(_score_text(c) for c in s.scores[-6:])))
+    if s.stop_early:
+        table.add_row("stopped early", _escape(s.stop_early))
     if s.score:
         table.add_row("score", _escape(s.score))
+    if s.advice:
+        table.add_row("advice", _escape(s.advice["text"]))
     if s.resume_command:
         table.add_row("resume with", f"[cyan]{_escape(s.resume_command)}[/cyan]")
     if s.unreadable_lines:
         table.add_row(EVENTS_JSONL, f"[yellow]{s.unreadable_lines} unreadable line(s) skipped[/yellow]")
     return table
+
+
+def _score_text(c: dict[str, Any]) -> str:
+    likeness = "-" if c.get("likeness") is None else f"{c['likeness']:.2f}"
+    return f"{c['step']}: {likeness} ({c['matches']}/{c['samples']}, {c['copies']} copies)"
 
 
 def _progress_text(s: Any) -> str:
@@ -235,6 +246,12 @@ def _event_text(e: Any) -> str | None:
         return f"warning: {e.message}"
     if kind == "error":
         return f"error: {e.message}"
+    if kind == "score":
+        likeness = "-" if e.likeness is None else f"{e.likeness:.2f}"
+        best = "" if e.recommended is None else f" (recommended so far: step {e.recommended})"
+        return f"score step {e.step}: likeness {likeness}, {e.matches}/{e.samples} the person, {e.copies} copies{best}"
+    if kind == "stop_early":
+        return f"stopping early after step {e.step}: {e.reason}"
     if kind == "finished":
         return f"finished: {e.outcome} (exit code {e.exit_code})"
     return None

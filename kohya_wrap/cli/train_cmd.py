@@ -59,6 +59,14 @@ _COMMON: list[Callable[[Any], Any]] = [
         "--dry-run", is_flag=True, help="Print the command line, its environment and both configs; start nothing."
     ),
     allow_nan_option,
+    click.option(
+        "--stop-early/--no-stop-early",
+        "stop_early",
+        default=None,
+        help="Stop once live scoring finds that more training can only make it worse (samples copy the photos, "
+        "or the likeness stopped improving past the preset's min_steps). Default: the preset's stop_early "
+        "(on in the likeness presets). Needs the scorer (kohya-wrap[score]).",
+    ),
     sd_scripts_option,
     json_option,
 ]
@@ -84,10 +92,19 @@ def _new_run_dir(runs_dir: Path, label: str) -> Path:
     default=None,
     help="Continue the stopped run in this run directory from its last saved state.",
 )
+@click.option(
+    "--extend",
+    "extend",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="STEPS",
+    help="Continue the finished or early-stopped run RUN_DIR by STEPS more steps (`train --extend 1000 RUN_DIR`).",
+)
 @_common
 def train(
     dataset_dir: Path | None,
     resume_dir: Path | None,
+    extend: int | None,
     preset: str | None,
     base_model: str | None,
     run_dir: Path | None,
@@ -99,12 +116,19 @@ def train(
     allow_pickle: bool,
     dry_run: bool,
     allow_nan: bool,
+    stop_early: bool | None,
     sd_scripts: str | None,
     as_json: bool,
 ) -> None:
-    """Plan a run of DATASET_DIR and train it; train a RUN_DIR `plan` made; or continue one with --resume RUN_DIR.
+    """Plan a run of DATASET_DIR and train it; train a RUN_DIR `plan` made; continue a stopped one with
+    --resume RUN_DIR; or train a finished one further with --extend STEPS RUN_DIR.
 
-    Exit codes: 0 finished, 10 out of GPU memory, 11 the base model or the tokenizer is missing, 12 no images found,
+    While it trains, each checkpoint's samples are scored against the photos (where the scorer is
+    installed) and the live view shows likeness, matches and copies; with --stop-early (the likeness
+    presets' default) the run stops once more training can only make it worse. It ends with advice:
+    the step to export, or how to go on.
+
+    Exit codes: 0 finished (or stopped early), 10 out of GPU memory, 11 the base model or the tokenizer is missing, 12 no images found,
     13 configuration rejected, 14 package missing, 15 NaN loss, 16 crashed, 17 killed,
     18 LoRA failed verification, 130 interrupted.
 
@@ -119,7 +143,15 @@ def train(
 
     if resume_dir is not None and (dataset_dir is not None or preset or base_model):
         raise click.UsageError("--resume continues an existing run: give no DATASET_DIR, --preset or --base-model")
-    # a run directory to train as it was planned: --resume RUN_DIR, or a RUN_DIR `kohya-wrap plan` wrote
+    if extend is not None:
+        if dataset_dir is None or resume_dir is not None or preset or base_model:
+            raise click.UsageError(
+                "--extend STEPS RUN_DIR: give the run directory, and no --resume, --preset or --base-model"
+            )
+        if not is_planned(dataset_dir):
+            raise click.UsageError(f"--extend: {dataset_dir} is not a run directory (it holds no plan.json)")
+    # a run directory to train as it was planned: --resume RUN_DIR, --extend STEPS RUN_DIR, or a RUN_DIR
+    # `kohya-wrap plan` wrote
     planned = resume_dir or (
         dataset_dir if dataset_dir is not None and is_planned(dataset_dir) and not preset and not base_model else None
     )
@@ -130,7 +162,11 @@ def train(
                 "machine options apply when planning (give DATASET_DIR, --preset and --base-model)"
             )
         _run(
-            PipelineRequest(train=_train_request(planned, resume_dir is not None, allow_nan, sd_scripts)),
+            PipelineRequest(
+                train=_train_request(
+                    planned, resume_dir is not None, allow_nan, sd_scripts, stop_early=stop_early, extend=extend
+                )
+            ),
             as_json=as_json,
             dry_run=dry_run,
         )
@@ -153,7 +189,7 @@ def train(
         machines,
     )
     _run(
-        PipelineRequest(train=_train_request(target, False, allow_nan, sd_scripts), plan=plan),
+        PipelineRequest(train=_train_request(target, False, allow_nan, sd_scripts, stop_early=stop_early), plan=plan),
         as_json=as_json,
         dry_run=dry_run,
     )
@@ -187,6 +223,7 @@ def run(
     allow_pickle: bool,
     dry_run: bool,
     allow_nan: bool,
+    stop_early: bool | None,
     sd_scripts: str | None,
     as_json: bool,
 ) -> None:
@@ -229,17 +266,28 @@ def run(
         dataset, preset, base_model, target, overrides, gpus, tokenizer_cache_dir, sd_scripts, allow_pickle, machines
     )
     request = PipelineRequest(
-        train=_train_request(target, False, allow_nan, sd_scripts), plan=plan, prepare=prepare, remove_on_failure=target
+        train=_train_request(target, False, allow_nan, sd_scripts, stop_early=stop_early),
+        plan=plan,
+        prepare=prepare,
+        remove_on_failure=target,
     )
     _run(request, as_json=as_json, dry_run=dry_run, strict=strict)
 
 
-def _train_request(run_dir: Path, resume: bool, allow_nan: bool, sd_scripts: str | None) -> Any:
+def _train_request(
+    run_dir: Path,
+    resume: bool,
+    allow_nan: bool,
+    sd_scripts: str | None,
+    *,
+    stop_early: bool | None = None,
+    extend: int | None = None,
+) -> Any:
     from kohya_wrap.pipeline import TrainRequest
     from kohya_wrap.train.runner import TrainOptions
 
-    options = TrainOptions(resume=resume, allow_nan=allow_nan, sd_scripts=sd_scripts)
-    return TrainRequest(run_dir=run_dir, options=options, score=True)
+    options = TrainOptions(resume=resume, allow_nan=allow_nan, sd_scripts=sd_scripts, extend=extend)
+    return TrainRequest(run_dir=run_dir, options=options, score=True, stop_early=stop_early)
 
 
 def _run(request: Any, *, as_json: bool, dry_run: bool, strict: bool = False) -> None:
@@ -332,8 +380,43 @@ def _run(request: Any, *, as_json: bool, dry_run: bool, strict: bool = False) ->
 
         line = recommended_line(result.score) if result.score is not None else str(result.score_note)
         out.print(f"[bold]score[/bold]: {escape(line)}", highlight=False, soft_wrap=True)
+    if result.advice is not None:
+        render_advice(result.advice, out)
+    if as_json and result.trained is not None:
+        import json
+        import sys
+
+        # the last line of the stream: one JSON object, like the events before it, of type "result"
+        sys.stdout.write(json.dumps(_result_json(result), ensure_ascii=False) + "\n")
+        sys.stdout.flush()
     if result.failure is not None:
         raise result.failure.error()
+
+
+def _result_json(result: Any) -> dict[str, Any]:
+    """--json: after the events, one line with how the run ended, the recommendation and the advice."""
+    trained = result.trained
+    return {
+        "type": "result",
+        "run_dir": str(trained.run_dir),
+        "outcome": trained.outcome,
+        "exit_code": result.exit_code,
+        "last_step": trained.last_step,
+        "total_steps": trained.total_steps,
+        "stopped_early": trained.stopped_early,
+        "recommended": (result.score or {}).get("recommended"),
+        "advice": result.advice.to_json() if result.advice is not None else None,
+        "score_note": result.score_note,
+    }
+
+
+def render_advice(advice: Any, out: Any) -> None:
+    from rich.markup import escape
+
+    colour = {"recommended": "green", "copies": "yellow", "not_learnt": "yellow"}.get(advice.kind, "white")
+    out.print(f"[bold {colour}]advice[/bold {colour}]: {escape(advice.text)}", highlight=False, soft_wrap=True)
+    if advice.command and advice.kind in ("recommended", "copies"):
+        out.print(f"  export it: {escape(advice.command)}", highlight=False, soft_wrap=True)
 
 
 def _dry_run(request: Any, as_json: bool) -> None:
@@ -354,6 +437,7 @@ def _dry_run(request: Any, as_json: bool) -> None:
             resume=request.train.options.resume,
             fetch_models=False,
             sd_scripts=request.train.options.sd_scripts,
+            extend=request.train.options.extend,
         )
         notes = list(prepared.notes)
         if prepared.state is not None:

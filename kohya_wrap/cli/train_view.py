@@ -25,7 +25,9 @@ from kohya_wrap.events import (
     Phase,
     Progress,
     Sample,
+    Score,
     StateSaved,
+    StopEarly,
     Summary,
     Warning_,
     to_json,
@@ -41,6 +43,33 @@ PHASE_LABELS = {
     "saving": "saving",
     "finished": "finished",
 }
+
+
+def score_text(score: Score) -> str:
+    """One checkpoint's live score in words: `step 750: likeness 0.69, 3/3 the person, 0 copies`."""
+    likeness = "-" if score.likeness is None else f"{score.likeness:.2f}"
+    text = f"step {score.step}: likeness {likeness}, {score.matches}/{score.samples} the person, {score.copies} copies"
+    if score.faces < score.samples:
+        text += f", {score.samples - score.faces} without a face"
+    return text
+
+
+def _scores_table(s: RunFold) -> Table:
+    table = Table(box=None, padding=(0, 1), show_edge=False)
+    for column in ("step", "likeness", "the person", "copies"):
+        table.add_column(column, justify="right")
+    scores = s.score_list
+    best = scores[-1].recommended if scores else None
+    for score in scores[-8:]:
+        style = "bold green" if score.step == best else ("yellow" if score.copies * 2 > score.samples else None)
+        table.add_row(
+            str(score.step),
+            "-" if score.likeness is None else f"{score.likeness:.2f}",
+            f"{score.matches}/{score.samples}",
+            str(score.copies),
+            style=style,
+        )
+    return table
 
 
 def _speed(p: Progress) -> str:
@@ -83,6 +112,12 @@ class LiveView:
             table.add_row("state", escape(s.last_state.path))
         if s.samples:
             table.add_row("samples", str(len(s.samples)))
+        if s.scores:
+            best = s.score_list[-1].recommended
+            table.add_row("likeness", _scores_table(s))
+            table.add_row("recommended", "-" if best is None else f"step {best} (so far)")
+        if s.stop_early is not None:
+            table.add_row("[cyan]stopping early[/cyan]", escape(s.stop_early.reason))
         if s.warnings:
             table.add_row("[yellow]warning[/yellow]", escape(s.warnings[-1]))
         if s.errors:
@@ -158,6 +193,11 @@ class PlainView:
             self._print(f"warning: {event.message}")
         elif isinstance(event, Error):
             self._print(f"error: {event.message}")
+        elif isinstance(event, Score):
+            best = "" if event.recommended is None else f" (recommended so far: step {event.recommended})"
+            self._print(f"score {score_text(event)}{best}")
+        elif isinstance(event, StopEarly):
+            self._print(f"stopping early after step {event.step}: {event.reason}")
         elif isinstance(event, Finished) and event.outcome != self._last_phase:
             # the trainer's own "finished" phase line already said it
             self._print(f"[{event.outcome}]")
@@ -201,6 +241,21 @@ def render_result(result: Any, console: Console) -> None:
             f"[bold]models/loras/[/bold], and prompt with [bold]{escape(f'<lora:{name}:0.8>')}[/bold].",
             highlight=False,
         )
+    elif result.outcome == "stopped_early":
+        console.print(
+            f"[green]stopped early[/green] at step {result.last_step} of {result.total_steps}: "
+            "live scoring found that more training could only make it worse",
+            highlight=False,
+        )
+        stopped = result.stopped_early or {}
+        if stopped.get("reason"):
+            console.print(f"why: {escape(str(stopped['reason']))}", highlight=False, soft_wrap=True)
+        if stopped.get("steps_saved"):
+            seconds = stopped.get("seconds_saved")
+            time_saved = f", about {format_duration(float(seconds))} of GPU time" if seconds else ""
+            console.print(f"saved {stopped['steps_saved']} steps{time_saved}", highlight=False)
+        if result.last_checkpoint:
+            console.print(f"last checkpoint: {escape(result.last_checkpoint)}", highlight=False)
     else:
         console.print(f"[bold red]{result.outcome}[/bold red] (exit code {result.exit_code})", highlight=False)
     if result.verification is not None:

@@ -268,12 +268,26 @@ def summary_rows(summary: RunSummary) -> list[tuple[str, str]]:
     if summary.reg_images:
         dataset += f", {summary.reg_images} regularization images"
     steps = f"{_num(summary.last_step)} of {_num(summary.total_steps)}"
-    css = {"finished": "outcome-finished", "planned": "outcome-open", "unfinished": "outcome-open"}.get(
-        summary.outcome, "outcome-bad"
-    )
+    css = {
+        "finished": "outcome-finished",
+        "stopped_early": "outcome-finished",
+        "planned": "outcome-open",
+        "unfinished": "outcome-open",
+    }.get(summary.outcome, "outcome-bad")
     outcome = f'<span class="{css}">{_e(summary.outcome)}</span>'
     if summary.exit_code is not None:
         outcome += f" (exit code {summary.exit_code})"
+    rows: list[tuple[str, str]] = []
+    stopped = summary.manifest.stopped_early if summary.manifest is not None else None
+    if summary.outcome == "stopped_early" and stopped:
+        seconds = stopped.get("seconds_saved")
+        saved = f"{_num(stopped.get('steps_saved'))} steps" + (
+            f", about {format_duration(float(seconds))} of GPU time" if isinstance(seconds, (int, float)) else ""
+        )
+        rows = [
+            ("stopped early", _e(f"at step {stopped.get('stopped_at')}: {stopped.get('reason')}")),
+            ("GPU time saved", _e(saved)),
+        ]
     return [
         ("preset", _e(summary.preset or "—")),
         ("dataset", _e(dataset)),
@@ -283,6 +297,7 @@ def summary_rows(summary: RunSummary) -> list[tuple[str, str]]:
         ("mean it/s", _e(_num(summary.mean_it_per_s, 3))),
         ("final loss", _e(_num(summary.final_loss))),
         ("outcome", outcome),
+        *rows,
         ("LoRA file", f"<code>{_e(summary.lora_file)}</code>" if summary.lora_file else "— (not written)"),
     ]
 
@@ -359,6 +374,7 @@ def render_report(
         _kv_table(summary_rows(summary), "summary"),
         loss_section(summary),
         score_section(score),
+        _advice_html(score, summary.run_dir) if summary.outcome in ("finished", "stopped_early") else "",
         "<h2>Samples</h2>",
         "".join(grid_html(g, best) for g in grids) if grids else '<p id="no-samples">No sample images yet.</p>',
         messages_section(summary),
@@ -371,6 +387,16 @@ def render_report(
         f"<title>{_e(title)}</title><style>{_STYLE}</style><script>{_SCRIPT}</script></head>\n"
         f'<body data-outcome="{_e(summary.outcome)}">' + "\n".join(body) + "\n</body></html>\n"
     )
+
+
+def _advice_html(score: dict[str, Any] | None, run_dir: Path) -> str:
+    """The advice of the score (score.advice), under the score's table."""
+    if score is None:
+        return ""
+    from kohya_wrap.score.advice import advise
+
+    advice = advise(score, run_dir)
+    return f'<p id="advice" data-kind="{_e(advice.kind)}"><b>advice</b>: {_e(advice.text)}</p>'
 
 
 def write_report(run_dir: Path, out: Path | None = None) -> Path:

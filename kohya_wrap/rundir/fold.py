@@ -55,6 +55,8 @@ class RunFold:
     errors: list[ev.Error] = field(default_factory=list)  # of the latest segment
     all_errors: list[str] = field(default_factory=list)
     loss: list[LossPoint] = field(default_factory=list)
+    scores: dict[int, ev.Score] = field(default_factory=dict)  # live scoring: the latest score of each step
+    stop_early: ev.StopEarly | None = None  # of the latest segment
     finished: ev.Finished | None = None  # the latest segment's end, None while it runs
     segments: int = 0
     started_at: str | None = None
@@ -69,6 +71,7 @@ class RunFold:
             self.finished = None
             self.first_progress = None
             self.errors = []
+            self.stop_early = None
         self.started_at = self.started_at or event.t
         self.last_event_at = event.t
         if isinstance(event, ev.Phase):
@@ -92,6 +95,10 @@ class RunFold:
         elif isinstance(event, ev.Error):
             self.errors.append(event)
             self.all_errors.append(event.message)
+        elif isinstance(event, ev.Score):
+            self.scores[event.step] = event
+        elif isinstance(event, ev.StopEarly):
+            self.stop_early = event
         elif isinstance(event, ev.Finished):
             self.finished = event
             self.phase = "finished"
@@ -129,6 +136,11 @@ class RunFold:
         """The last finite loss (a run stopped for NaN ends on its last good one), else the last one."""
         finite = next((p.loss for p in reversed(self.loss) if math.isfinite(p.loss)), None)
         return finite if finite is not None else (self.loss[-1].loss if self.loss else None)
+
+    @property
+    def score_list(self) -> list[ev.Score]:
+        """The live scores, one per checkpoint, by step."""
+        return [self.scores[step] for step in sorted(self.scores)]
 
     @property
     def last_checkpoint(self) -> SavedFile | None:

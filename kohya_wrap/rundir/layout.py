@@ -20,6 +20,8 @@ PLAN_FILES = (CONFIG_TOML, DATASET_TOML, SAMPLE_PROMPTS, PLAN_JSON)
 ACCELERATE_CONFIG = "accelerate.yaml"
 # dataset.toml with the batch train chose to fit the GPU it found (kohya_wrap/train/memory.py), when it chose one
 GPU_DATASET_TOML = "dataset.gpu.toml"
+# `train --extend` from LoRA weights: dataset.toml with more repeats (sdscripts.Extension says why).
+EXTEND_DATASET_TOML = "dataset-extend.toml"
 TRAIN_LOG = "train.log"
 EVENTS_JSONL = "events.jsonl"
 RUN_JSON = "run.json"
@@ -66,6 +68,10 @@ class RunPaths:
     @property
     def gpu_dataset_toml(self) -> Path:
         return self.run_dir / GPU_DATASET_TOML
+
+    @property
+    def extend_dataset_toml(self) -> Path:
+        return self.run_dir / EXTEND_DATASET_TOML
 
     @property
     def dataset_dir(self) -> Path:

@@ -148,6 +148,7 @@ class Attempt:
     resumed_at_step: int | None
     argv: tuple[str, ...]
     machine: Mapping[str, Any] = field(default_factory=dict)  # what train resolved on the machine it ran on
+    extend_steps: int | None = None  # `train --extend STEPS`: the steps added after resumed_at_step
 
     def to_json(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -171,6 +172,7 @@ class Attempt:
             doc.get("resumed_at_step"),
             tuple(doc.get("argv") or ()),
             dict(doc.get("machine") or {}),
+            doc.get("extend_steps"),
         )
 
 
@@ -198,12 +200,29 @@ class RunManifest:
     lora: FileEntry | None = None
     verification: Mapping[str, Any] | None = None  # ok, checks
     score: Mapping[str, Any] | None = None  # the recommendation of `score`, when it ran
+    stopped_early: Mapping[str, Any] | None = None  # step, reason, stopped_at, planned, steps_saved, seconds_saved
     errors: tuple[Mapping[str, Any], ...] = ()
     attempts: tuple[Attempt, ...] = ()
 
     @property
     def finished(self) -> bool:
         return self.outcome == "finished"
+
+    @property
+    def ended_well(self) -> bool:
+        """Finished, or stopped early by live scoring: a run `train --extend` can continue."""
+        from kohya_wrap.events import ENDED_WELL
+
+        return self.outcome in ENDED_WELL
+
+    @property
+    def last_checkpoint(self) -> FileEntry | None:
+        """The saved LoRA of the highest step that still exists (the final file counts at its step)."""
+        saved = [
+            c for c in (*self.checkpoints, *((self.lora,) if self.lora else ())) if c.exists and c.step is not None
+        ]
+        saved = [c for c in saved if Path(c.path).is_file()]
+        return max(saved, key=lambda c: (c.step, c.path != (self.lora.path if self.lora else None))) if saved else None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -231,6 +250,7 @@ class RunManifest:
             "lora": self.lora.to_json() if self.lora else None,
             "verification": None if self.verification is None else dict(self.verification),
             "score": None if self.score is None else dict(self.score),
+            "stopped_early": None if self.stopped_early is None else dict(self.stopped_early),
             "errors": [dict(e) for e in self.errors],
             "attempts": [a.to_json() for a in self.attempts],
         }
@@ -267,6 +287,7 @@ class RunManifest:
             lora=FileEntry.from_json(doc["lora"]) if doc.get("lora") else None,
             verification=doc.get("verification"),
             score=doc.get("score"),
+            stopped_early=doc.get("stopped_early"),
             errors=tuple(doc.get("errors") or ()),
             attempts=tuple(Attempt.from_json(a) for a in doc.get("attempts") or ()),
         )

@@ -139,6 +139,12 @@ _SURFACE: dict[str, tuple[str, str]] = {
     "resume_args": ("resume", "resume_args"),
     "resume_limit_warning": ("resume", "resume_limit_warning"),
     "resume_problem": ("resume", "resume_problem"),
+    "Extension": ("resume", "Extension"),
+    "extension_args": ("resume", "extension_args"),
+    "extension_dataset_toml": ("resume", "extension_dataset_toml"),
+    "plan_extension": ("resume", "plan_extension"),
+    "saved_states": ("resume", "saved_states"),
+    "step_checkpoint_name": ("resume", "step_checkpoint_name"),
     # samples
     "SampleName": ("samples", "SampleName"),
     "checkpoint_files": ("samples", "checkpoint_files"),
@@ -280,12 +286,18 @@ if TYPE_CHECKING:
         TRAIN_REQUIREMENTS,
     )
     from kohya_wrap.sdscripts.resume import (  # noqa: F401
+        Extension,
         SavedState,
+        extension_args,
+        extension_dataset_toml,
         latest_state,
+        plan_extension,
         read_state,
         resume_args,
         resume_limit_warning,
         resume_problem,
+        saved_states,
+        step_checkpoint_name,
     )
     from kohya_wrap.sdscripts.samples import (  # noqa: F401
         SampleName,

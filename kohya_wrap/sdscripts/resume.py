@@ -110,3 +110,102 @@ def saved_states(output_dir: Path, output_name: str, known_steps: dict[str, int]
 def latest_state(output_dir: Path, output_name: str, known_steps: dict[str, int] | None = None) -> SavedState | None:
     states = saved_states(output_dir, output_name, known_steps)
     return states[-1] if states else None
+
+
+# -- extending a finished or early-stopped run ------------------------------------------------------
+
+STEP_CHECKPOINT = "{name}-step{step:08d}.safetensors"  # train_util.py: get_step_ckpt_name (STEP_FILE_NAME)
+
+
+def step_checkpoint_name(output_name: str, step: int) -> str:
+    """The file name train_network.py gives the LoRA it saves at `step` (save_every_n_steps)."""
+    return STEP_CHECKPOINT.format(name=output_name, step=step)
+
+
+@dataclass(frozen=True)
+class Extension:
+    """How train_network.py v0.10.1 continues a run past its last saved step, numbering on from it.
+
+    From a state (`--resume`, exact: the optimizer, scheduler and RNG go on) where that state lies
+    in the first epoch; otherwise from the LoRA weights (`--network_weights`: a fresh optimizer and
+    LR schedule). Either way `--skip_until_initial_step` puts global_step at the old last step, so
+    checkpoints, samples and ss_steps carry the true step. Past epoch 1 sd-scripts would restart
+    that counter inside the epoch (resume_problem); for weights the dataset's num_repeats are
+    multiplied (`repeats_factor`) so that the skipped steps lie inside the first, longer epoch.
+    Skipped batches are skipped by accelerate's sampler, not loaded.
+    """
+
+    from_step: int
+    total_steps: int  # the new max_train_steps
+    state: SavedState | None
+    weights: Path | None
+    repeats_factor: int = 1
+
+    @property
+    def source(self) -> Path:
+        if self.state is not None:
+            return self.state.path
+        assert self.weights is not None
+        return self.weights
+
+
+def plan_extension(
+    *,
+    from_step: int,
+    steps: int,
+    weights: Path | None,
+    states: list[SavedState],
+    steps_per_epoch: int,
+    grad_accum: int = 1,
+) -> Extension:
+    """The way to extend a run whose last checkpoint is at from_step (weights: that LoRA file) by `steps`."""
+    total = from_step + steps
+    state = next((s for s in reversed(states) if s.step == from_step and not s.is_final), None)
+    if state is not None and resume_problem(state, steps_per_epoch) is None:
+        return Extension(from_step, total, state, None)
+    if weights is None:
+        raise ValueError(f"no LoRA file at step {from_step} to continue from")
+    skipped = from_step * max(1, grad_accum)  # train_network.py multiplies initial_step by the accumulation
+    factor = 1 if steps_per_epoch <= 0 or skipped < steps_per_epoch else skipped // steps_per_epoch + 2
+    return Extension(from_step, total, None, weights, factor)
+
+
+def extension_args(extension: Extension, dataset_config: Path | None) -> list[str]:
+    """Arguments that continue the run (they override config.toml: docs/sd-scripts.md#config-file-merging).
+
+    dataset_config: where extension_dataset_toml's text was written, when repeats_factor > 1.
+    """
+    args = ["--max_train_steps", str(extension.total_steps)]
+    if extension.state is not None:
+        recorded = read_state(extension.state.path)
+        args += resume_args(
+            extension.state.path,
+            initial_step=extension.from_step if recorded is None or recorded.step != extension.from_step else None,
+        )
+        return args
+    args += ["--network_weights", str(extension.weights)]
+    args += ["--initial_step", str(extension.from_step), "--skip_until_initial_step"]
+    if extension.repeats_factor > 1 and dataset_config is not None:
+        args += ["--dataset_config", str(dataset_config)]
+    return args
+
+
+def extension_dataset_toml(text: str, factor: int) -> str:
+    """The run's dataset.toml with every subset's num_repeats multiplied by factor (one longer epoch).
+
+    A subset without num_repeats has sd-scripts' default of 1 (config_util.py: BaseSubsetParams).
+    """
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+    import tomli_w
+
+    doc = tomllib.loads(text)
+    for dataset in doc.get("datasets", []):
+        for subset in dataset.get("subsets", []):
+            subset["num_repeats"] = int(subset.get("num_repeats", 1)) * factor
+    header = (
+        f"# The run's dataset.toml with num_repeats x{factor}: an extension skips its first steps inside one epoch.\n"
+    )
+    return header + tomli_w.dumps(doc)

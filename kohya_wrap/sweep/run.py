@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 from kohya_wrap import pipeline, rundir
 from kohya_wrap.errors import ExitCode, KohyaWrapError, RunDirError
+from kohya_wrap.events import ENDED_WELL
 from kohya_wrap.fsutil import load_json
 from kohya_wrap.sweep.spec import SweepError, SweepSpec
 from kohya_wrap.sweep.state import DONE, ERROR, PENDING, RUNNING, SKIPPED, SweepState, run_manifest, sweep_paths
@@ -101,7 +102,7 @@ def decide(variant: Variant) -> Action:
             f"variant {variant.name}: {run_dir} is in use by {holder.describe()}",
             "wait for it to end, or stop it first (`kohya-wrap status SWEEP_DIR` shows the sweep)",
         )
-    if (run_manifest(run_dir) or {}).get("outcome") == "finished":
+    if (run_manifest(run_dir) or {}).get("outcome") in ENDED_WELL:
         return "skip"
     if not rundir.is_planned(run_dir) or not _started(run_dir):
         return "start"
@@ -228,7 +229,7 @@ def run_sweep(
 
                 interrupted = run_local(jobs, state, max_parallel=max_parallel, on_change=on_change)
         entries = tuple(dict(e) for e in state.doc["variants"])
-    failed = sum(1 for e in entries if e["status"] == ERROR or (e["status"] == DONE and e["outcome"] != "finished"))
+    failed = sum(1 for e in entries if e["status"] == ERROR or (e["status"] == DONE and e["outcome"] not in ENDED_WELL))
     trained = sum(1 for e in entries if e["status"] in (DONE, ERROR))
     skipped = sum(1 for e in entries if e["status"] == SKIPPED)
     code = ExitCode.INTERRUPTED if interrupted else (ExitCode.SWEEP_FAILED if failed else ExitCode.OK)

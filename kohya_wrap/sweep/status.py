@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from kohya_wrap.errors import KohyaWrapError
+from kohya_wrap.events import ENDED_WELL
 from kohya_wrap.sweep.state import read_sweep, recommended_step
 
 
@@ -123,7 +124,9 @@ def status_table(status: SweepStatus) -> Any:
     }
     for v in status.variants:
         state = v.outcome or (v.state if v.status not in ("pending", "error") else v.status) or v.status
-        colour = colours.get("failed" if v.outcome and v.outcome not in ("finished", "interrupted") else state, "white")
+        colour = colours.get(
+            "failed" if v.outcome and v.outcome not in (*ENDED_WELL, "interrupted") else state, "white"
+        )
         step = (
             f"{v.step}/{v.total_steps}"
             if v.step is not None and v.total_steps

@@ -12,6 +12,7 @@
 | crashed          | 16   | any other failure: the last 40 lines of output and the log's path are shown |
 | killed           | 17   | killed by a signal we did not send (often the kernel's OOM killer) |
 | verify_failed    | 18   | the trainer finished but its LoRA failed a check |
+| stopped_early    | 0    | live scoring stopped it (`--stop-early`): more training could only make it worse |
 | interrupted      | 130  | Ctrl-C |
 """
 
@@ -33,6 +34,7 @@ EXIT_CODES: dict[str, int] = {
     "killed": ExitCode.TRAIN_KILLED,
     "verify_failed": ExitCode.TRAIN_VERIFY_FAILED,
     "interrupted": ExitCode.INTERRUPTED,
+    "stopped_early": ExitCode.OK,
 }
 
 ADVICE: dict[str, str] = {
@@ -54,7 +56,11 @@ ADVICE: dict[str, str] = {
     "probably did (see `dmesg`): close other programs or lower the batch size.",
     "verify_failed": "The trainer finished but the LoRA file failed verification (see the failed checks).",
     "interrupted": "",
+    "stopped_early": "",
 }
+
+# The reason train gives process.Streamer.stop when live scoring asks it to stop early.
+STOP_EARLY = "early"
 
 # When several error kinds show up, the most specific wins.
 _PRIORITY = ("oom", "model_missing", "config_rejected", "missing_package", "no_data")
@@ -63,6 +69,9 @@ _PRIORITY = ("oom", "model_missing", "config_rejected", "missing_package", "no_d
 def classify(returncode: int, stop_reason: str | None, errors: list[Error], lora_written: bool) -> str:
     """The outcome of a run from how the process ended and the error events of its output."""
     kinds = {e.kind for e in errors}
+    if stop_reason == STOP_EARLY:
+        # the trainer may have reached its end before the interrupt landed
+        return "finished" if returncode == 0 and lora_written else "stopped_early"
     if stop_reason == "nan":
         return "nan"
     if stop_reason == "interrupt":

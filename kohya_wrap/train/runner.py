@@ -9,10 +9,12 @@ writes RUN_DIR/run.json whatever the outcome.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import shutil
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Protocol
 
 from kohya_wrap import rundir
 from kohya_wrap.errors import ExitCode, KohyaWrapError, RunDirError, disk_error
@@ -24,7 +26,9 @@ from kohya_wrap.events import (
     Finished,
     Phase,
     Sample,
+    Score,
     StateSaved,
+    StopEarly,
     Warning_,
     read_events,
     to_dict,
@@ -43,16 +47,20 @@ from kohya_wrap.rundir import (
     resume_command,
 )
 from kohya_wrap.sdscripts import (
+    Extension,
     LoraReport,
     OutputParser,
     SavedState,
     base_model_args,
     build_argv,
     checkpoint_files,
+    extension_args,
+    extension_dataset_toml,
     find_samples,
     latest_state,
     memory_args,
     package_problems,
+    plan_extension,
     precision_args,
     read_state,
     relocate_dataset_toml,
@@ -60,13 +68,15 @@ from kohya_wrap.sdscripts import (
     render_accelerate_config,
     resume_args,
     resume_problem,
+    saved_states,
+    step_checkpoint_name,
     tokenizer_args,
     with_batch_size,
 )
 from kohya_wrap.train import manifest as manifest_mod
 from kohya_wrap.train.machine import GpuInfo, Machine, resolve_machine
 from kohya_wrap.train.memory import Fit
-from kohya_wrap.train.outcome import ADVICE, EXIT_CODES, classify
+from kohya_wrap.train.outcome import ADVICE, EXIT_CODES, STOP_EARLY, classify
 from kohya_wrap.train.verify import verify_run
 
 TAIL_LINES = 40
@@ -79,6 +89,22 @@ class TrainOptions:
     verify: bool = True
     sd_scripts: str | None = None  # the checkout to train with (else $KOHYA_WRAP_SD_SCRIPTS, else the submodule)
     gpu_info: GpuInfo | None = None  # the GPUs found (tests); None: detected
+    extend: int | None = None  # `train --extend STEPS`: continue a finished or early-stopped run by STEPS
+
+
+class Companion(Protocol):
+    """Work that goes on beside the trainer (the pipeline's live scoring); train knows it only as this.
+
+    notice() sees every event train records, poll() hands back events of its own to record (never
+    blocking), and a StopEarly among them stops the trainer the way Ctrl-C does. close() ends it
+    when the trainer has ended and returns what it still had.
+    """
+
+    def notice(self, event: Event) -> None: ...
+
+    def poll(self) -> Sequence[Event]: ...
+
+    def close(self) -> Sequence[Event]: ...
 
 
 @dataclass(frozen=True)
@@ -106,6 +132,7 @@ class TrainResult:
     output_name: str
     warnings: tuple[str, ...] = ()
     report_path: Path | None = None  # the report, when the on_saved hook wrote one
+    stopped_early: dict[str, object] | None = None  # as run.json records it, when live scoring stopped the run
 
 
 @dataclass(frozen=True)
@@ -126,6 +153,13 @@ class PreparedRun:
     # --resume of a run whose trainer finished but whose end was never recorded: record it, train nothing
     record_only: bool = False
     dataset_toml: str | None = None  # dataset.toml rewritten for a moved run directory, written before the launch
+    extension: Extension | None = None  # `train --extend`: where it continues from and to which step
+    extend_dataset_toml: str | None = None  # the text written to RUN_DIR/dataset-extend.toml before the launch
+
+    @property
+    def total_steps(self) -> int:
+        """The step this attempt trains to: the plan's, or the extension's new end."""
+        return self.extension.total_steps if self.extension is not None else self.plan.max_train_steps
 
 
 def _known_state_steps(events_path: Path) -> dict[str, int]:
@@ -142,6 +176,11 @@ def _known_state_steps(events_path: Path) -> dict[str, int]:
 def check_run_dir(plan: Plan, files: RunPaths, resume: bool) -> tuple[SavedState | None, RunManifest | None]:
     """Refuse what would overwrite or confuse; for a resume, the state to continue from."""
     prior = rundir.read_manifest(files.run_json)
+    if prior and prior.outcome == "stopped_early":
+        raise RunDirError(
+            f"{plan.run_dir} stopped early: live scoring found that more training would not help.",
+            f"Continue it anyway with `kohya-wrap train --extend STEPS {plan.run_dir}`.",
+        )
     if prior and prior.finished:
         raise RunDirError(
             f"{plan.run_dir} holds a finished run; finished runs are never overwritten.",
@@ -180,6 +219,55 @@ def check_run_dir(plan: Plan, files: RunPaths, resume: bool) -> tuple[SavedState
             "one epoch so that their runs resume safely; this one has several (--repeats or max_train_epochs).",
         )
     return state, prior
+
+
+def check_extension(plan: Plan, files: RunPaths, steps: int) -> tuple[Extension, RunManifest, list[str]]:
+    """For `train --extend STEPS`: the run must have finished or stopped early; how it continues, and notes."""
+    prior = rundir.read_manifest(files.run_json)
+    if prior is None or not prior.ended_well:
+        what = "has not trained yet" if prior is None else f"ended {prior.outcome}"
+        hint = f"Continue a stopped run with `{resume_command(plan.run_dir)}`." if prior is not None else None
+        raise RunDirError(
+            f"{plan.run_dir} {what}; --extend continues a run that finished or stopped early.",
+            hint or f"Train it first: `kohya-wrap train {plan.run_dir}`.",
+        )
+    last = prior.last_checkpoint
+    if last is None or last.step is None:
+        raise RunDirError(
+            f"{plan.run_dir} has no LoRA file left to continue from (run.json lists none that exists).",
+            "Plan a new run to train again.",
+        )
+    states = saved_states(plan.output_dir, plan.output_name, _known_state_steps(files.events))
+    weights = Path(last.path)
+    if prior.lora is not None and last.path == prior.lora.path:
+        # the final file is overwritten by the extension's end: it continues from its step-named copy
+        weights = plan.output_dir / step_checkpoint_name(plan.output_name, last.step)
+    extension = plan_extension(
+        from_step=last.step,
+        steps=steps,
+        weights=weights,
+        states=states,
+        steps_per_epoch=int(plan.steps.get("steps_per_epoch") or 0),
+        grad_accum=int(plan.steps.get("grad_accum") or 1),
+    )
+    how = (
+        f"from its saved state {extension.state.path.name}"
+        if extension.state is not None
+        else f"from its LoRA weights {weights.name} (a fresh optimizer and learning-rate warmup"
+        + (
+            f"; dataset repeats x{extension.repeats_factor} so sd-scripts counts the steps on)"
+            if extension.repeats_factor > 1
+            else ")"
+        )
+    )
+    notes = [f"extends the run from step {last.step} to step {extension.total_steps}, {how}"]
+    top = plan.ours.get("max_steps")
+    if isinstance(top, int) and extension.total_steps > top:
+        notes.append(
+            f"step {extension.total_steps} is past the preset's range ({plan.ours.get('min_steps')}-{top} steps): "
+            "likeness LoRAs trained this long often copy the photos; watch the copies column"
+        )
+    return extension, prior, notes
 
 
 def _models(plan: Plan, fetch: bool) -> tuple[list[str], Path | None, list[str]]:
@@ -225,13 +313,19 @@ def prepare_run(
     fetch_models: bool = True,
     sd_scripts: str | None = None,
     gpu_info: GpuInfo | None = None,
+    extend: int | None = None,
 ) -> PreparedRun:
     """Check the run directory, this machine and the models, and build the exact command; nothing is started.
 
     fetch_models=False (a dry run) only says what would be fetched.
     """
     return prepare_launch(
-        rundir.read_plan(run_dir), resume=resume, fetch_models=fetch_models, sd_scripts=sd_scripts, gpu_info=gpu_info
+        rundir.read_plan(run_dir),
+        resume=resume,
+        fetch_models=fetch_models,
+        sd_scripts=sd_scripts,
+        gpu_info=gpu_info,
+        extend=extend,
     )
 
 
@@ -242,10 +336,19 @@ def prepare_launch(
     fetch_models: bool = True,
     sd_scripts: str | None = None,
     gpu_info: GpuInfo | None = None,
+    extend: int | None = None,
 ) -> PreparedRun:
     """prepare_run for a Plan, written or not (`train DATASET --dry-run` shows a plan it never writes)."""
     files = rundir.paths(plan.run_dir)
-    state, prior = check_run_dir(plan, files, resume)
+    extension: Extension | None = None
+    extend_notes: list[str] = []
+    prior: RunManifest | None
+    state: SavedState | None
+    if extend is not None:
+        extension, prior, extend_notes = check_extension(plan, files, extend)
+        state = None
+    else:
+        state, prior = check_run_dir(plan, files, resume)
     machine = resolve_machine(plan, sd_scripts=sd_scripts, gpu_info=gpu_info)
     _check_packages(plan)
     dataset_toml = _relocated_dataset_toml(plan, files)
@@ -269,7 +372,15 @@ def prepare_launch(
     if state is not None:
         recorded = _state_file_step(state.path)
         argv += resume_args(state.path, initial_step=state.step if recorded != state.step else None)
+    extend_toml = None
+    if extension is not None:
+        argv += extension_args(extension, files.extend_dataset_toml)
+        if extension.repeats_factor > 1:
+            extend_toml = extension_dataset_toml(
+                files.dataset_toml.read_text(encoding="utf-8"), extension.repeats_factor
+            )
     model_args, base_path, notes = _models(plan, fetch_models)
+    notes = extend_notes + notes
     argv += model_args
     if plan.planned_at is not None:
         # a copied or moved run directory trains where it is, as it trains on the machine it finds
@@ -295,6 +406,8 @@ def prepare_launch(
         notes=(*machine.notes, *notes),
         record_only=record_only,
         dataset_toml=dataset_toml,
+        extension=extension,
+        extend_dataset_toml=extend_toml,
     )
 
 
@@ -333,14 +446,17 @@ def run_training(
     on_event: Callable[[Event], None] | None = None,
     on_signal: Callable[[int, int], None] | None = None,
     on_saved: Callable[[Path], object] | None = None,
+    companion: Callable[[Path], Companion | None] | None = None,
 ) -> TrainResult:
     """Train a planned run directory, holding its lock for the trainer's whole life.
 
-    on_saved(run_dir) runs after each checkpoint and once more after run.json is written (the CLI
-    writes the report there); its failure becomes a warning, never a failed run.
+    on_saved(run_dir) runs after each checkpoint and live score and once more after run.json is
+    written (the CLI writes the report there); its failure becomes a warning, never a failed run.
+    companion(run_dir) starts work beside the trainer once the run is checked (see Companion).
     """
-    with rundir.RunLock(run_dir, "train --resume" if options.resume else "train") as lock:
-        return _run_locked(Path(run_dir), options, on_event, on_signal, on_saved, lock.fileno())
+    what = "train --extend" if options.extend else "train --resume" if options.resume else "train"
+    with rundir.RunLock(run_dir, what) as lock:
+        return _run_locked(Path(run_dir), options, on_event, on_signal, on_saved, lock.fileno(), companion)
 
 
 def _run_locked(
@@ -350,8 +466,15 @@ def _run_locked(
     on_signal: Callable[[int, int], None] | None,
     on_saved: Callable[[Path], object] | None,
     lock_fd: int,
+    start_companion: Callable[[Path], Companion | None] | None = None,
 ) -> TrainResult:
-    prepared = prepare_run(run_dir, resume=options.resume, sd_scripts=options.sd_scripts, gpu_info=options.gpu_info)
+    prepared = prepare_run(
+        run_dir,
+        resume=options.resume,
+        sd_scripts=options.sd_scripts,
+        gpu_info=options.gpu_info,
+        extend=options.extend,
+    )
     if prepared.record_only:
         return _record_finished(prepared, options, on_event, on_saved)
     plan, files, argv = prepared.plan, prepared.files, list(prepared.argv)
@@ -361,6 +484,9 @@ def _run_locked(
         atomic_write_text(files.dataset_toml, prepared.dataset_toml)
     if prepared.gpu_dataset_toml is not None:
         atomic_write_text(files.gpu_dataset_toml, prepared.gpu_dataset_toml)
+    if prepared.extend_dataset_toml is not None:
+        atomic_write_text(files.extend_dataset_toml, prepared.extend_dataset_toml)
+    _keep_final_lora(prepared)
     reserve_space(files.run_json_reserve, RUN_JSON_RESERVE_BYTES)
 
     fold = RunFold()
@@ -371,16 +497,33 @@ def _run_locked(
     started_at = datetime.now(timezone.utc)
     writer = EventWriter(files.events)
     streamer: Streamer | None = None
+    companion: Companion | None = None
 
     def emit(event: Event) -> None:
         writer.write(event)
         fold.feed(event)
         if on_event is not None:
             on_event(event)
-        if isinstance(event, Checkpoint) and on_saved is not None:
+        if companion is not None:
+            companion.notice(event)
+        if isinstance(event, StopEarly) and streamer is not None:
+            streamer.stop(STOP_EARLY)  # as Ctrl-C: SIGINT to the trainer's group; the checkpoints so far stay
+        if isinstance(event, Checkpoint):
+            saved()
+
+    def saved() -> None:
+        if on_saved is not None:
             problem = _call_saved_hook(on_saved, plan.run_dir)
             if problem:
                 emit(Warning_(message=problem))
+
+    def poll_companion() -> None:
+        if companion is not None:
+            events = companion.poll()
+            for event in events:
+                emit(event)
+            if any(isinstance(event, Score) for event in events):
+                saved()  # once for a batch of live scores: the report shows them
 
     for note in prepared.notes:
         emit(Warning_(message=note))
@@ -402,15 +545,18 @@ def _run_locked(
 
     def on_output(stream: str, data: bytes) -> None:
         handle(parser.feed(stream, data))
+        poll_companion()
 
     def on_idle() -> None:
         handle(parser.flush())
+        poll_companion()
 
     result: ProcessResult | None = None
     outcome = "crashed"
     verification: LoraReport | None = None
     completed = False
     try:
+        companion = start_companion(plan.run_dir) if start_companion is not None else None
         streamer = Streamer(
             argv,
             env=child_env(prepared.env),
@@ -426,17 +572,29 @@ def _run_locked(
         finally:
             handle(parser.close())
             emit_new_samples()
+            streamer = None  # a StopEarly from here on has no trainer to stop
+            if companion is not None:
+                ending, companion = companion, None
+                for event in ending.close():
+                    if not isinstance(event, StopEarly):
+                        emit(event)
         lora_written = plan.lora_file.is_file() and plan.lora_file.stat().st_mtime >= started_at.timestamp() - 1
         outcome = classify(result.returncode, result.stop_reason, fold.errors, lora_written)
         if outcome == "finished" and options.verify:
-            verification = verify_run(plan, hasher.wait())
+            verification = verify_run(plan, hasher.wait(), steps=prepared.total_steps)
             if not verification.ok:
+                outcome = "verify_failed"
+        elif outcome == "stopped_early" and options.verify:
+            verification = _verify_last_checkpoint(prepared, fold, hasher.wait())
+            if verification is not None and not verification.ok:
                 outcome = "verify_failed"
         completed = True
     except KeyboardInterrupt:
         outcome = "interrupted"
         raise
     finally:
+        if companion is not None:
+            companion.close()
         exit_code = int(EXIT_CODES[outcome])
         finished = Finished(outcome=outcome, exit_code=exit_code, returncode=result.returncode if result else None)
         if completed:
@@ -514,11 +672,54 @@ def _record_finished(
     return _result(prepared, fold, parser, outcome, exit_code, None, verification, tuple(warnings))
 
 
+def _keep_final_lora(prepared: PreparedRun) -> None:
+    """Before an extension from the final LoRA: keep it under its step's name, since the extension's
+    end is saved under the final name (the run's recommended checkpoint may be that one)."""
+    extension, plan = prepared.extension, prepared.plan
+    if extension is None or extension.weights is None or extension.weights.is_file():
+        return
+    if plan.lora_file.is_file():
+        partial = extension.weights.with_name(extension.weights.name + ".partial")
+        shutil.copyfile(plan.lora_file, partial)
+        partial.replace(extension.weights)
+
+
+def _verify_last_checkpoint(prepared: PreparedRun, fold: RunFold, base_sha256: str | None) -> LoraReport | None:
+    """A run stopped early ends on the checkpoint its stop was decided on (a later one may have been cut
+    short by the stop, as by Ctrl-C): check that file as the final LoRA is checked."""
+    decided = fold.stop_early.step if fold.stop_early is not None else None
+    saved = [
+        c
+        for c in fold.checkpoints
+        if c.step is not None and Path(c.path).is_file() and (decided is None or c.step <= decided)
+    ]
+    if not saved:
+        return None
+    last = max(saved, key=lambda c: c.step or 0)
+    return verify_run(prepared.plan, base_sha256, lora_file=Path(last.path), steps=last.step)
+
+
 def _attempt(
     prepared: PreparedRun, started_at: datetime, outcome: str, exit_code: int, result: ProcessResult | None
 ) -> Attempt:
     ended_at = datetime.now(timezone.utc)
     state = prepared.state
+    extension = prepared.extension
+    if extension is not None:
+        return Attempt(
+            started_at=started_at.isoformat(),
+            ended_at=ended_at.isoformat(),
+            duration_s=round((ended_at - started_at).total_seconds(), 3),
+            outcome=outcome,
+            exit_code=exit_code,
+            returncode=result.returncode if result else None,
+            stop_reason=result.stop_reason if result else None,
+            resumed_from=str(extension.source),
+            resumed_at_step=extension.from_step,
+            argv=prepared.argv,
+            machine=prepared.machine.to_json(),
+            extend_steps=extension.total_steps - extension.from_step,
+        )
     return Attempt(
         started_at=started_at.isoformat(),
         ended_at=ended_at.isoformat(),
@@ -557,7 +758,7 @@ def _result(
         lora_file=plan.lora_file if plan.lora_file.is_file() else None,
         verification=verification,
         last_step=fold.step,
-        total_steps=plan.max_train_steps or fold.total_steps,
+        total_steps=prepared.total_steps or fold.total_steps,
         final_loss=fold.final_loss,
         mean_it_per_s=fold.mean_it_per_s,
         last_checkpoint=checkpoint.path if checkpoint else _latest_checkpoint(plan),
@@ -572,6 +773,7 @@ def _result(
         output_name=plan.output_name,
         warnings=warnings,
         report_path=files.report_html if files.report_html.is_file() else None,
+        stopped_early=_stopped_early(prepared, fold) if outcome == "stopped_early" else None,
     )
 
 
@@ -610,6 +812,12 @@ def _manifest(
         if old.path not in {c.path for c in checkpoints} and Path(old.path).is_file():
             checkpoints.insert(0, FileEntry.of(Path(old.path), old.step))
     base_sha = hasher.wait() if attempt.outcome != "interrupted" else hasher.result
+    lora_step: int | None = prepared.total_steps
+    if attempt.outcome != "finished" and prior is not None and prior.lora is not None:
+        lora_step = prior.lora.step  # the final file is still the earlier attempt's
+    extended_to = (
+        prepared.total_steps if prepared.extension is not None else (prior.steps.get("extended_to") if prior else None)
+    )
     return RunManifest(
         run_dir=str(plan.run_dir),
         outcome=attempt.outcome,
@@ -624,19 +832,43 @@ def _manifest(
         sd_scripts={"path": str(prepared.machine.checkout.path), "commit": prepared.machine.checkout.commit},
         machine=prepared.machine.to_json(),
         environment=probe.wait(),
-        steps={"planned": plan.max_train_steps, "reached": fold.step, "trainer_total": parser.total_steps},
+        steps={
+            "planned": plan.max_train_steps,
+            "reached": fold.step,
+            "trainer_total": parser.total_steps,
+            "extended_to": extended_to,
+        },
         mean_it_per_s=fold.mean_it_per_s,
         final_loss=fold.final_loss,
         checkpoints=tuple(checkpoints),
         states=tuple({"path": s.path, "step": s.step} for s in fold.states),
         samples=tuple({"path": s.path, "step": s.step, "prompt_index": s.prompt_index} for s in fold.samples),
-        lora=FileEntry.of(plan.lora_file, plan.max_train_steps) if plan.lora_file.is_file() else None,
+        lora=FileEntry.of(plan.lora_file, lora_step) if plan.lora_file.is_file() else None,
         verification=None
         if verification is None
         else {
             "ok": verification.ok,
             "checks": [{"name": c.name, "ok": c.ok, "detail": c.detail} for c in verification.checks],
         },
+        score=prior.score if prior is not None and prepared.extension is None else None,
+        stopped_early=_stopped_early(prepared, fold) if attempt.outcome == "stopped_early" else None,
         errors=tuple(to_dict(e) for e in fold.errors),
         attempts=attempts,
     )
+
+
+def _stopped_early(prepared: PreparedRun, fold: RunFold) -> dict[str, object]:
+    """What run.json records of a run live scoring stopped: when, why, and the GPU time it saved."""
+    decided = fold.stop_early
+    reached = fold.step or 0
+    planned = prepared.total_steps
+    saved_steps = max(0, planned - reached)
+    per_step = fold.seconds_per_step
+    return {
+        "step": decided.step if decided else None,
+        "reason": decided.reason if decided else None,
+        "stopped_at": reached,
+        "planned": planned,
+        "steps_saved": saved_steps,
+        "seconds_saved": round(saved_steps * per_step, 1) if per_step else None,
+    }

@@ -12,14 +12,26 @@ metadata, built with numpy + safetensors), `-state` folders with train_state.jso
                accelerate launch), exiting 1 with a CalledProcessError traceback if the child fails.
 --replay NAME  write tests/data/transcripts/NAME.pipe.{stderr,stdout}.txt and exit with the code in
                NAME.pipe.meta.txt (the failure classes).
---step-delay S seconds per step; --nan-at N: avr_loss becomes nan from step N; --oom-at N: a CUDA
+--step-delay S seconds per step; --step-work S: seconds of CPU work (one core) per step (a CPU-bound
+               trainer: it takes longer when something else takes its core); --nan-at N: avr_loss becomes nan
+               from step N; --oom-at N: a CUDA
                out-of-memory traceback at step N; --zero-up: the LoRA's up weights are all zero;
                --missing-package: exit like a trainer that cannot import a package; --crash-at N: a
                traceback and exit 1 at step N; --kill-self-at N: the trainer dies of SIGKILL at step N
                (as from the kernel's OOM killer); --torn-save-at N: the checkpoint saved at step N is
                cut short and the trainer dies of SIGKILL (killed mid-write); --ignore-sigint: the trainer ignores SIGINT (a hung
                trainer); --pid-file F: append "pid pgid" of each process to F.
+--samples-from JSON  sample images made from photos, on a schedule: a JSON list of [from_step, folder];
+               at each sample step the folder with the highest from_step <= step gives the images (the
+               i-th sample is its i-th photo, cycling), saved as sd-scripts names them.
+--sample-count N     samples per sample step (one per prompt of sd-scripts' prompt file; default 1).
 SIGINT: KeyboardInterrupt in both processes, nothing saved (transcript F5_sigint_group).
+
+Steps are counted as train_network.py v0.10.1 counts them (NetworkTrainer.train): a resume or
+--initial_step with --skip_until_initial_step starts global_step at the initial step minus the
+batches of the epochs it skips (the relative counter of docs/sd-scripts.md#step-counter-after-a-resume);
+an epoch has as many batches as the dataset config's images x num_repeats (batch 1), else
+fake_batches_per_epoch of the config file. --network_weights loads a LoRA file before training.
 """
 
 from __future__ import annotations
@@ -206,6 +218,49 @@ def write_png(path: Path) -> None:
     path.write_bytes(png)
 
 
+def write_photo_sample(path: Path, photo: Path) -> None:
+    """A sample image made from a photo, at most 512 px, as a PNG (what sd-scripts writes)."""
+    from PIL import Image
+
+    image = Image.open(photo).convert("RGB")
+    image.thumbnail((512, 512))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".tmp")
+    image.save(partial, format="PNG")
+    partial.replace(path)
+
+
+def photo_for(schedule: list, step: int, index: int) -> Path | None:
+    folder = None
+    for start, where in sorted(schedule, key=lambda item: item[0]):
+        if step >= int(start):
+            folder = Path(where)
+    if folder is None:
+        return None
+    photos = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    return photos[index % len(photos)] if photos else None
+
+
+def batches_per_epoch(dataset_config: str | None, cfg: dict) -> int:
+    """images x num_repeats of the dataset config's subsets (batch 1), else fake_batches_per_epoch."""
+    if dataset_config:
+        with open(dataset_config, "rb") as f:
+            data = tomllib.load(f)
+        total = 0
+        for dataset in data.get("datasets", []):
+            for subset in dataset.get("subsets", []):
+                folder = Path(str(subset.get("image_dir", "")))
+                images = (
+                    [p for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png")]
+                    if folder.is_dir()
+                    else []
+                )
+                total += len(images) * int(subset.get("num_repeats", 1))
+        if total:
+            return total
+    return int(cfg.get("fake_batches_per_epoch", 40))
+
+
 def save_state(log: Log, out_dir: Path, name: str, epoch: int, step: int) -> None:
     state = out_dir / name
     log.record("INFO", f"Saving current state to {state}", "accelerator.py:3241")
@@ -273,6 +328,11 @@ def train(args: argparse.Namespace, cfg: dict) -> int:
     )
     log.record("INFO", "caching latents...", "train_util.py:1170")
     out("import network module: networks.lora")
+    if args.network_weights:
+        if not Path(args.network_weights).is_file():
+            sys.stderr.write(f"FileNotFoundError: No such file or directory: '{args.network_weights}'\n")
+            return 1
+        out(f"load network weights from {args.network_weights}: <All keys matched successfully>")
     out("prepare optimizer, data loader etc.")
     initial = 0
     if args.resume:
@@ -281,7 +341,9 @@ def train(args: argparse.Namespace, cfg: dict) -> int:
         log.record("INFO", f"load train state from {args.resume}/train_state.json: {state}", "train_network.py:969")
         if args.skip_until_initial_step:
             initial = int(state["current_step"])
-    batches = int(cfg.get("fake_batches_per_epoch", 40))
+    if args.initial_step is not None:
+        initial = args.initial_step if args.skip_until_initial_step else 0
+    batches = batches_per_epoch(args.dataset_config, cfg)
     out("running training / 学習開始")
     for label, value in (
         ("num train images * repeats / 学習画像の数×繰り返し回数", batches),
@@ -296,13 +358,29 @@ def train(args: argparse.Namespace, cfg: dict) -> int:
     out(f"  total optimization steps / 学習ステップ数: {total}")
     if initial:
         log.record("INFO", f"skipping {initial} steps / {initial}ステップをスキップします", "train_network.py:1265")
+    # train_network.py: global_step = initial_step minus the batches of the epochs skipped before it
+    epoch_to_start = initial // batches
+    first = initial - epoch_to_start * batches
+    remaining = initial
+    for skipped_epoch in range(epoch_to_start):
+        log.record(
+            "INFO",
+            f"skipping epoch {skipped_epoch + 1} because initial_step (multiplied) is {remaining}",
+            "train_network.py:1342",
+        )
+        remaining -= batches
+    schedule = json.loads(args.samples_from) if args.samples_from else None
     bar(0, total - initial, 0, None)
     out("\nepoch 1/1\n")
     started = time.monotonic()
     loss = None
     losses: list[float] = []
-    for step in range(initial + 1, total + 1):
+    for step in range(first + 1, total + 1):
         time.sleep(args.step_delay)
+        if args.step_work:
+            busy_until = time.thread_time() + args.step_work
+            while time.thread_time() < busy_until:
+                sum(i * i for i in range(1000))
         if args.crash_at and step >= args.crash_at:
             sys.stderr.write(
                 '\nTraceback (most recent call last):\n  File "train_network.py", line 1450, in train\n'
@@ -321,7 +399,7 @@ def train(args: argparse.Namespace, cfg: dict) -> int:
         current = float("nan") if args.nan_at and step >= args.nan_at else 1.0 / (step + 1) + 0.08
         losses.append(current)
         loss = sum(losses) / len(losses)
-        done = step - initial
+        done = step - first
         bar(done, total - initial, time.monotonic() - started, None if done == 1 and loss is None else loss)
         if every and step % int(every) == 0:
             ckpt = out_dir / f"{name}-step{step:08d}.safetensors"
@@ -342,7 +420,13 @@ def train(args: argparse.Namespace, cfg: dict) -> int:
                 "\n\r  0%|          | 0/4 [00:00<?, ?it/s]\x1b[A\n\r100%|██████████| 4/4 [00:01<00:00,  2.42s/it]\x1b[A"
             )
             stamp = datetime.now().strftime("%Y%m%d%H%M%S")
-            write_png(out_dir / "sample" / f"{name}_{step:06d}_00_{stamp}_1.png")
+            for index in range(args.sample_count):
+                target = out_dir / "sample" / f"{name}_{step:06d}_{index:02d}_{stamp}_{1234 + index}.png"
+                photo = photo_for(schedule, step, index) if schedule else None
+                if photo is not None:
+                    write_photo_sample(target, photo)
+                else:
+                    write_png(target)
     if with_state:
         log.record("INFO", "saving last state.", "train_util.py:5990")
         save_state(log, out_dir, f"{name}-state", 1, total)
@@ -350,7 +434,7 @@ def train(args: argparse.Namespace, cfg: dict) -> int:
     out(f"\nsaving checkpoint: {final}")
     write_lora(final, cfg, total, 1, zero_up=args.zero_up, nan=False)
     log.record("INFO", "model saved.", "train_network.py:1729")
-    bar(total - initial, total - initial, time.monotonic() - started, loss)
+    bar(total - first, total - initial, time.monotonic() - started, loss)
     sys.stderr.write("\n")
     return 0
 
@@ -360,6 +444,7 @@ def main() -> int:
     ap.add_argument("--launcher", action="store_true")
     ap.add_argument("--replay")
     ap.add_argument("--step-delay", type=float, default=0.0)
+    ap.add_argument("--step-work", type=float, default=0.0)
     ap.add_argument("--nan-at", type=int)
     ap.add_argument("--oom-at", type=int)
     ap.add_argument("--zero-up", action="store_true")
@@ -369,7 +454,12 @@ def main() -> int:
     ap.add_argument("--torn-save-at", type=int)
     ap.add_argument("--ignore-sigint", action="store_true")
     ap.add_argument("--pid-file")
+    ap.add_argument("--samples-from")
+    ap.add_argument("--sample-count", type=int, default=1)
     ap.add_argument("--config_file")
+    ap.add_argument("--max_train_steps", type=int)
+    ap.add_argument("--network_weights")
+    ap.add_argument("--initial_step", type=int)
     ap.add_argument("--dataset_config")
     ap.add_argument("--resume")
     ap.add_argument("--skip_until_initial_step", action="store_true")
@@ -400,6 +490,8 @@ def main() -> int:
     for key in ("output_dir", "logging_dir", "sample_prompts"):
         if getattr(args, key):
             cfg[key] = getattr(args, key)
+    if args.max_train_steps:
+        cfg["max_train_steps"] = args.max_train_steps
     return train(args, cfg)
 
 

@@ -60,7 +60,12 @@ def make_run_dir(
     network_alpha: float = 1.0,
     base_model: Path | None = None,
     env: dict[str, str] | None = None,
+    photos: Path | None = None,
+    repeats: int = 1,
+    ours: dict | None = None,
 ) -> Path:
+    """A planned run for the fake trainer. photos: a folder of training photos (the run's one subset, with
+    `repeats`; the fake trainer's epoch is photos x repeats batches, and score takes them as references)."""
     run_dir = root / "run"
     run_dir.mkdir(parents=True)
     output = run_dir / "output"
@@ -90,24 +95,39 @@ def make_run_dir(
     for key, value in values.items():
         lines.append(f"{key} = {json.dumps(value) if not isinstance(value, bool) else str(value).lower()}")
     (run_dir / "config.toml").write_text("\n".join(lines) + "\n")
-    (run_dir / "dataset.toml").write_text("[general]\n")
+    subsets = []
+    steps_per_epoch = 40
+    if photos is not None:
+        images = len([p for p in photos.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png")])
+        subsets = [
+            {"dir": str(photos), "images": images, "repeats": repeats, "class_tokens": "ohwx man", "is_reg": False}
+        ]
+        steps_per_epoch = images * repeats
+        dataset = (
+            '[general]\ncaption_extension = ".txt"\n\n[[datasets]]\nresolution = 512\nbatch_size = 1\n'
+            f'enable_bucket = true\n\n[[datasets.subsets]]\nimage_dir = "{photos.as_posix()}"\n'
+            f'num_repeats = {repeats}\nclass_tokens = "ohwx man"\nis_reg = false\n'
+        )
+        (run_dir / "dataset.toml").write_text(dataset)
+    else:
+        (run_dir / "dataset.toml").write_text("[general]\n")
     plan = {
         "schema": 2,
         "kohya_wrap_version": "0.1.0",
         "created_at": "2026-11-25T10:00:00.000Z",
         "preset": {"name": "test-preset", "sha256": "0" * 64, "files": []},
-        "dataset": {"dir": str(root / "dataset"), "manifest_sha256": "1" * 64, "subsets": []},
+        "dataset": {"dir": str(root / "dataset"), "manifest_sha256": "1" * 64, "subsets": subsets},
         "base_model": {"source": str(base_model), "path": str(base_model), "kind": "file"},
         "tokenizer_cache_dir": str(_tokenizer(root)),
         "values": {k: {"value": v, "source": "preset:test-preset"} for k, v in values.items()},
-        "ours": {},
+        "ours": dict(ours or {}),
         "steps": {
             "train_images_x_repeats": 40,
             "reg_images_x_repeats": 0,
             "batch_size": 1,
             "grad_accum": 1,
             "num_processes": 1,
-            "steps_per_epoch": 40,
+            "steps_per_epoch": steps_per_epoch,
             "epochs": 1,
             "max_train_steps": max_train_steps,
             "arithmetic": "",

@@ -37,10 +37,13 @@ def test_json_streams_events_on_stdout(tmp_path):
     run_dir = make_run_dir(tmp_path, sample_every_n_steps=2)
     done = kohya_wrap("train", str(run_dir), "--json")
     assert done.returncode == 0, done.stderr
-    events = [from_json(line) for line in done.stdout.splitlines()]  # every line is one event
+    *lines, last = done.stdout.splitlines()
+    events = [from_json(line) for line in lines]  # every line is one event, then the result
     assert events[0].type == "phase" and events[-1].type == "finished" and events[-1].outcome == "finished"
     assert {e.type for e in events} >= {"summary", "progress", "checkpoint", "state_saved", "sample", "epoch"}
-    assert done.stdout.splitlines() == (run_dir / "events.jsonl").read_text().splitlines()
+    assert lines == (run_dir / "events.jsonl").read_text().splitlines()
+    result = json.loads(last)
+    assert result["type"] == "result" and result["outcome"] == "finished" and result["exit_code"] == 0
 
 
 def test_plain_output_and_where_the_lora_goes(tmp_path):

@@ -97,7 +97,7 @@ def test_finished_run_emits_every_event_kind_and_writes_everything(tmp_path):
     assert all(len(c["sha256"]) == 64 for c in manifest["checkpoints"])
     assert manifest["lora"]["path"] == str(out / "face.safetensors")
     assert manifest["final_loss"] == pytest.approx(of(events, Progress)[-1].avr_loss)
-    assert manifest["steps"] == {"planned": 4, "reached": 4, "trainer_total": 4}
+    assert manifest["steps"] == {"planned": 4, "reached": 4, "trainer_total": 4, "extended_to": None}
     assert manifest["verification"]["ok"] is True
     assert len(manifest["attempts"]) == 1 and manifest["attempts"][0]["argv"][0] == sys.executable
 

@@ -104,3 +104,39 @@ def test_stopped_run_resumes_to_the_final_step(
     assert second.verification is not None and second.verification.ok
     manifest = json.loads((run_dir / "run.json").read_text())
     assert [a["outcome"] for a in manifest["attempts"]] == ["interrupted", "finished"]
+
+
+def test_extend_a_finished_smoke_run_by_two_steps(
+    tmp_path: Path, smoke_dataset: tuple[Path, Path], smoke_model: Path
+) -> None:
+    """`train --extend 2` of a finished 4-step run: from its LoRA weights (the smoke preset saves no
+    state, and its one epoch ends at step 4), numbered on to a verified checkpoint at step 6."""
+    from kohya_wrap.rundir import read_plan
+    from kohya_wrap.sdscripts import read_metadata
+    from kohya_wrap.train.runner import TrainOptions, run_training
+
+    run_dir = _plan(tmp_path, *smoke_dataset, smoke_model, "run")
+    first = run_training(run_dir, TrainOptions())
+    assert first.outcome == "finished", "\n".join(first.tail)
+    name = read_plan(run_dir).output_name
+    step4 = run_dir / "output" / f"{name}-step00000004.safetensors"
+    step4_bytes = step4.read_bytes()
+
+    extended = run_training(run_dir, TrainOptions(extend=2))
+    assert extended.outcome == "finished", "\n".join(extended.tail)
+    assert extended.verification is not None and extended.verification.ok, extended.verification
+    step6 = run_dir / "output" / f"{name}-step00000006.safetensors"
+    assert step6.is_file() and read_metadata(step6)["ss_steps"] == "6"
+    assert read_metadata(run_dir / "output" / f"{name}.safetensors")["ss_steps"] == "6"
+    assert step4.read_bytes() == step4_bytes  # the earlier checkpoints stay as they were
+    events = list(read_events(run_dir / "events.jsonl"))
+    finished_at = [i for i, e in enumerate(events) if e.type == "finished"]
+    after = events[finished_at[0] + 1 :]
+    progress = [e for e in after if isinstance(e, Progress)]
+    assert (progress[-1].step, progress[-1].total) == (6, 6)
+    assert [c.step for c in after if isinstance(c, Checkpoint)] == [6, None]
+    manifest = json.loads((run_dir / "run.json").read_text())
+    assert manifest["lora"]["step"] == 6 and manifest["steps"]["extended_to"] == 6
+    assert manifest["attempts"][-1]["extend_steps"] == 2 and manifest["attempts"][-1]["resumed_at_step"] == 4
+    assert "--network_weights" in manifest["attempts"][-1]["argv"]
+    print("\n".join(extended.tail[-15:]))

@@ -36,12 +36,20 @@ def test_classify(returncode, stop, kinds, lora, outcome):
 
 
 def test_every_outcome_has_a_distinct_exit_code_and_advice():
-    codes = [int(c) for o, c in EXIT_CODES.items() if o != "finished"]
+    ended_well = ("finished", "stopped_early")  # live scoring stopping a run early is a success
+    codes = [int(c) for o, c in EXIT_CODES.items() if o not in ended_well]
     assert len(set(codes)) == len(codes) and 0 not in codes
+    assert all(EXIT_CODES[o] == 0 for o in ended_well)
     assert EXIT_CODES["interrupted"] == ExitCode.INTERRUPTED == 130
-    assert all(ADVICE[o] for o in EXIT_CODES if o not in ("finished", "interrupted"))
+    assert all(ADVICE[o] for o in EXIT_CODES if o not in (*ended_well, "interrupted"))
     e = TrainingFailed("oom", "training oom at step 3/4")
     assert e.exit_code == ExitCode.TRAIN_OOM and e.outcome == "oom"
+
+
+def test_a_stop_for_live_scoring_is_stopped_early_unless_the_trainer_finished_first():
+    assert classify(-2, "early", errs("interrupted"), False) == "stopped_early"
+    assert classify(1, "early", errs("interrupted"), False) == "stopped_early"
+    assert classify(0, "early", [], True) == "finished"
 
 
 def _state(out, name, step, epoch=1, complete=True):

@@ -50,3 +50,35 @@ def test_the_images_line_says_images_and_repeats():
     reg = PlanSubset("/d/reg/1_man", 4, 1, "man", True)
     assert line([one, reg], 4) == "300 steps: 4 images x 1 repeat, 1 epoch, batch 2"
     assert line([], 600) == "300 steps: 600 images with repeats, 1 epoch, batch 2"  # no plan known
+
+
+def test_live_scores_show_in_both_views():
+    from rich.console import Console
+
+    from kohya_wrap.cli.train_view import LiveView
+    from kohya_wrap.events import Score, StopEarly
+
+    events = (
+        Phase("training"),
+        Score(step=250, samples=3, faces=3, likeness=0.23, matches=0, copies=0),
+        Score(step=750, samples=3, faces=3, likeness=0.69, matches=3, copies=0, recommended=750),
+        Score(step=1250, samples=3, faces=2, likeness=0.75, matches=2, copies=2, recommended=750),
+        StopEarly(step=1250, reason="copies persist: most samples of steps 1000 and 1250 reproduce a training photo"),
+    )
+    out = io.StringIO()
+    plain = PlainView(out)
+    for event in events:
+        plain(event)
+    lines = out.getvalue().splitlines()
+    assert lines[1] == "score step 250: likeness 0.23, 0/3 the person, 0 copies"
+    assert lines[2] == "score step 750: likeness 0.69, 3/3 the person, 0 copies (recommended so far: step 750)"
+    assert lines[3].startswith("score step 1250: likeness 0.75, 2/3 the person, 2 copies, 1 without a face")
+    assert lines[4].startswith("stopping early after step 1250: copies persist")
+
+    screen = io.StringIO()
+    live = LiveView(Console(file=screen, force_terminal=True, width=120))
+    for event in events:
+        live(event)
+    live.close()
+    text = screen.getvalue()
+    assert "likeness" in text and "0.69" in text and "step 750 (so far)" in text and "stopping early" in text
