@@ -376,9 +376,9 @@ def prepare_launch(
     if extension is not None:
         argv += extension_args(extension, files.extend_dataset_toml)
         if extension.repeats_factor > 1:
-            extend_toml = extension_dataset_toml(
-                files.dataset_toml.read_text(encoding="utf-8"), extension.repeats_factor
-            )
+            # on top of what this machine trains from: the moved folders, the batch that fits the GPU
+            base_toml = gpu_dataset_toml or dataset_toml or files.dataset_toml.read_text(encoding="utf-8")
+            extend_toml = extension_dataset_toml(base_toml, extension.repeats_factor)
     model_args, base_path, notes = _models(plan, fetch_models)
     notes = extend_notes + notes
     argv += model_args
