@@ -352,7 +352,7 @@ def prepare_launch(
     machine = resolve_machine(plan, sd_scripts=sd_scripts, gpu_info=gpu_info)
     _check_packages(plan)
     dataset_toml = _relocated_dataset_toml(plan, files)
-    gpu_dataset_toml = _gpu_dataset_toml(dataset_toml or plan.files[DATASET_TOML], machine.fit)
+    gpu_dataset_toml = _gpu_dataset_toml(plan, dataset_toml, machine.fit)
     argv = build_argv(
         machine.checkout.path,
         files.config_toml,
@@ -418,13 +418,15 @@ def _relocated_dataset_toml(plan: Plan, files: rundir.RunPaths) -> str | None:
     return relocate_dataset_toml(files.dataset_toml.read_text(encoding="utf-8"), plan.planned_at, plan.run_dir)
 
 
-def _gpu_dataset_toml(dataset_toml: str, fit: Fit | None) -> str | None:
-    """dataset.toml with the batch train chose to fit the GPU (sd-scripts reads the batch from it); None: the plan's."""
+def _gpu_dataset_toml(plan: Plan, relocated: str | None, fit: Fit | None) -> str | None:
+    """dataset.toml with the batch train chose to fit the GPU (sd-scripts reads the batch from it); None: the plan's.
+
+    Built on the relocated dataset.toml where the run directory moved, else on the plan's."""
     batch = fit.value("train_batch_size", None) if fit is not None else None
     if batch is None:
         return None
     return with_batch_size(
-        dataset_toml,
+        relocated or plan.files[DATASET_TOML],
         int(batch),
         f"Written by kohya-wrap train: {DATASET_TOML} with batch {batch} to fit the GPU it found "
         "(run.json machine.memory_fit says why).",
