@@ -55,4 +55,7 @@ def test_the_smoke_run_is_scored_and_nothing_is_recommended_because_it_draws_no_
     assert doc["recommended"] is None
     assert doc["reason"].startswith("no face in any of the")
     assert "a random-weight smoke model draws none" in doc["reason"]
+    # score --json is score.json plus the advice drawn from it (docs/score.md#the-advice)
+    advice = doc.pop("advice")
+    assert advice["kind"] == "not_learnt" and advice["command"].startswith("kohya-wrap train --extend 1000 ")
     assert json.loads((run_dir / "score.json").read_text(encoding="utf-8")) == doc
