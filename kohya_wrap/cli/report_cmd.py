@@ -139,6 +139,11 @@ def sample(
     )
     bar = progress.add_task("", total=None)
     finished: list[str] = []
+    skipped: list[str] = []
+
+    def on_note(note: str) -> None:
+        skipped.append(note)
+        progress.console.print(f"[yellow]warning:[/yellow] {escape(note)}", highlight=False, soft_wrap=True)
 
     def on_progress(p: Any) -> None:
         progress.update(bar, description=f"{p.lora} ({p.index}/{p.loras})", completed=p.done, total=p.total)
@@ -156,12 +161,14 @@ def sample(
             sd_scripts=sd_scripts,
             on_done=write_report,
             on_progress=on_progress,
+            on_note=on_note,
         )
     if as_json:
         print_json(
             {
                 "folder": str(session.folder),
                 "seed": session.seed,
+                "skipped": skipped,
                 "images": [
                     {
                         "path": str(i.path),
