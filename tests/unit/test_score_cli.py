@@ -31,6 +31,9 @@ def test_both_commands_are_listed_and_need_their_arguments() -> None:
     assert "give RUN_DIR, or both --reference" in invoke("score").output
     assert invoke("score", "--samples", ".").exit_code == 2
     assert invoke("export", ".").exit_code == 2  # -o is required
+    # the help says the order export_checkpoint follows: --step wins over the recommendation
+    said = " ".join(invoke("export", "--help").output.split())
+    assert "--step N when given, else the recommended checkpoint" in said
 
 
 def test_samples_of_two_runs_in_one_folder_exit_1_naming_both(tmp_path: Path) -> None:
