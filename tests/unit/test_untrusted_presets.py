@@ -114,6 +114,18 @@ def test_a_fifo_as_base_model_is_refused_without_reading_it(tmp_path):
         check_base_model(str(fifo))
 
 
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this system")
+def test_a_fifo_or_folder_as_preset_is_named_as_such_not_missing(tmp_path):
+    fifo = tmp_path / "shared.toml"
+    os.mkfifo(fifo)
+    result = validate(fifo)
+    assert result.exit_code == 1 and "is not a regular file" in result.output and "does not exist" not in result.output
+    (tmp_path / "folder.toml").mkdir()
+    child = write(tmp_path, "child.toml", 'schema = 1\nextends = "folder.toml"\n')
+    with pytest.raises(PresetError, match="folder.toml is not a regular file"):
+        load_preset(child)
+
+
 @pytest.mark.parametrize(
     "override", ["network_args=" + "[" * 50000 + "]" * 50000, "prompts=" + "[" * 50000 + "]" * 50000]
 )
