@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -197,6 +197,17 @@ class EventTail:
                 self.unreadable_lines += 1
 
 
+def _here(saved: SavedFile | None, plan: Plan | None) -> SavedFile | None:
+    """A file the trainer reported where the run was planned, where it is now: a copied or moved run
+    directory holds its own copy (the events keep the absolute paths of the trainer's lines)."""
+    if saved is None or plan is None or plan.planned_at is None:
+        return saved
+    path = Path(saved.path)
+    if plan.planned_at not in path.parents:
+        return saved
+    return replace(saved, path=str(plan.run_dir / path.relative_to(plan.planned_at)))
+
+
 def _snapshot(run_dir: Path, fold: _Fold, plan: Plan | None, *, now: float | None, stale_after_s: float) -> RunStatus:
     now = time.time() if now is None else now
     files = rundir.paths(run_dir)
@@ -261,9 +272,9 @@ def _snapshot(run_dir: Path, fold: _Fold, plan: Plan | None, *, now: float | Non
         lr=fold.lr,
         epoch=fold.epoch,
         epochs=fold.epochs,
-        last_checkpoint=fold.last_checkpoint,
-        last_state=last_state,
-        last_sample=fold.last_sample,
+        last_checkpoint=_here(fold.last_checkpoint, plan),
+        last_state=_here(last_state, plan),
+        last_sample=_here(fold.last_sample, plan),
         samples=len(fold.samples),
         last_warning=fold.warnings[-1] if fold.warnings else None,
         warnings=len(fold.warnings),
