@@ -129,7 +129,7 @@ WHOLE_FILE_DAMAGE: dict[str, Callable[[bytes], bytes]] = {
 }
 
 
-@pytest.mark.parametrize("name", ["plan.json", "run.json", "score.json"])
+@pytest.mark.parametrize("name", ["plan.json", "run.json", "score.json", "events.jsonl"])
 @pytest.mark.parametrize("damage", list(WHOLE_FILE_DAMAGE))
 def test_a_damaged_run_directory_file_is_never_exit_3(finished_run, tmp_path, name, damage):
     run_dir = fresh_copy(finished_run, tmp_path)
@@ -170,6 +170,7 @@ def test_wrong_value_types_in_run_directory_files_are_never_exit_3(finished_run,
         '{"type": ["progress"]}',
         '{"type": "summary", "train_images": true}',
         "\xff garbage",
+        b"\xff\xfe not UTF-8 \xe6",
     ],
 )
 def test_a_bad_line_in_events_jsonl_never_breaks_runs_nor_status(finished_run, tmp_path, line):
@@ -177,9 +178,9 @@ def test_a_bad_line_in_events_jsonl_never_breaks_runs_nor_status(finished_run, t
     other = fresh_copy(finished_run, tmp_path / "second")
     shutil.move(str(other), str(run_dir.parent / "other"))
     events = run_dir / "events.jsonl"
-    lines = events.read_text().splitlines()
-    lines.insert(len(lines) // 2, line)
-    events.write_text("\n".join(lines) + "\n", errors="surrogateescape")
+    lines = events.read_bytes().splitlines()
+    lines.insert(len(lines) // 2, line if isinstance(line, bytes) else line.encode())
+    events.write_bytes(b"\n".join(lines) + b"\n")
     run_all(run_dir, tmp_path, f"events line {line[:30]!r}")
     result = CliRunner().invoke(cli, ["runs", str(run_dir.parent), "--json"])
     rows = json.loads(result.stdout)
