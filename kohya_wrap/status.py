@@ -222,7 +222,14 @@ def _snapshot(run_dir: Path, fold: _Fold, plan: Plan | None, *, now: float | Non
 
     holder = rundir.lock_holder(run_dir)
     outcome = fold.outcome
-    if fold.segments == 0:
+    if outcome is None and holder is None:
+        # events.jsonl damaged or lost: run.json, which train reads to refuse a finished run, says it ended
+        manifest = rundir.read_manifest(files.run_json)
+        if manifest is not None and manifest.finished:
+            outcome = "finished"
+    if outcome == "finished" and fold.outcome is None:
+        state = FINISHED
+    elif fold.segments == 0:
         state = RUNNING if holder is not None else PLANNED
     elif outcome is None:
         if holder is not None:

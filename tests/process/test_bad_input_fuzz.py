@@ -282,3 +282,15 @@ def test_a_damaged_sweep_json_is_never_exit_3(finished_run, tmp_path):
             assert result.exit_code != ExitCode.UNEXPECTED and not crashed, (
                 f"case {i} {data[:120]!r}: {args[0]} -> {result.exit_code} {result.output[-600:]} {result.exception!r}"
             )
+
+
+@pytest.mark.parametrize("damage", ["null", "torn", "not utf-8", "empty"])
+def test_status_of_a_finished_run_with_damaged_events_agrees_with_train(finished_run, tmp_path, damage):
+    run_dir = fresh_copy(finished_run, tmp_path)
+    events = run_dir / "events.jsonl"
+    events.write_bytes(b"\xe6\xff" * 500 if damage == "not utf-8" else WHOLE_FILE_DAMAGE[damage](events.read_bytes()))
+    status = json.loads(CliRunner().invoke(cli, ["status", str(run_dir), "--json"]).stdout)
+    # run.json says the run finished; train refuses it as finished, and status must not advise training it
+    assert status["state"] == "finished" and not status["resumable"], status
+    refused = CliRunner().invoke(cli, ["train", str(run_dir)])
+    assert refused.exit_code == ExitCode.ERROR and "holds a finished run" in refused.output
