@@ -103,7 +103,8 @@ def sample(
     """Generate images with a LoRA (TARGET a .safetensors file) or each checkpoint of a run (TARGET a run folder).
 
     A progress view shows which LoRA is sampled and the images made; the generator's own output is in the
-    session folder's gen.log. Exit 11 when the CLIP tokenizer is missing and cannot be fetched (offline).
+    session folder's gen.log. A checkpoint cut short (killed mid-save) is skipped with a warning; given
+    alone, it is refused (exit 1). Exit 11 when the CLIP tokenizer is missing and cannot be fetched (offline).
     """
     from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn

@@ -300,6 +300,7 @@ def test_sample_leaves_out_a_checkpoint_cut_short_and_refuses_one_given_alone(tm
     assert "--resume" in none_left.stderr
     sessions = run_dir / "samples"
     assert len(list(sessions.iterdir())) == 1  # the refusals made no session folder
+    assert "cut short" in " ".join(kohya_wrap("sample", "--help").stdout.split())
 
 
 def test_sample_shows_a_progress_view_not_the_generators_output(tmp_path: Path) -> None:
