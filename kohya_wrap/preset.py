@@ -227,7 +227,11 @@ def _read(path: Path) -> dict[str, Any]:
         raise PresetError(f"{path}: not valid TOML: {e}") from None
     except RecursionError:
         raise PresetError(f"{path}: not a preset: its arrays or tables nest too deeply to read") from None
-    except (OSError, UnicodeDecodeError) as e:
+    except UnicodeDecodeError as e:
+        raise PresetError(
+            f"{path}: not UTF-8 text (byte {e.start}): TOML files are UTF-8", "save it as UTF-8 text"
+        ) from None
+    except OSError as e:
         raise PresetError(f"{path}: cannot be read: {e}") from None
     return migrate(doc, path)
 
