@@ -371,7 +371,7 @@ def runs(runs_dir: Path, as_json: bool) -> None:
         lines.append(f"[bold]{cells[0]}[/bold]\n  " + "  ".join(cells[1:]))
     con = console()
     if not con.is_terminal:
-        Console(width=100_000, no_color=con.no_color).print(t)
+        Console(width=100_000, no_color=con.no_color, emoji=False).print(t)
     elif con.measure(t, options=con.options.update(width=100_000)).maximum <= con.width:
         con.print(t)
     else:

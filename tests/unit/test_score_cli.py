@@ -127,6 +127,9 @@ def test_score_a_run_then_export_its_recommendation(tmp_path: Path) -> None:
     assert refused.exit_code == 1 and "never overwrites" in refused.output
     as_json = json.loads(invoke("export", "--json", str(run), "--step", "4", "-o", str(tmp_path / "b")).output)
     assert as_json["step"] == 4 and as_json["why"] == "--step" and as_json["score"]["copies"] == 1
+    # a LoRA named like an emoji code is printed as named (rich would make `<lora:x:0.8>` a cross mark)
+    named_x = invoke("export", str(run), "--step", "4", "-o", str(tmp_path / "x.safetensors"))
+    assert named_x.exit_code == 0 and "<lora:x:0.8> photo of ohwx man" in named_x.output, named_x.output
 
 
 @needs_photos
