@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from score_photos import archive, photo_bytes  # noqa: E402
+from score_photos import ARCHIVE_NAME, DOWNLOAD, archive, photo_bytes  # noqa: E402
 
 from kohya_wrap.prepare import PrepareOptions, prepare_dataset  # noqa: E402
 from kohya_wrap.prepare import identity as ident  # noqa: E402
@@ -54,6 +54,16 @@ class Trial:
     intruder: str  # the other person
     intruder_file: str
     distances: tuple[float, ...]  # the host's photos, then the intruder's, each from the others' centre
+
+
+def missing_photos_note() -> str | None:
+    """Why the figures printed differ from docs/prepare.md's, when face_recognition's photos are absent."""
+    if archive() is not None:
+        return None
+    return (
+        f"note: {ARCHIVE_NAME} is not in .cache/test-photos: the figures below leave out its 4 photos (Obama, "
+        f"Biden) and differ from docs/prepare.md's, which include them; get it with {DOWNLOAD}"
+    )
 
 
 def gather(src: Path) -> None:
@@ -408,6 +418,8 @@ def main() -> int:
     if not PEOPLE.is_dir():
         print(f"bench/prepare_identity.py: {PEOPLE} is absent (the photos of 8 people; see its README)")
         return 1
+    if (note := missing_photos_note()) is not None:
+        print(note, flush=True)
     work = Path(tempfile.mkdtemp(prefix="kohya-wrap-bench-identity-"))
     try:
         src = work / "src"

@@ -68,22 +68,31 @@ class RunDirError(KohyaWrapError):
 
 
 class DiskError(KohyaWrapError):
-    """A file could not be written: the disk is full, over quota, or mounted read-only (exit 1)."""
+    """A file could not be written: the disk is full, over quota, mounted read-only, or not yours (exit 1)."""
 
 
-# OSError numbers that mean "this disk cannot take the write", not a bug: reported as a sentence, exit 1.
+# OSError numbers that mean "this disk or folder cannot take the write", not a bug: a sentence, exit 1.
 _DISK_ERRNOS = {
     errno.ENOSPC: "no space left on the device",
     errno.EDQUOT: "the disk quota is exceeded",
     errno.EROFS: "the file system is read-only",
 }
+# ... and the ones that mean "you may not open this file or folder" (a read as much as a write)
+_ACCESS_ERRNOS = {errno.EACCES: "permission denied", errno.EPERM: "the operation is not permitted"}
 
 
 def disk_error(error: BaseException) -> DiskError | None:
-    """The DiskError an OSError stands for (full disk, quota, read-only file system), else None."""
-    if not isinstance(error, OSError) or error.errno not in _DISK_ERRNOS:
+    """The DiskError an OSError stands for (full disk, quota, read-only file system, no permission), else None."""
+    if not isinstance(error, OSError):
         return None
     where = error.filename if error.filename is not None else "a file"
+    if error.errno in _ACCESS_ERRNOS:
+        return DiskError(
+            f"cannot open {where}: {_ACCESS_ERRNOS[error.errno]}",
+            "check that file's or folder's permissions, or choose a folder you may write to, and run the command again",
+        )
+    if error.errno not in _DISK_ERRNOS:
+        return None
     return DiskError(
         f"cannot write {where}: {_DISK_ERRNOS[error.errno]}",
         "free some space (or choose a writable folder) and run the command again; "

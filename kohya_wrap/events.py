@@ -317,13 +317,13 @@ class EventWriter:
 
 
 def read_events(path: Path) -> Iterator[Event]:
-    """Events of an events.jsonl. A torn last line (the writer was killed mid-write) is skipped."""
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            line = line.strip()
-            if not line:
+    """Events of an events.jsonl. A torn last line (the writer was killed mid-write) is skipped, and so is a
+    damaged one, bytes that are not UTF-8 included (decoded line by line, as status's EventTail does)."""
+    with open(path, "rb") as f:
+        for raw in f:
+            if not raw.strip():
                 continue
             try:
-                yield from_json(line)
-            except (ValueError, TypeError):
+                yield from_json(raw.decode("utf-8").strip())
+            except (ValueError, TypeError):  # UnicodeDecodeError is a ValueError
                 continue

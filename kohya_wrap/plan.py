@@ -19,7 +19,7 @@ from kohya_wrap import __version__
 from kohya_wrap.dataset import Dataset, scan_dataset
 from kohya_wrap.errors import DatasetError, KohyaWrapError, PresetError, TrainerNotFound
 from kohya_wrap.models import BaseModel, check_base_model, check_tokenizer_dir
-from kohya_wrap.preset import Preset, Setting, load_preset
+from kohya_wrap.preset import MAX_STEPS, Preset, Setting, load_preset
 from kohya_wrap.rundir import (
     CONFIG_TOML,
     DATASET_TOML,
@@ -207,6 +207,16 @@ def make_plan(
 
 def _plan_steps(dataset: Dataset, shape: Shape, ours: dict[str, Any], num_processes: int) -> StepPlan:
     """Repeats and epochs landing in the preset's range (or what the user pinned with --set)."""
+    keep = dataset.repeats_explicit or ours["keep_repeats"]
+    for s in dataset.subsets if keep else ():
+        # sd-scripts adds each image to its bucket once per repeat before training starts (library/train_util.py,
+        # BaseDataset.make_buckets): an absurd count hangs the trainer and fills the memory; more repeats than
+        # the most steps a preset may ask for cannot be of use
+        if s.repeats > MAX_STEPS:
+            raise DatasetError(
+                f"{s.dir}: {s.repeats} repeats is out of range: at most {MAX_STEPS:,} are kept",
+                "prepare the photos again with a smaller --repeats (or without it: plan then chooses them)",
+            )
     step_subsets = [
         StepSubset(s.images, s.repeats, s.is_reg, bucket_key(s.size, shape.enable_bucket)) for s in dataset.subsets
     ]
@@ -224,7 +234,7 @@ def _plan_steps(dataset: Dataset, shape: Shape, ours: dict[str, Any], num_proces
         batch_size=shape.batch_size,
         grad_accum=shape.grad_accum,
         num_processes=num_processes,
-        choose_repeats=not (dataset.repeats_explicit or ours["keep_repeats"]),
+        choose_repeats=not keep,
         fixed_steps=shape.pinned_steps,
         fixed_epochs=shape.pinned_epochs,
     )

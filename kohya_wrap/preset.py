@@ -205,6 +205,8 @@ def find(ref: str | Path) -> Path:
     if _is_path(ref_s):
         path = Path(ref_s).expanduser()
         if not path.is_file():
+            if path.exists():  # a folder, a FIFO (which would block the read), a device
+                raise PresetError(f"preset file {path} is not a regular file", "give a TOML file")
             raise PresetError(f"preset file {path} does not exist")
         return path.resolve()
     path = shipped_dir() / f"{ref_s}.toml"
@@ -232,7 +234,11 @@ def _read(path: Path) -> dict[str, Any]:
         raise PresetError(f"{path}: not valid TOML: {e}") from None
     except RecursionError:
         raise PresetError(f"{path}: not a preset: its arrays or tables nest too deeply to read") from None
-    except (OSError, UnicodeDecodeError) as e:
+    except UnicodeDecodeError as e:
+        raise PresetError(
+            f"{path}: not UTF-8 text (byte {e.start}): TOML files are UTF-8", "save it as UTF-8 text"
+        ) from None
+    except OSError as e:
         raise PresetError(f"{path}: cannot be read: {e}") from None
     return migrate(doc, path)
 
@@ -428,7 +434,8 @@ def _chain(start: Path) -> list[tuple[Path, dict[str, Any]]]:
             folder = path.parent
             path = folder / parent
             if not path.is_file():
-                raise PresetError(f"{_where(chain[-1][0], None, 'extends')}: {path} does not exist")
+                what = "is not a regular file" if path.exists() else "does not exist"
+                raise PresetError(f"{_where(chain[-1][0], None, 'extends')}: {path} {what}")
             if path.resolve().parent != folder.resolve():
                 raise PresetError(
                     f"{_where(chain[-1][0], None, 'extends')}: {parent!r} is a link out of the preset's folder; "

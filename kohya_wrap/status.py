@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -201,6 +201,17 @@ class EventTail:
                 self.unreadable_lines += 1
 
 
+def _here(saved: SavedFile | None, plan: Plan | None) -> SavedFile | None:
+    """A file the trainer reported where the run was planned, where it is now: a copied or moved run
+    directory holds its own copy (the events keep the absolute paths of the trainer's lines)."""
+    if saved is None or plan is None or plan.planned_at is None:
+        return saved
+    path = Path(saved.path)
+    if plan.planned_at not in path.parents:
+        return saved
+    return replace(saved, path=str(plan.run_dir / path.relative_to(plan.planned_at)))
+
+
 def _snapshot(run_dir: Path, fold: _Fold, plan: Plan | None, *, now: float | None, stale_after_s: float) -> RunStatus:
     now = time.time() if now is None else now
     files = rundir.paths(run_dir)
@@ -215,7 +226,14 @@ def _snapshot(run_dir: Path, fold: _Fold, plan: Plan | None, *, now: float | Non
 
     holder = rundir.lock_holder(run_dir)
     outcome = fold.outcome
-    if fold.segments == 0:
+    if outcome is None and holder is None:
+        # events.jsonl damaged or lost: run.json, which train reads to refuse a finished run, says it ended
+        manifest = rundir.read_manifest(files.run_json)
+        if manifest is not None and manifest.finished:
+            outcome = "finished"
+    if outcome == "finished" and fold.outcome is None:
+        state = FINISHED
+    elif fold.segments == 0:
         state = RUNNING if holder is not None else PLANNED
     elif outcome is None:
         if holder is not None:
@@ -265,9 +283,9 @@ def _snapshot(run_dir: Path, fold: _Fold, plan: Plan | None, *, now: float | Non
         lr=fold.lr,
         epoch=fold.epoch,
         epochs=fold.epochs,
-        last_checkpoint=fold.last_checkpoint,
-        last_state=last_state,
-        last_sample=fold.last_sample,
+        last_checkpoint=_here(fold.last_checkpoint, plan),
+        last_state=_here(last_state, plan),
+        last_sample=_here(fold.last_sample, plan),
         samples=len(fold.samples),
         last_warning=fold.warnings[-1] if fold.warnings else None,
         warnings=len(fold.warnings),

@@ -8,6 +8,8 @@ from typing import Any
 
 import click
 
+from kohya_wrap.preset import MAX_STEPS
+
 sd_scripts_option = click.option(
     "--sd-scripts",
     "sd_scripts",
@@ -145,7 +147,7 @@ _PHOTO_OPTIONS = [
     ),
     click.option(
         "--repeats",
-        type=click.IntRange(min=1),
+        type=click.IntRange(min=1, max=MAX_STEPS),
         default=None,
         help="Repeats in the folder name. Default: 1, and `plan` chooses them (one epoch).",
     ),

@@ -15,14 +15,16 @@ from kohya_wrap.errors import KohyaWrapError
 from kohya_wrap.fsutil import user_cache_dir
 
 
+# emoji=False: rich would turn ":x:" or ":fire:" in a LoRA's name, a file name or a prompt into an emoji
+# (`<lora:x:0.8>` printed as `<lora❌0.8>`); nothing kohya-wrap prints is an emoji code
 @cache
 def console() -> Console:
-    return Console()
+    return Console(emoji=False)
 
 
 @cache
 def err_console() -> Console:
-    return Console(stderr=True)
+    return Console(stderr=True, emoji=False)
 
 
 def print_json(obj: Any) -> None:

@@ -71,7 +71,7 @@ def show(name: str, overrides: tuple[str, ...], show_all: bool, as_json: bool) -
     con.print("files: " + escape(" -> ".join(str(f) for f in preset.files)), highlight=False, soft_wrap=True)
     # A value is never cut: on a terminal a long one wraps (folds) in its column; into a pipe or a file,
     # where rich would assume 80 columns, each row is as wide as it needs (`grep`, `diff` see whole values).
-    wide = con if con.is_terminal else Console(width=100_000, no_color=con.no_color)
+    wide = con if con.is_terminal else Console(width=100_000, no_color=con.no_color, emoji=False)
     for title, rows in (("sd-scripts arguments", values), ("[kohya_wrap]", sorted(preset.ours.items()))):
         # escaped: rich reads "[kohya_wrap]" as a markup tag and prints a blank title
         table = Table(title=escape(title), title_justify="left", box=None, padding=(0, 2))

@@ -103,7 +103,8 @@ def sample(
     """Generate images with a LoRA (TARGET a .safetensors file) or each checkpoint of a run (TARGET a run folder).
 
     A progress view shows which LoRA is sampled and the images made; the generator's own output is in the
-    session folder's gen.log. Exit 11 when the CLIP tokenizer is missing and cannot be fetched (offline).
+    session folder's gen.log. A checkpoint cut short (killed mid-save) is skipped with a warning; given
+    alone, it is refused (exit 1). Exit 11 when the CLIP tokenizer is missing and cannot be fetched (offline).
     """
     from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -139,6 +140,11 @@ def sample(
     )
     bar = progress.add_task("", total=None)
     finished: list[str] = []
+    skipped: list[str] = []
+
+    def on_note(note: str) -> None:
+        skipped.append(note)
+        progress.console.print(f"[yellow]warning:[/yellow] {escape(note)}", highlight=False, soft_wrap=True)
 
     def on_progress(p: Any) -> None:
         progress.update(bar, description=f"{p.lora} ({p.index}/{p.loras})", completed=p.done, total=p.total)
@@ -156,12 +162,14 @@ def sample(
             sd_scripts=sd_scripts,
             on_done=write_report,
             on_progress=on_progress,
+            on_note=on_note,
         )
     if as_json:
         print_json(
             {
                 "folder": str(session.folder),
                 "seed": session.seed,
+                "skipped": skipped,
                 "images": [
                     {
                         "path": str(i.path),
@@ -369,7 +377,7 @@ def runs(runs_dir: Path, as_json: bool) -> None:
         lines.append(f"[bold]{cells[0]}[/bold]\n  " + "  ".join(cells[1:]))
     con = console()
     if not con.is_terminal:
-        Console(width=100_000, no_color=con.no_color).print(t)
+        Console(width=100_000, no_color=con.no_color, emoji=False).print(t)
     elif con.measure(t, options=con.options.update(width=100_000)).maximum <= con.width:
         con.print(t)
     else:

@@ -125,9 +125,9 @@ def score(run_dir: Path | None, reference: Path | None, samples: Path | None, no
 def export(run_dir: Path, step: int | None, out: str, as_json: bool) -> None:
     """Write one checkpoint of a run as a standalone LoRA file, with its score in the metadata.
 
-    The recommended checkpoint of RUN_DIR/score.json, else --step N, else the last one. The
-    sd-scripts metadata is kept, the tensors are copied byte for byte, and the score is added
-    under `kohya_wrap_score`.
+    --step N when given, else the recommended checkpoint of RUN_DIR/score.json, else the last
+    complete one (saying why). The sd-scripts metadata is kept, the tensors are copied byte for
+    byte, and the score is added under `kohya_wrap_score`.
     """
     from kohya_wrap.score.export import A1111_FOLDER, COMFYUI_FOLDER, export_checkpoint
 

@@ -72,6 +72,7 @@ class SampleContext:
     tokenizer_cache_dir: Path | None
     targets: tuple[LoraTarget, ...]
     sessions_dir: Path
+    skipped: tuple[str, ...] = ()  # a sentence for each LoRA file of the run left out (cut short)
 
 
 # -- what to sample ---------------------------------------------------------------------------
@@ -126,6 +127,7 @@ def resolve(
     target: Path, *, steps_of: str, base_model: Path | None, tokenizer_cache_dir: Path | None, out_dir: Path | None
 ) -> SampleContext:
     """Which base model, tokenizer and LoRA files a `sample` call uses, and where its images go."""
+    from kohya_wrap.safetensors_header import incomplete
     from kohya_wrap.sdscripts import checkpoint_files
 
     target = Path(target).expanduser().resolve()
@@ -165,14 +167,32 @@ def resolve(
         Path(plan.tokenizer_cache_dir) if plan is not None and plan.tokenizer_cache_dir else None
     )
 
-    if plan is None:
+    skipped: list[str] = []
+    if plan is None or target.is_file():
+        why = incomplete(target)
+        if why is not None:
+            # the generator would fail on it after loading the base model, with a traceback in gen.log
+            raise SampleError(
+                f"{target} is not a complete LoRA file: {why}.",
+                "It was cut short (a save or copy interrupted): copy or export it again"
+                + (", or sample another checkpoint of the run." if run_dir is not None else "."),
+            )
         targets: tuple[LoraTarget, ...] = (LoraTarget(target, _checkpoint_step(target)),)
-    elif target.is_file():
-        targets = (LoraTarget(target, _checkpoint_step(target)),)
     else:
         files = checkpoint_files(plan.output_dir, plan.output_name)
         if not files:
             raise SampleError(f"{run_dir} has no LoRA files yet.", "Train it first: `kohya-wrap train RUN_DIR`.")
+        # a checkpoint cut short (a trainer killed mid-save) is left out with a note, as score and export do
+        broken = {f: why for f in files if (why := incomplete(f)) is not None}
+        if len(broken) == len(files):
+            raise SampleError(
+                f"{run_dir} has no complete LoRA file: "
+                + "; ".join(f"{f.name} is cut short ({why})" for f, why in broken.items())
+                + ".",
+                "Resume the run (`kohya-wrap train RUN_DIR --resume`) to save it again, or train it again.",
+            )
+        skipped = [f"skipped {f.name}: it is cut short ({why})" for f, why in broken.items()]
+        files = [f for f in files if f not in broken]
         final_step = plan.steps.get("max_train_steps")
         name = plan.output_name
 
@@ -183,6 +203,15 @@ def resolve(
                 return final_step
             return step
 
+        # a step asked for by number whose only file is cut short: say so, not "no checkpoint at step N"
+        complete_steps = {step_of(f) for f in files}
+        for f, why in broken.items():
+            step = step_of(f)
+            if step is not None and step not in complete_steps and str(step) in steps_of.replace(" ", "").split(","):
+                raise SampleError(
+                    f"the checkpoint of step {step} ({f.name}) is cut short: {why}.",
+                    "Pick another step with --steps-of, or --steps-of all for every complete checkpoint.",
+                )
         targets = select_targets([LoraTarget(f, step_of(f), final=f.stem == name) for f in files], steps_of)
 
     if out_dir is not None:
@@ -191,7 +220,7 @@ def resolve(
         sessions_dir = rundir.paths(run_dir).samples_dir
     else:
         sessions_dir = target.parent / f"{target.stem}-{rundir.SAMPLES_DIR}"
-    return SampleContext(run_dir, model, tokenizer, targets, sessions_dir)
+    return SampleContext(run_dir, model, tokenizer, targets, sessions_dir, tuple(skipped))
 
 
 # -- running the generator --------------------------------------------------------------------
@@ -270,11 +299,13 @@ def sample(
     on_line: Callable[[str], None] | None = None,
     on_progress: Callable[[SampleProgress], None] | None = None,
     on_done: Callable[[Path], Any] | None = None,
+    on_note: Callable[[str], None] | None = None,
 ) -> SampleSession:
     """Generate the images; then, for a run, call on_done(run_dir) (the CLI rewrites the report there).
 
     on_line gets each line of the generator's output (all of it is in the session's log too);
-    on_progress is called as each LoRA starts and as its images appear.
+    on_progress is called as each LoRA starts and as its images appear; on_note gets a sentence for each
+    of the run's LoRA files left out (cut short), before anything is generated.
     """
     _validate(opts)
     if tokenizer_cache_dir is not None:
@@ -284,6 +315,9 @@ def sample(
     ctx = resolve(
         target, steps_of=opts.steps_of, base_model=base_model, tokenizer_cache_dir=tokenizer_cache_dir, out_dir=out_dir
     )
+    for note in ctx.skipped:
+        if on_note is not None:
+            on_note(note)
     lock: AbstractContextManager[object] = (
         rundir.RunLock(ctx.run_dir, "sample") if ctx.run_dir is not None else nullcontext()
     )

@@ -622,28 +622,36 @@ def _thumb(rgb: Any) -> Any:
     return normalise_chip(np.asarray(grey, dtype=np.float32))
 
 
+class UnreadableFile(ScoreError):
+    """A photo or sample that cannot be read; `why` says it without the file's name (left_out names it)."""
+
+    def __init__(self, what: str, path: Path, why: str, hint: str) -> None:
+        super().__init__(f"{what} {path} {why}", hint)
+        self.why = why
+
+
 def _read(path: Path, what: str) -> Any:
     from kohya_wrap.faceid import load_rgb
 
     try:
         return load_rgb(path)
     except (OSError, ValueError, SyntaxError) as e:  # PIL raises all three for broken files
-        raise ScoreError(
-            f"{what} {path} cannot be read as an image: {e}", "remove or replace the file, then score again"
+        raise UnreadableFile(
+            what, path, f"cannot be read as an image: {e}", "remove or replace the file, then score again"
         ) from None
 
 
 def _look(model: Any, path: Path, cache: Any, what: str) -> tuple[Observation, Any]:
     """What the model sees in one file, and its variety thumbnail; from the cache when it was seen before.
 
-    Raises ScoreError when the file cannot be read.
+    Raises UnreadableFile when the file cannot be read.
     """
     from kohya_wrap.fsutil import sha256_file
 
     try:
         key = sha256_file(path)
     except OSError as e:
-        raise ScoreError(f"{what} {path} cannot be read: {e}", "check the file's permissions") from None
+        raise UnreadableFile(what, path, f"cannot be read: {e}", "check the file's permissions") from None
     entry = cache.get_entry(key)
     seen, thumb = entry if entry is not None else (None, None)
     if seen is None or (what == "sample" and thumb is None):
@@ -674,11 +682,11 @@ def observe_references(
     for path in photos:
         try:
             seen, _ = _look(model, path, cache, "reference photo")
-        except ScoreError as e:
+        except UnreadableFile as e:
             unreadable += 1
             if left_out is None:
                 raise
-            left_out.append(LeftOut(str(path), "reference", e.message))
+            left_out.append(LeftOut(str(path), "reference", e.why))
             continue
         if seen.has_face:
             refs.append(Reference(path.name, seen))
@@ -749,8 +757,8 @@ def score_groups(
         for path in group.images:
             try:
                 observation, thumb = _look(model, path, cache, "sample")
-            except ScoreError as e:
-                skipped.append(LeftOut(str(path), "sample", e.message))
+            except UnreadableFile as e:
+                skipped.append(LeftOut(str(path), "sample", e.why))
                 continue
             seen.append((path, observation, thumb))
         if seen:

@@ -208,7 +208,11 @@ def load_file(path: Path) -> dict[str, Any]:
         raise SweepError(f"{path}: not valid TOML: {e}") from None
     except RecursionError:
         raise SweepError(f"{path}: not a sweep file: its arrays or tables nest too deeply to read") from None
-    except (OSError, UnicodeDecodeError) as e:
+    except UnicodeDecodeError as e:
+        raise SweepError(
+            f"{path}: not UTF-8 text (byte {e.start}): TOML files are UTF-8", "save it as UTF-8 text"
+        ) from None
+    except OSError as e:
         raise SweepError(f"{path}: cannot be read: {e}") from None
     schema = doc.get("schema")
     if schema != SWEEP_SCHEMA or isinstance(schema, bool):

@@ -129,7 +129,7 @@ WHOLE_FILE_DAMAGE: dict[str, Callable[[bytes], bytes]] = {
 }
 
 
-@pytest.mark.parametrize("name", ["plan.json", "run.json", "score.json"])
+@pytest.mark.parametrize("name", ["plan.json", "run.json", "score.json", "events.jsonl"])
 @pytest.mark.parametrize("damage", list(WHOLE_FILE_DAMAGE))
 def test_a_damaged_run_directory_file_is_never_exit_3(finished_run, tmp_path, name, damage):
     run_dir = fresh_copy(finished_run, tmp_path)
@@ -170,6 +170,7 @@ def test_wrong_value_types_in_run_directory_files_are_never_exit_3(finished_run,
         '{"type": ["progress"]}',
         '{"type": "summary", "train_images": true}',
         "\xff garbage",
+        b"\xff\xfe not UTF-8 \xe6",
     ],
 )
 def test_a_bad_line_in_events_jsonl_never_breaks_runs_nor_status(finished_run, tmp_path, line):
@@ -177,9 +178,9 @@ def test_a_bad_line_in_events_jsonl_never_breaks_runs_nor_status(finished_run, t
     other = fresh_copy(finished_run, tmp_path / "second")
     shutil.move(str(other), str(run_dir.parent / "other"))
     events = run_dir / "events.jsonl"
-    lines = events.read_text().splitlines()
-    lines.insert(len(lines) // 2, line)
-    events.write_text("\n".join(lines) + "\n", errors="surrogateescape")
+    lines = events.read_bytes().splitlines()
+    lines.insert(len(lines) // 2, line if isinstance(line, bytes) else line.encode())
+    events.write_bytes(b"\n".join(lines) + b"\n")
     run_all(run_dir, tmp_path, f"events line {line[:30]!r}")
     result = CliRunner().invoke(cli, ["runs", str(run_dir.parent), "--json"])
     rows = json.loads(result.stdout)
@@ -281,3 +282,15 @@ def test_a_damaged_sweep_json_is_never_exit_3(finished_run, tmp_path):
             assert result.exit_code != ExitCode.UNEXPECTED and not crashed, (
                 f"case {i} {data[:120]!r}: {args[0]} -> {result.exit_code} {result.output[-600:]} {result.exception!r}"
             )
+
+
+@pytest.mark.parametrize("damage", ["null", "torn", "not utf-8", "empty"])
+def test_status_of_a_finished_run_with_damaged_events_agrees_with_train(finished_run, tmp_path, damage):
+    run_dir = fresh_copy(finished_run, tmp_path)
+    events = run_dir / "events.jsonl"
+    events.write_bytes(b"\xe6\xff" * 500 if damage == "not utf-8" else WHOLE_FILE_DAMAGE[damage](events.read_bytes()))
+    status = json.loads(CliRunner().invoke(cli, ["status", str(run_dir), "--json"]).stdout)
+    # run.json says the run finished; train refuses it as finished, and status must not advise training it
+    assert status["state"] == "finished" and not status["resumable"], status
+    refused = CliRunner().invoke(cli, ["train", str(run_dir)])
+    assert refused.exit_code == ExitCode.ERROR and "holds a finished run" in refused.output

@@ -38,6 +38,20 @@ def test_a_copied_run_directory_trains_into_itself(tmp_path):
     assert doc_b["lora"]["sha256"] == sha256_file(b / "output" / "face.safetensors")  # B's LoRA untouched by A
 
 
+def test_status_of_a_copied_trained_run_names_the_copys_files(tmp_path):
+    from kohya_wrap.status import read_status
+
+    a = make_run_dir(tmp_path, max_train_steps=4, save_every_n_steps=2, sample_every_n_steps=2)
+    assert run_training(a).outcome == "finished"
+    b = tmp_path / "copy"
+    shutil.copytree(a, b)
+    status = read_status(b)
+    shown = [status.last_checkpoint, status.last_state, status.last_sample]
+    assert all(f is not None and f.path.startswith(str(b) + "/") and Path(f.path).exists() for f in shown), shown
+    assert status.lora_file == str(b / "output" / "face.safetensors")
+    assert all(f is not None and f.path.startswith(str(a) + "/") for f in (read_status(a).last_checkpoint,))
+
+
 def test_a_copied_run_directory_says_where_it_trains_in_a_dry_run(tmp_path):
     a = make_run_dir(tmp_path)
     b = tmp_path / "moved"

@@ -11,7 +11,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 from PIL import Image
-from report_run_fixture import PROMPTS, loss_event_count, make_run
+from report_run_fixture import OUTPUT_NAME, PROMPTS, STAND_IN_LORA, loss_event_count, make_run
 
 
 class PageParser(HTMLParser):
@@ -253,7 +253,7 @@ def test_sample_of_an_exported_lora_offline_without_a_tokenizer_stops_cleanly(tm
     loras = tmp_path / "loras"
     loras.mkdir()
     lora = loras / "ohwx.safetensors"
-    lora.write_bytes(b"x")
+    lora.write_bytes(STAND_IN_LORA)
     (tmp_path / "sd15.safetensors").write_bytes(b"base")
     done = kohya_wrap(
         "sample",
@@ -269,6 +269,38 @@ def test_sample_of_an_exported_lora_offline_without_a_tokenizer_stops_cleanly(tm
     said = " ".join(done.stderr.split())
     assert "CLIP tokenizer" in said and "--tokenizer-cache-dir" in said and "Traceback" not in done.stderr
     assert sorted(p.name for p in loras.iterdir()) == ["ohwx.safetensors"]  # no empty folder beside the LoRA
+
+
+def test_sample_leaves_out_a_checkpoint_cut_short_and_refuses_one_given_alone(tmp_path: Path) -> None:
+    run_dir = make_run(tmp_path, sample_steps=(2,))
+    (tmp_path / "sd15.safetensors").write_bytes(b"base")
+    checkout = fake_checkout(tmp_path)
+    torn = run_dir / "output" / f"{OUTPUT_NAME}-step00000002.safetensors"
+    torn.write_bytes(b"\x40\x00\x00\x00\x00\x00\x00\x00{")  # a header that says 64 bytes, cut after one
+    common = ("--prompt", "x", "--seed", "1", "--size", "64", "--sd-scripts", str(checkout))
+    done = kohya_wrap("sample", str(run_dir), *common, "--json")
+    assert done.returncode == 0, done.stderr
+    made = json.loads(done.stdout)
+    assert {Path(i["path"]).parent.name for i in made["images"]} == {OUTPUT_NAME}  # the final file alone
+    assert len(made["skipped"]) == 1 and made["skipped"][0].startswith(f"skipped {torn.name}: it is cut short")
+    assert f"warning: skipped {torn.name}: it is cut short" in " ".join(done.stderr.split())
+
+    asked = kohya_wrap("sample", str(run_dir), *common, "--steps-of", "2")
+    assert asked.returncode == 1 and "Traceback" not in asked.stderr
+    assert f"the checkpoint of step 2 ({torn.name}) is cut short" in " ".join(asked.stderr.split())
+
+    alone = kohya_wrap("sample", str(torn), *common)
+    assert alone.returncode == 1 and "Traceback" not in alone.stderr
+    said = " ".join(alone.stderr.split())
+    assert f"{torn} is not a complete LoRA file" in said and "export it again" in said
+
+    (run_dir / "output" / f"{OUTPUT_NAME}.safetensors").write_bytes(b"\x10\x00")
+    none_left = kohya_wrap("sample", str(run_dir), *common)
+    assert none_left.returncode == 1 and "has no complete LoRA file" in " ".join(none_left.stderr.split())
+    assert "--resume" in none_left.stderr
+    sessions = run_dir / "samples"
+    assert len(list(sessions.iterdir())) == 1  # the refusals made no session folder
+    assert "cut short" in " ".join(kohya_wrap("sample", "--help").stdout.split())
 
 
 def test_sample_shows_a_progress_view_not_the_generators_output(tmp_path: Path) -> None:

@@ -53,3 +53,21 @@ def test_help_of_every_command_imports_no_heavy_package():
         )
         loaded = _modules_loaded_by(code)
         assert not loaded & set(HEAVY), f"`kohya-wrap {name} --help` imported {sorted(loaded & set(HEAVY))}"
+
+
+def test_a_folder_you_may_not_write_to_is_exit_1_with_a_sentence(tmp_path, monkeypatch):
+    import errno
+
+    import kohya_wrap.report.html as html
+    from kohya_wrap.errors import ExitCode
+
+    def refused(run_dir, out=None):  # type: ignore[no-untyped-def]
+        raise PermissionError(errno.EACCES, "Permission denied", str(tmp_path / "report.html"))
+
+    monkeypatch.setattr(html, "write_report", refused)
+    (tmp_path / "run").mkdir()
+    result = CliRunner().invoke(cli, ["report", str(tmp_path / "run")])
+    said = " ".join(result.output.split())
+    assert result.exit_code == ExitCode.ERROR, result.output
+    assert f"cannot open {tmp_path / 'report.html'}: permission denied" in said and "permissions" in said
+    assert "bug" not in said

@@ -212,6 +212,34 @@ def test_explicit_repeats_are_kept(env, tmp_path):
     assert p.steps["arithmetic"] == "20 images x 10 repeats / batch 2 = 100 steps per epoch; x 30 epochs = 3000 steps"
 
 
+def test_absurd_kept_repeats_are_refused_and_prepare_takes_none(env, tmp_path):
+    # sd-scripts adds an image to its bucket once per repeat before the first step: 10**11 would hang it
+    with pytest.raises(DatasetError, match="99999999999 repeats is out of range: at most 1,000,000"):
+        env(make_dataset(tmp_path / "ds", images=2, repeats=99999999999, explicit=True))
+    with pytest.raises(DatasetError, match="out of range"):
+        env(make_dataset(tmp_path / "gui", images=2, repeats=99999999999), run="r2", overrides=["keep_repeats=true"])
+    replaced = env(make_dataset(tmp_path / "gui2", images=2, repeats=99999999999), run="r3")  # plan's own choice
+    assert replaced.subsets[0].repeats <= 1000
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    refused = CliRunner().invoke(
+        cli,
+        [
+            "prepare",
+            str(photos),
+            "-o",
+            str(tmp_path / "d"),
+            "--token",
+            "ohwx",
+            "--class",
+            "man",
+            "--repeats",
+            "99999999999",
+        ],
+    )
+    assert refused.exit_code == 2 and "1000000" in refused.output
+
+
 def test_regularization_images_go_to_dataset_toml(env, tmp_path):
     p = env(make_dataset(tmp_path / "ds", reg=50))
     reg = [s for s in p.subsets if s.is_reg]

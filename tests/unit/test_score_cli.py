@@ -31,6 +31,9 @@ def test_both_commands_are_listed_and_need_their_arguments() -> None:
     assert "give RUN_DIR, or both --reference" in invoke("score").output
     assert invoke("score", "--samples", ".").exit_code == 2
     assert invoke("export", ".").exit_code == 2  # -o is required
+    # the help says the order export_checkpoint follows: --step wins over the recommendation
+    said = " ".join(invoke("export", "--help").output.split())
+    assert "--step N when given, else the recommended checkpoint" in said
 
 
 def test_samples_of_two_runs_in_one_folder_exit_1_naming_both(tmp_path: Path) -> None:
@@ -124,6 +127,9 @@ def test_score_a_run_then_export_its_recommendation(tmp_path: Path) -> None:
     assert refused.exit_code == 1 and "never overwrites" in refused.output
     as_json = json.loads(invoke("export", "--json", str(run), "--step", "4", "-o", str(tmp_path / "b")).output)
     assert as_json["step"] == 4 and as_json["why"] == "--step" and as_json["score"]["copies"] == 1
+    # a LoRA named like an emoji code is printed as named (rich would make `<lora:x:0.8>` a cross mark)
+    named_x = invoke("export", str(run), "--step", "4", "-o", str(tmp_path / "x.safetensors"))
+    assert named_x.exit_code == 0 and "<lora:x:0.8> photo of ohwx man" in named_x.output, named_x.output
 
 
 @needs_photos

@@ -54,7 +54,8 @@ def test_finished_run_reports_last_values(tmp_path: Path) -> None:
     assert s.avr_loss == 1.12
     assert (s.epoch, s.epochs) == (1, 1)
     assert s.last_checkpoint is not None
-    assert s.last_checkpoint.path == "/data/runs/A_cli/output/tinylora.safetensors"
+    # recorded at /data/runs/A_cli: the trainer's path, read where the run directory is now
+    assert s.last_checkpoint.path == str(run.resolve() / "output" / "tinylora.safetensors")
     assert s.last_checkpoint.step is None
     assert s.last_state is not None and s.last_state.step == 4
     assert s.samples == 2 and s.last_sample is not None and s.last_sample.step == 4

@@ -114,6 +114,31 @@ def test_a_fifo_as_base_model_is_refused_without_reading_it(tmp_path):
         check_base_model(str(fifo))
 
 
+def test_a_preset_or_sweep_file_that_is_not_utf8_says_so(tmp_path):
+    from kohya_wrap.errors import KohyaWrapError
+    from kohya_wrap.sweep.spec import load_file
+
+    path = tmp_path / "latin1.toml"
+    path.write_bytes('schema = 1\ndescription = "café"\n'.encode("latin-1"))
+    result = validate(path)
+    said = " ".join(result.output.split())
+    assert result.exit_code == 1 and "not UTF-8 text (byte 29)" in said and "save it as UTF-8" in said
+    with pytest.raises(KohyaWrapError, match="not UTF-8 text"):
+        load_file(path)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this system")
+def test_a_fifo_or_folder_as_preset_is_named_as_such_not_missing(tmp_path):
+    fifo = tmp_path / "shared.toml"
+    os.mkfifo(fifo)
+    result = validate(fifo)
+    assert result.exit_code == 1 and "is not a regular file" in result.output and "does not exist" not in result.output
+    (tmp_path / "folder.toml").mkdir()
+    child = write(tmp_path, "child.toml", 'schema = 1\nextends = "folder.toml"\n')
+    with pytest.raises(PresetError, match="folder.toml is not a regular file"):
+        load_preset(child)
+
+
 @pytest.mark.parametrize(
     "override", ["network_args=" + "[" * 50000 + "]" * 50000, "prompts=" + "[" * 50000 + "]" * 50000]
 )
