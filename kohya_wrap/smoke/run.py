@@ -150,11 +150,20 @@ class SmokeResult:
 def check_train_packages() -> None:
     """TrainerNotFound naming the install command when the [train] extra (or torch) is missing."""
     missing = [name for name in TRAIN_MODULES if importlib.util.find_spec(name) is None]
-    if missing:
-        raise TrainerNotFound(
-            f"smoke trains with the real sd-scripts, which needs the [train] extra; missing: {', '.join(missing)}.",
-            f"Install torch for your platform, then the training extra: {INSTALL_TRAIN} in your kohya-wrap clone.",
-        )
+    if not missing:
+        return
+    # torch and torchvision are the user's to choose for the platform: the [train] extra does not hold them
+    platform = [name for name in missing if name in ("torch", "torchvision")]
+    extra = [name for name in missing if name not in platform]
+    said = []
+    if platform:
+        said.append(f"{' and '.join(platform)} (install torch and torchvision for your platform, see README)")
+    if extra:
+        said.append(f"the [train] extra's {', '.join(extra)} ({INSTALL_TRAIN} in your kohya-wrap clone)")
+    raise TrainerNotFound(
+        f"smoke trains with the real sd-scripts; missing here: {'; '.join(said)}.",
+        f"Install torch and torchvision for your platform, then the training extra: {INSTALL_TRAIN}.",
+    )
 
 
 def _work_dir(keep: Path | None) -> Path:

@@ -21,7 +21,7 @@ from kohya_wrap.sdscripts.sd15 import SD15
 TRAIN_LIBS = ("torch", "diffusers", "transformers", "safetensors")
 _missing = [name for name in TRAIN_LIBS if importlib.util.find_spec(name) is None]
 needs_train_libs = pytest.mark.skipif(
-    bool(_missing), reason=f"needs the [train] extra and torch (missing: {', '.join(_missing)})"
+    bool(_missing), reason=f"needs torch and the [train] extra's packages (missing: {', '.join(_missing)})"
 )
 
 # Full-size SD1.5, original layout: (key, shape).

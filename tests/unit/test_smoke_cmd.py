@@ -93,7 +93,9 @@ def test_missing_train_packages_name_the_install_command(monkeypatch: pytest.Mon
     )
     with pytest.raises(TrainerNotFound) as e:
         smoke_run.check_train_packages()
-    assert "torch, diffusers" in e.value.message
+    # torch is the user's to install for the platform; diffusers comes with the [train] extra
+    assert "missing here: torch (install torch and torchvision for your platform" in e.value.message
+    assert "the [train] extra's diffusers" in e.value.message
     assert "pip install -e '.[train]'" in (e.value.hint or "")
 
 
