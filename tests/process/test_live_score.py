@@ -208,7 +208,8 @@ def test_extend_continues_an_early_stopped_run_from_its_state(tmp_path):
     schedule = [[0, str(other)], [200, str(training)]]
     run_dir = make_run_dir(
         tmp_path,
-        fake_args=("--step-delay", "0.01", "--samples-from", json.dumps(schedule), "--sample-count", "2"),
+        # slow enough that the live scorer decides before the trainer reaches its last step on a loaded machine
+        fake_args=("--step-delay", "0.03", "--samples-from", json.dumps(schedule), "--sample-count", "2"),
         max_train_steps=2000,
         save_every_n_steps=100,
         sample_every_n_steps=100,
