@@ -90,6 +90,33 @@ def load_json(text: str | bytes) -> Any:
         raise ValueError("its arrays or objects nest too deeply to read") from None
 
 
+class TomlFileError(ValueError):
+    """A TOML file that cannot be read as one: the message names the file and why; hint: what to do."""
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message, self.hint = message, hint
+
+
+def load_toml_file(path: Path, kind: str) -> dict[str, Any]:
+    """A TOML file anyone may have written (a shared preset, a sweep file), read whole; TomlFileError
+    for bad TOML, a nesting bomb, text that is not UTF-8, or a file that cannot be read. kind: "a preset"."""
+    import tomllib
+
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as e:
+        raise TomlFileError(f"{path}: not valid TOML: {e}") from None
+    except RecursionError:
+        raise TomlFileError(f"{path}: not {kind}: its arrays or tables nest too deeply to read") from None
+    except UnicodeDecodeError as e:
+        raise TomlFileError(
+            f"{path}: not UTF-8 text (byte {e.start}): TOML files are UTF-8", "save it as UTF-8 text"
+        ) from None
+    except OSError as e:
+        raise TomlFileError(f"{path}: cannot be read: {e}") from None
+
+
 def sha256_file(path: Path, chunk_size: int = 1 << 20) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

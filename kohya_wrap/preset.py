@@ -228,18 +228,12 @@ def _where(path: Path, table: str | None, key: str | None) -> str:
 
 
 def _read(path: Path) -> dict[str, Any]:
+    from kohya_wrap.fsutil import TomlFileError, load_toml_file
+
     try:
-        doc = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as e:
-        raise PresetError(f"{path}: not valid TOML: {e}") from None
-    except RecursionError:
-        raise PresetError(f"{path}: not a preset: its arrays or tables nest too deeply to read") from None
-    except UnicodeDecodeError as e:
-        raise PresetError(
-            f"{path}: not UTF-8 text (byte {e.start}): TOML files are UTF-8", "save it as UTF-8 text"
-        ) from None
-    except OSError as e:
-        raise PresetError(f"{path}: cannot be read: {e}") from None
+        doc = load_toml_file(path, "a preset")
+    except TomlFileError as e:
+        raise PresetError(e.message, e.hint) from None
     return migrate(doc, path)
 
 

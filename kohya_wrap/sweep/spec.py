@@ -28,11 +28,6 @@ from kohya_wrap.errors import KohyaWrapError, PresetError
 from kohya_wrap.preset import OUR_KEYS, OURS_TABLE, convert_ours, parse_override
 from kohya_wrap.sdscripts import ArgumentError, argument_table, check_trust, convert, did_you_mean, unknown_key_hint
 
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10
-    import tomli as tomllib
-
 SWEEP_SCHEMA = 1
 FILE_KEYS = ("schema", "description", "datasets", "preset", "base_model", "set", "grid")
 
@@ -202,18 +197,12 @@ def _where(path: Path, table: str | None, key: str | None = None) -> str:
 
 def load_file(path: Path) -> dict[str, Any]:
     """A sweep file read and checked, as the keyword arguments of from_file's SweepSpec."""
+    from kohya_wrap.fsutil import TomlFileError, load_toml_file
+
     try:
-        doc = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as e:
-        raise SweepError(f"{path}: not valid TOML: {e}") from None
-    except RecursionError:
-        raise SweepError(f"{path}: not a sweep file: its arrays or tables nest too deeply to read") from None
-    except UnicodeDecodeError as e:
-        raise SweepError(
-            f"{path}: not UTF-8 text (byte {e.start}): TOML files are UTF-8", "save it as UTF-8 text"
-        ) from None
-    except OSError as e:
-        raise SweepError(f"{path}: cannot be read: {e}") from None
+        doc = load_toml_file(path, "a sweep file")
+    except TomlFileError as e:
+        raise SweepError(e.message, e.hint) from None
     schema = doc.get("schema")
     if schema != SWEEP_SCHEMA or isinstance(schema, bool):
         raise SweepError(
