@@ -11,45 +11,41 @@ than `stale_after_s`.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, replace
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TypedDict
 
 from kohya_wrap import events as ev
 from kohya_wrap import rundir
-from kohya_wrap.errors import RunDirError
-from kohya_wrap.rundir import EVENTS_JSONL, PLAN_JSON, Plan, RunFold, SavedFile, format_duration, resume_command
-from kohya_wrap.safetensors_header import incomplete
-from kohya_wrap.score import load_score, recommended_line, recommended_step
-from kohya_wrap.score.advice import advise
+from kohya_wrap.codec import Record
+from kohya_wrap.rundir import RunFold, SavedFile, format_duration
+from kohya_wrap.rundir.view import DEFAULT_STALE_AFTER_S, RunState, RunView, check_run_dir, load_plan
+from kohya_wrap.score import recommended_line, recommended_step
+from kohya_wrap.score.advice import Advice, advise
 from kohya_wrap.sdscripts import validation_losses
 
-# Loading SD1.5 and caching latents can be silent for minutes, and train.log is checked too,
-# so ten minutes without a line of output is well past anything a live run does.
-DEFAULT_STALE_AFTER_S = 600.0
 DEFAULT_POLL_S = 1.0
 
-# state values
-PLANNED, RUNNING, STALLED, FINISHED, INTERRUPTED, FAILED = (
-    "planned",
-    "running",
-    "stalled",
-    "finished",
-    "interrupted",
-    "failed",
-)
-# outcomes (the `finished` event) after which `train --resume` can continue from a saved state
-STOPPED_OUTCOMES = frozenset({"interrupted", "killed", "oom", "crashed", "nan"})
+
+class LiveScore(Record, frozen=True):
+    """One checkpoint's live score, as the `score` event recorded it."""
+
+    step: int
+    samples: int
+    faces: int
+    likeness: float | None
+    matches: int
+    copies: int
+    checkpoint: str | None = None
+    recommended: int | None = None
 
 
-@dataclass(frozen=True)
-class RunStatus:
+class RunStatus(Record, frozen=True):
+    """What `status` shows of a run (and prints with --json): a projection of its RunView at one moment."""
+
     run_dir: str
-    state: str  # planned | running | stalled | finished | interrupted | failed
+    state: RunState
     phase: str | None
     step: int | None
     total_steps: int | None
@@ -90,43 +86,23 @@ class RunStatus:
     score: str | None = None  # the score's recommendation in words
     validation_loss: float | None = None  # the latest held-out loss sd-scripts logged to TensorBoard
     validation_step: int | None = None
-    scores: tuple[dict[str, Any], ...] = ()  # live scoring: step, samples, faces, likeness, matches, copies
+    scores: tuple[LiveScore, ...] = ()  # live scoring: step, samples, faces, likeness, matches, copies
     stop_early: str | None = None  # why live scoring stopped (or is stopping) the run
-    advice: dict[str, Any] | None = None  # what to do next (score.advice): kind, text, step, command
-
-    @property
-    def done(self) -> bool:
-        return self.state in (FINISHED, INTERRUPTED, FAILED)
-
-    @property
-    def percent(self) -> float | None:
-        if self.step is None or not self.total_steps:
-            return None
-        return 100.0 * self.step / self.total_steps
-
-    def to_json(self) -> dict[str, Any]:
-        out = asdict(self)
-        out["percent"] = self.percent
-        out["done"] = self.done
-        # strict JSON has no NaN: a diverged loss is written as events.py writes it
-        return {k: _finite_or_name(v) for k, v in out.items()}
-
-
-@dataclass
-class _Fold(RunFold):
-    """RunFold, plus the lines of events.jsonl that could not be read."""
-
-    unreadable_lines: int = 0
+    advice: Advice | None = None  # what to do next (score.advice): kind, text, step, command
+    percent: float | None = None
+    done: bool = False
 
 
 def read_status(run_dir: Path, *, now: float | None = None, stale_after_s: float = DEFAULT_STALE_AFTER_S) -> RunStatus:
     """The state of the run in `run_dir` now (`now`: a time.time() value, for tests)."""
-    run_dir = _check_run_dir(run_dir)
-    fold = _Fold()
+    run_dir = check_run_dir(run_dir)
     reader = EventTail(rundir.paths(run_dir).events)
-    fold.feed_all(reader.read_new())
-    fold.unreadable_lines = reader.unreadable_lines
-    return _snapshot(run_dir, fold, _load_plan(run_dir), now=now, stale_after_s=stale_after_s)
+    fold = RunFold().feed_all(reader.read_new())
+    plan = load_plan(run_dir)
+    view = RunView.of(
+        plan, fold, where=run_dir, now=now, stale_after_s=stale_after_s, unreadable_lines=reader.unreadable_lines
+    )
+    return project(view)
 
 
 def follow(
@@ -144,25 +120,22 @@ def follow(
     run appends to the same file. `should_stop` ends the loop early (Ctrl-C raises KeyboardInterrupt
     out of the sleep, and nothing here needs cleaning up).
     """
-    run_dir = _check_run_dir(run_dir)
-    fold = _Fold()
+    run_dir = check_run_dir(run_dir)
+    plan = load_plan(run_dir)
+    fold = RunFold()
     reader = EventTail(rundir.paths(run_dir).events)
-    plan = _load_plan(run_dir)
-    first = True
     last_state: str | None = None
     while True:
         new = reader.read_new()
-        for event in new:
-            fold.feed(event)
-        fold.unreadable_lines = reader.unreadable_lines
-        if plan is None and new:
-            plan = _load_plan(run_dir)
-        status = _snapshot(run_dir, fold, plan, now=None, stale_after_s=stale_after_s)
-        if first or new or status.state != last_state:
+        fold.feed_all(new)
+        view = RunView.of(
+            plan, fold, where=run_dir, stale_after_s=stale_after_s, unreadable_lines=reader.unreadable_lines
+        )
+        status = project(view)
+        if last_state is None or new or status.state != last_state:
             on_update(status, new)
-            first = False
             last_state = status.state
-        if fold.outcome is not None or should_stop():
+        if view.outcome is not None or should_stop():
             return status
         sleep(poll_s)
 
@@ -201,138 +174,138 @@ class EventTail:
                 self.unreadable_lines += 1
 
 
-def _here(saved: SavedFile | None, plan: Plan | None) -> SavedFile | None:
-    """A file the trainer reported where the run was planned, where it is now: a copied or moved run
-    directory holds its own copy (the events keep the absolute paths of the trainer's lines)."""
-    if saved is None or plan is None or plan.planned_at is None:
-        return saved
-    path = Path(saved.path)
-    if plan.planned_at not in path.parents:
-        return saved
-    return replace(saved, path=str(plan.run_dir / path.relative_to(plan.planned_at)))
-
-
-def _snapshot(run_dir: Path, fold: _Fold, plan: Plan | None, *, now: float | None, stale_after_s: float) -> RunStatus:
-    now = time.time() if now is None else now
-    files = rundir.paths(run_dir)
-    since_event = None
-    if fold.last_event_at is not None and (t := _parse_time(fold.last_event_at)) is not None:
-        since_event = max(0.0, now - t)
-    since_output = None
-    try:
-        since_output = max(0.0, now - files.train_log.stat().st_mtime)
-    except OSError:
-        pass
-
-    holder = rundir.lock_holder(run_dir)
-    outcome = fold.outcome
-    if outcome is None and holder is None:
-        # events.jsonl damaged or lost: run.json, which train reads to refuse a finished run, says it ended
-        manifest = rundir.read_manifest(files.run_json)
-        if manifest is not None and manifest.finished:
-            outcome = "finished"
-    if outcome == "finished" and fold.outcome is None:
-        state = FINISHED
-    elif fold.segments == 0:
-        state = RUNNING if holder is not None else PLANNED
-    elif outcome is None:
-        if holder is not None:
-            state = RUNNING
-        elif files.lock.exists():
-            state = STALLED  # the lock is free: no process trains this run any more
-        else:
-            quiet = [s for s in (since_event, since_output) if s is not None]
-            state = STALLED if quiet and min(quiet) > stale_after_s else RUNNING
-    elif outcome in ("finished", "stopped_early"):
-        state = FINISHED
-    elif outcome in ("interrupted", "killed"):
-        state = INTERRUPTED
-    else:
-        state = FAILED
-
-    lora_file = str(plan.lora_file) if plan is not None else None
-    total = fold.total_steps
-    if total is None and plan is not None:
-        total = plan.steps.get("max_train_steps")
-    seconds_per_step = fold.seconds_per_step
-    progress = fold.last_progress
-    step = progress.step if progress else None
-    eta = progress.eta_s if progress else None
-    if eta is None and seconds_per_step is not None and step is not None and total is not None:
-        eta = max(0, total - step) * seconds_per_step
-
-    scored = load_score(run_dir)
-    validation = _last_validation_loss(files.tensorboard_dir)
-    last_state = fold.last_state
-    stopped = state in (STALLED, INTERRUPTED) or (state == FAILED and outcome in STOPPED_OUTCOMES)
-    # a trainer that finished without saving states, its end never recorded: `train --resume` records it
-    can_resume = stopped and (last_state is not None or (plan is not None and rundir.trained_to_the_end(plan)))
-    finished = fold.finished
+def project(view: RunView) -> RunStatus:
+    """The status of a run: its view, as `status` shows it."""
+    fold = view.fold
     return RunStatus(
-        run_dir=str(run_dir),
-        state=state,
+        run_dir=str(view.run_dir),
+        state=view.state,
         phase=fold.phase,
-        step=step,
-        total_steps=total,
-        rate=fold.rate,
-        rate_unit=fold.rate_unit,
-        seconds_per_step=seconds_per_step,
-        elapsed_s=progress.elapsed_s if progress else None,
-        eta_s=eta,
-        avr_loss=fold.avr_loss,
-        lr=fold.lr,
-        epoch=fold.epoch,
-        epochs=fold.epochs,
-        last_checkpoint=_here(fold.last_checkpoint, plan),
-        last_state=_here(last_state, plan),
-        last_sample=_here(fold.last_sample, plan),
-        samples=len(fold.samples),
-        last_warning=fold.warnings[-1] if fold.warnings else None,
-        warnings=len(fold.warnings),
-        last_error=fold.errors[-1].message if fold.errors else None,
-        outcome=outcome,
-        exit_code=finished.exit_code if finished else None,
-        returncode=finished.returncode if finished else None,
+        step=view.step,
+        total_steps=view.total_steps,
+        percent=view.percent,
+        eta_s=view.eta_s,
+        **_speed(fold),
+        **_files(view),
+        **_messages(fold),
+        outcome=view.outcome,
+        exit_code=view.exit_code,
+        returncode=fold.finished.returncode if fold.finished else None,
         segments=fold.segments,
         started_at=fold.started_at,
         last_event_at=fold.last_event_at,
-        seconds_since_last_event=since_event,
-        seconds_since_output=since_output,
-        stale_after_s=stale_after_s,
-        preset=plan.preset_name if plan is not None else None,
-        lora_file=lora_file,
-        lora_exists=lora_file is not None and Path(lora_file).is_file() and incomplete(Path(lora_file)) is None,
-        resumable=can_resume,
-        resume_command=resume_command(run_dir) if can_resume else None,
-        unreadable_lines=fold.unreadable_lines,
-        held_by=holder.describe() if holder is not None else None,
-        lock_file=files.lock.exists(),
-        recommended_step=recommended_step(scored),
-        score=recommended_line(scored) if scored is not None else None,
-        validation_step=validation[0] if validation else None,
-        validation_loss=validation[1] if validation else None,
-        scores=tuple(
-            {k: v for k, v in ev.to_dict(score).items() if k not in ("t", "type")} for score in fold.score_list
-        ),
-        stop_early=fold.stop_early.reason if fold.stop_early is not None else None,
-        # what to do next once the run has ended well (while it trains, the score is of the steps so far)
-        advice=advise(scored, run_dir).to_json() if scored is not None and state == FINISHED else None,
+        seconds_since_last_event=view.seconds_since_event,
+        seconds_since_output=view.seconds_since_output,
+        stale_after_s=view.stale_after_s,
+        preset=view.plan.preset_name,
+        resumable=view.resumable,
+        resume_command=view.resume_command,
+        unreadable_lines=view.unreadable_lines,
+        held_by=view.holder.describe() if view.holder is not None else None,
+        lock_file=view.lock_file,
+        **_scoring(view),
+        done=view.done,
     )
 
 
-def _check_run_dir(run_dir: Path) -> Path:
-    run_dir = Path(run_dir).absolute()
-    if not run_dir.is_dir():
-        raise RunDirError(
-            f"{run_dir}: no such run directory",
-            "give the folder `kohya-wrap train` printed when it started (RUNS_DIR/<run name>)",
-        )
-    if not (run_dir / EVENTS_JSONL).exists() and not (run_dir / PLAN_JSON).exists():
-        raise RunDirError(
-            f"{run_dir} is not a run directory: it holds neither {PLAN_JSON} nor {EVENTS_JSONL}",
-            "give the folder `kohya-wrap train` printed when it started (RUNS_DIR/<run name>)",
-        )
-    return run_dir
+class _Speed(TypedDict):
+    rate: float | None
+    rate_unit: str | None
+    seconds_per_step: float | None
+    elapsed_s: float | None
+    avr_loss: float | None
+    lr: float | None
+    epoch: int | None
+    epochs: int | None
+
+
+class _Files(TypedDict):
+    last_checkpoint: SavedFile | None
+    last_state: SavedFile | None
+    last_sample: SavedFile | None
+    samples: int
+    lora_file: str
+    lora_exists: bool
+
+
+class _Messages(TypedDict):
+    last_warning: str | None
+    warnings: int
+    last_error: str | None
+    stop_early: str | None
+
+
+class _Scoring(TypedDict):
+    recommended_step: int | None
+    score: str | None
+    validation_step: int | None
+    validation_loss: float | None
+    scores: tuple[LiveScore, ...]
+    advice: Advice | None
+
+
+def _speed(fold: RunFold) -> _Speed:
+    progress = fold.last_progress
+    return {
+        "rate": fold.rate,
+        "rate_unit": fold.rate_unit,
+        "seconds_per_step": fold.seconds_per_step,
+        "elapsed_s": progress.elapsed_s if progress else None,
+        "avr_loss": fold.avr_loss,
+        "lr": fold.lr,
+        "epoch": fold.epoch,
+        "epochs": fold.epochs,
+    }
+
+
+def _files(view: RunView) -> _Files:
+    """What the run saved so far, where the run directory is now."""
+    lora = view.plan.lora_file
+    return {
+        "last_checkpoint": view.here(view.fold.last_checkpoint),
+        "last_state": view.last_state,
+        "last_sample": view.here(view.fold.last_sample),
+        "samples": len(view.fold.samples),
+        "lora_file": str(lora),
+        "lora_exists": view.lora_file is not None,
+    }
+
+
+def _messages(fold: RunFold) -> _Messages:
+    return {
+        "last_warning": fold.warnings[-1] if fold.warnings else None,
+        "warnings": len(fold.warnings),
+        "last_error": fold.errors[-1].message if fold.errors else None,
+        "stop_early": fold.stop_early.reason if fold.stop_early is not None else None,
+    }
+
+
+def _scoring(view: RunView) -> _Scoring:
+    """The score's recommendation, the held-out loss, the live scores and what to do next."""
+    scored = view.score
+    validation = _last_validation_loss(rundir.paths(view.run_dir).tensorboard_dir)
+    return {
+        "recommended_step": recommended_step(scored),
+        "score": recommended_line(scored) if scored is not None else None,
+        "validation_step": validation[0] if validation else None,
+        "validation_loss": validation[1] if validation else None,
+        "scores": tuple(_live_score(score) for score in view.fold.score_list),
+        # what to do next once the run has ended well (while it trains, the score is of the steps so far)
+        "advice": advise(scored, view.run_dir) if scored is not None and view.state == "finished" else None,
+    }
+
+
+def _live_score(score: ev.Score) -> LiveScore:
+    return LiveScore(
+        step=score.step,
+        samples=score.samples,
+        faces=score.faces,
+        likeness=score.likeness,
+        matches=score.matches,
+        copies=score.copies,
+        checkpoint=score.checkpoint,
+        recommended=score.recommended,
+    )
 
 
 _validation_seen: dict[Path, tuple[tuple[tuple[str, int, int], ...], tuple[int, float] | None]] = {}
@@ -356,32 +329,4 @@ def _last_validation_loss(logging_dir: Path) -> tuple[int, float] | None:
     return latest
 
 
-def _load_plan(run_dir: Path) -> Plan | None:
-    """The plan, or None before plan.json exists; a damaged one is an error (status never writes)."""
-    if not rundir.is_planned(run_dir):
-        return None
-    try:
-        return rundir.read_plan(run_dir)
-    except RunDirError as e:
-        raise RunDirError(
-            e.message, "the run directory is damaged; `kohya-wrap status` reads it, never writes it"
-        ) from None
-
-
-def _finite_or_name(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
-    return value
-
-
-def _parse_time(t: str) -> float | None:
-    try:
-        dt = datetime.fromisoformat(t.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
-    return dt.timestamp()
-
-
-__all__ = ["RunStatus", "SavedFile", "format_duration", "follow", "read_status", "EventTail"]
+__all__ = ["EventTail", "LiveScore", "RunStatus", "SavedFile", "follow", "format_duration", "project", "read_status"]

@@ -4,12 +4,19 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from kohya_wrap.cli.options import json_option
 from kohya_wrap.errors import ExitCode
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from kohya_wrap.events import Event
+    from kohya_wrap.rundir import SavedFile
+    from kohya_wrap.status import LiveScore, RunStatus
 
 # Without a terminal, --follow prints a progress line at most this often (events that matter at once).
 PLAIN_PROGRESS_EVERY_S = 10.0
@@ -64,8 +71,9 @@ def status(run_dir: Path, follow: bool, stale_after: float, interval: float, as_
         result = status_mod.read_status(run_dir, stale_after_s=stale_after)
         if as_json:
             from kohya_wrap.cli.output import print_json
+            from kohya_wrap.codec import to_builtins
 
-            print_json(result.to_json())
+            print_json(to_builtins(result))
         else:
             from kohya_wrap.cli.output import console
 
@@ -84,83 +92,108 @@ def status(run_dir: Path, follow: bool, stale_after: float, interval: float, as_
     raise SystemExit(final.exit_code if final.exit_code is not None else ExitCode.ERROR)
 
 
-def _table(s: Any) -> Any:
+_STATE_COLOUR = {
+    "finished": "green",
+    "running": "cyan",
+    "stalled": "yellow",
+    "interrupted": "yellow",
+    "failed": "bold red",
+    "planned": "white",
+}
+
+
+def _table(s: RunStatus) -> Table:
     from rich.table import Table
 
-    from kohya_wrap.rundir import EVENTS_JSONL
-    from kohya_wrap.status import format_duration
-
-    colour = {
-        "finished": "green",
-        "running": "cyan",
-        "stalled": "yellow",
-        "interrupted": "yellow",
-        "failed": "bold red",
-        "planned": "white",
-    }[s.state]
     table = Table(show_header=False, box=None, padding=(0, 1))
     table.add_column("what", style="bold", no_wrap=True)
     table.add_column("value", overflow="fold")
-    table.add_row("run", f"{s.run_dir}" + (f"  (preset {s.preset})" if s.preset else ""))
-    state = f"[{colour}]{s.state}[/{colour}]"
-    if s.state == "stalled" and s.lock_file:
-        state += (
-            f" (stopped: no process holds the run and there is no 'finished' event; last event "
-            f"{format_duration(s.seconds_since_last_event)} ago)"
-        )
-    elif s.state == "stalled":
-        state += (
-            f" (stalled or stopped: no event for {format_duration(s.seconds_since_last_event)} and no 'finished' event)"
-        )
-    elif s.state == "running" and s.held_by:
-        state += f" ({s.held_by})"
-    elif s.outcome is not None:
-        state += f" (outcome {s.outcome}, exit code {s.exit_code})"
-    table.add_row("state", state)
-    table.add_row("phase", s.phase or "-")
-    table.add_row("step", _progress_text(s))
-    table.add_row("loss", "-" if s.avr_loss is None else f"{s.avr_loss:.4g}")
-    if s.epoch is not None:
-        table.add_row("epoch", f"{s.epoch}/{s.epochs}" if s.epochs is not None else str(s.epoch))
-    if s.last_checkpoint:
-        table.add_row("checkpoint", _saved_text(s.last_checkpoint))
-    if s.last_state:
-        table.add_row("saved state", _saved_text(s.last_state))
-    if s.samples:
-        table.add_row("samples", f"{s.samples}, last {s.last_sample.path}")
-    if s.last_warning:
-        table.add_row("last warning", f"[yellow]{_escape(s.last_warning)}[/yellow] ({s.warnings} in all)")
-    if s.last_error:
-        table.add_row("error", f"[red]{_escape(s.last_error)}[/red]")
-    if s.last_event_at:
-        table.add_row("last event", f"{s.last_event_at} ({format_duration(s.seconds_since_last_event)} ago)")
-    if s.segments > 1:
-        table.add_row("resumed", f"{s.segments - 1} time(s)")
-    if s.lora_file and s.lora_exists:
-        table.add_row("LoRA", s.lora_file)
-    if s.validation_loss is not None:
-        table.add_row("validation loss", f"{s.validation_loss:.4g} at step {s.validation_step}")
-    if s.scores:
-        table.add_row("likeness", _escape("; ".join(_score_text(c) for c in s.scores[-6:])))
-    if s.stop_early:
-        table.add_row("stopped early", _escape(s.stop_early))
-    if s.score:
-        table.add_row("score", _escape(s.score))
-    if s.advice:
-        table.add_row("advice", _escape(s.advice["text"]))
-    if s.resume_command:
-        table.add_row("resume with", f"[cyan]{_escape(s.resume_command)}[/cyan]")
-    if s.unreadable_lines:
-        table.add_row(EVENTS_JSONL, f"[yellow]{s.unreadable_lines} unreadable line(s) skipped[/yellow]")
+    for name, value in [*_progress_rows(s), *_saved_rows(s), *_next_rows(s)]:
+        table.add_row(name, value)
     return table
 
 
-def _score_text(c: dict[str, Any]) -> str:
-    likeness = "-" if c.get("likeness") is None else f"{c['likeness']:.2f}"
-    return f"{c['step']}: {likeness} ({c['matches']}/{c['samples']}, {c['copies']} copies)"
+def _state_text(s: RunStatus) -> str:
+    from kohya_wrap.status import format_duration
+
+    colour = _STATE_COLOUR[s.state]
+    state = f"[{colour}]{s.state}[/{colour}]"
+    quiet = format_duration(s.seconds_since_last_event)
+    if s.state == "stalled" and s.lock_file:
+        return state + f" (stopped: no process holds the run and there is no 'finished' event; last event {quiet} ago)"
+    if s.state == "stalled":
+        return state + f" (stalled or stopped: no event for {quiet} and no 'finished' event)"
+    if s.state == "running" and s.held_by:
+        return state + f" ({s.held_by})"
+    if s.outcome is not None:
+        return state + f" (outcome {s.outcome}, exit code {s.exit_code})"
+    return state
 
 
-def _progress_text(s: Any) -> str:
+def _progress_rows(s: RunStatus) -> list[tuple[str, str]]:
+    rows = [
+        ("run", f"{s.run_dir}" + (f"  (preset {s.preset})" if s.preset else "")),
+        ("state", _state_text(s)),
+        ("phase", s.phase or "-"),
+        ("step", _progress_text(s)),
+        ("loss", "-" if s.avr_loss is None else f"{s.avr_loss:.4g}"),
+    ]
+    if s.epoch is not None:
+        rows.append(("epoch", f"{s.epoch}/{s.epochs}" if s.epochs is not None else str(s.epoch)))
+    return rows
+
+
+def _saved_rows(s: RunStatus) -> list[tuple[str, str]]:
+    from kohya_wrap.status import format_duration
+
+    rows = []
+    if s.last_checkpoint:
+        rows.append(("checkpoint", _saved_text(s.last_checkpoint)))
+    if s.last_state:
+        rows.append(("saved state", _saved_text(s.last_state)))
+    if s.samples and s.last_sample is not None:
+        rows.append(("samples", f"{s.samples}, last {s.last_sample.path}"))
+    if s.last_warning:
+        rows.append(("last warning", f"[yellow]{_escape(s.last_warning)}[/yellow] ({s.warnings} in all)"))
+    if s.last_error:
+        rows.append(("error", f"[red]{_escape(s.last_error)}[/red]"))
+    if s.last_event_at:
+        rows.append(("last event", f"{s.last_event_at} ({format_duration(s.seconds_since_last_event)} ago)"))
+    if s.segments > 1:
+        rows.append(("resumed", f"{s.segments - 1} time(s)"))
+    if s.lora_file and s.lora_exists:
+        rows.append(("LoRA", s.lora_file))
+    return rows
+
+
+def _next_rows(s: RunStatus) -> list[tuple[str, str]]:
+    """How good it is so far, and what to do next."""
+    from kohya_wrap.rundir import EVENTS_JSONL
+
+    rows = []
+    if s.validation_loss is not None:
+        rows.append(("validation loss", f"{s.validation_loss:.4g} at step {s.validation_step}"))
+    if s.scores:
+        rows.append(("likeness", _escape("; ".join(_score_text(c) for c in s.scores[-6:]))))
+    if s.stop_early:
+        rows.append(("stopped early", _escape(s.stop_early)))
+    if s.score:
+        rows.append(("score", _escape(s.score)))
+    if s.advice:
+        rows.append(("advice", _escape(s.advice.text)))
+    if s.resume_command:
+        rows.append(("resume with", f"[cyan]{_escape(s.resume_command)}[/cyan]"))
+    if s.unreadable_lines:
+        rows.append((EVENTS_JSONL, f"[yellow]{s.unreadable_lines} unreadable line(s) skipped[/yellow]"))
+    return rows
+
+
+def _score_text(c: LiveScore) -> str:
+    likeness = "-" if c.likeness is None else f"{c.likeness:.2f}"
+    return f"{c.step}: {likeness} ({c.matches}/{c.samples}, {c.copies} copies)"
+
+
+def _progress_text(s: RunStatus) -> str:
     from kohya_wrap.status import format_duration
 
     if s.step is None:
@@ -175,7 +208,7 @@ def _progress_text(s: Any) -> str:
     return "  ".join(parts)
 
 
-def _saved_text(saved: Any) -> str:
+def _saved_text(saved: SavedFile) -> str:
     return saved.path if saved.step is None else f"{saved.path} (step {saved.step})"
 
 
@@ -185,7 +218,7 @@ def _escape(text: str) -> str:
     return escape(text)
 
 
-def _one_line(s: Any) -> str:
+def _one_line(s: RunStatus) -> str:
     parts = [s.state if s.phase is None or s.done else f"{s.state}/{s.phase}", _progress_text(s)]
     if s.avr_loss is not None:
         parts.append(f"loss {s.avr_loss:.4g}")
@@ -203,8 +236,10 @@ class _JsonLines:
     def __exit__(self, *exc: object) -> None:
         return None
 
-    def update(self, s: Any, _new: list[Any]) -> None:
-        sys.stdout.write(json.dumps(s.to_json(), ensure_ascii=False) + "\n")
+    def update(self, s: RunStatus, _new: list[Event]) -> None:
+        from kohya_wrap.codec import to_builtins
+
+        sys.stdout.write(json.dumps(to_builtins(s), ensure_ascii=False) + "\n")
         sys.stdout.flush()
 
 
@@ -220,7 +255,7 @@ class _PlainLines:
     def __exit__(self, *exc: object) -> None:
         return None
 
-    def update(self, s: Any, new: list[Any]) -> None:
+    def update(self, s: RunStatus, new: list[Event]) -> None:
         notable = [_event_text(e) for e in new]
         for text in filter(None, notable):
             click.echo(text)
@@ -272,5 +307,5 @@ class _LiveView:
     def __exit__(self, *exc: object) -> None:
         self._live.__exit__(None, None, None)
 
-    def update(self, s: Any, _new: list[Any]) -> None:
+    def update(self, s: RunStatus, _new: list[Event]) -> None:
         self._live.update(_table(s), refresh=True)

@@ -3,7 +3,8 @@ live view all read a run through RunFold, so they agree on its step, speed, loss
 
 events.jsonl may hold several segments: a run that stopped and was resumed appends to it. A
 `finished` event ends a segment; any event after it starts the next one. Per-segment facts (the
-outcome, the mean speed) describe the latest segment; the loss curve and the files saved span all.
+outcome, the mean speed, the trainer's count of steps) describe the latest segment; the loss curve and
+the files saved span all.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ class RunFold:
     lr: float | None = None
     epoch: int | None = None
     epochs: int | None = None
-    total_steps: int | None = None
+    total_steps: int | None = None  # the trainer's count of the latest segment (an extension counts on)
     checkpoints: list[SavedFile] = field(default_factory=list)
     states: list[SavedFile] = field(default_factory=list)
     samples: list[ev.Sample] = field(default_factory=list)
@@ -70,6 +71,7 @@ class RunFold:
             self._after_finished = False
             self.finished = None
             self.first_progress = None
+            self.total_steps = None
             self.errors = []
             self.stop_early = None
         self.started_at = self.started_at or event.t

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from kohya_wrap.codec import to_builtins
 from kohya_wrap.errors import RunDirError
 from kohya_wrap.status import EventTail, follow, format_duration, read_status
 
@@ -194,7 +195,7 @@ def test_nan_loss_round_trips_as_json(tmp_path: Path) -> None:
         )
     ]
     s = read_status(_run_with(tmp_path, lines), now=_ts("2026-11-25T09:15:15Z"))
-    out = json.loads(json.dumps(s.to_json(), allow_nan=False))
+    out = json.loads(json.dumps(to_builtins(s), allow_nan=False))
     assert out["avr_loss"] == "nan"
 
 
@@ -278,4 +279,4 @@ def test_status_shows_the_latest_validation_loss(tmp_path: Path) -> None:
     writer.close()
     status = read_status(run)
     assert status.validation_step == 4 and status.validation_loss == pytest.approx(0.27)
-    assert status.to_json()["validation_loss"] == pytest.approx(0.27)
+    assert to_builtins(status)["validation_loss"] == pytest.approx(0.27)
