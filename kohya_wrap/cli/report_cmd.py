@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from kohya_wrap.cli.options import json_option, sd_scripts_option
 from kohya_wrap.errors import ExitCode
 from kohya_wrap.sdscripts import SAMPLERS
+
+if TYPE_CHECKING:
+    from kohya_wrap.report.runs import RunRow
 
 
 @click.command()
@@ -330,9 +333,14 @@ def runs(runs_dir: Path, as_json: bool) -> None:
     rows = list_runs(runs_dir)
     if as_json:
         from kohya_wrap.cli.output import print_json
+        from kohya_wrap.codec import to_builtins
 
-        print_json([r.to_json() for r in rows])
-        return
+        print_json(to_builtins(rows))
+    else:
+        _print_runs(runs_dir, rows)
+
+
+def _print_runs(runs_dir: Path, rows: list[RunRow]) -> None:
     from rich.box import SIMPLE_HEAD
     from rich.console import Console
     from rich.markup import escape
@@ -340,8 +348,9 @@ def runs(runs_dir: Path, as_json: bool) -> None:
 
     from kohya_wrap.cli.output import console
 
+    con = console()
     if not rows:
-        console().print(f"no runs in {runs_dir}", highlight=False)
+        con.print(f"no runs in {runs_dir}", highlight=False)
         return
     t = Table(
         title=f"runs in {escape(str(runs_dir))}", box=SIMPLE_HEAD, padding=(0, 1), collapse_padding=True, pad_edge=False
@@ -352,30 +361,9 @@ def runs(runs_dir: Path, as_json: bool) -> None:
         t.add_column(col, no_wrap=True)
     lines = []
     for r in rows:
-        colour = (
-            "green"
-            if r.outcome in ("finished", "stopped_early")
-            else "yellow"
-            if r.outcome in ("planned", "unfinished")
-            else "red"
-        )
-        steps = (
-            f"{_fmt(r.steps_done)}/{_fmt(r.steps_total)}" if r.steps_done is not None else f"—/{_fmt(r.steps_total)}"
-        )
-        when = r.when.replace("T", " ")[:16] if r.when else None
-        output = r.output.name if r.output is not None else None  # in the run folder: the name is enough
-        cells = (
-            escape(r.run_dir.name),
-            escape(_fmt(when)),
-            escape(_fmt(r.preset)),
-            steps,
-            f"[{colour}]{escape(r.outcome)}[/{colour}]",
-            _fmt(round(r.final_loss, 4) if r.final_loss is not None else None),
-            escape("plan.json unreadable" if r.problem else _fmt(output)),
-        )
+        cells = _run_cells(r)
         t.add_row(*cells)
         lines.append(f"[bold]{cells[0]}[/bold]\n  " + "  ".join(cells[1:]))
-    con = console()
     if not con.is_terminal:
         Console(width=100_000, no_color=con.no_color, emoji=False).print(t)
     elif con.measure(t, options=con.options.update(width=100_000)).maximum <= con.width:
@@ -384,3 +372,24 @@ def runs(runs_dir: Path, as_json: bool) -> None:
         con.print(f"runs in {escape(str(runs_dir))} (when, preset, steps, outcome, loss, output):", highlight=False)
         for line in lines:
             con.print(line, highlight=False)  # wrapped between cells, never inside one
+
+
+def _run_cells(r: RunRow) -> tuple[str, ...]:
+    from rich.markup import escape
+
+    if r.outcome in ("finished", "stopped_early"):
+        colour = "green"
+    else:
+        colour = "yellow" if r.outcome in ("planned", "unfinished") else "red"
+    steps = f"{_fmt(r.steps_done)}/{_fmt(r.steps_total)}" if r.steps_done is not None else f"—/{_fmt(r.steps_total)}"
+    when = r.when.replace("T", " ")[:16] if r.when else None
+    output = r.output.name if r.output is not None else None  # in the run folder: the name is enough
+    return (
+        escape(r.run_dir.name),
+        escape(_fmt(when)),
+        escape(_fmt(r.preset)),
+        steps,
+        f"[{colour}]{escape(r.outcome)}[/{colour}]",
+        _fmt(round(r.final_loss, 4) if r.final_loss is not None else None),
+        escape("plan.json unreadable" if r.problem else _fmt(output)),
+    )

@@ -26,7 +26,7 @@ from kohya_wrap.report.score_section import score_section
 from kohya_wrap.report.summary import RunSummary, load_run, moving_average
 from kohya_wrap.rundir import format_duration
 from kohya_wrap.sample.session import SampleSession, load_sessions
-from kohya_wrap.score import load_score, recommended_step
+from kohya_wrap.score import recommended_step
 from kohya_wrap.sdscripts import find_samples, read_prompt_texts
 
 _MIME = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".webp": "image/webp"}
@@ -311,7 +311,7 @@ def _flatten(value: Any, prefix: str = "") -> list[tuple[str, Any]]:
     return [(prefix, value)]
 
 
-def _json_cell(value: Any) -> str:
+def _value_cell(value: Any) -> str:
     if isinstance(value, str):
         return f"<code>{_e(value)}</code>"
     return f"<code>{_e(json.dumps(value, ensure_ascii=False))}</code>"
@@ -323,7 +323,8 @@ def manifest_section(summary: RunSummary) -> str:
     skip = {"values", "launch"}
     out.append(
         _kv_table(
-            [(k, _json_cell(v)) for k, v in _flatten({k: v for k, v in plan.items() if k not in skip})], "plan-manifest"
+            [(k, _value_cell(v)) for k, v in _flatten({k: v for k, v in plan.items() if k not in skip})],
+            "plan-manifest",
         )
     )
     values = plan.get("values") or {}
@@ -334,7 +335,7 @@ def manifest_section(summary: RunSummary) -> str:
         for name, entry in values.items():
             entry = entry if isinstance(entry, dict) else {"value": entry}
             out.append(
-                f"<tr><td><code>{_e(name)}</code></td><td>{_json_cell(entry.get('value'))}</td>"
+                f"<tr><td><code>{_e(name)}</code></td><td>{_value_cell(entry.get('value'))}</td>"
                 f"<td>{_e(entry.get('source', ''))}</td></tr>"
             )
         out.append("</table>")
@@ -345,7 +346,7 @@ def manifest_section(summary: RunSummary) -> str:
     if summary.run is None:
         out.append("<p>No run.json yet: the run has not ended.</p>")
     else:
-        out.append(_kv_table([(k, _json_cell(v)) for k, v in _flatten(summary.run)], "run-manifest"))
+        out.append(_kv_table([(k, _value_cell(v)) for k, v in _flatten(summary.run)], "run-manifest"))
     return "".join(out)
 
 
@@ -402,7 +403,7 @@ def _advice_html(score: dict[str, Any] | None, run_dir: Path) -> str:
 def write_report(run_dir: Path, out: Path | None = None) -> Path:
     """Write the run's report (RUN_DIR/report.html unless `out` is given) and return its path."""
     summary = load_run(run_dir)
-    page = render_report(summary, load_sessions(summary.run_dir), load_score(summary.run_dir))
+    page = render_report(summary, load_sessions(summary.run_dir), summary.score)
     target = Path(out) if out is not None else rundir.paths(summary.run_dir).report_html
     atomic_write_text(target, page)
     return target

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+from kohya_wrap.codec import Record
 from kohya_wrap.errors import KohyaWrapError, RunDirError
 from kohya_wrap.report.summary import is_run_dir, load_run
 
 
-@dataclass(frozen=True)
-class RunRow:
+class RunRow(Record, frozen=True):
+    """One run of the table (and of `runs --json`): a projection of the run's view."""
+
     run_dir: Path
     when: str | None  # when it was planned (plan.json created_at)
     preset: str | None
@@ -22,19 +22,6 @@ class RunRow:
     output: Path | None  # the final LoRA, when it exists
     problem: str | None = None  # why the row is incomplete (an unreadable plan.json)
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "run_dir": str(self.run_dir),
-            "when": self.when,
-            "preset": self.preset,
-            "steps_done": self.steps_done,
-            "steps_total": self.steps_total,
-            "outcome": self.outcome,
-            "final_loss": self.final_loss,
-            "output": str(self.output) if self.output else None,
-            "problem": self.problem,
-        }
-
 
 def list_runs(runs_dir: Path) -> list[RunRow]:
     """Every run directly inside runs_dir (or runs_dir itself, when it is one), oldest first."""
@@ -44,15 +31,33 @@ def list_runs(runs_dir: Path) -> list[RunRow]:
     candidates = (
         [runs_dir] if is_run_dir(runs_dir) else sorted(p for p in runs_dir.iterdir() if p.is_dir() and is_run_dir(p))
     )
-    rows = []
-    for run_dir in candidates:
-        try:
-            s = load_run(run_dir)
-        except KohyaWrapError as e:
-            rows.append(RunRow(run_dir, None, None, None, None, "unreadable", None, None, problem=e.message))
-            continue
-        rows.append(
-            RunRow(run_dir, s.created_at, s.preset, s.last_step, s.total_steps, s.outcome, s.final_loss, s.lora_file)
-        )
+    rows = [_row(run_dir) for run_dir in candidates]
     rows.sort(key=lambda r: (r.when is None, r.when or "", r.run_dir.name))
     return rows
+
+
+def _row(run_dir: Path) -> RunRow:
+    try:
+        s = load_run(run_dir)
+    except KohyaWrapError as e:
+        return RunRow(
+            run_dir=run_dir,
+            when=None,
+            preset=None,
+            steps_done=None,
+            steps_total=None,
+            outcome="unreadable",
+            final_loss=None,
+            output=None,
+            problem=e.message,
+        )
+    return RunRow(
+        run_dir=run_dir,
+        when=s.created_at,
+        preset=s.preset,
+        steps_done=s.last_step,
+        steps_total=s.total_steps,
+        outcome=s.outcome,
+        final_loss=s.final_loss,
+        output=s.lora_file,
+    )

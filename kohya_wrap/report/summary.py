@@ -1,6 +1,6 @@
-"""A run directory read back for the report and the runs table: the plan, run.json and the events
-folded by kohya_wrap.rundir.RunFold, into one typed summary. A run that never started, or stopped
-anywhere, still summarises.
+"""A run directory read back for the report and the runs table: its RunView (kohya_wrap.rundir.view:
+the plan, run.json, the events, the lock and the score, loaded once) projected into what the page and
+the table show. A run that never started, or stopped anywhere, still summarises.
 """
 
 from __future__ import annotations
@@ -9,13 +9,13 @@ import math
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from kohya_wrap import rundir
 from kohya_wrap.errors import RunDirError
 from kohya_wrap.events import read_events
 from kohya_wrap.rundir import LossPoint, Plan, RunFold, RunManifest
-from kohya_wrap.safetensors_header import incomplete
+from kohya_wrap.rundir.view import PLANNED, RunView, ScoreDoc
 
 
 @dataclass(frozen=True)
@@ -44,70 +44,87 @@ class RunSummary:
     loss: tuple[LossPoint, ...]
     warnings: tuple[str, ...]
     errors: tuple[str, ...]
+    score: ScoreDoc | None = None  # score.json, when the run was scored
 
 
 def is_run_dir(path: Path) -> bool:
     return rundir.is_planned(path)
 
 
-def load_run(run_dir: Path) -> RunSummary:
+def load_view(run_dir: Path) -> RunView:
+    """The run's view; RunDirError saying so for a missing folder or an unreadable plan."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise RunDirError(f"{run_dir} is not a folder.", "Give the run folder that `kohya-wrap plan` created.")
     plan = rundir.read_plan(run_dir)
-    files = rundir.paths(run_dir)
-    run = rundir.read_manifest_json(files.run_json)
-    manifest = RunManifest.from_json(run) if run is not None else None
     fold = RunFold()
-    if files.events.is_file():
-        fold.feed_all(read_events(files.events))
+    events = rundir.paths(run_dir).events
+    if events.is_file():
+        fold.feed_all(read_events(events))
+    return RunView.of(plan, fold, where=run_dir)
 
-    train_subsets = [s for s in plan.subsets if not s.is_reg]
-    reg_subsets = [s for s in plan.subsets if s.is_reg]
-    exit_code: int | None
-    if fold.finished is not None:
-        outcome, exit_code = fold.finished.outcome, fold.finished.exit_code
-    elif manifest is not None and manifest.outcome:
-        outcome, exit_code = manifest.outcome, manifest.exit_code
-    else:
-        outcome, exit_code = ("unfinished" if files.events.is_file() else "planned"), None
 
-    wall_s = None
-    if manifest is not None:
-        started, ended = parse_time(manifest.started_at), parse_time(manifest.ended_at)
-        if started is not None and ended is not None:
-            wall_s = (ended - started).total_seconds()
-    images_x_repeats = plan.steps.get("train_images_x_repeats")
+def load_run(run_dir: Path) -> RunSummary:
+    return summarise(load_view(run_dir))
+
+
+def summarise(view: RunView) -> RunSummary:
+    """The report's summary of a run: a projection of its view."""
+    plan, fold, manifest = view.plan, view.fold, view.manifest
     last = fold.last_progress
     return RunSummary(
-        run_dir=run_dir,
+        run_dir=view.run_dir,
         plan=plan,
-        run=run,
+        run=rundir.read_manifest_json(rundir.paths(view.run_dir).run_json) if manifest is not None else None,
         manifest=manifest,
         created_at=plan.created_at,
         preset=plan.preset_name,
-        train_images=sum(s.images for s in train_subsets) if train_subsets else None,
-        train_images_x_repeats=images_x_repeats
-        if isinstance(images_x_repeats, int)
-        else (fold.summary.train_images if fold.summary is not None else None),
-        reg_images=sum(s.images for s in reg_subsets),
-        planned_steps=plan.steps.get("max_train_steps"),
-        last_step=last.step if last is not None else None,
-        total_steps=last.total if last is not None else plan.steps.get("max_train_steps"),
+        **_images(view),
+        planned_steps=plan.max_train_steps,
+        last_step=view.step,
+        total_steps=view.total_steps,
         elapsed_s=last.elapsed_s if last is not None else None,
-        wall_s=wall_s,
+        wall_s=_wall_s(manifest),
         mean_it_per_s=fold.mean_it_per_s,
         final_loss=fold.final_loss,
-        outcome=outcome,
-        exit_code=exit_code,
-        # listed only when complete: a file cut short by a kill mid-save is no output
-        lora_file=plan.lora_file if plan.lora_file.is_file() and incomplete(plan.lora_file) is None else None,
+        outcome=view.outcome or ("planned" if view.state == PLANNED else "unfinished"),
+        exit_code=view.exit_code,
+        lora_file=view.lora_file,
         output_dir=plan.output_dir,
         output_name=plan.output_name,
         loss=tuple(fold.loss),
         warnings=tuple(fold.warnings),
         errors=tuple(fold.all_errors),
+        score=view.score,
     )
+
+
+class _Images(TypedDict):
+    train_images: int | None
+    train_images_x_repeats: int | None
+    reg_images: int | None
+
+
+def _images(view: RunView) -> _Images:
+    """The training images, with repeats as the plan counted them (else as the trainer did), and the reg images."""
+    subsets = view.plan.subsets
+    train = [s for s in subsets if not s.is_reg]
+    with_repeats = view.plan.steps.get("train_images_x_repeats")
+    if not isinstance(with_repeats, int):
+        summary = view.fold.summary
+        with_repeats = summary.train_images if summary is not None else None
+    return {
+        "train_images": sum(s.images for s in train) if train else None,
+        "train_images_x_repeats": with_repeats,
+        "reg_images": sum(s.images for s in subsets if s.is_reg),
+    }
+
+
+def _wall_s(manifest: RunManifest | None) -> float | None:
+    if manifest is None:
+        return None
+    started, ended = parse_time(manifest.started_at), parse_time(manifest.ended_at)
+    return (ended - started).total_seconds() if started is not None and ended is not None else None
 
 
 def moving_average(values: list[float], window: int) -> list[float]:

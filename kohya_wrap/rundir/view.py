@@ -62,7 +62,7 @@ class RunView:
     manifest: RunManifest | None = None
     holder: LockHolder | None = None  # who holds the run's lock now; None: nobody
     lock_file: bool = False  # the run has a lock file: running or stopped is read from the lock
-    started: bool = False  # train.log or output/ holds something: a training attempt began
+    started: bool = False  # a training attempt began here (attempt_started)
     score: ScoreDoc | None = None
     seconds_since_event: float | None = None
     seconds_since_output: float | None = None  # train.log's age
@@ -106,7 +106,7 @@ class RunView:
             manifest=manifest if manifest is not None else read_manifest(files.run_json),
             holder=lock_holder(plan.run_dir) if read_lock else None,
             lock_file=files.lock.exists(),
-            started=files.train_log.exists() or _holds_files(plan.output_dir),
+            started=attempt_started(plan),
             score=read_score_doc(plan.run_dir),
             seconds_since_event=_since(fold.last_event_at, now),
             seconds_since_output=_age(files.train_log, now),
@@ -282,9 +282,14 @@ def _disk_state(view: RunView) -> SavedFile | None:
     return SavedFile(str(state.path), state.step) if state is not None else None
 
 
-def _holds_files(folder: Path) -> bool:
+def attempt_started(plan: Plan) -> bool:
+    """A training attempt began here: events.jsonl or train.log exists, or output/ holds a file (what `train`
+    refuses to start over, and what makes a run without events more than planned)."""
+    files = paths(plan.run_dir)
+    if files.events.exists() or files.train_log.exists():
+        return True
     try:
-        return any(folder.iterdir())
+        return any(p.is_file() for p in plan.output_dir.rglob("*"))
     except OSError:
         return False
 

@@ -120,12 +120,19 @@ def test_unfinished_run_with_nan_and_lr(tmp_path: Path) -> None:
 
 
 def test_planned_run_without_events(tmp_path: Path) -> None:
-    run_dir = make_run(tmp_path, with_run_json=False, sample_steps=())
+    run_dir = make_run(tmp_path, with_run_json=False, with_lora=False, sample_steps=())
     (run_dir / "events.jsonl").unlink()
     s = load_run(run_dir)
     assert (s.outcome, s.last_step, s.total_steps, s.final_loss) == ("planned", None, 4, None)
     page = render_report(s)
     assert 'id="no-loss"' in page and 'id="no-samples"' in page and "<polyline" not in page
+
+
+def test_a_run_whose_events_were_lost_is_not_planned(tmp_path: Path) -> None:
+    # output/ holds the LoRA, but events.jsonl and run.json are gone: train refuses to start it over
+    run_dir = make_run(tmp_path, with_run_json=False, sample_steps=())
+    (run_dir / "events.jsonl").unlink()
+    assert load_run(run_dir).outcome == "unfinished"
 
 
 def test_failed_outcome_from_events(tmp_path: Path) -> None:
