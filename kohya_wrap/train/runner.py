@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Protocol
@@ -46,6 +46,7 @@ from kohya_wrap.rundir import (
     RunPaths,
     resume_command,
 )
+from kohya_wrap.rundir.view import RunView, attempt_started, extended_to_step
 from kohya_wrap.sdscripts import (
     Extension,
     LoraReport,
@@ -187,12 +188,7 @@ def check_run_dir(plan: Plan, files: RunPaths, resume: bool) -> tuple[SavedState
             "Plan a new run (a new directory) to train again.",
         )
     if not resume:
-        started = (
-            files.events.exists()
-            or files.train_log.exists()
-            or (plan.output_dir.is_dir() and any(plan.output_dir.iterdir()))
-        )
-        if started:
+        if attempt_started(plan):
             raise RunDirError(
                 f"{plan.run_dir} already holds a training attempt (train.log / events.jsonl / output/).",
                 f"Continue it with `{resume_command(plan.run_dir)}`, or plan a new run.",
@@ -340,19 +336,64 @@ def prepare_launch(
 ) -> PreparedRun:
     """prepare_run for a Plan, written or not (`train DATASET --dry-run` shows a plan it never writes)."""
     files = rundir.paths(plan.run_dir)
-    extension: Extension | None = None
-    extend_notes: list[str] = []
-    prior: RunManifest | None
-    state: SavedState | None
-    if extend is not None:
-        extension, prior, extend_notes = check_extension(plan, files, extend)
-        state = None
-    else:
-        state, prior = check_run_dir(plan, files, resume)
+    start = _starting_point(plan, files, resume, extend)
     machine = resolve_machine(plan, sd_scripts=sd_scripts, gpu_info=gpu_info)
     _check_packages(plan)
     dataset_toml = _relocated_dataset_toml(plan, files)
     gpu_dataset_toml = _gpu_dataset_toml(plan, dataset_toml, machine.fit)
+    argv = _machine_argv(plan, files, machine, gpu_dataset_toml) + _continue_args(files, start)
+    model_args, base_path, notes = _models(plan, fetch_models)
+    notes = start.notes + notes
+    argv += model_args
+    if plan.planned_at is not None:
+        # a copied or moved run directory trains where it is, as it trains on the machine it finds
+        argv += relocated_args(plan.values, plan.planned_at, plan.run_dir)
+        notes.append(f"{plan.run_dir} was planned at {plan.planned_at}; it trains here, into {plan.output_dir}")
+    # check_run_dir returns no state for a resume only when the trainer finished without saving states
+    record_only = resume and (start.state is None or start.state.is_final)
+    if record_only:
+        notes.append(
+            f"the trainer finished already ({plan.lora_file.name}); train --resume records the run, trains nothing"
+        )
+    return PreparedRun(
+        plan=plan,
+        files=files,
+        machine=machine,
+        argv=tuple(argv),
+        env=dict(plan.env),
+        accelerate_config=render_accelerate_config(machine.launch),
+        gpu_dataset_toml=gpu_dataset_toml,
+        state=start.state,
+        prior=start.prior,
+        base_model_path=base_path,
+        notes=(*machine.notes, *notes),
+        record_only=record_only,
+        dataset_toml=dataset_toml,
+        extension=start.extension,
+        extend_dataset_toml=_extend_dataset_toml(files, start.extension, gpu_dataset_toml or dataset_toml),
+    )
+
+
+@dataclass(frozen=True)
+class _Start:
+    """Where an attempt starts: from scratch, a saved state (a resume) or a finished run's end (--extend)."""
+
+    state: SavedState | None
+    prior: RunManifest | None
+    extension: Extension | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def _starting_point(plan: Plan, files: RunPaths, resume: bool, extend: int | None) -> _Start:
+    if extend is not None:
+        extension, finished, notes = check_extension(plan, files, extend)
+        return _Start(None, finished, extension, notes)
+    state, prior = check_run_dir(plan, files, resume)
+    return _Start(state, prior)
+
+
+def _machine_argv(plan: Plan, files: RunPaths, machine: Machine, gpu_dataset_toml: str | None) -> list[str]:
+    """The launch on this machine: its interpreter and checkout, the precision and what fits its memory."""
     argv = build_argv(
         machine.checkout.path,
         files.config_toml,
@@ -369,46 +410,27 @@ def prepare_launch(
             batch_size=machine.fit.value("train_batch_size", None),
             gradient_accumulation_steps=machine.fit.value("gradient_accumulation_steps", None),
         )
+    return list(argv)
+
+
+def _continue_args(files: RunPaths, start: _Start) -> list[str]:
+    """Arguments that continue from a saved state (a resume) or past a finished run's end (--extend)."""
+    state, extension = start.state, start.extension
     if state is not None:
         recorded = _state_file_step(state.path)
-        argv += resume_args(state.path, initial_step=state.step if recorded != state.step else None)
-    extend_toml = None
+        return resume_args(state.path, initial_step=state.step if recorded != state.step else None)
     if extension is not None:
-        argv += extension_args(extension, files.extend_dataset_toml)
-        if extension.repeats_factor > 1:
-            # on top of what this machine trains from: the moved folders, the batch that fits the GPU
-            base_toml = gpu_dataset_toml or dataset_toml or files.dataset_toml.read_text(encoding="utf-8")
-            extend_toml = extension_dataset_toml(base_toml, extension.repeats_factor)
-    model_args, base_path, notes = _models(plan, fetch_models)
-    notes = extend_notes + notes
-    argv += model_args
-    if plan.planned_at is not None:
-        # a copied or moved run directory trains where it is, as it trains on the machine it finds
-        argv += relocated_args(plan.values, plan.planned_at, plan.run_dir)
-        notes.append(f"{plan.run_dir} was planned at {plan.planned_at}; it trains here, into {plan.output_dir}")
-    # check_run_dir returns no state for a resume only when the trainer finished without saving states
-    record_only = resume and (state is None or state.is_final)
-    if record_only:
-        notes.append(
-            f"the trainer finished already ({plan.lora_file.name}); train --resume records the run, trains nothing"
-        )
-    return PreparedRun(
-        plan=plan,
-        files=files,
-        machine=machine,
-        argv=tuple(argv),
-        env=dict(plan.env),
-        accelerate_config=render_accelerate_config(machine.launch),
-        gpu_dataset_toml=gpu_dataset_toml,
-        state=state,
-        prior=prior,
-        base_model_path=base_path,
-        notes=(*machine.notes, *notes),
-        record_only=record_only,
-        dataset_toml=dataset_toml,
-        extension=extension,
-        extend_dataset_toml=extend_toml,
-    )
+        return extension_args(extension, files.extend_dataset_toml)
+    return []
+
+
+def _extend_dataset_toml(files: RunPaths, extension: Extension | None, this_machines: str | None) -> str | None:
+    """dataset-extend.toml's text, when an extension from LoRA weights multiplies the repeats; None: none."""
+    if extension is None or extension.repeats_factor <= 1:
+        return None
+    # on top of what this machine trains from: the moved folders, the batch that fits the GPU
+    base_toml = this_machines or files.dataset_toml.read_text(encoding="utf-8")
+    return extension_dataset_toml(base_toml, extension.repeats_factor)
 
 
 def _relocated_dataset_toml(plan: Plan, files: rundir.RunPaths) -> str | None:
@@ -457,19 +479,33 @@ def run_training(
     companion(run_dir) starts work beside the trainer once the run is checked (see Companion).
     """
     what = "train --extend" if options.extend else "train --resume" if options.resume else "train"
+    hooks = _Hooks(on_event, on_signal, on_saved, companion)
     with rundir.RunLock(run_dir, what) as lock:
-        return _run_locked(Path(run_dir), options, on_event, on_signal, on_saved, lock.fileno(), companion)
+        return _run_locked(Path(run_dir), options, hooks, lock.fileno())
 
 
-def _run_locked(
-    run_dir: Path,
-    options: TrainOptions,
-    on_event: Callable[[Event], None] | None,
-    on_signal: Callable[[int, int], None] | None,
-    on_saved: Callable[[Path], object] | None,
-    lock_fd: int,
-    start_companion: Callable[[Path], Companion | None] | None = None,
-) -> TrainResult:
+@dataclass(frozen=True)
+class _Hooks:
+    """What run_training's caller hands in: renderers, the signal notice, the saved hook, the companion."""
+
+    on_event: Callable[[Event], None] | None = None
+    on_signal: Callable[[int, int], None] | None = None
+    on_saved: Callable[[Path], object] | None = None
+    start_companion: Callable[[Path], Companion | None] | None = None
+
+
+@dataclass(frozen=True)
+class _Ending:
+    """How an attempt ended, as train records it."""
+
+    outcome: str
+    exit_code: int
+    returncode: int | None
+    verification: LoraReport | None
+    manifest: RunManifest
+
+
+def _run_locked(run_dir: Path, options: TrainOptions, hooks: _Hooks, lock_fd: int) -> TrainResult:
     prepared = prepare_run(
         run_dir,
         resume=options.resume,
@@ -478,9 +514,15 @@ def _run_locked(
         extend=options.extend,
     )
     if prepared.record_only:
-        return _record_finished(prepared, options, on_event, on_saved)
-    plan, files, argv = prepared.plan, prepared.files, list(prepared.argv)
-    plan.output_dir.mkdir(parents=True, exist_ok=True)
+        return _record_finished(prepared, options, hooks.on_event, hooks.on_saved)
+    _write_launch_files(prepared)
+    return _Training(prepared, options, hooks, lock_fd).run()
+
+
+def _write_launch_files(prepared: PreparedRun) -> None:
+    """What this machine trains from (accelerate's config, the datasets rewritten for it), and room for run.json."""
+    files = prepared.files
+    prepared.plan.output_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(files.accelerate_config, prepared.accelerate_config)
     if prepared.dataset_toml is not None:
         atomic_write_text(files.dataset_toml, prepared.dataset_toml)
@@ -491,133 +533,170 @@ def _run_locked(
     _keep_final_lora(prepared)
     reserve_space(files.run_json_reserve, RUN_JSON_RESERVE_BYTES)
 
-    fold = RunFold()
-    seen_samples = {str(p) for p, _ in find_samples(plan.output_dir)}
-    parser = OutputParser()
-    hasher = manifest_mod.FileHasher(prepared.base_model_path)
-    probe = manifest_mod.EnvironmentProbe(prepared.machine.python)
-    started_at = datetime.now(timezone.utc)
-    writer = EventWriter(files.events)
-    streamer: Streamer | None = None
-    companion: Companion | None = None
 
-    def emit(event: Event) -> None:
-        writer.write(event)
-        fold.feed(event)
-        if on_event is not None:
-            on_event(event)
-        if companion is not None:
-            companion.notice(event)
-        if isinstance(event, StopEarly) and streamer is not None:
-            streamer.stop(STOP_EARLY)  # as Ctrl-C: SIGINT to the trainer's group; the checkpoints so far stay
+class _Training:
+    """One launch of the trainer under the run's lock: its output turned into events that are recorded,
+    folded, rendered and shown to the companion; its end classified, verified and written to run.json."""
+
+    def __init__(self, prepared: PreparedRun, options: TrainOptions, hooks: _Hooks, lock_fd: int) -> None:
+        self.prepared, self.options, self.hooks, self.lock_fd = prepared, options, hooks, lock_fd
+        self.plan, self.files = prepared.plan, prepared.files
+        self.fold = RunFold()
+        self.seen_samples = {str(p) for p, _ in find_samples(self.plan.output_dir)}
+        self.parser = OutputParser()
+        self.hasher = manifest_mod.FileHasher(prepared.base_model_path)
+        self.probe = manifest_mod.EnvironmentProbe(prepared.machine.python)
+        self.started_at = datetime.now(timezone.utc)
+        self.writer = EventWriter(self.files.events)
+        self.streamer: Streamer | None = None
+        self.companion: Companion | None = None
+        self.process: ProcessResult | None = None
+        self.log_error: OSError | None = None
+        self.outcome = "crashed"
+        self.verification: LoraReport | None = None
+
+    def run(self) -> TrainResult:
+        for note in self.prepared.notes:
+            self.emit(Warning_(message=note))
+        completed = False
+        try:
+            self._launch()
+            self._classify()
+            completed = True
+        except KeyboardInterrupt:
+            self.outcome = "interrupted"
+            raise
+        finally:
+            ending = self._record_end(completed)
+        return _result(self.prepared, self.fold, self.parser, ending, self._warnings())
+
+    # -- the events ---------------------------------------------------------------------------------
+
+    def emit(self, event: Event) -> None:
+        self.writer.write(event)
+        self.fold.feed(event)
+        if self.hooks.on_event is not None:
+            self.hooks.on_event(event)
+        if self.companion is not None:
+            self.companion.notice(event)
+        if isinstance(event, StopEarly) and self.streamer is not None:
+            self.streamer.stop(STOP_EARLY)  # as Ctrl-C: SIGINT to the trainer's group; the checkpoints so far stay
         if isinstance(event, Checkpoint):
-            saved()
+            self.saved()
 
-    def saved() -> None:
-        if on_saved is not None:
-            problem = _call_saved_hook(on_saved, plan.run_dir)
+    def saved(self) -> None:
+        if self.hooks.on_saved is not None:
+            problem = _call_saved_hook(self.hooks.on_saved, self.plan.run_dir)
             if problem:
-                emit(Warning_(message=problem))
+                self.emit(Warning_(message=problem))
 
-    def poll_companion() -> None:
-        if companion is not None:
-            events = companion.poll()
+    def poll_companion(self) -> None:
+        if self.companion is not None:
+            events = self.companion.poll()
             for event in events:
-                emit(event)
+                self.emit(event)
             if any(isinstance(event, Score) for event in events):
-                saved()  # once for a batch of live scores: the report shows them
+                self.saved()  # once for a batch of live scores: the report shows them
 
-    for note in prepared.notes:
-        emit(Warning_(message=note))
-
-    def emit_new_samples() -> None:
+    def emit_new_samples(self) -> None:
         """sd-scripts does not print where samples go: look for new images in output/sample/."""
-        for path, name in sorted(find_samples(plan.output_dir), key=lambda item: item[0].stat().st_mtime):
-            if str(path) not in seen_samples:
-                seen_samples.add(str(path))
-                emit(Sample(path=str(path), step=name.step, prompt_index=name.prompt_index))
+        for path, name in sorted(find_samples(self.plan.output_dir), key=lambda item: item[0].stat().st_mtime):
+            if str(path) not in self.seen_samples:
+                self.seen_samples.add(str(path))
+                self.emit(Sample(path=str(path), step=name.step, prompt_index=name.prompt_index))
 
-    def handle(events: list[Event]) -> None:
+    def handle(self, events: list[Event]) -> None:
         for event in events:
-            emit(event)
-            if isinstance(event, Error) and event.kind == "nan" and not options.allow_nan and streamer is not None:
-                streamer.stop("nan")
+            self.emit(event)
+            nan = isinstance(event, Error) and event.kind == "nan" and not self.options.allow_nan
+            if nan and self.streamer is not None:
+                self.streamer.stop("nan")
             if isinstance(event, Phase) and event.phase != "sampling":
-                emit_new_samples()
+                self.emit_new_samples()
 
-    def on_output(stream: str, data: bytes) -> None:
-        handle(parser.feed(stream, data))
-        poll_companion()
+    def on_output(self, stream: str, data: bytes) -> None:
+        self.handle(self.parser.feed(stream, data))
+        self.poll_companion()
 
-    def on_idle() -> None:
-        handle(parser.flush())
-        poll_companion()
+    def on_idle(self) -> None:
+        self.handle(self.parser.flush())
+        self.poll_companion()
 
-    result: ProcessResult | None = None
-    outcome = "crashed"
-    verification: LoraReport | None = None
-    completed = False
-    try:
-        companion = start_companion(plan.run_dir) if start_companion is not None else None
-        streamer = Streamer(
-            argv,
-            env=child_env(prepared.env),
-            cwd=plan.run_dir,
-            log_path=files.train_log,
-            on_output=on_output,
-            on_idle=on_idle,
-            on_signal=on_signal,
-            pass_fds=(lock_fd,),
+    # -- the steps ----------------------------------------------------------------------------------
+
+    def _launch(self) -> None:
+        """Start the companion and the trainer, and follow the trainer to its end."""
+        start = self.hooks.start_companion
+        self.companion = start(self.plan.run_dir) if start is not None else None
+        self.streamer = Streamer(
+            list(self.prepared.argv),
+            env=child_env(self.prepared.env),
+            cwd=self.plan.run_dir,
+            log_path=self.files.train_log,
+            on_output=self.on_output,
+            on_idle=self.on_idle,
+            on_signal=self.hooks.on_signal,
+            pass_fds=(self.lock_fd,),
         )
         try:
-            result = streamer.run()
+            self.process = self.streamer.run()
         finally:
-            handle(parser.close())
-            emit_new_samples()
-            streamer = None  # a StopEarly from here on has no trainer to stop
-            if companion is not None:
-                ending, companion = companion, None
+            self.handle(self.parser.close())
+            self.emit_new_samples()
+            self.log_error = self.streamer.log_error
+            self.streamer = None  # a StopEarly from here on has no trainer to stop
+            if self.companion is not None:
+                ending, self.companion = self.companion, None
                 for event in ending.close():
                     if not isinstance(event, StopEarly):
-                        emit(event)
-        lora_written = plan.lora_file.is_file() and plan.lora_file.stat().st_mtime >= started_at.timestamp() - 1
-        outcome = classify(result.returncode, result.stop_reason, fold.errors, lora_written)
-        if outcome == "finished" and options.verify:
-            verification = verify_run(plan, hasher.wait(), steps=prepared.total_steps)
-            if not verification.ok:
-                outcome = "verify_failed"
-        elif outcome == "stopped_early" and options.verify:
-            verification = _verify_last_checkpoint(prepared, fold, hasher.wait())
-            if verification is not None and not verification.ok:
-                outcome = "verify_failed"
-        completed = True
-    except KeyboardInterrupt:
-        outcome = "interrupted"
-        raise
-    finally:
-        if companion is not None:
-            companion.close()
-        exit_code = int(EXIT_CODES[outcome])
-        finished = Finished(outcome=outcome, exit_code=exit_code, returncode=result.returncode if result else None)
-        if completed:
-            emit(finished)
-        else:
-            writer.write(finished)  # an exception is on its way: record the end, but do not render it
-            fold.feed(finished)
-        writer.close()
-        attempt = _attempt(prepared, started_at, outcome, exit_code, result)
-        _write_run_json(files, _manifest(prepared, fold, attempt, hasher, probe, verification, parser))
+                        self.emit(event)
 
-    warnings = list(prepared.notes)
-    if writer.lost:
-        warnings.append(f"{writer.lost} events could not be written to {files.events}: {writer.last_error}")
-    if streamer is not None and streamer.log_error is not None:
-        warnings.append(f"{files.train_log} stopped growing: {streamer.log_error}")
-    if on_saved is not None:
-        problem = _call_saved_hook(on_saved, plan.run_dir)
-        if problem:
-            warnings.append(problem)
-    return _result(prepared, fold, parser, outcome, exit_code, result, verification, tuple(warnings))
+    def _classify(self) -> None:
+        """The outcome from how the trainer ended; a LoRA that fails its checks makes it verify_failed."""
+        assert self.process is not None
+        lora = self.plan.lora_file
+        lora_written = lora.is_file() and lora.stat().st_mtime >= self.started_at.timestamp() - 1
+        self.outcome = classify(self.process.returncode, self.process.stop_reason, self.fold.errors, lora_written)
+        if not self.options.verify:
+            return
+        if self.outcome == "finished":
+            self.verification = verify_run(self.plan, self.hasher.wait(), steps=self.prepared.total_steps)
+        elif self.outcome == "stopped_early":
+            self.verification = _verify_last_checkpoint(self.prepared, self.fold, self.hasher.wait())
+        if self.verification is not None and not self.verification.ok:
+            self.outcome = "verify_failed"
+
+    def _record_end(self, completed: bool) -> _Ending:
+        """The Finished event and run.json, whatever happened (an exception on its way is not rendered)."""
+        if self.companion is not None:
+            self.companion.close()
+        exit_code = int(EXIT_CODES[self.outcome])
+        returncode = self.process.returncode if self.process else None
+        finished = Finished(outcome=self.outcome, exit_code=exit_code, returncode=returncode)
+        if completed:
+            self.emit(finished)
+        else:
+            self.writer.write(finished)
+            self.fold.feed(finished)
+        self.writer.close()
+        attempt = _attempt(self.prepared, self.started_at, self.outcome, exit_code, self.process)
+        manifest = _manifest(self.prepared, self.fold, attempt, self.hasher, self.probe, self.verification, self.parser)
+        _write_run_json(self.files, manifest)
+        return _Ending(self.outcome, exit_code, returncode, self.verification, manifest)
+
+    def _warnings(self) -> tuple[str, ...]:
+        warnings = list(self.prepared.notes)
+        if self.writer.lost:
+            warnings.append(
+                f"{self.writer.lost} events could not be written to {self.files.events}: {self.writer.last_error}"
+            )
+        if self.log_error is not None:
+            warnings.append(f"{self.files.train_log} stopped growing: {self.log_error}")
+        if self.hooks.on_saved is not None:
+            problem = _call_saved_hook(self.hooks.on_saved, self.plan.run_dir)
+            if problem:
+                warnings.append(problem)
+        return tuple(warnings)
 
 
 # run.json of a long run with hundreds of checkpoints is some 100 KB; this much is set aside while training.
@@ -667,11 +746,13 @@ def _record_finished(
         on_event(finished)
     attempt = replace(_attempt(prepared, started_at, outcome, exit_code, None), stop_reason=RECORDED_AFTER_THE_FACT)
     parser = OutputParser()
-    _write_run_json(files, _manifest(prepared, fold, attempt, hasher, probe, verification, parser))
+    manifest = _manifest(prepared, fold, attempt, hasher, probe, verification, parser)
+    _write_run_json(files, manifest)
     warnings = [*prepared.notes, f"{plan.run_dir}: the trainer had finished; its end is recorded now"]
     if on_saved is not None and (problem := _call_saved_hook(on_saved, plan.run_dir)):
         warnings.append(problem)
-    return _result(prepared, fold, parser, outcome, exit_code, None, verification, tuple(warnings))
+    ending = _Ending(outcome, exit_code, None, verification, manifest)
+    return _result(prepared, fold, parser, ending, tuple(warnings))
 
 
 def _keep_final_lora(prepared: PreparedRun) -> None:
@@ -730,34 +811,28 @@ def _attempt(
 
 
 def _result(
-    prepared: PreparedRun,
-    fold: RunFold,
-    parser: OutputParser,
-    outcome: str,
-    exit_code: int,
-    result: ProcessResult | None,
-    verification: LoraReport | None,
-    warnings: tuple[str, ...],
+    prepared: PreparedRun, fold: RunFold, parser: OutputParser, ending: _Ending, warnings: tuple[str, ...]
 ) -> TrainResult:
+    """What train says of the attempt: the run's view (total steps, resumable) as it ended, and where its files are."""
     plan, files, state = prepared.plan, prepared.files, prepared.state
+    view = RunView.of(plan, fold, manifest=ending.manifest, read_lock=False)  # this process holds the lock
     last = latest_state(plan.output_dir, plan.output_name, _known_state_steps(files.events))
-    resumable = last is not None and not last.is_final
     checkpoint = fold.last_checkpoint
     return TrainResult(
         run_dir=plan.run_dir,
-        outcome=outcome,
-        exit_code=exit_code,
-        returncode=result.returncode if result else None,
-        advice=ADVICE.get(outcome, ""),
+        outcome=ending.outcome,
+        exit_code=ending.exit_code,
+        returncode=ending.returncode,
+        advice=ADVICE.get(ending.outcome, ""),
         lora_file=plan.lora_file if plan.lora_file.is_file() else None,
-        verification=verification,
+        verification=ending.verification,
         last_step=fold.step,
-        total_steps=prepared.total_steps or fold.total_steps,
+        total_steps=view.total_steps,
         final_loss=fold.final_loss,
         mean_it_per_s=fold.mean_it_per_s,
         last_checkpoint=checkpoint.path if checkpoint else _latest_checkpoint(plan),
-        last_state=last if resumable else None,
-        resume_command=resume_command(plan.run_dir) if resumable else None,
+        last_state=last if view.resumable else None,
+        resume_command=view.resume_command,
         resumed_from=str(state.path) if state else None,
         errors=tuple(fold.errors),
         tail=tuple(parser.recent_lines[-TAIL_LINES:]),
@@ -767,7 +842,7 @@ def _result(
         output_name=plan.output_name,
         warnings=warnings,
         report_path=files.report_html if files.report_html.is_file() else None,
-        stopped_early=_stopped_early(prepared, fold) if outcome == "stopped_early" else None,
+        stopped_early=_stopped_early(prepared, fold) if ending.outcome == "stopped_early" else None,
     )
 
 
@@ -800,18 +875,7 @@ def _manifest(
 ) -> RunManifest:
     plan, prior = prepared.plan, prepared.prior
     attempts = (*(prior.attempts if prior else ()), attempt)
-    checkpoints = [FileEntry.of(Path(c.path), c.step) for c in fold.checkpoints]
-    # checkpoints of earlier attempts that still exist keep their entries
-    for old in prior.checkpoints if prior else ():
-        if old.path not in {c.path for c in checkpoints} and Path(old.path).is_file():
-            checkpoints.insert(0, FileEntry.of(Path(old.path), old.step))
     base_sha = hasher.wait() if attempt.outcome != "interrupted" else hasher.result
-    lora_step: int | None = prepared.total_steps
-    if attempt.outcome != "finished" and prior is not None and prior.lora is not None:
-        lora_step = prior.lora.step  # the final file is still the earlier attempt's
-    extended_to = (
-        prepared.total_steps if prepared.extension is not None else (prior.steps.get("extended_to") if prior else None)
-    )
     return RunManifest(
         run_dir=str(plan.run_dir),
         outcome=attempt.outcome,
@@ -826,29 +890,59 @@ def _manifest(
         sd_scripts={"path": str(prepared.machine.checkout.path), "commit": prepared.machine.checkout.commit},
         machine=prepared.machine.to_json(),
         environment=probe.wait(),
-        steps={
-            "planned": plan.max_train_steps,
-            "reached": fold.step,
-            "trainer_total": parser.total_steps,
-            "extended_to": extended_to,
-        },
+        steps=_steps_record(prepared, fold, parser),
         mean_it_per_s=fold.mean_it_per_s,
         final_loss=fold.final_loss,
-        checkpoints=tuple(checkpoints),
+        checkpoints=_checkpoint_entries(prepared, fold),
         states=tuple({"path": s.path, "step": s.step} for s in fold.states),
         samples=tuple({"path": s.path, "step": s.step, "prompt_index": s.prompt_index} for s in fold.samples),
-        lora=FileEntry.of(plan.lora_file, lora_step) if plan.lora_file.is_file() else None,
-        verification=None
-        if verification is None
-        else {
-            "ok": verification.ok,
-            "checks": [{"name": c.name, "ok": c.ok, "detail": c.detail} for c in verification.checks],
-        },
+        lora=_lora_entry(prepared, attempt.outcome),
+        verification=_verification_record(verification),
         score=prior.score if prior is not None and prepared.extension is None else None,
         stopped_early=_stopped_early(prepared, fold) if attempt.outcome == "stopped_early" else None,
         errors=tuple(to_dict(e) for e in fold.errors),
         attempts=attempts,
     )
+
+
+def _steps_record(prepared: PreparedRun, fold: RunFold, parser: OutputParser) -> dict[str, int | None]:
+    """Planned, reached, the trainer's count, and the end of the latest extension (kept by later resumes)."""
+    extension, prior = prepared.extension, prepared.prior
+    extended_to = prepared.total_steps if extension is not None else extended_to_step(prior)
+    return {
+        "planned": prepared.plan.max_train_steps,
+        "reached": fold.step,
+        "trainer_total": parser.total_steps,
+        "extended_to": extended_to,
+    }
+
+
+def _checkpoint_entries(prepared: PreparedRun, fold: RunFold) -> tuple[FileEntry, ...]:
+    """This attempt's checkpoints, after those of earlier attempts that still exist."""
+    checkpoints = [FileEntry.of(Path(c.path), c.step) for c in fold.checkpoints]
+    for old in prepared.prior.checkpoints if prepared.prior else ():
+        if old.path not in {c.path for c in checkpoints} and Path(old.path).is_file():
+            checkpoints.insert(0, FileEntry.of(Path(old.path), old.step))
+    return tuple(checkpoints)
+
+
+def _lora_entry(prepared: PreparedRun, outcome: str) -> FileEntry | None:
+    plan, prior = prepared.plan, prepared.prior
+    if not plan.lora_file.is_file():
+        return None
+    lora_step: int | None = prepared.total_steps
+    if outcome != "finished" and prior is not None and prior.lora is not None:
+        lora_step = prior.lora.step  # the final file is still the earlier attempt's
+    return FileEntry.of(plan.lora_file, lora_step)
+
+
+def _verification_record(verification: LoraReport | None) -> dict[str, object] | None:
+    if verification is None:
+        return None
+    return {
+        "ok": verification.ok,
+        "checks": [{"name": c.name, "ok": c.ok, "detail": c.detail} for c in verification.checks],
+    }
 
 
 def _stopped_early(prepared: PreparedRun, fold: RunFold) -> dict[str, object]:
