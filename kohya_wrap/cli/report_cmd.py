@@ -12,7 +12,13 @@ from kohya_wrap.errors import ExitCode
 from kohya_wrap.sdscripts import SAMPLERS
 
 if TYPE_CHECKING:
+    from rich.table import Table
+
+    from kohya_wrap.report.inspect import LoraInspection
     from kohya_wrap.report.runs import RunRow
+    from kohya_wrap.sample.generate import SampleProgress
+    from kohya_wrap.sample.session import SampleSession
+    from kohya_wrap.sdscripts import TrainingInfo
 
 
 @click.command()
@@ -109,10 +115,7 @@ def sample(
     session folder's gen.log. A checkpoint cut short (killed mid-save) is skipped with a warning; given
     alone, it is refused (exit 1). Exit 11 when the CLIP tokenizer is missing and cannot be fetched (offline).
     """
-    from rich.markup import escape
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
-    from kohya_wrap.cli.output import console, err_console, print_json
+    from kohya_wrap.cli.output import console, print_json
     from kohya_wrap.report.html import write_report
     from kohya_wrap.sample.generate import SampleOptions
     from kohya_wrap.sample.generate import sample as run_sample
@@ -129,33 +132,8 @@ def sample(
         sampler=sampler,
         steps_of=steps_of,
     )
-    err = err_console()
-    # A progress view, as train's: the generator's own output goes to the session's gen.log (shown
-    # when it fails), not to the terminal. On stderr, and live only on a terminal.
-    progress = Progress(
-        SpinnerColumn(),
-        TextColumn("sampling {task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err,
-        transient=True,
-    )
-    bar = progress.add_task("", total=None)
-    finished: list[str] = []
-    skipped: list[str] = []
-
-    def on_note(note: str) -> None:
-        skipped.append(note)
-        progress.console.print(f"[yellow]warning:[/yellow] {escape(note)}", highlight=False, soft_wrap=True)
-
-    def on_progress(p: Any) -> None:
-        progress.update(bar, description=f"{p.lora} ({p.index}/{p.loras})", completed=p.done, total=p.total)
-        if p.done == p.index * (p.total // p.loras) and p.lora not in finished:
-            finished.append(p.lora)
-            progress.console.print(f"sampled {escape(p.lora)} ({p.done}/{p.total} images)", highlight=False)
-
-    with progress:
+    view = _SampleProgress()
+    with view.progress:
         session = run_sample(
             target,
             opts,
@@ -164,32 +142,71 @@ def sample(
             out_dir=out_dir,
             sd_scripts=sd_scripts,
             on_done=write_report,
-            on_progress=on_progress,
-            on_note=on_note,
+            on_progress=view.on_progress,
+            on_note=view.on_note,
         )
     if as_json:
-        print_json(
-            {
-                "folder": str(session.folder),
-                "seed": session.seed,
-                "skipped": skipped,
-                "images": [
-                    {
-                        "path": str(i.path),
-                        "lora": i.lora_file,
-                        "step": i.step,
-                        "prompt_index": i.prompt_index,
-                        "image_index": i.image_index,
-                        "seed": i.seed,
-                    }
-                    for i in session.images
-                ],
-            }
-        )
+        print_json(_session_json(session, view.skipped))
         return
     console().print(
         f"{len(session.images)} images in {session.folder} (seed {session.seed})", highlight=False, soft_wrap=True
     )
+
+
+class _SampleProgress:
+    """A progress view, as train's: the generator's own output goes to the session's gen.log (shown
+    when it fails), not to the terminal. On stderr, and live only on a terminal."""
+
+    def __init__(self) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+        from kohya_wrap.cli.output import err_console
+
+        self.progress = Progress(
+            SpinnerColumn(),
+            TextColumn("sampling {task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=err_console(),
+            transient=True,
+        )
+        self.bar = self.progress.add_task("", total=None)
+        self.finished: list[str] = []
+        self.skipped: list[str] = []
+
+    def on_note(self, note: str) -> None:
+        from rich.markup import escape
+
+        self.skipped.append(note)
+        self.progress.console.print(f"[yellow]warning:[/yellow] {escape(note)}", highlight=False, soft_wrap=True)
+
+    def on_progress(self, p: SampleProgress) -> None:
+        from rich.markup import escape
+
+        self.progress.update(self.bar, description=f"{p.lora} ({p.index}/{p.loras})", completed=p.done, total=p.total)
+        if p.done == p.index * (p.total // p.loras) and p.lora not in self.finished:
+            self.finished.append(p.lora)
+            self.progress.console.print(f"sampled {escape(p.lora)} ({p.done}/{p.total} images)", highlight=False)
+
+
+def _session_json(session: SampleSession, skipped: list[str]) -> dict[str, object]:
+    return {
+        "folder": str(session.folder),
+        "seed": session.seed,
+        "skipped": skipped,
+        "images": [
+            {
+                "path": str(i.path),
+                "lora": i.lora_file,
+                "step": i.step,
+                "prompt_index": i.prompt_index,
+                "image_index": i.image_index,
+                "seed": i.seed,
+            }
+            for i in session.images
+        ],
+    }
 
 
 @click.command("inspect")
@@ -202,13 +219,14 @@ def inspect_(file: Path, show_metadata: bool, strict: bool, as_json: bool) -> No
 
     Exit 1 when a health check FAILs; with --strict, exit 4 when only a note is shown.
     """
-    from kohya_wrap.report.inspect import inspect_lora
+    from kohya_wrap.report.inspect import inspect_lora, inspection_record
 
     result = inspect_lora(file)
     if as_json:
         from kohya_wrap.cli.output import print_json
+        from kohya_wrap.codec import to_builtins
 
-        print_json(result.to_json())
+        print_json(to_builtins(inspection_record(result)))
     else:
         _render_inspection(result, show_metadata)
     if not result.healthy:  # a FAIL (NaN weights, all-zero up weights...) is an error a script must see
@@ -225,18 +243,33 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def _render_inspection(r: Any, show_metadata: bool) -> None:  # r: LoraInspection
+def _render_inspection(r: LoraInspection, show_metadata: bool) -> None:
     from rich.markup import escape
     from rich.table import Table
 
     from kohya_wrap.cli.output import console
-    from kohya_wrap.rundir import format_duration
 
     con = console()
     t = Table(title=escape(str(r.path)), show_header=False, box=None, padding=(0, 1))
     t.add_column("what", style="bold", no_wrap=True)
     t.add_column("value", overflow="fold")
-    rows: list[tuple[str, Any]] = [
+    for name, value in [*_file_rows(r), *_training_rows(r.info), *_run_rows(r)]:
+        if value is not None:
+            t.add_row(escape(name), escape(_fmt(value)))
+    con.print(t)
+    con.print(_health_table(r))
+    if show_metadata and r.metadata:
+        meta = Table(title="metadata", show_header=False, box=None, padding=(0, 1))
+        meta.add_column("key", no_wrap=True)
+        meta.add_column("value", overflow="fold")
+        for k, v in r.metadata.items():
+            meta.add_row(escape(k), escape(v if len(v) <= 400 else v[:400] + "…"))
+        con.print(meta)
+
+
+def _file_rows(r: LoraInspection) -> list[tuple[str, object]]:
+    """What the weights themselves say."""
+    return [
         ("size", f"{r.size_bytes / 2**20:.1f} MiB"),
         ("sha256", r.sha256),
         ("key naming", r.naming + (f" ({r.variant})" if r.variant else "")),
@@ -245,76 +278,72 @@ def _render_inspection(r: Any, show_metadata: bool) -> None:  # r: LoraInspectio
         ("rank (from weights)", ", ".join(map(str, r.ranks)) or None),
         ("alpha (from weights)", ", ".join(_fmt(a) for a in r.alphas) or None),
     ]
-    i = r.info
+
+
+def _training_rows(i: TrainingInfo | None) -> list[tuple[str, object]]:
+    """What the trainer wrote into the file's metadata (ss_* keys)."""
+    from kohya_wrap.rundir import format_duration
+
     if i is None:
-        rows.append(("training metadata", "none in this file"))
-    else:
-        lr = _fmt(i.learning_rate)
-        if i.unet_lr is not None or i.text_encoder_lr is not None:
-            lr += f" (U-Net {_fmt(i.unet_lr)}, text encoder {_fmt(i.text_encoder_lr)})"
-        base = _fmt(i.base_model_name)
-        if i.base_model_hash:
-            base += f" [{i.base_model_hash}]"
-        rows += [
-            ("title", i.title),
-            ("network module", i.network_module),
-            ("dim", i.network_dim),
-            ("alpha", i.network_alpha),
-            ("network args", i.network_args),
-            ("base model", base),
-            ("base model sha256", i.base_model_sha256),
-            ("base model version", i.base_model_version),
-            ("resolution", i.resolution),
-            ("steps", f"{_fmt(i.steps)} of {_fmt(i.max_train_steps)}" if i.steps is not None else None),
-            ("epoch", f"{_fmt(i.epoch)} of {_fmt(i.epochs)}" if i.epoch is not None else None),
-            ("learning rate", lr),
-            ("scheduler", i.lr_scheduler),
-            ("optimizer", i.optimizer),
-            ("batch size", i.batch_size),
-            (
-                "images",
-                f"{_fmt(i.train_images)} train (with repeats), {_fmt(i.reg_images)} reg"
-                if i.train_images is not None
-                else None,
-            ),
-            (
-                "dataset folders",
-                ", ".join(f"{d.name} ({_fmt(d.images)} images x {_fmt(d.repeats)})" for d in i.dataset_dirs) or None,
-            ),
-            ("top tags", ", ".join(f"{tag} ({n})" for tag, n in i.top_tags[:10]) or None),
-            ("training time", format_duration(i.training_seconds) if i.training_seconds is not None else None),
-            ("precision", i.mixed_precision),
-            ("seed", i.seed),
-            ("sd-scripts", i.sd_scripts_commit),
-        ]
-    if r.run_manifest_path is not None:
-        rows.append(("kohya-wrap run", str(r.run_manifest_path)))
-        for key in ("outcome", "kohya_wrap_version", "started_at", "ended_at"):
-            if key in r.run_manifest:
-                rows.append((f"  {key}", r.run_manifest[key]))
-    for name, value in rows:
-        if value is not None:
-            t.add_row(escape(name), escape(_fmt(value)))
-    con.print(t)
+        return [("training metadata", "none in this file")]
+    lr = _fmt(i.learning_rate)
+    if i.unet_lr is not None or i.text_encoder_lr is not None:
+        lr += f" (U-Net {_fmt(i.unet_lr)}, text encoder {_fmt(i.text_encoder_lr)})"
+    base = _fmt(i.base_model_name) + (f" [{i.base_model_hash}]" if i.base_model_hash else "")
+    images = f"{_fmt(i.train_images)} train (with repeats), {_fmt(i.reg_images)} reg"
+    folders = ", ".join(f"{d.name} ({_fmt(d.images)} images x {_fmt(d.repeats)})" for d in i.dataset_dirs)
+    return [
+        ("title", i.title),
+        ("network module", i.network_module),
+        ("dim", i.network_dim),
+        ("alpha", i.network_alpha),
+        ("network args", i.network_args),
+        ("base model", base),
+        ("base model sha256", i.base_model_sha256),
+        ("base model version", i.base_model_version),
+        ("resolution", i.resolution),
+        ("steps", f"{_fmt(i.steps)} of {_fmt(i.max_train_steps)}" if i.steps is not None else None),
+        ("epoch", f"{_fmt(i.epoch)} of {_fmt(i.epochs)}" if i.epoch is not None else None),
+        ("learning rate", lr),
+        ("scheduler", i.lr_scheduler),
+        ("optimizer", i.optimizer),
+        ("batch size", i.batch_size),
+        ("images", images if i.train_images is not None else None),
+        ("dataset folders", folders or None),
+        ("top tags", ", ".join(f"{tag} ({n})" for tag, n in i.top_tags[:10]) or None),
+        ("training time", format_duration(i.training_seconds) if i.training_seconds is not None else None),
+        ("precision", i.mixed_precision),
+        ("seed", i.seed),
+        ("sd-scripts", i.sd_scripts_commit),
+    ]
+
+
+def _run_rows(r: LoraInspection) -> list[tuple[str, object]]:
+    """The kohya-wrap run beside the file, when there is one."""
+    if r.run_manifest_path is None or r.run_manifest is None:
+        return []
+    rows: list[tuple[str, object]] = [("kohya-wrap run", str(r.run_manifest_path))]
+    for key in ("outcome", "kohya_wrap_version", "started_at", "ended_at"):
+        if key in r.run_manifest:
+            rows.append((f"  {key}", r.run_manifest[key]))
+    return rows
+
+
+def _health_table(r: LoraInspection) -> Table:
+    from rich.markup import escape
+    from rich.table import Table
+
     health = Table(title="health", show_header=False, box=None, padding=(0, 1))
     health.add_column("status", no_wrap=True)
     health.add_column("check", no_wrap=True)
     health.add_column("detail", overflow="fold")
     for c in r.checks:
-        status = (
-            "[green]ok[/green]"
-            if c.ok
-            else ("[yellow]note[/yellow]" if c.informational else "[bold red]FAIL[/bold red]")
-        )
+        if c.ok:
+            status = "[green]ok[/green]"
+        else:
+            status = "[yellow]note[/yellow]" if c.informational else "[bold red]FAIL[/bold red]"
         health.add_row(status, escape(c.name), escape(c.detail))
-    con.print(health)
-    if show_metadata and r.metadata:
-        meta = Table(title="metadata", show_header=False, box=None, padding=(0, 1))
-        meta.add_column("key", no_wrap=True)
-        meta.add_column("value", overflow="fold")
-        for k, v in r.metadata.items():
-            meta.add_row(escape(k), escape(v if len(v) <= 400 else v[:400] + "…"))
-        con.print(meta)
+    return health
 
 
 @click.command()

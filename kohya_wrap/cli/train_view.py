@@ -7,7 +7,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, TextIO
 
 from rich.console import Console, Group
 from rich.live import Live
@@ -33,6 +33,10 @@ from kohya_wrap.events import (
     to_json,
 )
 from kohya_wrap.rundir import RunFold, format_duration
+
+if TYPE_CHECKING:
+    from kohya_wrap.rundir import PlanSubset
+    from kohya_wrap.train.runner import TrainResult
 
 PHASE_LABELS = {
     "preparing": "preparing",
@@ -87,7 +91,7 @@ class LiveView:
         self.live = Live(self._render(), console=console, refresh_per_second=4, transient=False)
         self.live.start()
 
-    def _render(self) -> Any:
+    def _render(self) -> Table:
         s = self.state
         table = Table.grid(padding=(0, 2))
         table.add_column(style="bold", no_wrap=True)
@@ -133,11 +137,11 @@ class LiveView:
         self.live.stop()
 
 
-def _plural(n: Any, word: str) -> str:
+def _plural(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
 
 
-def images_text(subsets: Sequence[Any], with_repeats: int | None) -> str:
+def images_text(subsets: Sequence[PlanSubset], with_repeats: int | None) -> str:
     """'10 images x 60 repeats', from the plan's training subsets; the trainer's own count (images x
     repeats) alone when the plan is not known, or beside it when the two differ."""
     train = [s for s in subsets if not s.is_reg]
@@ -153,7 +157,9 @@ class PlainView:
     """Plain lines for logs and CI: every change of phase, epoch, checkpoint, warning and error, and a
     progress line at most every `interval` seconds (and at the last step)."""
 
-    def __init__(self, stream: Any = None, interval: float = 30.0, subsets: Sequence[Any] = ()) -> None:
+    def __init__(
+        self, stream: TextIO | None = None, interval: float = 30.0, subsets: Sequence[PlanSubset] = ()
+    ) -> None:
         self.state = RunFold()
         self.stream = stream or sys.stderr
         self.interval = interval
@@ -217,7 +223,7 @@ class JsonView:
         pass
 
 
-def make_view(as_json: bool, console: Console, subsets: Sequence[Any] = ()) -> LiveView | PlainView | JsonView:
+def make_view(as_json: bool, console: Console, subsets: Sequence[PlanSubset] = ()) -> LiveView | PlainView | JsonView:
     """subsets: the plan's (images, repeats, is_reg), for the plain view's line about the images."""
     if as_json:
         return JsonView()
@@ -226,36 +232,12 @@ def make_view(as_json: bool, console: Console, subsets: Sequence[Any] = ()) -> L
     return PlainView(subsets=subsets)
 
 
-def render_result(result: Any, console: Console) -> None:
+def render_result(result: TrainResult, console: Console) -> None:
     """The end of a run: what came out, where it goes, or what went wrong and what to do."""
     if result.outcome == "finished":
-        console.print(f"[green]finished[/green]: {escape(str(result.lora_file))}", highlight=False)
-        if result.final_loss is not None:
-            console.print(
-                f"final loss {result.final_loss:.4g}"
-                + (f", {result.mean_it_per_s:.2f} it/s on average" if result.mean_it_per_s else "")
-            )
-        name = result.output_name
-        console.print(
-            "Use it: copy the file into Automatic1111's [bold]models/Lora/[/bold] or ComfyUI's "
-            f"[bold]models/loras/[/bold], and prompt with [bold]{escape(f'<lora:{name}:0.8>')}[/bold].",
-            highlight=False,
-        )
+        _render_finished(result, console)
     elif result.outcome == "stopped_early":
-        console.print(
-            f"[green]stopped early[/green] at step {result.last_step} of {result.total_steps}: "
-            "live scoring found that more training could only make it worse",
-            highlight=False,
-        )
-        stopped = result.stopped_early or {}
-        if stopped.get("reason"):
-            console.print(f"why: {escape(str(stopped['reason']))}", highlight=False, soft_wrap=True)
-        if stopped.get("steps_saved"):
-            seconds = stopped.get("seconds_saved")
-            time_saved = f", about {format_duration(float(seconds))} of GPU time" if seconds else ""
-            console.print(f"saved {stopped['steps_saved']} steps{time_saved}", highlight=False)
-        if result.last_checkpoint:
-            console.print(f"last checkpoint: {escape(result.last_checkpoint)}", highlight=False)
+        _render_stopped_early(result, console)
     else:
         console.print(f"[bold red]{result.outcome}[/bold red] (exit code {result.exit_code})", highlight=False)
     if result.verification is not None:
@@ -267,16 +249,7 @@ def render_result(result: Any, console: Console) -> None:
         for line in result.tail:
             console.print(f"  {escape(line)}", highlight=False, soft_wrap=True)
     if result.outcome in ("interrupted", "nan", "crashed", "killed", "oom"):
-        if result.last_checkpoint:
-            console.print(f"last checkpoint: {escape(result.last_checkpoint)}", highlight=False)
-        if result.last_state is not None:
-            console.print(
-                f"last saved state: {escape(str(result.last_state.path))} (step {result.last_state.step})",
-                highlight=False,
-            )
-            console.print(f"resume with: [bold]{escape(result.resume_command)}[/bold]", highlight=False)
-        else:
-            console.print("no state was saved yet, so this run cannot be resumed; start it again.")
+        _render_next_step(result, console)
     for warning in result.warnings:
         console.print(f"[yellow]warning[/yellow]: {escape(warning)}", highlight=False)
     if result.report_path is not None:
@@ -286,3 +259,50 @@ def render_result(result: Any, console: Console) -> None:
         f"manifest: {escape(str(result.manifest_path))}[/dim]",
         highlight=False,
     )
+
+
+def _render_finished(result: TrainResult, console: Console) -> None:
+    console.print(f"[green]finished[/green]: {escape(str(result.lora_file))}", highlight=False)
+    if result.final_loss is not None:
+        console.print(
+            f"final loss {result.final_loss:.4g}"
+            + (f", {result.mean_it_per_s:.2f} it/s on average" if result.mean_it_per_s else "")
+        )
+    name = result.output_name
+    console.print(
+        "Use it: copy the file into Automatic1111's [bold]models/Lora/[/bold] or ComfyUI's "
+        f"[bold]models/loras/[/bold], and prompt with [bold]{escape(f'<lora:{name}:0.8>')}[/bold].",
+        highlight=False,
+    )
+
+
+def _render_stopped_early(result: TrainResult, console: Console) -> None:
+    console.print(
+        f"[green]stopped early[/green] at step {result.last_step} of {result.total_steps}: "
+        "live scoring found that more training could only make it worse",
+        highlight=False,
+    )
+    stopped = result.stopped_early or {}
+    if stopped.get("reason"):
+        console.print(f"why: {escape(str(stopped['reason']))}", highlight=False, soft_wrap=True)
+    if stopped.get("steps_saved"):
+        seconds = stopped.get("seconds_saved")
+        time_saved = f", about {format_duration(float(str(seconds)))} of GPU time" if seconds else ""
+        console.print(f"saved {stopped['steps_saved']} steps{time_saved}", highlight=False)
+    if result.last_checkpoint:
+        console.print(f"last checkpoint: {escape(result.last_checkpoint)}", highlight=False)
+
+
+def _render_next_step(result: TrainResult, console: Console) -> None:
+    """After a stop: what was saved, and `train --resume` when the run's view says it continues."""
+    if result.last_checkpoint:
+        console.print(f"last checkpoint: {escape(result.last_checkpoint)}", highlight=False)
+    if result.last_state is not None:
+        console.print(
+            f"last saved state: {escape(str(result.last_state.path))} (step {result.last_state.step})",
+            highlight=False,
+        )
+    if result.resume_command is not None:
+        console.print(f"resume with: [bold]{escape(result.resume_command)}[/bold]", highlight=False)
+    else:
+        console.print("no state was saved yet, so this run cannot be resumed; start it again.")

@@ -9,11 +9,12 @@ sdscripts.lora_file's; files in the diffusers/PEFT naming get the checks that ap
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from kohya_wrap import rundir
+from kohya_wrap.codec import Record
 from kohya_wrap.errors import KohyaWrapError
 from kohya_wrap.fsutil import sha256_file
 from kohya_wrap.safetensors_header import HeaderError
@@ -191,26 +192,49 @@ class LoraInspection:
     def healthy(self) -> bool:
         return all(c.ok for c in self.checks if not c.informational)
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "path": str(self.path),
-            "size_bytes": self.size_bytes,
-            "sha256": self.sha256,
-            "naming": self.naming,
-            "variant": self.variant,
-            "tensors": self.tensors,
-            "dtypes": list(self.dtypes),
-            "unet_modules": self.unet_modules,
-            "text_encoder_modules": self.text_encoder_modules,
-            "ranks": list(self.ranks),
-            "alphas": list(self.alphas),
-            "training": self.info.to_json() if self.info is not None else None,
-            "metadata": self.metadata,
-            "run_manifest": self.run_manifest,
-            "run_manifest_path": str(self.run_manifest_path) if self.run_manifest_path else None,
-            "healthy": self.healthy,
-            "checks": [asdict(c) for c in self.checks],
-        }
+
+class InspectionRecord(Record, frozen=True):
+    """What `inspect --json` prints of a LoRA file (inspection_record makes it)."""
+
+    path: Path
+    size_bytes: int
+    sha256: str
+    naming: str
+    variant: str | None
+    tensors: int
+    dtypes: tuple[str, ...]
+    unet_modules: int
+    text_encoder_modules: int
+    ranks: tuple[int, ...]
+    alphas: tuple[float, ...]
+    training: dict[str, Any] | None  # the file's ss_* training metadata, as sdscripts reads it
+    metadata: dict[str, str]
+    run_manifest: dict[str, Any] | None  # the run.json beside the file, as written
+    run_manifest_path: Path | None
+    healthy: bool
+    checks: tuple[HealthCheck, ...]
+
+
+def inspection_record(i: LoraInspection) -> InspectionRecord:
+    return InspectionRecord(
+        path=i.path,
+        size_bytes=i.size_bytes,
+        sha256=i.sha256,
+        naming=i.naming,
+        variant=i.variant,
+        tensors=i.tensors,
+        dtypes=i.dtypes,
+        unet_modules=i.unet_modules,
+        text_encoder_modules=i.text_encoder_modules,
+        ranks=i.ranks,
+        alphas=i.alphas,
+        training=i.info.to_json() if i.info is not None else None,
+        metadata=i.metadata,
+        run_manifest=i.run_manifest,
+        run_manifest_path=i.run_manifest_path,
+        healthy=i.healthy,
+        checks=i.checks,
+    )
 
 
 def _modules(keys: list[str], naming: str) -> tuple[int, int]:

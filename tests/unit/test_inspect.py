@@ -13,8 +13,17 @@ from click.testing import CliRunner
 from safetensors.numpy import save_file
 
 from kohya_wrap.cli import cli
+from kohya_wrap.codec import to_builtins
 from kohya_wrap.errors import ExitCode
-from kohya_wrap.report.inspect import DIFFUSERS, KOHYA, PEFT, LoraFileError, inspect_lora, read_header
+from kohya_wrap.report.inspect import (
+    DIFFUSERS,
+    KOHYA,
+    PEFT,
+    LoraFileError,
+    inspect_lora,
+    inspection_record,
+    read_header,
+)
 
 TRANSCRIPTS = Path(__file__).parents[1] / "data" / "transcripts"
 RANK = 2
@@ -105,7 +114,7 @@ def test_kohya_file_with_sd_scripts_metadata(tmp_path: Path) -> None:
     assert i.training_seconds == pytest.approx(1795598150.1595922 - 1795598093.5495768)
     assert i.clip_skip is None and i.seed == 42 and i.batch_size == 1
     assert r.run_manifest is None
-    json.dumps(r.to_json())  # --json output is plain JSON
+    json.dumps(to_builtins(inspection_record(r)))  # --json output is plain JSON
 
 
 def test_dataset_config_metadata_gives_resolution_and_batch(tmp_path: Path) -> None:
