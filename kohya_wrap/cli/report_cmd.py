@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
     from kohya_wrap.report.inspect import LoraInspection
     from kohya_wrap.report.runs import RunRow
-    from kohya_wrap.sample.generate import SampleProgress
+    from kohya_wrap.sample.generate import SampleOptions, SampleProgress
     from kohya_wrap.sample.session import SampleSession
     from kohya_wrap.sdscripts import TrainingInfo
 
@@ -116,9 +116,7 @@ def sample(
     alone, it is refused (exit 1). Exit 11 when the CLIP tokenizer is missing and cannot be fetched (offline).
     """
     from kohya_wrap.cli.output import console, print_json
-    from kohya_wrap.report.html import write_report
     from kohya_wrap.sample.generate import SampleOptions
-    from kohya_wrap.sample.generate import sample as run_sample
 
     opts = SampleOptions(
         prompts=prompts,
@@ -133,18 +131,7 @@ def sample(
         steps_of=steps_of,
     )
     view = _SampleProgress()
-    with view.progress:
-        session = run_sample(
-            target,
-            opts,
-            base_model=base_model,
-            tokenizer_cache_dir=tokenizer_cache_dir,
-            out_dir=out_dir,
-            sd_scripts=sd_scripts,
-            on_done=write_report,
-            on_progress=view.on_progress,
-            on_note=view.on_note,
-        )
+    session = view.sample(target, opts, base_model, tokenizer_cache_dir, out_dir, sd_scripts)
     if as_json:
         print_json(_session_json(session, view.skipped))
         return
@@ -174,6 +161,32 @@ class _SampleProgress:
         self.bar = self.progress.add_task("", total=None)
         self.finished: list[str] = []
         self.skipped: list[str] = []
+
+    def sample(
+        self,
+        target: Path,
+        opts: SampleOptions,
+        base_model: Path | None,
+        tokenizer_cache_dir: Path | None,
+        out_dir: Path | None,
+        sd_scripts: str | None,
+    ) -> SampleSession:
+        """Run the sampling with this view; the report is written again once it is done."""
+        from kohya_wrap.report.html import write_report
+        from kohya_wrap.sample.generate import sample as run_sample
+
+        with self.progress:
+            return run_sample(
+                target,
+                opts,
+                base_model=base_model,
+                tokenizer_cache_dir=tokenizer_cache_dir,
+                out_dir=out_dir,
+                sd_scripts=sd_scripts,
+                on_done=write_report,
+                on_progress=self.on_progress,
+                on_note=self.on_note,
+            )
 
     def on_note(self, note: str) -> None:
         from rich.markup import escape

@@ -327,16 +327,15 @@ def manifest_section(summary: RunSummary) -> str:
             "plan-manifest",
         )
     )
-    values = plan.get("values") or {}
+    values, sources = summary.plan.values, summary.plan.sources
     if values:
         out.append(
             '<h3>trainer settings</h3><table class="kv" id="plan-values"><tr><th>name</th><th>value</th><th>from</th></tr>'
         )
-        for name, entry in values.items():
-            entry = entry if isinstance(entry, dict) else {"value": entry}
+        for name, value in values.items():
             out.append(
-                f"<tr><td><code>{_e(name)}</code></td><td>{_value_cell(entry.get('value'))}</td>"
-                f"<td>{_e(entry.get('source', ''))}</td></tr>"
+                f"<tr><td><code>{_e(name)}</code></td><td>{_value_cell(value)}</td>"
+                f"<td>{_e(sources.get(name, ''))}</td></tr>"
             )
         out.append("</table>")
     attempts = summary.manifest.attempts if summary.manifest is not None else ()

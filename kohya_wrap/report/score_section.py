@@ -44,15 +44,31 @@ def score_section(doc: dict[str, Any] | None) -> str:
     checkpoints = [c for c in doc.get("checkpoints", []) if isinstance(c, dict) and isinstance(c.get("step"), int)]
     rec = doc.get("recommended") if isinstance(doc.get("recommended"), dict) else None
     best = rec.get("step") if rec else None
-    out = ["<h2>Score</h2>", _STYLE]
-    if best is not None:
-        out.append(
-            f'<p id="score-recommended" data-step="{_e(best)}">Recommended: <b>step {_e(best)}</b>'
-            f"{' (' + _e(rec.get('checkpoint')) + ')' if rec and rec.get('checkpoint') else ''}. "
-            f"{_e(doc.get('reason', ''))}</p>"
-        )
-    else:
-        out.append(f'<p id="score-recommended" data-step="">No checkpoint recommended: {_e(doc.get("reason", ""))}</p>')
+    return "".join(
+        [
+            "<h2>Score</h2>",
+            _STYLE,
+            _recommended(doc, rec, best),
+            _score_chart(checkpoints),
+            _validation_chart(checkpoints),
+            _score_table(checkpoints, best),
+            _model_note(doc),
+        ]
+    )
+
+
+def _recommended(doc: dict[str, Any], rec: dict[str, Any] | None, best: Any) -> str:
+    if best is None:
+        return f'<p id="score-recommended" data-step="">No checkpoint recommended: {_e(doc.get("reason", ""))}</p>'
+    return (
+        f'<p id="score-recommended" data-step="{_e(best)}">Recommended: <b>step {_e(best)}</b>'
+        f"{' (' + _e(rec.get('checkpoint')) + ')' if rec and rec.get('checkpoint') else ''}. "
+        f"{_e(doc.get('reason', ''))}</p>"
+    )
+
+
+def _score_chart(checkpoints: list[dict[str, Any]]) -> str:
+    """Likeness, and the shares of samples that are the person and that copy a photo, against the step."""
     xs = [float(c["step"]) for c in checkpoints]
     likeness = [float(c["likeness"]) if isinstance(c.get("likeness"), (int, float)) else math.nan for c in checkpoints]
     chart = line_chart(
@@ -66,28 +82,33 @@ def score_section(doc: dict[str, Any] | None) -> str:
         x_label="step",
         height=240,
     )
-    if chart:
-        out.append(
-            '<p class="legend"><span><i class="sw" style="background:#1f5fa8"></i>likeness (0..1)</span>'
-            '<span><i class="sw" style="background:#16794a"></i>matches / samples</span>'
-            '<span><i class="sw" style="background:#b42318"></i>copies / samples</span></p>'
-        )
-        out.append(chart)
+    if not chart:
+        return ""
+    return (
+        '<p class="legend"><span><i class="sw" style="background:#1f5fa8"></i>likeness (0..1)</span>'
+        '<span><i class="sw" style="background:#16794a"></i>matches / samples</span>'
+        '<span><i class="sw" style="background:#b42318"></i>copies / samples</span></p>'
+    ) + chart
+
+
+def _validation_chart(checkpoints: list[dict[str, Any]]) -> str:
     val = [
         (float(c["step"]), float(c["validation_loss"]))
         for c in checkpoints
         if isinstance(c.get("validation_loss"), (int, float))
     ]
-    if val:
-        out.append(
-            line_chart(
-                [Series("val", "score-validation", [s for s, _ in val], [v for _, v in val])],
-                svg_id="validation-chart",
-                title="validation loss (sd-scripts, held-out images)",
-                x_label="step",
-                height=200,
-            )
-        )
+    if not val:
+        return ""
+    return line_chart(
+        [Series("val", "score-validation", [s for s, _ in val], [v for _, v in val])],
+        svg_id="validation-chart",
+        title="validation loss (sd-scripts, held-out images)",
+        x_label="step",
+        height=200,
+    )
+
+
+def _score_table(checkpoints: list[dict[str, Any]], best: Any) -> str:
     rows = [
         "<tr><th>step</th><th>samples</th><th>faces</th><th>likeness</th><th>matches</th><th>copies</th>"
         "<th>variety</th><th>validation loss</th><th>checkpoint</th></tr>"
@@ -100,11 +121,13 @@ def score_section(doc: dict[str, Any] | None) -> str:
             f"<td>{_e(c.get('copies'))}</td><td>{_num(c.get('variety'))}</td>"
             f"<td>{_num(c.get('validation_loss'), 4)}</td><td>{_e(c.get('checkpoint') or '-')}</td></tr>"
         )
-    out.append(f'<table id="score-table">{"".join(rows)}</table>')
+    return f'<table id="score-table">{"".join(rows)}</table>'
+
+
+def _model_note(doc: dict[str, Any]) -> str:
     model: dict[str, Any] = doc["model"] if isinstance(doc.get("model"), dict) else {}
-    out.append(
+    return (
         f'<p class="sub">Identity model {_e(model.get("id", "?"))}; a sample is the person below distance '
         f"{_e(model.get('same_person_distance', 0.6))}; likeness = {_e(model.get('likeness', ''))}. "
         "See docs/score.md.</p>"
     )
-    return "".join(out)
