@@ -4,7 +4,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import click
 
@@ -265,29 +265,30 @@ class _PlainLines:
             self._last_progress = now
 
 
-def _event_text(e: Any) -> str | None:
-    kind = e.type
-    if kind == "phase":
+def _event_text(e: Event) -> str | None:
+    from kohya_wrap import events as ev
+
+    if isinstance(e, ev.Phase):
         return f"phase: {e.phase}"
-    if kind == "epoch":
+    if isinstance(e, ev.Epoch):
         return f"epoch {e.epoch}/{e.total}"
-    if kind == "checkpoint":
+    if isinstance(e, ev.Checkpoint):
         return f"checkpoint saved: {e.path}"
-    if kind == "state_saved":
+    if isinstance(e, ev.StateSaved):
         return f"state saved: {e.path}"
-    if kind == "sample":
+    if isinstance(e, ev.Sample):
         return f"sample written: {e.path}"
-    if kind == "warning":
+    if isinstance(e, ev.Warning_):
         return f"warning: {e.message}"
-    if kind == "error":
+    if isinstance(e, ev.Error):
         return f"error: {e.message}"
-    if kind == "score":
+    if isinstance(e, ev.Score):
         likeness = "-" if e.likeness is None else f"{e.likeness:.2f}"
         best = "" if e.recommended is None else f" (recommended so far: step {e.recommended})"
         return f"score step {e.step}: likeness {likeness}, {e.matches}/{e.samples} the person, {e.copies} copies{best}"
-    if kind == "stop_early":
+    if isinstance(e, ev.StopEarly):
         return f"stopping early after step {e.step}: {e.reason}"
-    if kind == "finished":
+    if isinstance(e, ev.Finished):
         return f"finished: {e.outcome} (exit code {e.exit_code})"
     return None
 
