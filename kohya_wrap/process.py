@@ -36,9 +36,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import IO
+from typing import IO, TYPE_CHECKING, TypedDict
 
 from kohya_wrap.errors import TrainerNotFound
+
+if TYPE_CHECKING:
+    from typing_extensions import NotRequired, Unpack
 
 READ_SIZE = 65536
 # After our direct child exits, what is left of its group gets this long to finish on its own.
@@ -255,6 +258,14 @@ def _reader(name: str, fd: int, chunks: queue.Queue[tuple[str, bytes | None]]) -
         chunks.put((name, None))
 
 
+class Launch(TypedDict):
+    """Where and how Streamer starts its child."""
+
+    env: Mapping[str, str]
+    cwd: Path
+    pass_fds: NotRequired[Sequence[int]]
+
+
 class Streamer:
     """One run of a trainer-like child whose output is followed; see the module docstring. Use stream()
     unless you need stop()."""
@@ -263,19 +274,17 @@ class Streamer:
         self,
         argv: Sequence[str],
         *,
-        env: Mapping[str, str],
-        cwd: Path,
         log_path: Path,
         on_output: Callable[[str, bytes], None],
         on_idle: Callable[[], None] | None = None,
         idle_s: float = 0.5,
         on_signal: Callable[[int, int], None] | None = None,
-        pass_fds: Sequence[int] = (),
+        **launch: Unpack[Launch],
     ) -> None:
         self.argv = [str(a) for a in argv]
-        self.pass_fds = tuple(pass_fds)  # descriptors the child keeps (the run directory's lock)
-        self.env = dict(env)
-        self.cwd = Path(cwd)
+        self.pass_fds = tuple(launch.get("pass_fds", ()))  # descriptors the child keeps (the run directory's lock)
+        self.env = dict(launch["env"])
+        self.cwd = Path(launch["cwd"])
         self.log_path = Path(log_path)
         self.on_output = on_output
         self.on_idle = on_idle
