@@ -39,10 +39,26 @@ class Job:
         return argv
 
 
-def start_job(state: SweepState, job: Job, on_change: OnChange | None, **fields: Any) -> None:
-    """Record that a variant's worker started (`fields`: where, as the backend knows it)."""
+@dataclass(frozen=True)
+class Where:
+    """Where a variant's worker runs, as far as its backend knows."""
+
+    host: str | None = None
+    device: str | None = None  # CUDA_VISIBLE_DEVICES of the worker
+    pid: int | None = None  # the worker's, on this machine
+
+
+def start_job(state: SweepState, job: Job, on_change: OnChange | None, where: Where) -> None:
+    """Record that a variant's worker started."""
     entry = state.update(
-        job.name, status=RUNNING, started_at=codec.utc_now_text(), ended_at=None, resume=job.resume, **fields
+        job.name,
+        status=RUNNING,
+        started_at=codec.utc_now_text(),
+        ended_at=None,
+        resume=job.resume,
+        host=where.host,
+        device=where.device,
+        pid=where.pid,
     )
     if on_change is not None:
         on_change(entry)
@@ -55,11 +71,14 @@ def finish_job(
     on_change: OnChange | None,
     *,
     error: str | None = None,
-    **fields: Any,
+    where: Where | None = None,
 ) -> None:
     """Record a worker's end: its result file, then the run's own run.json. `error`: why the backend has no
-    result (a lost Ray task); `fields`: where it ran, as the backend knows it."""
+    result (a lost Ray task); `where`: where it ran, as the backend learnt at its end (a Ray task)."""
     ended = codec.utc_now_text()
+    fields: dict[str, Any] = {}
+    if where is not None:
+        fields.update({k: v for k, v in (("host", where.host), ("device", where.device)) if v is not None})
     result = read_result(job.result)
     if result is None:
         why = error or f"the worker ended (exit code {returncode}) without a result"

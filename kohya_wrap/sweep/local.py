@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import IO
 
 from kohya_wrap.process import WORKER, ProcessGroup, forwarded_signals
-from kohya_wrap.sweep.jobs import Job, OnChange, finish_job, start_job
+from kohya_wrap.sweep.jobs import Job, OnChange, Where, finish_job, start_job
 from kohya_wrap.sweep.state import SweepState
 
 POLL_S = 0.2
@@ -80,7 +80,7 @@ def run_local(
                 for index, slot in enumerate(slots):
                     if not stops and queue and index not in running:
                         running[index] = item = _Running(queue.pop(0), slot)
-                        start_job(state, item.job, on_change, device=slot, pid=item.group.pid)
+                        start_job(state, item.job, on_change, Where(device=slot, pid=item.group.pid))
                 if not running:
                     break
                 for index, item in list(running.items()):

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from kohya_wrap.process import WORKER, ProcessGroup, forwarded_signals
-from kohya_wrap.sweep.jobs import Job, OnChange, finish_job, start_job
+from kohya_wrap.sweep.jobs import Job, OnChange, Where, finish_job, start_job
 from kohya_wrap.sweep.spec import SweepError
 from kohya_wrap.sweep.state import SweepState
 
@@ -177,7 +177,7 @@ class _Tasks:
                 while pending and len(self.inflight) < limit:
                     job = pending.pop(0)
                     self.inflight[remote.remote(job)] = job
-                    start_job(self.state, job, self.on_change, device=None, host=None)
+                    start_job(self.state, job, self.on_change, Where())
                 self._collect(num_returns=1)
         except KeyboardInterrupt:
             self._cancel()
@@ -194,8 +194,8 @@ class _Tasks:
             info: TaskInfo = self.ray.get(ref)
         except (self.ray.exceptions.TaskCancelledError, self.ray.exceptions.RayError) as e:
             info = TaskInfo(returncode=None, error=f"{type(e).__name__}: {e}")
-        where = {k: v for k, v in (("host", info.host), ("device", info.device)) if v is not None}
-        finish_job(self.state, job, info.returncode, self.on_change, error=info.error, **where)
+        where = Where(host=info.host, device=info.device)
+        finish_job(self.state, job, info.returncode, self.on_change, error=info.error, where=where)
 
     def _cancel(self) -> None:
         """Stop every task and wait for it to end, so that no trainer outlives the sweep (nor Ray, if ours)."""
