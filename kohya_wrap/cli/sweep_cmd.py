@@ -5,7 +5,7 @@ from __future__ import annotations
 import shlex
 import sys
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import click
 
@@ -18,6 +18,11 @@ from kohya_wrap.cli.options import (
     set_option,
     tokenizer_option,
 )
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from kohya_wrap.sweep.state import VariantEntry
 
 
 @click.command()
@@ -107,10 +112,11 @@ def sweep(
         spec = spec_mod.from_command_line(datasets, preset=preset, base_model=base_model, **common)
 
     from kohya_wrap.cli.output import console, err_console, print_json, print_warnings
+    from kohya_wrap.codec import to_builtins
 
     out = err_console() if as_json else console()
 
-    def on_change(entry: dict[str, Any]) -> None:
+    def on_change(entry: VariantEntry) -> None:
         out.print(_line(entry), highlight=False, markup=False, soft_wrap=True)
 
     argv = shlex.join(["kohya-wrap", "sweep", *sys.argv[2:]]) if len(sys.argv) > 2 else "the same command"
@@ -126,7 +132,7 @@ def sweep(
         )
     except SweepInterrupted as stopped:
         if as_json:
-            print_json(stopped.result.to_json())
+            print_json(to_builtins(stopped.result))
         else:
             out.print(_table(stopped.result.variants))
         err_console().print(
@@ -136,12 +142,12 @@ def sweep(
         )
         raise SystemExit(stopped.result.exit_code) from None
     if as_json:
-        print_json(result.to_json())
+        print_json(to_builtins(result))
     else:
         out.print(_table(result.variants))
         out.print(
             f"{result.trained} trained, {result.skipped} finished before, {result.failed} did not finish; "
-            f"sweep.json: {result.sweep_dir / 'sweep.json'}",
+            f"sweep.json: {result.sweep_json}",
             highlight=False,
             markup=False,
         )
@@ -149,38 +155,38 @@ def sweep(
         raise SystemExit(result.exit_code)
 
 
-def _line(entry: dict[str, Any]) -> str:
-    name, status = entry["name"], entry["status"]
+def _line(entry: VariantEntry) -> str:
+    name, status = entry.name, entry.status
     if status == "running":
-        where = f" on GPU {entry['device']}" if entry.get("device") not in (None, "") else ""
-        host = f" ({entry['host']})" if entry.get("host") else ""
-        return f"started  {name}{where}{host}" + (" (resuming)" if entry.get("resume") else "")
+        where = f" on GPU {entry.device}" if entry.device not in (None, "") else ""
+        host = f" ({entry.host})" if entry.host else ""
+        return f"started  {name}{where}{host}" + (" (resuming)" if entry.resume else "")
     if status == "skipped":
         return f"skipped  {name}: finished before"
     if status == "error":
-        return f"error    {name}: {entry.get('error')}"
-    return f"{entry.get('outcome') or status:<8} {name} (exit code {entry.get('exit_code')})" + (
-        f", final loss {entry['final_loss']:.4g}" if isinstance(entry.get("final_loss"), float) else ""
+        return f"error    {name}: {entry.error}"
+    return f"{entry.outcome or status:<8} {name} (exit code {entry.exit_code})" + (
+        f", final loss {entry.final_loss:.4g}" if entry.final_loss is not None else ""
     )
 
 
-def _table(entries: Any) -> Any:
+def _table(entries: Iterable[VariantEntry]) -> Any:
     from rich.table import Table
 
     table = Table(title="sweep", show_lines=False)
     for column in ("variant", "status", "outcome", "exit", "steps", "final loss", "LoRA"):
         table.add_column(column, overflow="fold")
     for e in entries:
-        steps = f"{e.get('last_step')}/{e.get('total_steps')}" if e.get("total_steps") else "-"
-        loss = f"{e['final_loss']:.4g}" if isinstance(e.get("final_loss"), float) else str(e.get("final_loss") or "-")
+        steps = f"{e.last_step}/{e.total_steps}" if e.total_steps else "-"
+        loss = f"{e.final_loss:.4g}" if e.final_loss is not None else "-"
         table.add_row(
-            e["name"],
-            e["status"],
-            str(e.get("outcome") or "-"),
-            str(e.get("exit_code", "-")),
+            e.name,
+            e.status,
+            str(e.outcome or "-"),
+            str(e.exit_code),
             steps,
             loss,
-            Path(e["lora_file"]).name if e.get("lora_file") else "-",
+            Path(e.lora_file).name if e.lora_file else "-",
         )
     return table
 
@@ -197,6 +203,8 @@ def print_sweep_status(sweep_dir: Path, *, as_json: bool, follow: bool = False) 
 
     status = sweep_status(sweep_dir)
     if as_json:
-        print_json(status.to_json())
+        from kohya_wrap.codec import to_builtins
+
+        print_json(to_builtins(status))
     else:
         console().print(status_table(status))

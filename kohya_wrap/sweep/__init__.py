@@ -1,7 +1,8 @@
 """`kohya-wrap sweep`: many ordinary runs from one command, on this machine or a Ray cluster (docs/sweep.md).
 
-spec (what to sweep) -> variants (one run directory each) -> run (plan all, then train on a backend:
-local or ray_backend, each variant in a worker process) -> state (SWEEP_DIR/sweep.json) -> status, report.
+spec (what to sweep) -> variants (one run directory each) -> run (plan each once, then train the jobs
+on a backend it chooses: local or ray_backend, each variant in a worker process; jobs says what a backend
+records) -> state (SWEEP_DIR/sweep.json, the workers' results) -> status, report.
 Nothing heavy is imported here: the CLI imports this package at start-up.
 """
 

@@ -23,10 +23,12 @@ import socket
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kohya_wrap.sweep.run import Job, OnChange, finish_job, start_job
+from kohya_wrap.process import WORKER, ProcessGroup, forwarded_signals
+from kohya_wrap.sweep.jobs import Job, OnChange, Where, finish_job, start_job
 from kohya_wrap.sweep.spec import SweepError
 from kohya_wrap.sweep.state import SweepState
 
@@ -39,6 +41,16 @@ SAME_INTERRUPT_S = 2.0
 CANCEL_WAIT_S = 120.0
 
 
+@dataclass(frozen=True)
+class TaskInfo:
+    """What a task returns to the driver: its worker's exit code and where it ran (the rest is in result.json)."""
+
+    returncode: int | None
+    host: str | None = None
+    device: str | None = None
+    error: str | None = None  # why there is no exit code (the task was lost), set by the driver
+
+
 def require_ray(address: str | None = None) -> None:
     """Import Ray, or say how to install it; for a cluster, set up its authentication first."""
     if address is not None:
@@ -49,36 +61,26 @@ def require_ray(address: str | None = None) -> None:
         raise SweepError("--backend ray needs Ray, which is not installed", INSTALL_HINT) from None
 
 
-def train_task(job: Job) -> dict[str, Any]:
+def train_task(job: Job) -> TaskInfo:
     """Run on the node: the variant's worker, to its end; a KeyboardInterrupt (ray.cancel) stops it."""
     job.log.parent.mkdir(parents=True, exist_ok=True)
-    with open(job.log, "ab") as log:
-        proc = subprocess.Popen(
-            job.worker_argv(sys.executable),
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        forwarded = 0.0
+    forwarded = -SAME_INTERRUPT_S
+    with (
+        open(job.log, "ab") as log,
+        ProcessGroup(job.worker_argv(sys.executable), stdout=log, stderr=subprocess.STDOUT, policy=WORKER) as group,
+    ):
         while True:
             try:
-                # a timeout, so that the wait returns to Python: ray.cancel interrupts the main thread
-                # (_thread.interrupt_main), which a wait blocked in the kernel would never see
-                code = proc.wait(timeout=0.2)
-                break
-            except subprocess.TimeoutExpired:
-                continue
+                code = group.wait(0.2)
+                if code is not None:
+                    break
             except KeyboardInterrupt:
                 log.write(b"kohya-wrap sweep: the Ray task was cancelled; stopping the variant\n")
                 log.flush()
                 if time.monotonic() - forwarded > SAME_INTERRUPT_S:
                     forwarded = time.monotonic()
-                    try:
-                        proc.send_signal(signal.SIGINT)
-                    except ProcessLookupError:
-                        pass
-    return {"returncode": code, "host": socket.gethostname(), "device": os.environ.get("CUDA_VISIBLE_DEVICES")}
+                    group.stop("cancelled")
+    return TaskInfo(returncode=code, host=socket.gethostname(), device=os.environ.get("CUDA_VISIBLE_DEVICES"))
 
 
 def _task_options(resources: dict[str, float], address: str | None) -> tuple[dict[str, Any], int]:
@@ -110,18 +112,7 @@ def _token_auth_like_ray_start() -> None:
         os.environ["RAY_AUTH_MODE"] = "token"
 
 
-def run_ray(
-    jobs: list[Job],
-    state: SweepState,
-    *,
-    address: str | None = None,
-    max_parallel: int | None = None,
-    on_change: OnChange | None = None,
-) -> bool:
-    """Train every job as a Ray task; True when Ctrl-C stopped the sweep."""
-    require_ray(address)
-    import ray
-
+def _init_ray(ray: Any, address: str | None) -> None:
     kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
     try:
         if address is None:
@@ -141,66 +132,89 @@ def run_ray(
             f"cannot connect to the Ray cluster at {address}: {e}",
             "start it with `ray start --head` (docs/sweep.md), or leave out --ray-address",
         ) from None
+
+
+def _interrupt(_signum: int) -> None:
+    raise KeyboardInterrupt
+
+
+def run_ray(
+    jobs: list[Job],
+    state: SweepState,
+    *,
+    address: str | None = None,
+    max_parallel: int | None = None,
+    on_change: OnChange | None = None,
+) -> bool:
+    """Train every job as a Ray task; True when Ctrl-C stopped the sweep."""
+    require_ray(address)
+    import ray
+
+    _init_ray(ray, address)
     # SIGTERM and SIGHUP get what Ctrl-C gets: Ray's driver turns SIGTERM into sys.exit (after ray.init,
     # so ours goes in after it), and SIGHUP would end the driver and leave Ray's processes behind
-    previous = {sig: signal.signal(sig, signal.default_int_handler) for sig in (signal.SIGTERM, signal.SIGHUP)}
-    try:
-        options, capacity = _task_options(ray.cluster_resources(), address)
-        remote = ray.remote(train_task).options(**options)
+    with forwarded_signals(_interrupt, (signal.SIGTERM, signal.SIGHUP)):
+        try:
+            return _Tasks(ray, state, on_change).run(jobs, address, max_parallel)
+        finally:
+            ray.shutdown()
+
+
+class _Tasks:
+    """The sweep's Ray tasks in flight, each with its job."""
+
+    def __init__(self, ray: Any, state: SweepState, on_change: OnChange | None) -> None:
+        self.ray, self.state, self.on_change = ray, state, on_change
+        self.inflight: dict[Any, Job] = {}
+
+    def run(self, jobs: list[Job], address: str | None, max_parallel: int | None) -> bool:
+        options, capacity = _task_options(self.ray.cluster_resources(), address)
+        remote = self.ray.remote(train_task).options(**options)
         limit = min(capacity, max_parallel or capacity)
         pending = list(jobs)
-        inflight: dict[Any, Job] = {}
         try:
-            while pending or inflight:
-                while pending and len(inflight) < limit:
+            while pending or self.inflight:
+                while pending and len(self.inflight) < limit:
                     job = pending.pop(0)
-                    inflight[remote.remote(job)] = job
-                    start_job(state, job, on_change, device=None, host=None)
-                done, _ = ray.wait(list(inflight), num_returns=1, timeout=0.5)
-                for ref in done:
-                    _finish(ray, state, inflight.pop(ref), ref, on_change)
+                    self.inflight[remote.remote(job)] = job
+                    start_job(self.state, job, self.on_change, Where())
+                self._collect(num_returns=1)
         except KeyboardInterrupt:
-            _cancel(ray, state, inflight, on_change)
+            self._cancel()
             return True
         return False
-    finally:
-        try:
-            ray.shutdown()
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
 
-
-def _finish(ray: Any, state: SweepState, job: Job, ref: Any, on_change: OnChange | None) -> None:
-    try:
-        info = ray.get(ref)
-    except (ray.exceptions.TaskCancelledError, ray.exceptions.RayError) as e:
-        info = {"returncode": None, "error": f"{type(e).__name__}: {e}"}
-    extra = {k: info[k] for k in ("host", "device", "error") if info.get(k) is not None}
-    finish_job(state, job, info.get("returncode"), on_change, extra=extra)
-
-
-def _cancel(ray: Any, state: SweepState, inflight: dict[Any, Job], on_change: OnChange | None) -> None:
-    """Stop every task and wait for it to end, so that no trainer outlives the sweep (nor Ray, if ours)."""
-    for ref in inflight:
-        ray.cancel(ref, force=False)
-    deadline = time.monotonic() + CANCEL_WAIT_S
-    forced = False
-    while inflight:
-        try:
-            done, _ = ray.wait(list(inflight), num_returns=len(inflight), timeout=0.5)
-        except KeyboardInterrupt:
-            done = []
-            for ref in inflight:  # a second Ctrl-C: the workers kill their trainers
-                ray.cancel(ref, force=False)
+    def _collect(self, num_returns: int) -> None:
+        done, _ = self.ray.wait(list(self.inflight), num_returns=num_returns, timeout=0.5)
         for ref in done:
-            _finish(ray, state, inflight.pop(ref), ref, on_change)
-        if inflight and time.monotonic() > deadline and not forced:
-            forced = True
-            for ref in inflight:
-                ray.cancel(ref, force=True)  # the workers see their task process go and stop on their own
-            deadline = time.monotonic() + 30.0
-        elif inflight and forced and time.monotonic() > deadline:
-            break
-    for job in inflight.values():
-        finish_job(state, job, None, on_change)
+            self._finish(self.inflight.pop(ref), ref)
+
+    def _finish(self, job: Job, ref: Any) -> None:
+        try:
+            info: TaskInfo = self.ray.get(ref)
+        except (self.ray.exceptions.TaskCancelledError, self.ray.exceptions.RayError) as e:
+            info = TaskInfo(returncode=None, error=f"{type(e).__name__}: {e}")
+        where = Where(host=info.host, device=info.device)
+        finish_job(self.state, job, info.returncode, self.on_change, error=info.error, where=where)
+
+    def _cancel(self) -> None:
+        """Stop every task and wait for it to end, so that no trainer outlives the sweep (nor Ray, if ours)."""
+        for ref in self.inflight:
+            self.ray.cancel(ref, force=False)
+        deadline = time.monotonic() + CANCEL_WAIT_S
+        forced = False
+        while self.inflight:
+            try:
+                self._collect(num_returns=len(self.inflight))
+            except KeyboardInterrupt:
+                for ref in self.inflight:  # a second Ctrl-C: the workers kill their trainers
+                    self.ray.cancel(ref, force=False)
+            if self.inflight and time.monotonic() > deadline:
+                if forced:
+                    break
+                forced = True
+                for ref in self.inflight:
+                    self.ray.cancel(ref, force=True)  # the workers see their task process go and stop on their own
+                deadline = time.monotonic() + 30.0
+        for job in self.inflight.values():
+            finish_job(self.state, job, None, self.on_change)

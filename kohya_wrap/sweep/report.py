@@ -11,13 +11,15 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kohya_wrap import __version__, rundir
 from kohya_wrap.errors import KohyaWrapError
 from kohya_wrap.fsutil import atomic_write_text
-from kohya_wrap.score import load_score
-from kohya_wrap.sweep.state import read_sweep
+from kohya_wrap.sweep.state import VariantEntry, read_sweep
+
+if TYPE_CHECKING:
+    from kohya_wrap.rundir import RunManifest
 
 REPORT_FILE = rundir.REPORT_HTML  # SWEEP_DIR/report.html, named as a run's
 _PALETTE = (
@@ -59,48 +61,68 @@ class VariantReport:
     score_reason: str | None = None  # score.json's reason for its recommendation, or for none
 
 
-def _checkpoint_at(run: dict[str, Any] | None, step: int | None) -> str | None:
-    for entry in (run or {}).get("checkpoints") or []:
-        if isinstance(entry, dict) and step is not None and entry.get("step") == step:
-            return str(entry.get("path"))
+def _checkpoint_at(manifest: RunManifest | None, step: int | None) -> str | None:
+    for entry in manifest.checkpoints if manifest is not None and step is not None else ():
+        if entry.step == step:
+            return entry.path
     return None
 
 
-def load_variants(sweep_dir: Path) -> list[VariantReport]:
+@dataclass(frozen=True)
+class _Scored:
+    """What the sweep page takes from a run's score (kohya_wrap.score.load_score)."""
+
+    likeness: tuple[tuple[int, float], ...] = ()
+    recommended_step: int | None = None
+    scored: bool = False
+    reason: str | None = None
+
+
+def _scored(run_dir: Path) -> _Scored:
+    from kohya_wrap.score import load_score, recommended_step
+
+    score = load_score(run_dir)
+    if score is None:
+        return _Scored()
+    likeness = tuple(
+        (c["step"], float(c["likeness"]))
+        for c in score["checkpoints"]  # load_score checked: a list of objects
+        if isinstance(c.get("step"), int) and isinstance(c.get("likeness"), (int, float))
+    )
+    reason = score.get("reason")
+    return _Scored(likeness, recommended_step(score), True, reason if isinstance(reason, str) else None)
+
+
+def _variant(entry: VariantEntry) -> VariantReport | None:
     from kohya_wrap.report.summary import load_run
 
-    out = []
-    for entry in read_sweep(sweep_dir)["variants"]:
-        run_dir = Path(entry.get("run_dir", ""))
-        try:
-            summary = load_run(run_dir)
-        except KohyaWrapError:
-            continue  # not planned yet
-        score = load_score(run_dir) or {}
-        likeness = tuple(
-            (c["step"], float(c["likeness"]))
-            for c in score.get("checkpoints") or []
-            if isinstance(c, dict) and isinstance(c.get("step"), int) and isinstance(c.get("likeness"), (int, float))
-        )
-        chosen = score.get("recommended")
-        recommended = chosen.get("step") if isinstance(chosen, dict) else None
-        checkpoint = _checkpoint_at(summary.run, recommended) or (str(summary.lora_file) if summary.lora_file else None)
-        out.append(
-            VariantReport(
-                name=entry.get("name", run_dir.name),
-                values=dict(entry.get("values") or {}),
-                run_dir=run_dir,
-                outcome=summary.outcome,
-                final_loss=summary.final_loss,
-                loss=tuple((p.step, p.loss) for p in summary.loss),
-                likeness=likeness,
-                recommended_step=recommended if isinstance(recommended, int) else None,
-                checkpoint=checkpoint,
-                scored=bool(score),
-                score_reason=score.get("reason") if isinstance(score.get("reason"), str) else None,
-            )
-        )
-    return out
+    run_dir = Path(entry.run_dir)
+    try:
+        summary = load_run(run_dir)
+    except KohyaWrapError:
+        return None  # not planned yet
+    score = _scored(run_dir)
+    checkpoint = _checkpoint_at(summary.manifest, score.recommended_step) or (
+        str(summary.lora_file) if summary.lora_file else None
+    )
+    return VariantReport(
+        name=entry.name,
+        values=dict(entry.values),
+        run_dir=run_dir,
+        outcome=summary.outcome,
+        final_loss=summary.final_loss,
+        loss=tuple((p.step, p.loss) for p in summary.loss),
+        likeness=score.likeness,
+        recommended_step=score.recommended_step,
+        checkpoint=checkpoint,
+        scored=score.scored,
+        score_reason=score.reason,
+    )
+
+
+def load_variants(sweep_dir: Path) -> list[VariantReport]:
+    reports = (_variant(entry) for entry in read_sweep(sweep_dir).variants)
+    return [r for r in reports if r is not None]
 
 
 def best_variant(variants: list[VariantReport]) -> tuple[VariantReport | None, str]:
@@ -153,28 +175,16 @@ def _no_score(variants: list[VariantReport]) -> str:
     )
 
 
-def render(sweep_dir: Path, variants: list[VariantReport]) -> str:
-    from kohya_wrap.report.charts import Series, line_chart
-
-    best, why = best_variant(variants)
-    colours = {v.name: _PALETTE[i % len(_PALETTE)] for i, v in enumerate(variants)}
-    styles = "".join(f"svg .v{i}{{stroke:{colours[v.name]}}}" for i, v in enumerate(variants))
-    legend = "".join(
-        f'<span style="margin-right:1rem"><i class="sw" style="background:{colours[v.name]}"></i>{_e(v.name)}</span>'
-        for v in variants
+def _best_section(best: VariantReport | None, why: str) -> str:
+    if best is None:
+        return f'<p id="best">{_e(why)}.</p>'
+    return (
+        f'<p id="best" data-variant="{_e(best.name)}"><b>{_e(best.name)}</b>: {_e(why)}.<br>'
+        f"checkpoint: <code>{_e(best.checkpoint or '-')}</code></p>"
     )
-    body = [
-        f"<h1>kohya-wrap sweep {_e(sweep_dir.name)}</h1>",
-        f"<p>{_e(sweep_dir)} · {len(variants)} variant(s) · report by kohya-wrap {_e(__version__)}</p>",
-        "<h2>Best variant</h2>",
-    ]
-    if best is not None:
-        body.append(
-            f'<p id="best" data-variant="{_e(best.name)}"><b>{_e(best.name)}</b>: {_e(why)}.<br>'
-            f"checkpoint: <code>{_e(best.checkpoint or '-')}</code></p>"
-        )
-    else:
-        body.append(f'<p id="best">{_e(why)}.</p>')
+
+
+def _variant_table(variants: list[VariantReport], best: VariantReport | None) -> str:
     rows = [
         "<tr><th>variant</th><th>values</th><th>outcome</th><th>final loss</th><th>best step</th>"
         "<th>checkpoint</th></tr>"
@@ -188,14 +198,19 @@ def render(sweep_dir: Path, variants: list[VariantReport]) -> str:
             f"<td>{_e(v.outcome)}</td><td>{_e(loss)}</td><td>{_e(v.recommended_step or '—')}</td>"
             f"<td><code>{_e(Path(v.checkpoint).name if v.checkpoint else '—')}</code></td></tr>"
         )
-    body += ["<h2>Variants</h2>", f'<table id="variants">{"".join(rows)}</table>', "<h2>Loss</h2>"]
+    return f'<table id="variants">{"".join(rows)}</table>'
+
+
+def _charts(variants: list[VariantReport], legend: str) -> list[str]:
+    from kohya_wrap.report.charts import Series, line_chart
+
     loss_series = [
         Series(f"v{i}", f"loss-{v.name}", [s for s, _ in v.loss], [y for _, y in v.loss])
         for i, v in enumerate(variants)
         if v.loss
     ]
     chart = line_chart(loss_series, svg_id="sweep-loss", title="average loss per step, every variant", x_label="step")
-    body.append(f'<p class="legend">{legend}</p>{chart}' if chart else '<p id="no-loss">No loss recorded yet.</p>')
+    body = [f'<p class="legend">{legend}</p>{chart}' if chart else '<p id="no-loss">No loss recorded yet.</p>']
     body.append("<h2>Score per step</h2>")
     score_series = [
         Series(f"v{i}", f"likeness-{v.name}", [s for s, _ in v.likeness], [y for _, y in v.likeness])
@@ -210,6 +225,27 @@ def render(sweep_dir: Path, variants: list[VariantReport]) -> str:
         else ""
     )
     body.append(f'<p class="legend">{legend}</p>{chart}' if chart else _no_score(variants))
+    return body
+
+
+def render(sweep_dir: Path, variants: list[VariantReport]) -> str:
+    best, why = best_variant(variants)
+    colours = {v.name: _PALETTE[i % len(_PALETTE)] for i, v in enumerate(variants)}
+    styles = "".join(f"svg .v{i}{{stroke:{colours[v.name]}}}" for i, v in enumerate(variants))
+    legend = "".join(
+        f'<span style="margin-right:1rem"><i class="sw" style="background:{colours[v.name]}"></i>{_e(v.name)}</span>'
+        for v in variants
+    )
+    body = [
+        f"<h1>kohya-wrap sweep {_e(sweep_dir.name)}</h1>",
+        f"<p>{_e(sweep_dir)} · {len(variants)} variant(s) · report by kohya-wrap {_e(__version__)}</p>",
+        "<h2>Best variant</h2>",
+        _best_section(best, why),
+        "<h2>Variants</h2>",
+        _variant_table(variants, best),
+        "<h2>Loss</h2>",
+        *_charts(variants, legend),
+    ]
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f'<meta http-equiv="Content-Security-Policy" content="{_CSP}">'

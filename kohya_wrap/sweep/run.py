@@ -3,78 +3,61 @@
 Order of work (docs/sweep.md):
 1. Every variant is decided: finished (skipped), stopped with a saved state (resumed), started but not
    resumable (its attempt is set aside under SWEEP_DIR/attempts/ and it starts again), or new.
-2. Every variant to start is planned and validated (pipeline.make_plan) before anything is written or
-   trained: one bad variant stops the sweep, naming it.
-3. The plans are written (pipeline.plan_run) and the backend trains each variant through
-   pipeline.train_run in a worker process (kohya_wrap/sweep/worker.py), updating sweep.json.
+2. Every variant to start is planned and validated (pipeline.make_plan), once, before anything is
+   written or trained: one bad variant stops the sweep, naming it (an attempt set aside for it is put back).
+3. The plans are written (rundir.write_plan) and the backend, chosen here (local or ray_backend), trains
+   each planned run directory through pipeline.train_run in a worker process (kohya_wrap/sweep/worker.py),
+   updating sweep.json.
 A finished run is never trained again or overwritten.
 """
 
 from __future__ import annotations
 
 import shutil
-import sys
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from kohya_wrap import pipeline, rundir
+from kohya_wrap.codec import Record
 from kohya_wrap.errors import ExitCode, KohyaWrapError, RunDirError
 from kohya_wrap.events import ENDED_WELL
-from kohya_wrap.fsutil import load_json
+from kohya_wrap.rundir import Plan
+from kohya_wrap.sweep.jobs import Job, OnChange
 from kohya_wrap.sweep.spec import SweepError, SweepSpec
-from kohya_wrap.sweep.state import DONE, ERROR, PENDING, RUNNING, SKIPPED, SweepState, run_manifest, sweep_paths
+from kohya_wrap.sweep.state import (
+    DONE,
+    ERROR,
+    PENDING,
+    SKIPPED,
+    SweepPaths,
+    SweepState,
+    VariantEntry,
+    run_outcome,
+    sweep_key,
+    sweep_paths,
+)
 from kohya_wrap.sweep.variants import Variant, expand
 
 Backend = Literal["local", "ray"]
 Action = Literal["skip", "resume", "restart", "start"]
-OnChange = Callable[[dict[str, Any]], None]
 
 
-@dataclass(frozen=True)
-class Job:
-    """One variant for a backend to train: the worker's command line and where it reports."""
+class SweepResult(Record, frozen=True):
+    """What a sweep command did (its --json output)."""
 
-    name: str
-    run_dir: Path
-    resume: bool
-    log: Path
-    result: Path
-    allow_nan: bool = False
-    sd_scripts: str | None = None
-
-    def worker_argv(self, python: str | None = None) -> list[str]:
-        argv = [python or sys.executable, "-m", "kohya_wrap.sweep.worker", str(self.run_dir), str(self.result)]
-        if self.resume:
-            argv.append("--resume")
-        if self.allow_nan:
-            argv.append("--allow-nan")
-        if self.sd_scripts:
-            argv += ["--sd-scripts", self.sd_scripts]
-        return argv
-
-
-@dataclass(frozen=True)
-class SweepResult:
     sweep_dir: Path
-    variants: tuple[dict[str, Any], ...]
     trained: int  # variants this command trained (to any outcome)
     skipped: int  # finished before this command
     failed: int  # did not finish: an outcome other than finished, or an error before training
     interrupted: bool
     exit_code: int
+    variants: tuple[VariantEntry, ...]
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "sweep_dir": str(self.sweep_dir),
-            "trained": self.trained,
-            "skipped": self.skipped,
-            "failed": self.failed,
-            "interrupted": self.interrupted,
-            "exit_code": self.exit_code,
-            "variants": list(self.variants),
-        }
+    @property
+    def sweep_json(self) -> Path:
+        return sweep_paths(self.sweep_dir).sweep_json
 
 
 def _started(run_dir: Path) -> bool:
@@ -102,7 +85,7 @@ def decide(variant: Variant) -> Action:
             f"variant {variant.name}: {run_dir} is in use by {holder.describe()}",
             "wait for it to end, or stop it first (`kohya-wrap status SWEEP_DIR` shows the sweep)",
         )
-    if (run_manifest(run_dir) or {}).get("outcome") in ENDED_WELL:
+    if run_outcome(run_dir) in ENDED_WELL:
         return "skip"
     if not rundir.is_planned(run_dir) or not _started(run_dir):
         return "start"
@@ -124,20 +107,38 @@ def plan_request(spec: SweepSpec, variant: Variant, run_dir: Path | None = None)
     )
 
 
-def validate(spec: SweepSpec, variants: list[Variant], actions: dict[str, Action]) -> None:
+@contextmanager
+def attempts_set_aside(paths: SweepPaths, variants: list[Variant], actions: Mapping[str, Action]) -> Iterator[None]:
+    """The attempts of the variants to restart moved under SWEEP_DIR/attempts/, so that each is planned in
+    its own run directory; put back when anything inside fails (nothing is written then)."""
+    attempts = paths.attempts_dir
+    made = not attempts.exists()
+    moved: list[tuple[Path, Path]] = []
+    try:
+        for variant in variants:
+            if actions[variant.name] == "restart":
+                aside = paths.attempt(variant.name)
+                aside.parent.mkdir(parents=True, exist_ok=True)
+                shutil.move(str(variant.run_dir), str(aside))
+                moved.append((variant.run_dir, aside))
+        yield
+    except BaseException:
+        for run_dir, aside in reversed(moved):
+            shutil.move(str(aside), str(run_dir))
+        if made and attempts.is_dir() and not any(attempts.iterdir()):
+            attempts.rmdir()
+        raise
+
+
+def plan_variants(spec: SweepSpec, variants: list[Variant], actions: Mapping[str, Action]) -> dict[str, Plan]:
     """Plan every variant that will start, writing nothing; the first bad one stops the sweep."""
+    plans: dict[str, Plan] = {}
     bad: list[tuple[Variant, KohyaWrapError]] = []
     for variant in variants:
         if actions[variant.name] not in ("start", "restart"):
             continue
-        # a run to restart still holds its attempt: validate the same plan for a fresh folder beside it
-        where = (
-            variant.run_dir
-            if actions[variant.name] == "start"
-            else variant.run_dir.with_name(variant.run_dir.name + ".check")
-        )
         try:
-            pipeline.make_plan(plan_request(spec, variant, where))
+            plans[variant.name] = pipeline.make_plan(plan_request(spec, variant))
         except KohyaWrapError as e:
             bad.append((variant, e))
     if bad:
@@ -149,11 +150,21 @@ def validate(spec: SweepSpec, variants: list[Variant], actions: dict[str, Action
             "nothing was trained",
             first.hint,
         )
+    return plans
 
 
 def _describe(variant: Variant) -> str:
     values = ", ".join(f"{k}={v}" for k, v in variant.values.items())
     return f"dataset {variant.dataset_dir.name}" + (f", {values}" if values else "")
+
+
+def _check_backend(backend: Backend, ray_address: str | None) -> None:
+    if backend == "ray":
+        from kohya_wrap.sweep.ray_backend import require_ray
+
+        require_ray(ray_address)
+    elif ray_address:
+        raise SweepError("--ray-address needs --backend ray")
 
 
 def run_sweep(
@@ -166,77 +177,97 @@ def run_sweep(
     on_change: OnChange | None = None,
     on_warning: Callable[[str, str], None] | None = None,
 ) -> SweepResult:
-    """Plan every variant, then train those not finished. Ctrl-C stops every trainer and raises KeyboardInterrupt.
+    """Plan every variant, then train those not finished. Ctrl-C stops every trainer and raises SweepInterrupted.
 
     on_warning(variant, warning) is called for each warning of each plan written, before anything trains.
     """
     sweep_dir = Path(sweep_dir).expanduser().resolve()
-    if backend == "ray":
-        from kohya_wrap.sweep.ray_backend import require_ray
-
-        require_ray(ray_address)
-    elif ray_address:
-        raise SweepError("--ray-address needs --backend ray")
+    _check_backend(backend, ray_address)
     sweep_dir.mkdir(parents=True, exist_ok=True)
     with rundir.RunLock(sweep_dir, "sweep"):
         variants = expand(spec, sweep_dir)
         actions = {v.name: decide(v) for v in variants}
-        validate(spec, variants, actions)
-        state = SweepState.open(sweep_dir, spec.to_json(), variants, backend)
-        paths = sweep_paths(sweep_dir)
-        jobs: list[Job] = []
-        for variant in variants:
-            action = actions[variant.name]
-            if action == "skip":
-                state.update(variant.name, status=SKIPPED, error=None)
-                state.refresh_from_run(variant.name)
-                continue
-            if action == "restart":
-                aside = paths.attempt(variant.name)
-                aside.parent.mkdir(parents=True, exist_ok=True)
-                shutil.move(str(variant.run_dir), str(aside))
-            if action in ("start", "restart"):
-                planned = pipeline.plan_run(plan_request(spec, variant))
-                if on_warning is not None:
-                    for warning in planned.warnings:
-                        on_warning(variant.name, warning)
-            log = paths.log(variant.name)
-            result_file = paths.result(variant.name)
-            result_file.unlink(missing_ok=True)
-            state.update(variant.name, status=PENDING, error=None, log=str(log), outcome=None, exit_code=None)
-            jobs.append(
-                Job(
-                    variant.name,
-                    variant.run_dir,
-                    action == "resume",
-                    log,
-                    result_file,
-                    allow_nan=spec.allow_nan,
-                    sd_scripts=spec.sd_scripts,
-                )
-            )
-        for entry in state.doc["variants"]:
-            if on_change is not None and entry["status"] == SKIPPED:
-                on_change(dict(entry))
-        interrupted = False
-        if jobs:
-            if backend == "ray":
-                from kohya_wrap.sweep.ray_backend import run_ray
-
-                interrupted = run_ray(jobs, state, address=ray_address, max_parallel=max_parallel, on_change=on_change)
-            else:
-                from kohya_wrap.sweep.local import run_local
-
-                interrupted = run_local(jobs, state, max_parallel=max_parallel, on_change=on_change)
-        entries = tuple(dict(e) for e in state.doc["variants"])
-    failed = sum(1 for e in entries if e["status"] == ERROR or (e["status"] == DONE and e["outcome"] not in ENDED_WELL))
-    trained = sum(1 for e in entries if e["status"] in (DONE, ERROR))
-    skipped = sum(1 for e in entries if e["status"] == SKIPPED)
-    code = ExitCode.INTERRUPTED if interrupted else (ExitCode.SWEEP_FAILED if failed else ExitCode.OK)
-    result = SweepResult(sweep_dir, entries, trained, skipped, failed, interrupted, int(code))
+        with attempts_set_aside(sweep_paths(sweep_dir), variants, actions):
+            plans = plan_variants(spec, variants, actions)
+            state = SweepState.open(sweep_dir, sweep_key(spec), variants, backend)
+        jobs = [_job(spec, state, v, actions[v.name], plans.get(v.name), on_warning) for v in variants]
+        for entry in state.entries:
+            if on_change is not None and entry.status == SKIPPED:
+                on_change(entry)
+        todo = [job for job in jobs if job is not None]
+        interrupted = _train(todo, state, backend, ray_address, max_parallel, on_change) if todo else False
+    result = _result(sweep_dir, state.entries, interrupted)
     if interrupted:
         raise SweepInterrupted(result)
     return result
+
+
+def _job(
+    spec: SweepSpec,
+    state: SweepState,
+    variant: Variant,
+    action: Action,
+    plan: Plan | None,
+    on_warning: Callable[[str, str], None] | None,
+) -> Job | None:
+    """The variant's job, its plan written first; None for a variant finished before (skipped)."""
+    if action == "skip":
+        state.update(variant.name, status=SKIPPED, error=None)
+        state.refresh_from_run(variant.name)
+        return None
+    run_dir = variant.run_dir
+    if plan is not None:
+        rundir.write_plan(plan)
+        run_dir = plan.run_dir
+        for warning in plan.warnings:
+            if on_warning is not None:
+                on_warning(variant.name, warning)
+    log, result_file = state.paths.log(variant.name), state.paths.result(variant.name)
+    result_file.unlink(missing_ok=True)
+    state.update(variant.name, status=PENDING, error=None, log=str(log), outcome=None, exit_code=None)
+    return Job(
+        variant.name,
+        run_dir,
+        action == "resume",
+        log,
+        result_file,
+        allow_nan=spec.allow_nan,
+        sd_scripts=spec.sd_scripts,
+    )
+
+
+def _train(
+    jobs: list[Job],
+    state: SweepState,
+    backend: Backend,
+    ray_address: str | None,
+    max_parallel: int | None,
+    on_change: OnChange | None,
+) -> bool:
+    """Train the jobs on the backend; True when a signal stopped the sweep."""
+    if backend == "ray":
+        from kohya_wrap.sweep.ray_backend import run_ray
+
+        return run_ray(jobs, state, address=ray_address, max_parallel=max_parallel, on_change=on_change)
+    from kohya_wrap.sweep.local import run_local
+
+    return run_local(jobs, state, max_parallel=max_parallel, on_change=on_change)
+
+
+def _result(sweep_dir: Path, entries: tuple[VariantEntry, ...], interrupted: bool) -> SweepResult:
+    failed = sum(1 for e in entries if e.status == ERROR or (e.status == DONE and e.outcome not in ENDED_WELL))
+    trained = sum(1 for e in entries if e.status in (DONE, ERROR))
+    skipped = sum(1 for e in entries if e.status == SKIPPED)
+    code = ExitCode.INTERRUPTED if interrupted else (ExitCode.SWEEP_FAILED if failed else ExitCode.OK)
+    return SweepResult(
+        sweep_dir=sweep_dir,
+        trained=trained,
+        skipped=skipped,
+        failed=failed,
+        interrupted=interrupted,
+        exit_code=int(code),
+        variants=entries,
+    )
 
 
 class SweepInterrupted(KeyboardInterrupt):
@@ -245,51 +276,3 @@ class SweepInterrupted(KeyboardInterrupt):
     def __init__(self, result: SweepResult) -> None:
         super().__init__("sweep interrupted")
         self.result = result
-
-
-def finish_job(
-    state: SweepState, job: Job, returncode: int | None, on_change: OnChange | None, extra: dict[str, Any] | None = None
-) -> None:
-    """Record a worker's end: its result file, then the run's own run.json."""
-
-    from kohya_wrap.sweep.state import now_text
-
-    try:
-        result = load_json(job.result.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        why = (extra or {}).get("error") or f"the worker ended (exit code {returncode}) without a result"
-        result = {
-            "outcome": None,
-            "exit_code": returncode if returncode else int(ExitCode.UNEXPECTED),
-            "error": f"{why}; see {job.log}" if job.log.is_file() else why,
-        }
-    fields = {
-        k: result.get(k)
-        for k in (
-            "outcome",
-            "exit_code",
-            "final_loss",
-            "last_step",
-            "total_steps",
-            "lora_file",
-            "host",
-            "device",
-            "error",
-        )
-        if k in result
-    }
-    fields.update(extra or {})
-    status = ERROR if result.get("outcome") is None else DONE
-    state.update(job.name, status=status, ended_at=now_text(), **fields)
-    if (run_manifest(job.run_dir) or {}).get("outcome") is not None:
-        state.refresh_from_run(job.name)
-    if on_change is not None:
-        on_change(dict(state.entry(job.name)))
-
-
-def start_job(state: SweepState, job: Job, on_change: OnChange | None, **fields: Any) -> None:
-    from kohya_wrap.sweep.state import now_text
-
-    state.update(job.name, status=RUNNING, started_at=now_text(), ended_at=None, resume=job.resume, **fields)
-    if on_change is not None:
-        on_change(dict(state.entry(job.name)))

@@ -22,11 +22,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict
+
+import msgspec
 
 from kohya_wrap.errors import KohyaWrapError, PresetError
 from kohya_wrap.preset import OUR_KEYS, OURS_TABLE, convert_ours, parse_override
 from kohya_wrap.sdscripts import ArgumentError, argument_table, check_trust, convert, did_you_mean, unknown_key_hint
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 SWEEP_SCHEMA = 1
 FILE_KEYS = ("schema", "description", "datasets", "preset", "base_model", "set", "grid")
@@ -58,16 +63,25 @@ class SweepSpec:
     source: str = "command line"  # or the sweep file's path
     description: str = ""
 
-    def to_json(self) -> dict[str, Any]:
-        """What identifies the sweep: a rerun of SWEEP_DIR must ask for the same (sweep.json `spec`)."""
-        return {
-            "datasets": [str(d) for d in self.datasets],
-            "preset": self.preset,
-            "base_model": self.base_model,
-            "grid": {a.key: list(a.values) for a in self.grid},
-            "set": list(self.overrides),
-            "tokenizer_cache_dir": str(self.tokenizer_cache_dir) if self.tokenizer_cache_dir else None,
-        }
+
+class PassedOn(TypedDict, total=False):
+    """SweepSpec's fields that a sweep file does not hold: from_file passes them on as given."""
+
+    tokenizer_cache_dir: Path | None
+    sd_scripts: str | None
+    allow_nan: bool
+
+
+@dataclass(frozen=True)
+class SweepFile:
+    """A sweep file, read and checked (from_file adds what the command line gives)."""
+
+    description: str
+    datasets: tuple[Path, ...]  # resolved against the file's folder
+    preset: str | None  # a shipped name, or a preset file's resolved path
+    base_model: str | None
+    overrides: tuple[str, ...]  # [set] as --set KEY=VALUE
+    grid: tuple[GridAxis, ...]
 
 
 def value_text(value: Any) -> str:
@@ -195,14 +209,29 @@ def _where(path: Path, table: str | None, key: str | None = None) -> str:
     return f"{path}: " + (f"[{table}] " if table else "") + (key or "")
 
 
-def load_file(path: Path) -> dict[str, Any]:
-    """A sweep file read and checked, as the keyword arguments of from_file's SweepSpec."""
+def load_file(path: Path) -> SweepFile:
+    """A sweep file read and checked; a SweepError (or PresetError) naming the file, table and key."""
     from kohya_wrap.fsutil import TomlFileError, load_toml_file
 
     try:
         doc = load_toml_file(path, "a sweep file")
     except TomlFileError as e:
         raise SweepError(e.message, e.hint) from None
+    _check_top_level(path, doc)
+    datasets = doc.get("datasets", [])
+    fixed = _table(path, doc, "set", "a table of KEY = VALUE")
+    overrides = tuple(f"{key}={_file_value(path, 'set', key, value)[1]}" for key, value in fixed.items())
+    return SweepFile(
+        description=doc.get("description", ""),
+        datasets=tuple((path.parent / Path(d).expanduser()).resolve() for d in datasets),
+        preset=_preset_ref(path, doc["preset"]) if "preset" in doc else None,
+        base_model=doc.get("base_model"),
+        overrides=overrides,
+        grid=_file_grid(path, _table(path, doc, "grid", "a table of KEY = [V1, V2, ...]"), set(fixed)),
+    )
+
+
+def _check_top_level(path: Path, doc: dict[str, Any]) -> None:
     schema = doc.get("schema")
     if schema != SWEEP_SCHEMA or isinstance(schema, bool):
         raise SweepError(
@@ -221,51 +250,44 @@ def load_file(path: Path) -> dict[str, Any]:
     datasets = doc.get("datasets", [])
     if not isinstance(datasets, list) or not all(isinstance(d, str) and d for d in datasets):
         raise SweepError(f"{_where(path, None, 'datasets')}: must be a list of folder paths, got {datasets!r}")
-    out: dict[str, Any] = {
-        "description": doc.get("description", ""),
-        "datasets": [(path.parent / Path(d).expanduser()).resolve() for d in datasets],
-    }
-    if "preset" in doc:
-        ref = doc["preset"]
-        # a preset file is looked up beside the sweep file, as `extends` looks beside a preset
-        out["preset"] = str((path.parent / ref).resolve()) if ref.endswith(".toml") or "/" in ref else ref
-    if "base_model" in doc:
-        out["base_model"] = doc["base_model"]
-    fixed = doc.get("set", {})
-    if not isinstance(fixed, dict):
-        raise SweepError(f"{_where(path, None, 'set')}: must be a table of KEY = VALUE")
-    overrides: list[str] = []
-    for key, value in fixed.items():
-        try:
-            converted = check_value(key, value, from_text=False, trusted=False)
-        except ArgumentError as e:
-            raise PresetError(f"{_where(path, 'set', key)}: {e.message}", e.hint) from None
-        overrides.append(f"{key}={_round_trip(path, 'set', key, converted)}")
-    grid = doc.get("grid", {})
-    if not isinstance(grid, dict):
-        raise SweepError(f"{_where(path, None, 'grid')}: must be a table of KEY = [V1, V2, ...]")
+
+
+def _table(path: Path, doc: dict[str, Any], key: str, what: str) -> dict[str, Any]:
+    """[set] or [grid]: a TOML table (what the user wrote; any value in it is checked by check_value)."""
+    try:
+        return msgspec.convert(doc.get(key, {}), dict[str, Any])
+    except msgspec.ValidationError:
+        raise SweepError(f"{_where(path, None, key)}: must be {what}") from None
+
+
+def _preset_ref(path: Path, ref: str) -> str:
+    # a preset file is looked up beside the sweep file, as `extends` looks beside a preset
+    return str((path.parent / ref).resolve()) if ref.endswith(".toml") or "/" in ref else ref
+
+
+def _file_value(path: Path, table: str, key: str, value: Any, index: int | None = None) -> tuple[Any, str]:
+    """A [set] or [grid] value checked as an untrusted preset's, and its --set text."""
+    try:
+        converted = check_value(key, value, from_text=False, trusted=False)
+    except ArgumentError as e:
+        which = f" value {index} ({value!r})" if index is not None else ""
+        raise PresetError(f"{_where(path, table, key)}{which}: {e.message}", e.hint) from None
+    return converted, _round_trip(path, table, key, converted)
+
+
+def _file_grid(path: Path, grid: dict[str, Any], set_keys: set[str]) -> tuple[GridAxis, ...]:
     axes: list[GridAxis] = []
-    set_keys = {k for k in fixed}
     for key, values in grid.items():
         if not isinstance(values, list) or not values:
             raise SweepError(
                 f"{_where(path, 'grid', key)}: must be a non-empty list of values, got {values!r}",
                 f"for example {key} = [{value_text(values)}]" if values is not None else None,
             )
-        typed, texts = [], []
-        for i, value in enumerate(values, 1):
-            try:
-                converted = check_value(key, value, from_text=False, trusted=False)
-            except ArgumentError as e:
-                raise PresetError(f"{_where(path, 'grid', key)} value {i} ({value!r}): {e.message}", e.hint) from None
-            typed.append(converted)
-            texts.append(_round_trip(path, "grid", key, converted))
-        axis = _axis(key, typed, texts)
+        checked = [_file_value(path, "grid", key, value, i) for i, value in enumerate(values, 1)]
+        axis = _axis(key, [c for c, _ in checked], [t for _, t in checked])
         _check_axis(axis, _where(path, "grid", key), set_keys, axes)
         axes.append(axis)
-    out["overrides"] = tuple(overrides)
-    out["grid"] = tuple(axes)
-    return out
+    return tuple(axes)
 
 
 def _round_trip(path: Path, table: str, key: str, value: Any) -> str:
@@ -290,28 +312,26 @@ def from_file(
     base_model: str | None = None,
     grid: Sequence[str] = (),
     overrides: Sequence[str] = (),
-    tokenizer_cache_dir: Path | None = None,
-    sd_scripts: str | None = None,
-    allow_nan: bool = False,
+    **passed: Unpack[PassedOn],
 ) -> SweepSpec:
     """A sweep file; what the command line gives as well (datasets, preset, model, --set, --grid) wins or adds."""
     path = Path(path).expanduser().resolve()
     doc = load_file(path)
-    chosen_datasets = tuple(Path(d).expanduser().resolve() for d in datasets) or tuple(doc["datasets"])
+    chosen_datasets = tuple(Path(d).expanduser().resolve() for d in datasets) or doc.datasets
     if not chosen_datasets:
         raise SweepError(f"{path}: no datasets", 'add `datasets = ["data/ohwx"]`, or give DATASET_DIR after the file')
-    chosen_preset = preset or doc.get("preset")
-    chosen_model = base_model or doc.get("base_model")
+    chosen_preset = preset or doc.preset
+    chosen_model = base_model or doc.base_model
     if not chosen_preset or not chosen_model:
         missing = "preset" if not chosen_preset else "base_model"
         option = "--" + missing.replace("_", "-")
         raise SweepError(f"{path}: no {missing}", f"add `{missing} = ...` to the file, or give {option}")
     given = {parse_override(c)[0] for c in overrides}
-    file_overrides = [o for o in doc["overrides"] if parse_override(o)[0] not in given]
+    file_overrides = [o for o in doc.overrides if parse_override(o)[0] not in given]
     all_overrides = tuple(file_overrides) + tuple(overrides)
     cli_axes = parse_grid(grid, all_overrides)
     cli_keys = {a.key for a in cli_axes}
-    axes = tuple(a for a in doc["grid"] if a.key not in cli_keys) + cli_axes
+    axes = tuple(a for a in doc.grid if a.key not in cli_keys) + cli_axes
     fixed_keys = {parse_override(o)[0] for o in all_overrides}
     for axis in axes:
         if axis.key in fixed_keys:
@@ -322,9 +342,7 @@ def from_file(
         base_model=chosen_model,
         grid=axes,
         overrides=all_overrides,
-        tokenizer_cache_dir=tokenizer_cache_dir,
-        sd_scripts=sd_scripts,
-        allow_nan=allow_nan,
         source=str(path),
-        description=doc["description"],
+        description=doc.description,
+        **passed,
     )

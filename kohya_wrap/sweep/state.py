@@ -1,37 +1,125 @@
-"""SWEEP_DIR/sweep.json: the sweep and each variant's progress, rewritten atomically as variants move on.
+"""SWEEP_DIR/sweep.json and each worker's result file: the sweep's records, read and written here only.
 
     {"schema": 1, "spec": {...}, "backend": "local", "updated_at": "...",
      "variants": [{"name", "run_dir", "dataset", "values", "status", "outcome", "exit_code",
                    "recommended_step", "final_loss", "last_step", "total_steps", "lora_file", "host",
-                   "device", "started_at", "ended_at", "error", "log"}]}
+                   "device", "started_at", "ended_at", "error", "log", "resume", "pid"}]}
 
 `status`: pending (not started by this sweep yet), running, done (trained to an outcome), skipped
 (finished before this sweep command), error (could not be trained: the message is in `error`).
 `outcome` and `exit_code` are the run's own (run.json); `recommended_step` comes from RUN_DIR/score.json
 (`recommended.step`) when the score stage wrote one, else null. Only the sweep's driver writes the file.
+
+A variant's worker writes SWEEP_DIR/.work/<variant>.result.json (a VariantResult) for the driver, which
+copies its VariantOutcome fields into the variant's VariantEntry: the fields are listed once, as the
+fields of VariantOutcome.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from kohya_wrap import __version__, rundir
-from kohya_wrap.fsutil import atomic_write_json, load_json
-from kohya_wrap.sweep.spec import SweepError
+import msgspec
+
+from kohya_wrap import __version__, codec, rundir
+from kohya_wrap.codec import Record
+from kohya_wrap.sweep.spec import SweepError, SweepSpec
 from kohya_wrap.sweep.variants import Variant
 
 SWEEP_JSON = "sweep.json"
 LOGS_DIR = "logs"  # SWEEP_DIR/logs/<variant>.log: what each variant's worker printed
 WORK_DIR = ".work"  # SWEEP_DIR/.work/<variant>.result.json: a worker's result, read by the driver
+RESULT_SUFFIX = ".result.json"
 ATTEMPTS_DIR = "attempts"  # SWEEP_DIR/attempts/<variant>-<time>: a failed attempt set aside before a restart
 STATE_SCHEMA = 1
+_HINT = "restore it, or run the sweep into a new folder"
 
-PENDING, RUNNING, DONE, SKIPPED, ERROR = "pending", "running", "done", "skipped", "error"
+Status = Literal["pending", "running", "done", "skipped", "error"]
+PENDING: Status = "pending"
+RUNNING: Status = "running"
+DONE: Status = "done"
+SKIPPED: Status = "skipped"
+ERROR: Status = "error"
+
+
+class VariantOutcome(Record, frozen=True, kw_only=True):
+    """What training a variant came to, as its worker saw it: what result.json passes on to sweep.json."""
+
+    outcome: str | None = None  # the run's outcome (run.json); None: it could not be trained
+    exit_code: int | None = None
+    final_loss: float | None = None
+    last_step: int | None = None
+    total_steps: int | None = None
+    lora_file: str | None = None
+    host: str | None = None
+    device: str | None = None
+    error: str | None = None
+
+
+OUTCOME_FIELDS = tuple(f.name for f in msgspec.structs.fields(VariantOutcome))
+
+
+class VariantResult(VariantOutcome, frozen=True, kw_only=True):
+    """SWEEP_DIR/.work/<variant>.result.json, written by the variant's worker."""
+
+    pid: int | None = None
+    advice: str | None = None
+    resumed_from: str | None = None
+    score_note: str | None = None
+
+
+class VariantEntry(VariantOutcome, frozen=True, kw_only=True):
+    """One variant in sweep.json."""
+
+    name: str
+    run_dir: str
+    dataset: str | None = None
+    values: dict[str, Any] = {}  # grid key -> its value in this variant: any TOML value
+    status: Status = PENDING
+    recommended_step: int | None = None
+    started_at: str | None = None
+    ended_at: str | None = None
+    log: str | None = None
+    resume: bool | None = None  # this sweep resumed it from its saved state
+    pid: int | None = None  # its worker's, on the local backend
+
+
+class SweepKey(Record, frozen=True, kw_only=True):
+    """What identifies a sweep (sweep.json `spec`): a rerun of SWEEP_DIR must ask for the same."""
+
+    datasets: list[str] = []
+    preset: str | None = None
+    base_model: str | None = None
+    grid: dict[str, list[Any]] = {}  # swept key -> its values: any TOML values
+    set: list[str] = []
+    tokenizer_cache_dir: str | None = None
+
+
+class SweepDoc(Record, frozen=True, kw_only=True):
+    """SWEEP_DIR/sweep.json."""
+
+    schema: int = STATE_SCHEMA
+    kohya_wrap_version: str | None = None
+    created_at: str | None = None
+    spec: SweepKey = SweepKey()
+    backend: str | None = None
+    updated_at: str | None = None
+    variants: tuple[VariantEntry, ...]
+
+
+def sweep_key(spec: SweepSpec) -> SweepKey:
+    return SweepKey(
+        datasets=[str(d) for d in spec.datasets],
+        preset=spec.preset,
+        base_model=spec.base_model,
+        grid={a.key: list(a.values) for a in spec.grid},
+        set=list(spec.overrides),
+        tokenizer_cache_dir=str(spec.tokenizer_cache_dir) if spec.tokenizer_cache_dir else None,
+    )
 
 
 @dataclass(frozen=True)
@@ -46,56 +134,44 @@ class SweepPaths:
         return self.sweep_dir / LOGS_DIR / f"{name}.log"
 
     def result(self, name: str) -> Path:
-        return self.sweep_dir / WORK_DIR / f"{name}.result.json"
+        return self.sweep_dir / WORK_DIR / f"{name}{RESULT_SUFFIX}"
+
+    @property
+    def attempts_dir(self) -> Path:
+        return self.sweep_dir / ATTEMPTS_DIR
 
     def attempt(self, name: str) -> Path:
         stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-        return self.sweep_dir / ATTEMPTS_DIR / f"{name}-{stamp}"
+        return self.attempts_dir / f"{name}-{stamp}"
 
 
 def sweep_paths(sweep_dir: str | Path) -> SweepPaths:
     return SweepPaths(Path(sweep_dir))
 
 
-def now_text() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
 def is_sweep_dir(path: str | Path) -> bool:
     return (Path(path) / SWEEP_JSON).is_file()
 
 
-def read_sweep(sweep_dir: str | Path) -> dict[str, Any]:
+def read_sweep(sweep_dir: str | Path) -> SweepDoc:
     path = sweep_paths(sweep_dir).sweep_json
-    try:
-        doc = load_json(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
+    if not path.is_file():
         raise SweepError(
             f"{sweep_dir} is not a sweep directory: it has no {SWEEP_JSON}", "give the -o folder of `kohya-wrap sweep`"
-        ) from None
-    except (OSError, ValueError) as e:
-        raise SweepError(f"{path} cannot be read: {e}", "restore it, or run the sweep into a new folder") from None
-    if not isinstance(doc, dict) or not isinstance(doc.get("variants"), list):
-        raise SweepError(f"{path} is not a sweep.json (no variants list)", "run the sweep into a new folder")
+        )
+    return codec.read(path, SweepDoc, what="the sweep's state", hint=_HINT)
+
+
+def write_result(path: Path, result: VariantResult) -> None:
+    codec.write(path, result)
+
+
+def read_result(path: Path) -> VariantResult | None:
+    """A worker's result, or None when it wrote none (it was killed) or it cannot be read."""
     try:
-        rundir.check_shape(doc, {"spec": (dict,), "backend": (str,), "updated_at": (str,)}, str(path))
-        for i, variant in enumerate(doc["variants"]):
-            rundir.check_shape(variant, _VARIANT, f"{path}: variants[{i}]")
-            if not isinstance(variant.get("name"), str) or not isinstance(variant.get("run_dir"), str):
-                raise ValueError(f"{path}: variants[{i}] has no name or run_dir")
-    except ValueError as e:
-        raise SweepError(f"{e}", "restore it, or run the sweep into a new folder") from None
-    return doc
-
-
-# The type of each field of a sweep.json variant (null is allowed for every one but name and run_dir).
-_VARIANT: dict[str, tuple[type, ...]] = {
-    **{k: (str,) for k in ("name", "run_dir", "dataset", "status", "outcome", "lora_file", "host", "device")},
-    **{k: (str,) for k in ("started_at", "ended_at", "error", "log")},
-    **{k: (int,) for k in ("exit_code", "recommended_step", "last_step", "total_steps")},
-    "values": (dict,),
-    "final_loss": (int, float, str),
-}
+        return codec.read(path, VariantResult, what="the variant's result")
+    except codec.RecordError:
+        return None
 
 
 def recommended_step(run_dir: Path) -> int | None:
@@ -106,125 +182,100 @@ def recommended_step(run_dir: Path) -> int | None:
     return step_of(load_score(run_dir))
 
 
-def run_manifest(run_dir: Path) -> dict[str, Any] | None:
-    return rundir.read_manifest_json(rundir.paths(run_dir).run_json)
+def run_outcome(run_dir: Path) -> str | None:
+    """The outcome in the run's run.json; None without one."""
+    manifest = rundir.read_manifest(rundir.paths(run_dir).run_json)
+    return manifest.outcome if manifest is not None else None
 
 
-def _json_value(value: Any) -> Any:
-    if isinstance(value, float) and value != value or value in (float("inf"), float("-inf")):
-        return str(value)
-    return value
+def _entry(variant: Variant, old: VariantEntry | None) -> VariantEntry:
+    fresh = VariantEntry(
+        name=variant.name,
+        run_dir=str(variant.run_dir),
+        dataset=str(variant.dataset_dir),
+        values=dict(variant.values),
+    )
+    if old is None:
+        return fresh
+    # what the earlier command learnt stays; a variant it did not end is pending again
+    kept = msgspec.structs.replace(old, name=fresh.name, run_dir=fresh.run_dir, dataset=fresh.dataset)
+    return msgspec.structs.replace(
+        kept,
+        values=fresh.values,
+        status=old.status if old.status in (DONE, SKIPPED, ERROR) else PENDING,
+        resume=None,
+        pid=None,
+    )
 
 
 class SweepState:
     """sweep.json in memory; every change is written at once (atomically), from one process."""
 
-    def __init__(self, sweep_dir: Path, doc: dict[str, Any]) -> None:
+    def __init__(self, sweep_dir: Path, doc: SweepDoc) -> None:
         self.sweep_dir = sweep_dir
         self.paths = sweep_paths(sweep_dir)
         self.doc = doc
         self._lock = threading.Lock()
 
     @classmethod
-    def open(cls, sweep_dir: Path, spec_json: Mapping[str, Any], variants: list[Variant], backend: str) -> SweepState:
+    def open(cls, sweep_dir: Path, key: SweepKey, variants: list[Variant], backend: str) -> SweepState:
         """The sweep.json of SWEEP_DIR for these variants: a new one, or the earlier one for the same sweep."""
-        doc: dict[str, Any]
         if is_sweep_dir(sweep_dir):
             doc = read_sweep(sweep_dir)
-            if doc.get("spec") != dict(spec_json):
+            if doc.spec != key:
                 raise SweepError(
                     f"{sweep_dir} holds another sweep (its sweep.json was made for other datasets, preset, model, "
                     "--set or --grid values)",
                     "run the same command as before to finish it, or give a new -o folder for this sweep",
                 )
         else:
-            doc = {
-                "schema": STATE_SCHEMA,
-                "kohya_wrap_version": __version__,
-                "created_at": now_text(),
-                "spec": dict(spec_json),
-                "variants": [],
-            }
-        old = {v.get("name"): v for v in doc.get("variants", []) if isinstance(v, dict)}
-        doc["variants"] = [cls._entry(v, old.get(v.name)) for v in variants]
-        doc["backend"] = backend
-        state = cls(sweep_dir, doc)
+            doc = SweepDoc(kohya_wrap_version=__version__, created_at=codec.utc_now_text(), spec=key, variants=())
+        old = {v.name: v for v in doc.variants}
+        entries = tuple(_entry(v, old.get(v.name)) for v in variants)
+        state = cls(sweep_dir, msgspec.structs.replace(doc, variants=entries, backend=backend))
         state.write()
         return state
 
-    @staticmethod
-    def _entry(variant: Variant, old: dict[str, Any] | None) -> dict[str, Any]:
-        entry: dict[str, Any] = {
-            "name": variant.name,
-            "run_dir": str(variant.run_dir),
-            "dataset": str(variant.dataset_dir),
-            "values": {k: _json_value(v) for k, v in variant.values.items()},
-            "status": PENDING,
-            "outcome": None,
-            "exit_code": None,
-            "recommended_step": None,
-            "final_loss": None,
-            "last_step": None,
-            "total_steps": None,
-            "lora_file": None,
-            "host": None,
-            "device": None,
-            "started_at": None,
-            "ended_at": None,
-            "error": None,
-            "log": None,
-        }
-        for key in (
-            "outcome",
-            "exit_code",
-            "final_loss",
-            "last_step",
-            "total_steps",
-            "lora_file",
-            "host",
-            "device",
-            "started_at",
-            "ended_at",
-            "error",
-            "log",
-            "recommended_step",
-        ):
-            if old and key in old:
-                entry[key] = old[key]
-        if old and old.get("status") in (DONE, SKIPPED, ERROR):
-            entry["status"] = old["status"]
-        return entry
+    @property
+    def entries(self) -> tuple[VariantEntry, ...]:
+        return self.doc.variants
 
     def write(self) -> None:
-        self.doc["updated_at"] = now_text()
-        atomic_write_json(self.paths.sweep_json, self.doc)
+        self.doc = msgspec.structs.replace(self.doc, updated_at=codec.utc_now_text())
+        codec.write(self.paths.sweep_json, self.doc)
 
-    def entry(self, name: str) -> dict[str, Any]:
-        for entry in self.doc["variants"]:
-            if entry["name"] == name:
+    def entry(self, name: str) -> VariantEntry:
+        for entry in self.doc.variants:
+            if entry.name == name:
                 return entry
         raise KeyError(name)
 
-    def update(self, name: str, **fields: Any) -> None:
+    def update(self, name: str, **fields: Any) -> VariantEntry:
+        """Change fields of one variant and write the file; the variant as it is now."""
         with self._lock:
-            self.entry(name).update({k: _json_value(v) for k, v in fields.items()})
+            changed = msgspec.structs.replace(self.entry(name), **fields)
+            variants = tuple(changed if e.name == name else e for e in self.doc.variants)
+            self.doc = msgspec.structs.replace(self.doc, variants=variants)
             self.write()
+            return changed
 
-    def refresh_from_run(self, name: str) -> None:
+    def record_result(self, name: str, result: VariantOutcome, **fields: Any) -> VariantEntry:
+        """A worker's outcome (and `fields`) into its variant."""
+        outcome = {f: getattr(result, f) for f in OUTCOME_FIELDS}
+        return self.update(name, **{**outcome, **fields})
+
+    def refresh_from_run(self, name: str) -> VariantEntry:
         """Take outcome, loss, steps and the LoRA from the run's own run.json (and score.json)."""
-        entry = self.entry(name)
-        run_dir = Path(entry["run_dir"])
-        manifest = run_manifest(run_dir) or {}
-        steps = manifest.get("steps") or {}
-        lora = manifest.get("lora") or {}
+        run_dir = Path(self.entry(name).run_dir)
+        manifest = rundir.read_manifest(rundir.paths(run_dir).run_json)
         fields: dict[str, Any] = {"recommended_step": recommended_step(run_dir)}
-        if manifest:
+        if manifest is not None:
             fields.update(
-                outcome=manifest.get("outcome"),
-                exit_code=manifest.get("exit_code"),
-                final_loss=manifest.get("final_loss"),
-                last_step=steps.get("reached"),
-                total_steps=steps.get("planned"),
-                lora_file=lora.get("path") if isinstance(lora, dict) else None,
+                outcome=manifest.outcome,
+                exit_code=manifest.exit_code,
+                final_loss=manifest.final_loss,
+                last_step=manifest.steps.get("reached"),
+                total_steps=manifest.steps.get("planned"),
+                lora_file=manifest.lora.path if manifest.lora is not None else None,
             )
-        self.update(name, **fields)
+        return self.update(name, **fields)

@@ -7,20 +7,22 @@ while the sweep runs, and after it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from kohya_wrap.codec import Record
 from kohya_wrap.errors import KohyaWrapError
 from kohya_wrap.events import ENDED_WELL
-from kohya_wrap.sweep.state import read_sweep, recommended_step
+from kohya_wrap.sweep.state import Status, VariantEntry, read_sweep, recommended_step
+
+if TYPE_CHECKING:
+    from kohya_wrap.status import RunStatus
 
 
-@dataclass(frozen=True)
-class VariantStatus:
+class VariantStatus(Record, frozen=True):
     name: str
-    values: dict[str, Any]
-    status: str  # sweep.json's: pending | running | done | skipped | error
+    values: dict[str, Any]  # grid key -> its value: any TOML value
+    status: Status  # sweep.json's
     state: str | None  # the run's own (kohya_wrap.status): planned | running | stalled | finished | ...
     outcome: str | None
     exit_code: int | None
@@ -36,73 +38,62 @@ class VariantStatus:
     device: str | None
     error: str | None
 
-    def to_json(self) -> dict[str, Any]:
-        import math
 
-        out = dict(self.__dict__)
-        if isinstance(self.loss, float) and not math.isfinite(self.loss):
-            out["loss"] = str(self.loss)
-        return out
-
-
-@dataclass(frozen=True)
-class SweepStatus:
+class SweepStatus(Record, frozen=True):
     sweep_dir: Path
     backend: str | None
+    counts: dict[str, int]  # outcome (or state, or sweep status) -> how many variants
     variants: tuple[VariantStatus, ...]
 
-    @property
-    def counts(self) -> dict[str, int]:
-        out: dict[str, int] = {}
-        for v in self.variants:
-            key = v.outcome if v.outcome else (v.state if v.state and v.status != "pending" else v.status)
-            out[key] = out.get(key, 0) + 1
-        return out
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "sweep_dir": str(self.sweep_dir),
-            "backend": self.backend,
-            "counts": self.counts,
-            "variants": [v.to_json() for v in self.variants],
-        }
+def _count(variants: tuple[VariantStatus, ...]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for v in variants:
+        key = v.outcome if v.outcome else (v.state if v.state and v.status != "pending" else v.status)
+        out[key] = out.get(key, 0) + 1
+    return out
+
+
+def _run_status(run_dir: Path) -> RunStatus | None:
+    from kohya_wrap.status import read_status
+
+    if not run_dir.is_dir():
+        return None
+    try:
+        return read_status(run_dir)
+    except KohyaWrapError:
+        return None
+
+
+def _variant_status(entry: VariantEntry) -> VariantStatus:
+    run_dir = Path(entry.run_dir)
+    run = _run_status(run_dir)
+    done = run is not None and run.done
+    return VariantStatus(
+        name=entry.name,
+        values=entry.values,
+        status=entry.status,
+        state=run.state if run else None,
+        outcome=(run.outcome if run and done else None) or entry.outcome,
+        exit_code=run.exit_code if run and done else entry.exit_code,
+        step=run.step if run else entry.last_step,
+        total_steps=run.total_steps if run else entry.total_steps,
+        percent=run.percent if run else None,
+        loss=run.avr_loss if run else None,
+        eta_s=run.eta_s if run and not done else None,
+        recommended_step=recommended_step(run_dir) if run_dir.is_dir() else entry.recommended_step,
+        lora_file=(run.lora_file if run and run.lora_exists else None) or entry.lora_file,
+        run_dir=str(run_dir),
+        host=entry.host,
+        device=entry.device,
+        error=entry.error,
+    )
 
 
 def sweep_status(sweep_dir: Path) -> SweepStatus:
-    from kohya_wrap.status import read_status
-
     doc = read_sweep(sweep_dir)
-    rows = []
-    for entry in doc["variants"]:
-        run_dir = Path(entry.get("run_dir", ""))
-        run = None
-        if run_dir.is_dir():
-            try:
-                run = read_status(run_dir)
-            except KohyaWrapError:
-                run = None
-        rows.append(
-            VariantStatus(
-                name=entry.get("name", "?"),
-                values=dict(entry.get("values") or {}),
-                status=entry.get("status", "pending"),
-                state=run.state if run else None,
-                outcome=(run.outcome if run and run.done else None) or entry.get("outcome"),
-                exit_code=run.exit_code if run and run.done else entry.get("exit_code"),
-                step=run.step if run else entry.get("last_step"),
-                total_steps=run.total_steps if run else entry.get("total_steps"),
-                percent=run.percent if run else None,
-                loss=run.avr_loss if run else None,
-                eta_s=run.eta_s if run and not run.done else None,
-                recommended_step=recommended_step(run_dir) if run_dir.is_dir() else entry.get("recommended_step"),
-                lora_file=(run.lora_file if run and run.lora_exists else None) or entry.get("lora_file"),
-                run_dir=str(run_dir),
-                host=entry.get("host"),
-                device=entry.get("device"),
-                error=entry.get("error"),
-            )
-        )
-    return SweepStatus(Path(sweep_dir), doc.get("backend"), tuple(rows))
+    rows = tuple(_variant_status(entry) for entry in doc.variants)
+    return SweepStatus(sweep_dir=Path(sweep_dir), backend=doc.backend, counts=_count(rows), variants=rows)
 
 
 def status_table(status: SweepStatus) -> Any:

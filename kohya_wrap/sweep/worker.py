@@ -7,7 +7,8 @@ only its driver signals it (a terminal's Ctrl-C goes to the driver, which forwar
 driver dies without a word (kill -9, a Ray worker killed), the worker notices its parent is gone and
 stops its trainer the same way, so no trainer outlives its sweep.
 
-The result (outcome, exit code, loss, an error message) is written to RESULT_JSON for the driver.
+The result (outcome, exit code, loss, an error message: a VariantResult, kohya_wrap/sweep/state.py) is
+written to RESULT_JSON for the driver.
 """
 
 from __future__ import annotations
@@ -21,13 +22,14 @@ import threading
 import time
 import traceback
 from pathlib import Path
-from typing import Any
+
+import msgspec
 
 from kohya_wrap.errors import ExitCode, KohyaWrapError
-from kohya_wrap.fsutil import atomic_write_json
+from kohya_wrap.process import accept_stop_signals
+from kohya_wrap.sweep.state import VariantResult, write_result
 
 PARENT_POLL_S = 0.5
-_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 def _watch_parent(parent: int) -> None:
@@ -43,7 +45,7 @@ def _watch_parent(parent: int) -> None:
             time.sleep(20.0)
 
 
-def train(run_dir: Path, *, resume: bool, allow_nan: bool, sd_scripts: str | None) -> dict[str, Any]:
+def train(run_dir: Path, *, resume: bool, allow_nan: bool, sd_scripts: str | None) -> VariantResult:
     """One variant through the pipeline, as `kohya-wrap train RUN_DIR` runs it: the report is rewritten at
     every checkpoint and at the end, and a finished run is scored when the scorer is installed."""
     from kohya_wrap import pipeline
@@ -57,19 +59,31 @@ def train(run_dir: Path, *, resume: bool, allow_nan: bool, sd_scripts: str | Non
     if result is None:  # refused before the trainer started
         failure = done.failure
         assert failure is not None
-        return {"outcome": None, "exit_code": failure.exit_code, "error": failure.message}
-    return {
-        "outcome": result.outcome,
-        "exit_code": result.exit_code,
-        "final_loss": result.final_loss,
-        "last_step": result.last_step,
-        "total_steps": result.total_steps,
-        "lora_file": str(result.lora_file) if result.lora_file else None,
-        "error": None,
-        "advice": result.advice or None,
-        "resumed_from": result.resumed_from,
-        "score_note": done.score_note,
-    }
+        return VariantResult(exit_code=failure.exit_code, error=failure.message)
+    return VariantResult(
+        outcome=result.outcome,
+        exit_code=result.exit_code,
+        final_loss=result.final_loss,
+        last_step=result.last_step,
+        total_steps=result.total_steps,
+        lora_file=str(result.lora_file) if result.lora_file else None,
+        advice=result.advice or None,
+        resumed_from=result.resumed_from,
+        score_note=done.score_note,
+    )
+
+
+def _trained(args: argparse.Namespace) -> VariantResult:
+    """train(), with every way it can end as a result for the driver."""
+    try:
+        return train(args.run_dir, resume=args.resume, allow_nan=args.allow_nan, sd_scripts=args.sd_scripts)
+    except KeyboardInterrupt:
+        return VariantResult(outcome="interrupted", exit_code=int(ExitCode.INTERRUPTED))
+    except KohyaWrapError as e:
+        return VariantResult(exit_code=int(e.exit_code), error=str(e))
+    except Exception as e:  # noqa: BLE001  the driver records it; the traceback goes to the variant's log
+        traceback.print_exc()
+        return VariantResult(exit_code=int(ExitCode.UNEXPECTED), error=f"{type(e).__name__}: {e}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -80,34 +94,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--allow-nan", action="store_true")
     ap.add_argument("--sd-scripts", default=None)
     args = ap.parse_args(argv)
-    # A Ray worker blocks (and may ignore) these signals, and a child inherits both across exec:
-    # undo that, or neither this worker nor its trainer would ever see a Ctrl-C.
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
-    for sig in _SIGNALS:
-        if signal.getsignal(sig) == signal.SIG_IGN:
-            signal.signal(sig, signal.default_int_handler if sig == signal.SIGINT else signal.SIG_DFL)
+    accept_stop_signals()
     threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True).start()
-    info: dict[str, Any] = {
-        "host": socket.gethostname(),
-        "device": os.environ.get("CUDA_VISIBLE_DEVICES"),
-        "pid": os.getpid(),
-    }
-    try:
-        info.update(train(args.run_dir, resume=args.resume, allow_nan=args.allow_nan, sd_scripts=args.sd_scripts))
-    except KeyboardInterrupt:
-        info.update(outcome="interrupted", exit_code=int(ExitCode.INTERRUPTED), error=None)
-    except KohyaWrapError as e:
-        info.update(outcome=None, exit_code=int(e.exit_code), error=str(e))
-    except Exception as e:  # noqa: BLE001  the driver records it; the traceback goes to the variant's log
-        traceback.print_exc()
-        info.update(outcome=None, exit_code=int(ExitCode.UNEXPECTED), error=f"{type(e).__name__}: {e}")
+    result = msgspec.structs.replace(
+        _trained(args), host=socket.gethostname(), device=os.environ.get("CUDA_VISIBLE_DEVICES"), pid=os.getpid()
+    )
+    exit_code = result.exit_code if result.exit_code is not None else int(ExitCode.UNEXPECTED)
     sys.stderr.write(
-        f"kohya-wrap sweep worker: {info.get('outcome') or 'error'} (exit code {info['exit_code']})"
-        + (f": {info['error']}" if info.get("error") else "")
+        f"kohya-wrap sweep worker: {result.outcome or 'error'} (exit code {exit_code})"
+        + (f": {result.error}" if result.error else "")
         + "\n"
     )
-    atomic_write_json(args.result, info)
-    return int(info["exit_code"])
+    write_result(args.result, result)
+    return exit_code
 
 
 if __name__ == "__main__":

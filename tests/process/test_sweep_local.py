@@ -132,6 +132,23 @@ def test_a_bad_variant_stops_the_sweep_before_any_trains(tmp_path):
     assert not (out / "runs").exists() and not (out / "sweep.json").exists()
 
 
+def test_a_bad_variant_puts_back_the_attempts_set_aside_for_planning(tmp_path):
+    # a variant to restart is planned once, in its own run directory: its attempt is set aside first,
+    # and put back when another variant cannot be planned (nothing is written then)
+    env = make_sweep_env(tmp_path)
+    out = tmp_path / "sweep"
+    crashed = sweep(env, out, "--grid", "network_dim=4", rules={"network_dim=4": ["--crash-at", "2"]})
+    assert crashed.returncode == ExitCode.SWEEP_FAILED, crashed.stderr
+    run_dir = out / "runs" / "ohwx__network_dim-4"
+    before = sorted(p.name for p in run_dir.iterdir())
+    empty = tmp_path / "data" / "empty"
+    (empty / "img").mkdir(parents=True)
+    bad = sweep(env, out, "--grid", "network_dim=4", datasets=(env.datasets[0], empty))
+    assert bad.returncode == ExitCode.ERROR and "empty__network_dim-4" in bad.stderr
+    assert sorted(p.name for p in run_dir.iterdir()) == before and not (out / "attempts").exists()
+    assert json.loads((run_dir / "run.json").read_text())["outcome"] == "crashed"
+
+
 def test_ray_backend_without_ray_says_how_to_install_it(tmp_path):
     env = make_sweep_env(tmp_path)
     blocker = tmp_path / "no-ray"
