@@ -21,6 +21,7 @@ from typing import Any
 
 from kohya_wrap import events as ev
 from kohya_wrap import rundir
+from kohya_wrap.codec import to_builtins
 from kohya_wrap.errors import RunDirError
 from kohya_wrap.rundir import EVENTS_JSONL, PLAN_JSON, Plan, RunFold, SavedFile, format_duration, resume_command
 from kohya_wrap.safetensors_header import incomplete
@@ -316,7 +317,7 @@ def _snapshot(run_dir: Path, fold: _Fold, plan: Plan | None, *, now: float | Non
         ),
         stop_early=fold.stop_early.reason if fold.stop_early is not None else None,
         # what to do next once the run has ended well (while it trains, the score is of the steps so far)
-        advice=advise(scored, run_dir).to_json() if scored is not None and state == FINISHED else None,
+        advice=to_builtins(advise(scored, run_dir)) if scored is not None and state == FINISHED else None,
     )
 
 

@@ -14,23 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from kohya_wrap.errors import KohyaWrapError
+from kohya_wrap.score.records import LeftOut
 from kohya_wrap.sdscripts import IMAGE_EXTENSIONS
 
 
 class ScoreError(KohyaWrapError):
     """`score` or `export` cannot work with what it was given."""
-
-
-@dataclass(frozen=True)
-class LeftOut:
-    """A file score did not use, and why (reported in the result, never silently dropped)."""
-
-    file: str
-    kind: str  # "sample" or "reference"
-    why: str
-
-    def to_json(self) -> dict[str, str]:
-        return {"file": self.file, "kind": self.kind, "why": self.why}
 
 
 @dataclass(frozen=True)
@@ -127,8 +116,11 @@ def collect_samples_dir(folder: Path) -> SampleSet:
             "name the files the sd-scripts way (<name>_<step, 6 digits>_<prompt, 2 digits>_<date>.png) "
             "or put each checkpoint's samples in a subfolder named by its step (step-000500/)",
         )
-    left_out = [LeftOut(str(p), "sample", _NO_STEP) for p in loose]
-    left_out += [LeftOut(str(folder / name), "sample", "a subfolder whose name has no step number") for name in unnamed]
+    left_out = [LeftOut(file=str(p), kind="sample", why=_NO_STEP) for p in loose]
+    left_out += [
+        LeftOut(file=str(folder / name), kind="sample", why="a subfolder whose name has no step number")
+        for name in unnamed
+    ]
     groups = [SampleGroup(step, tuple(sorted(paths))) for step, paths in sorted(by_step.items())]
     return SampleSet(groups, str(folder), left_out)
 
@@ -169,7 +161,7 @@ def collect_run_samples(run_dir: Path) -> SampleSet:
         if step is not None:
             by_step.setdefault(step, []).append(path)
         else:
-            left_out.append(LeftOut(str(path), "sample", "its epoch does not map to a step of this run"))
+            left_out.append(LeftOut(file=str(path), kind="sample", why="its epoch does not map to a step of this run"))
     used = {path for path, _ in found}
     for path in images_in(folder, recursive=False):
         if path in used:
@@ -180,7 +172,7 @@ def collect_run_samples(run_dir: Path) -> SampleSet:
             if parsed is not None
             else "not named by sd-scripts: its name does not say a step"
         )
-        left_out.append(LeftOut(str(path), "sample", why))
+        left_out.append(LeftOut(file=str(path), kind="sample", why=why))
     # a LoRA file cut short (a trainer killed mid-save) is never recommended: its step counts as having no file
     files = {
         step: path

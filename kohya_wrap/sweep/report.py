@@ -76,14 +76,11 @@ def load_variants(sweep_dir: Path) -> list[VariantReport]:
             summary = load_run(run_dir)
         except KohyaWrapError:
             continue  # not planned yet
-        score = load_score(run_dir) or {}
+        score = load_score(run_dir)
         likeness = tuple(
-            (c["step"], float(c["likeness"]))
-            for c in score.get("checkpoints") or []
-            if isinstance(c, dict) and isinstance(c.get("step"), int) and isinstance(c.get("likeness"), (int, float))
+            (c.step, c.likeness) for c in (score.checkpoints if score is not None else ()) if c.likeness is not None
         )
-        chosen = score.get("recommended")
-        recommended = chosen.get("step") if isinstance(chosen, dict) else None
+        recommended = score.recommended_step if score is not None else None
         checkpoint = _checkpoint_at(summary.run, recommended) or (str(summary.lora_file) if summary.lora_file else None)
         out.append(
             VariantReport(
@@ -94,10 +91,10 @@ def load_variants(sweep_dir: Path) -> list[VariantReport]:
                 final_loss=summary.final_loss,
                 loss=tuple((p.step, p.loss) for p in summary.loss),
                 likeness=likeness,
-                recommended_step=recommended if isinstance(recommended, int) else None,
+                recommended_step=recommended,
                 checkpoint=checkpoint,
-                scored=bool(score),
-                score_reason=score.get("reason") if isinstance(score.get("reason"), str) else None,
+                scored=score is not None,
+                score_reason=score.reason if score is not None else None,
             )
         )
     return out
