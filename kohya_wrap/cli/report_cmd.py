@@ -111,7 +111,7 @@ def sample(
 
     from kohya_wrap.cli.output import console, err_console, print_json
     from kohya_wrap.report.html import write_report
-    from kohya_wrap.sample.generate import SampleOptions
+    from kohya_wrap.sample.generate import SampleHooks, SampleOptions
     from kohya_wrap.sample.generate import sample as run_sample
 
     opts = SampleOptions(
@@ -160,9 +160,7 @@ def sample(
             tokenizer_cache_dir=tokenizer_cache_dir,
             out_dir=out_dir,
             sd_scripts=sd_scripts,
-            on_done=write_report,
-            on_progress=on_progress,
-            on_note=on_note,
+            hooks=SampleHooks(on_done=write_report, on_progress=on_progress, on_note=on_note),
         )
     if as_json:
         print_json(

@@ -309,6 +309,19 @@ def _validate(opts: SampleOptions) -> None:
         raise SampleError(f"unknown sampler {opts.sampler!r}.", f"Use one of: {', '.join(SAMPLERS)}.")
 
 
+@dataclass(frozen=True)
+class SampleHooks:
+    """What `sample` tells its caller as it goes: on_line gets each line of the generator's output (all of it
+    is in the session's log too); on_progress is called as each LoRA starts and as its images appear; on_note
+    gets a sentence for each of the run's LoRA files left out (cut short), before anything is generated;
+    on_done(run_dir) is called at the end, for a run (the CLI rewrites the report there)."""
+
+    on_line: Callable[[str], None] | None = None
+    on_progress: Callable[[SampleProgress], None] | None = None
+    on_done: Callable[[Path], Any] | None = None
+    on_note: Callable[[str], None] | None = None
+
+
 def sample(
     target: Path,
     opts: SampleOptions,
@@ -318,17 +331,9 @@ def sample(
     out_dir: Path | None = None,
     sd_scripts: str | None = None,
     python: str | None = None,
-    on_line: Callable[[str], None] | None = None,
-    on_progress: Callable[[SampleProgress], None] | None = None,
-    on_done: Callable[[Path], Any] | None = None,
-    on_note: Callable[[str], None] | None = None,
+    hooks: SampleHooks = SampleHooks(),
 ) -> SampleSession:
-    """Generate the images; then, for a run, call on_done(run_dir) (the CLI rewrites the report there).
-
-    on_line gets each line of the generator's output (all of it is in the session's log too);
-    on_progress is called as each LoRA starts and as its images appear; on_note gets a sentence for each
-    of the run's LoRA files left out (cut short), before anything is generated.
-    """
+    """Generate the images; then, for a run, call hooks.on_done(run_dir)."""
     _validate(opts)
     if tokenizer_cache_dir is not None:
         from kohya_wrap.models import check_tokenizer_dir
@@ -338,15 +343,17 @@ def sample(
         target, steps_of=opts.steps_of, base_model=base_model, tokenizer_cache_dir=tokenizer_cache_dir, out_dir=out_dir
     )
     for note in ctx.skipped:
-        if on_note is not None:
-            on_note(note)
+        if hooks.on_note is not None:
+            hooks.on_note(note)
     lock: AbstractContextManager[object] = (
         rundir.RunLock(ctx.run_dir, "sample") if ctx.run_dir is not None else nullcontext()
     )
     with lock:
-        session = _generate(ctx, opts, sd_scripts=sd_scripts, python=python, on_line=on_line, on_progress=on_progress)
-    if ctx.run_dir is not None and on_done is not None:
-        on_done(ctx.run_dir)
+        session = _generate(
+            ctx, opts, sd_scripts=sd_scripts, python=python, on_line=hooks.on_line, on_progress=hooks.on_progress
+        )
+    if ctx.run_dir is not None and hooks.on_done is not None:
+        hooks.on_done(ctx.run_dir)
     return session
 
 

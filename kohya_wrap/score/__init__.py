@@ -10,6 +10,7 @@ See docs/score.md.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -70,29 +71,23 @@ def score_run(
     """
     from kohya_wrap import rundir
     from kohya_wrap.score.collect import collect_run_samples, folder_references, run_references
-    from kohya_wrap.score.scoring import score_groups
+    from kohya_wrap.score.scoring import ScoreOptions, score_groups
     from kohya_wrap.sdscripts import validation_losses
 
     run = Path(run_dir).expanduser().resolve()
     samples = collect_run_samples(run)
-    groups, samples_where = samples.groups, samples.where
     if reference_dir is not None:
         photos, where = folder_references(reference_dir), str(reference_dir)
     else:
         photos, where = run_references(run)
     _require_scorer()
     report = score_groups(
-        groups,
+        samples,
         photos,
         references_where=where,
-        samples_where=samples_where,
-        need_file=any(g.checkpoint is not None for g in groups),
-        cache_dir=cache_dir,
-        use_cache=use_cache,
+        need_file=any(g.checkpoint is not None for g in samples.groups),
         validation=validation_losses(rundir.paths(run).tensorboard_dir),
-        model=model,
-        progress=progress,
-        left_out=samples.left_out,
+        options=ScoreOptions(cache_dir=cache_dir, use_cache=use_cache, model=model, progress=progress),
     )
     if write:
         write_score(run, report)
@@ -110,21 +105,15 @@ def score_images(
 ) -> ScoreReport:
     """Score any samples (grouped by sd-scripts' file names or by step subfolders) against any photos."""
     from kohya_wrap.score.collect import collect_samples_dir, folder_references
-    from kohya_wrap.score.scoring import score_groups
+    from kohya_wrap.score.scoring import ScoreOptions, score_groups
 
-    samples = collect_samples_dir(Path(samples_dir))
-    groups = samples.groups
+    samples = replace(collect_samples_dir(Path(samples_dir)), where=str(samples_dir))
     photos = folder_references(Path(reference_dir))
     _require_scorer()
     return score_groups(
-        groups,
+        samples,
         photos,
         references_where=str(reference_dir),
-        samples_where=str(samples_dir),
         need_file=False,
-        cache_dir=cache_dir,
-        use_cache=use_cache,
-        model=model,
-        progress=progress,
-        left_out=samples.left_out,
+        options=ScoreOptions(cache_dir=cache_dir, use_cache=use_cache, model=model, progress=progress),
     )

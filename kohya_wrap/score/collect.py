@@ -70,6 +70,21 @@ _NO_STEP = (
 )
 
 
+def _step_folders(folder: Path, by_step: dict[int, list[Path]]) -> list[str]:
+    """Add the images of each subfolder named by a step to by_step; the names of those named by none."""
+    unnamed: list[str] = []
+    for sub in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        images = images_in(sub, recursive=True)
+        if not images:
+            continue
+        step = folder_step(sub.name)
+        if step is None:
+            unnamed.append(sub.name)
+            continue
+        by_step.setdefault(step, []).extend(images)
+    return unnamed
+
+
 def collect_samples_dir(folder: Path) -> SampleSet:
     """Samples of any folder, by sd-scripts file name, or by one subfolder per checkpoint; the files left out.
 
@@ -98,16 +113,7 @@ def collect_samples_dir(folder: Path) -> SampleSet:
             "their steps would be merged",
             "give one run's samples per folder (score each with its own --samples)",
         )
-    unnamed: list[str] = []
-    for sub in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        images = images_in(sub, recursive=True)
-        if not images:
-            continue
-        step = folder_step(sub.name)
-        if step is None:
-            unnamed.append(sub.name)
-            continue
-        by_step.setdefault(step, []).extend(images)
+    unnamed = _step_folders(folder, by_step)
     if not by_step:
         what = f"{len(loose)} images whose names do not say a step" if loose else "no images"
         extra = f"; subfolders without a step number in their name: {', '.join(unnamed[:5])}" if unnamed else ""

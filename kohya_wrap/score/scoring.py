@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from kohya_wrap.faceid import SAME_PERSON_DISTANCE, Observation
-from kohya_wrap.score.collect import SampleGroup, ScoreError
+from kohya_wrap.score.collect import SampleGroup, SampleSet, ScoreError
 from kohya_wrap.score.records import (
     COPY_CORRELATION,
     COPY_SHARE,
@@ -437,12 +437,7 @@ def judge(
             f"{best.likeness:.2f}: train longer, or check that the photos show one person",
         )
     share = judgement.copy_share
-    onset = copying_onset(checkpoints, share)
-    clean = [c for c in matching if not c.is_copying(share) and (onset is None or c.step < onset)]
-    late = False
-    if not clean:
-        clean = [c for c in matching if not c.is_copying(share)]
-        late = bool(clean)
+    clean, onset, late = _before_copying(checkpoints, matching, share)
     if not clean:
         return Recommendation(
             None,
@@ -459,6 +454,19 @@ def judge(
         reason += f"; passed over because they copy a training photo: step {_steps(copying)}"
     close = tuple(c.step for c in near) if len(near) > 1 else ()
     return Recommendation(pick, reason, _confidence(pick, near) if close else "clear", close)
+
+
+def _before_copying(
+    checkpoints: Sequence[CheckpointScore], matching: Sequence[CheckpointScore], share: float
+) -> tuple[list[CheckpointScore], int | None, bool]:
+    """The matching checkpoints that do not copy and come before copying sets in; the step it sets in; and
+    whether, none coming before it, those that do not copy after it were taken instead (late)."""
+    onset = copying_onset(checkpoints, share)
+    clean = [c for c in matching if not c.is_copying(share) and (onset is None or c.step < onset)]
+    if clean:
+        return clean, onset, False
+    clean = [c for c in matching if not c.is_copying(share)]
+    return clean, onset, bool(clean)
 
 
 def _share_of(c: CheckpointScore) -> float:
@@ -628,58 +636,62 @@ def judge_observed(
     return checkpoints, found, ref_set
 
 
+@dataclass(frozen=True)
+class ScoreOptions:
+    """How score_groups looks: where observations are cached (None: kohya-wrap's cache folder; use_cache=False:
+    none), the identity model (None: dlib's, loaded here), progress lines, and the judgement's thresholds."""
+
+    cache_dir: Path | None = None
+    use_cache: bool = True
+    model: Any = None
+    progress: Callable[[str], None] | None = None
+    judgement: Judgement = DEFAULT_JUDGEMENT
+
+
 def score_groups(
-    groups: Sequence[SampleGroup],
+    samples: SampleSet,
     photos: Sequence[Path],
     *,
     references_where: str,
-    samples_where: str,
     need_file: bool,
-    cache_dir: Path | None,
-    use_cache: bool = True,
     validation: dict[int, float] | None = None,
-    model: Any = None,
-    progress: Callable[[str], None] | None = None,
-    left_out: Sequence[LeftOut] = (),
-    judgement: Judgement = DEFAULT_JUDGEMENT,
+    options: ScoreOptions = ScoreOptions(),
 ) -> ScoreReport:
     from kohya_wrap.faceid import IdentityModel
     from kohya_wrap.score.cache import ObservationCache, default_cache_dir
 
     started = time.monotonic()
-    if not groups or not any(g.images for g in groups):
-        raise ScoreError(f"no samples to score in {samples_where}", "draw samples first (`kohya-wrap sample`)")
-    model = model or IdentityModel()
-    folder = None if not use_cache else cache_dir if cache_dir is not None else default_cache_dir()
+    if not samples.groups or not any(g.images for g in samples.groups):
+        raise ScoreError(f"no samples to score in {samples.where}", "draw samples first (`kohya-wrap sample`)")
+    model = options.model or IdentityModel()
+    folder = None if not options.use_cache else options.cache_dir or default_cache_dir()
     cache = ObservationCache(folder, model.model_id)
-    skipped = list(left_out)
+    skipped = list(samples.left_out)
     # Samples first: where none shows a face (an untrained model), that is the finding, and the
     # references need no face (the smoke preset's 64 px drawings have none).
-    kept_groups, seen_by_group = _observe_samples(model, groups, cache, skipped, progress)
+    kept_groups, seen_by_group = _observe_samples(model, samples.groups, cache, skipped, options.progress)
     if not kept_groups:
         raise ScoreError(
-            f"none of the samples in {samples_where} can be read as an image",
+            f"none of the samples in {samples.where} can be read as an image",
             "remove or replace the broken files, then score again",
         )
     any_face = any(o.has_face for seen in seen_by_group for _, o, _ in seen)
-    if progress:
-        progress(f"looking at {len(photos)} reference photos")
+    if options.progress:
+        options.progress(f"looking at {len(photos)} reference photos")
     refs = observe_references(model, photos, cache, references_where, need_face=any_face, left_out=skipped)
+    judgement = options.judgement
     checkpoints, found, ref_set = judge_observed(
         kept_groups, seen_by_group, refs, need_file=need_file, validation=validation, judgement=judgement
     )
-    reason = found.reason
-    if not refs:
-        reason += f" (nor in any of the {len(photos)} reference photos)"
     return ScoreReport(
         checkpoints=settle(checkpoints),
         recommended=Recommended.of(found.checkpoint),
-        reason=reason,
+        reason=found.reason + ("" if refs else f" (nor in any of the {len(photos)} reference photos)"),
         confidence=found.confidence,
         close=found.close,
         left_out=tuple(skipped),
         references=References(where=references_where, photos=len(photos), faces=len(refs)),
-        samples=samples_where,
+        samples=samples.where,
         model=ScoreModel(
             id=model.model_id,
             match_distance=round(ref_set.match_distance, 4),
