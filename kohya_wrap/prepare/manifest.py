@@ -16,11 +16,11 @@ from typing import Literal
 
 import msgspec
 
-from kohya_wrap import __version__, codec
+from kohya_wrap import codec
 from kohya_wrap.codec import Record
 from kohya_wrap.errors import DatasetError
 from kohya_wrap.fsutil import sha256_bytes
-from kohya_wrap.prepare.records import Finding, IdentityCheck, IdentitySummary, OutputImage, Subset
+from kohya_wrap.prepare.records import Finding, IdentitySummary, OutputImage, Subset
 
 MANIFEST_NAME = "prepare.json"
 SCHEMA = 1
@@ -124,33 +124,3 @@ def write(dataset_dir: Path, document: PrepareManifest) -> Path:
     path = dataset_dir / MANIFEST_NAME
     codec.write(path, document)
     return path
-
-
-def build(
-    *,
-    parameters: PrepareParameters,
-    image_key_value: str,
-    detector: str,
-    src_dir: Path,
-    reg_dir: Path | None,
-    subsets: list[Subset],
-    images: list[OutputImage],
-    findings: tuple[list[Finding], list[Finding]],
-    identity: IdentityCheck,
-) -> PrepareManifest:
-    """findings: (skipped, findings)."""
-    skipped, notes = findings
-    return PrepareManifest(
-        schema=SCHEMA,
-        kohya_wrap_version=__version__,
-        parameters=parameters,
-        image_key=image_key_value,
-        face_detection=detector,
-        identity=identity.summary(),
-        source_dir=str(src_dir),
-        reg_source_dir=str(reg_dir) if reg_dir is not None else None,
-        subsets=tuple(subsets),
-        images=tuple(images),
-        skipped=tuple(skipped),
-        findings=tuple(notes),
-    )

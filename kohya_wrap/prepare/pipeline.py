@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from kohya_wrap import __version__
 from kohya_wrap.errors import DatasetError
 from kohya_wrap.fsutil import atomic_write_bytes, atomic_write_text, sha256_file
 from kohya_wrap.prepare import faces, identity, lint, manifest, sources, worker
@@ -183,10 +184,7 @@ def _prepare_locked(options: PrepareOptions, on_progress: Callable[[int, int], N
     skipped = [f for f in discovered if f.code.startswith("skipped_")]
     findings = [f for f in discovered if not f.code.startswith("skipped_")]
 
-    staging = dataset_dir / STAGING_NAME
-    if staging.exists():
-        shutil.rmtree(staging)  # left by an interrupted run; ours, hidden, never a final output
-    (staging / "work").mkdir(parents=True)
+    staging = _staging(dataset_dir)
     placing = _Placing(
         dataset_dir=dataset_dir,
         staging=staging,
@@ -197,48 +195,72 @@ def _prepare_locked(options: PrepareOptions, on_progress: Callable[[int, int], N
         identity_note=identity_note,
     )
     tasks = _tasks(groups, options, placing, detector)
+    outcomes = _run_staged(tasks, options.jobs, on_progress, staging)
+    placed = _place_groups(groups, tasks, outcomes, placing)
+    skipped += placed.skipped
+    findings += skipped + lint.lint(placed.images, detector, options.crop, placed.check)
+    findings += _swap_in(dataset_dir, staging, old is not None or interrupted)
+    document = manifest.PrepareManifest(
+        schema=manifest.SCHEMA,
+        kohya_wrap_version=__version__,
+        parameters=parameters,
+        image_key=key,
+        face_detection=_detection(detector, options),
+        identity=placed.check.summary(),
+        source_dir=str(src_dir),
+        reg_source_dir=str(reg_dir) if reg_dir is not None else None,
+        subsets=tuple(placed.subsets),
+        images=tuple(placed.images),
+        skipped=tuple(skipped),
+        findings=tuple(findings),
+    )
+    manifest_path = manifest.write(dataset_dir, document)
+    shutil.rmtree(staging, ignore_errors=True)
+    return _result(document, manifest_path, placed, _removed(old, placed.images))
+
+
+def _result(document: manifest.PrepareManifest, path: Path, placed: _Placed, removed: int) -> PrepareResult:
+    return PrepareResult(
+        dataset_dir=path.parent,
+        manifest_path=path,
+        subsets=document.subsets,
+        images=document.images,
+        findings=document.findings,
+        processed=len(placed.images) - placed.reused,
+        reused=placed.reused,
+        skipped=len(document.skipped),
+        removed=removed,
+        face_detection=document.face_detection,
+        identity=placed.check,
+    )
+
+
+def _run_staged(
+    tasks: list[worker.Task], jobs: int | None, on_progress: Callable[[int, int], None] | None, staging: Path
+) -> list[worker.Outcome]:
     try:
-        outcomes = _run(tasks, options.jobs, on_progress)
+        return _run(tasks, jobs, on_progress)
     except OSError:
         # a full disk: give back the space of the half-built images; the staging folder itself stays,
         # so plan knows this folder is unfinished until a prepare completes
         shutil.rmtree(staging / "work", ignore_errors=True)
         raise
-    placed = _place_groups(groups, tasks, outcomes, placing)
-    skipped += placed.skipped
-    findings += skipped + lint.lint(placed.images, detector, options.crop, placed.check)
-    findings += _swap_in(dataset_dir, staging, old is not None or interrupted)
-    detection = (
-        detector
-        if detector is not None
-        else ("not asked (--crop center)" if options.crop == "center" else faces.FACES_UNAVAILABLE)
-    )
-    document = manifest.build(
-        parameters=parameters,
-        image_key_value=key,
-        detector=detection,
-        src_dir=src_dir,
-        reg_dir=reg_dir,
-        subsets=placed.subsets,
-        images=placed.images,
-        findings=(skipped, findings),
-        identity=placed.check,
-    )
-    manifest_path = manifest.write(dataset_dir, document)
-    shutil.rmtree(staging, ignore_errors=True)
-    return PrepareResult(
-        dataset_dir=dataset_dir,
-        manifest_path=manifest_path,
-        subsets=tuple(placed.subsets),
-        images=tuple(placed.images),
-        findings=tuple(findings),
-        processed=len(placed.images) - placed.reused,
-        reused=placed.reused,
-        skipped=len(skipped),
-        removed=_removed(old, placed.images),
-        face_detection=detection,
-        identity=placed.check,
-    )
+
+
+def _detection(detector: str | None, options: PrepareOptions) -> str:
+    """The face detector used, or why none was (prepare.json `face_detection`)."""
+    if detector is not None:
+        return detector
+    return "not asked (--crop center)" if options.crop == "center" else faces.FACES_UNAVAILABLE
+
+
+def _staging(dataset_dir: Path) -> Path:
+    """A fresh staging folder, with its work/ folder for the workers' outputs."""
+    staging = dataset_dir / STAGING_NAME
+    if staging.exists():
+        shutil.rmtree(staging)  # left by an interrupted run; ours, hidden, never a final output
+    (staging / "work").mkdir(parents=True)
+    return staging
 
 
 def _parameters(options: PrepareOptions, reg_dir: Path | None) -> manifest.PrepareParameters:

@@ -414,12 +414,10 @@ def judge(
     The best is the one with the largest share of samples that are the person, then the highest likeness;
     a checkpoint one sample short of that share (with 3 or more samples), whose likeness is within the noise
     of the best (the standard error of the two means, between LIKENESS_NOISE_FLOOR and LIKENESS_NOISE_CAP),
-    is as good, and the earliest of them
-    wins (less trained, less rigid). need_file: only steps a LoRA file was saved at can be recommended
-    (a run's step-0 samples show the base model).
+    is as good, and the earliest of them wins (less trained, less rigid). need_file: only steps a LoRA file
+    was saved at can be recommended (a run's step-0 samples show the base model).
     """
-    total = sum(c.samples for c in checkpoints)
-    faces = sum(c.faces for c in checkpoints)
+    total, faces = sum(c.samples for c in checkpoints), sum(c.faces for c in checkpoints)
     if faces == 0:
         return Recommendation(
             None,
@@ -449,8 +447,7 @@ def judge(
     reason = _pick_reason(pick, match_distance, share)
     if late:
         reason += f"; copying sets in at step {onset}, but no earlier checkpoint is the person"
-    copying = [c for c in matching if c.is_copying(share)]
-    if copying:
+    if copying := [c for c in matching if c.is_copying(share)]:
         reason += f"; passed over because they copy a training photo: step {_steps(copying)}"
     close = tuple(c.step for c in near) if len(near) > 1 else ()
     return Recommendation(pick, reason, _confidence(pick, near) if close else "clear", close)
@@ -679,9 +676,8 @@ def score_groups(
     if options.progress:
         options.progress(f"looking at {len(photos)} reference photos")
     refs = observe_references(model, photos, cache, references_where, need_face=any_face, left_out=skipped)
-    judgement = options.judgement
     checkpoints, found, ref_set = judge_observed(
-        kept_groups, seen_by_group, refs, need_file=need_file, validation=validation, judgement=judgement
+        kept_groups, seen_by_group, refs, need_file=need_file, validation=validation, judgement=options.judgement
     )
     return ScoreReport(
         checkpoints=settle(checkpoints),
@@ -692,15 +688,19 @@ def score_groups(
         left_out=tuple(skipped),
         references=References(where=references_where, photos=len(photos), faces=len(refs)),
         samples=samples.where,
-        model=ScoreModel(
-            id=model.model_id,
-            match_distance=round(ref_set.match_distance, 4),
-            spread=_r(ref_set.spread),
-            copy_correlation=judgement.copy_correlation,
-            copy_share=judgement.copy_share,
-        ),
+        model=_score_model(model.model_id, ref_set, options.judgement),
         seconds=round(time.monotonic() - started, 2),
         cache={"hits": cache.hits, "misses": cache.misses},
+    )
+
+
+def _score_model(model_id: str, ref_set: ReferenceSet, judgement: Judgement) -> ScoreModel:
+    return ScoreModel(
+        id=model_id,
+        match_distance=round(ref_set.match_distance, 4),
+        spread=_r(ref_set.spread),
+        copy_correlation=judgement.copy_correlation,
+        copy_share=judgement.copy_share,
     )
 
 
