@@ -10,20 +10,18 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import struct
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from kohya_wrap import codec
 from kohya_wrap.codec import Record
-from kohya_wrap.safetensors_header import incomplete
+from kohya_wrap.safetensors_header import header_bytes, incomplete
 from kohya_wrap.safetensors_header import read_header as read_safetensors_header
 from kohya_wrap.score.collect import ScoreError
 from kohya_wrap.score.records import ScoreReport
 
 SCORE_METADATA_KEY = "kohya_wrap_score"  # ours: JSON of the exported checkpoint's score
-ALIGNMENT = 8  # safetensors pads the header so the tensor data starts 8-byte aligned
 LORA_WEIGHT = 0.8
 A1111_FOLDER = "stable-diffusion-webui/models/Lora"
 COMFYUI_FOLDER = "ComfyUI/models/loras"
@@ -66,12 +64,6 @@ def read_header(path: Path) -> tuple[dict[str, Any], int]:
         raise ScoreError(f"{path} is not a readable safetensors file: {e}", "export another checkpoint") from None
 
 
-def encode_header(header: dict[str, Any]) -> bytes:
-    body = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-    body += b" " * (-(8 + len(body)) % ALIGNMENT)
-    return struct.pack("<Q", len(body)) + body
-
-
 def write_with_metadata(source: Path, target: Path, extra: dict[str, str]) -> None:
     """Copy a safetensors file to target (which must not exist) with extra __metadata__ entries."""
     header, data_start = read_header(source)
@@ -82,7 +74,7 @@ def write_with_metadata(source: Path, target: Path, extra: dict[str, str]) -> No
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
         with os.fdopen(fd, "wb") as out, open(source, "rb") as src:
-            out.write(encode_header(header))
+            out.write(header_bytes(header))
             src.seek(data_start)
             shutil.copyfileobj(src, out, 1 << 20)
             out.flush()
