@@ -33,6 +33,7 @@ from kohya_wrap.sample.session import (
 
 if TYPE_CHECKING:
     from kohya_wrap.rundir import Plan
+    from kohya_wrap.sdscripts import LineSplitter
 
 
 class SampleError(KohyaWrapError):
@@ -379,7 +380,7 @@ class _Watch:
     loras: int
     on_line: Callable[[str], None] | None
     on_progress: Callable[[SampleProgress], None] | None
-    splitters: dict[str, Any]
+    splitters: dict[str, LineSplitter]
     tail: list[str] = field(default_factory=list)
     out: Path | None = None
     name: str = ""

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from kohya_wrap.faceid import INSTALL_HINT, scorer_available
 from kohya_wrap.score.collect import ScoreError
@@ -27,6 +27,9 @@ from kohya_wrap.score.records import (
     write_score,
 )
 from kohya_wrap.score.scoring import Judgement, Recommendation
+
+if TYPE_CHECKING:
+    from kohya_wrap.faceid import IdentityModel
 
 __all__ = [
     "CheckpointScore",
@@ -60,7 +63,7 @@ def score_run(
     cache_dir: Path | None = None,
     use_cache: bool = True,
     write: bool = True,
-    model: Any = None,
+    model: IdentityModel | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> ScoreReport:
     """Score every checkpoint's samples of a run; write RUN_DIR/score.json (atomically) unless write=False.
@@ -100,7 +103,7 @@ def score_images(
     *,
     cache_dir: Path | None = None,
     use_cache: bool = True,
-    model: Any = None,
+    model: IdentityModel | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> ScoreReport:
     """Score any samples (grouped by sd-scripts' file names or by step subfolders) against any photos."""

@@ -11,11 +11,14 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from kohya_wrap.errors import KohyaWrapError
 from kohya_wrap.score.records import LeftOut
 from kohya_wrap.sdscripts import IMAGE_EXTENSIONS
+
+if TYPE_CHECKING:
+    from kohya_wrap.rundir import Plan
 
 
 class ScoreError(KohyaWrapError):
@@ -131,7 +134,7 @@ def collect_samples_dir(folder: Path) -> SampleSet:
     return SampleSet(groups, str(folder), left_out)
 
 
-def load_run_plan(run_dir: Path) -> Any:
+def load_run_plan(run_dir: Path) -> Plan:
     """The run's plan.json (the one place score reads it; RunDirError when it is not a planned run)."""
     from kohya_wrap.rundir import read_plan
 

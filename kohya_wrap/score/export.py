@@ -12,7 +12,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kohya_wrap import codec
 from kohya_wrap.codec import Record
@@ -20,6 +20,9 @@ from kohya_wrap.safetensors_header import header_bytes, incomplete
 from kohya_wrap.safetensors_header import read_header as read_safetensors_header
 from kohya_wrap.score.collect import ScoreError
 from kohya_wrap.score.records import ScoreReport
+
+if TYPE_CHECKING:
+    from kohya_wrap.rundir import Plan
 
 SCORE_METADATA_KEY = "kohya_wrap_score"  # ours: JSON of the exported checkpoint's score
 LORA_WEIGHT = 0.8
@@ -102,7 +105,7 @@ def _umask() -> int:
     return mask
 
 
-def subject_words(plan: Any) -> str:
+def subject_words(plan: Plan) -> str:
     """`ohwx man`: the class tokens of the run's first training subset."""
     for subset in plan.subsets:
         if not subset.is_reg and subset.class_tokens:

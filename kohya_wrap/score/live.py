@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 from kohya_wrap import codec
 from kohya_wrap.codec import Record
@@ -64,7 +64,7 @@ class LiveScorer:
         self._wanted = threading.Event()
         self._closed = threading.Event()
         self._last_notice = 0.0
-        self._reported: dict[int, tuple[Any, ...]] = {}
+        self._reported: dict[int, tuple[int, int, float | None, int, int, str | None]] = {}
         self._last_error: str | None = None
         self._stopped = False
         self._process: subprocess.Popen[str] | None = None
