@@ -285,3 +285,43 @@ def test_the_report_section_charts_validation_loss_when_there_is_one() -> None:
     )
     doc = msgspec.structs.replace(doc, checkpoints=checkpoints)
     assert re.search(r'<polyline id="score-validation" class="val" data-points="3"', score_section(doc))
+
+
+def test_a_score_json_of_the_first_version_still_reads(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # score.json as the first scoring wrote it: no copying flag, confidence, close, left_out, match_distance
+    first = {
+        "schema": 1,
+        "checkpoints": [
+            {"step": 250, "samples": 3, "faces": 3, "likeness": 0.6, "matches": 2, "copies": 0, "distance": 0.4,
+             "variety": 0.5, "checkpoint": "x-step00000250.safetensors", "validation_loss": None, "images": []},
+            {"step": 500, "samples": 3, "faces": 3, "likeness": 0.7, "matches": 3, "copies": 2, "distance": 0.3,
+             "variety": 0.4, "checkpoint": "x.safetensors", "validation_loss": 0.1, "images": []},
+        ],
+        "recommended": {"step": 250, "checkpoint": "x-step00000250.safetensors", "likeness": 0.6, "matches": 2,
+                        "samples": 3, "faces": 3, "copies": 0},
+        "reason": "step 250: why",
+        "references": {"where": "/photos", "photos": 4, "faces": 4},
+        "samples": "/run/output/sample",
+        "model": {"id": "dlib-x", "same_person_distance": 0.6, "likeness": "clip(1 - median distance / 1.2, 0, 1)",
+                  "copy_correlation": 0.8},
+        "seconds": 1.5,
+        "cache": {"hits": 0, "misses": 10},
+    }  # fmt: skip
+    (tmp_path / "score.json").write_text(json.dumps(first), encoding="utf-8")
+    report = load_score(tmp_path)
+    assert report is not None and recommended_step(report) == 250 and report.checkpoints[1].copying is None
+    assert report.match_distance == 0.6 and report.model.copy_correlation == 0.8 and report.left_out == ()
+    assert recommended_line(report) == (
+        "recommended: step 250 (x-step00000250.safetensors), likeness 0.6, 2/3 samples the person, no copies"
+    )
+    assert 'data-step="250"' in score_section(report)
+
+
+def test_a_score_json_with_a_wrong_field_reads_as_not_scored_or_names_the_field(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from kohya_wrap.codec import RecordError
+    from kohya_wrap.score import read_score
+
+    (tmp_path / "score.json").write_text(json.dumps({"checkpoints": [{"step": "late"}]}), encoding="utf-8")
+    assert load_score(tmp_path) is None
+    with pytest.raises(RecordError, match=r"score\.json: checkpoints\[0\]\.step: Expected int"):
+        read_score(tmp_path)
