@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from kohya_wrap.faceid import SAME_PERSON_DISTANCE, Observation
+from kohya_wrap.faceid import SAME_PERSON_DISTANCE, IdentityModel, Observation
 from kohya_wrap.score.collect import SampleGroup, SampleSet, ScoreError
 from kohya_wrap.score.records import (
     COPY_CORRELATION,
@@ -640,7 +640,7 @@ class ScoreOptions:
 
     cache_dir: Path | None = None
     use_cache: bool = True
-    model: Any = None
+    model: IdentityModel | None = None
     progress: Callable[[str], None] | None = None
     judgement: Judgement = DEFAULT_JUDGEMENT
 
