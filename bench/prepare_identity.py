@@ -86,10 +86,11 @@ def observe_all(src: Path, work: Path) -> tuple[dict[str, list[tuple[str, tuple[
     missing = []
     for image in result.images:
         person = image.source.split("/")[0]
-        if image.identity is None or image.identity.embedding is None:
+        embedding = image.identity.face().embedding if image.identity is not None else None
+        if embedding is None:
             missing.append(image.source)
             continue
-        people.setdefault(person, []).append((image.source, image.identity.embedding))
+        people.setdefault(person, []).append((image.source, embedding))
     if missing:
         print(f"no dlib face in: {', '.join(missing)} (left out of the trials)")
     return people, list(result.images)
@@ -272,7 +273,7 @@ def harder_photos(src: Path, work: Path, people: dict[str, list[tuple[str, tuple
 
     def harder(kind: str, source: str) -> tuple[float, ...] | None:
         observed = seen.get(f"{kind}/{Path(source).with_suffix('.png').as_posix()}")
-        return observed.embedding if observed is not None else None
+        return observed.face().embedding if observed is not None else None
 
     print(f"\nharder photos ({', '.join(VARIANTS)}), shipped constants:")
     print(f"  {'':<11} {'own photo in its set of 4+: flagged':<38} somebody else in a set of 3+: named")

@@ -7,10 +7,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kohya_wrap.errors import DatasetError
-from kohya_wrap.fsutil import load_json, sha256_file
+from kohya_wrap.fsutil import sha256_file
+from kohya_wrap.prepare import manifest
 from kohya_wrap.sdscripts import IMAGE_EXTENSIONS, REG_DIR, TRAIN_DIR, parse_subset_dir_name, subset_dir_name
 
-MANIFEST = "prepare.json"
+MANIFEST = manifest.MANIFEST_NAME
 # prepare's staging folder (prepare/pipeline.py: STAGING_NAME): there while a prepare runs, and after one
 # that stopped before its manifest; removed once prepare.json is written.
 STAGING = ".kohya-wrap-prepare"
@@ -58,12 +59,14 @@ def _image_size(path: Path) -> tuple[int, int] | None:
     except OSError:
         return None
     if head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR":
-        return struct.unpack(">II", head[16:24])
+        width, height = struct.unpack(">II", head[16:24])
+        return int(width), int(height)
     from PIL import Image  # only the header is read
 
     try:
         with Image.open(path) as im:
-            return im.size
+            width, height = im.size
+            return int(width), int(height)
     except OSError:
         return None
 
@@ -141,28 +144,15 @@ def scan_dataset(dataset_dir: str | Path) -> Dataset:
             "run `kohya-wrap prepare` to fill it",
         )
     reg = _scan(root / REG_DIR, is_reg=True)
-    manifest = root / MANIFEST
-    sha = params = None
-    if manifest.is_file():
-        sha = sha256_file(manifest)
-        try:
-            doc = load_json(manifest.read_text(encoding="utf-8"))
-        except ValueError as e:
-            raise DatasetError(f"{manifest} is not valid JSON: {e}", "run `kohya-wrap prepare` again") from None
-        if not isinstance(doc, dict) or not isinstance(doc.get("parameters") or {}, dict):
-            raise DatasetError(
-                f"{manifest} is not a prepare manifest (a JSON object with a `parameters` object)",
-                "run `kohya-wrap prepare` again",
-            )
-        params = doc.get("parameters") or {}
-    params = params or {}
-    size = params.get("size")
+    params = manifest.read_parameters(root)
+    sha = sha256_file(root / MANIFEST) if params is not None else None
+    params = params or manifest.PrepareParameters()
     return Dataset(
         dir=root.resolve(),
         subsets=tuple(train + reg),
         manifest_sha256=sha,
-        repeats_explicit=bool(params.get("repeats_explicit", False)),
-        token=params.get("token") if isinstance(params.get("token"), str) else None,
-        class_word=params.get("class") if isinstance(params.get("class"), str) else None,
-        size=size if isinstance(size, int) and not isinstance(size, bool) else None,
+        repeats_explicit=params.repeats_explicit,
+        token=params.token,
+        class_word=params.class_word,
+        size=params.size,
     )

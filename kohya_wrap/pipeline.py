@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from kohya_wrap.errors import ExitCode, KohyaWrapError
 from kohya_wrap.rundir import Machines, Plan
@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from kohya_wrap.events import Event
     from kohya_wrap.prepare import PrepareOptions, PrepareResult
     from kohya_wrap.score.advice import Advice
+    from kohya_wrap.score.records import ScoreReport
     from kohya_wrap.train.runner import Companion, TrainResult
 
 PREPARE, PLAN, TRAIN, VERIFY, SCORE = "prepare", "plan", "train", "verify", "score"
@@ -255,7 +256,7 @@ class PipelineResult:
     trained: TrainResult | None
     stage_seconds: tuple[tuple[str, float], ...]
     failure: StageFailure | None = None
-    score: dict[str, Any] | None = None  # score.json, when the run was scored
+    score: ScoreReport | None = None  # score.json, when the run was scored
     score_note: str | None = None  # why it was not scored, or what went wrong scoring it
     advice: Advice | None = None  # what to do next, from the score (score.advice)
 
@@ -282,7 +283,7 @@ def run_pipeline(request: PipelineRequest, stages: Stages | None = None) -> Pipe
 
     def result(
         failure: StageFailure | None,
-        score: dict[str, Any] | None = None,
+        score: ScoreReport | None = None,
         note: str | None = None,
         advice: Advice | None = None,
     ) -> PipelineResult:
@@ -332,35 +333,34 @@ def run_pipeline(request: PipelineRequest, stages: Stages | None = None) -> Pipe
     return result(None, score, note, advice)
 
 
-def score_finished_run(run_dir: Path, stages: Stages) -> tuple[dict[str, Any] | None, str | None]:
+def score_finished_run(run_dir: Path, stages: Stages) -> tuple[ScoreReport | None, str | None]:
     """Score a finished run's checkpoints and record the recommendation in run.json; never fails the run.
 
     (None, why) when the scorer is not installed or scoring could not run.
     """
+    from kohya_wrap.codec import to_builtins
     from kohya_wrap.rundir import SCORE_JSON, record_score
-    from kohya_wrap.score import load_score, score_run, scorer_available
+    from kohya_wrap.score import score_run, scorer_available
 
     missing = scorer_available()
     if missing is not None:
         return None, f"not scored: {missing} (`kohya-wrap score RUN_DIR` once it is installed)"
     try:
         with stages.stage(SCORE):
-            score_run(run_dir)
+            report = score_run(run_dir)
     except PipelineFailed as failed:
         return None, f"not scored: {failed.failure.message}"
     except Exception as e:  # noqa: BLE001  a finished, verified run never fails because of its score
         return None, f"not scored: {type(e).__name__}: {e} (run `kohya-wrap score RUN_DIR` to see it again)"
     from kohya_wrap.score.advice import advise
 
-    doc = load_score(run_dir)
-    if doc is not None:
-        record_score(
-            run_dir,
-            {
-                "file": SCORE_JSON,
-                "recommended": doc.get("recommended"),
-                "reason": doc.get("reason"),
-                "advice": advise(doc, run_dir).to_json(),
-            },
-        )
-    return doc, None
+    record_score(
+        run_dir,
+        {
+            "file": SCORE_JSON,
+            "recommended": to_builtins(report.recommended),
+            "reason": report.reason,
+            "advice": to_builtins(advise(report, run_dir)),
+        },
+    )
+    return report, None

@@ -4,14 +4,24 @@ checkpoint is looked at in milliseconds; LoRA checks, base-model checks, inspect
 
 from __future__ import annotations
 
+import json
 import struct
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from kohya_wrap.fsutil import load_json
+import msgspec
 
 # A real header is kilobytes to a few megabytes; a larger length is a damaged file or another format.
 MAX_HEADER_BYTES = 100_000_000
+ALIGNMENT = 8  # safetensors pads the header so the tensor data starts 8-byte aligned
+
+
+class TensorEntry(msgspec.Struct, frozen=True):
+    """One tensor the header declares: where its bytes lie in the data after the header."""
+
+    dtype: str
+    shape: tuple[Annotated[int, msgspec.Meta(ge=0)], ...]
+    data_offsets: tuple[int, int]
 
 
 class HeaderError(ValueError):
@@ -31,12 +41,23 @@ def read_header(path: Path) -> tuple[dict[str, Any], int]:
             raise HeaderError(f"the header claims {length} bytes but the file has {size}")
         raw = f.read(length)
     try:
-        header = load_json(raw.decode("utf-8"))
-    except ValueError as e:
+        # a JSON object of any JSON values: the tensors' names are the file's own (TensorEntry checks each)
+        header: dict[str, Any] = msgspec.json.decode(raw, type=dict[str, Any])
+    except msgspec.ValidationError:
+        raise HeaderError("its header is not a JSON object") from None
+    except msgspec.DecodeError as e:
         raise HeaderError(f"its header is not JSON ({e})") from None
-    if not isinstance(header, dict):
-        raise HeaderError("its header is not a JSON object")
+    except RecursionError:
+        raise HeaderError("its header is not JSON (its arrays or objects nest too deeply to read)") from None
     return header, 8 + length
+
+
+def header_bytes(header: dict[str, Any]) -> bytes:
+    """A header as a safetensors file starts: its length (u64, little-endian), then the JSON, padded with
+    spaces so the tensor data after it starts 8-byte aligned."""
+    body = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    body += b" " * (-(8 + len(body)) % ALIGNMENT)
+    return struct.pack("<Q", len(body)) + body
 
 
 def incomplete(path: Path) -> str | None:
@@ -48,30 +69,22 @@ def incomplete(path: Path) -> str | None:
         data_size = path.stat().st_size - data_start
     except (OSError, HeaderError) as e:
         return str(e)
-    metadata = header.get("__metadata__")
-    if metadata is not None and (
-        not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values())
-    ):
+    try:
+        msgspec.convert(header.get("__metadata__"), dict[str, str] | None)  # absent or null: no metadata
+    except msgspec.ValidationError:
         return "its __metadata__ is not an object of strings"
     for name, entry in header.items():
         if name == "__metadata__":
             continue
-        offsets = entry.get("data_offsets") if isinstance(entry, dict) else None
-        shape = entry.get("shape") if isinstance(entry, dict) else None
-        if (
-            not isinstance(entry, dict)
-            or not isinstance(entry.get("dtype"), str)
-            or not isinstance(shape, list)
-            or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)
-            or not isinstance(offsets, list)
-            or len(offsets) != 2
-            or not all(isinstance(o, int) and not isinstance(o, bool) for o in offsets)
-            or not 0 <= offsets[0] <= offsets[1]
-        ):
+        try:
+            start, end = msgspec.convert(entry, TensorEntry).data_offsets
+        except msgspec.ValidationError:
+            start, end = 1, 0
+        if not 0 <= start <= end:
             return f"tensor {name!r} has no valid dtype, shape and data_offsets"
-        if offsets[1] > data_size:
+        if end > data_size:
             return (
-                f"tensor {name!r} ends at byte {offsets[1]} of the data, but the file holds {data_size}: "
+                f"tensor {name!r} ends at byte {end} of the data, but the file holds {data_size}: "
                 "it was cut short (truncated: a save, copy or download that did not finish)"
             )
     return None

@@ -173,6 +173,7 @@ class _SampleProgress:
     ) -> SampleSession:
         """Run the sampling with this view; the report is written again once it is done."""
         from kohya_wrap.report.html import write_report
+        from kohya_wrap.sample.generate import SampleHooks
         from kohya_wrap.sample.generate import sample as run_sample
 
         with self.progress:
@@ -183,9 +184,7 @@ class _SampleProgress:
                 tokenizer_cache_dir=tokenizer_cache_dir,
                 out_dir=out_dir,
                 sd_scripts=sd_scripts,
-                on_done=write_report,
-                on_progress=self.on_progress,
-                on_note=self.on_note,
+                hooks=SampleHooks(on_done=write_report, on_progress=self.on_progress, on_note=self.on_note),
             )
 
     def on_note(self, note: str) -> None:

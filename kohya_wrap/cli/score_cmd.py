@@ -54,49 +54,49 @@ def score(run_dir: Path | None, reference: Path | None, samples: Path | None, no
     else:
         assert reference is not None and samples is not None
         report = score_mod.score_images(reference, samples, use_cache=not no_cache, progress=progress)
+    from kohya_wrap.codec import to_builtins
     from kohya_wrap.score.advice import advise
 
-    doc = report.to_json()
-    advice = advise(doc, run_dir)
+    advice = advise(report, run_dir)
     if as_json:
         from kohya_wrap.cli.output import print_json
 
-        print_json({**doc, "advice": advice.to_json()})
+        print_json({**to_builtins(report), "advice": to_builtins(advice)})
         return
     from rich.markup import escape
     from rich.table import Table
 
     from kohya_wrap.cli.output import console
 
-    table = Table(title=f"score: {doc['references']['faces']} reference faces, {doc['samples']}")
+    table = Table(title=f"score: {report.references.faces} reference faces, {report.samples}")
     for column in ("step", "samples", "faces", "likeness", "matches", "copies", "variety", "checkpoint"):
         table.add_column(column, justify="left" if column == "checkpoint" else "right")
-    best = score_mod.recommended_step(doc)
-    for c in doc["checkpoints"]:
-        style = "bold green" if c["step"] == best else None
+    best = report.recommended_step
+    for c in report.checkpoints:
+        style = "bold green" if c.step == best else None
         table.add_row(
-            str(c["step"]),
-            str(c["samples"]),
-            str(c["faces"]),
-            _fmt(c["likeness"]),
-            str(c["matches"]),
-            str(c["copies"]) + (" copying" if c.get("copying") else ""),
-            _fmt(c["variety"]),
-            c["checkpoint"] or "-",
+            str(c.step),
+            str(c.samples),
+            str(c.faces),
+            _fmt(c.likeness),
+            str(c.matches),
+            str(c.copies) + (" copying" if c.copying else ""),
+            _fmt(c.variety),
+            c.checkpoint or "-",
             style=style,
         )
     out = console()
     out.print(table)
-    out.print(score_mod.recommended_line(doc) if best is not None else f"no checkpoint recommended: {doc['reason']}")
+    out.print(score_mod.recommended_line(report) if best is not None else f"no checkpoint recommended: {report.reason}")
     if best is not None:
-        out.print(f"why: {doc['reason']}")
-        if doc.get("confidence"):
-            out.print(f"how sure: {doc['confidence']}")
-    left_out = doc.get("left_out") or []
+        out.print(f"why: {report.reason}")
+        if report.confidence:
+            out.print(f"how sure: {report.confidence}")
+    left_out = report.left_out
     if left_out:
         out.print(f"[yellow]left out: {len(left_out)} file{'s' if len(left_out) != 1 else ''}[/yellow]")
         for item in left_out[:10]:
-            out.print(f"  {item['kind']} {escape(item['file'])}: {escape(item['why'])}")
+            out.print(f"  {item.kind} {escape(item.file)}: {escape(item.why)}")
         if len(left_out) > 10:
             out.print(f"  ... and {len(left_out) - 10} more (--json lists them all)")
     from kohya_wrap.cli.train_cmd import render_advice
@@ -134,8 +134,9 @@ def export(run_dir: Path, step: int | None, out: str, as_json: bool) -> None:
     result = export_checkpoint(run_dir, out, step=step)
     if as_json:
         from kohya_wrap.cli.output import print_json
+        from kohya_wrap.codec import to_builtins
 
-        print_json(result.to_json())
+        print_json(to_builtins(result))
         return
     from kohya_wrap.cli.output import console
 
@@ -145,8 +146,8 @@ def export(run_dir: Path, step: int | None, out: str, as_json: bool) -> None:
         c.print(f"[yellow]{result.note}[/yellow]")
     if result.score is not None:
         c.print(
-            f"score: likeness {_fmt(result.score.get('likeness'))}, {result.score.get('matches')}/"
-            f"{result.score.get('samples')} samples the person, {result.score.get('copies')} copies"
+            f"score: likeness {_fmt(result.score.likeness)}, {result.score.matches}/"
+            f"{result.score.samples} samples the person, {result.score.copies} copies"
         )
     c.print(f"Automatic1111: copy it into {A1111_FOLDER}/    ComfyUI: into {COMFYUI_FOLDER}/")
     c.print(f"prompt: {result.prompt}", markup=False)

@@ -395,6 +395,8 @@ def _run(request: Any, *, as_json: bool, dry_run: bool, strict: bool = False) ->
 
 def _result_json(result: Any) -> dict[str, Any]:
     """--json: after the events, one line with how the run ended, the recommendation and the advice."""
+    from kohya_wrap.codec import to_builtins
+
     trained = result.trained
     return {
         "type": "result",
@@ -404,8 +406,8 @@ def _result_json(result: Any) -> dict[str, Any]:
         "last_step": trained.last_step,
         "total_steps": trained.total_steps,
         "stopped_early": trained.stopped_early,
-        "recommended": (result.score or {}).get("recommended"),
-        "advice": result.advice.to_json() if result.advice is not None else None,
+        "recommended": to_builtins(result.score.recommended) if result.score is not None else None,
+        "advice": to_builtins(result.advice) if result.advice is not None else None,
         "score_note": result.score_note,
     }
 

@@ -5,7 +5,8 @@ process pool) -> pipeline (identity's verdict on the set, names, captions, layou
 (findings) -> manifest (prepare.json, reuse index).
 """
 
-from kohya_wrap.prepare.pipeline import prepare_dataset, render_caption
+from typing import TYPE_CHECKING, Any
+
 from kohya_wrap.prepare.records import (
     DEFAULT_CAPTION,
     DEFAULT_SIZE,
@@ -16,6 +17,20 @@ from kohya_wrap.prepare.records import (
     PrepareResult,
     Subset,
 )
+
+if TYPE_CHECKING:
+    from kohya_wrap.prepare.pipeline import prepare_dataset, render_caption
+
+
+def __getattr__(name: str) -> Any:
+    # The pipeline (process pools, PIL, OpenCV's loader) is imported when first used: `plan` reads
+    # prepare.json through prepare.manifest and needs none of it.
+    if name in ("prepare_dataset", "render_caption"):
+        from kohya_wrap.prepare import pipeline
+
+        return getattr(pipeline, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "DEFAULT_CAPTION",

@@ -235,6 +235,12 @@ def _image_findings(image: OutputImage, detector: str | None, crop_mode: str) ->
         return found
     if detector is None:
         return found  # reported once for the set (lint)
+    return found + _face_findings(image)
+
+
+def _face_findings(image: OutputImage) -> list[Finding]:
+    """A training image face-cropped with a detector: no face, several, or one too small in the crop."""
+    found: list[Finding] = []
     if image.faces == 0:
         found.append(
             Finding(

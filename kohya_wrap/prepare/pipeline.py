@@ -20,17 +20,17 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
+from kohya_wrap import __version__
 from kohya_wrap.errors import DatasetError
-from kohya_wrap.fsutil import atomic_write_bytes, atomic_write_json, atomic_write_text, sha256_file
+from kohya_wrap.fsutil import atomic_write_bytes, atomic_write_text, sha256_file
 from kohya_wrap.prepare import faces, identity, lint, manifest, sources, worker
 from kohya_wrap.prepare.records import (
     SIZES,
     SKIP_KINDS,
-    FaceIdentity,
     Finding,
     IdentityCheck,
+    ImageIdentity,
     OutputImage,
     PrepareOptions,
     PrepareResult,
@@ -143,33 +143,155 @@ def dataset_lock(dataset_dir: Path) -> Iterator[None]:
         os.close(fd)
 
 
+@dataclass(frozen=True)
+class _Placing:
+    """What placing the outputs of one prepare needs besides its groups and their workers' outcomes."""
+
+    dataset_dir: Path
+    staging: Path
+    reuse_index: dict[tuple[bool, str], manifest.Reusable]
+    skip_kinds: frozenset[str]
+    detected: bool  # a face detector ran
+    identity_model: str | None
+    identity_note: str
+
+
+@dataclass
+class _Placed:
+    """What the groups' placing gave: the outputs, the subsets, the photos left out, the identity check."""
+
+    check: IdentityCheck
+    images: list[OutputImage]
+    subsets: list[Subset]
+    skipped: list[Finding]
+    reused: int = 0
+
+
 def _prepare_locked(options: PrepareOptions, on_progress: Callable[[int, int], None] | None) -> PrepareResult:
     src_dir, reg_dir, dataset_dir = _check_paths(options)
-    caption, reg_caption = _check_options(options)
+    captions = _check_options(options)
 
     old = manifest.load(dataset_dir) if dataset_dir.is_dir() else None
     # a staging folder without a manifest: a prepare of ours stopped after its swap; its img/ is ours to replace
     interrupted = old is None and (dataset_dir / STAGING_NAME).is_dir()
     _check_dataset_dir(dataset_dir, old, options.force or interrupted)
-    repeats = options.repeats if options.repeats is not None else DEFAULT_REPEATS
-    parameters: dict[str, Any] = {
-        "token": options.token,
-        "class": options.class_word,
-        "size": options.size,
-        "crop": options.crop,
-        "repeats": repeats,
-        "repeats_explicit": options.repeats is not None,
-        "caption": options.caption,
-        "allow_upscale": options.allow_upscale,
-        "skip_multiple_faces": options.skip_multiple_faces,
-        "skip": sorted(_skip_kinds(options)),
-        "reg": reg_dir is not None,
-    }
+    parameters = _parameters(options, reg_dir)
     detector = faces.detector_name() if options.crop == "face" else None
     identity_model, identity_note = _identity_model(options)
     key = manifest.image_key(parameters, detector, identity_model)
-    reuse_index = manifest.reusable(old, dataset_dir, key)
+    groups, discovered = _groups(options, (src_dir, reg_dir, dataset_dir), captions)
+    # Every file left out, with its reason, is "skipped"; the rest of discovery's findings are notes.
+    skipped = [f for f in discovered if f.code.startswith("skipped_")]
+    findings = [f for f in discovered if not f.code.startswith("skipped_")]
 
+    staging = _staging(dataset_dir)
+    placing = _Placing(
+        dataset_dir=dataset_dir,
+        staging=staging,
+        reuse_index=manifest.reusable(old, dataset_dir, key),
+        skip_kinds=_skip_kinds(options),
+        detected=detector is not None,
+        identity_model=identity_model,
+        identity_note=identity_note,
+    )
+    tasks = _tasks(groups, options, placing, detector)
+    outcomes = _run_staged(tasks, options.jobs, on_progress, staging)
+    placed = _place_groups(groups, tasks, outcomes, placing)
+    skipped += placed.skipped
+    findings += skipped + lint.lint(placed.images, detector, options.crop, placed.check)
+    findings += _swap_in(dataset_dir, staging, old is not None or interrupted)
+    document = manifest.PrepareManifest(
+        schema=manifest.SCHEMA,
+        kohya_wrap_version=__version__,
+        parameters=parameters,
+        image_key=key,
+        face_detection=_detection(detector, options),
+        identity=placed.check.summary(),
+        source_dir=str(src_dir),
+        reg_source_dir=str(reg_dir) if reg_dir is not None else None,
+        subsets=tuple(placed.subsets),
+        images=tuple(placed.images),
+        skipped=tuple(skipped),
+        findings=tuple(findings),
+    )
+    manifest_path = manifest.write(dataset_dir, document)
+    shutil.rmtree(staging, ignore_errors=True)
+    return _result(document, manifest_path, placed, _removed(old, placed.images))
+
+
+def _result(document: manifest.PrepareManifest, path: Path, placed: _Placed, removed: int) -> PrepareResult:
+    return PrepareResult(
+        dataset_dir=path.parent,
+        manifest_path=path,
+        subsets=document.subsets,
+        images=document.images,
+        findings=document.findings,
+        processed=len(placed.images) - placed.reused,
+        reused=placed.reused,
+        skipped=len(document.skipped),
+        removed=removed,
+        face_detection=document.face_detection,
+        identity=placed.check,
+    )
+
+
+def _run_staged(
+    tasks: list[worker.Task], jobs: int | None, on_progress: Callable[[int, int], None] | None, staging: Path
+) -> list[worker.Outcome]:
+    try:
+        return _run(tasks, jobs, on_progress)
+    except OSError:
+        # a full disk: give back the space of the half-built images; the staging folder itself stays,
+        # so plan knows this folder is unfinished until a prepare completes
+        shutil.rmtree(staging / "work", ignore_errors=True)
+        raise
+
+
+def _detection(detector: str | None, options: PrepareOptions) -> str:
+    """The face detector used, or why none was (prepare.json `face_detection`)."""
+    if detector is not None:
+        return detector
+    return "not asked (--crop center)" if options.crop == "center" else faces.FACES_UNAVAILABLE
+
+
+def _staging(dataset_dir: Path) -> Path:
+    """A fresh staging folder, with its work/ folder for the workers' outputs."""
+    staging = dataset_dir / STAGING_NAME
+    if staging.exists():
+        shutil.rmtree(staging)  # left by an interrupted run; ours, hidden, never a final output
+    (staging / "work").mkdir(parents=True)
+    return staging
+
+
+def _parameters(options: PrepareOptions, reg_dir: Path | None) -> manifest.PrepareParameters:
+    return manifest.PrepareParameters(
+        token=options.token,
+        class_word=options.class_word,
+        size=options.size,
+        crop=options.crop,
+        repeats=options.repeats if options.repeats is not None else DEFAULT_REPEATS,
+        repeats_explicit=options.repeats is not None,
+        caption=options.caption,
+        allow_upscale=options.allow_upscale,
+        skip_multiple_faces=options.skip_multiple_faces,
+        skip=tuple(sorted(_skip_kinds(options))),
+        reg=reg_dir is not None,
+    )
+
+
+def _removed(old: manifest.PrepareManifest | None, images: list[OutputImage]) -> int:
+    """Earlier outputs not in the dataset any more: their source is gone, or left out now (--skip, unreadable)."""
+    current = {(i.is_reg, i.source) for i in images}
+    return sum(1 for e in (old.images if old is not None else ()) if (e.is_reg, e.source) not in current)
+
+
+def _groups(
+    options: PrepareOptions, folders: tuple[Path, Path | None, Path], captions: tuple[str, str]
+) -> tuple[list[_Group], list[Finding]]:
+    """The training photos' group (and the regularization images', with --reg), and what discovery found."""
+    src_dir, reg_dir, dataset_dir = folders
+    caption, reg_caption = captions
+    repeats = options.repeats if options.repeats is not None else DEFAULT_REPEATS
     train_found = sources.discover(src_dir, exclude=dataset_dir)
     if not train_found.files:
         left_out = [f for f in train_found.findings if f.code.startswith("skipped_")]
@@ -184,17 +306,8 @@ def _prepare_locked(options: PrepareOptions, on_progress: Callable[[int, int], N
             f"{', '.join(sorted(sources.PHOTO_EXTENSIONS))} files).",
         )
     class_tokens = f"{options.token} {options.class_word}"
-    groups = [
-        _Group(
-            False,
-            src_dir,
-            f"{TRAIN_DIR}/{subset_dir_name(repeats, class_tokens)}",
-            class_tokens,
-            repeats,
-            caption,
-            train_found.files,
-        )
-    ]
+    subset_dir = f"{TRAIN_DIR}/{subset_dir_name(repeats, class_tokens)}"
+    groups = [_Group(False, src_dir, subset_dir, class_tokens, repeats, caption, train_found.files)]
     discovered: list[Finding] = list(train_found.findings)
     if reg_dir is not None:
         reg_found = sources.discover(reg_dir, exclude=dataset_dir)
@@ -202,18 +315,13 @@ def _prepare_locked(options: PrepareOptions, on_progress: Callable[[int, int], N
         groups.append(_Group(True, reg_dir, reg_subset, options.class_word, REG_REPEATS, reg_caption, reg_found.files))
         discovered += [_as_reg(f) for f in reg_found.findings]
     discovered += _kohya_folder_name(src_dir, options.repeats, groups[0].subset_dir)
-    # Every file left out, with its reason, is "skipped"; the rest of discovery's findings are notes.
-    skipped = [f for f in discovered if f.code.startswith("skipped_")]
-    findings = [f for f in discovered if not f.code.startswith("skipped_")]
+    return groups, discovered
 
-    staging = dataset_dir / STAGING_NAME
-    if staging.exists():
-        shutil.rmtree(staging)  # left by an interrupted run; ours, hidden, never a final output
-    (staging / "work").mkdir(parents=True)
 
+def _tasks(groups: list[_Group], options: PrepareOptions, placing: _Placing, detector: str | None) -> list[worker.Task]:
     tasks: list[worker.Task] = []
     for group in groups:
-        reusable = frozenset(sha for (is_reg, sha) in reuse_index if is_reg == group.is_reg)
+        reusable = frozenset(sha for (is_reg, sha) in placing.reuse_index if is_reg == group.is_reg)
         for source in group.files:
             tasks.append(
                 worker.Task(
@@ -225,94 +333,37 @@ def _prepare_locked(options: PrepareOptions, on_progress: Callable[[int, int], N
                     crop=options.crop,
                     detector=detector,
                     allow_upscale=options.allow_upscale,
-                    staged=str(staging / "work" / f"{len(tasks):06d}{OUTPUT_EXTENSION}"),
+                    staged=str(placing.staging / "work" / f"{len(tasks):06d}{OUTPUT_EXTENSION}"),
                     reusable=reusable,
-                    identity=identity_model is not None and not group.is_reg,
+                    identity=placing.identity_model is not None and not group.is_reg,
                 )
             )
-    try:
-        outcomes = _run(tasks, options.jobs, on_progress)
-    except OSError:
-        # a full disk: give back the space of the half-built images; the staging folder itself stays,
-        # so plan knows this folder is unfinished until a prepare completes
-        shutil.rmtree(staging / "work", ignore_errors=True)
-        raise
+    return tasks
 
-    images: list[OutputImage] = []
-    subsets: list[Subset] = []
-    check = IdentityCheck(model=None, note=identity_note)
+
+def _place_groups(
+    groups: list[_Group], tasks: list[worker.Task], outcomes: list[worker.Outcome], placing: _Placing
+) -> _Placed:
+    placed = _Placed(IdentityCheck(model=None, note=placing.identity_note), [], [], [])
     for group in groups:
-        placed, group_skipped, group_check = _place(
-            group,
-            [t for t in tasks if t.is_reg == group.is_reg],
-            outcomes,
-            reuse_index,
-            dataset_dir,
-            staging,
-            frozenset() if group.is_reg else _skip_kinds(options),
-            detector is not None,
-            identity_model,
-            identity_note,
+        images, group_skipped, group_check, reused = _place(
+            group, [t for t in tasks if t.is_reg == group.is_reg], outcomes, placing
         )
         if group_check is not None:
-            check = group_check
-        images += placed
-        skipped += group_skipped
-        subsets.append(
+            placed.check = group_check
+        placed.images += images
+        placed.skipped += group_skipped
+        placed.reused += reused
+        placed.subsets.append(
             Subset(
                 dir=group.subset_dir,
                 is_reg=group.is_reg,
                 repeats=group.repeats,
                 class_tokens=group.class_tokens,
-                images=len(placed),
+                images=len(images),
             )
         )
-    reused = sum(1 for i in images if i.reused)
-    processed = len(images) - reused
-
-    # an earlier output not in the dataset any more: its source is gone, or it is left out now (--skip, unreadable)
-    current = {(i.is_reg, i.source) for i in images}
-    removed = sum(
-        1
-        for e in (old or {}).get("images", [])
-        if isinstance(e, dict) and (e.get("is_reg"), e.get("source")) not in current
-    )
-    lint_findings = lint.lint(images, detector, options.crop, check)
-    findings += skipped + lint_findings
-    findings += _swap_in(dataset_dir, staging, old is not None or interrupted)
-    detection = (
-        detector
-        if detector is not None
-        else ("not asked (--crop center)" if options.crop == "center" else faces.FACES_UNAVAILABLE)
-    )
-    document = manifest.build(
-        parameters=parameters,
-        image_key_value=key,
-        detector=detection,
-        src_dir=src_dir,
-        reg_dir=reg_dir,
-        subsets=subsets,
-        images=images,
-        skipped=skipped,
-        findings=findings,
-        identity=check,
-    )
-    manifest_path = dataset_dir / manifest.MANIFEST_NAME
-    atomic_write_json(manifest_path, document)
-    shutil.rmtree(staging, ignore_errors=True)
-    return PrepareResult(
-        dataset_dir=dataset_dir,
-        manifest_path=manifest_path,
-        subsets=tuple(subsets),
-        images=tuple(images),
-        findings=tuple(findings),
-        processed=processed,
-        reused=reused,
-        skipped=len(skipped),
-        removed=removed,
-        face_detection=detection,
-        identity=check,
-    )
+    return placed
 
 
 def _kohya_folder_name(src_dir: Path, repeats: int | None, subset_dir: str) -> list[Finding]:
@@ -391,72 +442,31 @@ def _skip_by_option(outcome: worker.Outcome, rel: str, skip: frozenset[str], det
 
 
 def _place(
-    group: _Group,
-    tasks: list[worker.Task],
-    outcomes: list[worker.Outcome],
-    reuse_index: dict[tuple[bool, str], manifest.Reusable],
-    dataset_dir: Path,
-    staging: Path,
-    skip_kinds: frozenset[str],
-    detected: bool,
-    identity_model: str | None,
-    identity_note: str,
-) -> tuple[list[OutputImage], list[Finding], IdentityCheck | None]:
-    """One subset's outputs, numbered in source order, with captions, under `staging`; what was left out; and,
-    for the training photos, the identity check (made before numbering, so --skip other-person leaves no gap)."""
-    kept: list[tuple[worker.Task, worker.Outcome]] = []
-    skipped: list[Finding] = []
-    keeper = _keepers(tasks, outcomes)
-    for task in tasks:
-        outcome = outcomes[task.index]
-        if outcome.status == "reuse":
-            outcome = _reuse_or_redo(task, outcome, reuse_index[(group.is_reg, outcome.sha256 or "")])
-        skip = outcome.skip
-        if skip is None and outcome.sha256 and keeper.get(outcome.sha256, task.rel) != task.rel:
-            skip = Finding(
-                "skipped_duplicate",
-                "warning",
-                task.rel,
-                f"exact duplicate of {keeper[outcome.sha256]}",
-                "nothing to do; remove one copy",
-            )
-        if skip is None:
-            skip = _skip_by_option(outcome, task.rel, skip_kinds, detected)
-        if skip is not None:
-            skipped.append(_as_reg(skip) if group.is_reg else skip)
-            continue
-        kept.append((task, outcome))
+    group: _Group, tasks: list[worker.Task], outcomes: list[worker.Outcome], placing: _Placing
+) -> tuple[list[OutputImage], list[Finding], IdentityCheck | None, int]:
+    """One subset's outputs, numbered in source order, with captions, under `staging`; what was left out; for
+    the training photos, the identity check (made before numbering, so --skip other-person leaves no gap); and
+    how many outputs were reused."""
+    skip_kinds = frozenset() if group.is_reg else placing.skip_kinds
+    kept, skipped = _kept(group, tasks, outcomes, placing, skip_kinds)
     check = None
     if not group.is_reg:
-        check = identity.judge([(t.rel, o.identity) for t, o in kept], identity_model, identity_note)
+        check = identity.judge([(t.rel, o.identity) for t, o in kept], placing.identity_model, placing.identity_note)
         if "other-person" in skip_kinds and check.other_person:
-            named, distance = set(check.other_person), dict(check.distances)
-            for task, outcome in kept:
-                if task.rel in named:
-                    words = lint.other_person_words(distance[task.rel], check, outcome.faces)
-                    skipped.append(
-                        Finding(
-                            "skipped_other_person",
-                            "warning",
-                            task.rel,
-                            f"{words}; skipped (--skip other-person)",
-                            "check who it shows; leave other-person out of --skip to keep it",
-                        )
-                    )
-            kept = [(t, o) for t, o in kept if t.rel not in named]
-            check = replace(check, poses=identity.pose_counts([o.identity for _, o in kept]))
+            kept, check = _skip_other_person(kept, check, skipped)
     distances = dict(check.distances) if check is not None else {}
     images: list[OutputImage] = []
     width = max(4, len(str(len(kept))))
     for number, (task, outcome) in enumerate(kept, 1):
         stem = f"{group.subset_dir}/{number:0{width}d}"
         output, caption_file = stem + OUTPUT_EXTENSION, stem + CAPTION_EXTENSION
-        (staging / output).parent.mkdir(parents=True, exist_ok=True)
+        (placing.staging / output).parent.mkdir(parents=True, exist_ok=True)
         if outcome.status == "reuse":
-            atomic_write_bytes(staging / output, (dataset_dir / outcome.reuse_from).read_bytes())
+            atomic_write_bytes(placing.staging / output, (placing.dataset_dir / outcome.reuse_from).read_bytes())
         else:
-            os.replace(task.staged, staging / output)
-        atomic_write_text(staging / caption_file, group.caption + "\n")
+            os.replace(task.staged, placing.staging / output)
+        atomic_write_text(placing.staging / caption_file, group.caption + "\n")
+        seen = outcome.identity
         images.append(
             OutputImage(
                 output=output,
@@ -474,12 +484,64 @@ def _place(
                 phash=outcome.phash,
                 sharpness=outcome.sharpness,
                 frames=outcome.frames,
-                reused=outcome.status == "reuse",
-                identity=outcome.identity,
-                identity_distance=distances.get(task.rel),
+                identity=ImageIdentity.of(seen, distances.get(task.rel)) if seen is not None else None,
             )
         )
-    return images, skipped, check
+    return images, skipped, check, sum(1 for _, o in kept if o.status == "reuse")
+
+
+def _kept(
+    group: _Group,
+    tasks: list[worker.Task],
+    outcomes: list[worker.Outcome],
+    placing: _Placing,
+    skip_kinds: frozenset[str],
+) -> tuple[list[tuple[worker.Task, worker.Outcome]], list[Finding]]:
+    """The group's photos that go in (earlier outputs reused where intact), and those left out, with why."""
+    kept: list[tuple[worker.Task, worker.Outcome]] = []
+    skipped: list[Finding] = []
+    keeper = _keepers(tasks, outcomes)
+    for task in tasks:
+        outcome = outcomes[task.index]
+        if outcome.status == "reuse":
+            outcome = _reuse_or_redo(task, outcome, placing.reuse_index[(group.is_reg, outcome.sha256 or "")])
+        skip = outcome.skip
+        if skip is None and outcome.sha256 and keeper.get(outcome.sha256, task.rel) != task.rel:
+            skip = Finding(
+                "skipped_duplicate",
+                "warning",
+                task.rel,
+                f"exact duplicate of {keeper[outcome.sha256]}",
+                "nothing to do; remove one copy",
+            )
+        if skip is None:
+            skip = _skip_by_option(outcome, task.rel, skip_kinds, placing.detected)
+        if skip is not None:
+            skipped.append(_as_reg(skip) if group.is_reg else skip)
+            continue
+        kept.append((task, outcome))
+    return kept, skipped
+
+
+def _skip_other_person(
+    kept: list[tuple[worker.Task, worker.Outcome]], check: IdentityCheck, skipped: list[Finding]
+) -> tuple[list[tuple[worker.Task, worker.Outcome]], IdentityCheck]:
+    """--skip other-person: the photos the check named left out (added to skipped), the poses counted again."""
+    named, distance = set(check.other_person), dict(check.distances)
+    for task, outcome in kept:
+        if task.rel in named:
+            words = lint.other_person_words(distance[task.rel], check, outcome.faces)
+            skipped.append(
+                Finding(
+                    "skipped_other_person",
+                    "warning",
+                    task.rel,
+                    f"{words}; skipped (--skip other-person)",
+                    "check who it shows; leave other-person out of --skip to keep it",
+                )
+            )
+    kept = [(t, o) for t, o in kept if t.rel not in named]
+    return kept, replace(check, poses=identity.pose_counts([o.identity for _, o in kept]))
 
 
 def _run(
@@ -528,25 +590,25 @@ def _reuse_or_redo(task: worker.Task, outcome: worker.Outcome, earlier: manifest
     """The earlier output's record, if its file is intact; else the image made again."""
     entry = earlier.entry
     try:
-        intact = earlier.output.is_file() and sha256_file(earlier.output) == entry["output_sha256"]
-        if intact:
+        intact = earlier.output.is_file() and sha256_file(earlier.output) == entry.output_sha256
+        if intact and (entry.identity is not None or not task.identity):
             return worker.Outcome(
                 index=task.index,
                 status="reuse",
                 sha256=outcome.sha256,
                 nbytes=outcome.nbytes,
-                source_size=tuple(entry["source_size"]),
-                crop_box=tuple(entry["crop_box"]),
-                face_box=tuple(entry["face_box"]) if entry["face_box"] is not None else None,
-                faces=entry["faces"],
-                output_sha256=entry["output_sha256"],
-                phash=entry["phash"],
-                sharpness=float(entry["sharpness"]),
-                frames=int(entry["frames"]),
-                reuse_from=str(entry["output"]),
-                identity=FaceIdentity.from_json(entry["identity"]) if task.identity else None,
+                source_size=entry.source_size,
+                crop_box=entry.crop_box,
+                face_box=entry.face_box,
+                faces=entry.faces,
+                output_sha256=entry.output_sha256,
+                phash=entry.phash,
+                sharpness=entry.sharpness,
+                frames=entry.frames,
+                reuse_from=entry.output,
+                identity=entry.identity.face() if task.identity and entry.identity is not None else None,
             )
-    except (KeyError, TypeError, ValueError, OSError):
+    except (ValueError, OSError):
         pass
     return worker.process(worker.Task(**{**task.__dict__, "reusable": frozenset()}))
 
@@ -639,7 +701,7 @@ def _check_words(options: PrepareOptions) -> None:
         )
 
 
-def _check_dataset_dir(dataset_dir: Path, old: dict[str, Any] | None, force: bool) -> None:
+def _check_dataset_dir(dataset_dir: Path, old: manifest.PrepareManifest | None, force: bool) -> None:
     if old is not None or force or not dataset_dir.is_dir():
         return
     contents = [p.name for p in dataset_dir.iterdir() if p.name != STAGING_NAME]

@@ -1,10 +1,15 @@
-"""The records `prepare` takes and gives: plain frozen dataclasses, no behaviour beyond to_json()."""
+"""The records `prepare` takes and gives. Those prepare.json holds (Finding, Subset, OutputImage with its
+ImageIdentity) are codec Records whose fields are the file's keys; prepare.manifest writes and reads them."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import base64
+import struct
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
+
+from kohya_wrap.codec import Record
 
 CropMode = Literal["face", "center"]
 Level = Literal["warning", "info"]
@@ -37,8 +42,7 @@ class PrepareOptions:
     identity: bool = True  # check who each photo shows and its pose where dlib is installed (bench turns it off)
 
 
-@dataclass(frozen=True)
-class Finding:
+class Finding(Record, frozen=True, kw_only=False, omit_defaults=True):
     """One lint result or skipped file: what is wrong with which file, and what to do."""
 
     code: str  # e.g. "no_face", "blurred", "skipped_corrupt"
@@ -47,18 +51,6 @@ class Finding:
     message: str
     action: str
     files: tuple[str, ...] = ()  # every file a grouped finding covers (a near-duplicate cluster), `file` first
-
-    def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "code": self.code,
-            "level": self.level,
-            "file": self.file,
-            "message": self.message,
-            "action": self.action,
-        }
-        if self.files:
-            out["files"] = list(self.files)
-        return out
 
 
 @dataclass(frozen=True)
@@ -70,33 +62,43 @@ class FaceIdentity:
     yaw: float | None  # degrees from the landmarks, the sign telling the side; None without landmarks
     pose: str  # one of POSES, or "unknown"
 
-    def to_json(self) -> dict[str, Any]:
-        import base64
-        import struct
 
+class ImageIdentity(Record, frozen=True):
+    """A FaceIdentity as prepare.json holds it (the descriptor as base64 little-endian float32), with the face's
+    distance from the set's centre where the check compared it."""
+
+    faces: int
+    pose: str
+    yaw: float | None
+    embedding: str | None
+    distance: float | None = None
+
+    @staticmethod
+    def of(seen: FaceIdentity, distance: float | None) -> ImageIdentity:
         packed = None
-        if self.embedding is not None:
-            packed = base64.b64encode(struct.pack(f"<{len(self.embedding)}f", *self.embedding)).decode("ascii")
-        return {"faces": self.faces, "pose": self.pose, "yaw": self.yaw, "embedding": packed}
+        if seen.embedding is not None:
+            packed = base64.b64encode(struct.pack(f"<{len(seen.embedding)}f", *seen.embedding)).decode("ascii")
+        return ImageIdentity(faces=seen.faces, pose=seen.pose, yaw=seen.yaw, embedding=packed, distance=distance)
 
-    @classmethod
-    def from_json(cls, entry: dict[str, Any]) -> FaceIdentity:
-        """The record prepare.json holds (its embedding as base64 little-endian float32). Raises on a bad entry."""
-        import base64
-        import struct
-
-        packed = entry["embedding"]
+    def face(self) -> FaceIdentity:
+        """What the identity model saw. ValueError when the descriptor is not base64 float32."""
         embedding = None
-        if packed is not None:
-            raw = base64.b64decode(packed, validate=True)
+        if self.embedding is not None:
+            raw = base64.b64decode(self.embedding, validate=True)
             embedding = struct.unpack(f"<{len(raw) // 4}f", raw)
-        yaw = entry["yaw"]
-        return cls(
-            faces=int(entry["faces"]),
-            embedding=embedding,
-            yaw=float(yaw) if yaw is not None else None,
-            pose=str(entry["pose"]),
-        )
+        return FaceIdentity(faces=self.faces, embedding=embedding, yaw=self.yaw, pose=self.pose)
+
+
+class IdentitySummary(Record, frozen=True):
+    """The identity check as prepare.json holds it (without every photo's distance: its images hold them)."""
+
+    model: str | None
+    note: str
+    judged: int = 0
+    median_distance: float | None = None
+    threshold: float | None = None
+    other_person: tuple[str, ...] = ()
+    poses: dict[str, int] = {}
 
 
 @dataclass(frozen=True)
@@ -112,20 +114,19 @@ class IdentityCheck:
     other_person: tuple[str, ...] = ()  # sources named as somebody else (also those --skip other-person left out)
     poses: tuple[tuple[str, int], ...] = ()  # POSES and "unknown" with their counts, over the training images
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "model": self.model,
-            "note": self.note,
-            "judged": self.judged,
-            "median_distance": self.median_distance,
-            "threshold": self.threshold,
-            "other_person": list(self.other_person),
-            "poses": dict(self.poses),
-        }
+    def summary(self) -> IdentitySummary:
+        return IdentitySummary(
+            model=self.model,
+            note=self.note,
+            judged=self.judged,
+            median_distance=self.median_distance,
+            threshold=self.threshold,
+            other_person=self.other_person,
+            poses=dict(self.poses),
+        )
 
 
-@dataclass(frozen=True)
-class OutputImage:
+class OutputImage(Record, frozen=True):
     """One prepared image, as recorded in prepare.json."""
 
     output: str  # relative to the dataset folder, "/"-separated
@@ -143,49 +144,20 @@ class OutputImage:
     phash: str  # 64-bit difference hash, hex
     sharpness: float
     frames: int
-    reused: bool = field(default=False, compare=False)
-    identity: FaceIdentity | None = None  # None: the identity check did not run (no dlib, or a reg image)
-    identity_distance: float | None = None  # from the set's centre, where the check compared this face
+    identity: ImageIdentity | None = None  # None: the identity check did not run (no dlib, or a reg image)
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "output": self.output,
-            "caption_file": self.caption_file,
-            "caption": self.caption,
-            "is_reg": self.is_reg,
-            "source": self.source,
-            "source_sha256": self.source_sha256,
-            "source_bytes": self.source_bytes,
-            "source_size": list(self.source_size),
-            "crop_box": list(self.crop_box),
-            "face_box": list(self.face_box) if self.face_box is not None else None,
-            "faces": self.faces,
-            "output_sha256": self.output_sha256,
-            "phash": self.phash,
-            "sharpness": self.sharpness,
-            "frames": self.frames,
-            "identity": (
-                {**self.identity.to_json(), "distance": self.identity_distance} if self.identity is not None else None
-            ),
-        }
+    @property
+    def identity_distance(self) -> float | None:
+        """From the set's centre, where the identity check compared this face."""
+        return self.identity.distance if self.identity is not None else None
 
 
-@dataclass(frozen=True)
-class Subset:
+class Subset(Record, frozen=True):
     dir: str  # relative to the dataset folder
     is_reg: bool
     repeats: int
     class_tokens: str
     images: int
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "dir": self.dir,
-            "is_reg": self.is_reg,
-            "repeats": self.repeats,
-            "class_tokens": self.class_tokens,
-            "images": self.images,
-        }
 
 
 @dataclass(frozen=True)
@@ -207,10 +179,12 @@ class PrepareResult:
         return tuple(f for f in self.findings if f.level == "warning")
 
     def to_json(self) -> dict[str, Any]:
+        from kohya_wrap.codec import to_builtins
+
         return {
             "dataset_dir": str(self.dataset_dir),
             "manifest": str(self.manifest_path),
-            "subsets": [s.to_json() for s in self.subsets],
+            "subsets": to_builtins(self.subsets),
             "counts": {
                 "images": sum(1 for i in self.images if not i.is_reg),
                 "reg_images": sum(1 for i in self.images if i.is_reg),
@@ -221,7 +195,7 @@ class PrepareResult:
                 "warnings": len(self.warnings),
             },
             "face_detection": self.face_detection,
-            "identity": self.identity.to_json(),
-            "findings": [f.to_json() for f in self.findings],
-            "images": [i.to_json() for i in self.images],
+            "identity": to_builtins(self.identity.summary()),
+            "findings": to_builtins(self.findings),
+            "images": to_builtins(self.images),
         }

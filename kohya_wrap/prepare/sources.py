@@ -11,10 +11,10 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from kohya_wrap.prepare.records import Finding
+from kohya_wrap.prepare.records import Finding, Level
 
 PHOTO_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
 HEIF_EXTENSIONS = frozenset({".heic", ".heif", ".avif"})
@@ -76,28 +76,42 @@ def _label(name: str) -> str:
 
 def discover(root: Path, exclude: Path | None = None) -> Discovery:
     """Every photo under `root`, sorted by relative path; `exclude` (a folder) is not entered."""
-    root_real = Path(os.path.realpath(root))
-    exclude_real = Path(os.path.realpath(exclude)) if exclude is not None else None
-    readable = PHOTO_EXTENSIONS | heif_support()
-    files: list[SourceFile] = []
-    findings: list[Finding] = []
-    visited: set[str] = set()
+    walker = _Walker(
+        root_real=Path(os.path.realpath(root)),
+        exclude_real=Path(os.path.realpath(exclude)) if exclude is not None else None,
+        readable=PHOTO_EXTENSIONS | heif_support(),
+    )
+    walker.walk(root, "")
+    files = sorted(walker.files, key=lambda f: f.rel)
+    findings = sorted(walker.findings, key=lambda f: f.file)
+    return Discovery(files=tuple(files), findings=tuple(findings))
 
-    def skip(rel: str, code: str, level: str, message: str, action: str) -> None:
-        findings.append(Finding(code=code, level=level, file=rel, message=message, action=action))  # type: ignore[arg-type]
 
-    def walk(folder: Path, rel_folder: str) -> None:
+@dataclass
+class _Walker:
+    """One discovery's walk: the photos and findings so far, and the folders already visited."""
+
+    root_real: Path
+    exclude_real: Path | None
+    readable: frozenset[str]
+    files: list[SourceFile] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
+    visited: set[str] = field(default_factory=set)
+
+    def skip(self, rel: str, code: str, message: str, action: str, level: Level = "warning") -> None:
+        self.findings.append(Finding(code=code, level=level, file=rel, message=message, action=action))
+
+    def walk(self, folder: Path, rel_folder: str) -> None:
         real = os.path.realpath(folder)
-        if real in visited or (exclude_real is not None and Path(real) == exclude_real):
+        if real in self.visited or (self.exclude_real is not None and Path(real) == self.exclude_real):
             return
-        visited.add(real)
+        self.visited.add(real)
         try:
             entries = sorted(os.scandir(folder), key=lambda e: e.name)
         except OSError as e:
-            skip(
+            self.skip(
                 rel_folder or ".",
                 "skipped_unreadable",
-                "warning",
                 f"folder cannot be listed ({e.strerror})",
                 "fix its permissions",
             )
@@ -107,54 +121,54 @@ def discover(root: Path, exclude: Path | None = None) -> Discovery:
                 continue
             name = _label(entry.name)
             rel = f"{rel_folder}/{name}" if rel_folder else name
-            path = Path(entry.path)
             try:
-                if entry.is_symlink():
-                    target = Path(os.path.realpath(path))
-                    if not target.exists():
-                        skip(rel, "skipped_broken_link", "warning", "broken symbolic link", "remove the link")
-                        continue
-                    if target != root_real and root_real not in target.parents:
-                        skip(
-                            rel,
-                            "skipped_link_outside",
-                            "warning",
-                            f"symbolic link to {target}, outside the source folder; not followed",
-                            "copy the photo into the source folder",
-                        )
-                        continue
-                if entry.is_dir(follow_symlinks=True):
-                    walk(path, rel)
-                    continue
-                if not entry.is_file(follow_symlinks=True):
-                    skip(rel, "skipped_not_file", "warning", "not a regular file", "remove it from the folder")
-                    continue
+                is_file = self._follow(entry, rel)
             except OSError as e:
-                skip(rel, "skipped_unreadable", "warning", f"cannot be examined ({e.strerror})", "fix its permissions")
+                self.skip(rel, "skipped_unreadable", f"cannot be examined ({e.strerror})", "fix its permissions")
                 continue
-            ext = os.path.splitext(entry.name)[1].lower()
-            if ext in readable:
-                files.append(SourceFile(path=path, rel=rel))
-            elif ext in HEIF_EXTENSIONS:
-                skip(
-                    rel,
-                    "skipped_unsupported",
-                    "warning",
-                    f"{ext} photos need pillow-heif, which is not installed",
-                    f"{HEIF_HINT}, or convert it to JPEG",
-                )
-            elif ext in SIDECAR_EXTENSIONS:
-                skip(rel, "ignored_sidecar", "info", "not a photo; ignored", "nothing to do")
-            else:
-                skip(
-                    rel,
-                    "skipped_unsupported",
-                    "warning",
-                    f"unsupported file type {ext or '(no extension)'}",
-                    "convert it to JPEG or PNG, or remove it",
-                )
+            if is_file:
+                self._file(Path(entry.path), rel, os.path.splitext(entry.name)[1].lower())
 
-    walk(root, "")
-    files.sort(key=lambda f: f.rel)
-    findings.sort(key=lambda f: f.file)
-    return Discovery(files=tuple(files), findings=tuple(findings))
+    def _follow(self, entry: os.DirEntry[str], rel: str) -> bool:
+        """Whether the entry is a file to look at; a folder (or a link to one inside the source) is walked."""
+        path = Path(entry.path)
+        if entry.is_symlink():
+            target = Path(os.path.realpath(path))
+            if not target.exists():
+                self.skip(rel, "skipped_broken_link", "broken symbolic link", "remove the link")
+                return False
+            if target != self.root_real and self.root_real not in target.parents:
+                self.skip(
+                    rel,
+                    "skipped_link_outside",
+                    f"symbolic link to {target}, outside the source folder; not followed",
+                    "copy the photo into the source folder",
+                )
+                return False
+        if entry.is_dir(follow_symlinks=True):
+            self.walk(path, rel)
+            return False
+        if not entry.is_file(follow_symlinks=True):
+            self.skip(rel, "skipped_not_file", "not a regular file", "remove it from the folder")
+            return False
+        return True
+
+    def _file(self, path: Path, rel: str, ext: str) -> None:
+        if ext in self.readable:
+            self.files.append(SourceFile(path=path, rel=rel))
+        elif ext in HEIF_EXTENSIONS:
+            self.skip(
+                rel,
+                "skipped_unsupported",
+                f"{ext} photos need pillow-heif, which is not installed",
+                f"{HEIF_HINT}, or convert it to JPEG",
+            )
+        elif ext in SIDECAR_EXTENSIONS:
+            self.skip(rel, "ignored_sidecar", "not a photo; ignored", "nothing to do", level="info")
+        else:
+            self.skip(
+                rel,
+                "skipped_unsupported",
+                f"unsupported file type {ext or '(no extension)'}",
+                "convert it to JPEG or PNG, or remove it",
+            )

@@ -26,7 +26,7 @@ from kohya_wrap.report.score_section import score_section
 from kohya_wrap.report.summary import RunSummary, load_run, moving_average
 from kohya_wrap.rundir import format_duration
 from kohya_wrap.sample.session import SampleSession, load_sessions
-from kohya_wrap.score import recommended_step
+from kohya_wrap.score import ScoreReport, recommended_step
 from kohya_wrap.sdscripts import find_samples, read_prompt_texts
 
 _MIME = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".webp": "image/webp"}
@@ -360,9 +360,7 @@ def messages_section(summary: RunSummary) -> str:
     return "".join(out)
 
 
-def render_report(
-    summary: RunSummary, sessions: Sequence[SampleSession] = (), score: dict[str, Any] | None = None
-) -> str:
+def render_report(summary: RunSummary, sessions: Sequence[SampleSession] = (), score: ScoreReport | None = None) -> str:
     best = recommended_step(score)
     grids = [g for g in [training_grid(summary)] if g is not None]
     grids += [session_grid(s, i) for i, s in enumerate(sessions)]
@@ -389,7 +387,7 @@ def render_report(
     )
 
 
-def _advice_html(score: dict[str, Any] | None, run_dir: Path) -> str:
+def _advice_html(score: ScoreReport | None, run_dir: Path) -> str:
     """The advice of the score (score.advice), under the score's table."""
     if score is None:
         return ""

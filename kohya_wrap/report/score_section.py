@@ -2,16 +2,16 @@
 
 score_section(doc) charts likeness and the shares of samples that are the person (matches) and
 that copy a training photo (copies) against the step, marks the recommended checkpoint, and
-tabulates every checkpoint; doc is kohya_wrap.score.load_score(run_dir), None when not scored.
+tabulates every checkpoint; report is kohya_wrap.score.load_score(run_dir), None when not scored.
 """
 
 from __future__ import annotations
 
 import html
 import math
-from typing import Any
 
 from kohya_wrap.report.charts import Series, line_chart
+from kohya_wrap.score.records import ScoreReport
 
 # The report's stylesheet does not know these series; the section brings its own rules.
 _STYLE = (
@@ -22,112 +22,85 @@ _STYLE = (
 )
 
 
-def _e(value: Any) -> str:
+def _e(value: object) -> str:
     return html.escape(str(value), quote=True)
 
 
-def _num(value: Any, digits: int = 2) -> str:
-    return "-" if not isinstance(value, (int, float)) or isinstance(value, bool) else f"{value:.{digits}f}"
+def _num(value: float | None, digits: int = 2) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
 
 
-def _share(part: Any, whole: Any) -> float:
-    return part / whole if isinstance(part, int) and isinstance(whole, int) and whole > 0 else math.nan
+def _share(part: int, whole: int) -> float:
+    return part / whole if whole > 0 else math.nan
 
 
-def score_section(doc: dict[str, Any] | None) -> str:
-    if doc is None:
+def score_section(report: ScoreReport | None) -> str:
+    if report is None:
         return (
             '<h2>Score</h2><p id="no-score">Not scored: <code>kohya-wrap score RUN_DIR</code> rates each '
             "checkpoint's samples against the training photos (needs <code>pip install "
             "'kohya-wrap[score]'</code>).</p>"
         )
-    checkpoints = [c for c in doc.get("checkpoints", []) if isinstance(c, dict) and isinstance(c.get("step"), int)]
-    rec = doc.get("recommended") if isinstance(doc.get("recommended"), dict) else None
-    best = rec.get("step") if rec else None
-    return "".join(
-        [
-            "<h2>Score</h2>",
-            _STYLE,
-            _recommended(doc, rec, best),
-            _score_chart(checkpoints),
-            _validation_chart(checkpoints),
-            _score_table(checkpoints, best),
-            _model_note(doc),
-        ]
-    )
-
-
-def _recommended(doc: dict[str, Any], rec: dict[str, Any] | None, best: Any) -> str:
-    if best is None:
-        return f'<p id="score-recommended" data-step="">No checkpoint recommended: {_e(doc.get("reason", ""))}</p>'
-    return (
-        f'<p id="score-recommended" data-step="{_e(best)}">Recommended: <b>step {_e(best)}</b>'
-        f"{' (' + _e(rec.get('checkpoint')) + ')' if rec and rec.get('checkpoint') else ''}. "
-        f"{_e(doc.get('reason', ''))}</p>"
-    )
-
-
-def _score_chart(checkpoints: list[dict[str, Any]]) -> str:
-    """Likeness, and the shares of samples that are the person and that copy a photo, against the step."""
-    xs = [float(c["step"]) for c in checkpoints]
-    likeness = [float(c["likeness"]) if isinstance(c.get("likeness"), (int, float)) else math.nan for c in checkpoints]
+    checkpoints = report.checkpoints
+    rec = report.recommended
+    best = rec.step if rec is not None else None
+    out = ["<h2>Score</h2>", _STYLE]
+    if rec is not None:
+        out.append(
+            f'<p id="score-recommended" data-step="{_e(rec.step)}">Recommended: <b>step {_e(rec.step)}</b>'
+            f"{' (' + _e(rec.checkpoint) + ')' if rec.checkpoint else ''}. "
+            f"{_e(report.reason)}</p>"
+        )
+    else:
+        out.append(f'<p id="score-recommended" data-step="">No checkpoint recommended: {_e(report.reason)}</p>')
+    xs = [float(c.step) for c in checkpoints]
+    likeness = [c.likeness if c.likeness is not None else math.nan for c in checkpoints]
     chart = line_chart(
         [
             Series("likeness", "score-likeness", xs, likeness),
-            Series("matches", "score-matches", xs, [_share(c.get("matches"), c.get("samples")) for c in checkpoints]),
-            Series("copies", "score-copies", xs, [_share(c.get("copies"), c.get("samples")) for c in checkpoints]),
+            Series("matches", "score-matches", xs, [_share(c.matches, c.samples) for c in checkpoints]),
+            Series("copies", "score-copies", xs, [_share(c.copies, c.samples) for c in checkpoints]),
         ],
         svg_id="score-chart",
         title="likeness, share of samples that are the person, share that copy a photo",
         x_label="step",
         height=240,
     )
-    if not chart:
-        return ""
-    return (
-        '<p class="legend"><span><i class="sw" style="background:#1f5fa8"></i>likeness (0..1)</span>'
-        '<span><i class="sw" style="background:#16794a"></i>matches / samples</span>'
-        '<span><i class="sw" style="background:#b42318"></i>copies / samples</span></p>'
-    ) + chart
-
-
-def _validation_chart(checkpoints: list[dict[str, Any]]) -> str:
-    val = [
-        (float(c["step"]), float(c["validation_loss"]))
-        for c in checkpoints
-        if isinstance(c.get("validation_loss"), (int, float))
-    ]
-    if not val:
-        return ""
-    return line_chart(
-        [Series("val", "score-validation", [s for s, _ in val], [v for _, v in val])],
-        svg_id="validation-chart",
-        title="validation loss (sd-scripts, held-out images)",
-        x_label="step",
-        height=200,
-    )
-
-
-def _score_table(checkpoints: list[dict[str, Any]], best: Any) -> str:
+    if chart:
+        out.append(
+            '<p class="legend"><span><i class="sw" style="background:#1f5fa8"></i>likeness (0..1)</span>'
+            '<span><i class="sw" style="background:#16794a"></i>matches / samples</span>'
+            '<span><i class="sw" style="background:#b42318"></i>copies / samples</span></p>'
+        )
+        out.append(chart)
+    val = [(float(c.step), c.validation_loss) for c in checkpoints if c.validation_loss is not None]
+    if val:
+        out.append(
+            line_chart(
+                [Series("val", "score-validation", [s for s, _ in val], [v for _, v in val])],
+                svg_id="validation-chart",
+                title="validation loss (sd-scripts, held-out images)",
+                x_label="step",
+                height=200,
+            )
+        )
     rows = [
         "<tr><th>step</th><th>samples</th><th>faces</th><th>likeness</th><th>matches</th><th>copies</th>"
         "<th>variety</th><th>validation loss</th><th>checkpoint</th></tr>"
     ]
     for c in checkpoints:
-        mark = ' class="recommended"' if c["step"] == best else ""
+        mark = ' class="recommended"' if c.step == best else ""
         rows.append(
-            f'<tr{mark} data-step="{_e(c["step"])}"><td>{_e(c["step"])}</td><td>{_e(c.get("samples"))}</td>'
-            f"<td>{_e(c.get('faces'))}</td><td>{_num(c.get('likeness'))}</td><td>{_e(c.get('matches'))}</td>"
-            f"<td>{_e(c.get('copies'))}</td><td>{_num(c.get('variety'))}</td>"
-            f"<td>{_num(c.get('validation_loss'), 4)}</td><td>{_e(c.get('checkpoint') or '-')}</td></tr>"
+            f'<tr{mark} data-step="{_e(c.step)}"><td>{_e(c.step)}</td><td>{_e(c.samples)}</td>'
+            f"<td>{_e(c.faces)}</td><td>{_num(c.likeness)}</td><td>{_e(c.matches)}</td>"
+            f"<td>{_e(c.copies)}</td><td>{_num(c.variety)}</td>"
+            f"<td>{_num(c.validation_loss, 4)}</td><td>{_e(c.checkpoint or '-')}</td></tr>"
         )
-    return f'<table id="score-table">{"".join(rows)}</table>'
-
-
-def _model_note(doc: dict[str, Any]) -> str:
-    model: dict[str, Any] = doc["model"] if isinstance(doc.get("model"), dict) else {}
-    return (
-        f'<p class="sub">Identity model {_e(model.get("id", "?"))}; a sample is the person below distance '
-        f"{_e(model.get('same_person_distance', 0.6))}; likeness = {_e(model.get('likeness', ''))}. "
+    out.append(f'<table id="score-table">{"".join(rows)}</table>')
+    model = report.model
+    out.append(
+        f'<p class="sub">Identity model {_e(model.id or "?")}; a sample is the person below distance '
+        f"{_e(model.same_person_distance)}; likeness = {_e(model.likeness)}. "
         "See docs/score.md.</p>"
     )
+    return "".join(out)

@@ -9,13 +9,16 @@ import math
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from kohya_wrap import rundir
 from kohya_wrap.errors import RunDirError
 from kohya_wrap.events import read_events
 from kohya_wrap.rundir import LossPoint, Plan, RunFold, RunManifest
-from kohya_wrap.rundir.view import PLANNED, RunView, ScoreDoc
+from kohya_wrap.rundir.view import PLANNED, RunView
+
+if TYPE_CHECKING:
+    from kohya_wrap.score.records import ScoreReport
 
 
 @dataclass(frozen=True)
@@ -44,7 +47,7 @@ class RunSummary:
     loss: tuple[LossPoint, ...]
     warnings: tuple[str, ...]
     errors: tuple[str, ...]
-    score: ScoreDoc | None = None  # score.json, when the run was scored
+    score: ScoreReport | None = None  # score.json, when the run was scored
 
 
 def is_run_dir(path: Path) -> bool:

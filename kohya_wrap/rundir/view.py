@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field, replace
 from datetime import timezone
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 from kohya_wrap.codec import parse_time
 from kohya_wrap.errors import RunDirError
@@ -25,6 +25,9 @@ from kohya_wrap.rundir.layout import EVENTS_JSONL, PLAN_JSON, paths
 from kohya_wrap.rundir.lock import LockHolder, lock_holder
 from kohya_wrap.rundir.manifest import RunManifest, read_manifest
 from kohya_wrap.rundir.plan_record import Plan, read_plan, trained_to_the_end
+
+if TYPE_CHECKING:
+    from kohya_wrap.score.records import ScoreReport  # score.json's record; score comes after rundir in the flow
 
 RunState = Literal["planned", "running", "stalled", "finished", "interrupted", "failed"]
 PLANNED: RunState = "planned"
@@ -42,8 +45,6 @@ STOPPED_OUTCOMES = frozenset({"interrupted", "killed", "oom", "crashed", "nan"})
 # so ten minutes without a line of output is well past anything a live run does.
 DEFAULT_STALE_AFTER_S = 600.0
 
-# score.json as `score` wrote it (score.load_score); read through `read_score_doc` only.
-ScoreDoc = dict[str, Any]
 
 _WHICH_RUN = "give the folder `kohya-wrap train` printed when it started (RUNS_DIR/<run name>)"
 
@@ -63,7 +64,7 @@ class RunView:
     holder: LockHolder | None = None  # who holds the run's lock now; None: nobody
     lock_file: bool = False  # the run has a lock file: running or stopped is read from the lock
     started: bool = False  # a training attempt began here (attempt_started)
-    score: ScoreDoc | None = None
+    score: ScoreReport | None = None
     seconds_since_event: float | None = None
     seconds_since_output: float | None = None  # train.log's age
     stale_after_s: float = DEFAULT_STALE_AFTER_S
@@ -243,7 +244,7 @@ def extended_to_step(manifest: RunManifest | None) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
-def read_score_doc(run_dir: Path) -> ScoreDoc | None:
+def read_score_doc(run_dir: Path) -> ScoreReport | None:
     """score.json, or None when the run was not scored: the view's one reader of it."""
     from kohya_wrap.score import load_score  # score comes after rundir in the flow
 

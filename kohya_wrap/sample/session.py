@@ -8,14 +8,44 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from kohya_wrap import rundir
-from kohya_wrap.fsutil import load_json
+from kohya_wrap import codec, rundir
+from kohya_wrap.codec import Record
 
 MANIFEST_FILE = "samples.json"
 PROMPTS_FILE = "prompts.txt"
 LOG_FILE = "gen.log"
+SAMPLES_SCHEMA = 1
+
+
+class SampleEntry(Record, frozen=True, kw_only=True):
+    """One image of samples.json: its file (relative to the session folder) and what made it."""
+
+    file: str
+    lora_file: str | None = None
+    lora_name: str = ""
+    step: int | None = None
+    prompt_index: int
+    image_index: int = 0
+    seed: int
+
+
+class SamplesManifest(Record, frozen=True):
+    """A session's samples.json: how it sampled and every image it made (written after each LoRA)."""
+
+    schema: int = SAMPLES_SCHEMA
+    created_at: str = ""
+    base_model: str = ""
+    prompts: tuple[str, ...] = ()
+    weight: float = 0.0
+    seed: int = 0
+    count: int = 1
+    width: int = 0
+    height: int = 0
+    sampler_steps: int = 0
+    scale: float | None = None
+    sampler: str | None = None
+    images: tuple[SampleEntry, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -43,33 +73,40 @@ class SampleSession:
     images: tuple[SampleImage, ...]
 
 
-# -- reading sessions back (the report) -------------------------------------------------------
+def write_samples(folder: Path, manifest: SamplesManifest) -> None:
+    """The one writer of a session's samples.json (atomic)."""
+    codec.write(folder / MANIFEST_FILE, manifest)
 
 
-def session_from_json(folder: Path, data: dict[str, Any]) -> SampleSession:
-    images = []
-    for item in data.get("images", []):
-        images.append(
-            SampleImage(
-                path=folder / item["file"],
-                lora_file=item.get("lora_file"),
-                lora_name=item.get("lora_name", ""),
-                step=item.get("step"),
-                prompt_index=int(item["prompt_index"]),
-                image_index=int(item.get("image_index", 0)),
-                seed=int(item["seed"]),
-            )
+def read_samples(folder: Path) -> SamplesManifest:
+    """A session's samples.json; RecordError naming the file and field when it cannot be read."""
+    return codec.read(folder / MANIFEST_FILE, SamplesManifest, what="the sample session's record")
+
+
+def session_of(folder: Path, manifest: SamplesManifest) -> SampleSession:
+    """The session in `folder` as samples.json records it, with the images that are still there."""
+    images = (
+        SampleImage(
+            path=folder / item.file,
+            lora_file=item.lora_file,
+            lora_name=item.lora_name,
+            step=item.step,
+            prompt_index=item.prompt_index,
+            image_index=item.image_index,
+            seed=item.seed,
         )
+        for item in manifest.images
+    )
     return SampleSession(
         folder=folder,
-        created_at=str(data.get("created_at", "")),
-        base_model=str(data.get("base_model", "")),
-        prompts=tuple(data.get("prompts", [])),
-        weight=float(data.get("weight", 0.0)),
-        seed=int(data.get("seed", 0)),
-        width=int(data.get("width", 0)),
-        height=int(data.get("height", 0)),
-        sampler_steps=int(data.get("sampler_steps", 0)),
+        created_at=manifest.created_at,
+        base_model=manifest.base_model,
+        prompts=manifest.prompts,
+        weight=manifest.weight,
+        seed=manifest.seed,
+        width=manifest.width,
+        height=manifest.height,
+        sampler_steps=manifest.sampler_steps,
         images=tuple(i for i in images if i.path.is_file()),
     )
 
@@ -82,8 +119,7 @@ def load_sessions(run_dir: Path) -> list[SampleSession]:
     sessions = []
     for manifest in sorted(root.glob(f"*/{MANIFEST_FILE}")):
         try:
-            data = load_json(manifest.read_text(encoding="utf-8"))
-            sessions.append(session_from_json(manifest.parent, data))
-        except (OSError, ValueError, KeyError, TypeError):
+            sessions.append(session_of(manifest.parent, read_samples(manifest.parent)))
+        except codec.RecordError:
             continue
     return sessions

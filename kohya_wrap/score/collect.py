@@ -11,26 +11,18 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from kohya_wrap.errors import KohyaWrapError
+from kohya_wrap.score.records import LeftOut
 from kohya_wrap.sdscripts import IMAGE_EXTENSIONS
+
+if TYPE_CHECKING:
+    from kohya_wrap.rundir import Plan
 
 
 class ScoreError(KohyaWrapError):
     """`score` or `export` cannot work with what it was given."""
-
-
-@dataclass(frozen=True)
-class LeftOut:
-    """A file score did not use, and why (reported in the result, never silently dropped)."""
-
-    file: str
-    kind: str  # "sample" or "reference"
-    why: str
-
-    def to_json(self) -> dict[str, str]:
-        return {"file": self.file, "kind": self.kind, "why": self.why}
 
 
 @dataclass(frozen=True)
@@ -81,6 +73,21 @@ _NO_STEP = (
 )
 
 
+def _step_folders(folder: Path, by_step: dict[int, list[Path]]) -> list[str]:
+    """Add the images of each subfolder named by a step to by_step; the names of those named by none."""
+    unnamed: list[str] = []
+    for sub in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        images = images_in(sub, recursive=True)
+        if not images:
+            continue
+        step = folder_step(sub.name)
+        if step is None:
+            unnamed.append(sub.name)
+            continue
+        by_step.setdefault(step, []).extend(images)
+    return unnamed
+
+
 def collect_samples_dir(folder: Path) -> SampleSet:
     """Samples of any folder, by sd-scripts file name, or by one subfolder per checkpoint; the files left out.
 
@@ -109,16 +116,7 @@ def collect_samples_dir(folder: Path) -> SampleSet:
             "their steps would be merged",
             "give one run's samples per folder (score each with its own --samples)",
         )
-    unnamed: list[str] = []
-    for sub in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        images = images_in(sub, recursive=True)
-        if not images:
-            continue
-        step = folder_step(sub.name)
-        if step is None:
-            unnamed.append(sub.name)
-            continue
-        by_step.setdefault(step, []).extend(images)
+    unnamed = _step_folders(folder, by_step)
     if not by_step:
         what = f"{len(loose)} images whose names do not say a step" if loose else "no images"
         extra = f"; subfolders without a step number in their name: {', '.join(unnamed[:5])}" if unnamed else ""
@@ -127,13 +125,16 @@ def collect_samples_dir(folder: Path) -> SampleSet:
             "name the files the sd-scripts way (<name>_<step, 6 digits>_<prompt, 2 digits>_<date>.png) "
             "or put each checkpoint's samples in a subfolder named by its step (step-000500/)",
         )
-    left_out = [LeftOut(str(p), "sample", _NO_STEP) for p in loose]
-    left_out += [LeftOut(str(folder / name), "sample", "a subfolder whose name has no step number") for name in unnamed]
+    left_out = [LeftOut(file=str(p), kind="sample", why=_NO_STEP) for p in loose]
+    left_out += [
+        LeftOut(file=str(folder / name), kind="sample", why="a subfolder whose name has no step number")
+        for name in unnamed
+    ]
     groups = [SampleGroup(step, tuple(sorted(paths))) for step, paths in sorted(by_step.items())]
     return SampleSet(groups, str(folder), left_out)
 
 
-def load_run_plan(run_dir: Path) -> Any:
+def load_run_plan(run_dir: Path) -> Plan:
     """The run's plan.json (the one place score reads it; RunDirError when it is not a planned run)."""
     from kohya_wrap.rundir import read_plan
 
@@ -169,7 +170,7 @@ def collect_run_samples(run_dir: Path) -> SampleSet:
         if step is not None:
             by_step.setdefault(step, []).append(path)
         else:
-            left_out.append(LeftOut(str(path), "sample", "its epoch does not map to a step of this run"))
+            left_out.append(LeftOut(file=str(path), kind="sample", why="its epoch does not map to a step of this run"))
     used = {path for path, _ in found}
     for path in images_in(folder, recursive=False):
         if path in used:
@@ -180,7 +181,7 @@ def collect_run_samples(run_dir: Path) -> SampleSet:
             if parsed is not None
             else "not named by sd-scripts: its name does not say a step"
         )
-        left_out.append(LeftOut(str(path), "sample", why))
+        left_out.append(LeftOut(file=str(path), kind="sample", why=why))
     # a LoRA file cut short (a trainer killed mid-save) is never recommended: its step counts as having no file
     files = {
         step: path

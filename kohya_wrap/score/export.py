@@ -10,45 +10,53 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import struct
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from kohya_wrap.safetensors_header import incomplete
+from kohya_wrap import codec
+from kohya_wrap.codec import Record
+from kohya_wrap.safetensors_header import header_bytes, incomplete
 from kohya_wrap.safetensors_header import read_header as read_safetensors_header
 from kohya_wrap.score.collect import ScoreError
+from kohya_wrap.score.records import ScoreReport
+
+if TYPE_CHECKING:
+    from kohya_wrap.rundir import Plan
 
 SCORE_METADATA_KEY = "kohya_wrap_score"  # ours: JSON of the exported checkpoint's score
-ALIGNMENT = 8  # safetensors pads the header so the tensor data starts 8-byte aligned
 LORA_WEIGHT = 0.8
 A1111_FOLDER = "stable-diffusion-webui/models/Lora"
 COMFYUI_FOLDER = "ComfyUI/models/loras"
 
 
-@dataclass(frozen=True)
-class ExportResult:
+class ExportedScore(Record, frozen=True):
+    """The exported checkpoint's score, as its file's metadata holds it (JSON under SCORE_METADATA_KEY)."""
+
+    step: int
+    samples: int
+    faces: int
+    likeness: float | None
+    matches: int
+    copies: int
+    distance: float | None
+    variety: float | None
+    validation_loss: float | None
+    recommended: bool
+    reason: str
+    model: str
+
+
+class ExportResult(Record, frozen=True):
     path: Path
     source: Path
     step: int
     why: str  # "recommended", "--step", "last"
-    score: dict[str, Any] | None
+    score: ExportedScore | None
     prompt: str
     note: str = ""
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "path": str(self.path),
-            "source": str(self.source),
-            "step": self.step,
-            "why": self.why,
-            "score": self.score,
-            "prompt": self.prompt,
-            "note": self.note,
-            "automatic1111": A1111_FOLDER,
-            "comfyui": COMFYUI_FOLDER,
-        }
+    automatic1111: str = A1111_FOLDER
+    comfyui: str = COMFYUI_FOLDER
 
 
 def read_header(path: Path) -> tuple[dict[str, Any], int]:
@@ -57,12 +65,6 @@ def read_header(path: Path) -> tuple[dict[str, Any], int]:
         return read_safetensors_header(path)
     except (OSError, ValueError) as e:
         raise ScoreError(f"{path} is not a readable safetensors file: {e}", "export another checkpoint") from None
-
-
-def encode_header(header: dict[str, Any]) -> bytes:
-    body = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-    body += b" " * (-(8 + len(body)) % ALIGNMENT)
-    return struct.pack("<Q", len(body)) + body
 
 
 def write_with_metadata(source: Path, target: Path, extra: dict[str, str]) -> None:
@@ -75,7 +77,7 @@ def write_with_metadata(source: Path, target: Path, extra: dict[str, str]) -> No
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
         with os.fdopen(fd, "wb") as out, open(source, "rb") as src:
-            out.write(encode_header(header))
+            out.write(header_bytes(header))
             src.seek(data_start)
             shutil.copyfileobj(src, out, 1 << 20)
             out.flush()
@@ -103,7 +105,7 @@ def _umask() -> int:
     return mask
 
 
-def subject_words(plan: Any) -> str:
+def subject_words(plan: Plan) -> str:
     """`ohwx man`: the class tokens of the run's first training subset."""
     for subset in plan.subsets:
         if not subset.is_reg and subset.class_tokens:
@@ -112,7 +114,7 @@ def subject_words(plan: Any) -> str:
 
 
 def export_checkpoint(run_dir: str | Path, out: str | Path, *, step: int | None = None) -> ExportResult:
-    from kohya_wrap.score import load_score, recommended_step
+    from kohya_wrap.score import load_score
     from kohya_wrap.score.collect import load_run_plan
     from kohya_wrap.sdscripts import checkpoint_steps
 
@@ -123,10 +125,25 @@ def export_checkpoint(run_dir: str | Path, out: str | Path, *, step: int | None 
         raise ScoreError(
             f"{plan.output_dir} holds no LoRA file of this run yet", "train it first: kohya-wrap train RUN_DIR"
         )
-    doc = load_score(run)
-    note = ""
-    # every checkpoint is checked before it is exported: a file cut short (a trainer killed mid-save)
-    # would load nowhere, yet its header alone looks fine
+    report = load_score(run)
+    chosen, why, note = _choose(files, report, step, plan.output_dir)
+    target = _target(out, f"{plan.output_name}-step{chosen}.safetensors")
+    summary = _exported_score(report, chosen)
+    extra = {SCORE_METADATA_KEY: json.dumps(codec.to_builtins(summary), sort_keys=True)} if summary is not None else {}
+    write_with_metadata(files[chosen], target, extra)
+    prompt = f"<lora:{target.stem}:{LORA_WEIGHT}> photo of {subject_words(plan)}"
+    return ExportResult(
+        path=target, source=files[chosen], step=chosen, why=why, score=summary, prompt=prompt, note=note
+    )
+
+
+def _choose(
+    files: dict[int, Path], report: ScoreReport | None, step: int | None, output_dir: Path
+) -> tuple[int, str, str]:
+    """The step to export, why ("--step", "recommended", "last") and a note when it is not the recommended one.
+
+    Every checkpoint is checked before it is exported: a file cut short (a trainer killed mid-save)
+    would load nowhere, yet its header alone looks fine."""
     broken = {s: why for s, p in files.items() if (why := incomplete(p)) is not None}
     complete = {s: p for s, p in files.items() if s not in broken}
     if step is not None and step in broken:
@@ -138,34 +155,37 @@ def export_checkpoint(run_dir: str | Path, out: str | Path, *, step: int | None 
     if not complete:
         last = max(broken)
         raise ScoreError(
-            f"no complete LoRA file in {plan.output_dir}: {files[last].name} is incomplete ({broken[last]})",
+            f"no complete LoRA file in {output_dir}: {files[last].name} is incomplete ({broken[last]})",
             "resume the run (`kohya-wrap train RUN_DIR --resume`) to save it again, or train it again",
         )
-    rec = recommended_step(doc)
+    rec = None if report is None else report.recommended_step
     if step is not None:
         if step not in files:
             raise ScoreError(
                 f"--step {step}: no checkpoint was saved at that step",
                 f"saved steps: {', '.join(str(s) for s in sorted(files))}",
             )
-        chosen, why = step, "--step"
-    elif rec is not None and rec in complete:
-        chosen, why = rec, "recommended"
+        return step, "--step", ""
+    if rec is not None and rec in complete:
+        return rec, "recommended", ""
+    if rec is not None and rec in broken:
+        note = f"the recommended step {rec} has an incomplete LoRA file ({broken[rec]}); exported the last complete one"
+    elif report is None:
+        note = "no score.json: run `kohya-wrap score RUN_DIR` to export the recommended checkpoint"
+    elif rec is not None:
+        note = f"the recommended step {rec} has no LoRA file in {output_dir} any more"
     else:
-        chosen, why = max(complete), "last"
-        if rec is not None and rec in broken:
-            note = f"the recommended step {rec} has an incomplete LoRA file ({broken[rec]}); exported the last complete one"
-        elif doc is None:
-            note = "no score.json: run `kohya-wrap score RUN_DIR` to export the recommended checkpoint"
-        elif rec is not None:
-            note = f"the recommended step {rec} has no LoRA file in {plan.output_dir} any more"
-        else:
-            note = f"no checkpoint recommended ({doc.get('reason', '')})"
+        note = f"no checkpoint recommended ({report.reason})"
+    return max(complete), "last", note
+
+
+def _target(out: str | Path, name: str) -> Path:
+    """The file to write: `out`, or `name` inside it when it is a folder; never one that exists."""
     # `-o newdir/sub/`: a trailing slash names a folder, made if it is not there yet
     folder = str(out).endswith(("/", os.sep))
     target = Path(out).expanduser()
     if folder or target.is_dir():
-        target = target / f"{plan.output_name}-step{chosen}.safetensors"
+        target = target / name
     if target.suffix != ".safetensors":
         target = target.with_name(target.name + ".safetensors")
     if target.exists():
@@ -173,29 +193,24 @@ def export_checkpoint(run_dir: str | Path, out: str | Path, *, step: int | None 
             f"{target} already exists; export never overwrites a file",
             "give another -o PATH, or remove that file first",
         )
-    score = next((c for c in (doc or {}).get("checkpoints", []) if c.get("step") == chosen), None)
-    summary = None
-    if score is not None:
-        summary = {
-            k: score.get(k)
-            for k in (
-                "step",
-                "samples",
-                "faces",
-                "likeness",
-                "matches",
-                "copies",
-                "distance",
-                "variety",
-                "validation_loss",
-            )
-        }
-        summary.update(
-            recommended=recommended_step(doc) == chosen,
-            reason=doc.get("reason") if doc else None,
-            model=(doc or {}).get("model", {}).get("id"),
-        )
-    extra = {SCORE_METADATA_KEY: json.dumps(summary, sort_keys=True)} if summary is not None else {}
-    write_with_metadata(files[chosen], target, extra)
-    prompt = f"<lora:{target.stem}:{LORA_WEIGHT}> photo of {subject_words(plan)}"
-    return ExportResult(target, files[chosen], chosen, why, summary, prompt, note)
+    return target
+
+
+def _exported_score(report: ScoreReport | None, chosen: int) -> ExportedScore | None:
+    score = None if report is None else report.checkpoint_at(chosen)
+    if report is None or score is None:
+        return None
+    return ExportedScore(
+        step=score.step,
+        samples=score.samples,
+        faces=score.faces,
+        likeness=score.likeness,
+        matches=score.matches,
+        copies=score.copies,
+        distance=score.distance,
+        variety=score.variety,
+        validation_loss=score.validation_loss,
+        recommended=report.recommended_step == chosen,
+        reason=report.reason,
+        model=report.model.id,
+    )

@@ -13,7 +13,6 @@ poll() only touch an in-memory queue.
 
 from __future__ import annotations
 
-import json
 import os
 import queue
 import subprocess
@@ -22,14 +21,24 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
+from kohya_wrap import codec
+from kohya_wrap.codec import Record
 from kohya_wrap.events import Checkpoint, Event, Sample, Score, StopEarly, Warning_
 from kohya_wrap.score.advice import stop_decision
+from kohya_wrap.score.records import ScoreReport
 
 DEBOUNCE_S = 1.0  # wait for the rest of a checkpoint's samples: they land within a few seconds
 WORKER_NICE = 19
 _QUIET_THREADS = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+class WorkerAnswer(Record, frozen=True):
+    """One line the worker answers a request with: the run's score, or why there is none."""
+
+    score: ScoreReport | None = None
+    error: str | None = None
 
 
 class LiveScorer:
@@ -55,7 +64,7 @@ class LiveScorer:
         self._wanted = threading.Event()
         self._closed = threading.Event()
         self._last_notice = 0.0
-        self._reported: dict[int, tuple[Any, ...]] = {}
+        self._reported: dict[int, tuple[int, int, float | None, int, int, str | None]] = {}
         self._last_error: str | None = None
         self._stopped = False
         self._process: subprocess.Popen[str] | None = None
@@ -103,14 +112,14 @@ class LiveScorer:
                 return
             self._wanted.clear()
             try:
-                doc = self._ask()
-            except (OSError, ValueError) as e:
-                doc = {"error": f"the scoring worker failed: {e}"}
+                answer = self._ask()
+            except (OSError, ValueError, codec.RecordError) as e:
+                answer = WorkerAnswer(error=f"the scoring worker failed: {e}")
             if self._closed.is_set():
                 return
-            self._take(doc)
+            self._take(answer)
 
-    def _ask(self) -> dict[str, Any]:
+    def _ask(self) -> WorkerAnswer:
         process = self._process
         if process is None or process.poll() is not None:
             env = {**os.environ, **_QUIET_THREADS}
@@ -129,30 +138,27 @@ class LiveScorer:
         line = process.stdout.readline()
         if not line:
             raise ValueError("it ended without an answer")
-        doc = json.loads(line)
-        return doc if isinstance(doc, dict) else {"error": "an answer that is not a score"}
+        return codec.decode(line, WorkerAnswer, source="the scoring worker's answer")
 
-    def _take(self, doc: dict[str, Any]) -> None:
-        error = doc.get("error")
-        if isinstance(error, str):
+    def _take(self, answer: WorkerAnswer) -> None:
+        report = answer.score
+        if report is None:
+            error = answer.error or "an answer without a score"
             if error != self._last_error:
                 self._last_error = error
                 self._events.put(Warning_(message=f"live scoring: {error}"))
             return
-        from kohya_wrap.score import recommended_step
-
-        recommended = recommended_step(doc)
-        checkpoints = [c for c in doc.get("checkpoints") or [] if isinstance(c, dict)]
+        checkpoints = report.checkpoints
         for c in checkpoints:
             score = Score(
-                step=int(c["step"]),
-                samples=int(c.get("samples") or 0),
-                faces=int(c.get("faces") or 0),
-                likeness=c.get("likeness"),
-                matches=int(c.get("matches") or 0),
-                copies=int(c.get("copies") or 0),
-                checkpoint=c.get("checkpoint"),
-                recommended=recommended,
+                step=c.step,
+                samples=c.samples,
+                faces=c.faces,
+                likeness=c.likeness,
+                matches=c.matches,
+                copies=c.copies,
+                checkpoint=c.checkpoint,
+                recommended=report.recommended_step,
             )
             key = (score.samples, score.faces, score.likeness, score.matches, score.copies, score.checkpoint)
             if self._reported.get(score.step) != key:
@@ -174,12 +180,12 @@ def _serve(run_dir: Path, requests: IO[str], answers: IO[str]) -> None:
     for _line in requests:
         try:
             model = model or IdentityModel()
-            doc: dict[str, Any] = score_run(run_dir, model=model).to_json()
+            answer = WorkerAnswer(score=score_run(run_dir, model=model))
         except ScoreError as e:
-            doc = {"error": e.message}
+            answer = WorkerAnswer(error=e.message)
         except Exception as e:  # noqa: BLE001  a worker that dies silently would leave the run unscored
-            doc = {"error": f"{type(e).__name__}: {e}"}
-        answers.write(json.dumps(doc) + "\n")
+            answer = WorkerAnswer(error=f"{type(e).__name__}: {e}")
+        answers.write(codec.encode(answer, indent=None) + "\n")
         answers.flush()
 
 

@@ -19,18 +19,29 @@ import math
 import statistics
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from kohya_wrap.faceid import SAME_PERSON_DISTANCE, Observation
-from kohya_wrap.score.collect import LeftOut, SampleGroup, ScoreError
+from kohya_wrap.faceid import SAME_PERSON_DISTANCE, IdentityModel, Observation
+from kohya_wrap.score.collect import SampleGroup, SampleSet, ScoreError
+from kohya_wrap.score.records import (
+    COPY_CORRELATION,
+    COPY_SHARE,
+    LIKENESS_SCALE,
+    CheckpointScore,
+    ImageScore,
+    LeftOut,
+    Recommended,
+    References,
+    ScoreModel,
+    ScoreReport,
+    settle,
+)
 
-LIKENESS_SCALE = 2 * SAME_PERSON_DISTANCE  # distance at which likeness reaches 0
 # Thresholds measured on ../shared/photos by leaving people out (bench/score_heldout.py, docs/score.md).
-COPY_CORRELATION = 0.79  # mean band-pass correlation from which a sample copies a reference
+# COPY_CORRELATION and COPY_SHARE are score.json's defaults too (score.records).
 COPY_IDENTITY_GATE = 0.8  # a copy is not clearly somebody else (painted copies reach 0.65; others start ~0.7+)
-COPY_SHARE = 0.5  # a checkpoint copies when at least this share of its samples with a face do
 IDENTITY_MARGIN = 0.10  # over the photos' own leave-one-out spread: this person's same-person threshold
 MIN_MATCH_DISTANCE = 0.45  # the person's threshold never goes below this (near-duplicate photos)
 MIN_SPREAD_PHOTOS = 3  # fewer reference faces than this: dlib's 0.6 as it is
@@ -39,7 +50,6 @@ LIKENESS_NOISE_CAP = 0.05  # ... and further apart than this are not, whatever t
 MIN_SAMPLES_FOR_SLACK = 3  # with fewer samples a checkpoint, one sample short of the best's share is too many
 MIN_OVERLAP = 0.4  # share of the chip both faces must fill for their correlation to count
 VARIETY_THUMB = 32
-SCORE_SCHEMA = 1
 # Band-pass (difference of Gaussians) sigmas in pixels, and how far the mask shrinks (the blur
 # smears the chip's filled-in border), for the tight 64 px face and the wide 128 px view.
 TIGHT_BAND = (1.0, 3.0, 3)
@@ -66,68 +76,6 @@ DEFAULT_JUDGEMENT = Judgement()
 
 
 @dataclass(frozen=True)
-class ImageScore:
-    file: str
-    faces: int
-    distance: float | None = None  # median distance to the references
-    closest: float | None = None  # distance to the nearest reference
-    likeness: float | None = None
-    match: bool = False
-    copy_of: str | None = None  # the reference photo it reproduces
-    copy_correlation: float | None = None  # the highest copy correlation with any reference (band-pass mean)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "file": self.file,
-            "faces": self.faces,
-            "distance": self.distance,
-            "closest": self.closest,
-            "likeness": self.likeness,
-            "match": self.match,
-            "copy_of": self.copy_of,
-            "copy_correlation": self.copy_correlation,
-        }
-
-
-@dataclass(frozen=True)
-class CheckpointScore:
-    step: int
-    samples: int
-    faces: int
-    likeness: float | None
-    matches: int
-    copies: int
-    distance: float | None = None
-    variety: float | None = None  # 0: every sample the same picture .. 1: unrelated pictures
-    checkpoint: str | None = None  # the LoRA file saved at this step (scoring a run)
-    validation_loss: float | None = None  # sd-scripts' loss/validation/step_average at this step
-    images: tuple[ImageScore, ...] = ()
-    copying: bool | None = None  # None: decided from copies/faces by the default COPY_SHARE
-
-    def is_copying(self, share: float = COPY_SHARE) -> bool:
-        """A share of the samples with a face copy a photo (one odd sample among three does not)."""
-        if self.copying is not None:
-            return self.copying
-        return self.copies > 0 and self.copies >= share * max(self.faces, 1)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "step": self.step,
-            "samples": self.samples,
-            "faces": self.faces,
-            "likeness": self.likeness,
-            "matches": self.matches,
-            "copies": self.copies,
-            "copying": self.is_copying(),
-            "distance": self.distance,
-            "variety": self.variety,
-            "checkpoint": self.checkpoint,
-            "validation_loss": self.validation_loss,
-            "images": [i.to_json() for i in self.images],
-        }
-
-
-@dataclass(frozen=True)
 class Recommendation:
     """The pick, why, and how sure: "clear", or "close call: steps 1000 and 1250 within the noise ..."."""
 
@@ -135,60 +83,6 @@ class Recommendation:
     reason: str
     confidence: str = ""  # "" when nothing is recommended
     close: tuple[int, ...] = ()  # the steps within the noise of the pick (the pick included)
-
-
-@dataclass(frozen=True)
-class ScoreReport:
-    checkpoints: tuple[CheckpointScore, ...]
-    recommended: CheckpointScore | None
-    reason: str
-    references: dict[str, Any] = field(default_factory=dict)
-    samples_source: str = ""
-    model: str = ""
-    seconds: float = 0.0
-    cache: dict[str, int] = field(default_factory=dict)
-    confidence: str = ""
-    close: tuple[int, ...] = ()
-    left_out: tuple[LeftOut, ...] = ()  # files not scored, and why
-    match_distance: float = SAME_PERSON_DISTANCE  # this person's same-person threshold
-    spread: float | None = None  # the reference photos' leave-one-out spread (None: too few)
-    judgement: Judgement = DEFAULT_JUDGEMENT
-
-    def to_json(self) -> dict[str, Any]:
-        rec = None
-        if self.recommended is not None:
-            r = self.recommended
-            rec = {
-                "step": r.step,
-                "checkpoint": r.checkpoint,
-                "likeness": r.likeness,
-                "matches": r.matches,
-                "samples": r.samples,
-                "faces": r.faces,
-                "copies": r.copies,
-            }
-        return {
-            "schema": SCORE_SCHEMA,
-            "checkpoints": [c.to_json() for c in self.checkpoints],
-            "recommended": rec,
-            "reason": self.reason,
-            "confidence": self.confidence,
-            "close": list(self.close),
-            "left_out": [item.to_json() for item in self.left_out],
-            "references": dict(self.references),
-            "samples": self.samples_source,
-            "model": {
-                "id": self.model,
-                "same_person_distance": SAME_PERSON_DISTANCE,
-                "match_distance": _r(self.match_distance),
-                "spread": self.spread,
-                "likeness": f"clip(1 - median distance / {LIKENESS_SCALE:g}, 0, 1)",
-                "copy_correlation": self.judgement.copy_correlation,
-                "copy_share": self.judgement.copy_share,
-            },
-            "seconds": round(self.seconds, 2),
-            "cache": dict(self.cache),
-        }
 
 
 def _r(value: float | None, digits: int = 4) -> float | None:
@@ -310,7 +204,9 @@ class CopyView:
     def of(seen: Observation, *, mirror: bool = False) -> CopyView:
         import numpy as np
 
-        flip = (lambda a: a[:, ::-1]) if mirror else (lambda a: a)
+        def flip(a: Any) -> Any:
+            return a[:, ::-1] if mirror else a
+
         tight, tight_mask = band_pass(flip(seen.chip), flip(seen.mask), TIGHT_BAND)
         if seen.wide is not None:
             wide, wide_mask = band_pass(flip(seen.wide), flip(seen.wide_mask), WIDE_BAND)
@@ -518,12 +414,10 @@ def judge(
     The best is the one with the largest share of samples that are the person, then the highest likeness;
     a checkpoint one sample short of that share (with 3 or more samples), whose likeness is within the noise
     of the best (the standard error of the two means, between LIKENESS_NOISE_FLOOR and LIKENESS_NOISE_CAP),
-    is as good, and the earliest of them
-    wins (less trained, less rigid). need_file: only steps a LoRA file was saved at can be recommended
-    (a run's step-0 samples show the base model).
+    is as good, and the earliest of them wins (less trained, less rigid). need_file: only steps a LoRA file
+    was saved at can be recommended (a run's step-0 samples show the base model).
     """
-    total = sum(c.samples for c in checkpoints)
-    faces = sum(c.faces for c in checkpoints)
+    total, faces = sum(c.samples for c in checkpoints), sum(c.faces for c in checkpoints)
     if faces == 0:
         return Recommendation(
             None,
@@ -541,13 +435,7 @@ def judge(
             f"{best.likeness:.2f}: train longer, or check that the photos show one person",
         )
     share = judgement.copy_share
-    copying = [c for c in matching if c.is_copying(share)]
-    onset = copying_onset(checkpoints, share)
-    clean = [c for c in matching if not c.is_copying(share) and (onset is None or c.step < onset)]
-    late = False
-    if not clean:
-        clean = [c for c in matching if not c.is_copying(share)]
-        late = bool(clean)
+    clean, onset, late = _before_copying(checkpoints, matching, share)
     if not clean:
         return Recommendation(
             None,
@@ -555,32 +443,61 @@ def judge(
             f"{_steps(matching)}): the model reproduces the photos; train fewer steps or at a lower "
             "learning rate, or use more varied photos",
         )
+    pick, near = _earliest_as_good(clean, judgement)
+    reason = _pick_reason(pick, match_distance, share)
+    if late:
+        reason += f"; copying sets in at step {onset}, but no earlier checkpoint is the person"
+    if copying := [c for c in matching if c.is_copying(share)]:
+        reason += f"; passed over because they copy a training photo: step {_steps(copying)}"
+    close = tuple(c.step for c in near) if len(near) > 1 else ()
+    return Recommendation(pick, reason, _confidence(pick, near) if close else "clear", close)
 
-    def share_of(c: CheckpointScore) -> float:
-        return c.matches / max(c.samples, 1)
 
-    best = max(clean, key=lambda c: (share_of(c), c.likeness or 0.0, -c.step))
+def _before_copying(
+    checkpoints: Sequence[CheckpointScore], matching: Sequence[CheckpointScore], share: float
+) -> tuple[list[CheckpointScore], int | None, bool]:
+    """The matching checkpoints that do not copy and come before copying sets in; the step it sets in; and
+    whether, none coming before it, those that do not copy after it were taken instead (late)."""
+    onset = copying_onset(checkpoints, share)
+    clean = [c for c in matching if not c.is_copying(share) and (onset is None or c.step < onset)]
+    if clean:
+        return clean, onset, False
+    clean = [c for c in matching if not c.is_copying(share)]
+    return clean, onset, bool(clean)
+
+
+def _share_of(c: CheckpointScore) -> float:
+    return c.matches / max(c.samples, 1)
+
+
+def _earliest_as_good(
+    clean: Sequence[CheckpointScore], judgement: Judgement
+) -> tuple[CheckpointScore, list[CheckpointScore]]:
+    """The pick among checkpoints that neither copy nor come after copying set in, and those within its noise."""
+    best = max(clean, key=lambda c: (_share_of(c), c.likeness or 0.0, -c.step))
     one_sample = 1 / best.samples if best.samples >= MIN_SAMPLES_FOR_SLACK else 0.0
     near = sorted(
         (
             c
             for c in clean
-            if share_of(c) >= share_of(best) - one_sample - 1e-9
+            if _share_of(c) >= _share_of(best) - one_sample - 1e-9
             and ((c.likeness or 0.0) >= (best.likeness or 0.0) or _within_noise(c, best, judgement))
         ),
         key=lambda c: c.step,
     )
-    pick = near[0] if near else best
-    close = tuple(c.step for c in near) if len(near) > 1 else ()
-    if close:
-        others = [c for c in near if c is not pick]
-        steps = [str(c.step) for c in near]
-        confidence = (
-            f"close call: steps {', '.join(steps[:-1])} and {steps[-1]} within the noise (likeness "
-            f"{pick.likeness:.2f} at step {pick.step}, {', '.join(f'{c.likeness:.2f}' for c in others)} after)"
-        )
-    else:
-        confidence = "clear"
+    return (near[0] if near else best), near
+
+
+def _confidence(pick: CheckpointScore, near: Sequence[CheckpointScore]) -> str:
+    others = [c for c in near if c is not pick]
+    steps = [str(c.step) for c in near]
+    return (
+        f"close call: steps {', '.join(steps[:-1])} and {steps[-1]} within the noise (likeness "
+        f"{pick.likeness:.2f} at step {pick.step}, {', '.join(f'{c.likeness:.2f}' for c in others)} after)"
+    )
+
+
+def _pick_reason(pick: CheckpointScore, match_distance: float, share: float) -> str:
     threshold = (
         "at dlib's threshold"
         if match_distance >= SAME_PERSON_DISTANCE
@@ -588,17 +505,11 @@ def judge(
     )
     reason = f"step {pick.step}: {pick.matches} of {pick.samples} samples are the person {threshold} (likeness {pick.likeness:.2f})"
     if pick.copies == 0:
-        reason += " and none copies a training photo"
-    else:
-        reason += (
-            f"; {pick.copies} of {pick.faces} copies a training photo, under the share of "
-            f"{share:.0%} that marks a copying checkpoint"
-        )
-    if late:
-        reason += f"; copying sets in at step {onset}, but no earlier checkpoint is the person"
-    if copying:
-        reason += f"; passed over because they copy a training photo: step {_steps(copying)}"
-    return Recommendation(pick, reason, confidence, close)
+        return reason + " and none copies a training photo"
+    return reason + (
+        f"; {pick.copies} of {pick.faces} copies a training photo, under the share of "
+        f"{share:.0%} that marks a copying checkpoint"
+    )
 
 
 def recommend(
@@ -686,7 +597,7 @@ def observe_references(
             unreadable += 1
             if left_out is None:
                 raise
-            left_out.append(LeftOut(str(path), "reference", e.why))
+            left_out.append(LeftOut(file=str(path), kind="reference", why=e.why))
             continue
         if seen.has_face:
             refs.append(Reference(path.name, seen))
@@ -722,33 +633,85 @@ def judge_observed(
     return checkpoints, found, ref_set
 
 
+@dataclass(frozen=True)
+class ScoreOptions:
+    """How score_groups looks: where observations are cached (None: kohya-wrap's cache folder; use_cache=False:
+    none), the identity model (None: dlib's, loaded here), progress lines, and the judgement's thresholds."""
+
+    cache_dir: Path | None = None
+    use_cache: bool = True
+    model: IdentityModel | None = None
+    progress: Callable[[str], None] | None = None
+    judgement: Judgement = DEFAULT_JUDGEMENT
+
+
 def score_groups(
-    groups: Sequence[SampleGroup],
+    samples: SampleSet,
     photos: Sequence[Path],
     *,
     references_where: str,
-    samples_where: str,
     need_file: bool,
-    cache_dir: Path | None,
-    use_cache: bool = True,
     validation: dict[int, float] | None = None,
-    model: Any = None,
-    progress: Callable[[str], None] | None = None,
-    left_out: Sequence[LeftOut] = (),
-    judgement: Judgement = DEFAULT_JUDGEMENT,
+    options: ScoreOptions = ScoreOptions(),
 ) -> ScoreReport:
     from kohya_wrap.faceid import IdentityModel
     from kohya_wrap.score.cache import ObservationCache, default_cache_dir
 
     started = time.monotonic()
-    if not groups or not any(g.images for g in groups):
-        raise ScoreError(f"no samples to score in {samples_where}", "draw samples first (`kohya-wrap sample`)")
-    model = model or IdentityModel()
-    folder = None if not use_cache else cache_dir if cache_dir is not None else default_cache_dir()
+    if not samples.groups or not any(g.images for g in samples.groups):
+        raise ScoreError(f"no samples to score in {samples.where}", "draw samples first (`kohya-wrap sample`)")
+    model = options.model or IdentityModel()
+    folder = None if not options.use_cache else options.cache_dir or default_cache_dir()
     cache = ObservationCache(folder, model.model_id)
-    skipped = list(left_out)
+    skipped = list(samples.left_out)
     # Samples first: where none shows a face (an untrained model), that is the finding, and the
     # references need no face (the smoke preset's 64 px drawings have none).
+    kept_groups, seen_by_group = _observe_samples(model, samples.groups, cache, skipped, options.progress)
+    if not kept_groups:
+        raise ScoreError(
+            f"none of the samples in {samples.where} can be read as an image",
+            "remove or replace the broken files, then score again",
+        )
+    any_face = any(o.has_face for seen in seen_by_group for _, o, _ in seen)
+    if options.progress:
+        options.progress(f"looking at {len(photos)} reference photos")
+    refs = observe_references(model, photos, cache, references_where, need_face=any_face, left_out=skipped)
+    checkpoints, found, ref_set = judge_observed(
+        kept_groups, seen_by_group, refs, need_file=need_file, validation=validation, judgement=options.judgement
+    )
+    return ScoreReport(
+        checkpoints=settle(checkpoints),
+        recommended=Recommended.of(found.checkpoint),
+        reason=found.reason + ("" if refs else f" (nor in any of the {len(photos)} reference photos)"),
+        confidence=found.confidence,
+        close=found.close,
+        left_out=tuple(skipped),
+        references=References(where=references_where, photos=len(photos), faces=len(refs)),
+        samples=samples.where,
+        model=_score_model(model.model_id, ref_set, options.judgement),
+        seconds=round(time.monotonic() - started, 2),
+        cache={"hits": cache.hits, "misses": cache.misses},
+    )
+
+
+def _score_model(model_id: str, ref_set: ReferenceSet, judgement: Judgement) -> ScoreModel:
+    return ScoreModel(
+        id=model_id,
+        match_distance=round(ref_set.match_distance, 4),
+        spread=_r(ref_set.spread),
+        copy_correlation=judgement.copy_correlation,
+        copy_share=judgement.copy_share,
+    )
+
+
+def _observe_samples(
+    model: Any,
+    groups: Sequence[SampleGroup],
+    cache: Any,
+    skipped: list[LeftOut],
+    progress: Callable[[str], None] | None,
+) -> tuple[list[SampleGroup], list[list[tuple[Path, Observation, Any]]]]:
+    """Each group's readable samples as the model sees them; an unreadable one goes to skipped."""
     kept_groups, seen_by_group = [], []
     for group in groups:
         if progress:
@@ -758,40 +721,10 @@ def score_groups(
             try:
                 observation, thumb = _look(model, path, cache, "sample")
             except UnreadableFile as e:
-                skipped.append(LeftOut(str(path), "sample", e.why))
+                skipped.append(LeftOut(file=str(path), kind="sample", why=e.why))
                 continue
             seen.append((path, observation, thumb))
         if seen:
             kept_groups.append(replace(group, images=tuple(p for p, _, _ in seen)))
             seen_by_group.append(seen)
-    if not kept_groups:
-        raise ScoreError(
-            f"none of the samples in {samples_where} can be read as an image",
-            "remove or replace the broken files, then score again",
-        )
-    any_face = any(o.has_face for seen in seen_by_group for _, o, _ in seen)
-    if progress:
-        progress(f"looking at {len(photos)} reference photos")
-    refs = observe_references(model, photos, cache, references_where, need_face=any_face, left_out=skipped)
-    checkpoints, found, ref_set = judge_observed(
-        kept_groups, seen_by_group, refs, need_file=need_file, validation=validation, judgement=judgement
-    )
-    reason = found.reason
-    if not refs:
-        reason += f" (nor in any of the {len(photos)} reference photos)"
-    return ScoreReport(
-        checkpoints=tuple(checkpoints),
-        recommended=found.checkpoint,
-        reason=reason,
-        references={"where": references_where, "photos": len(photos), "faces": len(refs)},
-        samples_source=samples_where,
-        model=model.model_id,
-        seconds=time.monotonic() - started,
-        cache={"hits": cache.hits, "misses": cache.misses},
-        confidence=found.confidence,
-        close=found.close,
-        left_out=tuple(skipped),
-        match_distance=ref_set.match_distance,
-        spread=_r(ref_set.spread),
-        judgement=judgement,
-    )
+    return kept_groups, seen_by_group

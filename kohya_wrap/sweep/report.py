@@ -79,18 +79,13 @@ class _Scored:
 
 
 def _scored(run_dir: Path) -> _Scored:
-    from kohya_wrap.score import load_score, recommended_step
+    from kohya_wrap.score import load_score
 
     score = load_score(run_dir)
     if score is None:
         return _Scored()
-    likeness = tuple(
-        (c["step"], float(c["likeness"]))
-        for c in score["checkpoints"]  # load_score checked: a list of objects
-        if isinstance(c.get("step"), int) and isinstance(c.get("likeness"), (int, float))
-    )
-    reason = score.get("reason")
-    return _Scored(likeness, recommended_step(score), True, reason if isinstance(reason, str) else None)
+    likeness = tuple((c.step, c.likeness) for c in score.checkpoints if c.likeness is not None)
+    return _Scored(likeness, score.recommended_step, True, score.reason)
 
 
 def _variant(entry: VariantEntry) -> VariantReport | None:

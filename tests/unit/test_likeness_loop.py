@@ -7,23 +7,26 @@ import json
 from pathlib import Path
 
 import pytest
+from msgspec.structs import replace
 
+from kohya_wrap import codec
 from kohya_wrap.events import Finished, Score, StopEarly, from_json, to_json
 from kohya_wrap.rundir import FileEntry, RunFold, RunManifest
 from kohya_wrap.score.advice import advise, is_copying, stop_decision
+from kohya_wrap.score.records import CheckpointScore, Recommended, ScoreReport
 from kohya_wrap.sdscripts import SavedState, extension_args, extension_dataset_toml, plan_extension
 
 
 def ckpt(step, likeness=None, matches=0, copies=0, samples=3, faces=3, checkpoint="x"):
-    return {
-        "step": step,
-        "samples": samples,
-        "faces": faces,
-        "likeness": likeness,
-        "matches": matches,
-        "copies": copies,
-        "checkpoint": checkpoint,
-    }
+    return CheckpointScore(
+        step=step,
+        samples=samples,
+        faces=faces,
+        likeness=likeness,
+        matches=matches,
+        copies=copies,
+        checkpoint=checkpoint,
+    )
 
 
 # -- stop_decision ---------------------------------------------------------------------------
@@ -43,8 +46,8 @@ def test_one_copying_checkpoint_or_one_copy_a_checkpoint_does_not_stop():
 
 
 def test_the_score_s_own_copying_flag_wins_where_it_gives_one():
-    assert is_copying({**ckpt(250, copies=1), "copying": True})
-    assert not is_copying({**ckpt(250, copies=3), "copying": False})
+    assert is_copying(replace(ckpt(250, copies=1), copying=True))
+    assert not is_copying(replace(ckpt(250, copies=3), copying=False))
 
 
 def test_a_plateau_stops_only_past_the_minimum_steps():
@@ -80,9 +83,8 @@ def test_no_face_never_stops():
 def doc(checkpoints, recommended=None):
     rec = None
     if recommended is not None:
-        c = next(c for c in checkpoints if c["step"] == recommended)
-        rec = {k: c[k] for k in ("step", "checkpoint", "likeness", "matches", "samples", "faces", "copies")}
-    return {"checkpoints": checkpoints, "recommended": rec, "reason": "..."}
+        rec = Recommended.of(next(c for c in checkpoints if c.step == recommended))
+    return ScoreReport(checkpoints=tuple(checkpoints), recommended=rec, reason="...")
 
 
 def test_advice_recommends_the_step_with_its_figures():
@@ -110,7 +112,7 @@ def test_advice_when_nothing_is_the_person_yet():
     )
     assert "no sample shows a face" in advise(doc([ckpt(2, None, faces=0)])).text
     assert advise(None, "r").kind == "not_scored"
-    assert json.dumps(advise(None, "r").to_json())
+    assert json.dumps(codec.to_builtins(advise(None, "r")))
 
 
 # -- sd-scripts: extending ---------------------------------------------------------------------

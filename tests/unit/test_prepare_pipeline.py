@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from kohya_wrap.codec import to_builtins
 from kohya_wrap.errors import DatasetError
 from kohya_wrap.prepare import PrepareOptions, PrepareResult, prepare_dataset
 from kohya_wrap.prepare import pipeline as pipeline_module
@@ -105,7 +106,7 @@ def test_layout_captions_and_manifest(tmp_path: Path) -> None:
     assert first["source_size"] == [800, 600] and first["crop_box"] == [100, 0, 700, 600]
     assert first["face_box"] is None and first["faces"] is None
     assert result.processed == 3 and result.reused == 0 and result.skipped == 0
-    assert [s.to_json() for s in result.subsets] == [
+    assert [to_builtins(s) for s in result.subsets] == [
         {"dir": SUBSET, "is_reg": False, "repeats": 1, "class_tokens": "ohwx man", "images": 3}
     ]
 
@@ -310,7 +311,7 @@ def test_same_sources_and_parameters_give_identical_bytes(tmp_path: Path) -> Non
     b = prepare(src, tmp_path / "b", jobs=2)
     tree_a, tree_b = tree(tmp_path / "a"), tree(tmp_path / "b")
     assert tree_a == tree_b  # every PNG, caption, and prepare.json itself
-    assert [i.to_json() for i in a.images] == [i.to_json() for i in b.images]
+    assert [to_builtins(i) for i in a.images] == [to_builtins(i) for i in b.images]
 
 
 def test_pool_without_fork_gives_the_same_bytes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -322,7 +323,7 @@ def test_pool_without_fork_gives_the_same_bytes(tmp_path: Path, monkeypatch: pyt
     monkeypatch.setitem(sys.modules, "torch", types.ModuleType("torch"))  # as after a model build
     assert pipeline_module._pool_context().get_start_method() != "fork"
     fresh = prepare(src, tmp_path / "b", jobs=2)
-    assert [i.to_json() for i in forked.images] == [i.to_json() for i in fresh.images]
+    assert [to_builtins(i) for i in forked.images] == [to_builtins(i) for i in fresh.images]
     assert tree(tmp_path / "a") == tree(tmp_path / "b")
 
 

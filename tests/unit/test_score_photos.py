@@ -5,14 +5,21 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 from PIL import Image, ImageOps
 from score_photos import image, needs_photos, put
 
-from kohya_wrap.score import ScoreError, load_score, recommended_line, score_images, score_run
+from kohya_wrap import codec
+from kohya_wrap.score import ScoreError, ScoreReport, load_score, recommended_line, score_images, score_run
 
 pytestmark = needs_photos
+
+
+def as_json(report: ScoreReport) -> Any:
+    """The report as score.json and `score --json` hold it."""
+    return json.loads(codec.encode(report))
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +77,7 @@ def scene(tmp_path: Path) -> tuple[Path, Path]:
 
 def test_every_field_of_every_checkpoint(scene: tuple[Path, Path], tmp_path: Path, model) -> None:  # type: ignore[no-untyped-def]
     report = score_images(*scene, cache_dir=tmp_path / "cache", model=model)
-    doc = json.loads(json.dumps(report.to_json()))
+    doc = as_json(report)
     by_step = {c["step"]: c for c in doc["checkpoints"]}
     assert list(by_step) == [100, 200, 300, 400, 500]
     assert doc["references"] == {"where": str(scene[0]), "photos": 3, "faces": 2}
@@ -146,7 +153,7 @@ def test_copies_and_near_copies_of_a_reference(tmp_path: Path, model, reference:
     put("obama3.jpg", tmp_path / "refs" / "obama3.jpg")
     save(near_copy(reference, kind), tmp_path / "s" / "500" / "sample.png")
     put("obama.jpg", tmp_path / "s" / "500" / "other-photo.jpg")
-    doc = score_images(tmp_path / "refs", tmp_path / "s", use_cache=False, model=model).to_json()
+    doc = as_json(score_images(tmp_path / "refs", tmp_path / "s", use_cache=False, model=model))
     images = {i["file"]: i for i in doc["checkpoints"][0]["images"]}
     assert images["sample.png"]["copy_of"] == reference
     assert images["other-photo.jpg"]["copy_of"] is None and images["other-photo.jpg"]["match"]
@@ -159,7 +166,7 @@ def test_a_crop_that_cuts_the_face_and_an_rgba_version_are_copies(tmp_path: Path
     put("obama_partial_face.jpg", tmp_path / "s" / "step-10" / "crop.jpg")  # the face cut by the frame
     put("32bit.png", tmp_path / "s" / "step-10" / "rgba.png")
     put("obama3.jpg", tmp_path / "s" / "step-20" / "obama3.jpg")
-    doc = score_images(tmp_path / "refs", tmp_path / "s", use_cache=False, model=model).to_json()
+    doc = as_json(score_images(tmp_path / "refs", tmp_path / "s", use_cache=False, model=model))
     first = {i["file"]: i["copy_of"] for i in doc["checkpoints"][0]["images"]}
     # obama_partial_face2.jpg (the face cut through the eye by the frame) is no longer caught: its landmarks,
     # and so its aligned face, shift (band-pass correlation 0.51); docs/score.md, Limits.
@@ -172,7 +179,7 @@ def test_no_face_anywhere_is_no_recommendation_with_its_reason(tmp_path: Path, m
     for step in (250, 500):
         for n, name in enumerate(("skimage:coffee.png", "skimage:chelsea.png")):
             put(name, tmp_path / "s" / f"ohwx_{step:06d}_{n:02d}_20261201120000_42.png")
-    doc = score_images(tmp_path / "refs", tmp_path / "s", use_cache=False, model=model).to_json()
+    doc = as_json(score_images(tmp_path / "refs", tmp_path / "s", use_cache=False, model=model))
     assert doc["recommended"] is None
     assert doc["reason"] == (
         "no face in any of the 4 samples: the model draws no faces yet (a random-weight smoke model draws none)"
@@ -184,7 +191,7 @@ def test_other_people_only_is_no_recommendation(tmp_path: Path, model) -> None: 
     put("obama2.jpg", tmp_path / "refs" / "a.jpg")
     put("biden.jpg", tmp_path / "s" / "1" / "b.jpg")
     put("skimage:astronaut.png", tmp_path / "s" / "2" / "c.png")
-    doc = score_images(tmp_path / "refs", tmp_path / "s", use_cache=False, model=model).to_json()
+    doc = as_json(score_images(tmp_path / "refs", tmp_path / "s", use_cache=False, model=model))
     assert doc["recommended"] is None
     assert doc["reason"].startswith("faces in 2 of 2 samples, but none is the person")
 
@@ -210,7 +217,7 @@ def test_bad_inputs_are_clear_errors(tmp_path: Path, model) -> None:  # type: ig
     # the why is said after the file's name (`sample FILE: why`): it does not name the file again
     assert left["broken.jpg"].kind == "reference" and left["broken.jpg"].why.startswith("cannot be read as an image")
     assert left["broken.png"].kind == "sample" and left["broken.png"].why.startswith("cannot be read as an image")
-    assert report.checkpoints[0].samples == 1 and report.references["faces"] == 1
+    assert report.checkpoints[0].samples == 1 and report.references.faces == 1
     (tmp_path / "s" / "step-1" / "a.jpg").unlink()
     with pytest.raises(ScoreError, match=r"none of the samples .* can be read as an image"):
         score_images(tmp_path / "refs", tmp_path / "s", use_cache=False, model=model)
@@ -224,12 +231,12 @@ def test_the_cache_makes_the_second_score_skip_the_references(scene: tuple[Path,
     # land); obama.jpg is two samples and coffee.png a sample and a reference: one entry each.
     assert cold.cache == {"hits": 2, "misses": 10} and warm.cache == {"hits": 12, "misses": 0}
     strip = lambda d: {k: v for k, v in d.items() if k not in ("seconds", "cache")}  # noqa: E731
-    assert strip(warm.to_json()) == strip(cold.to_json())
+    assert strip(as_json(warm)) == strip(as_json(cold))
     entries = sorted(cache.rglob("*.npz"))
     assert len(entries) == 10 and all(e.parent.parent.name == model.model_id for e in entries)
     entries[0].write_bytes(b"corrupt")  # an unreadable entry is looked at again and rewritten
     again = score_images(*scene, cache_dir=cache, model=model)
-    assert again.cache == {"hits": 11, "misses": 1} and strip(again.to_json()) == strip(cold.to_json())
+    assert again.cache == {"hits": 11, "misses": 1} and strip(as_json(again)) == strip(as_json(cold))
     assert entries[0].read_bytes() != b"corrupt"
     shutil.copy(scene[0] / "obama2.jpg", scene[0] / "same-bytes.jpg")  # keyed by content, not by name
     assert score_images(*scene, cache_dir=cache, model=model).cache == {"hits": 13, "misses": 0}
@@ -248,8 +255,9 @@ def test_score_run_reads_the_plan_and_writes_score_json(tmp_path: Path, model) -
         for i, name in enumerate(names):
             put(name, sample / f"{OUTPUT_NAME}_{step:06d}_{i:02d}_20261125091531_42.png")
     report = score_run(run, cache_dir=tmp_path / "cache", model=model)
-    doc = load_score(run)
-    assert doc == json.loads(json.dumps(report.to_json()))
+    scored = load_score(run)
+    assert scored == report
+    doc = as_json(scored)
     assert [(c["step"], c["checkpoint"]) for c in doc["checkpoints"]] == [
         (0, None),
         (2, f"{OUTPUT_NAME}-step00000002.safetensors"),
@@ -260,14 +268,14 @@ def test_score_run_reads_the_plan_and_writes_score_json(tmp_path: Path, model) -
     assert doc["recommended"]["step"] == 2
     assert doc["recommended"]["checkpoint"] == f"{OUTPUT_NAME}-step00000002.safetensors"
     assert doc["references"]["photos"] == 2 and doc["references"]["where"] == str(train)
-    assert recommended_line(doc).startswith(f"recommended: step 2 ({OUTPUT_NAME}-step00000002.safetensors)")
+    assert recommended_line(scored).startswith(f"recommended: step 2 ({OUTPUT_NAME}-step00000002.safetensors)")
 
 
 def test_no_face_in_samples_nor_references_is_a_finding_not_an_error(tmp_path: Path, model) -> None:  # type: ignore[no-untyped-def]
     # what the smoke preset gives: drawings too small for a face as training images, a random model's samples
     put("skimage:coffee.png", tmp_path / "refs" / "0001.png")
     put("skimage:chelsea.png", tmp_path / "s" / "step-2" / "a.png")
-    doc = score_images(tmp_path / "refs", tmp_path / "s", use_cache=False, model=model).to_json()
+    doc = as_json(score_images(tmp_path / "refs", tmp_path / "s", use_cache=False, model=model))
     assert doc["recommended"] is None and doc["references"]["faces"] == 0
     assert doc["reason"] == (
         "no face in any of the 1 samples: the model draws no faces yet (a random-weight smoke "

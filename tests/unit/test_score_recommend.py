@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import replace
 
+import msgspec
 import pytest
+from msgspec.structs import replace
 
+from kohya_wrap import codec
 from kohya_wrap.report.score_section import score_section
 from kohya_wrap.score import load_score, recommended_line, recommended_step
 from kohya_wrap.score.collect import LeftOut
+from kohya_wrap.score.records import Recommended, settle
 from kohya_wrap.score.scoring import (
     CheckpointScore,
     ImageScore,
@@ -149,8 +152,15 @@ def test_the_persons_threshold_is_tightened_by_the_spread_of_the_photos() -> Non
 
 
 def test_left_out_files_are_in_the_json() -> None:
-    left = (LeftOut("s/notes.png", "sample", "its name does not say a step"),)
-    doc = ScoreReport((ck(500),), ck(500), "r", left_out=left, confidence="clear").to_json()
+    left = (LeftOut(file="s/notes.png", kind="sample", why="its name does not say a step"),)
+    report = ScoreReport(
+        checkpoints=settle([ck(500)]),
+        recommended=Recommended.of(ck(500)),
+        reason="r",
+        left_out=left,
+        confidence="clear",
+    )
+    doc = json.loads(codec.encode(report))  # as score.json holds it
     assert doc["left_out"] == [{"file": "s/notes.png", "kind": "sample", "why": "its name does not say a step"}]
     assert doc["confidence"] == "clear" and doc["checkpoints"][0]["copying"] is False
 
@@ -202,9 +212,19 @@ def test_variety_is_zero_for_identical_samples_and_none_for_one() -> None:
     assert 0.5 < (variety_of([a, b]) or 0) <= 1.0
 
 
-def report_doc(recommended: CheckpointScore | None, reason: str) -> dict:  # type: ignore[type-arg]
+def report_of(recommended: CheckpointScore | None, reason: str) -> ScoreReport:
     cks = (ck(250, likeness=0.5, matches=1), ck(500, likeness=0.75), ck(750, likeness=0.8, copies=1))
-    return json.loads(json.dumps(ScoreReport(cks, recommended, reason, model="dlib-test").to_json()))
+    report = ScoreReport(
+        checkpoints=settle(cks),
+        recommended=Recommended.of(recommended),
+        reason=reason,
+        model=msgspec.structs.replace(ScoreReport().model, id="dlib-test"),
+    )
+    return codec.decode(codec.encode(report), ScoreReport, source="score.json")  # as read back from the file
+
+
+def report_doc(recommended: CheckpointScore | None, reason: str) -> dict:  # type: ignore[type-arg]
+    return json.loads(codec.encode(report_of(recommended, reason)))
 
 
 def test_the_json_shape() -> None:
@@ -224,24 +244,24 @@ def test_the_json_shape() -> None:
 
 
 def test_the_status_line_and_recommended_step(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    doc = report_doc(ck(500, likeness=0.75), "why")
+    doc = report_of(ck(500, likeness=0.75), "why")
     assert recommended_step(doc) == 500
     assert recommended_line(doc) == (
         "recommended: step 500 (x.safetensors), likeness 0.75, 3/3 samples the person, no copies"
     )
-    none = report_doc(None, "no face in any of the 9 samples")
+    none = report_of(None, "no face in any of the 9 samples")
     assert recommended_step(none) is None
     assert recommended_line(none) == "no checkpoint recommended: no face in any of the 9 samples"
     assert recommended_line(None) == "not scored yet (kohya-wrap score RUN_DIR)"
     assert load_score(tmp_path) is None
     (tmp_path / "score.json").write_text("{not json", encoding="utf-8")
     assert load_score(tmp_path) is None
-    (tmp_path / "score.json").write_text(json.dumps(doc), encoding="utf-8")
+    (tmp_path / "score.json").write_text(codec.encode(doc), encoding="utf-8")
     assert load_score(tmp_path) == doc
 
 
 def test_the_report_section_charts_the_score_and_marks_the_recommendation() -> None:
-    page = score_section(report_doc(ck(500, likeness=0.75), "step 500: <3 of 3> & none copies"))
+    page = score_section(report_of(ck(500, likeness=0.75), "step 500: <3 of 3> & none copies"))
     assert 'id="score-recommended" data-step="500"' in page and "&lt;3 of 3&gt; &amp; none" in page
     assert '<svg id="score-chart"' in page
     for line in ("score-likeness", "score-matches", "score-copies"):
@@ -252,14 +272,56 @@ def test_the_report_section_charts_the_score_and_marks_the_recommendation() -> N
 
 
 def test_the_report_section_without_a_recommendation_or_a_score() -> None:
-    page = score_section(report_doc(None, "no face in any of the 9 samples"))
+    page = score_section(report_of(None, "no face in any of the 9 samples"))
     assert 'data-step="">No checkpoint recommended: no face in any of the 9 samples' in page
     assert 'class="recommended"' not in page
     assert 'id="no-score"' in score_section(None)
 
 
 def test_the_report_section_charts_validation_loss_when_there_is_one() -> None:
-    doc = report_doc(None, "r")
-    for c, v in zip(doc["checkpoints"], (0.12, 0.11, 0.13), strict=True):
-        c["validation_loss"] = v
+    doc = report_of(None, "r")
+    checkpoints = tuple(
+        msgspec.structs.replace(c, validation_loss=v) for c, v in zip(doc.checkpoints, (0.12, 0.11, 0.13), strict=True)
+    )
+    doc = msgspec.structs.replace(doc, checkpoints=checkpoints)
     assert re.search(r'<polyline id="score-validation" class="val" data-points="3"', score_section(doc))
+
+
+def test_a_score_json_of_the_first_version_still_reads(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # score.json as the first scoring wrote it: no copying flag, confidence, close, left_out, match_distance
+    first = {
+        "schema": 1,
+        "checkpoints": [
+            {"step": 250, "samples": 3, "faces": 3, "likeness": 0.6, "matches": 2, "copies": 0, "distance": 0.4,
+             "variety": 0.5, "checkpoint": "x-step00000250.safetensors", "validation_loss": None, "images": []},
+            {"step": 500, "samples": 3, "faces": 3, "likeness": 0.7, "matches": 3, "copies": 2, "distance": 0.3,
+             "variety": 0.4, "checkpoint": "x.safetensors", "validation_loss": 0.1, "images": []},
+        ],
+        "recommended": {"step": 250, "checkpoint": "x-step00000250.safetensors", "likeness": 0.6, "matches": 2,
+                        "samples": 3, "faces": 3, "copies": 0},
+        "reason": "step 250: why",
+        "references": {"where": "/photos", "photos": 4, "faces": 4},
+        "samples": "/run/output/sample",
+        "model": {"id": "dlib-x", "same_person_distance": 0.6, "likeness": "clip(1 - median distance / 1.2, 0, 1)",
+                  "copy_correlation": 0.8},
+        "seconds": 1.5,
+        "cache": {"hits": 0, "misses": 10},
+    }  # fmt: skip
+    (tmp_path / "score.json").write_text(json.dumps(first), encoding="utf-8")
+    report = load_score(tmp_path)
+    assert report is not None and recommended_step(report) == 250 and report.checkpoints[1].copying is None
+    assert report.match_distance == 0.6 and report.model.copy_correlation == 0.8 and report.left_out == ()
+    assert recommended_line(report) == (
+        "recommended: step 250 (x-step00000250.safetensors), likeness 0.6, 2/3 samples the person, no copies"
+    )
+    assert 'data-step="250"' in score_section(report)
+
+
+def test_a_score_json_with_a_wrong_field_reads_as_not_scored_or_names_the_field(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from kohya_wrap.codec import RecordError
+    from kohya_wrap.score import read_score
+
+    (tmp_path / "score.json").write_text(json.dumps({"checkpoints": [{"step": "late"}]}), encoding="utf-8")
+    assert load_score(tmp_path) is None
+    with pytest.raises(RecordError, match=r"score\.json: checkpoints\[0\]\.step: Expected int"):
+        read_score(tmp_path)

@@ -93,3 +93,23 @@ def test_plan_prints_its_next_command_shell_quoted(tmp_path):
     )
     assert result.exit_code == 0, result.output
     assert f"kohya-wrap train {shlex.quote(str(run_dir))}" in " ".join(result.output.split())
+
+
+def test_a_prepare_json_with_a_wrong_field_names_it(tmp_path):
+    import json
+
+    import pytest
+
+    from kohya_wrap.dataset import scan_dataset
+    from kohya_wrap.errors import DatasetError
+
+    sub = tmp_path / "ds" / "img" / "1_ohwx man"
+    sub.mkdir(parents=True)
+    Image.new("RGB", (64, 64)).save(sub / "0.png")
+    manifest = tmp_path / "ds" / "prepare.json"
+    manifest.write_text(json.dumps({"parameters": {"token": "ohwx", "class": "man", "size": "big"}}))
+    with pytest.raises(DatasetError, match=r"prepare\.json: parameters\.size: Expected int \| null, got str"):
+        scan_dataset(tmp_path / "ds")
+    manifest.write_text(json.dumps({"parameters": {"token": "ohwx", "class": "man", "size": 512}}))
+    found = scan_dataset(tmp_path / "ds")
+    assert (found.token, found.class_word, found.size, found.repeats_explicit) == ("ohwx", "man", 512, False)
