@@ -337,7 +337,8 @@ def score_finished_run(run_dir: Path, stages: Stages) -> tuple[dict[str, Any] | 
 
     (None, why) when the scorer is not installed or scoring could not run.
     """
-    from kohya_wrap.rundir import SCORE_JSON, record_score
+    from kohya_wrap.codec import convert
+    from kohya_wrap.rundir import SCORE_JSON, ScoreEntry, record_score
     from kohya_wrap.score import load_score, score_run, scorer_available
 
     missing = scorer_available()
@@ -354,13 +355,11 @@ def score_finished_run(run_dir: Path, stages: Stages) -> tuple[dict[str, Any] | 
 
     doc = load_score(run_dir)
     if doc is not None:
-        record_score(
-            run_dir,
-            {
-                "file": SCORE_JSON,
-                "recommended": doc.get("recommended"),
-                "reason": doc.get("reason"),
-                "advice": advise(doc, run_dir).to_json(),
-            },
-        )
+        entry = {
+            "file": SCORE_JSON,
+            "recommended": doc.get("recommended"),
+            "reason": doc.get("reason"),
+            "advice": advise(doc, run_dir).to_json(),
+        }
+        record_score(run_dir, convert(entry, ScoreEntry, source=f"{run_dir / SCORE_JSON}"))
     return doc, None

@@ -15,12 +15,12 @@ import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, replace
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from kohya_wrap import events as ev
 from kohya_wrap import rundir
+from kohya_wrap.codec import RecordError, parse_time, to_builtins
 from kohya_wrap.errors import RunDirError
 from kohya_wrap.rundir import EVENTS_JSONL, PLAN_JSON, Plan, RunFold, SavedFile, format_duration, resume_command
 from kohya_wrap.safetensors_header import incomplete
@@ -69,7 +69,7 @@ class RunStatus:
     last_warning: str | None
     warnings: int
     last_error: str | None
-    outcome: str | None
+    outcome: ev.Outcome | None
     exit_code: int | None
     returncode: int | None
     segments: int  # 1 + the number of times the run was resumed
@@ -196,8 +196,8 @@ class EventTail:
             if not raw.strip():
                 continue
             try:
-                yield ev.from_json(raw.decode("utf-8"))
-            except (ValueError, TypeError, AttributeError):
+                yield ev.parse_event(raw)
+            except RecordError:
                 self.unreadable_lines += 1
 
 
@@ -253,7 +253,7 @@ def _snapshot(run_dir: Path, fold: _Fold, plan: Plan | None, *, now: float | Non
     lora_file = str(plan.lora_file) if plan is not None else None
     total = fold.total_steps
     if total is None and plan is not None:
-        total = plan.steps.get("max_train_steps")
+        total = plan.max_train_steps
     seconds_per_step = fold.seconds_per_step
     progress = fold.last_progress
     step = progress.step if progress else None
@@ -312,7 +312,7 @@ def _snapshot(run_dir: Path, fold: _Fold, plan: Plan | None, *, now: float | Non
         validation_step=validation[0] if validation else None,
         validation_loss=validation[1] if validation else None,
         scores=tuple(
-            {k: v for k, v in ev.to_dict(score).items() if k not in ("t", "type")} for score in fold.score_list
+            {k: v for k, v in to_builtins(score).items() if k not in ("t", "type")} for score in fold.score_list
         ),
         stop_early=fold.stop_early.reason if fold.stop_early is not None else None,
         # what to do next once the run has ended well (while it trains, the score is of the steps so far)
@@ -376,12 +376,9 @@ def _finite_or_name(value: Any) -> Any:
 
 def _parse_time(t: str) -> float | None:
     try:
-        dt = datetime.fromisoformat(t.replace("Z", "+00:00"))
+        return parse_time(t).timestamp()
     except ValueError:
         return None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
-    return dt.timestamp()
 
 
 __all__ = ["RunStatus", "SavedFile", "format_duration", "follow", "read_status", "EventTail"]

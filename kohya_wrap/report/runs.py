@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from kohya_wrap.errors import KohyaWrapError, RunDirError
+from kohya_wrap.events import Outcome
 from kohya_wrap.report.summary import is_run_dir, load_run
 
 
@@ -17,7 +18,7 @@ class RunRow:
     preset: str | None
     steps_done: int | None
     steps_total: int | None
-    outcome: str
+    outcome: Outcome | Literal["planned", "unfinished", "unreadable"]
     final_loss: float | None
     output: Path | None  # the final LoRA, when it exists
     problem: str | None = None  # why the row is incomplete (an unreadable plan.json)

@@ -9,11 +9,11 @@ import math
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from kohya_wrap import rundir
+from kohya_wrap import codec, rundir
 from kohya_wrap.errors import RunDirError
-from kohya_wrap.events import read_events
+from kohya_wrap.events import Outcome, read_events
 from kohya_wrap.rundir import LossPoint, Plan, RunFold, RunManifest
 from kohya_wrap.safetensors_header import incomplete
 
@@ -36,7 +36,7 @@ class RunSummary:
     wall_s: float | None  # the whole run, model loading and saving included (run.json)
     mean_it_per_s: float | None
     final_loss: float | None
-    outcome: str  # a Finished outcome, or "planned" / "unfinished" when there is none
+    outcome: Outcome | Literal["planned", "unfinished"]  # "planned" / "unfinished" when no attempt ended
     exit_code: int | None
     lora_file: Path | None  # the final LoRA, when it exists
     output_dir: Path | None
@@ -56,8 +56,8 @@ def load_run(run_dir: Path) -> RunSummary:
         raise RunDirError(f"{run_dir} is not a folder.", "Give the run folder that `kohya-wrap plan` created.")
     plan = rundir.read_plan(run_dir)
     files = rundir.paths(run_dir)
-    run = rundir.read_manifest_json(files.run_json)
-    manifest = RunManifest.from_json(run) if run is not None else None
+    manifest = rundir.read_manifest(files.run_json)
+    run = codec.to_builtins(manifest) if manifest is not None else None
     fold = RunFold()
     if files.events.is_file():
         fold.feed_all(read_events(files.events))
@@ -65,6 +65,7 @@ def load_run(run_dir: Path) -> RunSummary:
     train_subsets = [s for s in plan.subsets if not s.is_reg]
     reg_subsets = [s for s in plan.subsets if s.is_reg]
     exit_code: int | None
+    outcome: Outcome | Literal["planned", "unfinished"]
     if fold.finished is not None:
         outcome, exit_code = fold.finished.outcome, fold.finished.exit_code
     elif manifest is not None and manifest.outcome:
@@ -77,7 +78,7 @@ def load_run(run_dir: Path) -> RunSummary:
         started, ended = parse_time(manifest.started_at), parse_time(manifest.ended_at)
         if started is not None and ended is not None:
             wall_s = (ended - started).total_seconds()
-    images_x_repeats = plan.steps.get("train_images_x_repeats")
+    images_x_repeats = plan.steps.train_images_x_repeats
     last = fold.last_progress
     return RunSummary(
         run_dir=run_dir,
@@ -91,9 +92,9 @@ def load_run(run_dir: Path) -> RunSummary:
         if isinstance(images_x_repeats, int)
         else (fold.summary.train_images if fold.summary is not None else None),
         reg_images=sum(s.images for s in reg_subsets),
-        planned_steps=plan.steps.get("max_train_steps"),
+        planned_steps=plan.max_train_steps,
         last_step=last.step if last is not None else None,
-        total_steps=last.total if last is not None else plan.steps.get("max_train_steps"),
+        total_steps=last.total if last is not None else plan.max_train_steps,
         elapsed_s=last.elapsed_s if last is not None else None,
         wall_s=wall_s,
         mean_it_per_s=fold.mean_it_per_s,
@@ -127,6 +128,6 @@ def parse_time(text: str | None) -> datetime | None:
     if not text:
         return None
     try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00"))
+        return codec.parse_time(text)
     except ValueError:
         return None

@@ -12,11 +12,12 @@ import secrets
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from kohya_wrap import rundir
+from kohya_wrap.codec import utc_now_text
 from kohya_wrap.errors import KohyaWrapError, ModelError, RunDirError
 from kohya_wrap.fsutil import atomic_write_json, atomic_write_text
 from kohya_wrap.sample.session import (
@@ -193,7 +194,7 @@ def resolve(
             )
         skipped = [f"skipped {f.name}: it is cut short ({why})" for f, why in broken.items()]
         files = [f for f in files if f not in broken]
-        final_step = plan.steps.get("max_train_steps")
+        final_step = plan.max_train_steps
         name = plan.output_name
 
         def step_of(f: Path) -> int | None:
@@ -362,7 +363,7 @@ def _generate(
         raise SampleError(str(e), "Write each prompt on one line; give seeds with --seed.") from None
 
     folder = _new_session_folder(ctx.sessions_dir)
-    created_at = datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+    created_at = utc_now_text()
     prompts_file = folder / PROMPTS_FILE
     atomic_write_text(prompts_file, prompts_text)
     log_path = folder / LOG_FILE

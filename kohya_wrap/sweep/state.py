@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from kohya_wrap import __version__, rundir
+from kohya_wrap.codec import to_builtins, utc_now_text
 from kohya_wrap.fsutil import atomic_write_json, load_json
 from kohya_wrap.sweep.spec import SweepError
 from kohya_wrap.sweep.variants import Variant
@@ -58,7 +59,7 @@ def sweep_paths(sweep_dir: str | Path) -> SweepPaths:
 
 
 def now_text() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return utc_now_text()
 
 
 def is_sweep_dir(path: str | Path) -> bool:
@@ -78,14 +79,25 @@ def read_sweep(sweep_dir: str | Path) -> dict[str, Any]:
     if not isinstance(doc, dict) or not isinstance(doc.get("variants"), list):
         raise SweepError(f"{path} is not a sweep.json (no variants list)", "run the sweep into a new folder")
     try:
-        rundir.check_shape(doc, {"spec": (dict,), "backend": (str,), "updated_at": (str,)}, str(path))
+        _check_shape(doc, {"spec": (dict,), "backend": (str,), "updated_at": (str,)}, str(path))
         for i, variant in enumerate(doc["variants"]):
-            rundir.check_shape(variant, _VARIANT, f"{path}: variants[{i}]")
+            _check_shape(variant, _VARIANT, f"{path}: variants[{i}]")
             if not isinstance(variant.get("name"), str) or not isinstance(variant.get("run_dir"), str):
                 raise ValueError(f"{path}: variants[{i}] has no name or run_dir")
     except ValueError as e:
         raise SweepError(f"{e}", "restore it, or run the sweep into a new folder") from None
     return doc
+
+
+def _check_shape(doc: Any, shape: dict[str, tuple[type, ...]], where: str) -> None:
+    """ValueError naming the first present, non-null key of `doc` whose type `shape` does not give."""
+    if not isinstance(doc, dict):
+        raise ValueError(f"{where} is a JSON {type(doc).__name__}, not an object")
+    for key, types in shape.items():
+        value = doc.get(key)
+        if value is not None and ((isinstance(value, bool) and bool not in types) or not isinstance(value, types)):
+            names = " or ".join(t.__name__ for t in types)
+            raise ValueError(f"{where}: {key} is {type(value).__name__} {value!r:.40}, not {names}")
 
 
 # The type of each field of a sweep.json variant (null is allowed for every one but name and run_dir).
@@ -107,7 +119,8 @@ def recommended_step(run_dir: Path) -> int | None:
 
 
 def run_manifest(run_dir: Path) -> dict[str, Any] | None:
-    return rundir.read_manifest_json(rundir.paths(run_dir).run_json)
+    manifest = rundir.read_manifest(rundir.paths(run_dir).run_json)
+    return None if manifest is None else to_builtins(manifest)
 
 
 def _json_value(value: Any) -> Any:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from kohya_wrap.errors import KohyaWrapError
-from kohya_wrap.events import ENDED_WELL
+from kohya_wrap.events import ENDED_WELL, Outcome
 from kohya_wrap.sweep.state import read_sweep, recommended_step
 
 
@@ -22,7 +22,7 @@ class VariantStatus:
     values: dict[str, Any]
     status: str  # sweep.json's: pending | running | done | skipped | error
     state: str | None  # the run's own (kohya_wrap.status): planned | running | stalled | finished | ...
-    outcome: str | None
+    outcome: Outcome | None
     exit_code: int | None
     step: int | None
     total_steps: int | None
