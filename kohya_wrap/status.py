@@ -43,7 +43,7 @@ PLANNED, RUNNING, STALLED, FINISHED, INTERRUPTED, FAILED = (
     "failed",
 )
 # outcomes (the `finished` event) after which `train --resume` can continue from a saved state
-STOPPED_OUTCOMES = frozenset({"interrupted", "killed", "oom", "crashed", "nan"})
+STOPPED_OUTCOMES: frozenset[ev.Outcome] = frozenset({"interrupted", "killed", "oom", "crashed", "nan"})
 
 
 @dataclass(frozen=True)
@@ -243,7 +243,7 @@ def _snapshot(run_dir: Path, fold: _Fold, plan: Plan | None, *, now: float | Non
         else:
             quiet = [s for s in (since_event, since_output) if s is not None]
             state = STALLED if quiet and min(quiet) > stale_after_s else RUNNING
-    elif outcome in ("finished", "stopped_early"):
+    elif outcome in ev.ENDED_WELL:
         state = FINISHED
     elif outcome in ("interrupted", "killed"):
         state = INTERRUPTED

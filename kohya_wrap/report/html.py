@@ -19,6 +19,7 @@ from typing import Any
 
 from kohya_wrap import __version__, rundir
 from kohya_wrap.codec import to_builtins
+from kohya_wrap.events import ENDED_WELL
 from kohya_wrap.fsutil import atomic_write_text
 from kohya_wrap.report.charts import Series, line_chart
 from kohya_wrap.report.charts import esc as _e
@@ -375,7 +376,7 @@ def render_report(
         _kv_table(summary_rows(summary), "summary"),
         loss_section(summary),
         score_section(score),
-        _advice_html(score, summary.run_dir) if summary.outcome in ("finished", "stopped_early") else "",
+        _advice_html(score, summary.run_dir) if summary.outcome in ENDED_WELL else "",
         "<h2>Samples</h2>",
         "".join(grid_html(g, best) for g in grids) if grids else '<p id="no-samples">No sample images yet.</p>',
         messages_section(summary),

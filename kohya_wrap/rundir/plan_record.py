@@ -419,5 +419,6 @@ def trained_to_the_end(plan: Plan) -> bool:
         header, _ = read_safetensors_header(path)
     except (OSError, HeaderError):
         return False
-    meta = header.get("__metadata__")
-    return isinstance(meta, dict) and training_step(meta) == plan.max_train_steps
+    # incomplete() above found its __metadata__ absent or a table of strings
+    meta: dict[str, str] = header.get("__metadata__") or {}
+    return training_step(meta) == plan.max_train_steps
