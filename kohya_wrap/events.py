@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import msgspec
 
@@ -68,7 +68,7 @@ class Event(Record, frozen=True, kw_only=True, tag_field="type"):
     def type(self) -> str:
         return str(type(self).__struct_config__.tag)
 
-    def _facts(self) -> tuple[Any, ...]:
+    def _facts(self) -> tuple[object, ...]:
         return tuple(getattr(self, name) for name in self.__struct_fields__ if name != "t")
 
     def __eq__(self, other: object) -> bool:
