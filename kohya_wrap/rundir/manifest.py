@@ -22,6 +22,9 @@ from kohya_wrap.safetensors_header import incomplete
 
 MANIFEST_SCHEMA = 1
 
+# "environment": package -> version (None: not installed), "python", "executable", "cuda", and "gpu": their names
+Environment = dict[str, str | list[str] | None]
+
 
 class FileEntry(Record, frozen=True, kw_only=False):
     """A file the trainer saved (a checkpoint, the final LoRA) as train found it at the attempt's end.
@@ -198,7 +201,7 @@ class RunManifest(Record, frozen=True, kw_only=True):
     base_model: BaseModelEntry | None = None
     sd_scripts: CheckoutEntry | None = None  # the checkout that trained
     machine: MachineEntry | None = None  # of the latest attempt
-    environment: dict[str, str | list[str] | None] = {}  # package versions of the trainer's Python, its GPUs
+    environment: Environment = {}  # package versions of the trainer's Python, its GPUs
     steps: StepsEntry = StepsEntry()
     mean_it_per_s: float | None = None
     final_loss: float | None = None

@@ -13,7 +13,7 @@ from pathlib import Path
 from kohya_wrap.codec import RecordError, decode, write
 from kohya_wrap.fsutil import sha256_file, user_cache_dir
 from kohya_wrap.process import capture
-from kohya_wrap.rundir import MachineEntry, MemoryChange, MemoryFit
+from kohya_wrap.rundir import Environment, MachineEntry, MemoryChange, MemoryFit
 from kohya_wrap.sdscripts import TRAIN_MODULES
 from kohya_wrap.train.machine import Machine, visible_gpus
 
@@ -40,10 +40,6 @@ if spec and spec.origin:
 out["cuda"] = cuda
 print(json.dumps(out))
 """
-
-
-# run.json's "environment": package -> version (None: not installed), "python", "cuda", and "gpu": their names
-Environment = dict[str, str | list[str] | None]
 
 
 def environment(python: str) -> Environment:
