@@ -23,13 +23,18 @@ import math
 from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import msgspec
 
 from kohya_wrap.errors import KohyaWrapError
 
 T = TypeVar("T")
+
+# A value of a TOML file kohya-wrap keeps in a record (an sd-scripts argument, a [kohya_wrap] setting):
+# sd-scripts' arguments and ours are scalars or arrays of scalars, never tables.
+TomlScalar = str | bool | int | float
+TomlValue = TomlScalar | list[TomlScalar]
 
 _NON_FINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
 
@@ -44,14 +49,22 @@ class RecordError(KohyaWrapError):
     and why; the hint says what to do."""
 
 
-def utc_now_text() -> str:
-    """Now, as every record writes a time: ISO 8601 in UTC to the second, "2026-12-04T16:05:32Z"."""
-    return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+def utc_now_text(timespec: Literal["seconds", "milliseconds"] = "seconds") -> str:
+    """Now, as every record writes a time: ISO 8601 in UTC to the second, "2026-12-04T16:05:32Z" (events
+    to the millisecond, "2026-12-04T16:05:32.123Z")."""
+    return utc_text(datetime.now(timezone.utc), timespec)
+
+
+def utc_text(moment: datetime, timespec: Literal["seconds", "milliseconds"] = "seconds") -> str:
+    """`moment` (an aware datetime) as utc_now_text writes a time."""
+    return moment.astimezone(timezone.utc).isoformat(timespec=timespec).replace("+00:00", "Z")
 
 
 def parse_time(text: str) -> datetime:
-    """A time a record wrote (utc_now_text's form, or an older file's "+00:00" form) as an aware datetime."""
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+    """A time a record wrote (utc_now_text's form, or an older file's "+00:00" form) as an aware datetime
+    (one without a zone is UTC). ValueError for text that is no such time."""
+    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=timezone.utc)
 
 
 def _finite(value: Any) -> Any:
@@ -60,7 +73,7 @@ def _finite(value: Any) -> Any:
         if math.isfinite(value):
             return value
         return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
-    if isinstance(value, list):
+    if isinstance(value, (list, tuple)):  # a tuple field is a JSON array, as json.dumps writes it
         return [_finite(v) for v in value]
     if isinstance(value, dict):
         return {k: _finite(v) for k, v in value.items()}
@@ -72,9 +85,13 @@ def to_builtins(record: Any) -> Any:
     return _finite(msgspec.to_builtins(record, enc_hook=_encode_hook))
 
 
-def encode(record: Any, *, indent: int | None = 2) -> str:
-    """A record as strict JSON text (indented for files people read; indent=None for one line)."""
-    return json.dumps(to_builtins(record), indent=indent, ensure_ascii=False, allow_nan=False)
+def encode(record: Any, *, indent: int | None = 2, lead: tuple[str, ...] = ()) -> str:
+    """A record as strict JSON text (indented for files people read; indent=None for one line). `lead`:
+    fields written before the record's tag and other fields (an events.jsonl line leads with its time)."""
+    data = to_builtins(record)
+    if lead:
+        data = {**{key: data[key] for key in lead}, **data}
+    return json.dumps(data, indent=indent, ensure_ascii=False, allow_nan=False)
 
 
 def decode(data: str | bytes, kind: type[T], *, source: str, hint: str | None = None) -> T:
@@ -90,6 +107,15 @@ def decode(data: str | bytes, kind: type[T], *, source: str, hint: str | None = 
         raise RecordError(f"{source}: not valid JSON (its arrays or objects nest too deeply to read)", hint) from None
 
 
+def convert(value: Any, kind: type[T], *, source: str, hint: str | None = None) -> T:
+    """A JSON-shaped value already in memory (another stage's record as builtins) as a `kind` record;
+    RecordError naming `source` and the field when it is not one."""
+    try:
+        return msgspec.convert(value, type=kind, strict=False, dec_hook=_decode_hook)
+    except msgspec.ValidationError as e:
+        raise RecordError(f"{source}: {_field_message(e)}", hint) from None
+
+
 class _Schema(msgspec.Struct):
     schema: int = 0
 
@@ -101,22 +127,30 @@ def read(
     what: str,
     hint: str | None = None,
     schemas: Mapping[int, tuple[type[Any], Callable[[Any], T]]] | None = None,
+    schema: int | None = None,
 ) -> T:
     """The record in `path`, which holds `what` ("the run's plan"). `schemas`: the older schema numbers this
-    format still reads, each with its record type and its upgrade to `kind`; a file without a schema field,
-    or of the current schema, is read as `kind`. RecordError for an unreadable file, bad JSON, a wrong
-    field or a schema this kohya-wrap does not know."""
+    format still reads, each with its record type and its upgrade to `kind`; `schema`: the current number.
+    A file without a schema field, or of the current schema, is read as `kind`. RecordError for an
+    unreadable file, bad JSON, a wrong field or a schema this kohya-wrap does not know."""
     try:
         data = path.read_bytes()
     except FileNotFoundError:
         raise RecordError(f"{path}: missing: {what} is not there", hint) from None
     except OSError as e:
         raise RecordError(f"{path}: cannot be read ({e.strerror or e})", hint) from None
-    if schemas:
+    if schemas or schema is not None:
         number = decode(data, _Schema, source=str(path), hint=hint).schema
-        if number in schemas:
-            old_kind, upgrade = schemas[number]
-            return upgrade(decode(data, old_kind, source=str(path), hint=hint))
+        older = schemas or {}
+        if number in older:
+            old_kind, upgrade = older[number]
+            try:
+                return upgrade(decode(data, old_kind, source=str(path), hint=hint))
+            except RecordError as e:
+                raise RecordError(f"{path}: {e.message}", hint) from None
+        if schema is not None and number not in (0, schema):
+            known = ", ".join(str(n) for n in sorted({*older, schema}))
+            raise RecordError(f"{path}: {what} schema {number}: this kohya-wrap reads schema {known}", hint)
     return decode(data, kind, source=str(path), hint=hint)
 
 
@@ -144,6 +178,7 @@ def _field_message(error: msgspec.ValidationError) -> str:
     text = str(error)
     message, _, where = text.rpartition(" - at ")
     if not message:
-        return text.replace("`", "")
+        kind = text.removeprefix("Expected `object`, got `")
+        return f"holds a JSON {kind.rstrip('`')}, not an object" if kind != text else text.replace("`", "")
     field = where.strip("`").removeprefix("$").lstrip(".") or "the top level"
     return f"{field}: {message.replace('`', '')}"

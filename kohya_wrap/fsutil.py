@@ -104,7 +104,7 @@ def load_toml_file(path: Path, kind: str) -> dict[str, Any]:
     import tomllib
 
     try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
+        doc: dict[str, Any] = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as e:
         raise TomlFileError(f"{path}: not valid TOML: {e}") from None
     except RecursionError:
@@ -115,6 +115,7 @@ def load_toml_file(path: Path, kind: str) -> dict[str, Any]:
         ) from None
     except OSError as e:
         raise TomlFileError(f"{path}: cannot be read: {e}") from None
+    return doc
 
 
 def sha256_file(path: Path, chunk_size: int = 1 << 20) -> str:

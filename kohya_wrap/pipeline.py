@@ -338,8 +338,8 @@ def score_finished_run(run_dir: Path, stages: Stages) -> tuple[ScoreReport | Non
 
     (None, why) when the scorer is not installed or scoring could not run.
     """
-    from kohya_wrap.codec import to_builtins
-    from kohya_wrap.rundir import SCORE_JSON, record_score
+    from kohya_wrap.codec import convert, to_builtins
+    from kohya_wrap.rundir import SCORE_JSON, ScoreEntry, record_score
     from kohya_wrap.score import score_run, scorer_available
 
     missing = scorer_available()
@@ -356,11 +356,15 @@ def score_finished_run(run_dir: Path, stages: Stages) -> tuple[ScoreReport | Non
 
     record_score(
         run_dir,
-        {
-            "file": SCORE_JSON,
-            "recommended": to_builtins(report.recommended),
-            "reason": report.reason,
-            "advice": to_builtins(advise(report, run_dir)),
-        },
+        convert(
+            {
+                "file": SCORE_JSON,
+                "recommended": to_builtins(report.recommended),
+                "reason": report.reason,
+                "advice": to_builtins(advise(report, run_dir)),
+            },
+            ScoreEntry,
+            source=f"{run_dir / SCORE_JSON}",
+        ),
     )
     return report, None

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from datetime import datetime, timezone
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
 from kohya_wrap import __version__
+from kohya_wrap.codec import utc_now_text
 from kohya_wrap.dataset import Dataset, scan_dataset
 from kohya_wrap.errors import DatasetError, KohyaWrapError, PresetError, TrainerNotFound
 from kohya_wrap.models import BaseModel, check_base_model, check_tokenizer_dir
@@ -24,9 +24,12 @@ from kohya_wrap.rundir import (
     CONFIG_TOML,
     DATASET_TOML,
     SAMPLE_PROMPTS,
+    BaseModelRef,
     LaunchRequest,
     Machines,
     Plan,
+    PlannedAgainst,
+    PlanSteps,
     PlanSubset,
     check_new_run_dir,
     paths,
@@ -179,27 +182,27 @@ def make_plan(
     files = _render_files(chosen.name, values, subsets, shape, prompts)
     return Plan(
         run_dir=run,
-        created_at=datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z"),
+        created_at=utc_now_text(),
         preset_name=chosen.name,
         preset_sha256=chosen.sha256,
         preset_files=tuple(str(f) for f in chosen.files),
         dataset_dir=str(dataset.dir),
         manifest_sha256=dataset.manifest_sha256,
         subsets=subsets,
-        base_model=MappingProxyType(
-            {"source": model.source, "path": None if model.path is None else str(model.path), "kind": model.kind}
+        base_model=BaseModelRef(
+            source=model.source, path=None if model.path is None else str(model.path), kind=model.kind
         ),
         tokenizer_cache_dir=None if tokenizer is None else str(tokenizer),
         values=MappingProxyType(values),
         sources=MappingProxyType({k: s.source for k, s in settings.items()}),
         ours=MappingProxyType(ours),
-        steps=MappingProxyType(_step_record(sp)),
+        steps=_step_record(sp),
         launch=launch,
         env=MappingProxyType(build_env(offline=True)),
         output_dir=files_at.output_dir,
         output_name=output_name,
         lora_file=files_at.output_dir / f"{output_name}{shape.model_suffix}",
-        sd_scripts=MappingProxyType(_planned_against(sd_scripts)),
+        sd_scripts=_planned_against(sd_scripts),
         warnings=tuple(warnings),
         files=MappingProxyType(files),
     )
@@ -256,19 +259,19 @@ def _replaced_repeats(dataset: Dataset, repeats: Sequence[int]) -> list[str]:
     return out
 
 
-def _step_record(sp: StepPlan) -> dict[str, Any]:
+def _step_record(sp: StepPlan) -> PlanSteps:
     count = sp.count
-    return {
-        "train_images_x_repeats": count.train_images_x_repeats,
-        "reg_images_x_repeats": count.reg_images_x_repeats,
-        "batch_size": count.batch_size,
-        "grad_accum": count.grad_accum,
-        "num_processes": count.num_processes,
-        "steps_per_epoch": count.steps_per_epoch,
-        "epochs": sp.epochs,
-        "max_train_steps": sp.max_train_steps,
-        "arithmetic": sp.arithmetic,
-    }
+    return PlanSteps(
+        train_images_x_repeats=count.train_images_x_repeats,
+        reg_images_x_repeats=count.reg_images_x_repeats,
+        batch_size=count.batch_size,
+        grad_accum=count.grad_accum,
+        num_processes=count.num_processes,
+        steps_per_epoch=count.steps_per_epoch,
+        epochs=sp.epochs,
+        max_train_steps=sp.max_train_steps,
+        arithmetic=sp.arithmetic,
+    )
 
 
 def _cross_check(values: dict[str, Any], settings: dict[str, Setting]) -> list[str]:
@@ -314,12 +317,12 @@ def _resolution_warnings(dataset: Dataset, shape: Shape) -> list[str]:
         raise DatasetError(str(e), f"prepare the dataset at {shape.width} px, or --set enable_bucket=true") from None
 
 
-def _planned_against(sd_scripts: str | Path | None) -> dict[str, Any]:
+def _planned_against(sd_scripts: str | Path | None) -> PlannedAgainst:
     """The checkout this machine has, for the record: the run trains with whichever one train finds."""
     try:
         checkout = locate(sd_scripts)
     except TrainerNotFound:
         if sd_scripts:
             raise
-        return {"commit": None, "matches_pin": None}
-    return {"commit": checkout.commit, "matches_pin": checkout.matches_pin}
+        return PlannedAgainst()
+    return PlannedAgainst(commit=checkout.commit, matches_pin=checkout.matches_pin)

@@ -18,7 +18,7 @@ from typing import TypedDict
 
 from kohya_wrap import events as ev
 from kohya_wrap import rundir
-from kohya_wrap.codec import Record
+from kohya_wrap.codec import Record, RecordError
 from kohya_wrap.rundir import RunFold, SavedFile, format_duration
 from kohya_wrap.rundir.view import DEFAULT_STALE_AFTER_S, RunState, RunView, check_run_dir, load_plan
 from kohya_wrap.score import recommended_line, recommended_step
@@ -65,7 +65,7 @@ class RunStatus(Record, frozen=True):
     last_warning: str | None
     warnings: int
     last_error: str | None
-    outcome: str | None
+    outcome: ev.Outcome | None
     exit_code: int | None
     returncode: int | None
     segments: int  # 1 + the number of times the run was resumed
@@ -169,8 +169,8 @@ class EventTail:
             if not raw.strip():
                 continue
             try:
-                yield ev.from_json(raw.decode("utf-8"))
-            except (ValueError, TypeError, AttributeError):
+                yield ev.parse_event(raw)
+            except RecordError:
                 self.unreadable_lines += 1
 
 

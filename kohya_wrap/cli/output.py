@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import sys
 import traceback
-from datetime import datetime, timezone
 from functools import cache
 from typing import Any
 
@@ -54,10 +53,11 @@ def report_unexpected(e: BaseException) -> None:
     log = user_cache_dir() / "last-error.log"
     try:
         from kohya_wrap import __version__
+        from kohya_wrap.codec import utc_now_text
 
         log.parent.mkdir(parents=True, exist_ok=True)
         log.write_text(
-            f"kohya-wrap {__version__} at {datetime.now(timezone.utc).isoformat()}\n"
+            f"kohya-wrap {__version__} at {utc_now_text()}\n"
             f"argv: {sys.argv}\npython: {sys.version}\n\n" + "".join(traceback.format_exception(e)),
             encoding="utf-8",
         )

@@ -76,8 +76,9 @@ def plan(
     )
     if as_json:
         from kohya_wrap.cli.output import print_json
+        from kohya_wrap.codec import to_builtins
 
-        print_json(result.to_json())
+        print_json(to_builtins(result.document()))
         return
     render_plan(result)
 
@@ -97,8 +98,8 @@ def render_plan(result: Any) -> None:
         con.print(
             f"  {kind}{escape(s.dir)}: {plural(s.images, 'image')} x {plural(s.repeats, 'repeat')}", highlight=False
         )
-    con.print(f"[bold]steps[/bold] {escape(result.steps['arithmetic'])}", highlight=False)
-    con.print(f"[bold]model[/bold] {escape(result.base_model['path'] or result.base_model['source'])}", highlight=False)
+    con.print(f"[bold]steps[/bold] {escape(result.steps.arithmetic)}", highlight=False)
+    con.print(f"[bold]model[/bold] {escape(result.base_model.path or result.base_model.source)}", highlight=False)
     con.print(f"[bold]output[/bold] {escape(str(result.lora_file))}", highlight=False)
     con.print(
         f"[bold]train it[/bold] kohya-wrap train {escape(shlex.quote(str(result.run_dir)))}"

@@ -193,10 +193,10 @@ def export(run_dir: Path, output: Path) -> None:
         plan.ours,
         name=plan.run_dir.name,
         sources=plan.sources,
-        sd_scripts_commit=plan.sd_scripts.get("commit"),
+        sd_scripts_commit=plan.sd_scripts.commit,
         comment_lines=[
             f"Exported by kohya-wrap from run {plan.run_dir.name} (preset {plan.preset_name}).",
-            f"sd-scripts commit: {plan.sd_scripts.get('commit') or 'unknown'}",
+            f"sd-scripts commit: {plan.sd_scripts.commit or 'unknown'}",
         ],
     )
     atomic_write_text(output, text)

@@ -405,7 +405,7 @@ def _result_json(result: Any) -> dict[str, Any]:
         "exit_code": result.exit_code,
         "last_step": trained.last_step,
         "total_steps": trained.total_steps,
-        "stopped_early": trained.stopped_early,
+        "stopped_early": to_builtins(trained.stopped_early),
         "recommended": to_builtins(result.score.recommended) if result.score is not None else None,
         "advice": to_builtins(result.advice) if result.advice is not None else None,
         "score_note": result.score_note,
@@ -510,6 +510,7 @@ def _print_dry_run(
     from rich.markup import escape
 
     from kohya_wrap.cli.output import console, print_json
+    from kohya_wrap.codec import to_builtins
     from kohya_wrap.rundir import ACCELERATE_CONFIG, GPU_DATASET_TOML
 
     plan = prepared.plan
@@ -527,7 +528,7 @@ def _print_dry_run(
                     "files": files,
                     "machine": prepared.machine.to_json(),
                     "notes": notes,
-                    "plan": plan.to_json(),
+                    "plan": to_builtins(plan.document()),
                     **(extra or {}),
                 },
                 rename,

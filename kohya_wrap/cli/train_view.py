@@ -30,7 +30,7 @@ from kohya_wrap.events import (
     StopEarly,
     Summary,
     Warning_,
-    to_json,
+    event_line,
 )
 from kohya_wrap.rundir import RunFold, format_duration
 
@@ -216,7 +216,7 @@ class JsonView:
     """Every event as one JSON line on stdout, flushed, for CI."""
 
     def __call__(self, event: Event) -> None:
-        sys.stdout.write(to_json(event) + "\n")
+        sys.stdout.write(event_line(event) + "\n")
         sys.stdout.flush()
 
     def close(self) -> None:
@@ -282,13 +282,13 @@ def _render_stopped_early(result: TrainResult, console: Console) -> None:
         "live scoring found that more training could only make it worse",
         highlight=False,
     )
-    stopped = result.stopped_early or {}
-    if stopped.get("reason"):
-        console.print(f"why: {escape(str(stopped['reason']))}", highlight=False, soft_wrap=True)
-    if stopped.get("steps_saved"):
-        seconds = stopped.get("seconds_saved")
-        time_saved = f", about {format_duration(float(str(seconds)))} of GPU time" if seconds else ""
-        console.print(f"saved {stopped['steps_saved']} steps{time_saved}", highlight=False)
+    stopped = result.stopped_early
+    if stopped is not None and stopped.reason:
+        console.print(f"why: {escape(stopped.reason)}", highlight=False, soft_wrap=True)
+    if stopped is not None and stopped.steps_saved:
+        seconds = stopped.seconds_saved
+        time_saved = f", about {format_duration(float(seconds))} of GPU time" if seconds else ""
+        console.print(f"saved {stopped.steps_saved} steps{time_saved}", highlight=False)
     if result.last_checkpoint:
         console.print(f"last checkpoint: {escape(result.last_checkpoint)}", highlight=False)
 

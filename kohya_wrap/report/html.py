@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from kohya_wrap import __version__, rundir
+from kohya_wrap.codec import to_builtins
+from kohya_wrap.events import ENDED_WELL
 from kohya_wrap.fsutil import atomic_write_text
 from kohya_wrap.report.charts import Series, line_chart
 from kohya_wrap.report.charts import esc as _e
@@ -168,7 +170,7 @@ def training_grid(summary: RunSummary) -> Grid | None:
     found = find_samples(summary.output_dir, summary.output_name)
     if not found:
         return None
-    steps_per_epoch = summary.plan.steps.get("steps_per_epoch")
+    steps_per_epoch = summary.plan.steps.steps_per_epoch
     rows: dict[tuple[int, str], dict[int, list[Path]]] = {}
     labels: dict[tuple[int, str], tuple[str, int | None]] = {}
     for path, name in found:
@@ -280,12 +282,12 @@ def summary_rows(summary: RunSummary) -> list[tuple[str, str]]:
     rows: list[tuple[str, str]] = []
     stopped = summary.manifest.stopped_early if summary.manifest is not None else None
     if summary.outcome == "stopped_early" and stopped:
-        seconds = stopped.get("seconds_saved")
-        saved = f"{_num(stopped.get('steps_saved'))} steps" + (
-            f", about {format_duration(float(seconds))} of GPU time" if isinstance(seconds, (int, float)) else ""
+        seconds = stopped.seconds_saved
+        saved = f"{_num(stopped.steps_saved)} steps" + (
+            f", about {format_duration(float(seconds))} of GPU time" if seconds is not None else ""
         )
         rows = [
-            ("stopped early", _e(f"at step {stopped.get('stopped_at')}: {stopped.get('reason')}")),
+            ("stopped early", _e(f"at step {stopped.stopped_at}: {stopped.reason}")),
             ("GPU time saved", _e(saved)),
         ]
     return [
@@ -318,7 +320,7 @@ def _value_cell(value: Any) -> str:
 
 
 def manifest_section(summary: RunSummary) -> str:
-    plan = summary.plan.to_json()
+    plan = to_builtins(summary.plan.document())
     out = ["<h2>Manifest</h2>", "<h3>plan.json</h3>"]
     skip = {"values", "launch"}
     out.append(
@@ -372,7 +374,7 @@ def render_report(summary: RunSummary, sessions: Sequence[SampleSession] = (), s
         _kv_table(summary_rows(summary), "summary"),
         loss_section(summary),
         score_section(score),
-        _advice_html(score, summary.run_dir) if summary.outcome in ("finished", "stopped_early") else "",
+        _advice_html(score, summary.run_dir) if summary.outcome in ENDED_WELL else "",
         "<h2>Samples</h2>",
         "".join(grid_html(g, best) for g in grids) if grids else '<p id="no-samples">No sample images yet.</p>',
         messages_section(summary),

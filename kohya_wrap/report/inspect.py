@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from kohya_wrap import rundir
-from kohya_wrap.codec import Record
+from kohya_wrap.codec import Record, to_builtins
 from kohya_wrap.errors import KohyaWrapError
 from kohya_wrap.fsutil import sha256_file
 from kohya_wrap.safetensors_header import HeaderError
@@ -358,8 +358,8 @@ def _kohya_checks(header: Header) -> list[HealthCheck]:
 def _run_manifest(path: Path) -> tuple[dict[str, Any] | None, Path | None]:
     """Our run.json, when the file sits in a kohya-wrap run's output folder (RUN_DIR/output/x.safetensors)."""
     candidate = rundir.paths(path.resolve().parent.parent).run_json
-    data = rundir.read_manifest_json(candidate)
-    return (data, candidate) if data is not None else (None, None)
+    manifest = rundir.read_manifest(candidate)
+    return (to_builtins(manifest), candidate) if manifest is not None else (None, None)
 
 
 def inspect_lora(path: Path) -> LoraInspection:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from kohya_wrap.codec import Record
 from kohya_wrap.errors import KohyaWrapError, RunDirError
+from kohya_wrap.events import Outcome
 from kohya_wrap.report.summary import is_run_dir, load_run
 
 
@@ -17,7 +19,7 @@ class RunRow(Record, frozen=True):
     preset: str | None
     steps_done: int | None
     steps_total: int | None
-    outcome: str
+    outcome: Outcome | Literal["planned", "unfinished", "unreadable"]
     final_loss: float | None
     output: Path | None  # the final LoRA, when it exists
     problem: str | None = None  # why the row is incomplete (an unreadable plan.json)

@@ -9,11 +9,11 @@ import math
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypedDict
+from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
-from kohya_wrap import rundir
+from kohya_wrap import codec, rundir
 from kohya_wrap.errors import RunDirError
-from kohya_wrap.events import read_events
+from kohya_wrap.events import Outcome, read_events
 from kohya_wrap.rundir import LossPoint, Plan, RunFold, RunManifest
 from kohya_wrap.rundir.view import PLANNED, RunView
 
@@ -39,7 +39,7 @@ class RunSummary:
     wall_s: float | None  # the whole run, model loading and saving included (run.json)
     mean_it_per_s: float | None
     final_loss: float | None
-    outcome: str  # a Finished outcome, or "planned" / "unfinished" when there is none
+    outcome: Outcome | Literal["planned", "unfinished"]  # "planned" / "unfinished" when no attempt ended
     exit_code: int | None
     lora_file: Path | None  # the final LoRA, when it exists
     output_dir: Path | None
@@ -78,7 +78,7 @@ def summarise(view: RunView) -> RunSummary:
     return RunSummary(
         run_dir=view.run_dir,
         plan=plan,
-        run=rundir.read_manifest_json(rundir.paths(view.run_dir).run_json) if manifest is not None else None,
+        run=codec.to_builtins(manifest) if manifest is not None else None,
         manifest=manifest,
         created_at=plan.created_at,
         preset=plan.preset_name,
@@ -112,8 +112,8 @@ def _images(view: RunView) -> _Images:
     """The training images, with repeats as the plan counted them (else as the trainer did), and the reg images."""
     subsets = view.plan.subsets
     train = [s for s in subsets if not s.is_reg]
-    with_repeats = view.plan.steps.get("train_images_x_repeats")
-    if not isinstance(with_repeats, int):
+    with_repeats = view.plan.steps.train_images_x_repeats
+    if with_repeats is None:
         summary = view.fold.summary
         with_repeats = summary.train_images if summary is not None else None
     return {
@@ -147,6 +147,6 @@ def parse_time(text: str | None) -> datetime | None:
     if not text:
         return None
     try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00"))
+        return codec.parse_time(text)
     except ValueError:
         return None

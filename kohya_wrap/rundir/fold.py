@@ -130,7 +130,7 @@ class RunFold:
         return self.last_progress.step if self.last_progress else None
 
     @property
-    def outcome(self) -> str | None:
+    def outcome(self) -> ev.Outcome | None:
         return self.finished.outcome if self.finished else None
 
     @property

@@ -8,25 +8,23 @@ it (pid, since when, what) for the refusal message and for `status`.
 from __future__ import annotations
 
 import fcntl
-import json
 import os
 import socket
-from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from types import TracebackType
 
+from kohya_wrap.codec import Record, RecordError, decode, encode, utc_now_text
 from kohya_wrap.errors import RunDirError
-from kohya_wrap.fsutil import load_json
 from kohya_wrap.rundir.layout import paths
 
 
-@dataclass(frozen=True)
-class LockHolder:
-    pid: int | None
-    since: str | None
-    what: str | None
-    host: str | None
+class LockHolder(Record, frozen=True, kw_only=True):
+    """What RUN_DIR/.lock says of its holder (the file is a one-line JSON record)."""
+
+    pid: int | None = None
+    since: str | None = None
+    what: str | None = None
+    host: str | None = None
 
     def describe(self) -> str:
         who = f"pid {self.pid}" if self.pid is not None else "another process"
@@ -43,11 +41,9 @@ class RunBusy(RunDirError):
 
 def _read_holder(path: Path) -> LockHolder:
     try:
-        doc = load_json(path.read_text(encoding="utf-8") or "{}")
-    except (OSError, ValueError):
-        doc = {}
-    pid = doc.get("pid")
-    return LockHolder(pid if isinstance(pid, int) else None, doc.get("since"), doc.get("what"), doc.get("host"))
+        return decode(path.read_bytes() or b"{}", LockHolder, source=str(path))
+    except (OSError, RecordError):
+        return LockHolder()  # written this moment, or damaged: the lock still holds
 
 
 class RunLock:
@@ -71,8 +67,8 @@ class RunLock:
                 f"{self.run_dir} is in use by {holder.describe()}; one run directory has one writer at a time",
                 "wait for it to end (`kohya-wrap status RUN_DIR` shows it), or stop it first",
             ) from None
-        since = datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
-        record = json.dumps({"pid": os.getpid(), "since": since, "what": self.what, "host": socket.gethostname()})
+        holder = LockHolder(pid=os.getpid(), since=utc_now_text(), what=self.what, host=socket.gethostname())
+        record = encode(holder, indent=None)
         os.ftruncate(fd, 0)
         os.pwrite(fd, (record + "\n").encode("utf-8"), 0)
         self._fd = fd

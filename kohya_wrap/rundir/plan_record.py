@@ -9,14 +9,14 @@ in run.json. Schema 1 (which held the planning machine's command line) is conver
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
 from pathlib import Path
-from types import MappingProxyType
-from typing import Any
+
+import msgspec
 
 from kohya_wrap import __version__
+from kohya_wrap.codec import Record, RecordError, TomlValue, read, write
 from kohya_wrap.errors import KohyaWrapError, RunDirError
-from kohya_wrap.fsutil import atomic_write_json, atomic_write_text, load_json
+from kohya_wrap.fsutil import atomic_write_text
 from kohya_wrap.rundir.layout import (
     ACCELERATE_CONFIG,
     CONFIG_TOML,
@@ -28,14 +28,11 @@ from kohya_wrap.rundir.layout import (
     RUN_FILES,
     SAMPLE_PROMPTS,
 )
-from kohya_wrap.rundir.manifest import check_shape
 
 PLAN_SCHEMA = 2
-READABLE_SCHEMAS = (1, 2)
 
 
-@dataclass(frozen=True)
-class Machines:
+class Machines(Record, frozen=True, kw_only=False):
     """Several machines training one run together (accelerate's multi-node data parallel launch).
 
     Every machine runs the same plan with its own rank; rank 0 is the main process at main_ip:main_port.
@@ -63,8 +60,7 @@ class Machines:
             raise KohyaWrapError(f"--main-process-port {self.main_port}: not a TCP port")
 
 
-@dataclass(frozen=True)
-class LaunchRequest:
+class LaunchRequest(Record, frozen=True, kw_only=False):
     """What the plan asks of the machines that train it; train maps it onto the machine it finds."""
 
     gpus: int = 1  # processes (GPUs) on each machine; a CPU-only machine trains in one process
@@ -74,31 +70,8 @@ class LaunchRequest:
     def num_processes(self) -> int:
         return self.gpus * self.machines.count
 
-    def to_json(self) -> dict[str, Any]:
-        m = self.machines
-        return {
-            "gpus": self.gpus,
-            "num_machines": m.count,
-            "machine_rank": m.rank,
-            "main_process_ip": m.main_ip,
-            "main_process_port": m.main_port,
-        }
 
-    @staticmethod
-    def from_json(doc: Mapping[str, Any]) -> LaunchRequest:
-        return LaunchRequest(
-            int(doc.get("gpus", 1)),
-            Machines(
-                int(doc.get("num_machines", 1)),
-                int(doc.get("machine_rank", 0)),
-                doc.get("main_process_ip"),
-                int(doc.get("main_process_port", 29500)),
-            ),
-        )
-
-
-@dataclass(frozen=True)
-class PlanSubset:
+class PlanSubset(Record, frozen=True, kw_only=False):
     dir: str
     images: int
     repeats: int
@@ -106,8 +79,38 @@ class PlanSubset:
     is_reg: bool
 
 
-@dataclass(frozen=True)
-class Plan:
+class BaseModelRef(Record, frozen=True, kw_only=True):
+    """The base model as plan found it: what was asked for, where it is, and what it is."""
+
+    source: str
+    path: str | None = None  # None: a hub model not fetched yet
+    kind: str | None = None
+
+
+class PlanSteps(Record, frozen=True, kw_only=True):
+    """The step arithmetic of the plan (kohya_wrap/sdscripts/steps.py), as plan.json records it."""
+
+    train_images_x_repeats: int | None = None
+    reg_images_x_repeats: int | None = None
+    batch_size: int | None = None
+    grad_accum: int | None = None
+    num_processes: int | None = None
+    steps_per_epoch: int | None = None
+    epochs: int | None = None
+    max_train_steps: int
+    arithmetic: str = ""
+
+
+class PlannedAgainst(Record, frozen=True, kw_only=True):
+    """The sd-scripts checkout the run was planned against (it trains with whichever one train finds)."""
+
+    commit: str | None = None
+    matches_pin: bool | None = None
+
+
+class Plan(Record, frozen=True, kw_only=True):
+    """What to train, as plan decided it; plan.json's content, read back where the run directory is now."""
+
     run_dir: Path
     created_at: str
     preset_name: str
@@ -116,27 +119,27 @@ class Plan:
     dataset_dir: str
     manifest_sha256: str | None
     subsets: tuple[PlanSubset, ...]
-    base_model: Mapping[str, str | None]  # source, path (None: a hub model not fetched yet), kind
+    base_model: BaseModelRef
     tokenizer_cache_dir: str | None  # None: kohya-wrap's own cache, filled by train when empty
-    values: Mapping[str, Any]  # sd-scripts argument -> the value written to config.toml
+    values: Mapping[str, TomlValue]  # sd-scripts argument -> the value written to config.toml
     sources: Mapping[str, str]  # sd-scripts argument -> "default", "preset:<name>", "--set" or "plan"
-    ours: Mapping[str, Any]
-    steps: Mapping[str, Any]
+    ours: Mapping[str, TomlValue]  # the preset's [kohya_wrap] settings
+    steps: PlanSteps
     launch: LaunchRequest
     env: Mapping[str, str]  # variables the trainer gets on any machine
     output_dir: Path
     output_name: str
     lora_file: Path
-    sd_scripts: Mapping[str, Any]  # the checkout it was planned against: commit, matches_pin
+    sd_scripts: PlannedAgainst
     warnings: tuple[str, ...] = ()
-    files: Mapping[str, str] = field(default_factory=dict)  # file name in RUN_DIR -> its text
+    files: Mapping[str, str] = {}  # file name in RUN_DIR -> its text
     # where plan wrote the run directory, when it is now elsewhere (copied or moved): config.toml's
     # paths still point there, so train points them here (sdscripts.relocated_args)
     planned_at: Path | None = None
 
     @property
     def max_train_steps(self) -> int:
-        return int(self.steps["max_train_steps"])
+        return self.steps.max_train_steps
 
     @property
     def auto_mixed_precision(self) -> bool:
@@ -145,39 +148,145 @@ class Plan:
 
     @property
     def base_model_path(self) -> Path | None:
-        path = self.base_model.get("path")
-        return Path(path) if path else None
+        return Path(self.base_model.path) if self.base_model.path else None
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "schema": PLAN_SCHEMA,
-            "kohya_wrap_version": __version__,
-            "created_at": self.created_at,
-            "preset": {"name": self.preset_name, "sha256": self.preset_sha256, "files": list(self.preset_files)},
-            "dataset": {
-                "dir": self.dataset_dir,
-                "manifest_sha256": self.manifest_sha256,
-                "subsets": [
-                    {
-                        "dir": s.dir,
-                        "images": s.images,
-                        "repeats": s.repeats,
-                        "class_tokens": s.class_tokens,
-                        "is_reg": s.is_reg,
-                    }
-                    for s in self.subsets
-                ],
-            },
-            "base_model": dict(self.base_model),
-            "tokenizer_cache_dir": self.tokenizer_cache_dir,
-            "values": {k: {"value": v, "source": self.sources[k]} for k, v in self.values.items()},
-            "ours": dict(self.ours),
-            "steps": dict(self.steps),
-            "launch": {**self.launch.to_json(), "env": dict(self.env)},
-            "output": {"dir": str(self.output_dir), "name": self.output_name, "lora_file": str(self.lora_file)},
-            "sd_scripts": dict(self.sd_scripts),
-            "warnings": list(self.warnings),
-        }
+    def document(self) -> PlanFile:
+        """The plan as plan.json holds it (also what `train --dry-run --json` and the report show)."""
+        return PlanFile(
+            created_at=self.created_at,
+            preset=PresetRef(name=self.preset_name, sha256=self.preset_sha256, files=self.preset_files),
+            dataset=DatasetRef(dir=self.dataset_dir, manifest_sha256=self.manifest_sha256, subsets=self.subsets),
+            base_model=self.base_model,
+            tokenizer_cache_dir=self.tokenizer_cache_dir,
+            values={k: PlannedValue(value=v, source=self.sources[k]) for k, v in self.values.items()},
+            ours=dict(self.ours),
+            steps=self.steps,
+            launch=LaunchEntry(
+                gpus=self.launch.gpus,
+                num_machines=self.launch.machines.count,
+                machine_rank=self.launch.machines.rank,
+                main_process_ip=self.launch.machines.main_ip,
+                main_process_port=self.launch.machines.main_port,
+                env=dict(self.env),
+            ),
+            output=OutputRef(dir=str(self.output_dir), name=self.output_name, lora_file=str(self.lora_file)),
+            sd_scripts=self.sd_scripts,
+            warnings=self.warnings,
+        )
+
+
+# -- plan.json -----------------------------------------------------------------------------------
+
+
+class PresetRef(Record, frozen=True, kw_only=True):
+    name: str
+    sha256: str
+    files: tuple[str, ...] = ()
+
+
+class DatasetRef(Record, frozen=True, kw_only=True):
+    dir: str
+    manifest_sha256: str | None = None
+    subsets: tuple[PlanSubset, ...] = ()
+
+
+class PlannedValue(Record, frozen=True, kw_only=True):
+    value: TomlValue
+    source: str
+
+
+class LaunchEntry(Record, frozen=True, kw_only=True):
+    gpus: int = 1
+    num_machines: int = 1
+    machine_rank: int = 0
+    main_process_ip: str | None = None
+    main_process_port: int = 29500
+    env: dict[str, str] = {}
+
+
+class OutputRef(Record, frozen=True, kw_only=True):
+    dir: str
+    name: str
+    lora_file: str
+
+
+class PlanFile(Record, frozen=True, kw_only=True):
+    """plan.json, schema 2."""
+
+    schema: int = PLAN_SCHEMA
+    kohya_wrap_version: str = __version__
+    created_at: str
+    preset: PresetRef
+    dataset: DatasetRef
+    base_model: BaseModelRef
+    tokenizer_cache_dir: str | None = None
+    values: dict[str, PlannedValue] = {}
+    ours: dict[str, TomlValue] = {}
+    steps: PlanSteps
+    launch: LaunchEntry = LaunchEntry()
+    output: OutputRef
+    sd_scripts: PlannedAgainst = PlannedAgainst()
+    warnings: tuple[str, ...] = ()
+
+
+class LaunchV1(Record, frozen=True, kw_only=True):
+    """Schema 1's launch: the planning machine's command line and environment."""
+
+    argv: tuple[str, ...] = ()
+    env: dict[str, str] = {}
+
+    def flag(self, name: str, default: str) -> str:
+        argv = self.argv
+        return argv[argv.index(name) + 1] if name in argv and argv.index(name) + 1 < len(argv) else default
+
+
+class PlanFileV1(Record, frozen=True, kw_only=True):
+    """plan.json, schema 1 (which held the planning machine's command line)."""
+
+    created_at: str
+    preset: PresetRef
+    dataset: DatasetRef
+    base_model: BaseModelRef
+    tokenizer_cache_dir: str | None = None
+    values: dict[str, PlannedValue] = {}
+    ours: dict[str, TomlValue] = {}
+    steps: PlanSteps
+    launch: LaunchV1 = LaunchV1()
+    output: OutputRef
+    sd_scripts: PlannedAgainst = PlannedAgainst()
+    warnings: tuple[str, ...] = ()
+
+
+def _upgrade_v1(old: PlanFileV1) -> PlanFile:
+    """Of schema 1's command line, only what was asked of the machines is kept."""
+    launch = old.launch
+    try:
+        machines = int(launch.flag("--num_machines", "1"))
+        processes = int(launch.flag("--num_processes", str(old.steps.num_processes or 1)))
+        entry = LaunchEntry(
+            gpus=max(1, processes // max(1, machines)),
+            num_machines=machines,
+            machine_rank=int(launch.flag("--machine_rank", "0")),
+            main_process_ip=launch.flag("--main_process_ip", "") or None,
+            main_process_port=int(launch.flag("--main_process_port", "29500")),
+            env=launch.env,
+        )
+    except ValueError as e:
+        raise RecordError(f"launch.argv: {e}") from None
+    return PlanFile(
+        created_at=old.created_at,
+        preset=old.preset,
+        dataset=old.dataset,
+        base_model=old.base_model,
+        tokenizer_cache_dir=old.tokenizer_cache_dir,
+        values=old.values,
+        ours=old.ours,
+        steps=old.steps,
+        launch=entry,
+        output=old.output,
+        sd_scripts=old.sd_scripts,
+        warnings=old.warnings,
+    )
 
 
 def check_new_run_dir(run_dir: Path) -> None:
@@ -217,27 +326,8 @@ def write_plan(plan: Plan) -> Path:
     for name, text in plan.files.items():
         atomic_write_text(plan.run_dir / name, text)
     path = plan.run_dir / PLAN_JSON
-    atomic_write_json(path, plan.to_json())
+    write(path, plan.document())
     return path
-
-
-def _launch_from_schema_1(doc: Mapping[str, Any]) -> dict[str, Any]:
-    """Schema 1 held the planning machine's argv; of it, only what was asked of the machines is kept."""
-    argv = list((doc.get("launch") or {}).get("argv") or [])
-
-    def flag(name: str, default: Any) -> Any:
-        return argv[argv.index(name) + 1] if name in argv and argv.index(name) + 1 < len(argv) else default
-
-    machines = int(flag("--num_machines", 1))
-    processes = int(flag("--num_processes", (doc.get("steps") or {}).get("num_processes", 1)))
-    return {
-        "gpus": max(1, processes // max(1, machines)),
-        "num_machines": machines,
-        "machine_rank": int(flag("--machine_rank", 0)),
-        "main_process_ip": flag("--main_process_ip", None),
-        "main_process_port": int(flag("--main_process_port", 29500)),
-        "env": (doc.get("launch") or {}).get("env") or {},
-    }
 
 
 def read_plan(run_dir: str | Path) -> Plan:
@@ -250,58 +340,60 @@ def read_plan(run_dir: str | Path) -> Plan:
             "make one with `kohya-wrap plan DATASET_DIR --preset NAME --base-model MODEL -o RUN_DIR`",
         )
     try:
-        doc = load_json(path.read_text(encoding="utf-8"))
-    except ValueError as e:
-        raise RunDirError(f"{path} cannot be read as JSON: {e}", "plan the run again into a new directory") from None
-    if not isinstance(doc, dict):
-        raise RunDirError(
-            f"{path} holds a JSON {type(doc).__name__}, not an object", "plan the run again into a new directory"
+        doc = read(
+            path,
+            PlanFile,
+            what="plan",
+            hint="plan the run again with this kohya-wrap, into a new directory",
+            schemas={1: (PlanFileV1, _upgrade_v1)},
+            schema=PLAN_SCHEMA,
         )
-    if doc.get("schema") not in READABLE_SCHEMAS:
-        raise RunDirError(
-            f"{path} has plan schema {doc.get('schema')!r}; this kohya-wrap reads {PLAN_SCHEMA}",
-            "plan the run again with this kohya-wrap",
-        )
-    try:
-        _check_plan_shape(doc, path)
-    except ValueError as e:
-        raise RunDirError(f"{e}", "plan the run again into a new directory") from None
-    launch = _launch_from_schema_1(doc) if doc["schema"] == 1 else doc["launch"]
-    try:
-        planned_at = Path(doc["output"]["dir"]).parent
-        files = {
-            name: (run / name).read_text(encoding="utf-8")
-            for name in (CONFIG_TOML, DATASET_TOML, SAMPLE_PROMPTS)
-            if (run / name).is_file()
-        }
-        return Plan(
-            run_dir=run,
-            created_at=doc["created_at"],
-            preset_name=doc["preset"]["name"],
-            preset_sha256=doc["preset"]["sha256"],
-            preset_files=tuple(doc["preset"]["files"]),
-            dataset_dir=doc["dataset"]["dir"],
-            manifest_sha256=doc["dataset"]["manifest_sha256"],
-            subsets=tuple(_relocated(PlanSubset(**s), planned_at, run) for s in doc["dataset"]["subsets"]),
-            base_model=MappingProxyType(doc["base_model"]),
-            tokenizer_cache_dir=doc["tokenizer_cache_dir"],
-            values=MappingProxyType({k: v["value"] for k, v in doc["values"].items()}),
-            sources=MappingProxyType({k: v["source"] for k, v in doc["values"].items()}),
-            ours=MappingProxyType(doc["ours"]),
-            steps=MappingProxyType(doc["steps"]),
-            launch=LaunchRequest.from_json(launch),
-            env=MappingProxyType(dict(launch.get("env") or {})),
-            # the run directory's own output folder wherever it is now, never plan time's absolute path
-            output_dir=run / OUTPUT_DIR,
-            output_name=doc["output"]["name"],
-            lora_file=run / OUTPUT_DIR / Path(doc["output"]["lora_file"]).name,
-            planned_at=planned_at if planned_at != run else None,
-            sd_scripts=MappingProxyType({k: v for k, v in doc["sd_scripts"].items() if k != "path"}),
-            warnings=tuple(doc.get("warnings", ())),
-            files=MappingProxyType(files),
-        )
-    except (KeyError, TypeError, ValueError, AttributeError) as e:
-        raise RunDirError(f"{path} is missing or has a bad {e}", "plan the run again with this kohya-wrap") from None
+    except RecordError as e:
+        raise RunDirError(e.message, e.hint) from None
+    files = {
+        name: (run / name).read_text(encoding="utf-8")
+        for name in (CONFIG_TOML, DATASET_TOML, SAMPLE_PROMPTS)
+        if (run / name).is_file()
+    }
+    return _plan_of(doc, run, files)
+
+
+def _plan_of(doc: PlanFile, run: Path, files: dict[str, str]) -> Plan:
+    planned_at = Path(doc.output.dir).parent
+    return Plan(
+        run_dir=run,
+        created_at=doc.created_at,
+        preset_name=doc.preset.name,
+        preset_sha256=doc.preset.sha256,
+        preset_files=doc.preset.files,
+        dataset_dir=doc.dataset.dir,
+        manifest_sha256=doc.dataset.manifest_sha256,
+        subsets=tuple(_relocated(s, planned_at, run) for s in doc.dataset.subsets),
+        base_model=doc.base_model,
+        tokenizer_cache_dir=doc.tokenizer_cache_dir,
+        values={k: v.value for k, v in doc.values.items()},
+        sources={k: v.source for k, v in doc.values.items()},
+        ours=doc.ours,
+        steps=doc.steps,
+        launch=LaunchRequest(
+            doc.launch.gpus,
+            Machines(
+                doc.launch.num_machines,
+                doc.launch.machine_rank,
+                doc.launch.main_process_ip,
+                doc.launch.main_process_port,
+            ),
+        ),
+        env=doc.launch.env,
+        # the run directory's own output folder wherever it is now, never plan time's absolute path
+        output_dir=run / OUTPUT_DIR,
+        output_name=doc.output.name,
+        lora_file=run / OUTPUT_DIR / Path(doc.output.lora_file).name,
+        planned_at=planned_at if planned_at != run else None,
+        sd_scripts=doc.sd_scripts,
+        warnings=doc.warnings,
+        files=files,
+    )
 
 
 def _relocated(subset: PlanSubset, planned_at: Path, run: Path) -> PlanSubset:
@@ -310,51 +402,7 @@ def _relocated(subset: PlanSubset, planned_at: Path, run: Path) -> PlanSubset:
     folder = Path(subset.dir)
     if planned_at == run or planned_at not in folder.parents:
         return subset
-    return replace(subset, dir=str(run / folder.relative_to(planned_at)))
-
-
-_STR, _INT, _DICT, _LIST = (str,), (int,), (dict,), (list,)
-
-
-def _check_plan_shape(doc: dict[str, Any], path: Path) -> None:
-    """ValueError naming the first field of plan.json that has the wrong type (a hand edit, a damaged file)."""
-    where = str(path)
-    check_shape(
-        doc,
-        {
-            "created_at": _STR,
-            "schema": _INT,
-            "tokenizer_cache_dir": _STR,
-            "warnings": _LIST,
-            **{k: _DICT for k in ("preset", "dataset", "base_model", "values", "ours", "steps", "output")},
-            **{k: _DICT for k in ("sd_scripts", "launch")},
-        },
-        where,
-        ("created_at",),
-    )
-    for key in ("preset", "dataset", "base_model", "values", "ours", "steps", "output", "sd_scripts"):
-        if not isinstance(doc.get(key), dict):
-            raise ValueError(f"{where}: {key} is missing")
-    check_shape(doc["preset"], {"name": _STR, "sha256": _STR, "files": _LIST}, f"{where}: preset", ("name", "sha256"))
-    check_shape(doc["dataset"], {"dir": _STR, "manifest_sha256": _STR, "subsets": _LIST}, f"{where}: dataset", ("dir",))
-    for i, subset in enumerate(doc["dataset"].get("subsets") or ()):
-        shape = {"dir": _STR, "images": _INT, "repeats": _INT, "class_tokens": _STR, "is_reg": (bool,)}
-        check_shape(subset, shape, f"{where}: dataset.subsets[{i}]", tuple(shape))
-    check_shape(doc["base_model"], {"source": _STR, "path": _STR, "kind": _STR}, f"{where}: base_model", ("source",))
-    for key, entry in doc["values"].items():
-        check_shape(entry, {"source": _STR}, f"{where}: values.{key}")
-        if not isinstance(entry.get("source"), str) or "value" not in entry:
-            raise ValueError(f"{where}: values.{key} needs a value and a source")
-    check_shape(
-        doc["steps"], {"max_train_steps": _INT, "steps_per_epoch": _INT}, f"{where}: steps", ("max_train_steps",)
-    )
-    check_shape(
-        doc["output"], {"dir": _STR, "name": _STR, "lora_file": _STR}, f"{where}: output", ("dir", "name", "lora_file")
-    )
-    if not all(isinstance(w, str) for w in doc.get("warnings") or ()) or not all(
-        isinstance(f, str) for f in doc["preset"].get("files") or ()
-    ):
-        raise ValueError(f"{where}: warnings and preset.files hold strings only")
+    return msgspec.structs.replace(subset, dir=str(run / folder.relative_to(planned_at)))
 
 
 def trained_to_the_end(plan: Plan) -> bool:
@@ -371,5 +419,6 @@ def trained_to_the_end(plan: Plan) -> bool:
         header, _ = read_safetensors_header(path)
     except (OSError, HeaderError):
         return False
-    meta = header.get("__metadata__")
-    return isinstance(meta, dict) and training_step(meta) == plan.max_train_steps
+    # incomplete() above found its __metadata__ absent or a table of strings
+    meta: dict[str, str] = header.get("__metadata__") or {}
+    return training_step(meta) == plan.max_train_steps

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Literal
 
 from kohya_wrap.codec import parse_time
 from kohya_wrap.errors import RunDirError
-from kohya_wrap.events import ENDED_WELL
+from kohya_wrap.events import ENDED_WELL, Outcome
 from kohya_wrap.rundir.fold import RunFold, SavedFile, resume_command
 from kohya_wrap.rundir.layout import EVENTS_JSONL, PLAN_JSON, paths
 from kohya_wrap.rundir.lock import LockHolder, lock_holder
@@ -39,7 +39,7 @@ FAILED: RunState = "failed"
 DONE_STATES: frozenset[RunState] = frozenset({FINISHED, INTERRUPTED, FAILED})
 
 # outcomes (the `finished` event) after which `train --resume` can continue from a saved state
-STOPPED_OUTCOMES = frozenset({"interrupted", "killed", "oom", "crashed", "nan"})
+STOPPED_OUTCOMES: frozenset[Outcome] = frozenset({"interrupted", "killed", "oom", "crashed", "nan"})
 
 # Loading SD1.5 and caching latents can be silent for minutes, and train.log is checked too,
 # so ten minutes without a line of output is well past anything a live run does.
@@ -123,7 +123,7 @@ class RunView:
         return self.where if self.where is not None else self.plan.run_dir
 
     @property
-    def outcome(self) -> str | None:
+    def outcome(self) -> Outcome | None:
         """How the latest attempt ended, None while it runs or when its end was never recorded.
 
         The events say it; where they do not and no process holds the run, run.json (written at every
@@ -240,8 +240,7 @@ def extended_to_step(manifest: RunManifest | None) -> int | None:
     """The step `train --extend` last extended the run to, as run.json records it."""
     if manifest is None:
         return None
-    value = manifest.steps.get("extended_to")
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
+    return manifest.steps.extended_to
 
 
 def read_score_doc(run_dir: Path) -> ScoreReport | None:

@@ -154,7 +154,7 @@ def collect_run_samples(run_dir: Path) -> SampleSet:
     from kohya_wrap.sdscripts import checkpoint_steps, find_samples, parse_sample_name, sample_dir, sample_step
 
     plan = load_run_plan(run_dir)
-    spe = plan.steps.get("steps_per_epoch")
+    spe = plan.steps.steps_per_epoch
     found = find_samples(plan.output_dir, plan.output_name)
     folder = sample_dir(plan.output_dir)
     if not found:

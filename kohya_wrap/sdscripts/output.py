@@ -25,8 +25,10 @@ from kohya_wrap.events import (
     Checkpoint,
     Epoch,
     Error,
+    ErrorKind,
     Event,
     Phase,
+    PhaseName,
     Progress,
     StateSaved,
     Summary,
@@ -126,7 +128,7 @@ def step_from_file_name(name: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
-def classify_exception(line: str) -> str:
+def classify_exception(line: str) -> ErrorKind:
     """The error kind of a traceback's last line."""
     if "out of memory" in line or "OutOfMemoryError" in line:
         return "oom"
@@ -216,7 +218,7 @@ class OutputParser:
         self._splitters = {STDOUT: LineSplitter(), STDERR: LineSplitter()}
         self._record: _Record | None = None
         self._traceback: list[str] | None = None
-        self._phase: str | None = None
+        self._phase: PhaseName | None = None
         self._summary: dict[str, str] | None = None
         self._last_bar: str | None = None
         self._nan_reported = False
@@ -283,7 +285,7 @@ class OutputParser:
             return
         self._stderr_line(line, events)
 
-    def _set_phase(self, phase: str, events: list[Event]) -> None:
+    def _set_phase(self, phase: PhaseName, events: list[Event]) -> None:
         if phase != self._phase and self._phase != "finished":
             self._phase = phase
             events.append(Phase(phase=phase))

@@ -11,10 +11,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from kohya_wrap import __version__, rundir
 from kohya_wrap.errors import KohyaWrapError
+from kohya_wrap.events import Outcome
 from kohya_wrap.fsutil import atomic_write_text
 from kohya_wrap.sweep.state import VariantEntry, read_sweep
 
@@ -51,7 +52,7 @@ class VariantReport:
     name: str
     values: dict[str, Any]
     run_dir: Path
-    outcome: str
+    outcome: Outcome | Literal["planned", "unfinished"]
     final_loss: float | None
     loss: tuple[tuple[int, float], ...]
     likeness: tuple[tuple[int, float], ...]  # (step, likeness) from score.json

@@ -27,6 +27,7 @@ import msgspec
 
 from kohya_wrap import __version__, codec, rundir
 from kohya_wrap.codec import Record
+from kohya_wrap.events import Outcome
 from kohya_wrap.sweep.spec import SweepError, SweepSpec
 from kohya_wrap.sweep.variants import Variant
 
@@ -49,7 +50,7 @@ ERROR: Status = "error"
 class VariantOutcome(Record, frozen=True, kw_only=True):
     """What training a variant came to, as its worker saw it: what result.json passes on to sweep.json."""
 
-    outcome: str | None = None  # the run's outcome (run.json); None: it could not be trained
+    outcome: Outcome | None = None  # the run's outcome (run.json); None: it could not be trained
     exit_code: int | None = None
     final_loss: float | None = None
     last_step: int | None = None
@@ -274,8 +275,8 @@ class SweepState:
                 outcome=manifest.outcome,
                 exit_code=manifest.exit_code,
                 final_loss=manifest.final_loss,
-                last_step=manifest.steps.get("reached"),
-                total_steps=manifest.steps.get("planned"),
+                last_step=manifest.steps.reached,
+                total_steps=manifest.steps.planned,
                 lora_file=manifest.lora.path if manifest.lora is not None else None,
             )
         return self.update(name, **fields)

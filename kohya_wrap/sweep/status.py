@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from kohya_wrap.codec import Record
 from kohya_wrap.errors import KohyaWrapError
-from kohya_wrap.events import ENDED_WELL
+from kohya_wrap.events import ENDED_WELL, Outcome
 from kohya_wrap.sweep.state import Status, VariantEntry, read_sweep, recommended_step
 
 if TYPE_CHECKING:
@@ -24,7 +24,7 @@ class VariantStatus(Record, frozen=True):
     values: dict[str, Any]  # grid key -> its value: any TOML value
     status: Status  # sweep.json's
     state: str | None  # the run's own (kohya_wrap.status): planned | running | stalled | finished | ...
-    outcome: str | None
+    outcome: Outcome | None
     exit_code: int | None
     step: int | None
     total_steps: int | None

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
-from typing import Any
 
-from kohya_wrap.fsutil import atomic_write_json, load_json, sha256_file, user_cache_dir
+from kohya_wrap.codec import RecordError, decode, write
+from kohya_wrap.fsutil import sha256_file, user_cache_dir
 from kohya_wrap.process import capture
+from kohya_wrap.rundir import Environment, MachineEntry, MemoryChange, MemoryFit
 from kohya_wrap.sdscripts import TRAIN_MODULES
-from kohya_wrap.train.machine import visible_gpus
+from kohya_wrap.train.machine import Machine, visible_gpus
 
 PACKAGES = (*TRAIN_MODULES, "numpy")
 
@@ -41,30 +42,59 @@ print(json.dumps(out))
 """
 
 
-def environment(python: str) -> dict[str, Any]:
-    info: dict[str, Any] = {"python": None, "cuda": None, **{p: None for p in PACKAGES}}
+def environment(python: str) -> Environment:
+    info: Environment = {"python": None, "cuda": None, **{p: None for p in PACKAGES}}
     probe = capture([python, "-c", _PROBE], timeout_s=60)
-    if probe is not None and probe.returncode == 0:
+    lines = probe.stdout.strip().splitlines() if probe is not None and probe.returncode == 0 else []
+    if lines:
         try:
-            info.update(load_json(probe.stdout.strip().splitlines()[-1]))
-        except (ValueError, IndexError):
+            info.update(decode(lines[-1], dict[str, str | None], source="the package probe"))
+        except RecordError:
             pass
     info["gpu"] = [g.name for g in visible_gpus()]
     return info
+
+
+def machine_entry(machine: Machine) -> MachineEntry:
+    """What run.json records of the machine an attempt ran on."""
+    fit = machine.fit
+    return MachineEntry(
+        python=machine.python,
+        sd_scripts=str(machine.checkout.path),
+        sd_scripts_commit=machine.checkout.commit,
+        device=machine.device,
+        gpus=tuple(machine.gpus.names),
+        num_processes=machine.launch.num_processes,
+        num_machines=machine.launch.num_machines,
+        machine_rank=machine.launch.machine_rank,
+        mixed_precision=machine.launch.mixed_precision,
+        mixed_precision_source=machine.precision_source,
+        cpu_threads=machine.launch.cpu_threads,
+        gpu_memory_mib=machine.gpus.memory_mib,
+        memory_fit=None
+        if fit is None
+        else MemoryFit(
+            gpu_memory_mib=fit.gpu_mib,
+            need_mib=fit.need_mib,
+            need_from=fit.how,
+            changes=tuple(MemoryChange(key=c.key, old=c.old, new=c.new) for c in fit.changes),
+            note=fit.note,
+        ),
+    )
 
 
 class EnvironmentProbe:
     """environment() on a thread, started with the run so that it costs no time at the end."""
 
     def __init__(self, python: str) -> None:
-        self.result: dict[str, Any] | None = None
+        self.result: Environment | None = None
         self._thread = threading.Thread(target=self._run, args=(python,), daemon=True)
         self._thread.start()
 
     def _run(self, python: str) -> None:
         self.result = environment(python)
 
-    def wait(self) -> dict[str, Any]:
+    def wait(self) -> Environment:
         self._thread.join()
         return self.result or {}
 
@@ -90,8 +120,8 @@ class FileHasher:
             key = f"{self.path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
             cache_file = self._cache_file()
             try:
-                cache = load_json(cache_file.read_text(encoding="utf-8"))
-            except (OSError, ValueError):
+                cache = decode(cache_file.read_bytes(), dict[str, str], source=str(cache_file))
+            except (OSError, RecordError):
                 cache = {}
             if key in cache:
                 self.result = cache[key]
@@ -99,7 +129,7 @@ class FileHasher:
             self.result = sha256_file(self.path)
             cache[key] = self.result
             try:
-                atomic_write_json(cache_file, cache)
+                write(cache_file, cache)
             except OSError:
                 pass
         except OSError:

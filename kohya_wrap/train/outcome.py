@@ -19,10 +19,10 @@
 from __future__ import annotations
 
 from kohya_wrap.errors import ExitCode, KohyaWrapError
-from kohya_wrap.events import Error
+from kohya_wrap.events import Error, Outcome
 from kohya_wrap.sdscripts import NAN_REMEDIES, OOM_REMEDIES
 
-EXIT_CODES: dict[str, int] = {
+EXIT_CODES: dict[Outcome, int] = {
     "finished": ExitCode.OK,
     "oom": ExitCode.TRAIN_OOM,
     "model_missing": ExitCode.TRAIN_MODEL_MISSING,
@@ -37,7 +37,7 @@ EXIT_CODES: dict[str, int] = {
     "stopped_early": ExitCode.OK,
 }
 
-ADVICE: dict[str, str] = {
+ADVICE: dict[Outcome, str] = {
     "finished": "",
     "oom": "The GPU ran out of memory. Lower the batch size (--set {}), turn on gradient checkpointing "
     "(--set {}), or use an 8-bit optimizer (--set {}).".format(*OOM_REMEDIES),
@@ -63,10 +63,10 @@ ADVICE: dict[str, str] = {
 STOP_EARLY = "early"
 
 # When several error kinds show up, the most specific wins.
-_PRIORITY = ("oom", "model_missing", "config_rejected", "missing_package", "no_data")
+_PRIORITY: tuple[Outcome, ...] = ("oom", "model_missing", "config_rejected", "missing_package", "no_data")
 
 
-def classify(returncode: int, stop_reason: str | None, errors: list[Error], lora_written: bool) -> str:
+def classify(returncode: int, stop_reason: str | None, errors: list[Error], lora_written: bool) -> Outcome:
     """The outcome of a run from how the process ended and the error events of its output."""
     kinds = {e.kind for e in errors}
     if stop_reason == STOP_EARLY:
@@ -95,7 +95,7 @@ def classify(returncode: int, stop_reason: str | None, errors: list[Error], lora
 class TrainingFailed(KohyaWrapError):
     """Raised by the CLI after a run that did not finish; carries the outcome's exit code."""
 
-    def __init__(self, outcome: str, message: str, hint: str | None = None) -> None:
+    def __init__(self, outcome: Outcome, message: str, hint: str | None = None) -> None:
         KohyaWrapError.__init__(self, message, hint)
         self.outcome = outcome
         self.exit_code = EXIT_CODES.get(outcome, ExitCode.ERROR)

@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Protocol
 
+import msgspec
+
 from kohya_wrap import rundir
+from kohya_wrap.codec import utc_text
 from kohya_wrap.errors import ExitCode, KohyaWrapError, RunDirError, disk_error
 from kohya_wrap.events import (
     Checkpoint,
@@ -24,6 +27,7 @@ from kohya_wrap.events import (
     Event,
     EventWriter,
     Finished,
+    Outcome,
     Phase,
     Sample,
     Score,
@@ -31,7 +35,6 @@ from kohya_wrap.events import (
     StopEarly,
     Warning_,
     read_events,
-    to_dict,
 )
 from kohya_wrap.fsutil import atomic_write_text, reserve_space
 from kohya_wrap.models import ensure_base_model, ensure_tokenizer
@@ -39,11 +42,19 @@ from kohya_wrap.process import ProcessResult, Streamer, child_env
 from kohya_wrap.rundir import (
     DATASET_TOML,
     Attempt,
+    BaseModelEntry,
+    CheckEntry,
+    CheckoutEntry,
     FileEntry,
     Plan,
+    PresetEntry,
     RunFold,
     RunManifest,
     RunPaths,
+    SavedEntry,
+    StepsEntry,
+    StoppedEarly,
+    VerificationEntry,
     resume_command,
 )
 from kohya_wrap.rundir.view import RunView, attempt_started, extended_to_step
@@ -111,7 +122,7 @@ class Companion(Protocol):
 @dataclass(frozen=True)
 class TrainResult:
     run_dir: Path
-    outcome: str
+    outcome: Outcome
     exit_code: int
     returncode: int | None
     advice: str
@@ -133,7 +144,7 @@ class TrainResult:
     output_name: str
     warnings: tuple[str, ...] = ()
     report_path: Path | None = None  # the report, when the on_saved hook wrote one
-    stopped_early: dict[str, object] | None = None  # as run.json records it, when live scoring stopped the run
+    stopped_early: StoppedEarly | None = None  # as run.json records it, when live scoring stopped the run
 
 
 @dataclass(frozen=True)
@@ -207,7 +218,7 @@ def check_run_dir(plan: Plan, files: RunPaths, resume: bool) -> tuple[SavedState
         # was killed between the final save and run.json, or stopped while the trainer finished. `train
         # --resume` records it (run_training: _record_finished), as `status` advises; nothing trains again.
         return state, prior
-    problem = resume_problem(state, int(plan.steps.get("steps_per_epoch") or 0))
+    problem = resume_problem(state, plan.steps.steps_per_epoch or 0)
     if problem:
         raise RunDirError(
             f"{plan.run_dir} cannot be resumed: {problem}.",
@@ -243,8 +254,8 @@ def check_extension(plan: Plan, files: RunPaths, steps: int) -> tuple[Extension,
         steps=steps,
         weights=weights,
         states=states,
-        steps_per_epoch=int(plan.steps.get("steps_per_epoch") or 0),
-        grad_accum=int(plan.steps.get("grad_accum") or 1),
+        steps_per_epoch=plan.steps.steps_per_epoch or 0,
+        grad_accum=plan.steps.grad_accum or 1,
     )
     how = (
         f"from its saved state {extension.state.path.name}"
@@ -276,7 +287,7 @@ def _models(plan: Plan, fetch: bool) -> tuple[list[str], Path | None, list[str]]
     args: list[str] = []
     notes: list[str] = []
     base = plan.base_model
-    source, kind = str(base.get("source")), str(base.get("kind"))
+    source, kind = base.source, str(base.kind)
     path = plan.base_model_path
     if path is None or not path.exists():
         if fetch or kind != "hub":
@@ -498,7 +509,7 @@ class _Hooks:
 class _Ending:
     """How an attempt ended, as train records it."""
 
-    outcome: str
+    outcome: Outcome
     exit_code: int
     returncode: int | None
     verification: LoraReport | None
@@ -552,7 +563,7 @@ class _Training:
         self.companion: Companion | None = None
         self.process: ProcessResult | None = None
         self.log_error: OSError | None = None
-        self.outcome = "crashed"
+        self.outcome: Outcome = "crashed"
         self.verification: LoraReport | None = None
 
     def run(self) -> TrainResult:
@@ -734,7 +745,7 @@ def _record_finished(
     probe = manifest_mod.EnvironmentProbe(prepared.machine.python)
     started_at = datetime.now(timezone.utc)
     verification = verify_run(plan, hasher.wait()) if options.verify else None
-    outcome = "finished" if plan.lora_file.is_file() else "crashed"
+    outcome: Outcome = "finished" if plan.lora_file.is_file() else "crashed"
     if outcome == "finished" and verification is not None and not verification.ok:
         outcome = "verify_failed"
     exit_code = int(EXIT_CODES[outcome])
@@ -744,7 +755,9 @@ def _record_finished(
     fold.feed(finished)
     if on_event is not None:
         on_event(finished)
-    attempt = replace(_attempt(prepared, started_at, outcome, exit_code, None), stop_reason=RECORDED_AFTER_THE_FACT)
+    attempt = msgspec.structs.replace(
+        _attempt(prepared, started_at, outcome, exit_code, None), stop_reason=RECORDED_AFTER_THE_FACT
+    )
     parser = OutputParser()
     manifest = _manifest(prepared, fold, attempt, hasher, probe, verification, parser)
     _write_run_json(files, manifest)
@@ -783,7 +796,7 @@ def _verify_last_checkpoint(prepared: PreparedRun, fold: RunFold, base_sha256: s
 
 
 def _attempt(
-    prepared: PreparedRun, started_at: datetime, outcome: str, exit_code: int, result: ProcessResult | None
+    prepared: PreparedRun, started_at: datetime, outcome: Outcome, exit_code: int, result: ProcessResult | None
 ) -> Attempt:
     ended_at = datetime.now(timezone.utc)
     state, extension = prepared.state, prepared.extension
@@ -795,8 +808,8 @@ def _attempt(
     elif state is not None:
         resumed_from, resumed_at = str(state.path), state.step
     return Attempt(
-        started_at=started_at.isoformat(),
-        ended_at=ended_at.isoformat(),
+        started_at=utc_text(started_at),
+        ended_at=utc_text(ended_at),
         duration_s=round((ended_at - started_at).total_seconds(), 3),
         outcome=outcome,
         exit_code=exit_code,
@@ -805,7 +818,7 @@ def _attempt(
         resumed_from=resumed_from,
         resumed_at_step=resumed_at,
         argv=prepared.argv,
-        machine=prepared.machine.to_json(),
+        machine=manifest_mod.machine_entry(prepared.machine),
         extend_steps=extension.total_steps - extension.from_step if extension is not None else None,
     )
 
@@ -882,39 +895,39 @@ def _manifest(
         exit_code=attempt.exit_code,
         started_at=attempts[0].started_at,
         ended_at=attempt.ended_at,
-        preset={"name": plan.preset_name, "sha256": plan.preset_sha256},
+        preset=PresetEntry(name=plan.preset_name, sha256=plan.preset_sha256),
         values=dict(plan.values),
         value_sources=dict(plan.sources),
         dataset_manifest_sha256=plan.manifest_sha256,
-        base_model={"path": str(hasher.path) if hasher.path else plan.base_model.get("source"), "sha256": base_sha},
-        sd_scripts={"path": str(prepared.machine.checkout.path), "commit": prepared.machine.checkout.commit},
-        machine=prepared.machine.to_json(),
+        base_model=BaseModelEntry(path=str(hasher.path) if hasher.path else plan.base_model.source, sha256=base_sha),
+        sd_scripts=CheckoutEntry(path=str(prepared.machine.checkout.path), commit=prepared.machine.checkout.commit),
+        machine=manifest_mod.machine_entry(prepared.machine),
         environment=probe.wait(),
         steps=_steps_record(prepared, fold, parser),
-        mean_it_per_s=fold.mean_it_per_s,
+        mean_it_per_s=None if fold.mean_it_per_s is None else round(fold.mean_it_per_s, 4),
         final_loss=fold.final_loss,
         checkpoints=_checkpoint_entries(prepared, fold),
-        states=tuple({"path": s.path, "step": s.step} for s in fold.states),
-        samples=tuple({"path": s.path, "step": s.step, "prompt_index": s.prompt_index} for s in fold.samples),
+        states=tuple(SavedEntry(s.path, s.step) for s in fold.states),
+        samples=tuple(SavedEntry(s.path, s.step, s.prompt_index) for s in fold.samples),
         lora=_lora_entry(prepared, attempt.outcome),
         verification=_verification_record(verification),
         score=prior.score if prior is not None and prepared.extension is None else None,
         stopped_early=_stopped_early(prepared, fold) if attempt.outcome == "stopped_early" else None,
-        errors=tuple(to_dict(e) for e in fold.errors),
+        errors=tuple(fold.errors),
         attempts=attempts,
     )
 
 
-def _steps_record(prepared: PreparedRun, fold: RunFold, parser: OutputParser) -> dict[str, int | None]:
+def _steps_record(prepared: PreparedRun, fold: RunFold, parser: OutputParser) -> StepsEntry:
     """Planned, reached, the trainer's count, and the end of the latest extension (kept by later resumes)."""
     extension, prior = prepared.extension, prepared.prior
     extended_to = prepared.total_steps if extension is not None else extended_to_step(prior)
-    return {
-        "planned": prepared.plan.max_train_steps,
-        "reached": fold.step,
-        "trainer_total": parser.total_steps,
-        "extended_to": extended_to,
-    }
+    return StepsEntry(
+        planned=prepared.plan.max_train_steps,
+        reached=fold.step,
+        trainer_total=parser.total_steps,
+        extended_to=extended_to,
+    )
 
 
 def _checkpoint_entries(prepared: PreparedRun, fold: RunFold) -> tuple[FileEntry, ...]:
@@ -926,7 +939,7 @@ def _checkpoint_entries(prepared: PreparedRun, fold: RunFold) -> tuple[FileEntry
     return tuple(checkpoints)
 
 
-def _lora_entry(prepared: PreparedRun, outcome: str) -> FileEntry | None:
+def _lora_entry(prepared: PreparedRun, outcome: Outcome) -> FileEntry | None:
     plan, prior = prepared.plan, prepared.prior
     if not plan.lora_file.is_file():
         return None
@@ -936,27 +949,27 @@ def _lora_entry(prepared: PreparedRun, outcome: str) -> FileEntry | None:
     return FileEntry.of(plan.lora_file, lora_step)
 
 
-def _verification_record(verification: LoraReport | None) -> dict[str, object] | None:
+def _verification_record(verification: LoraReport | None) -> VerificationEntry | None:
     if verification is None:
         return None
-    return {
-        "ok": verification.ok,
-        "checks": [{"name": c.name, "ok": c.ok, "detail": c.detail} for c in verification.checks],
-    }
+    return VerificationEntry(
+        ok=verification.ok,
+        checks=tuple(CheckEntry(name=c.name, ok=c.ok, detail=c.detail) for c in verification.checks),
+    )
 
 
-def _stopped_early(prepared: PreparedRun, fold: RunFold) -> dict[str, object]:
+def _stopped_early(prepared: PreparedRun, fold: RunFold) -> StoppedEarly:
     """What run.json records of a run live scoring stopped: when, why, and the GPU time it saved."""
     decided = fold.stop_early
     reached = fold.step or 0
     planned = prepared.total_steps
     saved_steps = max(0, planned - reached)
     per_step = fold.seconds_per_step
-    return {
-        "step": decided.step if decided else None,
-        "reason": decided.reason if decided else None,
-        "stopped_at": reached,
-        "planned": planned,
-        "steps_saved": saved_steps,
-        "seconds_saved": round(saved_steps * per_step, 1) if per_step else None,
-    }
+    return StoppedEarly(
+        step=decided.step if decided else None,
+        reason=decided.reason if decided else None,
+        stopped_at=reached,
+        planned=planned,
+        steps_saved=saved_steps,
+        seconds_saved=round(saved_steps * per_step, 1) if per_step else None,
+    )

@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).parents[1] / "fakes"))
 from run_dir import make_run_dir  # noqa: E402
 
 from kohya_wrap.errors import ExitCode  # noqa: E402
-from kohya_wrap.events import from_json  # noqa: E402
+from kohya_wrap.events import parse_event  # noqa: E402
 
 ROOT = Path(__file__).parents[2]
 
@@ -38,7 +38,7 @@ def test_json_streams_events_on_stdout(tmp_path):
     done = kohya_wrap("train", str(run_dir), "--json")
     assert done.returncode == 0, done.stderr
     *lines, last = done.stdout.splitlines()
-    events = [from_json(line) for line in lines]  # every line is one event, then the result
+    events = [parse_event(line) for line in lines]  # every line is one event, then the result
     assert events[0].type == "phase" and events[-1].type == "finished" and events[-1].outcome == "finished"
     assert {e.type for e in events} >= {"summary", "progress", "checkpoint", "state_saved", "sample", "epoch"}
     assert lines == (run_dir / "events.jsonl").read_text().splitlines()

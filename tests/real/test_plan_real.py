@@ -208,6 +208,6 @@ def test_smoke_plan_starts_real_training_with_the_planned_total(tmp_path, real_c
             proc.wait()
     assert "total optimization steps" in summary, "".join(seen[-60:])
     assert summary["total optimization steps"] == plan.max_train_steps == 4
-    assert summary["num train images * repeats"] == plan.steps["train_images_x_repeats"]
-    assert summary["num batches per epoch"] == plan.steps["steps_per_epoch"]
-    assert summary["num epochs"] == plan.steps["epochs"]
+    assert summary["num train images * repeats"] == plan.steps.train_images_x_repeats
+    assert summary["num batches per epoch"] == plan.steps.steps_per_epoch
+    assert summary["num epochs"] == plan.steps.epochs

@@ -321,7 +321,8 @@ def test_run_manifest_beside_output_folder(tmp_path: Path) -> None:
     (run_dir / "output").mkdir(parents=True)
     (run_dir / "run.json").write_text(json.dumps({"outcome": "finished", "kohya_wrap_version": "0.1.0"}))
     r = inspect_lora(write_kohya(run_dir / "output" / "x.safetensors", a_cli_metadata()))
-    assert r.run_manifest == {"outcome": "finished", "kohya_wrap_version": "0.1.0"}
+    assert r.run_manifest is not None
+    assert (r.run_manifest["outcome"], r.run_manifest["kohya_wrap_version"]) == ("finished", "0.1.0")
     assert r.run_manifest_path == (run_dir / "run.json").resolve()
 
 

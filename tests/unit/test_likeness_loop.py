@@ -10,7 +10,8 @@ import pytest
 from msgspec.structs import replace
 
 from kohya_wrap import codec
-from kohya_wrap.events import Finished, Score, StopEarly, from_json, to_json
+from kohya_wrap.codec import decode, encode
+from kohya_wrap.events import Finished, Score, StopEarly, event_line, parse_event
 from kohya_wrap.rundir import FileEntry, RunFold, RunManifest
 from kohya_wrap.score.advice import advise, is_copying, stop_decision
 from kohya_wrap.score.records import CheckpointScore, Recommended, ScoreReport
@@ -178,7 +179,7 @@ def test_score_events_round_trip_and_fold():
     score = Score(
         step=750, samples=3, faces=3, likeness=0.69, matches=3, copies=0, checkpoint="f.safetensors", recommended=750
     )
-    assert from_json(to_json(score)) == score
+    assert parse_event(event_line(score)) == score
     stop = StopEarly(step=1500, reason="copies persist")
     fold = RunFold().feed_all([score, Score(step=500, samples=3, faces=3, likeness=None, matches=0, copies=0), stop])
     assert [s.step for s in fold.score_list] == [500, 750] and fold.stop_early == stop
@@ -203,7 +204,7 @@ def test_the_last_checkpoint_of_a_run_prefers_the_step_file(tmp_path, final_exis
         lora=FileEntry(str(final), 400, exists=final_exists),
     )
     assert manifest.last_checkpoint is not None and manifest.last_checkpoint.path == str(step_file)
-    assert manifest.ended_well and RunManifest.from_json(manifest.to_json()).ended_well
+    assert manifest.ended_well and decode(encode(manifest), RunManifest, source="run.json").ended_well
 
 
 def test_without_the_scorer_stop_early_says_it_is_off(tmp_path, monkeypatch):

@@ -109,6 +109,6 @@ def test_one_repeat_is_said_in_the_singular(tmp_path: Path, capsys) -> None:
     # 4 images x 1 repeat, batch 1, 4 steps: the smoke preset's 4 steps in one epoch
     plan = make_plan(project, preset="smoke", base_model=str(model), run_dir=tmp_path / "run")
     assert plan.subsets[0].repeats == 1
-    assert plan.steps["arithmetic"].startswith("4 images x 1 repeat / batch 1")
+    assert plan.steps.arithmetic.startswith("4 images x 1 repeat / batch 1")
     render_plan(plan)
     assert "4 images x 1 repeat\n" in capsys.readouterr().out

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from kohya_wrap.events import Checkpoint, Epoch, Error, Phase, Progress, StateSaved, Summary, Warning_, to_dict
+from kohya_wrap.codec import to_builtins
+from kohya_wrap.events import Checkpoint, Epoch, Error, Phase, Progress, StateSaved, Summary, Warning_
 from kohya_wrap.sdscripts.output import OutputParser, english, step_from_file_name, strip_ansi
 
 TRANSCRIPTS = Path(__file__).parents[1] / "data" / "transcripts"
@@ -41,7 +42,7 @@ def of(events, cls):
 def plain(events):
     out = []
     for e in events:
-        d = to_dict(e)
+        d = to_builtins(e)
         d.pop("t")
         out.append(d)
     return out

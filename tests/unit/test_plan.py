@@ -12,6 +12,7 @@ from PIL import Image
 from sd15_stub import write_sd15_stub
 
 from kohya_wrap.cli import cli
+from kohya_wrap.codec import to_builtins
 from kohya_wrap.dataset import scan_dataset
 from kohya_wrap.errors import DatasetError, KohyaWrapError, PresetError, RunDirError
 from kohya_wrap.plan import make_plan
@@ -85,7 +86,7 @@ def env(tmp_path):
 
 def test_plan_json_has_every_contract_key_with_exact_types(env, tmp_path):
     p = env(make_dataset(tmp_path / "ds"))
-    doc = p.to_json()
+    doc = to_builtins(p.document())
     assert list(doc) == [
         "schema",
         "kohya_wrap_version",
@@ -202,14 +203,14 @@ def test_written_configs_match_the_plan(env, tmp_path):
     prompts = [line for line in (run / "sample_prompts.txt").read_text().splitlines() if not line.startswith("#")]
     assert len(prompts) == 3 and all("ohwx man" in line and " --d " in line for line in prompts)
     assert [line.split(" --d ")[1].split()[0] for line in prompts] == ["1234", "1235", "1236"]
-    assert read_plan(run).to_json() == p.to_json()
+    assert to_builtins(read_plan(run).document()) == to_builtins(p.document())
     assert read_plan(run).files["config.toml"] == (run / "config.toml").read_text()
 
 
 def test_explicit_repeats_are_kept(env, tmp_path):
     p = env(make_dataset(tmp_path / "ds", repeats=10, explicit=True))
     assert p.subsets[0].repeats == 10
-    assert p.steps["arithmetic"] == "20 images x 10 repeats / batch 2 = 100 steps per epoch; x 30 epochs = 3000 steps"
+    assert p.steps.arithmetic == "20 images x 10 repeats / batch 2 = 100 steps per epoch; x 30 epochs = 3000 steps"
 
 
 def test_absurd_kept_repeats_are_refused_and_prepare_takes_none(env, tmp_path):
@@ -244,7 +245,7 @@ def test_regularization_images_go_to_dataset_toml(env, tmp_path):
     p = env(make_dataset(tmp_path / "ds", reg=50))
     reg = [s for s in p.subsets if s.is_reg]
     assert reg and reg[0].repeats == 1 and reg[0].class_tokens == "man"
-    assert p.steps["reg_images_x_repeats"] >= p.steps["train_images_x_repeats"]
+    assert p.steps.reg_images_x_repeats >= p.steps.train_images_x_repeats
     assert p.max_train_steps == 3000
 
 
@@ -272,7 +273,7 @@ def test_gpus_choose_precision_and_launch_flags(env, tmp_path):
     assert old.machine.launch.mixed_precision == "fp16"
     two = env.launch(ds, run="c", gpu_info=GpuInfo(2, True), gpus=2)
     assert _flag(two.argv, "--num_processes") == "2" and "--multi_gpu" in two.argv
-    assert two.plan.steps["num_processes"] == 2 and two.plan.max_train_steps == 3000
+    assert two.plan.steps.num_processes == 2 and two.plan.max_train_steps == 3000
     with pytest.raises(KohyaWrapError, match="only 1 CUDA GPU"):
         env.launch(ds, run="d", gpu_info=GpuInfo(1, True), gpus=2)
     with pytest.raises(KohyaWrapError, match="no CUDA GPU found, so training runs on the CPU"):
@@ -451,7 +452,7 @@ def test_several_machines_launch_every_process_with_its_rank(env, tmp_path):
         and flag("--main_process_ip") == "10.0.0.5"
         and flag("--main_process_port") == "29555"
     )
-    assert p.plan.steps["num_processes"] == 4
+    assert p.plan.steps.num_processes == 4
     accelerate_yaml = p.accelerate_config
     for line in (
         "distributed_type: 'MULTI_GPU'",
@@ -520,11 +521,11 @@ def test_likeness_presets_save_state_with_each_checkpoint(env, tmp_path):
 
 def test_presets_plan_one_epoch_so_runs_resume(env, tmp_path):
     chosen = env(make_dataset(tmp_path / "ds", images=37))
-    assert (chosen.steps["epochs"], chosen.max_train_steps, chosen.subsets[0].repeats) == (1, 3000, 163)
+    assert (chosen.steps.epochs, chosen.max_train_steps, chosen.subsets[0].repeats) == (1, 3000, 163)
     assert not any("epochs of" in w for w in chosen.warnings)
     # explicit repeats leave the epochs to plan: several, and a warning that resuming stops at epoch 1
     several = env(make_dataset(tmp_path / "ds10", images=20, repeats=10, explicit=True), run="r10")
-    assert several.steps["epochs"] == 30
+    assert several.steps.epochs == 30
     assert any(
         "resumes correctly only from a state saved in the first epoch (before step 100)" in w for w in several.warnings
     )

@@ -216,7 +216,7 @@ def test_not_a_run(tmp_path: Path) -> None:
         load_run(tmp_path)
     (tmp_path / "plan.json").write_text("{")
     result = CliRunner().invoke(cli, ["report", str(tmp_path)])
-    assert result.exit_code == 1 and "cannot be read as JSON" in result.output
+    assert result.exit_code == 1 and "not valid JSON" in result.output
 
 
 def test_moving_average_and_duration() -> None:

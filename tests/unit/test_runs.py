@@ -53,7 +53,7 @@ def test_rows(tmp_path: Path) -> None:
     )
     assert finished.output == tmp_path / "runs" / "b-finished" / "output" / "tinylora.safetensors"
     assert finished.when == "2026-11-25T09:14:38.901Z"
-    assert broken.outcome == "unreadable" and "cannot be read as JSON" in broken.problem
+    assert broken.outcome == "unreadable" and "not valid JSON" in broken.problem
 
 
 def test_a_run_folder_itself(tmp_path: Path) -> None:
