@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from functools import cache
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from rich.console import Console
 
@@ -18,6 +18,8 @@ from kohya_wrap.fsutil import user_cache_dir
 
 if TYPE_CHECKING:
     from rich.progress import Progress
+
+    from kohya_wrap.events import Event
 
 
 # emoji=False: rich would turn ":x:" or ":fire:" in a LoRA's name, a file name or a prompt into an emoji
@@ -109,3 +111,11 @@ def report_unexpected(e: BaseException) -> None:
         highlight=False,
         soft_wrap=True,
     )
+
+
+class TrainView(Protocol):
+    """A view of a training (cli.train_view's): called with each event, closed when the training ended."""
+
+    def __call__(self, event: Event) -> None: ...
+
+    def close(self) -> None: ...

@@ -5,7 +5,7 @@ from __future__ import annotations
 import shlex
 import sys
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import click
 
@@ -18,6 +18,15 @@ from kohya_wrap.cli.options import (
     set_option,
     tokenizer_option,
 )
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from kohya_wrap.sweep.run import SweepResult
+    from kohya_wrap.sweep.spec import SweepSpec
 
 
 @click.command()
@@ -89,23 +98,9 @@ def sweep(
     Exit codes: 0 every variant finished, 1 nothing started (a bad variant, a bad sweep file),
     19 some variant did not finish (sweep.json says which), 130 interrupted.
     """
-    from kohya_wrap.sweep import spec as spec_mod
     from kohya_wrap.sweep.run import SweepInterrupted, run_sweep
 
-    common: dict[str, Any] = dict(
-        grid=grid,
-        overrides=overrides,
-        tokenizer_cache_dir=tokenizer_cache_dir,
-        sd_scripts=sd_scripts,
-        allow_nan=allow_nan,
-    )
-    if datasets and datasets[0].suffix == ".toml" and datasets[0].is_file():
-        spec = spec_mod.from_file(datasets[0], datasets=datasets[1:], preset=preset, base_model=base_model, **common)
-    else:
-        if not datasets or not preset or not base_model:
-            raise click.UsageError("give DATASET... with --preset and --base-model, or a sweep FILE.toml")
-        spec = spec_mod.from_command_line(datasets, preset=preset, base_model=base_model, **common)
-
+    spec = _spec(datasets, preset, base_model, grid, overrides, tokenizer_cache_dir, allow_nan, sd_scripts)
     from kohya_wrap.cli.output import console, err_console, print_json, print_warnings
 
     out = err_console() if as_json else console()
@@ -135,6 +130,12 @@ def sweep(
             highlight=False,
         )
         raise SystemExit(stopped.result.exit_code) from None
+    _render_result(result, out, as_json)
+
+
+def _render_result(result: SweepResult, out: Console, as_json: bool) -> None:
+    from kohya_wrap.cli.output import print_json
+
     if as_json:
         print_json(result.to_json())
     else:
@@ -147,6 +148,45 @@ def sweep(
         )
     if result.exit_code:
         raise SystemExit(result.exit_code)
+
+
+def _spec(
+    datasets: tuple[Path, ...],
+    preset: str | None,
+    base_model: str | None,
+    grid: tuple[str, ...],
+    overrides: tuple[str, ...],
+    tokenizer_cache_dir: Path | None,
+    allow_nan: bool,
+    sd_scripts: str | None,
+) -> SweepSpec:
+    """The sweep the command line asks for: a sweep file given first, else DATASET... x --grid."""
+    from kohya_wrap.sweep import spec as spec_mod
+
+    if datasets and datasets[0].suffix == ".toml" and datasets[0].is_file():
+        return spec_mod.from_file(
+            datasets[0],
+            datasets=datasets[1:],
+            preset=preset,
+            base_model=base_model,
+            grid=grid,
+            overrides=overrides,
+            tokenizer_cache_dir=tokenizer_cache_dir,
+            sd_scripts=sd_scripts,
+            allow_nan=allow_nan,
+        )
+    if not datasets or not preset or not base_model:
+        raise click.UsageError("give DATASET... with --preset and --base-model, or a sweep FILE.toml")
+    return spec_mod.from_command_line(
+        datasets,
+        preset=preset,
+        base_model=base_model,
+        grid=grid,
+        overrides=overrides,
+        tokenizer_cache_dir=tokenizer_cache_dir,
+        sd_scripts=sd_scripts,
+        allow_nan=allow_nan,
+    )
 
 
 def _line(entry: dict[str, Any]) -> str:
@@ -164,7 +204,7 @@ def _line(entry: dict[str, Any]) -> str:
     )
 
 
-def _table(entries: Any) -> Any:
+def _table(entries: Iterable[dict[str, Any]]) -> Table:
     from rich.table import Table
 
     table = Table(title="sweep", show_lines=False)

@@ -10,7 +10,7 @@ import dataclasses
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 import click
 
@@ -34,6 +34,7 @@ from kohya_wrap.cli.options import (
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from kohya_wrap.cli.output import TrainView
     from kohya_wrap.events import Event
     from kohya_wrap.pipeline import DryRun, PipelineRequest, PipelineResult, TrainRequest
     from kohya_wrap.prepare import PrepareOptions, PrepareResult
@@ -277,14 +278,6 @@ def _run(request: PipelineRequest, *, as_json: bool, dry_run: bool, strict: bool
         raise result.failure.error()
 
 
-class _View(Protocol):
-    """A training view of cli.train_view: an on_event callback plus close()."""
-
-    def __call__(self, event: Event) -> None: ...
-
-    def close(self) -> None: ...
-
-
 class _TrainScreen:
     """What `train` and `run` show while the pipeline runs: prepare's bar (on stderr, only on a terminal),
     prepare's summary, the plan's warnings, then the training view from its first event."""
@@ -297,7 +290,7 @@ class _TrainScreen:
         self.as_json = as_json
         self.strict = strict
         self.progress, self.on_prepare_progress = new_photo_progress()
-        self.view: _View | None = None
+        self.view: TrainView | None = None
 
     def watch(self, request: PipelineRequest) -> PipelineRequest:
         """The request with this screen's callbacks."""
