@@ -101,7 +101,9 @@ def render_plan(result: Plan) -> None:
             f"  {kind}{escape(s.dir)}: {plural(s.images, 'image')} x {plural(s.repeats, 'repeat')}", highlight=False
         )
     con.print(f"[bold]steps[/bold] {escape(result.steps['arithmetic'])}", highlight=False)
-    con.print(f"[bold]model[/bold] {escape(result.base_model['path'] or str(result.base_model['source']))}", highlight=False)
+    con.print(
+        f"[bold]model[/bold] {escape(result.base_model['path'] or str(result.base_model['source']))}", highlight=False
+    )
     con.print(f"[bold]output[/bold] {escape(str(result.lora_file))}", highlight=False)
     con.print(
         f"[bold]train it[/bold] kohya-wrap train {escape(shlex.quote(str(result.run_dir)))}"

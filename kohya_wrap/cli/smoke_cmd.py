@@ -57,7 +57,9 @@ def smoke(steps: int | None, keep: Path | None, sd_scripts: str | None, as_json:
     finally:
         screen.close()
     if as_json:
-        print_json(result.to_json())
+        from kohya_wrap.codec import to_builtins
+
+        print_json(to_builtins(result.report()))
     else:
         _render(result)
     if not result.ok:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import shlex
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal, NoReturn, cast
 
 import click
 
@@ -101,14 +101,13 @@ def sweep(
     from kohya_wrap.sweep.run import SweepInterrupted, run_sweep
 
     spec = _spec(datasets, preset, base_model, grid, overrides, tokenizer_cache_dir, allow_nan, sd_scripts)
-    from kohya_wrap.cli.output import console, err_console, print_json, print_warnings
+    from kohya_wrap.cli.output import console, err_console, print_warnings
 
     out = err_console() if as_json else console()
 
     def on_change(entry: dict[str, Any]) -> None:
         out.print(_line(entry), highlight=False, markup=False, soft_wrap=True)
 
-    argv = shlex.join(["kohya-wrap", "sweep", *sys.argv[2:]]) if len(sys.argv) > 2 else "the same command"
     try:
         result = run_sweep(
             spec,
@@ -120,17 +119,25 @@ def sweep(
             on_warning=lambda name, warning: print_warnings([f"{name}: {warning}"]),
         )
     except SweepInterrupted as stopped:
-        if as_json:
-            print_json(stopped.result.to_json())
-        else:
-            out.print(_table(stopped.result.variants))
-        err_console().print(
-            f"[yellow]interrupted: every trainer of the sweep stopped; run {argv} again to resume "
-            "the stopped variants and start the rest[/yellow]",
-            highlight=False,
-        )
-        raise SystemExit(stopped.result.exit_code) from None
+        _interrupted(stopped.result, out, as_json)
     _render_result(result, out, as_json)
+
+
+def _interrupted(result: SweepResult, out: Console, as_json: bool) -> NoReturn:
+    """Ctrl-C: where every variant stands, and the command that goes on."""
+    from kohya_wrap.cli.output import err_console, print_json
+
+    argv = shlex.join(["kohya-wrap", "sweep", *sys.argv[2:]]) if len(sys.argv) > 2 else "the same command"
+    if as_json:
+        print_json(result.to_json())
+    else:
+        out.print(_table(result.variants))
+    err_console().print(
+        f"[yellow]interrupted: every trainer of the sweep stopped; run {argv} again to resume "
+        "the stopped variants and start the rest[/yellow]",
+        highlight=False,
+    )
+    raise SystemExit(result.exit_code) from None
 
 
 def _render_result(result: SweepResult, out: Console, as_json: bool) -> None:
