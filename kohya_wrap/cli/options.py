@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import click
 
@@ -233,25 +234,20 @@ class PhotoChoices:
         )
 
 
-def _photo_choices(options: list[Callable[[Command], Command]], f: Command) -> Command:
-    @functools.wraps(f)
-    def wrapper(
-        *args: object,
-        token: str,
-        class_word: str,
-        size: str | None,
-        crop: str | None,
-        caption: str,
-        repeats: int | None,
-        reg_dir: Path | None,
-        allow_upscale: bool,
-        skip: frozenset[str],
-        **kwargs: object,
-    ) -> None:
-        photos = PhotoChoices(token, class_word, size, crop, caption, repeats, reg_dir, allow_upscale, skip)
-        f(*args, photos=photos, **kwargs)
+def _gathered(kind: type[PhotoChoices] | type[PlanChoices], argument: str, f: Command) -> Command:
+    """f, called with the options named as the fields of the dataclass `kind` handed over as one `argument`."""
+    names = [field.name for field in dataclasses.fields(kind)]
 
-    return _apply(options, wrapper)
+    @functools.wraps(f)
+    def wrapper(*args: object, **kwargs: Any) -> None:  # what click parsed, of the types its options give
+        choices = kind(**{name: kwargs.pop(name) for name in names})
+        f(*args, **{argument: choices}, **kwargs)
+
+    return wrapper
+
+
+def _photo_choices(options: list[Callable[[Command], Command]], f: Command) -> Command:
+    return _apply(options, _gathered(PhotoChoices, "photos", f))
 
 
 def photo_options(f: Command) -> Command:
@@ -332,34 +328,4 @@ class PlanChoices:
 
 def plan_choices(f: Command) -> Command:
     """Hands the options that say what to plan (added by the command's own decorators) to f as one PlanChoices."""
-
-    @functools.wraps(f)
-    def wrapper(
-        *args: object,
-        preset: str | None,
-        base_model: str | None,
-        run_dir: Path | None,
-        runs_dir: Path,
-        overrides: tuple[str, ...],
-        gpus: int | None,
-        machines: Machines,
-        tokenizer_cache_dir: Path | None,
-        allow_pickle: bool,
-        sd_scripts: str | None,
-        **kwargs: object,
-    ) -> None:
-        choices = PlanChoices(
-            preset,
-            base_model,
-            run_dir,
-            runs_dir,
-            overrides,
-            gpus,
-            machines,
-            tokenizer_cache_dir,
-            allow_pickle,
-            sd_scripts,
-        )
-        f(*args, plan=choices, **kwargs)
-
-    return wrapper
+    return _gathered(PlanChoices, "plan", f)
