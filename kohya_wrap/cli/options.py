@@ -17,9 +17,10 @@ if TYPE_CHECKING:
     from kohya_wrap.prepare.records import CropMode
     from kohya_wrap.rundir import Machines
 
-# A click command function before click.command() turns it into a Command.
-Command = Callable[..., None]
-FC = TypeVar("FC", bound=Command)
+# A command's function, before click.command() turns it into a click.Command; an option decorator adds to it.
+CommandFunction = Callable[..., None]
+OptionDecorator = Callable[[CommandFunction], CommandFunction]
+FC = TypeVar("FC", bound=CommandFunction)
 
 # Kept here, not imported from kohya_wrap.preset, so that --help imports no stage (tests/unit/test_cli.py
 # checks they agree): the most repeats a dataset folder may name, preset.MAX_STEPS.
@@ -73,7 +74,7 @@ allow_pickle_option = click.option(
 )
 
 # Several machines training one run (docs/multi-gpu.md); every machine runs the same command with its own rank.
-_MACHINE_OPTIONS: list[Callable[[Command], Command]] = [
+_MACHINE_OPTIONS: list[OptionDecorator] = [
     click.option(
         "--num-machines",
         "num_machines",
@@ -102,7 +103,7 @@ _MACHINE_OPTIONS: list[Callable[[Command], Command]] = [
 ]
 
 
-def machine_options(f: Command) -> Command:
+def machine_options(f: CommandFunction) -> CommandFunction:
     """The four machine options, handed to the command as one `machines` argument (rundir.Machines)."""
 
     @functools.wraps(f)
@@ -121,7 +122,7 @@ def machine_options(f: Command) -> Command:
     return _apply(_MACHINE_OPTIONS, wrapper)
 
 
-def _apply(options: list[Callable[[Command], Command]], f: Command) -> Command:
+def _apply(options: list[OptionDecorator], f: CommandFunction) -> CommandFunction:
     for option in reversed(options):
         f = option(f)
     return f
@@ -141,7 +142,7 @@ def _parse_skip(ctx: click.Context, param: click.Parameter, values: tuple[str, .
     return frozenset(kinds)
 
 
-_PHOTO_OPTIONS: list[Callable[[Command], Command]] = [
+_PHOTO_OPTIONS: list[OptionDecorator] = [
     click.option("--token", required=True, help="The rare word that will mean this face, e.g. ohwx."),
     click.option("--class", "class_word", required=True, help="What the subject is, e.g. man, woman, person."),
     click.option(
@@ -234,7 +235,7 @@ class PhotoChoices:
         )
 
 
-def _gathered(kind: type[PhotoChoices] | type[PlanChoices], argument: str, f: Command) -> Command:
+def _gathered(kind: type[PhotoChoices] | type[PlanChoices], argument: str, f: CommandFunction) -> CommandFunction:
     """f, called with the options named as the fields of the dataclass `kind` handed over as one `argument`."""
     names = [field.name for field in dataclasses.fields(kind)]
 
@@ -246,17 +247,17 @@ def _gathered(kind: type[PhotoChoices] | type[PlanChoices], argument: str, f: Co
     return wrapper
 
 
-def _photo_choices(options: list[Callable[[Command], Command]], f: Command) -> Command:
+def _photo_choices(options: list[OptionDecorator], f: CommandFunction) -> CommandFunction:
     return _apply(options, _gathered(PhotoChoices, "photos", f))
 
 
-def photo_options(f: Command) -> Command:
+def photo_options(f: CommandFunction) -> CommandFunction:
     """What `prepare` and `run` ask of the photos: the subject's words, the crop, the captions, the layout."""
     return _photo_choices(_PHOTO_OPTIONS, f)
 
 
 # `run` has a preset: the size and crop its [kohya_wrap] table names, unless given here.
-_RUN_PHOTO_OPTIONS: list[Callable[[Command], Command]] = [
+_RUN_PHOTO_OPTIONS: list[OptionDecorator] = [
     *_PHOTO_OPTIONS[:2],
     click.option(
         "--size",
@@ -274,7 +275,7 @@ _RUN_PHOTO_OPTIONS: list[Callable[[Command], Command]] = [
 ]
 
 
-def run_photo_options(f: Command) -> Command:
+def run_photo_options(f: CommandFunction) -> CommandFunction:
     """photo_options for `run`: --size and --crop default to the preset's."""
     return _photo_choices(_RUN_PHOTO_OPTIONS, f)
 
@@ -326,6 +327,6 @@ class PlanChoices:
         )
 
 
-def plan_choices(f: Command) -> Command:
+def plan_choices(f: CommandFunction) -> CommandFunction:
     """Hands the options that say what to plan (added by the command's own decorators) to f as one PlanChoices."""
     return _gathered(PlanChoices, "plan", f)

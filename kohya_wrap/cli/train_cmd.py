@@ -7,7 +7,6 @@ Both build one kohya_wrap.pipeline request and render its result; `-o` is the ru
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -15,7 +14,8 @@ from typing import TYPE_CHECKING
 import click
 
 from kohya_wrap.cli.options import (
-    Command,
+    CommandFunction,
+    OptionDecorator,
     PhotoChoices,
     PlanChoices,
     allow_nan_option,
@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from kohya_wrap.rundir import Plan
     from kohya_wrap.score.advice import Advice
 
-_COMMON: list[Callable[[Command], Command]] = [
+_COMMON: list[OptionDecorator] = [
     preset_option(),
     base_model_option(),
     click.option(
@@ -87,7 +87,7 @@ _COMMON: list[Callable[[Command], Command]] = [
 ]
 
 
-def _common(f: Command) -> Command:
+def _common(f: CommandFunction) -> CommandFunction:
     """The options train and run share; the ones that say what to plan reach the command as one `plan`."""
     f = plan_choices(f)
     for option in reversed(_COMMON):
