@@ -8,6 +8,7 @@ do, the exit code, the trainer's last lines), which the CLI renders, smoke repor
 from __future__ import annotations
 
 import shutil
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
     from kohya_wrap.prepare import PrepareOptions, PrepareResult
     from kohya_wrap.score.advice import Advice
     from kohya_wrap.score.records import ScoreReport
-    from kohya_wrap.train.runner import Companion, TrainResult
+    from kohya_wrap.train.runner import Companion, PreparedRun, TrainResult
 
 PREPARE, PLAN, TRAIN, VERIFY, SCORE = "prepare", "plan", "train", "verify", "score"
 
@@ -271,8 +272,6 @@ class PipelineResult:
 
 def run_pipeline(request: PipelineRequest, stages: Stages | None = None) -> PipelineResult:
     """Run the stages in order; a failure ends the chain and is returned, never raised (Ctrl-C and bugs are)."""
-    from kohya_wrap.rundir import read_plan, write_plan
-
     stages = stages or Stages()
     created = request.remove_on_failure
     if created is not None and created.exists():
@@ -292,24 +291,7 @@ def run_pipeline(request: PipelineRequest, stages: Stages | None = None) -> Pipe
         )
 
     try:
-        if request.prepare is not None:
-            from kohya_wrap.prepare import prepare_dataset
-
-            with stages.stage(PREPARE):
-                if request.plan is not None:
-                    check_plan_inputs(request.plan)  # before a single photo is prepared
-                prepared = prepare_dataset(request.prepare, on_progress=request.on_prepare_progress)
-                if request.after_prepare is not None:
-                    request.after_prepare(prepared)
-        if request.plan is not None:
-            with stages.stage(PLAN):
-                plan = make_plan(request.plan)
-                write_plan(plan)
-                if request.after_plan is not None:
-                    request.after_plan(plan)
-        else:
-            with stages.stage(TRAIN):
-                plan = read_plan(request.train.run_dir)
+        prepared, plan = _prepare_and_plan(request, stages)
     except PipelineFailed as failed:
         if created is not None:
             shutil.rmtree(created, ignore_errors=True)
@@ -368,3 +350,97 @@ def score_finished_run(run_dir: Path, stages: Stages) -> tuple[ScoreReport | Non
         ),
     )
     return report, None
+
+
+def _prepare_and_plan(request: PipelineRequest, stages: Stages) -> tuple[PrepareResult | None, Plan]:
+    """prepare (when the request has photos) and plan, written; without a plan request, the plan the run
+    directory holds."""
+    from kohya_wrap.rundir import read_plan, write_plan
+
+    prepared: PrepareResult | None = None
+    if request.prepare is not None:
+        from kohya_wrap.prepare import prepare_dataset
+
+        with stages.stage(PREPARE):
+            if request.plan is not None:
+                check_plan_inputs(request.plan)  # before a single photo is prepared
+            prepared = prepare_dataset(request.prepare, on_progress=request.on_prepare_progress)
+            if request.after_prepare is not None:
+                request.after_prepare(prepared)
+    if request.plan is None:
+        with stages.stage(TRAIN):
+            return prepared, read_plan(request.train.run_dir)
+    with stages.stage(PLAN):
+        plan = make_plan(request.plan)
+        write_plan(plan)
+        if request.after_plan is not None:
+            request.after_plan(plan)
+    return prepared, plan
+
+
+@dataclass(frozen=True)
+class DryRun:
+    """What a dry run found: the exact launch that would run on this machine; nothing was kept or started."""
+
+    launch: PreparedRun
+    notes: tuple[str, ...]
+    ending: str  # what was (not) written or started
+    warnings: tuple[str, ...] = ()  # the new plan's (a planned run's were shown when it was planned)
+    prepared: PrepareResult | None = None  # what prepare found, in a temporary folder now deleted (`run`)
+    rename: tuple[str, str] | None = None  # (that temporary dataset folder, the one `run` would prepare)
+
+
+def dry_run(request: PipelineRequest) -> DryRun:
+    """The chain up to the launch, with nothing written or started: a planned run directory is checked
+    as train would; a new plan is made in memory, from photos prepared into a temporary folder (removed
+    again) when the request prepares; after_prepare sees what prepare found."""
+    from kohya_wrap.train.runner import prepare_launch
+
+    if request.plan is None:
+        return _dry_run_planned(request.train)
+    check_plan_inputs(request.plan)
+    scratch = Path(tempfile.mkdtemp(prefix="kohya-wrap-dry-run-")) if request.prepare is not None else None
+    try:
+        plan_request, prepared = request.plan, None
+        if scratch is not None:
+            plan_request, prepared = _dry_run_prepare(request, plan_request, scratch / "dataset")
+        plan = make_plan(plan_request)
+        launch = prepare_launch(plan, resume=False, fetch_models=False, sd_scripts=request.train.options.sd_scripts)
+    finally:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+    ending = f"dry run: nothing written, nothing started ({plan.run_dir} would be the run directory)"
+    if request.prepare is None:
+        return DryRun(launch, tuple(launch.notes), ending, warnings=tuple(plan.warnings))
+    # the configs name the dataset where `run` would prepare it, not the temporary folder
+    rename = (str(plan_request.dataset_dir), str(Path(request.prepare.dataset_dir).expanduser().resolve()))
+    ending += "; the photos were prepared into a temporary folder, now deleted"
+    return DryRun(launch, tuple(launch.notes), ending, tuple(plan.warnings), prepared, rename)
+
+
+def _dry_run_planned(train: TrainRequest) -> DryRun:
+    from kohya_wrap.train.runner import prepare_run
+
+    options = train.options
+    launch = prepare_run(
+        train.run_dir, resume=options.resume, fetch_models=False, sd_scripts=options.sd_scripts, extend=options.extend
+    )
+    notes = list(launch.notes)
+    if launch.state is not None:
+        notes.insert(0, f"resumes from {launch.state.path} at step {launch.state.step}")
+    return DryRun(launch, tuple(notes), f"dry run: nothing started; {launch.plan.run_dir} is unchanged")
+
+
+def _dry_run_prepare(
+    request: PipelineRequest, plan_request: PlanRequest, dataset_dir: Path
+) -> tuple[PlanRequest, PrepareResult]:
+    """The photos prepared into dataset_dir (a temporary folder), and the plan request for it."""
+    import dataclasses
+
+    from kohya_wrap.prepare import prepare_dataset
+
+    assert request.prepare is not None
+    prepared = prepare_dataset(dataclasses.replace(request.prepare, dataset_dir=dataset_dir))
+    if request.after_prepare is not None:
+        request.after_prepare(prepared)
+    return dataclasses.replace(plan_request, dataset_dir=dataset_dir), prepared

@@ -1,11 +1,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from kohya_wrap.cli.options import json_option, sd_scripts_option
 from kohya_wrap.errors import ExitCode
+
+if TYPE_CHECKING:
+    from kohya_wrap.doctor import DoctorReport
 
 
 @click.command()
@@ -32,7 +36,7 @@ def doctor(sd_scripts: str | None, runs_dir: Path, as_json: bool) -> None:
     raise SystemExit(ExitCode.OK if report.can_train else ExitCode.ERROR)
 
 
-def _render(report) -> None:
+def _render(report: DoctorReport) -> None:
     from rich.table import Table
 
     from kohya_wrap.cli.output import console

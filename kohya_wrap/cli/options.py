@@ -2,13 +2,29 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import click
 
-from kohya_wrap.preset import MAX_STEPS
+if TYPE_CHECKING:
+    from kohya_wrap.pipeline import PlanRequest
+    from kohya_wrap.prepare import PrepareOptions
+    from kohya_wrap.prepare.records import CropMode
+    from kohya_wrap.rundir import Machines
+
+# A command's function, before click.command() turns it into a click.Command; an option decorator adds to it.
+CommandFunction = Callable[..., None]
+OptionDecorator = Callable[[CommandFunction], CommandFunction]
+FC = TypeVar("FC", bound=CommandFunction)
+
+# Kept here, not imported from kohya_wrap.preset, so that --help imports no stage (tests/unit/test_cli.py
+# checks they agree): the most repeats a dataset folder may name, preset.MAX_STEPS.
+MAX_REPEATS = 1_000_000
 
 sd_scripts_option = click.option(
     "--sd-scripts",
@@ -20,13 +36,13 @@ sd_scripts_option = click.option(
 json_option = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
 
 
-def preset_option(required: bool = False) -> Any:
+def preset_option(required: bool = False) -> Callable[[FC], FC]:
     return click.option(
         "--preset", required=required, help="A shipped preset name (`kohya-wrap presets list`) or a preset file."
     )
 
 
-def base_model_option(required: bool = False) -> Any:
+def base_model_option(required: bool = False) -> Callable[[FC], FC]:
     return click.option(
         "--base-model",
         "base_model",
@@ -58,7 +74,7 @@ allow_pickle_option = click.option(
 )
 
 # Several machines training one run (docs/multi-gpu.md); every machine runs the same command with its own rank.
-_MACHINE_OPTIONS = [
+_MACHINE_OPTIONS: list[OptionDecorator] = [
     click.option(
         "--num-machines",
         "num_machines",
@@ -87,25 +103,29 @@ _MACHINE_OPTIONS = [
 ]
 
 
-def machine_options(f: Any) -> Any:
+def machine_options(f: CommandFunction) -> CommandFunction:
     """The four machine options, handed to the command as one `machines` argument (rundir.Machines)."""
 
     @functools.wraps(f)
     def wrapper(
-        *args: Any,
+        *args: object,
         num_machines: int,
         machine_rank: int,
         main_process_ip: str | None,
         main_process_port: int,
-        **kwargs: Any,
-    ) -> Any:
+        **kwargs: object,
+    ) -> None:
         from kohya_wrap.rundir import Machines
 
-        return f(*args, machines=Machines(num_machines, machine_rank, main_process_ip, main_process_port), **kwargs)
+        f(*args, machines=Machines(num_machines, machine_rank, main_process_ip, main_process_port), **kwargs)
 
-    for option in reversed(_MACHINE_OPTIONS):
-        wrapper = option(wrapper)
-    return wrapper
+    return _apply(_MACHINE_OPTIONS, wrapper)
+
+
+def _apply(options: list[OptionDecorator], f: CommandFunction) -> CommandFunction:
+    for option in reversed(options):
+        f = option(f)
+    return f
 
 
 # Kept here, not imported from kohya_wrap.prepare, so that --help does not import PIL.
@@ -122,7 +142,7 @@ def _parse_skip(ctx: click.Context, param: click.Parameter, values: tuple[str, .
     return frozenset(kinds)
 
 
-_PHOTO_OPTIONS = [
+_PHOTO_OPTIONS: list[OptionDecorator] = [
     click.option("--token", required=True, help="The rare word that will mean this face, e.g. ohwx."),
     click.option("--class", "class_word", required=True, help="What the subject is, e.g. man, woman, person."),
     click.option(
@@ -147,7 +167,7 @@ _PHOTO_OPTIONS = [
     ),
     click.option(
         "--repeats",
-        type=click.IntRange(min=1, max=MAX_STEPS),
+        type=click.IntRange(min=1, max=MAX_REPEATS),
         default=None,
         help="Repeats in the folder name. Default: 1, and `plan` chooses them (one epoch).",
     ),
@@ -170,15 +190,74 @@ _PHOTO_OPTIONS = [
 ]
 
 
-def photo_options(f: Any) -> Any:
+@dataclass(frozen=True)
+class PhotoChoices:
+    """What `prepare` and `run` were told about the photos, handed to the command as one `photos` argument."""
+
+    token: str
+    class_word: str
+    size: str | None  # None (`run`): the preset's [kohya_wrap] size
+    crop: str | None  # None (`run`): the preset's [kohya_wrap] crop
+    caption: str
+    repeats: int | None
+    reg_dir: Path | None
+    allow_upscale: bool
+    skip: frozenset[str]
+
+    def prepare_options(
+        self,
+        src_dir: Path,
+        dataset_dir: Path,
+        *,
+        skip_multiple_faces: bool = False,
+        force: bool = False,
+        jobs: int | None = None,
+    ) -> PrepareOptions:
+        """PrepareOptions for these choices; size and crop must be known (given, or the preset's)."""
+        from kohya_wrap.prepare import PrepareOptions
+
+        assert self.size is not None and self.crop is not None
+        return PrepareOptions(
+            src_dir=src_dir,
+            dataset_dir=dataset_dir,
+            token=self.token,
+            class_word=self.class_word,
+            size=int(self.size),
+            crop=cast("CropMode", self.crop),
+            caption=self.caption,
+            repeats=self.repeats,
+            reg_dir=self.reg_dir,
+            allow_upscale=self.allow_upscale,
+            skip_multiple_faces=skip_multiple_faces,
+            skip=self.skip,
+            force=force,
+            jobs=jobs,
+        )
+
+
+def _gathered(kind: type[PhotoChoices] | type[PlanChoices], argument: str, f: CommandFunction) -> CommandFunction:
+    """f, called with the options named as the fields of the dataclass `kind` handed over as one `argument`."""
+    names = [field.name for field in dataclasses.fields(kind)]
+
+    @functools.wraps(f)
+    def wrapper(*args: object, **kwargs: Any) -> None:  # what click parsed, of the types its options give
+        choices = kind(**{name: kwargs.pop(name) for name in names})
+        f(*args, **{argument: choices}, **kwargs)
+
+    return wrapper
+
+
+def _photo_choices(options: list[OptionDecorator], f: CommandFunction) -> CommandFunction:
+    return _apply(options, _gathered(PhotoChoices, "photos", f))
+
+
+def photo_options(f: CommandFunction) -> CommandFunction:
     """What `prepare` and `run` ask of the photos: the subject's words, the crop, the captions, the layout."""
-    for option in reversed(_PHOTO_OPTIONS):
-        f = option(f)
-    return f
+    return _photo_choices(_PHOTO_OPTIONS, f)
 
 
 # `run` has a preset: the size and crop its [kohya_wrap] table names, unless given here.
-_RUN_PHOTO_OPTIONS = [
+_RUN_PHOTO_OPTIONS: list[OptionDecorator] = [
     *_PHOTO_OPTIONS[:2],
     click.option(
         "--size",
@@ -196,8 +275,58 @@ _RUN_PHOTO_OPTIONS = [
 ]
 
 
-def run_photo_options(f: Any) -> Any:
+def run_photo_options(f: CommandFunction) -> CommandFunction:
     """photo_options for `run`: --size and --crop default to the preset's."""
-    for option in reversed(_RUN_PHOTO_OPTIONS):
-        f = option(f)
-    return f
+    return _photo_choices(_RUN_PHOTO_OPTIONS, f)
+
+
+@dataclass(frozen=True)
+class PlanChoices:
+    """What `train` and `run` were told about the run to plan, handed to the command as one `plan` argument."""
+
+    preset: str | None
+    base_model: str | None
+    run_dir: Path | None  # -o
+    runs_dir: Path
+    overrides: tuple[str, ...]
+    gpus: int | None
+    machines: Machines
+    tokenizer_cache_dir: Path | None
+    allow_pickle: bool
+    sd_scripts: str | None
+
+    @property
+    def changes_plan(self) -> bool:
+        """Whether an option was given that only planning uses (a planned run trains as planned)."""
+        from kohya_wrap.rundir import Machines
+
+        return bool(
+            self.overrides
+            or self.gpus is not None
+            or self.machines != Machines()
+            or self.tokenizer_cache_dir is not None
+            or self.run_dir
+        )
+
+    def request(self, dataset_dir: Path, run_dir: Path) -> PlanRequest:
+        """The PlanRequest for DATASET_DIR into run_dir; preset and base model must be given."""
+        from kohya_wrap.pipeline import PlanRequest
+
+        assert self.preset is not None and self.base_model is not None
+        return PlanRequest(
+            dataset_dir=dataset_dir,
+            preset=self.preset,
+            base_model=self.base_model,
+            run_dir=run_dir,
+            overrides=self.overrides,
+            gpus=self.gpus,
+            tokenizer_cache_dir=self.tokenizer_cache_dir,
+            sd_scripts=self.sd_scripts,
+            allow_pickle=self.allow_pickle,
+            machines=self.machines,
+        )
+
+
+def plan_choices(f: CommandFunction) -> CommandFunction:
+    """Hands the options that say what to plan (added by the command's own decorators) to f as one PlanChoices."""
+    return _gathered(PlanChoices, "plan", f)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shlex
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import click
 
@@ -18,6 +18,9 @@ from kohya_wrap.cli.options import (
     set_option,
     tokenizer_option,
 )
+
+if TYPE_CHECKING:
+    from kohya_wrap.rundir import Machines, Plan
 
 
 @click.command()
@@ -46,7 +49,7 @@ def plan(
     run_dir: Path,
     overrides: tuple[str, ...],
     gpus: int | None,
-    machines: Any,
+    machines: Machines,
     tokenizer_cache_dir: Path | None,
     allow_pickle: bool,
     sd_scripts: str | None,
@@ -83,7 +86,7 @@ def plan(
     render_plan(result)
 
 
-def render_plan(result: Any) -> None:
+def render_plan(result: Plan) -> None:
     """The plan as a person reads it."""
 
     from rich.markup import escape

@@ -1,12 +1,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import TYPE_CHECKING
 
 import click
 
-from kohya_wrap.cli.options import json_option, photo_options
+from kohya_wrap.cli.options import PhotoChoices, json_option, photo_options
 from kohya_wrap.errors import ExitCode
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from kohya_wrap.prepare import PrepareResult
 
 # Without -v, the findings table shows at most this many rows of one kind; prepare.json holds them all.
 ROWS_PER_KIND = 5
@@ -39,15 +44,7 @@ ROWS_PER_KIND = 5
 def prepare(
     src_dir: Path,
     dataset_dir: Path,
-    token: str,
-    class_word: str,
-    size: str,
-    crop: str,
-    caption: str,
-    repeats: int | None,
-    reg_dir: Path | None,
-    allow_upscale: bool,
-    skip: frozenset[str],
+    photos: PhotoChoices,
     skip_multiple_faces: bool,
     quiet: bool,
     verbose: bool,
@@ -63,50 +60,24 @@ def prepare(
     findings (near duplicates as one line per cluster; every detail is in prepare.json); with --strict
     warnings make the exit code 4. A second run reuses unchanged outputs.
     """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    from kohya_wrap.cli.output import err_console
-    from kohya_wrap.prepare import PrepareOptions, prepare_dataset
+    from kohya_wrap.cli.output import photo_progress, print_json
+    from kohya_wrap.prepare import prepare_dataset
 
     if quiet and verbose:
         raise click.UsageError("-q and -v exclude each other")
-    options = PrepareOptions(
-        src_dir=src_dir,
-        dataset_dir=dataset_dir,
-        token=token,
-        class_word=class_word,
-        size=int(size),
-        crop=cast('Literal["face", "center"]', crop),
-        caption=caption,
-        repeats=repeats,
-        reg_dir=reg_dir,
-        allow_upscale=allow_upscale,
-        skip_multiple_faces=skip_multiple_faces,
-        skip=skip,
-        force=force,
-        jobs=jobs,
+    options = photos.prepare_options(
+        src_dir, dataset_dir, skip_multiple_faces=skip_multiple_faces, force=force, jobs=jobs
     )
-    # On stderr, and only on a terminal (rich turns it off otherwise): stdout stays clean for --json.
-    with Progress(
-        TextColumn("preparing"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=err_console(),
-        transient=True,
-    ) as progress:
-        bar = progress.add_task("photos", total=None)
-        result = prepare_dataset(
-            options, on_progress=lambda done, total: progress.update(bar, completed=done, total=total)
-        )
+    with photo_progress() as on_progress:
+        result = prepare_dataset(options, on_progress=on_progress)
     if as_json:
-        from kohya_wrap.cli.output import print_json
-
         print_json(result.to_json())
     else:
         render_summary(result, quiet=quiet, verbose=verbose)
     if strict and result.warnings:
         from rich.markup import escape
+
+        from kohya_wrap.cli.output import err_console
 
         # on stderr, also with --json and -q: why the exit code is not 0
         err_console().print(f"[yellow]{escape(strict_line(result))}[/yellow]", highlight=False, soft_wrap=True)
@@ -114,7 +85,7 @@ def prepare(
     raise SystemExit(ExitCode.OK)
 
 
-def strict_line(result: Any) -> str:
+def strict_line(result: PrepareResult) -> str:
     """Why --strict stops: the warnings, counted by kind (prepare.json and the table hold each one)."""
     kinds = next((line for line in summary_lines(result) if line.startswith("warnings: ")), "warnings: ")
     n = len(result.warnings)
@@ -129,7 +100,7 @@ def plural(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
 
 
-def summary_lines(result: Any) -> list[str]:
+def summary_lines(result: PrepareResult) -> list[str]:
     """The findings counted by severity and kind, warnings first: what matters before the details."""
     out = []
     for level in ("warning", "info"):
@@ -150,14 +121,13 @@ def summary_lines(result: Any) -> list[str]:
     return out
 
 
-def render_summary(result: Any, *, quiet: bool = False, verbose: bool = False, kept: bool = True) -> None:
+def render_summary(result: PrepareResult, *, quiet: bool = False, verbose: bool = False, kept: bool = True) -> None:
     """What prepare found, for a person: the summary first, then the details (also shown by `run`).
 
     kept=False: the dataset was prepared into a temporary folder that is gone (`run --dry-run`), so
     its folders are named relative to it and no manifest path is printed.
     """
     from rich.markup import escape
-    from rich.table import Table
 
     from kohya_wrap.cli.output import console
 
@@ -170,30 +140,10 @@ def render_summary(result: Any, *, quiet: bool = False, verbose: bool = False, k
     )
     for line in summary_lines(result):
         con.print("  " + escape(line), highlight=False)
-    shown = sorted((f for f in result.findings if verbose or f.level == "warning"), key=lambda f: f.level != "warning")
-    if shown and not quiet:
-        table = Table(title="findings", title_justify="left", padding=(0, 1))
-        table.add_column("level", no_wrap=True)
-        table.add_column("file", overflow="fold")
-        table.add_column("finding", overflow="fold")
-        table.add_column("what to do", overflow="fold")
-        style = {"warning": "[yellow]warning[/yellow]", "info": "[dim]info[/dim]"}
-        per_kind: dict[str, int] = {}
-        for f in shown:
-            per_kind[f.code] = per_kind.get(f.code, 0) + 1
-            if not verbose and per_kind[f.code] > ROWS_PER_KIND:
-                continue
-            message = f.message + ("\n" + ", ".join(f.files) if verbose and f.files else "")
-            table.add_row(style[f.level], escape(f.file or "(the set)"), escape(message), escape(f.action))
-        for code, n in per_kind.items():
-            if not verbose and n > ROWS_PER_KIND:
-                table.add_row(
-                    "",
-                    "",
-                    escape(f"... and {n - ROWS_PER_KIND} more {code.replace('_', ' ')}"),
-                    "see prepare.json, or -v",
-                )
-        con.print(table)
+    if not quiet:
+        table = _findings_table(result, verbose)
+        if table is not None:
+            con.print(table)
     for subset in result.subsets:
         where = result.dataset_dir / subset.dir if kept else Path(subset.dir)
         con.print(
@@ -211,7 +161,39 @@ def render_summary(result: Any, *, quiet: bool = False, verbose: bool = False, k
         con.print(f"manifest: {escape(str(result.manifest_path))}", highlight=False)
 
 
-def identity_line(result: Any) -> str:
+def _findings_table(result: PrepareResult, verbose: bool) -> Table | None:
+    """The warnings (every finding with -v), at most ROWS_PER_KIND of one kind without -v; None: nothing to show."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    shown = sorted((f for f in result.findings if verbose or f.level == "warning"), key=lambda f: f.level != "warning")
+    if not shown:
+        return None
+    table = Table(title="findings", title_justify="left", padding=(0, 1))
+    table.add_column("level", no_wrap=True)
+    table.add_column("file", overflow="fold")
+    table.add_column("finding", overflow="fold")
+    table.add_column("what to do", overflow="fold")
+    style = {"warning": "[yellow]warning[/yellow]", "info": "[dim]info[/dim]"}
+    per_kind: dict[str, int] = {}
+    for f in shown:
+        per_kind[f.code] = per_kind.get(f.code, 0) + 1
+        if not verbose and per_kind[f.code] > ROWS_PER_KIND:
+            continue
+        message = f.message + ("\n" + ", ".join(f.files) if verbose and f.files else "")
+        table.add_row(style[f.level], escape(f.file or "(the set)"), escape(message), escape(f.action))
+    for code, n in per_kind.items():
+        if not verbose and n > ROWS_PER_KIND:
+            table.add_row(
+                "",
+                "",
+                escape(f"... and {n - ROWS_PER_KIND} more {code.replace('_', ' ')}"),
+                "see prepare.json, or -v",
+            )
+    return table
+
+
+def identity_line(result: PrepareResult) -> str:
     """Who the photos show and from which angles, or why that was not checked: one line."""
     check = result.identity
     if check.model is None:

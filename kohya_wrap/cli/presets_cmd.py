@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import click
 
@@ -203,7 +202,7 @@ def export(run_dir: Path, output: Path) -> None:
     console().print(f"wrote {output}", highlight=False)
 
 
-def _fmt(value: Any) -> str:
+def _fmt(value: object) -> str:
     from rich.markup import escape
 
     return escape(

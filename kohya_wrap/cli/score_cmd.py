@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import click
 
 from kohya_wrap.cli.options import json_option
 
+if TYPE_CHECKING:
+    from kohya_wrap.score.advice import Advice
+    from kohya_wrap.score.records import ScoreReport
 
-def _fmt(value: Any, digits: int = 2) -> str:
+
+def _fmt(value: object, digits: int = 2) -> str:
     return "-" if value is None else f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
@@ -63,9 +67,15 @@ def score(run_dir: Path | None, reference: Path | None, samples: Path | None, no
 
         print_json({**to_builtins(report), "advice": to_builtins(advice)})
         return
+    _render_score(report, advice, run_dir)
+
+
+def _render_score(report: ScoreReport, advice: Advice, run_dir: Path | None) -> None:
+    """The checkpoints' table, the recommendation and why, the files left out, the advice."""
     from rich.markup import escape
     from rich.table import Table
 
+    from kohya_wrap import score as score_mod
     from kohya_wrap.cli.output import console
 
     table = Table(title=f"score: {report.references.faces} reference faces, {report.samples}")

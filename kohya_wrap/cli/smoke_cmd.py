@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import click
 
 from kohya_wrap.cli.options import json_option, sd_scripts_option
+
+if TYPE_CHECKING:
+    from kohya_wrap.cli.output import TrainView
+    from kohya_wrap.events import Event
+    from kohya_wrap.smoke.run import SmokeResult
 
 _STAGE_NOTES = {
     "base_model": "base model: checking the cached random SD1.5 (the first run builds it: about 2 GB, a minute)",
@@ -41,52 +46,66 @@ def smoke(steps: int | None, keep: Path | None, sd_scripts: str | None, as_json:
     1, or the `train` exit code of the failure). Needs the sd-scripts checkout, the [train] extra
     and about 8 GB of memory. The base model is built once into the cache ($KOHYA_WRAP_HOME).
     """
-    from kohya_wrap.cli.output import console, err_console, print_json
-    from kohya_wrap.cli.train_view import PlainView, make_view
+    from kohya_wrap.cli.output import print_json
     from kohya_wrap.smoke.run import SmokeFailed, run_smoke
 
-    notes = err_console()
-    # The training view starts with the first training event and ends before the next stage's note,
-    # so a live panel never has other lines printed into it.
-    view: Any = None
-
-    def on_event(event: Any) -> None:
-        nonlocal view
-        if view is None:
-            view = PlainView() if as_json else make_view(False, console())
-        view(event)
-
-    def on_stage(name: str) -> None:
-        nonlocal view
-        if view is not None:
-            view.close()
-            view = None
-        notes.print(f"[dim]{_STAGE_NOTES.get(name, name)}[/dim]", highlight=False, soft_wrap=True)
-
-    def on_signal(_signum: int, count: int) -> None:
-        if count == 1:
-            notes.print("[yellow]stopping: interrupt sent to the trainer; press Ctrl-C again to kill it[/yellow]")
-        else:
-            notes.print("[red]killing the trainer[/red]")
-
+    screen = _SmokeScreen(as_json)
     try:
-        result = run_smoke(steps, keep, on_event, sd_scripts=sd_scripts, on_stage=on_stage, on_signal=on_signal)
+        result = run_smoke(
+            steps, keep, screen.on_event, sd_scripts=sd_scripts, on_stage=screen.on_stage, on_signal=screen.on_signal
+        )
     finally:
-        if view is not None:
-            view.close()
+        screen.close()
     if as_json:
-        print_json(result.to_json())
+        from kohya_wrap.codec import to_builtins
+
+        print_json(to_builtins(result.report()))
     else:
         _render(result)
     if not result.ok:
         if result.trainer_tail and not as_json:
-            notes.print(f"[dim]last {len(result.trainer_tail)} lines of the trainer's output:[/dim]")
+            screen.notes.print(f"[dim]last {len(result.trainer_tail)} lines of the trainer's output:[/dim]")
             for line in result.trainer_tail:
-                notes.print(f"  {line}", highlight=False, markup=False, soft_wrap=True)
+                screen.notes.print(f"  {line}", highlight=False, markup=False, soft_wrap=True)
         raise SmokeFailed(result)
 
 
-def verdict_line(result: Any) -> str:
+class _SmokeScreen:
+    """A note on stderr as each stage starts, and the training view from the first training event until
+    the next stage's note, so a live panel never has other lines printed into it."""
+
+    def __init__(self, as_json: bool) -> None:
+        from kohya_wrap.cli.output import err_console
+
+        self.as_json = as_json
+        self.notes = err_console()
+        self.view: TrainView | None = None
+
+    def on_event(self, event: Event) -> None:
+        if self.view is None:
+            from kohya_wrap.cli.output import console
+            from kohya_wrap.cli.train_view import PlainView, make_view
+
+            self.view = PlainView() if self.as_json else make_view(False, console())
+        self.view(event)
+
+    def on_stage(self, name: str) -> None:
+        self.close()
+        self.notes.print(f"[dim]{_STAGE_NOTES.get(name, name)}[/dim]", highlight=False, soft_wrap=True)
+
+    def on_signal(self, _signum: int, count: int) -> None:
+        if count == 1:
+            self.notes.print("[yellow]stopping: interrupt sent to the trainer; press Ctrl-C again to kill it[/yellow]")
+        else:
+            self.notes.print("[red]killing the trainer[/red]")
+
+    def close(self) -> None:
+        if self.view is not None:
+            self.view.close()
+            self.view = None
+
+
+def verdict_line(result: SmokeResult) -> str:
     """`smoke ok in 71.2 s: base model reused 3.8 s | images 0.1 s | ...; LoRA verified: 264 modules, 4 steps`."""
     from kohya_wrap.smoke.run import BASE_MODEL, STAGE_LABELS
 
@@ -109,7 +128,7 @@ def verdict_line(result: Any) -> str:
     return line
 
 
-def _render(result: Any) -> None:
+def _render(result: SmokeResult) -> None:
     from rich.markup import escape
 
     from kohya_wrap.cli.output import console, err_console

@@ -5,7 +5,7 @@ from __future__ import annotations
 import shlex
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, cast
+from typing import TYPE_CHECKING, Literal, NoReturn, cast
 
 import click
 
@@ -22,6 +22,11 @@ from kohya_wrap.cli.options import (
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
+    from rich.console import Console
+    from rich.table import Table
+
+    from kohya_wrap.sweep.run import SweepResult
+    from kohya_wrap.sweep.spec import SweepSpec
     from kohya_wrap.sweep.state import VariantEntry
 
 
@@ -94,32 +99,16 @@ def sweep(
     Exit codes: 0 every variant finished, 1 nothing started (a bad variant, a bad sweep file),
     19 some variant did not finish (sweep.json says which), 130 interrupted.
     """
-    from kohya_wrap.sweep import spec as spec_mod
     from kohya_wrap.sweep.run import SweepInterrupted, run_sweep
 
-    common: dict[str, Any] = dict(
-        grid=grid,
-        overrides=overrides,
-        tokenizer_cache_dir=tokenizer_cache_dir,
-        sd_scripts=sd_scripts,
-        allow_nan=allow_nan,
-    )
-    if datasets and datasets[0].suffix == ".toml" and datasets[0].is_file():
-        spec = spec_mod.from_file(datasets[0], datasets=datasets[1:], preset=preset, base_model=base_model, **common)
-    else:
-        if not datasets or not preset or not base_model:
-            raise click.UsageError("give DATASET... with --preset and --base-model, or a sweep FILE.toml")
-        spec = spec_mod.from_command_line(datasets, preset=preset, base_model=base_model, **common)
-
-    from kohya_wrap.cli.output import console, err_console, print_json, print_warnings
-    from kohya_wrap.codec import to_builtins
+    spec = _spec(datasets, preset, base_model, grid, overrides, tokenizer_cache_dir, allow_nan, sd_scripts)
+    from kohya_wrap.cli.output import console, err_console, print_warnings
 
     out = err_console() if as_json else console()
 
     def on_change(entry: VariantEntry) -> None:
         out.print(_line(entry), highlight=False, markup=False, soft_wrap=True)
 
-    argv = shlex.join(["kohya-wrap", "sweep", *sys.argv[2:]]) if len(sys.argv) > 2 else "the same command"
     try:
         result = run_sweep(
             spec,
@@ -131,16 +120,32 @@ def sweep(
             on_warning=lambda name, warning: print_warnings([f"{name}: {warning}"]),
         )
     except SweepInterrupted as stopped:
-        if as_json:
-            print_json(to_builtins(stopped.result))
-        else:
-            out.print(_table(stopped.result.variants))
-        err_console().print(
-            f"[yellow]interrupted: every trainer of the sweep stopped; run {argv} again to resume "
-            "the stopped variants and start the rest[/yellow]",
-            highlight=False,
-        )
-        raise SystemExit(stopped.result.exit_code) from None
+        _interrupted(stopped.result, out, as_json)
+    _render_result(result, out, as_json)
+
+
+def _interrupted(result: SweepResult, out: Console, as_json: bool) -> NoReturn:
+    """Ctrl-C: where every variant stands, and the command that goes on."""
+    from kohya_wrap.cli.output import err_console, print_json
+    from kohya_wrap.codec import to_builtins
+
+    argv = shlex.join(["kohya-wrap", "sweep", *sys.argv[2:]]) if len(sys.argv) > 2 else "the same command"
+    if as_json:
+        print_json(to_builtins(result))
+    else:
+        out.print(_table(result.variants))
+    err_console().print(
+        f"[yellow]interrupted: every trainer of the sweep stopped; run {argv} again to resume "
+        "the stopped variants and start the rest[/yellow]",
+        highlight=False,
+    )
+    raise SystemExit(result.exit_code) from None
+
+
+def _render_result(result: SweepResult, out: Console, as_json: bool) -> None:
+    from kohya_wrap.cli.output import print_json
+    from kohya_wrap.codec import to_builtins
+
     if as_json:
         print_json(to_builtins(result))
     else:
@@ -153,6 +158,45 @@ def sweep(
         )
     if result.exit_code:
         raise SystemExit(result.exit_code)
+
+
+def _spec(
+    datasets: tuple[Path, ...],
+    preset: str | None,
+    base_model: str | None,
+    grid: tuple[str, ...],
+    overrides: tuple[str, ...],
+    tokenizer_cache_dir: Path | None,
+    allow_nan: bool,
+    sd_scripts: str | None,
+) -> SweepSpec:
+    """The sweep the command line asks for: a sweep file given first, else DATASET... x --grid."""
+    from kohya_wrap.sweep import spec as spec_mod
+
+    if datasets and datasets[0].suffix == ".toml" and datasets[0].is_file():
+        return spec_mod.from_file(
+            datasets[0],
+            datasets=datasets[1:],
+            preset=preset,
+            base_model=base_model,
+            grid=grid,
+            overrides=overrides,
+            tokenizer_cache_dir=tokenizer_cache_dir,
+            sd_scripts=sd_scripts,
+            allow_nan=allow_nan,
+        )
+    if not datasets or not preset or not base_model:
+        raise click.UsageError("give DATASET... with --preset and --base-model, or a sweep FILE.toml")
+    return spec_mod.from_command_line(
+        datasets,
+        preset=preset,
+        base_model=base_model,
+        grid=grid,
+        overrides=overrides,
+        tokenizer_cache_dir=tokenizer_cache_dir,
+        sd_scripts=sd_scripts,
+        allow_nan=allow_nan,
+    )
 
 
 def _line(entry: VariantEntry) -> str:
@@ -170,7 +214,7 @@ def _line(entry: VariantEntry) -> str:
     )
 
 
-def _table(entries: Iterable[VariantEntry]) -> Any:
+def _table(entries: Iterable[VariantEntry]) -> Table:
     from rich.table import Table
 
     table = Table(title="sweep", show_lines=False)

@@ -6,19 +6,24 @@ Both build one kohya_wrap.pipeline request and render its result; `-o` is the ru
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import dataclasses
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import TYPE_CHECKING
 
 import click
 
 from kohya_wrap.cli.options import (
+    CommandFunction,
+    OptionDecorator,
+    PhotoChoices,
+    PlanChoices,
     allow_nan_option,
     allow_pickle_option,
     base_model_option,
     json_option,
     machine_options,
+    plan_choices,
     preset_option,
     run_photo_options,
     sd_scripts_option,
@@ -26,7 +31,17 @@ from kohya_wrap.cli.options import (
     tokenizer_option,
 )
 
-_COMMON: list[Callable[[Any], Any]] = [
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from kohya_wrap.cli.output import TrainView
+    from kohya_wrap.events import Event
+    from kohya_wrap.pipeline import DryRun, PipelineRequest, PipelineResult, TrainRequest
+    from kohya_wrap.prepare import PrepareOptions, PrepareResult
+    from kohya_wrap.rundir import Plan
+    from kohya_wrap.score.advice import Advice
+
+_COMMON: list[OptionDecorator] = [
     preset_option(),
     base_model_option(),
     click.option(
@@ -72,7 +87,9 @@ _COMMON: list[Callable[[Any], Any]] = [
 ]
 
 
-def _common(f: Any) -> Any:
+def _common(f: CommandFunction) -> CommandFunction:
+    """The options train and run share; the ones that say what to plan reach the command as one `plan`."""
+    f = plan_choices(f)
     for option in reversed(_COMMON):
         f = option(f)
     return f
@@ -105,19 +122,10 @@ def train(
     dataset_dir: Path | None,
     resume_dir: Path | None,
     extend: int | None,
-    preset: str | None,
-    base_model: str | None,
-    run_dir: Path | None,
-    runs_dir: Path,
-    overrides: tuple[str, ...],
-    gpus: int | None,
-    machines: Any,
-    tokenizer_cache_dir: Path | None,
-    allow_pickle: bool,
+    plan: PlanChoices,
     dry_run: bool,
     allow_nan: bool,
     stop_early: bool | None,
-    sd_scripts: str | None,
     as_json: bool,
 ) -> None:
     """Plan a run of DATASET_DIR and train it; train a RUN_DIR `plan` made; continue a stopped one with
@@ -138,61 +146,49 @@ def train(
     (docs/multi-gpu.md): run the same command on each with --num-machines M --machine-rank R
     --main-process-ip IP of the rank-0 machine.
     """
-    from kohya_wrap.pipeline import PipelineRequest, PlanRequest
-    from kohya_wrap.rundir import Machines, is_planned
+    from kohya_wrap.pipeline import PipelineRequest
 
-    if resume_dir is not None and (dataset_dir is not None or preset or base_model):
+    planned = _planned_run(dataset_dir, resume_dir, extend, plan)
+    if planned is not None:
+        train = _train_request(planned, plan, allow_nan, stop_early, resume=resume_dir is not None, extend=extend)
+        _run(PipelineRequest(train=train), as_json=as_json, dry_run=dry_run)
+        return
+    if dataset_dir is None or not plan.preset or not plan.base_model:
+        raise click.UsageError(
+            "give DATASET_DIR, --preset and --base-model (or a planned RUN_DIR, or --resume RUN_DIR)"
+        )
+    target = plan.run_dir or _new_run_dir(plan.runs_dir, Path(plan.preset).stem)
+    train = _train_request(target, plan, allow_nan, stop_early)
+    _run(PipelineRequest(train=train, plan=plan.request(dataset_dir, target)), as_json=as_json, dry_run=dry_run)
+
+
+def _planned_run(
+    dataset_dir: Path | None, resume_dir: Path | None, extend: int | None, plan: PlanChoices
+) -> Path | None:
+    """The run directory to train as it was planned: --resume RUN_DIR, --extend STEPS RUN_DIR, or a RUN_DIR
+    `kohya-wrap plan` wrote; None: DATASET_DIR is to be planned. Refuses options that do not go together."""
+    from kohya_wrap.rundir import is_planned
+
+    if resume_dir is not None and (dataset_dir is not None or plan.preset or plan.base_model):
         raise click.UsageError("--resume continues an existing run: give no DATASET_DIR, --preset or --base-model")
     if extend is not None:
-        if dataset_dir is None or resume_dir is not None or preset or base_model:
+        if dataset_dir is None or resume_dir is not None or plan.preset or plan.base_model:
             raise click.UsageError(
                 "--extend STEPS RUN_DIR: give the run directory, and no --resume, --preset or --base-model"
             )
         if not is_planned(dataset_dir):
             raise click.UsageError(f"--extend: {dataset_dir} is not a run directory (it holds no plan.json)")
-    # a run directory to train as it was planned: --resume RUN_DIR, --extend STEPS RUN_DIR, or a RUN_DIR
-    # `kohya-wrap plan` wrote
     planned = resume_dir or (
-        dataset_dir if dataset_dir is not None and is_planned(dataset_dir) and not preset and not base_model else None
+        dataset_dir
+        if dataset_dir is not None and is_planned(dataset_dir) and not plan.preset and not plan.base_model
+        else None
     )
-    if planned is not None:
-        if overrides or gpus is not None or machines != Machines() or tokenizer_cache_dir is not None or run_dir:
-            raise click.UsageError(
-                "a planned run trains as planned: --set, --gpus, --tokenizer-cache-dir, -o and the "
-                "machine options apply when planning (give DATASET_DIR, --preset and --base-model)"
-            )
-        _run(
-            PipelineRequest(
-                train=_train_request(
-                    planned, resume_dir is not None, allow_nan, sd_scripts, stop_early=stop_early, extend=extend
-                )
-            ),
-            as_json=as_json,
-            dry_run=dry_run,
-        )
-        return
-    if dataset_dir is None or not preset or not base_model:
+    if planned is not None and plan.changes_plan:
         raise click.UsageError(
-            "give DATASET_DIR, --preset and --base-model (or a planned RUN_DIR, or --resume RUN_DIR)"
+            "a planned run trains as planned: --set, --gpus, --tokenizer-cache-dir, -o and the "
+            "machine options apply when planning (give DATASET_DIR, --preset and --base-model)"
         )
-    target = run_dir or _new_run_dir(runs_dir, Path(preset).stem)
-    plan = PlanRequest(
-        dataset_dir,
-        preset,
-        base_model,
-        target,
-        overrides,
-        gpus,
-        tokenizer_cache_dir,
-        sd_scripts,
-        allow_pickle,
-        machines,
-    )
-    _run(
-        PipelineRequest(train=_train_request(target, False, allow_nan, sd_scripts, stop_early=stop_early), plan=plan),
-        as_json=as_json,
-        dry_run=dry_run,
-    )
+    return planned
 
 
 @click.command()
@@ -202,29 +198,12 @@ def train(
 @_common
 def run(
     src_photos: Path,
-    token: str,
-    class_word: str,
-    crop: str | None,
-    size: str | None,
-    caption: str,
-    repeats: int | None,
-    reg_dir: Path | None,
-    allow_upscale: bool,
-    skip: frozenset[str],
+    photos: PhotoChoices,
     strict: bool,
-    preset: str | None,
-    base_model: str | None,
-    run_dir: Path | None,
-    runs_dir: Path,
-    overrides: tuple[str, ...],
-    gpus: int | None,
-    machines: Any,
-    tokenizer_cache_dir: Path | None,
-    allow_pickle: bool,
+    plan: PlanChoices,
     dry_run: bool,
     allow_nan: bool,
     stop_early: bool | None,
-    sd_scripts: str | None,
     as_json: bool,
 ) -> None:
     """Prepare SRC_PHOTOS, plan and train in one go: the run directory (-o, default RUNS_DIR/<time>-<token>)
@@ -237,113 +216,110 @@ def run(
     fails, the run directory is removed. With --dry-run the photos are prepared into a temporary
     folder (the plan counts its images), nothing is kept and no trainer starts. Exit codes as for `train`.
     """
-    from kohya_wrap.pipeline import PipelineRequest, PlanRequest, preset_prepare_settings
-    from kohya_wrap.prepare import PrepareOptions
+    from kohya_wrap.pipeline import PipelineRequest
     from kohya_wrap.rundir import paths
 
-    if not preset or not base_model:
+    if not plan.preset or not plan.base_model:
         raise click.UsageError("give --preset and --base-model")
-    if size is None or crop is None:
-        preset_size, preset_crop = preset_prepare_settings(preset, overrides)
-        size = size or str(preset_size)
-        crop = crop or preset_crop
-    target = run_dir or _new_run_dir(runs_dir, token)
+    target = plan.run_dir or _new_run_dir(plan.runs_dir, photos.token)
     dataset = paths(target).dataset_dir
-    prepare = PrepareOptions(
-        src_dir=src_photos,
-        dataset_dir=dataset,
-        token=token,
-        class_word=class_word,
-        size=int(size),
-        crop=cast('Literal["face", "center"]', crop),
-        caption=caption,
-        repeats=repeats,
-        reg_dir=reg_dir,
-        allow_upscale=allow_upscale,
-        skip=skip,
-    )
-    plan = PlanRequest(
-        dataset, preset, base_model, target, overrides, gpus, tokenizer_cache_dir, sd_scripts, allow_pickle, machines
-    )
     request = PipelineRequest(
-        train=_train_request(target, False, allow_nan, sd_scripts, stop_early=stop_early),
-        plan=plan,
-        prepare=prepare,
+        train=_train_request(target, plan, allow_nan, stop_early),
+        plan=plan.request(dataset, target),
+        prepare=_run_prepare_options(photos, plan, src_photos, dataset),
         remove_on_failure=target,
     )
     _run(request, as_json=as_json, dry_run=dry_run, strict=strict)
 
 
+def _run_prepare_options(photos: PhotoChoices, plan: PlanChoices, src_photos: Path, dataset: Path) -> PrepareOptions:
+    """`run` prepares at the preset's [kohya_wrap] size and crop unless --size or --crop says otherwise."""
+    if photos.size is None or photos.crop is None:
+        from kohya_wrap.pipeline import preset_prepare_settings
+
+        assert plan.preset is not None
+        preset_size, preset_crop = preset_prepare_settings(plan.preset, plan.overrides)
+        photos = dataclasses.replace(photos, size=photos.size or str(preset_size), crop=photos.crop or preset_crop)
+    return photos.prepare_options(src_photos, dataset)
+
+
 def _train_request(
     run_dir: Path,
-    resume: bool,
+    plan: PlanChoices,
     allow_nan: bool,
-    sd_scripts: str | None,
+    stop_early: bool | None,
     *,
-    stop_early: bool | None = None,
+    resume: bool = False,
     extend: int | None = None,
-) -> Any:
+) -> TrainRequest:
     from kohya_wrap.pipeline import TrainRequest
     from kohya_wrap.train.runner import TrainOptions
 
-    options = TrainOptions(resume=resume, allow_nan=allow_nan, sd_scripts=sd_scripts, extend=extend)
+    options = TrainOptions(resume=resume, allow_nan=allow_nan, sd_scripts=plan.sd_scripts, extend=extend)
     return TrainRequest(run_dir=run_dir, options=options, score=True, stop_early=stop_early)
 
 
-def _run(request: Any, *, as_json: bool, dry_run: bool, strict: bool = False) -> None:
+def _run(request: PipelineRequest, *, as_json: bool, dry_run: bool, strict: bool = False) -> None:
     """Run the pipeline with a view of its stages and of the training; a failure exits with its stage's code."""
-    import dataclasses
-
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    from kohya_wrap.cli.output import console, err_console
-    from kohya_wrap.cli.prepare_cmd import render_summary, strict_line
-    from kohya_wrap.cli.train_view import make_view, render_result
-    from kohya_wrap.errors import ExitCode, KohyaWrapError
-    from kohya_wrap.pipeline import PREPARE, Stages, run_pipeline
-    from kohya_wrap.report.html import write_report
-
     if dry_run:
         _dry_run(request, as_json)
         return
+    from kohya_wrap.cli.output import console, err_console
+    from kohya_wrap.pipeline import Stages, run_pipeline
+
     out = err_console() if as_json else console()
-    views: list[Any] = []
+    screen = _TrainScreen(request.train.run_dir, out, as_json=as_json, strict=strict)
+    try:
+        result = run_pipeline(screen.watch(request), Stages(screen.on_stage))
+    finally:
+        screen.close()
+    _render_outcome(result, out, as_json)
+    if result.failure is not None:
+        raise result.failure.error()
 
-    def on_event(event: Any) -> None:
-        if not views:
-            from kohya_wrap.rundir import read_plan
 
-            views.append(make_view(as_json, out, read_plan(request.train.run_dir).subsets))
-        views[0](event)
+class _TrainScreen:
+    """What `train` and `run` show while the pipeline runs: prepare's bar (on stderr, only on a terminal),
+    prepare's summary, the plan's warnings, then the training view from its first event."""
 
-    def on_signal(_signum: int, count: int) -> None:
-        if count == 1:
-            err_console().print(
-                "[yellow]stopping: interrupt sent to the trainer; press Ctrl-C again to kill it[/yellow]"
-            )
-        else:
-            err_console().print("[red]killing the trainer[/red]")
+    def __init__(self, run_dir: Path, out: Console, *, as_json: bool, strict: bool) -> None:
+        from kohya_wrap.cli.output import new_photo_progress
 
-    # On stderr, and only on a terminal (rich turns it off otherwise): stdout stays clean for --json.
-    progress = Progress(
-        TextColumn("preparing"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=err_console(),
-        transient=True,
-    )
-    bar = progress.add_task("photos", total=None)
+        self.run_dir = run_dir
+        self.out = out
+        self.as_json = as_json
+        self.strict = strict
+        self.progress, self.on_prepare_progress = new_photo_progress()
+        self.view: TrainView | None = None
 
-    def on_stage(name: str) -> None:
+    def watch(self, request: PipelineRequest) -> PipelineRequest:
+        """The request with this screen's callbacks."""
+        from kohya_wrap.report.html import write_report
+
+        # the report is rewritten at every checkpoint and at the end, so a stopped run has one too
+        train = dataclasses.replace(request.train, on_event=self.on_event, on_signal=_on_signal, on_saved=write_report)
+        return dataclasses.replace(
+            request,
+            train=train,
+            after_prepare=self.after_prepare,
+            after_plan=_after_plan,
+            on_prepare_progress=self.on_prepare_progress,
+        )
+
+    def on_stage(self, name: str) -> None:
+        from kohya_wrap.pipeline import PREPARE
+
         if name == PREPARE:
-            progress.start()
+            self.progress.start()
 
-    def after_prepare(prepared: Any) -> None:
-        progress.stop()
-        if not as_json:
+    def after_prepare(self, prepared: PrepareResult) -> None:
+        from kohya_wrap.cli.prepare_cmd import render_summary, strict_line
+        from kohya_wrap.errors import ExitCode, KohyaWrapError
+
+        self.progress.stop()
+        if not self.as_json:
             render_summary(prepared)
-        if strict and prepared.warnings:
+        if self.strict and prepared.warnings:
             error = KohyaWrapError(
                 f"{strict_line(prepared)}; nothing was trained",
                 "fix the photos, or leave out --strict",
@@ -351,31 +327,44 @@ def _run(request: Any, *, as_json: bool, dry_run: bool, strict: bool = False) ->
             error.exit_code = ExitCode.WARNINGS
             raise error
 
-    def after_plan(plan: Any) -> None:
-        from kohya_wrap.cli.output import print_warnings
+    def on_event(self, event: Event) -> None:
+        if self.view is None:
+            from kohya_wrap.cli.train_view import make_view
+            from kohya_wrap.rundir import read_plan
 
-        print_warnings(plan.warnings)
+            self.view = make_view(self.as_json, self.out, read_plan(self.run_dir).subsets)
+        self.view(event)
 
-    # the report is rewritten at every checkpoint and at the end, so a stopped run has one too
-    train = dataclasses.replace(request.train, on_event=on_event, on_signal=on_signal, on_saved=write_report)
-    request = dataclasses.replace(
-        request,
-        train=train,
-        after_prepare=after_prepare,
-        after_plan=after_plan,
-        on_prepare_progress=lambda done, total: progress.update(bar, completed=done, total=total),
-    )
-    try:
-        result = run_pipeline(request, Stages(on_stage))
-    finally:
-        progress.stop()
-        for view in views:
-            view.close()
+    def close(self) -> None:
+        self.progress.stop()
+        if self.view is not None:
+            self.view.close()
+
+
+def _on_signal(_signum: int, count: int) -> None:
+    from kohya_wrap.cli.output import err_console
+
+    if count == 1:
+        err_console().print("[yellow]stopping: interrupt sent to the trainer; press Ctrl-C again to kill it[/yellow]")
+    else:
+        err_console().print("[red]killing the trainer[/red]")
+
+
+def _after_plan(plan: Plan) -> None:
+    from kohya_wrap.cli.output import print_warnings
+
+    print_warnings(plan.warnings)
+
+
+def _render_outcome(result: PipelineResult, out: Console, as_json: bool) -> None:
+    """How the run ended, its score and the advice; with --json, the last line of the stream."""
+    from rich.markup import escape
+
+    from kohya_wrap.cli.train_view import render_result
+
     if result.trained is not None:
         render_result(result.trained, out)
     if result.score is not None or result.score_note:
-        from rich.markup import escape
-
         from kohya_wrap.score import recommended_line
 
         line = recommended_line(result.score) if result.score is not None else str(result.score_note)
@@ -389,15 +378,14 @@ def _run(request: Any, *, as_json: bool, dry_run: bool, strict: bool = False) ->
         # the last line of the stream: one JSON object, like the events before it, of type "result"
         sys.stdout.write(json.dumps(_result_json(result), ensure_ascii=False) + "\n")
         sys.stdout.flush()
-    if result.failure is not None:
-        raise result.failure.error()
 
 
-def _result_json(result: Any) -> dict[str, Any]:
+def _result_json(result: PipelineResult) -> dict[str, object]:
     """--json: after the events, one line with how the run ended, the recommendation and the advice."""
     from kohya_wrap.codec import to_builtins
 
     trained = result.trained
+    assert trained is not None
     return {
         "type": "result",
         "run_dir": str(trained.run_dir),
@@ -412,7 +400,7 @@ def _result_json(result: Any) -> dict[str, Any]:
     }
 
 
-def render_advice(advice: Any, out: Any) -> None:
+def render_advice(advice: Advice, out: Console) -> None:
     from rich.markup import escape
 
     colour = {"recommended": "green", "copies": "yellow", "not_learnt": "yellow"}.get(advice.kind, "white")
@@ -421,130 +409,65 @@ def render_advice(advice: Any, out: Any) -> None:
         out.print(f"  export it: {escape(advice.command)}", highlight=False, soft_wrap=True)
 
 
-def _dry_run(request: Any, as_json: bool) -> None:
+def _dry_run(request: PipelineRequest, as_json: bool) -> None:
     """The exact command that would run on this machine, with both configs; nothing is kept or started."""
-    import dataclasses
-    import shutil
-    import tempfile
-
-    from kohya_wrap.cli.output import print_warnings
     from kohya_wrap.cli.prepare_cmd import render_summary
-    from kohya_wrap.pipeline import check_plan_inputs, make_plan
-    from kohya_wrap.prepare import prepare_dataset
-    from kohya_wrap.train.runner import prepare_launch, prepare_run
+    from kohya_wrap.pipeline import dry_run
 
-    if request.plan is None:
-        prepared = prepare_run(
-            request.train.run_dir,
-            resume=request.train.options.resume,
-            fetch_models=False,
-            sd_scripts=request.train.options.sd_scripts,
-            extend=request.train.options.extend,
-        )
-        notes = list(prepared.notes)
-        if prepared.state is not None:
-            notes.insert(0, f"resumes from {prepared.state.path} at step {prepared.state.step}")
-        _print_dry_run(
-            prepared, as_json, notes=notes, ending=f"dry run: nothing started; {prepared.plan.run_dir} is unchanged"
-        )
-        return
-    check_plan_inputs(request.plan)
-    scratch: Path | None = None
-    try:
-        plan_request = request.plan
-        findings: dict[str, Any] | None = None
-        if request.prepare is not None:
-            scratch = Path(tempfile.mkdtemp(prefix="kohya-wrap-dry-run-"))
-            options = dataclasses.replace(request.prepare, dataset_dir=scratch / "dataset")
-            found = prepare_dataset(options)
-            # what prepare found, as `run` shows it; the folder it prepared into is deleted below
-            if as_json:
-                findings = {k: v for k, v in found.to_json().items() if k in ("subsets", "counts", "findings")}
-            else:
-                render_summary(found, kept=False)
-            plan_request = dataclasses.replace(plan_request, dataset_dir=options.dataset_dir)
-        plan = make_plan(plan_request)
-        launch = prepare_launch(plan, resume=False, fetch_models=False, sd_scripts=request.train.options.sd_scripts)
-        if not as_json:
-            print_warnings(plan.warnings)
-        _print_dry_run(
-            launch,
-            as_json,
-            notes=list(launch.notes),
-            ending=f"dry run: nothing written, nothing started ({plan.run_dir} would be the run directory)"
-            + ("; the photos were prepared into a temporary folder, now deleted" if scratch is not None else ""),
-            extra={"prepare": findings, "warnings": list(plan.warnings)} if findings is not None else None,
-            # the configs name the dataset where `run` would prepare it, not the temporary folder deleted below
-            rename=(str(scratch / "dataset"), str(Path(request.prepare.dataset_dir).expanduser().resolve()))
-            if scratch is not None
-            else None,
-        )
-    finally:
-        if scratch is not None:
-            shutil.rmtree(scratch, ignore_errors=True)
+    if not as_json:  # what prepare found, as `run` shows it; the folder it prepared into is deleted
+        request = dataclasses.replace(request, after_prepare=lambda found: render_summary(found, kept=False))
+    _print_dry_run(dry_run(request), as_json)
 
 
-def _renamed(value: Any, rename: tuple[str, str] | None) -> Any:
-    """value with every string's `rename[0]` replaced by `rename[1]`, through dicts and lists."""
-    if rename is None:
-        return value
-    if isinstance(value, str):
-        return value.replace(*rename)
-    if isinstance(value, dict):
-        return {k: _renamed(v, rename) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_renamed(v, rename) for v in value]
-    return value
-
-
-def _print_dry_run(
-    prepared: Any,
-    as_json: bool,
-    notes: list[str],
-    ending: str,
-    extra: dict[str, Any] | None = None,
-    rename: tuple[str, str] | None = None,
-) -> None:
+def _print_dry_run(done: DryRun, as_json: bool) -> None:
     import shlex
 
     from rich.markup import escape
 
-    from kohya_wrap.cli.output import console, print_json
-    from kohya_wrap.codec import to_builtins
+    from kohya_wrap.cli.output import console, print_json, print_warnings
     from kohya_wrap.rundir import ACCELERATE_CONFIG, GPU_DATASET_TOML
 
-    plan = prepared.plan
-    raw_files = {**dict(plan.files), ACCELERATE_CONFIG: prepared.accelerate_config}
-    if prepared.gpu_dataset_toml is not None:
-        raw_files[GPU_DATASET_TOML] = prepared.gpu_dataset_toml
-    files = _renamed(raw_files, rename)
+    launch, plan = done.launch, done.launch.plan
+    files = {**dict(plan.files), ACCELERATE_CONFIG: launch.accelerate_config}
+    if launch.gpu_dataset_toml is not None:
+        files[GPU_DATASET_TOML] = launch.gpu_dataset_toml
     if as_json:
-        print_json(
-            _renamed(
-                {
-                    "argv": list(prepared.argv),
-                    "env": dict(prepared.env),
-                    "cwd": str(plan.run_dir),
-                    "files": files,
-                    "machine": prepared.machine.to_json(),
-                    "notes": notes,
-                    "plan": to_builtins(plan.document()),
-                    **(extra or {}),
-                },
-                rename,
-            )
-        )
+        print_json(_dry_run_json(done, files), rename=done.rename)
         return
+    print_warnings(done.warnings)
+    if done.rename is not None:
+        # the configs name the dataset where `run` would prepare it, not the temporary folder
+        files = {name: text.replace(*done.rename) for name, text in files.items()}
     con = console()
     con.print("[bold]command[/bold]", highlight=False)
-    con.print(shlex.join(prepared.argv), highlight=False, soft_wrap=True, markup=False)
+    con.print(shlex.join(launch.argv), highlight=False, soft_wrap=True, markup=False)
     con.print("[bold]environment[/bold] (added to yours)", highlight=False)
-    for key, value in prepared.env.items():
+    for key, value in launch.env.items():
         con.print(f"{key}={shlex.quote(str(value))}", highlight=False, markup=False)
     con.print(f"[bold]working directory[/bold] {escape(str(plan.run_dir))}", highlight=False)
     for name, text in files.items():
         con.print(f"[bold]{name}[/bold]", highlight=False)
         con.print(text, highlight=False, markup=False, soft_wrap=True)
-    for note in notes:
+    for note in done.notes:
         con.print(f"[yellow]note:[/yellow] {escape(note)}", highlight=False)
-    con.print(f"[dim]{escape(ending)}[/dim]", highlight=False)
+    con.print(f"[dim]{escape(done.ending)}[/dim]", highlight=False)
+
+
+def _dry_run_json(done: DryRun, files: dict[str, str]) -> dict[str, object]:
+    from kohya_wrap.codec import to_builtins
+
+    launch, plan = done.launch, done.launch.plan
+    doc: dict[str, object] = {
+        "argv": list(launch.argv),
+        "env": dict(launch.env),
+        "cwd": str(plan.run_dir),
+        "files": files,
+        "machine": launch.machine.to_json(),
+        "notes": list(done.notes),
+        "plan": to_builtins(plan.document()),
+    }
+    if done.prepared is not None:
+        kept = ("subsets", "counts", "findings")
+        doc["prepare"] = {k: v for k, v in done.prepared.to_json().items() if k in kept}
+        doc["warnings"] = list(done.warnings)
+    return doc

@@ -524,29 +524,35 @@ def ensure_base_model(
         check_seconds = time.monotonic() - started
         if reason is None and sha is not None:  # sha is always set when there is no reason; for the type checker
             return SmokeModel(path, sha, path.stat().st_size, False, None, None, check_seconds)
+        return _build(path, sidecar, arch, seed, reason, check_seconds)
 
-        started = time.monotonic()
-        sidecar.unlink(missing_ok=True)
-        try:
-            sha = write_checkpoint(path, arch, seed)
-        except OSError as e:
-            raise ModelError(
-                f"Could not write the smoke base model to {path}: {e.strerror or e}.",
-                "It needs about 2 GB of free disk space there; free some, or set KOHYA_WRAP_HOME to another folder.",
-            ) from e
-        build_seconds = time.monotonic() - started
-        size = path.stat().st_size
-        atomic_write_json(
-            sidecar,
-            {
-                "schema": SIDECAR_SCHEMA,
-                "file": path.name,
-                "size": size,
-                "sha256": sha,
-                **identity,
-                "built_by": f"kohya-wrap {__version__}",
-                "build_seconds": round(build_seconds, 1),
-                "note": "random weights: a stand-in for SD1.5 to test the training chain, not a usable model",
-            },
-        )
-        return SmokeModel(path, sha, size, True, reason, build_seconds, check_seconds)
+
+def _build(
+    path: Path, sidecar: Path, arch: Sd15Architecture, seed: int, reason: str | None, check_seconds: float
+) -> SmokeModel:
+    """Write the checkpoint, then its sidecar record (so a half-written checkpoint never has one)."""
+    started = time.monotonic()
+    sidecar.unlink(missing_ok=True)
+    try:
+        sha = write_checkpoint(path, arch, seed)
+    except OSError as e:
+        raise ModelError(
+            f"Could not write the smoke base model to {path}: {e.strerror or e}.",
+            "It needs about 2 GB of free disk space there; free some, or set KOHYA_WRAP_HOME to another folder.",
+        ) from e
+    build_seconds = time.monotonic() - started
+    size = path.stat().st_size
+    atomic_write_json(
+        sidecar,
+        {
+            "schema": SIDECAR_SCHEMA,
+            "file": path.name,
+            "size": size,
+            "sha256": sha,
+            **_identity(arch, seed),
+            "built_by": f"kohya-wrap {__version__}",
+            "build_seconds": round(build_seconds, 1),
+            "note": "random weights: a stand-in for SD1.5 to test the training chain, not a usable model",
+        },
+    )
+    return SmokeModel(path, sha, size, True, reason, build_seconds, check_seconds)

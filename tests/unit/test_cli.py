@@ -71,3 +71,15 @@ def test_a_folder_you_may_not_write_to_is_exit_1_with_a_sentence(tmp_path, monke
     assert result.exit_code == ExitCode.ERROR, result.output
     assert f"cannot open {tmp_path / 'report.html'}: permission denied" in said and "permissions" in said
     assert "bug" not in said
+
+
+def test_the_constants_the_cli_keeps_to_stay_light_agree_with_their_stages():
+    # cli/options.py spells these itself so that --help imports no stage; they must say what the stages say
+    from kohya_wrap.cli import options
+    from kohya_wrap.prepare import records
+    from kohya_wrap.preset import MAX_STEPS
+
+    assert options.MAX_REPEATS == MAX_STEPS
+    assert options.SKIP_KINDS == records.SKIP_KINDS
+    assert options.DEFAULT_CAPTION == records.DEFAULT_CAPTION
+    assert options.PREPARE_SIZES == tuple(str(size) for size in records.SIZES)

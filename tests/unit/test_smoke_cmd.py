@@ -107,6 +107,7 @@ def test_steps_below_one_are_a_usage_error(no_checkout: Path) -> None:
 
 def test_verdict_line_names_every_stage_and_the_lora() -> None:
     from kohya_wrap.cli.smoke_cmd import verdict_line
+    from kohya_wrap.codec import to_builtins
     from kohya_wrap.smoke.basemodel import SmokeModel
     from kohya_wrap.smoke.run import LoraSummary, SmokeResult
 
@@ -129,7 +130,7 @@ def test_verdict_line_names_every_stage_and_the_lora() -> None:
         "smoke ok in 71.2 s: base model reused 3.8 s | images 0.1 s | prepare 0.4 s | plan 0.1 s | "
         "train 64.0 s | verify 0.3 s; LoRA verified: 264 modules, 4 steps"
     )
-    doc = result.to_json()
+    doc = to_builtins(result.report())
     assert doc["stages"] == dict(stages) and doc["failure"] is None and doc["lora"]["modules"] == 264
 
     built = SmokeModel(reused.path, reused.sha256, reused.size, True, "missing", 45.0, 0.0)
@@ -148,7 +149,7 @@ def test_verdict_line_names_every_stage_and_the_lora() -> None:
     assert verdict_line(first).startswith(
         "smoke ok in 116.2 s (71.2 s without building the base model): base model built 45.0 s | images"
     )
-    assert first.to_json()["seconds_without_model_build"] == 71.2
+    assert to_builtins(first.report())["seconds_without_model_build"] == 71.2
 
 
 def test_drawn_faces_prepare_at_the_smoke_presets_size(tmp_path: Path) -> None:
