@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kohya_wrap.errors import ExitCode, KohyaWrapError
-from kohya_wrap.rundir import Machines, Plan
+from kohya_wrap.plan import PlanInputs, PlanRequest
+from kohya_wrap.rundir import Plan
 from kohya_wrap.train.runner import TrainOptions
 
 if TYPE_CHECKING:
@@ -26,22 +27,6 @@ if TYPE_CHECKING:
     from kohya_wrap.train.runner import Companion, TrainResult
 
 PREPARE, PLAN, TRAIN, VERIFY, SCORE = "prepare", "plan", "train", "verify", "score"
-
-
-@dataclass(frozen=True)
-class PlanRequest:
-    """What to train: everything `plan` needs (nothing about the machine that will train it)."""
-
-    dataset_dir: Path
-    preset: str
-    base_model: str
-    run_dir: Path
-    overrides: Sequence[str] = ()
-    gpus: int | None = None
-    tokenizer_cache_dir: Path | None = None
-    sd_scripts: str | None = None
-    allow_pickle: bool = False
-    machines: Machines = Machines()
 
 
 @dataclass(frozen=True)
@@ -104,22 +89,11 @@ class Stages:
             self.timings.append((name, spent))
 
 
-def make_plan(request: PlanRequest) -> Plan:
-    """Decide and validate a plan; nothing is written."""
+def make_plan(request: PlanRequest, inputs: PlanInputs | None = None) -> Plan:
+    """Decide and validate a plan; nothing is written. inputs: check_plan_inputs' (the preset is loaded once)."""
     from kohya_wrap.plan import make_plan as _make_plan
 
-    return _make_plan(
-        request.dataset_dir,
-        preset=request.preset,
-        base_model=request.base_model,
-        run_dir=request.run_dir,
-        overrides=request.overrides,
-        gpus=request.gpus,
-        tokenizer_cache_dir=request.tokenizer_cache_dir,
-        allow_pickle=request.allow_pickle,
-        sd_scripts=request.sd_scripts,
-        machines=request.machines,
-    )
+    return _make_plan(request, inputs)
 
 
 def plan_run(request: PlanRequest) -> Plan:
@@ -131,19 +105,12 @@ def plan_run(request: PlanRequest) -> Plan:
     return plan
 
 
-def check_plan_inputs(request: PlanRequest) -> None:
+def check_plan_inputs(request: PlanRequest) -> PlanInputs:
     """What can be checked before a dataset exists (the preset, --set, the base model, the machine
     options), so that `run` refuses a typo before it prepares a single photo."""
-    from kohya_wrap.models import check_base_model, check_tokenizer_dir
-    from kohya_wrap.preset import load_preset
-    from kohya_wrap.rundir import check_new_run_dir
+    from kohya_wrap.plan import check_plan_inputs as _check
 
-    check_new_run_dir(Path(request.run_dir).expanduser().resolve())
-    load_preset(request.preset, request.overrides)
-    check_base_model(request.base_model, allow_pickle=request.allow_pickle)
-    if request.tokenizer_cache_dir is not None:
-        check_tokenizer_dir(request.tokenizer_cache_dir)
-    request.machines.check()
+    return _check(request)
 
 
 def preset_prepare_settings(preset: str, overrides: Sequence[str] = ()) -> tuple[int, str]:
@@ -193,11 +160,12 @@ def live_companion(run_dir: Path, stop_early: bool | None) -> Companion | None:
     samples; with stop_early (else the preset's `stop_early`), it may stop the trainer."""
     from kohya_wrap.rundir import read_plan
     from kohya_wrap.score import scorer_available
+    from kohya_wrap.sdscripts.trainer import trainer_settings
 
     plan = read_plan(run_dir)
     stop = bool(plan.ours.get("stop_early", False)) if stop_early is None else stop_early
     missing = scorer_available()
-    draws = any(plan.values.get(k) for k in ("sample_every_n_steps", "sample_every_n_epochs"))
+    draws = trainer_settings(plan.values).samples_while_training
     if missing is not None or not draws:
         why = f"the scorer is not installed ({missing})" if missing else "the run draws no samples"
         return _Note(f"stop early: off, {why}; the run trains every step") if stop else None
@@ -279,6 +247,7 @@ def run_pipeline(request: PipelineRequest, stages: Stages | None = None) -> Pipe
     prepared: PrepareResult | None = None
     plan: Plan | None = None
     trained: TrainResult | None = None
+    inputs: PlanInputs | None = None
 
     def result(
         failure: StageFailure | None,
@@ -296,13 +265,13 @@ def run_pipeline(request: PipelineRequest, stages: Stages | None = None) -> Pipe
 
             with stages.stage(PREPARE):
                 if request.plan is not None:
-                    check_plan_inputs(request.plan)  # before a single photo is prepared
+                    inputs = check_plan_inputs(request.plan)  # before a single photo is prepared
                 prepared = prepare_dataset(request.prepare, on_progress=request.on_prepare_progress)
                 if request.after_prepare is not None:
                     request.after_prepare(prepared)
         if request.plan is not None:
             with stages.stage(PLAN):
-                plan = make_plan(request.plan)
+                plan = make_plan(request.plan, inputs)
                 write_plan(plan)
                 if request.after_plan is not None:
                     request.after_plan(plan)

@@ -446,7 +446,7 @@ def _dry_run(request: Any, as_json: bool) -> None:
             prepared, as_json, notes=notes, ending=f"dry run: nothing started; {prepared.plan.run_dir} is unchanged"
         )
         return
-    check_plan_inputs(request.plan)
+    inputs = check_plan_inputs(request.plan)
     scratch: Path | None = None
     try:
         plan_request = request.plan
@@ -461,7 +461,7 @@ def _dry_run(request: Any, as_json: bool) -> None:
             else:
                 render_summary(found, kept=False)
             plan_request = dataclasses.replace(plan_request, dataset_dir=options.dataset_dir)
-        plan = make_plan(plan_request)
+        plan = make_plan(plan_request, inputs)
         launch = prepare_launch(plan, resume=False, fetch_models=False, sd_scripts=request.train.options.sd_scripts)
         if not as_json:
             print_warnings(plan.warnings)

@@ -17,7 +17,9 @@ from typing import Any
 
 from kohya_wrap.errors import KohyaWrapError
 from kohya_wrap.rundir import Plan
-from kohya_wrap.sdscripts import Checkout, Launch, default_cpu_threads, locate, precision_for
+from kohya_wrap.sdscripts.checkout import Checkout, locate
+from kohya_wrap.sdscripts.command import Launch, default_cpu_threads
+from kohya_wrap.sdscripts.trainer import precision_for, set_by, trainer_settings
 from kohya_wrap.train.memory import Fit, fit_gpu
 
 
@@ -158,7 +160,7 @@ def resolve_machine(
     if plan.auto_mixed_precision:
         precision, source = precision_for(cuda, hardware.bf16), "auto"
     else:
-        precision, source = str(plan.values.get("mixed_precision", "no")), "plan"
+        precision, source = trainer_settings(plan.values).mixed_precision, "plan"
         if not cuda and precision != "no":
             notes.append(
                 f"mixed precision {precision!r} on a machine without a CUDA GPU: the CPU run may fail; "
@@ -175,7 +177,11 @@ def resolve_machine(
     )
     threads = default_cpu_threads(launch.num_processes, launch.cpu, launch.num_machines)
     launch = Launch(**{**launch.__dict__, "cpu_threads": threads})
-    fit = fit_gpu(plan.values, plan.sources, precision, hardware.memory_mib) if cuda else None
+    fit = (
+        fit_gpu(trainer_settings(plan.values), set_by(plan.sources, "--set"), precision, hardware.memory_mib)
+        if cuda
+        else None
+    )
     if fit is not None and fit.note:
         notes.append(fit.note)
     return Machine(

@@ -365,9 +365,9 @@ def prepare_launch(
         argv += precision_args(machine.launch.mixed_precision)
     if machine.fit is not None and machine.fit.changes:
         argv += memory_args(
-            gradient_checkpointing=bool(machine.fit.value("gradient_checkpointing", False)),
-            batch_size=machine.fit.value("train_batch_size", None),
-            gradient_accumulation_steps=machine.fit.value("gradient_accumulation_steps", None),
+            gradient_checkpointing=bool(machine.fit.gradient_checkpointing),
+            batch_size=machine.fit.batch_size,
+            gradient_accumulation_steps=machine.fit.grad_accum,
         )
     if state is not None:
         recorded = _state_file_step(state.path)
@@ -422,7 +422,7 @@ def _gpu_dataset_toml(plan: Plan, relocated: str | None, fit: Fit | None) -> str
     """dataset.toml with the batch train chose to fit the GPU (sd-scripts reads the batch from it); None: the plan's.
 
     Built on the relocated dataset.toml where the run directory moved, else on the plan's."""
-    batch = fit.value("train_batch_size", None) if fit is not None else None
+    batch = fit.batch_size if fit is not None else None
     if batch is None:
         return None
     return with_batch_size(

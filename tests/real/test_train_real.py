@@ -37,16 +37,18 @@ def smoke_dataset(tmp_path: Path) -> tuple[Path, Path]:
 
 
 def _plan(tmp_path: Path, dataset: Path, tokenizer_cache: Path, model: Path, name: str) -> Path:
-    from kohya_wrap.plan import make_plan
+    from kohya_wrap.plan import PlanRequest, make_plan
     from kohya_wrap.rundir import write_plan
 
     plan = make_plan(
-        dataset,
-        preset="smoke",
-        base_model=str(model),
-        run_dir=tmp_path / name,
-        overrides=["save_state=true"],
-        tokenizer_cache_dir=tokenizer_cache,
+        PlanRequest(
+            dataset,
+            preset="smoke",
+            base_model=str(model),
+            run_dir=tmp_path / name,
+            overrides=["save_state=true"],
+            tokenizer_cache_dir=tokenizer_cache,
+        )
     )
     write_plan(plan)
     return plan.run_dir
