@@ -18,7 +18,8 @@ from importlib import metadata
 from pathlib import Path
 
 from kohya_wrap.errors import TrainerNotFound
-from kohya_wrap.sdscripts import PINNED_COMMIT, PINNED_TAG, TORCH_MINIMUM, TORCH_SUGGESTED, TRAIN_REQUIREMENTS, locate
+from kohya_wrap.sdscripts import PINNED_COMMIT, PINNED_TAG
+from kohya_wrap.sdscripts.checkout import TORCH_MINIMUM, TORCH_SUGGESTED, TRAIN_REQUIREMENTS, locate
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 INSTALL_TRAIN = "pip install -e '.[train]'"
@@ -254,24 +255,24 @@ def check_hf_cache() -> Check:
 def check_tokenizer() -> Check:
     """The CLIP tokenizer train's pre-flight needs: cached, or fetched by train (which offline it cannot)."""
     from kohya_wrap.models import cached_tokenizer, default_tokenizer_cache_dir
-    from kohya_wrap.sdscripts import TOKENIZER_REPO, tokenizer_subdir
+    from kohya_wrap.sdscripts.base_model import CLIP_TOKENIZER
 
     where = cached_tokenizer()
     if where is not None:
-        return Check("CLIP tokenizer", OK, f"{TOKENIZER_REPO} cached in {where}")
+        return Check("CLIP tokenizer", OK, f"{CLIP_TOKENIZER.repo} cached in {where}")
     if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
         return Check(
             "CLIP tokenizer",
             FAIL,
-            f"{TOKENIZER_REPO} is not cached and HF_HUB_OFFLINE is set: train would stop before starting (exit 11)",
+            f"{CLIP_TOKENIZER.repo} is not cached and HF_HUB_OFFLINE is set: train would stop before starting (exit 11)",
             "train once with network access (it caches the tokenizer in "
             f"{default_tokenizer_cache_dir()}), or plan with --tokenizer-cache-dir DIR where "
-            f"DIR/{tokenizer_subdir(Path('DIR')).name}/ holds a saved CLIPTokenizer (vocab.json, merges.txt)",
+            f"DIR/{CLIP_TOKENIZER.folder(Path('DIR')).name}/ holds a saved CLIPTokenizer (vocab.json, merges.txt)",
         )
     return Check(
         "CLIP tokenizer",
         WARN,
-        f"{TOKENIZER_REPO} is not cached yet: train downloads it (about 2 MB) the first time, which needs the network",
+        f"{CLIP_TOKENIZER.repo} is not cached yet: train downloads it (about 2 MB) the first time, which needs the network",
         f"offline, plan with --tokenizer-cache-dir DIR; it is cached in {default_tokenizer_cache_dir()} once fetched",
     )
 

@@ -39,7 +39,6 @@ from kohya_wrap.sdscripts.layout import DEFAULT_REPEATS
 from kohya_wrap.sdscripts.trainer import (
     DatasetFolder,
     PromptText,
-    StepPlan,
     StepTarget,
     TrainerConfig,
     TrainerPaths,
@@ -212,7 +211,7 @@ def _plan_record(
         values=MappingProxyType(dict(config.values)),
         sources=MappingProxyType(dict(config.sources)),
         ours=MappingProxyType({k: s.value for k, s in chosen.ours.items()}),
-        steps=MappingProxyType(_step_record(config.steps)),
+        steps=MappingProxyType(_step_record(config)),
         launch=inputs.launch,
         env=MappingProxyType(dict(config.env)),
         output_dir=output_dir,
@@ -253,7 +252,8 @@ def _replaced_repeats(dataset: Dataset, repeats: Sequence[int]) -> list[str]:
     return out
 
 
-def _step_record(sp: StepPlan) -> dict[str, Any]:
+def _step_record(config: TrainerConfig) -> dict[str, Any]:
+    sp = config.steps
     count = sp.count
     return {
         "train_images_x_repeats": count.train_images_x_repeats,

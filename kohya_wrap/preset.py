@@ -2,7 +2,7 @@
 
 A preset from someone else is untrusted input: every key and value is checked against sd-scripts'
 argument table (names, types, choices), keys that read or write paths, import code or upload are
-refused (sdscripts.check_trust), and sd-scripts' run-time conflicts are found at load time.
+refused (sdscripts.arguments.check_argument), and sd-scripts' run-time conflicts are found at load time.
 The user's own `--set key=value` overrides are checked the same way but may carry paths.
 
     schema = 1                    # the preset format version
@@ -26,11 +26,10 @@ from typing import Any
 
 from kohya_wrap.errors import PresetError
 from kohya_wrap.fsutil import sha256_bytes
-from kohya_wrap.sdscripts import (
+from kohya_wrap.sdscripts.arguments import (
     ArgumentError,
     argument_table,
-    check_trust,
-    convert,
+    check_argument,
     cross_checks,
     did_you_mean,
     sample_prompt_problem,
@@ -389,8 +388,7 @@ def _layer(
                     raise ArgumentError(sub, f"{sub!r} is a kohya-wrap setting", f"move it to the [{OURS_TABLE}] table")
                 if isinstance(value, dict):
                     raise ArgumentError(sub, "tables nest one level only (sd-scripts flattens one level)")
-                converted = convert(sub, value)
-                check_trust(sub, converted, trusted=False)
+                converted = check_argument(sub, value, trusted=False)
             except ArgumentError as e:
                 errors.append(PresetError(f"{where}: {e.message}", e.hint))
                 continue
@@ -486,8 +484,7 @@ def load_preset(ref: str | Path, overrides: Sequence[str] = ()) -> Preset:
             if key in OUR_KEYS and key not in argument_table():
                 ours[key] = Setting(convert_ours(key, raw, from_text=True), "--set")
                 continue
-            converted = convert(key, raw, from_text=True)
-            check_trust(key, converted, trusted=True)
+            converted = check_argument(key, raw, trusted=True, from_text=True)
         except ArgumentError as e:
             hint = e.hint
             if key not in argument_table() and key not in OUR_KEYS:
@@ -603,8 +600,7 @@ def export_text(
                 decided.append(key)
             continue
         try:
-            convert(key, value)
-            check_trust(key, value, trusted=False)
+            check_argument(key, value, trusted=False)
         except ArgumentError:
             dropped.append(key)
             continue

@@ -26,7 +26,7 @@ from kohya_wrap.rundir import EVENTS_JSONL, PLAN_JSON, Plan, RunFold, SavedFile,
 from kohya_wrap.safetensors_header import incomplete
 from kohya_wrap.score import load_score, recommended_line, recommended_step
 from kohya_wrap.score.advice import advise
-from kohya_wrap.sdscripts import validation_losses
+from kohya_wrap.sdscripts.samples import validation_losses
 
 # Loading SD1.5 and caching latents can be silent for minutes, and train.log is checked too,
 # so ten minutes without a line of output is well past anything a live run does.

@@ -9,7 +9,7 @@ import click
 
 from kohya_wrap.cli.options import json_option, sd_scripts_option
 from kohya_wrap.errors import ExitCode
-from kohya_wrap.sdscripts import SAMPLERS
+from kohya_wrap.sdscripts.gen_command import SAMPLERS
 
 
 @click.command()

@@ -79,13 +79,9 @@ class SampleContext:
 
 
 def _checkpoint_step(path: Path) -> int | None:
-    from kohya_wrap.sdscripts import read_metadata, step_from_file_name, training_step
+    from kohya_wrap.sdscripts.samples import checkpoint_step
 
-    try:
-        step = training_step(read_metadata(path))
-    except (OSError, ValueError):
-        step = None
-    return step if step is not None else step_from_file_name(path.name)
+    return checkpoint_step(path)
 
 
 def select_targets(candidates: Sequence[LoraTarget], steps_of: str) -> tuple[LoraTarget, ...]:
@@ -128,7 +124,7 @@ def resolve(
 ) -> SampleContext:
     """Which base model, tokenizer and LoRA files a `sample` call uses, and where its images go."""
     from kohya_wrap.safetensors_header import incomplete
-    from kohya_wrap.sdscripts import checkpoint_files
+    from kohya_wrap.sdscripts.samples import checkpoint_files
 
     target = Path(target).expanduser().resolve()
     run_dir: Path | None = None
@@ -270,7 +266,7 @@ def _manifest(
 
 
 def _validate(opts: SampleOptions) -> None:
-    from kohya_wrap.sdscripts import SAMPLERS
+    from kohya_wrap.sdscripts.gen_command import SAMPLERS
 
     if not opts.prompts:
         raise SampleError("no prompt given.", "Add --prompt TEXT (repeat it for several prompts).")
@@ -339,15 +335,11 @@ def _generate(
 ) -> SampleSession:
     from kohya_wrap.models import ensure_tokenizer
     from kohya_wrap.process import child_env, stream
-    from kohya_wrap.sdscripts import (
-        GenRequest,
-        LineSplitter,
-        build_gen_argv,
-        expected_outputs,
-        gen_env,
-        locate,
-        render_prompts_file,
-    )
+    from kohya_wrap.sdscripts.checkout import locate
+    from kohya_wrap.sdscripts.gen_command import GenRequest, expected_outputs, render_prompts_file
+    from kohya_wrap.sdscripts.gen_command import build_argv as build_gen_argv
+    from kohya_wrap.sdscripts.gen_command import build_env as gen_env
+    from kohya_wrap.sdscripts.output import LineSplitter
 
     checkout = locate(sd_scripts)
     # As train's pre-flight: without a tokenizer folder sd-scripts' generator fetches the CLIP tokenizer from

@@ -60,7 +60,7 @@ def score_run(
     from kohya_wrap.fsutil import atomic_write_json
     from kohya_wrap.score.collect import collect_run_samples, folder_references, run_references
     from kohya_wrap.score.scoring import score_groups
-    from kohya_wrap.sdscripts import validation_losses
+    from kohya_wrap.sdscripts.samples import validation_losses
 
     run = Path(run_dir).expanduser().resolve()
     samples = collect_run_samples(run)

@@ -20,6 +20,18 @@ from typing import Any
 from kohya_wrap.sdscripts.aliases import alias_hint
 from kohya_wrap.sdscripts.ranges import range_of
 
+# what code outside sdscripts/ may use: checking a preset's or a sweep's keys and values
+__all__ = [
+    "ArgumentError",
+    "argument_table",
+    "check_argument",
+    "cross_checks",
+    "did_you_mean",
+    "package_problems",
+    "sample_prompt_problem",
+    "unknown_key_hint",
+]
+
 try:
     import tomllib
 except ModuleNotFoundError:  # Python 3.10
@@ -481,6 +493,28 @@ def _check_value(key: str, value: Any) -> None:
         for item in value:
             if "=" not in item:
                 raise ArgumentError(key, f"{key} items are 'name=value', got {item!r}")
+
+
+def check_argument(key: str, value: Any, *, trusted: bool, from_text: bool = False) -> Any:
+    """`value` converted as sd-scripts' argparse would (convert) and let through only where a preset or
+    --set may carry it (check_trust); ArgumentError naming the key otherwise."""
+    converted = convert(key, value, from_text=from_text)
+    check_trust(key, converted, trusted=trusted)
+    return converted
+
+
+def argument_table() -> Mapping[str, Argument]:
+    """Every train_network.py argument of the pinned version, by name (its type, default and category)."""
+    return table()
+
+
+def sample_prompt_problem(text: str, *, negative: bool = False) -> str | None:
+    """Why sd-scripts would misread `text` as a line of sample_prompts.txt, or None (docs/sd-scripts.md#sample-prompt-syntax)."""
+    if " --" in f" {text}" or "\n" in text or "\r" in text:
+        return f"a sample prompt cannot contain ' --' or a line break: {text!r}"
+    if not negative and (text.startswith("#") or not text.strip()):
+        return f"a sample prompt cannot be empty or start with '#': {text!r}"
+    return None
 
 
 def check_trust(key: str, value: Any, *, trusted: bool) -> None:

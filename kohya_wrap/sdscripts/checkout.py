@@ -9,6 +9,16 @@ from pathlib import Path
 
 from kohya_wrap.errors import TrainerNotFound
 from kohya_wrap.sdscripts import ENV_VAR, PINNED_COMMIT, PINNED_TAG, SUBMODULE_PATH, TRAIN_SCRIPT
+from kohya_wrap.sdscripts.requirements import TORCH_MINIMUM, TORCH_SUGGESTED, TRAIN_MODULES, TRAIN_REQUIREMENTS
+
+__all__ = [
+    "Checkout",
+    "TORCH_MINIMUM",
+    "TORCH_SUGGESTED",
+    "TRAIN_MODULES",
+    "TRAIN_REQUIREMENTS",
+    "locate",
+]
 
 GET_IT_HINT = (
     "Get it with `git submodule update --init` in your kohya-wrap clone "

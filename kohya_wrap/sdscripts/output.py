@@ -33,6 +33,13 @@ from kohya_wrap.events import (
     Warning_,
 )
 
+__all__ = [
+    "LineSplitter",
+    "NAN_REMEDIES",
+    "OOM_REMEDIES",
+    "OutputParser",
+]
+
 STDOUT = "stdout"
 STDERR = "stderr"
 

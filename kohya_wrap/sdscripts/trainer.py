@@ -42,7 +42,6 @@ from kohya_wrap.sdscripts.values import (
 __all__ = [
     "DatasetFolder",
     "PromptText",
-    "StepPlan",
     "StepTarget",
     "TrainerConfig",
     "TrainerFiles",

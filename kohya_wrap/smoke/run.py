@@ -22,7 +22,7 @@ from typing import Any
 
 from kohya_wrap.errors import ExitCode, KohyaWrapError, RunDirError, TrainerNotFound
 from kohya_wrap.events import Event
-from kohya_wrap.sdscripts import TRAIN_MODULES
+from kohya_wrap.sdscripts.checkout import TRAIN_MODULES
 from kohya_wrap.smoke.basemodel import SmokeModel
 
 PRESET = "smoke"
@@ -235,7 +235,7 @@ def run_smoke(
 
     try:
         try:
-            from kohya_wrap.sdscripts import locate
+            from kohya_wrap.sdscripts.checkout import locate
 
             if steps is not None and steps < 1:
                 raise KohyaWrapError(f"--steps {steps}: must be at least 1")

@@ -13,7 +13,7 @@ from typing import Any
 
 from kohya_wrap.fsutil import atomic_write_json, load_json, sha256_file, user_cache_dir
 from kohya_wrap.process import capture
-from kohya_wrap.sdscripts import TRAIN_MODULES
+from kohya_wrap.sdscripts.checkout import TRAIN_MODULES
 from kohya_wrap.train.machine import visible_gpus
 
 PACKAGES = (*TRAIN_MODULES, "numpy")

@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from kohya_wrap.sdscripts.values import TrainerSettings, argument_of
+from kohya_wrap.sdscripts.trainer import TrainerSettings, argument_of
 
 # Of a GPU's total memory, what a run may plan to use: the CUDA context and the allocator's fragmentation
 # come on top of the measured peak on other cards and drivers.
