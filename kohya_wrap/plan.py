@@ -101,8 +101,8 @@ class PlanRequest:
     overrides: Sequence[str] = ()
     gpus: int | None = None
     tokenizer_cache_dir: str | Path | None = None
-    allow_pickle: bool = False
     sd_scripts: str | Path | None = None
+    allow_pickle: bool = False
     machines: Machines = Machines()
 
 

@@ -27,6 +27,7 @@ from kohya_wrap.sdscripts.configs import (
 from kohya_wrap.sdscripts.resume import resume_limit_warning
 from kohya_wrap.sdscripts.steps import StepPlan, StepSubset, StepTarget, plan_steps
 from kohya_wrap.sdscripts.values import (
+    TrainerPaths,
     TrainerSettings,
     argument_of,
     bucket_key,
@@ -79,16 +80,6 @@ class PromptText:
     seed: int
     steps: int
     scale: float
-
-
-@dataclass(frozen=True)
-class TrainerPaths:
-    """Where the run's files go (rundir.paths names them)."""
-
-    output_dir: Path
-    dataset_toml: Path
-    sample_prompts: Path
-    tensorboard_dir: Path
 
 
 @dataclass(frozen=True)
@@ -148,14 +139,12 @@ def resolve_trainer_config(request: TrainerRequest) -> TrainerConfig:
             step_warnings.append(limit)
     output_name = shape.output_name or request.default_output_name
     managed = run_values(
+        request.paths,
         model=request.model,
         tokenizer_cache_dir=request.tokenizer_cache_dir,
-        output_dir=request.paths.output_dir,
         output_name=None if shape.output_name else output_name,
-        dataset_config=request.paths.dataset_toml,
-        sample_prompts=request.paths.sample_prompts if request.prompts else None,
+        with_prompts=bool(request.prompts),
         max_train_steps=None if shape.pinned_steps is not None else steps.max_train_steps,
-        logging_dir=request.paths.tensorboard_dir,
         chosen=set(request.chosen),
     )
     for key, value in managed.items():

@@ -112,28 +112,38 @@ def trainer_settings(values: Mapping[str, Any]) -> TrainerSettings:
 DEFAULT_LOG_WITH = "tensorboard"
 
 
+@dataclass(frozen=True)
+class TrainerPaths:
+    """Where the run's files go (rundir.paths names them)."""
+
+    output_dir: Path
+    dataset_toml: Path
+    sample_prompts: Path
+    tensorboard_dir: Path | None  # None: no TensorBoard log
+
+
 def run_values(
+    paths: TrainerPaths,
     *,
     model: Path | str,
     tokenizer_cache_dir: Path | None,
-    output_dir: Path,
     output_name: str | None,
-    dataset_config: Path,
-    sample_prompts: Path | None,
+    with_prompts: bool,
     max_train_steps: int | None,
-    logging_dir: Path | None = None,
     chosen: Container[str] = (),
 ) -> dict[str, Any]:
     """The paths and counts only plan sets (never a preset). None: leave the value as it is.
 
     tokenizer_cache_dir None: kohya-wrap's own cache, which train passes on the command line.
-    logging_dir: the run's TensorBoard folder; it becomes logging_dir and log_with is "tensorboard", each
-    unless `chosen` (the keys the preset or --set set) holds it.
+    paths.tensorboard_dir: the run's TensorBoard folder; it becomes logging_dir and log_with is "tensorboard",
+    each unless `chosen` (the keys the preset or --set set) holds it.
     """
+    sample_prompts = paths.sample_prompts if with_prompts else None
+    logging_dir = paths.tensorboard_dir
     out: dict[str, Any] = {
         "pretrained_model_name_or_path": str(model),
-        "output_dir": str(output_dir),
-        "dataset_config": str(dataset_config),
+        "output_dir": str(paths.output_dir),
+        "dataset_config": str(paths.dataset_toml),
     }
     if tokenizer_cache_dir is not None:
         out["tokenizer_cache_dir"] = str(tokenizer_cache_dir)
