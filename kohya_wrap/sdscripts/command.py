@@ -105,6 +105,19 @@ def build_argv(
 
     accelerate_config: where render_accelerate_config's text is written before the launch.
     """
+    argv = _accelerate_args(launch, accelerate_config, python)
+    argv += [
+        str(Path(checkout) / TRAIN_SCRIPT),
+        "--config_file",
+        str(config_toml),
+        "--dataset_config",
+        str(dataset_toml),
+    ]
+    return argv
+
+
+def _accelerate_args(launch: Launch, accelerate_config: Path, python: str | None) -> list[str]:
+    """`accelerate launch` and its flags, every one explicit."""
     threads = launch.cpu_threads or default_cpu_threads(launch.num_processes, launch.cpu, launch.num_machines)
     argv = [
         python or sys.executable,
@@ -138,13 +151,6 @@ def build_argv(
             "--main_process_port",
             str(launch.main_process_port),
         ]
-    argv += [
-        str(Path(checkout) / TRAIN_SCRIPT),
-        "--config_file",
-        str(config_toml),
-        "--dataset_config",
-        str(dataset_toml),
-    ]
     return argv
 
 
