@@ -118,7 +118,8 @@ def probe_torch(timeout: float = 120.0) -> dict[str, object]:
         out = subprocess.run(
             [sys.executable, "-c", _TORCH_PROBE], capture_output=True, text=True, timeout=timeout, check=False
         )
-        return json.loads(out.stdout.strip().splitlines()[-1])
+        probe: dict[str, object] = json.loads(out.stdout.strip().splitlines()[-1])
+        return probe
     except (subprocess.SubprocessError, OSError, ValueError, IndexError) as e:
         return {"torch_error": f"probe failed: {e}"}
 

@@ -252,7 +252,7 @@ def _replaced_repeats(dataset: Dataset, repeats: Sequence[int]) -> list[str]:
     return out
 
 
-def _step_record(config: TrainerConfig) -> dict[str, Any]:
+def _step_record(config: TrainerConfig) -> dict[str, int | str]:
     sp = config.steps
     count = sp.count
     return {

@@ -261,7 +261,7 @@ def migrate(doc: dict[str, Any], path: Path) -> dict[str, Any]:
 
 
 # what a value of each [kohya_wrap] kind must be (a bool is never an int or a float here)
-_OUR_TYPED: dict[str, Callable[[Any], bool]] = {
+_OUR_TYPED: dict[str, Callable[[object], bool]] = {
     "bool": lambda v: isinstance(v, bool),
     "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
     "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
@@ -270,7 +270,7 @@ _OUR_TYPED: dict[str, Callable[[Any], bool]] = {
 }
 
 
-def _our_text(kind: str, value: Any, bad: ArgumentError) -> Any:
+def _our_text(kind: str, value: object, bad: ArgumentError) -> object:
     """A --set value of kohya-wrap's own as TOML reads it (a string as it is; one string is a list of one)."""
     text = str(value).strip()
     if kind == "str":

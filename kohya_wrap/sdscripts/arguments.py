@@ -294,7 +294,7 @@ def _convert_scalar(arg: Argument, value: Any, from_text: bool) -> Any:
 
 
 # what a TOML value (not bool) of each kind may be, as it is
-_TYPED: dict[str, Callable[[Any], bool]] = {
+_TYPED: dict[str, Callable[[object], bool]] = {
     "str": lambda value: isinstance(value, str),
     "path": lambda value: isinstance(value, str),
     "bool": lambda value: False,
@@ -307,11 +307,11 @@ _TYPED: dict[str, Callable[[Any], bool]] = {
 _TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
 
 
-def _bad(arg: Argument, value: Any) -> ArgumentError:
+def _bad(arg: Argument, value: object) -> ArgumentError:
     return ArgumentError(arg.name, f"{arg.name} must be {_type_name(arg.kind)}, got {value!r}")
 
 
-def _convert_text(arg: Argument, value: Any) -> Any:
+def _convert_text(arg: Argument, value: object) -> str | bool | int | float:
     """The argparse conversion, as if the value were given on sd-scripts' own command line."""
     kind, text = arg.kind, str(value).strip()
     if kind in ("str", "path"):

@@ -123,7 +123,7 @@ def verify_lora(path: Path, expect: Expectation) -> LoraReport:
     try:
         from safetensors import safe_open
 
-        handle: Any = safe_open(str(path), framework="numpy")  # type: ignore[no-untyped-call]
+        handle: Any = safe_open(str(path), framework="numpy")  # type: ignore[no-untyped-call,unused-ignore]
     except Exception as e:  # noqa: BLE001  any failure to open is the finding
         return LoraReport(str(path), (Check("opens", False, f"safetensors cannot open it: {e}"),))
     metadata = dict(handle.metadata() or {})
