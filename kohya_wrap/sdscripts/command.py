@@ -256,7 +256,7 @@ class CommandRequest:
     launch: Launch
     files: CommandFiles
     values: Mapping[str, Any]  # the plan's resolved values
-    planned_dataset_toml: str  # dataset.toml as plan rendered it
+    planned_dataset_toml: str | None  # dataset.toml as plan rendered it (None: the run directory has none)
     written_dataset_toml: str | None  # dataset.toml as it is in the run directory (None: absent)
     choose_precision: bool  # the plan left mixed precision to train: launch.mixed_precision goes on the command
     fitted: Fitted | None = None
@@ -300,7 +300,11 @@ def trainer_command(request: CommandRequest) -> TrainerCommand:
         argv += extension_args(request.extension, files.extend_dataset_toml)
         if request.extension.repeats_factor > 1:
             # on top of what this machine trains from: the moved folders, the batch that fits the GPU
-            base = gpu_toml or relocated or request.written_dataset_toml or request.planned_dataset_toml
+            base = gpu_toml or relocated or request.written_dataset_toml
+            if base is None:
+                raise FileNotFoundError(
+                    f"{files.dataset_toml} is missing: the extension's repeats go into a copy of it"
+                )
             extend_toml = extension_dataset_toml(base, request.extension.repeats_factor)
     argv += _model_args(request)
     return TrainerCommand(
@@ -317,10 +321,11 @@ def _gpu_dataset_toml(request: CommandRequest, relocated: str | None) -> str | N
 
     Built on the relocated dataset.toml where the run directory moved, else on the plan's."""
     batch = request.fitted.batch_size if request.fitted is not None else None
-    if batch is None:
+    planned = relocated or request.planned_dataset_toml
+    if batch is None or planned is None:
         return None
     return with_batch_size(
-        relocated or request.planned_dataset_toml,
+        planned,
         batch,
         f"Written by kohya-wrap train: {request.files.dataset_toml.name} with batch {batch} to fit the GPU it found "
         "(run.json machine.memory_fit says why).",

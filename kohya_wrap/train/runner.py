@@ -354,7 +354,7 @@ def prepare_launch(
                 files.accelerate_config,
             ),
             values=plan.values,
-            planned_dataset_toml=plan.files[DATASET_TOML],
+            planned_dataset_toml=plan.files.get(DATASET_TOML),
             written_dataset_toml=(
                 files.dataset_toml.read_text(encoding="utf-8") if files.dataset_toml.is_file() else None
             ),
