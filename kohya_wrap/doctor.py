@@ -19,7 +19,9 @@ from pathlib import Path
 
 from kohya_wrap.errors import TrainerNotFound
 from kohya_wrap.sdscripts import PINNED_COMMIT, PINNED_TAG
-from kohya_wrap.sdscripts.checkout import TORCH_MINIMUM, TORCH_SUGGESTED, TRAIN_REQUIREMENTS, locate
+from kohya_wrap.sdscripts.checkout import TRAINER_NEEDS, locate
+
+TRAIN_REQUIREMENTS = TRAINER_NEEDS.packages  # sd-scripts' pins, as doctor checks them
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 INSTALL_TRAIN = "pip install -e '.[train]'"
@@ -127,14 +129,14 @@ def probe_torch(timeout: float = 120.0) -> dict[str, object]:
 def check_torch(probe: dict[str, object]) -> list[Check]:
     fix_torch = (
         "install torch for your platform first, e.g. `pip install torch torchvision` "
-        f"(sd-scripts suggests {TORCH_SUGGESTED}; a CPU-only machine: `pip install torch==2.13.0`)"
+        f"(sd-scripts suggests {TRAINER_NEEDS.torch_suggested}; a CPU-only machine: `pip install torch==2.13.0`)"
     )
     if "torch" not in probe:
         return [Check("torch", FAIL, f"not importable: {probe.get('torch_error', 'not installed')}", fix_torch)]
     version = str(probe["torch"])
     checks = []
-    if _older(version, TORCH_MINIMUM):
-        checks.append(Check("torch", FAIL, f"torch {version} is older than {TORCH_MINIMUM}", fix_torch))
+    if _older(version, TRAINER_NEEDS.torch_minimum):
+        checks.append(Check("torch", FAIL, f"torch {version} is older than {TRAINER_NEEDS.torch_minimum}", fix_torch))
     else:
         checks.append(Check("torch", OK, f"torch {version} (CUDA build {probe.get('cuda_build') or 'none'})"))
     if "torchvision" in probe:

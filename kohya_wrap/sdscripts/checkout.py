@@ -9,14 +9,11 @@ from pathlib import Path
 
 from kohya_wrap.errors import TrainerNotFound
 from kohya_wrap.sdscripts import ENV_VAR, PINNED_COMMIT, PINNED_TAG, SUBMODULE_PATH, TRAIN_SCRIPT
-from kohya_wrap.sdscripts.requirements import TORCH_MINIMUM, TORCH_SUGGESTED, TRAIN_MODULES, TRAIN_REQUIREMENTS
+from kohya_wrap.sdscripts.requirements import TRAINER_NEEDS
 
 __all__ = [
     "Checkout",
-    "TORCH_MINIMUM",
-    "TORCH_SUGGESTED",
-    "TRAIN_MODULES",
-    "TRAIN_REQUIREMENTS",
+    "TRAINER_NEEDS",
     "locate",
 ]
 

@@ -22,7 +22,7 @@ from typing import Any
 
 from kohya_wrap.errors import ExitCode, KohyaWrapError, RunDirError, TrainerNotFound
 from kohya_wrap.events import Event
-from kohya_wrap.sdscripts.checkout import TRAIN_MODULES
+from kohya_wrap.sdscripts.checkout import TRAINER_NEEDS
 from kohya_wrap.smoke.basemodel import SmokeModel
 
 PRESET = "smoke"
@@ -149,7 +149,7 @@ class SmokeResult:
 
 def check_train_packages() -> None:
     """TrainerNotFound naming the install command when the [train] extra (or torch) is missing."""
-    missing = [name for name in TRAIN_MODULES if importlib.util.find_spec(name) is None]
+    missing = [name for name in TRAINER_NEEDS.modules if importlib.util.find_spec(name) is None]
     if not missing:
         return
     # torch and torchvision are the user's to choose for the platform: the [train] extra does not hold them

@@ -13,10 +13,10 @@ from typing import Any
 
 from kohya_wrap.fsutil import atomic_write_json, load_json, sha256_file, user_cache_dir
 from kohya_wrap.process import capture
-from kohya_wrap.sdscripts.checkout import TRAIN_MODULES
+from kohya_wrap.sdscripts.checkout import TRAINER_NEEDS
 from kohya_wrap.train.machine import visible_gpus
 
-PACKAGES = (*TRAIN_MODULES, "numpy")
+PACKAGES = (*TRAINER_NEEDS.modules, "numpy")
 
 _PROBE = rf"""
 import importlib.metadata as md, importlib.util, json, platform, re, sys
