@@ -23,6 +23,7 @@ from kohya_wrap.train.runner import TrainOptions
 if TYPE_CHECKING:
     from kohya_wrap.events import Event
     from kohya_wrap.prepare import PrepareOptions, PrepareResult
+    from kohya_wrap.preset import Preset
     from kohya_wrap.score.advice import Advice
     from kohya_wrap.train.runner import Companion, TrainResult
 
@@ -113,13 +114,14 @@ def check_plan_inputs(request: PlanRequest) -> PlanInputs:
     return _check(request)
 
 
-def preset_prepare_settings(preset: str, overrides: Sequence[str] = ()) -> tuple[int, str]:
+def preset_prepare_settings(preset: str, overrides: Sequence[str] = ()) -> tuple[int, str, Preset]:
     """The image size and crop a preset's [kohya_wrap] table asks prepare for (with --set applied):
-    what `run` prepares at unless told otherwise, so the images match the resolution it trains at."""
+    what `run` prepares at unless told otherwise, so the images match the resolution it trains at.
+    And the preset, loaded: a PlanRequest takes it as it is, so `run` loads it once."""
     from kohya_wrap.preset import load_preset
 
-    ours = load_preset(preset, overrides).ours
-    return int(ours["size"].value), str(ours["crop"].value)
+    loaded = load_preset(preset, overrides)
+    return int(loaded.ours["size"].value), str(loaded.ours["crop"].value), loaded
 
 
 def train_run(request: TrainRequest) -> TrainResult:

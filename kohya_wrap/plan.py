@@ -95,7 +95,7 @@ class PlanRequest:
     """
 
     dataset_dir: str | Path
-    preset: str | Path
+    preset: str | Path | Preset  # a name or a file, or a preset loaded already (its --set applied)
     base_model: str
     run_dir: str | Path
     overrides: Sequence[str] = ()
@@ -122,7 +122,7 @@ def check_plan_inputs(request: PlanRequest) -> PlanInputs:
     before a dataset exists, so that `run` refuses a typo before it prepares a single photo."""
     run = Path(request.run_dir).expanduser().resolve()
     check_new_run_dir(run)
-    chosen = load_preset(request.preset, request.overrides)
+    chosen = request.preset if isinstance(request.preset, Preset) else load_preset(request.preset, request.overrides)
     model = check_base_model(request.base_model, allow_pickle=request.allow_pickle)
     tokenizer = check_tokenizer_dir(request.tokenizer_cache_dir) if request.tokenizer_cache_dir is not None else None
     launch = LaunchRequest(request.gpus if request.gpus is not None else 1, request.machines)

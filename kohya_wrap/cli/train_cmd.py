@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import click
 
@@ -25,6 +25,9 @@ from kohya_wrap.cli.options import (
     set_option,
     tokenizer_option,
 )
+
+if TYPE_CHECKING:
+    from kohya_wrap.preset import Preset
 
 _COMMON: list[Callable[[Any], Any]] = [
     preset_option(),
@@ -243,8 +246,9 @@ def run(
 
     if not preset or not base_model:
         raise click.UsageError("give --preset and --base-model")
+    chosen: str | Preset = preset
     if size is None or crop is None:
-        preset_size, preset_crop = preset_prepare_settings(preset, overrides)
+        preset_size, preset_crop, chosen = preset_prepare_settings(preset, overrides)
         size = size or str(preset_size)
         crop = crop or preset_crop
     target = run_dir or _new_run_dir(runs_dir, token)
@@ -263,7 +267,7 @@ def run(
         skip=skip,
     )
     plan = PlanRequest(
-        dataset, preset, base_model, target, overrides, gpus, tokenizer_cache_dir, sd_scripts, allow_pickle, machines
+        dataset, chosen, base_model, target, overrides, gpus, tokenizer_cache_dir, sd_scripts, allow_pickle, machines
     )
     request = PipelineRequest(
         train=_train_request(target, False, allow_nan, sd_scripts, stop_early=stop_early),
