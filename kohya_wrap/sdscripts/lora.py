@@ -1,7 +1,7 @@
 """Reading and verifying a LoRA file train_network.py wrote: what train, inspect, sample and report ask of one.
 
 verify_planned_lora checks a run's file against what its plan asked for; verify_found_lora checks any
-Kohya-named file against what its own keys and metadata say it is. read_metadata and interpret read
+Kohya-named file against what its own keys and metadata say it is. interpret and training_step read
 its ss_* metadata (docs/sd-scripts.md#lora-metadata); is_kohya_key and kohya_part read its key names
 (docs/sd-scripts.md#lora-tensor-keys).
 """
@@ -20,7 +20,6 @@ from kohya_wrap.sdscripts.lora_file import (
     is_kohya_key,
     is_sdxl,
     is_text_encoder_module,
-    read_metadata,
     verify_lora,
 )
 from kohya_wrap.sdscripts.lora_metadata import TrainingInfo, conv_network, interpret, training_step
@@ -31,7 +30,6 @@ __all__ = [
     "interpret",
     "is_kohya_key",
     "kohya_part",
-    "read_metadata",
     "training_step",
     "verify_found_lora",
     "verify_planned_lora",

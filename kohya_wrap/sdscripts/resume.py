@@ -21,7 +21,6 @@ __all__ = [
     "SavedState",
     "latest_state",
     "plan_extension",
-    "read_state",
     "resume_problem",
     "saved_states",
     "step_checkpoint_name",
