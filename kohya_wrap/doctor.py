@@ -13,7 +13,7 @@ import shlex
 import shutil
 import subprocess
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
@@ -63,15 +63,14 @@ class Check:
 
 @dataclass(frozen=True)
 class DoctorReport:
+    """What doctor found; `--json` prints it as it is (codec.to_builtins)."""
+
+    can_train: bool = field(init=False)  # no check failed
     checks: list[Check]
     facts: dict[str, object] = field(default_factory=dict)
 
-    @property
-    def can_train(self) -> bool:
-        return all(c.status != FAIL for c in self.checks)
-
-    def to_json(self) -> dict[str, object]:
-        return {"can_train": self.can_train, "checks": [asdict(c) for c in self.checks], "facts": self.facts}
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "can_train", all(c.status != FAIL for c in self.checks))
 
 
 def _version(dist: str) -> str | None:
