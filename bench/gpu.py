@@ -973,7 +973,7 @@ class Bench:
             result.images_per_s = result.it_per_s * result.batch_size
 
     def read_samples(self, result: PhaseResult, output_dir: Path, phases: list[tuple[float, str]]) -> None:
-        from kohya_wrap.sdscripts import find_samples
+        from kohya_wrap.sdscripts.samples import find_samples
 
         found = find_samples(output_dir)
         result.samples = len(found)
@@ -1050,7 +1050,7 @@ class Bench:
         """plan a run, take the command `train --dry-run --json` would run, and run it without kohya-wrap."""
         from kohya_wrap.events import Phase, Progress
         from kohya_wrap.rundir import ACCELERATE_CONFIG
-        from kohya_wrap.sdscripts import OutputParser
+        from kohya_wrap.sdscripts.output import OutputParser
 
         steps = self.profile.steps
         s = self.setup

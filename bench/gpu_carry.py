@@ -242,10 +242,10 @@ def write_tokenizer(folder: Path) -> None:
 
 def tokenizer_problems(folder: Path) -> list[str]:
     sys.path.insert(0, str(ROOT))
-    from kohya_wrap.sdscripts import TOKENIZER_REQUIRED_FILES, tokenizer_subdir
+    from kohya_wrap.sdscripts.base_model import CLIP_TOKENIZER
 
-    sub = tokenizer_subdir(folder)
-    return [f"{sub / name} is missing" for name in TOKENIZER_REQUIRED_FILES if not (sub / name).is_file()]
+    sub = CLIP_TOKENIZER.folder(folder)
+    return [f"{sub / name} is missing" for name in CLIP_TOKENIZER.required_files if not (sub / name).is_file()]
 
 
 def wheel_problems(carry: Path) -> list[str]:

@@ -123,7 +123,7 @@ def bench_smoke() -> None:
     if reason or not model.is_file():
         print(f"smoke overhead: skipped ({reason or f'no smoke base model at {model}; run the real test tier once'})")
         return
-    from kohya_wrap.plan import make_plan
+    from kohya_wrap.plan import PlanRequest, make_plan
     from kohya_wrap.process import child_env
     from kohya_wrap.rundir import write_plan
     from kohya_wrap.sdscripts.layout import TRAIN_DIR, subset_dir_name
@@ -140,7 +140,13 @@ def bench_smoke() -> None:
         runs = []
         for name in ("direct", "wrapped"):
             plan = make_plan(
-                dataset, preset="smoke", base_model=str(model), run_dir=work / name, tokenizer_cache_dir=work / "tok"
+                PlanRequest(
+                    dataset,
+                    preset="smoke",
+                    base_model=str(model),
+                    run_dir=work / name,
+                    tokenizer_cache_dir=work / "tok",
+                )
             )
             write_plan(plan)
             runs.append(plan)

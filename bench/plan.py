@@ -98,9 +98,9 @@ def main() -> None:
         probe = (
             "import sys, time, json\n"
             "t = time.perf_counter()\n"
-            "from kohya_wrap.plan import make_plan\nfrom kohya_wrap.rundir import write_plan\n"
-            f"p = make_plan({str(paths['dataset'])!r}, preset='likeness-sd15', base_model={str(paths['model'])!r}, "
-            f"run_dir={str(root / 'probe')!r}, tokenizer_cache_dir={str(paths['tok'])!r}, sd_scripts={str(paths['checkout'])!r})\n"
+            "from kohya_wrap.plan import PlanRequest, make_plan\nfrom kohya_wrap.rundir import write_plan\n"
+            f"p = make_plan(PlanRequest({str(paths['dataset'])!r}, preset='likeness-sd15', base_model={str(paths['model'])!r}, "
+            f"run_dir={str(root / 'probe')!r}, tokenizer_cache_dir={str(paths['tok'])!r}, sd_scripts={str(paths['checkout'])!r}))\n"
             "write_plan(p)\n"
             "ms = (time.perf_counter() - t) * 1000\n"
             f"print(json.dumps({{'ms': ms, 'heavy': [m for m in {HEAVY!r} if m in sys.modules]}}))\n"

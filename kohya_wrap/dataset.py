@@ -9,7 +9,7 @@ from pathlib import Path
 from kohya_wrap.errors import DatasetError
 from kohya_wrap.fsutil import sha256_file
 from kohya_wrap.prepare import manifest
-from kohya_wrap.sdscripts import IMAGE_EXTENSIONS, REG_DIR, TRAIN_DIR, parse_subset_dir_name, subset_dir_name
+from kohya_wrap.sdscripts.layout import IMAGE_EXTENSIONS, REG_DIR, TRAIN_DIR, parse_subset_dir_name, subset_dir_name
 
 MANIFEST = manifest.MANIFEST_NAME
 # prepare's staging folder (prepare/pipeline.py: STAGING_NAME): there while a prepare runs, and after one

@@ -13,12 +13,15 @@ import shlex
 import shutil
 import subprocess
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
 from kohya_wrap.errors import TrainerNotFound
-from kohya_wrap.sdscripts import PINNED_COMMIT, PINNED_TAG, TORCH_MINIMUM, TORCH_SUGGESTED, TRAIN_REQUIREMENTS, locate
+from kohya_wrap.sdscripts import PINNED_COMMIT, PINNED_TAG
+from kohya_wrap.sdscripts.checkout import TRAINER_NEEDS, locate
+
+TRAIN_REQUIREMENTS = TRAINER_NEEDS.packages  # sd-scripts' pins, as doctor checks them
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 INSTALL_TRAIN = "pip install -e '.[train]'"
@@ -60,15 +63,14 @@ class Check:
 
 @dataclass(frozen=True)
 class DoctorReport:
+    """What doctor found; `--json` prints it as it is (codec.to_builtins)."""
+
+    can_train: bool = field(init=False)  # no check failed
     checks: list[Check]
     facts: dict[str, object] = field(default_factory=dict)
 
-    @property
-    def can_train(self) -> bool:
-        return all(c.status != FAIL for c in self.checks)
-
-    def to_json(self) -> dict[str, object]:
-        return {"can_train": self.can_train, "checks": [asdict(c) for c in self.checks], "facts": self.facts}
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "can_train", all(c.status != FAIL for c in self.checks))
 
 
 def _version(dist: str) -> str | None:
@@ -117,7 +119,8 @@ def probe_torch(timeout: float = 120.0) -> dict[str, object]:
         out = subprocess.run(
             [sys.executable, "-c", _TORCH_PROBE], capture_output=True, text=True, timeout=timeout, check=False
         )
-        return json.loads(out.stdout.strip().splitlines()[-1])
+        probe: dict[str, object] = json.loads(out.stdout.strip().splitlines()[-1])
+        return probe
     except (subprocess.SubprocessError, OSError, ValueError, IndexError) as e:
         return {"torch_error": f"probe failed: {e}"}
 
@@ -125,14 +128,14 @@ def probe_torch(timeout: float = 120.0) -> dict[str, object]:
 def check_torch(probe: dict[str, object]) -> list[Check]:
     fix_torch = (
         "install torch for your platform first, e.g. `pip install torch torchvision` "
-        f"(sd-scripts suggests {TORCH_SUGGESTED}; a CPU-only machine: `pip install torch==2.13.0`)"
+        f"(sd-scripts suggests {TRAINER_NEEDS.torch_suggested}; a CPU-only machine: `pip install torch==2.13.0`)"
     )
     if "torch" not in probe:
         return [Check("torch", FAIL, f"not importable: {probe.get('torch_error', 'not installed')}", fix_torch)]
     version = str(probe["torch"])
     checks = []
-    if _older(version, TORCH_MINIMUM):
-        checks.append(Check("torch", FAIL, f"torch {version} is older than {TORCH_MINIMUM}", fix_torch))
+    if _older(version, TRAINER_NEEDS.torch_minimum):
+        checks.append(Check("torch", FAIL, f"torch {version} is older than {TRAINER_NEEDS.torch_minimum}", fix_torch))
     else:
         checks.append(Check("torch", OK, f"torch {version} (CUDA build {probe.get('cuda_build') or 'none'})"))
     if "torchvision" in probe:
@@ -254,24 +257,24 @@ def check_hf_cache() -> Check:
 def check_tokenizer() -> Check:
     """The CLIP tokenizer train's pre-flight needs: cached, or fetched by train (which offline it cannot)."""
     from kohya_wrap.models import cached_tokenizer, default_tokenizer_cache_dir
-    from kohya_wrap.sdscripts import TOKENIZER_REPO, tokenizer_subdir
+    from kohya_wrap.sdscripts.base_model import CLIP_TOKENIZER
 
     where = cached_tokenizer()
     if where is not None:
-        return Check("CLIP tokenizer", OK, f"{TOKENIZER_REPO} cached in {where}")
+        return Check("CLIP tokenizer", OK, f"{CLIP_TOKENIZER.repo} cached in {where}")
     if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
         return Check(
             "CLIP tokenizer",
             FAIL,
-            f"{TOKENIZER_REPO} is not cached and HF_HUB_OFFLINE is set: train would stop before starting (exit 11)",
+            f"{CLIP_TOKENIZER.repo} is not cached and HF_HUB_OFFLINE is set: train would stop before starting (exit 11)",
             "train once with network access (it caches the tokenizer in "
             f"{default_tokenizer_cache_dir()}), or plan with --tokenizer-cache-dir DIR where "
-            f"DIR/{tokenizer_subdir(Path('DIR')).name}/ holds a saved CLIPTokenizer (vocab.json, merges.txt)",
+            f"DIR/{CLIP_TOKENIZER.folder(Path('DIR')).name}/ holds a saved CLIPTokenizer (vocab.json, merges.txt)",
         )
     return Check(
         "CLIP tokenizer",
         WARN,
-        f"{TOKENIZER_REPO} is not cached yet: train downloads it (about 2 MB) the first time, which needs the network",
+        f"{CLIP_TOKENIZER.repo} is not cached yet: train downloads it (about 2 MB) the first time, which needs the network",
         f"offline, plan with --tokenizer-cache-dir DIR; it is cached in {default_tokenizer_cache_dir()} once fetched",
     )
 

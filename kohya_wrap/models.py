@@ -17,14 +17,7 @@ from pathlib import Path
 from kohya_wrap.errors import ModelError, ModelGone
 from kohya_wrap.fsutil import user_cache_dir
 from kohya_wrap.safetensors_header import check_complete
-from kohya_wrap.sdscripts import (
-    TOKENIZER_FILES,
-    TOKENIZER_REPO,
-    TOKENIZER_REQUIRED_FILES,
-    read_safetensors_keys,
-    sd15_key_problem,
-    tokenizer_subdir,
-)
+from kohya_wrap.sdscripts.base_model import CLIP_TOKENIZER, read_safetensors_keys, sd15_key_problem
 
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
 # Repositories whose single-file checkpoint we know; others must have exactly one top-level .safetensors.
@@ -131,11 +124,11 @@ def _local_tokenizer(target: Path) -> bool:
     """The folder holds sd-scripts' tokenizer folder; a folder holding the files themselves is an error."""
     if _has_tokenizer(target):
         return True
-    if all((target / f).is_file() for f in TOKENIZER_REQUIRED_FILES):
+    if all((target / f).is_file() for f in CLIP_TOKENIZER.required_files):
         raise ModelError(
             f"tokenizer cache {target} holds tokenizer files directly",
-            f"give its parent folder, with the tokenizer in {tokenizer_subdir(target).name}/ "
-            f"(the layout sd-scripts reads), or move the files into {tokenizer_subdir(target)}",
+            f"give its parent folder, with the tokenizer in {CLIP_TOKENIZER.folder(target).name}/ "
+            f"(the layout sd-scripts reads), or move the files into {CLIP_TOKENIZER.folder(target)}",
         )
     return False
 
@@ -146,8 +139,8 @@ def check_tokenizer_dir(cache_dir: str | Path) -> Path:
     if _local_tokenizer(target):
         return target
     raise ModelError(
-        f"CLIP tokenizer: {tokenizer_subdir(target)} does not exist (--tokenizer-cache-dir {target})",
-        f"give a folder whose {tokenizer_subdir(target).name}/ holds a saved CLIPTokenizer "
+        f"CLIP tokenizer: {CLIP_TOKENIZER.folder(target)} does not exist (--tokenizer-cache-dir {target})",
+        f"give a folder whose {CLIP_TOKENIZER.folder(target).name}/ holds a saved CLIPTokenizer "
         "(vocab.json, merges.txt), or leave the option out: train then fills kohya-wrap's own cache",
     )
 
@@ -233,7 +226,7 @@ def ensure_tokenizer(cache_dir: Path | None) -> Path:
         except ModelError as e:
             raise ModelGone(e.message, e.hint) from None
     raise ModelGone(
-        f"CLIP tokenizer: {tokenizer_subdir(cache_dir)} (planned with --tokenizer-cache-dir) no longer exists",
+        f"CLIP tokenizer: {CLIP_TOKENIZER.folder(cache_dir)} (planned with --tokenizer-cache-dir) no longer exists",
         "put the tokenizer folder back, or plan a new run",
     )
 
@@ -326,8 +319,8 @@ def default_tokenizer_cache_dir() -> Path:
 
 
 def _has_tokenizer(cache_dir: Path) -> bool:
-    sub = tokenizer_subdir(cache_dir)
-    return all((sub / f).is_file() for f in TOKENIZER_REQUIRED_FILES)
+    sub = CLIP_TOKENIZER.folder(cache_dir)
+    return all((sub / f).is_file() for f in CLIP_TOKENIZER.required_files)
 
 
 def cached_tokenizer() -> str | None:
@@ -338,9 +331,9 @@ def cached_tokenizer() -> str | None:
     import huggingface_hub
 
     found = []
-    for name in TOKENIZER_FILES:
+    for name in CLIP_TOKENIZER.files:
         try:
-            found.append(Path(huggingface_hub.hf_hub_download(TOKENIZER_REPO, name, local_files_only=True)))
+            found.append(Path(huggingface_hub.hf_hub_download(CLIP_TOKENIZER.repo, name, local_files_only=True)))
         except Exception:  # noqa: BLE001  not cached, for any reason
             return None
     return f"the Hugging Face cache ({found[0].parent})"
@@ -356,16 +349,16 @@ def resolve_tokenizer(cache_dir: str | Path | None = None) -> Path:
     if _local_tokenizer(target):
         return target
     downloaded = []
-    for name in TOKENIZER_FILES:
+    for name in CLIP_TOKENIZER.files:
         try:
-            downloaded.append(_hub_file(TOKENIZER_REPO, name, "CLIP tokenizer"))
+            downloaded.append(_hub_file(CLIP_TOKENIZER.repo, name, "CLIP tokenizer"))
         except ModelError as e:
             raise ModelError(
-                f"CLIP tokenizer: {tokenizer_subdir(target)} does not exist and {TOKENIZER_REPO} cannot be fetched ({e.message})",
-                f"run once with network access, or give --tokenizer-cache-dir DIR where DIR/{tokenizer_subdir(target).name}/ "
+                f"CLIP tokenizer: {CLIP_TOKENIZER.folder(target)} does not exist and {CLIP_TOKENIZER.repo} cannot be fetched ({e.message})",
+                f"run once with network access, or give --tokenizer-cache-dir DIR where DIR/{CLIP_TOKENIZER.folder(target).name}/ "
                 "holds a saved CLIPTokenizer (vocab.json, merges.txt)",
             ) from None
-    sub = tokenizer_subdir(target)
+    sub = CLIP_TOKENIZER.folder(target)
     tmp = sub.with_name(sub.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)

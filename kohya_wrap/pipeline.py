@@ -17,33 +17,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from kohya_wrap.errors import ExitCode, KohyaWrapError
-from kohya_wrap.rundir import Machines, Plan
+from kohya_wrap.plan import PlanInputs, PlanRequest
+from kohya_wrap.rundir import Plan
 from kohya_wrap.train.runner import TrainOptions
 
 if TYPE_CHECKING:
     from kohya_wrap.events import Event
     from kohya_wrap.prepare import PrepareOptions, PrepareResult
+    from kohya_wrap.preset import Preset
     from kohya_wrap.score.advice import Advice
     from kohya_wrap.score.records import ScoreReport
     from kohya_wrap.train.runner import Companion, PreparedRun, TrainResult
 
 PREPARE, PLAN, TRAIN, VERIFY, SCORE = "prepare", "plan", "train", "verify", "score"
-
-
-@dataclass(frozen=True)
-class PlanRequest:
-    """What to train: everything `plan` needs (nothing about the machine that will train it)."""
-
-    dataset_dir: Path
-    preset: str
-    base_model: str
-    run_dir: Path
-    overrides: Sequence[str] = ()
-    gpus: int | None = None
-    tokenizer_cache_dir: Path | None = None
-    sd_scripts: str | None = None
-    allow_pickle: bool = False
-    machines: Machines = Machines()
 
 
 @dataclass(frozen=True)
@@ -106,22 +92,11 @@ class Stages:
             self.timings.append((name, spent))
 
 
-def make_plan(request: PlanRequest) -> Plan:
-    """Decide and validate a plan; nothing is written."""
+def make_plan(request: PlanRequest, inputs: PlanInputs | None = None) -> Plan:
+    """Decide and validate a plan; nothing is written. inputs: check_plan_inputs' (the preset is loaded once)."""
     from kohya_wrap.plan import make_plan as _make_plan
 
-    return _make_plan(
-        request.dataset_dir,
-        preset=request.preset,
-        base_model=request.base_model,
-        run_dir=request.run_dir,
-        overrides=request.overrides,
-        gpus=request.gpus,
-        tokenizer_cache_dir=request.tokenizer_cache_dir,
-        allow_pickle=request.allow_pickle,
-        sd_scripts=request.sd_scripts,
-        machines=request.machines,
-    )
+    return _make_plan(request, inputs)
 
 
 def plan_run(request: PlanRequest) -> Plan:
@@ -133,28 +108,22 @@ def plan_run(request: PlanRequest) -> Plan:
     return plan
 
 
-def check_plan_inputs(request: PlanRequest) -> None:
+def check_plan_inputs(request: PlanRequest) -> PlanInputs:
     """What can be checked before a dataset exists (the preset, --set, the base model, the machine
     options), so that `run` refuses a typo before it prepares a single photo."""
-    from kohya_wrap.models import check_base_model, check_tokenizer_dir
-    from kohya_wrap.preset import load_preset
-    from kohya_wrap.rundir import check_new_run_dir
+    from kohya_wrap.plan import check_plan_inputs as _check
 
-    check_new_run_dir(Path(request.run_dir).expanduser().resolve())
-    load_preset(request.preset, request.overrides)
-    check_base_model(request.base_model, allow_pickle=request.allow_pickle)
-    if request.tokenizer_cache_dir is not None:
-        check_tokenizer_dir(request.tokenizer_cache_dir)
-    request.machines.check()
+    return _check(request)
 
 
-def preset_prepare_settings(preset: str, overrides: Sequence[str] = ()) -> tuple[int, str]:
+def preset_prepare_settings(preset: str, overrides: Sequence[str] = ()) -> tuple[int, str, Preset]:
     """The image size and crop a preset's [kohya_wrap] table asks prepare for (with --set applied):
-    what `run` prepares at unless told otherwise, so the images match the resolution it trains at."""
+    what `run` prepares at unless told otherwise, so the images match the resolution it trains at.
+    And the preset, loaded: a PlanRequest takes it as it is, so `run` loads it once."""
     from kohya_wrap.preset import load_preset
 
-    ours = load_preset(preset, overrides).ours
-    return int(ours["size"].value), str(ours["crop"].value)
+    loaded = load_preset(preset, overrides)
+    return int(loaded.ours["size"].value), str(loaded.ours["crop"].value), loaded
 
 
 def train_run(request: TrainRequest) -> TrainResult:
@@ -195,11 +164,12 @@ def live_companion(run_dir: Path, stop_early: bool | None) -> Companion | None:
     samples; with stop_early (else the preset's `stop_early`), it may stop the trainer."""
     from kohya_wrap.rundir import read_plan
     from kohya_wrap.score import scorer_available
+    from kohya_wrap.sdscripts.trainer import trainer_settings
 
     plan = read_plan(run_dir)
     stop = bool(plan.ours.get("stop_early", False)) if stop_early is None else stop_early
     missing = scorer_available()
-    draws = any(plan.values.get(k) for k in ("sample_every_n_steps", "sample_every_n_epochs"))
+    draws = trainer_settings(plan.values).samples_while_training
     if missing is not None or not draws:
         why = f"the scorer is not installed ({missing})" if missing else "the run draws no samples"
         return _Note(f"stop early: off, {why}; the run trains every step") if stop else None
@@ -358,12 +328,13 @@ def _prepare_and_plan(request: PipelineRequest, stages: Stages) -> tuple[Prepare
     from kohya_wrap.rundir import read_plan, write_plan
 
     prepared: PrepareResult | None = None
+    inputs: PlanInputs | None = None
     if request.prepare is not None:
         from kohya_wrap.prepare import prepare_dataset
 
         with stages.stage(PREPARE):
             if request.plan is not None:
-                check_plan_inputs(request.plan)  # before a single photo is prepared
+                inputs = check_plan_inputs(request.plan)  # before a single photo is prepared
             prepared = prepare_dataset(request.prepare, on_progress=request.on_prepare_progress)
             if request.after_prepare is not None:
                 request.after_prepare(prepared)
@@ -371,7 +342,7 @@ def _prepare_and_plan(request: PipelineRequest, stages: Stages) -> tuple[Prepare
         with stages.stage(TRAIN):
             return prepared, read_plan(request.train.run_dir)
     with stages.stage(PLAN):
-        plan = make_plan(request.plan)
+        plan = make_plan(request.plan, inputs)
         write_plan(plan)
         if request.after_plan is not None:
             request.after_plan(plan)
@@ -398,13 +369,13 @@ def dry_run(request: PipelineRequest) -> DryRun:
 
     if request.plan is None:
         return _dry_run_planned(request.train)
-    check_plan_inputs(request.plan)
+    inputs = check_plan_inputs(request.plan)
     scratch = Path(tempfile.mkdtemp(prefix="kohya-wrap-dry-run-")) if request.prepare is not None else None
     try:
         plan_request, prepared = request.plan, None
         if scratch is not None:
             plan_request, prepared = _dry_run_prepare(request, plan_request, scratch / "dataset")
-        plan = make_plan(plan_request)
+        plan = make_plan(plan_request, inputs)
         launch = prepare_launch(plan, resume=False, fetch_models=False, sd_scripts=request.train.options.sd_scripts)
     finally:
         if scratch is not None:

@@ -9,7 +9,8 @@ tokenizer cache is fetched by train's pre-flight, on the machine that trains.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -19,7 +20,7 @@ from kohya_wrap.codec import utc_now_text
 from kohya_wrap.dataset import Dataset, scan_dataset
 from kohya_wrap.errors import DatasetError, KohyaWrapError, PresetError, TrainerNotFound
 from kohya_wrap.models import BaseModel, check_base_model, check_tokenizer_dir
-from kohya_wrap.preset import MAX_STEPS, Preset, Setting, load_preset
+from kohya_wrap.preset import MAX_STEPS, Preset, load_preset
 from kohya_wrap.rundir import (
     CONFIG_TOML,
     DATASET_TOML,
@@ -31,33 +32,22 @@ from kohya_wrap.rundir import (
     PlannedAgainst,
     PlanSteps,
     PlanSubset,
+    RunPaths,
     check_new_run_dir,
     paths,
 )
-from kohya_wrap.sdscripts import (
-    DEFAULT_REPEATS,
-    PINNED_TAG,
-    DatasetSubset,
-    SamplePrompt,
-    Shape,
-    StepPlan,
-    StepSubset,
+from kohya_wrap.sdscripts import PINNED_TAG
+from kohya_wrap.sdscripts.checkout import locate
+from kohya_wrap.sdscripts.layout import DEFAULT_REPEATS
+from kohya_wrap.sdscripts.trainer import (
+    DatasetFolder,
+    PromptText,
     StepTarget,
-    bucket_key,
-    build_env,
-    check_image_sizes,
-    convert,
-    cross_checks,
-    filled_in,
-    locate,
-    plan_steps,
-    read_shape,
-    render_config_toml,
-    render_dataset_toml,
-    render_sample_prompts,
-    resume_limit_warning,
-    run_values,
-    saves_state,
+    TrainerConfig,
+    TrainerPaths,
+    TrainerRequest,
+    render_trainer_files,
+    resolve_trainer_config,
 )
 
 _NAME_RE = re.compile(r"[^A-Za-z0-9_-]+")
@@ -75,9 +65,7 @@ def _subject_words(dataset: Dataset) -> dict[str, str]:
     return {"subject": subject, "token": dataset.token or first, "class": dataset.class_word or rest or first}
 
 
-def _sample_prompts(preset: Preset, dataset: Dataset, shape: Shape) -> list[SamplePrompt]:
-    ours = {k: s.value for k, s in preset.ours.items()}
-    width, height = (ours["sample_size"], ours["sample_size"]) if ours["sample_size"] else (shape.width, shape.height)
+def _prompts(ours: Mapping[str, Any], dataset: Dataset) -> tuple[PromptText, ...]:
     words = _subject_words(dataset)
     out = []
     for i, template in enumerate(ours["prompts"]):
@@ -89,99 +77,129 @@ def _sample_prompts(preset: Preset, dataset: Dataset, shape: Shape) -> list[Samp
                 "use {subject}, {token} or {class}",
             ) from None
         out.append(
-            SamplePrompt(
+            PromptText(
                 text,
                 ours["negative_prompt"],
-                width,
-                height,
+                ours["sample_size"],
                 ours["sample_seed"] + i,
                 ours["sample_steps"],
                 ours["sample_scale"],
             )
         )
-    return out
+    return tuple(out)
 
 
-def make_plan(
-    dataset_dir: str | Path,
-    *,
-    preset: str | Path,
-    base_model: str,
-    run_dir: str | Path,
-    overrides: Sequence[str] = (),
-    gpus: int | None = None,
-    tokenizer_cache_dir: str | Path | None = None,
-    allow_pickle: bool = False,
-    sd_scripts: str | Path | None = None,
-    machines: Machines = Machines(),
-) -> Plan:
-    """What to train, decided and validated; nothing is written and nothing is fetched.
+@dataclass(frozen=True)
+class PlanRequest:
+    """What to train: everything `plan` needs (nothing about the machine that will train it).
 
     gpus: processes (GPUs) on each machine; the step arithmetic counts the processes of all machines.
     Whether this machine has them is train's question, asked where the run trains.
     """
-    run = Path(run_dir).expanduser().resolve()
+
+    dataset_dir: str | Path
+    preset: str | Path | Preset  # a name or a file, or a preset loaded already (its --set applied)
+    base_model: str
+    run_dir: str | Path
+    overrides: Sequence[str] = ()
+    gpus: int | None = None
+    tokenizer_cache_dir: str | Path | None = None
+    sd_scripts: str | Path | None = None
+    allow_pickle: bool = False
+    machines: Machines = Machines()
+
+
+@dataclass(frozen=True)
+class PlanInputs:
+    """What make_plan checks before it reads the dataset: `run` checks them before it prepares a photo."""
+
+    run_dir: Path
+    preset: Preset
+    model: BaseModel
+    tokenizer: Path | None
+    launch: LaunchRequest
+
+
+def check_plan_inputs(request: PlanRequest) -> PlanInputs:
+    """The preset (with --set), the base model, the tokenizer cache and the machine options, checked and loaded
+    before a dataset exists, so that `run` refuses a typo before it prepares a single photo."""
+    run = Path(request.run_dir).expanduser().resolve()
     check_new_run_dir(run)
-    chosen = load_preset(preset, overrides)
-    dataset = scan_dataset(dataset_dir)
-    model: BaseModel = check_base_model(base_model, allow_pickle=allow_pickle)
-    tokenizer = check_tokenizer_dir(tokenizer_cache_dir) if tokenizer_cache_dir is not None else None
-    warnings: list[str] = list(model.warnings)
-    launch = LaunchRequest(gpus if gpus is not None else 1, machines)
+    chosen = request.preset if isinstance(request.preset, Preset) else load_preset(request.preset, request.overrides)
+    model = check_base_model(request.base_model, allow_pickle=request.allow_pickle)
+    tokenizer = check_tokenizer_dir(request.tokenizer_cache_dir) if request.tokenizer_cache_dir is not None else None
+    launch = LaunchRequest(request.gpus if request.gpus is not None else 1, request.machines)
     if launch.gpus < 1:
         raise KohyaWrapError(f"--gpus {launch.gpus}: must be at least 1")
-    machines.check()
+    request.machines.check()
+    return PlanInputs(run, chosen, model, tokenizer, launch)
 
-    settings: dict[str, Setting] = dict(chosen.values)
-    ours = {k: s.value for k, s in chosen.ours.items()}
 
-    def decide(key: str, value: Any, source: str = "plan") -> None:
-        settings[key] = Setting(convert(key, value), source)
+def make_plan(request: PlanRequest, inputs: PlanInputs | None = None) -> Plan:
+    """What to train, decided and validated; nothing is written and nothing is fetched.
 
-    for key, (value, source) in filled_in(
-        settings, size=ours["size"], auto_precision=bool(ours["auto_mixed_precision"])
-    ).items():
-        decide(key, value, source)
-    shape = read_shape({k: s.value for k, s in settings.items()})
-
-    sp = _plan_steps(dataset, shape, ours, launch.num_processes)
-    warnings.extend(_replaced_repeats(dataset, sp.repeats))
-    warnings.extend(sp.warnings)
-    if saves_state({k: s.value for k, s in settings.items()}):
-        limit = resume_limit_warning(sp.epochs, sp.count.steps_per_epoch)
-        if limit:
-            warnings.append(limit)
-
-    prompts = _sample_prompts(chosen, dataset, shape)
-    if not prompts and shape.wants_samples:
+    inputs: check_plan_inputs(request) where the caller checked them already (the preset is loaded once).
+    """
+    if inputs is None:
+        inputs = check_plan_inputs(request)
+    else:
+        check_new_run_dir(inputs.run_dir)  # a run directory made since the check is never overwritten
+    dataset = scan_dataset(request.dataset_dir)
+    ours = {k: s.value for k, s in inputs.preset.ours.items()}
+    _check_kept_repeats(dataset, ours)
+    files_at = paths(inputs.run_dir)
+    config = resolve_trainer_config(_trainer_request(inputs, dataset, ours, files_at))
+    warnings = [
+        *inputs.model.warnings,
+        *_replaced_repeats(dataset, config.steps.repeats),
+        *config.step_warnings,
+    ]
+    if not config.prompts and config.settings.wants_samples:
         warnings.append("the preset asks for samples but has no [kohya_wrap] prompts; no samples will be made")
-    files_at = paths(run)
-    output_name = shape.output_name or _output_name(dataset)
-    managed = run_values(
+    warnings.extend(config.check_warnings)
+    return _plan_record(request, inputs, dataset, config, tuple(warnings))
+
+
+def _trainer_request(inputs: PlanInputs, dataset: Dataset, ours: dict[str, Any], files_at: RunPaths) -> TrainerRequest:
+    model = inputs.model
+    return TrainerRequest(
+        chosen={k: (s.value, s.source) for k, s in inputs.preset.values.items()},
+        folders=tuple(
+            DatasetFolder(s.dir, s.images, s.repeats, s.is_reg, s.class_tokens, s.size) for s in dataset.subsets
+        ),
+        target=StepTarget(
+            ours["target_steps"],
+            ours["min_steps"],
+            ours["max_steps"],
+            ours["preferred_epochs"],
+            ours["max_repeats"],
+            ours["single_epoch"],
+        ),
+        keep_repeats=bool(dataset.repeats_explicit or ours["keep_repeats"]),
+        num_processes=inputs.launch.num_processes,
+        size=ours["size"],
+        auto_precision=bool(ours["auto_mixed_precision"]),
         model=model.path if model.path is not None else model.source,
-        tokenizer_cache_dir=tokenizer,
-        output_dir=files_at.output_dir,
-        output_name=None if shape.output_name else output_name,
-        dataset_config=files_at.dataset_toml,
-        sample_prompts=files_at.sample_prompts if prompts else None,
-        max_train_steps=None if shape.pinned_steps is not None else sp.max_train_steps,
-        logging_dir=files_at.tensorboard_dir,
-        chosen=set(chosen.values),
+        tokenizer_cache_dir=inputs.tokenizer,
+        paths=TrainerPaths(
+            files_at.output_dir, files_at.dataset_toml, files_at.sample_prompts, files_at.tensorboard_dir
+        ),
+        default_output_name=_output_name(dataset),
+        prompts=_prompts(ours, dataset),
     )
-    for key, value in managed.items():
-        decide(key, value)
 
-    values = {k: s.value for k, s in settings.items()}
-    warnings.extend(_cross_check(values, settings))
-    warnings.extend(_resolution_warnings(dataset, shape))
 
+def _plan_record(
+    request: PlanRequest, inputs: PlanInputs, dataset: Dataset, config: TrainerConfig, warnings: tuple[str, ...]
+) -> Plan:
+    chosen, model, tokenizer = inputs.preset, inputs.model, inputs.tokenizer
     subsets = tuple(
         PlanSubset(str(s.dir), s.images, r, s.class_tokens, s.is_reg)
-        for s, r in zip(dataset.subsets, sp.repeats, strict=False)
+        for s, r in zip(dataset.subsets, config.steps.repeats, strict=False)
     )
-    files = _render_files(chosen.name, values, subsets, shape, prompts)
+    output_dir = paths(inputs.run_dir).output_dir
     return Plan(
-        run_dir=run,
+        run_dir=inputs.run_dir,
         created_at=utc_now_text(),
         preset_name=chosen.name,
         preset_sha256=chosen.sha256,
@@ -193,23 +211,22 @@ def make_plan(
             source=model.source, path=None if model.path is None else str(model.path), kind=model.kind
         ),
         tokenizer_cache_dir=None if tokenizer is None else str(tokenizer),
-        values=MappingProxyType(values),
-        sources=MappingProxyType({k: s.source for k, s in settings.items()}),
-        ours=MappingProxyType(ours),
-        steps=_step_record(sp),
-        launch=launch,
-        env=MappingProxyType(build_env(offline=True)),
-        output_dir=files_at.output_dir,
-        output_name=output_name,
-        lora_file=files_at.output_dir / f"{output_name}{shape.model_suffix}",
-        sd_scripts=_planned_against(sd_scripts),
-        warnings=tuple(warnings),
-        files=MappingProxyType(files),
+        values=MappingProxyType(dict(config.values)),
+        sources=MappingProxyType(dict(config.sources)),
+        ours=MappingProxyType({k: s.value for k, s in chosen.ours.items()}),
+        steps=_step_record(config),
+        launch=inputs.launch,
+        env=MappingProxyType(dict(config.env)),
+        output_dir=output_dir,
+        output_name=config.output_name,
+        lora_file=output_dir / config.lora_file_name,
+        sd_scripts=_planned_against(request.sd_scripts),
+        warnings=warnings,
+        files=MappingProxyType(_render_files(chosen.name, config)),
     )
 
 
-def _plan_steps(dataset: Dataset, shape: Shape, ours: dict[str, Any], num_processes: int) -> StepPlan:
-    """Repeats and epochs landing in the preset's range (or what the user pinned with --set)."""
+def _check_kept_repeats(dataset: Dataset, ours: Mapping[str, Any]) -> None:
     keep = dataset.repeats_explicit or ours["keep_repeats"]
     for s in dataset.subsets if keep else ():
         # sd-scripts adds each image to its bucket once per repeat before training starts (library/train_util.py,
@@ -220,27 +237,6 @@ def _plan_steps(dataset: Dataset, shape: Shape, ours: dict[str, Any], num_proces
                 f"{s.dir}: {s.repeats} repeats is out of range: at most {MAX_STEPS:,} are kept",
                 "prepare the photos again with a smaller --repeats (or without it: plan then chooses them)",
             )
-    step_subsets = [
-        StepSubset(s.images, s.repeats, s.is_reg, bucket_key(s.size, shape.enable_bucket)) for s in dataset.subsets
-    ]
-    target = StepTarget(
-        ours["target_steps"],
-        ours["min_steps"],
-        ours["max_steps"],
-        ours["preferred_epochs"],
-        ours["max_repeats"],
-        ours["single_epoch"],
-    )
-    return plan_steps(
-        step_subsets,
-        target,
-        batch_size=shape.batch_size,
-        grad_accum=shape.grad_accum,
-        num_processes=num_processes,
-        choose_repeats=not keep,
-        fixed_steps=shape.pinned_steps,
-        fixed_epochs=shape.pinned_epochs,
-    )
 
 
 def _replaced_repeats(dataset: Dataset, repeats: Sequence[int]) -> list[str]:
@@ -259,7 +255,8 @@ def _replaced_repeats(dataset: Dataset, repeats: Sequence[int]) -> list[str]:
     return out
 
 
-def _step_record(sp: StepPlan) -> PlanSteps:
+def _step_record(config: TrainerConfig) -> PlanSteps:
+    sp = config.steps
     count = sp.count
     return PlanSteps(
         train_images_x_repeats=count.train_images_x_repeats,
@@ -274,47 +271,19 @@ def _step_record(sp: StepPlan) -> PlanSteps:
     )
 
 
-def _cross_check(values: dict[str, Any], settings: dict[str, Setting]) -> list[str]:
-    """The warnings of sd-scripts' cross-argument rules; the first error, naming where its key came from."""
-    problems = cross_checks(values)
-    errors = [p for p in problems if p.severity == "error"]
-    if errors:
-        first = errors[0]
-        source = settings[first.keys[0]].source if first.keys[0] in settings else "default"
-        raise PresetError(f"{first.keys[0]} ({source}): {first.message}", first.hint)
-    return [p.message for p in problems if p.severity == "warning"]
-
-
-def _render_files(
-    preset_name: str, values: dict[str, Any], subsets: tuple[PlanSubset, ...], shape: Shape, prompts: list[SamplePrompt]
-) -> dict[str, str]:
+def _render_files(preset_name: str, config: TrainerConfig) -> dict[str, str]:
     header = (
         f"Written by kohya-wrap {__version__} `plan` from preset {preset_name} for sd-scripts {PINNED_TAG}.\n"
         "Regenerate it with `kohya-wrap plan`; edits here are not checked."
     )
-    files = {
-        CONFIG_TOML: render_config_toml(values, header=header + "\nsd-scripts reads it with --config_file."),
-        DATASET_TOML: render_dataset_toml(
-            [DatasetSubset(s.dir, s.repeats, s.class_tokens, s.is_reg) for s in subsets],
-            resolution=shape.resolution,
-            batch_size=shape.batch_size,
-            enable_bucket=shape.enable_bucket,
-            header=header + "\nsd-scripts reads it with --dataset_config.",
-        ),
-    }
-    if prompts:
-        try:
-            files[SAMPLE_PROMPTS] = render_sample_prompts(prompts, header=header)
-        except ValueError as e:
-            raise PresetError(f"[kohya_wrap] prompts: {e}") from None
-    return files
-
-
-def _resolution_warnings(dataset: Dataset, shape: Shape) -> list[str]:
     try:
-        return check_image_sizes([(str(s.dir), s.size) for s in dataset.subsets], shape)
+        rendered = render_trainer_files(config, header)
     except ValueError as e:
-        raise DatasetError(str(e), f"prepare the dataset at {shape.width} px, or --set enable_bucket=true") from None
+        raise PresetError(f"[kohya_wrap] prompts: {e}") from None
+    files = {CONFIG_TOML: rendered.config_toml, DATASET_TOML: rendered.dataset_toml}
+    if rendered.sample_prompts is not None:
+        files[SAMPLE_PROMPTS] = rendered.sample_prompts
+    return files
 
 
 def _planned_against(sd_scripts: str | Path | None) -> PlannedAgainst:

@@ -2,7 +2,7 @@
 
 A preset from someone else is untrusted input: every key and value is checked against sd-scripts'
 argument table (names, types, choices), keys that read or write paths, import code or upload are
-refused (sdscripts.check_trust), and sd-scripts' run-time conflicts are found at load time.
+refused (sdscripts.arguments.check_argument), and sd-scripts' run-time conflicts are found at load time.
 The user's own `--set key=value` overrides are checked the same way but may carry paths.
 
     schema = 1                    # the preset format version
@@ -26,11 +26,10 @@ from typing import Any
 
 from kohya_wrap.errors import PresetError
 from kohya_wrap.fsutil import sha256_bytes
-from kohya_wrap.sdscripts import (
+from kohya_wrap.sdscripts.arguments import (
     ArgumentError,
     argument_table,
-    check_trust,
-    convert,
+    check_argument,
     cross_checks,
     did_you_mean,
     sample_prompt_problem,
@@ -261,39 +260,38 @@ def migrate(doc: dict[str, Any], path: Path) -> dict[str, Any]:
     return doc
 
 
+# what a value of each [kohya_wrap] kind must be (a bool is never an int or a float here)
+_OUR_TYPED: dict[str, Callable[[object], bool]] = {
+    "bool": lambda v: isinstance(v, bool),
+    "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+    "str": lambda v: isinstance(v, str),
+    "str_list": lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
+}
+
+
+def _our_text(kind: str, value: object, bad: ArgumentError) -> object:
+    """A --set value of kohya-wrap's own as TOML reads it (a string as it is; one string is a list of one)."""
+    text = str(value).strip()
+    if kind == "str":
+        return str(value)
+    if kind == "str_list" and not text.startswith("["):
+        return [str(value)]
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except (tomllib.TOMLDecodeError, RecursionError):
+        raise bad from None
+
+
 def convert_ours(key: str, value: Any, *, from_text: bool = False) -> Any:
     spec = OUR_KEYS[key]
     bad = ArgumentError(key, f"{key} must be {_our_type_name(spec.kind)}, got {value!r}")
     if from_text:
-        text = str(value).strip()
-        if spec.kind == "str":
-            value = str(value)
-        elif spec.kind == "str_list":
-            if text.startswith("["):
-                try:
-                    value = tomllib.loads(f"v = {text}")["v"]
-                except (tomllib.TOMLDecodeError, RecursionError):
-                    raise bad from None
-            else:
-                value = [str(value)]
-        else:
-            try:
-                value = tomllib.loads(f"v = {text}")["v"]
-            except (tomllib.TOMLDecodeError, RecursionError):
-                raise bad from None
-    if spec.kind == "bool":
-        ok = isinstance(value, bool)
-    elif spec.kind == "int":
-        ok = isinstance(value, int) and not isinstance(value, bool)
-    elif spec.kind == "float":
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        value = float(value) if ok else value
-    elif spec.kind == "str":
-        ok = isinstance(value, str)
-    else:
-        ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
-    if not ok:
+        value = _our_text(spec.kind, value, bad)
+    if not _OUR_TYPED[spec.kind](value):
         raise bad
+    if spec.kind == "float":
+        value = float(value)
     if spec.choices is not None and value not in spec.choices:
         raise ArgumentError(key, f"{key} = {value!r} is not one of " + ", ".join(map(repr, spec.choices)))
     if spec.minimum is not None and value < spec.minimum:
@@ -389,8 +387,7 @@ def _layer(
                     raise ArgumentError(sub, f"{sub!r} is a kohya-wrap setting", f"move it to the [{OURS_TABLE}] table")
                 if isinstance(value, dict):
                     raise ArgumentError(sub, "tables nest one level only (sd-scripts flattens one level)")
-                converted = convert(sub, value)
-                check_trust(sub, converted, trusted=False)
+                converted = check_argument(sub, value, trusted=False)
             except ArgumentError as e:
                 errors.append(PresetError(f"{where}: {e.message}", e.hint))
                 continue
@@ -477,24 +474,7 @@ def load_preset(ref: str | Path, overrides: Sequence[str] = ()) -> Preset:
     )
     sha = sha256_bytes(canonical.encode("utf-8"))
     for text in overrides:
-        try:
-            key, raw = parse_override(text)
-        except PresetError as e:
-            errors.append(e)
-            continue
-        try:
-            if key in OUR_KEYS and key not in argument_table():
-                ours[key] = Setting(convert_ours(key, raw, from_text=True), "--set")
-                continue
-            converted = convert(key, raw, from_text=True)
-            check_trust(key, converted, trusted=True)
-        except ArgumentError as e:
-            hint = e.hint
-            if key not in argument_table() and key not in OUR_KEYS:
-                hint = unknown_key_hint(key, list(argument_table()) + list(OUR_KEYS))
-            errors.append(PresetError(f"--set {text}: {e.message}", hint))
-            continue
-        values[key] = Setting(converted, "--set")
+        _apply_override(text, values, ours, errors)
     description = next((d.get("description") for _, d in chain if isinstance(d.get("description"), str)), "") or ""
     preset = Preset(
         name=name,
@@ -509,6 +489,27 @@ def load_preset(ref: str | Path, overrides: Sequence[str] = ()) -> Preset:
     if errors:
         raise PresetErrors(errors)
     return preset
+
+
+def _apply_override(text: str, values: dict[str, Setting], ours: dict[str, Setting], errors: list[PresetError]) -> None:
+    """One --set KEY=VALUE into the values (or kohya-wrap's own settings); a bad one joins the errors."""
+    try:
+        key, raw = parse_override(text)
+    except PresetError as e:
+        errors.append(e)
+        return
+    try:
+        if key in OUR_KEYS and key not in argument_table():
+            ours[key] = Setting(convert_ours(key, raw, from_text=True), "--set")
+            return
+        converted = check_argument(key, raw, trusted=True, from_text=True)
+    except ArgumentError as e:
+        hint = e.hint
+        if key not in argument_table() and key not in OUR_KEYS:
+            hint = unknown_key_hint(key, list(argument_table()) + list(OUR_KEYS))
+        errors.append(PresetError(f"--set {text}: {e.message}", hint))
+        return
+    values[key] = Setting(converted, "--set")
 
 
 def _check(preset: Preset) -> list[PresetError]:
@@ -603,8 +604,7 @@ def export_text(
                 decided.append(key)
             continue
         try:
-            convert(key, value)
-            check_trust(key, value, trusted=False)
+            check_argument(key, value, trusted=False)
         except ArgumentError:
             dropped.append(key)
             continue

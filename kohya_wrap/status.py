@@ -23,7 +23,7 @@ from kohya_wrap.rundir import RunFold, SavedFile, format_duration
 from kohya_wrap.rundir.view import DEFAULT_STALE_AFTER_S, RunState, RunView, check_run_dir, load_plan
 from kohya_wrap.score import recommended_line, recommended_step
 from kohya_wrap.score.advice import Advice, advise
-from kohya_wrap.sdscripts import validation_losses
+from kohya_wrap.sdscripts.samples import validation_losses
 
 DEFAULT_POLL_S = 1.0
 

@@ -24,13 +24,14 @@ if TYPE_CHECKING:
 @json_option
 def doctor(sd_scripts: str | None, runs_dir: Path, as_json: bool) -> None:
     """Can this machine train? Exit 0 when training can start, 1 when it cannot."""
+    from kohya_wrap import codec
     from kohya_wrap.doctor import run_doctor
 
     report = run_doctor(sd_scripts=sd_scripts, runs_dir=runs_dir)
     if as_json:
         from kohya_wrap.cli.output import print_json
 
-        print_json(report.to_json())
+        print_json(codec.to_builtins(report))
     else:
         _render(report)
     raise SystemExit(ExitCode.OK if report.can_train else ExitCode.ERROR)

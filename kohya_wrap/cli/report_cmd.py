@@ -9,7 +9,7 @@ import click
 
 from kohya_wrap.cli.options import json_option, sd_scripts_option
 from kohya_wrap.errors import ExitCode
-from kohya_wrap.sdscripts import SAMPLERS
+from kohya_wrap.sdscripts.gen_command import SAMPLERS
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from kohya_wrap.report.runs import RunRow
     from kohya_wrap.sample.generate import SampleOptions, SampleProgress
     from kohya_wrap.sample.session import SampleSession
-    from kohya_wrap.sdscripts import TrainingInfo
+    from kohya_wrap.sdscripts.lora import TrainingInfo
 
 
 @click.command()

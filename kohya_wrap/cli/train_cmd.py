@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from kohya_wrap.events import Event
     from kohya_wrap.pipeline import DryRun, PipelineRequest, PipelineResult, TrainRequest
     from kohya_wrap.prepare import PrepareOptions, PrepareResult
+    from kohya_wrap.preset import Preset
     from kohya_wrap.rundir import Plan
     from kohya_wrap.score.advice import Advice
 
@@ -223,24 +224,29 @@ def run(
         raise click.UsageError("give --preset and --base-model")
     target = plan.run_dir or _new_run_dir(plan.runs_dir, photos.token)
     dataset = paths(target).dataset_dir
+    prepare, chosen = _run_prepare_options(photos, plan, src_photos, dataset)
     request = PipelineRequest(
         train=_train_request(target, plan, allow_nan, stop_early),
-        plan=plan.request(dataset, target),
-        prepare=_run_prepare_options(photos, plan, src_photos, dataset),
+        plan=dataclasses.replace(plan.request(dataset, target), preset=chosen),
+        prepare=prepare,
         remove_on_failure=target,
     )
     _run(request, as_json=as_json, dry_run=dry_run, strict=strict)
 
 
-def _run_prepare_options(photos: PhotoChoices, plan: PlanChoices, src_photos: Path, dataset: Path) -> PrepareOptions:
-    """`run` prepares at the preset's [kohya_wrap] size and crop unless --size or --crop says otherwise."""
+def _run_prepare_options(
+    photos: PhotoChoices, plan: PlanChoices, src_photos: Path, dataset: Path
+) -> tuple[PrepareOptions, str | Preset]:
+    """`run` prepares at the preset's [kohya_wrap] size and crop unless --size or --crop says otherwise; the
+    preset, loaded when they were read from it (the plan takes it as it is: `run` loads it once), else its name."""
+    assert plan.preset is not None
+    chosen: str | Preset = plan.preset
     if photos.size is None or photos.crop is None:
         from kohya_wrap.pipeline import preset_prepare_settings
 
-        assert plan.preset is not None
-        preset_size, preset_crop = preset_prepare_settings(plan.preset, plan.overrides)
+        preset_size, preset_crop, chosen = preset_prepare_settings(plan.preset, plan.overrides)
         photos = dataclasses.replace(photos, size=photos.size or str(preset_size), crop=photos.crop or preset_crop)
-    return photos.prepare_options(src_photos, dataset)
+    return photos.prepare_options(src_photos, dataset), chosen
 
 
 def _train_request(

@@ -36,7 +36,7 @@ from kohya_wrap.prepare.records import (
     PrepareResult,
     Subset,
 )
-from kohya_wrap.sdscripts import (
+from kohya_wrap.sdscripts.layout import (
     CAPTION_EXTENSION,
     DEFAULT_REPEATS,
     REG_DIR,

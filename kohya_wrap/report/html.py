@@ -29,7 +29,7 @@ from kohya_wrap.report.summary import RunSummary, load_run, moving_average
 from kohya_wrap.rundir import format_duration
 from kohya_wrap.sample.session import SampleSession, load_sessions
 from kohya_wrap.score import ScoreReport, recommended_step
-from kohya_wrap.sdscripts import find_samples, read_prompt_texts
+from kohya_wrap.sdscripts.samples import find_samples, read_prompt_texts
 
 _MIME = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".webp": "image/webp"}
 

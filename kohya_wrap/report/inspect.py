@@ -150,7 +150,7 @@ def read_header(path: Path) -> Header:
 
 def naming_of(keys: list[str]) -> str | None:
     """Which LoRA key convention a file uses, or None when no key looks like a LoRA's."""
-    from kohya_wrap.sdscripts import is_kohya_key
+    from kohya_wrap.sdscripts.lora import is_kohya_key
 
     if any(is_kohya_key(k) for k in keys):
         return KOHYA
@@ -239,16 +239,17 @@ def inspection_record(i: LoraInspection) -> InspectionRecord:
 
 def _modules(keys: list[str], naming: str) -> tuple[int, int]:
     """(U-Net modules, text-encoder modules) named by the keys."""
-    from kohya_wrap.sdscripts import UNET_PREFIX, is_text_encoder_module
+    from kohya_wrap.sdscripts.lora import kohya_part
 
     unet: set[str] = set()
     te: set[str] = set()
     for k in keys:
         if naming == KOHYA:
             module = k.split(".", 1)[0]
-            if module.startswith(UNET_PREFIX):
+            part = kohya_part(module)  # lora_unet_, and lora_te_ or SDXL's lora_te1_/lora_te2_
+            if part == "unet":
                 unet.add(module)
-            elif is_text_encoder_module(module):  # lora_te_ and SDXL's lora_te1_/lora_te2_
+            elif part == "text_encoder":
                 te.add(module)
             continue
         marker = next((m for m in (".lora_A.", ".lora_B.", ".lora.", ".lora_linear_layer.", "_lora.") if m in k), None)
@@ -335,23 +336,9 @@ def _foreign_checks(header: Header, naming: str) -> list[HealthCheck]:
 
 
 def _kohya_checks(header: Header) -> list[HealthCheck]:
-    from kohya_wrap.sdscripts import (
-        UNET_PREFIX,
-        Expectation,
-        conv_network,
-        is_sdxl,
-        is_text_encoder_module,
-        verify_lora,
-    )
+    from kohya_wrap.sdscripts.lora import verify_found_lora
 
-    keys = list(header.tensors)
-    expect = Expectation(
-        train_unet=any(k.startswith(UNET_PREFIX) for k in keys),
-        train_text_encoder=any(is_text_encoder_module(k) for k in keys),
-        conv=conv_network(header.metadata),
-        sdxl=is_sdxl(keys),
-    )
-    report = verify_lora(header.path, expect)
+    report = verify_found_lora(header.path, list(header.tensors), header.metadata)
     return [HealthCheck(c.name, c.ok, c.detail, informational=c.name.startswith("metadata")) for c in report.checks]
 
 
@@ -363,7 +350,7 @@ def _run_manifest(path: Path) -> tuple[dict[str, Any] | None, Path | None]:
 
 
 def inspect_lora(path: Path) -> LoraInspection:
-    from kohya_wrap.sdscripts import interpret
+    from kohya_wrap.sdscripts.lora import interpret
 
     path = Path(path).expanduser()
     header = read_header(path)

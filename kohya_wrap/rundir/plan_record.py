@@ -410,7 +410,7 @@ def trained_to_the_end(plan: Plan) -> bool:
     step (`ss_steps`). Only the end of training writes that file (a step checkpoint has a suffix)."""
     from kohya_wrap.safetensors_header import HeaderError, incomplete
     from kohya_wrap.safetensors_header import read_header as read_safetensors_header
-    from kohya_wrap.sdscripts import training_step
+    from kohya_wrap.sdscripts.lora import training_step
 
     path = plan.lora_file
     if not path.is_file() or incomplete(path) is not None:

@@ -275,7 +275,7 @@ def load_plan(run_dir: Path) -> Plan:
 
 
 def _disk_state(view: RunView) -> SavedFile | None:
-    from kohya_wrap.sdscripts import latest_state
+    from kohya_wrap.sdscripts.resume import latest_state
 
     known = {s.path: s.step for s in view.fold.states if s.step is not None}
     state = latest_state(view.plan.output_dir, view.plan.output_name, known)

@@ -33,7 +33,7 @@ from kohya_wrap.sample.session import (
 
 if TYPE_CHECKING:
     from kohya_wrap.rundir import Plan
-    from kohya_wrap.sdscripts import LineSplitter
+    from kohya_wrap.sdscripts.output import LineSplitter
 
 
 class SampleError(KohyaWrapError):
@@ -86,13 +86,9 @@ class SampleContext:
 
 
 def _checkpoint_step(path: Path) -> int | None:
-    from kohya_wrap.sdscripts import read_metadata, step_from_file_name, training_step
+    from kohya_wrap.sdscripts.samples import checkpoint_step
 
-    try:
-        step = training_step(read_metadata(path))
-    except (OSError, ValueError):
-        step = None
-    return step if step is not None else step_from_file_name(path.name)
+    return checkpoint_step(path)
 
 
 def select_targets(candidates: Sequence[LoraTarget], steps_of: str) -> tuple[LoraTarget, ...]:
@@ -209,7 +205,7 @@ def _one_file(target: Path, run_dir: Path | None) -> LoraTarget:
 def _run_targets(plan: Plan, run_dir: Path, steps_of: str) -> tuple[tuple[LoraTarget, ...], list[str]]:
     """The run's complete LoRA files that --steps-of asks for, and a sentence for each one cut short."""
     from kohya_wrap.safetensors_header import incomplete
-    from kohya_wrap.sdscripts import checkpoint_files
+    from kohya_wrap.sdscripts.samples import checkpoint_files
 
     files = checkpoint_files(plan.output_dir, plan.output_name)
     if not files:
@@ -293,7 +289,7 @@ def _manifest(
 
 
 def _validate(opts: SampleOptions) -> None:
-    from kohya_wrap.sdscripts import SAMPLERS
+    from kohya_wrap.sdscripts.gen_command import SAMPLERS
 
     if not opts.prompts:
         raise SampleError("no prompt given.", "Add --prompt TEXT (repeat it for several prompts).")
@@ -422,7 +418,9 @@ def _generate(
     on_progress: Callable[[SampleProgress], None] | None = None,
 ) -> SampleSession:
     from kohya_wrap.models import ensure_tokenizer
-    from kohya_wrap.sdscripts import LineSplitter, expected_outputs, locate, render_prompts_file
+    from kohya_wrap.sdscripts.checkout import locate
+    from kohya_wrap.sdscripts.gen_command import expected_outputs, render_prompts_file
+    from kohya_wrap.sdscripts.output import LineSplitter
 
     checkout = locate(sd_scripts)
     # As train's pre-flight: without a tokenizer folder sd-scripts' generator fetches the CLIP tokenizer from
@@ -455,7 +453,9 @@ def _generate_lora(
 ) -> list[SampleImage]:
     """One LoRA's images (or the base model's), by one run of sd-scripts' generator."""
     from kohya_wrap.process import child_env, stream
-    from kohya_wrap.sdscripts import GenRequest, build_gen_argv, gen_env
+    from kohya_wrap.sdscripts.gen_command import GenRequest
+    from kohya_wrap.sdscripts.gen_command import build_argv as build_gen_argv
+    from kohya_wrap.sdscripts.gen_command import build_env as gen_env
 
     offline = True  # the tokenizer is in its folder (above) and the base model a local file
     name = lora.path.stem if lora.path is not None else "base model"

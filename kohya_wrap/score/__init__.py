@@ -75,7 +75,7 @@ def score_run(
     from kohya_wrap import rundir
     from kohya_wrap.score.collect import collect_run_samples, folder_references, run_references
     from kohya_wrap.score.scoring import ScoreOptions, score_groups
-    from kohya_wrap.sdscripts import validation_losses
+    from kohya_wrap.sdscripts.samples import validation_losses
 
     run = Path(run_dir).expanduser().resolve()
     samples = collect_run_samples(run)

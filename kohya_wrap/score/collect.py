@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from kohya_wrap.errors import KohyaWrapError
 from kohya_wrap.score.records import LeftOut
-from kohya_wrap.sdscripts import IMAGE_EXTENSIONS
+from kohya_wrap.sdscripts.layout import IMAGE_EXTENSIONS
 
 if TYPE_CHECKING:
     from kohya_wrap.rundir import Plan
@@ -94,7 +94,7 @@ def collect_samples_dir(folder: Path) -> SampleSet:
     Samples of more than one run (sd-scripts names with different output names) are refused: their
     steps would be merged into one curve.
     """
-    from kohya_wrap.sdscripts import parse_sample_name
+    from kohya_wrap.sdscripts.samples import parse_sample_name
 
     folder = Path(folder).expanduser()
     if not folder.is_dir():
@@ -151,7 +151,7 @@ def collect_run_samples(run_dir: Path) -> SampleSet:
     """The training samples of a run by step (with the LoRA file saved there), and the images of the sample
     folder left out: another run's (output name), or not named by sd-scripts."""
     from kohya_wrap.safetensors_header import incomplete
-    from kohya_wrap.sdscripts import checkpoint_steps, find_samples, parse_sample_name, sample_dir, sample_step
+    from kohya_wrap.sdscripts.samples import checkpoint_steps, find_samples, parse_sample_name, sample_dir, sample_step
 
     plan = load_run_plan(run_dir)
     spe = plan.steps.steps_per_epoch

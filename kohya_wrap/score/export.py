@@ -116,7 +116,7 @@ def subject_words(plan: Plan) -> str:
 def export_checkpoint(run_dir: str | Path, out: str | Path, *, step: int | None = None) -> ExportResult:
     from kohya_wrap.score import load_score
     from kohya_wrap.score.collect import load_run_plan
-    from kohya_wrap.sdscripts import checkpoint_steps
+    from kohya_wrap.sdscripts.samples import checkpoint_steps
 
     run = Path(run_dir).expanduser().resolve()
     plan = load_run_plan(run)

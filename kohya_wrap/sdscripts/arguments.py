@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 import json
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
@@ -19,6 +19,18 @@ from typing import Any
 
 from kohya_wrap.sdscripts.aliases import alias_hint
 from kohya_wrap.sdscripts.ranges import range_of
+
+# what code outside sdscripts/ may use: checking a preset's or a sweep's keys and values
+__all__ = [
+    "ArgumentError",
+    "argument_table",
+    "check_argument",
+    "cross_checks",
+    "did_you_mean",
+    "package_problems",
+    "sample_prompt_problem",
+    "unknown_key_hint",
+]
 
 try:
     import tomllib
@@ -267,56 +279,55 @@ def _type_name(kind: str) -> str:
 
 
 def _convert_scalar(arg: Argument, value: Any, from_text: bool) -> Any:
-    kind = arg.kind
-    bad = ArgumentError(arg.name, f"{arg.name} must be {_type_name(kind)}, got {value!r}")
     if from_text:
-        # The argparse conversion, as if the value were given on sd-scripts' own command line.
-        text = str(value).strip()
-        if kind in ("str", "path"):
-            return str(value)
-        if kind == "bool":
-            low = text.lower()
-            if low in ("true", "1", "yes", "on"):
-                return True
-            if low in ("false", "0", "no", "off"):
-                return False
-            raise bad
-        if kind == "int":
-            try:
-                return int(text)
-            except ValueError:
-                raise bad from None
-        if kind == "float":
-            try:
-                return float(text)
-            except ValueError:
-                raise bad from None
-        return int_or_float(arg.name, text)
-    if kind in ("str", "path"):
-        if isinstance(value, str):
-            return value
-        raise bad
+        return _convert_text(arg, value)
+    kind = arg.kind
     if isinstance(value, bool):
+        # a TOML boolean is a bool only; for int arguments, Python's bool is an int but never one of theirs
         if kind == "bool":
             return value
-        raise bad
-    if kind == "int":
-        if isinstance(value, int):
-            return value
-        raise bad
-    if kind == "float":
-        if isinstance(value, (int, float)):
-            return float(value)
-        raise bad
+    elif _TYPED[kind](value):
+        return float(value) if kind == "float" else value
+    elif kind == "int_or_float" and isinstance(value, str):
+        return int_or_float(arg.name, value)
+    raise _bad(arg, value)
+
+
+# what a TOML value (not bool) of each kind may be, as it is
+_TYPED: dict[str, Callable[[object], bool]] = {
+    "str": lambda value: isinstance(value, str),
+    "path": lambda value: isinstance(value, str),
+    "bool": lambda value: False,
+    "int": lambda value: isinstance(value, int),
+    "float": lambda value: isinstance(value, (int, float)),
+    "int_or_float": lambda value: (
+        (isinstance(value, int) and value >= 0) or (isinstance(value, float) and 0 <= value < 1)
+    ),
+}
+_TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
+
+
+def _bad(arg: Argument, value: object) -> ArgumentError:
+    return ArgumentError(arg.name, f"{arg.name} must be {_type_name(arg.kind)}, got {value!r}")
+
+
+def _convert_text(arg: Argument, value: object) -> str | bool | int | float:
+    """The argparse conversion, as if the value were given on sd-scripts' own command line."""
+    kind, text = arg.kind, str(value).strip()
+    if kind in ("str", "path"):
+        return str(value)
+    if kind == "bool" and text.lower() in _TRUE + _FALSE:
+        return text.lower() in _TRUE
     if kind == "int_or_float":
-        if isinstance(value, int) and value >= 0:
-            return value
-        if isinstance(value, float) and 0 <= value < 1:
-            return value
-        if isinstance(value, str):
-            return int_or_float(arg.name, value)
-        raise bad
-    raise bad
+        return int_or_float(arg.name, text)
+    try:
+        if kind == "int":
+            return int(text)
+        if kind == "float":
+            return float(text)
+    except ValueError:
+        pass
+    raise _bad(arg, value)
 
 
 def int_or_float(name: str, text: str) -> int | float:
@@ -434,53 +445,84 @@ def _check_value(key: str, value: Any) -> None:
                 f"{key} = {value!r} must be a plain name (it becomes a file name in the run directory): it {problem}",
                 "use letters, digits, '-', '_' and '.', without a folder",
             )
-    if key == "optimizer_type":
-        _check_optimizer(value)
-    elif key == "resolution":
-        parts = value.split(",")
-        if len(parts) not in (1, 2) or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
-            raise ArgumentError(key, f"resolution must be 'N' or 'W,H' with positive integers, got {value!r}")
-        if any(int(p) > MAX_RESOLUTION for p in parts):
-            raise ArgumentError(
-                key,
-                f"resolution {value!r} is out of range: each side must be from 1 to {MAX_RESOLUTION} pixels",
-                "SD1.5 trains at 512 to 1024 pixels; give a value such as '512' or '768'",
-            )
-    elif key == "face_crop_aug_range":
-        try:
-            lo, hi = (float(p) for p in value.split(","))
-        except ValueError:
-            raise ArgumentError(key, f"face_crop_aug_range must be 'lo,hi' (two numbers), got {value!r}") from None
-        if lo > hi:
-            raise ArgumentError(key, f"face_crop_aug_range {value!r}: lo must not exceed hi")
-    elif key == "lr_scheduler":
-        if value.startswith("adafactor"):
-            _, _, initial = value.partition(":")
-            try:
-                ok = float(initial) > 0
-            except ValueError:
-                ok = False
-            if not ok:
-                raise ArgumentError(
-                    key,
-                    f"lr_scheduler {value!r}: the adafactor scheduler is 'adafactor:<initial lr>'",
-                    "for example lr_scheduler = 'adafactor:1e-4'",
-                )
-        elif value not in KNOWN_LR_SCHEDULERS:
-            # SchedulerType(name) is case-sensitive: "Cosine" is refused by sd-scripts too
-            close = did_you_mean(value, KNOWN_LR_SCHEDULERS)
-            raise ArgumentError(
-                key,
-                f"lr_scheduler {value!r} is not a scheduler sd-scripts knows",
-                (close + " " if close else "")
-                + "lr_scheduler is one of: "
-                + ", ".join(KNOWN_LR_SCHEDULERS)
-                + " or 'adafactor:<initial lr>'",
-            )
-    elif key in ("optimizer_args", "lr_scheduler_args", "network_args"):
+    if key in ("optimizer_args", "lr_scheduler_args", "network_args"):
         for item in value:
             if "=" not in item:
                 raise ArgumentError(key, f"{key} items are 'name=value', got {item!r}")
+    check = _VALUE_CHECKS.get(key)
+    if check is not None:
+        check(value)
+
+
+def _check_resolution(value: str) -> None:
+    parts = value.split(",")
+    if len(parts) not in (1, 2) or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
+        raise ArgumentError("resolution", f"resolution must be 'N' or 'W,H' with positive integers, got {value!r}")
+    if any(int(p) > MAX_RESOLUTION for p in parts):
+        raise ArgumentError(
+            "resolution",
+            f"resolution {value!r} is out of range: each side must be from 1 to {MAX_RESOLUTION} pixels",
+            "SD1.5 trains at 512 to 1024 pixels; give a value such as '512' or '768'",
+        )
+
+
+def _check_face_crop(value: str) -> None:
+    key = "face_crop_aug_range"
+    try:
+        lo, hi = (float(p) for p in value.split(","))
+    except ValueError:
+        raise ArgumentError(key, f"face_crop_aug_range must be 'lo,hi' (two numbers), got {value!r}") from None
+    if lo > hi:
+        raise ArgumentError(key, f"face_crop_aug_range {value!r}: lo must not exceed hi")
+
+
+def _check_lr_scheduler(value: str) -> None:
+    key = "lr_scheduler"
+    if value.startswith("adafactor"):
+        _, _, initial = value.partition(":")
+        try:
+            ok = float(initial) > 0
+        except ValueError:
+            ok = False
+        if not ok:
+            raise ArgumentError(
+                key,
+                f"lr_scheduler {value!r}: the adafactor scheduler is 'adafactor:<initial lr>'",
+                "for example lr_scheduler = 'adafactor:1e-4'",
+            )
+    elif value not in KNOWN_LR_SCHEDULERS:
+        # SchedulerType(name) is case-sensitive: "Cosine" is refused by sd-scripts too
+        close = did_you_mean(value, KNOWN_LR_SCHEDULERS)
+        raise ArgumentError(
+            key,
+            f"lr_scheduler {value!r} is not a scheduler sd-scripts knows",
+            (close + " " if close else "")
+            + "lr_scheduler is one of: "
+            + ", ".join(KNOWN_LR_SCHEDULERS)
+            + " or 'adafactor:<initial lr>'",
+        )
+
+
+def check_argument(key: str, value: Any, *, trusted: bool, from_text: bool = False) -> Any:
+    """`value` converted as sd-scripts' argparse would (convert) and let through only where a preset or
+    --set may carry it (check_trust); ArgumentError naming the key otherwise."""
+    converted = convert(key, value, from_text=from_text)
+    check_trust(key, converted, trusted=trusted)
+    return converted
+
+
+def argument_table() -> Mapping[str, Argument]:
+    """Every train_network.py argument of the pinned version, by name (its type, default and category)."""
+    return table()
+
+
+def sample_prompt_problem(text: str, *, negative: bool = False) -> str | None:
+    """Why sd-scripts would misread `text` as a line of sample_prompts.txt, or None (docs/sd-scripts.md#sample-prompt-syntax)."""
+    if " --" in f" {text}" or "\n" in text or "\r" in text:
+        return f"a sample prompt cannot contain ' --' or a line break: {text!r}"
+    if not negative and (text.startswith("#") or not text.strip()):
+        return f"a sample prompt cannot be empty or start with '#': {text!r}"
+    return None
 
 
 def check_trust(key: str, value: Any, *, trusted: bool) -> None:
@@ -569,15 +611,30 @@ def cross_checks(values: Mapping[str, Any], *, packages: bool = True) -> list[Pr
 
     packages: also refuse an optimizer whose package this Python lacks (plan); a preset is checked without it.
     """
+    found = _Found(values, package_problems(values) if packages else [])
+    for rules in (_noise_rules, _latent_rules, _bucket_rules, _precision_rules, _step_rules, _optimizer_rules):
+        rules(found)
+    for rules in (_scheduler_rules, _runtime_rules, _value_rules):
+        rules(found)
+    return found.problems
 
-    def v(key: str) -> Any:
-        return values[key] if key in values else table()[key].default
 
-    out: list[Problem] = package_problems(values) if packages else []
+class _Found:
+    """The values under check (sd-scripts' defaults for what is not set) and the problems found, in order."""
 
-    def err(keys: tuple[str, ...], message: str, hint: str | None = None, severity: str = "error") -> None:
-        out.append(Problem(keys, message, hint, severity))
+    def __init__(self, values: Mapping[str, Any], problems: list[Problem]) -> None:
+        self.values = values
+        self.problems = problems
 
+    def v(self, key: str) -> Any:
+        return self.values[key] if key in self.values else table()[key].default
+
+    def err(self, keys: tuple[str, ...], message: str, hint: str | None = None, severity: str = "error") -> None:
+        self.problems.append(Problem(keys, message, hint, severity))
+
+
+def _noise_rules(f: _Found) -> None:
+    v, err = f.v, f.err
     if v("adaptive_noise_scale") is not None and v("noise_offset") is None:
         err(("adaptive_noise_scale", "noise_offset"), "adaptive_noise_scale needs noise_offset", "set noise_offset too")
     if v("scale_v_pred_loss_like_noise_pred") and not v("v_parameterization"):
@@ -587,37 +644,43 @@ def cross_checks(values: Mapping[str, Any], *, packages: bool = True) -> list[Pr
         )
     if v("v_pred_like_loss") is not None and v("v_parameterization"):
         err(("v_pred_like_loss", "v_parameterization"), "v_pred_like_loss cannot be combined with v_parameterization")
-    if v("cache_latents") or v("cache_latents_to_disk"):
+
+
+def _latent_rules(f: _Found) -> None:
+    if f.v("cache_latents") or f.v("cache_latents_to_disk"):
         for aug in ("color_aug", "random_crop"):
-            if v(aug):
-                err(
+            if f.v(aug):
+                f.err(
                     (aug, "cache_latents"),
                     f"{aug} cannot be used when latents are cached (cache_latents / cache_latents_to_disk)",
                     f"turn {aug} off, or turn latent caching off",
                 )
-    if v("enable_bucket"):
-        if v("min_bucket_reso") > v("max_bucket_reso"):
-            err(
-                ("min_bucket_reso", "max_bucket_reso"),
-                f"min_bucket_reso {v('min_bucket_reso')} is above max_bucket_reso {v('max_bucket_reso')}",
-            )
-        steps = v("bucket_reso_steps")
-        if steps is not None and steps % 64 != 0:
-            err(("bucket_reso_steps",), f"bucket_reso_steps is {steps}; train_network.py needs a multiple of 64")
-        res = v("resolution")
-        if res is not None:
-            sides = [int(p) for p in str(res).split(",")]
-            if not v("bucket_no_upscale"):
-                if min(sides) < v("min_bucket_reso"):
-                    err(
-                        ("min_bucket_reso", "resolution"),
-                        f"min_bucket_reso {v('min_bucket_reso')} is above the resolution {res}",
-                    )
-                if max(sides) > v("max_bucket_reso"):
-                    err(
-                        ("max_bucket_reso", "resolution"),
-                        f"max_bucket_reso {v('max_bucket_reso')} is below the resolution {res}",
-                    )
+
+
+def _bucket_rules(f: _Found) -> None:
+    v, err = f.v, f.err
+    if not v("enable_bucket"):
+        return
+    if v("min_bucket_reso") > v("max_bucket_reso"):
+        err(
+            ("min_bucket_reso", "max_bucket_reso"),
+            f"min_bucket_reso {v('min_bucket_reso')} is above max_bucket_reso {v('max_bucket_reso')}",
+        )
+    steps = v("bucket_reso_steps")
+    if steps is not None and steps % 64 != 0:
+        err(("bucket_reso_steps",), f"bucket_reso_steps is {steps}; train_network.py needs a multiple of 64")
+    res = v("resolution")
+    if res is None or v("bucket_no_upscale"):
+        return
+    sides = [int(p) for p in str(res).split(",")]
+    if min(sides) < v("min_bucket_reso"):
+        err(("min_bucket_reso", "resolution"), f"min_bucket_reso {v('min_bucket_reso')} is above the resolution {res}")
+    if max(sides) > v("max_bucket_reso"):
+        err(("max_bucket_reso", "resolution"), f"max_bucket_reso {v('max_bucket_reso')} is below the resolution {res}")
+
+
+def _precision_rules(f: _Found) -> None:
+    v, err = f.v, f.err
     mp = v("mixed_precision")
     if v("full_fp16") and mp != "fp16":
         err(("full_fp16", "mixed_precision"), "full_fp16 needs mixed_precision = 'fp16'")
@@ -626,6 +689,10 @@ def cross_checks(values: Mapping[str, Any], *, packages: bool = True) -> list[Pr
     for fp8 in ("fp8_base", "fp8_base_unet"):
         if v(fp8) and mp == "no":
             err((fp8, "mixed_precision"), f"{fp8} needs mixed precision (fp16 or bf16)")
+
+
+def _step_rules(f: _Found) -> None:
+    v, err, values = f.v, f.err, f.values
     lo_t, hi_t = v("min_timestep"), v("max_timestep")
     if lo_t is not None and hi_t is not None and lo_t >= hi_t:
         err(("min_timestep", "max_timestep"), f"min_timestep {lo_t} must be below max_timestep {hi_t}")
@@ -635,16 +702,19 @@ def cross_checks(values: Mapping[str, Any], *, packages: bool = True) -> list[Pr
             ("max_train_steps", "initial_step"),
             f"max_train_steps {values['max_train_steps']} must exceed initial_step {initial}",
         )
+
+
+def _optimizer_rules(f: _Found) -> None:
+    v, err = f.v, f.err
     legacy = [k for k in ("use_8bit_adam", "use_lion_optimizer") if v(k)]
     if len(legacy) > 1 or (legacy and v("optimizer_type")):
         err(
-            tuple(legacy) + ("optimizer_type",),
+            (*legacy, "optimizer_type"),
             "use_8bit_adam, use_lion_optimizer and optimizer_type are mutually exclusive",
             "set only optimizer_type",
         )
-    optimizer = (v("optimizer_type") or "AdamW").lower()
     if v("fused_backward_pass"):
-        if optimizer != "adafactor":
+        if _optimizer(f) != "adafactor":
             err(
                 ("fused_backward_pass", "optimizer_type"),
                 "fused_backward_pass works only with optimizer_type Adafactor",
@@ -654,18 +724,29 @@ def cross_checks(values: Mapping[str, Any], *, packages: bool = True) -> list[Pr
                 ("fused_backward_pass", "gradient_accumulation_steps"),
                 "fused_backward_pass needs gradient_accumulation_steps = 1",
             )
+
+
+def _optimizer(f: _Found) -> str:
+    return str(f.v("optimizer_type") or "AdamW").lower()
+
+
+def _scheduler_rules(f: _Found) -> None:
+    v, err = f.v, f.err
     scheduler = v("lr_scheduler")
     warmup = v("lr_warmup_steps")
-    if (
-        scheduler in _SCHEDULERS_WITHOUT_WARMUP or str(scheduler).startswith("adafactor") or v("lr_scheduler_type")
-    ) and warmup not in (0, None):
+    no_warmup = scheduler in _SCHEDULERS_WITHOUT_WARMUP or str(scheduler).startswith("adafactor")
+    if (no_warmup or v("lr_scheduler_type")) and warmup not in (0, None):
         err(
             ("lr_warmup_steps", "lr_scheduler"),
             f"lr_scheduler {scheduler!r} takes no warmup, but lr_warmup_steps is {warmup!r}",
             "use lr_scheduler = 'constant_with_warmup', or set lr_warmup_steps = 0",
         )
-    if str(scheduler).startswith("adafactor") and optimizer != "adafactor":
+    if str(scheduler).startswith("adafactor") and _optimizer(f) != "adafactor":
         err(("lr_scheduler", "optimizer_type"), "the adafactor lr_scheduler needs optimizer_type Adafactor")
+
+
+def _runtime_rules(f: _Found) -> None:
+    v, err = f.v, f.err
     if v("log_with") in ("tensorboard", "all") and not v("logging_dir"):
         err(("log_with", "logging_dir"), f"log_with {v('log_with')!r} needs logging_dir")
     if v("persistent_data_loader_workers") and v("max_data_loader_n_workers") == 0:
@@ -678,6 +759,10 @@ def cross_checks(values: Mapping[str, Any], *, packages: bool = True) -> list[Pr
             ("cpu_offload_checkpointing",),
             "cpu_offload_checkpointing crashes SD 1.5 training with gradient_checkpointing",
         )
+
+
+def _value_rules(f: _Found) -> None:
+    v, err = f.v, f.err
     attention = [k for k in ("mem_eff_attn", "xformers", "sdpa") if v(k)]
     if len(attention) > 1:
         err(
@@ -686,7 +771,7 @@ def cross_checks(values: Mapping[str, Any], *, packages: bool = True) -> list[Pr
             "set just one attention implementation",
             severity="warning",
         )
-    if v("network_dim") is None and "network_module" in values:
+    if v("network_dim") is None and "network_module" in f.values:
         err(
             ("network_dim",),
             "network_dim is not set; networks.lora silently uses 4",
@@ -700,8 +785,16 @@ def cross_checks(values: Mapping[str, Any], *, packages: bool = True) -> list[Pr
     lr = v("learning_rate")
     if isinstance(lr, float) and (math.isnan(lr) or lr <= 0):
         err(("learning_rate",), f"learning_rate must be positive, got {lr}")
-    return out
 
 
 def argparse_default(key: str) -> Any:
     return lookup(key).default
+
+
+# the arguments whose values have rules of their own, beyond their type and range
+_VALUE_CHECKS: dict[str, Callable[[Any], None]] = {
+    "optimizer_type": _check_optimizer,
+    "resolution": _check_resolution,
+    "face_crop_aug_range": _check_face_crop,
+    "lr_scheduler": _check_lr_scheduler,
+}

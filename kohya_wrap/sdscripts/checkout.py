@@ -9,6 +9,13 @@ from pathlib import Path
 
 from kohya_wrap.errors import TrainerNotFound
 from kohya_wrap.sdscripts import ENV_VAR, PINNED_COMMIT, PINNED_TAG, SUBMODULE_PATH, TRAIN_SCRIPT
+from kohya_wrap.sdscripts.requirements import TRAINER_NEEDS
+
+__all__ = [
+    "Checkout",
+    "TRAINER_NEEDS",
+    "locate",
+]
 
 GET_IT_HINT = (
     "Get it with `git submodule update --init` in your kohya-wrap clone "

@@ -17,6 +17,25 @@ from pathlib import Path
 from typing import Any
 
 from kohya_wrap.sdscripts import TRAIN_SCRIPT
+from kohya_wrap.sdscripts.configs import relocate_dataset_toml, with_batch_size
+from kohya_wrap.sdscripts.resume import (
+    Extension,
+    SavedState,
+    extension_args,
+    extension_dataset_toml,
+    read_state,
+    resume_args,
+)
+
+__all__ = [
+    "CommandFiles",
+    "CommandRequest",
+    "Fitted",
+    "Launch",
+    "TrainerCommand",
+    "default_cpu_threads",
+    "trainer_command",
+]
 
 ACCELERATE_MODULE = "accelerate.commands.launch"
 
@@ -86,6 +105,19 @@ def build_argv(
 
     accelerate_config: where render_accelerate_config's text is written before the launch.
     """
+    argv = _accelerate_args(launch, accelerate_config, python)
+    argv += [
+        str(Path(checkout) / TRAIN_SCRIPT),
+        "--config_file",
+        str(config_toml),
+        "--dataset_config",
+        str(dataset_toml),
+    ]
+    return argv
+
+
+def _accelerate_args(launch: Launch, accelerate_config: Path, python: str | None) -> list[str]:
+    """`accelerate launch` and its flags, every one explicit."""
     threads = launch.cpu_threads or default_cpu_threads(launch.num_processes, launch.cpu, launch.num_machines)
     argv = [
         python or sys.executable,
@@ -119,13 +151,6 @@ def build_argv(
             "--main_process_port",
             str(launch.main_process_port),
         ]
-    argv += [
-        str(Path(checkout) / TRAIN_SCRIPT),
-        "--config_file",
-        str(config_toml),
-        "--dataset_config",
-        str(dataset_toml),
-    ]
     return argv
 
 
@@ -200,3 +225,138 @@ def build_env(*, offline: bool) -> dict[str, str]:
     if offline:
         env["HF_HUB_OFFLINE"] = "1"
     return env
+
+
+@dataclass(frozen=True)
+class CommandFiles:
+    """Where the run's files are on the machine that trains (rundir.paths names them)."""
+
+    config_toml: Path
+    dataset_toml: Path
+    gpu_dataset_toml: Path  # dataset.toml with the batch that fits the GPU, where train changed it
+    extend_dataset_toml: Path  # dataset.toml with more repeats, for `train --extend` from LoRA weights
+    accelerate_config: Path
+
+
+@dataclass(frozen=True)
+class Fitted:
+    """What train changed to fit the GPU it found; None: the plan's value stands."""
+
+    batch_size: int | None = None
+    grad_accum: int | None = None
+    gradient_checkpointing: bool | None = None
+
+
+@dataclass(frozen=True)
+class CommandRequest:
+    """A planned run on the machine that trains it."""
+
+    checkout: Path
+    python: str
+    launch: Launch
+    files: CommandFiles
+    values: Mapping[str, Any]  # the plan's resolved values
+    planned_dataset_toml: str | None  # dataset.toml as plan rendered it (None: the run directory has none)
+    written_dataset_toml: str | None  # dataset.toml as it is in the run directory (None: absent)
+    choose_precision: bool  # the plan left mixed precision to train: launch.mixed_precision goes on the command
+    fitted: Fitted | None = None
+    resume_from: SavedState | None = None
+    extension: Extension | None = None
+    base_model: Path | None = None  # the model fetched again on this machine, where config.toml's path is stale
+    tokenizer_cache_dir: Path | None = None  # kohya-wrap's own cache, where the plan left the tokenizer to train
+    planned_at: Path | None = None  # where the run directory was planned, when it was copied or moved since
+    run_dir: Path | None = None  # where it is now
+
+
+@dataclass(frozen=True)
+class TrainerCommand:
+    argv: tuple[str, ...]  # never a shell string
+    accelerate_config: str  # written to files.accelerate_config before the launch
+    dataset_toml: str | None  # dataset.toml rewritten for a moved run directory; None: it stands
+    gpu_dataset_toml: str | None  # written to files.gpu_dataset_toml; None: the plan's batch stands
+    extend_dataset_toml: str | None  # written to files.extend_dataset_toml; None: not extended that way
+
+
+def trainer_command(request: CommandRequest) -> TrainerCommand:
+    """The exact command that trains the planned run on this machine, and the files it reads besides the plan's."""
+    files = request.files
+    moved = request.planned_at is not None and request.run_dir is not None
+    relocated = None
+    if moved and request.written_dataset_toml is not None:
+        assert request.planned_at is not None and request.run_dir is not None
+        relocated = relocate_dataset_toml(request.written_dataset_toml, request.planned_at, request.run_dir)
+    gpu_toml = _gpu_dataset_toml(request, relocated)
+    argv = build_argv(
+        request.checkout,
+        files.config_toml,
+        files.dataset_toml if gpu_toml is None else files.gpu_dataset_toml,
+        files.accelerate_config,
+        request.launch,
+        request.python,
+    )
+    argv += _machine_args(request)
+    extend_toml = None
+    if request.extension is not None:
+        argv += extension_args(request.extension, files.extend_dataset_toml)
+        if request.extension.repeats_factor > 1:
+            # on top of what this machine trains from: the moved folders, the batch that fits the GPU
+            base = gpu_toml or relocated or request.written_dataset_toml
+            if base is None:
+                raise FileNotFoundError(
+                    f"{files.dataset_toml} is missing: the extension's repeats go into a copy of it"
+                )
+            extend_toml = extension_dataset_toml(base, request.extension.repeats_factor)
+    argv += _model_args(request)
+    return TrainerCommand(
+        argv=tuple(argv),
+        accelerate_config=render_accelerate_config(request.launch),
+        dataset_toml=relocated,
+        gpu_dataset_toml=gpu_toml,
+        extend_dataset_toml=extend_toml,
+    )
+
+
+def _gpu_dataset_toml(request: CommandRequest, relocated: str | None) -> str | None:
+    """dataset.toml with the batch train chose to fit the GPU (sd-scripts reads the batch from it); None: the plan's.
+
+    Built on the relocated dataset.toml where the run directory moved, else on the plan's."""
+    batch = request.fitted.batch_size if request.fitted is not None else None
+    planned = relocated or request.planned_dataset_toml
+    if batch is None or planned is None:
+        return None
+    return with_batch_size(
+        planned,
+        batch,
+        f"Written by kohya-wrap train: {request.files.dataset_toml.name} with batch {batch} to fit the GPU it found "
+        "(run.json machine.memory_fit says why).",
+    )
+
+
+def _machine_args(request: CommandRequest) -> list[str]:
+    """Precision and memory chosen for this machine, and the state a resume continues from."""
+    args = precision_args(request.launch.mixed_precision) if request.choose_precision else []
+    fitted = request.fitted
+    if fitted is not None and (fitted.batch_size, fitted.grad_accum, fitted.gradient_checkpointing) != (None,) * 3:
+        args += memory_args(
+            gradient_checkpointing=bool(fitted.gradient_checkpointing),
+            batch_size=fitted.batch_size,
+            gradient_accumulation_steps=fitted.grad_accum,
+        )
+    state = request.resume_from
+    if state is not None:
+        # the step sd-scripts' own train_state.json holds can lag ours (docs/sd-scripts.md#step-counter-after-a-resume)
+        recorded = read_state(state.path)
+        argv_step = state.step if (recorded.step if recorded else None) != state.step else None
+        args += resume_args(state.path, initial_step=argv_step)
+    return args
+
+
+def _model_args(request: CommandRequest) -> list[str]:
+    """The model and tokenizer on this machine, and the run directory's paths where it moved."""
+    args = [] if request.base_model is None else base_model_args(request.base_model)
+    if request.tokenizer_cache_dir is not None:
+        args += tokenizer_args(request.tokenizer_cache_dir)
+    if request.planned_at is not None and request.run_dir is not None:
+        # a copied or moved run directory trains where it is, as it trains on the machine it finds
+        args += relocated_args(request.values, request.planned_at, request.run_dir)
+    return args

@@ -21,7 +21,7 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
-from kohya_wrap.sdscripts.arguments import table
+from kohya_wrap.sdscripts.arguments import sample_prompt_problem, table
 from kohya_wrap.sdscripts.layout import CAPTION_EXTENSION
 
 # arguments table category -> config.toml section
@@ -151,15 +151,6 @@ class SamplePrompt:
     seed: int
     steps: int
     scale: float
-
-
-def sample_prompt_problem(text: str, *, negative: bool = False) -> str | None:
-    """Why sd-scripts would misread `text` as a line of sample_prompts.txt, or None (docs/sd-scripts.md#sample-prompt-syntax)."""
-    if " --" in f" {text}" or "\n" in text or "\r" in text:
-        return f"a sample prompt cannot contain ' --' or a line break: {text!r}"
-    if not negative and (text.startswith("#") or not text.strip()):
-        return f"a sample prompt cannot be empty or start with '#': {text!r}"
-    return None
 
 
 def render_sample_prompts(prompts: Sequence[SamplePrompt], header: str = "") -> str:

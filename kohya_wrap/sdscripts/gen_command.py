@@ -17,6 +17,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+__all__ = [
+    "GenRequest",
+    "SAMPLERS",
+    "build_argv",
+    "build_env",
+    "expected_outputs",
+    "render_prompts_file",
+]
+
 GEN_SCRIPT = "gen_img.py"
 LORA_NETWORK_MODULE = "networks.lora"
 # gen_img.py's sampler choices that the sample command offers (its own default is ddim).

@@ -5,6 +5,17 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+__all__ = [
+    "CAPTION_EXTENSION",
+    "DEFAULT_REPEATS",
+    "IMAGE_EXTENSIONS",
+    "REG_DIR",
+    "SubsetName",
+    "TRAIN_DIR",
+    "parse_subset_dir_name",
+    "subset_dir_name",
+]
+
 TRAIN_DIR = "img"
 REG_DIR = "reg"
 CAPTION_EXTENSION = ".txt"

@@ -11,6 +11,7 @@ import re
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from kohya_wrap.fsutil import load_json
 from kohya_wrap.safetensors_header import read_header
@@ -93,7 +94,7 @@ def read_metadata(path: Path) -> dict[str, str]:
     return dict(metadata) if isinstance(metadata, dict) else {}
 
 
-def _read_bf16(path: Path, key: str):
+def _read_bf16(path: Path, key: str) -> Any:
     """numpy has no bfloat16: widen the raw 16-bit words to float32 (bf16 is float32's top half)."""
     import numpy as np
 
@@ -106,7 +107,8 @@ def _read_bf16(path: Path, key: str):
     return (words.astype(np.uint32) << 16).view(np.float32).reshape(header[key]["shape"])
 
 
-def _tensor(handle, path: Path, key: str):
+def _tensor(handle: Any, path: Path, key: str) -> Any:
+    """A tensor as a float32 numpy array (handle: safetensors' safe_open, whose stub types nothing)."""
     import numpy as np
 
     try:
@@ -118,29 +120,37 @@ def _tensor(handle, path: Path, key: str):
 
 def verify_lora(path: Path, expect: Expectation) -> LoraReport:
     path = Path(path)
-    checks: list[Check] = []
     try:
         from safetensors import safe_open
 
-        handle = safe_open(str(path), framework="numpy")
+        handle: Any = safe_open(str(path), framework="numpy")  # type: ignore[no-untyped-call,unused-ignore]
     except Exception as e:  # noqa: BLE001  any failure to open is the finding
         return LoraReport(str(path), (Check("opens", False, f"safetensors cannot open it: {e}"),))
-    metadata = dict(handle.metadata() or {})  # type: ignore[attr-defined]  # safe_open's stub lacks its methods
-    keys = list(handle.keys())  # type: ignore[attr-defined]
-    checks.append(Check("opens", True, f"{len(keys)} tensors"))
-
-    bad_keys = [k for k in keys if not _KEY.match(k)]
-    checks.append(
-        Check(
-            "key_names",
-            not bad_keys and bool(keys),
-            "all keys follow lora_unet_*/lora_te_* (SDXL: lora_te1_*/lora_te2_*) + "
-            ".lora_down.weight/.lora_up.weight/.alpha"
-            if not bad_keys and keys
-            else f"{len(bad_keys)} unexpected keys, e.g. {bad_keys[:3]}",
-        )
+    metadata = dict(handle.metadata() or {})
+    keys = list(handle.keys())
+    checks = [Check("opens", True, f"{len(keys)} tensors"), _key_check(keys)]
+    unet, te, module_checks = _module_checks(keys, expect)
+    checks += module_checks
+    checks += _value_checks(handle, path, keys)
+    checks.extend(_metadata_checks(metadata, expect))
+    return LoraReport(
+        str(path), tuple(checks), tensors=len(keys), unet_modules=unet, text_encoder_modules=te, metadata=metadata
     )
 
+
+def _key_check(keys: list[str]) -> Check:
+    bad_keys = [k for k in keys if not _KEY.match(k)]
+    return Check(
+        "key_names",
+        not bad_keys and bool(keys),
+        "all keys follow lora_unet_*/lora_te_* (SDXL: lora_te1_*/lora_te2_*) + .lora_down.weight/.lora_up.weight/.alpha"
+        if not bad_keys and keys
+        else f"{len(bad_keys)} unexpected keys, e.g. {bad_keys[:3]}",
+    )
+
+
+def _module_checks(keys: list[str], expect: Expectation) -> tuple[int, int, list[Check]]:
+    """(U-Net modules, text-encoder modules, the checks of their tensors and counts)."""
     modules: dict[str, set[str]] = {}
     for k in keys:
         for suffix in SUFFIXES:
@@ -149,7 +159,7 @@ def verify_lora(path: Path, expect: Expectation) -> LoraReport:
     incomplete = [m for m, s in modules.items() if s != set(SUFFIXES)]
     unet = sum(1 for m in modules if m.startswith(UNET_PREFIX))
     te = sum(1 for m in modules if is_text_encoder_module(m))
-    checks.append(
+    checks = [
         Check(
             "modules_complete",
             not incomplete,
@@ -157,61 +167,52 @@ def verify_lora(path: Path, expect: Expectation) -> LoraReport:
             if not incomplete
             else f"{len(incomplete)} modules lack a tensor, e.g. {incomplete[:3]}",
         )
-    )
+    ]
     want_unet = SD15_UNET_MODULES if expect.train_unet else 0
     want_te = SD15_TEXT_ENCODER_MODULES if expect.train_text_encoder else 0
     if expect.sdxl:
-        checks.append(
-            Check(
-                "module_counts", True, f"SDXL LoRA: U-Net {unet}, text encoders {te} (SD1.5's counts are not checked)"
-            )
-        )
+        detail = f"SDXL LoRA: U-Net {unet}, text encoders {te} (SD1.5's counts are not checked)"
+        checks.append(Check("module_counts", True, detail))
     else:
         counts_ok = te == want_te and (unet == want_unet or (expect.conv and unet > want_unet))
-        checks.append(
-            Check(
-                "module_counts",
-                counts_ok,
-                f"U-Net {unet} (expected {want_unet}{' or more' if expect.conv else ''}), "
-                f"text encoder {te} (expected {want_te})",
-            )
+        detail = (
+            f"U-Net {unet} (expected {want_unet}{' or more' if expect.conv else ''}), "
+            f"text encoder {te} (expected {want_te})"
         )
+        checks.append(Check("module_counts", counts_ok, detail))
+    return unet, te, checks
+
+
+def _value_checks(handle: Any, path: Path, keys: list[str]) -> list[Check]:
+    """Finite values everywhere, and up weights that training moved off zero."""
+    import numpy as np
 
     non_finite: list[str] = []
     up_max = 0.0
     for k in keys:
         array = _tensor(handle, path, k)
-        import numpy as np
-
         finite = np.isfinite(array)
         if not finite.all():
             non_finite.append(k)
             array = array[finite]
         if k.endswith(".lora_up.weight") and array.size:
             up_max = max(up_max, float(np.abs(array).max()))
-    checks.append(
+    return [
         Check(
             "finite",
             not non_finite,
             "no NaN or infinite values"
             if not non_finite
             else f"{len(non_finite)} tensors hold NaN/inf, e.g. {non_finite[:3]}",
-        )
-    )
-    checks.append(
+        ),
         Check(
             "trained",
             up_max > 0.0,
             f"up weights moved off zero (max |w| {up_max:.3g})"
             if up_max > 0
             else "every lora_up weight is zero: training changed nothing",
-        )
-    )
-
-    checks.extend(_metadata_checks(metadata, expect))
-    return LoraReport(
-        str(path), tuple(checks), tensors=len(keys), unet_modules=unet, text_encoder_modules=te, metadata=metadata
-    )
+        ),
+    ]
 
 
 def _metadata_checks(metadata: dict[str, str], expect: Expectation) -> list[Check]:

@@ -35,6 +35,13 @@ from kohya_wrap.events import (
     Warning_,
 )
 
+__all__ = [
+    "LineSplitter",
+    "NAN_REMEDIES",
+    "OOM_REMEDIES",
+    "OutputParser",
+]
+
 STDOUT = "stdout"
 STDERR = "stderr"
 
@@ -361,28 +368,10 @@ class OutputParser:
                 return
         record = self._record
         if record is not None and not after_bar and line.startswith(_CONTINUATION_PREFIX):
-            width = record.width
-            fragment = (line[_MSG_COL : _MSG_COL + width] if width > 0 else line[_MSG_COL:]).strip()
-            if fragment:
-                if record.folded:
-                    record.parts[-1] += fragment
-                else:
-                    record.parts.append(fragment)
-                record.folded = self._is_fold(fragment, width)
+            self._continue_record(record, line)
             return
-        first = line[:1]
-        if first == " " or first.isdigit():
-            head = self._record_head(line)
-            if head is not None:
-                if self._record is not None:
-                    self._end_record(events)
-                if self._traceback is not None:
-                    self._end_traceback(None, events)
-                level, msg_start, path_start = head
-                message = line[msg_start:path_start].strip()
-                width = path_start - 1 - msg_start
-                self._record = _Record(level=level, parts=[message], width=width, folded=self._is_fold(message, width))
-                return
+        if self._start_record(line, events):
+            return
         if self._record is not None:
             self._end_record(events)
         stripped = line.strip()
@@ -398,6 +387,35 @@ class OutputParser:
                 return
         self._recent.append(line.rstrip())
         self._plain_stderr(line, stripped, events)
+
+    def _continue_record(self, record: _Record, line: str) -> None:
+        """A rich log record's next line: its message column continues the message."""
+        width = record.width
+        fragment = (line[_MSG_COL : _MSG_COL + width] if width > 0 else line[_MSG_COL:]).strip()
+        if fragment:
+            if record.folded:
+                record.parts[-1] += fragment
+            else:
+                record.parts.append(fragment)
+            record.folded = self._is_fold(fragment, width)
+
+    def _start_record(self, line: str, events: list[Event]) -> bool:
+        """A rich log record's first line opens a record (ending the one before, and a traceback); False: not one."""
+        first = line[:1]
+        if not (first == " " or first.isdigit()):
+            return False
+        head = self._record_head(line)
+        if head is None:
+            return False
+        if self._record is not None:
+            self._end_record(events)
+        if self._traceback is not None:
+            self._end_traceback(None, events)
+        level, msg_start, path_start = head
+        message = line[msg_start:path_start].strip()
+        width = path_start - 1 - msg_start
+        self._record = _Record(level=level, parts=[message], width=width, folded=self._is_fold(message, width))
+        return True
 
     @staticmethod
     def _is_fold(text: str, width: int) -> bool:
@@ -522,44 +540,27 @@ class OutputParser:
     def _record_event(self, level: str, message: str, events: list[Event]) -> None:
         text = english(message)
         if level in ("ERROR", "CRITICAL"):
-            if text.startswith(NO_DATA):
-                events.append(Error(message=text, kind="no_data"))
-            elif text.startswith(INVALID_USER_CONFIG):
-                events.append(Error(message=text, kind="config_rejected"))
-            elif any(p in text for p in MODEL_MISSING_PATTERNS):
-                events.append(Error(message=text, kind="model_missing"))
-            else:
-                events.append(Error(message=text, kind="log"))
+            events.append(Error(message=text, kind=_error_kind(text)))
             return
         if level == "WARNING":
             if any(p in text for p in MODEL_MISSING_PATTERNS):
                 events.append(Error(message=text, kind="model_missing"))
             events.append(Warning_(message=text))
             return
-        if text.startswith(
-            (
-                "Loading settings from",
-                "Using v1 tokenizer",
-                "Loading dataset config",
-                "Using DreamBooth method",
-                "prepare images",
-            )
-        ):
-            self._set_phase("preparing", events)
-        elif text.startswith(
-            ("loading model for process", "load StableDiffusion checkpoint", "load Diffusers pretrained")
-        ):
-            self._set_phase("loading_model", events)
-        elif text.startswith("caching latents"):
-            self._set_phase("caching_latents", events)
-        elif text.startswith("generating sample images"):
-            self._set_phase("sampling", events)
-        elif text.startswith(("saving state at", "saving last state")):
-            self._set_phase("saving", events)
+        phase = next((phase for starts, phase in _PHASES if text.startswith(starts)), None)
+        if phase is not None:
+            self._set_phase(phase, events)
         elif text.startswith("model saved."):
             self._emit_pending_state(events)
             self._set_phase("finished", events)
-        elif text.startswith("save train state to"):
+        elif text.startswith(("save train state to", "Random states saved in", "skipping")):
+            self._state_record(text, events)
+        elif any(p in text for p in MODEL_MISSING_PATTERNS):
+            events.append(Error(message=text, kind="model_missing"))
+
+    def _state_record(self, text: str, events: list[Event]) -> None:
+        """A saved state's first and last lines, and the steps or epochs a resume skips."""
+        if text.startswith("save train state to"):
             # written first; accelerate then writes the weights, optimizer, ... and the random
             # states last: the state is only complete (and reported) after that
             m = _SAVE_TRAIN_STATE.match(text)
@@ -567,11 +568,39 @@ class OutputParser:
                 self._pending_state = StateSaved(path=m.group(1), step=self._absolute_file_step(int(m.group(3))))
         elif text.startswith("Random states saved in"):
             self._emit_pending_state(events)
-        elif text.startswith("skipping"):
+        else:
             m = _SKIPPING_STEPS.match(text)
             if m:
                 self.skipped_steps = int(m.group(1))
             elif _SKIPPING_EPOCH.match(text):
                 self._skipped_epochs += 1
-        elif any(p in text for p in MODEL_MISSING_PATTERNS):
-            events.append(Error(message=text, kind="model_missing"))
+
+
+# the log lines that open a phase of the run, by how they start
+_PHASES: tuple[tuple[tuple[str, ...], PhaseName], ...] = (
+    (
+        (
+            "Loading settings from",
+            "Using v1 tokenizer",
+            "Loading dataset config",
+            "Using DreamBooth method",
+            "prepare images",
+        ),
+        "preparing",
+    ),
+    (("loading model for process", "load StableDiffusion checkpoint", "load Diffusers pretrained"), "loading_model"),
+    (("caching latents",), "caching_latents"),
+    (("generating sample images",), "sampling"),
+    (("saving state at", "saving last state"), "saving"),
+)
+
+
+def _error_kind(text: str) -> ErrorKind:
+    """The kind of an ERROR or CRITICAL log record."""
+    if text.startswith(NO_DATA):
+        return "no_data"
+    if text.startswith(INVALID_USER_CONFIG):
+        return "config_rejected"
+    if any(p in text for p in MODEL_MISSING_PATTERNS):
+        return "model_missing"
+    return "log"

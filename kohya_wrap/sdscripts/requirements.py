@@ -40,3 +40,16 @@ TORCH_SUGGESTED = "2.6.0"
 # The modules train_network.py imports first: without any of them it cannot start (smoke checks them
 # before it builds a model; run.json records their versions).
 TRAIN_MODULES = ("torch", "torchvision", "accelerate", "diffusers", "transformers", "safetensors")
+
+
+@dataclass(frozen=True)
+class TrainerNeeds:
+    """What the Python that runs the trainer must hold: doctor checks it, smoke and run.json read it."""
+
+    packages: tuple[Requirement, ...]  # sd-scripts' requirements.txt
+    modules: tuple[str, ...]  # what train_network.py imports first
+    torch_minimum: str
+    torch_suggested: str
+
+
+TRAINER_NEEDS = TrainerNeeds(TRAIN_REQUIREMENTS, TRAIN_MODULES, TORCH_MINIMUM, TORCH_SUGGESTED)

@@ -16,6 +16,16 @@ from pathlib import Path
 
 from kohya_wrap.fsutil import load_json
 
+__all__ = [
+    "Extension",
+    "SavedState",
+    "latest_state",
+    "plan_extension",
+    "resume_problem",
+    "saved_states",
+    "step_checkpoint_name",
+]
+
 STATE_SUFFIX = "-state"
 TRAIN_STATE_FILE = "train_state.json"
 # train_state.json is written first (a pre-save hook), then accelerate writes these, random states

@@ -13,6 +13,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kohya_wrap.fsutil import load_json
+from kohya_wrap.sdscripts.tensorboard import validation_losses
+
+__all__ = [
+    "SampleName",
+    "checkpoint_files",
+    "checkpoint_step",
+    "checkpoint_steps",
+    "find_samples",
+    "parse_sample_name",
+    "read_prompt_texts",
+    "sample_dir",
+    "sample_step",
+    "validation_losses",
+]
 
 SAMPLE_DIR_NAME = "sample"
 
@@ -129,6 +143,14 @@ def _saved_step(path: Path) -> int | None:
         return None
     meta = header.get("__metadata__") if isinstance(header, dict) else None
     return training_step(meta) if isinstance(meta, dict) else None
+
+
+def checkpoint_step(path: Path) -> int | None:
+    """The global step a LoRA file was saved at: `ss_steps` in its metadata, else the `-step<8 digits>` in its name."""
+    from kohya_wrap.sdscripts.output import step_from_file_name
+
+    step = _saved_step(path)
+    return step if step is not None else step_from_file_name(path.name)
 
 
 def checkpoint_steps(output_dir: Path, output_name: str | None, final_step: int | None) -> dict[int, Path]:

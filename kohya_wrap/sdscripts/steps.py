@@ -145,37 +145,12 @@ def plan_steps(
     fixed_steps / fixed_epochs: the user pinned max_train_steps / max_train_epochs for this run.
     """
     kw = {"batch_size": batch_size, "grad_accum": grad_accum, "num_processes": num_processes}
-    repeat_options = range(1, target.max_repeats + 1) if choose_repeats else [None]
-    warnings: list[str] = []
     if target.single_epoch and choose_repeats and fixed_steps is None and fixed_epochs is None:
         one = _single_epoch(subsets, target, kw)
         if one is not None:
             return one
-
-    def lo_hi(total: int) -> bool:
-        return target.min_steps <= total <= target.max_steps
-
-    best: tuple[tuple, list[StepSubset], StepCount, int] | None = None
-    for r in repeat_options:
-        chosen = list(subsets) if r is None else _with_repeats(subsets, r)
-        count = count_steps(chosen, **kw)
-        spe = count.steps_per_epoch
-        if spe == 0:
-            break
-        if fixed_steps is not None:
-            epochs_options = [count.epochs_for(fixed_steps)]
-        elif fixed_epochs is not None:
-            epochs_options = [fixed_epochs]
-        else:
-            epochs_options = sorted({max(1, target.target // spe), max(1, math.ceil(target.target / spe))})
-        for e in epochs_options:
-            total = fixed_steps if fixed_steps is not None else e * spe
-            score = (not lo_hi(total), abs(total - target.target), abs(e - target.preferred_epochs), r or 0)
-            if best is None or score < best[0]:
-                best = (score, chosen, count, e)
-        if r is not None and spe > target.max_steps and best is not None and not best[0][0]:
-            break  # more repeats only make epochs longer
-
+    pinned = _Pinned(fixed_steps, fixed_epochs)
+    best = _best_repeats(subsets, target, kw, choose_repeats, pinned)
     if best is None:
         count = count_steps(subsets, **kw)
         return StepPlan(
@@ -188,13 +163,57 @@ def plan_steps(
             "no training images: 0 steps",
             ("the dataset has no training images",),
         )
-    _, chosen, count, epochs = best
+    chosen, count, epochs = best
+    return _ending(chosen, count, epochs, target, pinned)
+
+
+@dataclass(frozen=True)
+class _Pinned:
+    steps: int | None  # max_train_steps the user set for this run
+    epochs: int | None  # max_train_epochs
+
+
+def _in_range(target: StepTarget, total: int) -> bool:
+    return target.min_steps <= total <= target.max_steps
+
+
+def _best_repeats(
+    subsets: Sequence[StepSubset], target: StepTarget, kw: dict[str, int], choose_repeats: bool, pinned: _Pinned
+) -> tuple[list[StepSubset], StepCount, int] | None:
+    """(the subsets with their repeats, their step count, epochs) nearest the target; None: no training images."""
+    repeat_options: Sequence[int | None] = range(1, target.max_repeats + 1) if choose_repeats else [None]
+    best: tuple[tuple[bool, int, int, int], list[StepSubset], StepCount, int] | None = None
+    for r in repeat_options:
+        chosen = list(subsets) if r is None else _with_repeats(subsets, r)
+        count = count_steps(chosen, **kw)
+        spe = count.steps_per_epoch
+        if spe == 0:
+            break
+        if pinned.steps is not None:
+            epochs_options = [count.epochs_for(pinned.steps)]
+        elif pinned.epochs is not None:
+            epochs_options = [pinned.epochs]
+        else:
+            epochs_options = sorted({max(1, target.target // spe), max(1, math.ceil(target.target / spe))})
+        for e in epochs_options:
+            total = pinned.steps if pinned.steps is not None else e * spe
+            score = (not _in_range(target, total), abs(total - target.target), abs(e - target.preferred_epochs), r or 0)
+            if best is None or score < best[0]:
+                best = (score, chosen, count, e)
+        if r is not None and spe > target.max_steps and best is not None and not best[0][0]:
+            break  # more repeats only make epochs longer
+    return None if best is None else best[1:]
+
+
+def _ending(chosen: list[StepSubset], count: StepCount, epochs: int, target: StepTarget, pinned: _Pinned) -> StepPlan:
+    """Where training ends: after whole epochs, or (no whole number fits the range) at the target, partway."""
+    warnings: list[str] = []
     spe = count.steps_per_epoch
-    if fixed_steps is not None:
-        total, whole = fixed_steps, fixed_steps % spe == 0
+    if pinned.steps is not None:
+        total, whole = pinned.steps, pinned.steps % spe == 0
     else:
         total, whole = epochs * spe, True
-        if not lo_hi(total) and fixed_epochs is None:
+        if not _in_range(target, total) and pinned.epochs is None:
             # No whole number of epochs fits the range: stop partway through an epoch, at the target.
             total, whole = target.target, target.target % spe == 0
             epochs = count.epochs_for(total)
@@ -202,8 +221,8 @@ def plan_steps(
                 f"one epoch is {spe} steps, so no whole number of epochs lands in {target.min_steps}-{target.max_steps} "
                 f"steps; training stops at step {total}, in epoch {epochs}"
             )
-    in_range = lo_hi(total)
-    if not in_range and fixed_steps is None and fixed_epochs is None:
+    in_range = _in_range(target, total)
+    if not in_range and pinned.steps is None and pinned.epochs is None:
         warnings.append(f"{total} steps is outside the preset's range {target.min_steps}-{target.max_steps}")
     return StepPlan(
         repeats=tuple(s.repeats for s in chosen),

@@ -15,11 +15,12 @@ from kohya_wrap.sdscripts.arguments import argparse_default
 
 
 @dataclass(frozen=True)
-class Shape:
-    """What the resolved values mean for planning."""
+class TrainerSettings:
+    """What the resolved values mean, in kohya-wrap's terms: the one way code outside this package reads them."""
 
     batch_size: int
     grad_accum: int
+    gradient_checkpointing: bool
     resolution: str  # "512" or "512,768", as config.toml carries it
     width: int
     height: int
@@ -30,7 +31,28 @@ class Shape:
     pinned_epochs: int | None
     output_name: str | None
     wants_samples: bool
+    samples_while_training: bool  # samples every so many steps or epochs (not only before the first)
     model_suffix: str  # of the saved LoRA file
+
+
+# TrainerSettings fields -> the sd-scripts argument each one reads (what run.json names a change by)
+_ARGUMENT_OF = {
+    "batch_size": "train_batch_size",
+    "grad_accum": "gradient_accumulation_steps",
+    "gradient_checkpointing": "gradient_checkpointing",
+    "resolution": "resolution",
+    "mixed_precision": "mixed_precision",
+}
+
+
+def argument_of(field: str) -> str:
+    """The sd-scripts argument behind a TrainerSettings field ("batch_size" -> "train_batch_size")."""
+    return _ARGUMENT_OF[field]
+
+
+def set_by(sources: Mapping[str, str], source: str) -> frozenset[str]:
+    """The TrainerSettings fields whose argument came from `source` (e.g. "--set")."""
+    return frozenset(f for f, key in _ARGUMENT_OF.items() if sources.get(key) == source)
 
 
 def precision_for(cuda: bool, bf16: bool) -> str:
@@ -57,26 +79,30 @@ def filled_in(values: Mapping[str, Any], *, size: int, auto_precision: bool) -> 
     return out
 
 
-def read_shape(values: Mapping[str, Any]) -> Shape:
+def trainer_settings(values: Mapping[str, Any]) -> TrainerSettings:
+    """The settings the values (a plan's, a preset's) give, sd-scripts' defaults filling what they leave out."""
+
     def get(key: str) -> Any:
         return values[key] if key in values else argparse_default(key)
 
-    resolution = get("resolution")
+    resolution = str(get("resolution") or "512")
     sides = [int(p) for p in resolution.split(",")]
     enable_bucket = bool(get("enable_bucket"))
-    return Shape(
-        batch_size=get("train_batch_size"),
-        grad_accum=get("gradient_accumulation_steps"),
+    return TrainerSettings(
+        batch_size=int(get("train_batch_size") or 1),
+        grad_accum=int(get("gradient_accumulation_steps") or 1),
+        gradient_checkpointing=bool(get("gradient_checkpointing")),
         resolution=resolution,
         width=sides[0],
         height=sides[-1],
         enable_bucket=enable_bucket,
         resizes_images=enable_bucket or bool(get("cache_latents")) or bool(get("cache_latents_to_disk")),
-        mixed_precision=get("mixed_precision"),
+        mixed_precision=str(get("mixed_precision") or "no"),
         pinned_steps=values.get("max_train_steps"),
         pinned_epochs=values.get("max_train_epochs"),
         output_name=values.get("output_name"),
         wants_samples=any(values.get(k) for k in ("sample_every_n_steps", "sample_every_n_epochs", "sample_at_first")),
+        samples_while_training=any(values.get(k) for k in ("sample_every_n_steps", "sample_every_n_epochs")),
         model_suffix="." + (get("save_model_as") or "safetensors"),
     )
 
@@ -86,28 +112,38 @@ def read_shape(values: Mapping[str, Any]) -> Shape:
 DEFAULT_LOG_WITH = "tensorboard"
 
 
+@dataclass(frozen=True)
+class TrainerPaths:
+    """Where the run's files go (rundir.paths names them)."""
+
+    output_dir: Path
+    dataset_toml: Path
+    sample_prompts: Path
+    tensorboard_dir: Path | None  # None: no TensorBoard log
+
+
 def run_values(
+    paths: TrainerPaths,
     *,
     model: Path | str,
     tokenizer_cache_dir: Path | None,
-    output_dir: Path,
     output_name: str | None,
-    dataset_config: Path,
-    sample_prompts: Path | None,
+    with_prompts: bool,
     max_train_steps: int | None,
-    logging_dir: Path | None = None,
     chosen: Container[str] = (),
 ) -> dict[str, Any]:
     """The paths and counts only plan sets (never a preset). None: leave the value as it is.
 
     tokenizer_cache_dir None: kohya-wrap's own cache, which train passes on the command line.
-    logging_dir: the run's TensorBoard folder; it becomes logging_dir and log_with is "tensorboard", each
-    unless `chosen` (the keys the preset or --set set) holds it.
+    paths.tensorboard_dir: the run's TensorBoard folder; it becomes logging_dir and log_with is "tensorboard",
+    each unless `chosen` (the keys the preset or --set set) holds it.
     """
+    sample_prompts = paths.sample_prompts if with_prompts else None
+    logging_dir = paths.tensorboard_dir
     out: dict[str, Any] = {
         "pretrained_model_name_or_path": str(model),
-        "output_dir": str(output_dir),
-        "dataset_config": str(dataset_config),
+        "output_dir": str(paths.output_dir),
+        "dataset_config": str(paths.dataset_toml),
     }
     if tokenizer_cache_dir is not None:
         out["tokenizer_cache_dir"] = str(tokenizer_cache_dir)
@@ -138,7 +174,7 @@ def saves_state(values: Mapping[str, Any]) -> bool:
     return bool(values.get("save_state"))
 
 
-def check_image_sizes(sizes: Sequence[tuple[str, tuple[int, int] | None]], shape: Shape) -> list[str]:
+def check_image_sizes(sizes: Sequence[tuple[str, tuple[int, int] | None]], shape: TrainerSettings) -> list[str]:
     """Warnings for images of another size than the training resolution; ValueError where sd-scripts
     would refuse them (bucketing and latent caching off: library/train_util.py, BaseDataset
     make_buckets, requires every image at the resolution). sizes: (folder name, (width, height))."""

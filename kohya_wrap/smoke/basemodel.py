@@ -29,12 +29,17 @@ from typing import Any
 from kohya_wrap import __version__
 from kohya_wrap.errors import ModelError, TrainerNotFound
 from kohya_wrap.fsutil import atomic_write_json, new_file_mode, sha256_file, user_cache_dir
-from kohya_wrap.sdscripts import CHECKPOINT_TEXT_ENCODER_PREFIX as TEXT_ENCODER_PREFIX
-from kohya_wrap.sdscripts import CHECKPOINT_UNET_PREFIX as UNET_PREFIX
-from kohya_wrap.sdscripts import CHECKPOINT_VAE_PREFIX as VAE_PREFIX
-from kohya_wrap.sdscripts import SD15, Sd15Architecture, TextEncoderShape, UNetShape, VaeShape
+from kohya_wrap.sdscripts.base_model import (
+    CHECKPOINT_KEYS,
+    SD15,
+    Sd15Architecture,
+    TextEncoderShape,
+    UNetShape,
+    VaeShape,
+)
 
 # Bump when the builder's output changes for the same architecture and seed: cached files rebuild.
+UNET_PREFIX, VAE_PREFIX, TEXT_ENCODER_PREFIX = CHECKPOINT_KEYS.unet, CHECKPOINT_KEYS.vae, CHECKPOINT_KEYS.text_encoder
 BUILD_FORMAT = 1
 DEFAULT_SEED = 0
 MODELS_SUBDIR = "models"

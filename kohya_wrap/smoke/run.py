@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 from kohya_wrap.codec import Record
 from kohya_wrap.errors import ExitCode, KohyaWrapError, RunDirError, TrainerNotFound
 from kohya_wrap.events import Event
-from kohya_wrap.sdscripts import TRAIN_MODULES
+from kohya_wrap.sdscripts.checkout import TRAINER_NEEDS
 from kohya_wrap.smoke.basemodel import SmokeModel
 
 if TYPE_CHECKING:
@@ -204,7 +204,7 @@ class SmokeReport(Record, frozen=True):
 
 def check_train_packages() -> None:
     """TrainerNotFound naming the install command when the [train] extra (or torch) is missing."""
-    missing = [name for name in TRAIN_MODULES if importlib.util.find_spec(name) is None]
+    missing = [name for name in TRAINER_NEEDS.modules if importlib.util.find_spec(name) is None]
     if not missing:
         return
     # torch and torchvision are the user's to choose for the platform: the [train] extra does not hold them
@@ -313,7 +313,7 @@ class _SmokeRun:
 def _setup(steps: int | None, keep: Path | None, sd_scripts: str | os.PathLike[str] | None) -> tuple[Checkout, Path]:
     """The cheap checks, before the 2 GB base model is built: the checkout, the [train] packages, --keep."""
     from kohya_wrap.pipeline import PipelineFailed, StageFailure
-    from kohya_wrap.sdscripts import locate
+    from kohya_wrap.sdscripts.checkout import locate
 
     try:
         if steps is not None and steps < 1:

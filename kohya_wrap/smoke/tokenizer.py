@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 from kohya_wrap.fsutil import atomic_write_json, atomic_write_text
-from kohya_wrap.sdscripts import TEXT_ENCODER_VOCAB_SIZE, TOKENIZER_MAX_LENGTH, tokenizer_subdir
+from kohya_wrap.sdscripts.base_model import CLIP_TOKENIZER, SD15
 
 START_TOKEN = "<|startoftext|>"
 END_TOKEN = "<|endoftext|>"
@@ -62,7 +62,7 @@ def vocabulary() -> tuple[dict[str, int], list[tuple[str, str]]]:
         if left + right not in tokens:
             tokens.append(left + right)
     tokens += [START_TOKEN, END_TOKEN]
-    assert len(tokens) <= TEXT_ENCODER_VOCAB_SIZE
+    assert len(tokens) <= SD15.text_encoder.vocab_size
     return {token: index for index, token in enumerate(tokens)}, merges
 
 
@@ -72,7 +72,7 @@ def write_tokenizer(cache_dir: Path) -> Path:
     `cache_dir` is what sd-scripts' tokenizer cache option takes. Rewritten every time: it is a few
     kilobytes and deterministic.
     """
-    directory = tokenizer_subdir(cache_dir)
+    directory = CLIP_TOKENIZER.folder(cache_dir)
     vocab, merges = vocabulary()
     atomic_write_text(directory / "vocab.json", json.dumps(vocab, ensure_ascii=False) + "\n")
     # The first line is a header the reader skips.
@@ -83,7 +83,7 @@ def write_tokenizer(cache_dir: Path) -> Path:
         directory / "tokenizer_config.json",
         {
             "tokenizer_class": "CLIPTokenizer",
-            "model_max_length": TOKENIZER_MAX_LENGTH,
+            "model_max_length": SD15.text_encoder.max_positions,
             "do_lower_case": True,
             "errors": "replace",
             "add_prefix_space": False,

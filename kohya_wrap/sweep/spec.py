@@ -2,7 +2,7 @@
 
 The command line is the user's own, so it is trusted like `--set` (names, types and choices are
 checked, paths allowed). A sweep file may come from someone else: every [set] and [grid] value is
-checked like an untrusted preset's (kohya_wrap/preset.py, sdscripts.check_trust), and an
+checked like an untrusted preset's (kohya_wrap/preset.py, sdscripts.arguments.check_argument), and an
 error names the file, the table, the key and, for a grid, which value.
 
     schema = 1
@@ -28,7 +28,7 @@ import msgspec
 
 from kohya_wrap.errors import KohyaWrapError, PresetError
 from kohya_wrap.preset import OUR_KEYS, OURS_TABLE, convert_ours, parse_override
-from kohya_wrap.sdscripts import ArgumentError, argument_table, check_trust, convert, did_you_mean, unknown_key_hint
+from kohya_wrap.sdscripts.arguments import ArgumentError, argument_table, check_argument, did_you_mean, unknown_key_hint
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -110,9 +110,7 @@ def check_value(key: str, value: Any, *, from_text: bool, trusted: bool) -> Any:
             f"unknown key {key!r} (neither an sd-scripts argument nor a kohya-wrap setting)",
             unknown_key_hint(key, list(argument_table()) + list(OUR_KEYS)),  # a Kohya GUI name: the real one
         )
-    converted = convert(key, value, from_text=from_text)
-    check_trust(key, converted, trusted=trusted)
-    return converted
+    return check_argument(key, value, trusted=trusted, from_text=from_text)
 
 
 def split_values(text: str) -> list[str]:

@@ -11,13 +11,15 @@ import os
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from kohya_wrap.errors import KohyaWrapError
 from kohya_wrap.rundir import Plan
-from kohya_wrap.sdscripts import Checkout, Launch, default_cpu_threads, locate, precision_for
+from kohya_wrap.sdscripts.checkout import Checkout, locate
+from kohya_wrap.sdscripts.command import Launch, default_cpu_threads
+from kohya_wrap.sdscripts.trainer import precision_for, set_by, trainer_settings
 from kohya_wrap.train.memory import Fit, fit_gpu
 
 
@@ -139,26 +141,13 @@ def resolve_machine(
     cuda = hardware.count > 0
     request = plan.launch
     machines = request.machines
-    if cuda and request.gpus > hardware.count:
-        raise KohyaWrapError(
-            f"--gpus {request.gpus}: only {hardware.count} CUDA GPU(s) visible",
-            f"use --gpus {hardware.count} or fewer (plan the run again)",
-        )
-    if not cuda and request.gpus > 1:
-        raise KohyaWrapError(
-            f"--gpus {request.gpus}: no CUDA GPU found, so training runs on the CPU in one process",
-            "leave out --gpus, or run on a machine with GPUs",
-        )
-    if not cuda and machines.count > 1:
-        raise KohyaWrapError(
-            f"--num-machines {machines.count}: no CUDA GPU found on this machine",
-            "multi-machine training needs GPUs on every machine",
-        )
+    _check_gpus(request.gpus, machines.count, hardware)
     notes: list[str] = []
+    settings = trainer_settings(plan.values)
     if plan.auto_mixed_precision:
         precision, source = precision_for(cuda, hardware.bf16), "auto"
     else:
-        precision, source = str(plan.values.get("mixed_precision", "no")), "plan"
+        precision, source = settings.mixed_precision, "plan"
         if not cuda and precision != "no":
             notes.append(
                 f"mixed precision {precision!r} on a machine without a CUDA GPU: the CPU run may fail; "
@@ -173,9 +162,8 @@ def resolve_machine(
         main_process_ip=machines.main_ip,
         main_process_port=machines.main_port,
     )
-    threads = default_cpu_threads(launch.num_processes, launch.cpu, launch.num_machines)
-    launch = Launch(**{**launch.__dict__, "cpu_threads": threads})
-    fit = fit_gpu(plan.values, plan.sources, precision, hardware.memory_mib) if cuda else None
+    launch = replace(launch, cpu_threads=default_cpu_threads(launch.num_processes, launch.cpu, launch.num_machines))
+    fit = fit_gpu(settings, set_by(plan.sources, "--set"), precision, hardware.memory_mib) if cuda else None
     if fit is not None and fit.note:
         notes.append(fit.note)
     return Machine(
@@ -187,3 +175,23 @@ def resolve_machine(
         notes=tuple(notes),
         fit=fit,
     )
+
+
+def _check_gpus(gpus: int, machine_count: int, hardware: GpuInfo) -> None:
+    """The GPUs the plan asks for, against what this machine has."""
+    cuda = hardware.count > 0
+    if cuda and gpus > hardware.count:
+        raise KohyaWrapError(
+            f"--gpus {gpus}: only {hardware.count} CUDA GPU(s) visible",
+            f"use --gpus {hardware.count} or fewer (plan the run again)",
+        )
+    if not cuda and gpus > 1:
+        raise KohyaWrapError(
+            f"--gpus {gpus}: no CUDA GPU found, so training runs on the CPU in one process",
+            "leave out --gpus, or run on a machine with GPUs",
+        )
+    if not cuda and machine_count > 1:
+        raise KohyaWrapError(
+            f"--num-machines {machine_count}: no CUDA GPU found on this machine",
+            "multi-machine training needs GPUs on every machine",
+        )

@@ -14,10 +14,10 @@ from kohya_wrap.codec import RecordError, decode, write
 from kohya_wrap.fsutil import sha256_file, user_cache_dir
 from kohya_wrap.process import capture
 from kohya_wrap.rundir import Environment, MachineEntry, MemoryChange, MemoryFit
-from kohya_wrap.sdscripts import TRAIN_MODULES
+from kohya_wrap.sdscripts.checkout import TRAINER_NEEDS
 from kohya_wrap.train.machine import Machine, visible_gpus
 
-PACKAGES = (*TRAIN_MODULES, "numpy")
+PACKAGES = (*TRAINER_NEEDS.modules, "numpy")
 
 _PROBE = rf"""
 import importlib.metadata as md, importlib.util, json, platform, re, sys

@@ -14,9 +14,10 @@ for the run's resolution and precision, train keeps the plan's values and says s
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from kohya_wrap.sdscripts.trainer import TrainerSettings, argument_of
 
 # Of a GPU's total memory, what a run may plan to use: the CUDA context and the allocator's fragmentation
 # come on top of the measured peak on other cards and drivers.
@@ -87,7 +88,7 @@ def _line(rows: list[MemoryFigure]) -> tuple[float, float, str] | None:
 
 @dataclass(frozen=True)
 class Change:
-    key: str  # the sd-scripts argument
+    key: str  # the sd-scripts argument (run.json names the change by it)
     old: Any
     new: Any
 
@@ -101,12 +102,10 @@ class Fit:
     how: str | None  # where that need comes from
     changes: tuple[Change, ...] = ()
     note: str | None = None  # said to the user before the trainer starts
-
-    def value(self, key: str, default: Any) -> Any:
-        for change in self.changes:
-            if change.key == key:
-                return change.new
-        return default
+    # what train changed: None where it kept the plan's value
+    batch_size: int | None = None
+    grad_accum: int | None = None
+    gradient_checkpointing: bool | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -128,23 +127,26 @@ def square_resolution(value: Any) -> int | None:
     return sides.pop() if len(sides) == 1 else None
 
 
+# the TrainerSettings fields fit_gpu may change, unless the user set them with --set
+_KNOBS = ("batch_size", "grad_accum", "gradient_checkpointing")
+
+
 def fit_gpu(
-    values: Mapping[str, Any],
-    sources: Mapping[str, str],
+    settings: TrainerSettings,
+    user_set: frozenset[str],
     precision: str,
     gpu_mib: int | None,
     figures: tuple[MemoryFigure, ...] = MEASURED,
 ) -> Fit | None:
     """Gradient checkpointing, or a smaller batch with more accumulation, when the plan does not fit the GPU.
 
+    user_set: the TrainerSettings fields the user set with --set (kept as given).
     None on a machine without a CUDA GPU (or one whose memory nvidia-smi did not say).
     """
     if gpu_mib is None or gpu_mib <= 0:
         return None
-    resolution = square_resolution(values.get("resolution", "512"))
-    batch = int(values.get("train_batch_size") or 1)
-    accum = int(values.get("gradient_accumulation_steps") or 1)
-    checkpointing = bool(values.get("gradient_checkpointing") or False)
+    resolution = square_resolution(settings.resolution)
+    batch, checkpointing = settings.batch_size, settings.gradient_checkpointing
     usable = int(gpu_mib * USABLE_FRACTION)
     need = estimate(figures, resolution, batch, checkpointing, precision) if resolution else None
     if need is None:
@@ -152,40 +154,56 @@ def fit_gpu(
             gpu_mib,
             None,
             None,
-            note=f"no measured GPU memory figure for batch {batch} at {values.get('resolution')} px in {precision}: "
+            note=f"no measured GPU memory figure for batch {batch} at {settings.resolution} px in {precision}: "
             "the plan's batch size and gradient checkpointing are kept (docs/performance.md#fitting-the-gpu)",
         )
     if need.mib <= usable:
         return Fit(gpu_mib, need.mib, need.how)
     assert resolution is not None
-    user_set = {key for key, source in sources.items() if source == "--set"}
-    options: list[tuple[int, bool]] = []  # (batch, checkpointing), the least change first
-    if not checkpointing and "gradient_checkpointing" not in user_set:
-        options.append((batch, True))
-    if not user_set & {"train_batch_size", "gradient_accumulation_steps"}:
-        for smaller in sorted((b for b in range(1, batch) if batch % b == 0), reverse=True):
-            options += [(smaller, checkpointing)]
-            if not checkpointing and "gradient_checkpointing" not in user_set:
-                options.append((smaller, True))
     short = f"needs about {need.mib} MiB ({need.how}); this GPU has {gpu_mib} MiB"
-    for new_batch, new_checkpointing in options:
+    for new_batch, new_checkpointing in _options(settings, user_set):
         fits = estimate(figures, resolution, new_batch, new_checkpointing, precision)
-        if fits is None or fits.mib > usable:
-            continue
-        changes = []
-        if new_checkpointing != checkpointing:
-            changes.append(Change("gradient_checkpointing", checkpointing, True))
-        if new_batch != batch:
-            changes.append(Change("train_batch_size", batch, new_batch))
-            changes.append(Change("gradient_accumulation_steps", accum, accum * (batch // new_batch)))
-        said = ", ".join(f"{c.key} {c.old} -> {c.new}" for c in changes)
-        return Fit(
-            gpu_mib,
-            need.mib,
-            need.how,
-            tuple(changes),
-            f"the plan {short}: {said} (about {fits.mib} MiB; the same images per step)",
-        )
-    kept = sorted(user_set & {"train_batch_size", "gradient_accumulation_steps", "gradient_checkpointing"})
+        if fits is not None and fits.mib <= usable:
+            return _changed(settings, gpu_mib, need, (new_batch, new_checkpointing), f"the plan {short}", fits.mib)
+    kept = sorted(argument_of(f) for f in user_set & set(_KNOBS))
     why = f"--set {', '.join(kept)} kept as given" if kept else "no measured batch and checkpointing fits"
     return Fit(gpu_mib, need.mib, need.how, note=f"the plan {short}; {why}: it may run out of memory (exit 10)")
+
+
+def _options(settings: TrainerSettings, user_set: frozenset[str]) -> list[tuple[int, bool]]:
+    """(batch, checkpointing) to try, the least change first; what the user set stays."""
+    batch, checkpointing = settings.batch_size, settings.gradient_checkpointing
+    may_checkpoint = not checkpointing and "gradient_checkpointing" not in user_set
+    options: list[tuple[int, bool]] = []
+    if may_checkpoint:
+        options.append((batch, True))
+    if not user_set & {"batch_size", "grad_accum"}:
+        for smaller in sorted((b for b in range(1, batch) if batch % b == 0), reverse=True):
+            options += [(smaller, checkpointing)]
+            if may_checkpoint:
+                options.append((smaller, True))
+    return options
+
+
+def _changed(
+    settings: TrainerSettings, gpu_mib: int, need: Need, to: tuple[int, bool], short: str, fits_mib: int
+) -> Fit:
+    new_batch, new_checkpointing = to
+    batch, accum, checkpointing = settings.batch_size, settings.grad_accum, settings.gradient_checkpointing
+    changes = []
+    if new_checkpointing != checkpointing:
+        changes.append(Change(argument_of("gradient_checkpointing"), checkpointing, True))
+    if new_batch != batch:
+        changes.append(Change(argument_of("batch_size"), batch, new_batch))
+        changes.append(Change(argument_of("grad_accum"), accum, accum * (batch // new_batch)))
+    said = ", ".join(f"{c.key} {c.old} -> {c.new}" for c in changes)
+    return Fit(
+        gpu_mib,
+        need.mib,
+        need.how,
+        tuple(changes),
+        f"{short}: {said} (about {fits_mib} MiB; the same images per step)",
+        batch_size=new_batch if new_batch != batch else None,
+        grad_accum=accum * (batch // new_batch) if new_batch != batch else None,
+        gradient_checkpointing=True if new_checkpointing != checkpointing else None,
+    )

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from kohya_wrap.errors import ExitCode, KohyaWrapError
 from kohya_wrap.events import Error, Outcome
-from kohya_wrap.sdscripts import NAN_REMEDIES, OOM_REMEDIES
+from kohya_wrap.sdscripts.output import NAN_REMEDIES, OOM_REMEDIES
 
 EXIT_CODES: dict[Outcome, int] = {
     "finished": ExitCode.OK,

@@ -58,36 +58,22 @@ from kohya_wrap.rundir import (
     resume_command,
 )
 from kohya_wrap.rundir.view import RunView, attempt_started, extended_to_step
-from kohya_wrap.sdscripts import (
+from kohya_wrap.sdscripts.arguments import package_problems
+from kohya_wrap.sdscripts.command import CommandFiles, CommandRequest, Fitted, trainer_command
+from kohya_wrap.sdscripts.lora import LoraReport
+from kohya_wrap.sdscripts.output import OutputParser
+from kohya_wrap.sdscripts.resume import (
     Extension,
-    LoraReport,
-    OutputParser,
     SavedState,
-    base_model_args,
-    build_argv,
-    checkpoint_files,
-    extension_args,
-    extension_dataset_toml,
-    find_samples,
     latest_state,
-    memory_args,
-    package_problems,
     plan_extension,
-    precision_args,
-    read_state,
-    relocate_dataset_toml,
-    relocated_args,
-    render_accelerate_config,
-    resume_args,
     resume_problem,
     saved_states,
     step_checkpoint_name,
-    tokenizer_args,
-    with_batch_size,
 )
+from kohya_wrap.sdscripts.samples import checkpoint_files, find_samples
 from kohya_wrap.train import manifest as manifest_mod
 from kohya_wrap.train.machine import GpuInfo, Machine, resolve_machine
-from kohya_wrap.train.memory import Fit
 from kohya_wrap.train.outcome import ADVICE, EXIT_CODES, STOP_EARLY, classify
 from kohya_wrap.train.verify import verify_run
 
@@ -277,14 +263,16 @@ def check_extension(plan: Plan, files: RunPaths, steps: int) -> tuple[Extension,
     return extension, prior, notes
 
 
-def _models(plan: Plan, fetch: bool) -> tuple[list[str], Path | None, list[str]]:
-    """Arguments for the model and tokenizer on this machine, the model file, and notes.
+def _models(plan: Plan, fetch: bool) -> tuple[Path | None, Path | None, Path | None, list[str]]:
+    """The model fetched again and the tokenizer train passes on this machine (None: config.toml's), the model
+    file, and notes.
 
     A hub model (or one whose cached file was cleared: a new Colab runtime) is fetched here, as is
     kohya-wrap's own tokenizer cache; a local file that is gone, or holds less than its header
     declares, stops the run before it starts (exit 11). fetch=False (a dry run) only says what would be fetched.
     """
-    args: list[str] = []
+    model: Path | None = None
+    tokenizer: Path | None = None
     notes: list[str] = []
     base = plan.base_model
     source, kind = base.source, str(base.kind)
@@ -293,7 +281,7 @@ def _models(plan: Plan, fetch: bool) -> tuple[list[str], Path | None, list[str]]
         if fetch or kind != "hub":
             new = ensure_base_model(source, path, kind)
             if new != path:
-                args += base_model_args(new)
+                model = new
                 if path is not None:
                     notes.append(f"base model {source} fetched again: {new}")
             path = new
@@ -305,12 +293,12 @@ def _models(plan: Plan, fetch: bool) -> tuple[list[str], Path | None, list[str]]
         ensure_base_model(source, path, kind)  # a file truncated since plan (exit 11) is refused here
     if plan.tokenizer_cache_dir is None:
         if fetch:
-            args += tokenizer_args(ensure_tokenizer(None))
+            tokenizer = ensure_tokenizer(None)
         else:
             notes.append("CLIP tokenizer: train takes it from kohya-wrap's cache (filled when empty)")
     elif fetch:
         ensure_tokenizer(Path(plan.tokenizer_cache_dir))
-    return args, path, notes
+    return model, tokenizer, path, notes
 
 
 def prepare_run(
@@ -350,15 +338,37 @@ def prepare_launch(
     start = _starting_point(plan, files, resume, extend)
     machine = resolve_machine(plan, sd_scripts=sd_scripts, gpu_info=gpu_info)
     _check_packages(plan)
-    dataset_toml = _relocated_dataset_toml(plan, files)
-    gpu_dataset_toml = _gpu_dataset_toml(plan, dataset_toml, machine.fit)
-    argv = _machine_argv(plan, files, machine, gpu_dataset_toml) + _continue_args(files, start)
-    model_args, base_path, notes = _models(plan, fetch_models)
+    model, tokenizer, base_path, notes = _models(plan, fetch_models)
+    fit = machine.fit
+    command = trainer_command(
+        CommandRequest(
+            checkout=machine.checkout.path,
+            python=machine.python,
+            launch=machine.launch,
+            files=CommandFiles(
+                files.config_toml,
+                files.dataset_toml,
+                files.gpu_dataset_toml,
+                files.extend_dataset_toml,
+                files.accelerate_config,
+            ),
+            values=plan.values,
+            planned_dataset_toml=plan.files.get(DATASET_TOML),
+            written_dataset_toml=(
+                files.dataset_toml.read_text(encoding="utf-8") if files.dataset_toml.is_file() else None
+            ),
+            choose_precision=plan.auto_mixed_precision,
+            fitted=None if fit is None else Fitted(fit.batch_size, fit.grad_accum, fit.gradient_checkpointing),
+            resume_from=start.state,
+            extension=start.extension,
+            base_model=model,
+            tokenizer_cache_dir=tokenizer,
+            planned_at=plan.planned_at,
+            run_dir=plan.run_dir,
+        )
+    )
     notes = start.notes + notes
-    argv += model_args
     if plan.planned_at is not None:
-        # a copied or moved run directory trains where it is, as it trains on the machine it finds
-        argv += relocated_args(plan.values, plan.planned_at, plan.run_dir)
         notes.append(f"{plan.run_dir} was planned at {plan.planned_at}; it trains here, into {plan.output_dir}")
     # check_run_dir returns no state for a resume only when the trainer finished without saving states
     record_only = resume and (start.state is None or start.state.is_final)
@@ -370,18 +380,18 @@ def prepare_launch(
         plan=plan,
         files=files,
         machine=machine,
-        argv=tuple(argv),
+        argv=command.argv,
         env=dict(plan.env),
-        accelerate_config=render_accelerate_config(machine.launch),
-        gpu_dataset_toml=gpu_dataset_toml,
+        accelerate_config=command.accelerate_config,
+        gpu_dataset_toml=command.gpu_dataset_toml,
         state=start.state,
         prior=start.prior,
         base_model_path=base_path,
         notes=(*machine.notes, *notes),
         record_only=record_only,
-        dataset_toml=dataset_toml,
+        dataset_toml=command.dataset_toml,
         extension=start.extension,
-        extend_dataset_toml=_extend_dataset_toml(files, start.extension, gpu_dataset_toml or dataset_toml),
+        extend_dataset_toml=command.extend_dataset_toml,
     )
 
 
@@ -401,69 +411,6 @@ def _starting_point(plan: Plan, files: RunPaths, resume: bool, extend: int | Non
         return _Start(None, finished, extension, notes)
     state, prior = check_run_dir(plan, files, resume)
     return _Start(state, prior)
-
-
-def _machine_argv(plan: Plan, files: RunPaths, machine: Machine, gpu_dataset_toml: str | None) -> list[str]:
-    """The launch on this machine: its interpreter and checkout, the precision and what fits its memory."""
-    argv = build_argv(
-        machine.checkout.path,
-        files.config_toml,
-        files.dataset_toml if gpu_dataset_toml is None else files.gpu_dataset_toml,
-        files.accelerate_config,
-        machine.launch,
-        machine.python,
-    )
-    if plan.auto_mixed_precision:
-        argv += precision_args(machine.launch.mixed_precision)
-    if machine.fit is not None and machine.fit.changes:
-        argv += memory_args(
-            gradient_checkpointing=bool(machine.fit.value("gradient_checkpointing", False)),
-            batch_size=machine.fit.value("train_batch_size", None),
-            gradient_accumulation_steps=machine.fit.value("gradient_accumulation_steps", None),
-        )
-    return list(argv)
-
-
-def _continue_args(files: RunPaths, start: _Start) -> list[str]:
-    """Arguments that continue from a saved state (a resume) or past a finished run's end (--extend)."""
-    state, extension = start.state, start.extension
-    if state is not None:
-        recorded = _state_file_step(state.path)
-        return resume_args(state.path, initial_step=state.step if recorded != state.step else None)
-    if extension is not None:
-        return extension_args(extension, files.extend_dataset_toml)
-    return []
-
-
-def _extend_dataset_toml(files: RunPaths, extension: Extension | None, this_machines: str | None) -> str | None:
-    """dataset-extend.toml's text, when an extension from LoRA weights multiplies the repeats; None: none."""
-    if extension is None or extension.repeats_factor <= 1:
-        return None
-    # on top of what this machine trains from: the moved folders, the batch that fits the GPU
-    base_toml = this_machines or files.dataset_toml.read_text(encoding="utf-8")
-    return extension_dataset_toml(base_toml, extension.repeats_factor)
-
-
-def _relocated_dataset_toml(plan: Plan, files: rundir.RunPaths) -> str | None:
-    """dataset.toml rewritten for a run directory that was copied or moved since plan; None: it stands."""
-    if plan.planned_at is None or not files.dataset_toml.is_file():
-        return None
-    return relocate_dataset_toml(files.dataset_toml.read_text(encoding="utf-8"), plan.planned_at, plan.run_dir)
-
-
-def _gpu_dataset_toml(plan: Plan, relocated: str | None, fit: Fit | None) -> str | None:
-    """dataset.toml with the batch train chose to fit the GPU (sd-scripts reads the batch from it); None: the plan's.
-
-    Built on the relocated dataset.toml where the run directory moved, else on the plan's."""
-    batch = fit.value("train_batch_size", None) if fit is not None else None
-    if batch is None:
-        return None
-    return with_batch_size(
-        relocated or plan.files[DATASET_TOML],
-        int(batch),
-        f"Written by kohya-wrap train: {DATASET_TOML} with batch {batch} to fit the GPU it found "
-        "(run.json machine.memory_fit says why).",
-    )
 
 
 def _check_packages(plan: Plan) -> None:
@@ -865,11 +812,6 @@ def _call_saved_hook(hook: Callable[[Path], object], run_dir: Path) -> str | Non
     except Exception as e:  # noqa: BLE001  a report that cannot be written must not fail the training
         return f"after saving: {type(e).__name__}: {e}"
     return None
-
-
-def _state_file_step(path: Path) -> int | None:
-    state = read_state(path)
-    return state.step if state else None
 
 
 def _latest_checkpoint(plan: Plan) -> str | None:

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from kohya_wrap.plan import make_plan
+from kohya_wrap.plan import PlanRequest, make_plan
 from kohya_wrap.rundir import read_plan, write_plan
 from kohya_wrap.sdscripts.checkout import locate
 from kohya_wrap.train.runner import prepare_run
@@ -115,12 +115,14 @@ def test_sd_scripts_accepts_our_configs_and_counts_the_same_batches(tmp_path):
     plans = {}
     for name, case in cases.items():
         plan = make_plan(
-            case["dataset"],
-            preset=case["preset"],
-            base_model=str(model),
-            run_dir=tmp_path / f"run-{name}",
-            overrides=case["overrides"],
-            tokenizer_cache_dir=tok,
+            PlanRequest(
+                case["dataset"],
+                preset=case["preset"],
+                base_model=str(model),
+                run_dir=tmp_path / f"run-{name}",
+                overrides=case["overrides"],
+                tokenizer_cache_dir=tok,
+            )
         )
         write_plan(plan)
         plans[str(plan.run_dir / "config.toml")] = read_plan(plan.run_dir)
@@ -168,7 +170,9 @@ def test_smoke_plan_starts_real_training_with_the_planned_total(tmp_path, real_c
     dataset = tmp_path / "ds"
     write_face_images(dataset / "img" / "1_ohwx man", count=4)
     plan = make_plan(
-        dataset, preset="smoke", base_model=str(model.path), run_dir=tmp_path / "run", tokenizer_cache_dir=tok
+        PlanRequest(
+            dataset, preset="smoke", base_model=str(model.path), run_dir=tmp_path / "run", tokenizer_cache_dir=tok
+        )
     )
     write_plan(plan)
     launch = prepare_run(plan.run_dir)  # the command train resolves on this machine

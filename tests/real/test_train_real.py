@@ -37,16 +37,18 @@ def smoke_dataset(tmp_path: Path) -> tuple[Path, Path]:
 
 
 def _plan(tmp_path: Path, dataset: Path, tokenizer_cache: Path, model: Path, name: str) -> Path:
-    from kohya_wrap.plan import make_plan
+    from kohya_wrap.plan import PlanRequest, make_plan
     from kohya_wrap.rundir import write_plan
 
     plan = make_plan(
-        dataset,
-        preset="smoke",
-        base_model=str(model),
-        run_dir=tmp_path / name,
-        overrides=["save_state=true"],
-        tokenizer_cache_dir=tokenizer_cache,
+        PlanRequest(
+            dataset,
+            preset="smoke",
+            base_model=str(model),
+            run_dir=tmp_path / name,
+            overrides=["save_state=true"],
+            tokenizer_cache_dir=tokenizer_cache,
+        )
     )
     write_plan(plan)
     return plan.run_dir
@@ -112,7 +114,7 @@ def test_extend_a_finished_smoke_run_by_two_steps(
     """`train --extend 2` of a finished 4-step run: from its LoRA weights (the smoke preset saves no
     state, and its one epoch ends at step 4), numbered on to a verified checkpoint at step 6."""
     from kohya_wrap.rundir import read_plan
-    from kohya_wrap.sdscripts import read_metadata
+    from kohya_wrap.sdscripts.lora import read_metadata
     from kohya_wrap.train.runner import TrainOptions, run_training
 
     run_dir = _plan(tmp_path, *smoke_dataset, smoke_model, "run")

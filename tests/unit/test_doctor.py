@@ -78,7 +78,7 @@ def test_doctor_exits_nonzero_without_sd_scripts_and_says_how_to_get_it(monkeypa
 def _cache_tokenizer() -> None:
     """kohya-wrap's own tokenizer cache, filled (the test's KOHYA_WRAP_HOME), as train leaves it."""
     from kohya_wrap.models import default_tokenizer_cache_dir
-    from kohya_wrap.sdscripts import TOKENIZER_REQUIRED_FILES, tokenizer_subdir
+    from kohya_wrap.sdscripts.configs import TOKENIZER_REQUIRED_FILES, tokenizer_subdir
 
     folder = tokenizer_subdir(default_tokenizer_cache_dir())
     folder.mkdir(parents=True)

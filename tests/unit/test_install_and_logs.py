@@ -6,7 +6,7 @@ import tomllib
 
 from kohya_wrap.rundir import TENSORBOARD_DIR
 from kohya_wrap.sdscripts import arguments
-from kohya_wrap.sdscripts.values import run_values
+from kohya_wrap.sdscripts.values import TrainerPaths, run_values
 
 ROOT = Path(__file__).parents[2]
 
@@ -27,14 +27,14 @@ def test_tensorboard_ships_in_the_train_extra():
 
 def _values(tmp_path: Path, chosen=()) -> dict:
     return run_values(
+        TrainerPaths(
+            tmp_path / "out", tmp_path / "dataset.toml", tmp_path / "p.txt", tmp_path / "run" / TENSORBOARD_DIR
+        ),
         model=tmp_path / "m.safetensors",
         tokenizer_cache_dir=tmp_path / "tok",
-        output_dir=tmp_path / "out",
         output_name="ohwx",
-        dataset_config=tmp_path / "dataset.toml",
-        sample_prompts=None,
+        with_prompts=False,
         max_train_steps=10,
-        logging_dir=tmp_path / "run" / TENSORBOARD_DIR,
         chosen=chosen,
     )
 
@@ -55,12 +55,11 @@ def test_the_users_own_tracker_choice_is_kept(tmp_path):
 
 def test_without_a_run_dir_nothing_changes(tmp_path):
     values = run_values(
+        TrainerPaths(tmp_path, tmp_path / "d.toml", tmp_path / "p.txt", None),
         model=tmp_path / "m",
         tokenizer_cache_dir=tmp_path,
-        output_dir=tmp_path,
         output_name=None,
-        dataset_config=tmp_path / "d.toml",
-        sample_prompts=None,
+        with_prompts=False,
         max_train_steps=None,
     )
     assert "log_with" not in values and "logging_dir" not in values

@@ -15,7 +15,7 @@ from kohya_wrap.events import Finished, Score, StopEarly, event_line, parse_even
 from kohya_wrap.rundir import FileEntry, RunFold, RunManifest
 from kohya_wrap.score.advice import advise, is_copying, stop_decision
 from kohya_wrap.score.records import CheckpointScore, Recommended, ScoreReport
-from kohya_wrap.sdscripts import SavedState, extension_args, extension_dataset_toml, plan_extension
+from kohya_wrap.sdscripts.resume import SavedState, extension_args, extension_dataset_toml, plan_extension
 
 
 def ckpt(step, likeness=None, matches=0, copies=0, samples=3, faces=3, checkpoint="x"):

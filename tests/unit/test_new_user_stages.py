@@ -7,7 +7,7 @@ from pathlib import Path
 from PIL import Image
 from sd15_stub import write_sd15_stub
 
-from kohya_wrap.plan import make_plan
+from kohya_wrap.plan import PlanRequest, make_plan
 
 
 def kohya_gui_folder(root: Path, repeats: int = 10, images: int = 5) -> Path:
@@ -23,7 +23,7 @@ def kohya_gui_folder(root: Path, repeats: int = 10, images: int = 5) -> Path:
 def test_a_kohya_gui_folders_repeats_are_replaced_loudly_and_kept_on_request(tmp_path: Path) -> None:
     project = kohya_gui_folder(tmp_path / "project")
     model = write_sd15_stub(tmp_path / "sd15.safetensors")
-    plan = make_plan(project, preset="likeness-sd15", base_model=str(model), run_dir=tmp_path / "run")
+    plan = make_plan(PlanRequest(project, preset="likeness-sd15", base_model=str(model), run_dir=tmp_path / "run"))
     chosen = plan.subsets[0].repeats
     assert chosen != 10
     said = [w for w in plan.warnings if w.startswith("10_ohwx woman:")]
@@ -32,11 +32,13 @@ def test_a_kohya_gui_folders_repeats_are_replaced_loudly_and_kept_on_request(tmp
     assert "no prepare.json" in said[0] and "--set keep_repeats=true" in said[0]
 
     kept = make_plan(
-        project,
-        preset="likeness-sd15",
-        base_model=str(model),
-        run_dir=tmp_path / "kept",
-        overrides=["keep_repeats=true"],
+        PlanRequest(
+            project,
+            preset="likeness-sd15",
+            base_model=str(model),
+            run_dir=tmp_path / "kept",
+            overrides=["keep_repeats=true"],
+        )
     )
     assert kept.subsets[0].repeats == 10
     assert not [w for w in kept.warnings if "repeats become" in w]
@@ -45,7 +47,7 @@ def test_a_kohya_gui_folders_repeats_are_replaced_loudly_and_kept_on_request(tmp
 def test_a_prepared_dataset_whose_repeats_plan_chose_gets_no_such_warning(tmp_path: Path) -> None:
     project = kohya_gui_folder(tmp_path / "project", repeats=1)
     model = write_sd15_stub(tmp_path / "sd15.safetensors")
-    plan = make_plan(project, preset="likeness-sd15", base_model=str(model), run_dir=tmp_path / "run")
+    plan = make_plan(PlanRequest(project, preset="likeness-sd15", base_model=str(model), run_dir=tmp_path / "run"))
     assert plan.subsets[0].repeats != 1 and not [w for w in plan.warnings if "repeats become" in w]
 
 
@@ -76,7 +78,7 @@ def test_plan_of_a_photo_folder_hints_a_prepare_command_that_runs(tmp_path: Path
     for folder in (photos, tmp_path / "empty"):
         folder.mkdir(exist_ok=True)
         with pytest.raises(DatasetError) as e:
-            make_plan(folder, preset="smoke", base_model=str(model), run_dir=tmp_path / "run")
+            make_plan(PlanRequest(folder, preset="smoke", base_model=str(model), run_dir=tmp_path / "run"))
         hint = str(e.value.hint)
         command = hint[hint.index("kohya-wrap prepare") :].split(" first")[0].split(" (TOKEN")[0]
         argv = shlex.split(command)
@@ -107,7 +109,7 @@ def test_one_repeat_is_said_in_the_singular(tmp_path: Path, capsys) -> None:
     project = kohya_gui_folder(tmp_path / "project", repeats=1, images=4)
     model = write_sd15_stub(tmp_path / "sd15.safetensors")
     # 4 images x 1 repeat, batch 1, 4 steps: the smoke preset's 4 steps in one epoch
-    plan = make_plan(project, preset="smoke", base_model=str(model), run_dir=tmp_path / "run")
+    plan = make_plan(PlanRequest(project, preset="smoke", base_model=str(model), run_dir=tmp_path / "run"))
     assert plan.subsets[0].repeats == 1
     assert plan.steps.arithmetic.startswith("4 images x 1 repeat / batch 1")
     render_plan(plan)

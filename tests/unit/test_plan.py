@@ -15,7 +15,7 @@ from kohya_wrap.cli import cli
 from kohya_wrap.codec import to_builtins
 from kohya_wrap.dataset import scan_dataset
 from kohya_wrap.errors import DatasetError, KohyaWrapError, PresetError, RunDirError
-from kohya_wrap.plan import make_plan
+from kohya_wrap.plan import PlanRequest, make_plan
 from kohya_wrap.rundir import Machines, read_plan, write_plan
 from kohya_wrap.train.machine import GpuInfo
 from kohya_wrap.train.runner import prepare_launch
@@ -68,12 +68,14 @@ def env(tmp_path):
     def plan(dataset: Path, run: str = "run", **kw):
         kw.setdefault("preset", "likeness-sd15")
         return make_plan(
-            dataset,
-            base_model=str(model),
-            run_dir=tmp_path / run,
-            tokenizer_cache_dir=tmp_path / "tok",
-            sd_scripts=checkout,
-            **kw,
+            PlanRequest(
+                dataset,
+                base_model=str(model),
+                run_dir=tmp_path / run,
+                tokenizer_cache_dir=tmp_path / "tok",
+                sd_scripts=checkout,
+                **kw,
+            )
         )
 
     def launch(dataset: Path, run: str = "run", gpu_info: GpuInfo = CPU, **kw):
@@ -374,9 +376,9 @@ def test_plan_command_json_and_errors(env, tmp_path):
 def test_planning_imports_no_torch(env, tmp_path):
     ds = make_dataset(tmp_path / "ds", images=2)
     code = (
-        "import sys\nfrom kohya_wrap.plan import make_plan\n"
-        f"make_plan({str(ds)!r}, preset='likeness-sd15', base_model={str(env.model)!r}, run_dir={str(tmp_path / 'r')!r},"
-        f" tokenizer_cache_dir={str(env.tok)!r}, sd_scripts={str(env.checkout)!r})\n"
+        "import sys\nfrom kohya_wrap.plan import PlanRequest, make_plan\n"
+        f"make_plan(PlanRequest({str(ds)!r}, preset='likeness-sd15', base_model={str(env.model)!r}, run_dir={str(tmp_path / 'r')!r},"
+        f" tokenizer_cache_dir={str(env.tok)!r}, sd_scripts={str(env.checkout)!r}))\n"
         "print(sorted(m for m in ('torch', 'transformers', 'diffusers', 'accelerate') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -5,7 +5,7 @@ from PIL import Image
 from sd15_stub import write_sd15_stub
 
 from kohya_wrap.cli import cli
-from kohya_wrap.plan import make_plan
+from kohya_wrap.plan import PlanRequest, make_plan
 from kohya_wrap.preset import load_preset
 from kohya_wrap.rundir import write_plan
 from kohya_wrap.train.machine import GpuInfo
@@ -78,13 +78,15 @@ def test_export_makes_a_shareable_preset_from_a_run(tmp_path):
     checkout.mkdir()
     (checkout / "train_network.py").write_text("")
     plan = make_plan(
-        tmp_path / "ds",
-        preset="smoke",
-        base_model=str(model),
-        run_dir=tmp_path / "run",
-        overrides=["vae=/secret/place/vae.safetensors", "network_dim=8"],
-        tokenizer_cache_dir=tmp_path / "tok",
-        sd_scripts=checkout,
+        PlanRequest(
+            tmp_path / "ds",
+            preset="smoke",
+            base_model=str(model),
+            run_dir=tmp_path / "run",
+            overrides=["vae=/secret/place/vae.safetensors", "network_dim=8"],
+            tokenizer_cache_dir=tmp_path / "tok",
+            sd_scripts=checkout,
+        )
     )
     write_plan(plan)
     out = tmp_path / "shared.toml"
@@ -115,13 +117,15 @@ def test_export_from_a_cpu_run_carries_only_what_the_user_chose(tmp_path):
     checkout.mkdir()
     (checkout / "train_network.py").write_text("")
     plan = make_plan(
-        tmp_path / "ds",
-        preset="likeness-sd15",
-        base_model=str(model),
-        run_dir=tmp_path / "run",
-        overrides=["network_dim=8"],
-        tokenizer_cache_dir=tmp_path / "tok",
-        sd_scripts=checkout,
+        PlanRequest(
+            tmp_path / "ds",
+            preset="likeness-sd15",
+            base_model=str(model),
+            run_dir=tmp_path / "run",
+            overrides=["network_dim=8"],
+            tokenizer_cache_dir=tmp_path / "tok",
+            sd_scripts=checkout,
+        )
     )
     assert "mixed_precision" not in plan.values  # automatic: train chooses it on the machine it finds
     write_plan(plan)
@@ -142,12 +146,14 @@ def test_export_from_a_cpu_run_carries_only_what_the_user_chose(tmp_path):
         assert key not in exported.values, key
     assert exported.values["network_dim"].value == 8 and exported.ours["auto_mixed_precision"].value is True
     gpu = make_plan(
-        tmp_path / "ds",
-        preset=str(out),
-        base_model=str(model),
-        run_dir=tmp_path / "run2",
-        tokenizer_cache_dir=tmp_path / "tok",
-        sd_scripts=checkout,
+        PlanRequest(
+            tmp_path / "ds",
+            preset=str(out),
+            base_model=str(model),
+            run_dir=tmp_path / "run2",
+            tokenizer_cache_dir=tmp_path / "tok",
+            sd_scripts=checkout,
+        )
     )
     launch = prepare_launch(gpu, fetch_models=False, sd_scripts=str(checkout), gpu_info=GpuInfo(1, True))
     assert launch.machine.launch.mixed_precision == "bf16"  # a GPU user of the preset gets the automatic choice

@@ -8,8 +8,9 @@ import pytest
 from PIL import Image
 from sd15_stub import write_sd15_stub
 
-from kohya_wrap.plan import make_plan
+from kohya_wrap.plan import PlanRequest, make_plan
 from kohya_wrap.rundir import write_plan
+from kohya_wrap.sdscripts.trainer import TrainerSettings, set_by, trainer_settings
 from kohya_wrap.train import memory
 from kohya_wrap.train.machine import GpuInfo, detect_gpus
 from kohya_wrap.train.memory import MemoryFigure, estimate, fit_gpu
@@ -25,13 +26,15 @@ FIGURES = (
 PRESET = {"preset:likeness-sd15"}
 
 
-def values(batch: int = 2, checkpointing: bool = False, resolution: str = "512") -> dict[str, object]:
-    return {"resolution": resolution, "train_batch_size": batch, "gradient_checkpointing": checkpointing}
+def values(batch: int = 2, checkpointing: bool = False, resolution: str = "512") -> TrainerSettings:
+    return trainer_settings(
+        {"resolution": resolution, "train_batch_size": batch, "gradient_checkpointing": checkpointing}
+    )
 
 
-def sources(*user_set: str) -> dict[str, str]:
+def sources(*user_set: str) -> frozenset[str]:
     keys = ("resolution", "train_batch_size", "gradient_checkpointing", "gradient_accumulation_steps")
-    return {k: "--set" if k in user_set else "preset:likeness-sd15" for k in keys}
+    return set_by({k: "--set" if k in user_set else "preset:likeness-sd15" for k in keys}, "--set")
 
 
 def test_the_need_is_measured_or_linear_in_the_batch_between_measured_batches() -> None:
@@ -116,13 +119,15 @@ def _planned_run(tmp_path: Path, overrides: list[str]) -> Path:
     checkout.mkdir()
     (checkout / "train_network.py").write_text("")
     plan = make_plan(
-        tmp_path / "ds",
-        preset="likeness-sd15",
-        base_model=str(write_sd15_stub(tmp_path / "m.safetensors")),
-        run_dir=tmp_path / "run",
-        overrides=overrides,
-        tokenizer_cache_dir=tmp_path / "tok",
-        sd_scripts=checkout,
+        PlanRequest(
+            tmp_path / "ds",
+            preset="likeness-sd15",
+            base_model=str(write_sd15_stub(tmp_path / "m.safetensors")),
+            run_dir=tmp_path / "run",
+            overrides=overrides,
+            tokenizer_cache_dir=tmp_path / "tok",
+            sd_scripts=checkout,
+        )
     )
     write_plan(plan)
     return plan.run_dir
