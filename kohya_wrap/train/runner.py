@@ -339,34 +339,7 @@ def prepare_launch(
     machine = resolve_machine(plan, sd_scripts=sd_scripts, gpu_info=gpu_info)
     _check_packages(plan)
     model, tokenizer, base_path, notes = _models(plan, fetch_models)
-    fit = machine.fit
-    command = trainer_command(
-        CommandRequest(
-            checkout=machine.checkout.path,
-            python=machine.python,
-            launch=machine.launch,
-            files=CommandFiles(
-                files.config_toml,
-                files.dataset_toml,
-                files.gpu_dataset_toml,
-                files.extend_dataset_toml,
-                files.accelerate_config,
-            ),
-            values=plan.values,
-            planned_dataset_toml=plan.files.get(DATASET_TOML),
-            written_dataset_toml=(
-                files.dataset_toml.read_text(encoding="utf-8") if files.dataset_toml.is_file() else None
-            ),
-            choose_precision=plan.auto_mixed_precision,
-            fitted=None if fit is None else Fitted(fit.batch_size, fit.grad_accum, fit.gradient_checkpointing),
-            resume_from=start.state,
-            extension=start.extension,
-            base_model=model,
-            tokenizer_cache_dir=tokenizer,
-            planned_at=plan.planned_at,
-            run_dir=plan.run_dir,
-        )
-    )
+    command = trainer_command(_command_request(plan, files, machine, start, model, tokenizer))
     notes = start.notes + notes
     if plan.planned_at is not None:
         notes.append(f"{plan.run_dir} was planned at {plan.planned_at}; it trains here, into {plan.output_dir}")
@@ -411,6 +384,36 @@ def _starting_point(plan: Plan, files: RunPaths, resume: bool, extend: int | Non
         return _Start(None, finished, extension, notes)
     state, prior = check_run_dir(plan, files, resume)
     return _Start(state, prior)
+
+
+def _command_request(
+    plan: Plan, files: RunPaths, machine: Machine, start: _Start, model: Path | None, tokenizer: Path | None
+) -> CommandRequest:
+    """What sd-scripts' launch on this machine is built from: the plan, its files, the machine and where it starts."""
+    fit = machine.fit
+    return CommandRequest(
+        checkout=machine.checkout.path,
+        python=machine.python,
+        launch=machine.launch,
+        files=CommandFiles(
+            files.config_toml,
+            files.dataset_toml,
+            files.gpu_dataset_toml,
+            files.extend_dataset_toml,
+            files.accelerate_config,
+        ),
+        values=plan.values,
+        planned_dataset_toml=plan.files.get(DATASET_TOML),
+        written_dataset_toml=files.dataset_toml.read_text(encoding="utf-8") if files.dataset_toml.is_file() else None,
+        choose_precision=plan.auto_mixed_precision,
+        fitted=None if fit is None else Fitted(fit.batch_size, fit.grad_accum, fit.gradient_checkpointing),
+        resume_from=start.state,
+        extension=start.extension,
+        base_model=model,
+        tokenizer_cache_dir=tokenizer,
+        planned_at=plan.planned_at,
+        run_dir=plan.run_dir,
+    )
 
 
 def _check_packages(plan: Plan) -> None:
