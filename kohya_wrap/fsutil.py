@@ -101,9 +101,13 @@ class TomlFileError(ValueError):
 def load_toml_file(path: Path, kind: str) -> dict[str, Any]:
     """A TOML file anyone may have written (a shared preset, a sweep file), read whole; TomlFileError
     for bad TOML, a nesting bomb, text that is not UTF-8, or a file that cannot be read. kind: "a preset"."""
+    import stat
     import tomllib
 
     try:
+        # a FIFO or a device would block the read or never end: only a regular file is a TOML file
+        if path.exists() and not stat.S_ISREG(path.stat().st_mode):
+            raise TomlFileError(f"{path}: not a regular file: {kind} is a TOML file", f"give the path of {kind}")
         doc: dict[str, Any] = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as e:
         raise TomlFileError(f"{path}: not valid TOML: {e}") from None

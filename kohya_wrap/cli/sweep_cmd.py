@@ -173,7 +173,7 @@ def _spec(
     """The sweep the command line asks for: a sweep file given first, else DATASET... x --grid."""
     from kohya_wrap.sweep import spec as spec_mod
 
-    if datasets and datasets[0].suffix == ".toml" and datasets[0].is_file():
+    if datasets and datasets[0].suffix == ".toml" and datasets[0].exists():
         return spec_mod.from_file(
             datasets[0],
             datasets=datasets[1:],

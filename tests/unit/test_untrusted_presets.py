@@ -172,3 +172,14 @@ def test_absurd_integers_anywhere_are_refused_with_their_range(tmp_path, table, 
     path = write(tmp_path, "big.toml", f'schema = 1\nextends = "smoke"\n[{table}]\n{line}\n')
     with pytest.raises(PresetError, match="out of range|at least"):
         load_preset(path)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this system")
+def test_a_fifo_or_folder_as_sweep_file_is_named_without_reading_it(tmp_path):
+    fifo = tmp_path / "sweep.toml"
+    os.mkfifo(fifo)  # reading it would block: nothing writes to it
+    (tmp_path / "folder.toml").mkdir()
+    for given in (fifo, tmp_path / "folder.toml"):
+        result = CliRunner().invoke(cli, ["sweep", str(given), "-o", str(tmp_path / "out")])
+        assert result.exit_code == 1, result.output
+        assert f"{given}: not a regular file: a sweep file is a TOML file" in result.output
