@@ -13,6 +13,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from kohya_wrap.errors import DiskError, disk_error
+
 
 def _umask() -> int:
     """The process umask, read without changing it where Linux shows it (os.umask sets it for every thread)."""
@@ -35,8 +37,15 @@ def new_file_mode() -> int:
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        # a folder that cannot hold files (/proc, a file's path, a missing mount): said once, exit 1, not a bug
+        raise disk_error(e) or DiskError(
+            f"cannot write {path}: {e.strerror or e} ({path.parent} cannot hold a new file)",
+            "choose a folder you may write files in and run the command again",
+        ) from None
     try:
         # mkstemp creates 0600; a file written in place would get 0666 less the umask, and so does this one
         os.fchmod(fd, new_file_mode())
@@ -102,6 +111,7 @@ def load_toml_file(path: Path, kind: str) -> dict[str, Any]:
     """A TOML file anyone may have written (a shared preset, a sweep file), read whole; TomlFileError
     for bad TOML, a nesting bomb, text that is not UTF-8, or a file that cannot be read. kind: "a preset"."""
     import stat
+
     import tomllib
 
     try:

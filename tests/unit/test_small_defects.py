@@ -113,3 +113,17 @@ def test_a_prepare_json_with_a_wrong_field_names_it(tmp_path):
     manifest.write_text(json.dumps({"parameters": {"token": "ohwx", "class": "man", "size": 512}}))
     found = scan_dataset(tmp_path / "ds")
     assert (found.token, found.class_word, found.size, found.repeats_explicit) == ("ohwx", "man", 512, False)
+
+
+@pytest.mark.parametrize("where", ["proc", "under_a_file"])
+def test_a_folder_that_cannot_hold_files_is_a_sentence_not_a_bug(tmp_path, where):
+    from kohya_wrap.errors import DiskError, ExitCode
+    from kohya_wrap.fsutil import atomic_write_text
+
+    (tmp_path / "a_file").write_text("x")
+    target = Path("/proc/kohya-wrap-report.html") if where == "proc" else tmp_path / "a_file" / "report.html"
+    with pytest.raises(DiskError) as caught:
+        atomic_write_text(target, "<html>")
+    assert caught.value.exit_code == ExitCode.ERROR
+    assert caught.value.message.startswith(f"cannot write {target}")
+    assert caught.value.hint
