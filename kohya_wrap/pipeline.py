@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from kohya_wrap.errors import ExitCode, KohyaWrapError
-from kohya_wrap.plan import PlanInputs, PlanRequest
+from kohya_wrap.plan import PlanInputs
+from kohya_wrap.plan import PlanRequest as PlanRequest  # re-exported: callers build a request for make_plan
 from kohya_wrap.rundir import Plan
 from kohya_wrap.train.runner import TrainOptions
 
