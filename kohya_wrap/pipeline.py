@@ -124,7 +124,7 @@ def preset_prepare_settings(preset: str, overrides: Sequence[str] = ()) -> tuple
     from kohya_wrap.preset import load_preset
 
     loaded = load_preset(preset, overrides)
-    return int(loaded.ours["size"].value), str(loaded.ours["crop"].value), loaded
+    return loaded.settings.size, loaded.settings.crop, loaded
 
 
 def train_run(request: TrainRequest) -> TrainResult:
