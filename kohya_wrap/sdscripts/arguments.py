@@ -15,7 +15,6 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
-from typing import Any
 
 from kohya_wrap.codec import TomlScalar, TomlValue
 from kohya_wrap.sdscripts.aliases import alias_hint
@@ -622,8 +621,14 @@ class _Found:
         self.values = values
         self.problems = problems
 
-    def v(self, key: str) -> Any:
+    def v(self, key: str) -> TomlValue | None:
         return self.values[key] if key in self.values else table()[key].default
+
+    def number(self, key: str, *, set_only: bool = False) -> float | None:
+        """A numeric argument's value (an int stays an int); None where it is unset or not a number.
+        set_only: sd-scripts' default does not count."""
+        value = self.values.get(key) if set_only else self.v(key)
+        return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
     def err(self, keys: tuple[str, ...], message: str, hint: str | None = None, severity: str = "error") -> None:
         self.problems.append(Problem(keys, message, hint, severity))
@@ -657,21 +662,22 @@ def _bucket_rules(f: _Found) -> None:
     v, err = f.v, f.err
     if not v("enable_bucket"):
         return
-    if v("min_bucket_reso") > v("max_bucket_reso"):
+    lo, hi = f.number("min_bucket_reso"), f.number("max_bucket_reso")
+    if lo is not None and hi is not None and lo > hi:
         err(
             ("min_bucket_reso", "max_bucket_reso"),
             f"min_bucket_reso {v('min_bucket_reso')} is above max_bucket_reso {v('max_bucket_reso')}",
         )
-    steps = v("bucket_reso_steps")
+    steps = f.number("bucket_reso_steps")
     if steps is not None and steps % 64 != 0:
         err(("bucket_reso_steps",), f"bucket_reso_steps is {steps}; train_network.py needs a multiple of 64")
     res = v("resolution")
     if res is None or v("bucket_no_upscale"):
         return
     sides = [int(p) for p in str(res).split(",")]
-    if min(sides) < v("min_bucket_reso"):
+    if lo is not None and min(sides) < lo:
         err(("min_bucket_reso", "resolution"), f"min_bucket_reso {v('min_bucket_reso')} is above the resolution {res}")
-    if max(sides) > v("max_bucket_reso"):
+    if hi is not None and max(sides) > hi:
         err(("max_bucket_reso", "resolution"), f"max_bucket_reso {v('max_bucket_reso')} is below the resolution {res}")
 
 
@@ -688,16 +694,13 @@ def _precision_rules(f: _Found) -> None:
 
 
 def _step_rules(f: _Found) -> None:
-    v, err, values = f.v, f.err, f.values
-    lo_t, hi_t = v("min_timestep"), v("max_timestep")
+    err = f.err
+    lo_t, hi_t = f.number("min_timestep"), f.number("max_timestep")
     if lo_t is not None and hi_t is not None and lo_t >= hi_t:
         err(("min_timestep", "max_timestep"), f"min_timestep {lo_t} must be below max_timestep {hi_t}")
-    initial = v("initial_step")
-    if initial is not None and "max_train_steps" in values and values["max_train_steps"] <= initial:
-        err(
-            ("max_train_steps", "initial_step"),
-            f"max_train_steps {values['max_train_steps']} must exceed initial_step {initial}",
-        )
+    initial, steps = f.number("initial_step"), f.number("max_train_steps", set_only=True)
+    if initial is not None and steps is not None and steps <= initial:
+        err(("max_train_steps", "initial_step"), f"max_train_steps {steps} must exceed initial_step {initial}")
 
 
 def _optimizer_rules(f: _Found) -> None:
@@ -775,7 +778,7 @@ def _value_rules(f: _Found) -> None:
             severity="warning",
         )
     for key in ("sample_every_n_steps", "sample_every_n_epochs", "save_every_n_steps", "save_every_n_epochs"):
-        n = v(key)
+        n = f.number(key)
         if n is not None and n <= 0:
             err((key,), f"{key} is {n}; sd-scripts treats values <= 0 as unset", f"remove {key}", severity="warning")
     lr = v("learning_rate")
