@@ -182,3 +182,12 @@ def _field_message(error: msgspec.ValidationError) -> str:
         return f"holds a JSON {kind.rstrip('`')}, not an object" if kind != text else text.replace("`", "")
     field = where.strip("`").removeprefix("$").lstrip(".") or "the top level"
     return f"{field}: {message.replace('`', '')}"
+
+
+def as_table(value: object) -> dict[str, object] | None:
+    """A parsed TOML (or JSON) value as the table it is, or None for any other value (a scalar, an array):
+    a typed conversion, so that code reading a user's file never walks it by isinstance."""
+    try:
+        return msgspec.convert(value, dict[str, object])
+    except msgspec.ValidationError:
+        return None

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from kohya_wrap.errors import ExitCode, KohyaWrapError
-from kohya_wrap.plan import PlanInputs, PlanRequest
+from kohya_wrap.plan import PlanInputs
+from kohya_wrap.plan import PlanRequest as PlanRequest  # re-exported: callers build a request for make_plan
 from kohya_wrap.rundir import Plan
 from kohya_wrap.train.runner import TrainOptions
 
@@ -123,7 +124,7 @@ def preset_prepare_settings(preset: str, overrides: Sequence[str] = ()) -> tuple
     from kohya_wrap.preset import load_preset
 
     loaded = load_preset(preset, overrides)
-    return int(loaded.ours["size"].value), str(loaded.ours["crop"].value), loaded
+    return loaded.settings.size, loaded.settings.crop, loaded
 
 
 def train_run(request: TrainRequest) -> TrainResult:

@@ -9,18 +9,17 @@ tokenizer cache is fetched by train's pre-flight, on the machine that trains.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
 
 from kohya_wrap import __version__
 from kohya_wrap.codec import utc_now_text
 from kohya_wrap.dataset import Dataset, scan_dataset
 from kohya_wrap.errors import DatasetError, KohyaWrapError, PresetError, TrainerNotFound
 from kohya_wrap.models import BaseModel, check_base_model, check_tokenizer_dir
-from kohya_wrap.preset import MAX_STEPS, Preset, load_preset
+from kohya_wrap.preset import MAX_STEPS, OurSettings, Preset, load_preset
 from kohya_wrap.rundir import (
     CONFIG_TOML,
     DATASET_TOML,
@@ -65,10 +64,10 @@ def _subject_words(dataset: Dataset) -> dict[str, str]:
     return {"subject": subject, "token": dataset.token or first, "class": dataset.class_word or rest or first}
 
 
-def _prompts(ours: Mapping[str, Any], dataset: Dataset) -> tuple[PromptText, ...]:
+def _prompts(ours: OurSettings, dataset: Dataset) -> tuple[PromptText, ...]:
     words = _subject_words(dataset)
     out = []
-    for i, template in enumerate(ours["prompts"]):
+    for i, template in enumerate(ours.prompts):
         try:
             text = template.format(**words)
         except (KeyError, IndexError, ValueError) as e:
@@ -79,11 +78,11 @@ def _prompts(ours: Mapping[str, Any], dataset: Dataset) -> tuple[PromptText, ...
         out.append(
             PromptText(
                 text,
-                ours["negative_prompt"],
-                ours["sample_size"],
-                ours["sample_seed"] + i,
-                ours["sample_steps"],
-                ours["sample_scale"],
+                ours.negative_prompt,
+                ours.sample_size,
+                ours.sample_seed + i,
+                ours.sample_steps,
+                ours.sample_scale,
             )
         )
     return tuple(out)
@@ -145,7 +144,7 @@ def make_plan(request: PlanRequest, inputs: PlanInputs | None = None) -> Plan:
     else:
         check_new_run_dir(inputs.run_dir)  # a run directory made since the check is never overwritten
     dataset = scan_dataset(request.dataset_dir)
-    ours = {k: s.value for k, s in inputs.preset.ours.items()}
+    ours = inputs.preset.settings
     _check_kept_repeats(dataset, ours)
     files_at = paths(inputs.run_dir)
     config = resolve_trainer_config(_trainer_request(inputs, dataset, ours, files_at))
@@ -160,7 +159,7 @@ def make_plan(request: PlanRequest, inputs: PlanInputs | None = None) -> Plan:
     return _plan_record(request, inputs, dataset, config, tuple(warnings))
 
 
-def _trainer_request(inputs: PlanInputs, dataset: Dataset, ours: dict[str, Any], files_at: RunPaths) -> TrainerRequest:
+def _trainer_request(inputs: PlanInputs, dataset: Dataset, ours: OurSettings, files_at: RunPaths) -> TrainerRequest:
     model = inputs.model
     return TrainerRequest(
         chosen={k: (s.value, s.source) for k, s in inputs.preset.values.items()},
@@ -168,17 +167,17 @@ def _trainer_request(inputs: PlanInputs, dataset: Dataset, ours: dict[str, Any],
             DatasetFolder(s.dir, s.images, s.repeats, s.is_reg, s.class_tokens, s.size) for s in dataset.subsets
         ),
         target=StepTarget(
-            ours["target_steps"],
-            ours["min_steps"],
-            ours["max_steps"],
-            ours["preferred_epochs"],
-            ours["max_repeats"],
-            ours["single_epoch"],
+            ours.target_steps,
+            ours.min_steps,
+            ours.max_steps,
+            ours.preferred_epochs,
+            ours.max_repeats,
+            ours.single_epoch,
         ),
-        keep_repeats=bool(dataset.repeats_explicit or ours["keep_repeats"]),
+        keep_repeats=bool(dataset.repeats_explicit or ours.keep_repeats),
         num_processes=inputs.launch.num_processes,
-        size=ours["size"],
-        auto_precision=bool(ours["auto_mixed_precision"]),
+        size=ours.size,
+        auto_precision=ours.auto_mixed_precision,
         model=model.path if model.path is not None else model.source,
         tokenizer_cache_dir=inputs.tokenizer,
         paths=TrainerPaths(
@@ -226,8 +225,8 @@ def _plan_record(
     )
 
 
-def _check_kept_repeats(dataset: Dataset, ours: Mapping[str, Any]) -> None:
-    keep = dataset.repeats_explicit or ours["keep_repeats"]
+def _check_kept_repeats(dataset: Dataset, ours: OurSettings) -> None:
+    keep = dataset.repeats_explicit or ours.keep_repeats
     for s in dataset.subsets if keep else ():
         # sd-scripts adds each image to its bucket once per repeat before training starts (library/train_util.py,
         # BaseDataset.make_buckets): an absurd count hangs the trainer and fills the memory; more repeats than

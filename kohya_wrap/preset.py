@@ -22,8 +22,9 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Literal
 
+from kohya_wrap.codec import Record, TomlScalar, TomlValue, as_table, convert
 from kohya_wrap.errors import PresetError
 from kohya_wrap.fsutil import sha256_bytes
 from kohya_wrap.sdscripts.arguments import (
@@ -44,7 +45,7 @@ except ModuleNotFoundError:  # Python 3.10
 CURRENT_SCHEMA = 1
 OLDEST_SCHEMA = 1
 # schema N -> the function that turns an N document into an N+1 document. Applied in turn on load.
-MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
+MIGRATIONS: dict[int, Callable[[dict[str, object]], dict[str, object]]] = {}
 
 OURS_TABLE = "kohya_wrap"
 # the most steps (or repeats, epochs) a [kohya_wrap] count may ask for: weeks of training on any GPU
@@ -58,9 +59,9 @@ PRESETS_PACKAGE = "kohya_wrap.presets"
 class OurKey:
     name: str
     kind: str  # "int", "float", "str", "bool", "str_list"
-    default: Any
+    default: TomlValue
     help: str
-    choices: tuple[Any, ...] | None = None
+    choices: tuple[TomlScalar, ...] | None = None
     minimum: float | None = None
     maximum: float | None = None  # far beyond any use: a bigger value is a mistake (or a hostile preset)
 
@@ -151,7 +152,7 @@ OUR_KEYS: Mapping[str, OurKey] = MappingProxyType(
 
 @dataclass(frozen=True)
 class Setting:
-    value: Any
+    value: TomlValue
     source: str  # "default", "preset:<name>", "--set"
     file: str | None = None  # the file it was read from
     table: str | None = None
@@ -167,23 +168,76 @@ class Preset:
     ours: Mapping[str, Setting]  # every OUR_KEYS entry, defaults included
     sha256: str  # of the chain's resolved values, before --set
 
-    def value(self, key: str, default: Any = None) -> Any:
+    def value(self, key: str, default: TomlValue | None = None) -> TomlValue | None:
         if key in self.values:
             return self.values[key].value
         if key in self.ours:
             return self.ours[key].value
         return default
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "files": [str(f) for f in self.files],
-            "description": self.description,
-            "schema": self.schema,
-            "sha256": self.sha256,
-            "values": {k: {"value": s.value, "source": s.source} for k, s in self.values.items()},
-            "ours": {k: {"value": s.value, "source": s.source} for k, s in self.ours.items()},
-        }
+    @property
+    def settings(self) -> OurSettings:
+        """The [kohya_wrap] settings, typed (convert_ours checked each value against OUR_KEYS)."""
+        return convert({k: s.value for k, s in self.ours.items()}, OurSettings, source=f"preset {self.name}")
+
+
+class OurSettings(Record, frozen=True):
+    """The [kohya_wrap] table with every default filled in: a field per OUR_KEYS entry."""
+
+    target_steps: int
+    min_steps: int
+    max_steps: int
+    preferred_epochs: int
+    max_repeats: int
+    keep_repeats: bool
+    single_epoch: bool
+    stop_early: bool
+    size: int
+    crop: Literal["face", "center"]  # OUR_KEYS' choices
+    auto_mixed_precision: bool
+    prompts: tuple[str, ...]
+    negative_prompt: str
+    sample_steps: int
+    sample_scale: float
+    sample_seed: int
+    sample_size: int
+
+
+class SettingView(Record, frozen=True):
+    """A value as `presets show --json` prints it, and where it came from."""
+
+    value: TomlValue | None  # None: an sd-scripts argument left at its default of None
+    source: str
+
+
+class PresetView(Record, frozen=True):
+    """A resolved preset as `presets show --json` prints it."""
+
+    name: str
+    files: tuple[str, ...]
+    description: str
+    schema: int
+    sha256: str
+    values: dict[str, SettingView]
+    ours: dict[str, SettingView]
+
+
+def preset_view(preset: Preset, values: Iterable[tuple[str, SettingView]] | None = None) -> PresetView:
+    """`preset` as a record; values: the sd-scripts values to show (all_values'), else the ones it sets."""
+    shown = values if values is not None else ((k, view_of(s)) for k, s in preset.values.items())
+    return PresetView(
+        name=preset.name,
+        files=tuple(str(f) for f in preset.files),
+        description=preset.description,
+        schema=preset.schema,
+        sha256=preset.sha256,
+        values=dict(shown),
+        ours={k: view_of(s) for k, s in preset.ours.items()},
+    )
+
+
+def view_of(setting: Setting) -> SettingView:
+    return SettingView(value=setting.value, source=setting.source)
 
 
 def shipped_dir() -> Path:
@@ -226,7 +280,7 @@ def _where(path: Path, table: str | None, key: str | None) -> str:
     return where
 
 
-def _read(path: Path) -> dict[str, Any]:
+def _read(path: Path) -> dict[str, object]:
     from kohya_wrap.fsutil import TomlFileError, load_toml_file
 
     try:
@@ -236,7 +290,7 @@ def _read(path: Path) -> dict[str, Any]:
     return migrate(doc, path)
 
 
-def migrate(doc: dict[str, Any], path: Path) -> dict[str, Any]:
+def migrate(doc: dict[str, object], path: Path) -> dict[str, object]:
     """Bring a document of an older schema to CURRENT_SCHEMA, one step at a time."""
     schema = doc.get("schema")
     if schema is None:
@@ -260,14 +314,21 @@ def migrate(doc: dict[str, Any], path: Path) -> dict[str, Any]:
     return doc
 
 
-# what a value of each [kohya_wrap] kind must be (a bool is never an int or a float here)
-_OUR_TYPED: dict[str, Callable[[object], bool]] = {
-    "bool": lambda v: isinstance(v, bool),
-    "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
-    "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
-    "str": lambda v: isinstance(v, str),
-    "str_list": lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
-}
+def _our_typed(kind: str, value: object) -> TomlValue | None:
+    """`value` as a [kohya_wrap] value of `kind` (a float widened from an int), or None when it is none:
+    a bool is never an int or a float here."""
+    if isinstance(value, bool):
+        return value if kind == "bool" else None
+    if kind == "int" and isinstance(value, int):
+        return value
+    if kind == "float" and isinstance(value, (int, float)):
+        return float(value)
+    if kind == "str" and isinstance(value, str):
+        return value
+    if kind == "str_list" and isinstance(value, list) and all(isinstance(x, str) for x in value):
+        items: list[TomlScalar] = [str(x) for x in value]
+        return items
+    return None
 
 
 def _our_text(kind: str, value: object, bad: ArgumentError) -> object:
@@ -283,29 +344,33 @@ def _our_text(kind: str, value: object, bad: ArgumentError) -> object:
         raise bad from None
 
 
-def convert_ours(key: str, value: Any, *, from_text: bool = False) -> Any:
+def convert_ours(key: str, value: object, *, from_text: bool = False) -> TomlValue:
     spec = OUR_KEYS[key]
     bad = ArgumentError(key, f"{key} must be {_our_type_name(spec.kind)}, got {value!r}")
     if from_text:
         value = _our_text(spec.kind, value, bad)
-    if not _OUR_TYPED[spec.kind](value):
+    typed = _our_typed(spec.kind, value)
+    if typed is None:
         raise bad
-    if spec.kind == "float":
-        value = float(value)
-    if spec.choices is not None and value not in spec.choices:
-        raise ArgumentError(key, f"{key} = {value!r} is not one of " + ", ".join(map(repr, spec.choices)))
+    if spec.choices is not None and typed not in spec.choices:
+        raise ArgumentError(key, f"{key} = {typed!r} is not one of " + ", ".join(map(repr, spec.choices)))
+    if isinstance(typed, (int, float)):
+        _check_our_range(key, spec, typed)
+    if key == "prompts" and isinstance(typed, list):
+        for template in typed:
+            _check_prompt_template(str(template))
+    elif key == "negative_prompt" and isinstance(typed, str):
+        problem = sample_prompt_problem(typed, negative=True)
+        if problem:
+            raise ArgumentError(key, f"negative_prompt: {problem}")
+    return typed
+
+
+def _check_our_range(key: str, spec: OurKey, value: float) -> None:
     if spec.minimum is not None and value < spec.minimum:
         raise ArgumentError(key, f"{key} must be at least {spec.minimum:g}, got {value!r}")
     if spec.maximum is not None and value > spec.maximum:
         raise ArgumentError(key, f"{key} = {value!r} is out of range: it must be at most {spec.maximum:g}")
-    if key == "prompts":
-        for template in value:
-            _check_prompt_template(template)
-    elif key == "negative_prompt":
-        problem = sample_prompt_problem(value, negative=True)
-        if problem:
-            raise ArgumentError(key, f"negative_prompt: {problem}")
-    return value
 
 
 # The words plan puts into a prompt template; validate fills them with a stand-in to check what plan checks.
@@ -350,7 +415,7 @@ class PresetErrors(PresetError):
 
 
 def _layer(
-    path: Path, doc: dict[str, Any], source: str, errors: list[PresetError]
+    path: Path, doc: dict[str, object], source: str, errors: list[PresetError]
 ) -> tuple[dict[str, Setting], dict[str, Setting]]:
     """One file's settings, every key validated; each problem (naming the file, table and key) goes to `errors`."""
     values: dict[str, Setting] = {}
@@ -361,7 +426,8 @@ def _layer(
     for key, item in doc.items():
         if key in TOP_LEVEL_KEYS:
             continue
-        if not isinstance(item, dict):
+        table = as_table(item)
+        if table is None:
             hint = "put sd-scripts arguments in a table such as [training]"
             if key in OUR_KEYS:
                 hint = f"put it in the [{OURS_TABLE}] table"
@@ -375,7 +441,7 @@ def _layer(
                 )
             )
             continue
-        for sub, value in item.items():
+        for sub, value in table.items():
             where = _where(path, key, sub)
             try:
                 if key == OURS_TABLE:
@@ -385,7 +451,7 @@ def _layer(
                     continue
                 if sub in OUR_KEYS and sub not in argument_table():
                     raise ArgumentError(sub, f"{sub!r} is a kohya-wrap setting", f"move it to the [{OURS_TABLE}] table")
-                if isinstance(value, dict):
+                if as_table(value) is not None:
                     raise ArgumentError(sub, "tables nest one level only (sd-scripts flattens one level)")
                 converted = check_argument(sub, value, trusted=False)
             except ArgumentError as e:
@@ -398,8 +464,8 @@ def _layer(
     return values, ours
 
 
-def _chain(start: Path) -> list[tuple[Path, dict[str, Any]]]:
-    chain: list[tuple[Path, dict[str, Any]]] = []
+def _chain(start: Path) -> list[tuple[Path, dict[str, object]]]:
+    chain: list[tuple[Path, dict[str, object]]] = []
     seen: list[Path] = []
     path = start
     while True:
@@ -475,7 +541,8 @@ def load_preset(ref: str | Path, overrides: Sequence[str] = ()) -> Preset:
     sha = sha256_bytes(canonical.encode("utf-8"))
     for text in overrides:
         _apply_override(text, values, ours, errors)
-    description = next((d.get("description") for _, d in chain if isinstance(d.get("description"), str)), "") or ""
+    descriptions = [doc.get("description") for _, doc in chain]
+    description = next((d for d in descriptions if isinstance(d, str)), "") or ""
     preset = Preset(
         name=name,
         files=tuple(p for p, _ in chain),
@@ -515,13 +582,13 @@ def _apply_override(text: str, values: dict[str, Setting], ours: dict[str, Setti
 def _check(preset: Preset) -> list[PresetError]:
     """The conflicts between values, each naming where its first key was set. Packages are plan's check."""
     out: list[PresetError] = []
-    o = {k: s.value for k, s in preset.ours.items()}
-    if not o["min_steps"] <= o["target_steps"] <= o["max_steps"]:
+    o = preset.settings
+    if not o.min_steps <= o.target_steps <= o.max_steps:
         where = preset.ours["target_steps"].file or preset.ours["min_steps"].file or preset.name
         out.append(
             PresetError(
                 f"{where}: [{OURS_TABLE}] needs min_steps <= target_steps <= max_steps, "
-                f"got {o['min_steps']} <= {o['target_steps']} <= {o['max_steps']}"
+                f"got {o.min_steps} <= {o.target_steps} <= {o.max_steps}"
             )
         )
     problems = cross_checks({k: s.value for k, s in preset.values.items()}, packages=False)
@@ -537,7 +604,7 @@ def _check(preset: Preset) -> list[PresetError]:
     return out
 
 
-def warnings_of(preset: Preset, extra: Mapping[str, Any] | None = None) -> list[str]:
+def warnings_of(preset: Preset, extra: Mapping[str, TomlValue] | None = None) -> list[str]:
     values = {k: s.value for k, s in preset.values.items()}
     values.update(extra or {})
     return [p.message for p in cross_checks(values) if p.severity == "warning"]
@@ -560,10 +627,10 @@ def diff(a: Preset, b: Preset) -> list[Difference]:
     return out
 
 
-def all_values(preset: Preset) -> list[tuple[str, Setting]]:
+def all_values(preset: Preset) -> list[tuple[str, SettingView]]:
     """Every sd-scripts argument: set by the preset, or sd-scripts' own default."""
     return [
-        (k, preset.values[k] if k in preset.values else Setting(a.default, "default"))
+        (k, view_of(preset.values[k]) if k in preset.values else SettingView(value=a.default, source="default"))
         for k, a in sorted(argument_table().items())
     ]
 
@@ -577,8 +644,8 @@ def is_chosen(source: str) -> bool:
 
 
 def export_text(
-    values: Mapping[str, Any],
-    ours: Mapping[str, Any],
+    values: Mapping[str, TomlValue | None],
+    ours: Mapping[str, TomlValue],
     *,
     name: str,
     comment_lines: Iterable[str],
@@ -593,7 +660,7 @@ def export_text(
     """
     import tomli_w
 
-    kept: dict[str, dict[str, Any]] = {}
+    kept: dict[str, dict[str, TomlValue]] = {}
     dropped: list[str] = []
     decided: list[str] = []
     for key, value in sorted(values.items()):
@@ -609,7 +676,7 @@ def export_text(
             dropped.append(key)
             continue
         kept.setdefault(argument_table()[key].category.replace("/", "_"), {})[key] = value
-    doc: dict[str, Any] = {"schema": CURRENT_SCHEMA, "description": f"exported from run {name}"}
+    doc: dict[str, object] = {"schema": CURRENT_SCHEMA, "description": f"exported from run {name}"}
     if sd_scripts_commit:
         doc["sd_scripts_commit"] = sd_scripts_commit
     doc.update(kept)

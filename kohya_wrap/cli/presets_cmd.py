@@ -48,16 +48,15 @@ def list_(as_json: bool) -> None:
 @json_option
 def show(name: str, overrides: tuple[str, ...], show_all: bool, as_json: bool) -> None:
     """Every value a preset resolves to, and where it came from (default, which preset, --set)."""
-    from kohya_wrap.preset import all_values, load_preset
+    from kohya_wrap.preset import all_values, load_preset, preset_view, view_of
 
     preset = load_preset(name, overrides)
-    values = all_values(preset) if show_all else sorted(preset.values.items())
+    values = all_values(preset) if show_all else [(k, view_of(s)) for k, s in sorted(preset.values.items())]
     if as_json:
         from kohya_wrap.cli.output import print_json
+        from kohya_wrap.codec import to_builtins
 
-        doc = preset.to_json()
-        doc["values"] = {k: {"value": s.value, "source": s.source} for k, s in values}
-        print_json(doc)
+        print_json(to_builtins(preset_view(preset, values)))
         return
     from rich.console import Console
     from rich.markup import escape
@@ -71,7 +70,8 @@ def show(name: str, overrides: tuple[str, ...], show_all: bool, as_json: bool) -
     # A value is never cut: on a terminal a long one wraps (folds) in its column; into a pipe or a file,
     # where rich would assume 80 columns, each row is as wide as it needs (`grep`, `diff` see whole values).
     wide = con if con.is_terminal else Console(width=100_000, no_color=con.no_color, emoji=False)
-    for title, rows in (("sd-scripts arguments", values), ("[kohya_wrap]", sorted(preset.ours.items()))):
+    ours = [(k, view_of(s)) for k, s in sorted(preset.ours.items())]
+    for title, rows in (("sd-scripts arguments", values), ("[kohya_wrap]", ours)):
         # escaped: rich reads "[kohya_wrap]" as a markup tag and prints a blank title
         table = Table(title=escape(title), title_justify="left", box=None, padding=(0, 2))
         table.add_column("key", no_wrap=True)

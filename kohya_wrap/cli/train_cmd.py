@@ -461,6 +461,7 @@ def _print_dry_run(done: DryRun, as_json: bool) -> None:
 
 def _dry_run_json(done: DryRun, files: dict[str, str]) -> dict[str, object]:
     from kohya_wrap.codec import to_builtins
+    from kohya_wrap.train.manifest import machine_entry
 
     launch, plan = done.launch, done.launch.plan
     doc: dict[str, object] = {
@@ -468,7 +469,7 @@ def _dry_run_json(done: DryRun, files: dict[str, str]) -> dict[str, object]:
         "env": dict(launch.env),
         "cwd": str(plan.run_dir),
         "files": files,
-        "machine": launch.machine.to_json(),
+        "machine": to_builtins(machine_entry(launch.machine)),
         "notes": list(done.notes),
         "plan": to_builtins(plan.document()),
     }

@@ -15,8 +15,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
-from typing import Any
 
+from kohya_wrap.codec import TomlScalar, TomlValue
 from kohya_wrap.sdscripts.aliases import alias_hint
 from kohya_wrap.sdscripts.ranges import range_of
 
@@ -190,8 +190,8 @@ class Argument:
     name: str  # the dest: the key in config.toml, the option is --name
     kind: str  # "str", "int", "float", "bool", "int_or_float", "path"
     is_list: bool  # nargs="*": a TOML array
-    default: Any
-    choices: tuple[Any, ...] | None
+    default: TomlValue | None
+    choices: tuple[TomlScalar | None, ...] | None
     help: str
     category: str
     dataset_key: str | None  # the dataset.toml key this argument is the fallback for
@@ -278,7 +278,7 @@ def _type_name(kind: str) -> str:
     }[kind]
 
 
-def _convert_scalar(arg: Argument, value: Any, from_text: bool) -> Any:
+def _convert_scalar(arg: Argument, value: object, from_text: bool) -> TomlScalar:
     if from_text:
         return _convert_text(arg, value)
     kind = arg.kind
@@ -286,24 +286,19 @@ def _convert_scalar(arg: Argument, value: Any, from_text: bool) -> Any:
         # a TOML boolean is a bool only; for int arguments, Python's bool is an int but never one of theirs
         if kind == "bool":
             return value
-    elif _TYPED[kind](value):
-        return float(value) if kind == "float" else value
-    elif kind == "int_or_float" and isinstance(value, str):
-        return int_or_float(arg.name, value)
+    elif isinstance(value, str):
+        if kind in ("str", "path"):
+            return value
+        if kind == "int_or_float":
+            return int_or_float(arg.name, value)
+    elif isinstance(value, int):
+        if kind in ("int", "float") or (kind == "int_or_float" and value >= 0):
+            return float(value) if kind == "float" else value
+    elif isinstance(value, float) and (kind == "float" or (kind == "int_or_float" and 0 <= value < 1)):
+        return value
     raise _bad(arg, value)
 
 
-# what a TOML value (not bool) of each kind may be, as it is
-_TYPED: dict[str, Callable[[object], bool]] = {
-    "str": lambda value: isinstance(value, str),
-    "path": lambda value: isinstance(value, str),
-    "bool": lambda value: False,
-    "int": lambda value: isinstance(value, int),
-    "float": lambda value: isinstance(value, (int, float)),
-    "int_or_float": lambda value: (
-        (isinstance(value, int) and value >= 0) or (isinstance(value, float) and 0 <= value < 1)
-    ),
-}
 _TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
 
 
@@ -344,7 +339,7 @@ def int_or_float(name: str, text: str) -> int | float:
         raise bad from None
 
 
-def convert(key: str, value: Any, *, from_text: bool = False) -> Any:
+def convert(key: str, value: object, *, from_text: bool = False) -> TomlValue:
     """`value` as the exact Python type sd-scripts' argparse would have produced for `key`.
 
     from_text: the value is a command-line string (--set), converted the way argparse converts it;
@@ -358,10 +353,10 @@ def convert(key: str, value: Any, *, from_text: bool = False) -> Any:
             text = str(value).strip()
             if text.startswith("["):
                 try:
-                    value = tomllib.loads(f"v = {text}")["v"]
+                    items: list[object] = tomllib.loads(f"v = {text}")["v"]  # an array: the text starts with "["
                 except (tomllib.TOMLDecodeError, RecursionError):
                     raise ArgumentError(key, f"{key}: {text!r} is not a TOML array") from None
-                out_list = [_convert_scalar(arg, v, from_text=isinstance(v, str)) for v in value]
+                out_list = [_convert_scalar(arg, v, from_text=isinstance(v, str)) for v in items]
             else:
                 out_list = [_convert_scalar(arg, text, from_text=True)]
             _check_value(key, out_list)
@@ -389,7 +384,7 @@ def convert(key: str, value: Any, *, from_text: bool = False) -> Any:
     return out
 
 
-def _check_range(key: str, value: Any) -> None:
+def _check_range(key: str, value: TomlValue) -> None:
     """ranges.RANGES: a numeric value sd-scripts would divide by, count with or feed to a library, in range."""
     for item in value if isinstance(value, list) else [value]:
         if isinstance(item, bool) or not isinstance(item, (int, float)):
@@ -434,10 +429,10 @@ def _check_optimizer(value: str) -> None:
     raise ArgumentError("optimizer_type", f"optimizer_type {value!r} is not an optimizer sd-scripts knows", hint)
 
 
-def _check_value(key: str, value: Any) -> None:
+def _check_value(key: str, value: TomlValue) -> None:
     """Per-value rules sd-scripts checks late (docs/sd-scripts.md#checks-made-only-at-run-time, #no-type-conversion-of-config-values)."""
     _check_range(key, value)
-    if key in FILE_NAME_KEYS:
+    if key in FILE_NAME_KEYS and isinstance(value, str):
         problem = plain_name_problem(value)
         if problem:
             raise ArgumentError(
@@ -445,12 +440,12 @@ def _check_value(key: str, value: Any) -> None:
                 f"{key} = {value!r} must be a plain name (it becomes a file name in the run directory): it {problem}",
                 "use letters, digits, '-', '_' and '.', without a folder",
             )
-    if key in ("optimizer_args", "lr_scheduler_args", "network_args"):
+    if key in ("optimizer_args", "lr_scheduler_args", "network_args") and isinstance(value, list):
         for item in value:
-            if "=" not in item:
+            if "=" not in str(item):
                 raise ArgumentError(key, f"{key} items are 'name=value', got {item!r}")
     check = _VALUE_CHECKS.get(key)
-    if check is not None:
+    if check is not None and isinstance(value, str):
         check(value)
 
 
@@ -503,7 +498,7 @@ def _check_lr_scheduler(value: str) -> None:
         )
 
 
-def check_argument(key: str, value: Any, *, trusted: bool, from_text: bool = False) -> Any:
+def check_argument(key: str, value: object, *, trusted: bool, from_text: bool = False) -> TomlValue:
     """`value` converted as sd-scripts' argparse would (convert) and let through only where a preset or
     --set may carry it (check_trust); ArgumentError naming the key otherwise."""
     converted = convert(key, value, from_text=from_text)
@@ -525,7 +520,7 @@ def sample_prompt_problem(text: str, *, negative: bool = False) -> str | None:
     return None
 
 
-def check_trust(key: str, value: Any, *, trusted: bool) -> None:
+def check_trust(key: str, value: TomlValue, *, trusted: bool) -> None:
     """Refuse what a preset file may not carry (trusted=False), and what nobody may set.
 
     trusted: the value comes from the user's own command line (--set), which may carry paths.
@@ -567,10 +562,10 @@ def check_trust(key: str, value: Any, *, trusted: bool) -> None:
         )
 
 
-def needed_packages(values: Mapping[str, Any]) -> list[tuple[str, str, str]]:
+def needed_packages(values: Mapping[str, TomlValue | None]) -> list[tuple[str, str, str]]:
     """(module, pip package, the argument that needs it) for the optimizer the values choose (TU:get_optimizer)."""
     out: list[tuple[str, str, str]] = []
-    optimizer = values.get("optimizer_type") or ""
+    optimizer = str(values.get("optimizer_type") or "")
     if values.get("use_8bit_adam"):
         out.append((*_BNB, "use_8bit_adam"))
     if values.get("use_lion_optimizer"):
@@ -585,7 +580,7 @@ def needed_packages(values: Mapping[str, Any]) -> list[tuple[str, str, str]]:
     return out
 
 
-def package_problems(values: Mapping[str, Any]) -> list[Problem]:
+def package_problems(values: Mapping[str, TomlValue | None]) -> list[Problem]:
     """The optimizer packages the values need that this Python cannot import (found without importing them)."""
     import importlib.util
     import sys
@@ -606,7 +601,7 @@ def package_problems(values: Mapping[str, Any]) -> list[Problem]:
     return out
 
 
-def cross_checks(values: Mapping[str, Any], *, packages: bool = True) -> list[Problem]:
+def cross_checks(values: Mapping[str, TomlValue | None], *, packages: bool = True) -> list[Problem]:
     """The conflicts sd-scripts finds only at run time (docs/sd-scripts.md#checks-made-only-at-run-time), found now. `values` holds what is set.
 
     packages: also refuse an optimizer whose package this Python lacks (plan); a preset is checked without it.
@@ -622,12 +617,18 @@ def cross_checks(values: Mapping[str, Any], *, packages: bool = True) -> list[Pr
 class _Found:
     """The values under check (sd-scripts' defaults for what is not set) and the problems found, in order."""
 
-    def __init__(self, values: Mapping[str, Any], problems: list[Problem]) -> None:
+    def __init__(self, values: Mapping[str, TomlValue | None], problems: list[Problem]) -> None:
         self.values = values
         self.problems = problems
 
-    def v(self, key: str) -> Any:
+    def v(self, key: str) -> TomlValue | None:
         return self.values[key] if key in self.values else table()[key].default
+
+    def number(self, key: str, *, set_only: bool = False) -> float | None:
+        """A numeric argument's value (an int stays an int); None where it is unset or not a number.
+        set_only: sd-scripts' default does not count."""
+        value = self.values.get(key) if set_only else self.v(key)
+        return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
     def err(self, keys: tuple[str, ...], message: str, hint: str | None = None, severity: str = "error") -> None:
         self.problems.append(Problem(keys, message, hint, severity))
@@ -661,21 +662,22 @@ def _bucket_rules(f: _Found) -> None:
     v, err = f.v, f.err
     if not v("enable_bucket"):
         return
-    if v("min_bucket_reso") > v("max_bucket_reso"):
+    lo, hi = f.number("min_bucket_reso"), f.number("max_bucket_reso")
+    if lo is not None and hi is not None and lo > hi:
         err(
             ("min_bucket_reso", "max_bucket_reso"),
             f"min_bucket_reso {v('min_bucket_reso')} is above max_bucket_reso {v('max_bucket_reso')}",
         )
-    steps = v("bucket_reso_steps")
+    steps = f.number("bucket_reso_steps")
     if steps is not None and steps % 64 != 0:
         err(("bucket_reso_steps",), f"bucket_reso_steps is {steps}; train_network.py needs a multiple of 64")
     res = v("resolution")
     if res is None or v("bucket_no_upscale"):
         return
     sides = [int(p) for p in str(res).split(",")]
-    if min(sides) < v("min_bucket_reso"):
+    if lo is not None and min(sides) < lo:
         err(("min_bucket_reso", "resolution"), f"min_bucket_reso {v('min_bucket_reso')} is above the resolution {res}")
-    if max(sides) > v("max_bucket_reso"):
+    if hi is not None and max(sides) > hi:
         err(("max_bucket_reso", "resolution"), f"max_bucket_reso {v('max_bucket_reso')} is below the resolution {res}")
 
 
@@ -692,16 +694,13 @@ def _precision_rules(f: _Found) -> None:
 
 
 def _step_rules(f: _Found) -> None:
-    v, err, values = f.v, f.err, f.values
-    lo_t, hi_t = v("min_timestep"), v("max_timestep")
+    err = f.err
+    lo_t, hi_t = f.number("min_timestep"), f.number("max_timestep")
     if lo_t is not None and hi_t is not None and lo_t >= hi_t:
         err(("min_timestep", "max_timestep"), f"min_timestep {lo_t} must be below max_timestep {hi_t}")
-    initial = v("initial_step")
-    if initial is not None and "max_train_steps" in values and values["max_train_steps"] <= initial:
-        err(
-            ("max_train_steps", "initial_step"),
-            f"max_train_steps {values['max_train_steps']} must exceed initial_step {initial}",
-        )
+    initial, steps = f.number("initial_step"), f.number("max_train_steps", set_only=True)
+    if initial is not None and steps is not None and steps <= initial:
+        err(("max_train_steps", "initial_step"), f"max_train_steps {steps} must exceed initial_step {initial}")
 
 
 def _optimizer_rules(f: _Found) -> None:
@@ -779,7 +778,7 @@ def _value_rules(f: _Found) -> None:
             severity="warning",
         )
     for key in ("sample_every_n_steps", "sample_every_n_epochs", "save_every_n_steps", "save_every_n_epochs"):
-        n = v(key)
+        n = f.number(key)
         if n is not None and n <= 0:
             err((key,), f"{key} is {n}; sd-scripts treats values <= 0 as unset", f"remove {key}", severity="warning")
     lr = v("learning_rate")
@@ -787,12 +786,12 @@ def _value_rules(f: _Found) -> None:
         err(("learning_rate",), f"learning_rate must be positive, got {lr}")
 
 
-def argparse_default(key: str) -> Any:
+def argparse_default(key: str) -> TomlValue | None:
     return lookup(key).default
 
 
 # the arguments whose values have rules of their own, beyond their type and range
-_VALUE_CHECKS: dict[str, Callable[[Any], None]] = {
+_VALUE_CHECKS: dict[str, Callable[[str], None]] = {
     "optimizer_type": _check_optimizer,
     "resolution": _check_resolution,
     "face_crop_aug_range": _check_face_crop,

@@ -14,8 +14,8 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+from kohya_wrap.codec import TomlValue
 from kohya_wrap.sdscripts import TRAIN_SCRIPT
 from kohya_wrap.sdscripts.configs import relocate_dataset_toml, with_batch_size
 from kohya_wrap.sdscripts.resume import (
@@ -165,7 +165,7 @@ def base_model_args(path: Path) -> list[str]:
 RUN_DIR_PATH_KEYS = ("output_dir", "logging_dir", "sample_prompts")
 
 
-def relocated_args(values: Mapping[str, Any], planned_at: Path, run_dir: Path) -> list[str]:
+def relocated_args(values: Mapping[str, TomlValue], planned_at: Path, run_dir: Path) -> list[str]:
     """For a run directory planned at `planned_at` and now at `run_dir` (copied or moved): the
     command-line options that point each run-directory path of config.toml at `run_dir` (the
     command line beats the file: docs/sd-scripts.md#config-file-merging). Paths outside the old run
@@ -255,7 +255,7 @@ class CommandRequest:
     python: str
     launch: Launch
     files: CommandFiles
-    values: Mapping[str, Any]  # the plan's resolved values
+    values: Mapping[str, TomlValue]  # the plan's resolved values
     planned_dataset_toml: str | None  # dataset.toml as plan rendered it (None: the run directory has none)
     written_dataset_toml: str | None  # dataset.toml as it is in the run directory (None: absent)
     choose_precision: bool  # the plan left mixed precision to train: launch.mixed_precision goes on the command

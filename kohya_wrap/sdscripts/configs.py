@@ -12,9 +12,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import tomli_w
+
+from kohya_wrap.codec import TomlValue, as_table
 
 try:
     import tomllib
@@ -58,10 +59,10 @@ _SECTION_ORDER = (
 )
 
 
-def render_config_toml(values: Mapping[str, Any], header: str = "") -> str:
+def render_config_toml(values: Mapping[str, TomlValue | None], header: str = "") -> str:
     """config.toml for --config_file: `values` are already converted (sdscripts.arguments.convert)."""
     args = table()
-    sections: dict[str, dict[str, Any]] = {}
+    sections: dict[str, dict[str, TomlValue]] = {}
     for key, value in values.items():
         if value is None:
             continue  # argparse's own default stands; TOML has no null
@@ -129,9 +130,9 @@ def relocate_dataset_toml(text: str, planned_at: Path, run_dir: Path) -> str | N
     except (tomllib.TOMLDecodeError, RecursionError):
         return None
     moved = False
-    for dataset in doc.get("datasets") or []:
-        for subset in dataset.get("subsets") or [] if isinstance(dataset, dict) else []:
-            image_dir = subset.get("image_dir") if isinstance(subset, dict) else None
+    for dataset in _tables(doc.get("datasets")):
+        for subset in _tables(dataset.get("subsets")):
+            image_dir = subset.get("image_dir")
             if isinstance(image_dir, str) and (planned_at == Path(image_dir) or planned_at in Path(image_dir).parents):
                 subset["image_dir"] = str(run_dir / Path(image_dir).relative_to(planned_at))
                 moved = True
@@ -140,6 +141,13 @@ def relocate_dataset_toml(text: str, planned_at: Path, run_dir: Path) -> str | N
     header = [line for line in text.splitlines() if line.startswith("#")]
     header.append(f"# Its image folders were moved by train from {planned_at} (the run directory was copied or moved).")
     return "\n".join(header) + "\n\n" + tomli_w.dumps(doc)
+
+
+def _tables(value: object) -> list[dict[str, object]]:
+    """The tables of a TOML array of tables (the same objects, so a change to one changes the document);
+    nothing for any other value."""
+    items = value if isinstance(value, list) else []
+    return [item for item in items if as_table(item) is not None]
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+from kohya_wrap.codec import TomlValue
 from kohya_wrap.errors import DatasetError, PresetError
 from kohya_wrap.sdscripts.arguments import convert, cross_checks
 from kohya_wrap.sdscripts.command import build_env
@@ -86,7 +86,7 @@ class PromptText:
 class TrainerRequest:
     """What plan knows, in its own terms: the preset's values with their sources, the dataset, the run's paths."""
 
-    chosen: Mapping[str, tuple[Any, str]]  # argument -> (value, source) as the preset and --set give them
+    chosen: Mapping[str, tuple[TomlValue, str]]  # argument -> (value, source) as the preset and --set give them
     folders: tuple[DatasetFolder, ...]
     target: StepTarget
     keep_repeats: bool  # the folders' repeats stand; only the epochs are chosen
@@ -104,7 +104,7 @@ class TrainerRequest:
 class TrainerConfig:
     """The trainer's arguments, resolved and checked, and what plan records of them."""
 
-    values: Mapping[str, Any]
+    values: Mapping[str, TomlValue]
     sources: Mapping[str, str]
     settings: TrainerSettings
     steps: StepPlan
@@ -126,7 +126,7 @@ class TrainerFiles:
 
 def resolve_trainer_config(request: TrainerRequest) -> TrainerConfig:
     """The values train_network.py runs with; PresetError or DatasetError naming the key or folder at fault."""
-    settings: dict[str, tuple[Any, str]] = dict(request.chosen)
+    settings: dict[str, tuple[TomlValue, str]] = dict(request.chosen)
     values = {k: v for k, (v, _) in settings.items()}
     for key, (value, source) in filled_in(values, size=request.size, auto_precision=request.auto_precision).items():
         settings[key] = (convert(key, value), source)
@@ -210,7 +210,7 @@ def _sample_prompt(prompt: PromptText, shape: TrainerSettings) -> SamplePrompt:
     return SamplePrompt(prompt.text, prompt.negative, width, height, prompt.seed, prompt.steps, prompt.scale)
 
 
-def _cross_check(values: Mapping[str, Any], sources: Mapping[str, str]) -> list[str]:
+def _cross_check(values: Mapping[str, TomlValue], sources: Mapping[str, str]) -> list[str]:
     """The warnings of sd-scripts' cross-argument rules; the first error, naming where its key came from."""
     problems = cross_checks(values)
     errors = [p for p in problems if p.severity == "error"]

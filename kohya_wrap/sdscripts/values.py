@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Container, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+from kohya_wrap.codec import Record, TomlValue, convert
 from kohya_wrap.sdscripts.arguments import argparse_default
 
 
@@ -62,13 +62,15 @@ def precision_for(cuda: bool, bf16: bool) -> str:
     return "bf16" if bf16 else "fp16"
 
 
-def filled_in(values: Mapping[str, Any], *, size: int, auto_precision: bool) -> dict[str, tuple[Any, str]]:
+def filled_in(
+    values: Mapping[str, TomlValue], *, size: int, auto_precision: bool
+) -> dict[str, tuple[TomlValue | None, str]]:
     """Values written although the preset left them out, as (value, source "plan" or "default").
 
     auto_precision: mixed_precision is left out, for train to choose on the machine it finds
     (precision_for); else sd-scripts' default ("no") is written.
     """
-    out: dict[str, tuple[Any, str]] = {}
+    out: dict[str, tuple[TomlValue | None, str]] = {}
     if "mixed_precision" not in values and not auto_precision:
         out["mixed_precision"] = (argparse_default("mixed_precision"), "default")
     for key in ("train_batch_size", "gradient_accumulation_steps"):  # the step count depends on them
@@ -79,31 +81,56 @@ def filled_in(values: Mapping[str, Any], *, size: int, auto_precision: bool) -> 
     return out
 
 
-def trainer_settings(values: Mapping[str, Any]) -> TrainerSettings:
+class _ReadValues(Record, frozen=True):
+    """The arguments trainer_settings reads, typed as sd-scripts' argument table types them (None: unset)."""
+
+    train_batch_size: int | None = None
+    gradient_accumulation_steps: int | None = None
+    gradient_checkpointing: bool = False
+    resolution: str | int | None = None
+    enable_bucket: bool = False
+    cache_latents: bool = False
+    cache_latents_to_disk: bool = False
+    mixed_precision: str | None = None
+    max_train_steps: int | None = None
+    max_train_epochs: int | None = None
+    output_name: str | None = None
+    sample_every_n_steps: int | None = None
+    sample_every_n_epochs: int | None = None
+    sample_at_first: bool = False
+    save_model_as: str | None = None
+
+
+# read from the values only: set, or not (sd-scripts' default does not count)
+_SET_ONLY = ("max_train_steps", "max_train_epochs", "output_name")
+
+
+def trainer_settings(values: Mapping[str, TomlValue]) -> TrainerSettings:
     """The settings the values (a plan's, a preset's) give, sd-scripts' defaults filling what they leave out."""
-
-    def get(key: str) -> Any:
-        return values[key] if key in values else argparse_default(key)
-
-    resolution = str(get("resolution") or "512")
+    read = {
+        key: values[key] if key in values or key in _SET_ONLY else argparse_default(key)
+        for key in _ReadValues.__struct_fields__
+        if key in values or key not in _SET_ONLY
+    }
+    v = convert(read, _ReadValues, source="the resolved sd-scripts values")
+    resolution = str(v.resolution or "512")
     sides = [int(p) for p in resolution.split(",")]
-    enable_bucket = bool(get("enable_bucket"))
     return TrainerSettings(
-        batch_size=int(get("train_batch_size") or 1),
-        grad_accum=int(get("gradient_accumulation_steps") or 1),
-        gradient_checkpointing=bool(get("gradient_checkpointing")),
+        batch_size=v.train_batch_size or 1,
+        grad_accum=v.gradient_accumulation_steps or 1,
+        gradient_checkpointing=v.gradient_checkpointing,
         resolution=resolution,
         width=sides[0],
         height=sides[-1],
-        enable_bucket=enable_bucket,
-        resizes_images=enable_bucket or bool(get("cache_latents")) or bool(get("cache_latents_to_disk")),
-        mixed_precision=str(get("mixed_precision") or "no"),
-        pinned_steps=values.get("max_train_steps"),
-        pinned_epochs=values.get("max_train_epochs"),
-        output_name=values.get("output_name"),
-        wants_samples=any(values.get(k) for k in ("sample_every_n_steps", "sample_every_n_epochs", "sample_at_first")),
-        samples_while_training=any(values.get(k) for k in ("sample_every_n_steps", "sample_every_n_epochs")),
-        model_suffix="." + (get("save_model_as") or "safetensors"),
+        enable_bucket=v.enable_bucket,
+        resizes_images=v.enable_bucket or v.cache_latents or v.cache_latents_to_disk,
+        mixed_precision=v.mixed_precision or "no",
+        pinned_steps=v.max_train_steps,
+        pinned_epochs=v.max_train_epochs,
+        output_name=v.output_name,
+        wants_samples=bool(v.sample_every_n_steps or v.sample_every_n_epochs or v.sample_at_first),
+        samples_while_training=bool(v.sample_every_n_steps or v.sample_every_n_epochs),
+        model_suffix="." + (v.save_model_as or "safetensors"),
     )
 
 
@@ -131,7 +158,7 @@ def run_values(
     with_prompts: bool,
     max_train_steps: int | None,
     chosen: Container[str] = (),
-) -> dict[str, Any]:
+) -> dict[str, TomlValue]:
     """The paths and counts only plan sets (never a preset). None: leave the value as it is.
 
     tokenizer_cache_dir None: kohya-wrap's own cache, which train passes on the command line.
@@ -140,7 +167,7 @@ def run_values(
     """
     sample_prompts = paths.sample_prompts if with_prompts else None
     logging_dir = paths.tensorboard_dir
-    out: dict[str, Any] = {
+    out: dict[str, TomlValue] = {
         "pretrained_model_name_or_path": str(model),
         "output_dir": str(paths.output_dir),
         "dataset_config": str(paths.dataset_toml),
@@ -169,7 +196,7 @@ def bucket_key(size: tuple[int, int] | None, enable_bucket: bool) -> object:
     return round(size[0] / size[1], 3)
 
 
-def saves_state(values: Mapping[str, Any]) -> bool:
+def saves_state(values: Mapping[str, TomlValue]) -> bool:
     """The run saves a training state with its checkpoints (what `train --resume` continues from)."""
     return bool(values.get("save_state"))
 

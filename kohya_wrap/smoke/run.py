@@ -357,7 +357,7 @@ def _smoke_request(
     from kohya_wrap.train.machine import detect_gpus
     from kohya_wrap.train.runner import TrainOptions
 
-    ours = load_preset(PRESET).ours
+    ours = load_preset(PRESET).settings
     run_dir = work / "run"
     overrides = [] if steps is None else [f"{key}={steps}" for key in ("target_steps", "min_steps", "max_steps")]
     gpus = detect_gpus()
@@ -368,8 +368,8 @@ def _smoke_request(
             dataset_dir=work / "dataset",
             token=TOKEN,
             class_word=CLASS_WORD,
-            size=int(ours["size"].value),
-            crop=ours["crop"].value,
+            size=ours.size,
+            crop=ours.crop,
             jobs=1,
         ),
         plan=PlanRequest(

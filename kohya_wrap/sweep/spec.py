@@ -22,10 +22,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypedDict
+from typing import TYPE_CHECKING, TypedDict
 
 import msgspec
 
+from kohya_wrap.codec import TomlValue
 from kohya_wrap.errors import KohyaWrapError, PresetError
 from kohya_wrap.preset import OUR_KEYS, OURS_TABLE, convert_ours, parse_override
 from kohya_wrap.sdscripts.arguments import ArgumentError, argument_table, check_argument, did_you_mean, unknown_key_hint
@@ -46,7 +47,7 @@ class GridAxis:
     """One swept key: its values typed as the plan will hold them, and as `--set` text."""
 
     key: str
-    values: tuple[Any, ...]
+    values: tuple[TomlValue, ...]
     texts: tuple[str, ...]
 
 
@@ -84,7 +85,7 @@ class SweepFile:
     grid: tuple[GridAxis, ...]
 
 
-def value_text(value: Any) -> str:
+def value_text(value: object) -> str:
     """A typed value as `--set` text that converts back to the same value."""
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -95,7 +96,7 @@ def value_text(value: Any) -> str:
     return str(value) if not isinstance(value, float) else repr(value)
 
 
-def check_value(key: str, value: Any, *, from_text: bool, trusted: bool) -> Any:
+def check_value(key: str, value: object, *, from_text: bool, trusted: bool) -> TomlValue:
     """The value as the plan will hold it, checked as `--set` (trusted) or a preset (untrusted) checks it.
 
     Raises ArgumentError naming the key.
@@ -135,7 +136,7 @@ def split_values(text: str) -> list[str]:
     return out
 
 
-def _axis(key: str, values: Sequence[Any], texts: Sequence[str]) -> GridAxis:
+def _axis(key: str, values: Sequence[TomlValue], texts: Sequence[str]) -> GridAxis:
     if key.startswith(f"{OURS_TABLE}."):
         key = key[len(OURS_TABLE) + 1 :]
     return GridAxis(key, tuple(values), tuple(texts))
@@ -170,7 +171,7 @@ def _check_axis(axis: GridAxis, where: str, set_keys: set[str], earlier: Sequenc
         raise SweepError(f"{where}: {axis.key} is swept twice", "give all its values in one grid entry")
     if axis.key in set_keys:
         raise SweepError(f"{where}: {axis.key} is also fixed with set", "sweep it or fix it, not both")
-    seen: list[Any] = []
+    seen: list[TomlValue] = []
     for value in axis.values:
         if value in seen:
             raise SweepError(f"{where}: value {value!r} is given twice", "each value once")
@@ -229,7 +230,7 @@ def load_file(path: Path) -> SweepFile:
     )
 
 
-def _check_top_level(path: Path, doc: dict[str, Any]) -> None:
+def _check_top_level(path: Path, doc: dict[str, object]) -> None:
     schema = doc.get("schema")
     if schema != SWEEP_SCHEMA or isinstance(schema, bool):
         raise SweepError(
@@ -250,10 +251,10 @@ def _check_top_level(path: Path, doc: dict[str, Any]) -> None:
         raise SweepError(f"{_where(path, None, 'datasets')}: must be a list of folder paths, got {datasets!r}")
 
 
-def _table(path: Path, doc: dict[str, Any], key: str, what: str) -> dict[str, Any]:
+def _table(path: Path, doc: dict[str, object], key: str, what: str) -> dict[str, object]:
     """[set] or [grid]: a TOML table (what the user wrote; any value in it is checked by check_value)."""
     try:
-        return msgspec.convert(doc.get(key, {}), dict[str, Any])
+        return msgspec.convert(doc.get(key, {}), dict[str, object])
     except msgspec.ValidationError:
         raise SweepError(f"{_where(path, None, key)}: must be {what}") from None
 
@@ -263,7 +264,7 @@ def _preset_ref(path: Path, ref: str) -> str:
     return str((path.parent / ref).resolve()) if ref.endswith(".toml") or "/" in ref else ref
 
 
-def _file_value(path: Path, table: str, key: str, value: Any, index: int | None = None) -> tuple[Any, str]:
+def _file_value(path: Path, table: str, key: str, value: object, index: int | None = None) -> tuple[TomlValue, str]:
     """A [set] or [grid] value checked as an untrusted preset's, and its --set text."""
     try:
         converted = check_value(key, value, from_text=False, trusted=False)
@@ -273,7 +274,7 @@ def _file_value(path: Path, table: str, key: str, value: Any, index: int | None 
     return converted, _round_trip(path, table, key, converted)
 
 
-def _file_grid(path: Path, grid: dict[str, Any], set_keys: set[str]) -> tuple[GridAxis, ...]:
+def _file_grid(path: Path, grid: dict[str, object], set_keys: set[str]) -> tuple[GridAxis, ...]:
     axes: list[GridAxis] = []
     for key, values in grid.items():
         if not isinstance(values, list) or not values:
@@ -288,7 +289,7 @@ def _file_grid(path: Path, grid: dict[str, Any], set_keys: set[str]) -> tuple[Gr
     return tuple(axes)
 
 
-def _round_trip(path: Path, table: str, key: str, value: Any) -> str:
+def _round_trip(path: Path, table: str, key: str, value: TomlValue) -> str:
     text = value_text(value)
     try:
         back = check_value(key, text, from_text=True, trusted=True)

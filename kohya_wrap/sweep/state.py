@@ -21,12 +21,12 @@ import threading
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import msgspec
 
 from kohya_wrap import __version__, codec, rundir
-from kohya_wrap.codec import Record
+from kohya_wrap.codec import Record, TomlValue
 from kohya_wrap.events import Outcome
 from kohya_wrap.sweep.spec import SweepError, SweepSpec
 from kohya_wrap.sweep.variants import Variant
@@ -79,7 +79,7 @@ class VariantEntry(VariantOutcome, frozen=True, kw_only=True):
     name: str
     run_dir: str
     dataset: str | None = None
-    values: dict[str, Any] = {}  # grid key -> its value in this variant: any TOML value
+    values: dict[str, TomlValue] = {}  # grid key -> its value in this variant
     status: Status = PENDING
     recommended_step: int | None = None
     started_at: str | None = None
@@ -95,7 +95,7 @@ class SweepKey(Record, frozen=True, kw_only=True):
     datasets: list[str] = []
     preset: str | None = None
     base_model: str | None = None
-    grid: dict[str, list[Any]] = {}  # swept key -> its values: any TOML values
+    grid: dict[str, list[TomlValue]] = {}  # swept key -> its values
     set: list[str] = []
     tokenizer_cache_dir: str | None = None
 
@@ -251,7 +251,7 @@ class SweepState:
                 return entry
         raise KeyError(name)
 
-    def update(self, name: str, **fields: Any) -> VariantEntry:
+    def update(self, name: str, **fields: object) -> VariantEntry:
         """Change fields of one variant and write the file; the variant as it is now."""
         with self._lock:
             changed = msgspec.structs.replace(self.entry(name), **fields)
@@ -260,7 +260,7 @@ class SweepState:
             self.write()
             return changed
 
-    def record_result(self, name: str, result: VariantOutcome, **fields: Any) -> VariantEntry:
+    def record_result(self, name: str, result: VariantOutcome, **fields: object) -> VariantEntry:
         """A worker's outcome (and `fields`) into its variant."""
         outcome = {f: getattr(result, f) for f in OUTCOME_FIELDS}
         return self.update(name, **{**outcome, **fields})
@@ -269,7 +269,7 @@ class SweepState:
         """Take outcome, loss, steps and the LoRA from the run's own run.json (and score.json)."""
         run_dir = Path(self.entry(name).run_dir)
         manifest = rundir.read_manifest(rundir.paths(run_dir).run_json)
-        fields: dict[str, Any] = {"recommended_step": recommended_step(run_dir)}
+        fields: dict[str, object] = {"recommended_step": recommended_step(run_dir)}
         if manifest is not None:
             fields.update(
                 outcome=manifest.outcome,

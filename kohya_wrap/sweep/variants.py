@@ -15,8 +15,8 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+from kohya_wrap.codec import TomlValue
 from kohya_wrap.sweep.spec import SweepSpec
 
 RUNS_DIR = "runs"  # SWEEP_DIR/runs/<variant>: the run directories
@@ -28,7 +28,7 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 class Variant:
     name: str
     dataset_dir: Path
-    values: Mapping[str, Any]  # grid key -> its value in this variant (typed as in the plan)
+    values: Mapping[str, TomlValue]  # grid key -> its value in this variant (typed as in the plan)
     overrides: tuple[str, ...]  # the spec's --set, then this variant's grid values as --set
     run_dir: Path
 
@@ -37,7 +37,7 @@ def safe(text: str) -> str:
     return _UNSAFE.sub("_", text).strip("._") or "x"
 
 
-def _short(value: Any) -> str:
+def _short(value: TomlValue) -> str:
     if isinstance(value, float):
         return f"{value:g}"
     if isinstance(value, bool):
@@ -47,11 +47,11 @@ def _short(value: Any) -> str:
     return str(value)
 
 
-def _digest(*parts: Any) -> str:
+def _digest(*parts: object) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode("utf-8")).hexdigest()[:8]
 
 
-def variant_name(dataset_dir: Path, values: Mapping[str, Any]) -> str:
+def variant_name(dataset_dir: Path, values: Mapping[str, TomlValue]) -> str:
     parts = [safe(dataset_dir.name)] + [f"{safe(k)}-{safe(_short(v))}" for k, v in values.items()]
     name = "__".join(parts)
     if len(name) > MAX_NAME:
@@ -64,7 +64,7 @@ def expand(spec: SweepSpec, sweep_dir: Path) -> list[Variant]:
     combos = (
         list(itertools.product(*[list(zip(a.values, a.texts, strict=False)) for a in spec.grid])) if spec.grid else [()]
     )
-    planned: list[tuple[Path, dict[str, Any], tuple[str, ...]]] = []
+    planned: list[tuple[Path, dict[str, TomlValue], tuple[str, ...]]] = []
     for dataset in spec.datasets:
         for combo in combos:
             values = {a.key: v for a, (v, _t) in zip(spec.grid, combo, strict=False)}

@@ -13,7 +13,6 @@ import subprocess
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 from kohya_wrap.errors import KohyaWrapError
 from kohya_wrap.rundir import Plan
@@ -113,23 +112,6 @@ class Machine:
     @property
     def device(self) -> str:
         return "cpu" if self.launch.cpu else "cuda"
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "python": self.python,
-            "sd_scripts": str(self.checkout.path),
-            "sd_scripts_commit": self.checkout.commit,
-            "device": self.device,
-            "gpus": list(self.gpus.names),
-            "num_processes": self.launch.num_processes,
-            "num_machines": self.launch.num_machines,
-            "machine_rank": self.launch.machine_rank,
-            "mixed_precision": self.launch.mixed_precision,
-            "mixed_precision_source": self.precision_source,
-            "cpu_threads": self.launch.cpu_threads,
-            "gpu_memory_mib": self.gpus.memory_mib,
-            "memory_fit": None if self.fit is None else self.fit.to_json(),
-        }
 
 
 def resolve_machine(

@@ -16,6 +16,7 @@ from kohya_wrap.process import capture
 from kohya_wrap.rundir import Environment, MachineEntry, MemoryChange, MemoryFit
 from kohya_wrap.sdscripts.checkout import TRAINER_NEEDS
 from kohya_wrap.train.machine import Machine, visible_gpus
+from kohya_wrap.train.memory import Fit
 
 PACKAGES = (*TRAINER_NEEDS.modules, "numpy")
 
@@ -56,8 +57,7 @@ def environment(python: str) -> Environment:
 
 
 def machine_entry(machine: Machine) -> MachineEntry:
-    """What run.json records of the machine an attempt ran on."""
-    fit = machine.fit
+    """What run.json records of the machine an attempt ran on (and `train --dry-run --json` prints)."""
     return MachineEntry(
         python=machine.python,
         sd_scripts=str(machine.checkout.path),
@@ -71,15 +71,18 @@ def machine_entry(machine: Machine) -> MachineEntry:
         mixed_precision_source=machine.precision_source,
         cpu_threads=machine.launch.cpu_threads,
         gpu_memory_mib=machine.gpus.memory_mib,
-        memory_fit=None
-        if fit is None
-        else MemoryFit(
-            gpu_memory_mib=fit.gpu_mib,
-            need_mib=fit.need_mib,
-            need_from=fit.how,
-            changes=tuple(MemoryChange(key=c.key, old=c.old, new=c.new) for c in fit.changes),
-            note=fit.note,
-        ),
+        memory_fit=None if machine.fit is None else memory_fit(machine.fit),
+    )
+
+
+def memory_fit(fit: Fit) -> MemoryFit:
+    """What run.json records of the GPU memory train found and what it changed to fit it."""
+    return MemoryFit(
+        gpu_memory_mib=fit.gpu_mib,
+        need_mib=fit.need_mib,
+        need_from=fit.how,
+        changes=tuple(MemoryChange(key=c.key, old=c.old, new=c.new) for c in fit.changes),
+        note=fit.note,
     )
 
 

@@ -15,8 +15,8 @@ for the run's resolution and precision, train keeps the plan's values and says s
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
+from kohya_wrap.codec import TomlValue
 from kohya_wrap.sdscripts.trainer import TrainerSettings, argument_of
 
 # Of a GPU's total memory, what a run may plan to use: the CUDA context and the allocator's fragmentation
@@ -89,13 +89,14 @@ def _line(rows: list[MemoryFigure]) -> tuple[float, float, str] | None:
 @dataclass(frozen=True)
 class Change:
     key: str  # the sd-scripts argument (run.json names the change by it)
-    old: Any
-    new: Any
+    old: TomlValue
+    new: TomlValue
 
 
 @dataclass(frozen=True)
 class Fit:
-    """What train found and did about the GPU's memory; run.json's "adapted"."""
+    """What train found and did about the GPU's memory; run.json's machine entry records it
+    (train/manifest.py memory_fit: rundir.MemoryFit)."""
 
     gpu_mib: int | None  # the smallest visible GPU's total memory
     need_mib: int | None  # the plan's need, where measured
@@ -107,17 +108,8 @@ class Fit:
     grad_accum: int | None = None
     gradient_checkpointing: bool | None = None
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "gpu_memory_mib": self.gpu_mib,
-            "need_mib": self.need_mib,
-            "need_from": self.how,
-            "changes": [{"key": c.key, "from": c.old, "to": c.new} for c in self.changes],
-            "note": self.note,
-        }
 
-
-def square_resolution(value: Any) -> int | None:
+def square_resolution(value: object) -> int | None:
     """512 for "512" or "512,512"; None for a non-square resolution (nothing is measured for those)."""
     parts = [p.strip() for p in str(value).split(",") if p.strip()]
     try:

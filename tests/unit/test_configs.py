@@ -103,3 +103,31 @@ def test_sample_prompts_refuse_text_sd_scripts_would_misread(prompt):
 
 def test_tokenizer_folder_is_named_as_sd_scripts_looks_for_it(tmp_path):
     assert tokenizer_subdir(tmp_path) == tmp_path / "openai_clip-vit-large-patch14"
+
+
+def test_relocate_dataset_toml_moves_the_image_folders_inside_the_old_run_dir_only():
+    from pathlib import Path
+
+    from kohya_wrap.sdscripts.configs import DatasetSubset, relocate_dataset_toml, render_dataset_toml
+
+    old, new = Path("/old/run"), Path("/new/run")
+    subsets = [
+        DatasetSubset("/old/run/dataset/10_ohwx man", 10, "ohwx man", False),
+        DatasetSubset("/data/reg", 1, "man", True),
+    ]
+    text = render_dataset_toml(subsets, resolution="512", batch_size=2, enable_bucket=False, header="dataset.toml")
+    moved = relocate_dataset_toml(text, old, new)
+    assert moved is not None and moved.startswith(
+        "# dataset.toml\n# Its image folders were moved by train from /old/run"
+    )
+    doc = tomllib.loads(moved)
+    assert [s["image_dir"] for s in doc["datasets"][0]["subsets"]] == ["/new/run/dataset/10_ohwx man", "/data/reg"]
+    assert doc["datasets"][0]["batch_size"] == 2 and doc["datasets"][0]["subsets"][0]["num_repeats"] == 10
+    assert relocate_dataset_toml(text, Path("/elsewhere"), new) is None
+    for odd in (
+        "datasets = 3",
+        "datasets = ['x']",
+        "[[datasets]]\nsubsets = 'x'",
+        "[[datasets]]\nsubsets = [1, {image_dir = 2}]",
+    ):
+        assert relocate_dataset_toml(odd, old, new) is None

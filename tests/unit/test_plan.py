@@ -18,6 +18,7 @@ from kohya_wrap.errors import DatasetError, KohyaWrapError, PresetError, RunDirE
 from kohya_wrap.plan import PlanRequest, make_plan
 from kohya_wrap.rundir import Machines, read_plan, write_plan
 from kohya_wrap.train.machine import GpuInfo
+from kohya_wrap.train.manifest import machine_entry
 from kohya_wrap.train.runner import prepare_launch
 
 CPU = GpuInfo(0, False)
@@ -181,7 +182,7 @@ def test_train_resolves_the_command_on_the_machine_it_finds(env, tmp_path):
         "--mixed_precision",
         "no",
     ]
-    assert launch.machine.to_json()["python"] == sys.executable and launch.machine.device == "cpu"
+    assert to_builtins(machine_entry(launch.machine))["python"] == sys.executable and launch.machine.device == "cpu"
     assert launch.env["PYTHONUNBUFFERED"] == "1"
     assert "use_cpu: true" in launch.accelerate_config
 

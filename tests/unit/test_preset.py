@@ -299,3 +299,17 @@ def test_export_leaves_out_paths_and_planned_values(tmp_path):
     path = write(tmp_path, "exported.toml", text)
     p = load_preset(str(path))
     assert p.values["network_dim"].value == 16 and "vae" not in p.values
+
+
+def test_our_settings_type_every_kohya_wrap_key_as_loaded():
+    settings = load_preset("likeness-sd15", ["kohya_wrap.size=768", "kohya_wrap.prompts=a photo of {subject}"]).settings
+    assert set(preset_mod.OurSettings.__struct_fields__) == set(OUR_KEYS)
+    assert (settings.size, settings.target_steps, settings.prompts) == (768, 3000, ("a photo of {subject}",))
+    assert isinstance(settings.sample_scale, float) and settings.crop == "face"
+
+
+def test_a_toml_table_is_told_from_other_values_by_conversion():
+    from kohya_wrap.codec import as_table
+
+    assert as_table({"network_dim": 8}) == {"network_dim": 8}
+    assert [as_table(v) for v in (1, "x", [{"a": 1}], True, None)] == [None] * 5

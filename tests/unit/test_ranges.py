@@ -6,8 +6,9 @@ import pytest
 from click.testing import CliRunner
 
 from kohya_wrap.cli import cli
+from kohya_wrap.codec import to_builtins
 from kohya_wrap.errors import PresetError
-from kohya_wrap.preset import load_preset
+from kohya_wrap.preset import load_preset, preset_view
 from kohya_wrap.sdscripts import arguments
 from kohya_wrap.sdscripts.ranges import RANGES, UNRANGED
 
@@ -122,4 +123,4 @@ def test_each_optimizer_family_names_its_package():
 
 def test_the_shipped_presets_are_in_range():
     for name in ("base", "likeness-sd15", "likeness-sd15-768", "smoke"):
-        assert json.dumps(load_preset(name).to_json())
+        assert json.dumps(to_builtins(preset_view(load_preset(name))), allow_nan=False)

@@ -8,11 +8,13 @@ import pytest
 from PIL import Image
 from sd15_stub import write_sd15_stub
 
+from kohya_wrap.codec import to_builtins
 from kohya_wrap.plan import PlanRequest, make_plan
 from kohya_wrap.rundir import write_plan
 from kohya_wrap.sdscripts.trainer import TrainerSettings, set_by, trainer_settings
 from kohya_wrap.train import memory
 from kohya_wrap.train.machine import GpuInfo, detect_gpus
+from kohya_wrap.train.manifest import machine_entry, memory_fit
 from kohya_wrap.train.memory import MemoryFigure, estimate, fit_gpu
 from kohya_wrap.train.runner import prepare_launch, prepare_run
 
@@ -65,7 +67,7 @@ def test_too_little_memory_turns_on_gradient_checkpointing_first() -> None:
     assert fit is not None
     assert [(c.key, c.old, c.new) for c in fit.changes] == [("gradient_checkpointing", False, True)]
     assert fit.note and "gradient_checkpointing False -> True" in fit.note and "6000 MiB" in fit.note
-    assert fit.to_json()["changes"] == [{"key": "gradient_checkpointing", "from": False, "to": True}]
+    assert to_builtins(memory_fit(fit))["changes"] == [{"key": "gradient_checkpointing", "from": False, "to": True}]
 
 
 def test_when_checkpointing_is_not_enough_the_batch_halves_and_accumulation_doubles() -> None:
@@ -144,7 +146,7 @@ def test_train_launches_with_what_it_chose_and_records_it(tmp_path: Path, monkey
     assert "--gradient_checkpointing" in argv and argv[argv.index("--dataset_config") + 1] == str(
         run_dir / "dataset.toml"
     )
-    assert launch.machine.to_json()["memory_fit"]["changes"][0]["key"] == "gradient_checkpointing"
+    assert to_builtins(machine_entry(launch.machine))["memory_fit"]["changes"][0]["key"] == "gradient_checkpointing"
     assert any("gradient_checkpointing False -> True" in n for n in launch.notes)
     assert launch.gpu_dataset_toml is None
 
@@ -178,4 +180,4 @@ def test_a_cpu_run_has_no_memory_fit(tmp_path: Path) -> None:
         sd_scripts=str(tmp_path / "sd"),
         gpu_info=GpuInfo(0, False),
     )
-    assert launch.machine.fit is None and launch.machine.to_json()["memory_fit"] is None
+    assert launch.machine.fit is None and to_builtins(machine_entry(launch.machine))["memory_fit"] is None
