@@ -140,10 +140,10 @@ def test_sd_scripts_accepts_our_configs_and_counts_the_same_batches(tmp_path):
     for r in results:
         plan = plans[r["config"]]
         steps = plan.steps
-        assert r["num_train_images"] == steps["train_images_x_repeats"], r
+        assert r["num_train_images"] == steps.train_images_x_repeats, r
         raw_reg = sum(s.images * s.repeats for s in plan.subsets if s.is_reg)
         assert r["num_reg_images"] == raw_reg, r
-        assert r["batches_per_epoch"] == steps["steps_per_epoch"], r  # one process, no accumulation
+        assert r["batches_per_epoch"] == steps.steps_per_epoch, r  # one process, no accumulation
         assert r["max_train_steps"] == plan.max_train_steps
         assert r["learning_rate"] == plan.values["learning_rate"] and type(r["network_alpha"]) is float
         # an automatic precision is train's, on its command line; the config alone gives sd-scripts' default
