@@ -108,18 +108,20 @@ def test_stopped_run_resumes_to_the_final_step(
     assert [a["outcome"] for a in manifest["attempts"]] == ["interrupted", "finished"]
 
 
+def read_metadata(path: Path) -> dict[str, str]:
+    """A safetensors file's metadata, read with safetensors itself."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), "np") as f:
+        return dict(f.metadata() or {})
+
+
 def test_extend_a_finished_smoke_run_by_two_steps(
     tmp_path: Path, smoke_dataset: tuple[Path, Path], smoke_model: Path
 ) -> None:
     """`train --extend 2` of a finished 4-step run: from its LoRA weights (the smoke preset saves no
     state, and its one epoch ends at step 4), numbered on to a verified checkpoint at step 6."""
     from kohya_wrap.rundir import read_plan
-    from safetensors import safe_open
-
-    def read_metadata(path: Path) -> dict[str, str]:
-        with safe_open(str(path), "np") as f:
-            return dict(f.metadata() or {})
-
     from kohya_wrap.train.runner import TrainOptions, run_training
 
     run_dir = _plan(tmp_path, *smoke_dataset, smoke_model, "run")
