@@ -14,7 +14,7 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from kohya_wrap import rundir
 from kohya_wrap.codec import utc_now_text
@@ -315,7 +315,7 @@ class SampleHooks:
 
     on_line: Callable[[str], None] | None = None
     on_progress: Callable[[SampleProgress], None] | None = None
-    on_done: Callable[[Path], Any] | None = None
+    on_done: Callable[[Path], object] | None = None
     on_note: Callable[[str], None] | None = None
 
 
