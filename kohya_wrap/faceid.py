@@ -12,7 +12,19 @@ from __future__ import annotations
 import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
+    from types import ModuleType
+
+    import numpy as np
+    from numpy.typing import NDArray
+
+    RgbImage = NDArray[np.uint8]  # (H, W, 3)
+    GreyImage = NDArray[np.float32]  # (H, W), 0..255
+    Mask = NDArray[np.bool_]  # (H, W): True inside the image
+    Embedding = NDArray[np.float64]  # (128,) descriptor
 
 INSTALL_HINT = "pip install 'kohya-wrap[score]'"
 SAME_PERSON_DISTANCE = 0.6  # dlib's published threshold for the ResNet v1 descriptor
@@ -52,19 +64,58 @@ class Observation:
     """What the identity model sees in one image: its largest face, or none."""
 
     faces: int  # faces detected
-    embedding: Any = None  # numpy float64 (128,) of the largest face, None without a face
-    chip: Any = None  # numpy float32 (CHIP_SIZE, CHIP_SIZE): the aligned grey face, 0..255
-    mask: Any = None  # numpy bool (CHIP_SIZE, CHIP_SIZE): the chip's pixels that lie inside the image
+    embedding: Embedding | None = None  # (128,) of the largest face, None without a face
+    chip: GreyImage | None = None  # (CHIP_SIZE, CHIP_SIZE): the aligned grey face, 0..255
+    mask: Mask | None = None  # (CHIP_SIZE, CHIP_SIZE): the chip's pixels that lie inside the image
     box: tuple[int, int, int, int] | None = None  # left, top, right, bottom in the scaled image
-    wide: Any = None  # numpy float32 (WIDE_CHIP_SIZE, WIDE_CHIP_SIZE): the aligned grey face and surroundings
-    wide_mask: Any = None  # numpy bool: the wide chip's pixels that lie inside the image
+    wide: GreyImage | None = None  # (WIDE_CHIP_SIZE, WIDE_CHIP_SIZE): the aligned grey face and surroundings
+    wide_mask: Mask | None = None  # the wide chip's pixels that lie inside the image
 
     @property
     def has_face(self) -> bool:
         return self.embedding is not None
 
+    def face_arrays(self) -> tuple[Embedding, GreyImage, Mask]:
+        """The largest face's descriptor, chip and mask; ValueError for an observation without a face."""
+        if self.embedding is None or self.chip is None or self.mask is None:
+            raise ValueError(f"no face in this observation ({self.faces} faces detected)")
+        return self.embedding, self.chip, self.mask
 
-def _load_dlib() -> tuple[Any, Path]:
+
+class _Rect(Protocol):
+    """dlib's rectangle, as a detection."""
+
+    def left(self) -> int: ...
+    def top(self) -> int: ...
+    def right(self) -> int: ...
+    def bottom(self) -> int: ...
+    def area(self) -> int: ...
+
+
+class _Point(Protocol):
+    x: int
+    y: int
+
+
+class _Shape(Protocol):
+    """dlib's full_object_detection: the aligner's landmarks on one face."""
+
+    def parts(self) -> Sequence[_Point]: ...
+
+
+class _Detector(Protocol):
+    def __call__(self, image: RgbImage, upsample: int, /) -> Sequence[_Rect]: ...
+
+
+class _Aligner(Protocol):
+    def __call__(self, image: RgbImage, rect: _Rect, /) -> _Shape: ...
+
+
+class _Descriptor(Protocol):
+    def compute_face_descriptor(self, image: RgbImage, shape: _Shape, /) -> Iterable[float]: ...
+
+
+def _load_dlib() -> tuple[ModuleType, Path]:
     """dlib and the folder of its model files; KohyaWrapError naming the install when they are missing."""
     import dlib
 
@@ -84,12 +135,12 @@ class IdentityModel:
     def __init__(self) -> None:
         dlib, folder = _load_dlib()
         self._dlib = dlib
-        self._detector = dlib.get_frontal_face_detector()
-        self._aligner = dlib.shape_predictor(str(folder / _MODEL_FILES[0]))
-        self._descriptor = dlib.face_recognition_model_v1(str(folder / _MODEL_FILES[1]))
+        self._detector: _Detector = dlib.get_frontal_face_detector()
+        self._aligner: _Aligner = dlib.shape_predictor(str(folder / _MODEL_FILES[0]))
+        self._descriptor: _Descriptor = dlib.face_recognition_model_v1(str(folder / _MODEL_FILES[1]))
         self.model_id = f"dlib-{dlib.__version__}-resnet-v1-sp5-p{PIPELINE_VERSION}"
 
-    def observe(self, rgb: Any) -> Observation:
+    def observe(self, rgb: RgbImage) -> Observation:
         """The largest face of an RGB uint8 array (H, W, 3); upsampled once only when none is found."""
         import numpy as np
 
@@ -121,7 +172,7 @@ class IdentityModel:
         )
 
 
-def normalise_chip(grey: Any) -> Any:
+def normalise_chip(grey: NDArray[np.float32]) -> NDArray[np.float32]:
     """Zero mean, unit norm: the dot product of two chips is then their normalised cross-correlation."""
     import numpy as np
 
@@ -130,7 +181,7 @@ def normalise_chip(grey: Any) -> Any:
     return centred / norm if norm > 1e-6 else centred
 
 
-def load_rgb(path: Path) -> Any:
+def load_rgb(path: Path) -> RgbImage:
     """An image file as an RGB uint8 array, scaled to at most MAX_SIDE px. Raises OSError/ValueError."""
     import numpy as np
     from PIL import Image, ImageOps
@@ -154,7 +205,9 @@ class LocatedFace:
     box: tuple[int, int, int, int]  # left, top, right, bottom in the image's pixels
     # The 5-point model's order: two corners of one eye, two of the other, then the base of the nose.
     landmarks: tuple[tuple[float, float], ...]
-    shape: Any = field(default=None, compare=False, repr=False)  # dlib's full_object_detection, for describe()
+    shape: _Shape | None = field(
+        default=None, compare=False, repr=False
+    )  # dlib's full_object_detection, for describe()
 
 
 class FaceLocator:
@@ -170,10 +223,10 @@ class FaceLocator:
         dlib, folder = _load_dlib()
         self._dlib = dlib
         self._folder = folder
-        self._detector = dlib.get_frontal_face_detector()
-        self._models: tuple[Any, Any] | None = None
+        self._detector: _Detector = dlib.get_frontal_face_detector()
+        self._models: tuple[_Aligner, _Descriptor] | None = None
 
-    def _aligner_and_descriptor(self) -> tuple[Any, Any]:
+    def _aligner_and_descriptor(self) -> tuple[_Aligner, _Descriptor]:
         if self._models is None:
             self._models = (
                 self._dlib.shape_predictor(str(self._folder / _MODEL_FILES[0])),
@@ -181,7 +234,7 @@ class FaceLocator:
             )
         return self._models
 
-    def locate(self, rgb: Any, upsample: bool = True, detect_side: int | None = None) -> list[LocatedFace]:
+    def locate(self, rgb: RgbImage, upsample: bool = True, detect_side: int | None = None) -> list[LocatedFace]:
         """The faces of an RGB uint8 array, largest first. Detection runs on a copy scaled to detect_side px
         (the longest side) where that is smaller (the detector's time goes with the pixels; it finds faces from
         about 80 px), the landmarks on the array itself; upsampled once (about 3x the time) only when no face
@@ -203,15 +256,20 @@ class FaceLocator:
         aligner, _ = self._aligner_and_descriptor()
         found = []
         for rect in sorted(rects, key=lambda r: -r.area()):
-            box = tuple(round(v * scale) for v in (rect.left(), rect.top(), rect.right(), rect.bottom()))
+            left, top, right, bottom = (
+                round(v * scale) for v in (rect.left(), rect.top(), rect.right(), rect.bottom())
+            )
+            box = (left, top, right, bottom)
             shape = aligner(rgb, self._dlib.rectangle(*box))
             points = tuple((float(p.x), float(p.y)) for p in shape.parts())
             found.append(LocatedFace(box, points, shape))
         return found
 
-    def describe(self, rgb: Any, face: LocatedFace) -> Any:
+    def describe(self, rgb: RgbImage, face: LocatedFace) -> Embedding:
         """The 128-number descriptor (numpy float64) of `face`, found by locate() in the same array."""
         import numpy as np
 
+        if face.shape is None:
+            raise ValueError("describe() needs a face that locate() found (it carries dlib's landmarks)")
         _, descriptor = self._aligner_and_descriptor()
         return np.array(descriptor.compute_face_descriptor(rgb, face.shape), dtype=np.float64)

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 import click
 
 if TYPE_CHECKING:
-    from kohya_wrap.pipeline import PlanRequest
+    from kohya_wrap.plan import PlanRequest
     from kohya_wrap.prepare import PrepareOptions
     from kohya_wrap.prepare.records import CropMode
     from kohya_wrap.rundir import Machines
@@ -310,7 +310,7 @@ class PlanChoices:
 
     def request(self, dataset_dir: Path, run_dir: Path) -> PlanRequest:
         """The PlanRequest for DATASET_DIR into run_dir; preset and base model must be given."""
-        from kohya_wrap.pipeline import PlanRequest
+        from kohya_wrap.plan import PlanRequest
 
         assert self.preset is not None and self.base_model is not None
         return PlanRequest(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import click
 
@@ -247,7 +247,7 @@ def inspect_(file: Path, show_metadata: bool, strict: bool, as_json: bool) -> No
         raise SystemExit(ExitCode.WARNINGS)
 
 
-def _fmt(value: Any) -> str:
+def _fmt(value: object) -> str:
     if value is None:
         return "—"
     if isinstance(value, float):

@@ -5,7 +5,7 @@ process pool) -> pipeline (identity's verdict on the set, names, captions, layou
 (findings) -> manifest (prepare.json, reuse index).
 """
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from kohya_wrap.prepare.records import (
     DEFAULT_CAPTION,
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from kohya_wrap.prepare.pipeline import prepare_dataset, render_caption
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> object:
     # The pipeline (process pools, PIL, OpenCV's loader) is imported when first used: `plan` reads
     # prepare.json through prepare.manifest and needs none of it.
     if name in ("prepare_dataset", "render_caption"):

@@ -14,11 +14,14 @@ from __future__ import annotations
 
 import importlib.util
 from functools import cache
-from typing import Any
+from typing import TYPE_CHECKING
 
 from PIL import Image
 
 from kohya_wrap.prepare.records import Box
+
+if TYPE_CHECKING:
+    import cv2
 
 DETECT_SIDE = 640
 FACES_UNAVAILABLE = "face detection unavailable (OpenCV is missing): pip install 'opencv-python-headless>=4.8,<5'"
@@ -43,7 +46,7 @@ def detector_name() -> str | None:
 
 
 @cache
-def _cascades() -> tuple[Any, Any]:
+def _cascades() -> tuple[cv2.CascadeClassifier, cv2.CascadeClassifier]:
     import cv2
 
     # Parallelism comes from prepare's process pool; OpenCV's own threads would only contend.
@@ -87,10 +90,14 @@ def detect(image: Image.Image, source_scale: float = 1.0) -> tuple[list[Box], bo
     if not found:
         # Coarser steps for the fallback: it runs twice (the profile cascade finds faces turned one way
         # only, the mirror image the other) and only on photos without a frontal face.
-        params = {"scaleFactor": 1.2, "minNeighbors": 6, "minSize": (side, side)}
-        found = [tuple(int(v) for v in box) for box in profile.detectMultiScale(grey, **params)]
+        found = [
+            tuple(int(v) for v in box)
+            for box in profile.detectMultiScale(grey, scaleFactor=1.2, minNeighbors=6, minSize=(side, side))
+        ]
         width = grey.shape[1]
-        mirrored = profile.detectMultiScale(np.ascontiguousarray(grey[:, ::-1]), **params)
+        mirrored = profile.detectMultiScale(
+            np.ascontiguousarray(grey[:, ::-1]), scaleFactor=1.2, minNeighbors=6, minSize=(side, side)
+        )
         found += [(width - int(x) - int(w), int(y), int(w), int(h)) for x, y, w, h in mirrored]
     factor = shrink * source_scale
     boxes = [

@@ -29,11 +29,17 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from functools import cache
-from typing import Any
+from typing import TYPE_CHECKING
 
 from PIL import Image
 
 from kohya_wrap.prepare.records import POSES, Box, FaceIdentity, IdentityCheck
+
+if TYPE_CHECKING:
+    import numpy as np
+    from numpy.typing import NDArray
+
+    from kohya_wrap.faceid import FaceLocator
 
 RELATIVE = 1.75
 FLOOR = 0.42
@@ -67,7 +73,7 @@ def model_name() -> str | None:
 
 
 @cache
-def _locator() -> Any:
+def _locator() -> FaceLocator:
     from kohya_wrap.faceid import FaceLocator
 
     return FaceLocator()  # once per process: about 0.7 s
@@ -126,15 +132,15 @@ def pose_of(yaw: float) -> str:
     return "three-quarter" if turn < THREE_QUARTER_MAX_DEGREES else "profile"
 
 
-def geometric_median(points: Any, iterations: int = 100) -> Any:
+def geometric_median(points: NDArray[np.float64], iterations: int = 100) -> NDArray[np.float64]:
     """The point with the least sum of distances to `points` (Weiszfeld's iteration), numpy (n, d) -> (d,)."""
     import numpy as np
 
-    centre = points.mean(axis=0)
+    centre = np.asarray(points.mean(axis=0), dtype=np.float64)
     for _ in range(iterations):
         distances = np.maximum(np.linalg.norm(points - centre, axis=1), 1e-9)
         weights = 1.0 / distances
-        moved = (points * weights[:, None]).sum(axis=0) / weights.sum()
+        moved = np.asarray((points * weights[:, None]).sum(axis=0) / weights.sum(), dtype=np.float64)
         if float(np.linalg.norm(moved - centre)) < 1e-7:
             return moved
         centre = moved

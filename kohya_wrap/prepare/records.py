@@ -7,7 +7,7 @@ import base64
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from kohya_wrap.codec import Record
 
@@ -178,7 +178,7 @@ class PrepareResult:
     def warnings(self) -> tuple[Finding, ...]:
         return tuple(f for f in self.findings if f.level == "warning")
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, object]:
         from kohya_wrap.codec import to_builtins
 
         return {

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import html
 import math
+from collections.abc import Sequence
 
 from kohya_wrap.report.charts import Series, line_chart
-from kohya_wrap.score.records import ScoreReport
+from kohya_wrap.score.records import CheckpointScore, ScoreReport
 
 # The report's stylesheet does not know these series; the section brings its own rules.
 _STYLE = (
@@ -41,18 +42,35 @@ def score_section(report: ScoreReport | None) -> str:
             "checkpoint's samples against the training photos (needs <code>pip install "
             "'kohya-wrap[score]'</code>).</p>"
         )
-    checkpoints = report.checkpoints
+    model = report.model
+    return "".join(
+        [
+            "<h2>Score</h2>",
+            _STYLE,
+            _recommended(report),
+            *_charts(report.checkpoints),
+            _table(report),
+            f'<p class="sub">Identity model {_e(model.id or "?")}; a sample is the person below distance '
+            f"{_e(model.same_person_distance)}; likeness = {_e(model.likeness)}. "
+            "See docs/score.md.</p>",
+        ]
+    )
+
+
+def _recommended(report: ScoreReport) -> str:
     rec = report.recommended
-    best = rec.step if rec is not None else None
-    out = ["<h2>Score</h2>", _STYLE]
-    if rec is not None:
-        out.append(
-            f'<p id="score-recommended" data-step="{_e(rec.step)}">Recommended: <b>step {_e(rec.step)}</b>'
-            f"{' (' + _e(rec.checkpoint) + ')' if rec.checkpoint else ''}. "
-            f"{_e(report.reason)}</p>"
-        )
-    else:
-        out.append(f'<p id="score-recommended" data-step="">No checkpoint recommended: {_e(report.reason)}</p>')
+    if rec is None:
+        return f'<p id="score-recommended" data-step="">No checkpoint recommended: {_e(report.reason)}</p>'
+    return (
+        f'<p id="score-recommended" data-step="{_e(rec.step)}">Recommended: <b>step {_e(rec.step)}</b>'
+        f"{' (' + _e(rec.checkpoint) + ')' if rec.checkpoint else ''}. "
+        f"{_e(report.reason)}</p>"
+    )
+
+
+def _charts(checkpoints: Sequence[CheckpointScore]) -> list[str]:
+    """The likeness chart with its legend, and the validation loss chart where sd-scripts measured one."""
+    out = []
     xs = [float(c.step) for c in checkpoints]
     likeness = [c.likeness if c.likeness is not None else math.nan for c in checkpoints]
     chart = line_chart(
@@ -84,11 +102,16 @@ def score_section(report: ScoreReport | None) -> str:
                 height=200,
             )
         )
+    return out
+
+
+def _table(report: ScoreReport) -> str:
+    best = report.recommended.step if report.recommended is not None else None
     rows = [
         "<tr><th>step</th><th>samples</th><th>faces</th><th>likeness</th><th>matches</th><th>copies</th>"
         "<th>variety</th><th>validation loss</th><th>checkpoint</th></tr>"
     ]
-    for c in checkpoints:
+    for c in report.checkpoints:
         mark = ' class="recommended"' if c.step == best else ""
         rows.append(
             f'<tr{mark} data-step="{_e(c.step)}"><td>{_e(c.step)}</td><td>{_e(c.samples)}</td>'
@@ -96,11 +119,4 @@ def score_section(report: ScoreReport | None) -> str:
             f"<td>{_e(c.copies)}</td><td>{_num(c.variety)}</td>"
             f"<td>{_num(c.validation_loss, 4)}</td><td>{_e(c.checkpoint or '-')}</td></tr>"
         )
-    out.append(f'<table id="score-table">{"".join(rows)}</table>')
-    model = report.model
-    out.append(
-        f'<p class="sub">Identity model {_e(model.id or "?")}; a sample is the person below distance '
-        f"{_e(model.same_person_distance)}; likeness = {_e(model.likeness)}. "
-        "See docs/score.md.</p>"
-    )
-    return "".join(out)
+    return f'<table id="score-table">{"".join(rows)}</table>'

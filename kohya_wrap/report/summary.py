@@ -9,7 +9,7 @@ import math
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TypedDict
+from typing import TYPE_CHECKING, Literal, TypedDict
 
 from kohya_wrap import codec, rundir
 from kohya_wrap.errors import RunDirError
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 class RunSummary:
     run_dir: Path
     plan: Plan
-    run: dict[str, Any] | None  # run.json as written, for the report's table; None before train wrote it
+    run: dict[str, object] | None  # run.json as written, for the report's table; None before train wrote it
     manifest: RunManifest | None
     created_at: str | None
     preset: str | None

@@ -14,7 +14,7 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from kohya_wrap import rundir
 from kohya_wrap.codec import utc_now_text
@@ -33,6 +33,7 @@ from kohya_wrap.sample.session import (
 
 if TYPE_CHECKING:
     from kohya_wrap.rundir import Plan
+    from kohya_wrap.sdscripts.gen_command import GenRequest
     from kohya_wrap.sdscripts.output import LineSplitter
 
 
@@ -315,7 +316,7 @@ class SampleHooks:
 
     on_line: Callable[[str], None] | None = None
     on_progress: Callable[[SampleProgress], None] | None = None
-    on_done: Callable[[Path], Any] | None = None
+    on_done: Callable[[Path], object] | None = None
     on_note: Callable[[str], None] | None = None
 
 
@@ -448,20 +449,13 @@ def _generate(
     return session_of(folder, _manifest(folder, ctx, opts, seed, images, created_at))
 
 
-def _generate_lora(
-    ctx: SampleContext, opts: SampleOptions, lora: LoraTarget, index: int, session: _Session, watch: _Watch
-) -> list[SampleImage]:
-    """One LoRA's images (or the base model's), by one run of sd-scripts' generator."""
-    from kohya_wrap.process import child_env, stream
+def _gen_request(
+    ctx: SampleContext, opts: SampleOptions, lora: LoraTarget, session: _Session, lora_out: Path
+) -> GenRequest:
+    """What sd-scripts' generator is asked for one LoRA (or the base model)."""
     from kohya_wrap.sdscripts.gen_command import GenRequest
-    from kohya_wrap.sdscripts.gen_command import build_argv as build_gen_argv
-    from kohya_wrap.sdscripts.gen_command import build_env as gen_env
 
-    offline = True  # the tokenizer is in its folder (above) and the base model a local file
-    name = lora.path.stem if lora.path is not None else "base model"
-    lora_out = session.folder / (lora.path.stem if lora.path is not None else "base-model")
-    watch.start(lora_out, lora.path.name if lora.path is not None else name, index)
-    req = GenRequest(
+    return GenRequest(
         checkout=session.checkout,
         base_model=ctx.base_model,
         lora_file=lora.path,
@@ -476,8 +470,22 @@ def _generate_lora(
         sampler=opts.sampler,
         tokenizer_cache_dir=session.tokenizer,
     )
+
+
+def _generate_lora(
+    ctx: SampleContext, opts: SampleOptions, lora: LoraTarget, index: int, session: _Session, watch: _Watch
+) -> list[SampleImage]:
+    """One LoRA's images (or the base model's), by one run of sd-scripts' generator."""
+    from kohya_wrap.process import child_env, stream
+    from kohya_wrap.sdscripts.gen_command import build_argv as build_gen_argv
+    from kohya_wrap.sdscripts.gen_command import build_env as gen_env
+
+    offline = True  # the tokenizer is in its folder (above) and the base model a local file
+    name = lora.path.stem if lora.path is not None else "base model"
+    lora_out = session.folder / (lora.path.stem if lora.path is not None else "base-model")
+    watch.start(lora_out, lora.path.name if lora.path is not None else name, index)
     result = stream(
-        build_gen_argv(req, session.python),
+        build_gen_argv(_gen_request(ctx, opts, lora, session, lora_out), session.python),
         env=child_env(gen_env(offline=offline)),
         cwd=session.checkout,
         log_path=session.log_path,

@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from kohya_wrap.faceid import Observation
 from kohya_wrap.fsutil import atomic_write_bytes, user_cache_dir
+
+if TYPE_CHECKING:
+    import numpy as np
+    from numpy.typing import NDArray
 
 CACHE_FOLDER = "score-cache"
 
@@ -34,7 +38,7 @@ class ObservationCache:
         entry = self.get_entry(sha256)
         return None if entry is None else entry[0]
 
-    def get_entry(self, sha256: str) -> tuple[Observation, Any] | None:
+    def get_entry(self, sha256: str) -> tuple[Observation, NDArray[np.float32] | None] | None:
         """The observation and the variety thumbnail (None when not stored) of a file, or None."""
         import numpy as np
 
@@ -65,26 +69,27 @@ class ObservationCache:
         self.hits += 1
         return found, thumb
 
-    def put(self, sha256: str, observation: Observation, thumb: Any = None) -> None:
+    def put(self, sha256: str, observation: Observation, thumb: NDArray[np.float32] | None = None) -> None:
         import numpy as np
 
         path = self._path(sha256)
         if path is None:
             return
-        arrays: dict[str, Any] = {"faces": np.array(observation.faces)}
+        arrays: dict[str, NDArray[np.generic]] = {"faces": np.array(observation.faces)}
         if thumb is not None:
             arrays["thumb"] = np.asarray(thumb, dtype=np.float32)
         if observation.has_face:
+            embedding, chip, mask = observation.face_arrays()
             arrays.update(
-                embedding=observation.embedding,
-                chip=observation.chip.astype(np.float32),
-                mask=observation.mask.astype(bool),
+                embedding=embedding,
+                chip=chip.astype(np.float32),
+                mask=mask.astype(bool),
                 box=np.array(observation.box or (0, 0, 0, 0)),
             )
-            if observation.wide is not None:
+            if observation.wide is not None and observation.wide_mask is not None:
                 arrays.update(wide=observation.wide.astype(np.float32), wide_mask=observation.wide_mask.astype(bool))
         buffer = io.BytesIO()
-        np.savez(buffer, **arrays)
+        np.savez(buffer, allow_pickle=True, **arrays)  # numpy's default, said so the keywords type-check
         try:
             atomic_write_bytes(path, buffer.getvalue())
         except OSError:

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from kohya_wrap.faceid import SAME_PERSON_DISTANCE, IdentityModel, Observation
 from kohya_wrap.score.collect import SampleGroup, SampleSet, ScoreError
@@ -38,6 +38,19 @@ from kohya_wrap.score.records import (
     ScoreReport,
     settle,
 )
+
+if TYPE_CHECKING:
+    import numpy as np
+    from numpy.typing import NDArray
+
+    from kohya_wrap.faceid import GreyImage, Mask, RgbImage
+    from kohya_wrap.score.cache import ObservationCache
+
+    Floats = NDArray[np.float64]  # one value per reference (or per row)
+    Chips = NDArray[np.float32]  # grey chips, flattened or stacked
+    Reals = NDArray[np.float32 | np.float64]  # a band-passed view
+    Thumb = NDArray[np.float32]  # a normalised grey variety thumbnail
+    Seen = tuple[Path, Observation, "Thumb | None"]  # a sample, what the model sees in it, its thumbnail
 
 # Thresholds measured on ../shared/photos by leaving people out (bench/score_heldout.py, docs/score.md).
 # COPY_CORRELATION and COPY_SHARE are score.json's defaults too (score.records).
@@ -111,7 +124,7 @@ def person_spread(refs: Sequence[Reference]) -> float | None:
 
     if len(refs) < MIN_SPREAD_PHOTOS:
         return None
-    e = np.stack([r.observation.embedding for r in refs])
+    e = np.stack([r.observation.face_arrays()[0] for r in refs])
     d = np.linalg.norm(e[:, None, :] - e[None, :, :], axis=2)
     n = len(refs)
     loo = [float(np.median(np.delete(d[i], i))) for i in range(n)]
@@ -128,7 +141,7 @@ def match_distance_for(spread: float | None, judgement: Judgement = DEFAULT_JUDG
 # -- copies -----------------------------------------------------------------------------------------
 
 
-def masked_correlation(chips: Any, masks: Any, chip: Any, mask: Any) -> Any:
+def masked_correlation(chips: Reals, masks: Mask, chip: Reals, mask: Mask) -> Floats:
     """Pearson correlation of one chip with each row of chips, over the pixels both have (-1 if too few)."""
     return correlate_rows(RowStack.of(chips, masks), chip, mask)
 
@@ -138,12 +151,12 @@ class RowStack:
     """Rows of flattened chips with their masks, multiplied out once so that correlating one chip with all
     of them is five matrix-vector products (float32)."""
 
-    masks: Any  # (rows, pixels): 1 inside the image
-    masked: Any  # masks * chips
-    masked_squares: Any  # masks * chips**2
+    masks: Chips  # (rows, pixels): 1 inside the image
+    masked: Chips  # masks * chips
+    masked_squares: Chips  # masks * chips**2
 
     @staticmethod
-    def of(chips: Any, masks: Any) -> RowStack:
+    def of(chips: Reals, masks: Mask) -> RowStack:
         import numpy as np
 
         m = np.asarray(masks, dtype=np.float32)
@@ -151,15 +164,15 @@ class RowStack:
         return RowStack(m, m * y, m * y * y)
 
 
-def correlate_rows(rows: RowStack, chip: Any, mask: Any) -> Any:
+def correlate_rows(rows: RowStack, chip: Reals, mask: Mask) -> Floats:
     import numpy as np
 
     m = mask.astype(np.float32)
     x = chip.astype(np.float32) * m
 
-    def dot(matrix: Any, vector: Any) -> Any:
+    def dot(matrix: Chips, vector: Chips) -> Floats:
         # einsum, not `@`: a threaded BLAS makes these small products several times slower on a busy CPU.
-        return np.einsum("ij,j->i", matrix, vector).astype(np.float64)
+        return np.asarray(np.einsum("ij,j->i", matrix, vector), dtype=np.float64)
 
     count, sx, sxx = dot(rows.masks, m), dot(rows.masks, x), dot(rows.masks, x * chip)
     sy, syy, sxy = dot(rows.masked, m), dot(rows.masked_squares, m), dot(rows.masked, x)
@@ -170,7 +183,7 @@ def correlate_rows(rows: RowStack, chip: Any, mask: Any) -> Any:
     return np.where((count >= MIN_OVERLAP * chip.size) & (var > 1e-6), r, -1.0)
 
 
-def band_pass(chip: Any, mask: Any, band: tuple[float, float, int]) -> tuple[Any, Any]:
+def band_pass(chip: GreyImage, mask: Mask, band: tuple[float, float, int]) -> tuple[Reals, Mask]:
     """Difference of Gaussians: the edges and shapes of a picture, without its overall light and colour.
 
     Blurred by normalised convolution (the blur of the pixels inside the image over the blur of the
@@ -183,7 +196,7 @@ def band_pass(chip: Any, mask: Any, band: tuple[float, float, int]) -> tuple[Any
     inside = mask.astype(np.float32)
     grey = chip.astype(np.float32) * inside
 
-    def blur(sigma: float) -> Any:
+    def blur(sigma: float) -> Reals:
         weight = cv2.GaussianBlur(inside, (0, 0), sigma)
         return cv2.GaussianBlur(grey, (0, 0), sigma) / np.maximum(weight, 1e-3)
 
@@ -195,24 +208,26 @@ def band_pass(chip: Any, mask: Any, band: tuple[float, float, int]) -> tuple[Any
 class CopyView:
     """An observation's band-passed tight face and wide view (and their masks), flattened."""
 
-    tight: Any
-    tight_mask: Any
-    wide: Any
-    wide_mask: Any
+    tight: Reals
+    tight_mask: Mask
+    wide: Reals
+    wide_mask: Mask
 
     @staticmethod
     def of(seen: Observation, *, mirror: bool = False) -> CopyView:
         import numpy as np
 
-        def flip(a: Any) -> Any:
-            return a[:, ::-1] if mirror else a
-
-        tight, tight_mask = band_pass(flip(seen.chip), flip(seen.mask), TIGHT_BAND)
-        if seen.wide is not None:
-            wide, wide_mask = band_pass(flip(seen.wide), flip(seen.wide_mask), WIDE_BAND)
+        _, chip, mask = seen.face_arrays()
+        tight, tight_mask = band_pass(*_mirrored(chip, mask, mirror), TIGHT_BAND)
+        if seen.wide is not None and seen.wide_mask is not None:
+            wide, wide_mask = band_pass(*_mirrored(seen.wide, seen.wide_mask, mirror), WIDE_BAND)
         else:
             wide, wide_mask = np.zeros((1, 1), np.float32), np.zeros((1, 1), bool)
         return CopyView(tight.ravel(), tight_mask.ravel(), wide.ravel(), wide_mask.ravel())
+
+
+def _mirrored(grey: GreyImage, mask: Mask, mirror: bool) -> tuple[GreyImage, Mask]:
+    return (grey[:, ::-1], mask[:, ::-1]) if mirror else (grey, mask)
 
 
 @dataclass(frozen=True)
@@ -220,7 +235,7 @@ class ReferenceSet:
     """The references stacked for scoring: descriptors, copy views, this person's threshold."""
 
     refs: tuple[Reference, ...]
-    embeddings: Any
+    embeddings: Floats  # (references, 128)
     tight: RowStack | None
     wide: RowStack | None
     spread: float | None
@@ -234,7 +249,7 @@ class ReferenceSet:
         spread = person_spread(refs)
         return ReferenceSet(
             refs=tuple(refs),
-            embeddings=np.stack([r.observation.embedding for r in refs]) if refs else np.zeros((0, 128)),
+            embeddings=np.stack([r.observation.face_arrays()[0] for r in refs]) if refs else np.zeros((0, 128)),
             tight=RowStack.of(np.stack([v.tight for v in views]), np.stack([v.tight_mask for v in views]))
             if refs
             else None,
@@ -245,7 +260,7 @@ class ReferenceSet:
             match_distance=match_distance_for(spread, judgement),
         )
 
-    def copy_correlation(self, seen: Observation) -> Any:
+    def copy_correlation(self, seen: Observation) -> Floats:
         """Per reference: the mean of the tight and wide band-pass correlations (the one that exists when a
         view lacks the overlap), the better of the sample and its mirror image.
 
@@ -274,13 +289,13 @@ class ReferenceSet:
         return best
 
 
-def _mean_of_views(tight: Any, wide: Any) -> Any:
+def _mean_of_views(tight: Floats, wide: Floats) -> Floats:
     import numpy as np
 
     return np.where(wide > -1.0, np.where(tight > -1.0, (tight + wide) / 2, wide), tight)
 
 
-def _best_shift(rows: RowStack, i: int, chip: Any, mask: Any, shifts: Sequence[int]) -> float:
+def _best_shift(rows: RowStack, i: int, chip: Reals, mask: Mask, shifts: Sequence[int]) -> float:
     """The highest correlation of row i with the flattened square chip moved by each (dx, dy) in shifts x shifts."""
     import numpy as np
 
@@ -311,7 +326,8 @@ def score_image(
     if not seen.has_face:
         return ImageScore(file=name, faces=seen.faces)
     ref_set = refs if isinstance(refs, ReferenceSet) else ReferenceSet.of(refs, judgement)
-    distances = np.linalg.norm(ref_set.embeddings - seen.embedding, axis=1)
+    embedding, _, _ = seen.face_arrays()
+    distances = np.linalg.norm(ref_set.embeddings - embedding, axis=1)
     correlation = ref_set.copy_correlation(seen)
     median = float(np.median(distances))
     over = (distances < judgement.copy_identity_gate) & (correlation >= judgement.copy_correlation)
@@ -329,7 +345,7 @@ def score_image(
     )
 
 
-def variety_of(thumbs: Sequence[Any]) -> float | None:
+def variety_of(thumbs: Sequence[Thumb]) -> float | None:
     """1 - the mean correlation of the samples' grey 32 px thumbnails, pair by pair (clipped to 0..1)."""
     if len(thumbs) < 2:
         return None
@@ -339,7 +355,7 @@ def variety_of(thumbs: Sequence[Any]) -> float | None:
 
 def score_checkpoint(
     group: SampleGroup,
-    observations: Sequence[tuple[Path, Observation, Any]],
+    observations: Sequence[Seen],
     refs: Sequence[Reference] | ReferenceSet,
     validation_loss: float | None = None,
     judgement: Judgement = DEFAULT_JUDGEMENT,
@@ -356,7 +372,7 @@ def score_checkpoint(
         matches=sum(s.match for s in scores),
         copies=copies,
         distance=_r(statistics.fmean(s.distance for s in with_face if s.distance is not None)) if with_face else None,
-        variety=variety_of([thumb for _, _, thumb in observations]),
+        variety=variety_of([thumb for _, _, thumb in observations if thumb is not None]),  # samples have one
         checkpoint=group.checkpoint.name if group.checkpoint is not None else None,
         validation_loss=_r(validation_loss, 6),
         images=scores,
@@ -523,7 +539,7 @@ def recommend(
 # -- running the model over the files ---------------------------------------------------------------
 
 
-def _thumb(rgb: Any) -> Any:
+def _thumb(rgb: RgbImage) -> Thumb:
     import numpy as np
     from PIL import Image
 
@@ -541,7 +557,7 @@ class UnreadableFile(ScoreError):
         self.why = why
 
 
-def _read(path: Path, what: str) -> Any:
+def _read(path: Path, what: str) -> RgbImage:
     from kohya_wrap.faceid import load_rgb
 
     try:
@@ -552,7 +568,7 @@ def _read(path: Path, what: str) -> Any:
         ) from None
 
 
-def _look(model: Any, path: Path, cache: Any, what: str) -> tuple[Observation, Any]:
+def _look(model: IdentityModel, path: Path, cache: ObservationCache, what: str) -> tuple[Observation, Thumb | None]:
     """What the model sees in one file, and its variety thumbnail; from the cache when it was seen before.
 
     Raises UnreadableFile when the file cannot be read.
@@ -574,9 +590,9 @@ def _look(model: Any, path: Path, cache: Any, what: str) -> tuple[Observation, A
 
 
 def observe_references(
-    model: Any,
+    model: IdentityModel,
     photos: Sequence[Path],
-    cache: Any,
+    cache: ObservationCache,
     where: str,
     *,
     need_face: bool = True,
@@ -616,7 +632,7 @@ def observe_references(
 
 def judge_observed(
     groups: Sequence[SampleGroup],
-    seen_by_group: Sequence[Sequence[tuple[Path, Observation, Any]]],
+    seen_by_group: Sequence[Sequence[Seen]],
     refs: Sequence[Reference],
     *,
     need_file: bool,
@@ -705,12 +721,12 @@ def _score_model(model_id: str, ref_set: ReferenceSet, judgement: Judgement) -> 
 
 
 def _observe_samples(
-    model: Any,
+    model: IdentityModel,
     groups: Sequence[SampleGroup],
-    cache: Any,
+    cache: ObservationCache,
     skipped: list[LeftOut],
     progress: Callable[[str], None] | None,
-) -> tuple[list[SampleGroup], list[list[tuple[Path, Observation, Any]]]]:
+) -> tuple[list[SampleGroup], list[list[Seen]]]:
     """Each group's readable samples as the model sees them; an unreadable one goes to skipped."""
     kept_groups, seen_by_group = [], []
     for group in groups:

@@ -21,10 +21,10 @@ import re
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Protocol, cast
 
 from kohya_wrap import __version__
 from kohya_wrap.errors import ModelError, TrainerNotFound
@@ -37,6 +37,22 @@ from kohya_wrap.sdscripts.base_model import (
     UNetShape,
     VaeShape,
 )
+
+if TYPE_CHECKING:
+    from types import ModuleType
+
+    import torch
+
+# A diffusers/transformers constructor argument the configs below give.
+ConfigValue = int | float | str | tuple[str, ...] | tuple[int, ...]
+
+
+class _Model(Protocol):
+    """A built component (a torch module of diffusers or transformers): what the builder calls on it."""
+
+    def state_dict(self) -> Mapping[str, torch.Tensor]: ...
+    def half(self) -> _Model: ...
+
 
 # Bump when the builder's output changes for the same architecture and seed: cached files rebuild.
 UNET_PREFIX, VAE_PREFIX, TEXT_ENCODER_PREFIX = CHECKPOINT_KEYS.unet, CHECKPOINT_KEYS.vae, CHECKPOINT_KEYS.text_encoder
@@ -88,7 +104,7 @@ def tiny_architecture() -> Sd15Architecture:
     )
 
 
-def unet_config(shape: UNetShape) -> dict[str, Any]:
+def unet_config(shape: UNetShape) -> dict[str, ConfigValue]:
     levels = range(len(shape.channel_mult))
     return {
         "sample_size": shape.sample_size,
@@ -108,7 +124,7 @@ def unet_config(shape: UNetShape) -> dict[str, Any]:
     }
 
 
-def vae_config(shape: VaeShape) -> dict[str, Any]:
+def vae_config(shape: VaeShape) -> dict[str, ConfigValue]:
     levels = len(shape.ch_mult)
     return {
         "sample_size": shape.resolution,
@@ -122,7 +138,7 @@ def vae_config(shape: VaeShape) -> dict[str, Any]:
     }
 
 
-def text_encoder_config(shape: TextEncoderShape) -> dict[str, Any]:
+def text_encoder_config(shape: TextEncoderShape) -> dict[str, ConfigValue]:
     return {
         "vocab_size": shape.vocab_size,
         "hidden_size": shape.hidden_size,
@@ -298,7 +314,12 @@ def text_encoder_key(key: str) -> str:
 # --- building -----------------------------------------------------------------------------------------
 
 
-def _import_train_libraries() -> tuple[Any, Any, Any, Any]:
+def _import_train_libraries() -> tuple[
+    ModuleType,
+    Callable[[UNetShape], _Model],
+    Callable[[VaeShape], _Model],
+    Callable[[TextEncoderShape], _Model],
+]:
     try:
         import torch
         from diffusers import AutoencoderKL, UNet2DConditionModel
@@ -309,14 +330,15 @@ def _import_train_libraries() -> tuple[Any, Any, Any, Any]:
             "Install the training extra: pip install 'kohya-wrap[train]' (and torch for your platform first).",
         ) from e
 
-    def text_encoder(shape: TextEncoderShape) -> Any:
+    def text_encoder(shape: TextEncoderShape) -> _Model:
         return CLIPTextModel(CLIPTextConfig(**text_encoder_config(shape)))
 
-    def unet(shape: UNetShape) -> Any:
-        return UNet2DConditionModel(**unet_config(shape))
+    # diffusers' model classes type-check as unrelated to torch.nn.Module (their members are untyped).
+    def unet(shape: UNetShape) -> _Model:
+        return cast("_Model", UNet2DConditionModel(**unet_config(shape)))
 
-    def vae(shape: VaeShape) -> Any:
-        return AutoencoderKL(**vae_config(shape))
+    def vae(shape: VaeShape) -> _Model:
+        return cast("_Model", AutoencoderKL(**vae_config(shape)))
 
     return torch, unet, vae, text_encoder
 
@@ -324,7 +346,7 @@ def _import_train_libraries() -> tuple[Any, Any, Any, Any]:
 @dataclass(frozen=True)
 class _Component:
     name: str
-    make: Callable[[], Any]
+    make: Callable[[], _Model]
     rename: Callable[[str], str]
     reshape: Callable[[str, tuple[int, ...]], tuple[int, ...]]
 
@@ -365,7 +387,7 @@ def _original_key(component: _Component, key: str) -> str:
         ) from e
 
 
-def _component_specs(component: _Component, state: dict[str, Any]) -> list[TensorSpec]:
+def _component_specs(component: _Component, state: Mapping[str, torch.Tensor]) -> list[TensorSpec]:
     specs = []
     for key in sorted(state):
         original = _original_key(component, key)
@@ -375,7 +397,7 @@ def _component_specs(component: _Component, state: dict[str, Any]) -> list[Tenso
 
 def _safetensors_header(specs: list[TensorSpec], metadata: dict[str, str]) -> tuple[bytes, dict[str, int]]:
     """The safetensors header for fp16 tensors laid out back to back in `specs` order."""
-    header: dict[str, Any] = {"__metadata__": metadata}
+    header: dict[str, object] = {"__metadata__": metadata}
     offset = 0
     sizes = {}
     for spec in specs:
@@ -433,7 +455,7 @@ def write_checkpoint(path: Path, arch: Sd15Architecture = SD15, seed: int = DEFA
     return digest.hexdigest()
 
 
-def _fp16_tensors(torch: Any, component: _Component) -> Iterator[tuple[str, memoryview]]:
+def _fp16_tensors(torch: ModuleType, component: _Component) -> Iterator[tuple[str, memoryview]]:
     """(original key, raw fp16 bytes) in layout order; the fp32 module lives only inside this generator."""
     with torch.no_grad():
         module = component.make().half()
@@ -441,7 +463,7 @@ def _fp16_tensors(torch: Any, component: _Component) -> Iterator[tuple[str, memo
         for key in sorted(state):
             original = _original_key(component, key)
             tensor = state[key].contiguous()
-            yield original, memoryview(tensor.reshape(-1).numpy()).cast("B")
+            yield original, tensor.reshape(-1).numpy().data.cast("B")
         del state, module
 
 
@@ -459,12 +481,12 @@ def checkpoint_stem(arch: Sd15Architecture) -> str:
     return f"{_FULL_SIZE_STEM}-custom-{tag}"
 
 
-def _identity(arch: Sd15Architecture, seed: int) -> dict[str, Any]:
+def _identity(arch: Sd15Architecture, seed: int) -> dict[str, object]:
     return {"build_format": BUILD_FORMAT, "seed": seed, "architecture": dataclasses.asdict(arch)}
 
 
 def _reason_to_rebuild(
-    path: Path, sidecar: Path, identity: dict[str, Any], verify_hash: bool
+    path: Path, sidecar: Path, identity: dict[str, object], verify_hash: bool
 ) -> tuple[str | None, str | None]:
     """(why the cached file cannot be reused or None, its recorded sha256)."""
     if not path.is_file():

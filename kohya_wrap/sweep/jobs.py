@@ -7,7 +7,6 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from kohya_wrap import codec
 from kohya_wrap.errors import ExitCode
@@ -76,7 +75,7 @@ def finish_job(
     """Record a worker's end: its result file, then the run's own run.json. `error`: why the backend has no
     result (a lost Ray task); `where`: where it ran, as the backend learnt at its end (a Ray task)."""
     ended = codec.utc_now_text()
-    fields: dict[str, Any] = {}
+    fields: dict[str, str] = {}
     if where is not None:
         fields.update({k: v for k, v in (("host", where.host), ("device", where.device)) if v is not None})
     result = read_result(job.result)

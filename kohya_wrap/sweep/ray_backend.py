@@ -25,12 +25,19 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from kohya_wrap.process import WORKER, ProcessGroup, forwarded_signals
 from kohya_wrap.sweep.jobs import Job, OnChange, Where, finish_job, start_job
 from kohya_wrap.sweep.spec import SweepError
 from kohya_wrap.sweep.state import SweepState
+
+if TYPE_CHECKING:
+    from types import ModuleType
+
+    from ray import ObjectRef
+
+    RayOptions = dict[str, int | dict[str, int]]  # keyword arguments of a remote function's .options()
 
 SLOT_RESOURCE = "kohya_wrap_trainer"
 INSTALL_HINT = "install it with `pip install 'kohya-wrap[ray]'` (or `pip install ray`), or use --backend local"
@@ -83,7 +90,7 @@ def train_task(job: Job) -> TaskInfo:
     return TaskInfo(returncode=code, host=socket.gethostname(), device=os.environ.get("CUDA_VISIBLE_DEVICES"))
 
 
-def _task_options(resources: dict[str, float], address: str | None) -> tuple[dict[str, Any], int]:
+def _task_options(resources: dict[str, float], address: str | None) -> tuple[RayOptions, int]:
     """Ray options of a variant's task, and how many can run at once on the cluster now."""
     gpus = int(resources.get("GPU", 0))
     if gpus >= 1:
@@ -112,8 +119,8 @@ def _token_auth_like_ray_start() -> None:
         os.environ["RAY_AUTH_MODE"] = "token"
 
 
-def _init_ray(ray: Any, address: str | None) -> None:
-    kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
+def _init_ray(ray: ModuleType, address: str | None) -> None:
+    kwargs: dict[str, bool] = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
     try:
         if address is None:
             # a local instance of our own, stopped by ray.shutdown(), never an already running one; on
@@ -163,9 +170,9 @@ def run_ray(
 class _Tasks:
     """The sweep's Ray tasks in flight, each with its job."""
 
-    def __init__(self, ray: Any, state: SweepState, on_change: OnChange | None) -> None:
+    def __init__(self, ray: ModuleType, state: SweepState, on_change: OnChange | None) -> None:
         self.ray, self.state, self.on_change = ray, state, on_change
-        self.inflight: dict[Any, Job] = {}
+        self.inflight: dict[ObjectRef[TaskInfo], Job] = {}
 
     def run(self, jobs: list[Job], address: str | None, max_parallel: int | None) -> bool:
         options, capacity = _task_options(self.ray.cluster_resources(), address)
@@ -189,7 +196,7 @@ class _Tasks:
         for ref in done:
             self._finish(self.inflight.pop(ref), ref)
 
-    def _finish(self, job: Job, ref: Any) -> None:
+    def _finish(self, job: Job, ref: ObjectRef[TaskInfo]) -> None:
         try:
             info: TaskInfo = self.ray.get(ref)
         except (self.ray.exceptions.TaskCancelledError, self.ray.exceptions.RayError) as e:

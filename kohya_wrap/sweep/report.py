@@ -11,9 +11,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 from kohya_wrap import __version__, rundir
+from kohya_wrap.codec import TomlValue
 from kohya_wrap.errors import KohyaWrapError
 from kohya_wrap.events import Outcome
 from kohya_wrap.fsutil import atomic_write_text
@@ -50,7 +51,7 @@ svg polyline{fill:none;stroke-width:1.6}
 @dataclass(frozen=True)
 class VariantReport:
     name: str
-    values: dict[str, Any]
+    values: dict[str, TomlValue]
     run_dir: Path
     outcome: Outcome | Literal["planned", "unfinished"]
     final_loss: float | None
@@ -148,7 +149,7 @@ def best_variant(variants: list[VariantReport]) -> tuple[VariantReport | None, s
     return None, "no variant has finished"
 
 
-def _e(value: Any) -> str:
+def _e(value: object) -> str:
     import html
 
     return html.escape(str(value), quote=True)

@@ -8,20 +8,22 @@ while the sweep runs, and after it.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from kohya_wrap.codec import Record
+from kohya_wrap.codec import Record, TomlValue
 from kohya_wrap.errors import KohyaWrapError
 from kohya_wrap.events import ENDED_WELL, Outcome
 from kohya_wrap.sweep.state import Status, VariantEntry, read_sweep, recommended_step
 
 if TYPE_CHECKING:
+    from rich.table import Table
+
     from kohya_wrap.status import RunStatus
 
 
 class VariantStatus(Record, frozen=True):
     name: str
-    values: dict[str, Any]  # grid key -> its value: any TOML value
+    values: dict[str, TomlValue]  # grid key -> its value
     status: Status  # sweep.json's
     state: str | None  # the run's own (kohya_wrap.status): planned | running | stalled | finished | ...
     outcome: Outcome | None
@@ -96,7 +98,7 @@ def sweep_status(sweep_dir: Path) -> SweepStatus:
     return SweepStatus(sweep_dir=Path(sweep_dir), backend=doc.backend, counts=_count(rows), variants=rows)
 
 
-def status_table(status: SweepStatus) -> Any:
+def status_table(status: SweepStatus) -> Table:
     """A rich Table of the variants (the CLI prints it)."""
     from rich.table import Table
 
