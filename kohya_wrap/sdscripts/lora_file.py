@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from kohya_wrap.fsutil import load_json
-from kohya_wrap.safetensors_header import read_header
+from kohya_wrap.safetensors_header import HeaderError, metadata_text, read_header
 
 # networks/lora.py: LoRANetwork.LORA_PREFIX_UNET / LORA_PREFIX_TEXT_ENCODER, and for SDXL's two text
 # encoders LORA_PREFIX_TEXT_ENCODER1/2 ("lora_te1", "lora_te2"); each module name is prefix + "_" + path.
@@ -88,10 +88,13 @@ class LoraReport:
 
 
 def read_metadata(path: Path) -> dict[str, str]:
-    """The __metadata__ of a safetensors header (ValueError when the file is not a safetensors file)."""
+    """The __metadata__ of a safetensors header, {} when it is no object (ValueError when the file is not
+    a safetensors file). A value written as JSON rather than as a string is that JSON's text."""
     header, _ = read_header(path)
-    metadata = header.get("__metadata__")
-    return dict(metadata) if isinstance(metadata, dict) else {}
+    try:
+        return metadata_text(header)
+    except HeaderError:
+        return {}
 
 
 def _read_bf16(path: Path, key: str) -> Any:
