@@ -309,13 +309,27 @@ def summary_rows(summary: RunSummary) -> list[tuple[str, str]]:
 def _rows(value: object, kind: object = None, prefix: str = "") -> list[tuple[str, object]]:
     """A record as (dotted name, value) rows, nested as its JSON is: a record's fields, and the entries of a
     field its type declares a mapping, are rows of their own; anything else (or an empty one) is one row."""
-    if isinstance(value, msgspec.Struct) and (fields := msgspec.structs.fields(value)):
-        return [row for f in fields for row in _rows(getattr(value, f.name), f.type, _dotted(prefix, f.encode_name))]
+    if isinstance(value, msgspec.Struct) and (fields := _written_fields(value)):
+        return [row for f, v in fields for row in _rows(v, f.type, _dotted(prefix, f.encode_name))]
     item = _mapping_item_type(kind)
     if item is not None and value:
         entries = cast("Mapping[str, object]", value)
         return [row for k, v in entries.items() for row in _rows(v, item, _dotted(prefix, str(k)))]
     return [(prefix, value)]
+
+
+def _written_fields(record: msgspec.Struct) -> list[tuple[msgspec.structs.FieldInfo, object]]:
+    """The fields the record's JSON holds: an UNSET one is left out (and, where the record omits
+    defaults, one at its default), as codec writes it."""
+    omit_defaults = record.__struct_config__.omit_defaults
+    fields = [(f, getattr(record, f.name)) for f in msgspec.structs.fields(record)]
+    return [(f, v) for f, v in fields if v is not msgspec.UNSET and not (omit_defaults and _at_default(f, v))]
+
+
+def _at_default(field: msgspec.structs.FieldInfo, value: object) -> bool:
+    if field.default is not msgspec.NODEFAULT:
+        return bool(value == field.default)
+    return field.default_factory is not msgspec.NODEFAULT and bool(value == field.default_factory())
 
 
 def _dotted(prefix: str, name: str) -> str:
@@ -342,8 +356,8 @@ def manifest_section(summary: RunSummary) -> str:
     plan = summary.plan.document()
     out = ["<h2>Manifest</h2>", "<h3>plan.json</h3>"]
     skip = {"values", "launch"}
-    shown = [f for f in msgspec.structs.fields(plan) if f.encode_name not in skip]
-    rows = [row for f in shown for row in _rows(getattr(plan, f.name), f.type, f.encode_name)]
+    shown = [(f, v) for f, v in _written_fields(plan) if f.encode_name not in skip]
+    rows = [row for f, v in shown for row in _rows(v, f.type, f.encode_name)]
     out.append(_kv_table([(k, _value_cell(v)) for k, v in rows], "plan-manifest"))
     values, sources = summary.plan.values, summary.plan.sources
     if values:
