@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import struct
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import msgspec
 
@@ -28,7 +28,13 @@ class HeaderError(ValueError):
     """The file is not a readable safetensors file; the message says why."""
 
 
-def read_header(path: Path) -> tuple[dict[str, Any], int]:
+# A header as read: tensor names (the file's own) and `__metadata__`, each holding any JSON until
+# TensorEntry or metadata_text reads it.
+Header = dict[str, object]
+METADATA_KEY = "__metadata__"
+
+
+def read_header(path: Path) -> tuple[Header, int]:
     """The header as JSON, and the offset where the tensor data starts."""
     path = Path(path)
     size = path.stat().st_size
@@ -42,7 +48,7 @@ def read_header(path: Path) -> tuple[dict[str, Any], int]:
         raw = f.read(length)
     try:
         # a JSON object of any JSON values: the tensors' names are the file's own (TensorEntry checks each)
-        header: dict[str, Any] = msgspec.json.decode(raw, type=dict[str, Any])
+        header = msgspec.json.decode(raw, type=Header)
     except msgspec.ValidationError:
         raise HeaderError("its header is not a JSON object") from None
     except msgspec.DecodeError as e:
@@ -52,7 +58,17 @@ def read_header(path: Path) -> tuple[dict[str, Any], int]:
     return header, 8 + length
 
 
-def header_bytes(header: dict[str, Any]) -> bytes:
+def metadata_text(header: Header) -> dict[str, str]:
+    """`__metadata__` as text: {} when it is absent or empty; a value another tool wrote as JSON rather
+    than as the string the format asks for is that JSON's text. HeaderError when it is not an object."""
+    try:
+        metadata = msgspec.convert(header.get(METADATA_KEY) or {}, dict[str, object])
+    except msgspec.ValidationError:
+        raise HeaderError("its __metadata__ is not a JSON object") from None
+    return {k: v if isinstance(v, str) else json.dumps(v) for k, v in metadata.items()}
+
+
+def header_bytes(header: Header) -> bytes:
     """A header as a safetensors file starts: its length (u64, little-endian), then the JSON, padded with
     spaces so the tensor data after it starts 8-byte aligned."""
     body = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
@@ -70,11 +86,11 @@ def incomplete(path: Path) -> str | None:
     except (OSError, HeaderError) as e:
         return str(e)
     try:
-        msgspec.convert(header.get("__metadata__"), dict[str, str] | None)  # absent or null: no metadata
+        msgspec.convert(header.get(METADATA_KEY), dict[str, str] | None)  # absent or null: no metadata
     except msgspec.ValidationError:
         return "its __metadata__ is not an object of strings"
     for name, entry in header.items():
-        if name == "__metadata__":
+        if name == METADATA_KEY:
             continue
         try:
             start, end = msgspec.convert(entry, TensorEntry).data_offsets

@@ -61,6 +61,7 @@ def prepare(
     warnings make the exit code 4. A second run reuses unchanged outputs.
     """
     from kohya_wrap.cli.output import photo_progress, print_json
+    from kohya_wrap.codec import to_builtins
     from kohya_wrap.prepare import prepare_dataset
 
     if quiet and verbose:
@@ -71,7 +72,7 @@ def prepare(
     with photo_progress() as on_progress:
         result = prepare_dataset(options, on_progress=on_progress)
     if as_json:
-        print_json(result.to_json())
+        print_json(to_builtins(result.record()))
     else:
         render_summary(result, quiet=quiet, verbose=verbose)
     if strict and result.warnings:

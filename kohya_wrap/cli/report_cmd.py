@@ -322,7 +322,7 @@ def _training_rows(i: TrainingInfo | None) -> list[tuple[str, object]]:
         ("batch size", i.batch_size),
         ("images", images if i.train_images is not None else None),
         ("dataset folders", folders or None),
-        ("top tags", ", ".join(f"{tag} ({n})" for tag, n in i.top_tags[:10]) or None),
+        ("top tags", ", ".join(f"{t.tag} ({t.count})" for t in i.top_tags[:10]) or None),
         ("training time", format_duration(i.training_seconds) if i.training_seconds is not None else None),
         ("precision", i.mixed_precision),
         ("seed", i.seed),
@@ -334,11 +334,14 @@ def _run_rows(r: LoraInspection) -> list[tuple[str, object]]:
     """The kohya-wrap run beside the file, when there is one."""
     if r.run_manifest_path is None or r.run_manifest is None:
         return []
-    rows: list[tuple[str, object]] = [("kohya-wrap run", str(r.run_manifest_path))]
-    for key in ("outcome", "kohya_wrap_version", "started_at", "ended_at"):
-        if key in r.run_manifest:
-            rows.append((f"  {key}", r.run_manifest[key]))
-    return rows
+    m = r.run_manifest
+    return [
+        ("kohya-wrap run", str(r.run_manifest_path)),
+        ("  outcome", m.outcome),
+        ("  kohya_wrap_version", m.kohya_wrap_version),
+        ("  started_at", m.started_at),
+        ("  ended_at", m.ended_at),
+    ]
 
 
 def _health_table(r: LoraInspection) -> Table:

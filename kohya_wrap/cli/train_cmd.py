@@ -475,6 +475,6 @@ def _dry_run_json(done: DryRun, files: dict[str, str]) -> dict[str, object]:
     }
     if done.prepared is not None:
         kept = ("subsets", "counts", "findings")
-        doc["prepare"] = {k: v for k, v in done.prepared.to_json().items() if k in kept}
+        doc["prepare"] = {k: v for k, v in to_builtins(done.prepared.record()).items() if k in kept}
         doc["warnings"] = list(done.warnings)
     return doc

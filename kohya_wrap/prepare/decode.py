@@ -88,7 +88,7 @@ def open_checked(data: bytes) -> Image.Image:
     return im
 
 
-def decode(data: bytes, min_short_side: int | None = None) -> Decoded:
+def open_photo(data: bytes, min_short_side: int | None = None) -> Decoded:
     """Decode `data`, reduced so that its short side stays >= min_short_side (None: full size)."""
     im = open_checked(data)
     # MPO (many phone JPEGs) stores depth maps and previews as extra frames: not an animation.

@@ -178,24 +178,46 @@ class PrepareResult:
     def warnings(self) -> tuple[Finding, ...]:
         return tuple(f for f in self.findings if f.level == "warning")
 
-    def to_json(self) -> dict[str, object]:
-        from kohya_wrap.codec import to_builtins
+    def record(self) -> PrepareRecord:
+        """What `prepare --json` prints (and `train --dry-run --json` in part)."""
+        return PrepareRecord(
+            dataset_dir=self.dataset_dir,
+            manifest=self.manifest_path,
+            subsets=self.subsets,
+            counts=PrepareCounts(
+                images=sum(1 for i in self.images if not i.is_reg),
+                reg_images=sum(1 for i in self.images if i.is_reg),
+                processed=self.processed,
+                reused=self.reused,
+                skipped=self.skipped,
+                removed=self.removed,
+                warnings=len(self.warnings),
+            ),
+            face_detection=self.face_detection,
+            identity=self.identity.summary(),
+            findings=self.findings,
+            images=self.images,
+        )
 
-        return {
-            "dataset_dir": str(self.dataset_dir),
-            "manifest": str(self.manifest_path),
-            "subsets": to_builtins(self.subsets),
-            "counts": {
-                "images": sum(1 for i in self.images if not i.is_reg),
-                "reg_images": sum(1 for i in self.images if i.is_reg),
-                "processed": self.processed,
-                "reused": self.reused,
-                "skipped": self.skipped,
-                "removed": self.removed,
-                "warnings": len(self.warnings),
-            },
-            "face_detection": self.face_detection,
-            "identity": to_builtins(self.identity.summary()),
-            "findings": to_builtins(self.findings),
-            "images": to_builtins(self.images),
-        }
+
+class PrepareCounts(Record, frozen=True):
+    images: int
+    reg_images: int
+    processed: int
+    reused: int
+    skipped: int
+    removed: int
+    warnings: int
+
+
+class PrepareRecord(Record, frozen=True):
+    """A PrepareResult as `prepare --json` prints it."""
+
+    dataset_dir: Path
+    manifest: Path
+    subsets: tuple[Subset, ...]
+    counts: PrepareCounts
+    face_detection: str
+    identity: IdentitySummary
+    findings: tuple[Finding, ...]
+    images: tuple[OutputImage, ...]

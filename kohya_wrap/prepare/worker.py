@@ -10,7 +10,7 @@ from pathlib import Path
 from kohya_wrap.fsutil import atomic_write_bytes, sha256_bytes
 from kohya_wrap.prepare import crop as crops
 from kohya_wrap.prepare import faces, identity
-from kohya_wrap.prepare.decode import BadImage, decode
+from kohya_wrap.prepare.decode import BadImage, open_photo
 from kohya_wrap.prepare.lint import dhash, sharpness
 from kohya_wrap.prepare.records import Box, FaceIdentity, Finding
 
@@ -90,7 +90,7 @@ def _skipped(task: Task, code: str, message: str, action: str, sha: str | None =
 
 def _make(task: Task, data: bytes, sha: str) -> Outcome:
     want = math.ceil(task.size * OVERSAMPLE)
-    decoded = decode(data, min_short_side=want)
+    decoded = open_photo(data, min_short_side=want)
     width, height = decoded.source_size
     face_box: Box | None = None
     face_count: int | None = None
@@ -111,7 +111,7 @@ def _make(task: Task, data: bytes, sha: str) -> Outcome:
     needed = min(side, want)
     if side / decoded.scale < needed - 1:
         # A small face crop from a reduced decode: decode again with enough pixels for it.
-        decoded = decode(data, min_short_side=math.ceil(min(width, height) * needed / side))
+        decoded = open_photo(data, min_short_side=math.ceil(min(width, height) * needed / side))
     output = crops.crop_resize(decoded.image, box, decoded.scale, task.size)
     output.info = {}  # no ICC, EXIF, dpi or text chunks: the bytes depend on the pixels alone
     buffer = io.BytesIO()

@@ -12,10 +12,12 @@ import base64
 import json
 import math
 import shlex
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import cast, get_args, get_origin
+
+import msgspec
 
 from kohya_wrap import __version__, rundir
 from kohya_wrap.codec import to_builtins
@@ -304,31 +306,59 @@ def summary_rows(summary: RunSummary) -> list[tuple[str, str]]:
     ]
 
 
-def _flatten(value: Any, prefix: str = "") -> list[tuple[str, Any]]:
-    if isinstance(value, dict) and value:
-        out: list[tuple[str, Any]] = []
-        for k, v in value.items():
-            out.extend(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
-        return out
+def _rows(value: object, kind: object = None, prefix: str = "") -> list[tuple[str, object]]:
+    """A record as (dotted name, value) rows, nested as its JSON is: a record's fields, and the entries of a
+    field its type declares a mapping, are rows of their own; anything else (or an empty one) is one row."""
+    if isinstance(value, msgspec.Struct) and (fields := _written_fields(value)):
+        return [row for f, v in fields for row in _rows(v, f.type, _dotted(prefix, f.encode_name))]
+    item = _mapping_item_type(kind)
+    if item is not None and value:
+        entries = cast("Mapping[str, object]", value)
+        return [row for k, v in entries.items() for row in _rows(v, item, _dotted(prefix, str(k)))]
     return [(prefix, value)]
 
 
-def _value_cell(value: Any) -> str:
-    if isinstance(value, str):
-        return f"<code>{_e(value)}</code>"
-    return f"<code>{_e(json.dumps(value, ensure_ascii=False))}</code>"
+def _written_fields(record: msgspec.Struct) -> list[tuple[msgspec.structs.FieldInfo, object]]:
+    """The fields the record's JSON holds: an UNSET one is left out (and, where the record omits
+    defaults, one at its default), as codec writes it."""
+    omit_defaults = record.__struct_config__.omit_defaults
+    fields = [(f, getattr(record, f.name)) for f in msgspec.structs.fields(record)]
+    return [(f, v) for f, v in fields if v is not msgspec.UNSET and not (omit_defaults and _at_default(f, v))]
+
+
+def _at_default(field: msgspec.structs.FieldInfo, value: object) -> bool:
+    if field.default is not msgspec.NODEFAULT:
+        return bool(value == field.default)
+    return field.default_factory is not msgspec.NODEFAULT and bool(value == field.default_factory())
+
+
+def _dotted(prefix: str, name: str) -> str:
+    return f"{prefix}.{name}" if prefix else name
+
+
+def _mapping_item_type(kind: object) -> object | None:
+    """The value type of a field typed `dict[str, X]` or `Mapping[str, X]` (optional or not), else None."""
+    for option in (kind, *get_args(kind)):
+        if get_origin(option) in (dict, Mapping):
+            item: object = get_args(option)[1]
+            return item
+    return None
+
+
+def _value_cell(value: object) -> str:
+    data = to_builtins(value)  # as plan.json and run.json write it (a non-finite float as "nan", a path as text)
+    if isinstance(data, str):
+        return f"<code>{_e(data)}</code>"
+    return f"<code>{_e(json.dumps(data, ensure_ascii=False))}</code>"
 
 
 def manifest_section(summary: RunSummary) -> str:
-    plan = to_builtins(summary.plan.document())
+    plan = summary.plan.document()
     out = ["<h2>Manifest</h2>", "<h3>plan.json</h3>"]
     skip = {"values", "launch"}
-    out.append(
-        _kv_table(
-            [(k, _value_cell(v)) for k, v in _flatten({k: v for k, v in plan.items() if k not in skip})],
-            "plan-manifest",
-        )
-    )
+    shown = [(f, v) for f, v in _written_fields(plan) if f.encode_name not in skip]
+    rows = [row for f, v in shown for row in _rows(v, f.type, f.encode_name)]
+    out.append(_kv_table([(k, _value_cell(v)) for k, v in rows], "plan-manifest"))
     values, sources = summary.plan.values, summary.plan.sources
     if values:
         out.append(
@@ -344,10 +374,10 @@ def manifest_section(summary: RunSummary) -> str:
     if attempts and attempts[-1].argv:
         out.append(f"<h3>command</h3><pre>{_e(shlex.join(attempts[-1].argv))}</pre>")
     out.append("<h3>run.json</h3>")
-    if summary.run is None:
+    if summary.manifest is None:
         out.append("<p>No run.json yet: the run has not ended.</p>")
     else:
-        out.append(_kv_table([(k, _value_cell(v)) for k, v in _flatten(summary.run)], "run-manifest"))
+        out.append(_kv_table([(k, _value_cell(v)) for k, v in _rows(summary.manifest)], "run-manifest"))
     return "".join(out)
 
 

@@ -8,17 +8,23 @@ sdscripts.lora_file's; files in the diffusers/PEFT naming get the checks that ap
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
-from kohya_wrap import rundir
-from kohya_wrap.codec import Record, to_builtins
+from kohya_wrap import codec, rundir
+from kohya_wrap.codec import Record, RecordError
 from kohya_wrap.errors import KohyaWrapError
 from kohya_wrap.fsutil import sha256_file
-from kohya_wrap.safetensors_header import HeaderError
+from kohya_wrap.rundir import RunManifest
+from kohya_wrap.safetensors_header import METADATA_KEY, HeaderError, TensorEntry, metadata_text
 from kohya_wrap.safetensors_header import read_header as read_safetensors_header
+
+if TYPE_CHECKING:
+    import numpy as np
+    from numpy.typing import NDArray
+
+    from kohya_wrap.sdscripts.lora import TrainingInfo
 
 # A LoRA header is a few hundred KB; anything near this is not a safetensors header.
 MAX_HEADER_BYTES = 100 * 1024 * 1024
@@ -53,7 +59,6 @@ _NUMPY_DTYPES = {
     "U64": "<u8",
     "BOOL": "?",
 }
-METADATA_KEY = "__metadata__"
 
 # Kohya (sd-scripts, A1111, ComfyUI) / diffusers attention processors / PEFT adapters.
 KOHYA, DIFFUSERS, PEFT = "kohya", "diffusers", "peft"
@@ -124,18 +129,20 @@ def read_header(path: Path) -> Header:
                 ) from None
         raise _corrupt(path, str(e)) from None
     length = data_start - 8
-    metadata_raw = header.pop(METADATA_KEY, None) or {}
-    if not isinstance(metadata_raw, dict):
-        raise _corrupt(path, "its __metadata__ is not a JSON object")
-    metadata = {str(k): v if isinstance(v, str) else json.dumps(v) for k, v in metadata_raw.items()}
+    try:
+        metadata = metadata_text(header)
+    except HeaderError as e:
+        raise _corrupt(path, str(e)) from None
+    header.pop(METADATA_KEY, None)
     data_size = size - 8 - length
     tensors: dict[str, TensorInfo] = {}
-    for name, entry in header.items():
+    for name, value in header.items():
         try:
-            dtype, shape, (begin, end) = entry["dtype"], tuple(int(d) for d in entry["shape"]), entry["data_offsets"]
-        except (TypeError, KeyError, ValueError):
+            entry = codec.convert(value, TensorEntry, source=name)
+        except RecordError:
             raise _corrupt(path, f"tensor {name!r} has no valid dtype/shape/data_offsets") from None
-        if not (isinstance(begin, int) and isinstance(end, int) and 0 <= begin <= end <= data_size):
+        dtype, shape, (begin, end) = entry.dtype, entry.shape, entry.data_offsets
+        if not 0 <= begin <= end <= data_size:
             raise _corrupt(
                 path, f"tensor {name!r} lies beyond the end of the file (bytes {begin}-{end} of {data_size})"
             )
@@ -144,7 +151,7 @@ def read_header(path: Path) -> Header:
             count *= d
         if dtype in _DTYPE_SIZES and count * _DTYPE_SIZES[dtype] != end - begin:
             raise _corrupt(path, f"tensor {name!r} ({dtype} {list(shape)}) does not match its {end - begin} bytes")
-        tensors[name] = TensorInfo(str(dtype), shape, begin, end)
+        tensors[name] = TensorInfo(dtype, shape, begin, end)
     return Header(path, size, 8 + length, metadata, tensors)
 
 
@@ -182,9 +189,9 @@ class LoraInspection:
     text_encoder_modules: int
     ranks: tuple[int, ...]  # from the down/A weights' first dimension
     alphas: tuple[float, ...]  # from the .alpha tensors (Kohya naming only)
-    info: Any  # sdscripts.lora_metadata.TrainingInfo, or None without ss_* metadata
+    info: TrainingInfo | None  # None without ss_* metadata
     metadata: dict[str, str]
-    run_manifest: dict[str, Any] | None
+    run_manifest: RunManifest | None
     run_manifest_path: Path | None
     checks: tuple[HealthCheck, ...]
 
@@ -207,9 +214,9 @@ class InspectionRecord(Record, frozen=True):
     text_encoder_modules: int
     ranks: tuple[int, ...]
     alphas: tuple[float, ...]
-    training: dict[str, Any] | None  # the file's ss_* training metadata, as sdscripts reads it
+    training: TrainingInfo | None  # the file's ss_* training metadata, as sdscripts reads it
     metadata: dict[str, str]
-    run_manifest: dict[str, Any] | None  # the run.json beside the file, as written
+    run_manifest: RunManifest | None  # the run.json beside the file
     run_manifest_path: Path | None
     healthy: bool
     checks: tuple[HealthCheck, ...]
@@ -228,7 +235,7 @@ def inspection_record(i: LoraInspection) -> InspectionRecord:
         text_encoder_modules=i.text_encoder_modules,
         ranks=i.ranks,
         alphas=i.alphas,
-        training=i.info.to_json() if i.info is not None else None,
+        training=i.info,
         metadata=i.metadata,
         run_manifest=i.run_manifest,
         run_manifest_path=i.run_manifest_path,
@@ -268,7 +275,7 @@ def _ranks(header: Header, naming: str) -> tuple[int, ...]:
     return tuple(sorted({t.shape[0] for k, t in header.tensors.items() if k.endswith(down) and t.shape}))
 
 
-def _array(header: Header, name: str) -> Any:
+def _array(header: Header, name: str) -> NDArray[np.float32]:
     """One tensor as float32 numpy, read straight from its bytes (bf16 widened; numpy has none)."""
     import numpy as np
 
@@ -342,11 +349,11 @@ def _kohya_checks(header: Header) -> list[HealthCheck]:
     return [HealthCheck(c.name, c.ok, c.detail, informational=c.name.startswith("metadata")) for c in report.checks]
 
 
-def _run_manifest(path: Path) -> tuple[dict[str, Any] | None, Path | None]:
+def _run_manifest(path: Path) -> tuple[RunManifest | None, Path | None]:
     """Our run.json, when the file sits in a kohya-wrap run's output folder (RUN_DIR/output/x.safetensors)."""
     candidate = rundir.paths(path.resolve().parent.parent).run_json
     manifest = rundir.read_manifest(candidate)
-    return (to_builtins(manifest), candidate) if manifest is not None else (None, None)
+    return (manifest, candidate) if manifest is not None else (None, None)
 
 
 def inspect_lora(path: Path) -> LoraInspection:

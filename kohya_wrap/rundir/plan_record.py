@@ -408,7 +408,7 @@ def _relocated(subset: PlanSubset, planned_at: Path, run: Path) -> PlanSubset:
 def trained_to_the_end(plan: Plan) -> bool:
     """The trainer finished the plan: the final LoRA is in output/, complete, and holds the planned last
     step (`ss_steps`). Only the end of training writes that file (a step checkpoint has a suffix)."""
-    from kohya_wrap.safetensors_header import HeaderError, incomplete
+    from kohya_wrap.safetensors_header import HeaderError, incomplete, metadata_text
     from kohya_wrap.safetensors_header import read_header as read_safetensors_header
     from kohya_wrap.sdscripts.lora import training_step
 
@@ -420,5 +420,4 @@ def trained_to_the_end(plan: Plan) -> bool:
     except (OSError, HeaderError):
         return False
     # incomplete() above found its __metadata__ absent or a table of strings
-    meta: dict[str, str] = header.get("__metadata__") or {}
-    return training_step(meta) == plan.max_train_steps
+    return training_step(metadata_text(header)) == plan.max_train_steps

@@ -12,11 +12,11 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from kohya_wrap import codec
 from kohya_wrap.codec import Record
-from kohya_wrap.safetensors_header import header_bytes, incomplete
+from kohya_wrap.safetensors_header import Header, header_bytes, incomplete, metadata_text
 from kohya_wrap.safetensors_header import read_header as read_safetensors_header
 from kohya_wrap.score.collect import ScoreError
 from kohya_wrap.score.records import ScoreReport
@@ -59,7 +59,7 @@ class ExportResult(Record, frozen=True):
     comfyui: str = COMFYUI_FOLDER
 
 
-def read_header(path: Path) -> tuple[dict[str, Any], int]:
+def read_header(path: Path) -> tuple[Header, int]:
     """The header JSON of a safetensors file and the offset its tensor data starts at."""
     try:
         return read_safetensors_header(path)
@@ -70,7 +70,7 @@ def read_header(path: Path) -> tuple[dict[str, Any], int]:
 def write_with_metadata(source: Path, target: Path, extra: dict[str, str]) -> None:
     """Copy a safetensors file to target (which must not exist) with extra __metadata__ entries."""
     header, data_start = read_header(source)
-    metadata = dict(header.get("__metadata__") or {})
+    metadata = metadata_text(header)  # export_checkpoint chose a complete file: an object of strings
     metadata.update(extra)
     header = {"__metadata__": metadata, **{k: v for k, v in header.items() if k != "__metadata__"}}
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -8,13 +8,16 @@ that training moved off zero, and the ss_* metadata against what the plan asked 
 from __future__ import annotations
 
 import re
-import struct
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Protocol, cast
 
-from kohya_wrap.fsutil import load_json
-from kohya_wrap.safetensors_header import read_header
+from kohya_wrap import codec
+from kohya_wrap.safetensors_header import HeaderError, TensorEntry, metadata_text, read_header
+
+if TYPE_CHECKING:
+    import numpy as np
+    from numpy.typing import NDArray
 
 # networks/lora.py: LoRANetwork.LORA_PREFIX_UNET / LORA_PREFIX_TEXT_ENCODER, and for SDXL's two text
 # encoders LORA_PREFIX_TEXT_ENCODER1/2 ("lora_te1", "lora_te2"); each module name is prefix + "_" + path.
@@ -88,27 +91,38 @@ class LoraReport:
 
 
 def read_metadata(path: Path) -> dict[str, str]:
-    """The __metadata__ of a safetensors header (ValueError when the file is not a safetensors file)."""
+    """The __metadata__ of a safetensors header, {} when it is no object (ValueError when the file is not
+    a safetensors file). A value written as JSON rather than as a string is that JSON's text."""
     header, _ = read_header(path)
-    metadata = header.get("__metadata__")
-    return dict(metadata) if isinstance(metadata, dict) else {}
+    try:
+        return metadata_text(header)
+    except HeaderError:
+        return {}
 
 
-def _read_bf16(path: Path, key: str) -> Any:
+class _SafeOpen(Protocol):
+    """What is used of safetensors' safe_open handle (its stub types nothing)."""
+
+    def metadata(self) -> dict[str, str] | None: ...
+    def keys(self) -> list[str]: ...
+    def get_tensor(self, name: str) -> NDArray[np.generic]: ...
+
+
+def _read_bf16(path: Path, key: str) -> NDArray[np.float32]:
     """numpy has no bfloat16: widen the raw 16-bit words to float32 (bf16 is float32's top half)."""
     import numpy as np
 
+    header, data_start = read_header(path)
+    entry = codec.convert(header[key], TensorEntry, source=f"{path}: {key}")
+    begin, end = entry.data_offsets
     with open(path, "rb") as f:
-        size = struct.unpack("<Q", f.read(8))[0]
-        header = load_json(f.read(size))
-        begin, end = header[key]["data_offsets"]
-        f.seek(8 + size + begin)
+        f.seek(data_start + begin)
         words = np.frombuffer(f.read(end - begin), dtype="<u2")
-    return (words.astype(np.uint32) << 16).view(np.float32).reshape(header[key]["shape"])
+    return (words.astype(np.uint32) << 16).view(np.float32).reshape(entry.shape)
 
 
-def _tensor(handle: Any, path: Path, key: str) -> Any:
-    """A tensor as a float32 numpy array (handle: safetensors' safe_open, whose stub types nothing)."""
+def _tensor(handle: _SafeOpen, path: Path, key: str) -> NDArray[np.float32]:
+    """A tensor as a float32 numpy array."""
     import numpy as np
 
     try:
@@ -123,7 +137,7 @@ def verify_lora(path: Path, expect: Expectation) -> LoraReport:
     try:
         from safetensors import safe_open
 
-        handle: Any = safe_open(str(path), framework="numpy")  # type: ignore[no-untyped-call,unused-ignore]
+        handle = cast("_SafeOpen", safe_open(str(path), framework="numpy"))  # type: ignore[no-untyped-call,unused-ignore]
     except Exception as e:  # noqa: BLE001  any failure to open is the finding
         return LoraReport(str(path), (Check("opens", False, f"safetensors cannot open it: {e}"),))
     metadata = dict(handle.metadata() or {})
@@ -183,7 +197,7 @@ def _module_checks(keys: list[str], expect: Expectation) -> tuple[int, int, list
     return unet, te, checks
 
 
-def _value_checks(handle: Any, path: Path, keys: list[str]) -> list[Check]:
+def _value_checks(handle: _SafeOpen, path: Path, keys: list[str]) -> list[Check]:
     """Finite values everywhere, and up weights that training moved off zero."""
     import numpy as np
 

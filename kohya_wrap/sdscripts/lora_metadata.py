@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import TypeVar
 
-from kohya_wrap.fsutil import load_json
+from kohya_wrap import codec
+from kohya_wrap.codec import Record, RecordError, TomlValue
+
+T = TypeVar("T")
 
 _NONE = {"None", "none", "null", ""}
 
@@ -24,11 +26,13 @@ def _str(meta: Mapping[str, str], key: str) -> str | None:
 
 def _int(meta: Mapping[str, str], key: str) -> int | None:
     value = _str(meta, key)
+    if value is None:
+        return None
     try:
-        return int(value) if value is not None else None
+        return int(value)
     except ValueError:
         try:
-            f = float(value)  # type: ignore[arg-type]
+            f = float(value)
         except ValueError:
             return None
         return int(f) if f.is_integer() else None
@@ -42,32 +46,53 @@ def _float(meta: Mapping[str, str], key: str) -> float | None:
         return None
 
 
-def _json(meta: Mapping[str, str], key: str) -> Any:
+def _json(meta: Mapping[str, str], key: str, kind: type[T]) -> T | None:
+    """A metadata value that holds JSON, as its typed shape; None when it is absent or is not that shape
+    (a file from another tool, or edited: the value is left out, never guessed)."""
     value = _str(meta, key)
     if value is None:
         return None
     try:
-        return load_json(value)
-    except ValueError:
+        return codec.decode(value, kind, source=key)
+    except RecordError:
         return None
 
 
-@dataclass(frozen=True)
-class DatasetDir:
+class _DatasetMeta(Record, frozen=True):
+    """One dataset of ss_datasets (--dataset_config), as far as it is read here."""
+
+    resolution: tuple[int, int] | None = None
+    batch_size_per_device: int | None = None
+
+
+class _FolderMeta(Record, frozen=True):
+    """One folder of ss_dataset_dirs: its repeats and image count."""
+
+    n_repeats: int | None = None
+    img_count: int | None = None
+
+
+class DatasetDir(Record, frozen=True):
     name: str
     repeats: int | None
     images: int | None
 
 
-@dataclass(frozen=True)
-class TrainingInfo:
+class TagCount(Record, frozen=True):
+    tag: str
+    count: int
+
+
+class TrainingInfo(Record, frozen=True):
+    """What a LoRA file's metadata says about its training (`inspect --json` prints it as "training")."""
+
     title: str | None
     output_name: str | None
     architecture: str | None
     network_module: str | None
     network_dim: int | None
     network_alpha: float | None
-    network_args: dict[str, Any] | None
+    network_args: dict[str, TomlValue] | None
     base_model_name: str | None
     base_model_hash: str | None  # A1111's short hash
     base_model_sha256: str | None
@@ -89,21 +114,13 @@ class TrainingInfo:
     seed: int | None
     clip_skip: int | None
     dataset_dirs: tuple[DatasetDir, ...]
-    top_tags: tuple[tuple[str, int], ...]
+    top_tags: tuple[TagCount, ...]
     training_started_at: float | None  # unix time
     training_finished_at: float | None
     training_seconds: float | None
     sd_scripts_commit: str | None
     comment: str | None
     has_training_metadata: bool  # False: saved with --no_metadata, or not by sd-scripts
-
-    def to_json(self) -> dict[str, Any]:
-        from dataclasses import asdict
-
-        data = asdict(self)
-        data["dataset_dirs"] = [{"name": d.name, "repeats": d.repeats, "images": d.images} for d in self.dataset_dirs]
-        data["top_tags"] = [{"tag": t, "count": c} for t, c in self.top_tags]
-        return data
 
 
 def training_step(meta: Mapping[str, str]) -> int | None:
@@ -118,15 +135,10 @@ def _resolution(meta: Mapping[str, str]) -> str | None:
         if len(parts) == 2 and all(p.isdigit() for p in parts):
             return f"{parts[0]}x{parts[1]}"
         return value
-    datasets = _json(meta, "ss_datasets")  # --dataset_config: per dataset
-    if isinstance(datasets, list):
-        found = []
-        for d in datasets:
-            reso = d.get("resolution") if isinstance(d, dict) else None
-            if isinstance(reso, list) and len(reso) == 2:
-                found.append(f"{reso[0]}x{reso[1]}")
-        if found:
-            return ", ".join(dict.fromkeys(found))
+    datasets = _json(meta, "ss_datasets", list[_DatasetMeta]) or []  # --dataset_config: per dataset
+    found = [f"{d.resolution[0]}x{d.resolution[1]}" for d in datasets if d.resolution is not None]
+    if found:
+        return ", ".join(dict.fromkeys(found))
     return _str(meta, "modelspec.resolution")
 
 
@@ -134,45 +146,28 @@ def _batch_size(meta: Mapping[str, str]) -> int | None:
     total = _int(meta, "ss_total_batch_size")
     if total is not None:
         return total
-    datasets = _json(meta, "ss_datasets")
-    if isinstance(datasets, list) and datasets and isinstance(datasets[0], dict):
-        value = datasets[0].get("batch_size_per_device")
-        return value if isinstance(value, int) else None
-    return None
+    datasets = _json(meta, "ss_datasets", list[_DatasetMeta])
+    return datasets[0].batch_size_per_device if datasets else None
 
 
 def _dataset_dirs(meta: Mapping[str, str]) -> tuple[DatasetDir, ...]:
-    dirs = _json(meta, "ss_dataset_dirs")
-    if not isinstance(dirs, dict):
-        return ()
-    out = []
-    for name, info in dirs.items():
-        info = info if isinstance(info, dict) else {}
-        repeats, images = info.get("n_repeats"), info.get("img_count")
-        out.append(
-            DatasetDir(
-                str(name), repeats if isinstance(repeats, int) else None, images if isinstance(images, int) else None
-            )
-        )
-    return tuple(out)
+    dirs = _json(meta, "ss_dataset_dirs", dict[str, _FolderMeta]) or {}
+    return tuple(DatasetDir(name=name, repeats=d.n_repeats, images=d.img_count) for name, d in dirs.items())
 
 
-def top_tags(meta: Mapping[str, str], limit: int = 20) -> tuple[tuple[str, int], ...]:
+def top_tags(meta: Mapping[str, str], limit: int = 20) -> tuple[TagCount, ...]:
     """Caption tags over every dataset folder, most frequent first (A1111 shows the same)."""
-    frequency = _json(meta, "ss_tag_frequency")
+    frequency = _json(meta, "ss_tag_frequency", dict[str, dict[str, int]]) or {}
     counts: Counter[str] = Counter()
-    if isinstance(frequency, dict):
-        for tags in frequency.values():
-            if isinstance(tags, dict):
-                for tag, n in tags.items():
-                    if isinstance(n, int):
-                        counts[str(tag).strip()] += n
-    return tuple(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:limit])
+    for tags in frequency.values():
+        for tag, n in tags.items():
+            counts[tag.strip()] += n
+    ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:limit]
+    return tuple(TagCount(tag=tag, count=n) for tag, n in ranked)
 
 
 def interpret(meta: Mapping[str, str]) -> TrainingInfo:
     started, finished = _float(meta, "ss_training_started_at"), _float(meta, "ss_training_finished_at")
-    args = _json(meta, "ss_network_args")
     return TrainingInfo(
         title=_str(meta, "modelspec.title"),
         output_name=_str(meta, "ss_output_name"),
@@ -180,7 +175,7 @@ def interpret(meta: Mapping[str, str]) -> TrainingInfo:
         network_module=_str(meta, "ss_network_module"),
         network_dim=_int(meta, "ss_network_dim"),
         network_alpha=_float(meta, "ss_network_alpha"),
-        network_args=args if isinstance(args, dict) else None,
+        network_args=_network_args(meta),
         base_model_name=_str(meta, "ss_sd_model_name"),
         base_model_hash=_str(meta, "ss_sd_model_hash"),
         base_model_sha256=_str(meta, "ss_new_sd_model_hash"),
@@ -214,5 +209,10 @@ def interpret(meta: Mapping[str, str]) -> TrainingInfo:
 
 def conv_network(meta: Mapping[str, str]) -> bool:
     """networks.lora with conv_dim adds the ResNet convolutions: more U-Net modules than 192."""
-    args = _json(meta, "ss_network_args")
-    return isinstance(args, dict) and "conv_dim" in args
+    args = _network_args(meta)
+    return args is not None and "conv_dim" in args
+
+
+def _network_args(meta: Mapping[str, str]) -> dict[str, TomlValue] | None:
+    # sd-scripts writes the --network_args "key=value" pairs as a JSON object of strings
+    return _json(meta, "ss_network_args", dict[str, TomlValue])

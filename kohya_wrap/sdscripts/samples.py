@@ -12,7 +12,6 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from kohya_wrap.fsutil import load_json
 from kohya_wrap.sdscripts.tensorboard import validation_losses
 
 __all__ = [
@@ -126,23 +125,14 @@ def sample_step(name: SampleName, steps_per_epoch: int | None, max_train_steps: 
 
 def _saved_step(path: Path) -> int | None:
     """`ss_steps` of a LoRA file's metadata; None when the file is not a readable safetensors file."""
-    import struct
-
+    from kohya_wrap.safetensors_header import metadata_text, read_header
     from kohya_wrap.sdscripts.lora_metadata import training_step
 
     try:
-        with open(path, "rb") as f:
-            head = f.read(8)
-            if len(head) != 8:
-                return None
-            (size,) = struct.unpack("<Q", head)
-            if size > path.stat().st_size - 8:
-                return None
-            header = load_json(f.read(size))
-    except (OSError, ValueError):
+        header, _ = read_header(path)
+        return training_step(metadata_text(header))
+    except (OSError, ValueError):  # HeaderError is a ValueError
         return None
-    meta = header.get("__metadata__") if isinstance(header, dict) else None
-    return training_step(meta) if isinstance(meta, dict) else None
 
 
 def checkpoint_step(path: Path) -> int | None:

@@ -12,6 +12,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from kohya_wrap import codec
+from kohya_wrap.codec import Record, RecordError, TomlValue
 from kohya_wrap.safetensors_header import read_header
 
 # Single-file checkpoint prefixes, one per component.
@@ -125,6 +127,12 @@ def sd15_problem(keys: list[str] | set[str]) -> str | None:
     )
 
 
+class _UNetConfig(Record, frozen=True):
+    """unet/config.json of a diffusers folder, as far as it is read here."""
+
+    cross_attention_dim: TomlValue | None = None
+
+
 def diffusers_problem(folder: Path) -> str | None:
     """Why a diffusers folder is not an SD1.x model (unet/config.json cross_attention_dim), or None."""
     config = folder / "unet" / "config.json"
@@ -134,7 +142,10 @@ def diffusers_problem(folder: Path) -> str | None:
         return f"it has no {config.relative_to(folder)}"
     except (OSError, ValueError) as e:
         return f"{config.relative_to(folder)} cannot be read: {e}"
-    dim = doc.get("cross_attention_dim") if isinstance(doc, dict) else None
+    try:
+        dim = codec.convert(doc, _UNetConfig, source=str(config)).cross_attention_dim
+    except RecordError:  # not an object, or a table where a number belongs: no SD1.x dimension either way
+        dim = None
     if dim != DIFFUSERS_CROSS_ATTENTION_DIM:
         kind = {1024: " (SD 2.x)", 2048: " (SDXL)"}.get(dim, "") if isinstance(dim, int) else ""
         return f"its U-Net cross_attention_dim is {dim!r}{kind}, SD1.5's is {DIFFUSERS_CROSS_ATTENTION_DIM}"

@@ -39,7 +39,7 @@ IMAGE_COUNT = 6
 INSTALL_TRAIN = "pip install -e '.[train]'"
 # Modules the base model builder and the trainer import that the light install lacks.
 
-# Stage ids, in order; also the keys of SmokeResult.to_json()["stages"].
+# Stage ids, in order; also the keys of `smoke --json`'s "stages" (SmokeReport.stages).
 SETUP, BASE_MODEL, IMAGES, PREPARE, PLAN, TRAIN, VERIFY = (
     "setup",
     "base_model",

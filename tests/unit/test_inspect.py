@@ -110,7 +110,7 @@ def test_kohya_file_with_sd_scripts_metadata(tmp_path: Path) -> None:
     assert i.learning_rate == 0.0001 and i.unet_lr is None and i.text_encoder_lr is None
     assert i.optimizer == "torch.optim.adamw.AdamW" and i.lr_scheduler == "constant"
     assert [(d.name, d.repeats, d.images) for d in i.dataset_dirs] == [("10_ohwx man", 10, 4)]
-    assert i.top_tags[:2] == (("a photo of ohwx man", 4), ("stripes", 4))
+    assert [(t.tag, t.count) for t in i.top_tags[:2]] == [("a photo of ohwx man", 4), ("stripes", 4)]
     assert i.training_seconds == pytest.approx(1795598150.1595922 - 1795598093.5495768)
     assert i.clip_skip is None and i.seed == 42 and i.batch_size == 1
     assert r.run_manifest is None
@@ -322,7 +322,7 @@ def test_run_manifest_beside_output_folder(tmp_path: Path) -> None:
     (run_dir / "run.json").write_text(json.dumps({"outcome": "finished", "kohya_wrap_version": "0.1.0"}))
     r = inspect_lora(write_kohya(run_dir / "output" / "x.safetensors", a_cli_metadata()))
     assert r.run_manifest is not None
-    assert (r.run_manifest["outcome"], r.run_manifest["kohya_wrap_version"]) == ("finished", "0.1.0")
+    assert (r.run_manifest.outcome, r.run_manifest.kohya_wrap_version) == ("finished", "0.1.0")
     assert r.run_manifest_path == (run_dir / "run.json").resolve()
 
 
