@@ -170,6 +170,8 @@ def _encode_hook(value: Any) -> Any:
 def _decode_hook(kind: type[Any], value: Any) -> Any:
     if kind is Path and isinstance(value, str):
         return Path(value)
+    if kind is object:  # a field that holds any JSON value (a foreign tool's metadata): kept as it came
+        return value
     raise NotImplementedError(f"cannot read {kind!r} from {value!r}")
 
 

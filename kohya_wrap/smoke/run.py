@@ -37,7 +37,6 @@ TOKEN = "ohwx"
 CLASS_WORD = "man"
 IMAGE_COUNT = 6
 INSTALL_TRAIN = "pip install -e '.[train]'"
-# Modules the base model builder and the trainer import that the light install lacks.
 
 # Stage ids, in order; also the keys of `smoke --json`'s "stages" (SmokeReport.stages).
 SETUP, BASE_MODEL, IMAGES, PREPARE, PLAN, TRAIN, VERIFY = (
