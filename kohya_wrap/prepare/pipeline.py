@@ -175,6 +175,7 @@ def _prepare_locked(options: PrepareOptions, on_progress: Callable[[int, int], N
     # a staging folder without a manifest: a prepare of ours stopped after its swap; its img/ is ours to replace
     interrupted = old is None and (dataset_dir / STAGING_NAME).is_dir()
     _check_dataset_dir(dataset_dir, old, options.force or interrupted)
+    _check_same_source(dataset_dir, old, src_dir, options.force)
     parameters = _parameters(options, reg_dir)
     detector = faces.detector_name() if options.crop == "face" else None
     identity_model, identity_note = _identity_model(options)
@@ -699,6 +700,19 @@ def _check_words(options: PrepareOptions) -> None:
             f"--token {options.token!r} contains a space",
             "The token is one rare word (e.g. ohwx); put the rest in --class.",
         )
+
+
+def _check_same_source(dataset_dir: Path, old: manifest.PrepareManifest | None, src_dir: Path, force: bool) -> None:
+    """A dataset prepared from other photos is not replaced unasked: a run planned on it would train on
+    photos its plan never saw, and the other photos' crops would be gone."""
+    if old is None or force or os.path.realpath(old.source_dir) == os.path.realpath(src_dir):
+        return
+    raise DatasetError(
+        f"dataset folder {dataset_dir} was prepared from {old.source_dir}, not {src_dir}: "
+        "preparing it from other photos would replace its images",
+        "Choose a new -o/--output folder for these photos, or add --force to replace its img/ and reg/ "
+        "(they are moved aside, not deleted).",
+    )
 
 
 def _check_dataset_dir(dataset_dir: Path, old: manifest.PrepareManifest | None, force: bool) -> None:

@@ -131,3 +131,17 @@ def test_a_damaged_prepare_json_is_exit_1_for_plan_and_prepare(tmp_path, damage)
         scan_dataset(out)
     again = prepare(str(photos), "-o", str(out), *WORDS)
     assert again.exit_code == ExitCode.ERROR and "Traceback" not in again.output, again.output
+
+
+def test_a_dataset_prepared_from_other_photos_is_not_replaced_unasked(tmp_path):
+    first, other = make_photos(tmp_path / "first"), make_photos(tmp_path / "other", count=3, side=640)
+    out = tmp_path / "ds"
+    assert prepare(str(first), "-o", str(out), *WORDS).exit_code == 0
+    before = {p.name: p.read_bytes() for p in (out / "img").rglob("*.png")}
+    refused = prepare(str(other), "-o", str(out), *WORDS)
+    assert refused.exit_code == ExitCode.ERROR, refused.output
+    assert f"was prepared from {first}, not {other}" in refused.output and "--force" in refused.output
+    assert {p.name: p.read_bytes() for p in (out / "img").rglob("*.png")} == before  # nothing replaced
+    assert prepare(str(first), "-o", str(out), *WORDS).exit_code == 0  # the same photos again: reused
+    assert prepare(str(other), "-o", str(out), *WORDS, "--force").exit_code == 0
+    assert scan_dataset(out).subsets[0].images == 3
