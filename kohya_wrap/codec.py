@@ -36,8 +36,6 @@ T = TypeVar("T")
 TomlScalar = str | bool | int | float
 TomlValue = TomlScalar | list[TomlScalar]
 
-_NON_FINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
-
 
 class Record(msgspec.Struct, frozen=True, kw_only=True):
     """A record of one of kohya-wrap's files: frozen, typed, unknown fields ignored on read (a newer
