@@ -42,10 +42,6 @@ class Dataset:
         return tuple(s for s in self.subsets if not s.is_reg)
 
     @property
-    def reg_subsets(self) -> tuple[Subset, ...]:
-        return tuple(s for s in self.subsets if s.is_reg)
-
-    @property
     def train_images(self) -> int:
         return sum(s.images for s in self.train_subsets)
 

@@ -59,13 +59,9 @@ def _cascades() -> tuple[cv2.CascadeClassifier, cv2.CascadeClassifier]:
     return frontal, profile
 
 
-def detect_faces(image: Image.Image, source_scale: float = 1.0) -> list[Box]:
-    """Faces in `image`, largest first, as boxes in source pixels (image pixels x source_scale)."""
-    return detect(image, source_scale)[0]
-
-
 def detect(image: Image.Image, source_scale: float = 1.0) -> tuple[list[Box], bool]:
-    """detect_faces(), and whether the profile cascade found them (no frontal face was found): a side view."""
+    """Faces in `image`, largest first, as boxes in source pixels (image pixels x source_scale), and whether
+    the profile cascade found them (no frontal face was found): a side view."""
     import numpy as np
 
     frontal, profile = _cascades()

@@ -141,11 +141,6 @@ def match_distance_for(spread: float | None, judgement: Judgement = DEFAULT_JUDG
 # -- copies -----------------------------------------------------------------------------------------
 
 
-def masked_correlation(chips: Reals, masks: Mask, chip: Reals, mask: Mask) -> Floats:
-    """Pearson correlation of one chip with each row of chips, over the pixels both have (-1 if too few)."""
-    return correlate_rows(RowStack.of(chips, masks), chip, mask)
-
-
 @dataclass(frozen=True)
 class RowStack:
     """Rows of flattened chips with their masks, multiplied out once so that correlating one chip with all

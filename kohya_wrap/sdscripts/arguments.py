@@ -197,10 +197,6 @@ class Argument:
     dataset_key: str | None  # the dataset.toml key this argument is the fallback for
     security: tuple[str, ...]
 
-    @property
-    def is_flag(self) -> bool:
-        return self.kind == "bool"
-
 
 class ArgumentError(ValueError):
     """A key or value sd-scripts would not accept (or we do not let through). `key` names it."""

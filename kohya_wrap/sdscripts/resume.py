@@ -83,10 +83,6 @@ def resume_limit_warning(epochs: int, steps_per_epoch: int) -> str | None:
     )
 
 
-def final_state_name(output_name: str) -> str:
-    return f"{output_name}{STATE_SUFFIX}"
-
-
 def read_state(path: Path, known_steps: dict[str, int] | None = None) -> SavedState | None:
     """The state saved in path, or None when it is not a complete state folder."""
     if not all((path / name).is_file() for name in COMPLETE_STATE_FILES) or not any(path.glob(COMPLETE_STATE_LAST)):
