@@ -118,11 +118,17 @@ def _make(task: Task, data: bytes, sha: str) -> Outcome:
     output.save(buffer, "PNG", compress_level=PNG_COMPRESS_LEVEL)
     png = buffer.getvalue()
     atomic_write_bytes(Path(task.staged), png)
-    face_in_output = None
+    face_in_output: Box | None = None
     if face_box is not None:
         factor = task.size / side
-        face_in_output = tuple(round((v - box[i % 2]) * factor) for i, v in enumerate(face_box))
-    seen = identity.observe(output, face_in_output, profile_view) if task.identity else None  # type: ignore[arg-type]
+        left, top, right, bottom = face_box
+        face_in_output = (
+            round((left - box[0]) * factor),
+            round((top - box[1]) * factor),
+            round((right - box[0]) * factor),
+            round((bottom - box[1]) * factor),
+        )
+    seen = identity.observe(output, face_in_output, profile_view) if task.identity else None
     return Outcome(
         index=task.index,
         status="made",
@@ -134,7 +140,7 @@ def _make(task: Task, data: bytes, sha: str) -> Outcome:
         faces=face_count,
         output_sha256=sha256_bytes(png),
         phash=dhash(output),
-        sharpness=sharpness(output, face_in_output),  # type: ignore[arg-type]
+        sharpness=sharpness(output, face_in_output),
         frames=decoded.frames,
         identity=seen,
     )
