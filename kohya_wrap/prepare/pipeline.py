@@ -174,8 +174,7 @@ def _prepare_locked(options: PrepareOptions, on_progress: Callable[[int, int], N
     old = manifest.load(dataset_dir) if dataset_dir.is_dir() else None
     # a staging folder without a manifest: a prepare of ours stopped after its swap; its img/ is ours to replace
     interrupted = old is None and (dataset_dir / STAGING_NAME).is_dir()
-    _check_dataset_dir(dataset_dir, old, options.force or interrupted)
-    _check_same_source(dataset_dir, old, src_dir, options.force)
+    _check_dataset_dir(dataset_dir, old, src_dir, options.force or interrupted)
     parameters = _parameters(options, reg_dir)
     detector = faces.detector_name() if options.crop == "face" else None
     identity_model, identity_note = _identity_model(options)
@@ -702,10 +701,10 @@ def _check_words(options: PrepareOptions) -> None:
         )
 
 
-def _check_same_source(dataset_dir: Path, old: manifest.PrepareManifest | None, src_dir: Path, force: bool) -> None:
+def _check_same_source(dataset_dir: Path, old: manifest.PrepareManifest, src_dir: Path, force: bool) -> None:
     """A dataset prepared from other photos is not replaced unasked: a run planned on it would train on
     photos its plan never saw, and the other photos' crops would be gone."""
-    if old is None or force or os.path.realpath(old.source_dir) == os.path.realpath(src_dir):
+    if force or os.path.realpath(old.source_dir) == os.path.realpath(src_dir):
         return
     raise DatasetError(
         f"dataset folder {dataset_dir} was prepared from {old.source_dir}, not {src_dir}: "
@@ -715,8 +714,11 @@ def _check_same_source(dataset_dir: Path, old: manifest.PrepareManifest | None, 
     )
 
 
-def _check_dataset_dir(dataset_dir: Path, old: manifest.PrepareManifest | None, force: bool) -> None:
-    if old is not None or force or not dataset_dir.is_dir():
+def _check_dataset_dir(dataset_dir: Path, old: manifest.PrepareManifest | None, src_dir: Path, force: bool) -> None:
+    if old is not None:
+        _check_same_source(dataset_dir, old, src_dir, force)
+        return
+    if force or not dataset_dir.is_dir():
         return
     contents = [p.name for p in dataset_dir.iterdir() if p.name != STAGING_NAME]
     if contents:

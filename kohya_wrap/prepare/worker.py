@@ -88,6 +88,18 @@ def _skipped(task: Task, code: str, message: str, action: str, sha: str | None =
     )
 
 
+def _in_output(face_box: Box, crop_box: Box, factor: float) -> Box:
+    """The face box in the output image's pixels: the crop's corner moved to 0, scaled to the output size."""
+    left, top, right, bottom = face_box
+    x0, y0 = crop_box[0], crop_box[1]
+    return (
+        round((left - x0) * factor),
+        round((top - y0) * factor),
+        round((right - x0) * factor),
+        round((bottom - y0) * factor),
+    )
+
+
 def _make(task: Task, data: bytes, sha: str) -> Outcome:
     want = math.ceil(task.size * OVERSAMPLE)
     decoded = open_photo(data, min_short_side=want)
@@ -118,16 +130,7 @@ def _make(task: Task, data: bytes, sha: str) -> Outcome:
     output.save(buffer, "PNG", compress_level=PNG_COMPRESS_LEVEL)
     png = buffer.getvalue()
     atomic_write_bytes(Path(task.staged), png)
-    face_in_output: Box | None = None
-    if face_box is not None:
-        factor = task.size / side
-        left, top, right, bottom = face_box
-        face_in_output = (
-            round((left - box[0]) * factor),
-            round((top - box[1]) * factor),
-            round((right - box[0]) * factor),
-            round((bottom - box[1]) * factor),
-        )
+    face_in_output = _in_output(face_box, box, task.size / side) if face_box is not None else None
     seen = identity.observe(output, face_in_output, profile_view) if task.identity else None
     return Outcome(
         index=task.index,
