@@ -112,7 +112,10 @@ def load_toml_file(path: Path, kind: str) -> dict[str, Any]:
     for bad TOML, a nesting bomb, text that is not UTF-8, or a file that cannot be read. kind: "a preset"."""
     import stat
 
-    import tomllib
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
 
     try:
         # a FIFO or a device would block the read or never end: only a regular file is a TOML file

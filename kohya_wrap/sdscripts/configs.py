@@ -123,8 +123,6 @@ def relocate_dataset_toml(text: str, planned_at: Path, run_dir: Path) -> str | N
     """dataset.toml of a run directory planned at `planned_at` and now at `run_dir`: each subset's
     image_dir inside the old run directory (the dataset `run` prepares there) moved to the new one.
     None when nothing moves (the dataset lives elsewhere, or the text is not ours to read)."""
-    import tomllib
-
     try:
         doc = tomllib.loads(text)
     except (tomllib.TOMLDecodeError, RecursionError):
