@@ -25,7 +25,6 @@ if TYPE_CHECKING:
 class RunSummary:
     run_dir: Path
     plan: Plan
-    run: dict[str, object] | None  # run.json as written, for the report's table; None before train wrote it
     manifest: RunManifest | None
     created_at: str | None
     preset: str | None
@@ -78,7 +77,6 @@ def summarise(view: RunView) -> RunSummary:
     return RunSummary(
         run_dir=view.run_dir,
         plan=plan,
-        run=codec.to_builtins(manifest) if manifest is not None else None,
         manifest=manifest,
         created_at=plan.created_at,
         preset=plan.preset_name,

@@ -111,7 +111,7 @@ def test_unfinished_run_with_nan_and_lr(tmp_path: Path) -> None:
         ],
     )
     s = load_run(run_dir)
-    assert s.outcome == "unfinished" and s.final_loss == 0.4 and s.run is None
+    assert s.outcome == "unfinished" and s.final_loss == 0.4 and s.manifest is None
     page = render_report(s)
     assert polyline_points(page, "loss-line") == 2  # the NaN reading is not drawn, and is said so
     assert "1 readings were not finite" in page
