@@ -21,7 +21,7 @@ from kohya_wrap import rundir
 from kohya_wrap.codec import Record, RecordError
 from kohya_wrap.rundir import RunFold, SavedFile, format_duration
 from kohya_wrap.rundir.view import DEFAULT_STALE_AFTER_S, RunState, RunView, check_run_dir, load_plan
-from kohya_wrap.score import recommended_line, recommended_step
+from kohya_wrap.score import load_score, recommended_line, recommended_step
 from kohya_wrap.score.advice import Advice, advise
 from kohya_wrap.sdscripts.samples import validation_losses
 
@@ -282,7 +282,7 @@ def _messages(fold: RunFold) -> _Messages:
 
 def _scoring(view: RunView) -> _Scoring:
     """The score's recommendation, the held-out loss, the live scores and what to do next."""
-    scored = view.score
+    scored = load_score(view.run_dir)
     validation = _last_validation_loss(rundir.paths(view.run_dir).tensorboard_dir)
     return {
         "recommended_step": recommended_step(scored),

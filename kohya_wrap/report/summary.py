@@ -9,16 +9,14 @@ import math
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, TypedDict
+from typing import Literal, TypedDict
 
 from kohya_wrap import codec, rundir
 from kohya_wrap.errors import RunDirError
 from kohya_wrap.events import Outcome, read_events
 from kohya_wrap.rundir import LossPoint, Plan, RunFold, RunManifest
 from kohya_wrap.rundir.view import PLANNED, RunView
-
-if TYPE_CHECKING:
-    from kohya_wrap.score.records import ScoreReport
+from kohya_wrap.score.records import ScoreReport, load_score
 
 
 @dataclass(frozen=True)
@@ -96,7 +94,7 @@ def summarise(view: RunView) -> RunSummary:
         loss=tuple(fold.loss),
         warnings=tuple(fold.warnings),
         errors=tuple(fold.all_errors),
-        score=view.score,
+        score=load_score(view.run_dir),
     )
 
 

@@ -1,12 +1,12 @@
-"""One view of a run: its plan, run.json, the fold of its events, its lock and its score, loaded once.
+"""One view of a run: its plan, run.json, the fold of its events and its lock, loaded once.
 
 `status`, the report, the runs table, `train`'s result and the sweep's status all read a run through
 RunView, so they agree on what it is: how many steps it trains to (`total_steps`), where it stands
 (`state`), whether `train --resume` can continue it (`resumable`) and the command that does
 (`resume_command`). Each is defined here and nowhere else.
 
-RunView sits after `score` in the flow (it shows score.json's recommendation), so it is not part of
-`kohya_wrap.rundir`'s own names: import it from `kohya_wrap.rundir.view`.
+score.json is not part of the view: it belongs to `score`, which comes after train in the flow, and
+train builds its own result as a RunView. status and the report, which come after score, read it there.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field, replace
 from datetime import timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from kohya_wrap.codec import parse_time
 from kohya_wrap.errors import RunDirError
@@ -25,9 +25,6 @@ from kohya_wrap.rundir.layout import EVENTS_JSONL, PLAN_JSON, paths
 from kohya_wrap.rundir.lock import LockHolder, lock_holder
 from kohya_wrap.rundir.manifest import RunManifest, read_manifest
 from kohya_wrap.rundir.plan_record import Plan, read_plan, trained_to_the_end
-
-if TYPE_CHECKING:
-    from kohya_wrap.score.records import ScoreReport  # score.json's record; score comes after rundir in the flow
 
 RunState = Literal["planned", "running", "stalled", "finished", "interrupted", "failed"]
 PLANNED: RunState = "planned"
@@ -64,7 +61,6 @@ class RunView:
     holder: LockHolder | None = None  # who holds the run's lock now; None: nobody
     lock_file: bool = False  # the run has a lock file: running or stopped is read from the lock
     started: bool = False  # a training attempt began here (attempt_started)
-    score: ScoreReport | None = None
     seconds_since_event: float | None = None
     seconds_since_output: float | None = None  # train.log's age
     stale_after_s: float = DEFAULT_STALE_AFTER_S
@@ -108,7 +104,6 @@ class RunView:
             holder=lock_holder(plan.run_dir) if read_lock else None,
             lock_file=files.lock.exists(),
             started=attempt_started(plan),
-            score=read_score_doc(plan.run_dir),
             seconds_since_event=_since(fold.last_event_at, now),
             seconds_since_output=_age(files.train_log, now),
             stale_after_s=stale_after_s,
@@ -241,13 +236,6 @@ def extended_to_step(manifest: RunManifest | None) -> int | None:
     if manifest is None:
         return None
     return manifest.steps.extended_to
-
-
-def read_score_doc(run_dir: Path) -> ScoreReport | None:
-    """score.json, or None when the run was not scored: the view's one reader of it."""
-    from kohya_wrap.score import load_score  # score comes after rundir in the flow
-
-    return load_score(run_dir)
 
 
 def check_run_dir(run_dir: Path) -> Path:
