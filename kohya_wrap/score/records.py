@@ -20,7 +20,7 @@ from kohya_wrap.faceid import SAME_PERSON_DISTANCE
 SCORE_SCHEMA = 1
 LIKENESS_SCALE = 2 * SAME_PERSON_DISTANCE  # distance at which likeness reaches 0
 LIKENESS_FORMULA = f"clip(1 - median distance / {LIKENESS_SCALE:g}, 0, 1)"
-COPY_CORRELATION = 0.79  # mean band-pass correlation from which a sample copies a reference
+COPY_CORRELATION = 0.81  # mean band-pass correlation from which a sample copies a reference (bench/score_heldout.py)
 COPY_SHARE = 0.5  # a checkpoint copies when at least this share of its samples with a face do
 
 

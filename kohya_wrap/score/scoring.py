@@ -67,10 +67,14 @@ VARIETY_THUMB = 32
 # smears the chip's filled-in border), for the tight 64 px face and the wide 128 px view.
 TIGHT_BAND = (1.0, 3.0, 3)
 WIDE_BAND = (3.0, 8.0, 5)
-SHIFT_SEARCH_FROM = 0.55  # a mean correlation from which moved views are tried too
+SHIFT_SEARCH_FROM = 0.55  # a mean correlation from which moved and rescaled views are tried too
 SHIFT_SEARCH_REFS = 3  # for at most this many references (the most alike): a copy copies one photo
 TIGHT_SHIFTS = (-2, -1, 0, 1, 2)  # pixels, in the 64 px tight view
 WIDE_SHIFTS = (-4, -2, 0, 2, 4)  # pixels, in the 128 px wide view
+# A painted copy's landmarks sit a little off (ink lines and flattened shading move the eye corners
+# dlib's 5-point model finds), so its aligned views come out a few percent larger or smaller than the
+# photo's: a copy is the same picture at any of these scales (about the views' centre).
+COPY_SCALES = (0.92, 0.96, 1.04, 1.08)
 
 
 @dataclass(frozen=True)
@@ -209,13 +213,13 @@ class CopyView:
     wide_mask: Mask
 
     @staticmethod
-    def of(seen: Observation, *, mirror: bool = False) -> CopyView:
+    def of(seen: Observation, *, mirror: bool = False, scale: float = 1.0) -> CopyView:
         import numpy as np
 
         _, chip, mask = seen.face_arrays()
-        tight, tight_mask = band_pass(*_mirrored(chip, mask, mirror), TIGHT_BAND)
+        tight, tight_mask = band_pass(*_rescaled(*_mirrored(chip, mask, mirror), scale), TIGHT_BAND)
         if seen.wide is not None and seen.wide_mask is not None:
-            wide, wide_mask = band_pass(*_mirrored(seen.wide, seen.wide_mask, mirror), WIDE_BAND)
+            wide, wide_mask = band_pass(*_rescaled(*_mirrored(seen.wide, seen.wide_mask, mirror), scale), WIDE_BAND)
         else:
             wide, wide_mask = np.zeros((1, 1), np.float32), np.zeros((1, 1), bool)
         return CopyView(tight.ravel(), tight_mask.ravel(), wide.ravel(), wide_mask.ravel())
@@ -223,6 +227,22 @@ class CopyView:
 
 def _mirrored(grey: GreyImage, mask: Mask, mirror: bool) -> tuple[GreyImage, Mask]:
     return (grey[:, ::-1], mask[:, ::-1]) if mirror else (grey, mask)
+
+
+def _rescaled(grey: GreyImage, mask: Mask, scale: float) -> tuple[GreyImage, Mask]:
+    """The view enlarged (scale > 1) or shrunk about its centre; what comes from outside it is outside the mask."""
+    if scale == 1.0:
+        return grey, mask
+    import cv2
+    import numpy as np
+
+    side = grey.shape[1]
+    centre = (side - 1) / 2
+    warp = np.array([[scale, 0.0, centre * (1 - scale)], [0.0, scale, centre * (1 - scale)]], np.float32)
+    size = (side, grey.shape[0])
+    moved = cv2.warpAffine(np.ascontiguousarray(grey, np.float32), warp, size, flags=cv2.INTER_LINEAR)
+    inside = cv2.warpAffine(np.ascontiguousarray(mask, np.uint8), warp, size, flags=cv2.INTER_NEAREST)
+    return np.asarray(moved, np.float32), np.asarray(inside, bool)
 
 
 @dataclass(frozen=True)
@@ -259,29 +279,45 @@ class ReferenceSet:
         """Per reference: the mean of the tight and wide band-pass correlations (the one that exists when a
         view lacks the overlap), the better of the sample and its mirror image.
 
-        Where that mean is already high (SHIFT_SEARCH_FROM, the few most alike references), the sample's views are also tried moved by a
-        pixel or two (four in the wide view): a face cut by the frame or stretched gets its landmarks, and
-        so its aligned views, a little off, and a copy then correlates less than it is alike.
+        Where that mean is already high (SHIFT_SEARCH_FROM, the few most alike references), the sample's views
+        are also tried moved by a pixel or two (four in the wide view): a face cut by the frame, stretched or
+        painted gets its landmarks, and so its aligned views, a little off, and a copy then correlates less
+        than it is alike. A copy copies one photo, mirrored or not: the reference and side that match best
+        moved are also tried rescaled (COPY_SCALES), and moved again at each scale.
         """
         import numpy as np
 
         best = np.full(len(self.refs), -1.0)
         if self.tight is None or self.wide is None:
             return best
+        has_wide = False
+        closest: tuple[float, int, bool] | None = None  # the best moved mean, its reference, mirrored
         for mirror in (False, True):
             view = CopyView.of(seen, mirror=mirror)
             tight = correlate_rows(self.tight, view.tight, view.tight_mask)
             has_wide = self.wide.masks.shape[1] == view.wide.size
             wide = correlate_rows(self.wide, view.wide, view.wide_mask) if has_wide else np.full(len(self.refs), -1.0)
             both = _mean_of_views(tight, wide)
-            for i in np.argsort(-both)[:SHIFT_SEARCH_REFS]:
-                if both[i] < SHIFT_SEARCH_FROM:
-                    break
-                tight_i = _best_shift(self.tight, i, view.tight, view.tight_mask, TIGHT_SHIFTS)
-                wide_i = _best_shift(self.wide, i, view.wide, view.wide_mask, WIDE_SHIFTS) if has_wide else -1.0
-                both[i] = max(both[i], float(_mean_of_views(np.array([tight_i]), np.array([wide_i]))[0]))
+            for i in [int(i) for i in np.argsort(-both)[:SHIFT_SEARCH_REFS] if both[i] >= SHIFT_SEARCH_FROM]:
+                both[i] = max(both[i], self._moved_correlation(i, view, has_wide))
+                if closest is None or both[i] > closest[0]:
+                    closest = (float(both[i]), i, mirror)
             best = np.maximum(best, both)
+        if closest is not None:
+            _, i, mirror = closest
+            for scale in COPY_SCALES:
+                rescaled = CopyView.of(seen, mirror=mirror, scale=scale)
+                best[i] = max(best[i], self._moved_correlation(i, rescaled, has_wide))
         return best
+
+    def _moved_correlation(self, i: int, view: CopyView, has_wide: bool) -> float:
+        """Reference i's mean correlation with the view moved by each of the shifts, at the best shift per view."""
+        import numpy as np
+
+        assert self.tight is not None and self.wide is not None
+        tight = _best_shift(self.tight, i, view.tight, view.tight_mask, TIGHT_SHIFTS)
+        wide = _best_shift(self.wide, i, view.wide, view.wide_mask, WIDE_SHIFTS) if has_wide else -1.0
+        return float(_mean_of_views(np.array([tight]), np.array([wide]))[0])
 
 
 def _mean_of_views(tight: Floats, wide: Floats) -> Floats:
@@ -291,23 +327,35 @@ def _mean_of_views(tight: Floats, wide: Floats) -> Floats:
 
 
 def _best_shift(rows: RowStack, i: int, chip: Reals, mask: Mask, shifts: Sequence[int]) -> float:
-    """The highest correlation of row i with the flattened square chip moved by each (dx, dy) in shifts x shifts."""
+    """The highest correlation of row i with the flattened square chip moved by each (dx, dy) in shifts x shifts.
+
+    Each of the correlation's six sums, at every shift at once, is one cross-correlation of the chip (and its
+    mask) with row i padded by the largest shift: the same figures as correlate_rows on each moved chip.
+    """
+    import cv2
     import numpy as np
 
     side = int(round(math.sqrt(chip.size)))
-    image, inside = chip.reshape(side, side), mask.reshape(side, side)
-    one = RowStack(rows.masks[i : i + 1], rows.masked[i : i + 1], rows.masked_squares[i : i + 1])
-    best = -1.0
-    for dy in shifts:
-        for dx in shifts:
-            moved = np.roll(image, (dy, dx), (0, 1))
-            kept = np.roll(inside, (dy, dx), (0, 1)).copy()
-            kept[: max(dy, 0), :] = False
-            kept[side + min(dy, 0) :, :] = False
-            kept[:, : max(dx, 0)] = False
-            kept[:, side + min(dx, 0) :] = False
-            best = max(best, float(correlate_rows(one, moved.ravel(), kept.ravel())[0]))
-    return best
+    reach = max(abs(s) for s in shifts)
+
+    def square(row: Chips) -> Chips:
+        return np.pad(np.asarray(row, np.float32).reshape(side, side), reach)
+
+    def cross(padded: Chips, template: Chips) -> Floats:
+        return np.asarray(cv2.matchTemplate(padded, template, cv2.TM_CCORR), dtype=np.float64)
+
+    m = mask.reshape(side, side).astype(np.float32)
+    x = chip.reshape(side, side).astype(np.float32) * m
+    xx = x * chip.reshape(side, side).astype(np.float32)
+    ref_m, ref_y, ref_yy = square(rows.masks[i]), square(rows.masked[i]), square(rows.masked_squares[i])
+    count, sx, sxx = cross(ref_m, m), cross(ref_m, x), cross(ref_m, xx)
+    sy, syy, sxy = cross(ref_y, m), cross(ref_yy, m), cross(ref_y, x)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        var = (sxx - sx * sx / count) * (syy - sy * sy / count)
+        r = (sxy - sx * sy / count) / np.sqrt(var)
+    r = np.where((count >= MIN_OVERLAP * chip.size) & (var > 1e-6), r, -1.0)
+    at = [reach + s for s in shifts]
+    return float(np.max(r[np.ix_(at, at)]))
 
 
 def score_image(
