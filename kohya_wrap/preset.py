@@ -584,11 +584,11 @@ def _check(preset: Preset) -> list[PresetError]:
     out: list[PresetError] = []
     o = preset.settings
     if not o.min_steps <= o.target_steps <= o.max_steps:
-        where = preset.ours["target_steps"].file or preset.ours["min_steps"].file or preset.name
         out.append(
             PresetError(
-                f"{where}: [{OURS_TABLE}] needs min_steps <= target_steps <= max_steps, "
-                f"got {o.min_steps} <= {o.target_steps} <= {o.max_steps}"
+                f"{_steps_origin(preset)}: [{OURS_TABLE}] needs min_steps <= target_steps <= max_steps, "
+                f"got {o.min_steps} <= {o.target_steps} <= {o.max_steps}",
+                "set the other step counts to match, e.g. --set min_steps=N (or in the preset's [kohya_wrap] table)",
             )
         )
     problems = cross_checks({k: s.value for k, s in preset.values.items()}, packages=False)
@@ -602,6 +602,16 @@ def _check(preset: Preset) -> list[PresetError]:
         )
         out.append(PresetError(f"{where}: {problem.message}", problem.hint))
     return out
+
+
+def _steps_origin(preset: Preset) -> str:
+    """Where the conflicting step counts were set: the --set ones first (they changed what the preset had), else the
+    file of the first one a preset set."""
+    keys = ("target_steps", "min_steps", "max_steps")
+    given = [f"--set {k}={preset.ours[k].value}" for k in keys if preset.ours[k].source == "--set"]
+    if given:
+        return ", ".join(given)
+    return next((f for f in (preset.ours[k].file for k in keys) if f), f"preset {preset.name}")
 
 
 def warnings_of(preset: Preset, extra: Mapping[str, TomlValue] | None = None) -> list[str]:

@@ -263,6 +263,18 @@ def test_layout_mistakes(tmp_path):
         load_preset(str(ranges))
 
 
+def test_a_step_count_set_on_the_command_line_is_named_not_the_shipped_file_it_conflicts_with(tmp_path):
+    with pytest.raises(PresetError) as e:
+        load_preset("likeness-sd15", ["target_steps=100"])
+    assert e.value.message.startswith("--set target_steps=100: [kohya_wrap] needs min_steps <= target_steps")
+    assert "base.toml" not in e.value.message and "min_steps=" in (e.value.hint or "")
+    assert load_preset("likeness-sd15", ["target_steps=100", "min_steps=50"]).ours["target_steps"].value == 100
+    ranges = write(tmp_path, "range.toml", 'schema = 1\nextends = "smoke"\n[kohya_wrap]\ntarget_steps = 10\n')
+    with pytest.raises(PresetError) as e:
+        load_preset(str(ranges))
+    assert e.value.message.startswith(f"{ranges}: [kohya_wrap] needs")
+
+
 def test_conflicts_name_the_file_and_table(tmp_path):
     path = write(tmp_path, "c.toml", 'schema = 1\nextends = "likeness-sd15"\n[aug]\ncolor_aug = true\n')
     with pytest.raises(PresetError) as e:
