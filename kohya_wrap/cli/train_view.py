@@ -308,4 +308,5 @@ def _render_next_step(result: TrainResult, console: Console) -> None:
     if result.resume_command is not None:
         console.print(f"resume with: [bold]{escape(result.resume_command)}[/bold]", highlight=False)
     else:
-        console.print("no state was saved yet, so this run cannot be resumed; start it again.")
+        why = result.not_resumable or "no state was saved yet"
+        console.print(f"this run cannot be resumed ({escape(why)}); plan a new run (a new directory) to train again.")

@@ -131,6 +131,7 @@ class TrainResult:
     warnings: tuple[str, ...] = ()
     report_path: Path | None = None  # the report, when the on_saved hook wrote one
     stopped_early: StoppedEarly | None = None  # as run.json records it, when live scoring stopped the run
+    not_resumable: str | None = None  # why `train --resume` would refuse this stopped run (then no resume_command)
 
 
 @dataclass(frozen=True)
@@ -186,9 +187,12 @@ def check_run_dir(plan: Plan, files: RunPaths, resume: bool) -> tuple[SavedState
         )
     if not resume:
         if attempt_started(plan):
+            why = why_not_resumable(plan, files)
             raise RunDirError(
                 f"{plan.run_dir} already holds a training attempt (train.log / events.jsonl / output/).",
-                f"Continue it with `{resume_command(plan.run_dir)}`, or plan a new run.",
+                f"Continue it with `{resume_command(plan.run_dir)}`, or plan a new run."
+                if why is None
+                else f"It cannot be resumed ({why}): plan a new run (a new directory) to train again.",
             )
         return None, prior
     state = latest_state(plan.output_dir, plan.output_name, _known_state_steps(files.events))
@@ -212,6 +216,14 @@ def check_run_dir(plan: Plan, files: RunPaths, resume: bool) -> tuple[SavedState
             "one epoch so that their runs resume safely; this one has several (--repeats or max_train_epochs).",
         )
     return state, prior
+
+
+def why_not_resumable(plan: Plan, files: RunPaths) -> str | None:
+    """Why `train --resume` would refuse this stopped run (check_run_dir), or None when it would continue it."""
+    state = latest_state(plan.output_dir, plan.output_name, _known_state_steps(files.events))
+    if state is None:
+        return None if rundir.trained_to_the_end(plan) else "it stopped before its first save"
+    return None if state.is_final else resume_problem(state, plan.steps.steps_per_epoch or 0)
 
 
 def check_extension(plan: Plan, files: RunPaths, steps: int) -> tuple[Extension, RunManifest, list[str]]:
@@ -781,6 +793,7 @@ def _result(
     view = RunView.of(plan, fold, manifest=ending.manifest, read_lock=False)  # this process holds the lock
     last = latest_state(plan.output_dir, plan.output_name, _known_state_steps(files.events))
     checkpoint = fold.last_checkpoint
+    not_resumable = why_not_resumable(plan, files) if view.stopped else None
     return TrainResult(
         run_dir=plan.run_dir,
         outcome=ending.outcome,
@@ -795,7 +808,7 @@ def _result(
         mean_it_per_s=fold.mean_it_per_s,
         last_checkpoint=checkpoint.path if checkpoint else _latest_checkpoint(plan),
         last_state=last if view.resumable else None,
-        resume_command=view.resume_command,
+        resume_command=view.resume_command if not_resumable is None else None,
         resumed_from=str(state.path) if state else None,
         errors=tuple(fold.errors),
         tail=tuple(parser.recent_lines[-TAIL_LINES:]),
@@ -806,6 +819,7 @@ def _result(
         warnings=warnings,
         report_path=files.report_html if files.report_html.is_file() else None,
         stopped_early=_stopped_early(prepared, fold) if ending.outcome == "stopped_early" else None,
+        not_resumable=not_resumable,
     )
 
 
