@@ -331,6 +331,17 @@ def _our_typed(kind: str, value: object) -> TomlValue | None:
     return None
 
 
+def _unquote_hint(key: str, kind: str, value: object) -> str | None:
+    """For a TOML string that reads as the setting's type ("2000", "true"): write it without the quotes."""
+    if not isinstance(value, str) or kind in ("str", "str_list"):
+        return None
+    try:
+        typed = _our_typed(kind, _our_text(kind, value, ArgumentError(key, "")))
+    except ArgumentError:
+        return None
+    return None if typed is None else f"write it without quotes: {key} = {value.strip()}"
+
+
 def _our_text(kind: str, value: object, bad: ArgumentError) -> object:
     """A --set value of kohya-wrap's own as TOML reads it (a string as it is; one string is a list of one)."""
     text = str(value).strip()
@@ -351,7 +362,7 @@ def convert_ours(key: str, value: object, *, from_text: bool = False) -> TomlVal
         value = _our_text(spec.kind, value, bad)
     typed = _our_typed(spec.kind, value)
     if typed is None:
-        raise bad
+        raise ArgumentError(key, bad.message, _unquote_hint(key, spec.kind, value))
     if spec.choices is not None and typed not in spec.choices:
         raise ArgumentError(key, f"{key} = {typed!r} is not one of " + ", ".join(map(repr, spec.choices)))
     if isinstance(typed, (int, float)):

@@ -325,3 +325,21 @@ def test_a_toml_table_is_told_from_other_values_by_conversion():
 
     assert as_table({"network_dim": 8}) == {"network_dim": 8}
     assert [as_table(v) for v in (1, "x", [{"a": 1}], True, None)] == [None] * 5
+
+
+def test_a_quoted_number_or_boolean_is_refused_saying_to_drop_the_quotes(tmp_path):
+    body = 'schema = 1\nextends = "likeness-sd15"\n[training]\nmax_train_steps = "2000"\n'
+    with pytest.raises(PresetError) as e:
+        load_preset(str(write(tmp_path, "steps.toml", body)))
+    assert "max_train_steps must be an integer, got '2000'" in e.value.message
+    assert e.value.hint == "write it without quotes: max_train_steps = 2000"
+    body = 'schema = 1\nextends = "likeness-sd15"\n[kohya_wrap]\nstop_early = "false"\n'
+    with pytest.raises(PresetError) as e:
+        load_preset(str(write(tmp_path, "ours.toml", body)))
+    assert e.value.hint == "write it without quotes: stop_early = false"
+    body = 'schema = 1\nextends = "likeness-sd15"\n[network]\nnetwork_dim = "wide"\n'
+    with pytest.raises(PresetError) as e:
+        load_preset(str(write(tmp_path, "word.toml", body)))
+    assert "without quotes" not in (e.value.hint or "")
+    kept = write(tmp_path, "zero.toml", 'schema = 1\nextends = "likeness-sd15"\n[training]\nmax_grad_norm = 0.0\n')
+    assert load_preset(str(kept)).values["max_grad_norm"].value == 0.0  # a zero is a value, kept
