@@ -26,6 +26,28 @@ FC = TypeVar("FC", bound=CommandFunction)
 # checks they agree): the most repeats a dataset folder may name, preset.MAX_STEPS.
 MAX_REPEATS = 1_000_000
 
+
+class ExistingFolder(click.Path):
+    """A folder that must exist: one that does not, or a file in its place, is bad input (exit 1, naming the
+    argument and the path), as every command's own check of its folders says it, not bad usage (exit 2)."""
+
+    def __init__(self) -> None:
+        super().__init__(exists=True, file_okay=False, path_type=Path)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        try:
+            return super().convert(value, param, ctx)
+        except click.BadParameter:
+            from kohya_wrap.errors import KohyaWrapError
+
+            if isinstance(param, click.Option):
+                where = param.opts[0]
+            else:
+                where = param.human_readable_name if param is not None else "folder"
+            state = "is not a folder" if Path(value).exists() else "does not exist"
+            raise KohyaWrapError(f"{where} {value} {state}", "check the path; give an existing folder") from None
+
+
 sd_scripts_option = click.option(
     "--sd-scripts",
     "sd_scripts",
@@ -174,7 +196,7 @@ _PHOTO_OPTIONS: list[OptionDecorator] = [
     click.option(
         "--reg",
         "reg_dir",
-        type=click.Path(file_okay=False, exists=True, path_type=Path),
+        type=ExistingFolder(),
         default=None,
         help="Regularization photos of the class, prepared into the dataset's reg/.",
     ),

@@ -83,3 +83,32 @@ def test_the_constants_the_cli_keeps_to_stay_light_agree_with_their_stages():
     assert options.SKIP_KINDS == records.SKIP_KINDS
     assert options.DEFAULT_CAPTION == records.DEFAULT_CAPTION
     assert options.PREPARE_SIZES == tuple(str(size) for size in records.SIZES)
+
+
+def test_a_folder_that_does_not_exist_is_bad_input_exit_1_for_every_command(tmp_path):
+    """A mistyped folder is bad input (exit 1, naming the argument and the path), whichever command gets it."""
+    gone, a_file = tmp_path / "gone", tmp_path / "file.txt"
+    a_file.write_text("not a folder")
+    runner = CliRunner()
+    for args, words in (
+        (["train", "--resume", str(gone)], f"--resume {gone} does not exist"),
+        (["train", str(gone)], f"{gone} does not exist"),
+        (["train", "--extend", "10", str(gone)], f"--extend: {gone} does not exist"),
+        (
+            ["run", str(gone), "--token", "t", "--class", "c", "--preset", "smoke", "--base-model", "m"],
+            "does not exist",
+        ),
+        (
+            ["run", str(a_file), "--token", "t", "--class", "c", "--preset", "smoke", "--base-model", "m"],
+            "not a folder",
+        ),
+        (["score", str(gone)], f"RUN_DIR {gone} does not exist"),
+        (["export", str(gone), "-o", str(tmp_path / "x.safetensors")], f"RUN_DIR {gone} does not exist"),
+        (
+            ["prepare", str(tmp_path), "-o", str(tmp_path / "o"), "--token", "t", "--class", "c", "--reg", str(gone)],
+            "--reg",
+        ),
+    ):
+        result = runner.invoke(cli, args)
+        assert result.exit_code == 1, (args, result.output)
+        assert words in result.output and "Traceback" not in result.output, (args, result.output)
