@@ -53,6 +53,13 @@ class DatasetError(KohyaWrapError):
     """A source folder or a dataset folder cannot be used."""
 
 
+class DatasetGone(DatasetError):
+    """train: a dataset folder the plan names is no longer there; found before the trainer starts (which would
+    find no images)."""
+
+    exit_code = ExitCode.TRAIN_NO_DATA
+
+
 class ModelError(KohyaWrapError):
     """A base model or tokenizer cannot be found, read or downloaded."""
 

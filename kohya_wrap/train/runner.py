@@ -20,7 +20,7 @@ import msgspec
 
 from kohya_wrap import rundir
 from kohya_wrap.codec import utc_text
-from kohya_wrap.errors import ExitCode, KohyaWrapError, RunDirError, disk_error
+from kohya_wrap.errors import DatasetGone, ExitCode, KohyaWrapError, RunDirError, disk_error
 from kohya_wrap.events import (
     Checkpoint,
     Error,
@@ -350,6 +350,7 @@ def prepare_launch(
     start = _starting_point(plan, files, resume, extend)
     machine = resolve_machine(plan, sd_scripts=sd_scripts, gpu_info=gpu_info)
     _check_packages(plan)
+    _check_dataset(plan)
     model, tokenizer, base_path, notes = _models(plan, fetch_models)
     command = trainer_command(_command_request(plan, files, machine, start, model, tokenizer))
     notes = start.notes + notes
@@ -378,6 +379,16 @@ def prepare_launch(
         extension=start.extension,
         extend_dataset_toml=command.extend_dataset_toml,
     )
+
+
+def _check_dataset(plan: Plan) -> None:
+    """Every image folder the plan trains on is still there (the trainer would find no images, exit 12)."""
+    for subset in plan.subsets:
+        if not Path(subset.dir).is_dir():
+            raise DatasetGone(
+                f"dataset folder {subset.dir} (planned for this run) no longer exists",
+                "put the dataset back at that path, or plan the run again from where the dataset is now",
+            )
 
 
 @dataclass(frozen=True)

@@ -279,3 +279,18 @@ def test_a_stopped_run_that_cannot_resume_says_plan_a_new_run_everywhere(tmp_pat
     again = kohya_wrap("train", str(late))
     assert again.returncode == 1 and "--resume" not in again.stderr and "plan a new run" in again.stderr
     assert kohya_wrap("train", "--resume", str(late)).returncode == 1
+
+
+def test_a_dataset_folder_gone_since_the_plan_stops_train_before_launch(tmp_path):
+    photos = tmp_path / "dataset" / "img" / "1_ohwx man"
+    photos.mkdir(parents=True)
+    from PIL import Image
+
+    for i in range(2):
+        Image.new("RGB", (64, 64), (i * 90, 90, 140)).save(photos / f"{i:04d}.png")
+    run_dir = make_run_dir(tmp_path, photos=photos)
+    photos.rename(tmp_path / "moved")
+    done = kohya_wrap("train", str(run_dir))
+    assert done.returncode == ExitCode.TRAIN_NO_DATA == 12
+    assert f"dataset folder {photos} (planned for this run) no longer exists" in done.stderr
+    assert "Traceback" not in done.stderr and not (run_dir / "train.log").exists()
