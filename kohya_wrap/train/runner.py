@@ -350,14 +350,14 @@ def prepare_launch(
     start = _starting_point(plan, files, resume, extend)
     machine = resolve_machine(plan, sd_scripts=sd_scripts, gpu_info=gpu_info)
     _check_packages(plan)
-    _check_dataset(plan)
-    model, tokenizer, base_path, notes = _models(plan, fetch_models)
-    command = trainer_command(_command_request(plan, files, machine, start, model, tokenizer))
-    notes = start.notes + notes
-    if plan.planned_at is not None:
-        notes.append(f"{plan.run_dir} was planned at {plan.planned_at}; it trains here, into {plan.output_dir}")
     # check_run_dir returns no state for a resume only when the trainer finished without saving states
     record_only = resume and (start.state is None or start.state.is_final)
+    gone = None if record_only else _dataset_gone(plan, raise_it=fetch_models)  # a dry run only says it
+    model, tokenizer, base_path, notes = _models(plan, fetch_models)
+    command = trainer_command(_command_request(plan, files, machine, start, model, tokenizer))
+    notes = start.notes + ([gone] if gone else []) + notes
+    if plan.planned_at is not None:
+        notes.append(f"{plan.run_dir} was planned at {plan.planned_at}; it trains here, into {plan.output_dir}")
     if record_only:
         notes.append(
             f"the trainer finished already ({plan.lora_file.name}); train --resume records the run, trains nothing"
@@ -381,14 +381,18 @@ def prepare_launch(
     )
 
 
-def _check_dataset(plan: Plan) -> None:
-    """Every image folder the plan trains on is still there (the trainer would find no images, exit 12)."""
+def _dataset_gone(plan: Plan, *, raise_it: bool) -> str | None:
+    """An image folder the plan trains on that is no longer there (the trainer would find no images, exit 12):
+    raised, or (raise_it False: a dry run) said; None when every one is there."""
     for subset in plan.subsets:
         if not Path(subset.dir).is_dir():
-            raise DatasetGone(
-                f"dataset folder {subset.dir} (planned for this run) no longer exists",
-                "put the dataset back at that path, or plan the run again from where the dataset is now",
-            )
+            message = f"dataset folder {subset.dir} (planned for this run) no longer exists"
+            if raise_it:
+                raise DatasetGone(
+                    message, "put the dataset back at that path, or plan the run again from where the dataset is now"
+                )
+            return f"{message}: train would stop here"
+    return None
 
 
 @dataclass(frozen=True)

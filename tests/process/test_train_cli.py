@@ -294,3 +294,5 @@ def test_a_dataset_folder_gone_since_the_plan_stops_train_before_launch(tmp_path
     assert done.returncode == ExitCode.TRAIN_NO_DATA == 12
     assert f"dataset folder {photos} (planned for this run) no longer exists" in done.stderr
     assert "Traceback" not in done.stderr and not (run_dir / "train.log").exists()
+    dry = kohya_wrap("train", str(run_dir), "--dry-run")  # starts nothing: says it
+    assert dry.returncode == 0 and "train would stop here" in " ".join(dry.stdout.split())
