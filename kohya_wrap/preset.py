@@ -422,7 +422,9 @@ class PresetErrors(PresetError):
             lines = [f"{len(problems)} problems:"] + [
                 f"  - {p.message}" + (f" ({p.hint})" if p.hint else "") for p in problems
             ]
-            super().__init__("\n".join(lines), "fix each one; `kohya-wrap presets validate FILE` lists them all")
+            from_files = any(not p.message.startswith("--set ") for p in problems)
+            validate = "; `kohya-wrap presets validate FILE` lists them all" if from_files else ""
+            super().__init__("\n".join(lines), f"fix each one{validate}")
 
 
 def _layer(

@@ -343,3 +343,9 @@ def test_a_quoted_number_or_boolean_is_refused_saying_to_drop_the_quotes(tmp_pat
     assert "without quotes" not in (e.value.hint or "")
     kept = write(tmp_path, "zero.toml", 'schema = 1\nextends = "likeness-sd15"\n[training]\nmax_grad_norm = 0.0\n')
     assert load_preset(str(kept)).values["max_grad_norm"].value == 0.0  # a zero is a value, kept
+
+
+def test_several_bad_set_values_are_listed_without_pointing_at_a_preset_file():
+    with pytest.raises(PresetError) as e:
+        load_preset("likeness-sd15", ["network_dim=x", "netwrk_dim=4"])
+    assert e.value.message.startswith("2 problems:") and e.value.hint == "fix each one"
