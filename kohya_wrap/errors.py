@@ -89,9 +89,13 @@ _ACCESS_ERRNOS = {errno.EACCES: "permission denied", errno.EPERM: "the operation
 
 
 def disk_error(error: BaseException) -> DiskError | None:
-    """The DiskError an OSError stands for (full disk, quota, read-only file system, no permission), else None."""
+    """The DiskError an OSError stands for (full disk, quota, read-only file system, no permission, a path
+    through a file), else None."""
     if not isinstance(error, OSError):
         return None
+    through_a_file = _through_a_file(error)
+    if through_a_file is not None:
+        return through_a_file
     where = error.filename if error.filename is not None else "a file"
     if error.errno in _ACCESS_ERRNOS:
         return DiskError(
@@ -104,4 +108,21 @@ def disk_error(error: BaseException) -> DiskError | None:
         f"cannot write {where}: {_DISK_ERRNOS[error.errno]}",
         "free some space (or choose a writable folder) and run the command again; "
         "finished files are written whole or not at all, so nothing written before was lost",
+    )
+
+
+def _through_a_file(error: OSError) -> DiskError | None:
+    """A path given through a file (`-o notes.txt/out`): ENOTDIR, or mkdir's EEXIST where a folder was to be."""
+    if error.errno not in (errno.ENOTDIR, errno.EEXIST) or error.filename is None:
+        return None
+    from pathlib import Path
+
+    path = Path(str(error.filename))
+    blocking = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
+    if blocking is None or (error.errno == errno.EEXIST and blocking != path):
+        return None
+    where = f"{path}: it is" if blocking == path else f"{path}: {blocking} is"
+    return DiskError(
+        f"cannot write into {where} a file, not a folder",
+        "give a path whose folders are folders (or move that file away), and run the command again",
     )

@@ -112,3 +112,26 @@ def test_a_folder_that_does_not_exist_is_bad_input_exit_1_for_every_command(tmp_
         result = runner.invoke(cli, args)
         assert result.exit_code == 1, (args, result.output)
         assert words in result.output and "Traceback" not in result.output, (args, result.output)
+
+
+def test_an_output_path_through_a_file_is_exit_1_with_a_sentence(tmp_path):
+    """`-o notes.txt/out`: a path whose folder is a file is the user's to fix (exit 1), not a bug (exit 3)."""
+    from PIL import Image
+
+    from kohya_wrap.errors import ExitCode, disk_error
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.new("RGB", (600, 600), (120, 90, 60)).save(photos / "a.jpg")
+    notes = tmp_path / "notes.txt"
+    notes.write_text("a file")
+    result = CliRunner().invoke(cli, ["prepare", str(photos), "-o", str(notes / "ds"), "--token", "t", "--class", "c"])
+    said = " ".join(result.output.split())
+    assert result.exit_code == ExitCode.ERROR, result.output
+    assert f"{notes} is a file, not a folder" in said and "bug" not in said
+    try:
+        notes.mkdir(parents=True, exist_ok=True)  # mkdir's EEXIST on the file
+    except OSError as e:
+        problem = disk_error(e)
+        assert problem is not None and problem.message == f"cannot write into {notes}: it is a file, not a folder"
+    assert disk_error(FileExistsError(17, "File exists", str(tmp_path))) is None  # a folder: not this case
