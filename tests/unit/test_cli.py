@@ -135,3 +135,9 @@ def test_an_output_path_through_a_file_is_exit_1_with_a_sentence(tmp_path):
         problem = disk_error(e)
         assert problem is not None and problem.message == f"cannot write into {notes}: it is a file, not a folder"
     assert disk_error(FileExistsError(17, "File exists", str(tmp_path))) is None  # a folder: not this case
+
+
+def test_a_mistyped_command_gets_a_suggestion():
+    result = CliRunner().invoke(cli, ["trian", "runs/x"])
+    assert result.exit_code == 2 and "No such command 'trian'. Did you mean 'train'?" in result.output
+    assert "Did you mean" not in CliRunner().invoke(cli, ["zzz"]).output
