@@ -27,12 +27,12 @@ FC = TypeVar("FC", bound=CommandFunction)
 MAX_REPEATS = 1_000_000
 
 
-class ExistingFolder(click.Path):
-    """A folder that must exist: one that does not, or a file in its place, is bad input (exit 1, naming the
+class Folder(click.Path):
+    """A folder argument: a file in its place, or (exists=True) nothing there, is bad input (exit 1, naming the
     argument and the path), as every command's own check of its folders says it, not bad usage (exit 2)."""
 
-    def __init__(self) -> None:
-        super().__init__(exists=True, file_okay=False, path_type=Path)
+    def __init__(self, *, exists: bool = False, as_text: bool = False) -> None:
+        super().__init__(exists=exists, file_okay=False, path_type=None if as_text else Path)
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         try:
@@ -45,13 +45,14 @@ class ExistingFolder(click.Path):
             else:
                 where = param.human_readable_name if param is not None else "folder"
             state = "is not a folder" if Path(value).exists() else "does not exist"
-            raise KohyaWrapError(f"{where} {value} {state}", "check the path; give an existing folder") from None
+            wanted = "an existing folder" if self.exists else "a folder, not a file"
+            raise KohyaWrapError(f"{where} {value} {state}", f"check the path; give {wanted}") from None
 
 
 sd_scripts_option = click.option(
     "--sd-scripts",
     "sd_scripts",
-    type=click.Path(file_okay=False),
+    type=Folder(as_text=True),
     default=None,
     help="sd-scripts checkout to use (else $KOHYA_WRAP_SD_SCRIPTS, else the submodule third_party/sd-scripts).",
 )
@@ -85,7 +86,7 @@ tokenizer_option = click.option(
     "--tokenizer-cache-dir",
     "tokenizer_cache_dir",
     default=None,
-    type=click.Path(file_okay=False, path_type=Path),
+    type=Folder(),
     help="Folder holding the CLIP tokenizer (default: kohya-wrap's cache, filled by train).",
 )
 allow_nan_option = click.option(
@@ -196,7 +197,7 @@ _PHOTO_OPTIONS: list[OptionDecorator] = [
     click.option(
         "--reg",
         "reg_dir",
-        type=ExistingFolder(),
+        type=Folder(exists=True),
         default=None,
         help="Regularization photos of the class, prepared into the dataset's reg/.",
     ),

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from kohya_wrap.cli.options import ExistingFolder, json_option
+from kohya_wrap.cli.options import Folder, json_option
 
 if TYPE_CHECKING:
     from kohya_wrap.score.advice import Advice
@@ -19,7 +19,7 @@ def _fmt(value: object, digits: int = 2) -> str:
 
 
 @click.command()
-@click.argument("run_dir", required=False, type=ExistingFolder())
+@click.argument("run_dir", required=False, type=Folder(exists=True))
 @click.option(
     "--reference",
     "reference",
@@ -132,7 +132,7 @@ def _render_score(report: ScoreReport, advice: Advice, run_dir: Path | None) -> 
 
 
 @click.command()
-@click.argument("run_dir", type=ExistingFolder())
+@click.argument("run_dir", type=Folder(exists=True))
 @click.option("--step", type=click.IntRange(min=0), default=None, help="Export this step's checkpoint instead.")
 @click.option(
     "-o",

@@ -15,7 +15,7 @@ import click
 
 from kohya_wrap.cli.options import (
     CommandFunction,
-    ExistingFolder,
+    Folder,
     OptionDecorator,
     PhotoChoices,
     PlanChoices,
@@ -51,14 +51,14 @@ _COMMON: list[OptionDecorator] = [
         "-o",
         "--output",
         "run_dir",
-        type=click.Path(file_okay=False, path_type=Path),
+        type=Folder(),
         default=None,
         help="The run directory to make (as for `plan`); default RUNS_DIR/<date>-<time>-<name>.",
     ),
     click.option(
         "--runs-dir",
         "runs_dir",
-        type=click.Path(file_okay=False, path_type=Path),
+        type=Folder(),
         default=Path("runs"),
         show_default=True,
         help="Where a run directory is made when -o is not given.",
@@ -104,11 +104,11 @@ def _new_run_dir(runs_dir: Path, label: str) -> Path:
 
 
 @click.command()
-@click.argument("dataset_dir", required=False, type=click.Path(file_okay=False, path_type=Path))
+@click.argument("dataset_dir", required=False, type=Folder())
 @click.option(
     "--resume",
     "resume_dir",
-    type=ExistingFolder(),
+    type=Folder(exists=True),
     default=None,
     help="Continue the stopped run in this run directory from its last saved state.",
 )
@@ -201,7 +201,7 @@ def _planned_run(
 
 
 @click.command()
-@click.argument("src_photos", type=ExistingFolder())
+@click.argument("src_photos", type=Folder(exists=True))
 @run_photo_options
 @click.option("--strict", is_flag=True, help="Stop before training when prepare finds anything to warn about.")
 @_common

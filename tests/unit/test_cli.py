@@ -86,7 +86,8 @@ def test_the_constants_the_cli_keeps_to_stay_light_agree_with_their_stages():
 
 
 def test_a_folder_that_does_not_exist_is_bad_input_exit_1_for_every_command(tmp_path):
-    """A mistyped folder is bad input (exit 1, naming the argument and the path), whichever command gets it."""
+    """A mistyped folder, or a file where a folder goes, is bad input (exit 1, naming the argument and the path),
+    whichever command gets it."""
     gone, a_file = tmp_path / "gone", tmp_path / "file.txt"
     a_file.write_text("not a folder")
     runner = CliRunner()
@@ -108,6 +109,9 @@ def test_a_folder_that_does_not_exist_is_bad_input_exit_1_for_every_command(tmp_
             ["prepare", str(tmp_path), "-o", str(tmp_path / "o"), "--token", "t", "--class", "c", "--reg", str(gone)],
             "--reg",
         ),
+        (["prepare", str(tmp_path), "-o", str(a_file), "--token", "t", "--class", "c"], f"-o {a_file} is not a folder"),
+        (["plan", str(a_file), "--preset", "smoke", "--base-model", "m", "-o", str(gone)], "DATASET_DIR"),
+        (["doctor", "--sd-scripts", str(a_file)], f"--sd-scripts {a_file} is not a folder"),
     ):
         result = runner.invoke(cli, args)
         assert result.exit_code == 1, (args, result.output)
