@@ -89,13 +89,9 @@ _ACCESS_ERRNOS = {errno.EACCES: "permission denied", errno.EPERM: "the operation
 
 
 def disk_error(error: BaseException) -> DiskError | None:
-    """The DiskError an OSError stands for (full disk, quota, read-only file system, no permission, a path
-    through a file), else None."""
+    """The DiskError an OSError stands for (full disk, quota, read-only file system, no permission), else None."""
     if not isinstance(error, OSError):
         return None
-    through_a_file = _through_a_file(error)
-    if through_a_file is not None:
-        return through_a_file
     where = error.filename if error.filename is not None else "a file"
     if error.errno in _ACCESS_ERRNOS:
         return DiskError(
@@ -111,9 +107,10 @@ def disk_error(error: BaseException) -> DiskError | None:
     )
 
 
-def _through_a_file(error: OSError) -> DiskError | None:
-    """A path given through a file (`-o notes.txt/out`): ENOTDIR, or mkdir's EEXIST where a folder was to be."""
-    if error.errno not in (errno.ENOTDIR, errno.EEXIST) or error.filename is None:
+def path_through_a_file(error: BaseException) -> DiskError | None:
+    """A path given through a file (`-o notes.txt/out`): ENOTDIR, or mkdir's EEXIST where a folder was to be;
+    else None (the CLI's last resort before calling an OSError a bug: fsutil's writes say it themselves)."""
+    if not isinstance(error, OSError) or error.errno not in (errno.ENOTDIR, errno.EEXIST) or error.filename is None:
         return None
     from pathlib import Path
 

@@ -84,9 +84,9 @@ class LazyGroup(click.Group):
             raise
         except OSError as e:
             from kohya_wrap.cli.output import print_error, report_unexpected
-            from kohya_wrap.errors import disk_error
+            from kohya_wrap.errors import disk_error, path_through_a_file
 
-            problem = disk_error(e)
+            problem = disk_error(e) or path_through_a_file(e)
             if problem is None:
                 report_unexpected(e)
                 ctx.exit(ExitCode.UNEXPECTED)

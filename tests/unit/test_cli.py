@@ -122,7 +122,7 @@ def test_an_output_path_through_a_file_is_exit_1_with_a_sentence(tmp_path):
     """`-o notes.txt/out`: a path whose folder is a file is the user's to fix (exit 1), not a bug (exit 3)."""
     from PIL import Image
 
-    from kohya_wrap.errors import ExitCode, disk_error
+    from kohya_wrap.errors import ExitCode, path_through_a_file
 
     photos = tmp_path / "photos"
     photos.mkdir()
@@ -136,9 +136,9 @@ def test_an_output_path_through_a_file_is_exit_1_with_a_sentence(tmp_path):
     try:
         notes.mkdir(parents=True, exist_ok=True)  # mkdir's EEXIST on the file
     except OSError as e:
-        problem = disk_error(e)
+        problem = path_through_a_file(e)
         assert problem is not None and problem.message == f"cannot write into {notes}: it is a file, not a folder"
-    assert disk_error(FileExistsError(17, "File exists", str(tmp_path))) is None  # a folder: not this case
+    assert path_through_a_file(FileExistsError(17, "File exists", str(tmp_path))) is None  # a folder: not this case
 
 
 def test_a_mistyped_command_gets_a_suggestion():
