@@ -53,6 +53,13 @@ class DatasetError(KohyaWrapError):
     """A source folder or a dataset folder cannot be used."""
 
 
+class DatasetGone(DatasetError):
+    """train: a dataset folder the plan names is no longer there; found before the trainer starts (which would
+    find no images)."""
+
+    exit_code = ExitCode.TRAIN_NO_DATA
+
+
 class ModelError(KohyaWrapError):
     """A base model or tokenizer cannot be found, read or downloaded."""
 
@@ -97,4 +104,22 @@ def disk_error(error: BaseException) -> DiskError | None:
         f"cannot write {where}: {_DISK_ERRNOS[error.errno]}",
         "free some space (or choose a writable folder) and run the command again; "
         "finished files are written whole or not at all, so nothing written before was lost",
+    )
+
+
+def path_through_a_file(error: BaseException) -> DiskError | None:
+    """A path given through a file (`-o notes.txt/out`): ENOTDIR, or mkdir's EEXIST where a folder was to be;
+    else None (the CLI's last resort before calling an OSError a bug: fsutil's writes say it themselves)."""
+    if not isinstance(error, OSError) or error.errno not in (errno.ENOTDIR, errno.EEXIST) or error.filename is None:
+        return None
+    from pathlib import Path
+
+    path = Path(str(error.filename))
+    blocking = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
+    if blocking is None or (error.errno == errno.EEXIST and blocking != path):
+        return None
+    where = f"{path}: it is" if blocking == path else f"{path}: {blocking} is"
+    return DiskError(
+        f"cannot write into {where} a file, not a folder",
+        "give a path whose folders are folders (or move that file away), and run the command again",
     )

@@ -303,6 +303,9 @@ def score_finished_run(run_dir: Path, stages: Stages) -> tuple[ScoreReport | Non
             report = score_run(run_dir)
     except PipelineFailed as failed:
         return None, f"not scored: {failed.failure.message}"
+    except KeyboardInterrupt:
+        # Ctrl-C after the trainer finished: the run is finished and recorded; only its scoring stops
+        return None, "not scored: interrupted (run `kohya-wrap score RUN_DIR` to score it)"
     except Exception as e:  # noqa: BLE001  a finished, verified run never fails because of its score
         return None, f"not scored: {type(e).__name__}: {e} (run `kohya-wrap score RUN_DIR` to see it again)"
     from kohya_wrap.score.advice import advise

@@ -331,6 +331,17 @@ def _our_typed(kind: str, value: object) -> TomlValue | None:
     return None
 
 
+def _unquote_hint(key: str, kind: str, value: object) -> str | None:
+    """For a TOML string that reads as the setting's type ("2000", "true"): write it without the quotes."""
+    if not isinstance(value, str) or kind in ("str", "str_list"):
+        return None
+    try:
+        typed = _our_typed(kind, _our_text(kind, value, ArgumentError(key, "")))
+    except ArgumentError:
+        return None
+    return None if typed is None else f"write it without quotes: {key} = {value.strip()}"
+
+
 def _our_text(kind: str, value: object, bad: ArgumentError) -> object:
     """A --set value of kohya-wrap's own as TOML reads it (a string as it is; one string is a list of one)."""
     text = str(value).strip()
@@ -351,7 +362,7 @@ def convert_ours(key: str, value: object, *, from_text: bool = False) -> TomlVal
         value = _our_text(spec.kind, value, bad)
     typed = _our_typed(spec.kind, value)
     if typed is None:
-        raise bad
+        raise ArgumentError(key, bad.message, _unquote_hint(key, spec.kind, value))
     if spec.choices is not None and typed not in spec.choices:
         raise ArgumentError(key, f"{key} = {typed!r} is not one of " + ", ".join(map(repr, spec.choices)))
     if isinstance(typed, (int, float)):
@@ -411,7 +422,9 @@ class PresetErrors(PresetError):
             lines = [f"{len(problems)} problems:"] + [
                 f"  - {p.message}" + (f" ({p.hint})" if p.hint else "") for p in problems
             ]
-            super().__init__("\n".join(lines), "fix each one; `kohya-wrap presets validate FILE` lists them all")
+            from_files = any(not p.message.startswith("--set ") for p in problems)
+            validate = "; `kohya-wrap presets validate FILE` lists them all" if from_files else ""
+            super().__init__("\n".join(lines), f"fix each one{validate}")
 
 
 def _layer(
@@ -584,11 +597,11 @@ def _check(preset: Preset) -> list[PresetError]:
     out: list[PresetError] = []
     o = preset.settings
     if not o.min_steps <= o.target_steps <= o.max_steps:
-        where = preset.ours["target_steps"].file or preset.ours["min_steps"].file or preset.name
         out.append(
             PresetError(
-                f"{where}: [{OURS_TABLE}] needs min_steps <= target_steps <= max_steps, "
-                f"got {o.min_steps} <= {o.target_steps} <= {o.max_steps}"
+                f"{_steps_origin(preset)}: [{OURS_TABLE}] needs min_steps <= target_steps <= max_steps, "
+                f"got {o.min_steps} <= {o.target_steps} <= {o.max_steps}",
+                "set the other step counts to match, e.g. --set min_steps=N (or in the preset's [kohya_wrap] table)",
             )
         )
     problems = cross_checks({k: s.value for k, s in preset.values.items()}, packages=False)
@@ -602,6 +615,16 @@ def _check(preset: Preset) -> list[PresetError]:
         )
         out.append(PresetError(f"{where}: {problem.message}", problem.hint))
     return out
+
+
+def _steps_origin(preset: Preset) -> str:
+    """Where the conflicting step counts were set: the --set ones first (they changed what the preset had), else the
+    file of the first one a preset set."""
+    keys = ("target_steps", "min_steps", "max_steps")
+    given = [f"--set {k}={preset.ours[k].value}" for k in keys if preset.ours[k].source == "--set"]
+    if given:
+        return ", ".join(given)
+    return next((f for f in (preset.ours[k].file for k in keys) if f), f"preset {preset.name}")
 
 
 def warnings_of(preset: Preset, extra: Mapping[str, TomlValue] | None = None) -> list[str]:

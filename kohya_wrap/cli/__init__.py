@@ -40,6 +40,18 @@ class LazyGroup(click.Group):
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         return self._load(cmd_name)
 
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        # click suggests from the commands a group holds, and this one holds none until they load
+        name = args[0] if args else ""
+        if name and not name.startswith("-") and name not in COMMANDS and not ctx.resilient_parsing:
+            import difflib
+
+            close = difflib.get_close_matches(name, self.list_commands(ctx), n=1)
+            ctx.fail(f"No such command {name!r}." + (f" Did you mean {close[0]!r}?" if close else ""))
+        return super().resolve_command(ctx, args)
+
     @staticmethod
     def _load(name: str) -> click.Command | None:
         target = COMMANDS.get(name)
@@ -72,9 +84,9 @@ class LazyGroup(click.Group):
             raise
         except OSError as e:
             from kohya_wrap.cli.output import print_error, report_unexpected
-            from kohya_wrap.errors import disk_error
+            from kohya_wrap.errors import disk_error, path_through_a_file
 
-            problem = disk_error(e)
+            problem = disk_error(e) or path_through_a_file(e)
             if problem is None:
                 report_unexpected(e)
                 ctx.exit(ExitCode.UNEXPECTED)

@@ -5,7 +5,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from kohya_wrap.cli.options import json_option, sd_scripts_option
+from kohya_wrap.cli.options import Folder, json_option, sd_scripts_option
 from kohya_wrap.errors import ExitCode
 
 if TYPE_CHECKING:
@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 @sd_scripts_option
 @click.option(
     "--runs-dir",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=Folder(),
     default=Path("runs"),
     show_default=True,
     help="Where runs will go (for the free-disk check).",

@@ -26,10 +26,33 @@ FC = TypeVar("FC", bound=CommandFunction)
 # checks they agree): the most repeats a dataset folder may name, preset.MAX_STEPS.
 MAX_REPEATS = 1_000_000
 
+
+class Folder(click.Path):
+    """A folder argument: a file in its place, or (exists=True) nothing there, is bad input (exit 1, naming the
+    argument and the path), as every command's own check of its folders says it, not bad usage (exit 2)."""
+
+    def __init__(self, *, exists: bool = False, as_text: bool = False) -> None:
+        super().__init__(exists=exists, file_okay=False, path_type=None if as_text else Path)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        try:
+            return super().convert(value, param, ctx)
+        except click.BadParameter:
+            from kohya_wrap.errors import KohyaWrapError
+
+            if isinstance(param, click.Option):
+                where = param.opts[0]
+            else:
+                where = param.human_readable_name if param is not None else "folder"
+            state = "is not a folder" if Path(value).exists() else "does not exist"
+            wanted = "an existing folder" if self.exists else "a folder, not a file"
+            raise KohyaWrapError(f"{where} {value} {state}", f"check the path; give {wanted}") from None
+
+
 sd_scripts_option = click.option(
     "--sd-scripts",
     "sd_scripts",
-    type=click.Path(file_okay=False),
+    type=Folder(as_text=True),
     default=None,
     help="sd-scripts checkout to use (else $KOHYA_WRAP_SD_SCRIPTS, else the submodule third_party/sd-scripts).",
 )
@@ -63,7 +86,7 @@ tokenizer_option = click.option(
     "--tokenizer-cache-dir",
     "tokenizer_cache_dir",
     default=None,
-    type=click.Path(file_okay=False, path_type=Path),
+    type=Folder(),
     help="Folder holding the CLIP tokenizer (default: kohya-wrap's cache, filled by train).",
 )
 allow_nan_option = click.option(
@@ -174,7 +197,7 @@ _PHOTO_OPTIONS: list[OptionDecorator] = [
     click.option(
         "--reg",
         "reg_dir",
-        type=click.Path(file_okay=False, exists=True, path_type=Path),
+        type=Folder(exists=True),
         default=None,
         help="Regularization photos of the class, prepared into the dataset's reg/.",
     ),

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import click
 
 from kohya_wrap.cli.options import (
+    Folder,
     allow_pickle_option,
     base_model_option,
     json_option,
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
 
 
 @click.command()
-@click.argument("dataset_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("dataset_dir", type=Folder())
 @preset_option(required=True)
 @base_model_option(required=True)
 @click.option(
@@ -32,7 +33,7 @@ if TYPE_CHECKING:
     "--output",
     "run_dir",
     required=True,
-    type=click.Path(file_okay=False, path_type=Path),
+    type=Folder(),
     help="The run directory to write (a new one; a finished run is never overwritten).",
 )
 @set_option

@@ -5,7 +5,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from kohya_wrap.cli.options import PhotoChoices, json_option, photo_options
+from kohya_wrap.cli.options import Folder, PhotoChoices, json_option, photo_options
 from kohya_wrap.errors import ExitCode
 
 if TYPE_CHECKING:
@@ -18,13 +18,13 @@ ROWS_PER_KIND = 5
 
 
 @click.command()
-@click.argument("src_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("src_dir", type=Folder())
 @click.option(
     "-o",
     "--output",
     "dataset_dir",
     required=True,
-    type=click.Path(file_okay=False, path_type=Path),
+    type=Folder(),
     help="Dataset folder to write (img/, reg/, prepare.json).",
 )
 @photo_options

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from kohya_wrap.cli.options import json_option
+from kohya_wrap.cli.options import Folder, json_option
 
 
 @click.group()
@@ -167,7 +167,7 @@ def validate(file: Path, as_json: bool) -> None:
 
 
 @presets.command()
-@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("run_dir", type=Folder())
 @click.option(
     "-o",
     "--output",

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from kohya_wrap.cli.options import json_option, sd_scripts_option
+from kohya_wrap.cli.options import Folder, json_option, sd_scripts_option
 from kohya_wrap.errors import ExitCode
 from kohya_wrap.sdscripts.gen_command import SAMPLERS
 
@@ -80,13 +80,13 @@ def report(run_dir: Path, out: Path | None) -> None:
 )
 @click.option(
     "--tokenizer-cache-dir",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=Folder(),
     default=None,
     help="Offline CLIP tokenizer folder (default: the run's).",
 )
 @click.option(
     "--out-dir",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=Folder(),
     default=None,
     help="Where sessions go (default: RUN_DIR/samples).",
 )

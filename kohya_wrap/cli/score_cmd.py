@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from kohya_wrap.cli.options import json_option
+from kohya_wrap.cli.options import Folder, json_option
 
 if TYPE_CHECKING:
     from kohya_wrap.score.advice import Advice
@@ -19,7 +19,7 @@ def _fmt(value: object, digits: int = 2) -> str:
 
 
 @click.command()
-@click.argument("run_dir", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("run_dir", required=False, type=Folder(exists=True))
 @click.option(
     "--reference",
     "reference",
@@ -54,6 +54,7 @@ def score(run_dir: Path | None, reference: Path | None, samples: Path | None, no
         raise click.UsageError("give RUN_DIR or --samples, not both")
     progress = None if as_json else (lambda line: err_console().print(f"[dim]{line}[/dim]"))
     if run_dir is not None:
+        _refuse_a_run_in_use(run_dir)
         report = score_mod.score_run(run_dir, reference_dir=reference, use_cache=not no_cache, progress=progress)
     else:
         assert reference is not None and samples is not None
@@ -68,6 +69,18 @@ def score(run_dir: Path | None, reference: Path | None, samples: Path | None, no
         print_json({**to_builtins(report), "advice": to_builtins(advice)})
         return
     _render_score(report, advice, run_dir)
+
+
+def _refuse_a_run_in_use(run_dir: Path) -> None:
+    """score writes score.json: not while train holds the run (its live scoring writes that file as it goes)."""
+    from kohya_wrap import rundir
+
+    holder = rundir.lock_holder(run_dir)
+    if holder is not None:
+        raise rundir.RunBusy(
+            f"{run_dir} is in use by {holder.describe()}; its live scoring writes score.json while it trains",
+            "`kohya-wrap status RUN_DIR` shows the scores so far; score it once the run has ended",
+        )
 
 
 def _render_score(report: ScoreReport, advice: Advice, run_dir: Path | None) -> None:
@@ -119,7 +132,7 @@ def _render_score(report: ScoreReport, advice: Advice, run_dir: Path | None) -> 
 
 
 @click.command()
-@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("run_dir", type=Folder(exists=True))
 @click.option("--step", type=click.IntRange(min=0), default=None, help="Export this step's checkpoint instead.")
 @click.option(
     "-o",

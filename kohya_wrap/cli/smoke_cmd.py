@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from kohya_wrap.cli.options import json_option, sd_scripts_option
+from kohya_wrap.cli.options import Folder, json_option, sd_scripts_option
 
 if TYPE_CHECKING:
     from kohya_wrap.cli.output import TrainView
@@ -31,7 +31,7 @@ _STAGE_NOTES = {
 )
 @click.option(
     "--keep",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=Folder(),
     default=None,
     help="Keep everything (photos, dataset, run directory, LoRA) in this new or empty folder.",
 )

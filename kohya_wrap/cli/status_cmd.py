@@ -66,7 +66,8 @@ def status(run_dir: Path, follow: bool, stale_after: float, interval: float, as_
     if not run_dir.is_dir():  # exit 1 like `report`, not click's usage error (2)
         from kohya_wrap.errors import RunDirError
 
-        raise RunDirError(f"{run_dir} is not a folder.", "Give the run folder that `kohya-wrap plan` created.")
+        state = "is not a folder" if run_dir.exists() else "does not exist"
+        raise RunDirError(f"{run_dir} {state}.", "Give the run folder that `kohya-wrap plan` created.")
     if not follow:
         result = status_mod.read_status(run_dir, stale_after_s=stale_after)
         if as_json:

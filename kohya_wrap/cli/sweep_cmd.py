@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Literal, NoReturn, cast
 import click
 
 from kohya_wrap.cli.options import (
+    Folder,
     allow_nan_option,
     base_model_option,
     json_option,
@@ -47,7 +48,7 @@ if TYPE_CHECKING:
     "--output",
     "sweep_dir",
     required=True,
-    type=click.Path(file_okay=False, path_type=Path),
+    type=Folder(),
     help="SWEEP_DIR: sweep.json and one run directory per variant (SWEEP_DIR/runs/<variant>).",
 )
 @click.option(

@@ -15,6 +15,7 @@ import click
 
 from kohya_wrap.cli.options import (
     CommandFunction,
+    Folder,
     OptionDecorator,
     PhotoChoices,
     PlanChoices,
@@ -30,6 +31,7 @@ from kohya_wrap.cli.options import (
     set_option,
     tokenizer_option,
 )
+from kohya_wrap.errors import RunDirError
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -49,14 +51,14 @@ _COMMON: list[OptionDecorator] = [
         "-o",
         "--output",
         "run_dir",
-        type=click.Path(file_okay=False, path_type=Path),
+        type=Folder(),
         default=None,
         help="The run directory to make (as for `plan`); default RUNS_DIR/<date>-<time>-<name>.",
     ),
     click.option(
         "--runs-dir",
         "runs_dir",
-        type=click.Path(file_okay=False, path_type=Path),
+        type=Folder(),
         default=Path("runs"),
         show_default=True,
         help="Where a run directory is made when -o is not given.",
@@ -102,11 +104,11 @@ def _new_run_dir(runs_dir: Path, label: str) -> Path:
 
 
 @click.command()
-@click.argument("dataset_dir", required=False, type=click.Path(file_okay=False, path_type=Path))
+@click.argument("dataset_dir", required=False, type=Folder())
 @click.option(
     "--resume",
     "resume_dir",
-    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    type=Folder(exists=True),
     default=None,
     help="Continue the stopped run in this run directory from its last saved state.",
 )
@@ -155,6 +157,11 @@ def train(
         _run(PipelineRequest(train=train), as_json=as_json, dry_run=dry_run)
         return
     if dataset_dir is None or not plan.preset or not plan.base_model:
+        if dataset_dir is not None and not dataset_dir.exists():
+            raise RunDirError(
+                f"{dataset_dir} does not exist",
+                "give a run directory `kohya-wrap plan` wrote, or DATASET_DIR with --preset and --base-model",
+            )
         raise click.UsageError(
             "give DATASET_DIR, --preset and --base-model (or a planned RUN_DIR, or --resume RUN_DIR)"
         )
@@ -178,7 +185,8 @@ def _planned_run(
                 "--extend STEPS RUN_DIR: give the run directory, and no --resume, --preset or --base-model"
             )
         if not is_planned(dataset_dir):
-            raise click.UsageError(f"--extend: {dataset_dir} is not a run directory (it holds no plan.json)")
+            state = "is not a run directory (it holds no plan.json)" if dataset_dir.exists() else "does not exist"
+            raise RunDirError(f"--extend: {dataset_dir} {state}", "give the run directory of a finished run")
     planned = resume_dir or (
         dataset_dir
         if dataset_dir is not None and is_planned(dataset_dir) and not plan.preset and not plan.base_model
@@ -193,7 +201,7 @@ def _planned_run(
 
 
 @click.command()
-@click.argument("src_photos", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.argument("src_photos", type=Folder(exists=True))
 @run_photo_options
 @click.option("--strict", is_flag=True, help="Stop before training when prepare finds anything to warn about.")
 @_common

@@ -124,8 +124,9 @@ class LiveView:
             table.add_row("[cyan]stopping early[/cyan]", escape(s.stop_early.reason))
         if s.warnings:
             table.add_row("[yellow]warning[/yellow]", escape(s.warnings[-1]))
-        if s.errors:
-            table.add_row("[red]error[/red]", escape(s.errors[-1].message))
+        errors = [e for e in s.errors if e.kind != "interrupted"]
+        if errors:
+            table.add_row("[red]error[/red]", escape(errors[-1].message))
         return table
 
     def __call__(self, event: Event) -> None:
@@ -197,7 +198,9 @@ class PlainView:
             self._print(f"sample: {event.path}")
         elif isinstance(event, Warning_):
             self._print(f"warning: {event.message}")
-        elif isinstance(event, Error):
+        elif isinstance(event, Error) and event.kind != "interrupted":
+            # a KeyboardInterrupt is how the trainer stops on SIGINT (Ctrl-C, or a stop early): no error;
+            # the outcome line says how the run ended
             self._print(f"error: {event.message}")
         elif isinstance(event, Score):
             best = "" if event.recommended is None else f" (recommended so far: step {event.recommended})"
@@ -305,4 +308,5 @@ def _render_next_step(result: TrainResult, console: Console) -> None:
     if result.resume_command is not None:
         console.print(f"resume with: [bold]{escape(result.resume_command)}[/bold]", highlight=False)
     else:
-        console.print("no state was saved yet, so this run cannot be resumed; start it again.")
+        why = result.not_resumable or "no state was saved yet"
+        console.print(f"this run cannot be resumed ({escape(why)}); plan a new run (a new directory) to train again.")

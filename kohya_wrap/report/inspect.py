@@ -106,6 +106,11 @@ def _corrupt(path: Path, what: str) -> LoraFileError:
 def read_header(path: Path) -> Header:
     """The checked header of a safetensors file, or LoraFileError saying what is wrong."""
     path = Path(path)
+    if path.is_dir():
+        raise LoraFileError(
+            f"{path} is a folder, not a LoRA file.",
+            "Give one LoRA .safetensors file (a run's are in its output/ folder).",
+        )
     if not path.is_file():
         raise LoraFileError(f"{path} does not exist or is not a file.", "Give the path of a LoRA .safetensors file.")
     size = path.stat().st_size

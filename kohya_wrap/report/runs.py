@@ -29,7 +29,10 @@ def list_runs(runs_dir: Path) -> list[RunRow]:
     """Every run directly inside runs_dir (or runs_dir itself, when it is one), oldest first."""
     runs_dir = Path(runs_dir).expanduser()
     if not runs_dir.is_dir():
-        raise RunDirError(f"{runs_dir} is not a folder.", "Give the folder that holds your run folders.")
+        raise RunDirError(
+            f"{runs_dir} {'is not a folder' if runs_dir.exists() else 'does not exist'}.",
+            "Give the folder that holds your run folders (`train` and `run` without -o make them in ./runs).",
+        )
     candidates = (
         [runs_dir] if is_run_dir(runs_dir) else sorted(p for p in runs_dir.iterdir() if p.is_dir() and is_run_dir(p))
     )

@@ -292,14 +292,26 @@ def _convert_scalar(arg: Argument, value: object, from_text: bool) -> TomlScalar
             return float(value) if kind == "float" else value
     elif isinstance(value, float) and (kind == "float" or (kind == "int_or_float" and 0 <= value < 1)):
         return value
-    raise _bad(arg, value)
+    raise _bad(arg, value, _unquote_hint(arg, value))
+
+
+def _unquote_hint(arg: Argument, value: object) -> str | None:
+    """For a TOML string that reads as the argument's type ("2000", "true"): write it without the quotes."""
+    if not isinstance(value, str):
+        return None
+    try:
+        typed = _convert_text(arg, value)
+    except ArgumentError:
+        return None
+    text = str(typed).lower() if isinstance(typed, bool) else value.strip()
+    return f"write it without quotes: {arg.name} = {text}"
 
 
 _TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
 
 
-def _bad(arg: Argument, value: object) -> ArgumentError:
-    return ArgumentError(arg.name, f"{arg.name} must be {_type_name(arg.kind)}, got {value!r}")
+def _bad(arg: Argument, value: object, hint: str | None = None) -> ArgumentError:
+    return ArgumentError(arg.name, f"{arg.name} must be {_type_name(arg.kind)}, got {value!r}", hint)
 
 
 def _convert_text(arg: Argument, value: object) -> str | bool | int | float:

@@ -107,7 +107,8 @@ RANGES: Mapping[str, Range] = MappingProxyType(
         "huber_c": _positive("log(huber_c) is taken"),
         "huber_scale": _positive("a scale of the Huber threshold"),
         "prior_loss_weight": _at_least(0, "a loss weight"),
-        "min_snr_gamma": _positive("the min-SNR clamp"),
+        # 0 is off: train_network.py applies them only when true (`if args.min_snr_gamma:`), as the GUI's 0 means
+        "min_snr_gamma": _at_least(0, "the min-SNR clamp; 0 turns it off"),
         "v_pred_like_loss": _at_least(0, "a loss weight"),
         # optimizer and scheduler (train_util.get_optimizer, get_scheduler_fix)
         "learning_rate": _positive("the optimizer's step size"),
@@ -126,7 +127,7 @@ RANGES: Mapping[str, Range] = MappingProxyType(
         ),
         "network_alpha": _positive("the LoRA scale is alpha / dim"),
         "network_dropout": _fraction("a probability; 1 drops every neuron", hi_open=True),
-        "scale_weight_norms": _positive("the max norm of each LoRA weight pair"),
+        "scale_weight_norms": _at_least(0, "the max norm of each LoRA weight pair; 0 turns it off"),
         "initial_epoch": _at_least(1, "1 is the first epoch"),
         "initial_step": _at_least(0, "0 is the first step"),
         # validation (train_network.py: the validation loop)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Hashable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 
 @dataclass(frozen=True)
@@ -145,10 +145,11 @@ def plan_steps(
     fixed_steps / fixed_epochs: the user pinned max_train_steps / max_train_epochs for this run.
     """
     kw = {"batch_size": batch_size, "grad_accum": grad_accum, "num_processes": num_processes}
-    if target.single_epoch and choose_repeats and fixed_steps is None and fixed_epochs is None:
-        one = _single_epoch(subsets, target, kw)
+    if target.single_epoch and choose_repeats and fixed_epochs is None:
+        # pinned steps too: one epoch holding them, so the run resumes correctly (not preferred_epochs of them)
+        one = _single_epoch(subsets, target if fixed_steps is None else replace(target, target=fixed_steps), kw)
         if one is not None:
-            return one
+            return one if fixed_steps is None else replace(one, in_range=_in_range(target, fixed_steps))
     pinned = _Pinned(fixed_steps, fixed_epochs)
     best = _best_repeats(subsets, target, kw, choose_repeats, pinned)
     if best is None:

@@ -20,7 +20,7 @@ import msgspec
 
 from kohya_wrap import rundir
 from kohya_wrap.codec import utc_text
-from kohya_wrap.errors import ExitCode, KohyaWrapError, RunDirError, disk_error
+from kohya_wrap.errors import DatasetGone, ExitCode, KohyaWrapError, RunDirError, disk_error
 from kohya_wrap.events import (
     Checkpoint,
     Error,
@@ -131,6 +131,7 @@ class TrainResult:
     warnings: tuple[str, ...] = ()
     report_path: Path | None = None  # the report, when the on_saved hook wrote one
     stopped_early: StoppedEarly | None = None  # as run.json records it, when live scoring stopped the run
+    not_resumable: str | None = None  # why `train --resume` would refuse this stopped run (then no resume_command)
 
 
 @dataclass(frozen=True)
@@ -186,9 +187,12 @@ def check_run_dir(plan: Plan, files: RunPaths, resume: bool) -> tuple[SavedState
         )
     if not resume:
         if attempt_started(plan):
+            why = why_not_resumable(plan, files)
             raise RunDirError(
                 f"{plan.run_dir} already holds a training attempt (train.log / events.jsonl / output/).",
-                f"Continue it with `{resume_command(plan.run_dir)}`, or plan a new run.",
+                f"Continue it with `{resume_command(plan.run_dir)}`, or plan a new run."
+                if why is None
+                else f"It cannot be resumed ({why}): plan a new run (a new directory) to train again.",
             )
         return None, prior
     state = latest_state(plan.output_dir, plan.output_name, _known_state_steps(files.events))
@@ -212,6 +216,14 @@ def check_run_dir(plan: Plan, files: RunPaths, resume: bool) -> tuple[SavedState
             "one epoch so that their runs resume safely; this one has several (--repeats or max_train_epochs).",
         )
     return state, prior
+
+
+def why_not_resumable(plan: Plan, files: RunPaths) -> str | None:
+    """Why `train --resume` would refuse this stopped run (check_run_dir), or None when it would continue it."""
+    state = latest_state(plan.output_dir, plan.output_name, _known_state_steps(files.events))
+    if state is None:
+        return None if rundir.trained_to_the_end(plan) else "it stopped before its first save"
+    return None if state.is_final else resume_problem(state, plan.steps.steps_per_epoch or 0)
 
 
 def check_extension(plan: Plan, files: RunPaths, steps: int) -> tuple[Extension, RunManifest, list[str]]:
@@ -338,13 +350,14 @@ def prepare_launch(
     start = _starting_point(plan, files, resume, extend)
     machine = resolve_machine(plan, sd_scripts=sd_scripts, gpu_info=gpu_info)
     _check_packages(plan)
-    model, tokenizer, base_path, notes = _models(plan, fetch_models)
-    command = trainer_command(_command_request(plan, files, machine, start, model, tokenizer))
-    notes = start.notes + notes
-    if plan.planned_at is not None:
-        notes.append(f"{plan.run_dir} was planned at {plan.planned_at}; it trains here, into {plan.output_dir}")
     # check_run_dir returns no state for a resume only when the trainer finished without saving states
     record_only = resume and (start.state is None or start.state.is_final)
+    gone = None if record_only else _dataset_gone(plan, raise_it=fetch_models)  # a dry run only says it
+    model, tokenizer, base_path, notes = _models(plan, fetch_models)
+    command = trainer_command(_command_request(plan, files, machine, start, model, tokenizer))
+    notes = start.notes + ([gone] if gone else []) + notes
+    if plan.planned_at is not None:
+        notes.append(f"{plan.run_dir} was planned at {plan.planned_at}; it trains here, into {plan.output_dir}")
     if record_only:
         notes.append(
             f"the trainer finished already ({plan.lora_file.name}); train --resume records the run, trains nothing"
@@ -366,6 +379,20 @@ def prepare_launch(
         extension=start.extension,
         extend_dataset_toml=command.extend_dataset_toml,
     )
+
+
+def _dataset_gone(plan: Plan, *, raise_it: bool) -> str | None:
+    """An image folder the plan trains on that is no longer there (the trainer would find no images, exit 12):
+    raised, or (raise_it False: a dry run) said; None when every one is there."""
+    for subset in plan.subsets:
+        if not Path(subset.dir).is_dir():
+            message = f"dataset folder {subset.dir} (planned for this run) no longer exists"
+            if raise_it:
+                raise DatasetGone(
+                    message, "put the dataset back at that path, or plan the run again from where the dataset is now"
+                )
+            return f"{message}: train would stop here"
+    return None
 
 
 @dataclass(frozen=True)
@@ -781,6 +808,7 @@ def _result(
     view = RunView.of(plan, fold, manifest=ending.manifest, read_lock=False)  # this process holds the lock
     last = latest_state(plan.output_dir, plan.output_name, _known_state_steps(files.events))
     checkpoint = fold.last_checkpoint
+    not_resumable = why_not_resumable(plan, files) if view.stopped else None
     return TrainResult(
         run_dir=plan.run_dir,
         outcome=ending.outcome,
@@ -795,7 +823,7 @@ def _result(
         mean_it_per_s=fold.mean_it_per_s,
         last_checkpoint=checkpoint.path if checkpoint else _latest_checkpoint(plan),
         last_state=last if view.resumable else None,
-        resume_command=view.resume_command,
+        resume_command=view.resume_command if not_resumable is None else None,
         resumed_from=str(state.path) if state else None,
         errors=tuple(fold.errors),
         tail=tuple(parser.recent_lines[-TAIL_LINES:]),
@@ -806,6 +834,7 @@ def _result(
         warnings=warnings,
         report_path=files.report_html if files.report_html.is_file() else None,
         stopped_early=_stopped_early(prepared, fold) if ending.outcome == "stopped_early" else None,
+        not_resumable=not_resumable,
     )
 
 

@@ -63,7 +63,10 @@ def test_a_second_writer_is_refused_while_a_trainer_runs(tmp_path):
         assert again.returncode == ExitCode.ERROR and "is in use by pid" in again.stderr
         sample = kohya_wrap("sample", str(run_dir), "--prompt", "x")
         assert sample.returncode == ExitCode.ERROR and "is in use by pid" in sample.stderr
-        assert time.monotonic() - began < 90  # refused at once, no trainer started (three Python start-ups)
+        score = kohya_wrap("score", str(run_dir))  # score.json is the live scoring's while it trains
+        assert score.returncode == ExitCode.ERROR and "is in use by pid" in score.stderr
+        assert not (run_dir / "score.json").exists()
+        assert time.monotonic() - began < 120  # refused at once, no trainer started (four Python start-ups)
         status = read_status(run_dir)
         assert status.state == "running" and status.held_by and f"pid {first.pid}" in status.held_by
     finally:

@@ -74,6 +74,8 @@ def test_status_of_a_folder_that_is_no_run(tmp_path: Path) -> None:
     assert r.returncode == 1
     assert "is not a run directory: it holds neither plan.json nor events.jsonl" in r.stderr
     assert "hint:" in r.stderr and "Traceback" not in r.stderr
+    gone = kw("status", str(tmp_path / "runs" / "ohwx-l"))  # a mistyped run directory
+    assert gone.returncode == 1 and "ohwx-l does not exist" in gone.stderr and "Traceback" not in gone.stderr
 
 
 def _append_slowly(path: Path, lines: list[str], delay: float) -> threading.Thread:

@@ -257,3 +257,42 @@ def test_train_scores_a_finished_run_and_says_why_nothing_is_recommended(tmp_pat
     assert 'id="score' in (run_dir / "report.html").read_text()
     status = json.loads(kohya_wrap("status", str(run_dir), "--json").stdout)
     assert status["score"].startswith("no checkpoint recommended") and status["recommended_step"] is None
+
+
+def test_a_stopped_run_that_cannot_resume_says_plan_a_new_run_everywhere(tmp_path):
+    """train's next step after a stop agrees with what `train` and `train --resume` then do: no resume command for a
+    run stopped before its first save, nor for one whose last state is past the first epoch."""
+    early = make_run_dir(tmp_path / "early", max_train_steps=6, save_every_n_steps=4, fake_args=("--crash-at", "2"))
+    first = kohya_wrap("train", str(early))
+    assert first.returncode == ExitCode.TRAIN_CRASHED
+    assert "resume with" not in first.stdout and "it stopped before its first save" in first.stdout
+    again = kohya_wrap("train", str(early))
+    assert again.returncode == 1 and "--resume" not in again.stderr and "plan a new run" in again.stderr
+
+    late = make_run_dir(tmp_path / "late", max_train_steps=6, save_every_n_steps=2, fake_args=("--crash-at", "5"))
+    plan = json.loads((late / "plan.json").read_text())
+    plan["steps"].update(steps_per_epoch=3, epochs=2)  # the state of step 4 is in epoch 2
+    (late / "plan.json").write_text(json.dumps(plan))
+    first = kohya_wrap("train", str(late))
+    assert first.returncode == ExitCode.TRAIN_CRASHED
+    assert "resume with" not in first.stdout and "past the first epoch" in " ".join(first.stdout.split())
+    again = kohya_wrap("train", str(late))
+    assert again.returncode == 1 and "--resume" not in again.stderr and "plan a new run" in again.stderr
+    assert kohya_wrap("train", "--resume", str(late)).returncode == 1
+
+
+def test_a_dataset_folder_gone_since_the_plan_stops_train_before_launch(tmp_path):
+    photos = tmp_path / "dataset" / "img" / "1_ohwx man"
+    photos.mkdir(parents=True)
+    from PIL import Image
+
+    for i in range(2):
+        Image.new("RGB", (64, 64), (i * 90, 90, 140)).save(photos / f"{i:04d}.png")
+    run_dir = make_run_dir(tmp_path, photos=photos)
+    photos.rename(tmp_path / "moved")
+    done = kohya_wrap("train", str(run_dir))
+    assert done.returncode == ExitCode.TRAIN_NO_DATA == 12
+    assert f"dataset folder {photos} (planned for this run) no longer exists" in done.stderr
+    assert "Traceback" not in done.stderr and not (run_dir / "train.log").exists()
+    dry = kohya_wrap("train", str(run_dir), "--dry-run")  # starts nothing: says it
+    assert dry.returncode == 0 and "train would stop here" in " ".join(dry.stdout.split())

@@ -214,11 +214,16 @@ def test_finished_run_is_never_overwritten_or_resumed(tmp_path):
 
 
 def test_started_run_dir_needs_resume(tmp_path):
-    run_dir = make_run_dir(tmp_path, fake_args=("--crash-at", "1"))
+    run_dir = make_run_dir(tmp_path, fake_args=("--crash-at", "3"))  # after the state of step 2
     run_training(run_dir)
     with pytest.raises(RunDirError, match="already holds a training attempt") as e:
         run_training(run_dir)
     assert "--resume" in e.value.hint
+    before_a_save = make_run_dir(tmp_path / "early", fake_args=("--crash-at", "1"))
+    run_training(before_a_save)
+    with pytest.raises(RunDirError, match="already holds a training attempt") as e:
+        run_training(before_a_save)
+    assert "--resume" not in e.value.hint and "it stopped before its first save" in e.value.hint
 
 
 def test_resume_without_a_saved_state_says_so(tmp_path):

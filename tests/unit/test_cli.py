@@ -83,3 +83,65 @@ def test_the_constants_the_cli_keeps_to_stay_light_agree_with_their_stages():
     assert options.SKIP_KINDS == records.SKIP_KINDS
     assert options.DEFAULT_CAPTION == records.DEFAULT_CAPTION
     assert options.PREPARE_SIZES == tuple(str(size) for size in records.SIZES)
+
+
+def test_a_folder_that_does_not_exist_is_bad_input_exit_1_for_every_command(tmp_path):
+    """A mistyped folder, or a file where a folder goes, is bad input (exit 1, naming the argument and the path),
+    whichever command gets it."""
+    gone, a_file = tmp_path / "gone", tmp_path / "file.txt"
+    a_file.write_text("not a folder")
+    runner = CliRunner()
+    for args, words in (
+        (["train", "--resume", str(gone)], f"--resume {gone} does not exist"),
+        (["train", str(gone)], f"{gone} does not exist"),
+        (["train", "--extend", "10", str(gone)], f"--extend: {gone} does not exist"),
+        (
+            ["run", str(gone), "--token", "t", "--class", "c", "--preset", "smoke", "--base-model", "m"],
+            "does not exist",
+        ),
+        (
+            ["run", str(a_file), "--token", "t", "--class", "c", "--preset", "smoke", "--base-model", "m"],
+            "not a folder",
+        ),
+        (["score", str(gone)], f"RUN_DIR {gone} does not exist"),
+        (["export", str(gone), "-o", str(tmp_path / "x.safetensors")], f"RUN_DIR {gone} does not exist"),
+        (
+            ["prepare", str(tmp_path), "-o", str(tmp_path / "o"), "--token", "t", "--class", "c", "--reg", str(gone)],
+            "--reg",
+        ),
+        (["prepare", str(tmp_path), "-o", str(a_file), "--token", "t", "--class", "c"], f"-o {a_file} is not a folder"),
+        (["plan", str(a_file), "--preset", "smoke", "--base-model", "m", "-o", str(gone)], "DATASET_DIR"),
+        (["doctor", "--sd-scripts", str(a_file)], f"--sd-scripts {a_file} is not a folder"),
+    ):
+        result = runner.invoke(cli, args)
+        assert result.exit_code == 1, (args, result.output)
+        assert words in result.output and "Traceback" not in result.output, (args, result.output)
+
+
+def test_an_output_path_through_a_file_is_exit_1_with_a_sentence(tmp_path):
+    """`-o notes.txt/out`: a path whose folder is a file is the user's to fix (exit 1), not a bug (exit 3)."""
+    from PIL import Image
+
+    from kohya_wrap.errors import ExitCode, path_through_a_file
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.new("RGB", (600, 600), (120, 90, 60)).save(photos / "a.jpg")
+    notes = tmp_path / "notes.txt"
+    notes.write_text("a file")
+    result = CliRunner().invoke(cli, ["prepare", str(photos), "-o", str(notes / "ds"), "--token", "t", "--class", "c"])
+    said = " ".join(result.output.split())
+    assert result.exit_code == ExitCode.ERROR, result.output
+    assert f"{notes} is a file, not a folder" in said and "bug" not in said
+    try:
+        notes.mkdir(parents=True, exist_ok=True)  # mkdir's EEXIST on the file
+    except OSError as e:
+        problem = path_through_a_file(e)
+        assert problem is not None and problem.message == f"cannot write into {notes}: it is a file, not a folder"
+    assert path_through_a_file(FileExistsError(17, "File exists", str(tmp_path))) is None  # a folder: not this case
+
+
+def test_a_mistyped_command_gets_a_suggestion():
+    result = CliRunner().invoke(cli, ["trian", "runs/x"])
+    assert result.exit_code == 2 and "No such command 'trian'. Did you mean 'train'?" in result.output
+    assert "Did you mean" not in CliRunner().invoke(cli, ["zzz"]).output

@@ -314,6 +314,9 @@ def test_non_safetensors_files(tmp_path: Path) -> None:
         inspect_lora(ckpt)
     with pytest.raises(LoraFileError, match="does not exist"):
         inspect_lora(tmp_path / "absent.safetensors")
+    with pytest.raises(LoraFileError, match="is a folder, not a LoRA file") as folder:
+        inspect_lora(tmp_path)  # a run directory given by mistake
+    assert "output/" in (folder.value.hint or "")
 
 
 def test_run_manifest_beside_output_folder(tmp_path: Path) -> None:

@@ -224,3 +224,17 @@ def test_without_the_scorer_stop_early_says_it_is_off(tmp_path, monkeypatch):
     assert len(events) == 1 and isinstance(events[0], Warning_) and "stop early: off" in events[0].message
     assert note.poll() == [] and note.close() == []
     assert pipeline.live_companion(run_dir, False) is None  # --no-stop-early: nothing to say
+
+
+def test_ctrl_c_while_a_finished_run_is_scored_skips_the_score_and_keeps_the_run_finished(tmp_path, monkeypatch):
+    """SIGINT in the end-of-run scoring (the trainer is gone: Python's KeyboardInterrupt) stops the scoring only."""
+    from kohya_wrap import pipeline
+
+    def interrupted(run_dir):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("kohya_wrap.score.scorer_available", lambda: None)
+    monkeypatch.setattr("kohya_wrap.score.score_run", interrupted)
+    score, note = pipeline.score_finished_run(tmp_path, pipeline.Stages())
+    assert score is None and note is not None
+    assert "interrupted" in note and "kohya-wrap score RUN_DIR" in note

@@ -263,6 +263,18 @@ def test_layout_mistakes(tmp_path):
         load_preset(str(ranges))
 
 
+def test_a_step_count_set_on_the_command_line_is_named_not_the_shipped_file_it_conflicts_with(tmp_path):
+    with pytest.raises(PresetError) as e:
+        load_preset("likeness-sd15", ["target_steps=100"])
+    assert e.value.message.startswith("--set target_steps=100: [kohya_wrap] needs min_steps <= target_steps")
+    assert "base.toml" not in e.value.message and "min_steps=" in (e.value.hint or "")
+    assert load_preset("likeness-sd15", ["target_steps=100", "min_steps=50"]).ours["target_steps"].value == 100
+    ranges = write(tmp_path, "range.toml", 'schema = 1\nextends = "smoke"\n[kohya_wrap]\ntarget_steps = 10\n')
+    with pytest.raises(PresetError) as e:
+        load_preset(str(ranges))
+    assert e.value.message.startswith(f"{ranges}: [kohya_wrap] needs")
+
+
 def test_conflicts_name_the_file_and_table(tmp_path):
     path = write(tmp_path, "c.toml", 'schema = 1\nextends = "likeness-sd15"\n[aug]\ncolor_aug = true\n')
     with pytest.raises(PresetError) as e:
@@ -313,3 +325,27 @@ def test_a_toml_table_is_told_from_other_values_by_conversion():
 
     assert as_table({"network_dim": 8}) == {"network_dim": 8}
     assert [as_table(v) for v in (1, "x", [{"a": 1}], True, None)] == [None] * 5
+
+
+def test_a_quoted_number_or_boolean_is_refused_saying_to_drop_the_quotes(tmp_path):
+    body = 'schema = 1\nextends = "likeness-sd15"\n[training]\nmax_train_steps = "2000"\n'
+    with pytest.raises(PresetError) as e:
+        load_preset(str(write(tmp_path, "steps.toml", body)))
+    assert "max_train_steps must be an integer, got '2000'" in e.value.message
+    assert e.value.hint == "write it without quotes: max_train_steps = 2000"
+    body = 'schema = 1\nextends = "likeness-sd15"\n[kohya_wrap]\nstop_early = "false"\n'
+    with pytest.raises(PresetError) as e:
+        load_preset(str(write(tmp_path, "ours.toml", body)))
+    assert e.value.hint == "write it without quotes: stop_early = false"
+    body = 'schema = 1\nextends = "likeness-sd15"\n[network]\nnetwork_dim = "wide"\n'
+    with pytest.raises(PresetError) as e:
+        load_preset(str(write(tmp_path, "word.toml", body)))
+    assert "without quotes" not in (e.value.hint or "")
+    kept = write(tmp_path, "zero.toml", 'schema = 1\nextends = "likeness-sd15"\n[training]\nmax_grad_norm = 0.0\n')
+    assert load_preset(str(kept)).values["max_grad_norm"].value == 0.0  # a zero is a value, kept
+
+
+def test_several_bad_set_values_are_listed_without_pointing_at_a_preset_file():
+    with pytest.raises(PresetError) as e:
+        load_preset("likeness-sd15", ["network_dim=x", "netwrk_dim=4"])
+    assert e.value.message.startswith("2 problems:") and e.value.hint == "fix each one"

@@ -124,3 +124,12 @@ def test_each_optimizer_family_names_its_package():
 def test_the_shipped_presets_are_in_range():
     for name in ("base", "likeness-sd15", "likeness-sd15-768", "smoke"):
         assert json.dumps(to_builtins(preset_view(load_preset(name))), allow_nan=False)
+
+
+def test_zero_that_sd_scripts_reads_as_off_is_kept():
+    """min_snr_gamma and scale_weight_norms of 0 (the Kohya GUI's defaults) are off in train_network.py, which
+    applies them only when true: kept as given, not refused or dropped; below 0 is still refused."""
+    p = load_preset("likeness-sd15", ["min_snr_gamma=0", "scale_weight_norms=0.0", "max_grad_norm=0"])
+    assert [p.values[k].value for k in ("min_snr_gamma", "scale_weight_norms", "max_grad_norm")] == [0.0, 0.0, 0.0]
+    with pytest.raises(PresetError, match="min_snr_gamma = -1.0 is out of range: it must be >= 0"):
+        load_preset("likeness-sd15", ["min_snr_gamma=-1"])

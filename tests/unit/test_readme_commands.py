@@ -99,6 +99,7 @@ def test_every_usage_command_gives_what_its_command_requires():
     import click
 
     from kohya_wrap.cli import cli
+    from kohya_wrap.errors import KohyaWrapError
 
     commands = usage_commands()
     assert len(commands) > 15
@@ -115,5 +116,7 @@ def test_every_usage_command_gives_what_its_command_requires():
             raise AssertionError(f"kohya-wrap {' '.join(argv)}: {e.format_message()}") from None
         except click.BadParameter:
             pass  # a path that does not exist here; its shape is right
+        except KohyaWrapError as e:
+            assert "does not exist" in e.message, argv  # the same, said as bad input (options.ExistingFolder)
     said = " ".join((ROOT / "README.md").read_text(encoding="utf-8").split())
     assert "`presets export RUN_DIR -o FILE.toml`" in said

@@ -63,8 +63,12 @@ def test_a_run_folder_itself(tmp_path: Path) -> None:
 
 def test_empty_and_missing(tmp_path: Path) -> None:
     assert list_runs(tmp_path) == []
-    with pytest.raises(RunDirError, match="is not a folder"):
+    with pytest.raises(RunDirError, match="absent does not exist") as e:
         list_runs(tmp_path / "absent")
+    assert "./runs" in (e.value.hint or "")
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(RunDirError, match="a-file is not a folder"):
+        list_runs(tmp_path / "a-file")
 
 
 def test_cli_table_and_json(tmp_path: Path) -> None:
@@ -80,7 +84,7 @@ def test_cli_table_and_json(tmp_path: Path) -> None:
     for expected in ("a-planned", "b-finished", "finished", "1.12", "4/4", "likeness-sd15"):
         assert expected in table.output
     missing = runner.invoke(cli, ["runs", str(tmp_path / "absent")])
-    assert missing.exit_code == 1 and "is not a folder" in missing.output
+    assert missing.exit_code == 1 and "does not exist" in missing.output
     empty = tmp_path / "empty"
     empty.mkdir()
     assert "no runs in" in runner.invoke(cli, ["runs", str(empty)]).output

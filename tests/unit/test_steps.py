@@ -150,3 +150,14 @@ def test_single_epoch_gives_way_to_what_the_user_pinned_or_to_max_repeats():
         [StepSubset(20, 1)], StepTarget(3000, 2000, 5000, max_repeats=100, single_epoch=True), batch_size=2
     )
     assert capped.epochs > 1 and capped.max_train_steps == 3000  # 100 repeats cannot hold 3000 steps in one epoch
+
+
+def test_pinned_steps_of_a_single_epoch_preset_stay_in_one_epoch():
+    """`--set max_train_steps=N` with a likeness preset: one epoch holds the N steps, so the run resumes correctly."""
+    target = StepTarget(3000, 2000, 5000, max_repeats=1000, single_epoch=True)
+    plan = plan_steps([StepSubset(6, 1)], target, batch_size=2, fixed_steps=300)
+    assert (plan.epochs, plan.max_train_steps, plan.repeats, plan.count.steps_per_epoch) == (1, 300, (100,), 300)
+    assert not plan.in_range  # 300 is below the preset's range; pinned, it is kept without a warning
+    assert not plan.warnings
+    several = plan_steps([StepSubset(6, 1)], target, batch_size=2, fixed_epochs=5)
+    assert several.epochs == 5  # max_train_epochs still chooses epochs

@@ -82,3 +82,37 @@ def test_live_scores_show_in_both_views():
     live.close()
     text = screen.getvalue()
     assert "likeness" in text and "0.69" in text and "step 750 (so far)" in text and "stopping early" in text
+
+
+def test_the_trainers_keyboard_interrupt_on_a_stop_is_no_error_line():
+    """Stopping early (or Ctrl-C) sends SIGINT: the trainer's KeyboardInterrupt ends the run, the outcome says so."""
+    from rich.console import Console
+
+    from kohya_wrap.cli.train_view import LiveView
+    from kohya_wrap.events import Error, StopEarly
+
+    events = (
+        Phase("training"),
+        StopEarly(step=1250, reason="copies persist"),
+        Error("KeyboardInterrupt", kind="interrupted"),
+        Error("KeyboardInterrupt", kind="interrupted"),
+        Finished(outcome="stopped_early", exit_code=0, returncode=0),
+    )
+    out = io.StringIO()
+    plain = PlainView(out)
+    for event in events:
+        plain(event)
+    assert out.getvalue().splitlines() == [
+        "[training]",
+        "stopping early after step 1250: copies persist",
+        "[stopped_early]",
+    ]
+    plain(Error("RuntimeError: boom", kind="exception"))
+    assert out.getvalue().splitlines()[-1] == "error: RuntimeError: boom"
+
+    screen = io.StringIO()
+    live = LiveView(Console(file=screen, force_terminal=True, width=120))
+    for event in events:
+        live(event)
+    live.close()
+    assert "KeyboardInterrupt" not in screen.getvalue()
