@@ -275,7 +275,7 @@ def _messages(fold: RunFold) -> _Messages:
     return {
         "last_warning": fold.warnings[-1] if fold.warnings else None,
         "warnings": len(fold.warnings),
-        "last_error": fold.errors[-1].message if fold.errors else None,
+        "last_error": fold.last_failure.message if fold.last_failure is not None else None,
         "stop_early": fold.stop_early.reason if fold.stop_early is not None else None,
     }
 

@@ -124,9 +124,8 @@ class LiveView:
             table.add_row("[cyan]stopping early[/cyan]", escape(s.stop_early.reason))
         if s.warnings:
             table.add_row("[yellow]warning[/yellow]", escape(s.warnings[-1]))
-        errors = [e for e in s.errors if e.kind != "interrupted"]
-        if errors:
-            table.add_row("[red]error[/red]", escape(errors[-1].message))
+        if s.last_failure is not None:
+            table.add_row("[red]error[/red]", escape(s.last_failure.message))
         return table
 
     def __call__(self, event: Event) -> None:

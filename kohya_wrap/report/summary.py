@@ -12,9 +12,8 @@ from pathlib import Path
 from typing import Literal, TypedDict
 
 from kohya_wrap import codec, rundir
-from kohya_wrap.errors import RunDirError
-from kohya_wrap.events import Outcome, read_events
-from kohya_wrap.rundir import LossPoint, Plan, RunFold, RunManifest
+from kohya_wrap.events import Outcome
+from kohya_wrap.rundir import LossPoint, Plan, RunManifest
 from kohya_wrap.rundir.view import PLANNED, RunView
 from kohya_wrap.score.records import ScoreReport, load_score
 
@@ -51,21 +50,8 @@ def is_run_dir(path: Path) -> bool:
     return rundir.is_planned(path)
 
 
-def load_view(run_dir: Path) -> RunView:
-    """The run's view; RunDirError saying so for a missing folder or an unreadable plan."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise RunDirError(f"{run_dir} is not a folder.", "Give the run folder that `kohya-wrap plan` created.")
-    plan = rundir.read_plan(run_dir)
-    fold = RunFold()
-    events = rundir.paths(run_dir).events
-    if events.is_file():
-        fold.feed_all(read_events(events))
-    return RunView.of(plan, fold, where=run_dir)
-
-
 def load_run(run_dir: Path) -> RunSummary:
-    return summarise(load_view(run_dir))
+    return summarise(RunView.load(run_dir))
 
 
 def summarise(view: RunView) -> RunSummary:

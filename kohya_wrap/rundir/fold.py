@@ -145,6 +145,13 @@ class RunFold:
         return [self.scores[step] for step in sorted(self.scores)]
 
     @property
+    def last_failure(self) -> ev.Error | None:
+        """The latest segment's last error that is one: a KeyboardInterrupt is how the trainer stops on
+        SIGINT (Ctrl-C, or a stop early), and the outcome says how the run ended."""
+        failures = [e for e in self.errors if e.kind != "interrupted"]
+        return failures[-1] if failures else None
+
+    @property
     def last_checkpoint(self) -> SavedFile | None:
         return self.checkpoints[-1] if self.checkpoints else None
 

@@ -202,10 +202,17 @@ class RunView:
         return self.here(self.fold.last_state) or self.disk_state
 
     @property
+    def not_resumable(self) -> str | None:
+        """Why `train --resume` would refuse this stopped run (None while it runs or when it would not)."""
+        if not self.stopped:
+            return None
+        return resume_refusal(self.plan, {s.path: s.step for s in self.fold.states if s.step is not None})
+
+    @property
     def resumable(self) -> bool:
-        """`train --resume` continues it: stopped, with a saved state, or the trainer finished without
-        saving states and its end was never recorded (`train --resume` records it)."""
-        return self.stopped and (self.last_state is not None or trained_to_the_end(self.plan))
+        """`train --resume` continues it: stopped, with a saved state it can continue from, or the trainer
+        finished without saving states and its end was never recorded (`train --resume` records it)."""
+        return self.stopped and self.not_resumable is None
 
     @property
     def resume_command(self) -> str | None:
@@ -260,6 +267,17 @@ def load_plan(run_dir: Path) -> Plan:
         return read_plan(run_dir)
     except RunDirError as e:
         raise RunDirError(e.message, "the run directory is damaged; reading a run never writes to it") from None
+
+
+def resume_refusal(plan: Plan, known_state_steps: dict[str, int]) -> str | None:
+    """Why `train --resume` would refuse the run once stopped, or None when it continues it (or records the
+    end of a trainer that finished). known_state_steps: the saved states' steps as the events recorded them."""
+    from kohya_wrap.sdscripts.resume import latest_state, resume_problem
+
+    state = latest_state(plan.output_dir, plan.output_name, known_state_steps)
+    if state is None:
+        return None if trained_to_the_end(plan) else "it stopped before its first save"
+    return None if state.is_final else resume_problem(state, plan.steps.steps_per_epoch or 0)
 
 
 def _disk_state(view: RunView) -> SavedFile | None:

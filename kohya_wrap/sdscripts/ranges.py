@@ -125,7 +125,8 @@ RANGES: Mapping[str, Range] = MappingProxyType(
         "network_dim": Range(
             lo=1, hi=1280, why="the LoRA rank; no SD1.5 layer is wider than 1280, so a larger rank adds nothing"
         ),
-        "network_alpha": _positive("the LoRA scale is alpha / dim"),
+        # networks/lora.py (LoRAModule): `alpha = self.lora_dim if alpha is None or alpha == 0`
+        "network_alpha": _at_least(0, "the LoRA scale is alpha / dim; 0 means alpha = dim"),
         "network_dropout": _fraction("a probability; 1 drops every neuron", hi_open=True),
         "scale_weight_norms": _at_least(0, "the max norm of each LoRA weight pair; 0 turns it off"),
         "initial_epoch": _at_least(1, "1 is the first epoch"),

@@ -57,7 +57,7 @@ from kohya_wrap.rundir import (
     VerificationEntry,
     resume_command,
 )
-from kohya_wrap.rundir.view import RunView, attempt_started, extended_to_step
+from kohya_wrap.rundir.view import RunView, attempt_started, extended_to_step, resume_refusal
 from kohya_wrap.sdscripts.arguments import package_problems
 from kohya_wrap.sdscripts.command import CommandFiles, CommandRequest, Fitted, trainer_command
 from kohya_wrap.sdscripts.lora import LoraReport
@@ -220,10 +220,7 @@ def check_run_dir(plan: Plan, files: RunPaths, resume: bool) -> tuple[SavedState
 
 def why_not_resumable(plan: Plan, files: RunPaths) -> str | None:
     """Why `train --resume` would refuse this stopped run (check_run_dir), or None when it would continue it."""
-    state = latest_state(plan.output_dir, plan.output_name, _known_state_steps(files.events))
-    if state is None:
-        return None if rundir.trained_to_the_end(plan) else "it stopped before its first save"
-    return None if state.is_final else resume_problem(state, plan.steps.steps_per_epoch or 0)
+    return resume_refusal(plan, _known_state_steps(files.events))
 
 
 def check_extension(plan: Plan, files: RunPaths, steps: int) -> tuple[Extension, RunManifest, list[str]]:
@@ -808,7 +805,6 @@ def _result(
     view = RunView.of(plan, fold, manifest=ending.manifest, read_lock=False)  # this process holds the lock
     last = latest_state(plan.output_dir, plan.output_name, _known_state_steps(files.events))
     checkpoint = fold.last_checkpoint
-    not_resumable = why_not_resumable(plan, files) if view.stopped else None
     return TrainResult(
         run_dir=plan.run_dir,
         outcome=ending.outcome,
@@ -823,7 +819,7 @@ def _result(
         mean_it_per_s=fold.mean_it_per_s,
         last_checkpoint=checkpoint.path if checkpoint else _latest_checkpoint(plan),
         last_state=last if view.resumable else None,
-        resume_command=view.resume_command if not_resumable is None else None,
+        resume_command=view.resume_command,
         resumed_from=str(state.path) if state else None,
         errors=tuple(fold.errors),
         tail=tuple(parser.recent_lines[-TAIL_LINES:]),
@@ -834,7 +830,7 @@ def _result(
         warnings=warnings,
         report_path=files.report_html if files.report_html.is_file() else None,
         stopped_early=_stopped_early(prepared, fold) if ending.outcome == "stopped_early" else None,
-        not_resumable=not_resumable,
+        not_resumable=view.not_resumable,
     )
 
 

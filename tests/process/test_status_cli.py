@@ -49,7 +49,7 @@ def test_status_json_of_a_finished_run(tmp_path: Path) -> None:
 
 def test_status_human_of_a_stalled_run(tmp_path: Path) -> None:
     # the recorded events are from 2026-11-25; "now" is long after, so the cut run has gone quiet
-    run = copy_recorded_run(tmp_path / "my run", events=17, age_s=3600)
+    run = copy_recorded_run(tmp_path / "my run", events=17, age_s=3600, with_files=True)  # the state it resumes
     r = kw("status", str(run))
     assert r.returncode == 0, r.stderr
     text = " ".join(r.stdout.split())

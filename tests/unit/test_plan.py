@@ -254,8 +254,12 @@ def test_regularization_images_go_to_dataset_toml(env, tmp_path):
 
 def test_set_overrides_reach_the_config(env, tmp_path):
     p = env(
-        make_dataset(tmp_path / "ds"), overrides=["network_dim=16", "max_train_steps=500", "caption_dropout_rate=0.0"]
+        make_dataset(tmp_path / "ds"),
+        overrides=["network_dim=16", "max_train_steps=500", "caption_dropout_rate=0.0", "network_alpha=0"],
     )
+    write_plan(p)
+    config = tomllib.loads((p.run_dir / "config.toml").read_text())
+    assert config["network_arguments"]["network_alpha"] == 0.0  # a 0 is written, not dropped
     assert p.values["network_dim"] == 16 and p.sources["network_dim"] == "--set"
     assert p.values["max_train_steps"] == 500 and p.sources["max_train_steps"] == "--set"
     assert p.values["caption_dropout_rate"] == 0.0

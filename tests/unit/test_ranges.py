@@ -30,7 +30,7 @@ def test_every_numeric_argument_has_a_range_or_a_reason_not_to():
         ("learning_rate=0", "learning_rate = 0.0 is out of range: it must be > 0"),
         ("learning_rate=nan", "learning_rate = nan: must be a finite number"),
         ("network_dim=0", "network_dim = 0 is out of range: it must be from 1 to 1280"),
-        ("network_alpha=0", "network_alpha = 0.0 is out of range: it must be > 0"),
+        ("network_alpha=-1", "network_alpha = -1.0 is out of range: it must be >= 0"),
         ("save_every_n_steps=0", "save_every_n_steps = 0 is out of range: it must be >= 1"),
         ("resolution=0", "resolution must be 'N' or 'W,H' with positive integers"),
         ("caption_dropout_rate=1.5", "caption_dropout_rate = 1.5 is out of range: it must be from 0 to 1"),
@@ -133,3 +133,9 @@ def test_zero_that_sd_scripts_reads_as_off_is_kept():
     assert [p.values[k].value for k in ("min_snr_gamma", "scale_weight_norms", "max_grad_norm")] == [0.0, 0.0, 0.0]
     with pytest.raises(PresetError, match="min_snr_gamma = -1.0 is out of range: it must be >= 0"):
         load_preset("likeness-sd15", ["min_snr_gamma=-1"])
+
+
+def test_network_alpha_of_zero_is_kept_as_sd_scripts_reads_it():
+    """networks/lora.py takes alpha 0 as alpha = dim (a scale of 1): kept and written as given, not refused."""
+    p = load_preset("likeness-sd15", ["network_alpha=0"])
+    assert p.values["network_alpha"].value == 0.0

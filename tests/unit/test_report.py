@@ -207,9 +207,10 @@ def test_write_report_and_cli(tmp_path: Path) -> None:
 
 
 def test_not_a_run(tmp_path: Path) -> None:
-    with pytest.raises(RunDirError, match="has no plan.json"):
+    # the same words as status: report reads a run through the same RunView.load
+    with pytest.raises(RunDirError, match="is not a run directory: it holds neither plan.json nor events.jsonl"):
         load_run(tmp_path)
-    with pytest.raises(RunDirError, match="is not a folder"):
+    with pytest.raises(RunDirError, match="no such run directory"):
         load_run(tmp_path / "absent")
     (tmp_path / "plan.json").write_text("[1, 2]")
     with pytest.raises(RunDirError, match="not an object"):

@@ -34,6 +34,15 @@ def _run_with(tmp_path: Path, lines: list[str], *, plan: bool = True) -> Path:
     return run
 
 
+def _saved_state(run: Path, step: int, epoch: int = 1) -> None:
+    """A complete state folder as train_network.py saves it at `step` (what `train --resume` continues)."""
+    state = run / "output" / f"tinylora-step{step:08d}-state"
+    state.mkdir(parents=True)
+    (state / "train_state.json").write_text(json.dumps({"current_epoch": epoch, "current_step": step}))
+    for name in ("model.safetensors", "optimizer.bin", "scheduler.bin", "random_states_0.pkl"):
+        (state / name).write_bytes(b"")
+
+
 def _line_index(predicate) -> int:  # type: ignore[no-untyped-def]
     return next(i for i, line in enumerate(LINES) if predicate(json.loads(line)))
 
@@ -119,6 +128,7 @@ def test_zero_loss_is_kept(tmp_path: Path) -> None:
 def test_stalled_when_no_event_and_no_output_for_long(tmp_path: Path) -> None:
     cut = _line_index(lambda e: e["type"] == "state_saved") + 1
     run = _run_with(tmp_path, LINES[:cut])
+    _saved_state(run, 2)
     now = _ts("2026-11-25T09:45:00Z")
     s = read_status(run, now=now)
     assert s.state == "stalled"
@@ -140,9 +150,10 @@ def test_interrupted_run_is_resumable_and_a_resumed_run_runs_again(tmp_path: Pat
         _event(t="2026-11-25T09:15:35.000Z", type="finished", outcome="interrupted", exit_code=130, returncode=130),
     ]
     run = _run_with(tmp_path, stopped)
+    _saved_state(run, 2)
     s = read_status(run, now=_ts("2026-11-25T09:16:00Z"))
     assert s.state == "interrupted" and s.outcome == "interrupted" and s.exit_code == 130
-    assert s.last_error == "interrupted by the user"
+    assert s.last_error is None  # an interruption is how the run ended, not an error of it
     assert s.resumable and s.last_state is not None and s.last_state.step == 2
 
     resumed = stopped + [
@@ -166,6 +177,20 @@ def test_interrupted_run_is_resumable_and_a_resumed_run_runs_again(tmp_path: Pat
     assert s.outcome is None and s.last_error is None
     assert s.step == 3 and s.rate == 2.5
     assert s.last_state is not None and s.last_state.step == 2  # still the one to resume from
+
+
+def test_a_stopped_run_that_train_resume_refuses_is_not_resumable(tmp_path: Path) -> None:
+    # the one rule train --resume applies (RunView.not_resumable): a state must be on disk, inside the first epoch
+    cut = _line_index(lambda e: e["type"] == "state_saved") + 1
+    stopped = LINES[:cut] + [
+        _event(t="2026-11-25T09:15:35.000Z", type="finished", outcome="interrupted", exit_code=130, returncode=130),
+    ]
+    run = _run_with(tmp_path, stopped)
+    s = read_status(run, now=_ts("2026-11-25T09:16:00Z"))  # the events recorded a state, output/ holds none
+    assert s.state == "interrupted" and not s.resumable and s.resume_command is None
+    _saved_state(run, 50, epoch=2)  # 40 steps an epoch: past the first one, which sd-scripts cannot resume
+    s = read_status(run, now=_ts("2026-11-25T09:16:00Z"))
+    assert not s.resumable and s.resume_command is None
 
 
 def test_failed_without_state_is_not_resumable(tmp_path: Path) -> None:
