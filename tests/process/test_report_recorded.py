@@ -120,7 +120,8 @@ def test_runs_lists_the_recorded_run(tmp_path: Path) -> None:
 def test_report_of_a_non_run(tmp_path: Path) -> None:
     done = kohya_wrap("report", str(tmp_path))
     assert done.returncode == 1
-    assert "has no plan.json" in done.stderr and "Traceback" not in done.stderr
+    assert "is not a run directory: it holds neither plan.json nor events.jsonl" in done.stderr
+    assert "Traceback" not in done.stderr
 
 
 # A stand-in for sd-scripts' gen_img.py (the process boundary): it reads the arguments `sample`
