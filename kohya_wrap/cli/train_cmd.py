@@ -331,9 +331,11 @@ class _TrainScreen:
         from kohya_wrap.errors import ExitCode, KohyaWrapError
 
         self.progress.stop()
+        stopping = self.strict and bool(prepared.warnings)
         if not self.as_json:
-            render_summary(prepared)
-        if self.strict and prepared.warnings:
+            # a run that stops here is removed with its dataset: no manifest path to point at
+            render_summary(prepared, kept=not stopping)
+        if stopping:
             error = KohyaWrapError(
                 f"{strict_line(prepared)}; nothing was trained",
                 "fix the photos, or leave out --strict",

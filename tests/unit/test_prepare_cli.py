@@ -207,3 +207,16 @@ def test_strict_says_which_warnings_made_it_exit_4(tmp_path: Path) -> None:
         assert result.exit_code == ExitCode.WARNINGS, result.output
         said = " ".join(result.stderr.split())
         assert "--strict: exit 4 because of 1 warning: 1 count low" in said
+
+
+def test_run_strict_stops_after_prepare_and_names_no_manifest_it_removes(tmp_path: Path) -> None:
+    from sd15_stub import write_sd15_stub
+
+    src, run_dir = make_src(tmp_path / "photos"), tmp_path / "r1"
+    model = write_sd15_stub(tmp_path / "model.safetensors")
+    args = ["--token", "t", "--class", "c", "--preset", "smoke", "--base-model", str(model), "--crop", "center"]
+    result = CliRunner().invoke(cli, ["run", str(src), *args, "--strict", "-o", str(run_dir)])
+    assert result.exit_code == ExitCode.WARNINGS, result.output
+    assert "--strict: exit 4 because of 3 warnings" in result.output and "nothing was trained" in result.output
+    # the run this call created is removed with its dataset: the summary points at no prepare.json
+    assert not run_dir.exists() and "manifest:" not in result.output and "prepare.json" not in result.output
