@@ -80,6 +80,7 @@ class RunStatus(Record, frozen=True):
     resumable: bool
     resume_command: str | None
     unreadable_lines: int
+    not_resumable: str | None = None  # why `train --resume` would refuse this stopped run
     held_by: str | None = None  # who holds the run directory's lock (pid, since when), while it runs
     lock_file: bool = False  # the run directory has a lock file: running or stopped is read from the lock
     recommended_step: int | None = None  # from score.json, when the run was scored
@@ -200,6 +201,7 @@ def project(view: RunView) -> RunStatus:
         preset=view.plan.preset_name,
         resumable=view.resumable,
         resume_command=view.resume_command,
+        not_resumable=view.not_resumable,
         unreadable_lines=view.unreadable_lines,
         held_by=view.holder.describe() if view.holder is not None else None,
         lock_file=view.lock_file,

@@ -184,6 +184,8 @@ def _next_rows(s: RunStatus) -> list[tuple[str, str]]:
         rows.append(("advice", _escape(s.advice.text)))
     if s.resume_command:
         rows.append(("resume with", f"[cyan]{_escape(s.resume_command)}[/cyan]"))
+    elif s.not_resumable:
+        rows.append(("cannot resume", f"{_escape(s.not_resumable)}: plan a new run to train again"))
     if s.unreadable_lines:
         rows.append((EVENTS_JSONL, f"[yellow]{s.unreadable_lines} unreadable line(s) skipped[/yellow]"))
     return rows

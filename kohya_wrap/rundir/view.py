@@ -276,7 +276,7 @@ def resume_refusal(plan: Plan, known_state_steps: dict[str, int]) -> str | None:
 
     state = latest_state(plan.output_dir, plan.output_name, known_state_steps)
     if state is None:
-        return None if trained_to_the_end(plan) else "it stopped before its first save"
+        return None if trained_to_the_end(plan) else "it stopped before its first save; output/ holds no complete state"
     return None if state.is_final else resume_problem(state, plan.steps.steps_per_epoch or 0)
 
 

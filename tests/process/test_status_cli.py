@@ -197,3 +197,15 @@ def test_guide_commands_parse_and_status_runs_on_a_recorded_run(tmp_path: Path, 
             r = kw(*args)
             assert r.returncode == 0, (args, r.stderr)
             assert "finished" in r.stdout
+
+
+def test_status_of_a_stopped_run_it_cannot_resume_says_why(tmp_path: Path) -> None:
+    # the events recorded a saved state, but output/ holds none: `train --resume` would refuse it
+    run = copy_recorded_run(tmp_path / "run", events=17, age_s=3600)
+    r = kw("status", str(run))
+    assert r.returncode == 0, r.stderr
+    text = " ".join(r.stdout.split())
+    assert "resume with" not in text
+    assert "cannot resume it stopped before its first save; output/ holds no complete state: plan a new run" in text
+    out = json.loads(kw("status", str(run), "--json").stdout)
+    assert out["resumable"] is False and out["not_resumable"].startswith("it stopped before its first save")
