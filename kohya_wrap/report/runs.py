@@ -8,7 +8,7 @@ from typing import Literal
 from kohya_wrap.codec import Record
 from kohya_wrap.errors import KohyaWrapError, RunDirError
 from kohya_wrap.events import Outcome
-from kohya_wrap.report.summary import is_run_dir, load_run
+from kohya_wrap.report.summary import RunSummary, is_run_dir, load_run
 
 
 class RunRow(Record, frozen=True):
@@ -21,7 +21,7 @@ class RunRow(Record, frozen=True):
     steps_total: int | None
     outcome: Outcome | Literal["planned", "unfinished", "unreadable"]
     final_loss: float | None
-    output: Path | None  # the final LoRA, when it exists
+    output: Path | None  # the final LoRA, when it exists; for a run stopped early, the checkpoint `export` takes
     problem: str | None = None  # why the row is incomplete (an unreadable plan.json)
 
 
@@ -64,5 +64,14 @@ def _row(run_dir: Path) -> RunRow:
         steps_total=s.total_steps,
         outcome=s.outcome,
         final_loss=s.final_loss,
-        output=s.lora_file,
+        output=_output(s),
     )
+
+
+def _output(s: RunSummary) -> Path | None:
+    """The LoRA the run made: a run stopped early has no final file, its output is the checkpoint to export."""
+    from kohya_wrap.score.export import checkpoint_to_export
+
+    if s.lora_file is not None or s.outcome != "stopped_early":
+        return s.lora_file
+    return checkpoint_to_export(s.plan, s.score)

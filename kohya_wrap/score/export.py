@@ -137,6 +137,21 @@ def export_checkpoint(run_dir: str | Path, out: str | Path, *, step: int | None 
     )
 
 
+def checkpoint_to_export(plan: Plan, report: ScoreReport | None) -> Path | None:
+    """The LoRA file `export RUN_DIR` (no --step) writes out: the recommended checkpoint, else the last
+    complete one; None when the run has no complete LoRA file."""
+    from kohya_wrap.sdscripts.samples import checkpoint_steps
+
+    files = checkpoint_steps(plan.output_dir, plan.output_name, plan.max_train_steps)
+    if not files:
+        return None
+    try:
+        chosen, _, _ = _choose(files, report, None, plan.output_dir)
+    except ScoreError:
+        return None
+    return files[chosen]
+
+
 def _choose(
     files: dict[int, Path], report: ScoreReport | None, step: int | None, output_dir: Path
 ) -> tuple[int, str, str]:

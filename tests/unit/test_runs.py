@@ -88,3 +88,30 @@ def test_cli_table_and_json(tmp_path: Path) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
     assert "no runs in" in runner.invoke(cli, ["runs", str(empty)]).output
+
+
+def test_a_run_stopped_early_shows_the_checkpoint_export_takes(tmp_path: Path) -> None:
+    import numpy as np
+    from report_run_fixture import OUTPUT_NAME
+    from safetensors.numpy import save_file
+
+    run = make_run(tmp_path, with_run_json=False, with_lora=False)
+    events = run / "events.jsonl"
+    lines = [json.loads(line) for line in events.read_text().splitlines()]
+    for event in lines:
+        if event["type"] == "finished":
+            event.update(outcome="stopped_early", exit_code=0)
+    events.write_text("".join(json.dumps(e) + "\n" for e in lines))
+    for step in (2, 4):
+        save_file(
+            {"lora_unet_a.alpha": np.array([4.0], dtype=np.float32)},
+            str(run / "output" / f"{OUTPUT_NAME}-step{step:08d}.safetensors"),
+            metadata={"ss_steps": str(step)},
+        )
+    (row,) = list_runs(run)
+    assert row.outcome == "stopped_early"
+    assert row.output == run / "output" / f"{OUTPUT_NAME}-step00000004.safetensors"  # not scored: the last
+    score = {"checkpoints": [], "recommended": {"step": 2}, "reason": "r", "model": {"id": "dlib-x"}}
+    (run / "score.json").write_text(json.dumps(score))
+    (row,) = list_runs(run)
+    assert row.output == run / "output" / f"{OUTPUT_NAME}-step00000002.safetensors"  # the recommended one
