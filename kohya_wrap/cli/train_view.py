@@ -308,4 +308,4 @@ def _render_next_step(result: TrainResult, console: Console) -> None:
         console.print(f"resume with: [bold]{escape(result.resume_command)}[/bold]", highlight=False)
     else:
         why = result.not_resumable or "no state was saved yet"
-        console.print(f"this run cannot be resumed ({escape(why)}); plan a new run (a new directory) to train again.")
+        console.print(f"this run cannot be resumed: {escape(why)}; plan a new run (a new directory) to train again.")

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field, replace
 from datetime import timezone
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from kohya_wrap.codec import parse_time
 from kohya_wrap.errors import RunDirError
@@ -25,6 +25,9 @@ from kohya_wrap.rundir.layout import EVENTS_JSONL, PLAN_JSON, paths
 from kohya_wrap.rundir.lock import LockHolder, lock_holder
 from kohya_wrap.rundir.manifest import RunManifest, read_manifest
 from kohya_wrap.rundir.plan_record import Plan, read_plan, trained_to_the_end
+
+if TYPE_CHECKING:
+    from kohya_wrap.sdscripts.resume import SavedState
 
 RunState = Literal["planned", "running", "stalled", "finished", "interrupted", "failed"]
 PLANNED: RunState = "planned"
@@ -206,7 +209,7 @@ class RunView:
         """Why `train --resume` would refuse this stopped run (None while it runs or when it would not)."""
         if not self.stopped:
             return None
-        return resume_refusal(self.plan, {s.path: s.step for s in self.fold.states if s.step is not None})
+        return resume_point(self.plan, {s.path: s.step for s in self.fold.states if s.step is not None})[1]
 
     @property
     def resumable(self) -> bool:
@@ -269,15 +272,17 @@ def load_plan(run_dir: Path) -> Plan:
         raise RunDirError(e.message, "the run directory is damaged; reading a run never writes to it") from None
 
 
-def resume_refusal(plan: Plan, known_state_steps: dict[str, int]) -> str | None:
-    """Why `train --resume` would refuse the run once stopped, or None when it continues it (or records the
-    end of a trainer that finished). known_state_steps: the saved states' steps as the events recorded them."""
+def resume_point(plan: Plan, known_state_steps: dict[str, int]) -> tuple[SavedState | None, str | None]:
+    """Where `train --resume` would continue the run once stopped, and why it would refuse (None: it would
+    not). No state and no refusal: the trainer finished without saving states, and --resume records its end.
+    known_state_steps: the saved states' steps as the events recorded them."""
     from kohya_wrap.sdscripts.resume import latest_state, resume_problem
 
     state = latest_state(plan.output_dir, plan.output_name, known_state_steps)
     if state is None:
-        return None if trained_to_the_end(plan) else "it stopped before its first save; output/ holds no complete state"
-    return None if state.is_final else resume_problem(state, plan.steps.steps_per_epoch or 0)
+        no_state = f"it stopped before its first save: {plan.output_dir} holds no saved state"
+        return None, None if trained_to_the_end(plan) else no_state
+    return state, None if state.is_final else resume_problem(state, plan.steps.steps_per_epoch or 0)
 
 
 def _disk_state(view: RunView) -> SavedFile | None:

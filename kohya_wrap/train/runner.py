@@ -57,7 +57,7 @@ from kohya_wrap.rundir import (
     VerificationEntry,
     resume_command,
 )
-from kohya_wrap.rundir.view import RunView, attempt_started, extended_to_step, resume_refusal
+from kohya_wrap.rundir.view import RunView, attempt_started, extended_to_step, resume_point
 from kohya_wrap.sdscripts.arguments import package_problems
 from kohya_wrap.sdscripts.command import CommandFiles, CommandRequest, Fitted, trainer_command
 from kohya_wrap.sdscripts.lora import LoraReport
@@ -67,7 +67,6 @@ from kohya_wrap.sdscripts.resume import (
     SavedState,
     latest_state,
     plan_extension,
-    resume_problem,
     saved_states,
     step_checkpoint_name,
 )
@@ -192,35 +191,31 @@ def check_run_dir(plan: Plan, files: RunPaths, resume: bool) -> tuple[SavedState
                 f"{plan.run_dir} already holds a training attempt (train.log / events.jsonl / output/).",
                 f"Continue it with `{resume_command(plan.run_dir)}`, or plan a new run."
                 if why is None
-                else f"It cannot be resumed ({why}): plan a new run (a new directory) to train again.",
+                else f"It cannot be resumed: {why}; plan a new run (a new directory) to train again.",
             )
         return None, prior
-    state = latest_state(plan.output_dir, plan.output_name, _known_state_steps(files.events))
-    if state is None and rundir.trained_to_the_end(plan):
-        return None, prior  # finished without saving states, its end never recorded: _record_finished
-    if state is None:
+    # the one rule status applies too (RunView.not_resumable). A final state, or none from a trainer that
+    # finished without saving states: run.json does not say it finished (kohya-wrap was killed between the
+    # final save and run.json); `train --resume` records it (_record_finished) and trains nothing again.
+    state, refusal = resume_point(plan, _known_state_steps(files.events))
+    if refusal is not None:
+        several_epochs = state is not None  # a state past the first epoch (resume_problem)
         raise RunDirError(
-            f"{plan.run_dir} has no saved state to resume from (no {plan.output_name}-*-state folder in {plan.output_dir}).",
-            "The run stopped before its first save; start it again with a new plan.",
-        )
-    if state.is_final:
-        # the trainer finished (its end-of-training state exists) but run.json does not say so: kohya-wrap
-        # was killed between the final save and run.json, or stopped while the trainer finished. `train
-        # --resume` records it (run_training: _record_finished), as `status` advises; nothing trains again.
-        return state, prior
-    problem = resume_problem(state, plan.steps.steps_per_epoch or 0)
-    if problem:
-        raise RunDirError(
-            f"{plan.run_dir} cannot be resumed: {problem}.",
-            "Its checkpoints so far stay in output/; plan a new run to train again. kohya-wrap's presets plan "
-            "one epoch so that their runs resume safely; this one has several (--repeats or max_train_epochs).",
+            f"{plan.run_dir} cannot be resumed: {refusal}.",
+            "Its checkpoints so far stay in output/; plan a new run to train again."
+            + (
+                " kohya-wrap's presets plan one epoch so that their runs resume safely; this one has several"
+                " (--repeats or max_train_epochs)."
+                if several_epochs
+                else ""
+            ),
         )
     return state, prior
 
 
 def why_not_resumable(plan: Plan, files: RunPaths) -> str | None:
     """Why `train --resume` would refuse this stopped run (check_run_dir), or None when it would continue it."""
-    return resume_refusal(plan, _known_state_steps(files.events))
+    return resume_point(plan, _known_state_steps(files.events))[1]
 
 
 def check_extension(plan: Plan, files: RunPaths, steps: int) -> tuple[Extension, RunManifest, list[str]]:

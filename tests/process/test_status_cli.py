@@ -206,6 +206,6 @@ def test_status_of_a_stopped_run_it_cannot_resume_says_why(tmp_path: Path) -> No
     assert r.returncode == 0, r.stderr
     text = " ".join(r.stdout.split())
     assert "resume with" not in text
-    assert "cannot resume it stopped before its first save; output/ holds no complete state: plan a new run" in text
+    assert f"cannot resume it stopped before its first save: {run}/output holds no saved state: plan a new run" in text
     out = json.loads(kw("status", str(run), "--json").stdout)
     assert out["resumable"] is False and out["not_resumable"].startswith("it stopped before its first save")

@@ -188,7 +188,7 @@ def test_a_stopped_run_that_train_resume_refuses_is_not_resumable(tmp_path: Path
     run = _run_with(tmp_path, stopped)
     s = read_status(run, now=_ts("2026-11-25T09:16:00Z"))  # the events recorded a state, output/ holds none
     assert s.state == "interrupted" and not s.resumable and s.resume_command is None
-    assert s.not_resumable == "it stopped before its first save; output/ holds no complete state"
+    assert s.not_resumable == f"it stopped before its first save: {run}/output holds no saved state"
     _saved_state(run, 50, epoch=2)  # 40 steps an epoch: past the first one, which sd-scripts cannot resume
     s = read_status(run, now=_ts("2026-11-25T09:16:00Z"))
     assert not s.resumable and s.resume_command is None and s.not_resumable is not None
